@@ -1,0 +1,6 @@
+//! binary on the CPU (placeholder: the default methods call the reference until the fast path lands).
+
+use crate::CpuBackend;
+use smoothloss_core::backend::BinaryOps;
+
+impl BinaryOps<f32> for CpuBackend {}

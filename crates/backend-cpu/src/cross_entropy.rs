@@ -1,0 +1,6 @@
+//! cross_entropy on the CPU (placeholder: the default methods call the reference until the fast path lands).
+
+use crate::CpuBackend;
+use smoothloss_core::backend::CrossEntropyOps;
+
+impl CrossEntropyOps<f32> for CpuBackend {}

@@ -1,0 +1,2 @@
+//! CUDA backend of smoothloss.
+#![warn(missing_docs)]

@@ -1,0 +1,129 @@
+//! Binary cross-entropy with logits and sigmoid focal loss (formulas `BIN-1` .. `BIN-5`),
+//! element-wise, as PyTorch / torchvision.
+
+use crate::element::Element;
+use crate::error::{LossError, Result};
+use crate::reduction::{Reduction, Upstream};
+use crate::regression::validate_elementwise;
+
+/// `F.binary_cross_entropy_with_logits(logits, targets, pos_weight=...)`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BceWithLogits {
+    /// Optional positive-class weight broadcast along the last dimension: element `i` uses
+    /// `pos_weight[i % P]`; P must divide the number of elements. Finite and >= 0.
+    pub pos_weight: Option<Vec<f64>>,
+    /// Reduction over elements.
+    pub reduction: Reduction,
+}
+
+/// `torchvision.ops.sigmoid_focal_loss(logits, targets, alpha, gamma, reduction)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SigmoidFocal {
+    /// Positive-class balance in `[0, 1]`; a negative value means no alpha weighting.
+    pub alpha: f64,
+    /// Focusing exponent, finite and >= 0.
+    pub gamma: f64,
+    /// Reduction over elements (torchvision's default is `none`).
+    pub reduction: Reduction,
+}
+
+impl Default for SigmoidFocal {
+    fn default() -> Self {
+        Self {
+            alpha: 0.25,
+            gamma: 2.0,
+            reduction: Reduction::None,
+        }
+    }
+}
+
+/// Targets of the binary losses must lie in [0, 1] (NaN is refused too).
+fn validate_binary_targets<T: Element>(targets: &[T]) -> Result<()> {
+    for t in targets {
+        let v = t.to_f64();
+        if !(0.0..=1.0).contains(&v) {
+            return Err(LossError::InvalidParameter {
+                name: "targets",
+                value: v,
+                reason: "binary targets must lie in [0, 1]",
+            });
+        }
+    }
+    Ok(())
+}
+
+impl BceWithLogits {
+    /// Validates pos_weight, shapes and targets.
+    pub fn validate<T: Element>(
+        &self,
+        logits: &[T],
+        targets: &[T],
+        upstream: &Upstream<'_>,
+        grad_len: Option<usize>,
+    ) -> Result<usize> {
+        let n = validate_elementwise(
+            "logits",
+            logits,
+            "targets",
+            targets,
+            self.reduction,
+            upstream,
+            grad_len,
+        )?;
+        if let Some(pw) = &self.pos_weight {
+            if pw.is_empty() || n % pw.len() != 0 {
+                return Err(LossError::ShapeMismatch {
+                    what: "pos_weight",
+                    expected: n,
+                    got: pw.len(),
+                });
+            }
+            if let Some(&bad) = pw.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+                return Err(LossError::InvalidParameter {
+                    name: "pos_weight",
+                    value: bad,
+                    reason: "must be finite and >= 0",
+                });
+            }
+        }
+        validate_binary_targets(targets)?;
+        Ok(n)
+    }
+}
+
+impl SigmoidFocal {
+    /// Validates alpha, gamma, shapes and targets.
+    pub fn validate<T: Element>(
+        &self,
+        logits: &[T],
+        targets: &[T],
+        upstream: &Upstream<'_>,
+        grad_len: Option<usize>,
+    ) -> Result<usize> {
+        if !(self.gamma.is_finite() && self.gamma >= 0.0) {
+            return Err(LossError::InvalidParameter {
+                name: "gamma",
+                value: self.gamma,
+                reason: "must be finite and >= 0",
+            });
+        }
+        if !(self.alpha.is_finite() && self.alpha <= 1.0) {
+            return Err(LossError::InvalidParameter {
+                name: "alpha",
+                value: self.alpha,
+                reason: "must be <= 1 (negative disables alpha weighting)",
+            });
+        }
+        let n = validate_elementwise(
+            "logits",
+            logits,
+            "targets",
+            targets,
+            self.reduction,
+            upstream,
+            grad_len,
+        )?;
+        validate_binary_targets(targets)?;
+        Ok(n)
+    }
+}

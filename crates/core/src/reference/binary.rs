@@ -1,0 +1,117 @@
+//! Reference BCE with logits and sigmoid focal loss (`BIN-1` .. `BIN-5`).
+
+use crate::binary::{BceWithLogits, SigmoidFocal};
+use crate::error::Result;
+use crate::reduction::{Reduction, Upstream};
+
+/// Logistic sigmoid without overflow for large `|x|`.
+pub fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// `-log(1 - sigmoid(x)) = max(x, 0) + log1p(exp(-|x|))`, finite for every finite `x`.
+pub fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// BCE with logits of one element (`BIN-1`) and its derivative (`BIN-2`), positive weight `pw`:
+/// `loss = (1 - y) x + (1 + (pw - 1) y) softplus(-x)`,
+/// `dloss/dx = sigmoid(x) (pw y + 1 - y) - pw y`.
+pub fn bce_element(x: f64, y: f64, pw: f64) -> (f64, f64) {
+    let loss = (1.0 - y) * x + (1.0 + (pw - 1.0) * y) * softplus(-x);
+    let d = sigmoid(x) * (pw * y + 1.0 - y) - pw * y;
+    (loss, d)
+}
+
+/// Sigmoid focal loss of one element (`BIN-3`) and its derivative (`BIN-4`).
+pub fn focal_element(x: f64, y: f64, alpha: f64, gamma: f64) -> (f64, f64) {
+    let p = sigmoid(x);
+    let (ce, dce) = bce_element(x, y, 1.0);
+    let pt = p * y + (1.0 - p) * (1.0 - y);
+    let one_m = 1.0 - pt;
+    let modulator = one_m.powf(gamma);
+    // d(1 - p_t)/dx = -(2y - 1) p (1 - p); d(one_m^gamma) is taken as 0 when gamma = 0 or
+    // one_m = 0 (PyTorch's pow backward for exponent 0; the limit for gamma >= 1).
+    let dmod = if gamma == 0.0 || one_m == 0.0 {
+        0.0
+    } else {
+        gamma * one_m.powf(gamma - 1.0) * (-(2.0 * y - 1.0) * p * (1.0 - p))
+    };
+    let mut loss = ce * modulator;
+    let mut d = dce * modulator + ce * dmod;
+    if alpha >= 0.0 {
+        let at = alpha * y + (1.0 - alpha) * (1.0 - y);
+        loss *= at;
+        d *= at;
+    }
+    (loss, d)
+}
+
+fn finish(
+    parts: Vec<(f64, f64)>,
+    reduction: Reduction,
+    upstream: Upstream<'_>,
+    grad: Option<&mut [f64]>,
+) -> Vec<f64> {
+    let n = parts.len();
+    // BIN-5: reductions over elements.
+    let scale = if reduction == Reduction::Mean {
+        1.0 / n as f64
+    } else {
+        1.0
+    };
+    if let Some(out) = grad {
+        for (i, (_, d)) in parts.iter().enumerate() {
+            let u = if reduction == Reduction::None {
+                upstream.at(i)
+            } else {
+                upstream.at(0)
+            };
+            out[i] = u * scale * d;
+        }
+    }
+    crate::reduction::reduce_values(parts.into_iter().map(|(l, _)| l).collect(), reduction)
+}
+
+/// Reference `binary_cross_entropy_with_logits`.
+pub fn bce_with_logits(
+    cfg: &BceWithLogits,
+    logits: &[f64],
+    targets: &[f64],
+    upstream: Upstream<'_>,
+    grad: Option<&mut [f64]>,
+) -> Result<Vec<f64>> {
+    cfg.validate(logits, targets, &upstream, grad.as_ref().map(|g| g.len()))?;
+    let parts = logits
+        .iter()
+        .zip(targets)
+        .enumerate()
+        .map(|(i, (&x, &y))| {
+            let pw = cfg.pos_weight.as_ref().map_or(1.0, |w| w[i % w.len()]);
+            bce_element(x, y, pw)
+        })
+        .collect();
+    Ok(finish(parts, cfg.reduction, upstream, grad))
+}
+
+/// Reference `torchvision.ops.sigmoid_focal_loss`.
+pub fn sigmoid_focal(
+    cfg: &SigmoidFocal,
+    logits: &[f64],
+    targets: &[f64],
+    upstream: Upstream<'_>,
+    grad: Option<&mut [f64]>,
+) -> Result<Vec<f64>> {
+    cfg.validate(logits, targets, &upstream, grad.as_ref().map(|g| g.len()))?;
+    let parts = logits
+        .iter()
+        .zip(targets)
+        .map(|(&x, &y)| focal_element(x, y, cfg.alpha, cfg.gamma))
+        .collect();
+    Ok(finish(parts, cfg.reduction, upstream, grad))
+}
