@@ -1,1 +1,55 @@
-fn main() {}
+//! `cargo xtask <task>`: project tasks in one binary (the cargo-xtask pattern).
+//!
+//! - `conformance --cases FILE [--backend reference|cpu|cuda|all]`
+//! - `bench [--backend cpu] [--json] [--plot FILE]`
+//! - `experiment [--seeds K] [--epochs E] [--alpha A] [--lr LR] [--plot FILE] [--json]`
+//! - `gpu-bundle`
+
+mod bench;
+mod conformance;
+mod experiment;
+mod gpu_bundle;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The workspace root (the parent of this crate's manifest directory).
+pub fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+const USAGE: &str = "usage: cargo xtask <conformance|bench|experiment|gpu-bundle> [options]
+  conformance --cases FILE [--backend reference|cpu|cuda|all]
+  bench [--backend cpu|cuda|all] [--json] [--plot FILE]
+  experiment [--seeds K] [--epochs E] [--alpha A] [--lr LR] [--plot FILE] [--json]
+  gpu-bundle";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(task) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let result = match task.as_str() {
+        "conformance" => conformance::run(rest),
+        "bench" => bench::run(rest),
+        "experiment" => experiment::run(rest),
+        "gpu-bundle" => gpu_bundle::run(rest),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown task `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! `cargo xtask experiment` (being written).
+
+pub fn run(_args: &[String]) -> Result<(), String> {
+    Err("`experiment` is not built yet".into())
+}
