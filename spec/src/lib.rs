@@ -1,1 +1,40 @@
-//! spec
+//! The smoothloss spec as code: the PyTorch cases and their loader, the comparison rules
+//! (`spec/formulas/tolerance.md`), proptest strategies, and a reusable conformance suite that
+//! checks any backend with one macro call.
+//!
+//! ```ignore
+//! // In a backend crate's tests/conformance.rs:
+//! smoothloss_spec::conformance_tests!(my_backend::MyBackend::new(), f32, smoothloss_spec::Tolerance::F32);
+//! ```
+//!
+//! The environment variable `SMOOTHLOSS_CASES` filters cases by substring of their id
+//! (as regex-test does), e.g. `SMOOTHLOSS_CASES=torch-ce cargo test -p smoothloss-spec`.
+#![warn(missing_docs)]
+
+pub mod cases;
+pub mod conformance;
+pub mod formulas;
+pub mod random;
+pub mod runner;
+pub mod strategies;
+pub mod tolerance;
+
+pub use cases::{Case, CaseError, CaseFile, Expected, LossCall};
+pub use conformance::Report;
+pub use runner::{Output, run_call};
+pub use tolerance::{Mismatch, Tolerance};
+
+/// The PyTorch cases shipped with the spec (`spec/cases/torch_cases.json`).
+pub const TORCH_CASES_JSON: &str = include_str!("../cases/torch_cases.json");
+
+/// Parses the bundled PyTorch cases.
+pub fn torch_cases() -> CaseFile {
+    CaseFile::parse(TORCH_CASES_JSON).expect("the bundled case file is valid")
+}
+
+/// The case filter from `SMOOTHLOSS_CASES` (substring of the case id), if set.
+pub fn case_filter() -> Option<String> {
+    std::env::var("SMOOTHLOSS_CASES")
+        .ok()
+        .filter(|s| !s.is_empty())
+}

@@ -1,0 +1,789 @@
+//! The reusable conformance suite: every check, against any backend, with one call
+//! ([`run_all`]) or one macro ([`conformance_tests!`](crate::conformance_tests)).
+//!
+//! Checks:
+//! - `torch`: the PyTorch cases against PyTorch's float64 results (`TOL-1` for f64 data, the
+//!   looser `Tolerances::torch` for f32 data since the inputs are rounded);
+//! - `torch-vs-reference` and `random`: the backend against the f64 reference evaluated on the
+//!   same (rounded) inputs (`TOL-2`), with an upstream gradient of 1, a scalar upstream
+//!   gradient, per-element upstream gradients (reduction `none`), forward-only calls and the
+//!   in-place cross-entropy;
+//! - `errors`: bad input gives the same typed error as the reference, and no panic.
+
+use crate::cases::{CaseError, CaseFile, Expected, LossCall, Targets};
+use crate::random::random_calls;
+use crate::runner::{Output, round_inputs, run_call, run_call_with};
+use crate::tolerance::Tolerance;
+use smoothloss_core::{
+    Backend, BceWithLogits, BoxFormat, BoxLoss, CeTargets, CrossEntropy, Element, Huber, LossError,
+    Reduction, ReferenceBackend, SigmoidFocal, SmoothL1, Upstream,
+};
+use std::fmt;
+
+/// The tolerances a backend is held to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerances {
+    /// Against PyTorch's expected values in the case file.
+    pub torch: Tolerance,
+    /// Against the f64 reference on the same inputs.
+    pub reference: Tolerance,
+}
+
+impl Tolerances {
+    /// For `f64` data (the reference itself): `TOL-1` both ways.
+    pub const F64: Tolerances = Tolerances {
+        torch: Tolerance::REFERENCE,
+        reference: Tolerance::REFERENCE,
+    };
+    /// For `f32` data: `TOL-2`.
+    pub const F32: Tolerances = Tolerances {
+        torch: Tolerance::F32_TORCH_CASES,
+        reference: Tolerance::F32,
+    };
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Within tolerance.
+    Passed,
+    /// Out of tolerance or wrong error; the message says where.
+    Failed(String),
+    /// The backend or the reader cannot run this case (reported, never counted as passed).
+    Unsupported(String),
+}
+
+/// One line of a report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Which check (`torch`, `random`, `errors`, ...).
+    pub check: &'static str,
+    /// Case id.
+    pub id: String,
+    /// Outcome.
+    pub outcome: Outcome,
+}
+
+/// The result of a conformance run.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Backend name.
+    pub backend: String,
+    /// Every check made.
+    pub entries: Vec<Entry>,
+}
+
+impl Report {
+    fn push(&mut self, check: &'static str, id: impl Into<String>, outcome: Outcome) {
+        self.entries.push(Entry {
+            check,
+            id: id.into(),
+            outcome,
+        });
+    }
+
+    /// Number of passed checks.
+    pub fn passed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Passed))
+    }
+
+    /// Number of failed checks.
+    pub fn failed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Failed(_)))
+    }
+
+    /// Number of unsupported cases.
+    pub fn unsupported(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Unsupported(_)))
+    }
+
+    fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.entries.iter().filter(|e| f(&e.outcome)).count()
+    }
+
+    /// True when something was checked and nothing failed or was unsupported.
+    pub fn all_passed(&self) -> bool {
+        !self.entries.is_empty() && self.failed() == 0 && self.unsupported() == 0
+    }
+
+    /// Merges another report into this one.
+    pub fn extend(&mut self, other: Report) {
+        if self.backend.is_empty() {
+            self.backend = other.backend;
+        }
+        self.entries.extend(other.entries);
+    }
+
+    /// The closing line: `N passed, M failed, K unsupported`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} passed, {} failed, {} unsupported",
+            self.passed(),
+            self.failed(),
+            self.unsupported()
+        )
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for e in &self.entries {
+            match &e.outcome {
+                Outcome::Passed => {}
+                Outcome::Failed(m) => {
+                    writeln!(f, "FAIL [{}] {} {}: {m}", self.backend, e.check, e.id)?
+                }
+                Outcome::Unsupported(m) => writeln!(
+                    f,
+                    "UNSUPPORTED [{}] {} {}: {m}",
+                    self.backend, e.check, e.id
+                )?,
+            }
+        }
+        write!(f, "{}", self.summary())
+    }
+}
+
+fn compare(out: &Output, want_loss: &[f64], want_grad: Option<&[f64]>, tol: &Tolerance) -> Outcome {
+    if let Err(m) = tol.check(&out.loss, want_loss) {
+        return Outcome::Failed(format!("loss {m}"));
+    }
+    if let Some(wg) = want_grad {
+        match &out.grad {
+            None => return Outcome::Failed("no gradient returned".into()),
+            Some(g) => {
+                if let Err(m) = tol.check(g, wg) {
+                    return Outcome::Failed(format!("grad {m}"));
+                }
+            }
+        }
+    }
+    Outcome::Passed
+}
+
+fn outcome_of_error(e: LossError) -> Outcome {
+    match e {
+        LossError::Unsupported { .. } => Outcome::Unsupported(e.to_string()),
+        other => Outcome::Failed(format!("error: {other}")),
+    }
+}
+
+/// Runs the cases of `file` (filtered by `SMOOTHLOSS_CASES`) on `backend` and compares with the
+/// expected values of the file, and with the reference on the same rounded inputs.
+pub fn case_file<T: Element, B: Backend<T> + ?Sized>(
+    backend: &B,
+    file: &CaseFile,
+    tol: &Tolerances,
+) -> Report {
+    let mut report = Report {
+        backend: format!("{}/{}", backend.name(), T::NAME),
+        entries: Vec::new(),
+    };
+    let filter = crate::case_filter();
+    for case in file.filtered(filter.as_deref()) {
+        let (call, expected): (LossCall, Expected) = match case.decode() {
+            Ok(d) => d,
+            Err(CaseError::Unsupported { what, .. }) => {
+                report.push("torch", &case.id, Outcome::Unsupported(what));
+                continue;
+            }
+            Err(e) => {
+                report.push("torch", &case.id, Outcome::Failed(e.to_string()));
+                continue;
+            }
+        };
+        let out = match run_call::<T, B>(backend, &call) {
+            Ok(o) => o,
+            Err(e) => {
+                report.push("torch", &case.id, outcome_of_error(e));
+                continue;
+            }
+        };
+        report.push(
+            "torch",
+            &case.id,
+            compare(&out, &expected.loss, expected.grad.as_deref(), &tol.torch),
+        );
+        // The same inputs, rounded to T, through the f64 reference.
+        let rounded = round_inputs::<T>(&call);
+        match run_call::<f64, _>(&ReferenceBackend, &rounded) {
+            Ok(want) => report.push(
+                "torch-vs-reference",
+                &case.id,
+                compare(&out, &want.loss, want.grad.as_deref(), &tol.reference),
+            ),
+            Err(e) => report.push("torch-vs-reference", &case.id, outcome_of_error(e)),
+        }
+    }
+    report
+}
+
+/// The bundled PyTorch cases.
+pub fn torch_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Tolerances) -> Report {
+    case_file(backend, &crate::torch_cases(), tol)
+}
+
+fn per_element_upstream(call: &LossCall) -> Option<Vec<f64>> {
+    let count = match call {
+        LossCall::CrossEntropy { cfg, rows, .. } if cfg.reduction == Reduction::None => *rows,
+        LossCall::BoxLoss { cfg, pred, .. } if cfg.reduction == Reduction::None => pred.len() / 4,
+        LossCall::SmoothL1 { cfg, pred, .. } if cfg.reduction == Reduction::None => pred.len(),
+        LossCall::Huber { cfg, pred, .. } if cfg.reduction == Reduction::None => pred.len(),
+        LossCall::Bce { cfg, logits, .. } if cfg.reduction == Reduction::None => logits.len(),
+        LossCall::Focal { cfg, logits, .. } if cfg.reduction == Reduction::None => logits.len(),
+        _ => return None,
+    };
+    Some(
+        (0..count)
+            .map(|i| 0.5 + (i % 5) as f64 * 0.75 - 1.0)
+            .collect(),
+    )
+}
+
+/// Random inputs for every loss and option against the reference (`TOL-2`), with several
+/// upstream gradients, forward-only calls and the in-place cross-entropy.
+pub fn random_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Tolerance) -> Report {
+    let mut report = Report {
+        backend: format!("{}/{}", backend.name(), T::NAME),
+        entries: Vec::new(),
+    };
+    let filter = crate::case_filter();
+    for (id, call) in random_calls(0x5eed_1e55) {
+        if filter.as_deref().is_some_and(|f| !id.contains(f)) {
+            continue;
+        }
+        let rounded = round_inputs::<T>(&call);
+        let per_elem = per_element_upstream(&call);
+        let mut upstreams = vec![("up1", Upstream::ONE), ("up-2.5", Upstream::Scalar(-2.5))];
+        if let Some(u) = per_elem.as_deref() {
+            upstreams.push(("up-per-element", Upstream::PerElement(u)));
+        }
+        let is_iou = matches!(call, LossCall::BoxIou { .. });
+        for (uname, up) in upstreams {
+            if is_iou && uname != "up1" {
+                continue;
+            }
+            let cid = format!("{id}/{uname}");
+            let want = match run_call_with::<f64, _>(&ReferenceBackend, &rounded, up, true) {
+                Ok(w) => w,
+                Err(e) => {
+                    report.push(
+                        "random",
+                        cid,
+                        Outcome::Failed(format!("reference refused: {e}")),
+                    );
+                    continue;
+                }
+            };
+            let outcome = match run_call_with::<T, B>(backend, &call, up, true) {
+                Ok(got) => compare(&got, &want.loss, want.grad.as_deref(), tol),
+                Err(e) => outcome_of_error(e),
+            };
+            report.push("random", cid, outcome);
+        }
+        if is_iou {
+            continue;
+        }
+        // Forward only: same loss values.
+        let want = run_call_with::<f64, _>(&ReferenceBackend, &rounded, Upstream::ONE, false);
+        let got = run_call_with::<T, B>(backend, &call, Upstream::ONE, false);
+        let outcome = match (got, want) {
+            (Ok(g), Ok(w)) => compare(&g, &w.loss, None, tol),
+            (Err(e), _) => outcome_of_error(e),
+            (_, Err(e)) => Outcome::Failed(format!("reference refused: {e}")),
+        };
+        report.push("random", format!("{id}/forward-only"), outcome);
+        // In-place cross-entropy: the gradient lands in the logits buffer.
+        if let LossCall::CrossEntropy {
+            cfg,
+            logits,
+            rows,
+            classes,
+            targets,
+        } = &call
+        {
+            let mut z: Vec<T> = logits.iter().map(|&v| T::from_f64(v)).collect();
+            let probs: Vec<T>;
+            let t = match targets {
+                Targets::Classes(c) => CeTargets::Classes(c),
+                Targets::Probs(p) => {
+                    probs = p.iter().map(|&v| T::from_f64(v)).collect();
+                    CeTargets::Probs(&probs[..])
+                }
+            };
+            let want = run_call::<f64, _>(&ReferenceBackend, &rounded);
+            let got =
+                backend.cross_entropy_in_place(cfg, &mut z, *rows, *classes, t, Upstream::ONE);
+            let outcome = match (got, want) {
+                (Ok(loss), Ok(w)) => {
+                    let out = Output {
+                        loss,
+                        grad: Some(z.iter().map(|v| v.to_f64()).collect()),
+                    };
+                    compare(&out, &w.loss, w.grad.as_deref(), tol)
+                }
+                (Err(e), _) => outcome_of_error(e),
+                (_, Err(e)) => Outcome::Failed(format!("reference refused: {e}")),
+            };
+            report.push("random", format!("{id}/in-place"), outcome);
+        }
+    }
+    report
+}
+
+type Call<'a, B> = Box<dyn Fn(&B) -> Result<Vec<f64>, LossError> + 'a>;
+
+/// Inputs shared by the bad calls.
+struct BadData<T> {
+    z6: Vec<T>,
+    boxes: Vec<T>,
+    e4: Vec<T>,
+}
+
+impl<T: Element> BadData<T> {
+    fn new() -> Self {
+        let f = |v: f64| T::from_f64(v);
+        Self {
+            z6: (0..6).map(|i| f(i as f64 * 0.3)).collect(),
+            boxes: [0.0, 0.0, 1.0, 1.0, 0.5, 0.5, 2.0, 2.0].map(f).to_vec(),
+            e4: [0.1, 0.9, 0.0, 1.0].map(f).to_vec(),
+        }
+    }
+}
+
+/// Bad calls, each run on the backend and on the reference: both must refuse with the same
+/// error (the formula IDs whose domains they exercise are in the names).
+fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
+    data: &'a BadData<T>,
+) -> Vec<(&'static str, Call<'a, B>)> {
+    let f = |v: f64| T::from_f64(v);
+    let z6: &'a [T] = &data.z6;
+    let boxes: &'a [T] = &data.boxes;
+    let e4: &'a [T] = &data.e4;
+    let mut v: Vec<(&'static str, Call<'a, B>)> = Vec::new();
+    macro_rules! add {
+        ($name:expr, |$b:ident| $body:expr) => {{
+            v.push(($name, Box::new(move |$b: &B| $body)));
+        }};
+    }
+    let ce = CrossEntropy::default;
+    add!("CE-2 logits length does not match N x C", |b| b
+        .cross_entropy(
+            &ce(),
+            &z6[..5],
+            2,
+            3,
+            CeTargets::Classes(&[0, 1]),
+            Upstream::ONE,
+            None
+        ));
+    add!("CE-2 targets length does not match N", |b| b.cross_entropy(
+        &ce(),
+        &z6,
+        2,
+        3,
+        CeTargets::Classes(&[0]),
+        Upstream::ONE,
+        None
+    ));
+    add!("CE-2 empty batch", |b| b.cross_entropy(
+        &ce(),
+        &z6[..0],
+        0,
+        3,
+        CeTargets::Classes(&[]),
+        Upstream::ONE,
+        None
+    ));
+    add!("CE-2 zero classes", |b| b.cross_entropy(
+        &ce(),
+        &z6[..0],
+        2,
+        0,
+        CeTargets::Classes(&[0, 0]),
+        Upstream::ONE,
+        None
+    ));
+    add!("CE-2 target out of range (C)", |b| b.cross_entropy(
+        &ce(),
+        &z6,
+        2,
+        3,
+        CeTargets::Classes(&[0, 3]),
+        Upstream::ONE,
+        None
+    ));
+    add!("CE-2 negative target that is not ignore_index", |b| b
+        .cross_entropy(
+            &ce(),
+            &z6,
+            2,
+            3,
+            CeTargets::Classes(&[-1, 0]),
+            Upstream::ONE,
+            None
+        ));
+    add!("CE-5 ignore_index None: -100 is out of range", |b| b
+        .cross_entropy(
+            &ce().with_ignore_index(None),
+            &z6,
+            2,
+            3,
+            CeTargets::Classes(&[-100, 0]),
+            Upstream::ONE,
+            None
+        ));
+    add!("CE-3 label smoothing above 1", |b| b.cross_entropy(
+        &ce().with_label_smoothing(1.5),
+        &z6,
+        2,
+        3,
+        CeTargets::Classes(&[0, 1]),
+        Upstream::ONE,
+        None
+    ));
+    add!("CE-3 label smoothing negative", |b| b.cross_entropy(
+        &ce().with_label_smoothing(-0.1),
+        &z6,
+        2,
+        3,
+        CeTargets::Classes(&[0, 1]),
+        Upstream::ONE,
+        None
+    ));
+    add!("CE-3 label smoothing NaN", |b| b.cross_entropy(
+        &ce().with_label_smoothing(f64::NAN),
+        &z6,
+        2,
+        3,
+        CeTargets::Classes(&[0, 1]),
+        Upstream::ONE,
+        None
+    ));
+    add!("CE-4 negative class weight", |b| b.cross_entropy(
+        &ce().with_class_weights(vec![1.0, -1.0, 1.0]),
+        &z6,
+        2,
+        3,
+        CeTargets::Classes(&[0, 1]),
+        Upstream::ONE,
+        None
+    ));
+    add!("CE-4 non-finite class weight", |b| b.cross_entropy(
+        &ce().with_class_weights(vec![1.0, f64::INFINITY, 1.0]),
+        &z6,
+        2,
+        3,
+        CeTargets::Classes(&[0, 1]),
+        Upstream::ONE,
+        None
+    ));
+    add!("CE-4 class weights of the wrong length", |b| b
+        .cross_entropy(
+            &ce().with_class_weights(vec![1.0, 1.0]),
+            &z6,
+            2,
+            3,
+            CeTargets::Classes(&[0, 1]),
+            Upstream::ONE,
+            None
+        ));
+    add!("CE-6 probability targets of the wrong shape", |b| b
+        .cross_entropy(
+            &ce(),
+            &z6,
+            2,
+            3,
+            CeTargets::Probs(&z6[..4]),
+            Upstream::ONE,
+            None
+        ));
+    add!("CE-7 gradient buffer of the wrong length", |b| {
+        let mut g = vec![T::from_f64(0.0); 5];
+        b.cross_entropy(
+            &ce(),
+            &z6,
+            2,
+            3,
+            CeTargets::Classes(&[0, 1]),
+            Upstream::ONE,
+            Some(&mut g),
+        )
+    });
+    add!("CE-7 per-element upstream with mean", |b| b.cross_entropy(
+        &ce(),
+        &z6,
+        2,
+        3,
+        CeTargets::Classes(&[0, 1]),
+        Upstream::PerElement(&[1.0, 1.0]),
+        None
+    ));
+    add!("CE-7 per-element upstream of the wrong length", |b| b
+        .cross_entropy(
+            &ce().with_reduction(Reduction::None),
+            &z6,
+            2,
+            3,
+            CeTargets::Classes(&[0, 1]),
+            Upstream::PerElement(&[1.0]),
+            None
+        ));
+    add!("CE-7 non-finite scalar upstream", |b| b.cross_entropy(
+        &ce(),
+        &z6,
+        2,
+        3,
+        CeTargets::Classes(&[0, 1]),
+        Upstream::Scalar(f64::NAN),
+        None
+    ));
+    add!("CE-5 in-place with target out of range", |b| {
+        let mut z = z6.to_vec();
+        b.cross_entropy_in_place(
+            &ce(),
+            &mut z,
+            2,
+            3,
+            CeTargets::Classes(&[0, 7]),
+            Upstream::ONE,
+        )
+    });
+    let bl = BoxLoss::default;
+    add!("BOX-1 wrong box width (length not a multiple of 4)", |b| b
+        .box_loss(
+            &bl(),
+            &boxes[..7],
+            &boxes[..7],
+            Upstream::ONE,
+            None
+        ));
+    add!("BOX-1 pred and target lengths differ", |b| b.box_loss(
+        &bl(),
+        &boxes,
+        &boxes[..4],
+        Upstream::ONE,
+        None
+    ));
+    add!("BOX-10 empty batch", |b| b.box_loss(
+        &bl(),
+        &boxes[..0],
+        &boxes[..0],
+        Upstream::ONE,
+        None
+    ));
+    add!("BOX-3 eps zero", |b| b.box_loss(
+        &bl().with_eps(0.0),
+        &boxes,
+        &boxes,
+        Upstream::ONE,
+        None
+    ));
+    add!("BOX-3 eps NaN", |b| b.box_loss(
+        &bl().with_eps(f64::NAN),
+        &boxes,
+        &boxes,
+        Upstream::ONE,
+        None
+    ));
+    add!("BOX-9 threshold alpha outside [0, 1]", |b| b.box_loss(
+        &bl().with_threshold_weight(1.5, 0.5),
+        &boxes,
+        &boxes,
+        Upstream::ONE,
+        None
+    ));
+    add!("BOX-9 threshold not finite", |b| b.box_loss(
+        &bl().with_threshold_weight(0.5, f64::INFINITY),
+        &boxes,
+        &boxes,
+        Upstream::ONE,
+        None
+    ));
+    add!("BOX-10 gradient buffer of the wrong length", |b| {
+        let mut g = vec![T::from_f64(0.0); 4];
+        b.box_loss(&bl(), &boxes, &boxes, Upstream::ONE, Some(&mut g))
+    });
+    add!("BOX-13 box_iou wrong box width", |b| {
+        let mut out = vec![T::from_f64(0.0); 2];
+        b.box_iou(BoxFormat::Xyxy, &boxes[..6], &boxes, &mut out)
+            .map(|_| Vec::new())
+    });
+    add!("BOX-13 box_iou output of the wrong size", |b| {
+        let mut out = vec![T::from_f64(0.0); 3];
+        b.box_iou(BoxFormat::Xyxy, &boxes, &boxes, &mut out)
+            .map(|_| Vec::new())
+    });
+    add!("REG-1 negative beta", |b| b.smooth_l1(
+        &SmoothL1 {
+            beta: -1.0,
+            reduction: Reduction::Mean
+        },
+        &e4,
+        &e4,
+        Upstream::ONE,
+        None
+    ));
+    add!("REG-1 length mismatch", |b| b.smooth_l1(
+        &SmoothL1::default(),
+        &e4,
+        &e4[..3],
+        Upstream::ONE,
+        None
+    ));
+    add!("REG-1 empty input", |b| b.smooth_l1(
+        &SmoothL1::default(),
+        &e4[..0],
+        &e4[..0],
+        Upstream::ONE,
+        None
+    ));
+    add!("REG-3 zero delta", |b| b.huber(
+        &Huber {
+            delta: 0.0,
+            reduction: Reduction::Mean
+        },
+        &e4,
+        &e4,
+        Upstream::ONE,
+        None
+    ));
+    add!("REG-3 length mismatch", |b| b.huber(
+        &Huber::default(),
+        &e4,
+        &e4[..2],
+        Upstream::ONE,
+        None
+    ));
+    add!("BIN-1 target outside [0, 1]", |b| {
+        let t: Vec<T> = [0.0, 1.5, 0.0, 1.0].map(f).to_vec();
+        b.bce_with_logits(&BceWithLogits::default(), &e4, &t, Upstream::ONE, None)
+    });
+    add!("BIN-1 NaN target", |b| {
+        let t: Vec<T> = [0.0, f64::NAN, 0.0, 1.0].map(f).to_vec();
+        b.bce_with_logits(&BceWithLogits::default(), &e4, &t, Upstream::ONE, None)
+    });
+    add!("BIN-1 pos_weight length does not divide the input", |b| b
+        .bce_with_logits(
+            &BceWithLogits {
+                pos_weight: Some(vec![1.0, 2.0, 3.0]),
+                reduction: Reduction::Mean
+            },
+            &e4,
+            &e4,
+            Upstream::ONE,
+            None
+        ));
+    add!("BIN-1 negative pos_weight", |b| b.bce_with_logits(
+        &BceWithLogits {
+            pos_weight: Some(vec![-1.0]),
+            reduction: Reduction::Mean
+        },
+        &e4,
+        &e4,
+        Upstream::ONE,
+        None
+    ));
+    add!("BIN-3 negative gamma", |b| b.sigmoid_focal(
+        &SigmoidFocal {
+            gamma: -1.0,
+            ..SigmoidFocal::default()
+        },
+        &e4,
+        &e4,
+        Upstream::ONE,
+        None
+    ));
+    add!("BIN-3 alpha above 1", |b| b.sigmoid_focal(
+        &SigmoidFocal {
+            alpha: 1.5,
+            ..SigmoidFocal::default()
+        },
+        &e4,
+        &e4,
+        Upstream::ONE,
+        None
+    ));
+    add!("BIN-3 empty input", |b| b.sigmoid_focal(
+        &SigmoidFocal::default(),
+        &e4[..0],
+        &e4[..0],
+        Upstream::ONE,
+        None
+    ));
+    v
+}
+
+/// Bad input: the backend refuses with the same typed error as the reference.
+pub fn error_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B) -> Report
+where
+    ReferenceBackend: Backend<T>,
+{
+    let mut report = Report {
+        backend: format!("{}/{}", backend.name(), T::NAME),
+        entries: Vec::new(),
+    };
+    let data = BadData::<T>::new();
+    let ours = bad_calls::<T, B>(&data);
+    let reference = bad_calls::<T, ReferenceBackend>(&data);
+    for ((name, call), (_, ref_call)) in ours.iter().zip(reference.iter()) {
+        let want = ref_call(&ReferenceBackend);
+        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(backend)));
+        let outcome = match (got, want) {
+            (Err(_), _) => Outcome::Failed("panicked".into()),
+            (_, Ok(_)) => Outcome::Failed("the reference accepted this input".into()),
+            (Ok(Ok(_)), Err(w)) => Outcome::Failed(format!("accepted; the reference says: {w}")),
+            (Ok(Err(g)), Err(w)) if g == w => Outcome::Passed,
+            (Ok(Err(g)), Err(w)) => Outcome::Failed(format!("error {g:?}, want {w:?}")),
+        };
+        report.push("errors", *name, outcome);
+    }
+    report
+}
+
+/// Every check against `backend`.
+pub fn run_all<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Tolerances) -> Report
+where
+    ReferenceBackend: Backend<T>,
+{
+    let mut r = torch_cases::<T, B>(backend, tol);
+    r.extend(random_cases::<T, B>(backend, &tol.reference));
+    r.extend(error_cases::<T, B>(backend));
+    r
+}
+
+/// Generates `#[test]` functions running the conformance suite against a backend:
+///
+/// ```ignore
+/// smoothloss_spec::conformance_tests!(smoothloss_cpu::CpuBackend::new(), f32,
+///     smoothloss_spec::conformance::Tolerances::F32);
+/// // A GPU backend on machines without a GPU:
+/// smoothloss_spec::conformance_tests!(#[ignore = "needs a CUDA device"]
+///     my_cuda_backend(), f32, smoothloss_spec::conformance::Tolerances::F32);
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($(#[$m:meta])* $backend:expr, $elem:ty, $tol:expr) => {
+        $(#[$m])*
+        #[test]
+        fn conformance_torch_cases() {
+            let backend = $backend;
+            let r = $crate::conformance::torch_cases::<$elem, _>(&backend, &$tol);
+            assert!(r.all_passed(), "{r}");
+        }
+        $(#[$m])*
+        #[test]
+        fn conformance_random_cases() {
+            let backend = $backend;
+            let r = $crate::conformance::random_cases::<$elem, _>(&backend, &$tol.reference);
+            assert!(r.all_passed(), "{r}");
+        }
+        $(#[$m])*
+        #[test]
+        fn conformance_errors() {
+            let backend = $backend;
+            let r = $crate::conformance::error_cases::<$elem, _>(&backend);
+            assert!(r.all_passed(), "{r}");
+        }
+    };
+}

@@ -1,0 +1,110 @@
+//! Comparison rules (`TOL-1`, `TOL-2` in `spec/formulas/tolerance.md`).
+
+/// `|got - want| <= abs + rel * |want| + scaled * max_k |want_k|` element-wise; NaN matches
+/// NaN and an infinity matches the same infinity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerance {
+    /// Absolute part.
+    pub abs: f64,
+    /// Relative part.
+    pub rel: f64,
+    /// Part relative to the largest magnitude in the tensor (absorbs cancellation in small
+    /// entries of a row whose scale is set by its largest entries).
+    pub scaled: f64,
+}
+
+/// The worst element of a failed comparison.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mismatch {
+    /// Index of the worst element.
+    pub index: usize,
+    /// Value computed.
+    pub got: f64,
+    /// Value expected.
+    pub want: f64,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "element {}: got {:e}, want {:e} (|diff| {:e})",
+            self.index,
+            self.got,
+            self.want,
+            (self.got - self.want).abs()
+        )
+    }
+}
+
+impl Tolerance {
+    /// `TOL-1`: the f64 reference against PyTorch's float64 results.
+    pub const REFERENCE: Tolerance = Tolerance {
+        abs: 1e-9,
+        rel: 1e-9,
+        scaled: 0.0,
+    };
+
+    /// `TOL-2`: an `f32` backend against the f64 reference evaluated on the same f32-rounded
+    /// inputs.
+    pub const F32: Tolerance = Tolerance {
+        abs: 1e-6,
+        rel: 2e-5,
+        scaled: 2e-6,
+    };
+
+    /// `TOL-2` for the PyTorch cases run through an `f32` backend: the inputs are rounded to
+    /// f32 before the call, so ill-conditioned cases move by more than the arithmetic error.
+    pub const F32_TORCH_CASES: Tolerance = Tolerance {
+        abs: 1e-4,
+        rel: 1e-3,
+        scaled: 1e-4,
+    };
+
+    /// Compares two tensors; `Err` holds the worst offending element (largest excess).
+    pub fn check(&self, got: &[f64], want: &[f64]) -> Result<(), Mismatch> {
+        if got.len() != want.len() {
+            return Err(Mismatch {
+                index: got.len().min(want.len()),
+                got: got.len() as f64,
+                want: want.len() as f64,
+            });
+        }
+        let scale = want
+            .iter()
+            .filter(|w| w.is_finite())
+            .fold(0.0_f64, |m, w| m.max(w.abs()));
+        let mut worst: Option<(f64, Mismatch)> = None;
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let ok = if w.is_nan() {
+                g.is_nan()
+            } else if w.is_infinite() {
+                g == w
+            } else {
+                let bound = self.abs + self.rel * w.abs() + self.scaled * scale;
+                (g - w).abs() <= bound
+            };
+            if !ok {
+                let excess = if g.is_finite() && w.is_finite() {
+                    (g - w).abs() / (self.abs + self.rel * w.abs() + self.scaled * scale)
+                } else {
+                    f64::INFINITY
+                };
+                if worst.as_ref().is_none_or(|(e, _)| excess > *e) {
+                    worst = Some((
+                        excess,
+                        Mismatch {
+                            index: i,
+                            got: g,
+                            want: w,
+                        },
+                    ));
+                }
+            }
+        }
+        match worst {
+            None => Ok(()),
+            Some((_, m)) => Err(m),
+        }
+    }
+}
