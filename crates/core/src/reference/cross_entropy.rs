@@ -67,8 +67,13 @@ pub fn cross_entropy(
                 // CE-2 / CE-4: weighted negative log-likelihood of the target class.
                 let nll = -wy * logp[y];
                 // CE-3: the uniform part of the smoothed target, weighted per class.
-                let smooth: f64 = -(0..c).map(|j| w[j] * logp[j]).sum::<f64>();
-                losses[i] = (1.0 - eps) * nll + eps / c as f64 * smooth;
+                // Without smoothing the term is absent (not 0 * inf for a -inf logit), as PyTorch.
+                losses[i] = if eps == 0.0 {
+                    nll
+                } else {
+                    let smooth: f64 = -(0..c).map(|j| w[j] * logp[j]).sum::<f64>();
+                    (1.0 - eps) * nll + eps / c as f64 * smooth
+                };
                 // CE-8: d/dz_j = (1-eps) w_y (p_j - [j=y]) + eps/C (W p_j - w_j).
                 for j in 0..c {
                     let hard = wy * (p[j] - if j == y { 1.0 } else { 0.0 });
