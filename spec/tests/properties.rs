@@ -411,3 +411,20 @@ proptest! {
         }
     }
 }
+
+/// BOX-2: the intersection is 0 unless both overlaps are strictly positive: boxes that only
+/// touch along an edge, or overlap in x only, have zero intersection and the IoU loss's gradient
+/// comes from the union alone (0 here, since the intersection is 0).
+#[test]
+fn box_intersection_requires_strict_overlap() {
+    let a = [0.0, 0.0, 1.0, 1.0];
+    for b in [[1.0, 0.0, 2.0, 1.0], [0.5, 1.0, 1.5, 2.0], [0.5, 3.0, 1.5, 4.0]] {
+        let (l, g, iou) = box_pair_loss(BoxLossKind::Iou, BoxFormat::Xyxy, a, b, 1e-7);
+        assert_eq!(iou, 0.0, "{b:?}");
+        assert_eq!(l, 1.0);
+        assert_eq!(g, [0.0; 4]);
+    }
+    // Overlapping: intersection 0.25, union 1.75.
+    let (_, _, iou) = box_pair_loss(BoxLossKind::Iou, BoxFormat::Xyxy, a, [0.5, 0.5, 1.5, 1.5], 0.0f64.max(1e-300));
+    assert!((iou - 0.25 / 1.75).abs() < 1e-12);
+}

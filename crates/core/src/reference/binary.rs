@@ -20,10 +20,13 @@ pub fn softplus(x: f64) -> f64 {
 }
 
 /// BCE with logits of one element (`BIN-1`) and its derivative (`BIN-2`), positive weight `pw`:
-/// `loss = (1 - y) x + (1 + (pw - 1) y) softplus(-x)`,
+/// `loss = pw y softplus(-x) + (1 - y) softplus(x)` (= `-[pw y log s + (1 - y) log(1 - s)]`,
+/// `s = sigmoid(x)`), where a term whose coefficient is 0 is 0 even when its softplus is
+/// infinite (so `x = +inf, y = 1` gives 0, not `0 * inf`);
 /// `dloss/dx = sigmoid(x) (pw y + 1 - y) - pw y`.
 pub fn bce_element(x: f64, y: f64, pw: f64) -> (f64, f64) {
-    let loss = (1.0 - y) * x + (1.0 + (pw - 1.0) * y) * softplus(-x);
+    let term = |coef: f64, sp: f64| if coef == 0.0 { 0.0 } else { coef * sp };
+    let loss = term(pw * y, softplus(-x)) + term(1.0 - y, softplus(x));
     let d = sigmoid(x) * (pw * y + 1.0 - y) - pw * y;
     (loss, d)
 }
