@@ -4,7 +4,9 @@
 
 pub mod binary;
 pub mod box_loss;
+pub mod box_math;
 pub mod cross_entropy;
+pub mod elementwise;
 pub mod parallel;
 pub mod regression;
 

@@ -1,0 +1,483 @@
+//! Branchless `f32` box math: a polynomial `atan`, the per-pair loss with its hand-derived
+//! (reverse-mode, written out) gradient, and the chunked kernels that the compiler vectorises
+//! over pairs.
+//!
+//! # Accuracy
+//!
+//! * [`atan_f32`]: `|atan_f32(x) - atan(x)| <= 2.5e-7 * max(|atan(x)|, 2^-126)`... in practice
+//!   the tested bound is `|err| <= 1.5e-7 + 1.2e-7 * |atan(x)|` for every finite `x` (and exact
+//!   `+-pi/2` for `+-inf`, NaN for NaN); see `tests/box_loss.rs`.
+//! * Per pair the loss is evaluated in `f32` from translation-free primitives (widths, heights
+//!   and edge offsets taken straight from the inputs, one rounding each), so the error is a few
+//!   `f32` ulps of the loss and does not grow with the distance of the boxes from the origin.
+//!   Coordinates must stay below about `1e18` in magnitude so that areas do not overflow `f32`.
+//!
+//! # Gradient
+//!
+//! Written as the adjoint of the forward formulas (see `pair`): the adjoints of the widths,
+//! heights, intersection and enclosing extents, centre offsets and `atan` terms are accumulated,
+//! then pushed to the four corner coordinates of the prediction through `min`/`max` (ties split
+//! the gradient in half as PyTorch's `torch.max(a, b)`), and finally through the format
+//! conversion.
+
+/// 0 for a finite `v`, NaN for an infinite or NaN one.
+#[inline(always)]
+pub(crate) fn zn(v: f32) -> f32 {
+    v * 0.0
+}
+
+/// Selects `a` where `c` holds, else `b` (compiles to a blend).
+#[inline(always)]
+pub(crate) fn sel(c: bool, a: f32, b: f32) -> f32 {
+    if c { a } else { b }
+}
+
+/// `atan(|n| / |d|)`-style core: `atan(t)` for `t >= 0` given as `num / den` with the range
+/// reduction already chosen; returns `y0 + poly(num / den)`.
+#[inline(always)]
+fn atan_reduced(a: f32, b: f32) -> f32 {
+    // atan(a / b) for a, b >= 0 (a / b may be +inf or NaN), one division.
+    // Reduction (Cephes atanf): t > tan(3pi/8): pi/2 + atan(-b/a);
+    // t > tan(pi/8): pi/4 + atan((a - b) / (a + b)); else atan(a / b).
+    const T3P8: f32 = 2.414_213_6;
+    const TP8: f32 = 0.414_213_57;
+    let big = a > T3P8 * b;
+    let mid = a > TP8 * b;
+    let num = sel(big, -b, sel(mid, a - b, a));
+    let den = sel(big, a, sel(mid, a + b, b));
+    let y0 = sel(
+        big,
+        std::f32::consts::FRAC_PI_2,
+        sel(mid, std::f32::consts::FRAC_PI_4, 0.0),
+    );
+    let t = num / den;
+    let z = t * t;
+    let p =
+        (((8.053_744_5e-2 * z - 1.387_768_6e-1) * z + 1.997_771_1e-1) * z - 3.333_295e-1) * z * t
+            + t;
+    y0 + p
+}
+
+/// Branchless single-precision `atan(x)` (Cephes reduction plus a degree-9 odd polynomial).
+///
+/// Error bound (tested against `f64::atan` over the whole `f32` range, including 0, tiny and
+/// huge arguments): `|atan_f32(x) - atan(x)| <= 1.5e-7 + 1.2e-7 * |atan(x)|`; `atan_f32(+-inf)
+/// = +-pi/2` (rounded to `f32`), NaN gives NaN.
+#[inline(always)]
+pub fn atan_f32(x: f32) -> f32 {
+    let r = atan_reduced(x.abs(), 1.0);
+    r.copysign(x)
+}
+
+/// `atan(w / h)` extended to `h = 0` as the reference (`BOX-11`): `sign(w) * pi / 2` for
+/// `h = 0, w != 0` and 0 for `w = h = 0`. One division, no rounding of `w / h` before the
+/// polynomial. Same error bound as [`atan_f32`].
+#[inline(always)]
+pub fn atan_ratio_f32(w: f32, h: f32) -> f32 {
+    let r = atan_reduced(w.abs(), h.abs());
+    // Sign of w / h, with h = -0 treated as +0 (the reference uses sign(w) when h == 0).
+    let s = sel(h < 0.0, -w, w);
+    let r = sel(w == 0.0 && h == 0.0, 0.0, r);
+    r.copysign(s)
+}
+
+/// Loss kinds as const-generic parameters.
+pub(crate) const K_IOU: u8 = 0;
+pub(crate) const K_GIOU: u8 = 1;
+pub(crate) const K_DIOU: u8 = 2;
+pub(crate) const K_CIOU: u8 = 3;
+pub(crate) const K_EIOU: u8 = 4;
+
+/// Box formats as const-generic parameters.
+pub(crate) const F_XYXY: u8 = 0;
+pub(crate) const F_XYWH: u8 = 1;
+pub(crate) const F_CXCYWH: u8 = 2;
+
+/// Run-time parameters of the pair kernel.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PairParams {
+    /// eps in f32 (at least the smallest positive subnormal).
+    pub eps: f32,
+    /// Threshold of the seed weight (`-inf` when there is none).
+    pub thr: f32,
+    /// Weight below the threshold (`1 - alpha`).
+    pub wlow: f32,
+}
+
+/// Per-axis primitives: extent of the prediction and the target, the two edge offsets
+/// `e1 = p1 - t1`, `e2 = p2 - t2`, the candidates `p2 - t1`, `t2 - p1`, and the centre offset.
+#[derive(Clone, Copy)]
+struct Axis {
+    w: f32,
+    wg: f32,
+    e1: f32,
+    e2: f32,
+    p2t1: f32,
+    t2p1: f32,
+    d: f32,
+}
+
+#[inline(always)]
+fn axis<const F: u8>(p0: f32, p2: f32, t0: f32, t2: f32) -> Axis {
+    match F {
+        F_XYXY => {
+            let e1 = p0 - t0;
+            let e2 = p2 - t2;
+            Axis {
+                w: p2 - p0,
+                wg: t2 - t0,
+                e1,
+                e2,
+                p2t1: p2 - t0,
+                t2p1: t2 - p0,
+                d: 0.5 * (e1 + e2),
+            }
+        }
+        _ => {
+            // (x, w) or (cx, w): the edges are exact in f64 (the sum of two f32 values), so the
+            // offsets and their signs (ties) are those of the reference, rounded once to f32.
+            let (p0d, p2d, t0d, t2d) = (f64::from(p0), f64::from(p2), f64::from(t0), f64::from(t2));
+            let (p1, p2e, t1, t2e, d) = if F == F_XYWH {
+                let (pe, te) = (p0d + p2d, t0d + t2d);
+                (p0d, pe, t0d, te, 0.5 * ((p0d + pe) - (t0d + te)))
+            } else {
+                (
+                    p0d - 0.5 * p2d,
+                    p0d + 0.5 * p2d,
+                    t0d - 0.5 * t2d,
+                    t0d + 0.5 * t2d,
+                    p0d - t0d,
+                )
+            };
+            Axis {
+                w: p2,
+                wg: t2,
+                e1: (p1 - t1) as f32,
+                e2: (p2e - t2e) as f32,
+                p2t1: (p2e - t1) as f32,
+                t2p1: (t2e - p1) as f32,
+                d: d as f32,
+            }
+        }
+    }
+}
+
+/// Intersection extent `min(p2, t2) - max(p1, t1)` and enclosing extent
+/// `max(p2, t2) - min(p1, t1)`, each picked from single-rounding candidates.
+#[inline(always)]
+fn extents(a: &Axis) -> (f32, f32) {
+    let iw = sel(
+        a.e1 >= 0.0,
+        sel(a.e2 > 0.0, a.t2p1, a.w),
+        sel(a.e2 > 0.0, a.wg, a.p2t1),
+    );
+    let cw = sel(
+        a.e1 > 0.0,
+        sel(a.e2 < 0.0, a.wg, a.p2t1),
+        sel(a.e2 < 0.0, a.t2p1, a.w),
+    );
+    (iw, cw)
+}
+
+/// `1 / d`, or 0 where `d == 0` (the reference's `safe_div` with the numerator applied later).
+#[inline(always)]
+fn safe_recip(d: f32) -> f32 {
+    sel(d == 0.0, 0.0, 1.0 / d)
+}
+
+/// Tie-splitting derivative coefficients: `d max(p1, t1) / d p1` and `d min(p2, t2) / d p2`.
+#[inline(always)]
+fn ties(a: &Axis) -> (f32, f32) {
+    let s1 = sel(a.e1 > 0.0, 1.0, sel(a.e1 == 0.0, 0.5, 0.0));
+    let t2 = sel(a.e2 < 0.0, 1.0, sel(a.e2 == 0.0, 0.5, 0.0));
+    (s1, t2)
+}
+
+/// One pair: returns the weighted loss and `c * weight * d(loss)/d(pred)` in format `F`.
+/// A non-finite coordinate gives NaN everywhere.
+#[inline(always)]
+pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
+    p: [f32; 4],
+    t: [f32; 4],
+    c: f32,
+    prm: &PairParams,
+) -> (f32, [f32; 4]) {
+    let eps = prm.eps;
+    let ax = axis::<F>(p[0], p[2], t[0], t[2]);
+    let ay = axis::<F>(p[1], p[3], t[1], t[3]);
+    let (iw, cw) = extents(&ax);
+    let (ih, ch) = extents(&ay);
+    let (w, h, wg, hg) = (ax.w, ay.w, ax.wg, ay.wg);
+    let mask = iw > 0.0 && ih > 0.0;
+    let inter = sel(mask, iw * ih, 0.0);
+    let union = w * h + wg * hg - inter;
+    let rd = safe_recip(union + eps);
+    let iou = inter * rd;
+
+    // Adjoints (d loss / d quantity).
+    let a_iou = -1.0f32;
+    let mut a_union = 0.0f32;
+    let mut a_w = 0.0f32;
+    let mut a_h = 0.0f32;
+    let mut a_cw = 0.0f32;
+    let mut a_ch = 0.0f32;
+    let mut a_dx = 0.0f32;
+    let mut a_dy = 0.0f32;
+
+    let loss = match K {
+        K_IOU => 1.0 - iou,
+        K_GIOU => {
+            let area_c = cw * ch;
+            let rc = safe_recip(area_c + eps);
+            let q = (area_c - union) * rc;
+            if G {
+                let a_c = (1.0 - q) * rc;
+                a_union = -rc;
+                a_cw = a_c * ch;
+                a_ch = a_c * cw;
+            }
+            1.0 - (iou - q)
+        }
+        _ => {
+            let (dx, dy) = (ax.d, ay.d);
+            let rho2 = dx * dx + dy * dy;
+            let rg = safe_recip(cw * cw + ch * ch + eps);
+            let r = rho2 * rg;
+            if G {
+                let a_diag = -r * rg;
+                a_cw = 2.0 * cw * a_diag;
+                a_ch = 2.0 * ch * a_diag;
+                a_dx = 2.0 * dx * rg;
+                a_dy = 2.0 * dy * rg;
+            }
+            let diou = 1.0 - iou + r;
+            match K {
+                K_DIOU => diou,
+                K_CIOU => {
+                    const K4PI2: f32 = (4.0 / (std::f64::consts::PI * std::f64::consts::PI)) as f32;
+                    let at = atan_ratio_f32(w, h);
+                    let dv = atan_ratio_f32(wg, hg) - at;
+                    let v = K4PI2 * dv * dv;
+                    let alpha_den = 1.0 - iou + v + eps;
+                    let alpha = sel(alpha_den == 0.0, 0.0, v / alpha_den);
+                    if G {
+                        // d(alpha v)/d(at) with alpha constant.
+                        let a_at = -2.0 * alpha * K4PI2 * dv;
+                        let rr2 = safe_recip(w * w + h * h);
+                        let s = a_at * rr2;
+                        a_w += s * h;
+                        a_h -= s * w;
+                    }
+                    diou + alpha * v
+                }
+                _ => {
+                    // EIoU.
+                    let dw = w - wg;
+                    let dh = h - hg;
+                    let r3 = safe_recip(cw * cw + eps);
+                    let r4 = safe_recip(ch * ch + eps);
+                    let t3 = dw * dw * r3;
+                    let t4 = dh * dh * r4;
+                    if G {
+                        a_w += 2.0 * dw * r3;
+                        a_h += 2.0 * dh * r4;
+                        a_cw -= 2.0 * cw * t3 * r3;
+                        a_ch -= 2.0 * ch * t4 * r4;
+                    }
+                    diou + t3 + t4
+                }
+            }
+        }
+    };
+
+    // Seed threshold weight (no gradient) and the NaN rule for non-finite coordinates.
+    let wt = sel(iou < prm.thr, prm.wlow, 1.0);
+    let bad =
+        zn(p[0]) + zn(p[1]) + zn(p[2]) + zn(p[3]) + (zn(t[0]) + zn(t[1]) + zn(t[2]) + zn(t[3]));
+    let loss = wt * loss + bad;
+    if !G {
+        return (loss, [0.0; 4]);
+    }
+
+    // Through iou = inter / (union + eps) and union = w h + wg hg - inter.
+    a_union += a_iou * (-iou * rd);
+    let a_inter = a_iou * rd - a_union;
+    a_w += a_union * h;
+    a_h += a_union * w;
+    let a_iw = sel(mask, a_inter * ih, 0.0);
+    let a_ih = sel(mask, a_inter * iw, 0.0);
+
+    // To the corners: w = x2 - x1, iw = min(x2, t2) - max(x1, t1),
+    // cw = max(x2, t2) - min(x1, t1), d = (x1 + x2) / 2 - const.
+    let (sx1, tx2) = ties(&ax);
+    let (sy1, ty2) = ties(&ay);
+    let gx1 = -a_w - a_iw * sx1 - a_cw * (1.0 - sx1) + 0.5 * a_dx;
+    let gx2 = a_w + a_iw * tx2 + a_cw * (1.0 - tx2) + 0.5 * a_dx;
+    let gy1 = -a_h - a_ih * sy1 - a_ch * (1.0 - sy1) + 0.5 * a_dy;
+    let gy2 = a_h + a_ih * ty2 + a_ch * (1.0 - ty2) + 0.5 * a_dy;
+    let g = match F {
+        F_XYXY => [gx1, gy1, gx2, gy2],
+        F_XYWH => [gx1 + gx2, gy1 + gy2, gx2, gy2],
+        _ => [gx1 + gx2, gy1 + gy2, 0.5 * (gx2 - gx1), 0.5 * (gy2 - gy1)],
+    };
+    let s = c * wt;
+    (loss, g.map(|v| v * s + bad))
+}
+
+/// Pairs per chunk of the vectorised loop.
+pub(crate) const CH: usize = 64;
+
+/// One chunk of `CH` pairs.
+#[inline(always)]
+fn chunk<const K: u8, const F: u8, const G: bool>(
+    p: &[f32; 4 * CH],
+    t: &[f32; 4 * CH],
+    c: &[f32; CH],
+    prm: &PairParams,
+    g: &mut [f32; 4 * CH],
+    l: &mut [f32; CH],
+) {
+    for j in 0..CH {
+        let pp = [p[4 * j], p[4 * j + 1], p[4 * j + 2], p[4 * j + 3]];
+        let tt = [t[4 * j], t[4 * j + 1], t[4 * j + 2], t[4 * j + 3]];
+        let (loss, gr) = pair::<K, F, G>(pp, tt, c[j], prm);
+        l[j] = loss;
+        if G {
+            g[4 * j] = gr[0];
+            g[4 * j + 1] = gr[1];
+            g[4 * j + 2] = gr[2];
+            g[4 * j + 3] = gr[3];
+        }
+    }
+}
+
+/// Where the per-pair upstream factor comes from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Up<'a> {
+    /// One factor for every pair.
+    Scalar(f32),
+    /// `upstream[i] * scale` per pair (the block's slice).
+    Per(&'a [f64], f64),
+}
+
+/// Adds `l[..r]` to eight `f64` lanes (lane = position modulo 8; fixed order).
+#[inline(always)]
+pub(crate) fn accumulate(acc: &mut [f64; 8], l: &[f32], r: usize) {
+    if r == l.len() && r.is_multiple_of(8) {
+        for k in 0..r / 8 {
+            for j in 0..8 {
+                acc[j] += f64::from(l[8 * k + j]);
+            }
+        }
+    } else {
+        for (j, v) in l[..r].iter().enumerate() {
+            acc[j % 8] += f64::from(*v);
+        }
+    }
+}
+
+/// Sums the lanes in a fixed order.
+#[inline(always)]
+pub(crate) fn lanes_sum(acc: &[f64; 8]) -> f64 {
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
+/// Fills the upstream factors of `r` pairs starting at pair `off` of the block.
+#[inline(always)]
+fn fill_up(c: &mut [f32; CH], up: Up<'_>, off: usize, r: usize) {
+    if let Up::Per(u, s) = up {
+        for j in 0..r {
+            c[j] = (u[off + j] * s) as f32;
+        }
+    }
+}
+
+/// Runs one block of pairs: returns the (lane-ordered) sum of the weighted losses, writes the
+/// gradient when `G` and per-pair losses when `losses` is given.
+#[inline(always)]
+pub(crate) fn block<const K: u8, const F: u8, const G: bool>(
+    pred: &[f32],
+    target: &[f32],
+    mut grad: Option<&mut [f32]>,
+    up: Up<'_>,
+    prm: &PairParams,
+    mut losses: Option<&mut [f64]>,
+) -> f64 {
+    let n = pred.len() / 4;
+    let mut acc = [0.0f64; 8];
+    let mut c = [match up {
+        Up::Scalar(s) => s,
+        Up::Per(..) => 0.0,
+    }; CH];
+    let mut l = [0.0f32; CH];
+    let mut gl = [0.0f32; 4 * CH];
+    let full = n / CH;
+    for ci in 0..full {
+        let off = ci * CH;
+        let p: &[f32; 4 * CH] = pred[4 * off..4 * off + 4 * CH].try_into().unwrap();
+        let t: &[f32; 4 * CH] = target[4 * off..4 * off + 4 * CH].try_into().unwrap();
+        fill_up(&mut c, up, off, CH);
+        match grad.as_deref_mut() {
+            Some(g) if G => {
+                let g: &mut [f32; 4 * CH] = (&mut g[4 * off..4 * off + 4 * CH]).try_into().unwrap();
+                chunk::<K, F, G>(p, t, &c, prm, g, &mut l);
+            }
+            _ => chunk::<K, F, G>(p, t, &c, prm, &mut gl, &mut l),
+        }
+        accumulate(&mut acc, &l, CH);
+        if let Some(out) = losses.as_deref_mut() {
+            for (o, v) in out[off..off + CH].iter_mut().zip(&l) {
+                *o = f64::from(*v);
+            }
+        }
+    }
+    let off = full * CH;
+    let r = n - off;
+    if r > 0 {
+        let mut p = [0.0f32; 4 * CH];
+        let mut t = [0.0f32; 4 * CH];
+        p[..4 * r].copy_from_slice(&pred[4 * off..]);
+        t[..4 * r].copy_from_slice(&target[4 * off..]);
+        fill_up(&mut c, up, off, r);
+        chunk::<K, F, G>(&p, &t, &c, prm, &mut gl, &mut l);
+        if G && let Some(g) = grad {
+            g[4 * off..].copy_from_slice(&gl[..4 * r]);
+        }
+        accumulate(&mut acc, &l, r);
+        if let Some(out) = losses {
+            for (o, v) in out[off..].iter_mut().zip(&l[..r]) {
+                *o = f64::from(*v);
+            }
+        }
+    }
+    lanes_sum(&acc)
+}
+
+/// Pairwise IoU of one box `a` (format `F`, primitives) against `m` boxes given as
+/// structure-of-arrays columns; writes one row of `out`.
+#[inline(always)]
+pub(crate) fn iou_row<const F: u8>(a: [f32; 4], cols: &[Vec<f32>; 4], out: &mut [f32]) {
+    let [b0, b1, b2, b3] = cols;
+    let m = out.len();
+    let (b0, b1, b2, b3) = (&b0[..m], &b1[..m], &b2[..m], &b3[..m]);
+    // Non-finite coordinates in the size formats give NaN areas in the reference.
+    let abad = zn(a[0]) + zn(a[1]) + zn(a[2]) + zn(a[3]);
+    for j in 0..m {
+        let ax = axis::<F>(a[0], a[2], b0[j], b2[j]);
+        let ay = axis::<F>(a[1], a[3], b1[j], b3[j]);
+        let (iw, _) = extents(&ax);
+        let (ih, _) = extents(&ay);
+        let iw = sel(iw > 0.0, iw, 0.0);
+        let ih = sel(ih > 0.0, ih, 0.0);
+        let inter = iw * ih;
+        let mut union = ax.w * ay.w + ax.wg * ay.wg - inter;
+        if F != F_XYXY {
+            union += abad + (zn(b0[j]) + zn(b1[j]) + zn(b2[j]) + zn(b3[j]));
+        }
+        out[j] = sel(
+            union > 0.0,
+            inter / union,
+            sel(union.is_nan(), f32::NAN, 0.0),
+        );
+    }
+}

@@ -1,0 +1,551 @@
+//! The CPU box losses against the `f64` reference run on the same `f32` inputs widened to `f64`.
+//!
+//! Tolerance (stated here, used by every comparison below):
+//!
+//! * loss values: `|got - want| <= 2e-6 + 2e-5 * |want|`;
+//! * gradient entries: `|got - want| <= 2e-6 * s + 2e-5 * |want| + 1e-5 * m`, where `s` is the
+//!   magnitude of the upstream factor of that pair (`|u| / N` for `mean`) and `m` the largest
+//!   `|want|` among the four entries of that pair (absorbs cancellation in a small entry whose
+//!   scale is set by the others);
+//! * NaN must match NaN; infinities must match exactly.
+//!
+//! `atan_f32`: `|got - atan(x)| <= 1.5e-7 + 1.2e-7 * |atan(x)|` over the whole `f32` range.
+
+use proptest::prelude::*;
+use smoothloss_core::backend::BoxLossOps;
+use smoothloss_core::reference;
+use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, LossError, Reduction, Upstream};
+use smoothloss_cpu::CpuBackend;
+use smoothloss_cpu::box_math::{atan_f32, atan_ratio_f32};
+
+const FORMATS: [BoxFormat; 3] = [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh];
+const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
+
+/// SplitMix64.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+}
+
+/// Random pairs in xyxy: overlapping, disjoint, nested, identical and degenerate, at varied
+/// scales and offsets from the origin; returned in `format`, rounded to f32.
+fn pairs(rng: &mut Rng, n: usize, format: BoxFormat) -> (Vec<f32>, Vec<f32>) {
+    let mut p = Vec::with_capacity(4 * n);
+    let mut t = Vec::with_capacity(4 * n);
+    for i in 0..n {
+        let scale = rng.range(0.5, 100.0);
+        let (cx, cy) = (rng.range(-300.0, 300.0), rng.range(-300.0, 300.0));
+        let bx = |rng: &mut Rng, cx: f64, cy: f64| {
+            let w = rng.range(0.05, 1.0) * scale;
+            let h = rng.range(0.05, 1.0) * scale;
+            [cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0]
+        };
+        let tb = bx(rng, cx, cy);
+        let pb = match i % 7 {
+            0..=2 => {
+                let (dx, dy) = (rng.range(-0.4, 0.4) * scale, rng.range(-0.4, 0.4) * scale);
+                bx(rng, cx + dx, cy + dy)
+            }
+            3 => bx(rng, cx + 2.5 * scale, cy - 1.5 * scale),
+            4 => {
+                let (w, h) = (tb[2] - tb[0], tb[3] - tb[1]);
+                [
+                    tb[0] + 0.1 * w,
+                    tb[1] + 0.2 * h,
+                    tb[2] - 0.3 * w,
+                    tb[3] - 0.1 * h,
+                ]
+            }
+            5 => tb,
+            _ => {
+                let x = rng.range(tb[0], tb[2]);
+                [x, tb[1], x, tb[1] - rng.range(0.0, 1.0) * scale]
+            }
+        };
+        // Round in xyxy first so that identical boxes stay identical after conversion.
+        let r = |b: [f64; 4]| b.map(|v| f64::from(v as f32));
+        p.extend(format.from_xyxy(r(pb)).map(|v| v as f32));
+        t.extend(format.from_xyxy(r(tb)).map(|v| v as f32));
+    }
+    (p, t)
+}
+
+fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+fn close(got: f64, want: f64, tol: f64) -> bool {
+    if want.is_nan() {
+        return got.is_nan();
+    }
+    if want.is_infinite() {
+        return got == want;
+    }
+    (got - want).abs() <= tol
+}
+
+/// Runs the CPU backend and the reference on the same inputs and checks losses and gradients.
+fn check(cfg: &BoxLoss, pred: &[f32], target: &[f32], upstream: Upstream<'_>, with_grad: bool) {
+    let cpu = CpuBackend::new();
+    let n = pred.len() / 4;
+    let mut g32 = vec![0.0f32; pred.len()];
+    let got = cpu
+        .box_loss(
+            cfg,
+            pred,
+            target,
+            upstream,
+            with_grad.then_some(&mut g32[..]),
+        )
+        .unwrap();
+    let mut g64 = vec![0.0f64; pred.len()];
+    let want = reference::box_loss(
+        cfg,
+        &widen(pred),
+        &widen(target),
+        upstream,
+        with_grad.then_some(&mut g64[..]),
+    )
+    .unwrap();
+    assert_eq!(got.len(), want.len());
+    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            close(g, w, 2e-6 + 2e-5 * w.abs()),
+            "{cfg:?} loss {i}: got {g:e}, want {w:e}"
+        );
+    }
+    if !with_grad {
+        return;
+    }
+    let scale = if cfg.reduction == Reduction::Mean {
+        1.0 / n as f64
+    } else {
+        1.0
+    };
+    for i in 0..n {
+        let u = match upstream {
+            Upstream::Scalar(s) => s,
+            Upstream::PerElement(u) => u[i],
+        };
+        let s = (u * scale).abs();
+        let m = g64[4 * i..4 * i + 4]
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(0.0f64, |a, v| a.max(v.abs()));
+        for k in 0..4 {
+            let (g, w) = (f64::from(g32[4 * i + k]), g64[4 * i + k]);
+            assert!(
+                close(g, w, 2e-6 * s + 2e-5 * w.abs() + 1e-5 * m),
+                "{cfg:?} grad pair {i} coord {k}: got {g:e}, want {w:e}; pred {:?} target {:?}",
+                &pred[4 * i..4 * i + 4],
+                &target[4 * i..4 * i + 4]
+            );
+        }
+    }
+}
+
+fn cfg(kind: BoxLossKind, format: BoxFormat, reduction: Reduction) -> BoxLoss {
+    BoxLoss::new(kind, format).with_reduction(reduction)
+}
+
+#[test]
+fn every_kind_format_reduction_upstream_matches_reference() {
+    let mut rng = Rng(7);
+    for kind in BoxLossKind::ALL {
+        for format in FORMATS {
+            for (ri, reduction) in REDUCTIONS.into_iter().enumerate() {
+                for &n in &[1usize, 7, 64, 65, 301] {
+                    let (p, t) = pairs(&mut rng, n, format);
+                    let up: Vec<f64> = (0..n).map(|_| rng.range(-2.0, 2.0)).collect();
+                    for tw in [false, true] {
+                        let mut c = cfg(kind, format, reduction);
+                        if tw {
+                            c = c.with_threshold_weight(0.3, 0.5);
+                        }
+                        check(&c, &p, &t, Upstream::ONE, true);
+                        check(&c, &p, &t, Upstream::Scalar(-0.75), true);
+                        check(&c, &p, &t, Upstream::ONE, false);
+                        if reduction == Reduction::None {
+                            check(&c, &p, &t, Upstream::PerElement(&up), true);
+                        }
+                        let _ = ri;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn large_eps_and_seed_loss() {
+    let mut rng = Rng(11);
+    for format in FORMATS {
+        let (p, t) = pairs(&mut rng, 500, format);
+        for kind in BoxLossKind::ALL {
+            check(
+                &cfg(kind, format, Reduction::Mean).with_eps(1e-2),
+                &p,
+                &t,
+                Upstream::ONE,
+                true,
+            );
+        }
+    }
+    let (p, t) = pairs(&mut rng, 333, BoxFormat::Cxcywh);
+    check(
+        &smoothloss_core::IouLoss::new(0.4, 0.3),
+        &p,
+        &t,
+        Upstream::ONE,
+        true,
+    );
+}
+
+/// Degenerate pairs built from small dyadic numbers (exact in f32 and f64, so ties are ties in
+/// both): zero and negative sizes, identical, nested (shared edges), touching and disjoint.
+fn degenerate_xyxy() -> Vec<([f32; 4], [f32; 4])> {
+    let t = [1.0, 2.0, 5.0, 4.0];
+    vec![
+        (t, t),                           // identical
+        ([1.0, 2.0, 3.0, 4.0], t),        // nested, three shared edges
+        ([2.0, 2.5, 4.0, 3.5], t),        // strictly nested
+        ([0.0, 0.0, 8.0, 8.0], t),        // target nested in prediction
+        ([5.0, 2.0, 7.0, 4.0], t),        // touching edge (zero-width intersection)
+        ([6.0, 5.0, 7.0, 6.0], t),        // disjoint
+        ([3.0, 3.0, 3.0, 3.0], t),        // zero-size point inside
+        ([3.0, 2.0, 3.0, 4.0], t),        // zero width
+        ([2.0, 3.0, 4.0, 3.0], t),        // zero height
+        ([4.0, 3.0, 2.0, 1.0], t),        // negative width and height
+        ([2.0, 4.0, 4.0, 2.5], t),        // negative height
+        ([0.0, 0.0, 0.0, 0.0], [0.0; 4]), // both empty
+        ([1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]),
+        ([1.0, 2.0, 5.0, 2.0], [1.0, 2.0, 5.0, 2.0]), // identical zero-height boxes
+        ([0.0, 0.0, 0.0, 3.0], [0.0, 0.0, 2.0, 0.0]), // h = 0 and w = 0 for the atan
+        ([-3.0, -1.0, -1.0, 1.0], [-3.0, -1.0, -1.0, 1.0]),
+    ]
+}
+
+#[test]
+fn degenerate_boxes_match_reference() {
+    let pairs = degenerate_xyxy();
+    for format in FORMATS {
+        let mut p = Vec::new();
+        let mut t = Vec::new();
+        for (a, b) in &pairs {
+            let c = |x: [f32; 4]| format.from_xyxy(x.map(f64::from)).map(|v| v as f32);
+            p.extend(c(*a));
+            t.extend(c(*b));
+        }
+        for kind in BoxLossKind::ALL {
+            for reduction in REDUCTIONS {
+                let c = cfg(kind, format, reduction);
+                check(&c, &p, &t, Upstream::ONE, true);
+                let cpu = CpuBackend::new();
+                let mut g = vec![0.0f32; p.len()];
+                let out = cpu
+                    .box_loss(&c, &p, &t, Upstream::ONE, Some(&mut g))
+                    .unwrap();
+                assert!(out.iter().all(|v| v.is_finite()), "{c:?}: {out:?}");
+                assert!(g.iter().all(|v| v.is_finite()), "{c:?}: {g:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn non_finite_coordinates_give_nan_like_reference() {
+    let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
+    for format in FORMATS {
+        let mut p = Vec::new();
+        let mut t = Vec::new();
+        for (si, &s) in specials.iter().enumerate() {
+            for k in 0..8 {
+                let mut a = [1.0f32, 2.0, 5.0, 4.0];
+                let mut b = [2.0f32, 1.0, 4.0, 6.0];
+                if k < 4 {
+                    a[k] = s;
+                } else {
+                    b[k - 4] = s;
+                }
+                p.extend(a);
+                t.extend(b);
+                // A finite pair in between must stay finite.
+                p.extend([0.5f32 + si as f32, 0.5, 3.0, 2.0]);
+                t.extend([1.0f32, 1.0, 3.5, 2.5]);
+            }
+        }
+        for kind in BoxLossKind::ALL {
+            let c = cfg(kind, format, Reduction::None);
+            check(&c, &p, &t, Upstream::ONE, true);
+            let cpu = CpuBackend::new();
+            let mut g = vec![0.0f32; p.len()];
+            let out = cpu
+                .box_loss(&c, &p, &t, Upstream::ONE, Some(&mut g))
+                .unwrap();
+            for (i, v) in out.iter().enumerate() {
+                assert_eq!(v.is_nan(), i % 2 == 0, "{c:?} pair {i}");
+                assert!(
+                    g[4 * i..4 * i + 4]
+                        .iter()
+                        .all(|x| x.is_nan() == (i % 2 == 0))
+                );
+            }
+            // Mean over a batch with a NaN pair is NaN, as the reference.
+            check(
+                &cfg(kind, format, Reduction::Mean),
+                &p,
+                &t,
+                Upstream::ONE,
+                true,
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_input_gives_reference_errors() {
+    let cpu = CpuBackend::new();
+    let p = [0.0f32, 0.0, 1.0, 1.0, 0.0, 0.0, 2.0, 2.0];
+    let t = [0.5f32, 0.5, 1.5, 1.5, 0.0, 0.0, 1.0, 1.0];
+    let p64 = widen(&p);
+    let t64 = widen(&t);
+    let base = BoxLoss::default();
+    let up2 = [1.0, 2.0];
+    let up3 = [1.0, 2.0, 3.0];
+    type Case<'a> = (BoxLoss, &'a [f32], &'a [f32], Upstream<'a>, Option<usize>);
+    let cases: Vec<Case<'_>> = vec![
+        (base.with_eps(0.0), &p, &t, Upstream::ONE, None),
+        (base.with_eps(f64::NAN), &p, &t, Upstream::ONE, None),
+        (
+            base.with_threshold_weight(1.5, 0.5),
+            &p,
+            &t,
+            Upstream::ONE,
+            None,
+        ),
+        (
+            base.with_threshold_weight(0.5, f64::INFINITY),
+            &p,
+            &t,
+            Upstream::ONE,
+            None,
+        ),
+        (base, &p[..7], &t[..7], Upstream::ONE, None),
+        (base, &p, &t[..4], Upstream::ONE, None),
+        (base, &[], &[], Upstream::ONE, None),
+        (base, &p, &t, Upstream::ONE, Some(7)),
+        (base, &p, &t, Upstream::Scalar(f64::INFINITY), None),
+        (base, &p, &t, Upstream::PerElement(&up2), None),
+        (
+            base.with_reduction(Reduction::None),
+            &p,
+            &t,
+            Upstream::PerElement(&up3),
+            None,
+        ),
+    ];
+    for (c, a, b, u, gl) in cases {
+        let mut g32 = vec![0.0f32; gl.unwrap_or(0)];
+        let mut g64 = vec![0.0f64; gl.unwrap_or(0)];
+        let got = cpu.box_loss(&c, a, b, u, gl.map(|_| &mut g32[..]));
+        let want = reference::box_loss(
+            &c,
+            &p64[..a.len()],
+            &t64[..b.len()],
+            u,
+            gl.map(|_| &mut g64[..]),
+        );
+        let (got, want): (LossError, LossError) = (got.unwrap_err(), want.unwrap_err());
+        // Debug text, so that a NaN parameter value compares equal.
+        assert_eq!(format!("{got:?}"), format!("{want:?}"));
+    }
+    // box_iou shapes.
+    let mut out = vec![0.0f32; 3];
+    let got = cpu.box_iou(BoxFormat::Xyxy, &p, &t, &mut out).unwrap_err();
+    let want = reference::box_iou(BoxFormat::Xyxy, &p64, &t64, &mut [0.0; 3]).unwrap_err();
+    assert_eq!(got, want);
+    let got = cpu
+        .box_iou(BoxFormat::Xyxy, &p[..5], &t, &mut out)
+        .unwrap_err();
+    let want = reference::box_iou(BoxFormat::Xyxy, &p64[..5], &t64, &mut [0.0; 3]).unwrap_err();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn results_are_bit_identical_for_1_2_3_threads() {
+    let mut rng = Rng(99);
+    let n = 50_001;
+    for format in FORMATS {
+        let (p, t) = pairs(&mut rng, n, format);
+        for kind in BoxLossKind::ALL {
+            for reduction in REDUCTIONS {
+                let c = cfg(kind, format, reduction);
+                let mut runs = Vec::new();
+                for threads in [1, 2, 3] {
+                    let cpu = CpuBackend::with_threads(threads);
+                    let mut g = vec![0.0f32; p.len()];
+                    let out = cpu
+                        .box_loss(&c, &p, &t, Upstream::ONE, Some(&mut g))
+                        .unwrap();
+                    let bits: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
+                    let gbits: Vec<u32> = g.iter().map(|v| v.to_bits()).collect();
+                    runs.push((bits, gbits));
+                }
+                assert!(runs[0] == runs[1] && runs[1] == runs[2], "{c:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn box_iou_matches_reference() {
+    let mut rng = Rng(5);
+    let cpu = CpuBackend::new();
+    for format in FORMATS {
+        for &(n, m) in &[(1usize, 1usize), (9, 20), (33, 7), (300, 301)] {
+            let (a, _) = pairs(&mut rng, n, format);
+            let (b, _) = pairs(&mut rng, m, format);
+            let mut out = vec![0.0f32; n * m];
+            cpu.box_iou(format, &a, &b, &mut out).unwrap();
+            let mut want = vec![0.0f64; n * m];
+            reference::box_iou(format, &widen(&a), &widen(&b), &mut want).unwrap();
+            for (i, (&g, &w)) in out.iter().zip(&want).enumerate() {
+                assert!(
+                    close(f64::from(g), w, 2e-6 + 2e-5 * w.abs()),
+                    "{format:?} {i}: {g} {w}"
+                );
+            }
+        }
+        // Degenerate and non-finite boxes.
+        let mut a: Vec<f32> = degenerate_xyxy().iter().flat_map(|(x, _)| *x).collect();
+        a.extend([f32::NAN, 0.0, 1.0, 1.0, 0.0, f32::INFINITY, 1.0, 2.0]);
+        let a: Vec<f32> = a
+            .chunks(4)
+            .flat_map(|b| {
+                format
+                    .from_xyxy([b[0], b[1], b[2], b[3]].map(f64::from))
+                    .map(|v| v as f32)
+            })
+            .collect();
+        let b = [1.0f32, 2.0, 5.0, 4.0, 0.0, 0.0, 8.0, 8.0];
+        let (n, m) = (a.len() / 4, 2);
+        let mut out = vec![0.0f32; n * m];
+        cpu.box_iou(format, &a, &b, &mut out).unwrap();
+        let mut want = vec![0.0f64; n * m];
+        reference::box_iou(format, &widen(&a), &widen(&b), &mut want).unwrap();
+        for (i, (&g, &w)) in out.iter().zip(&want).enumerate() {
+            assert!(
+                close(f64::from(g), w, 2e-6 + 2e-5 * w.abs()),
+                "{format:?} {i}: {g} {w}"
+            );
+        }
+    }
+}
+
+fn atan_ok(x: f32, got: f32) -> bool {
+    let want = f64::from(x).atan();
+    close(f64::from(got), want, 1.5e-7 + 1.2e-7 * want.abs())
+}
+
+#[test]
+fn atan_error_bound_over_the_whole_range() {
+    // Every exponent, several mantissas, both signs; plus random bit patterns.
+    let mut worst = 0.0f64;
+    let mut check = |x: f32| {
+        let got = atan_f32(x);
+        assert!(
+            atan_ok(x, got),
+            "atan({x:e}) = {got:e}, want {:e}",
+            f64::from(x).atan()
+        );
+        if x.is_finite() {
+            worst = worst.max((f64::from(got) - f64::from(x).atan()).abs());
+        }
+    };
+    for e in 0u32..255 {
+        for m in [0u32, 1, 0x1234, 0x40_0000, 0x55_5555, 0x7f_ffff] {
+            let b = (e << 23) | m;
+            check(f32::from_bits(b));
+            check(-f32::from_bits(b));
+        }
+    }
+    for i in 0..200_000u32 {
+        check(i as f32 * 1e-4 - 10.0);
+    }
+    let mut rng = Rng(3);
+    for _ in 0..200_000 {
+        let x = f32::from_bits(rng.next() as u32);
+        if x.is_finite() {
+            check(x);
+        }
+    }
+    for x in [
+        0.0f32,
+        -0.0,
+        f32::MIN_POSITIVE,
+        1e-45,
+        2.414_213_6,
+        0.414_213_57,
+        1.0,
+        f32::MAX,
+    ] {
+        check(x);
+        check(-x);
+    }
+    assert!(worst > 0.0 && worst < 2e-7);
+    let half_pi = std::f64::consts::FRAC_PI_2;
+    assert!((f64::from(atan_f32(f32::INFINITY)) - half_pi).abs() < 1e-7);
+    assert!((f64::from(atan_f32(f32::NEG_INFINITY)) + half_pi).abs() < 1e-7);
+    assert!(atan_f32(f32::NAN).is_nan());
+    // The ratio form and its h = 0 extension (BOX-11).
+    assert_eq!(atan_ratio_f32(0.0, 0.0), 0.0);
+    assert!((f64::from(atan_ratio_f32(2.0, 0.0)) - half_pi).abs() < 1e-7);
+    assert!((f64::from(atan_ratio_f32(-2.0, -0.0)) + half_pi).abs() < 1e-7);
+    let mut rng = Rng(4);
+    for _ in 0..100_000 {
+        let w = rng.range(-1e3, 1e3) as f32;
+        let h = (rng.range(-1e3, 1e3) * rng.unit().powi(8)) as f32;
+        let want = (f64::from(w) / f64::from(h)).atan();
+        let got = f64::from(atan_ratio_f32(w, h));
+        assert!(
+            close(got, want, 1.5e-7 + 1.2e-7 * want.abs()),
+            "{w} {h}: {got} {want}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn random_shapes_match_reference(
+        n in 1usize..400,
+        seed in any::<u64>(),
+        kind in 0usize..5,
+        format in 0usize..3,
+        reduction in 0usize..3,
+        up in -3.0f64..3.0,
+        tw in any::<bool>(),
+    ) {
+        let mut rng = Rng(seed);
+        let format = FORMATS[format];
+        let (p, t) = pairs(&mut rng, n, format);
+        let mut c = cfg(BoxLossKind::ALL[kind], format, REDUCTIONS[reduction]);
+        if tw {
+            c = c.with_threshold_weight(0.5, 0.4);
+        }
+        check(&c, &p, &t, Upstream::Scalar(up), true);
+        check(&c, &p, &t, Upstream::Scalar(up), false);
+    }
+}
