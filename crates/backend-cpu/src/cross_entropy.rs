@@ -1,6 +1,1275 @@
-//! cross_entropy on the CPU (placeholder: the default methods call the reference until the fast path lands).
+//! Fused cross-entropy (forward + backward) on `f32` logits.
+//!
+//! # Algorithm
+//!
+//! Each row is cut into chunks of [`CHUNK`] columns at fixed offsets. Pass 1 reads a chunk once
+//! from memory: a max loop over the chunk (from L1), then one loop that computes
+//! `e_j = exp(z_j - m_c)` with the chunk's own maximum `m_c`, stores `e_j` into the gradient
+//! buffer (when a gradient is wanted), and accumulates in `f32` lanes the chunk's `sum e_j`,
+//! `sum w_j (z_j - m_c)` (the smoothing term) and, for probability targets, `sum w_j q'_j` and
+//! `sum w_j q'_j (z_j - m_c)`. The per-chunk statistics are combined in `f64`, in chunk order:
+//! `M = max m_c`, `S = sum_c s_c exp(m_c - M)`, `log S`, the loss. Pass 2 rewrites the stored
+//! exponentials, still in cache, as the gradient `u s (A p_j - B_j)` with
+//! `p_j = e_j exp(m_c - M) / S` (`CE-8`, `CE-9`), one FMA per element (plus the weight or
+//! target load when present); the target class of a hard target is then set from `f64`.
+//!
+//! Rows are distributed over rayon tasks; a few very long rows are also split into blocks of
+//! chunks. Every chunk is computed by the same code whatever the task layout and the partial
+//! results are combined in a fixed order, so the results are **bit-identical for any number of
+//! threads**. Per-row losses are reduced in row order in `f64`; the `mean` denominator is the
+//! exact `f64` sum of target weights in row order, as the reference.
+//!
+//! # Tolerance (against the `f64` reference on the same `f32` inputs)
+//!
+//! With `R_i = sum_j |w_j q'_ij|` the row's target mass (hard targets:
+//! `R_i = (1 - eps) w_y + eps W / C`) and `g_i = |u_i s|` the row's upstream times the
+//! reduction scale:
+//!
+//! - per-row loss: `|got - want| <= 2e-5 |want| + 1e-5 R_i` (for `q >= 0`);
+//!   `sum` and `mean` values: the sum of the per-row bounds (divided by the `mean`
+//!   denominator);
+//! - gradient: `|got - want| <= 1e-5 |want| + 5e-6 g_i R_i` element-wise.
+//!
+//! Non-finite values follow the reference exactly (`CE-1`, `CE-3`, `CE-5`, `CE-7`): NaN or
+//! `+inf` in a row makes its loss and gradient NaN, `-inf` logits give `p = 0` (a finite
+//! gradient; the loss is finite for `eps = 0`, where the smoothing term is absent, and `+inf`
+//! for `eps > 0`, or NaN through `0 * -inf` for a zero class weight or target probability),
+//! ignored rows get loss 0 and gradient exactly 0.
+//! Degenerate `mean` denominators (0) use the reference's `inf * g` formula row by row.
 
 use crate::CpuBackend;
+use crate::simd::{SimdLevel, exp_f32};
+use rayon::prelude::*;
 use smoothloss_core::backend::CrossEntropyOps;
+use smoothloss_core::cross_entropy::{CeTargets, CrossEntropy};
+use smoothloss_core::error::Result;
+use smoothloss_core::reduction::{Reduction, Upstream};
 
-impl CrossEntropyOps<f32> for CpuBackend {}
+/// Columns per chunk: the unit of the per-chunk statistics (fits L1 with its gradient).
+pub const CHUNK: usize = 1024;
+/// Chunks per parallel block when single rows are split across threads.
+const BLOCK_CHUNKS: usize = 16;
+/// Target number of logits per rayon task when whole rows are distributed.
+const TASK_ELEMS: usize = 1 << 16;
+
+/// Statistics of one chunk (see the module documentation).
+#[derive(Debug, Clone, Copy, Default)]
+struct ChunkStats {
+    /// The chunk's maximum (may be NaN or `-inf`).
+    m: f32,
+    /// `sum_j exp(z_j - mref)`.
+    s: f64,
+    /// `sum_j w_j q'_j (z_j - mref)` (hard targets: `q' = 1`).
+    z: f64,
+    /// `sum_j w_j q'_j` (probability targets only).
+    wq: f64,
+}
+
+/// The reference point of a chunk's exponentials: its max, or 0 when the max is `-inf`.
+#[inline]
+fn mref(m: f32) -> f32 {
+    if m == f32::NEG_INFINITY { 0.0 } else { m }
+}
+
+/// What pass 1 and pass 2 accumulate and subtract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Hard targets, no class weights.
+    Plain,
+    /// Hard targets with class weights.
+    Weighted,
+    /// Probability targets, no class weights.
+    Probs,
+    /// Probability targets with class weights.
+    ProbsWeighted,
+}
+
+/// Raw view of a piece of the logits and of the gradient buffer (which may be the same
+/// memory, for the in-place variant, or absent).
+struct RowBuf {
+    src: *const f32,
+    dst: *mut f32,
+    len: usize,
+}
+
+/// Disjoint borrowed buffers of one task.
+#[derive(Debug)]
+enum Bufs<'a> {
+    /// Logits and a separate gradient buffer of the same length.
+    Split(&'a [f32], &'a mut [f32]),
+    /// The gradient is written over the logits.
+    InPlace(&'a mut [f32]),
+    /// No gradient.
+    ReadOnly(&'a [f32]),
+}
+
+impl<'a> Bufs<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Bufs::Split(x, _) | Bufs::ReadOnly(x) => x.len(),
+            Bufs::InPlace(g) => g.len(),
+        }
+    }
+
+    fn has_grad(&self) -> bool {
+        !matches!(self, Bufs::ReadOnly(_))
+    }
+
+    /// Splits into consecutive pieces of `piece` elements (the last may be shorter).
+    fn pieces(self, piece: usize) -> Vec<Bufs<'a>> {
+        let piece = piece.max(1);
+        match self {
+            Bufs::Split(x, g) => x
+                .chunks(piece)
+                .zip(g.chunks_mut(piece))
+                .map(|(x, g)| Bufs::Split(x, g))
+                .collect(),
+            Bufs::InPlace(g) => g.chunks_mut(piece).map(Bufs::InPlace).collect(),
+            Bufs::ReadOnly(x) => x.chunks(piece).map(Bufs::ReadOnly).collect(),
+        }
+    }
+
+    /// The raw view; valid while `self` is borrowed.
+    fn raw(&mut self) -> RowBuf {
+        match self {
+            Bufs::Split(x, g) => RowBuf {
+                src: x.as_ptr(),
+                dst: g.as_mut_ptr(),
+                len: x.len().min(g.len()),
+            },
+            Bufs::InPlace(g) => RowBuf {
+                src: g.as_ptr(),
+                dst: g.as_mut_ptr(),
+                len: g.len(),
+            },
+            Bufs::ReadOnly(x) => RowBuf {
+                src: x.as_ptr(),
+                dst: std::ptr::null_mut(),
+                len: x.len(),
+            },
+        }
+    }
+
+    /// Fills the gradient part (if any) with `v`.
+    fn fill_grad(&mut self, v: f32) {
+        match self {
+            Bufs::Split(_, g) | Bufs::InPlace(g) => g.fill(v),
+            Bufs::ReadOnly(_) => {}
+        }
+    }
+}
+
+/// Per-call constants.
+struct Plan<'a> {
+    level: SimdLevel,
+    classes: usize,
+    eps: f64,
+    kind: Kind,
+    classes_t: Option<&'a [i64]>,
+    probs: Option<&'a [f32]>,
+    ignore: Option<i64>,
+    w64: Option<&'a [f64]>,
+    w32: Vec<f32>,
+    /// `sum_j w_j` (exact `f64`, in class order as the reference).
+    w_sum: f64,
+    /// Per chunk: `sum_j w_j` over the chunk's columns (hard targets).
+    w_chunk: Vec<f64>,
+    /// `1 - eps` and `eps / C` as `f32` for the probability-target kernels.
+    qa: f32,
+    qb: f32,
+    /// Number of chunks per row.
+    nchunks: usize,
+}
+
+impl Plan<'_> {
+    #[inline]
+    fn weight(&self, j: usize) -> f64 {
+        self.w64.map_or(1.0, |w| w[j])
+    }
+
+    /// The class target of row `i` (None for an ignored row); probability rows return
+    /// `Some(None)`-like via `is_probs`.
+    #[inline]
+    fn target(&self, i: usize) -> Option<usize> {
+        let t = self.classes_t?;
+        let y = t[i];
+        if self.ignore == Some(y) {
+            None
+        } else {
+            Some(y as usize)
+        }
+    }
+
+    #[inline]
+    fn ignored(&self, i: usize) -> bool {
+        match self.classes_t {
+            Some(t) => self.ignore == Some(t[i]),
+            None => false,
+        }
+    }
+
+    /// The chunk's weights (empty when unweighted).
+    #[inline]
+    fn wslice(&self, col0: usize, n: usize) -> &[f32] {
+        if self.w32.is_empty() {
+            &[]
+        } else {
+            &self.w32[col0..col0 + n]
+        }
+    }
+
+    /// Row `i`'s target probabilities for columns `col0..col0 + n` (empty for hard targets).
+    #[inline]
+    fn qslice(&self, i: usize, col0: usize, n: usize) -> &[f32] {
+        match self.probs {
+            Some(q) => {
+                let at = i * self.classes + col0;
+                &q[at..at + n]
+            }
+            None => &[],
+        }
+    }
+}
+
+/// The combined statistics of one row.
+#[derive(Debug, Clone, Copy)]
+struct RowCombined {
+    /// Row maximum.
+    m: f32,
+    /// `sum_j exp(z_j - M)`.
+    s: f64,
+    /// `A` of the gradient form `A p_j - B_j`.
+    a: f64,
+    /// The row's loss before reduction.
+    loss: f64,
+    /// False for a NaN row (NaN or `+inf` present, or every logit `-inf`).
+    finite: bool,
+}
+
+/// Pass 1 over the chunks `first_chunk..` covering `buf` (of row `i`, starting at column
+/// `col0 = first_chunk * CHUNK`).
+fn pass1_range(
+    plan: &Plan<'_>,
+    i: usize,
+    first_chunk: usize,
+    bufs: &mut Bufs<'_>,
+    stats: &mut [ChunkStats],
+) {
+    let store = bufs.has_grad();
+    let raw = bufs.raw();
+    let col0 = first_chunk * CHUNK;
+    for (k, st) in stats.iter_mut().enumerate() {
+        let off = k * CHUNK;
+        if off >= raw.len {
+            break;
+        }
+        let n = CHUNK.min(raw.len - off);
+        let c0 = col0 + off;
+        let w = plan.wslice(c0, n);
+        let q = plan.qslice(i, c0, n);
+        // SAFETY: `off + n <= raw.len`, so `src + off` is valid for `n` reads and `dst + off`
+        // (when non-null) for `n` writes; `dst` is either disjoint from `src` or equal to it
+        // (in-place), and the kernels read each element before writing the same index.
+        *st = unsafe {
+            kernels::pass1(
+                plan.level,
+                plan.kind,
+                store,
+                raw.src.add(off),
+                if store {
+                    raw.dst.add(off)
+                } else {
+                    std::ptr::null_mut()
+                },
+                n,
+                w,
+                q,
+                plan.qa,
+                plan.qb,
+            )
+        };
+    }
+}
+
+/// Combines a row's chunk statistics in chunk order.
+fn combine(plan: &Plan<'_>, stats: &[ChunkStats], y: Option<usize>, zy: f32) -> RowCombined {
+    let c = plan.classes;
+    let mut m = f32::NEG_INFINITY;
+    let mut any_nan = false;
+    for st in stats {
+        if st.m.is_nan() {
+            any_nan = true;
+        } else if st.m > m {
+            m = st.m;
+        }
+    }
+    let mm = f64::from(m);
+    let mut s = 0.0;
+    let mut z = 0.0;
+    let mut wq = 0.0;
+    for (k, st) in stats.iter().enumerate() {
+        let d = f64::from(mref(st.m)) - mm;
+        if st.s != 0.0 || st.s.is_nan() {
+            s += st.s * d.exp();
+        }
+        let wc = match plan.kind {
+            Kind::Plain | Kind::Weighted => plan.w_chunk[k],
+            Kind::Probs | Kind::ProbsWeighted => st.wq,
+        };
+        z += st.z + wc * d;
+        wq += st.wq;
+    }
+    let finite = !any_nan && m.is_finite() && s.is_finite();
+    if !finite {
+        return RowCombined {
+            m,
+            s: f64::NAN,
+            a: f64::NAN,
+            loss: f64::NAN,
+            finite: false,
+        };
+    }
+    let l = s.ln();
+    let eps = plan.eps;
+    let (loss, a) = match y {
+        Some(y) => {
+            let wy = plan.weight(y);
+            // -log p_y = log S - (z_y - M)
+            let nll = wy * (l - (f64::from(zy) - mm));
+            // sum_j w_j (-log p_j) = W log S - sum_j w_j (z_j - M)
+            let smooth = plan.w_sum * l - z;
+            // Without smoothing the term is absent (no `0 * inf`), as the reference and PyTorch.
+            let loss = if eps == 0.0 {
+                nll
+            } else {
+                (1.0 - eps) * nll + eps / c as f64 * smooth
+            };
+            (loss, (1.0 - eps) * wy + eps / c as f64 * plan.w_sum)
+        }
+        None => (wq * l - z, wq),
+    };
+    RowCombined {
+        m,
+        s,
+        a,
+        loss,
+        finite,
+    }
+}
+
+/// Pass 2 over the chunks covering `buf`: gradient `us (A p_j - B_j)` from the stored `e_j`.
+fn pass2_range(
+    plan: &Plan<'_>,
+    i: usize,
+    first_chunk: usize,
+    bufs: &mut Bufs<'_>,
+    stats: &[ChunkStats],
+    row: &RowCombined,
+    us: f64,
+) {
+    let raw = bufs.raw();
+    if raw.dst.is_null() {
+        return;
+    }
+    let col0 = first_chunk * CHUNK;
+    let c = plan.classes as f64;
+    let bconst = (us * plan.eps / c) as f32;
+    let mm = f64::from(row.m);
+    for (k, st) in stats.iter().enumerate() {
+        let off = k * CHUNK;
+        if off >= raw.len {
+            break;
+        }
+        let n = CHUNK.min(raw.len - off);
+        let c0 = col0 + off;
+        let f = if st.m == f32::NEG_INFINITY {
+            0.0
+        } else {
+            (f64::from(mref(st.m)) - mm).exp()
+        };
+        let a = (us * row.a * f / row.s) as f32;
+        let (b, bq) = match plan.kind {
+            Kind::Plain | Kind::Weighted => (bconst, 0.0),
+            Kind::Probs | Kind::ProbsWeighted => ((us * f64::from(plan.qb)) as f32, us as f32),
+        };
+        // SAFETY: as in `pass1_range`: `dst + off` is valid for `n` reads and writes.
+        unsafe {
+            kernels::pass2(
+                plan.level,
+                plan.kind,
+                raw.dst.add(off),
+                n,
+                a,
+                b,
+                bq,
+                plan.wslice(c0, n),
+                plan.qslice(i, c0, n),
+                plan.qa,
+                plan.qb,
+            )
+        };
+    }
+}
+
+/// The gradient's factor of row `i`: upstream times the reduction scale.
+#[inline]
+fn row_us(cfg: &CrossEntropy, upstream: &Upstream<'_>, scale: f64, i: usize) -> f64 {
+    let u = match cfg.reduction {
+        Reduction::None => upstream.at(i),
+        _ => upstream.at(0),
+    };
+    u * scale
+}
+
+/// Reads element `j` of the logits of `bufs` (before anything is written).
+fn read_logit(bufs: &Bufs<'_>, j: usize) -> f32 {
+    match bufs {
+        Bufs::Split(x, _) | Bufs::ReadOnly(x) => x[j],
+        Bufs::InPlace(g) => g[j],
+    }
+}
+
+/// Reads the stored `e_j` (gradient buffer) of `bufs`.
+fn read_grad(bufs: &Bufs<'_>, j: usize) -> f32 {
+    match bufs {
+        Bufs::Split(_, g) | Bufs::InPlace(g) => g[j],
+        Bufs::ReadOnly(_) => 0.0,
+    }
+}
+
+fn write_grad(bufs: &mut Bufs<'_>, j: usize, v: f32) {
+    match bufs {
+        Bufs::Split(_, g) | Bufs::InPlace(g) => g[j] = v,
+        Bufs::ReadOnly(_) => {}
+    }
+}
+
+/// The degenerate-row gradient (non-finite `us`): the reference's formula, element by element,
+/// over the piece `bufs` that starts at column `col0`.
+#[allow(clippy::too_many_arguments)]
+fn slow_grad(
+    plan: &Plan<'_>,
+    i: usize,
+    col0: usize,
+    bufs: &mut Bufs<'_>,
+    stats: &[ChunkStats],
+    row: &RowCombined,
+    y: Option<usize>,
+    us: f64,
+) {
+    let c = plan.classes;
+    let eps = plan.eps;
+    let mm = f64::from(row.m);
+    for jl in 0..bufs.len() {
+        let j = col0 + jl;
+        let st = &stats[j / CHUNK];
+        let f = if st.m == f32::NEG_INFINITY {
+            0.0
+        } else {
+            (f64::from(mref(st.m)) - mm).exp()
+        };
+        let p = f64::from(read_grad(bufs, jl)) * f / row.s;
+        let g = match y {
+            Some(y) => {
+                let wy = plan.weight(y);
+                let hard = wy * (p - if j == y { 1.0 } else { 0.0 });
+                let soft = plan.w_sum * p - plan.weight(j);
+                (1.0 - eps) * hard + eps / c as f64 * soft
+            }
+            None => {
+                let q = f64::from(plan.probs.map_or(0.0, |q| q[i * c + j]));
+                let qs = (1.0 - eps) * q + eps / c as f64;
+                p * row.a - plan.weight(j) * qs
+            }
+        };
+        write_grad(bufs, jl, (us * g) as f32);
+    }
+}
+
+/// The hard target's gradient entry from its stored `e_y` (set after pass 2, in `f64`).
+fn target_grad(
+    plan: &Plan<'_>,
+    stats: &[ChunkStats],
+    row: &RowCombined,
+    y: usize,
+    ey: f32,
+    us: f64,
+) -> f32 {
+    let st = &stats[y / CHUNK];
+    let f = (f64::from(mref(st.m)) - f64::from(row.m)).exp();
+    let p = f64::from(ey) * f / row.s;
+    let wy = plan.weight(y);
+    let g = row.a * p - (1.0 - plan.eps) * wy - plan.eps / plan.classes as f64 * wy;
+    (us * g) as f32
+}
+
+/// One whole row (mode A). Returns the row's loss.
+fn process_row(
+    plan: &Plan<'_>,
+    i: usize,
+    mut bufs: Bufs<'_>,
+    us: f64,
+    stats: &mut Vec<ChunkStats>,
+) -> f64 {
+    if plan.ignored(i) {
+        bufs.fill_grad(0.0);
+        return 0.0;
+    }
+    let y = plan.target(i);
+    let zy = y.map_or(0.0, |y| read_logit(&bufs, y));
+    stats.clear();
+    stats.resize(plan.nchunks, ChunkStats::default());
+    pass1_range(plan, i, 0, &mut bufs, stats);
+    let row = combine(plan, stats, y, zy);
+    if !bufs.has_grad() {
+        return row.loss;
+    }
+    if !row.finite {
+        bufs.fill_grad(f32::NAN);
+    } else if !us.is_finite() {
+        slow_grad(plan, i, 0, &mut bufs, stats, &row, y, us);
+    } else {
+        let ey = y.map(|y| read_grad(&bufs, y));
+        pass2_range(plan, i, 0, &mut bufs, stats, &row, us);
+        if let (Some(y), Some(ey)) = (y, ey) {
+            let g = target_grad(plan, stats, &row, y, ey, us);
+            write_grad(&mut bufs, y, g);
+        }
+    }
+    row.loss
+}
+
+/// Mode B: one long row split into blocks of chunks processed in parallel.
+fn process_row_split(plan: &Plan<'_>, i: usize, mut bufs: Bufs<'_>, us: f64) -> f64 {
+    if plan.ignored(i) {
+        bufs.fill_grad(0.0);
+        return 0.0;
+    }
+    let y = plan.target(i);
+    let zy = y.map_or(0.0, |y| read_logit(&bufs, y));
+    let has_grad = bufs.has_grad();
+    let mut stats = vec![ChunkStats::default(); plan.nchunks];
+    let block = BLOCK_CHUNKS * CHUNK;
+    let mut pieces = bufs.pieces(block);
+    pieces
+        .par_iter_mut()
+        .zip(stats.par_chunks_mut(BLOCK_CHUNKS))
+        .enumerate()
+        .for_each(|(b, (p, st))| pass1_range(plan, i, b * BLOCK_CHUNKS, p, st));
+    let row = combine(plan, &stats, y, zy);
+    if !has_grad {
+        return row.loss;
+    }
+    if !row.finite {
+        pieces.iter_mut().for_each(|p| p.fill_grad(f32::NAN));
+    } else if !us.is_finite() {
+        for (b, p) in pieces.iter_mut().enumerate() {
+            slow_grad(plan, i, b * block, p, &stats, &row, y, us);
+        }
+    } else {
+        let ey = y.map(|y| read_grad(&pieces[y / block], y % block));
+        pieces
+            .par_iter_mut()
+            .zip(stats.par_chunks(BLOCK_CHUNKS))
+            .enumerate()
+            .for_each(|(b, (p, st))| pass2_range(plan, i, b * BLOCK_CHUNKS, p, st, &row, us));
+        if let (Some(y), Some(ey)) = (y, ey) {
+            let g = target_grad(plan, &stats, &row, y, ey, us);
+            write_grad(&mut pieces[y / block], y % block, g);
+        }
+    }
+    row.loss
+}
+
+/// Runs the fused kernel over validated buffers; returns the reduced losses.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    backend: &CpuBackend,
+    level: SimdLevel,
+    cfg: &CrossEntropy,
+    bufs: Bufs<'_>,
+    rows: usize,
+    classes: usize,
+    targets: CeTargets<'_, f32>,
+    upstream: Upstream<'_>,
+) -> Vec<f64> {
+    let c = classes;
+    let eps = cfg.label_smoothing;
+    let w64 = cfg.class_weights.as_deref();
+    let w_sum: f64 = match w64 {
+        Some(w) => w.iter().sum(),
+        None => (0..c).map(|_| 1.0).sum(),
+    };
+    let nchunks = c.div_ceil(CHUNK);
+    let w_chunk: Vec<f64> = (0..nchunks)
+        .map(|k| {
+            let (a, b) = (k * CHUNK, ((k + 1) * CHUNK).min(c));
+            match w64 {
+                Some(w) => w[a..b].iter().sum(),
+                None => (b - a) as f64,
+            }
+        })
+        .collect();
+    let (kind, classes_t, probs) = match targets {
+        CeTargets::Classes(t) => (
+            if w64.is_some() {
+                Kind::Weighted
+            } else {
+                Kind::Plain
+            },
+            Some(t),
+            None,
+        ),
+        CeTargets::Probs(q) => (
+            if w64.is_some() {
+                Kind::ProbsWeighted
+            } else {
+                Kind::Probs
+            },
+            None,
+            Some(q),
+        ),
+    };
+    let plan = Plan {
+        level,
+        classes: c,
+        eps,
+        kind,
+        classes_t,
+        probs,
+        ignore: cfg.ignore_index,
+        w64,
+        w32: w64.map_or_else(Vec::new, |w| w.iter().map(|&v| v as f32).collect()),
+        w_sum,
+        w_chunk,
+        qa: (1.0 - eps) as f32,
+        qb: (eps / c as f64) as f32,
+        nchunks,
+    };
+    // CE-7: the mean denominator, in row order as the reference.
+    let mut denom = 0.0;
+    for i in 0..rows {
+        match plan.classes_t {
+            Some(_) => {
+                if let Some(y) = plan.target(i) {
+                    denom += plan.weight(y);
+                }
+            }
+            None => denom += 1.0,
+        }
+    }
+    let scale = if cfg.reduction == Reduction::Mean {
+        1.0 / denom
+    } else {
+        1.0
+    };
+    let us = |i: usize| row_us(cfg, &upstream, scale, i);
+    let mut losses = vec![0.0; rows];
+    backend.install(|| {
+        let threads = rayon::current_num_threads();
+        if threads > 1 && rows < 2 * threads && nchunks >= 2 * BLOCK_CHUNKS {
+            for (i, (piece, loss)) in bufs.pieces(c).into_iter().zip(&mut losses).enumerate() {
+                *loss = process_row_split(&plan, i, piece, us(i));
+            }
+        } else {
+            let g = (TASK_ELEMS / c).max(1);
+            bufs.pieces(g * c)
+                .into_par_iter()
+                .zip(losses.par_chunks_mut(g))
+                .enumerate()
+                .for_each_init(Vec::new, |stats, (t, (piece, ls))| {
+                    for (r, (rowbuf, l)) in piece.pieces(c).into_iter().zip(ls).enumerate() {
+                        let i = t * g + r;
+                        *l = process_row(&plan, i, rowbuf, us(i), stats);
+                    }
+                });
+        }
+    });
+    match cfg.reduction {
+        Reduction::None => losses,
+        Reduction::Sum => vec![losses.iter().sum()],
+        Reduction::Mean => vec![losses.iter().sum::<f64>() / denom],
+    }
+}
+
+/// [`CrossEntropyOps::cross_entropy`] on a chosen SIMD level (the trait method uses
+/// [`SimdLevel::detect`]; a level this CPU lacks falls back to scalar). Used by tests to cover
+/// the portable path.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_with_level(
+    backend: &CpuBackend,
+    level: SimdLevel,
+    cfg: &CrossEntropy,
+    logits: &[f32],
+    rows: usize,
+    classes: usize,
+    targets: CeTargets<'_, f32>,
+    upstream: Upstream<'_>,
+    grad: Option<&mut [f32]>,
+) -> Result<Vec<f64>> {
+    cfg.validate(
+        logits.len(),
+        rows,
+        classes,
+        &targets,
+        &upstream,
+        grad.as_ref().map(|g| g.len()),
+    )?;
+    let level = if level.is_available() {
+        level
+    } else {
+        SimdLevel::Scalar
+    };
+    let bufs = match grad {
+        Some(g) => Bufs::Split(logits, g),
+        None => Bufs::ReadOnly(logits),
+    };
+    Ok(run(
+        backend, level, cfg, bufs, rows, classes, targets, upstream,
+    ))
+}
+
+/// [`CrossEntropyOps::cross_entropy_in_place`] on a chosen SIMD level.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_in_place_with_level(
+    backend: &CpuBackend,
+    level: SimdLevel,
+    cfg: &CrossEntropy,
+    logits: &mut [f32],
+    rows: usize,
+    classes: usize,
+    targets: CeTargets<'_, f32>,
+    upstream: Upstream<'_>,
+) -> Result<Vec<f64>> {
+    cfg.validate(
+        logits.len(),
+        rows,
+        classes,
+        &targets,
+        &upstream,
+        Some(logits.len()),
+    )?;
+    let level = if level.is_available() {
+        level
+    } else {
+        SimdLevel::Scalar
+    };
+    Ok(run(
+        backend,
+        level,
+        cfg,
+        Bufs::InPlace(logits),
+        rows,
+        classes,
+        targets,
+        upstream,
+    ))
+}
+
+impl CrossEntropyOps<f32> for CpuBackend {
+    fn cross_entropy(
+        &self,
+        cfg: &CrossEntropy,
+        logits: &[f32],
+        rows: usize,
+        classes: usize,
+        targets: CeTargets<'_, f32>,
+        upstream: Upstream<'_>,
+        grad: Option<&mut [f32]>,
+    ) -> Result<Vec<f64>> {
+        cross_entropy_with_level(
+            self,
+            SimdLevel::detect(),
+            cfg,
+            logits,
+            rows,
+            classes,
+            targets,
+            upstream,
+            grad,
+        )
+    }
+
+    fn cross_entropy_in_place(
+        &self,
+        cfg: &CrossEntropy,
+        logits: &mut [f32],
+        rows: usize,
+        classes: usize,
+        targets: CeTargets<'_, f32>,
+        upstream: Upstream<'_>,
+    ) -> Result<Vec<f64>> {
+        cross_entropy_in_place_with_level(
+            self,
+            SimdLevel::detect(),
+            cfg,
+            logits,
+            rows,
+            classes,
+            targets,
+            upstream,
+        )
+    }
+}
+
+/// The per-chunk kernels: dispatch, the portable scalar code and the AVX2 + FMA code.
+mod kernels {
+    use super::{ChunkStats, Kind, exp_f32, mref};
+    use crate::simd::SimdLevel;
+
+    /// Pass 1 over one chunk of `n` logits; see the module documentation.
+    ///
+    /// # Safety
+    /// `src` is valid for `n` reads; when `store`, `dst` is valid for `n` writes and is either
+    /// equal to `src` or does not overlap it. `w` (weighted kinds) and `q` (probability kinds)
+    /// hold at least `n` values. `level` must be available on this CPU.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn pass1(
+        level: SimdLevel,
+        kind: Kind,
+        store: bool,
+        src: *const f32,
+        dst: *mut f32,
+        n: usize,
+        w: &[f32],
+        q: &[f32],
+        qa: f32,
+        qb: f32,
+    ) -> ChunkStats {
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2Fma => {
+                // SAFETY: forwarded contract; AVX2 + FMA availability is the caller's
+                // precondition (`level` comes from detection).
+                unsafe { avx2::pass1_dispatch(kind, store, src, dst, n, w, q, qa, qb) }
+            }
+            // SAFETY: forwarded contract.
+            _ => unsafe { scalar_pass1(kind, store, src, dst, n, w, q, qa, qb) },
+        }
+    }
+
+    /// Pass 2 over one chunk of `n` stored exponentials at `dst`: `g = a e - B_j` with
+    /// `B_j = b` (plain), `b w_j` (weighted), `bq q'_j` (probabilities), `bq w_j q'_j`
+    /// (weighted probabilities), `q'_j = qa q_j + qb`.
+    ///
+    /// # Safety
+    /// `dst` is valid for `n` reads and writes; `w`, `q` as in [`pass1`]; `level` available.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn pass2(
+        level: SimdLevel,
+        kind: Kind,
+        dst: *mut f32,
+        n: usize,
+        a: f32,
+        b: f32,
+        bq: f32,
+        w: &[f32],
+        q: &[f32],
+        qa: f32,
+        qb: f32,
+    ) {
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2Fma => {
+                // SAFETY: forwarded contract; AVX2 + FMA available by precondition.
+                unsafe { avx2::pass2_dispatch(kind, dst, n, a, b, bq, w, q, qa, qb) }
+            }
+            // SAFETY: forwarded contract.
+            _ => unsafe { scalar_pass2(kind, dst, n, a, b, bq, w, q, qa, qb) },
+        }
+    }
+
+    /// `B_j` of pass 2 for one element (shared by the scalar code and the vector tails).
+    #[inline(always)]
+    fn b_of(kind: Kind, j: usize, b: f32, bq: f32, w: &[f32], q: &[f32], qa: f32, qb: f32) -> f32 {
+        match kind {
+            Kind::Plain => b,
+            Kind::Weighted => b * w[j],
+            Kind::Probs => bq * qa.mul_add(q[j], qb),
+            Kind::ProbsWeighted => bq * (qa.mul_add(q[j], qb) * w[j]),
+        }
+    }
+
+    /// `w_j q'_j` of pass 1 for one element (1 for the plain kind).
+    #[inline(always)]
+    fn wq_of(kind: Kind, j: usize, w: &[f32], q: &[f32], qa: f32, qb: f32) -> f32 {
+        match kind {
+            Kind::Plain => 1.0,
+            Kind::Weighted => w[j],
+            Kind::Probs => qa.mul_add(q[j], qb),
+            Kind::ProbsWeighted => qa.mul_add(q[j], qb) * w[j],
+        }
+    }
+
+    /// Portable pass 1 (`f64` accumulation).
+    ///
+    /// # Safety
+    /// As [`pass1`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn scalar_pass1(
+        kind: Kind,
+        store: bool,
+        src: *const f32,
+        dst: *mut f32,
+        n: usize,
+        w: &[f32],
+        q: &[f32],
+        qa: f32,
+        qb: f32,
+    ) -> ChunkStats {
+        let mut m = f32::NEG_INFINITY;
+        let mut nan = false;
+        for j in 0..n {
+            // SAFETY: `j < n` and `src` is valid for `n` reads.
+            let v = unsafe { *src.add(j) };
+            nan |= v.is_nan();
+            if v > m {
+                m = v;
+            }
+        }
+        if nan {
+            m = f32::NAN;
+        }
+        let mr = mref(m);
+        let (mut s, mut z, mut wq) = (0.0f64, 0.0f64, 0.0f64);
+        for j in 0..n {
+            // SAFETY: `j < n`; `src` valid for `n` reads.
+            let v = unsafe { *src.add(j) };
+            let d = v - mr;
+            let e = exp_f32(d);
+            if store {
+                // SAFETY: `j < n`; `dst` valid for `n` writes, equal to or disjoint from `src`,
+                // and element `j` of `src` was read above.
+                unsafe { *dst.add(j) = e };
+            }
+            s += f64::from(e);
+            let c = wq_of(kind, j, w, q, qa, qb);
+            z += f64::from(c) * f64::from(d);
+            wq += f64::from(c);
+        }
+        ChunkStats { m, s, z, wq }
+    }
+
+    /// Portable pass 2.
+    ///
+    /// # Safety
+    /// As [`pass2`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn scalar_pass2(
+        kind: Kind,
+        dst: *mut f32,
+        n: usize,
+        a: f32,
+        b: f32,
+        bq: f32,
+        w: &[f32],
+        q: &[f32],
+        qa: f32,
+        qb: f32,
+    ) {
+        for j in 0..n {
+            // SAFETY: `j < n`; `dst` valid for `n` reads and writes.
+            unsafe {
+                let e = *dst.add(j);
+                *dst.add(j) = a.mul_add(e, -b_of(kind, j, b, bq, w, q, qa, qb));
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx2 {
+        use super::super::{ChunkStats, Kind, exp_f32, mref};
+        use super::{b_of, wq_of};
+        use crate::simd::avx2::{exp8, hmax, hsum_f64};
+        use std::arch::x86_64::*;
+
+        const PLAIN: u8 = 0;
+        const WEIGHTED: u8 = 1;
+        const PROBS: u8 = 2;
+        const PROBS_W: u8 = 3;
+
+        fn kind_of(k: u8) -> Kind {
+            match k {
+                PLAIN => Kind::Plain,
+                WEIGHTED => Kind::Weighted,
+                PROBS => Kind::Probs,
+                _ => Kind::ProbsWeighted,
+            }
+        }
+
+        /// # Safety
+        /// As `kernels::pass1`, with AVX2 + FMA available.
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn pass1_dispatch(
+            kind: Kind,
+            store: bool,
+            src: *const f32,
+            dst: *mut f32,
+            n: usize,
+            w: &[f32],
+            q: &[f32],
+            qa: f32,
+            qb: f32,
+        ) -> ChunkStats {
+            // SAFETY (all arms): forwarded contract of `kernels::pass1`.
+            unsafe {
+                match (kind, store) {
+                    (Kind::Plain, true) => pass1::<PLAIN, true>(src, dst, n, w, q, qa, qb),
+                    (Kind::Plain, false) => pass1::<PLAIN, false>(src, dst, n, w, q, qa, qb),
+                    (Kind::Weighted, true) => pass1::<WEIGHTED, true>(src, dst, n, w, q, qa, qb),
+                    (Kind::Weighted, false) => pass1::<WEIGHTED, false>(src, dst, n, w, q, qa, qb),
+                    (Kind::Probs, true) => pass1::<PROBS, true>(src, dst, n, w, q, qa, qb),
+                    (Kind::Probs, false) => pass1::<PROBS, false>(src, dst, n, w, q, qa, qb),
+                    (Kind::ProbsWeighted, true) => {
+                        pass1::<PROBS_W, true>(src, dst, n, w, q, qa, qb)
+                    }
+                    (Kind::ProbsWeighted, false) => {
+                        pass1::<PROBS_W, false>(src, dst, n, w, q, qa, qb)
+                    }
+                }
+            }
+        }
+
+        /// # Safety
+        /// As `kernels::pass2`, with AVX2 + FMA available.
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn pass2_dispatch(
+            kind: Kind,
+            dst: *mut f32,
+            n: usize,
+            a: f32,
+            b: f32,
+            bq: f32,
+            w: &[f32],
+            q: &[f32],
+            qa: f32,
+            qb: f32,
+        ) {
+            // SAFETY (all arms): forwarded contract of `kernels::pass2`.
+            unsafe {
+                match kind {
+                    Kind::Plain => pass2::<PLAIN>(dst, n, a, b, bq, w, q, qa, qb),
+                    Kind::Weighted => pass2::<WEIGHTED>(dst, n, a, b, bq, w, q, qa, qb),
+                    Kind::Probs => pass2::<PROBS>(dst, n, a, b, bq, w, q, qa, qb),
+                    Kind::ProbsWeighted => pass2::<PROBS_W>(dst, n, a, b, bq, w, q, qa, qb),
+                }
+            }
+        }
+
+        /// `w_j q'_j` for eight lanes at `j`.
+        ///
+        /// # Safety
+        /// `w` / `q` (as used by `K`) hold at least `j + 8` values.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn wq8<const K: u8>(
+            j: usize,
+            w: *const f32,
+            q: *const f32,
+            qa: __m256,
+            qb: __m256,
+        ) -> __m256 {
+            // SAFETY: caller guarantees `j + 8` readable values in the used buffers.
+            unsafe {
+                match K {
+                    PLAIN => _mm256_set1_ps(1.0),
+                    WEIGHTED => _mm256_loadu_ps(w.add(j)),
+                    PROBS => _mm256_fmadd_ps(qa, _mm256_loadu_ps(q.add(j)), qb),
+                    _ => _mm256_mul_ps(
+                        _mm256_fmadd_ps(qa, _mm256_loadu_ps(q.add(j)), qb),
+                        _mm256_loadu_ps(w.add(j)),
+                    ),
+                }
+            }
+        }
+
+        /// # Safety
+        /// As `kernels::pass1`, with AVX2 + FMA available.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn pass1<const K: u8, const STORE: bool>(
+            src: *const f32,
+            dst: *mut f32,
+            n: usize,
+            w: &[f32],
+            q: &[f32],
+            qa: f32,
+            qb: f32,
+        ) -> ChunkStats {
+            if K == WEIGHTED || K == PROBS_W {
+                assert!(w.len() >= n);
+            }
+            if K == PROBS || K == PROBS_W {
+                assert!(q.len() >= n);
+            }
+            let (wp, qp) = (w.as_ptr(), q.as_ptr());
+            // Max over the chunk (four accumulators).
+            let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+            let (mut m0, mut m1, mut m2, mut m3) = (ninf, ninf, ninf, ninf);
+            let mut i = 0;
+            while i + 32 <= n {
+                // SAFETY: `i + 32 <= n` and `src` is valid for `n` reads.
+                unsafe {
+                    m0 = _mm256_max_ps(m0, _mm256_loadu_ps(src.add(i)));
+                    m1 = _mm256_max_ps(m1, _mm256_loadu_ps(src.add(i + 8)));
+                    m2 = _mm256_max_ps(m2, _mm256_loadu_ps(src.add(i + 16)));
+                    m3 = _mm256_max_ps(m3, _mm256_loadu_ps(src.add(i + 24)));
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                // SAFETY: `i + 8 <= n`.
+                m0 = _mm256_max_ps(m0, unsafe { _mm256_loadu_ps(src.add(i)) });
+                i += 8;
+            }
+            let mut m = hmax(_mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
+            while i < n {
+                // SAFETY: `i < n`.
+                let v = unsafe { *src.add(i) };
+                if v > m || v.is_nan() {
+                    m = v;
+                }
+                i += 1;
+            }
+            let mr = mref(m);
+            let mv = _mm256_set1_ps(mr);
+            let qav = _mm256_set1_ps(qa);
+            let qbv = _mm256_set1_ps(qb);
+            let zero = _mm256_setzero_ps();
+            let (mut s0, mut s1, mut z0, mut z1, mut c0, mut c1) =
+                (zero, zero, zero, zero, zero, zero);
+            let mut i = 0;
+            while i + 16 <= n {
+                // SAFETY: `i + 16 <= n`: `src` readable, `dst` (when STORE) writable there;
+                // each element is read before the same index is written.
+                unsafe {
+                    let d0 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i)), mv);
+                    let d1 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i + 8)), mv);
+                    let e0 = exp8(d0);
+                    let e1 = exp8(d1);
+                    if STORE {
+                        _mm256_storeu_ps(dst.add(i), e0);
+                        _mm256_storeu_ps(dst.add(i + 8), e1);
+                    }
+                    s0 = _mm256_add_ps(s0, e0);
+                    s1 = _mm256_add_ps(s1, e1);
+                    if K == PLAIN {
+                        z0 = _mm256_add_ps(z0, d0);
+                        z1 = _mm256_add_ps(z1, d1);
+                    } else {
+                        let a0 = wq8::<K>(i, wp, qp, qav, qbv);
+                        let a1 = wq8::<K>(i + 8, wp, qp, qav, qbv);
+                        z0 = _mm256_fmadd_ps(a0, d0, z0);
+                        z1 = _mm256_fmadd_ps(a1, d1, z1);
+                        if K == PROBS || K == PROBS_W {
+                            c0 = _mm256_add_ps(c0, a0);
+                            c1 = _mm256_add_ps(c1, a1);
+                        }
+                    }
+                }
+                i += 16;
+            }
+            if i + 8 <= n {
+                // SAFETY: `i + 8 <= n`, as above.
+                unsafe {
+                    let d0 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i)), mv);
+                    let e0 = exp8(d0);
+                    if STORE {
+                        _mm256_storeu_ps(dst.add(i), e0);
+                    }
+                    s0 = _mm256_add_ps(s0, e0);
+                    if K == PLAIN {
+                        z0 = _mm256_add_ps(z0, d0);
+                    } else {
+                        let a0 = wq8::<K>(i, wp, qp, qav, qbv);
+                        z0 = _mm256_fmadd_ps(a0, d0, z0);
+                        if K == PROBS || K == PROBS_W {
+                            c0 = _mm256_add_ps(c0, a0);
+                        }
+                    }
+                }
+                i += 8;
+            }
+            let mut s = hsum_f64(s0) + hsum_f64(s1);
+            let mut z = hsum_f64(z0) + hsum_f64(z1);
+            let mut wq = hsum_f64(c0) + hsum_f64(c1);
+            let kind = kind_of(K);
+            while i < n {
+                // SAFETY: `i < n`, as above.
+                let v = unsafe { *src.add(i) };
+                let d = v - mr;
+                let e = exp_f32(d);
+                if STORE {
+                    // SAFETY: `i < n`; element `i` was read just above.
+                    unsafe { *dst.add(i) = e };
+                }
+                s += f64::from(e);
+                let c = wq_of(kind, i, w, q, qa, qb);
+                z += f64::from(c * d);
+                if K == PROBS || K == PROBS_W {
+                    wq += f64::from(c);
+                }
+                i += 1;
+            }
+            ChunkStats { m, s, z, wq }
+        }
+
+        /// # Safety
+        /// As `kernels::pass2`, with AVX2 + FMA available.
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn pass2<const K: u8>(
+            dst: *mut f32,
+            n: usize,
+            a: f32,
+            b: f32,
+            bq: f32,
+            w: &[f32],
+            q: &[f32],
+            qa: f32,
+            qb: f32,
+        ) {
+            if K == WEIGHTED || K == PROBS_W {
+                assert!(w.len() >= n);
+            }
+            if K == PROBS || K == PROBS_W {
+                assert!(q.len() >= n);
+            }
+            let (wp, qp) = (w.as_ptr(), q.as_ptr());
+            let av = _mm256_set1_ps(a);
+            let bv = _mm256_set1_ps(b);
+            let bqv = _mm256_set1_ps(bq);
+            let qav = _mm256_set1_ps(qa);
+            let qbv = _mm256_set1_ps(qb);
+            let mut i = 0;
+            while i + 8 <= n {
+                // SAFETY: `i + 8 <= n`: `dst` valid for reads and writes there; `w`, `q` hold
+                // at least `n` values when used (asserted above).
+                unsafe {
+                    let e = _mm256_loadu_ps(dst.add(i));
+                    let g = match K {
+                        PLAIN => _mm256_fmsub_ps(av, e, bv),
+                        WEIGHTED => {
+                            _mm256_fnmadd_ps(bv, _mm256_loadu_ps(wp.add(i)), _mm256_mul_ps(av, e))
+                        }
+                        _ => _mm256_fnmadd_ps(
+                            bqv,
+                            wq8::<K>(i, wp, qp, qav, qbv),
+                            _mm256_mul_ps(av, e),
+                        ),
+                    };
+                    _mm256_storeu_ps(dst.add(i), g);
+                }
+                i += 8;
+            }
+            let kind = kind_of(K);
+            while i < n {
+                // SAFETY: `i < n`.
+                unsafe {
+                    let e = *dst.add(i);
+                    *dst.add(i) = a.mul_add(e, -b_of(kind, i, b, bq, w, q, qa, qb));
+                }
+                i += 1;
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod cross_entropy;
 pub mod elementwise;
 pub mod parallel;
 pub mod regression;
+pub mod simd;
 
 use smoothloss_core::backend::Backend;
 

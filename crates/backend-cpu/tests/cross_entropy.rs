@@ -1,0 +1,1075 @@
+//! CPU cross-entropy against the f64 reference (`smoothloss_core::reference::cross_entropy` on the
+//! same f32 inputs widened to f64), with the tolerance stated in
+//! `smoothloss_cpu::cross_entropy`'s module documentation:
+//!
+//! - per-row loss: `|got - want| <= 2e-5 |want| + 1e-5 R_i`, `R_i = sum_j |w_j q'_ij|`;
+//! - gradient: `|got - want| <= 1e-5 |want| + 5e-6 |u_i s| R_i`.
+
+use proptest::prelude::*;
+use smoothloss_core::backend::CrossEntropyOps;
+use smoothloss_core::reference;
+use smoothloss_core::{CeTargets, CrossEntropy, LossError, Reduction, Upstream};
+use smoothloss_cpu::CpuBackend;
+use smoothloss_cpu::cross_entropy::{cross_entropy_in_place_with_level, cross_entropy_with_level};
+use smoothloss_cpu::simd::SimdLevel;
+
+/// Small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [0, 1).
+    fn unif(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let u = self.unif().max(1e-300);
+        let v = self.unif();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Tg {
+    Classes(Vec<i64>),
+    Probs(Vec<f32>),
+}
+
+impl Tg {
+    fn as_f32(&self) -> CeTargets<'_, f32> {
+        match self {
+            Tg::Classes(t) => CeTargets::Classes(t),
+            Tg::Probs(p) => CeTargets::Probs(p),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    cfg: CrossEntropy,
+    logits: Vec<f32>,
+    rows: usize,
+    classes: usize,
+    targets: Tg,
+    upstream: Option<Vec<f64>>,
+    scalar_up: f64,
+}
+
+impl Case {
+    fn upstream(&self) -> Upstream<'_> {
+        match &self.upstream {
+            Some(u) => Upstream::PerElement(u),
+            None => Upstream::Scalar(self.scalar_up),
+        }
+    }
+}
+
+/// The reference on the widened inputs: (losses, gradient).
+fn reference_of(case: &Case) -> (Vec<f64>, Vec<f64>) {
+    let z: Vec<f64> = case.logits.iter().map(|&v| f64::from(v)).collect();
+    let mut g = vec![0.0; z.len()];
+    let probs: Vec<f64>;
+    let t = match &case.targets {
+        Tg::Classes(t) => CeTargets::Classes(&t[..]),
+        Tg::Probs(p) => {
+            probs = p.iter().map(|&v| f64::from(v)).collect();
+            CeTargets::Probs(&probs[..])
+        }
+    };
+    let out = reference::cross_entropy(
+        &case.cfg,
+        &z,
+        case.rows,
+        case.classes,
+        t,
+        case.upstream(),
+        Some(&mut g),
+    )
+    .expect("reference accepts the case");
+    (out, g)
+}
+
+/// Row target mass `R_i = sum_j |w_j q'_ij|` (0 for ignored rows) and the mean denominator.
+fn row_mass(case: &Case) -> (Vec<f64>, f64) {
+    let c = case.classes;
+    let eps = case.cfg.label_smoothing;
+    let w = |j: usize| case.cfg.weight(j);
+    let wsum: f64 = (0..c).map(w).sum();
+    let mut denom = 0.0;
+    let r = (0..case.rows)
+        .map(|i| match &case.targets {
+            Tg::Classes(t) => {
+                if case.cfg.ignore_index == Some(t[i]) {
+                    0.0
+                } else {
+                    let y = t[i] as usize;
+                    denom += w(y);
+                    (1.0 - eps) * w(y) + eps * wsum / c as f64
+                }
+            }
+            Tg::Probs(q) => {
+                denom += 1.0;
+                (0..c)
+                    .map(|j| {
+                        (w(j) * ((1.0 - eps) * f64::from(q[i * c + j]) + eps / c as f64)).abs()
+                    })
+                    .sum()
+            }
+        })
+        .collect();
+    (r, denom)
+}
+
+fn same_special(got: f64, want: f64) -> Option<bool> {
+    if want.is_nan() {
+        return Some(got.is_nan());
+    }
+    if want.is_infinite() {
+        return Some(got == want);
+    }
+    if !got.is_finite() {
+        return Some(false);
+    }
+    None
+}
+
+/// Checks got against the reference with the stated tolerance; returns a description of the
+/// first failure.
+fn check(case: &Case, got_loss: &[f64], got_grad: Option<&[f32]>) -> Result<(), String> {
+    let (want_loss, want_grad) = reference_of(case);
+    let (mass, denom) = row_mass(case);
+    let c = case.classes;
+    let scale = if case.cfg.reduction == Reduction::Mean {
+        1.0 / denom
+    } else {
+        1.0
+    };
+    // Per-row loss bounds from the reference's per-row losses.
+    let per_row = {
+        let mut cfg = case.cfg.clone();
+        cfg.reduction = Reduction::None;
+        let c2 = Case {
+            cfg,
+            upstream: None,
+            scalar_up: 1.0,
+            ..case.clone()
+        };
+        reference_of(&c2).0
+    };
+    let bound: Vec<f64> = per_row
+        .iter()
+        .zip(&mass)
+        .map(|(l, r)| 2e-5 * l.abs() + 1e-5 * r)
+        .collect();
+    if got_loss.len() != want_loss.len() {
+        return Err(format!(
+            "{} losses, want {}",
+            got_loss.len(),
+            want_loss.len()
+        ));
+    }
+    match case.cfg.reduction {
+        Reduction::None => {
+            for (i, (&g, &w)) in got_loss.iter().zip(&want_loss).enumerate() {
+                let ok = same_special(g, w).unwrap_or((g - w).abs() <= bound[i]);
+                if !ok {
+                    return Err(format!(
+                        "loss row {i}: got {g:e} want {w:e} bound {:e}",
+                        bound[i]
+                    ));
+                }
+            }
+        }
+        r => {
+            let (g, w) = (got_loss[0], want_loss[0]);
+            let mut b: f64 = bound.iter().sum();
+            if r == Reduction::Mean {
+                b /= denom;
+            }
+            b += 1e-12 * w.abs();
+            let ok = same_special(g, w).unwrap_or((g - w).abs() <= b);
+            if !ok {
+                return Err(format!("loss: got {g:e} want {w:e} bound {b:e}"));
+            }
+        }
+    }
+    if let Some(gg) = got_grad {
+        for i in 0..case.rows {
+            let u = match case.cfg.reduction {
+                Reduction::None => case.upstream().at(i),
+                _ => case.upstream().at(0),
+            } * scale;
+            let gb = 5e-6 * (u * mass[i]).abs();
+            for j in 0..c {
+                let (g, w) = (f64::from(gg[i * c + j]), want_grad[i * c + j]);
+                // The f32 result of the reference value may itself round to +-inf or 0.
+                let w32 = f64::from(w as f32);
+                let ok = same_special(g, w32)
+                    .unwrap_or((g - w).abs() <= 1e-5 * w.abs() + gb || g == w32);
+                if !ok {
+                    return Err(format!(
+                        "grad [{i},{j}]: got {g:e} want {w:e} bound {:e}",
+                        1e-5 * w.abs() + gb
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn levels() -> Vec<SimdLevel> {
+    let mut v = vec![SimdLevel::Scalar];
+    if SimdLevel::Avx2Fma.is_available() {
+        v.push(SimdLevel::Avx2Fma);
+    }
+    v
+}
+
+/// Runs the case through both entry points on every level and checks each.
+fn check_all(case: &Case, be: &CpuBackend) -> Result<(), String> {
+    for level in levels() {
+        let mut g = vec![0.0f32; case.logits.len()];
+        let out = cross_entropy_with_level(
+            be,
+            level,
+            &case.cfg,
+            &case.logits,
+            case.rows,
+            case.classes,
+            case.targets.as_f32(),
+            case.upstream(),
+            Some(&mut g),
+        )
+        .map_err(|e| format!("{level:?}: error {e}"))?;
+        check(case, &out, Some(&g)).map_err(|e| format!("{level:?} split: {e}"))?;
+        let no_grad = cross_entropy_with_level(
+            be,
+            level,
+            &case.cfg,
+            &case.logits,
+            case.rows,
+            case.classes,
+            case.targets.as_f32(),
+            case.upstream(),
+            None,
+        )
+        .map_err(|e| format!("{level:?}: error {e}"))?;
+        if bits(&no_grad) != bits(&out) {
+            return Err(format!("{level:?}: loss without gradient differs"));
+        }
+        let mut x = case.logits.clone();
+        let out2 = cross_entropy_in_place_with_level(
+            be,
+            level,
+            &case.cfg,
+            &mut x,
+            case.rows,
+            case.classes,
+            case.targets.as_f32(),
+            case.upstream(),
+        )
+        .map_err(|e| format!("{level:?}: error {e}"))?;
+        if bits(&out2) != bits(&out) || bits32(&x) != bits32(&g) {
+            return Err(format!(
+                "{level:?}: in-place result differs from the split one"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn bits(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn bits32(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Opts {
+    eps: f64,
+    weights: bool,
+    probs: bool,
+    ignore_frac: f64,
+    reduction: Reduction,
+    per_row_up: bool,
+    logit_scale: f64,
+}
+
+fn make_case(rng: &mut Rng, rows: usize, classes: usize, o: Opts) -> Case {
+    let logits: Vec<f32> = (0..rows * classes)
+        .map(|_| (rng.normal() * o.logit_scale) as f32)
+        .collect();
+    let mut cfg = CrossEntropy::new()
+        .with_label_smoothing(o.eps)
+        .with_reduction(o.reduction);
+    if o.weights {
+        cfg = cfg.with_class_weights((0..classes).map(|_| rng.unif() * 2.0).collect());
+    }
+    let targets = if o.probs {
+        let mut q = vec![0.0f32; rows * classes];
+        for r in 0..rows {
+            let row: Vec<f64> = (0..classes).map(|_| rng.unif().powi(3)).collect();
+            let s: f64 = row.iter().sum();
+            for j in 0..classes {
+                q[r * classes + j] = (row[j] / s) as f32;
+            }
+        }
+        Tg::Probs(q)
+    } else {
+        Tg::Classes(
+            (0..rows)
+                .map(|_| {
+                    if rng.unif() < o.ignore_frac {
+                        -100
+                    } else {
+                        rng.below(classes) as i64
+                    }
+                })
+                .collect(),
+        )
+    };
+    let upstream = (o.per_row_up && o.reduction == Reduction::None)
+        .then(|| (0..rows).map(|_| rng.normal()).collect());
+    Case {
+        cfg,
+        logits,
+        rows,
+        classes,
+        targets,
+        upstream,
+        scalar_up: 0.75,
+    }
+}
+
+#[test]
+fn random_cases_match_reference() {
+    let be = CpuBackend::with_threads(2);
+    let mut rng = Rng::new(1);
+    let shapes = [
+        (1, 1),
+        (3, 1),
+        (2, 7),
+        (5, 8),
+        (4, 9),
+        (3, 17),
+        (7, 100),
+        (2, 1023),
+        (2, 1024),
+        (3, 1025),
+        (2, 3000),
+        (1, 40_000),
+    ];
+    for (k, &(rows, classes)) in shapes.iter().enumerate() {
+        for v in 0..12 {
+            let o = Opts {
+                eps: [0.0, 0.1, 1.0, 0.37][v % 4],
+                weights: v % 3 == 1,
+                probs: v % 5 == 2,
+                ignore_frac: if v % 2 == 0 { 0.3 } else { 0.0 },
+                reduction: [Reduction::None, Reduction::Mean, Reduction::Sum][v % 3],
+                per_row_up: v % 2 == 1,
+                logit_scale: [1.0, 5.0, 30.0][(v + k) % 3],
+            };
+            let case = make_case(&mut rng, rows, classes, o);
+            if let Err(e) = check_all(&case, &be) {
+                panic!("shape {rows}x{classes} opts {o:?}: {e}");
+            }
+        }
+    }
+}
+
+/// Adversarial inputs: huge logits, wide spreads (denormal exponentials), constant rows, rows of
+/// `-inf` except the target, and a `-inf` target.
+#[test]
+fn adversarial_inputs_match_reference() {
+    let be = CpuBackend::with_threads(2);
+    let mut rng = Rng::new(7);
+    for &classes in &[1usize, 2, 9, 33, 1030, 2500] {
+        for &eps in &[0.0, 0.1] {
+            for &weights in &[false, true] {
+                // Huge logits.
+                for &scale in &[1e30f64, 1e4, 200.0] {
+                    let o = Opts {
+                        eps,
+                        weights,
+                        probs: false,
+                        ignore_frac: 0.0,
+                        reduction: Reduction::None,
+                        per_row_up: false,
+                        logit_scale: scale,
+                    };
+                    let case = make_case(&mut rng, 3, classes, o);
+                    check_all(&case, &be)
+                        .unwrap_or_else(|e| panic!("scale {scale} C {classes}: {e}"));
+                    let mut cp = case.clone();
+                    cp.targets = make_case(&mut rng, 3, classes, Opts { probs: true, ..o }).targets;
+                    check_all(&cp, &be).unwrap_or_else(|e| panic!("probs scale {scale}: {e}"));
+                }
+                // Constant rows and offset rows.
+                let mut case = make_case(
+                    &mut rng,
+                    2,
+                    classes,
+                    Opts {
+                        eps,
+                        weights,
+                        probs: false,
+                        ignore_frac: 0.0,
+                        reduction: Reduction::Mean,
+                        per_row_up: false,
+                        logit_scale: 1.0,
+                    },
+                );
+                for (k, v) in case.logits.iter_mut().enumerate() {
+                    *v = if k < classes {
+                        3.0e5
+                    } else {
+                        -7.5 + (k % 3) as f32 * 1e-3
+                    };
+                }
+                check_all(&case, &be).unwrap_or_else(|e| panic!("constant C {classes}: {e}"));
+                // Rows of -inf except the target, and a row whose target is -inf.
+                let mut case = make_case(
+                    &mut rng,
+                    3,
+                    classes,
+                    Opts {
+                        eps,
+                        weights,
+                        probs: false,
+                        ignore_frac: 0.0,
+                        reduction: Reduction::None,
+                        per_row_up: false,
+                        logit_scale: 1.0,
+                    },
+                );
+                let Tg::Classes(t) = &case.targets else {
+                    unreachable!()
+                };
+                let t = t.clone();
+                for j in 0..classes {
+                    if j as i64 != t[0] {
+                        case.logits[j] = f32::NEG_INFINITY;
+                    }
+                    if j % 2 == 0 {
+                        case.logits[2 * classes + j] = f32::NEG_INFINITY;
+                    }
+                }
+                if classes > 1 {
+                    case.logits[classes + t[1] as usize] = f32::NEG_INFINITY;
+                }
+                check_all(&case, &be).unwrap_or_else(|e| panic!("-inf C {classes} eps {eps}: {e}"));
+                // The gradient of rows with -inf entries stays finite.
+                let mut g = vec![0.0; case.logits.len()];
+                be.cross_entropy(
+                    &case.cfg,
+                    &case.logits,
+                    3,
+                    classes,
+                    case.targets.as_f32(),
+                    Upstream::ONE,
+                    Some(&mut g),
+                )
+                .unwrap();
+                assert!(g[..2 * classes].iter().all(|v| v.is_finite()));
+            }
+        }
+    }
+}
+
+/// One finite logit among `-inf`: loss 0 and gradient exactly 0 for eps = 0; with eps > 0 the
+/// loss is +inf (the smoothed target puts mass on `-inf` logits) and the gradient is finite.
+#[test]
+fn minus_inf_rows_follow_the_spec() {
+    let be = CpuBackend::new();
+    let c = 37;
+    let mut z = vec![f32::NEG_INFINITY; c];
+    z[5] = 2.0;
+    let mut g = vec![0.0; c];
+    let cfg = CrossEntropy::new().with_reduction(Reduction::Sum);
+    let l = be
+        .cross_entropy(
+            &cfg,
+            &z,
+            1,
+            c,
+            CeTargets::Classes(&[5]),
+            Upstream::ONE,
+            Some(&mut g),
+        )
+        .unwrap();
+    assert_eq!(l[0], 0.0, "no smoothing term for eps = 0 (CE-3)");
+    assert!(
+        g.iter().all(|&v| v == 0.0),
+        "p = onehot, gradient exactly 0: {g:?}"
+    );
+    let cfg = cfg.with_label_smoothing(0.1);
+    let l = be
+        .cross_entropy(
+            &cfg,
+            &z,
+            1,
+            c,
+            CeTargets::Classes(&[5]),
+            Upstream::ONE,
+            Some(&mut g),
+        )
+        .unwrap();
+    assert_eq!(l[0], f64::INFINITY);
+    assert!(g.iter().all(|v| v.is_finite()));
+    let sum: f64 = g.iter().map(|&v| f64::from(v)).sum();
+    assert!(sum.abs() < 1e-6, "gradient row sum {sum}");
+}
+
+#[test]
+fn nan_and_inf_rows() {
+    let be = CpuBackend::with_threads(2);
+    let mut rng = Rng::new(3);
+    for &classes in &[1usize, 5, 8, 1500] {
+        for &probs in &[false, true] {
+            let mut case = make_case(
+                &mut rng,
+                6,
+                classes,
+                Opts {
+                    eps: 0.1,
+                    weights: false,
+                    probs,
+                    ignore_frac: 0.0,
+                    reduction: Reduction::None,
+                    per_row_up: false,
+                    logit_scale: 1.0,
+                },
+            );
+            let c = classes;
+            case.logits[c + c / 2] = f32::NAN; // row 1: NaN
+            case.logits[2 * c + c - 1] = f32::INFINITY; // row 2: +inf
+            for v in &mut case.logits[3 * c..4 * c] {
+                *v = f32::NEG_INFINITY; // row 3: all -inf
+            }
+            case.logits[4 * c] = f32::NAN; // row 4: NaN, but ignored below
+            if let Tg::Classes(t) = &mut case.targets {
+                t[4] = -100;
+            }
+            check_all(&case, &be).unwrap_or_else(|e| panic!("C {classes} probs {probs}: {e}"));
+            let mut g = vec![0.0; case.logits.len()];
+            let l = be
+                .cross_entropy(
+                    &case.cfg,
+                    &case.logits,
+                    6,
+                    c,
+                    case.targets.as_f32(),
+                    Upstream::ONE,
+                    Some(&mut g),
+                )
+                .unwrap();
+            for r in 1..4 {
+                assert!(l[r].is_nan(), "row {r}");
+                assert!(g[r * c..(r + 1) * c].iter().all(|v| v.is_nan()), "row {r}");
+            }
+            assert!(l[0].is_finite() && l[5].is_finite());
+            assert!(g[..c].iter().chain(&g[5 * c..]).all(|v| v.is_finite()));
+            if !probs {
+                assert_eq!(l[4], 0.0);
+                assert!(
+                    g[4 * c..5 * c]
+                        .iter()
+                        .all(|&v| v == 0.0 && v.is_sign_positive())
+                );
+            }
+            // A NaN row makes sum and mean NaN.
+            for red in [Reduction::Sum, Reduction::Mean] {
+                let cfg = case.cfg.clone().with_reduction(red);
+                let l = be
+                    .cross_entropy(
+                        &cfg,
+                        &case.logits,
+                        6,
+                        c,
+                        case.targets.as_f32(),
+                        Upstream::ONE,
+                        None,
+                    )
+                    .unwrap();
+                assert!(l[0].is_nan());
+            }
+        }
+    }
+}
+
+/// Mean with every row ignored: NaN loss, gradient exactly 0; zero target weights: the
+/// reference's `inf * g`.
+#[test]
+fn degenerate_mean_denominators() {
+    let be = CpuBackend::new();
+    let mut rng = Rng::new(11);
+    let o = Opts {
+        eps: 0.1,
+        weights: false,
+        probs: false,
+        ignore_frac: 1.0,
+        reduction: Reduction::Mean,
+        per_row_up: false,
+        logit_scale: 1.0,
+    };
+    let case = make_case(&mut rng, 4, 20, o);
+    check_all(&case, &be).unwrap();
+    let mut g = vec![1.0; 80];
+    let l = be
+        .cross_entropy(
+            &case.cfg,
+            &case.logits,
+            4,
+            20,
+            case.targets.as_f32(),
+            Upstream::ONE,
+            Some(&mut g),
+        )
+        .unwrap();
+    assert!(l[0].is_nan());
+    assert!(g.iter().all(|&v| v == 0.0));
+    // Zero target weights under mean.
+    let mut case = make_case(
+        &mut rng,
+        3,
+        20,
+        Opts {
+            ignore_frac: 0.0,
+            ..o
+        },
+    );
+    let Tg::Classes(t) = &case.targets else {
+        unreachable!()
+    };
+    let mut w = vec![1.0; 20];
+    for &y in t {
+        w[y as usize] = 0.0;
+    }
+    case.cfg = case.cfg.clone().with_class_weights(w);
+    check_all(&case, &be).unwrap();
+}
+
+#[test]
+fn errors_equal_reference_errors() {
+    let be = CpuBackend::new();
+    let z = vec![0.5f32; 12];
+    let z64 = vec![0.5f64; 12];
+    let q = vec![0.25f32; 12];
+    let q64 = vec![0.25f64; 12];
+    let cases: Vec<(
+        CrossEntropy,
+        usize,
+        usize,
+        Vec<i64>,
+        bool,
+        Upstream<'static>,
+        Option<usize>,
+    )> = vec![
+        (
+            CrossEntropy::new().with_label_smoothing(1.5),
+            3,
+            4,
+            vec![0, 1, 2],
+            false,
+            Upstream::ONE,
+            None,
+        ),
+        (
+            CrossEntropy::new().with_label_smoothing(f64::NAN),
+            3,
+            4,
+            vec![0, 1, 2],
+            false,
+            Upstream::ONE,
+            None,
+        ),
+        (
+            CrossEntropy::new(),
+            0,
+            4,
+            vec![],
+            false,
+            Upstream::ONE,
+            None,
+        ),
+        (
+            CrossEntropy::new(),
+            3,
+            0,
+            vec![0, 1, 2],
+            false,
+            Upstream::ONE,
+            None,
+        ),
+        (
+            CrossEntropy::new(),
+            2,
+            4,
+            vec![0, 1],
+            false,
+            Upstream::ONE,
+            None,
+        ),
+        (
+            CrossEntropy::new(),
+            3,
+            4,
+            vec![0, 4, 2],
+            false,
+            Upstream::ONE,
+            None,
+        ),
+        (
+            CrossEntropy::new(),
+            3,
+            4,
+            vec![0, -1, 2],
+            false,
+            Upstream::ONE,
+            None,
+        ),
+        (
+            CrossEntropy::new(),
+            3,
+            4,
+            vec![0, 1],
+            false,
+            Upstream::ONE,
+            None,
+        ),
+        (
+            CrossEntropy::new(),
+            3,
+            4,
+            vec![0, 1, 2],
+            false,
+            Upstream::ONE,
+            Some(11),
+        ),
+        (
+            CrossEntropy::new().with_class_weights(vec![1.0; 3]),
+            3,
+            4,
+            vec![0, 1, 2],
+            false,
+            Upstream::ONE,
+            None,
+        ),
+        (
+            CrossEntropy::new().with_class_weights(vec![1.0, -1.0, 1.0, 1.0]),
+            3,
+            4,
+            vec![0, 1, 2],
+            false,
+            Upstream::ONE,
+            None,
+        ),
+        (
+            CrossEntropy::new().with_class_weights(vec![1.0, f64::INFINITY, 1.0, 1.0]),
+            3,
+            4,
+            vec![0, 1, 2],
+            false,
+            Upstream::ONE,
+            None,
+        ),
+        (
+            CrossEntropy::new(),
+            3,
+            4,
+            vec![0, 1, 2],
+            false,
+            Upstream::Scalar(f64::NAN),
+            None,
+        ),
+        (
+            CrossEntropy::new(),
+            3,
+            4,
+            vec![0, 1, 2],
+            false,
+            Upstream::PerElement(&[1.0, 2.0, 3.0]),
+            None,
+        ),
+        (
+            CrossEntropy::new().with_reduction(Reduction::None),
+            3,
+            4,
+            vec![0, 1, 2],
+            false,
+            Upstream::PerElement(&[1.0, 2.0]),
+            None,
+        ),
+        (CrossEntropy::new(), 2, 4, vec![], true, Upstream::ONE, None),
+        (
+            CrossEntropy::new().with_ignore_index(None),
+            3,
+            4,
+            vec![0, -100, 2],
+            false,
+            Upstream::ONE,
+            None,
+        ),
+    ];
+    for (k, (cfg, rows, classes, t, probs, up, glen)) in cases.into_iter().enumerate() {
+        let glen = glen.unwrap_or(z.len());
+        let mut g = vec![0.0f32; glen];
+        let mut g64 = vec![0.0f64; glen];
+        let (got, want): (LossError, LossError) = if probs {
+            (
+                be.cross_entropy(
+                    &cfg,
+                    &z,
+                    rows,
+                    classes,
+                    CeTargets::Probs(&q[..rows * 4 + 1]),
+                    up,
+                    Some(&mut g),
+                )
+                .unwrap_err(),
+                reference::cross_entropy(
+                    &cfg,
+                    &z64,
+                    rows,
+                    classes,
+                    CeTargets::Probs(&q64[..rows * 4 + 1]),
+                    up,
+                    Some(&mut g64),
+                )
+                .unwrap_err(),
+            )
+        } else {
+            (
+                be.cross_entropy(
+                    &cfg,
+                    &z,
+                    rows,
+                    classes,
+                    CeTargets::Classes(&t),
+                    up,
+                    Some(&mut g),
+                )
+                .unwrap_err(),
+                reference::cross_entropy(
+                    &cfg,
+                    &z64,
+                    rows,
+                    classes,
+                    CeTargets::Classes(&t),
+                    up,
+                    Some(&mut g64),
+                )
+                .unwrap_err(),
+            )
+        };
+        assert_eq!(format!("{got:?}"), format!("{want:?}"), "case {k}");
+        if glen == z.len() {
+            let mut zz = z.clone();
+            let got = if probs {
+                be.cross_entropy_in_place(
+                    &cfg,
+                    &mut zz,
+                    rows,
+                    classes,
+                    CeTargets::Probs(&q[..rows * 4 + 1]),
+                    up,
+                )
+            } else {
+                be.cross_entropy_in_place(&cfg, &mut zz, rows, classes, CeTargets::Classes(&t), up)
+            };
+            assert_eq!(
+                format!("{:?}", got.unwrap_err()),
+                format!("{want:?}"),
+                "in place {k}"
+            );
+            assert_eq!(zz, z, "input untouched on error");
+        }
+    }
+}
+
+/// Bit-identical results for 1, 2 and 3 threads, including long rows split across threads.
+#[test]
+fn bit_identical_across_thread_counts() {
+    let mut rng = Rng::new(5);
+    let shapes = [
+        (4usize, 200_000usize),
+        (2, 70_000),
+        (300, 3000),
+        (37, 1025),
+        (1000, 10),
+    ];
+    for &(rows, classes) in &shapes {
+        for &(weights, probs, red) in &[
+            (false, false, Reduction::Mean),
+            (true, false, Reduction::Sum),
+            (true, true, Reduction::None),
+        ] {
+            let case = make_case(
+                &mut rng,
+                rows,
+                classes,
+                Opts {
+                    eps: 0.1,
+                    weights,
+                    probs,
+                    ignore_frac: 0.2,
+                    reduction: red,
+                    per_row_up: true,
+                    logit_scale: 3.0,
+                },
+            );
+            let mut first: Option<(Vec<u64>, Vec<u32>)> = None;
+            for threads in [1, 2, 3] {
+                let be = CpuBackend::with_threads(threads);
+                let mut g = vec![0.0f32; case.logits.len()];
+                let l = be
+                    .cross_entropy(
+                        &case.cfg,
+                        &case.logits,
+                        rows,
+                        classes,
+                        case.targets.as_f32(),
+                        case.upstream(),
+                        Some(&mut g),
+                    )
+                    .unwrap();
+                let mut x = case.logits.clone();
+                let l2 = be
+                    .cross_entropy_in_place(
+                        &case.cfg,
+                        &mut x,
+                        rows,
+                        classes,
+                        case.targets.as_f32(),
+                        case.upstream(),
+                    )
+                    .unwrap();
+                assert_eq!(bits(&l), bits(&l2));
+                assert_eq!(bits32(&g), bits32(&x));
+                let now = (bits(&l), bits32(&g));
+                match &first {
+                    None => first = Some(now),
+                    Some(f) => assert!(*f == now, "{rows}x{classes} threads {threads} differ"),
+                }
+            }
+            if rows * classes <= 400_000 {
+                check(&case, &cpu_losses(&case), None).unwrap();
+            }
+        }
+    }
+}
+
+fn cpu_losses(case: &Case) -> Vec<f64> {
+    CpuBackend::new()
+        .cross_entropy(
+            &case.cfg,
+            &case.logits,
+            case.rows,
+            case.classes,
+            case.targets.as_f32(),
+            case.upstream(),
+            None,
+        )
+        .unwrap()
+}
+
+/// Gradient invariants: each kept row sums to 0 for normalised targets; ignored rows are 0.
+#[test]
+fn gradient_rows_sum_to_zero() {
+    let be = CpuBackend::new();
+    let mut rng = Rng::new(9);
+    let case = make_case(
+        &mut rng,
+        16,
+        777,
+        Opts {
+            eps: 0.2,
+            weights: false,
+            probs: false,
+            ignore_frac: 0.25,
+            reduction: Reduction::Sum,
+            per_row_up: false,
+            logit_scale: 2.0,
+        },
+    );
+    let mut g = vec![0.0; case.logits.len()];
+    be.cross_entropy(
+        &case.cfg,
+        &case.logits,
+        16,
+        777,
+        case.targets.as_f32(),
+        Upstream::ONE,
+        Some(&mut g),
+    )
+    .unwrap();
+    for r in 0..16 {
+        let s: f64 = g[r * 777..(r + 1) * 777]
+            .iter()
+            .map(|&v| f64::from(v))
+            .sum();
+        assert!(s.abs() < 1e-5, "row {r} sums to {s}");
+    }
+}
+
+fn opts_strategy() -> impl Strategy<Value = (usize, usize, Opts, u64)> {
+    (
+        1usize..6,
+        prop_oneof![1usize..20, 20usize..2100],
+        (
+            0usize..4,
+            any::<bool>(),
+            any::<bool>(),
+            0usize..3,
+            0usize..3,
+            any::<bool>(),
+            0usize..4,
+        ),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(rows, classes, (e, weights, probs, ig, red, up, sc), seed)| {
+                (
+                    rows,
+                    classes,
+                    Opts {
+                        eps: [0.0, 0.1, 0.5, 1.0][e],
+                        weights,
+                        probs,
+                        ignore_frac: [0.0, 0.3, 1.0][ig],
+                        reduction: [Reduction::None, Reduction::Mean, Reduction::Sum][red],
+                        per_row_up: up,
+                        logit_scale: [0.1, 1.0, 20.0, 1e6][sc],
+                    },
+                    seed,
+                )
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fuzz_against_reference((rows, classes, o, seed) in opts_strategy()) {
+        let mut rng = Rng::new(seed);
+        let case = make_case(&mut rng, rows, classes, o);
+        let be = CpuBackend::with_threads(2);
+        prop_assert!(check_all(&case, &be).is_ok(), "{:?}", check_all(&case, &be));
+    }
+}
