@@ -733,7 +733,8 @@ where
             (Err(_), _) => Outcome::Failed("panicked".into()),
             (_, Ok(_)) => Outcome::Failed("the reference accepted this input".into()),
             (Ok(Ok(_)), Err(w)) => Outcome::Failed(format!("accepted; the reference says: {w}")),
-            (Ok(Err(g)), Err(w)) if g == w => Outcome::Passed,
+            // Compared through Debug so that a NaN parameter value matches itself.
+            (Ok(Err(g)), Err(w)) if format!("{g:?}") == format!("{w:?}") => Outcome::Passed,
             (Ok(Err(g)), Err(w)) => Outcome::Failed(format!("error {g:?}, want {w:?}")),
         };
         report.push("errors", *name, outcome);

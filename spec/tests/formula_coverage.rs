@@ -29,7 +29,10 @@ fn mentions(text: &str, id: &str) -> bool {
 
 #[test]
 fn every_formula_id_is_checked_by_a_test() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let mut files = Vec::new();
     rust_files(&root.join("spec/tests"), &mut files);
     files.push(root.join("spec/src/conformance.rs"));
@@ -43,13 +46,21 @@ fn every_formula_id_is_checked_by_a_test() {
         .collect::<Vec<_>>()
         .join("\n");
     let ids = smoothloss_spec::formulas::all_ids().expect("spec/formulas is readable");
-    assert!(ids.len() >= 30, "expected the formula files to define IDs, found {}", ids.len());
+    assert!(
+        ids.len() >= 30,
+        "expected the formula files to define IDs, found {}",
+        ids.len()
+    );
     let unchecked: Vec<String> = ids
         .iter()
         .filter(|(_, id)| !mentions(&sources, id))
         .map(|(f, id)| format!("{f}: {id}"))
         .collect();
-    assert!(unchecked.is_empty(), "formula IDs checked by no test:\n{}", unchecked.join("\n"));
+    assert!(
+        unchecked.is_empty(),
+        "formula IDs checked by no test:\n{}",
+        unchecked.join("\n")
+    );
 }
 
 #[test]
@@ -58,7 +69,9 @@ fn id_matching_is_exact() {
     assert!(!mentions("checks CE-10 here", "CE-1"));
     assert!(!mentions("XCE-1", "CE-1"));
     assert_eq!(
-        smoothloss_spec::formulas::ids_in_markdown("### CE-1: a\n### not an id\n## CE-2: b\n### BOX-13: c"),
+        smoothloss_spec::formulas::ids_in_markdown(
+            "### CE-1: a\n### not an id\n## CE-2: b\n### BOX-13: c"
+        ),
         vec!["CE-1".to_string(), "BOX-13".to_string()]
     );
 }

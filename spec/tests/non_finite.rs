@@ -14,8 +14,16 @@ fn ce_none(ls: f64, z: &[f64], c: usize, t: &[i64]) -> (Vec<f64>, Vec<f64>) {
         .with_label_smoothing(ls)
         .with_reduction(Reduction::None);
     let mut g = vec![0.0; z.len()];
-    let l = reference::cross_entropy(&cfg, z, t.len(), c, CeTargets::Classes(t), Upstream::ONE, Some(&mut g))
-        .unwrap();
+    let l = reference::cross_entropy(
+        &cfg,
+        z,
+        t.len(),
+        c,
+        CeTargets::Classes(t),
+        Upstream::ONE,
+        Some(&mut g),
+    )
+    .unwrap();
     (l, g)
 }
 
@@ -47,7 +55,10 @@ fn ce_neg_inf_logits_are_masked() {
     }
     // Huge finite logits stay finite.
     let (l, g) = ce_none(0.1, &[1e30, -1e30, 0.0], 3, &[0]);
-    assert!(l[0].is_finite() && g.iter().all(|v| v.is_finite()), "{l:?} {g:?}");
+    assert!(
+        l[0].is_finite() && g.iter().all(|v| v.is_finite()),
+        "{l:?} {g:?}"
+    );
 }
 
 /// BOX-12: a non-finite coordinate makes that pair's loss and gradient NaN.
@@ -75,7 +86,10 @@ fn elementwise_non_finite_follow_the_formula() {
     let none = Reduction::None;
     let mut g = [0.0; 3];
     let l = reference::smooth_l1(
-        &SmoothL1 { beta: 1.0, reduction: none },
+        &SmoothL1 {
+            beta: 1.0,
+            reduction: none,
+        },
         &[f64::NAN, INF, 0.0],
         &[0.0, 0.0, 0.0],
         Upstream::ONE,
@@ -85,7 +99,10 @@ fn elementwise_non_finite_follow_the_formula() {
     assert!(l[0].is_nan() && g[0].is_nan());
     assert_eq!((l[1], g[1]), (INF, 1.0));
     let l = reference::huber(
-        &Huber { delta: 1.0, reduction: none },
+        &Huber {
+            delta: 1.0,
+            reduction: none,
+        },
         &[f64::NAN, -INF, 0.0],
         &[0.0; 3],
         Upstream::ONE,
@@ -95,7 +112,10 @@ fn elementwise_non_finite_follow_the_formula() {
     assert!(l[0].is_nan());
     assert_eq!((l[1], g[1]), (INF, -1.0));
     let l = reference::bce_with_logits(
-        &BceWithLogits { pos_weight: None, reduction: none },
+        &BceWithLogits {
+            pos_weight: None,
+            reduction: none,
+        },
         &[INF, -INF, f64::NAN],
         &[1.0, 0.0, 1.0],
         Upstream::ONE,

@@ -418,13 +418,23 @@ proptest! {
 #[test]
 fn box_intersection_requires_strict_overlap() {
     let a = [0.0, 0.0, 1.0, 1.0];
-    for b in [[1.0, 0.0, 2.0, 1.0], [0.5, 1.0, 1.5, 2.0], [0.5, 3.0, 1.5, 4.0]] {
+    for b in [
+        [1.0, 0.0, 2.0, 1.0],
+        [0.5, 1.0, 1.5, 2.0],
+        [0.5, 3.0, 1.5, 4.0],
+    ] {
         let (l, g, iou) = box_pair_loss(BoxLossKind::Iou, BoxFormat::Xyxy, a, b, 1e-7);
         assert_eq!(iou, 0.0, "{b:?}");
         assert_eq!(l, 1.0);
         assert_eq!(g, [0.0; 4]);
     }
     // Overlapping: intersection 0.25, union 1.75.
-    let (_, _, iou) = box_pair_loss(BoxLossKind::Iou, BoxFormat::Xyxy, a, [0.5, 0.5, 1.5, 1.5], 0.0f64.max(1e-300));
+    let (_, _, iou) = box_pair_loss(
+        BoxLossKind::Iou,
+        BoxFormat::Xyxy,
+        a,
+        [0.5, 0.5, 1.5, 1.5],
+        0.0f64.max(1e-300),
+    );
     assert!((iou - 0.25 / 1.75).abs() < 1e-12);
 }

@@ -30,7 +30,13 @@ fn snapshot_cross_entropy() {
     let mut out = String::new();
     // CE-2: logits [0, 0], target 0: loss ln 2 = 0.693147, grad [-0.5, 0.5].
     out += "CE-2 two equal logits, target 0\n";
-    out += &ce(&CrossEntropy::new(), &[0.0, 0.0], 1, 2, CeTargets::Classes(&[0]));
+    out += &ce(
+        &CrossEntropy::new(),
+        &[0.0, 0.0],
+        1,
+        2,
+        CeTargets::Classes(&[0]),
+    );
     // CE-3: uniform logits over 3 classes, eps 0.3: loss ln 3 = 1.098612 whatever the target;
     // grad p - q = [1/3 - 0.8, 1/3 - 0.1, 1/3 - 0.1] = [-0.466667, 0.233333, 0.233333].
     out += "\n\nCE-3 uniform logits, label smoothing 0.3\n";
@@ -100,7 +106,10 @@ fn snapshot_box_losses() {
     let t = [1.0, 1.0, 3.0, 3.0];
     let mut out = String::new();
     for kind in BoxLossKind::ALL {
-        out += &format!("BOX {} xyxy, pred [0,0,2,2], target [1,1,3,3]\n", kind.as_str());
+        out += &format!(
+            "BOX {} xyxy, pred [0,0,2,2], target [1,1,3,3]\n",
+            kind.as_str()
+        );
         out += &boxes(&BoxLoss::new(kind, BoxFormat::Xyxy), &p, &t);
         out += "\n\n";
     }
@@ -118,8 +127,13 @@ fn snapshot_box_losses() {
     out += &boxes(&seed, &p, &t);
     // BOX-13: box_iou of [0,0,2,2] with itself (1) and with [1,1,3,3] (1/7).
     let mut iou = [0.0; 2];
-    reference::box_iou(BoxFormat::Xyxy, &p, &[0.0, 0.0, 2.0, 2.0, 1.0, 1.0, 3.0, 3.0], &mut iou)
-        .unwrap();
+    reference::box_iou(
+        BoxFormat::Xyxy,
+        &p,
+        &[0.0, 0.0, 2.0, 2.0, 1.0, 1.0, 3.0, 3.0],
+        &mut iou,
+    )
+    .unwrap();
     out += &format!("\n\nBOX-13 box_iou\niou {}", fmt(&iou));
     insta::assert_snapshot!(out);
 }
@@ -135,54 +149,106 @@ fn snapshot_elementwise() {
     let mut g = [0.0; 5];
     let mut out = String::new();
     let l = reference::smooth_l1(
-        &SmoothL1 { beta: 1.0, reduction: none },
+        &SmoothL1 {
+            beta: 1.0,
+            reduction: none,
+        },
         &pred,
         &target,
         Upstream::ONE,
         Some(&mut g),
     )
     .unwrap();
-    out += &format!("REG-1 smooth L1 beta 1\nloss {}\ngrad {}\n\n", fmt(&l), fmt(&g));
-    let l = reference::huber(&Huber { delta: 1.0, reduction: none }, &pred, &target, Upstream::ONE, Some(&mut g))
-        .unwrap();
-    out += &format!("REG-3 Huber delta 1\nloss {}\ngrad {}\n\n", fmt(&l), fmt(&g));
+    out += &format!(
+        "REG-1 smooth L1 beta 1\nloss {}\ngrad {}\n\n",
+        fmt(&l),
+        fmt(&g)
+    );
+    let l = reference::huber(
+        &Huber {
+            delta: 1.0,
+            reduction: none,
+        },
+        &pred,
+        &target,
+        Upstream::ONE,
+        Some(&mut g),
+    )
+    .unwrap();
+    out += &format!(
+        "REG-3 Huber delta 1\nloss {}\ngrad {}\n\n",
+        fmt(&l),
+        fmt(&g)
+    );
     // REG-5: mean of smooth L1 = 3.25 / 5 = 0.65, grads divided by 5.
-    let l = reference::smooth_l1(&SmoothL1::default(), &pred, &target, Upstream::ONE, Some(&mut g))
-        .unwrap();
-    out += &format!("REG-5 smooth L1 mean\nloss {}\ngrad {}\n\n", fmt(&l), fmt(&g));
+    let l = reference::smooth_l1(
+        &SmoothL1::default(),
+        &pred,
+        &target,
+        Upstream::ONE,
+        Some(&mut g),
+    )
+    .unwrap();
+    out += &format!(
+        "REG-5 smooth L1 mean\nloss {}\ngrad {}\n\n",
+        fmt(&l),
+        fmt(&g)
+    );
     // BIN-1 / BIN-2: x = 0: loss ln 2 for y = 0 and 1; grad sigmoid(0) - y = [0.5, -0.5];
     // pos_weight 3 on y = 1: loss 3 ln 2 = 2.079442, grad 0.5 * 3 - 3 = -1.5.
     let x = [0.0, 0.0];
     let y = [0.0, 1.0];
     let mut g2 = [0.0; 2];
     let l = reference::bce_with_logits(
-        &BceWithLogits { pos_weight: None, reduction: none },
+        &BceWithLogits {
+            pos_weight: None,
+            reduction: none,
+        },
         &x,
         &y,
         Upstream::ONE,
         Some(&mut g2),
     )
     .unwrap();
-    out += &format!("BIN-1 BCE with logits\nloss {}\ngrad {}\n\n", fmt(&l), fmt(&g2));
+    out += &format!(
+        "BIN-1 BCE with logits\nloss {}\ngrad {}\n\n",
+        fmt(&l),
+        fmt(&g2)
+    );
     let l = reference::bce_with_logits(
-        &BceWithLogits { pos_weight: Some(vec![3.0]), reduction: none },
+        &BceWithLogits {
+            pos_weight: Some(vec![3.0]),
+            reduction: none,
+        },
         &x,
         &y,
         Upstream::ONE,
         Some(&mut g2),
     )
     .unwrap();
-    out += &format!("BIN-2 BCE with pos_weight 3\nloss {}\ngrad {}\n\n", fmt(&l), fmt(&g2));
+    out += &format!(
+        "BIN-2 BCE with pos_weight 3\nloss {}\ngrad {}\n\n",
+        fmt(&l),
+        fmt(&g2)
+    );
     // BIN-3 / BIN-4: x = 0, p = 0.5, p_t = 0.5: loss = alpha_t * ln2 * 0.25 with alpha_t 0.75
     // (y = 0) and 0.25 (y = 1): [0.129965, 0.043322].
     let l = reference::sigmoid_focal(
-        &SigmoidFocal { alpha: 0.25, gamma: 2.0, reduction: none },
+        &SigmoidFocal {
+            alpha: 0.25,
+            gamma: 2.0,
+            reduction: none,
+        },
         &x,
         &y,
         Upstream::ONE,
         Some(&mut g2),
     )
     .unwrap();
-    out += &format!("BIN-3 sigmoid focal alpha 0.25 gamma 2\nloss {}\ngrad {}", fmt(&l), fmt(&g2));
+    out += &format!(
+        "BIN-3 sigmoid focal alpha 0.25 gamma 2\nloss {}\ngrad {}",
+        fmt(&l),
+        fmt(&g2)
+    );
     insta::assert_snapshot!(out);
 }
