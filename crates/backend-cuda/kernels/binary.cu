@@ -1,0 +1,86 @@
+// BCE with logits and sigmoid focal loss (BIN-1 .. BIN-5), element-wise, one thread per
+// element (grid-stride), math in double mirroring crates/core/src/reference/binary.rs.
+// losses / partials / grad as in regression.cu. Requires blockDim.x a multiple of 32, <= 1024.
+
+__device__ __forceinline__ double sl_sigmoid(double x) {
+    if (x >= 0.0) return 1.0 / (1.0 + exp(-x));
+    const double e = exp(x);
+    return e / (1.0 + e);
+}
+
+// max(x, 0) + log1p(exp(-|x|)); fmax ignores NaN like Rust's f64::max.
+__device__ __forceinline__ double sl_softplus(double x) {
+    return fmax(x, 0.0) + log1p(exp(-fabs(x)));
+}
+
+__device__ __forceinline__ void bce_element(double x, double y, double pw, double* l, double* d) {
+    *l = (1.0 - y) * x + (1.0 + (pw - 1.0) * y) * sl_softplus(-x);
+    *d = sl_sigmoid(x) * (pw * y + 1.0 - y) - pw * y;
+}
+
+__device__ __forceinline__ void focal_element(double x, double y, double alpha, double gamma,
+                                              double* l, double* d) {
+    const double p = sl_sigmoid(x);
+    double ce, dce;
+    bce_element(x, y, 1.0, &ce, &dce);
+    const double pt = p * y + (1.0 - p) * (1.0 - y);
+    const double one_m = 1.0 - pt;
+    const double modulator = pow(one_m, gamma);
+    const double dmod = (gamma == 0.0 || one_m == 0.0)
+                            ? 0.0
+                            : gamma * pow(one_m, gamma - 1.0) * (-(2.0 * y - 1.0) * p * (1.0 - p));
+    double loss = ce * modulator;
+    double dd = dce * modulator + ce * dmod;
+    if (alpha >= 0.0) {
+        const double at = alpha * y + (1.0 - alpha) * (1.0 - y);
+        loss *= at;
+        dd *= at;
+    }
+    *l = loss;
+    *d = dd;
+}
+
+// pos_weight (P entries, nullable): element i uses pos_weight[i % P].
+extern "C" __global__ void bin_bce_with_logits(const float* logits, const float* targets,
+                                               long long n, const double* pos_weight,
+                                               long long p_len, double up_scalar,
+                                               const double* up, double scale, double* losses,
+                                               double* partials, float* grad) {
+    __shared__ double scratch[32];
+    double acc = 0.0;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        const double pw = pos_weight != nullptr ? pos_weight[i % p_len] : 1.0;
+        double l, d;
+        bce_element((double)logits[i], (double)targets[i], pw, &l, &d);
+        acc += l;
+        if (losses != nullptr) losses[i] = l;
+        if (grad != nullptr) {
+            const double u = up != nullptr ? up[i] : up_scalar;
+            grad[i] = (float)(u * scale * d);
+        }
+    }
+    const double total = sl_block_sum(acc, scratch);
+    if (partials != nullptr && threadIdx.x == 0) partials[blockIdx.x] = total;
+}
+
+extern "C" __global__ void bin_sigmoid_focal(const float* logits, const float* targets,
+                                             long long n, double alpha, double gamma,
+                                             double up_scalar, const double* up, double scale,
+                                             double* losses, double* partials, float* grad) {
+    __shared__ double scratch[32];
+    double acc = 0.0;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        double l, d;
+        focal_element((double)logits[i], (double)targets[i], alpha, gamma, &l, &d);
+        acc += l;
+        if (losses != nullptr) losses[i] = l;
+        if (grad != nullptr) {
+            const double u = up != nullptr ? up[i] : up_scalar;
+            grad[i] = (float)(u * scale * d);
+        }
+    }
+    const double total = sl_block_sum(acc, scratch);
+    if (partials != nullptr && threadIdx.x == 0) partials[blockIdx.x] = total;
+}

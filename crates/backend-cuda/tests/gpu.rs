@@ -1,0 +1,737 @@
+//! Tests of the CUDA backend.
+//!
+//! Not ignored (run everywhere): `CudaBackend::new` returns `LossError::Device` instead of
+//! panicking where there is no driver; the kernel sources hold every entry point the Rust side
+//! launches; every kernel file compiles with a real NVRTC when one can be found (this machine's
+//! PyTorch wheels ship `libnvrtc.so.13`).
+//!
+//! Ignored (`needs a CUDA device`): every loss on random inputs against
+//! `smoothloss_core::reference`, the bf16/f16 and in-place cross-entropy, device-side target
+//! checks, determinism, and launching on a caller's stream. Run them with
+//! `cargo test -p smoothloss-cuda -- --include-ignored` (or `gpu-bundle/run.sh`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use smoothloss_core::{
+    BceWithLogits, BinaryOps, BoxFormat, BoxLoss, BoxLossKind, BoxLossOps, CeTargets, CrossEntropy,
+    CrossEntropyOps, Huber, LossError, Reduction, ReferenceBackend, RegressionOps, SigmoidFocal,
+    SmoothL1, Upstream,
+};
+use smoothloss_cuda::{
+    CudaBackend, DeviceCeTargets, DeviceUpstream, Family, compile_ptx, driver_library_present,
+    kernels, nvrtc_library_present,
+};
+
+// ------------------------------------------------------------------ runs without a GPU
+
+#[test]
+fn new_without_a_driver_is_a_device_error_not_a_panic() {
+    let got = std::panic::catch_unwind(|| CudaBackend::new(0)).expect("CudaBackend::new panicked");
+    if driver_library_present() {
+        // A GPU machine: either a working backend or a typed device error (no device 0).
+        if let Err(e) = &got {
+            assert!(matches!(e, LossError::Device(_)), "{e:?}");
+        }
+    } else {
+        match got {
+            Err(LossError::Device(msg)) => assert!(msg.contains("libcuda"), "{msg}"),
+            other => panic!("expected a device error without libcuda, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_missing_device_ordinal_is_a_device_error() {
+    let got =
+        std::panic::catch_unwind(|| CudaBackend::new(4096)).expect("CudaBackend::new panicked");
+    assert!(matches!(got, Err(LossError::Device(_))), "{got:?}");
+}
+
+/// `extern "C" __global__ void NAME(` and `SL_CE_ENTRY(NAME,` definitions in a source.
+fn defined_entry_points(src: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for marker in ["extern \"C\" __global__ void ", "SL_CE_ENTRY("] {
+        for (i, _) in src.match_indices(marker) {
+            let rest = &src[i + marker.len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && name != "NAME" {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn kernel_sources_define_every_entry_point_the_rust_side_launches() {
+    for fam in Family::ALL {
+        let defined = defined_entry_points(&fam.full_source());
+        for name in fam.entry_points() {
+            assert!(
+                defined.iter().any(|d| d == name),
+                "{} does not define `{name}` (defined: {defined:?})",
+                fam.file_name()
+            );
+        }
+        // And every kernel the file defines is listed (so it is compiled and loaded in tests).
+        for d in &defined {
+            assert!(
+                fam.entry_points().contains(&d.as_str()),
+                "{} defines `{d}`, missing from Family::entry_points",
+                fam.file_name()
+            );
+        }
+    }
+}
+
+#[test]
+fn rust_side_launches_only_listed_entry_points() {
+    let lib = include_str!("../src/lib.rs");
+    let all: Vec<&str> = Family::ALL
+        .iter()
+        .flat_map(|f| f.entry_points().iter().copied())
+        .collect();
+    let mut seen = 0;
+    for prefix in ["\"sl_", "\"ce_", "\"box_", "\"reg_", "\"bin_"] {
+        for (i, _) in lib.match_indices(prefix) {
+            let name: String = lib[i + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                all.contains(&name.as_str()),
+                "src/lib.rs names kernel `{name}`, which no kernel file lists"
+            );
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 11,
+        "expected the kernel names in src/lib.rs, found {seen}"
+    );
+    assert!(kernels::COMMON.contains("sl_reduce_final"));
+}
+
+/// Where a `libnvrtc.so.13` may be: `SMOOTHLOSS_NVRTC`, CUDA's usual folders, and the
+/// `nvidia/cu13/lib` (or `nvidia/cuda_nvrtc/lib`) folder of Python's site-packages.
+fn nvrtc_candidates() -> Vec<PathBuf> {
+    let mut c = Vec::new();
+    if let Ok(p) = std::env::var("SMOOTHLOSS_NVRTC") {
+        c.push(PathBuf::from(p));
+    }
+    for dir in [
+        "/usr/local/cuda/lib64",
+        "/usr/local/cuda/targets/x86_64-linux/lib",
+    ] {
+        c.push(PathBuf::from(dir).join("libnvrtc.so.13"));
+    }
+    for py in ["python3", "python"] {
+        let out = std::process::Command::new(py)
+            .args([
+                "-c",
+                "import site,sys;print('\\n'.join(site.getsitepackages()+[site.getusersitepackages()]))",
+            ])
+            .output();
+        if let Ok(out) = out {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let sp = PathBuf::from(line.trim());
+                c.push(sp.join("nvidia/cu13/lib/libnvrtc.so.13"));
+                c.push(sp.join("nvidia/cuda_nvrtc/lib/libnvrtc.so.13"));
+            }
+            break;
+        }
+    }
+    c
+}
+
+/// Makes NVRTC loadable by cudarc: if `libnvrtc.so.13` is not on the loader's path, opens it
+/// by absolute path first, so cudarc's `dlopen("libnvrtc.so.13")` finds the loaded library by
+/// its soname. Returns a description of what was used, or why nothing was.
+fn ensure_nvrtc() -> Result<String, String> {
+    if nvrtc_library_present() {
+        return Ok("on the loader's path".into());
+    }
+    for cand in nvrtc_candidates() {
+        if cand.is_file() {
+            // SAFETY: loading NVRTC runs its initialisers only; the handle is leaked so the
+            // library stays loaded for the rest of the process.
+            match unsafe { libloading::Library::new(&cand) } {
+                Ok(lib) => {
+                    std::mem::forget(lib);
+                    if nvrtc_library_present() {
+                        return Ok(format!("preloaded {}", cand.display()));
+                    }
+                }
+                Err(e) => eprintln!("could not load {}: {e}", cand.display()),
+            }
+        }
+    }
+    Err("no libnvrtc.so.13 found (set SMOOTHLOSS_NVRTC=/path/to/libnvrtc.so.13)".into())
+}
+
+#[test]
+fn every_kernel_file_compiles_with_nvrtc_when_available() {
+    let how = match ensure_nvrtc() {
+        Ok(how) => how,
+        Err(why) => {
+            eprintln!("SKIPPED: NVRTC compile check: {why}");
+            return;
+        }
+    };
+    eprintln!("NVRTC: {how}");
+    for arch in ["sm_90", "sm_80"] {
+        for fam in Family::ALL {
+            let ptx = compile_ptx(fam, arch).unwrap_or_else(|e| panic!("{arch}: {e}"));
+            let text = ptx.to_src();
+            for name in fam.entry_points() {
+                assert!(
+                    text.contains(&format!(".entry {name}(")),
+                    "{arch} {}: no `.entry {name}` in the PTX",
+                    fam.file_name()
+                );
+            }
+            eprintln!(
+                "compiled {} for {arch}: {} bytes of PTX",
+                fam.file_name(),
+                text.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_syntax_error_is_reported_as_a_device_error_with_the_log() {
+    // The compile path's error conversion, with a deliberately broken source.
+    if ensure_nvrtc().is_err() {
+        eprintln!("SKIPPED: no NVRTC");
+        return;
+    }
+    let opts = cudarc::nvrtc::CompileOptions {
+        arch: Some("sm_90"),
+        ..Default::default()
+    };
+    let err = cudarc::nvrtc::compile_ptx_with_opts(
+        "extern \"C\" __global__ void broken(float* x) { x[0] = undefined_name; }",
+        opts,
+    )
+    .expect_err("a broken kernel compiled");
+    let e: LossError = smoothloss_cuda::CudaError::Compile {
+        family: Family::Regression,
+        err,
+    }
+    .into();
+    match e {
+        LossError::Device(msg) => assert!(msg.contains("undefined_name"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+// ------------------------------------------------------------------ needs a GPU
+
+/// xorshift64*: deterministic inputs without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn range(&mut self, lo: f64, hi: f64) -> f32 {
+        (lo + (hi - lo) * self.uniform()) as f32
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+fn backend() -> CudaBackend {
+    CudaBackend::new(0).expect("a CUDA device")
+}
+
+fn assert_close(what: &str, got: &[f64], want: &[f64], rel: f64, abs: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= abs + rel * w.abs();
+        assert!(ok, "{what}[{i}]: got {g}, want {w}");
+    }
+}
+
+/// Gradient check: `rel` relative to each entry plus `frac` of the largest reference entry.
+fn assert_grad(what: &str, got: &[f32], want: &[f32], rel: f64, frac: f64) {
+    let scale = want.iter().fold(0.0f64, |m, &w| m.max(f64::from(w).abs()));
+    assert_close(what, &widen(got), &widen(want), rel, frac * scale);
+}
+
+fn widen(xs: &[f32]) -> Vec<f64> {
+    xs.iter().map(|&x| f64::from(x)).collect()
+}
+
+const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
+
+fn ce_configs(classes: usize, rng: &mut Rng) -> Vec<CrossEntropy> {
+    let weights: Vec<f64> = (0..classes).map(|_| rng.uniform() * 2.0).collect();
+    let mut v = Vec::new();
+    for r in REDUCTIONS {
+        v.push(CrossEntropy::new().with_reduction(r));
+        v.push(
+            CrossEntropy::new()
+                .with_label_smoothing(0.1)
+                .with_reduction(r),
+        );
+        v.push(
+            CrossEntropy::new()
+                .with_label_smoothing(0.2)
+                .with_class_weights(weights.clone())
+                .with_reduction(r),
+        );
+    }
+    v
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn all_kernels_load() {
+    backend().load_all().unwrap();
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn cross_entropy_matches_the_reference() {
+    let b = backend();
+    let mut rng = Rng(0x5eed);
+    // Short rows, rows that fit shared memory, and rows that do not (online pass).
+    for &(rows, classes) in &[
+        (7usize, 1usize),
+        (33, 5),
+        (64, 1000),
+        (9, 10_240),
+        (5, 32_000),
+    ] {
+        let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-8.0, 8.0)).collect();
+        let mut targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
+        targets[rows / 2] = -100; // one ignored row
+        let mut probs: Vec<f32> = (0..rows * classes).map(|_| rng.range(0.0, 1.0)).collect();
+        for r in 0..rows {
+            let s: f32 = probs[r * classes..(r + 1) * classes].iter().sum();
+            probs[r * classes..(r + 1) * classes]
+                .iter_mut()
+                .for_each(|p| *p /= s);
+        }
+        let up_rows: Vec<f64> = (0..rows).map(|_| rng.uniform() - 0.5).collect();
+        for cfg in ce_configs(classes, &mut rng) {
+            let ups: Vec<Upstream<'_>> = if cfg.reduction == Reduction::None {
+                vec![Upstream::Scalar(0.7), Upstream::PerElement(&up_rows)]
+            } else {
+                vec![Upstream::ONE]
+            };
+            for up in ups {
+                for tgt in [CeTargets::Classes(&targets), CeTargets::Probs(&probs)] {
+                    let what = format!("CE {rows}x{classes} {cfg:?} {up:?}");
+                    let mut g = vec![0f32; rows * classes];
+                    let mut gr = vec![0f32; rows * classes];
+                    let got = b
+                        .cross_entropy(&cfg, &logits, rows, classes, tgt, up, Some(&mut g))
+                        .unwrap();
+                    let want = ReferenceBackend
+                        .cross_entropy(&cfg, &logits, rows, classes, tgt, up, Some(&mut gr))
+                        .unwrap();
+                    assert_close(&format!("{what} loss"), &got, &want, 1e-4, 1e-5);
+                    assert_grad(&format!("{what} grad"), &g, &gr, 1e-3, 1e-5);
+                    // In place: the same values, the gradient over the logits.
+                    let mut z = logits.clone();
+                    let got_ip = b
+                        .cross_entropy_in_place(&cfg, &mut z, rows, classes, tgt, up)
+                        .unwrap();
+                    assert_close(&format!("{what} in-place loss"), &got_ip, &got, 0.0, 0.0);
+                    assert_close(
+                        &format!("{what} in-place grad"),
+                        &widen(&z),
+                        &widen(&g),
+                        0.0,
+                        0.0,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn cross_entropy_half_precision_logits() {
+    use smoothloss_cuda::half::{bf16, f16};
+    let b = backend();
+    let mut rng = Rng(77);
+    let (rows, classes) = (16usize, 3000usize);
+    let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-6.0, 6.0)).collect();
+    let targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
+    let cfg = CrossEntropy::new().with_label_smoothing(0.1);
+    let st = b.stream().clone();
+    let t_dev = st.clone_htod(&targets).unwrap();
+
+    // Reference on the logits as rounded to bf16 / f16.
+    let check = |rounded: Vec<f32>, got: f64, grad: Vec<f32>| {
+        let mut gr = vec![0f32; rows * classes];
+        let want = ReferenceBackend
+            .cross_entropy(
+                &cfg,
+                &rounded,
+                rows,
+                classes,
+                CeTargets::Classes(&targets),
+                Upstream::ONE,
+                Some(&mut gr),
+            )
+            .unwrap();
+        assert_close("half loss", &[got], &want, 1e-3, 1e-4);
+        assert_grad("half grad", &grad, &gr, 1e-2, 1e-3);
+    };
+
+    let zb: Vec<bf16> = logits.iter().map(|&x| bf16::from_f32(x)).collect();
+    let zb_dev = st.clone_htod(&zb).unwrap();
+    let mut gb = st.alloc_zeros::<bf16>(rows * classes).unwrap();
+    let out = b
+        .cross_entropy_dev(
+            &cfg,
+            &zb_dev,
+            rows,
+            classes,
+            DeviceCeTargets::Classes(&t_dev),
+            DeviceUpstream::Scalar(1.0),
+            Some(&mut gb),
+        )
+        .unwrap();
+    let v = out.to_host().unwrap();
+    let g: Vec<f32> = st
+        .clone_dtoh(&gb)
+        .unwrap()
+        .iter()
+        .map(|x| x.to_f32())
+        .collect();
+    check(zb.iter().map(|x| x.to_f32()).collect(), v[0], g);
+
+    let zh: Vec<f16> = logits.iter().map(|&x| f16::from_f32(x)).collect();
+    let mut zh_dev = st.clone_htod(&zh).unwrap();
+    let out = b
+        .cross_entropy_in_place_dev(
+            &cfg,
+            &mut zh_dev,
+            rows,
+            classes,
+            DeviceCeTargets::Classes(&t_dev),
+            DeviceUpstream::Scalar(1.0),
+        )
+        .unwrap();
+    let v = out.to_host().unwrap();
+    let g: Vec<f32> = st
+        .clone_dtoh(&zh_dev)
+        .unwrap()
+        .iter()
+        .map(|x| x.to_f32())
+        .collect();
+    check(zh.iter().map(|x| x.to_f32()).collect(), v[0], g);
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn out_of_range_targets_are_found_on_the_device() {
+    let b = backend();
+    let st = b.stream().clone();
+    let (rows, classes) = (6usize, 4usize);
+    let z = st.clone_htod(&vec![0.5f32; rows * classes]).unwrap();
+    let t = st.clone_htod(&[0i64, 1, -100, 7, 2, -3]).unwrap();
+    let out = b
+        .cross_entropy_dev(
+            &CrossEntropy::new(),
+            &z,
+            rows,
+            classes,
+            DeviceCeTargets::Classes(&t),
+            DeviceUpstream::Scalar(1.0),
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        out.to_host(),
+        Err(LossError::TargetOutOfRange {
+            row: 3,
+            target: 7,
+            classes
+        })
+    );
+    // The host path validates first, with the reference's error.
+    let host_t = [0i64, 1, -100, 7, 2, -3];
+    let zh = vec![0.5f32; rows * classes];
+    let e = b.cross_entropy(
+        &CrossEntropy::new(),
+        &zh,
+        rows,
+        classes,
+        CeTargets::Classes(&host_t),
+        Upstream::ONE,
+        None,
+    );
+    let w = ReferenceBackend.cross_entropy(
+        &CrossEntropy::new(),
+        &zh,
+        rows,
+        classes,
+        CeTargets::Classes(&host_t),
+        Upstream::ONE,
+        None,
+    );
+    assert_eq!(e, w);
+    assert!(e.is_err());
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn reductions_are_deterministic() {
+    let b = backend();
+    let mut rng = Rng(99);
+    let (rows, classes) = (300usize, 777usize);
+    let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-5.0, 5.0)).collect();
+    let targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
+    let cfg = CrossEntropy::new().with_label_smoothing(0.1);
+    let run = || {
+        let mut g = vec![0f32; rows * classes];
+        let v = b
+            .cross_entropy(
+                &cfg,
+                &logits,
+                rows,
+                classes,
+                CeTargets::Classes(&targets),
+                Upstream::ONE,
+                Some(&mut g),
+            )
+            .unwrap();
+        (
+            v[0].to_bits(),
+            g.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        )
+    };
+    let first = run();
+    for _ in 0..3 {
+        assert_eq!(run(), first);
+    }
+    let n = 1_000_003usize;
+    let p: Vec<f32> = (0..n).map(|_| rng.range(-3.0, 3.0)).collect();
+    let t: Vec<f32> = (0..n).map(|_| rng.range(-3.0, 3.0)).collect();
+    let sl = |bk: &CudaBackend| {
+        bk.smooth_l1(&SmoothL1::default(), &p, &t, Upstream::ONE, None)
+            .unwrap()[0]
+            .to_bits()
+    };
+    let a = sl(&b);
+    assert_eq!(sl(&b), a);
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn box_losses_match_the_reference() {
+    let b = backend();
+    let mut rng = Rng(1234);
+    let n = 2000usize;
+    let mut pred = Vec::with_capacity(4 * n);
+    let mut target = Vec::with_capacity(4 * n);
+    for i in 0..n {
+        let (x, y) = (rng.range(0.0, 50.0), rng.range(0.0, 50.0));
+        let (w, h) = (rng.range(0.5, 20.0), rng.range(0.5, 20.0));
+        target.extend_from_slice(&[x, y, x + w, y + h]);
+        if i % 10 == 0 {
+            // Exact ties: identical boxes, and a shared edge.
+            pred.extend_from_slice(&[x, y, x + w, y + h]);
+        } else if i % 10 == 1 {
+            pred.extend_from_slice(&[x, rng.range(0.0, 50.0), x + w, y + h + 3.0]);
+        } else {
+            let (px, py) = (x + rng.range(-5.0, 5.0), y + rng.range(-5.0, 5.0));
+            pred.extend_from_slice(&[px, py, px + rng.range(0.5, 20.0), py + rng.range(0.5, 20.0)]);
+        }
+    }
+    let up: Vec<f64> = (0..n).map(|_| rng.uniform()).collect();
+    for kind in BoxLossKind::ALL {
+        for format in [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh] {
+            for r in REDUCTIONS {
+                for tw in [None, Some((0.3, 0.5))] {
+                    let mut cfg = BoxLoss::new(kind, format).with_reduction(r);
+                    if let Some((a, t)) = tw {
+                        cfg = cfg.with_threshold_weight(a, t);
+                    }
+                    let u = if r == Reduction::None {
+                        Upstream::PerElement(&up)
+                    } else {
+                        Upstream::Scalar(1.5)
+                    };
+                    let mut g = vec![0f32; 4 * n];
+                    let mut gr = vec![0f32; 4 * n];
+                    let got = b.box_loss(&cfg, &pred, &target, u, Some(&mut g)).unwrap();
+                    let want = ReferenceBackend
+                        .box_loss(&cfg, &pred, &target, u, Some(&mut gr))
+                        .unwrap();
+                    let what = format!("{cfg:?}");
+                    assert_close(&format!("{what} loss"), &got, &want, 1e-9, 1e-12);
+                    assert_grad(&format!("{what} grad"), &g, &gr, 1e-6, 1e-9);
+                }
+            }
+        }
+    }
+    // Non-finite coordinates give NaN.
+    let mut bad = pred[..8].to_vec();
+    bad[2] = f32::NAN;
+    let cfg = BoxLoss::default().with_reduction(Reduction::None);
+    let got = b
+        .box_loss(&cfg, &bad, &target[..8], Upstream::ONE, None)
+        .unwrap();
+    assert!(got[0].is_nan() && got[1].is_finite(), "{got:?}");
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn box_iou_matches_the_reference() {
+    let b = backend();
+    let mut rng = Rng(4321);
+    let (n, m) = (37usize, 53usize);
+    let mk = |rng: &mut Rng, k: usize| -> Vec<f32> {
+        (0..k)
+            .flat_map(|_| {
+                let (x, y) = (rng.range(0.0, 30.0), rng.range(0.0, 30.0));
+                [x, y, rng.range(0.0, 10.0), rng.range(0.0, 10.0)]
+            })
+            .collect()
+    };
+    let b1 = mk(&mut rng, n);
+    let b2 = mk(&mut rng, m);
+    for format in [BoxFormat::Xywh, BoxFormat::Cxcywh] {
+        let mut got = vec![0f32; n * m];
+        let mut want = vec![0f32; n * m];
+        b.box_iou(format, &b1, &b2, &mut got).unwrap();
+        ReferenceBackend
+            .box_iou(format, &b1, &b2, &mut want)
+            .unwrap();
+        assert_close("box_iou", &widen(&got), &widen(&want), 0.0, 0.0);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn elementwise_losses_match_the_reference() {
+    let b = backend();
+    let mut rng = Rng(2024);
+    let n = 100_001usize;
+    let x: Vec<f32> = (0..n).map(|_| rng.range(-6.0, 6.0)).collect();
+    let t: Vec<f32> = (0..n).map(|_| rng.range(-6.0, 6.0)).collect();
+    let y: Vec<f32> = (0..n)
+        .map(|i| {
+            if i % 3 == 0 {
+                rng.range(0.0, 1.0)
+            } else {
+                (i % 2) as f32
+            }
+        })
+        .collect();
+    let up: Vec<f64> = (0..n).map(|_| rng.uniform() - 0.5).collect();
+    let pw: Vec<f64> = (0..7).map(|_| rng.uniform() * 3.0).collect();
+    let n7 = n - n % 7;
+    for r in REDUCTIONS {
+        let u = if r == Reduction::None {
+            Upstream::PerElement(&up)
+        } else {
+            Upstream::Scalar(0.5)
+        };
+        for beta in [0.0, 1.0, 2.5] {
+            let cfg = SmoothL1 { beta, reduction: r };
+            let (mut g, mut gr) = (vec![0f32; n], vec![0f32; n]);
+            let got = b.smooth_l1(&cfg, &x, &t, u, Some(&mut g)).unwrap();
+            let want = ReferenceBackend
+                .smooth_l1(&cfg, &x, &t, u, Some(&mut gr))
+                .unwrap();
+            assert_close("smooth_l1", &got, &want, 1e-10, 1e-12);
+            assert_close("smooth_l1 grad", &widen(&g), &widen(&gr), 0.0, 0.0);
+        }
+        let cfg = Huber {
+            delta: 1.5,
+            reduction: r,
+        };
+        let (mut g, mut gr) = (vec![0f32; n], vec![0f32; n]);
+        let got = b.huber(&cfg, &x, &t, u, Some(&mut g)).unwrap();
+        let want = ReferenceBackend
+            .huber(&cfg, &x, &t, u, Some(&mut gr))
+            .unwrap();
+        assert_close("huber", &got, &want, 1e-10, 1e-12);
+        assert_close("huber grad", &widen(&g), &widen(&gr), 0.0, 0.0);
+
+        for pos_weight in [None, Some(pw.clone())] {
+            let cfg = BceWithLogits {
+                pos_weight,
+                reduction: r,
+            };
+            let u7 = if r == Reduction::None {
+                Upstream::PerElement(&up[..n7])
+            } else {
+                u
+            };
+            let (mut g, mut gr) = (vec![0f32; n7], vec![0f32; n7]);
+            let got = b
+                .bce_with_logits(&cfg, &x[..n7], &y[..n7], u7, Some(&mut g))
+                .unwrap();
+            let want = ReferenceBackend
+                .bce_with_logits(&cfg, &x[..n7], &y[..n7], u7, Some(&mut gr))
+                .unwrap();
+            assert_close("bce", &got, &want, 1e-10, 1e-12);
+            assert_close("bce grad", &widen(&g), &widen(&gr), 1e-6, 1e-9);
+        }
+        for (alpha, gamma) in [(0.25, 2.0), (-1.0, 0.0), (0.5, 1.5)] {
+            let cfg = SigmoidFocal {
+                alpha,
+                gamma,
+                reduction: r,
+            };
+            let (mut g, mut gr) = (vec![0f32; n], vec![0f32; n]);
+            let got = b.sigmoid_focal(&cfg, &x, &y, u, Some(&mut g)).unwrap();
+            let want = ReferenceBackend
+                .sigmoid_focal(&cfg, &x, &y, u, Some(&mut gr))
+                .unwrap();
+            assert_close("focal", &got, &want, 1e-10, 1e-12);
+            assert_close("focal grad", &widen(&g), &widen(&gr), 1e-6, 1e-9);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn launches_on_a_callers_stream() {
+    let b = backend();
+    let st: Arc<_> = b.context().new_stream().unwrap();
+    let b2 = b.with_stream(st.clone()).unwrap();
+    let p = st.clone_htod(&[0.0f32, 1.0, 2.0, 3.0]).unwrap();
+    let t = st.clone_htod(&[0.5f32, 1.0, 0.0, 10.0]).unwrap();
+    let out = b2
+        .smooth_l1_dev(
+            &SmoothL1::default(),
+            &p,
+            &t,
+            DeviceUpstream::Scalar(1.0),
+            None,
+        )
+        .unwrap();
+    let want = ReferenceBackend
+        .smooth_l1(
+            &SmoothL1::default(),
+            &[0.0f32, 1.0, 2.0, 3.0],
+            &[0.5f32, 1.0, 0.0, 10.0],
+            Upstream::ONE,
+            None,
+        )
+        .unwrap();
+    assert_close("stream", &out.to_host().unwrap(), &want, 1e-12, 0.0);
+}
