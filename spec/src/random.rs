@@ -100,7 +100,119 @@ pub fn box_pairs(rng: &mut Rng, n: usize, format: BoxFormat) -> (Vec<f64>, Vec<f
     (pred, target)
 }
 
-/// Every random case: `(id, call)`.
+/// Non-finite inputs (`TOL-4`): every backend must give the reference's NaN / inf pattern.
+pub fn non_finite_calls() -> Vec<(String, LossCall)> {
+    let inf = f64::INFINITY;
+    let nan = f64::NAN;
+    let mut out = Vec::new();
+    // CE-1: rows with NaN, +inf, -inf (masked classes), all -inf, huge values; 19 classes so
+    // the SIMD tails are exercised too.
+    let c = 19;
+    let mut z: Vec<f64> = (0..6 * c).map(|k| ((k * 7) % 11) as f64 - 5.0).collect();
+    z[3] = nan;
+    z[c + 4] = inf;
+    for k in 0..c {
+        if k != 2 {
+            z[2 * c + k] = -inf;
+        }
+        z[3 * c + k] = -inf;
+        z[4 * c + k] = if k % 2 == 0 { 1e30 } else { -1e30 };
+    }
+    z[5 * c + 7] = -inf;
+    for (ls, reduction) in [
+        (0.0, Reduction::None),
+        (0.1, Reduction::None),
+        (0.1, Reduction::Sum),
+    ] {
+        out.push((
+            format!("nonfinite-ce-ls{ls}-{}", reduction.as_str()),
+            LossCall::CrossEntropy {
+                cfg: CrossEntropy {
+                    label_smoothing: ls,
+                    ignore_index: Some(-100),
+                    class_weights: None,
+                    reduction,
+                },
+                logits: z.clone(),
+                rows: 6,
+                classes: c,
+                targets: Targets::Classes(vec![0, 1, 2, 3, 0, 1]),
+            },
+        ));
+    }
+    // BOX-12: a non-finite coordinate in one pair only.
+    for kind in BoxLossKind::ALL {
+        let mut pred = vec![0.0, 0.0, 2.0, 2.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 3.0, 3.0];
+        let mut target = vec![1.0, 1.0, 3.0, 3.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 2.0, 2.0];
+        pred[2] = inf;
+        target[7] = nan;
+        out.push((
+            format!("nonfinite-box-{}", kind.as_str()),
+            LossCall::BoxLoss {
+                cfg: BoxLoss {
+                    kind,
+                    format: BoxFormat::Xyxy,
+                    eps: 1e-7,
+                    reduction: Reduction::None,
+                    threshold_weight: None,
+                },
+                pred,
+                target,
+            },
+        ));
+    }
+    // TOL-4 for element-wise losses: NaN propagates, infinities follow the formula.
+    let x = vec![nan, inf, -inf, inf, -inf, 0.5, 1e30, -1e30, 3.0];
+    let y = vec![1.0, 1.0, 0.0, 0.0, 1.0, 0.5, 1.0, 0.0, 0.0];
+    out.push((
+        "nonfinite-smooth-l1".into(),
+        LossCall::SmoothL1 {
+            cfg: SmoothL1 {
+                beta: 1.0,
+                reduction: Reduction::None,
+            },
+            pred: x.clone(),
+            target: y.clone(),
+        },
+    ));
+    out.push((
+        "nonfinite-huber".into(),
+        LossCall::Huber {
+            cfg: Huber {
+                delta: 1.0,
+                reduction: Reduction::None,
+            },
+            pred: x.clone(),
+            target: y.clone(),
+        },
+    ));
+    out.push((
+        "nonfinite-bce".into(),
+        LossCall::Bce {
+            cfg: BceWithLogits {
+                pos_weight: Some(vec![2.0, 0.5, 1.0]),
+                reduction: Reduction::None,
+            },
+            logits: x.clone(),
+            targets: y.clone(),
+        },
+    ));
+    out.push((
+        "nonfinite-focal".into(),
+        LossCall::Focal {
+            cfg: SigmoidFocal {
+                alpha: 0.25,
+                gamma: 2.0,
+                reduction: Reduction::None,
+            },
+            logits: x,
+            targets: y,
+        },
+    ));
+    out
+}
+
+/// Every random case: `(id, call)`, then the non-finite cases of [`non_finite_calls`].
 pub fn random_calls(seed: u64) -> Vec<(String, LossCall)> {
     let mut rng = Rng::new(seed);
     let mut out = Vec::new();
@@ -275,5 +387,6 @@ pub fn random_calls(seed: u64) -> Vec<(String, LossCall)> {
             ));
         }
     }
+    out.extend(non_finite_calls());
     out
 }

@@ -16,8 +16,9 @@ pub fn log_softmax_row(z: &[f64]) -> (Vec<f64>, Vec<f64>) {
         m
     };
     let s: f64 = z.iter().map(|&v| (v - m).exp()).sum();
-    let lse = m + s.ln();
-    let logp: Vec<f64> = z.iter().map(|&v| v - lse).collect();
+    // (z - m) - ln S, not z - (m + ln S): the latter absorbs ln S into a huge m.
+    let ln_s = s.ln();
+    let logp: Vec<f64> = z.iter().map(|&v| (v - m) - ln_s).collect();
     let p: Vec<f64> = z.iter().map(|&v| (v - m).exp() / s).collect();
     (logp, p)
 }
