@@ -40,3 +40,8 @@ pub mod prelude {
         SigmoidFocal, SmoothL1, SmoothLoss, Upstream,
     };
 }
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
