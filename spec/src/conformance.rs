@@ -378,7 +378,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
         ));
     add!("CE-2 targets length does not match N", |b| b.cross_entropy(
         &ce(),
-        &z6,
+        z6,
         2,
         3,
         CeTargets::Classes(&[0]),
@@ -405,7 +405,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
     ));
     add!("CE-2 target out of range (C)", |b| b.cross_entropy(
         &ce(),
-        &z6,
+        z6,
         2,
         3,
         CeTargets::Classes(&[0, 3]),
@@ -415,7 +415,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
     add!("CE-2 negative target that is not ignore_index", |b| b
         .cross_entropy(
             &ce(),
-            &z6,
+            z6,
             2,
             3,
             CeTargets::Classes(&[-1, 0]),
@@ -425,7 +425,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
     add!("CE-5 ignore_index None: -100 is out of range", |b| b
         .cross_entropy(
             &ce().with_ignore_index(None),
-            &z6,
+            z6,
             2,
             3,
             CeTargets::Classes(&[-100, 0]),
@@ -434,7 +434,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
         ));
     add!("CE-3 label smoothing above 1", |b| b.cross_entropy(
         &ce().with_label_smoothing(1.5),
-        &z6,
+        z6,
         2,
         3,
         CeTargets::Classes(&[0, 1]),
@@ -443,7 +443,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
     ));
     add!("CE-3 label smoothing negative", |b| b.cross_entropy(
         &ce().with_label_smoothing(-0.1),
-        &z6,
+        z6,
         2,
         3,
         CeTargets::Classes(&[0, 1]),
@@ -452,7 +452,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
     ));
     add!("CE-3 label smoothing NaN", |b| b.cross_entropy(
         &ce().with_label_smoothing(f64::NAN),
-        &z6,
+        z6,
         2,
         3,
         CeTargets::Classes(&[0, 1]),
@@ -461,7 +461,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
     ));
     add!("CE-4 negative class weight", |b| b.cross_entropy(
         &ce().with_class_weights(vec![1.0, -1.0, 1.0]),
-        &z6,
+        z6,
         2,
         3,
         CeTargets::Classes(&[0, 1]),
@@ -470,7 +470,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
     ));
     add!("CE-4 non-finite class weight", |b| b.cross_entropy(
         &ce().with_class_weights(vec![1.0, f64::INFINITY, 1.0]),
-        &z6,
+        z6,
         2,
         3,
         CeTargets::Classes(&[0, 1]),
@@ -480,7 +480,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
     add!("CE-4 class weights of the wrong length", |b| b
         .cross_entropy(
             &ce().with_class_weights(vec![1.0, 1.0]),
-            &z6,
+            z6,
             2,
             3,
             CeTargets::Classes(&[0, 1]),
@@ -490,7 +490,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
     add!("CE-6 probability targets of the wrong shape", |b| b
         .cross_entropy(
             &ce(),
-            &z6,
+            z6,
             2,
             3,
             CeTargets::Probs(&z6[..4]),
@@ -501,7 +501,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
         let mut g = vec![T::from_f64(0.0); 5];
         b.cross_entropy(
             &ce(),
-            &z6,
+            z6,
             2,
             3,
             CeTargets::Classes(&[0, 1]),
@@ -511,7 +511,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
     });
     add!("CE-7 per-element upstream with mean", |b| b.cross_entropy(
         &ce(),
-        &z6,
+        z6,
         2,
         3,
         CeTargets::Classes(&[0, 1]),
@@ -521,7 +521,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
     add!("CE-7 per-element upstream of the wrong length", |b| b
         .cross_entropy(
             &ce().with_reduction(Reduction::None),
-            &z6,
+            z6,
             2,
             3,
             CeTargets::Classes(&[0, 1]),
@@ -530,7 +530,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
         ));
     add!("CE-7 non-finite scalar upstream", |b| b.cross_entropy(
         &ce(),
-        &z6,
+        z6,
         2,
         3,
         CeTargets::Classes(&[0, 1]),
@@ -559,7 +559,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
         ));
     add!("BOX-1 pred and target lengths differ", |b| b.box_loss(
         &bl(),
-        &boxes,
+        boxes,
         &boxes[..4],
         Upstream::ONE,
         None
@@ -573,44 +573,44 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
     ));
     add!("BOX-3 eps zero", |b| b.box_loss(
         &bl().with_eps(0.0),
-        &boxes,
-        &boxes,
+        boxes,
+        boxes,
         Upstream::ONE,
         None
     ));
     add!("BOX-3 eps NaN", |b| b.box_loss(
         &bl().with_eps(f64::NAN),
-        &boxes,
-        &boxes,
+        boxes,
+        boxes,
         Upstream::ONE,
         None
     ));
     add!("BOX-9 threshold alpha outside [0, 1]", |b| b.box_loss(
         &bl().with_threshold_weight(1.5, 0.5),
-        &boxes,
-        &boxes,
+        boxes,
+        boxes,
         Upstream::ONE,
         None
     ));
     add!("BOX-9 threshold not finite", |b| b.box_loss(
         &bl().with_threshold_weight(0.5, f64::INFINITY),
-        &boxes,
-        &boxes,
+        boxes,
+        boxes,
         Upstream::ONE,
         None
     ));
     add!("BOX-10 gradient buffer of the wrong length", |b| {
         let mut g = vec![T::from_f64(0.0); 4];
-        b.box_loss(&bl(), &boxes, &boxes, Upstream::ONE, Some(&mut g))
+        b.box_loss(&bl(), boxes, boxes, Upstream::ONE, Some(&mut g))
     });
     add!("BOX-13 box_iou wrong box width", |b| {
         let mut out = vec![T::from_f64(0.0); 2];
-        b.box_iou(BoxFormat::Xyxy, &boxes[..6], &boxes, &mut out)
+        b.box_iou(BoxFormat::Xyxy, &boxes[..6], boxes, &mut out)
             .map(|_| Vec::new())
     });
     add!("BOX-13 box_iou output of the wrong size", |b| {
         let mut out = vec![T::from_f64(0.0); 3];
-        b.box_iou(BoxFormat::Xyxy, &boxes, &boxes, &mut out)
+        b.box_iou(BoxFormat::Xyxy, boxes, boxes, &mut out)
             .map(|_| Vec::new())
     });
     add!("REG-1 negative beta", |b| b.smooth_l1(
@@ -618,14 +618,14 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
             beta: -1.0,
             reduction: Reduction::Mean
         },
-        &e4,
-        &e4,
+        e4,
+        e4,
         Upstream::ONE,
         None
     ));
     add!("REG-1 length mismatch", |b| b.smooth_l1(
         &SmoothL1::default(),
-        &e4,
+        e4,
         &e4[..3],
         Upstream::ONE,
         None
@@ -642,25 +642,25 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
             delta: 0.0,
             reduction: Reduction::Mean
         },
-        &e4,
-        &e4,
+        e4,
+        e4,
         Upstream::ONE,
         None
     ));
     add!("REG-3 length mismatch", |b| b.huber(
         &Huber::default(),
-        &e4,
+        e4,
         &e4[..2],
         Upstream::ONE,
         None
     ));
     add!("BIN-1 target outside [0, 1]", |b| {
         let t: Vec<T> = [0.0, 1.5, 0.0, 1.0].map(f).to_vec();
-        b.bce_with_logits(&BceWithLogits::default(), &e4, &t, Upstream::ONE, None)
+        b.bce_with_logits(&BceWithLogits::default(), e4, &t, Upstream::ONE, None)
     });
     add!("BIN-1 NaN target", |b| {
         let t: Vec<T> = [0.0, f64::NAN, 0.0, 1.0].map(f).to_vec();
-        b.bce_with_logits(&BceWithLogits::default(), &e4, &t, Upstream::ONE, None)
+        b.bce_with_logits(&BceWithLogits::default(), e4, &t, Upstream::ONE, None)
     });
     add!("BIN-1 pos_weight length does not divide the input", |b| b
         .bce_with_logits(
@@ -668,8 +668,8 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
                 pos_weight: Some(vec![1.0, 2.0, 3.0]),
                 reduction: Reduction::Mean
             },
-            &e4,
-            &e4,
+            e4,
+            e4,
             Upstream::ONE,
             None
         ));
@@ -678,8 +678,8 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
             pos_weight: Some(vec![-1.0]),
             reduction: Reduction::Mean
         },
-        &e4,
-        &e4,
+        e4,
+        e4,
         Upstream::ONE,
         None
     ));
@@ -688,8 +688,8 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
             gamma: -1.0,
             ..SigmoidFocal::default()
         },
-        &e4,
-        &e4,
+        e4,
+        e4,
         Upstream::ONE,
         None
     ));
@@ -698,8 +698,8 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
             alpha: 1.5,
             ..SigmoidFocal::default()
         },
-        &e4,
-        &e4,
+        e4,
+        e4,
         Upstream::ONE,
         None
     ));

@@ -171,7 +171,7 @@ impl IouLoss {
 
 /// Checks that a box buffer holds whole boxes and returns their count.
 pub fn box_count(what: &'static str, len: usize) -> Result<usize> {
-    if len % 4 != 0 {
+    if !len.is_multiple_of(4) {
         return Err(LossError::ShapeMismatch {
             what,
             expected: len.div_ceil(4) * 4,

@@ -115,7 +115,7 @@ pub fn box_loss(
     pred: &[f64],
     target: &[f64],
     upstream: Upstream<'_>,
-    mut grad: Option<&mut [f64]>,
+    grad: Option<&mut [f64]>,
 ) -> Result<Vec<f64>> {
     let n = cfg.validate(pred, target, &upstream, grad.as_ref().map(|g| g.len()))?;
     let mut losses = Vec::with_capacity(n);
@@ -138,7 +138,7 @@ pub fn box_loss(
         Reduction::Sum => (vec![losses.iter().sum()], 1.0),
         Reduction::Mean => (vec![losses.iter().sum::<f64>() / n as f64], 1.0 / n as f64),
     };
-    if let Some(out) = grad.as_deref_mut() {
+    if let Some(out) = grad {
         for (i, g) in grads.iter().enumerate() {
             let u = if cfg.reduction == Reduction::None {
                 upstream.at(i)

@@ -31,7 +31,7 @@ pub fn cross_entropy(
     classes: usize,
     targets: CeTargets<'_, f64>,
     upstream: Upstream<'_>,
-    mut grad: Option<&mut [f64]>,
+    grad: Option<&mut [f64]>,
 ) -> Result<Vec<f64>> {
     cfg.validate(
         logits.len(),
@@ -106,7 +106,7 @@ pub fn cross_entropy(
         Reduction::Sum => (vec![losses.iter().sum()], 1.0),
         Reduction::Mean => (vec![losses.iter().sum::<f64>() / denom], 1.0 / denom),
     };
-    if let Some(out) = grad.as_deref_mut() {
+    if let Some(out) = grad {
         for i in 0..rows {
             if ignored[i] {
                 // Exactly zero, even when the mean's denominator is 0 (PyTorch writes no

@@ -97,6 +97,7 @@ impl Sub for D4 {
     }
 }
 
+#[allow(clippy::suspicious_arithmetic_impl)] // the product rule adds
 impl Mul for D4 {
     type Output = Self;
     fn mul(self, o: Self) -> Self {
@@ -107,6 +108,7 @@ impl Mul for D4 {
     }
 }
 
+#[allow(clippy::suspicious_arithmetic_impl)] // the quotient rule
 impl Div for D4 {
     type Output = Self;
     fn div(self, o: Self) -> Self {
