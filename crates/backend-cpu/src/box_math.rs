@@ -81,6 +81,44 @@ pub fn atan_ratio_f32(w: f32, h: f32) -> f32 {
     r.copysign(s)
 }
 
+/// `atan2(y, x)` in `(-pi, pi]` from one reduced `atan` (0 for `x = y = 0`).
+#[inline(always)]
+fn atan2_f32(y: f32, x: f32) -> f32 {
+    let r = atan_reduced(y.abs(), x.abs());
+    let r = sel(x < 0.0, std::f32::consts::PI - r, r);
+    let r = sel(x == 0.0 && y == 0.0, 0.0, r);
+    r.copysign(y)
+}
+
+/// `atan_ratio(wg, hg) - atan_ratio(w, h)` (the CIoU angle difference, `BOX-6`, `BOX-11`) with
+/// one `atan`: each `(h, w)` is folded into the right half-plane (`atan(w / h)` is its angle;
+/// `h = 0` gives `sign(w) pi / 2`, the zero vector angle 0), and the difference of the two
+/// angles is `atan2(cross, dot)`, exact up to rounding because both angles lie in
+/// `[-pi/2, pi/2]` (the one ambiguous case, opposite vertical vectors, is resolved by sign).
+#[inline(always)]
+pub fn atan_ratio_diff(w: f32, h: f32, wg: f32, hg: f32) -> f32 {
+    let fold = |w: f32, h: f32| {
+        let zero = w == 0.0 && h == 0.0;
+        let neg = h < 0.0;
+        (
+            sel(zero, 1.0, sel(neg, -h, h)),
+            sel(zero, 0.0, sel(neg, -w, w)),
+        )
+    };
+    let (hp, wp) = fold(w, h);
+    let (hq, wq) = fold(wg, hg);
+    let cross = hp * wq - wp * hq;
+    let dot = hp * hq + wp * wq;
+    let d = atan2_f32(cross, dot);
+    // Opposite vectors (both on the vertical axis): the difference is +-pi by the sign of wq.
+    let opposite = cross == 0.0 && dot < 0.0;
+    sel(
+        opposite,
+        sel(wq < 0.0, -std::f32::consts::PI, std::f32::consts::PI),
+        d,
+    )
+}
+
 /// Loss kinds as const-generic parameters.
 pub(crate) const K_IOU: u8 = 0;
 pub(crate) const K_GIOU: u8 = 1;
@@ -163,9 +201,15 @@ fn axis<const F: u8>(p0: f32, p2: f32, t0: f32, t2: f32) -> Axis {
 }
 
 /// Intersection extent `min(p2, t2) - max(p1, t1)` and enclosing extent
-/// `max(p2, t2) - min(p1, t1)`, each picked from single-rounding candidates.
+/// `max(p2, t2) - min(p1, t1)`: in `xyxy` straight from the corners (as the reference, one
+/// rounding), otherwise picked from the single-rounding candidates by the edge offsets.
 #[inline(always)]
-fn extents(a: &Axis) -> (f32, f32) {
+fn extents<const F: u8>(a: &Axis, p0: f32, p2: f32, t0: f32, t2: f32) -> (f32, f32) {
+    if F == F_XYXY {
+        let iw = sel(p2 < t2, p2, t2) - sel(p0 > t0, p0, t0);
+        let cw = sel(p2 > t2, p2, t2) - sel(p0 < t0, p0, t0);
+        return (iw, cw);
+    }
     let iw = sel(
         a.e1 >= 0.0,
         sel(a.e2 > 0.0, a.t2p1, a.w),
@@ -200,13 +244,14 @@ pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
     p: [f32; 4],
     t: [f32; 4],
     c: f32,
+    dv_pre: f32,
     prm: &PairParams,
 ) -> (f32, [f32; 4]) {
     let eps = prm.eps;
     let ax = axis::<F>(p[0], p[2], t[0], t[2]);
     let ay = axis::<F>(p[1], p[3], t[1], t[3]);
-    let (iw, cw) = extents(&ax);
-    let (ih, ch) = extents(&ay);
+    let (iw, cw) = extents::<F>(&ax, p[0], p[2], t[0], t[2]);
+    let (ih, ch) = extents::<F>(&ay, p[1], p[3], t[1], t[3]);
     let (w, h, wg, hg) = (ax.w, ay.w, ax.wg, ay.wg);
     let mask = iw > 0.0 && ih > 0.0;
     let inter = sel(mask, iw * ih, 0.0);
@@ -255,8 +300,8 @@ pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
                 K_DIOU => diou,
                 K_CIOU => {
                     const K4PI2: f32 = (4.0 / (std::f64::consts::PI * std::f64::consts::PI)) as f32;
-                    let at = atan_ratio_f32(w, h);
-                    let dv = atan_ratio_f32(wg, hg) - at;
+                    // Precomputed by `chunk` in a separate loop (short dependency chains).
+                    let dv = dv_pre;
                     let v = K4PI2 * dv * dv;
                     let alpha_den = 1.0 - iou + v + eps;
                     let alpha = sel(alpha_den == 0.0, 0.0, v / alpha_den);
@@ -292,8 +337,10 @@ pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
 
     // Seed threshold weight (no gradient) and the NaN rule for non-finite coordinates.
     let wt = sel(iou < prm.thr, prm.wlow, 1.0);
-    let bad =
-        zn(p[0]) + zn(p[1]) + zn(p[2]) + zn(p[3]) + (zn(t[0]) + zn(t[1]) + zn(t[2]) + zn(t[3]));
+    // Every coordinate enters exactly one edge offset, so a non-finite coordinate makes their
+    // sum non-finite (coordinates are assumed below ~1e37 so that the finite sum cannot
+    // overflow).
+    let bad = zn((ax.e1 + ax.e2) + (ay.e1 + ay.e2));
     let loss = wt * loss + bad;
     if !G {
         return (loss, [0.0; 4]);
@@ -337,10 +384,25 @@ fn chunk<const K: u8, const F: u8, const G: bool>(
     g: &mut [f32; 4 * CH],
     l: &mut [f32; CH],
 ) {
+    // CIoU: the angle difference first, in its own loop, so that its long dependency chain
+    // (division, polynomial) overlaps across pairs instead of stalling the main loop.
+    let mut dv = [0.0f32; CH];
+    if K == K_CIOU {
+        for j in 0..CH {
+            let size = |b: &[f32; 4 * CH], k: usize| {
+                if F == F_XYXY {
+                    b[4 * j + k + 2] - b[4 * j + k]
+                } else {
+                    b[4 * j + k + 2]
+                }
+            };
+            dv[j] = atan_ratio_diff(size(p, 0), size(p, 1), size(t, 0), size(t, 1));
+        }
+    }
     for j in 0..CH {
         let pp = [p[4 * j], p[4 * j + 1], p[4 * j + 2], p[4 * j + 3]];
         let tt = [t[4 * j], t[4 * j + 1], t[4 * j + 2], t[4 * j + 3]];
-        let (loss, gr) = pair::<K, F, G>(pp, tt, c[j], prm);
+        let (loss, gr) = pair::<K, F, G>(pp, tt, c[j], dv[j], prm);
         l[j] = loss;
         if G {
             g[4 * j] = gr[0];
@@ -465,8 +527,8 @@ pub(crate) fn iou_row<const F: u8>(a: [f32; 4], cols: &[Vec<f32>; 4], out: &mut 
     for j in 0..m {
         let ax = axis::<F>(a[0], a[2], b0[j], b2[j]);
         let ay = axis::<F>(a[1], a[3], b1[j], b3[j]);
-        let (iw, _) = extents(&ax);
-        let (ih, _) = extents(&ay);
+        let (iw, _) = extents::<F>(&ax, a[0], a[2], b0[j], b2[j]);
+        let (ih, _) = extents::<F>(&ay, a[1], a[3], b1[j], b3[j]);
         let iw = sel(iw > 0.0, iw, 0.0);
         let ih = sel(ih > 0.0, ih, 0.0);
         let inter = iw * ih;

@@ -251,12 +251,19 @@ fn sigmoid_parts(x: f32) -> (f32, f32, f32) {
 }
 
 /// BCE with logits of one element with positive weight `pw` (`BIN-1`, `BIN-2`), rewritten
-/// without cancellation: `loss = [x >= 0 ? (1 - y) x : -pw y x] + (1 + (pw - 1) y) L`,
+/// without cancellation: `loss = pw y softplus(-x) + (1 - y) softplus(x)
+/// = [x >= 0 ? (1 - y) x : -pw y x] + (pw y + 1 - y) L` (a zero coefficient contributes 0),
 /// `dloss/dx = p (1 - y) - pw y q`.
 #[inline(always)]
 pub(crate) fn bce_el(x: f32, y: f32, pw: f32) -> (f32, f32) {
     let (p, q, lg) = sigmoid_parts(x);
-    let lin = sel(x >= 0.0, (1.0 - y) * x, -(pw * y) * x);
+    // A zero coefficient gives 0 even for an infinite logit (the reference's rule).
+    let (cn, cp) = (1.0 - y, pw * y);
+    let lin = sel(
+        x >= 0.0,
+        sel(cn == 0.0, 0.0, cn * x),
+        sel(cp == 0.0, 0.0, -cp * x),
+    );
     let loss = lin + (1.0 + (pw - 1.0) * y) * lg;
     let d = p * (1.0 - y) - pw * y * q;
     (loss, d)
@@ -273,7 +280,11 @@ pub(crate) const GM_GENERAL: u8 = 3;
 #[inline(always)]
 pub(crate) fn focal_el<const GM: u8>(x: f32, y: f32, alpha: f32, gamma: f32) -> (f32, f32) {
     let (p, q, lg) = sigmoid_parts(x);
-    let ce = sel(x >= 0.0, (1.0 - y) * x, -y * x) + lg;
+    let ce = sel(
+        x >= 0.0,
+        sel(y == 1.0, 0.0, (1.0 - y) * x),
+        sel(y == 0.0, 0.0, -y * x),
+    ) + lg;
     let dce = p * (1.0 - y) - y * q;
     // 1 - p_t = q y + p (1 - y), computed without cancellation.
     let one_m = q * y + p * (1.0 - y);

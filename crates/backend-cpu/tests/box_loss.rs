@@ -16,7 +16,7 @@ use smoothloss_core::backend::BoxLossOps;
 use smoothloss_core::reference;
 use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, LossError, Reduction, Upstream};
 use smoothloss_cpu::CpuBackend;
-use smoothloss_cpu::box_math::{atan_f32, atan_ratio_f32};
+use smoothloss_cpu::box_math::{atan_f32, atan_ratio_diff, atan_ratio_f32};
 
 const FORMATS: [BoxFormat; 3] = [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh];
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
@@ -522,6 +522,48 @@ fn atan_error_bound_over_the_whole_range() {
         assert!(
             close(got, want, 1.5e-7 + 1.2e-7 * want.abs()),
             "{w} {h}: {got} {want}"
+        );
+    }
+}
+
+/// The reference's `atan(w / h)` extended to `h = 0` (`BOX-11`).
+fn atan_ratio_f64(w: f64, h: f64) -> f64 {
+    if h != 0.0 {
+        (w / h).atan()
+    } else if w == 0.0 {
+        0.0
+    } else {
+        w.signum() * std::f64::consts::FRAC_PI_2
+    }
+}
+
+#[test]
+fn atan_ratio_difference_matches_two_atans() {
+    let mut rng = Rng(8);
+    let specials = [0.0f32, -0.0, 1.0, -1.0, 3.0, -2.5, 1e-3, 7e2];
+    let mut vals: Vec<[f32; 4]> = Vec::new();
+    for &a in &specials {
+        for &b in &specials {
+            vals.push([a, b, 2.0, 1.0]);
+            vals.push([2.0, 1.0, a, b]);
+            vals.push([a, b, b, a]);
+            vals.push([a, 0.0, b, 0.0]);
+        }
+    }
+    for _ in 0..200_000 {
+        let mut r = || {
+            let v = rng.range(-100.0, 100.0) * rng.unit().powi(4);
+            if rng.unit() < 0.05 { 0.0 } else { v as f32 }
+        };
+        vals.push([r(), r(), r(), r()]);
+    }
+    for [w, h, wg, hg] in vals {
+        let want = atan_ratio_f64(f64::from(wg), f64::from(hg))
+            - atan_ratio_f64(f64::from(w), f64::from(h));
+        let got = f64::from(atan_ratio_diff(w, h, wg, hg));
+        assert!(
+            close(got, want, 4e-7 + 2e-7 * want.abs()),
+            "({w}, {h}) vs ({wg}, {hg}): got {got}, want {want}"
         );
     }
 }
