@@ -1,5 +1,252 @@
-//! `cargo xtask gpu-bundle` (being written).
+//! `cargo xtask gpu-bundle [--debuginfo]`: builds the CUDA backend's release test executables
+//! and the `cuda_bench` binary here (x86-64), and copies them with a `run.sh` and the PyTorch
+//! peer script into the ignored folder `gpu-bundle/`, so that a GPU machine without a Rust
+//! toolchain can run every GPU check with one command:
+//!
+//! ```text
+//! gpu-bundle/run.sh [--quick]
+//! ```
+//!
+//! `run.sh` (1) runs the test executables with `--include-ignored`, (2) runs `cuda_bench`
+//! (JSON lines), (3) runs `torch_ce_gpu.py`, which times PyTorch, Liger-Kernel (if importable)
+//! and torchvision on the same shapes and prints one table with the Rust figures. Logs go to
+//! `$OUT` when set (the device tool's output folder), else `gpu-bundle/out/`.
+//!
+//! Debug info is left out by default to keep the bundle small (the device tool carries at
+//! most 64 MiB); `--debuginfo` keeps the release profile's setting.
 
-pub fn run(_args: &[String]) -> Result<(), String> {
-    Err("`gpu-bundle` is not built yet".into())
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::project_root;
+
+const PACKAGE: &str = "smoothloss-cuda";
+const PEER_SCRIPT: &str = "crates/backend-cuda/peers/torch_ce_gpu.py";
+
+const RUN_SH: &str = r#"#!/usr/bin/env bash
+# Runs the smoothloss CUDA checks on a GPU machine; no Rust toolchain needed.
+# Built by `cargo xtask gpu-bundle`. Usage: run.sh [--quick]
+#   1. the CUDA backend's test executables, ignored (GPU) tests included;
+#   2. cuda_bench (JSON lines);
+#   3. torch_ce_gpu.py: PyTorch / Liger-Kernel / torchvision peers and one table.
+# Logs: $OUT if set, else <bundle>/out. Exit status: 0 only if every step passed.
+set -u
+HERE="$(cd "$(dirname "$0")" && pwd)"
+LOGS="${OUT:-$HERE/out}"
+mkdir -p "$LOGS"
+QUICK=""
+if [ "${1:-}" = "--quick" ]; then QUICK="--quick"; fi
+PY="$(command -v python3 || command -v python || true)"
+
+# NVRTC (libnvrtc.so.13): the CUDA toolkit's, else the one in Python's nvidia wheels.
+NVDIR=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+  if [ -z "$NVDIR" ] && ls "$d"/libnvrtc.so.13* >/dev/null 2>&1; then NVDIR="$d"; fi
+done
+if [ -z "$NVDIR" ] && [ -n "$PY" ]; then
+  NVDIR="$("$PY" - <<'EOF'
+import glob, os, site
+paths = site.getsitepackages() + [site.getusersitepackages()]
+hits = [h for sp in paths for h in glob.glob(os.path.join(sp, "nvidia", "*", "lib", "libnvrtc.so.13*"))]
+print(os.path.dirname(hits[0]) if hits else "")
+EOF
+)"
+fi
+if [ -n "$NVDIR" ]; then
+  export LD_LIBRARY_PATH="$NVDIR:${LD_LIBRARY_PATH:-}"
+  export SMOOTHLOSS_NVRTC="$(ls "$NVDIR"/libnvrtc.so.13 2>/dev/null | head -n1)"
+  echo "NVRTC from $NVDIR"
+else
+  echo "WARNING: no libnvrtc.so.13 found; kernels cannot be compiled"
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+
+status=0
+echo "== 1. tests (--include-ignored)"
+: > "$LOGS/tests.log"
+for t in "$HERE"/tests/*; do
+  echo "-- $(basename "$t")" | tee -a "$LOGS/tests.log"
+  "$t" --include-ignored --test-threads=1 > "$LOGS/one-test.log" 2>&1
+  rc=$?
+  cat "$LOGS/one-test.log" >> "$LOGS/tests.log"
+  grep -E "^test result|FAILED|panicked|SKIPPED" "$LOGS/one-test.log" | head -n 40
+  if [ $rc -ne 0 ]; then echo "   exit $rc"; status=1; fi
+done
+
+echo "== 2. cuda_bench $QUICK"
+"$HERE/cuda_bench" $QUICK > "$LOGS/bench.jsonl" 2> "$LOGS/bench.stderr"
+rc=$?
+cat "$LOGS/bench.jsonl"
+if [ $rc -ne 0 ]; then echo "   cuda_bench exit $rc"; tail -n 20 "$LOGS/bench.stderr"; status=1; fi
+
+echo "== 3. peers (PyTorch, Liger-Kernel if importable, torchvision) and the table"
+if [ -n "$PY" ]; then
+  PYTHONUNBUFFERED=1 "$PY" "$HERE/torch_ce_gpu.py" --rust "$LOGS/bench.jsonl" $QUICK 2>&1 | tee "$LOGS/table.md"
+  if [ "${PIPESTATUS[0]}" -ne 0 ]; then status=1; fi
+else
+  echo "no python3: peers skipped"; status=1
+fi
+echo "== done: status $status (logs in $LOGS)"
+exit $status
+"#;
+
+/// One executable reported by cargo's JSON messages.
+struct Artifact {
+    name: String,
+    path: PathBuf,
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Runs a cargo build with `--message-format=json` and returns the executables it reports
+/// for `PACKAGE` (test executables when `tests`, else binaries).
+fn build(
+    root: &Path,
+    args: &[&str],
+    tests: bool,
+    debuginfo: bool,
+) -> Result<Vec<Artifact>, String> {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(root)
+        .args(args)
+        .arg("--message-format=json");
+    if !debuginfo {
+        cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    }
+    eprintln!("running: cargo {}", args.join(" "));
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo {} failed ({})", args.join(" "), out.status));
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let Some(exe) = msg["executable"].as_str() else {
+            continue;
+        };
+        let pkg = msg["package_id"].as_str().unwrap_or("");
+        if !(pkg.contains("backend-cuda") || pkg.contains(PACKAGE)) {
+            continue;
+        }
+        if msg["profile"]["test"].as_bool() != Some(tests) {
+            continue;
+        }
+        let name = msg["target"]["name"]
+            .as_str()
+            .unwrap_or("unnamed")
+            .to_string();
+        let kinds = msg["target"]["kind"].to_string();
+        // The bench binary's own (empty) unit-test harness is not worth carrying.
+        if tests && kinds.contains("bin") {
+            continue;
+        }
+        // Test executables: `lib` unit tests get the target's kind appended to stay unique.
+        let name = if tests && kinds.contains("lib") {
+            format!("{name}-lib")
+        } else {
+            name
+        };
+        found.push(Artifact {
+            name,
+            path: PathBuf::from(exe),
+        });
+    }
+    Ok(found)
+}
+
+fn copy_exe(src: &Path, dst: &Path) -> Result<u64, String> {
+    fs::copy(src, dst).map_err(|e| format!("copy {} -> {}: {e}", src.display(), dst.display()))?;
+    set_executable(dst, 0o755)?;
+    Ok(fs::metadata(dst).map(|m| m.len()).unwrap_or(0))
+}
+
+#[cfg(unix)]
+fn set_executable(p: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", p.display()))
+}
+
+#[cfg(not(unix))]
+fn set_executable(_p: &Path, _mode: u32) -> Result<(), String> {
+    Ok(())
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let mut debuginfo = false;
+    for a in args {
+        match a.as_str() {
+            "--debuginfo" => debuginfo = true,
+            other => return Err(format!("gpu-bundle: unknown argument `{other}`")),
+        }
+    }
+    if std::env::consts::ARCH != "x86_64" {
+        return Err(format!(
+            "gpu-bundle builds for the GPU machine's x86-64; this machine is {}",
+            std::env::consts::ARCH
+        ));
+    }
+    let root = project_root();
+    let tests = build(
+        &root,
+        &["test", "--release", "-p", PACKAGE, "--no-run"],
+        true,
+        debuginfo,
+    )?;
+    if tests.is_empty() {
+        return Err("cargo reported no test executables for smoothloss-cuda".into());
+    }
+    let bins = build(
+        &root,
+        &["build", "--release", "-p", PACKAGE, "--bin", "cuda_bench"],
+        false,
+        debuginfo,
+    )?;
+    let bench = bins
+        .iter()
+        .find(|a| a.name == "cuda_bench")
+        .ok_or("cargo reported no cuda_bench executable")?;
+
+    let dir = root.join("gpu-bundle");
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| format!("remove {}: {e}", dir.display()))?;
+    }
+    fs::create_dir_all(dir.join("tests")).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let mut total = 0u64;
+    for t in &tests {
+        let size = copy_exe(&t.path, &dir.join("tests").join(&t.name))?;
+        eprintln!("  tests/{} ({:.1} MiB)", t.name, size as f64 / 1048576.0);
+        total += size;
+    }
+    total += copy_exe(&bench.path, &dir.join("cuda_bench"))?;
+    let peer = root.join(PEER_SCRIPT);
+    fs::copy(&peer, dir.join("torch_ce_gpu.py"))
+        .map_err(|e| format!("copy {}: {e}", peer.display()))?;
+    let run_sh = dir.join("run.sh");
+    fs::write(&run_sh, RUN_SH).map_err(|e| format!("write {}: {e}", run_sh.display()))?;
+    set_executable(&run_sh, 0o755)?;
+    total += RUN_SH.len() as u64 + fs::metadata(&peer).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "gpu-bundle: {} test executables + cuda_bench + run.sh + torch_ce_gpu.py, {:.1} MiB in {}",
+        tests.len(),
+        total as f64 / 1048576.0,
+        dir.display()
+    );
+    println!("on a GPU machine, from the repository root: gpu-bundle/run.sh [--quick]");
+    if total > 60 * 1048576 {
+        println!("WARNING: over 60 MiB; the device tool carries at most 64 MiB in all");
+    }
+    Ok(())
 }

@@ -1,0 +1,288 @@
+//! `cuda_bench`: times the CUDA kernels on the shapes of `FINDINGS.md` and prints one JSON
+//! object per line (`gpu-bundle/run.sh` runs it; `peers/torch_ce_gpu.py` reads the lines).
+//!
+//! Each figure is the median over `--iters` timed calls (CUDA events on the backend's stream,
+//! one call per event pair, after `--warmup` untimed calls) of one whole device-API loss call:
+//! forward + gradient, mean reduction, including the call's small allocations and the final
+//! reduction, without any host synchronisation inside. `floor_ms` is the bytes the call must
+//! move (read the inputs once, write the gradient once) at the copy bandwidth measured in the
+//! same run.
+//!
+//! Usage: `cuda_bench [--quick] [--iters N] [--warmup N]`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{CudaSlice, CudaStream};
+use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, LossError, Result, SmoothL1};
+use smoothloss_cuda::half::bf16;
+use smoothloss_cuda::{CeElement, CudaBackend, DeviceCeTargets, DeviceUpstream, WrapErr};
+
+struct Opts {
+    quick: bool,
+    iters: usize,
+    warmup: usize,
+}
+
+fn parse(args: &[String]) -> std::result::Result<Opts, String> {
+    let mut o = Opts {
+        quick: false,
+        iters: 20,
+        warmup: 3,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut num = |name: &str| -> std::result::Result<usize, String> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{name} needs a number"))
+        };
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--iters" => o.iters = num("--iters")?.max(1),
+            "--warmup" => o.warmup = num("--warmup")?,
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(o)
+}
+
+/// Median and minimum in milliseconds of `iters` timed runs of `f`.
+fn time(b: &CudaBackend, o: &Opts, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+    let st: &Arc<CudaStream> = b.stream();
+    for _ in 0..o.warmup {
+        f()?;
+    }
+    let mut ms = Vec::with_capacity(o.iters);
+    for _ in 0..o.iters {
+        let start = b
+            .context()
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .w()?;
+        let end = b
+            .context()
+            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .w()?;
+        start.record(st).w()?;
+        f()?;
+        end.record(st).w()?;
+        end.synchronize().w()?;
+        ms.push(f64::from(start.elapsed_ms(&end).w()?));
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok((ms[ms.len() / 2], ms[0]))
+}
+
+fn pattern(n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+            lo + (hi - lo) * (h as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
+
+fn emit(fields: &[(&str, String)]) {
+    let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+    println!("{{{}}}", body.join(","));
+}
+
+fn s(v: &str) -> String {
+    format!("\"{v}\"")
+}
+
+fn copy_bandwidth(b: &CudaBackend, o: &Opts) -> Result<f64> {
+    let n: usize = if o.quick { 1 << 26 } else { 1 << 28 }; // f32 elements: 256 MiB / 1 GiB
+    let st = b.stream().clone();
+    let src = st.alloc_zeros::<f32>(n).w()?;
+    let mut dst = st.alloc_zeros::<f32>(n).w()?;
+    let (med, min) = time(b, o, || st.memcpy_dtod(&src, &mut dst).w())?;
+    let bytes = 2.0 * (n * 4) as f64;
+    let tbs = bytes / (med * 1e-3) / 1e12;
+    emit(&[
+        ("bench", s("copy")),
+        ("bytes_moved", format!("{bytes}")),
+        ("median_ms", format!("{med:.4}")),
+        ("min_ms", format!("{min:.4}")),
+        ("tb_per_s", format!("{tbs:.3}")),
+    ]);
+    Ok(tbs)
+}
+
+fn bench_ce<T: CeElement>(
+    b: &CudaBackend,
+    o: &Opts,
+    rows: usize,
+    classes: usize,
+    tbs: f64,
+    convert: impl Fn(f32) -> T,
+) -> Result<()> {
+    let st = b.stream().clone();
+    let host: Vec<T> = pattern(rows * classes, -8.0, 8.0)
+        .into_iter()
+        .map(&convert)
+        .collect();
+    let z: CudaSlice<T> = st.clone_htod(&host).w()?;
+    drop(host);
+    let targets: Vec<i64> = (0..rows).map(|i| ((i * 7919) % classes) as i64).collect();
+    let t = st.clone_htod(&targets).w()?;
+    let mut g = st.alloc_zeros::<T>(rows * classes).w()?;
+    let cfg = CrossEntropy::new().with_label_smoothing(0.1);
+    let elem = std::mem::size_of::<T>() as f64;
+    let bytes = 2.0 * (rows * classes) as f64 * elem;
+    let floor_ms = bytes / (tbs * 1e12) * 1e3;
+    let (med, min) = time(b, o, || {
+        b.cross_entropy_dev(
+            &cfg,
+            &z,
+            rows,
+            classes,
+            DeviceCeTargets::Classes(&t),
+            DeviceUpstream::Scalar(1.0),
+            Some(&mut g),
+        )
+        .map(drop)
+    })?;
+    // One checked call: the loss must be finite.
+    let v = b
+        .cross_entropy_dev(
+            &cfg,
+            &z,
+            rows,
+            classes,
+            DeviceCeTargets::Classes(&t),
+            DeviceUpstream::Scalar(1.0),
+            Some(&mut g),
+        )?
+        .to_host()?;
+    emit(&[
+        ("bench", s("cross_entropy")),
+        ("impl", s("smoothloss-cuda")),
+        ("rows", rows.to_string()),
+        ("classes", classes.to_string()),
+        ("dtype", s(T::DTYPE)),
+        ("label_smoothing", "0.1".into()),
+        ("median_ms", format!("{med:.4}")),
+        ("min_ms", format!("{min:.4}")),
+        ("floor_ms", format!("{floor_ms:.4}")),
+        ("pct_of_floor", format!("{:.1}", 100.0 * floor_ms / med)),
+        ("loss", format!("{}", v[0])),
+    ]);
+    Ok(())
+}
+
+fn bench_box(b: &CudaBackend, o: &Opts, n: usize, kind: BoxLossKind, tbs: f64) -> Result<()> {
+    let st = b.stream().clone();
+    let mut pred = Vec::with_capacity(4 * n);
+    let mut target = Vec::with_capacity(4 * n);
+    let r = pattern(8 * n, 0.0, 1.0);
+    for i in 0..n {
+        let q = &r[8 * i..8 * i + 8];
+        let (x, y, w, h) = (
+            q[0] * 100.0,
+            q[1] * 100.0,
+            1.0 + q[2] * 30.0,
+            1.0 + q[3] * 30.0,
+        );
+        target.extend_from_slice(&[x, y, x + w, y + h]);
+        let (px, py) = (x + (q[4] - 0.5) * 10.0, y + (q[5] - 0.5) * 10.0);
+        pred.extend_from_slice(&[px, py, px + 1.0 + q[6] * 30.0, py + 1.0 + q[7] * 30.0]);
+    }
+    let p = st.clone_htod(&pred).w()?;
+    let t = st.clone_htod(&target).w()?;
+    let mut g = st.alloc_zeros::<f32>(4 * n).w()?;
+    let cfg = BoxLoss::new(kind, BoxFormat::Xyxy);
+    let bytes = (n * 12 * 4) as f64;
+    let floor_ms = bytes / (tbs * 1e12) * 1e3;
+    let (med, min) = time(b, o, || {
+        b.box_loss_dev(&cfg, &p, &t, DeviceUpstream::Scalar(1.0), Some(&mut g))
+            .map(drop)
+    })?;
+    let v = b
+        .box_loss_dev(&cfg, &p, &t, DeviceUpstream::Scalar(1.0), Some(&mut g))?
+        .to_host()?;
+    emit(&[
+        ("bench", s("box_loss")),
+        ("impl", s("smoothloss-cuda")),
+        ("kind", s(kind.as_str())),
+        ("pairs", n.to_string()),
+        ("median_ms", format!("{med:.4}")),
+        ("min_ms", format!("{min:.4}")),
+        ("floor_ms", format!("{floor_ms:.4}")),
+        ("pct_of_floor", format!("{:.1}", 100.0 * floor_ms / med)),
+        ("loss", format!("{}", v[0])),
+    ]);
+    Ok(())
+}
+
+fn bench_smooth_l1(b: &CudaBackend, o: &Opts, n: usize, tbs: f64) -> Result<()> {
+    let st = b.stream().clone();
+    let p = st.clone_htod(&pattern(n, -3.0, 3.0)).w()?;
+    let t = st.clone_htod(&pattern(n, -2.0, 2.0)).w()?;
+    let mut g = st.alloc_zeros::<f32>(n).w()?;
+    let cfg = SmoothL1::default();
+    let floor_ms = (n * 12) as f64 / (tbs * 1e12) * 1e3;
+    let (med, min) = time(b, o, || {
+        b.smooth_l1_dev(&cfg, &p, &t, DeviceUpstream::Scalar(1.0), Some(&mut g))
+            .map(drop)
+    })?;
+    emit(&[
+        ("bench", s("smooth_l1")),
+        ("impl", s("smoothloss-cuda")),
+        ("elements", n.to_string()),
+        ("median_ms", format!("{med:.4}")),
+        ("min_ms", format!("{min:.4}")),
+        ("floor_ms", format!("{floor_ms:.4}")),
+        ("pct_of_floor", format!("{:.1}", 100.0 * floor_ms / med)),
+    ]);
+    Ok(())
+}
+
+fn run(o: &Opts) -> Result<()> {
+    let b = CudaBackend::new(0)?;
+    b.load_all()?;
+    emit(&[
+        ("bench", s("device")),
+        ("arch", s(b.arch())),
+        ("name", s(&b.context().name().w()?.replace('"', "'"))),
+    ]);
+    let tbs = copy_bandwidth(&b, o)?;
+    let ce_shapes: &[(usize, usize)] = if o.quick {
+        &[(1024, 32000), (8192, 1000)]
+    } else {
+        &[(8192, 32000), (4096, 128_256), (65536, 1000)]
+    };
+    for &(rows, classes) in ce_shapes {
+        bench_ce::<f32>(&b, o, rows, classes, tbs, |x| x)?;
+        bench_ce::<bf16>(&b, o, rows, classes, tbs, bf16::from_f32)?;
+    }
+    let pairs = if o.quick { 1 << 20 } else { 4_194_304 };
+    for kind in [BoxLossKind::Giou, BoxLossKind::Diou, BoxLossKind::Ciou] {
+        bench_box(&b, o, pairs, kind, tbs)?;
+    }
+    bench_smooth_l1(&b, o, if o.quick { 1 << 24 } else { 1 << 26 }, tbs)?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let o = match parse(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("cuda_bench: {e}\nusage: cuda_bench [--quick] [--iters N] [--warmup N]");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&o) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = match &e {
+                LossError::Device(m) => m.clone(),
+                other => other.to_string(),
+            };
+            emit(&[("bench", s("error")), ("error", format!("{msg:?}"))]);
+            ExitCode::FAILURE
+        }
+    }
+}
