@@ -4,9 +4,10 @@
 //!
 //! # Accuracy
 //!
-//! * [`atan_f32`]: `|atan_f32(x) - atan(x)| <= 2.5e-7 * max(|atan(x)|, 2^-126)`... in practice
-//!   the tested bound is `|err| <= 1.5e-7 + 1.2e-7 * |atan(x)|` for every finite `x` (and exact
-//!   `+-pi/2` for `+-inf`, NaN for NaN); see `tests/box_loss.rs`.
+//! * [`atan_f32`], [`atan_ratio_f32`]: `|err| <= 1.5e-7 + 1.2e-7 * |atan(x)|` for every `x`
+//!   (exact `+-pi/2` up to `f32` rounding for `+-inf`, NaN for NaN); [`atan_ratio_diff`]:
+//!   `|err| <= 4e-7 + 2e-7 * |diff|`. Both bounds are tested against `f64` over the whole range
+//!   in `tests/box_loss.rs`.
 //! * Per pair the loss is evaluated in `f32` from translation-free primitives (widths, heights
 //!   and edge offsets taken straight from the inputs, one rounding each), so the error is a few
 //!   `f32` ulps of the loss and does not grow with the distance of the boxes from the origin.
@@ -256,11 +257,14 @@ pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
     let mask = iw > 0.0 && ih > 0.0;
     let inter = sel(mask, iw * ih, 0.0);
     let union = w * h + wg * hg - inter;
-    let rd = safe_recip(union + eps);
+    let du = union + eps;
+    let rd = safe_recip(du);
     let iou = inter * rd;
+    // 1 - iou without cancellation: exact for identical boxes (union - inter = 0), exactly 1
+    // where there is no intersection (or the denominator is 0, iou = 0 then).
+    let omi = sel(mask && du != 0.0, ((union - inter) + eps) * rd, 1.0);
 
     // Adjoints (d loss / d quantity).
-    let a_iou = -1.0f32;
     let mut a_union = 0.0f32;
     let mut a_w = 0.0f32;
     let mut a_h = 0.0f32;
@@ -270,7 +274,7 @@ pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
     let mut a_dy = 0.0f32;
 
     let loss = match K {
-        K_IOU => 1.0 - iou,
+        K_IOU => omi,
         K_GIOU => {
             let area_c = cw * ch;
             let rc = safe_recip(area_c + eps);
@@ -281,7 +285,7 @@ pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
                 a_cw = a_c * ch;
                 a_ch = a_c * cw;
             }
-            1.0 - (iou - q)
+            omi + q
         }
         _ => {
             let (dx, dy) = (ax.d, ay.d);
@@ -295,7 +299,7 @@ pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
                 a_dx = 2.0 * dx * rg;
                 a_dy = 2.0 * dy * rg;
             }
-            let diou = 1.0 - iou + r;
+            let diou = omi + r;
             match K {
                 K_DIOU => diou,
                 K_CIOU => {
@@ -303,7 +307,7 @@ pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
                     // Precomputed by `chunk` in a separate loop (short dependency chains).
                     let dv = dv_pre;
                     let v = K4PI2 * dv * dv;
-                    let alpha_den = 1.0 - iou + v + eps;
+                    let alpha_den = omi + v + eps;
                     let alpha = sel(alpha_den == 0.0, 0.0, v / alpha_den);
                     if G {
                         // d(alpha v)/d(at) with alpha constant.
@@ -346,22 +350,30 @@ pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
         return (loss, [0.0; 4]);
     }
 
-    // Through iou = inter / (union + eps) and union = w h + wg hg - inter.
-    a_union += a_iou * (-iou * rd);
-    let a_inter = a_iou * rd - a_union;
-    a_w += a_union * h;
-    a_h += a_union * w;
-    let a_iw = sel(mask, a_inter * ih, 0.0);
-    let a_ih = sel(mask, a_inter * iw, 0.0);
-
-    // To the corners: w = x2 - x1, iw = min(x2, t2) - max(x1, t1),
-    // cw = max(x2, t2) - min(x1, t1), d = (x1 + x2) / 2 - const.
+    // Through iou = inter / (union + eps), union = w h + wg hg - inter: for a coordinate with
+    // d(inter) = kI and d(w h) = kA, d(-iou) = -rd ((2 kI - kA) + (1 - iou) (kA - kI)), written
+    // so that identical edges (2 kI = kA) cancel exactly; the union adjoint (GIoU) adds
+    // a_union (kA - kI).
     let (sx1, tx2) = ties(&ax);
     let (sy1, ty2) = ties(&ay);
-    let gx1 = -a_w - a_iw * sx1 - a_cw * (1.0 - sx1) + 0.5 * a_dx;
-    let gx2 = a_w + a_iw * tx2 + a_cw * (1.0 - tx2) + 0.5 * a_dx;
-    let gy1 = -a_h - a_ih * sy1 - a_ch * (1.0 - sy1) + 0.5 * a_dy;
-    let gy2 = a_h + a_ih * ty2 + a_ch * (1.0 - ty2) + 0.5 * a_dy;
+    let ki = [
+        sel(mask, -sx1 * ih, 0.0),
+        sel(mask, -sy1 * iw, 0.0),
+        sel(mask, tx2 * ih, 0.0),
+        sel(mask, ty2 * iw, 0.0),
+    ];
+    let ka = [-h, -w, h, w];
+    let giou_part: [f32; 4] = std::array::from_fn(|k| {
+        let du = ka[k] - ki[k];
+        -rd * ((2.0 * ki[k] - ka[k]) + omi * du) + a_union * du
+    });
+
+    // The rest, to the corners: w = x2 - x1, cw = max(x2, t2) - min(x1, t1),
+    // d = (x1 + x2) / 2 - const.
+    let gx1 = giou_part[0] - a_w - a_cw * (1.0 - sx1) + 0.5 * a_dx;
+    let gx2 = giou_part[2] + a_w + a_cw * (1.0 - tx2) + 0.5 * a_dx;
+    let gy1 = giou_part[1] - a_h - a_ch * (1.0 - sy1) + 0.5 * a_dy;
+    let gy2 = giou_part[3] + a_h + a_ch * (1.0 - ty2) + 0.5 * a_dy;
     let g = match F {
         F_XYXY => [gx1, gy1, gx2, gy2],
         F_XYWH => [gx1 + gx2, gy1 + gy2, gx2, gy2],

@@ -54,7 +54,9 @@ pub fn exp_f32(x: f32) -> f32 {
 /// `log1p(e)` for `e` in `[0, 1]` via `2 atanh(e / (2 + e))`: accurate for tiny `e`.
 #[inline(always)]
 pub fn log1p_unit_f32(e: f32) -> f32 {
-    let s = e / (2.0 + e);
+    let r = 1.0 / (2.0 + e);
+    let s = e * r;
+    let s2 = (2.0 * e) * r; // 2 s without underflow for tiny e
     let z = s * s;
     // 2 s (1 + z/3 + z^2/5 + ... + z^7/15); |z| <= 1/9.
     let p = ((((((z * (1.0 / 15.0) + 1.0 / 13.0) * z + 1.0 / 11.0) * z + 1.0 / 9.0) * z
@@ -64,7 +66,7 @@ pub fn log1p_unit_f32(e: f32) -> f32 {
         * z
         + 1.0 / 3.0)
         * z;
-    2.0 * s + 2.0 * s * p
+    s2 + s2 * p
 }
 
 /// Natural logarithm for `x > 0` (subnormals included); `ln 0 = -inf`, NaN for NaN or negative.
@@ -264,7 +266,8 @@ pub(crate) fn bce_el(x: f32, y: f32, pw: f32) -> (f32, f32) {
         sel(cn == 0.0, 0.0, cn * x),
         sel(cp == 0.0, 0.0, -cp * x),
     );
-    let loss = lin + (1.0 + (pw - 1.0) * y) * lg;
+    let cl = cp + cn;
+    let loss = lin + sel(cl == 0.0, 0.0, cl * lg);
     let d = p * (1.0 - y) - pw * y * q;
     (loss, d)
 }

@@ -213,7 +213,7 @@ fn large_eps_and_seed_loss() {
     );
 }
 
-/// Degenerate pairs built from small dyadic numbers (exact in f32 and f64, so ties are ties in
+/// Degenerate pairs, mostly from small dyadic numbers (exact in f32 and f64, so ties are ties in
 /// both): zero and negative sizes, identical, nested (shared edges), touching and disjoint.
 fn degenerate_xyxy() -> Vec<([f32; 4], [f32; 4])> {
     let t = [1.0, 2.0, 5.0, 4.0];
@@ -234,6 +234,11 @@ fn degenerate_xyxy() -> Vec<([f32; 4], [f32; 4])> {
         ([1.0, 2.0, 5.0, 2.0], [1.0, 2.0, 5.0, 2.0]), // identical zero-height boxes
         ([0.0, 0.0, 0.0, 3.0], [0.0, 0.0, 2.0, 0.0]), // h = 0 and w = 0 for the atan
         ([-3.0, -1.0, -1.0, 1.0], [-3.0, -1.0, -1.0, 1.0]),
+        // Tiny identical boxes far from the origin (the gradient is eps-driven).
+        (
+            [-100.653_34, -100.342_094, -100.622_23, -100.290_15],
+            [-100.653_34, -100.342_094, -100.622_23, -100.290_15],
+        ),
     ]
 }
 

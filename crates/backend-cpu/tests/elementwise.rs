@@ -1,0 +1,664 @@
+//! The CPU element-wise losses (smooth L1, Huber, BCE with logits, sigmoid focal) and their
+//! polynomial `exp` / `log1p` / `ln` against `f64` (the reference run on the same `f32` inputs
+//! widened to `f64`).
+//!
+//! Tolerance (stated here, used by every comparison below):
+//!
+//! * per-element loss values (`none`): `|got - want| <= 1e-6 + 2e-5 * |want|`;
+//! * `sum` / `mean`: `|got - want| <= 1e-6 + 2e-5 * S`, with `S` the sum (mean) of the
+//!   per-element `|loss|` (the error of an `f32` element scales with its own magnitude);
+//! * gradient entries: `|got - want| <= 2e-6 * |u| + 2e-5 * |want|`, `u` the upstream factor of
+//!   that element (`upstream / N` for `mean`);
+//! * NaN must match NaN, an infinity the same infinity.
+//!
+//! Elementary functions: `exp_f32` relative error `<= 3e-7` (absolute `<= 2^-149` below the
+//! normal range), `log1p_unit_f32` relative `<= 3e-7` on `[0, 1]`, `ln_f32` absolute
+//! `<= 2e-7 * max(1, |ln x|)` on `(0, inf)`.
+
+use proptest::prelude::*;
+use smoothloss_core::backend::{BinaryOps, RegressionOps};
+use smoothloss_core::reference;
+use smoothloss_core::{BceWithLogits, Huber, Reduction, SigmoidFocal, SmoothL1, Upstream};
+use smoothloss_cpu::CpuBackend;
+use smoothloss_cpu::elementwise::{exp_f32, ln_f32, log1p_unit_f32};
+
+const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
+
+/// SplitMix64.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+    fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
+        (0..n).map(|_| self.range(lo, hi) as f32).collect()
+    }
+    /// Binary targets: exact 0 and 1 and soft labels.
+    fn targets(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| match self.next() % 4 {
+                0 => 0.0,
+                1 => 1.0,
+                _ => self.unit() as f32,
+            })
+            .collect()
+    }
+}
+
+fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+fn close(got: f64, want: f64, tol: f64) -> bool {
+    if want.is_nan() {
+        return got.is_nan();
+    }
+    if want.is_infinite() {
+        return got == want;
+    }
+    (got - want).abs() <= tol
+}
+
+/// A CPU loss call on `f32` data.
+type CpuFn<C> = fn(&CpuBackend, &C, &[f32], &[f32], Upstream<'_>, Option<&mut [f32]>) -> Vec<f64>;
+/// A reference loss call on `f64` data.
+type RefFn<C> = fn(&C, &[f64], &[f64], Upstream<'_>, Option<&mut [f64]>) -> Vec<f64>;
+
+/// Runs every reduction and upstream kind for one configuration family.
+#[allow(clippy::too_many_arguments)]
+fn check_all<C: Clone>(
+    what: &str,
+    cfg: &C,
+    set_reduction: fn(&C, Reduction) -> C,
+    cpu: CpuFn<C>,
+    refr: RefFn<C>,
+    x: &[f32],
+    y: &[f32],
+    rng: &mut Rng,
+) {
+    let up: Vec<f64> = (0..x.len()).map(|_| rng.range(-2.0, 2.0)).collect();
+    for reduction in REDUCTIONS {
+        let c = set_reduction(cfg, reduction);
+        let cn = set_reduction(cfg, Reduction::None);
+        let run = |u: Upstream<'_>| {
+            let backend = CpuBackend::new();
+            let n = x.len();
+            let mut g32 = vec![0.0f32; n];
+            let got = cpu(&backend, &c, x, y, u, Some(&mut g32));
+            let got_fwd = cpu(&backend, &c, x, y, u, None);
+            let (x64, y64) = (widen(x), widen(y));
+            let mut g64 = vec![0.0f64; n];
+            let want = refr(&c, &x64, &y64, u, Some(&mut g64));
+            let per = refr(&cn, &x64, &y64, Upstream::ONE, None);
+            compare(
+                what, reduction, &got, &got_fwd, &want, &per, &g32, &g64, x, y, u,
+            );
+        };
+        run(Upstream::ONE);
+        run(Upstream::Scalar(-0.625));
+        if reduction == Reduction::None {
+            run(Upstream::PerElement(&up));
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    what: &str,
+    reduction: Reduction,
+    got: &[f64],
+    got_fwd: &[f64],
+    want: &[f64],
+    per: &[f64],
+    g32: &[f32],
+    g64: &[f64],
+    x: &[f32],
+    y: &[f32],
+    upstream: Upstream<'_>,
+) {
+    let n = x.len();
+    let abs_sum: f64 = per.iter().filter(|v| v.is_finite()).map(|v| v.abs()).sum();
+    let scale_sum = match reduction {
+        Reduction::Mean => abs_sum / n as f64,
+        _ => abs_sum,
+    };
+    assert_eq!(got.len(), want.len());
+    let same = got
+        .iter()
+        .zip(got_fwd)
+        .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+    assert!(same, "{what}: forward-only differs from fused");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let tol = if reduction == Reduction::None {
+            1e-6 + 2e-5 * w.abs()
+        } else {
+            1e-6 + 2e-5 * scale_sum
+        };
+        assert!(
+            close(g, w, tol),
+            "{what} {reduction:?} loss {i}: got {g:e}, want {w:e}"
+        );
+    }
+    let scale = if reduction == Reduction::Mean {
+        1.0 / n as f64
+    } else {
+        1.0
+    };
+    for i in 0..n {
+        let u = match upstream {
+            Upstream::Scalar(s) => s,
+            Upstream::PerElement(u) => u[i],
+        } * scale;
+        let (g, w) = (f64::from(g32[i]), g64[i]);
+        assert!(
+            close(g, w, 2e-6 * u.abs() + 2e-5 * w.abs()),
+            "{what} {reduction:?} grad {i} (x {}, y {}): got {g:e}, want {w:e}",
+            x[i],
+            y[i]
+        );
+    }
+}
+
+fn sl1(
+    b: &CpuBackend,
+    c: &SmoothL1,
+    x: &[f32],
+    y: &[f32],
+    u: Upstream<'_>,
+    g: Option<&mut [f32]>,
+) -> Vec<f64> {
+    b.smooth_l1(c, x, y, u, g).unwrap()
+}
+fn sl1_ref(c: &SmoothL1, x: &[f64], y: &[f64], u: Upstream<'_>, g: Option<&mut [f64]>) -> Vec<f64> {
+    reference::smooth_l1(c, x, y, u, g).unwrap()
+}
+fn hub(
+    b: &CpuBackend,
+    c: &Huber,
+    x: &[f32],
+    y: &[f32],
+    u: Upstream<'_>,
+    g: Option<&mut [f32]>,
+) -> Vec<f64> {
+    b.huber(c, x, y, u, g).unwrap()
+}
+fn hub_ref(c: &Huber, x: &[f64], y: &[f64], u: Upstream<'_>, g: Option<&mut [f64]>) -> Vec<f64> {
+    reference::huber(c, x, y, u, g).unwrap()
+}
+fn bce(
+    b: &CpuBackend,
+    c: &BceWithLogits,
+    x: &[f32],
+    y: &[f32],
+    u: Upstream<'_>,
+    g: Option<&mut [f32]>,
+) -> Vec<f64> {
+    b.bce_with_logits(c, x, y, u, g).unwrap()
+}
+fn bce_ref(
+    c: &BceWithLogits,
+    x: &[f64],
+    y: &[f64],
+    u: Upstream<'_>,
+    g: Option<&mut [f64]>,
+) -> Vec<f64> {
+    reference::bce_with_logits(c, x, y, u, g).unwrap()
+}
+fn foc(
+    b: &CpuBackend,
+    c: &SigmoidFocal,
+    x: &[f32],
+    y: &[f32],
+    u: Upstream<'_>,
+    g: Option<&mut [f32]>,
+) -> Vec<f64> {
+    b.sigmoid_focal(c, x, y, u, g).unwrap()
+}
+fn foc_ref(
+    c: &SigmoidFocal,
+    x: &[f64],
+    y: &[f64],
+    u: Upstream<'_>,
+    g: Option<&mut [f64]>,
+) -> Vec<f64> {
+    reference::sigmoid_focal(c, x, y, u, g).unwrap()
+}
+
+fn run_regression(rng: &mut Rng, n: usize) {
+    let x = rng.vec(n, -5.0, 5.0);
+    let mut y = rng.vec(n, -5.0, 5.0);
+    if n > 3 {
+        y[1] = x[1]; // d = 0 exactly
+        y[2] = x[2] - 1.0; // near |d| = beta
+    }
+    for beta in [0.0, 0.5, 1.0, 3.0] {
+        let c = SmoothL1 {
+            beta,
+            reduction: Reduction::Mean,
+        };
+        let set = |c: &SmoothL1, r| SmoothL1 { reduction: r, ..*c };
+        check_all("smooth_l1", &c, set, sl1, sl1_ref, &x, &y, rng);
+    }
+    for delta in [0.3, 1.0, 2.0] {
+        let c = Huber {
+            delta,
+            reduction: Reduction::Mean,
+        };
+        let set = |c: &Huber, r| Huber { reduction: r, ..*c };
+        check_all("huber", &c, set, hub, hub_ref, &x, &y, rng);
+    }
+}
+
+fn run_binary(rng: &mut Rng, n: usize, spread: f64) {
+    let x = rng.vec(n, -spread, spread);
+    let y = rng.targets(n);
+    let set = |c: &BceWithLogits, r| BceWithLogits {
+        reduction: r,
+        ..c.clone()
+    };
+    let plain = BceWithLogits::default();
+    check_all("bce", &plain, set, bce, bce_ref, &x, &y, rng);
+    for p in [1usize, 3, 7] {
+        if n.is_multiple_of(p) {
+            let w: Vec<f64> = (0..p).map(|_| rng.range(0.0, 4.0)).collect();
+            let c = BceWithLogits {
+                pos_weight: Some(w),
+                reduction: Reduction::Mean,
+            };
+            check_all("bce pos_weight", &c, set, bce, bce_ref, &x, &y, rng);
+        }
+    }
+    let fset = |c: &SigmoidFocal, r| SigmoidFocal { reduction: r, ..*c };
+    for (alpha, gamma) in [
+        (0.25, 2.0),
+        (-1.0, 2.0),
+        (0.5, 0.0),
+        (0.75, 1.0),
+        (0.25, 1.5),
+        (0.1, 0.5),
+    ] {
+        let c = SigmoidFocal {
+            alpha,
+            gamma,
+            reduction: Reduction::None,
+        };
+        check_all("focal", &c, fset, foc, foc_ref, &x, &y, rng);
+    }
+}
+
+#[test]
+fn regression_losses_match_reference() {
+    let mut rng = Rng(1);
+    for n in [1usize, 5, 63, 64, 65, 1000, 40_003] {
+        run_regression(&mut rng, n);
+    }
+}
+
+#[test]
+fn binary_losses_match_reference() {
+    let mut rng = Rng(2);
+    for n in [1usize, 7, 63, 64, 129, 2100, 33_333] {
+        for spread in [1.0, 10.0, 60.0, 120.0] {
+            run_binary(&mut rng, n, spread);
+        }
+    }
+}
+
+#[test]
+fn infinite_and_nan_logits_like_reference() {
+    let xs = [
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        0.0,
+        100.0,
+        -100.0,
+    ];
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for &a in &xs {
+        for t in [0.0f32, 1.0, 0.5] {
+            x.push(a);
+            y.push(t);
+        }
+    }
+    let mut rng = Rng(3);
+    let set = |c: &BceWithLogits, r| BceWithLogits {
+        reduction: r,
+        ..c.clone()
+    };
+    let c = BceWithLogits {
+        pos_weight: Some(vec![2.0, 0.0, 1.5]),
+        reduction: Reduction::None,
+    };
+    check_all("bce non-finite", &c, set, bce, bce_ref, &x, &y, &mut rng);
+    check_all(
+        "bce non-finite",
+        &BceWithLogits::default(),
+        set,
+        bce,
+        bce_ref,
+        &x,
+        &y,
+        &mut rng,
+    );
+    let fset = |c: &SigmoidFocal, r| SigmoidFocal { reduction: r, ..*c };
+    for gamma in [0.0, 1.0, 2.0, 1.5] {
+        let c = SigmoidFocal {
+            alpha: 0.25,
+            gamma,
+            reduction: Reduction::None,
+        };
+        check_all("focal non-finite", &c, fset, foc, foc_ref, &x, &y, &mut rng);
+    }
+    let p = [1.0f32, f32::NAN, f32::INFINITY, -2.0];
+    let t = [0.0f32, 1.0, 1.0, f32::NEG_INFINITY];
+    let c = SmoothL1::default();
+    let sset = |c: &SmoothL1, r| SmoothL1 { reduction: r, ..*c };
+    check_all(
+        "smooth_l1 non-finite",
+        &c,
+        sset,
+        sl1,
+        sl1_ref,
+        &p,
+        &t,
+        &mut rng,
+    );
+    let hset = |c: &Huber, r| Huber { reduction: r, ..*c };
+    check_all(
+        "huber non-finite",
+        &Huber::default(),
+        hset,
+        hub,
+        hub_ref,
+        &p,
+        &t,
+        &mut rng,
+    );
+}
+
+#[test]
+fn bad_input_gives_reference_errors() {
+    let b = CpuBackend::new();
+    let x = [0.5f32, -1.0, 2.0, 0.0];
+    let y = [0.0f32, 1.0, 0.5, 1.0];
+    let (x64, y64) = (widen(&x), widen(&y));
+    let up3 = [1.0; 3];
+    let same = |a: smoothloss_core::LossError, w: smoothloss_core::LossError| {
+        assert_eq!(format!("{a:?}"), format!("{w:?}"));
+    };
+    // Regression.
+    for (c, n, m, u) in [
+        (
+            SmoothL1 {
+                beta: -1.0,
+                reduction: Reduction::Mean,
+            },
+            4,
+            4,
+            Upstream::ONE,
+        ),
+        (
+            SmoothL1 {
+                beta: f64::NAN,
+                reduction: Reduction::Mean,
+            },
+            4,
+            4,
+            Upstream::ONE,
+        ),
+        (SmoothL1::default(), 0, 0, Upstream::ONE),
+        (SmoothL1::default(), 4, 3, Upstream::ONE),
+        (SmoothL1::default(), 4, 4, Upstream::Scalar(f64::NAN)),
+        (SmoothL1::default(), 4, 4, Upstream::PerElement(&up3)),
+        (
+            SmoothL1 {
+                beta: 1.0,
+                reduction: Reduction::None,
+            },
+            4,
+            4,
+            Upstream::PerElement(&up3),
+        ),
+    ] {
+        same(
+            b.smooth_l1(&c, &x[..n], &y[..m], u, None).unwrap_err(),
+            reference::smooth_l1(&c, &x64[..n], &y64[..m], u, None).unwrap_err(),
+        );
+    }
+    let h = Huber {
+        delta: 0.0,
+        reduction: Reduction::Sum,
+    };
+    same(
+        b.huber(&h, &x, &y, Upstream::ONE, None).unwrap_err(),
+        reference::huber(&h, &x64, &y64, Upstream::ONE, None).unwrap_err(),
+    );
+    let mut g = [0.0f32; 3];
+    let mut g64 = [0.0f64; 3];
+    same(
+        b.huber(&Huber::default(), &x, &y, Upstream::ONE, Some(&mut g))
+            .unwrap_err(),
+        reference::huber(&Huber::default(), &x64, &y64, Upstream::ONE, Some(&mut g64)).unwrap_err(),
+    );
+    // Binary.
+    let bad_y = [0.0f32, 1.5, 0.5, f32::NAN];
+    let bad_y64 = widen(&bad_y);
+    for c in [
+        BceWithLogits {
+            pos_weight: Some(vec![1.0, 2.0, 3.0]),
+            reduction: Reduction::Mean,
+        },
+        BceWithLogits {
+            pos_weight: Some(vec![]),
+            reduction: Reduction::Mean,
+        },
+        BceWithLogits {
+            pos_weight: Some(vec![1.0, -1.0]),
+            reduction: Reduction::Mean,
+        },
+        BceWithLogits {
+            pos_weight: Some(vec![f64::INFINITY]),
+            reduction: Reduction::Mean,
+        },
+    ] {
+        same(
+            b.bce_with_logits(&c, &x, &y, Upstream::ONE, None)
+                .unwrap_err(),
+            reference::bce_with_logits(&c, &x64, &y64, Upstream::ONE, None).unwrap_err(),
+        );
+    }
+    same(
+        b.bce_with_logits(&BceWithLogits::default(), &x, &bad_y, Upstream::ONE, None)
+            .unwrap_err(),
+        reference::bce_with_logits(
+            &BceWithLogits::default(),
+            &x64,
+            &bad_y64,
+            Upstream::ONE,
+            None,
+        )
+        .unwrap_err(),
+    );
+    for c in [
+        SigmoidFocal {
+            alpha: 1.5,
+            ..SigmoidFocal::default()
+        },
+        SigmoidFocal {
+            alpha: f64::NAN,
+            ..SigmoidFocal::default()
+        },
+        SigmoidFocal {
+            gamma: -1.0,
+            ..SigmoidFocal::default()
+        },
+        SigmoidFocal {
+            gamma: f64::INFINITY,
+            ..SigmoidFocal::default()
+        },
+    ] {
+        same(
+            b.sigmoid_focal(&c, &x, &y, Upstream::ONE, None)
+                .unwrap_err(),
+            reference::sigmoid_focal(&c, &x64, &y64, Upstream::ONE, None).unwrap_err(),
+        );
+    }
+    same(
+        b.sigmoid_focal(&SigmoidFocal::default(), &x, &bad_y, Upstream::ONE, None)
+            .unwrap_err(),
+        reference::sigmoid_focal(
+            &SigmoidFocal::default(),
+            &x64,
+            &bad_y64,
+            Upstream::ONE,
+            None,
+        )
+        .unwrap_err(),
+    );
+}
+
+#[test]
+fn results_are_bit_identical_for_1_2_3_threads() {
+    let mut rng = Rng(9);
+    let n = 100_002;
+    let x = rng.vec(n, -20.0, 20.0);
+    let y = rng.targets(n);
+    let t = rng.vec(n, -20.0, 20.0);
+    for reduction in REDUCTIONS {
+        let mut runs = Vec::new();
+        for threads in [1, 2, 3] {
+            let b = CpuBackend::with_threads(threads);
+            let mut out = Vec::new();
+            let mut grads = Vec::new();
+            let mut g = vec![0.0f32; n];
+            let c = SmoothL1 {
+                beta: 1.0,
+                reduction,
+            };
+            out.extend(
+                b.smooth_l1(&c, &x, &t, Upstream::ONE, Some(&mut g))
+                    .unwrap(),
+            );
+            grads.extend(g.iter().map(|v| v.to_bits()));
+            let c = Huber {
+                delta: 1.0,
+                reduction,
+            };
+            out.extend(b.huber(&c, &x, &t, Upstream::ONE, Some(&mut g)).unwrap());
+            grads.extend(g.iter().map(|v| v.to_bits()));
+            let c = BceWithLogits {
+                pos_weight: Some(vec![0.5, 2.0, 1.0]),
+                reduction,
+            };
+            out.extend(
+                b.bce_with_logits(&c, &x, &y, Upstream::ONE, Some(&mut g))
+                    .unwrap(),
+            );
+            grads.extend(g.iter().map(|v| v.to_bits()));
+            let c = SigmoidFocal {
+                alpha: 0.25,
+                gamma: 1.5,
+                reduction,
+            };
+            out.extend(
+                b.sigmoid_focal(&c, &x, &y, Upstream::ONE, Some(&mut g))
+                    .unwrap(),
+            );
+            grads.extend(g.iter().map(|v| v.to_bits()));
+            let bits: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
+            runs.push((bits, grads));
+        }
+        assert!(runs[0] == runs[1] && runs[1] == runs[2], "{reduction:?}");
+    }
+}
+
+#[test]
+fn exp_error_bound() {
+    let mut x = -110.0f32;
+    while x < 90.0 {
+        let got = f64::from(exp_f32(x));
+        let want = f64::from(x).exp();
+        if want > f64::from(f32::MAX) {
+            assert_eq!(got, f64::INFINITY, "exp({x})");
+        } else if want >= f64::from(f32::MIN_POSITIVE) {
+            assert!(
+                (got - want).abs() <= 3e-7 * want,
+                "exp({x}) = {got:e}, want {want:e}"
+            );
+        } else {
+            assert!(
+                (got - want).abs() <= 2f64.powi(-149),
+                "exp({x}) = {got:e}, want {want:e}"
+            );
+        }
+        x += 0.000_731;
+    }
+    assert_eq!(exp_f32(0.0), 1.0);
+    assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+    assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
+    assert!(exp_f32(f32::NAN).is_nan());
+}
+
+#[test]
+fn log1p_and_ln_error_bounds() {
+    let mut rng = Rng(12);
+    let mut es: Vec<f32> = (0..200_000).map(|_| rng.unit() as f32).collect();
+    es.extend((0..150).map(|k| 2f32.powi(-k)));
+    es.extend([0.0, 1.0, f32::MIN_POSITIVE, 1e-45]);
+    for e in es {
+        let got = f64::from(log1p_unit_f32(e));
+        let want = f64::from(e).ln_1p();
+        assert!(
+            (got - want).abs() <= 3e-7 * want,
+            "log1p({e:e}) = {got:e}, want {want:e}"
+        );
+    }
+    let mut xs: Vec<f32> = (0..200_000)
+        .map(|_| f32::from_bits((rng.next() as u32) & 0x7fff_ffff))
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
+    xs.extend([
+        1.0,
+        2.0,
+        0.5,
+        1e-45,
+        f32::MIN_POSITIVE,
+        f32::MAX,
+        1.0 + f32::EPSILON,
+    ]);
+    xs.extend((0..1000).map(|k| 0.5 + k as f32 * 1.5e-3));
+    for x in xs {
+        let got = f64::from(ln_f32(x));
+        let want = f64::from(x).ln();
+        assert!(
+            (got - want).abs() <= 2e-7 * want.abs().max(1.0),
+            "ln({x:e}) = {got:e}, want {want:e}"
+        );
+    }
+    assert_eq!(ln_f32(0.0), f32::NEG_INFINITY);
+    assert_eq!(ln_f32(f32::INFINITY), f32::INFINITY);
+    assert!(ln_f32(-1.0).is_nan());
+    assert!(ln_f32(f32::NAN).is_nan());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn random_lengths_match_reference(n in 1usize..700, seed in any::<u64>(), spread in 0.1f64..80.0) {
+        let mut rng = Rng(seed);
+        run_regression(&mut rng, n);
+        run_binary(&mut rng, n, spread);
+    }
+}
