@@ -3,7 +3,7 @@
 //!
 //! Every loss is described once here (its configuration type validates the parameters and the
 //! shapes) and computed by a backend. A backend implements the small per-family traits in
-//! [`backend`]; their default methods call the [`reference`] implementation, so a new backend
+//! [`backend`]; their default methods call the [`reference`](mod@reference) implementation, so a new backend
 //! works at once and overrides what it can do faster (the burn pattern).
 //!
 //! Formula IDs such as `CE-4` refer to `spec/formulas/*.md` in the repository.
