@@ -1,5 +1,429 @@
-//! `cargo xtask bench` (being written).
+//! `cargo xtask bench --backend cpu [--json] [--threads N] [--quick] [--no-peers]`
+//!
+//! Times the CPU backend without criterion (warm-up, then the median of repeated runs), next
+//! to the copy bandwidth measured in the same run (the floor: logits read once and gradient
+//! written once at memcpy speed), and next to PyTorch on the same shapes and thread count when
+//! `python3 -c 'import torch'` works (`benches/peers/torch_ce.py`, `benches/peers/torch_box.py`).
+//!
+//! Rows: cross-entropy forward + backward fused (f32, label smoothing 0.1, mean, separate
+//! gradient buffer) at 1024x32000, 256x128256, 16384x1000 and 128x10; GIoU and CIoU box losses
+//! forward + backward (mean, xyxy) over 1,048,576 pairs.
 
-pub fn run(_args: &[String]) -> Result<(), String> {
-    Err("`bench` is not built yet".into())
+use serde_json::json;
+use smoothloss_core::backend::{BoxLossOps, CrossEntropyOps};
+use smoothloss_core::{
+    BoxFormat, BoxLoss, BoxLossKind, CeTargets, CrossEntropy, Reduction, Upstream,
+};
+use smoothloss_cpu::CpuBackend;
+use std::hint::black_box;
+use std::process::Command;
+use std::time::Instant;
+
+const CE_SHAPES: [(usize, usize); 4] = [(1024, 32000), (256, 128_256), (16384, 1000), (128, 10)];
+const BOX_PAIRS: usize = 1 << 20;
+
+struct Opts {
+    json: bool,
+    threads: Vec<usize>,
+    quick: bool,
+    no_peers: bool,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        json: false,
+        threads: Vec::new(),
+        quick: false,
+        no_peers: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" => o.json = true,
+            "--quick" => o.quick = true,
+            "--no-peers" => o.no_peers = true,
+            "--backend" => match it.next().map(String::as_str) {
+                Some("cpu") | Some("all") => {}
+                Some(b) => {
+                    return Err(format!(
+                        "bench: backend `{b}` is not benchmarked here (use cpu)"
+                    ));
+                }
+                None => return Err("--backend needs a value".into()),
+            },
+            "--threads" => {
+                let v = it.next().ok_or("--threads needs a value")?;
+                let n: usize = v.parse().map_err(|_| format!("bad --threads `{v}`"))?;
+                o.threads.push(n.max(1));
+            }
+            "--plot" => {
+                it.next();
+                eprintln!("bench: --plot is not supported; ignoring");
+            }
+            other => return Err(format!("bench: unknown option `{other}`")),
+        }
+    }
+    if o.threads.is_empty() {
+        let max = std::thread::available_parallelism().map_or(1, |n| n.get());
+        o.threads.push(1);
+        if max > 1 {
+            o.threads.push(max);
+        }
+    }
+    Ok(o)
+}
+
+/// Deterministic xorshift generator for inputs.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    fn normal(&mut self) -> f32 {
+        // Sum of four uniforms, centred and scaled: cheap and close enough for timing.
+        let s: f32 = (0..4).map(|_| self.unit()).sum();
+        (s - 2.0) * 1.732
+    }
+}
+
+fn ce_inputs(rows: usize, classes: usize) -> (Vec<f32>, Vec<i64>) {
+    let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+    let x = (0..rows * classes).map(|_| r.normal()).collect();
+    let t = (0..rows)
+        .map(|_| (r.next() % classes as u64) as i64)
+        .collect();
+    (x, t)
+}
+
+fn box_pairs(n: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut r = Rng(0x2545_f491_4f6c_dd1d);
+    let mut p = Vec::with_capacity(4 * n);
+    let mut t = Vec::with_capacity(4 * n);
+    for _ in 0..n {
+        let (x, y) = (r.unit() * 1000.0, r.unit() * 1000.0);
+        let (w, h) = (10.0 + r.unit() * 100.0, 10.0 + r.unit() * 100.0);
+        p.extend([x, y, x + w, y + h]);
+        let (dx, dy) = ((r.unit() - 0.5) * 60.0, (r.unit() - 0.5) * 60.0);
+        let (dw, dh) = ((r.unit() - 0.5) * 20.0, (r.unit() - 0.5) * 20.0);
+        t.extend([x + dx, y + dy, x + dx + w + dw, y + dy + h + dh]);
+    }
+    (p, t)
+}
+
+/// Median seconds per call of `f` (warm-up, then `reps` samples, each of enough calls to last
+/// about 2 ms), and the CPU seconds per call over the samples (all threads).
+fn time_median(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
+    let t0 = Instant::now();
+    f();
+    f();
+    let once = (t0.elapsed().as_secs_f64() / 2.0).max(1e-9);
+    let inner = ((2e-3 / once).ceil() as usize).clamp(1, 100_000);
+    let c0 = cpu_ns();
+    let mut v: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..inner {
+                f();
+            }
+            t.elapsed().as_secs_f64() / inner as f64
+        })
+        .collect();
+    let cpu = (cpu_ns() - c0) as f64 * 1e-9 / (reps * inner) as f64;
+    v.sort_by(f64::total_cmp);
+    if std::env::var_os("SMOOTHLOSS_BENCH_MIN").is_some() {
+        // Diagnostics on a busy machine: the fastest sample instead of the median.
+        return (v[0], cpu);
+    }
+    (v[v.len() / 2], cpu)
+}
+
+/// Nanoseconds all threads of this process have run on a CPU (`/proc/self/task/*/schedstat`),
+/// to tell the cost of a call from the time it waited for a busy machine.
+fn cpu_ns() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Copy bandwidth in bytes moved (read + written) per second, over `threads` threads.
+fn copy_bandwidth(threads: usize, reps: usize) -> f64 {
+    let n = 32 << 20; // 32 Mi floats = 128 MiB each way, far beyond the caches
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let block = n.div_ceil(threads);
+    let (t, _) = time_median(reps, || {
+        std::thread::scope(|sc| {
+            for (d, s) in dst.chunks_mut(block).zip(src.chunks(block)) {
+                sc.spawn(move || d.copy_from_slice(s));
+            }
+        });
+        black_box(&dst);
+    });
+    (2 * n * 4) as f64 / t
+}
+
+struct Row {
+    loss: String,
+    shape: String,
+    threads: usize,
+    median_s: f64,
+    cpu_s: f64,
+    elems: usize,
+    bytes_floor: usize,
+    floor_fraction: f64,
+    torch_s: Option<f64>,
+}
+
+fn torch_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import torch"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Runs a peer script and returns its JSON lines.
+fn run_peer(script: &str, args: &[String]) -> Vec<serde_json::Value> {
+    let path = crate::project_root().join(script);
+    if !path.exists() {
+        return Vec::new();
+    }
+    let out = Command::new("python3").arg(&path).args(args).output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
+        Ok(o) => {
+            eprintln!(
+                "bench: {script} failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            Vec::new()
+        }
+        Err(e) => {
+            eprintln!("bench: cannot run {script}: {e}");
+            Vec::new()
+        }
+    }
+}
+
+fn peer_time(peers: &[serde_json::Value], loss: &str, shape: &str, threads: usize) -> Option<f64> {
+    peers
+        .iter()
+        .find(|v| {
+            v["loss"] == loss
+                && v["shape"] == shape
+                && v["threads"].as_u64() == Some(threads as u64)
+        })
+        .and_then(|v| v["median_s"].as_f64())
+}
+
+/// Entry point of `cargo xtask bench`.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let o = parse(args)?;
+    let reps = if o.quick { 3 } else { 9 };
+    let torch = !o.no_peers && torch_available();
+    if !torch {
+        eprintln!("bench: PyTorch not importable; peer columns left empty");
+    }
+    // Diagnostics: SMOOTHLOSS_BENCH_ONLY=NxC times that one cross-entropy shape only.
+    let only = std::env::var("SMOOTHLOSS_BENCH_ONLY").ok();
+    let shapes: Vec<(usize, usize)> = match only.as_deref().and_then(|o| o.split_once('x')) {
+        Some((n, c)) => vec![(
+            n.parse().map_err(|_| "bad SMOOTHLOSS_BENCH_ONLY")?,
+            c.parse().map_err(|_| "bad SMOOTHLOSS_BENCH_ONLY")?,
+        )],
+        None => CE_SHAPES.to_vec(),
+    };
+    let mut rows = Vec::new();
+    let mut bandwidths = Vec::new();
+    for &threads in &o.threads {
+        let bw = copy_bandwidth(threads, reps.max(5));
+        bandwidths.push((threads, bw));
+        let cpu = CpuBackend::with_threads(threads);
+        let cfg = CrossEntropy::new().with_label_smoothing(0.1);
+        for &(n, c) in &shapes {
+            let (x, t) = ce_inputs(n, c);
+            let mut g = vec![0.0f32; x.len()];
+            let (s, cpu_s) = time_median(reps, || {
+                let l = cpu
+                    .cross_entropy(
+                        &cfg,
+                        &x,
+                        n,
+                        c,
+                        CeTargets::Classes(&t),
+                        Upstream::ONE,
+                        Some(&mut g),
+                    )
+                    .expect("valid input");
+                black_box(l);
+            });
+            let bytes = n * c * 8;
+            rows.push(Row {
+                loss: "cross_entropy".into(),
+                shape: format!("{n}x{c}"),
+                threads,
+                median_s: s,
+                cpu_s,
+                elems: n * c,
+                bytes_floor: bytes,
+                floor_fraction: bytes as f64 / bw / s,
+                torch_s: None,
+            });
+        }
+        if only.is_some() {
+            continue;
+        }
+        let (p, tt) = box_pairs(BOX_PAIRS);
+        let mut g = vec![0.0f32; p.len()];
+        for kind in [BoxLossKind::Giou, BoxLossKind::Ciou] {
+            let cfg = BoxLoss::new(kind, BoxFormat::Xyxy).with_reduction(Reduction::Mean);
+            let (s, cpu_s) = time_median(reps, || {
+                let l = cpu
+                    .box_loss(&cfg, &p, &tt, Upstream::ONE, Some(&mut g))
+                    .expect("valid input");
+                black_box(l);
+            });
+            // pred + target read (32 B), gradient written (16 B) per pair.
+            let bytes = BOX_PAIRS * 48;
+            rows.push(Row {
+                loss: kind.as_str().into(),
+                shape: format!("{BOX_PAIRS}x4"),
+                threads,
+                median_s: s,
+                cpu_s,
+                elems: BOX_PAIRS,
+                bytes_floor: bytes,
+                floor_fraction: bytes as f64 / bw / s,
+                torch_s: None,
+            });
+        }
+        if torch {
+            let shape_arg = shapes
+                .iter()
+                .map(|(n, c)| format!("{n}x{c}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let prep = if o.quick { "3" } else { "7" }.to_string();
+            let mut peers = run_peer(
+                "benches/peers/torch_ce.py",
+                &[
+                    "--shapes".into(),
+                    shape_arg,
+                    "--threads".into(),
+                    threads.to_string(),
+                    "--repeats".into(),
+                    prep.clone(),
+                ],
+            );
+            peers.extend(run_peer(
+                "benches/peers/torch_box.py",
+                &[
+                    "--pairs".into(),
+                    BOX_PAIRS.to_string(),
+                    "--threads".into(),
+                    threads.to_string(),
+                    "--repeats".into(),
+                    prep,
+                ],
+            ));
+            for r in rows.iter_mut().filter(|r| r.threads == threads) {
+                r.torch_s = peer_time(&peers, &r.loss, &r.shape, threads);
+            }
+        }
+    }
+    let busy = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    if o.json {
+        for (threads, bw) in &bandwidths {
+            println!(
+                "{}",
+                json!({"loss": "memcpy", "backend": "cpu", "threads": threads, "copy_gb_per_s": bw / 1e9})
+            );
+        }
+        for r in &rows {
+            let mut v = json!({
+                "loss": r.loss,
+                "backend": "cpu",
+                "shape": r.shape,
+                "dtype": "f32",
+                "threads": r.threads,
+                "median_s": r.median_s,
+                "cpu_s_per_call": r.cpu_s,
+                "elems_per_s": r.elems as f64 / r.median_s,
+                "gb_per_s": r.bytes_floor as f64 / r.median_s / 1e9,
+                "floor_fraction": r.floor_fraction,
+            });
+            if let Some(ts) = r.torch_s {
+                v["torch_median_s"] = json!(ts);
+                v["ratio"] = json!(ts / r.median_s);
+            }
+            println!("{v}");
+        }
+    } else {
+        for (threads, bw) in &bandwidths {
+            println!(
+                "copy bandwidth, {threads} thread(s): {:.2} GB/s (read + write)",
+                bw / 1e9
+            );
+        }
+        println!("load average at the end: {}", busy.trim());
+        println!(
+            "{:<14} {:<12} {:<5} {:>7} {:>12} {:>12} {:>12} {:>8} {:>8} {:>12} {:>8}",
+            "loss",
+            "shape",
+            "dtype",
+            "threads",
+            "median",
+            "cpu/call",
+            "elems/s",
+            "GB/s",
+            "% floor",
+            "PyTorch",
+            "ratio"
+        );
+        for r in &rows {
+            let (ts, ratio) = match r.torch_s {
+                Some(t) => (fmt_s(t), format!("{:.1}x", t / r.median_s)),
+                None => ("-".into(), "-".into()),
+            };
+            println!(
+                "{:<14} {:<12} {:<5} {:>7} {:>12} {:>12} {:>12} {:>8.2} {:>7.1}% {:>12} {:>8}",
+                r.loss,
+                r.shape,
+                "f32",
+                r.threads,
+                fmt_s(r.median_s),
+                fmt_s(r.cpu_s),
+                format!("{:.3e}", r.elems as f64 / r.median_s),
+                r.bytes_floor as f64 / r.median_s / 1e9,
+                100.0 * r.floor_fraction,
+                ts,
+                ratio
+            );
+        }
+    }
+    Ok(())
+}
+
+fn fmt_s(s: f64) -> String {
+    if s >= 1.0 {
+        format!("{s:.3} s")
+    } else if s >= 1e-3 {
+        format!("{:.3} ms", s * 1e3)
+    } else {
+        format!("{:.2} us", s * 1e6)
+    }
 }

@@ -38,7 +38,7 @@
 //! Degenerate `mean` denominators (0) use the reference's `inf * g` formula row by row.
 
 use crate::CpuBackend;
-use crate::simd::{SimdLevel, exp_f32};
+use crate::simd::{SimdLevel, exp_nonpos_f32};
 use rayon::prelude::*;
 use smoothloss_core::backend::CrossEntropyOps;
 use smoothloss_core::cross_entropy::{CeTargets, CrossEntropy};
@@ -46,11 +46,15 @@ use smoothloss_core::error::Result;
 use smoothloss_core::reduction::{Reduction, Upstream};
 
 /// Columns per chunk: the unit of the per-chunk statistics (fits L1 with its gradient).
-pub const CHUNK: usize = 1024;
+pub const CHUNK: usize = 512;
 /// Chunks per parallel block when single rows are split across threads.
-const BLOCK_CHUNKS: usize = 16;
+const BLOCK_CHUNKS: usize = 32;
 /// Target number of logits per rayon task when whole rows are distributed.
 const TASK_ELEMS: usize = 1 << 16;
+/// Below this many logits the call runs in the calling thread.
+const PAR_MIN_ELEMS: usize = 1 << 15;
+/// From this many logits on, the gradient is written with non-temporal stores.
+const NT_MIN_ELEMS: usize = 1 << 22;
 
 /// Statistics of one chunk (see the module documentation).
 #[derive(Debug, Clone, Copy, Default)]
@@ -84,12 +88,95 @@ enum Kind {
     ProbsWeighted,
 }
 
-/// Raw view of a piece of the logits and of the gradient buffer (which may be the same
-/// memory, for the in-place variant, or absent).
-struct RowBuf {
+/// Raw view of one row (or piece of a row): the logits `src`, the buffer `e` where pass 1
+/// stores the exponentials, and the gradient `out`.
+///
+/// Invariant (upheld by [`RowBuf::new`], the only constructor): every non-null pointer is valid
+/// for `len` elements for the lifetime `'a` (it comes from a slice borrowed for `'a`), and
+/// `src`, `e`, `out` are pairwise either equal or non-overlapping. `e` and `out` are null when
+/// no gradient is wanted.
+struct RowBuf<'a> {
     src: *const f32,
-    dst: *mut f32,
+    e: *mut f32,
+    out: *mut f32,
     len: usize,
+    /// Write `out` with non-temporal stores (large outputs).
+    nt: bool,
+    _borrow: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl<'a> RowBuf<'a> {
+    /// The view of `bufs`; `scratch` (at least `bufs.len()` long) receives the exponentials
+    /// instead of the gradient buffer when there is a separate gradient buffer.
+    fn new(bufs: &'a mut Bufs<'_>, scratch: Option<&'a mut [f32]>, nt: bool) -> Self {
+        let len = bufs.len();
+        let (src, e, out, nt) = match bufs {
+            Bufs::Split(x, g) => {
+                assert_eq!(x.len(), g.len());
+                match scratch {
+                    Some(sc) => {
+                        let sc = &mut sc[..len];
+                        (x.as_ptr(), sc.as_mut_ptr(), g.as_mut_ptr(), nt)
+                    }
+                    None => (x.as_ptr(), g.as_mut_ptr(), g.as_mut_ptr(), false),
+                }
+            }
+            Bufs::InPlace(g) => {
+                let p = g.as_mut_ptr();
+                (p as *const f32, p, p, false)
+            }
+            Bufs::ReadOnly(x) => (
+                x.as_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                false,
+            ),
+        };
+        RowBuf {
+            src,
+            e,
+            out,
+            len,
+            nt,
+            _borrow: std::marker::PhantomData,
+        }
+    }
+
+    fn has_grad(&self) -> bool {
+        !self.out.is_null()
+    }
+
+    /// Logit `j` (read before pass 1 writes anything).
+    fn logit(&self, j: usize) -> f32 {
+        assert!(j < self.len);
+        // SAFETY: `j < len` and `src` is valid for `len` reads (type invariant).
+        unsafe { *self.src.add(j) }
+    }
+
+    /// The stored exponential `j` (after pass 1, before pass 2).
+    fn e_at(&self, j: usize) -> f32 {
+        assert!(j < self.len && !self.e.is_null());
+        // SAFETY: `j < len`, `e` non-null and valid for `len` elements (type invariant).
+        unsafe { *self.e.add(j) }
+    }
+
+    /// Writes gradient entry `j`.
+    fn set_out(&mut self, j: usize, v: f32) {
+        if self.out.is_null() {
+            return;
+        }
+        assert!(j < self.len);
+        // SAFETY: `j < len`, `out` valid for `len` writes (type invariant); no reference to
+        // the buffer is alive while `self` is borrowed mutably.
+        unsafe { *self.out.add(j) = v };
+    }
+
+    /// Fills the gradient with `v`.
+    fn fill_out(&mut self, v: f32) {
+        for j in 0..self.len {
+            self.set_out(j, v);
+        }
+    }
 }
 
 /// Disjoint borrowed buffers of one task.
@@ -126,27 +213,6 @@ impl<'a> Bufs<'a> {
                 .collect(),
             Bufs::InPlace(g) => g.chunks_mut(piece).map(Bufs::InPlace).collect(),
             Bufs::ReadOnly(x) => x.chunks(piece).map(Bufs::ReadOnly).collect(),
-        }
-    }
-
-    /// The raw view; valid while `self` is borrowed.
-    fn raw(&mut self) -> RowBuf {
-        match self {
-            Bufs::Split(x, g) => RowBuf {
-                src: x.as_ptr(),
-                dst: g.as_mut_ptr(),
-                len: x.len().min(g.len()),
-            },
-            Bufs::InPlace(g) => RowBuf {
-                src: g.as_ptr(),
-                dst: g.as_mut_ptr(),
-                len: g.len(),
-            },
-            Bufs::ReadOnly(x) => RowBuf {
-                src: x.as_ptr(),
-                dst: std::ptr::null_mut(),
-                len: x.len(),
-            },
         }
     }
 
@@ -246,17 +312,16 @@ struct RowCombined {
     finite: bool,
 }
 
-/// Pass 1 over the chunks `first_chunk..` covering `buf` (of row `i`, starting at column
-/// `col0 = first_chunk * CHUNK`).
+/// Pass 1 over the chunks `first_chunk..` covering `raw` (of row `i`, starting at column
+/// `first_chunk * CHUNK`).
 fn pass1_range(
     plan: &Plan<'_>,
     i: usize,
     first_chunk: usize,
-    bufs: &mut Bufs<'_>,
+    raw: &RowBuf<'_>,
     stats: &mut [ChunkStats],
 ) {
-    let store = bufs.has_grad();
-    let raw = bufs.raw();
+    let store = raw.has_grad();
     let col0 = first_chunk * CHUNK;
     for (k, st) in stats.iter_mut().enumerate() {
         let off = k * CHUNK;
@@ -267,9 +332,9 @@ fn pass1_range(
         let c0 = col0 + off;
         let w = plan.wslice(c0, n);
         let q = plan.qslice(i, c0, n);
-        // SAFETY: `off + n <= raw.len`, so `src + off` is valid for `n` reads and `dst + off`
-        // (when non-null) for `n` writes; `dst` is either disjoint from `src` or equal to it
-        // (in-place), and the kernels read each element before writing the same index.
+        // SAFETY: `off + n <= raw.len`, so `src + off` is valid for `n` reads and `e + off`
+        // (when storing) for `n` writes (`RowBuf` invariant); `e` is either disjoint from `src`
+        // or equal to it (in place), and the kernels read each element before writing it.
         *st = unsafe {
             kernels::pass1(
                 plan.level,
@@ -277,7 +342,7 @@ fn pass1_range(
                 store,
                 raw.src.add(off),
                 if store {
-                    raw.dst.add(off)
+                    raw.e.add(off)
                 } else {
                     std::ptr::null_mut()
                 },
@@ -357,18 +422,18 @@ fn combine(plan: &Plan<'_>, stats: &[ChunkStats], y: Option<usize>, zy: f32) -> 
     }
 }
 
-/// Pass 2 over the chunks covering `buf`: gradient `us (A p_j - B_j)` from the stored `e_j`.
+/// Pass 2 over the chunks covering `raw`: gradient `us (A p_j - B_j)` from the stored `e_j`.
+#[allow(clippy::too_many_arguments)]
 fn pass2_range(
     plan: &Plan<'_>,
     i: usize,
     first_chunk: usize,
-    bufs: &mut Bufs<'_>,
+    raw: &mut RowBuf<'_>,
     stats: &[ChunkStats],
     row: &RowCombined,
     us: f64,
 ) {
-    let raw = bufs.raw();
-    if raw.dst.is_null() {
+    if !raw.has_grad() {
         return;
     }
     let col0 = first_chunk * CHUNK;
@@ -392,13 +457,16 @@ fn pass2_range(
             Kind::Plain | Kind::Weighted => (bconst, 0.0),
             Kind::Probs | Kind::ProbsWeighted => ((us * f64::from(plan.qb)) as f32, us as f32),
         };
-        // SAFETY: as in `pass1_range`: `dst + off` is valid for `n` reads and writes.
+        // SAFETY: `off + n <= raw.len`: `e + off` is valid for `n` reads and `out + off` for
+        // `n` writes (`RowBuf` invariant); they are equal or disjoint.
         unsafe {
             kernels::pass2(
                 plan.level,
                 plan.kind,
-                raw.dst.add(off),
+                raw.e.add(off),
+                raw.out.add(off),
                 n,
+                raw.nt,
                 a,
                 b,
                 bq,
@@ -421,37 +489,14 @@ fn row_us(cfg: &CrossEntropy, upstream: &Upstream<'_>, scale: f64, i: usize) -> 
     u * scale
 }
 
-/// Reads element `j` of the logits of `bufs` (before anything is written).
-fn read_logit(bufs: &Bufs<'_>, j: usize) -> f32 {
-    match bufs {
-        Bufs::Split(x, _) | Bufs::ReadOnly(x) => x[j],
-        Bufs::InPlace(g) => g[j],
-    }
-}
-
-/// Reads the stored `e_j` (gradient buffer) of `bufs`.
-fn read_grad(bufs: &Bufs<'_>, j: usize) -> f32 {
-    match bufs {
-        Bufs::Split(_, g) | Bufs::InPlace(g) => g[j],
-        Bufs::ReadOnly(_) => 0.0,
-    }
-}
-
-fn write_grad(bufs: &mut Bufs<'_>, j: usize, v: f32) {
-    match bufs {
-        Bufs::Split(_, g) | Bufs::InPlace(g) => g[j] = v,
-        Bufs::ReadOnly(_) => {}
-    }
-}
-
 /// The degenerate-row gradient (non-finite `us`): the reference's formula, element by element,
-/// over the piece `bufs` that starts at column `col0`.
+/// over the piece `raw` that starts at column `col0`.
 #[allow(clippy::too_many_arguments)]
 fn slow_grad(
     plan: &Plan<'_>,
     i: usize,
     col0: usize,
-    bufs: &mut Bufs<'_>,
+    raw: &mut RowBuf<'_>,
     stats: &[ChunkStats],
     row: &RowCombined,
     y: Option<usize>,
@@ -460,7 +505,7 @@ fn slow_grad(
     let c = plan.classes;
     let eps = plan.eps;
     let mm = f64::from(row.m);
-    for jl in 0..bufs.len() {
+    for jl in 0..raw.len {
         let j = col0 + jl;
         let st = &stats[j / CHUNK];
         let f = if st.m == f32::NEG_INFINITY {
@@ -468,7 +513,7 @@ fn slow_grad(
         } else {
             (f64::from(mref(st.m)) - mm).exp()
         };
-        let p = f64::from(read_grad(bufs, jl)) * f / row.s;
+        let p = f64::from(raw.e_at(jl)) * f / row.s;
         let g = match y {
             Some(y) => {
                 let wy = plan.weight(y);
@@ -482,7 +527,7 @@ fn slow_grad(
                 p * row.a - plan.weight(j) * qs
             }
         };
-        write_grad(bufs, jl, (us * g) as f32);
+        raw.set_out(jl, (us * g) as f32);
     }
 }
 
@@ -507,33 +552,32 @@ fn target_grad(
 fn process_row(
     plan: &Plan<'_>,
     i: usize,
-    mut bufs: Bufs<'_>,
+    mut raw: RowBuf<'_>,
     us: f64,
     stats: &mut Vec<ChunkStats>,
 ) -> f64 {
     if plan.ignored(i) {
-        bufs.fill_grad(0.0);
+        raw.fill_out(0.0);
         return 0.0;
     }
     let y = plan.target(i);
-    let zy = y.map_or(0.0, |y| read_logit(&bufs, y));
+    let zy = y.map_or(0.0, |y| raw.logit(y));
     stats.clear();
     stats.resize(plan.nchunks, ChunkStats::default());
-    pass1_range(plan, i, 0, &mut bufs, stats);
+    pass1_range(plan, i, 0, &raw, stats);
     let row = combine(plan, stats, y, zy);
-    if !bufs.has_grad() {
+    if !raw.has_grad() {
         return row.loss;
     }
     if !row.finite {
-        bufs.fill_grad(f32::NAN);
+        raw.fill_out(f32::NAN);
     } else if !us.is_finite() {
-        slow_grad(plan, i, 0, &mut bufs, stats, &row, y, us);
+        slow_grad(plan, i, 0, &mut raw, stats, &row, y, us);
     } else {
-        let ey = y.map(|y| read_grad(&bufs, y));
-        pass2_range(plan, i, 0, &mut bufs, stats, &row, us);
-        if let (Some(y), Some(ey)) = (y, ey) {
-            let g = target_grad(plan, stats, &row, y, ey, us);
-            write_grad(&mut bufs, y, g);
+        let gy = y.map(|y| (y, target_grad(plan, stats, &row, y, raw.e_at(y), us)));
+        pass2_range(plan, i, 0, &mut raw, stats, &row, us);
+        if let Some((y, g)) = gy {
+            raw.set_out(y, g);
         }
     }
     row.loss
@@ -546,16 +590,20 @@ fn process_row_split(plan: &Plan<'_>, i: usize, mut bufs: Bufs<'_>, us: f64) -> 
         return 0.0;
     }
     let y = plan.target(i);
-    let zy = y.map_or(0.0, |y| read_logit(&bufs, y));
-    let has_grad = bufs.has_grad();
-    let mut stats = vec![ChunkStats::default(); plan.nchunks];
     let block = BLOCK_CHUNKS * CHUNK;
+    let has_grad = bufs.has_grad();
     let mut pieces = bufs.pieces(block);
+    let zy = y.map_or(0.0, |y| {
+        RowBuf::new(&mut pieces[y / block], None, false).logit(y % block)
+    });
+    let mut stats = vec![ChunkStats::default(); plan.nchunks];
     pieces
         .par_iter_mut()
         .zip(stats.par_chunks_mut(BLOCK_CHUNKS))
         .enumerate()
-        .for_each(|(b, (p, st))| pass1_range(plan, i, b * BLOCK_CHUNKS, p, st));
+        .for_each(|(b, (p, st))| {
+            pass1_range(plan, i, b * BLOCK_CHUNKS, &RowBuf::new(p, None, false), st)
+        });
     let row = combine(plan, &stats, y, zy);
     if !has_grad {
         return row.loss;
@@ -564,21 +612,83 @@ fn process_row_split(plan: &Plan<'_>, i: usize, mut bufs: Bufs<'_>, us: f64) -> 
         pieces.iter_mut().for_each(|p| p.fill_grad(f32::NAN));
     } else if !us.is_finite() {
         for (b, p) in pieces.iter_mut().enumerate() {
-            slow_grad(plan, i, b * block, p, &stats, &row, y, us);
+            slow_grad(
+                plan,
+                i,
+                b * block,
+                &mut RowBuf::new(p, None, false),
+                &stats,
+                &row,
+                y,
+                us,
+            );
         }
     } else {
-        let ey = y.map(|y| read_grad(&pieces[y / block], y % block));
+        let gy = y.map(|y| {
+            let ey = RowBuf::new(&mut pieces[y / block], None, false).e_at(y % block);
+            (y, target_grad(plan, &stats, &row, y, ey, us))
+        });
         pieces
             .par_iter_mut()
             .zip(stats.par_chunks(BLOCK_CHUNKS))
             .enumerate()
-            .for_each(|(b, (p, st))| pass2_range(plan, i, b * BLOCK_CHUNKS, p, st, &row, us));
-        if let (Some(y), Some(ey)) = (y, ey) {
-            let g = target_grad(plan, &stats, &row, y, ey, us);
-            write_grad(&mut pieces[y / block], y % block, g);
+            .for_each(|(b, (p, st))| {
+                let mut raw = RowBuf::new(p, None, false);
+                pass2_range(plan, i, b * BLOCK_CHUNKS, &mut raw, st, &row, us)
+            });
+        if let Some((y, g)) = gy {
+            RowBuf::new(&mut pieces[y / block], None, false).set_out(y % block, g);
         }
     }
     row.loss
+}
+
+thread_local! {
+    /// Per-thread buffer for the exponentials of one row (mode A with a separate gradient).
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Mode A over consecutive rows `first..` held by `bufs` (whole rows).
+fn process_rows(
+    plan: &Plan<'_>,
+    first: usize,
+    bufs: Bufs<'_>,
+    us: &dyn Fn(usize) -> f64,
+    losses: &mut [f64],
+    nt: bool,
+) {
+    let c = plan.classes;
+    let mut stats = Vec::new();
+    let use_scratch = matches!(bufs, Bufs::Split(..));
+    let run_rows = |scratch: Option<&mut Vec<f32>>| {
+        let mut scratch = scratch;
+        if let Some(s) = scratch.as_deref_mut() {
+            if s.len() < c {
+                s.resize(c, 0.0);
+            }
+        }
+        for (r, (mut rowbuf, l)) in bufs
+            .pieces(c)
+            .into_iter()
+            .zip(losses.iter_mut())
+            .enumerate()
+        {
+            let i = first + r;
+            let raw = RowBuf::new(&mut rowbuf, scratch.as_deref_mut().map(|s| &mut s[..]), nt);
+            *l = process_row(plan, i, raw, us(i), &mut stats);
+        }
+    };
+    if use_scratch {
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut s) => run_rows(Some(&mut s)),
+            Err(_) => run_rows(Some(&mut Vec::new())),
+        });
+    } else {
+        run_rows(None);
+    }
+    if nt {
+        kernels::store_fence(plan.level);
+    }
 }
 
 /// Runs the fused kernel over validated buffers; returns the reduced losses.
@@ -665,26 +775,29 @@ fn run(
     };
     let us = |i: usize| row_us(cfg, &upstream, scale, i);
     let mut losses = vec![0.0; rows];
-    backend.install(|| {
-        let threads = rayon::current_num_threads();
-        if threads > 1 && rows < 2 * threads && nchunks >= 2 * BLOCK_CHUNKS {
-            for (i, (piece, loss)) in bufs.pieces(c).into_iter().zip(&mut losses).enumerate() {
-                *loss = process_row_split(&plan, i, piece, us(i));
+    let total = rows * c;
+    // Non-temporal gradient stores only when the gradient is far larger than the caches.
+    let nt = total >= NT_MIN_ELEMS;
+    if backend.threads() <= 1 || total < PAR_MIN_ELEMS {
+        // Sequential in the calling thread: no pool hand-off for one thread or tiny inputs.
+        process_rows(&plan, 0, bufs, &us, &mut losses, nt);
+    } else {
+        backend.install(|| {
+            let threads = rayon::current_num_threads();
+            if rows < 2 * threads && nchunks >= 2 * BLOCK_CHUNKS {
+                for (i, (piece, loss)) in bufs.pieces(c).into_iter().zip(&mut losses).enumerate() {
+                    *loss = process_row_split(&plan, i, piece, us(i));
+                }
+            } else {
+                let g = (TASK_ELEMS / c).max(1);
+                bufs.pieces(g * c)
+                    .into_par_iter()
+                    .zip(losses.par_chunks_mut(g))
+                    .enumerate()
+                    .for_each(|(t, (piece, ls))| process_rows(&plan, t * g, piece, &us, ls, nt));
             }
-        } else {
-            let g = (TASK_ELEMS / c).max(1);
-            bufs.pieces(g * c)
-                .into_par_iter()
-                .zip(losses.par_chunks_mut(g))
-                .enumerate()
-                .for_each_init(Vec::new, |stats, (t, (piece, ls))| {
-                    for (r, (rowbuf, l)) in piece.pieces(c).into_iter().zip(ls).enumerate() {
-                        let i = t * g + r;
-                        *l = process_row(&plan, i, rowbuf, us(i), stats);
-                    }
-                });
-        }
-    });
+        });
+    }
     match cfg.reduction {
         Reduction::None => losses,
         Reduction::Sum => vec![losses.iter().sum()],
@@ -814,7 +927,7 @@ impl CrossEntropyOps<f32> for CpuBackend {
 
 /// The per-chunk kernels: dispatch, the portable scalar code and the AVX2 + FMA code.
 mod kernels {
-    use super::{ChunkStats, Kind, exp_f32, mref};
+    use super::{ChunkStats, Kind, exp_nonpos_f32, mref};
     use crate::simd::SimdLevel;
 
     /// Pass 1 over one chunk of `n` logits; see the module documentation.
@@ -848,18 +961,21 @@ mod kernels {
         }
     }
 
-    /// Pass 2 over one chunk of `n` stored exponentials at `dst`: `g = a e - B_j` with
-    /// `B_j = b` (plain), `b w_j` (weighted), `bq q'_j` (probabilities), `bq w_j q'_j`
-    /// (weighted probabilities), `q'_j = qa q_j + qb`.
+    /// Pass 2 over one chunk: `out[j] = a e[j] - B_j` with `B_j = b` (plain), `b w_j`
+    /// (weighted), `bq q'_j` (probabilities), `bq w_j q'_j` (weighted probabilities),
+    /// `q'_j = qa q_j + qb`; `nt` asks for non-temporal stores.
     ///
     /// # Safety
-    /// `dst` is valid for `n` reads and writes; `w`, `q` as in [`pass1`]; `level` available.
+    /// `e` is valid for `n` reads and `out` for `n` writes, equal or non-overlapping; `w`, `q`
+    /// as in [`pass1`]; `level` available.
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn pass2(
         level: SimdLevel,
         kind: Kind,
-        dst: *mut f32,
+        e: *const f32,
+        out: *mut f32,
         n: usize,
+        nt: bool,
         a: f32,
         b: f32,
         bq: f32,
@@ -872,11 +988,25 @@ mod kernels {
             #[cfg(target_arch = "x86_64")]
             SimdLevel::Avx2Fma => {
                 // SAFETY: forwarded contract; AVX2 + FMA available by precondition.
-                unsafe { avx2::pass2_dispatch(kind, dst, n, a, b, bq, w, q, qa, qb) }
+                unsafe { avx2::pass2_dispatch(kind, e, out, n, nt, a, b, bq, w, q, qa, qb) }
             }
-            // SAFETY: forwarded contract.
-            _ => unsafe { scalar_pass2(kind, dst, n, a, b, bq, w, q, qa, qb) },
+            _ => {
+                let _ = nt;
+                // SAFETY: forwarded contract.
+                unsafe { scalar_pass2(kind, e, out, n, a, b, bq, w, q, qa, qb) }
+            }
         }
+    }
+
+    /// Orders earlier non-temporal stores before later stores (called once per task that used
+    /// them, before the results are handed to another thread).
+    pub(super) fn store_fence(level: SimdLevel) {
+        #[cfg(target_arch = "x86_64")]
+        if level == SimdLevel::Avx2Fma {
+            // SAFETY: `sfence` is SSE (part of the x86_64 baseline); no memory is accessed.
+            unsafe { std::arch::x86_64::_mm_sfence() };
+        }
+        let _ = level;
     }
 
     /// `B_j` of pass 2 for one element (shared by the scalar code and the vector tails).
@@ -936,7 +1066,7 @@ mod kernels {
             // SAFETY: `j < n`; `src` valid for `n` reads.
             let v = unsafe { *src.add(j) };
             let d = v - mr;
-            let e = exp_f32(d);
+            let e = exp_nonpos_f32(d);
             if store {
                 // SAFETY: `j < n`; `dst` valid for `n` writes, equal to or disjoint from `src`,
                 // and element `j` of `src` was read above.
@@ -957,7 +1087,8 @@ mod kernels {
     #[allow(clippy::too_many_arguments)]
     unsafe fn scalar_pass2(
         kind: Kind,
-        dst: *mut f32,
+        e: *const f32,
+        out: *mut f32,
         n: usize,
         a: f32,
         b: f32,
@@ -968,19 +1099,20 @@ mod kernels {
         qb: f32,
     ) {
         for j in 0..n {
-            // SAFETY: `j < n`; `dst` valid for `n` reads and writes.
+            // SAFETY: `j < n`; `e` valid for `n` reads, `out` for `n` writes; element `j` of
+            // `e` is read before `out[j]` is written (they may be the same memory).
             unsafe {
-                let e = *dst.add(j);
-                *dst.add(j) = a.mul_add(e, -b_of(kind, j, b, bq, w, q, qa, qb));
+                let v = *e.add(j);
+                *out.add(j) = a.mul_add(v, -b_of(kind, j, b, bq, w, q, qa, qb));
             }
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     mod avx2 {
-        use super::super::{ChunkStats, Kind, exp_f32, mref};
+        use super::super::{ChunkStats, Kind, exp_nonpos_f32, mref};
         use super::{b_of, wq_of};
-        use crate::simd::avx2::{exp8, hmax, hsum_f64};
+        use crate::simd::avx2::{exp8_nonpos, hmax, hsum_f64};
         use std::arch::x86_64::*;
 
         const PLAIN: u8 = 0;
@@ -1035,8 +1167,10 @@ mod kernels {
         #[allow(clippy::too_many_arguments)]
         pub(super) unsafe fn pass2_dispatch(
             kind: Kind,
-            dst: *mut f32,
+            e: *const f32,
+            out: *mut f32,
             n: usize,
+            nt: bool,
             a: f32,
             b: f32,
             bq: f32,
@@ -1047,11 +1181,27 @@ mod kernels {
         ) {
             // SAFETY (all arms): forwarded contract of `kernels::pass2`.
             unsafe {
-                match kind {
-                    Kind::Plain => pass2::<PLAIN>(dst, n, a, b, bq, w, q, qa, qb),
-                    Kind::Weighted => pass2::<WEIGHTED>(dst, n, a, b, bq, w, q, qa, qb),
-                    Kind::Probs => pass2::<PROBS>(dst, n, a, b, bq, w, q, qa, qb),
-                    Kind::ProbsWeighted => pass2::<PROBS_W>(dst, n, a, b, bq, w, q, qa, qb),
+                match (kind, nt) {
+                    (Kind::Plain, false) => {
+                        pass2::<PLAIN, false>(e, out, n, a, b, bq, w, q, qa, qb)
+                    }
+                    (Kind::Plain, true) => pass2::<PLAIN, true>(e, out, n, a, b, bq, w, q, qa, qb),
+                    (Kind::Weighted, false) => {
+                        pass2::<WEIGHTED, false>(e, out, n, a, b, bq, w, q, qa, qb)
+                    }
+                    (Kind::Weighted, true) => {
+                        pass2::<WEIGHTED, true>(e, out, n, a, b, bq, w, q, qa, qb)
+                    }
+                    (Kind::Probs, false) => {
+                        pass2::<PROBS, false>(e, out, n, a, b, bq, w, q, qa, qb)
+                    }
+                    (Kind::Probs, true) => pass2::<PROBS, true>(e, out, n, a, b, bq, w, q, qa, qb),
+                    (Kind::ProbsWeighted, false) => {
+                        pass2::<PROBS_W, false>(e, out, n, a, b, bq, w, q, qa, qb)
+                    }
+                    (Kind::ProbsWeighted, true) => {
+                        pass2::<PROBS_W, true>(e, out, n, a, b, bq, w, q, qa, qb)
+                    }
                 }
             }
         }
@@ -1135,44 +1285,22 @@ mod kernels {
             let qav = _mm256_set1_ps(qa);
             let qbv = _mm256_set1_ps(qb);
             let zero = _mm256_setzero_ps();
-            let (mut s0, mut s1, mut z0, mut z1, mut c0, mut c1) =
-                (zero, zero, zero, zero, zero, zero);
+            let (mut s0, mut z0, mut c0) = (zero, zero, zero);
             let mut i = 0;
-            while i + 16 <= n {
-                // SAFETY: `i + 16 <= n`: `src` readable, `dst` (when STORE) writable there;
+            // One vector per iteration keeps every constant and accumulator in registers; the
+            // iterations are independent apart from the three adds, so they overlap anyway.
+            while i + 8 <= n {
+                if i % 16 == 0 {
+                    // Bring the next chunk towards L1 while this one is computed, so the next
+                    // max loop does not stall on memory (a prefetch never faults; the address
+                    // is computed with wrapping arithmetic and may lie past the buffer).
+                    _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(n + i) as *const i8);
+                }
+                // SAFETY: `i + 8 <= n`: `src` readable, `dst` (when STORE) writable there;
                 // each element is read before the same index is written.
                 unsafe {
                     let d0 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i)), mv);
-                    let d1 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i + 8)), mv);
-                    let e0 = exp8(d0);
-                    let e1 = exp8(d1);
-                    if STORE {
-                        _mm256_storeu_ps(dst.add(i), e0);
-                        _mm256_storeu_ps(dst.add(i + 8), e1);
-                    }
-                    s0 = _mm256_add_ps(s0, e0);
-                    s1 = _mm256_add_ps(s1, e1);
-                    if K == PLAIN {
-                        z0 = _mm256_add_ps(z0, d0);
-                        z1 = _mm256_add_ps(z1, d1);
-                    } else {
-                        let a0 = wq8::<K>(i, wp, qp, qav, qbv);
-                        let a1 = wq8::<K>(i + 8, wp, qp, qav, qbv);
-                        z0 = _mm256_fmadd_ps(a0, d0, z0);
-                        z1 = _mm256_fmadd_ps(a1, d1, z1);
-                        if K == PROBS || K == PROBS_W {
-                            c0 = _mm256_add_ps(c0, a0);
-                            c1 = _mm256_add_ps(c1, a1);
-                        }
-                    }
-                }
-                i += 16;
-            }
-            if i + 8 <= n {
-                // SAFETY: `i + 8 <= n`, as above.
-                unsafe {
-                    let d0 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i)), mv);
-                    let e0 = exp8(d0);
+                    let e0 = exp8_nonpos(d0);
                     if STORE {
                         _mm256_storeu_ps(dst.add(i), e0);
                     }
@@ -1189,15 +1317,15 @@ mod kernels {
                 }
                 i += 8;
             }
-            let mut s = hsum_f64(s0) + hsum_f64(s1);
-            let mut z = hsum_f64(z0) + hsum_f64(z1);
-            let mut wq = hsum_f64(c0) + hsum_f64(c1);
+            let mut s = hsum_f64(s0);
+            let mut z = hsum_f64(z0);
+            let mut wq = hsum_f64(c0);
             let kind = kind_of(K);
             while i < n {
                 // SAFETY: `i < n`, as above.
                 let v = unsafe { *src.add(i) };
                 let d = v - mr;
-                let e = exp_f32(d);
+                let e = exp_nonpos_f32(d);
                 if STORE {
                     // SAFETY: `i < n`; element `i` was read just above.
                     unsafe { *dst.add(i) = e };
@@ -1217,8 +1345,9 @@ mod kernels {
         /// As `kernels::pass2`, with AVX2 + FMA available.
         #[allow(clippy::too_many_arguments)]
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn pass2<const K: u8>(
-            dst: *mut f32,
+        unsafe fn pass2<const K: u8, const NT: bool>(
+            e: *const f32,
+            out: *mut f32,
             n: usize,
             a: f32,
             b: f32,
@@ -1234,40 +1363,58 @@ mod kernels {
             if K == PROBS || K == PROBS_W {
                 assert!(q.len() >= n);
             }
+            let kind = kind_of(K);
             let (wp, qp) = (w.as_ptr(), q.as_ptr());
             let av = _mm256_set1_ps(a);
             let bv = _mm256_set1_ps(b);
             let bqv = _mm256_set1_ps(bq);
             let qav = _mm256_set1_ps(qa);
             let qbv = _mm256_set1_ps(qb);
-            let mut i = 0;
-            while i + 8 <= n {
-                // SAFETY: `i + 8 <= n`: `dst` valid for reads and writes there; `w`, `q` hold
-                // at least `n` values when used (asserted above).
+            let scalar = |i: usize| {
+                // SAFETY: callers pass `i < n`; `e` readable and `out` writable there, element
+                // `i` of `e` read before `out[i]` is written.
                 unsafe {
-                    let e = _mm256_loadu_ps(dst.add(i));
+                    let v = *e.add(i);
+                    *out.add(i) = a.mul_add(v, -b_of(kind, i, b, bq, w, q, qa, qb));
+                }
+            };
+            let mut i = 0;
+            if NT {
+                // Peel to a 32-byte aligned `out` for the streaming stores.
+                let mis = (out as usize % 32) / 4;
+                let head = if mis == 0 { 0 } else { (8 - mis).min(n) };
+                while i < head {
+                    scalar(i);
+                    i += 1;
+                }
+            }
+            while i + 8 <= n {
+                // SAFETY: `i + 8 <= n`: `e` valid for reads and `out` for writes there; `w`, `q`
+                // hold at least `n` values when used (asserted above); with `NT`, `out + i` is
+                // 32-byte aligned (peeled above, and `i` advances by 8 floats).
+                unsafe {
+                    let v = _mm256_loadu_ps(e.add(i));
                     let g = match K {
-                        PLAIN => _mm256_fmsub_ps(av, e, bv),
+                        PLAIN => _mm256_fmsub_ps(av, v, bv),
                         WEIGHTED => {
-                            _mm256_fnmadd_ps(bv, _mm256_loadu_ps(wp.add(i)), _mm256_mul_ps(av, e))
+                            _mm256_fnmadd_ps(bv, _mm256_loadu_ps(wp.add(i)), _mm256_mul_ps(av, v))
                         }
                         _ => _mm256_fnmadd_ps(
                             bqv,
                             wq8::<K>(i, wp, qp, qav, qbv),
-                            _mm256_mul_ps(av, e),
+                            _mm256_mul_ps(av, v),
                         ),
                     };
-                    _mm256_storeu_ps(dst.add(i), g);
+                    if NT {
+                        _mm256_stream_ps(out.add(i), g);
+                    } else {
+                        _mm256_storeu_ps(out.add(i), g);
+                    }
                 }
                 i += 8;
             }
-            let kind = kind_of(K);
             while i < n {
-                // SAFETY: `i < n`.
-                unsafe {
-                    let e = *dst.add(i);
-                    *dst.add(i) = a.mul_add(e, -b_of(kind, i, b, bq, w, q, qa, qb));
-                }
+                scalar(i);
                 i += 1;
             }
         }
