@@ -662,10 +662,10 @@ fn process_rows(
     let use_scratch = matches!(bufs, Bufs::Split(..));
     let run_rows = |scratch: Option<&mut Vec<f32>>| {
         let mut scratch = scratch;
-        if let Some(s) = scratch.as_deref_mut() {
-            if s.len() < c {
-                s.resize(c, 0.0);
-            }
+        if let Some(s) = scratch.as_deref_mut()
+            && s.len() < c
+        {
+            s.resize(c, 0.0);
         }
         for (r, (mut rowbuf, l)) in bufs
             .pieces(c)
@@ -1143,7 +1143,7 @@ mod kernels {
             qa: f32,
             qb: f32,
         ) -> ChunkStats {
-            // SAFETY (all arms): forwarded contract of `kernels::pass1`.
+            // SAFETY: (all arms) forwarded contract of `kernels::pass1`.
             unsafe {
                 match (kind, store) {
                     (Kind::Plain, true) => pass1::<PLAIN, true>(src, dst, n, w, q, qa, qb),
@@ -1179,7 +1179,7 @@ mod kernels {
             qa: f32,
             qb: f32,
         ) {
-            // SAFETY (all arms): forwarded contract of `kernels::pass2`.
+            // SAFETY: (all arms) forwarded contract of `kernels::pass2`.
             unsafe {
                 match (kind, nt) {
                     (Kind::Plain, false) => {

@@ -7,6 +7,7 @@ pub mod box_loss;
 pub mod box_math;
 pub mod cross_entropy;
 pub mod elementwise;
+pub mod ndarray_api;
 pub mod parallel;
 pub mod regression;
 pub mod simd;

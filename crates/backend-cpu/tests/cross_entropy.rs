@@ -664,22 +664,25 @@ fn degenerate_mean_denominators() {
     check_all(&case, &be).unwrap();
 }
 
+/// (config, rows, classes, class targets, probability targets?, upstream, gradient length).
+type ErrCase = (
+    CrossEntropy,
+    usize,
+    usize,
+    Vec<i64>,
+    bool,
+    Upstream<'static>,
+    Option<usize>,
+);
+
 #[test]
 fn errors_equal_reference_errors() {
     let be = CpuBackend::new();
     let z = vec![0.5f32; 12];
     let z64 = vec![0.5f64; 12];
-    let q = vec![0.25f32; 12];
-    let q64 = vec![0.25f64; 12];
-    let cases: Vec<(
-        CrossEntropy,
-        usize,
-        usize,
-        Vec<i64>,
-        bool,
-        Upstream<'static>,
-        Option<usize>,
-    )> = vec![
+    let q = [0.25f32; 12];
+    let q64 = [0.25f64; 12];
+    let cases: Vec<ErrCase> = vec![
         (
             CrossEntropy::new().with_label_smoothing(1.5),
             3,
@@ -1071,5 +1074,162 @@ proptest! {
         let case = make_case(&mut rng, rows, classes, o);
         let be = CpuBackend::with_threads(2);
         prop_assert!(check_all(&case, &be).is_ok(), "{:?}", check_all(&case, &be));
+    }
+}
+
+#[test]
+fn ndarray_wrappers() {
+    use ndarray::{Array1, Array2};
+    use smoothloss_cpu::ndarray_api;
+    let be = CpuBackend::new();
+    let mut rng = Rng::new(21);
+    let case = make_case(
+        &mut rng,
+        5,
+        13,
+        Opts {
+            eps: 0.1,
+            weights: true,
+            probs: false,
+            ignore_frac: 0.2,
+            reduction: Reduction::Mean,
+            per_row_up: false,
+            logit_scale: 2.0,
+        },
+    );
+    let Tg::Classes(t) = &case.targets else {
+        unreachable!()
+    };
+    let x = Array2::from_shape_vec((5, 13), case.logits.clone()).unwrap();
+    let ta = Array1::from_vec(t.clone());
+    let mut g = Array2::<f32>::zeros((5, 13));
+    let got = ndarray_api::cross_entropy(
+        &be,
+        &case.cfg,
+        x.view(),
+        ta.view(),
+        case.upstream(),
+        Some(g.view_mut()),
+    )
+    .unwrap();
+    let mut g2 = vec![0.0f32; 65];
+    let want = be
+        .cross_entropy(
+            &case.cfg,
+            &case.logits,
+            5,
+            13,
+            case.targets.as_f32(),
+            case.upstream(),
+            Some(&mut g2),
+        )
+        .unwrap();
+    assert_eq!(bits(&got), bits(&want));
+    assert_eq!(bits32(g.as_slice().unwrap()), bits32(&g2));
+    check(&case, &got, g.as_slice()).unwrap();
+    let mut xi = x.clone();
+    let got = ndarray_api::cross_entropy_in_place(
+        &be,
+        &case.cfg,
+        xi.view_mut(),
+        ta.view(),
+        case.upstream(),
+    )
+    .unwrap();
+    assert_eq!(bits(&got), bits(&want));
+    assert_eq!(bits32(xi.as_slice().unwrap()), bits32(&g2));
+    // Non-standard layouts are refused.
+    let xt = Array2::from_shape_vec((13, 5), case.logits.clone()).unwrap();
+    let err = ndarray_api::cross_entropy(&be, &case.cfg, xt.t(), ta.view(), case.upstream(), None)
+        .unwrap_err();
+    assert_eq!(err, LossError::NonContiguous { what: "logits" });
+    let mut gt = Array2::<f32>::zeros((13, 5));
+    let err = ndarray_api::cross_entropy(
+        &be,
+        &case.cfg,
+        x.view(),
+        ta.view(),
+        case.upstream(),
+        Some(gt.view_mut().reversed_axes()),
+    )
+    .unwrap_err();
+    assert_eq!(err, LossError::NonContiguous { what: "grad" });
+    let t2 = Array1::from_vec([t.clone(), t.clone()].concat());
+    let err = ndarray_api::cross_entropy(
+        &be,
+        &case.cfg,
+        x.view(),
+        t2.slice(ndarray::s![..;2]),
+        case.upstream(),
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(err, LossError::NonContiguous { what: "targets" });
+    let mut g3 = Array2::<f32>::zeros((13, 5));
+    let err = ndarray_api::cross_entropy(
+        &be,
+        &case.cfg,
+        x.view(),
+        ta.view(),
+        case.upstream(),
+        Some(g3.view_mut()),
+    )
+    .unwrap_err();
+    assert!(matches!(err, LossError::ShapeMismatch { what: "grad", .. }));
+    // Probability targets through the wrapper.
+    let q = Array2::from_elem((5, 13), 1.0f32 / 13.0);
+    let got =
+        ndarray_api::cross_entropy_probs(&be, &case.cfg, x.view(), q.view(), case.upstream(), None)
+            .unwrap();
+    let want = be
+        .cross_entropy(
+            &case.cfg,
+            &case.logits,
+            5,
+            13,
+            CeTargets::Probs(q.as_slice().unwrap()),
+            case.upstream(),
+            None,
+        )
+        .unwrap();
+    assert_eq!(bits(&got), bits(&want));
+}
+
+/// Large enough for the streaming-store path and the split of long rows.
+#[test]
+fn large_inputs_match_reference() {
+    let mut rng = Rng::new(33);
+    for &(rows, classes) in &[(2300usize, 1900usize), (3, 300_000)] {
+        let case = make_case(
+            &mut rng,
+            rows,
+            classes,
+            Opts {
+                eps: 0.1,
+                weights: false,
+                probs: false,
+                ignore_frac: 0.1,
+                reduction: Reduction::Mean,
+                per_row_up: false,
+                logit_scale: 2.0,
+            },
+        );
+        for threads in [1, 2] {
+            let be = CpuBackend::with_threads(threads);
+            let mut g = vec![0.0f32; case.logits.len()];
+            let l = be
+                .cross_entropy(
+                    &case.cfg,
+                    &case.logits,
+                    rows,
+                    classes,
+                    case.targets.as_f32(),
+                    case.upstream(),
+                    Some(&mut g),
+                )
+                .unwrap();
+            check(&case, &l, Some(&g))
+                .unwrap_or_else(|e| panic!("{rows}x{classes} t{threads}: {e}"));
+        }
     }
 }
