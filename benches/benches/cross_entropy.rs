@@ -1,0 +1,48 @@
+//! Fused cross-entropy forward + backward on the CPU backend (f32, label smoothing 0.1, mean,
+//! separate gradient buffer) on 1 and 2 threads. `cargo xtask bench` gives the same figures
+//! faster, next to the copy-bandwidth floor and PyTorch.
+#![allow(missing_docs)]
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use smoothloss_benches::ce_inputs;
+use smoothloss_core::backend::CrossEntropyOps;
+use smoothloss_core::{CeTargets, CrossEntropy, Upstream};
+use smoothloss_cpu::CpuBackend;
+use std::hint::black_box;
+
+const SHAPES: [(usize, usize); 4] = [(1024, 32000), (256, 128_256), (16384, 1000), (128, 10)];
+
+fn cross_entropy(c: &mut Criterion) {
+    let cfg = CrossEntropy::new().with_label_smoothing(0.1);
+    let mut group = c.benchmark_group("cross_entropy_fwd_bwd_ls0.1");
+    group.sample_size(10);
+    for (n, k) in SHAPES {
+        let (x, t) = ce_inputs(n, k);
+        let mut g = vec![0.0f32; x.len()];
+        group.throughput(Throughput::Elements((n * k) as u64));
+        for threads in [1usize, 2] {
+            let cpu = CpuBackend::with_threads(threads);
+            let id = BenchmarkId::new(format!("{n}x{k}"), format!("t{threads}"));
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    let l = cpu
+                        .cross_entropy(
+                            &cfg,
+                            &x,
+                            n,
+                            k,
+                            CeTargets::Classes(&t),
+                            Upstream::ONE,
+                            Some(&mut g),
+                        )
+                        .unwrap();
+                    black_box(l)
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, cross_entropy);
+criterion_main!(benches);
