@@ -9,9 +9,13 @@
 //!   `|err| <= 4e-7 + 2e-7 * |diff|`. Both bounds are tested against `f64` over the whole range
 //!   in `tests/box_loss.rs`.
 //! * Per pair the loss is evaluated in `f32` from translation-free primitives (widths, heights
-//!   and edge offsets taken straight from the inputs, one rounding each), so the error is a few
-//!   `f32` ulps of the loss and does not grow with the distance of the boxes from the origin.
-//!   Coordinates must stay below about `1e18` in magnitude so that areas do not overflow `f32`.
+//!   and edge offsets taken straight from the inputs with one rounding each; in `xywh` and
+//!   `cxcywh` the edges are formed exactly in `f64` first, so ties and their signs are those of
+//!   the reference), so the error is a few `f32` ulps of the loss and does not grow with the
+//!   distance of the boxes from the origin. `1 - IoU` and the IoU gradient are written so that
+//!   identical edges cancel exactly (the eps-driven gradient of identical boxes stays
+//!   accurate). Coordinates must stay below about `1e18` in magnitude so that areas and squared
+//!   extents do not overflow `f32`.
 //!
 //! # Gradient
 //!
@@ -33,8 +37,8 @@ pub(crate) fn sel(c: bool, a: f32, b: f32) -> f32 {
     if c { a } else { b }
 }
 
-/// `atan(|n| / |d|)`-style core: `atan(t)` for `t >= 0` given as `num / den` with the range
-/// reduction already chosen; returns `y0 + poly(num / den)`.
+/// `atan(a / b)` for `a, b >= 0` (the quotient may be `+inf`; `0 / 0` gives NaN): Cephes range
+/// reduction to `|t| <= tan(pi / 8)` folded into one division, then a degree-9 odd polynomial.
 #[inline(always)]
 fn atan_reduced(a: f32, b: f32) -> f32 {
     // atan(a / b) for a, b >= 0 (a / b may be +inf or NaN), one division.
