@@ -20,12 +20,25 @@ use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, Reduction, Result, Upstre
 /// Pairs per block of the deterministic parallel split (a multiple of the chunk size).
 const BOX_BLOCK: usize = 8 * 1024;
 
-/// Whether the running CPU has AVX2 and FMA (cached by the standard library).
+static FORCE_PORTABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Testing hook: `true` makes the box and element-wise kernels take the portable build even
+/// on a CPU with AVX2 + FMA (results are bit-identical either way: the same IEEE operations,
+/// no contraction into FMA). Process-wide.
+#[doc(hidden)]
+pub fn force_portable_kernels(on: bool) {
+    FORCE_PORTABLE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the AVX2 + FMA build may run: the CPU has both (cached by the standard library)
+/// and [`force_portable_kernels`] is off.
 #[inline]
 pub(crate) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        !FORCE_PORTABLE.load(std::sync::atomic::Ordering::Relaxed)
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

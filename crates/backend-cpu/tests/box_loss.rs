@@ -459,6 +459,51 @@ fn box_iou_matches_reference() {
     }
 }
 
+#[test]
+fn portable_build_is_bit_identical_to_the_avx2_build() {
+    use smoothloss_core::backend::{BinaryOps, RegressionOps};
+    let mut rng = Rng(21);
+    let cpu = CpuBackend::with_threads(1);
+    let run = |p: &[f32], t: &[f32], c: &BoxLoss| {
+        let mut g = vec![0.0f32; p.len()];
+        let out = cpu.box_loss(c, p, t, Upstream::ONE, Some(&mut g)).unwrap();
+        let mut iou = vec![0.0f32; (p.len() / 4) * 5];
+        cpu.box_iou(c.format, p, &t[..20], &mut iou).unwrap();
+        let x: Vec<f32> = p.iter().map(|v| v * 0.05).collect();
+        let y: Vec<f32> = t.iter().map(|v| (v * 0.01).fract().abs()).collect();
+        let mut ge = vec![0.0f32; x.len()];
+        let mut e = cpu
+            .bce_with_logits(&Default::default(), &x, &y, Upstream::ONE, Some(&mut ge))
+            .unwrap();
+        let focal = smoothloss_core::SigmoidFocal {
+            gamma: 1.5,
+            ..Default::default()
+        };
+        e.extend(
+            cpu.sigmoid_focal(&focal, &x, &y, Upstream::ONE, Some(&mut ge))
+                .unwrap(),
+        );
+        e.extend(
+            cpu.smooth_l1(&Default::default(), &x, &y, Upstream::ONE, Some(&mut ge))
+                .unwrap(),
+        );
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let bits32 = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        (bits(&out), bits32(&g), bits32(&iou), bits(&e), bits32(&ge))
+    };
+    for format in FORMATS {
+        let (p, t) = pairs(&mut rng, 333, format);
+        for kind in BoxLossKind::ALL {
+            let c = cfg(kind, format, Reduction::None);
+            smoothloss_cpu::box_loss::force_portable_kernels(true);
+            let portable = run(&p, &t, &c);
+            smoothloss_cpu::box_loss::force_portable_kernels(false);
+            let native = run(&p, &t, &c);
+            assert!(portable == native, "{c:?}");
+        }
+    }
+}
+
 fn atan_ok(x: f32, got: f32) -> bool {
     let want = f64::from(x).atan();
     close(f64::from(got), want, 1.5e-7 + 1.2e-7 * want.abs())
