@@ -119,14 +119,24 @@ fn box_pairs(n: usize) -> (Vec<f32>, Vec<f32>) {
 
 /// Median seconds per call of `f` (warm-up, then `reps` samples, each of enough calls to last
 /// about 2 ms), and the CPU seconds per call over the samples (all threads).
-fn time_median(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
+fn time_median(reps: usize, f: impl FnMut()) -> (f64, f64) {
+    let (v, cpu) = time_samples(reps, f);
+    if std::env::var_os("SMOOTHLOSS_BENCH_MIN").is_some() {
+        // Diagnostics on a busy machine: the fastest sample instead of the median.
+        return (v[0], cpu);
+    }
+    (v[v.len() / 2], cpu)
+}
+
+/// Sorted seconds per call of `reps` samples, and CPU seconds per call.
+fn time_samples(reps: usize, mut f: impl FnMut()) -> (Vec<f64>, f64) {
     let t0 = Instant::now();
     f();
     f();
     let once = (t0.elapsed().as_secs_f64() / 2.0).max(1e-9);
     let inner = ((2e-3 / once).ceil() as usize).clamp(1, 100_000);
     let c0 = cpu_ns();
-    let mut v: Vec<f64> = (0..reps)
+    let mut v: Vec<f64> = (0..reps.max(1))
         .map(|_| {
             let t = Instant::now();
             for _ in 0..inner {
@@ -135,13 +145,9 @@ fn time_median(reps: usize, mut f: impl FnMut()) -> (f64, f64) {
             t.elapsed().as_secs_f64() / inner as f64
         })
         .collect();
-    let cpu = (cpu_ns() - c0) as f64 * 1e-9 / (reps * inner) as f64;
+    let cpu = (cpu_ns() - c0) as f64 * 1e-9 / (reps.max(1) * inner) as f64;
     v.sort_by(f64::total_cmp);
-    if std::env::var_os("SMOOTHLOSS_BENCH_MIN").is_some() {
-        // Diagnostics on a busy machine: the fastest sample instead of the median.
-        return (v[0], cpu);
-    }
-    (v[v.len() / 2], cpu)
+    (v, cpu)
 }
 
 /// Nanoseconds all threads of this process have run on a CPU (`/proc/self/task/*/schedstat`),
@@ -156,13 +162,15 @@ fn cpu_ns() -> u64 {
         .sum()
 }
 
-/// Copy bandwidth in bytes moved (read + written) per second, over `threads` threads.
+/// Copy bandwidth in bytes moved (read + written) per second, over `threads` threads (best
+/// of `reps` samples).
 fn copy_bandwidth(threads: usize, reps: usize) -> f64 {
     let n = 32 << 20; // 32 Mi floats = 128 MiB each way, far beyond the caches
     let src = vec![1.0f32; n];
     let mut dst = vec![0.0f32; n];
     let block = n.div_ceil(threads);
-    let (t, _) = time_median(reps, || {
+    // The floor is the best copy the machine achieves: the fastest sample.
+    let (v, _) = time_samples(reps, || {
         std::thread::scope(|sc| {
             for (d, s) in dst.chunks_mut(block).zip(src.chunks(block)) {
                 sc.spawn(move || d.copy_from_slice(s));
@@ -170,6 +178,7 @@ fn copy_bandwidth(threads: usize, reps: usize) -> f64 {
         });
         black_box(&dst);
     });
+    let t = v[0];
     (2 * n * 4) as f64 / t
 }
 

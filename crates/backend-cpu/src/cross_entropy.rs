@@ -171,6 +171,29 @@ impl<'a> RowBuf<'a> {
         unsafe { *self.out.add(j) = v };
     }
 
+    /// The view of elements `off..off + n`.
+    fn sub(&self, off: usize, n: usize) -> RowBuf<'_> {
+        assert!(off + n <= self.len);
+        let at = |p: *mut f32| {
+            if p.is_null() {
+                p
+            } else {
+                // SAFETY: `off <= len` and `p` is valid for `len` elements (type invariant), so
+                // `p + off` stays inside (or one past) the same allocation.
+                unsafe { p.add(off) }
+            }
+        };
+        RowBuf {
+            // SAFETY: as above; `src` is never null.
+            src: unsafe { self.src.add(off) },
+            e: at(self.e),
+            out: at(self.out),
+            len: n,
+            nt: self.nt,
+            _borrow: std::marker::PhantomData,
+        }
+    }
+
     /// Fills the gradient with `v`.
     fn fill_out(&mut self, v: f32) {
         for j in 0..self.len {
@@ -643,6 +666,105 @@ fn process_row_split(plan: &Plan<'_>, i: usize, mut bufs: Bufs<'_>, us: f64) -> 
     row.loss
 }
 
+/// A row whose pass 2 is still to run (software pipelining of [`process_rows_pipelined`]).
+struct Pending<'a> {
+    i: usize,
+    raw: RowBuf<'a>,
+    stats: Vec<ChunkStats>,
+    row: RowCombined,
+    us: f64,
+    /// The hard target's gradient entry, written after pass 2.
+    gy: Option<(usize, f32)>,
+}
+
+/// Mode A with a separate gradient buffer: pass 1 of row `r + 1` runs chunk by chunk
+/// interleaved with pass 2 of row `r`, so the streaming gradient writes of one row overlap the
+/// reads and the `exp` work of the next. Each chunk is computed exactly as in [`process_row`]
+/// (same kernels, same combination), so the results are the same bits.
+#[allow(clippy::too_many_arguments)]
+fn process_rows_pipelined(
+    plan: &Plan<'_>,
+    first: usize,
+    bufs: Bufs<'_>,
+    us: &dyn Fn(usize) -> f64,
+    losses: &mut [f64],
+    nt: bool,
+    scratch: &mut Vec<f32>,
+) {
+    let c = plan.classes;
+    if scratch.len() < 2 * c {
+        scratch.resize(2 * c, 0.0);
+    }
+    let (half_a, half_b) = scratch.split_at_mut(c);
+    let halves = [half_a.as_mut_ptr(), half_b.as_mut_ptr()];
+    let mut next_half = 0;
+    let mut pool: [Vec<ChunkStats>; 2] = [Vec::new(), Vec::new()];
+    let mut pieces = bufs.pieces(c);
+    let mut pending: Option<Pending<'_>> = None;
+    let finish = |p: Pending<'_>, pool: &mut Vec<ChunkStats>| {
+        let mut raw = p.raw;
+        if let Some((y, g)) = p.gy {
+            raw.set_out(y, g);
+        }
+        *pool = p.stats;
+    };
+    for (r, (piece, l)) in pieces.iter_mut().zip(losses.iter_mut()).enumerate() {
+        let i = first + r;
+        if plan.ignored(i) {
+            piece.fill_grad(0.0);
+            *l = 0.0;
+            continue;
+        }
+        // SAFETY: `halves[next_half]` points to `c` floats of `scratch` (split above, both
+        // halves at least `c` long) that no live view uses: the pending row, if any, uses the
+        // other half, and the view of two rows ago on this half has been dropped (finished).
+        let sc = unsafe { std::slice::from_raw_parts_mut(halves[next_half], c) };
+        let mut raw = RowBuf::new(piece, Some(sc), nt);
+        let y = plan.target(i);
+        let zy = y.map_or(0.0, |y| raw.logit(y));
+        let mut stats = std::mem::take(&mut pool[next_half]);
+        stats.clear();
+        stats.resize(plan.nchunks, ChunkStats::default());
+        for k in 0..plan.nchunks {
+            let off = k * CHUNK;
+            let n = CHUNK.min(c - off);
+            pass1_range(plan, i, k, &raw.sub(off, n), &mut stats[k..k + 1]);
+            if let Some(p) = pending.as_mut() {
+                let mut part = p.raw.sub(off, n);
+                pass2_range(plan, p.i, k, &mut part, &p.stats[k..k + 1], &p.row, p.us);
+            }
+        }
+        if let Some(p) = pending.take() {
+            finish(p, &mut pool[next_half ^ 1]);
+        }
+        let row = combine(plan, &stats, y, zy);
+        *l = row.loss;
+        let ui = us(i);
+        if !row.finite {
+            raw.fill_out(f32::NAN);
+        } else if !ui.is_finite() {
+            slow_grad(plan, i, 0, &mut raw, &stats, &row, y, ui);
+        } else {
+            let gy = y.map(|y| (y, target_grad(plan, &stats, &row, y, raw.e_at(y), ui)));
+            pending = Some(Pending {
+                i,
+                raw,
+                stats,
+                row,
+                us: ui,
+                gy,
+            });
+            next_half ^= 1;
+            continue;
+        }
+        pool[next_half] = stats;
+    }
+    if let Some(mut p) = pending.take() {
+        pass2_range(plan, p.i, 0, &mut p.raw, &p.stats, &p.row, p.us);
+        finish(p, &mut pool[0]);
+    }
+}
+
 thread_local! {
     /// Per-thread buffer for the exponentials of one row (mode A with a separate gradient).
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -657,34 +779,24 @@ fn process_rows(
     losses: &mut [f64],
     nt: bool,
 ) {
-    let c = plan.classes;
-    let mut stats = Vec::new();
-    let use_scratch = matches!(bufs, Bufs::Split(..));
-    let run_rows = |scratch: Option<&mut Vec<f32>>| {
-        let mut scratch = scratch;
-        if let Some(s) = scratch.as_deref_mut()
-            && s.len() < c
-        {
-            s.resize(c, 0.0);
-        }
+    if matches!(bufs, Bufs::Split(..)) {
+        // Exponentials go to a per-thread scratch row; the gradient is written once.
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut s) => process_rows_pipelined(plan, first, bufs, us, losses, nt, &mut s),
+            Err(_) => process_rows_pipelined(plan, first, bufs, us, losses, nt, &mut Vec::new()),
+        });
+    } else {
+        let mut stats = Vec::new();
         for (r, (mut rowbuf, l)) in bufs
-            .pieces(c)
+            .pieces(plan.classes)
             .into_iter()
             .zip(losses.iter_mut())
             .enumerate()
         {
             let i = first + r;
-            let raw = RowBuf::new(&mut rowbuf, scratch.as_deref_mut().map(|s| &mut s[..]), nt);
+            let raw = RowBuf::new(&mut rowbuf, None, false);
             *l = process_row(plan, i, raw, us(i), &mut stats);
         }
-    };
-    if use_scratch {
-        SCRATCH.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut s) => run_rows(Some(&mut s)),
-            Err(_) => run_rows(Some(&mut Vec::new())),
-        });
-    } else {
-        run_rows(None);
     }
     if nt {
         kernels::store_fence(plan.level);
