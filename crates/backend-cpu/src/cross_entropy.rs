@@ -50,7 +50,7 @@ pub const CHUNK: usize = 512;
 /// Chunks per parallel block when single rows are split across threads.
 const BLOCK_CHUNKS: usize = 32;
 /// Target number of logits per rayon task when whole rows are distributed.
-const TASK_ELEMS: usize = 1 << 16;
+const TASK_ELEMS: usize = 1 << 20;
 /// Below this many logits the call runs in the calling thread.
 const PAR_MIN_ELEMS: usize = 1 << 15;
 /// From this many logits on, the gradient is written with non-temporal stores.
@@ -73,6 +73,14 @@ struct ChunkStats {
 #[inline]
 fn mref(m: f32) -> f32 {
     if m == f32::NEG_INFINITY { 0.0 } else { m }
+}
+
+/// `exp(mref(m) - mm)` in `f64`, with the common `m == mm` case (one chunk, or the chunk
+/// holding the maximum) short-cut: `exp(0) = 1` exactly, so the result is the same.
+#[inline]
+fn chunk_factor(m: f32, mm: f64) -> f64 {
+    let d = f64::from(mref(m)) - mm;
+    if d == 0.0 { 1.0 } else { d.exp() }
 }
 
 /// What pass 1 and pass 2 accumulate and subtract.
@@ -398,7 +406,7 @@ fn combine(plan: &Plan<'_>, stats: &[ChunkStats], y: Option<usize>, zy: f32) -> 
     for (k, st) in stats.iter().enumerate() {
         let d = f64::from(mref(st.m)) - mm;
         if st.s != 0.0 || st.s.is_nan() {
-            s += st.s * d.exp();
+            s += st.s * chunk_factor(st.m, mm);
         }
         let wc = match plan.kind {
             Kind::Plain | Kind::Weighted => plan.w_chunk[k],
@@ -473,7 +481,7 @@ fn pass2_range(
         let f = if st.m == f32::NEG_INFINITY {
             0.0
         } else {
-            (f64::from(mref(st.m)) - mm).exp()
+            chunk_factor(st.m, mm)
         };
         let a = (us * row.a * f / row.s) as f32;
         let (b, bq) = match plan.kind {
@@ -534,7 +542,7 @@ fn slow_grad(
         let f = if st.m == f32::NEG_INFINITY {
             0.0
         } else {
-            (f64::from(mref(st.m)) - mm).exp()
+            chunk_factor(st.m, mm)
         };
         let p = f64::from(raw.e_at(jl)) * f / row.s;
         let g = match y {
@@ -564,7 +572,7 @@ fn target_grad(
     us: f64,
 ) -> f32 {
     let st = &stats[y / CHUNK];
-    let f = (f64::from(mref(st.m)) - f64::from(row.m)).exp();
+    let f = chunk_factor(st.m, f64::from(row.m));
     let p = f64::from(ey) * f / row.s;
     let wy = plan.weight(y);
     let g = row.a * p - (1.0 - plan.eps) * wy - plan.eps / plan.classes as f64 * wy;
