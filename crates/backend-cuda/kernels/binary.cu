@@ -13,8 +13,14 @@ __device__ __forceinline__ double sl_softplus(double x) {
     return fmax(x, 0.0) + log1p(exp(-fabs(x)));
 }
 
+// A term whose coefficient is 0 is 0 even when its softplus is infinite (no 0 * inf).
+__device__ __forceinline__ double sl_term(double coef, double sp) {
+    return coef == 0.0 ? 0.0 : coef * sp;
+}
+
+// loss = pw y softplus(-x) + (1 - y) softplus(x); dloss/dx = sigmoid(x) (pw y + 1 - y) - pw y.
 __device__ __forceinline__ void bce_element(double x, double y, double pw, double* l, double* d) {
-    *l = (1.0 - y) * x + (1.0 + (pw - 1.0) * y) * sl_softplus(-x);
+    *l = sl_term(pw * y, sl_softplus(-x)) + sl_term(1.0 - y, sl_softplus(x));
     *d = sl_sigmoid(x) * (pw * y + 1.0 - y) - pw * y;
 }
 

@@ -8,6 +8,12 @@
 #define SL_DNAN __longlong_as_double(0x7fffffffffffffffLL)
 #define SL_REDUCE_THREADS 1024
 
+// Dynamic shared memory; tests/emu/host_emu.h (a CPU emulation used to test the kernels'
+// logic without a GPU) defines its own version before this file.
+#ifndef SL_DYNAMIC_SHARED
+#define SL_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
+
 // 16-bit storage types: raw bits.
 struct sl_bf16 { unsigned short x; };
 struct sl_f16 { unsigned short x; };
@@ -19,7 +25,11 @@ __device__ __forceinline__ float sl_load(const sl_bf16* p, long long i) {
 __device__ __forceinline__ float sl_load(const sl_f16* p, long long i) {
     unsigned short h = p[i].x;
     float f;
+#ifdef SL_HOST_EMULATION
+    f = sl_emu_f16_to_f32(h);
+#else
     asm("{ cvt.f32.f16 %0, %1; }" : "=f"(f) : "h"(h));
+#endif
     return f;
 }
 
@@ -38,7 +48,11 @@ __device__ __forceinline__ void sl_store(sl_bf16* p, long long i, float v) {
 }
 __device__ __forceinline__ void sl_store(sl_f16* p, long long i, float v) {
     unsigned short h;
+#ifdef SL_HOST_EMULATION
+    h = sl_emu_f32_to_f16(v);
+#else
     asm("{ cvt.rn.f16.f32 %0, %1; }" : "=h"(h) : "f"(v));
+#endif
     p[i].x = h;
 }
 

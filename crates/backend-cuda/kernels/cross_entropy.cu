@@ -1,9 +1,9 @@
 // Cross-entropy forward + backward (formulas CE-1 .. CE-9), one block per row.
 //
 // v1: pass 1 reads the row once (into dynamic shared memory when `use_smem`), keeping an online
-// max + sum of exponentials per thread and the weighted sums the loss needs; a deterministic
-// block combine gives the log-sum-exp; pass 2 writes the gradient (from shared memory, or by
-// re-reading the row from global memory / L2 when the row does not fit).
+// max + sum of exponentials per thread; a deterministic block combine gives max m and ln S;
+// pass 2 (from shared memory, or re-reading the row from global memory / L2 when it does not
+// fit) writes the gradient and sums the weighted (x - m) terms of the loss.
 // Requires: blockDim.x a multiple of 32 and <= 1024; gridDim.x == rows.
 
 #define SL_LLMAX 0x7fffffffffffffffLL
@@ -69,7 +69,7 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
                        long long classes, const float* weights, double wsum,
                        long long ignore_index, int has_ignore, double eps, const double* stats,
                        double up_scalar, const double* up, double* row_loss, int use_smem) {
-    extern __shared__ float srow[];
+    SL_DYNAMIC_SHARED(float, srow);
     __shared__ double scratch[32];
     __shared__ float sm_m[32];
     __shared__ float sm_s[32];
@@ -96,13 +96,11 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
         if (tid == 0) s_xy = sl_load(z, base + y);
     }
 
-    // Pass 1: online max + sum of exp, and the weighted sums of the loss.
+    // Pass 1: online max + sum of exp (and, for probability targets, sum_j w_j q'_j).
     float m = -SL_INF;
     float s = 0.0f;
     int bad = 0;
-    double sx = 0.0;   // sum_j w_j x_j            (class targets)
-    double swq = 0.0;  // sum_j w_j q'_j           (probability targets)
-    double swqx = 0.0; // sum_j w_j q'_j x_j       (probability targets)
+    double swq = 0.0; // sum_j w_j q'_j (probability targets)
     for (long long j = tid; j < classes; j += blockDim.x) {
         const float x = sl_load(z, base + j);
         if (use_smem) srow[j] = x;
@@ -114,13 +112,9 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
         } else if (x != -SL_INF) {
             s += expf(x - m);
         }
-        const double wj = weights != nullptr ? (double)weights[j] : 1.0;
         if (probs != nullptr) {
-            const double qs = (1.0 - eps) * (double)sl_load(probs, base + j) + eps / c_d;
-            swq += wj * qs;
-            swqx += wj * qs * (double)x;
-        } else {
-            sx += wj * (double)x;
+            const double wj = weights != nullptr ? (double)weights[j] : 1.0;
+            swq += wj * ((1.0 - eps) * (double)sl_load(probs, base + j) + eps / c_d);
         }
     }
     // Block combine of (m, s), fixed order.
@@ -145,49 +139,57 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
     }
     bad = __syncthreads_or(bad);
     const float m_all = sm_m[0];
-    const float s_all = sm_s[0];
-    sx = sl_block_sum(sx, scratch);
+    const double ln_s = log((double)sm_s[0]);
+    const float ln_s_f = (float)ln_s;
     swq = sl_block_sum(swq, scratch);
-    swqx = sl_block_sum(swqx, scratch);
-
-    const double lse = (double)m_all + log((double)s_all);
-    const float lse_f = (float)lse;
     double wy = 1.0;
     if (targets != nullptr && weights != nullptr) wy = (double)weights[y];
 
-    if (tid == 0) {
-        double loss;
-        if (probs != nullptr) {
-            loss = -(swqx - lse * swq); // CE-6
-        } else {
-            const double nll = -wy * ((double)s_xy - lse);     // CE-2 / CE-4
-            const double smooth = -(sx - lse * wsum);           // CE-3
-            loss = (1.0 - eps) * nll + eps / c_d * smooth;
-        }
-        row_loss[row] = bad ? SL_DNAN : loss;
-    }
-    if (gout == nullptr) return;
-
-    // Pass 2: the gradient (CE-8 / CE-9) times upstream and the mean scale.
+    // Pass 2: log p_j = (x_j - m) - ln S, as the reference (so a huge m does not absorb
+    // ln S); the loss sums sum_j w_j (x_j - m) (class targets) or sum_j w_j q'_j (x_j - m)
+    // (probability targets); the gradient (CE-8 / CE-9) times upstream and the mean scale.
     const double u = (up != nullptr ? up[row] : up_scalar) * (stats != nullptr ? stats[1] : 1.0);
     const float f = (float)u;
     const float a_hard = (float)((1.0 - eps) * wy);
     const float a_soft = (float)(eps / c_d);
     const float w_all = (float)wsum;
     const float swq_f = (float)swq;
+    double sxm = 0.0;
     for (long long j = tid; j < classes; j += blockDim.x) {
         const float x = use_smem ? srow[j] : sl_load(z, base + j);
-        const float p = expf(x - lse_f);
         const float wj = weights != nullptr ? weights[j] : 1.0f;
-        float gj;
+        const double xm = (double)x - (double)m_all;
+        float qs = 0.0f;
         if (probs != nullptr) {
-            const float qs = (float)((1.0 - eps) * (double)sl_load(probs, base + j) + eps / c_d);
-            gj = p * swq_f - wj * qs;
+            const double qd = (1.0 - eps) * (double)sl_load(probs, base + j) + eps / c_d;
+            qs = (float)qd;
+            sxm += (double)wj * qd * xm;
         } else {
-            gj = a_hard * (p - (j == y ? 1.0f : 0.0f)) + a_soft * (w_all * p - wj);
+            sxm += (double)wj * xm;
         }
-        if (bad) gj = SL_NAN;
-        sl_store(gout, base + j, f * gj);
+        if (gout != nullptr) {
+            const float p = expf((x - m_all) - ln_s_f);
+            float gj;
+            if (probs != nullptr) {
+                gj = p * swq_f - wj * qs;
+            } else {
+                gj = a_hard * (p - (j == y ? 1.0f : 0.0f)) + a_soft * (w_all * p - wj);
+            }
+            if (bad) gj = SL_NAN;
+            sl_store(gout, base + j, f * gj);
+        }
+    }
+    sxm = sl_block_sum(sxm, scratch);
+    if (tid == 0) {
+        double loss;
+        if (probs != nullptr) {
+            loss = -(sxm - ln_s * swq); // CE-6
+        } else {
+            const double nll = -wy * (((double)s_xy - (double)m_all) - ln_s); // CE-2 / CE-4
+            // CE-3; without smoothing the term is absent (no 0 * inf for a -inf logit).
+            loss = eps == 0.0 ? nll : (1.0 - eps) * nll + eps / c_d * (-(sxm - ln_s * wsum));
+        }
+        row_loss[row] = bad ? SL_DNAN : loss;
     }
 }
 

@@ -265,23 +265,42 @@ impl CeElement for half::f16 {
     const DTYPE: &'static str = "f16";
 }
 
-/// Threads per block of the element-wise and box kernels.
-const ELEM_THREADS: u32 = 256;
-/// Most blocks of a grid-stride element-wise launch (also the number of partial sums).
-const ELEM_MAX_BLOCKS: usize = 1024;
-/// Threads of the final reduction block (`SL_REDUCE_THREADS` in `common.cuh`).
-const REDUCE_THREADS: u32 = 1024;
-/// Largest dynamic shared memory a cross-entropy row may use without an opt-in (bytes).
-const CE_SMEM_LIMIT: usize = 40 * 1024;
+/// Launch geometry shared by the launches here and the CPU-emulation tests
+/// (`tests/emulated.rs`), so both run the kernels with the same configuration.
+pub mod geometry {
+    /// Threads per block of the element-wise and box kernels.
+    pub const ELEM_THREADS: u32 = 256;
+    /// Most blocks of a grid-stride element-wise launch (also the number of partial sums).
+    pub const ELEM_MAX_BLOCKS: usize = 1024;
+    /// Threads of the final reduction block (`SL_REDUCE_THREADS` in `common.cuh`).
+    pub const REDUCE_THREADS: u32 = 1024;
+    /// Largest dynamic shared memory a cross-entropy row may use without an opt-in (bytes).
+    pub const CE_SMEM_LIMIT: usize = 40 * 1024;
 
-fn elem_grid(n: usize) -> u32 {
-    n.div_ceil(ELEM_THREADS as usize).clamp(1, ELEM_MAX_BLOCKS) as u32
+    /// Blocks of an element-wise or box launch over `n` items.
+    pub fn elem_grid(n: usize) -> u32 {
+        n.div_ceil(ELEM_THREADS as usize).clamp(1, ELEM_MAX_BLOCKS) as u32
+    }
+
+    /// Threads per cross-entropy row: about 8 classes per thread, a multiple of 32, at most
+    /// 1024.
+    pub fn ce_threads(classes: usize) -> u32 {
+        classes.div_ceil(8).next_power_of_two().clamp(32, 1024) as u32
+    }
+
+    /// Dynamic shared memory of a cross-entropy row of `classes` (0 when it does not fit and
+    /// the kernel re-reads the row instead).
+    pub fn ce_smem_bytes(classes: usize) -> u32 {
+        let bytes = classes * std::mem::size_of::<f32>();
+        if bytes <= CE_SMEM_LIMIT {
+            bytes as u32
+        } else {
+            0
+        }
+    }
 }
 
-/// Threads per cross-entropy row: about 8 classes per thread, a multiple of 32, at most 1024.
-fn ce_threads(classes: usize) -> u32 {
-    classes.div_ceil(8).next_power_of_two().clamp(32, 1024) as u32
-}
+use geometry::{ELEM_THREADS, REDUCE_THREADS, ce_threads, elem_grid};
 
 /// A pointer argument: the device address of a buffer, or 0 for "absent" (the kernels test
 /// every nullable pointer against `nullptr`).
@@ -676,14 +695,13 @@ impl CudaBackend {
             };
             let (l_ptr, _gl) = row_loss.device_ptr_mut(st);
             let in_place_i = i32::from(in_place);
-            let smem_bytes = classes * std::mem::size_of::<f32>();
-            let use_smem = smem_bytes <= CE_SMEM_LIMIT;
-            let use_smem_i = i32::from(use_smem);
+            let smem_bytes = geometry::ce_smem_bytes(classes);
+            let use_smem_i = i32::from(smem_bytes > 0);
             let f = self.function(fam, T::CE_KERNEL)?;
             let lc = LaunchConfig {
                 grid_dim: (rows as u32, 1, 1),
                 block_dim: (ce_threads(classes), 1, 1),
-                shared_mem_bytes: if use_smem { smem_bytes as u32 } else { 0 },
+                shared_mem_bytes: smem_bytes,
             };
             if rows > i32::MAX as usize {
                 return Err(LossError::Unsupported {

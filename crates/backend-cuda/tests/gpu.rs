@@ -260,7 +260,7 @@ fn backend() -> CudaBackend {
 fn assert_close(what: &str, got: &[f64], want: &[f64], rel: f64, abs: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= abs + rel * w.abs();
+        let ok = g == w || (g.is_nan() && w.is_nan()) || (g - w).abs() <= abs + rel * w.abs();
         assert!(ok, "{what}[{i}]: got {g}, want {w}");
     }
 }

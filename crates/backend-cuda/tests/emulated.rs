@@ -1,0 +1,981 @@
+//! The CUDA kernels run on the CPU, against the f64 reference, without a GPU.
+//!
+//! Each kernel file is compiled by the host C++ compiler (`g++ -std=c++20`, or `$CXX`) together
+//! with `tests/emu/host_emu.h`, a small emulation of the CUDA features the kernels use (one
+//! std::thread per CUDA thread, barriers for `__syncthreads`, per-warp buffers for shuffles),
+//! and `tests/emu/wrappers.inc`, which exports `emu_<kernel>(grid, block, smem, args...)`. The
+//! launches below use the same launch geometry as the real ones (`smoothloss_cuda::geometry`)
+//! and the same argument order, with host pointers. This checks the kernels' indexing, block
+//! reductions and formulas; it does not check the GPU's arithmetic (FMA contraction, `expf`
+//! ulps), timing, or the cudarc marshalling (the ignored tests in `gpu.rs` do).
+//!
+//! Without a C++20 compiler the tests print why and pass (they are only skipped; on this
+//! project's machines g++ 12 is present).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use libloading::Library;
+use smoothloss_core::{
+    BceWithLogits, BinaryOps, BoxFormat, BoxLoss, BoxLossKind, BoxLossOps, CeTargets, CrossEntropy,
+    CrossEntropyOps, Huber, Reduction, ReferenceBackend, RegressionOps, SigmoidFocal, SmoothL1,
+    Upstream,
+};
+use smoothloss_cuda::geometry::{
+    ELEM_THREADS, REDUCE_THREADS, ce_smem_bytes, ce_threads, elem_grid,
+};
+use smoothloss_cuda::{Family, kernels};
+
+const NULL_F64: *const f64 = std::ptr::null();
+
+fn build_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("smoothloss-emu-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn emu_header_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emu")
+}
+
+fn family_define(f: Family) -> &'static str {
+    match f {
+        Family::CrossEntropy => "SL_EMU_CROSS_ENTROPY",
+        Family::BoxLoss => "SL_EMU_BOX_LOSS",
+        Family::Regression => "SL_EMU_REGRESSION",
+        Family::Binary => "SL_EMU_BINARY",
+    }
+}
+
+/// Compiles every family once per test process; `Err` says why it could not.
+fn libs() -> &'static Result<HashMap<Family, Library>, String> {
+    static LIBS: OnceLock<Result<HashMap<Family, Library>, String>> = OnceLock::new();
+    LIBS.get_or_init(|| {
+        let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
+        let dir = build_dir();
+        let mut out = HashMap::new();
+        for fam in Family::ALL {
+            let src = format!(
+                "#include \"host_emu.h\"\n{}\n{}\n#define {} 1\n#include \"wrappers.inc\"\n",
+                kernels::COMMON,
+                fam.source(),
+                family_define(fam)
+            );
+            let cpp = dir.join(format!("{:?}.cpp", fam));
+            let so = dir.join(format!("lib{:?}.so", fam));
+            std::fs::write(&cpp, src).map_err(|e| e.to_string())?;
+            let res = Command::new(&cxx)
+                .args(["-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w"])
+                .arg("-I")
+                .arg(emu_header_dir())
+                .arg("-o")
+                .arg(&so)
+                .arg(&cpp)
+                .output()
+                .map_err(|e| format!("cannot run {cxx}: {e}"))?;
+            if !res.status.success() {
+                return Err(format!(
+                    "{cxx} failed on {}:\n{}",
+                    fam.file_name(),
+                    String::from_utf8_lossy(&res.stderr)
+                ));
+            }
+            // SAFETY: the library was just built from the kernel sources and the emulation
+            // wrappers; loading it runs no initialisers with preconditions.
+            let lib = unsafe { Library::new(&so) }.map_err(|e| e.to_string())?;
+            out.insert(fam, lib);
+        }
+        Ok(out)
+    })
+}
+
+/// The compiled emulation, or `None` (after printing why) when no C++20 compiler works here.
+fn emu() -> Option<&'static HashMap<Family, Library>> {
+    match libs() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            // A missing compiler only skips; a compile error of the kernels must fail.
+            if e.starts_with("cannot run") {
+                eprintln!("SKIPPED: CPU emulation: {e}");
+                None
+            } else {
+                panic!("{e}");
+            }
+        }
+    }
+}
+
+macro_rules! sym {
+    ($lib:expr, $name:literal, $ty:ty) => {{
+        // SAFETY: `$ty` is the signature of the wrapper `$name` in tests/emu/wrappers.inc.
+        let s: libloading::Symbol<'_, $ty> = unsafe { $lib.get($name) }.expect("symbol");
+        s
+    }};
+}
+
+type ReduceFn = unsafe extern "C" fn(u32, u32, u32, *const f64, i64, f64, *const f64, *mut f64);
+
+fn reduce_final(lib: &Library, partials: &[f64], divisor: f64, denom: Option<&[f64]>) -> f64 {
+    let f = sym!(lib, b"emu_sl_reduce_final", ReduceFn);
+    let mut out = [0.0f64];
+    // SAFETY: partials has `len` doubles, denom (if any) at least one, out one.
+    unsafe {
+        f(
+            1,
+            REDUCE_THREADS,
+            0,
+            partials.as_ptr(),
+            partials.len() as i64,
+            divisor,
+            denom.map_or(NULL_F64, |d| d.as_ptr()),
+            out.as_mut_ptr(),
+        )
+    };
+    out[0]
+}
+
+fn assert_close(what: &str, got: &[f64], want: &[f64], rel: f64, abs: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let ok = g == w || (g.is_nan() && w.is_nan()) || (g - w).abs() <= abs + rel * w.abs();
+        assert!(ok, "{what}[{i}]: got {g}, want {w}");
+    }
+}
+
+fn assert_grad(what: &str, got: &[f32], want: &[f32], rel: f64, frac: f64) {
+    let scale = want.iter().fold(0.0f64, |m, &w| m.max(f64::from(w).abs()));
+    let g: Vec<f64> = got.iter().map(|&x| f64::from(x)).collect();
+    let w: Vec<f64> = want.iter().map(|&x| f64::from(x)).collect();
+    assert_close(what, &g, &w, rel, frac * scale);
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn range(&mut self, lo: f64, hi: f64) -> f32 {
+        (lo + (hi - lo) * self.uniform()) as f32
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
+
+// ---------------------------------------------------------------- cross-entropy
+
+type PrepareFn = unsafe extern "C" fn(
+    u32,
+    u32,
+    u32,
+    *const i64,
+    i64,
+    i64,
+    *const f32,
+    i64,
+    i32,
+    *mut f64,
+    *mut i64,
+);
+type CeFn<T> = unsafe extern "C" fn(
+    u32,
+    u32,
+    u32,
+    *mut T,
+    *mut T,
+    i32,
+    *const i64,
+    *const T,
+    i64,
+    *const f32,
+    f64,
+    i64,
+    i32,
+    f64,
+    *const f64,
+    f64,
+    *const f64,
+    *mut f64,
+    i32,
+);
+
+/// The launch sequence of `CudaBackend::ce_launch` (f32 logits) on host buffers. Returns the
+/// loss values and the device-side target check `[row or -1, target]`.
+#[allow(clippy::too_many_arguments)]
+fn emu_ce(
+    lib: &Library,
+    cfg: &CrossEntropy,
+    logits: &mut [f32],
+    rows: usize,
+    classes: usize,
+    targets: CeTargets<'_, f32>,
+    upstream: Upstream<'_>,
+    grad: Option<&mut [f32]>,
+    in_place: bool,
+) -> (Vec<f64>, [i64; 2]) {
+    let prepare = sym!(lib, b"emu_ce_prepare", PrepareFn);
+    let ce = sym!(lib, b"emu_ce_fwd_bwd_f32", CeFn<f32>);
+    let w32: Option<Vec<f32>> = cfg
+        .class_weights
+        .as_ref()
+        .map(|w| w.iter().map(|&v| v as f32).collect());
+    let wsum: f64 = w32
+        .as_ref()
+        .map_or(classes as f64, |w| w.iter().map(|&v| f64::from(v)).sum());
+    let w_ptr = w32.as_ref().map_or(std::ptr::null(), |w| w.as_ptr());
+    let mut stats = [0.0f64; 2];
+    let mut check = [0i64; 2];
+    let mut row_loss = vec![0.0f64; rows];
+    let ignore = cfg.ignore_index.unwrap_or(0);
+    let has_ignore = i32::from(cfg.ignore_index.is_some());
+    let (t_ptr, p_ptr) = match targets {
+        CeTargets::Classes(t) => (t.as_ptr(), std::ptr::null()),
+        CeTargets::Probs(p) => (std::ptr::null(), p.as_ptr()),
+    };
+    // SAFETY: buffer sizes as in the real launch: targets `rows`, weights `classes`, stats and
+    // check 2 each.
+    unsafe {
+        prepare(
+            1,
+            REDUCE_THREADS,
+            0,
+            t_ptr,
+            rows as i64,
+            classes as i64,
+            w_ptr,
+            ignore,
+            has_ignore,
+            stats.as_mut_ptr(),
+            check.as_mut_ptr(),
+        )
+    };
+    let (up_scalar, up_ptr) = match upstream {
+        Upstream::Scalar(s) => (s, NULL_F64),
+        Upstream::PerElement(u) => (0.0, u.as_ptr()),
+    };
+    let g_ptr = grad.map_or(std::ptr::null_mut(), |g| g.as_mut_ptr());
+    let smem = ce_smem_bytes(classes);
+    let s_ptr = if cfg.reduction == Reduction::Mean {
+        stats.as_ptr()
+    } else {
+        NULL_F64
+    };
+    // SAFETY: logits, grad and probs have rows*classes elements, row_loss and up `rows`.
+    unsafe {
+        ce(
+            rows as u32,
+            ce_threads(classes),
+            smem,
+            logits.as_mut_ptr(),
+            if in_place {
+                std::ptr::null_mut()
+            } else {
+                g_ptr
+            },
+            i32::from(in_place),
+            t_ptr,
+            p_ptr,
+            classes as i64,
+            w_ptr,
+            wsum,
+            ignore,
+            has_ignore,
+            cfg.label_smoothing,
+            s_ptr,
+            up_scalar,
+            up_ptr,
+            row_loss.as_mut_ptr(),
+            i32::from(smem > 0),
+        )
+    };
+    let values = match cfg.reduction {
+        Reduction::None => row_loss,
+        Reduction::Sum => vec![reduce_final(lib, &row_loss, 1.0, None)],
+        Reduction::Mean => vec![reduce_final(lib, &row_loss, 1.0, Some(&stats))],
+    };
+    (values, check)
+}
+
+#[test]
+fn cross_entropy_kernels_match_the_reference_on_the_cpu() {
+    let Some(libs) = emu() else { return };
+    let lib = &libs[&Family::CrossEntropy];
+    let mut rng = Rng(0xce);
+    // Row in shared memory (37, 300 classes) and the re-reading path (10,241 classes).
+    for &(rows, classes) in &[(5usize, 37usize), (3, 300), (2, 10_241)] {
+        // (Each emulated launch starts up to 1024 OS threads: keep the case count small.)
+        let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-6.0, 6.0)).collect();
+        let mut targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
+        targets[1] = -100;
+        let mut probs: Vec<f32> = (0..rows * classes).map(|_| rng.range(0.0, 1.0)).collect();
+        for r in 0..rows {
+            let s: f32 = probs[r * classes..(r + 1) * classes].iter().sum();
+            probs[r * classes..(r + 1) * classes]
+                .iter_mut()
+                .for_each(|p| *p /= s);
+        }
+        let weights: Vec<f64> = (0..classes).map(|_| rng.uniform() * 2.0).collect();
+        let up_rows: Vec<f64> = (0..rows).map(|_| rng.uniform() - 0.5).collect();
+        for r in REDUCTIONS {
+            for cfg in [
+                CrossEntropy::new().with_reduction(r),
+                CrossEntropy::new()
+                    .with_label_smoothing(0.2)
+                    .with_class_weights(weights.clone())
+                    .with_reduction(r),
+            ] {
+                let up = if r == Reduction::None {
+                    Upstream::PerElement(&up_rows)
+                } else {
+                    Upstream::Scalar(1.5)
+                };
+                for tgt in [CeTargets::Classes(&targets), CeTargets::Probs(&probs)] {
+                    let what = format!("CE {rows}x{classes} {r:?} eps {}", cfg.label_smoothing);
+                    let mut z = logits.clone();
+                    let mut g = vec![0f32; rows * classes];
+                    let (got, check) = emu_ce(
+                        lib,
+                        &cfg,
+                        &mut z,
+                        rows,
+                        classes,
+                        tgt,
+                        up,
+                        Some(&mut g),
+                        false,
+                    );
+                    assert_eq!(check[0], -1, "{what}: target check");
+                    let mut gr = vec![0f32; rows * classes];
+                    let want = ReferenceBackend
+                        .cross_entropy(&cfg, &logits, rows, classes, tgt, up, Some(&mut gr))
+                        .unwrap();
+                    assert_close(&format!("{what} loss"), &got, &want, 1e-5, 1e-6);
+                    assert_grad(&format!("{what} grad"), &g, &gr, 1e-4, 1e-6);
+                    assert_eq!(z, logits, "{what}: logits changed");
+                    if r != Reduction::None {
+                        continue;
+                    }
+                    // In place: the same loss, the same gradient written over the logits.
+                    let (got_ip, _) = emu_ce(lib, &cfg, &mut z, rows, classes, tgt, up, None, true);
+                    assert_eq!(got_ip, got, "{what}: in-place loss");
+                    assert_eq!(z, g, "{what}: in-place gradient");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn cross_entropy_edge_rows_on_the_cpu() {
+    let Some(libs) = emu() else { return };
+    let lib = &libs[&Family::CrossEntropy];
+    let (rows, classes) = (5usize, 4usize);
+    let inf = f32::INFINITY;
+    #[rustfmt::skip]
+    let logits = vec![
+        0.0, f32::NAN, 1.0, 2.0,   // NaN: NaN loss and gradient
+        -inf, 0.0, 1.0, -inf,      // -inf logits: probability 0
+        inf, 0.0, 0.0, 0.0,        // +inf: NaN
+        1.0, 2.0, 3.0, 4.0,        // ignored
+        1.0, 1.0, 1.0, 1.0,
+    ];
+    let targets = [2i64, 2, 1, -100, 3];
+    for cfg in [
+        CrossEntropy::new().with_reduction(Reduction::None),
+        CrossEntropy::new()
+            .with_label_smoothing(0.1)
+            .with_reduction(Reduction::None),
+    ] {
+        let mut z = logits.clone();
+        let mut g = vec![0f32; rows * classes];
+        let (got, _) = emu_ce(
+            lib,
+            &cfg,
+            &mut z,
+            rows,
+            classes,
+            CeTargets::Classes(&targets),
+            Upstream::ONE,
+            Some(&mut g),
+            false,
+        );
+        let mut gr = vec![0f32; rows * classes];
+        let want = ReferenceBackend
+            .cross_entropy(
+                &cfg,
+                &logits,
+                rows,
+                classes,
+                CeTargets::Classes(&targets),
+                Upstream::ONE,
+                Some(&mut gr),
+            )
+            .unwrap();
+        assert_close("edge loss", &got, &want, 1e-6, 1e-6);
+        assert_grad("edge grad", &g, &gr, 1e-5, 1e-6);
+    }
+    // All rows ignored under mean: NaN loss, zero gradient.
+    let cfg = CrossEntropy::new();
+    let mut z = vec![0.5f32; 2 * classes];
+    let mut g = vec![1f32; 2 * classes];
+    let (got, _) = emu_ce(
+        lib,
+        &cfg,
+        &mut z,
+        2,
+        classes,
+        CeTargets::Classes(&[-100, -100]),
+        Upstream::ONE,
+        Some(&mut g),
+        false,
+    );
+    assert!(got[0].is_nan(), "{got:?}");
+    assert!(g.iter().all(|&x| x == 0.0), "{g:?}");
+}
+
+#[test]
+fn out_of_range_targets_are_flagged_by_ce_prepare_on_the_cpu() {
+    let Some(libs) = emu() else { return };
+    let lib = &libs[&Family::CrossEntropy];
+    let (rows, classes) = (2000usize, 3usize);
+    let mut targets: Vec<i64> = (0..rows).map(|i| (i % 3) as i64).collect();
+    targets[1500] = 3;
+    targets[1777] = -5;
+    targets[20] = -100;
+    let mut z = vec![0.0f32; rows * classes];
+    let (_, check) = emu_ce(
+        lib,
+        &CrossEntropy::new(),
+        &mut z,
+        rows,
+        classes,
+        CeTargets::Classes(&targets),
+        Upstream::ONE,
+        None,
+        false,
+    );
+    assert_eq!(check, [1500, 3]);
+}
+
+#[test]
+fn half_precision_cross_entropy_on_the_cpu() {
+    use smoothloss_cuda::half::{bf16, f16};
+    let Some(libs) = emu() else { return };
+    let lib = &libs[&Family::CrossEntropy];
+    let prepare = sym!(lib, b"emu_ce_prepare", PrepareFn);
+    let ce_b = sym!(lib, b"emu_ce_fwd_bwd_bf16", CeFn<bf16>);
+    let ce_h = sym!(lib, b"emu_ce_fwd_bwd_f16", CeFn<f16>);
+    let mut rng = Rng(16);
+    let (rows, classes) = (3usize, 500usize);
+    let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-4.0, 4.0)).collect();
+    let targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
+    let cfg = CrossEntropy::new().with_label_smoothing(0.1);
+    let mut stats = [0.0f64; 2];
+    let mut check = [0i64; 2];
+    // SAFETY: as in emu_ce.
+    unsafe {
+        prepare(
+            1,
+            REDUCE_THREADS,
+            0,
+            targets.as_ptr(),
+            rows as i64,
+            classes as i64,
+            std::ptr::null(),
+            -100,
+            1,
+            stats.as_mut_ptr(),
+            check.as_mut_ptr(),
+        )
+    };
+    let reference = |rounded: &[f32]| {
+        let mut gr = vec![0f32; rows * classes];
+        let v = ReferenceBackend
+            .cross_entropy(
+                &cfg,
+                rounded,
+                rows,
+                classes,
+                CeTargets::Classes(&targets),
+                Upstream::ONE,
+                Some(&mut gr),
+            )
+            .unwrap();
+        (v[0], gr)
+    };
+    macro_rules! run {
+        ($ty:ty, $f:expr) => {{
+            let mut z: Vec<$ty> = logits.iter().map(|&x| <$ty>::from_f32(x)).collect();
+            let mut g: Vec<$ty> = vec![<$ty>::ZERO; rows * classes];
+            let mut row_loss = vec![0.0f64; rows];
+            // SAFETY: as in emu_ce, with 2-byte elements.
+            unsafe {
+                $f(
+                    rows as u32,
+                    ce_threads(classes),
+                    ce_smem_bytes(classes),
+                    z.as_mut_ptr(),
+                    g.as_mut_ptr(),
+                    0,
+                    targets.as_ptr(),
+                    std::ptr::null(),
+                    classes as i64,
+                    std::ptr::null(),
+                    classes as f64,
+                    -100,
+                    1,
+                    0.1,
+                    stats.as_ptr(),
+                    1.0,
+                    NULL_F64,
+                    row_loss.as_mut_ptr(),
+                    1,
+                )
+            };
+            let loss = reduce_final(lib, &row_loss, 1.0, Some(&stats));
+            let rounded: Vec<f32> = z.iter().map(|x| x.to_f32()).collect();
+            let (want, gr) = reference(&rounded);
+            assert_close(stringify!($ty), &[loss], &[want], 1e-5, 1e-6);
+            let g32: Vec<f32> = g.iter().map(|x| x.to_f32()).collect();
+            assert_grad(stringify!($ty), &g32, &gr, 1e-2, 1e-3);
+        }};
+    }
+    run!(bf16, ce_b);
+    run!(f16, ce_h);
+}
+
+// ---------------------------------------------------------------- box losses
+
+type BoxFn = unsafe extern "C" fn(
+    u32,
+    u32,
+    u32,
+    *const f32,
+    *const f32,
+    i64,
+    i32,
+    i32,
+    f64,
+    i32,
+    f64,
+    f64,
+    f64,
+    *const f64,
+    f64,
+    *mut f64,
+    *mut f64,
+    *mut f32,
+);
+type IouFn = unsafe extern "C" fn(u32, u32, u32, *const f32, *const f32, i64, i64, i32, *mut f32);
+
+fn format_code(f: BoxFormat) -> i32 {
+    match f {
+        BoxFormat::Xyxy => 0,
+        BoxFormat::Xywh => 1,
+        BoxFormat::Cxcywh => 2,
+    }
+}
+
+#[test]
+fn box_kernels_match_the_reference_on_the_cpu() {
+    let Some(libs) = emu() else { return };
+    let lib = &libs[&Family::BoxLoss];
+    let f = sym!(lib, b"emu_box_loss_fwd_bwd", BoxFn);
+    let mut rng = Rng(0xb0);
+    let n = 300usize;
+    let mut pred = Vec::new();
+    let mut target = Vec::new();
+    for i in 0..n {
+        let (x, y) = (rng.range(0.0, 40.0), rng.range(0.0, 40.0));
+        let (w, h) = (rng.range(0.5, 15.0), rng.range(0.5, 15.0));
+        target.extend_from_slice(&[x, y, x + w, y + h]);
+        match i % 7 {
+            0 => pred.extend_from_slice(&[x, y, x + w, y + h]),
+            1 => pred.extend_from_slice(&[x, y - 2.0, x + w, y + h + 1.0]),
+            2 => pred.extend_from_slice(&[x + 100.0, y, x + 101.0, y + 1.0]),
+            3 => pred.extend_from_slice(&[x, y, x, y + 3.0]),
+            _ => {
+                let (px, py) = (x + rng.range(-4.0, 4.0), y + rng.range(-4.0, 4.0));
+                pred.extend_from_slice(&[
+                    px,
+                    py,
+                    px + rng.range(0.5, 15.0),
+                    py + rng.range(0.5, 15.0),
+                ]);
+            }
+        }
+    }
+    pred[4 * 5 + 1] = f32::NAN;
+    let up: Vec<f64> = (0..n).map(|_| rng.uniform()).collect();
+    for kind in BoxLossKind::ALL {
+        for format in [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh] {
+            for r in REDUCTIONS {
+                let mut cfg = BoxLoss::new(kind, format).with_reduction(r);
+                if r == Reduction::Sum {
+                    cfg = cfg.with_threshold_weight(0.4, 0.5);
+                }
+                let upstream = if r == Reduction::None {
+                    Upstream::PerElement(&up)
+                } else {
+                    Upstream::Scalar(2.0)
+                };
+                let (up_scalar, up_ptr) = match upstream {
+                    Upstream::Scalar(s) => (s, NULL_F64),
+                    Upstream::PerElement(u) => (0.0, u.as_ptr()),
+                };
+                let scale = if r == Reduction::Mean {
+                    1.0 / n as f64
+                } else {
+                    1.0
+                };
+                let blocks = elem_grid(n);
+                let mut losses = vec![0.0f64; n];
+                let mut partials = vec![0.0f64; blocks as usize];
+                let mut g = vec![0f32; 4 * n];
+                let (has_tw, a, t) = match cfg.threshold_weight {
+                    Some(tw) => (1, tw.alpha, tw.threshold),
+                    None => (0, 0.0, 0.0),
+                };
+                // SAFETY: pred/target/grad 4n, up/losses n, partials `blocks`.
+                unsafe {
+                    f(
+                        blocks,
+                        ELEM_THREADS,
+                        0,
+                        pred.as_ptr(),
+                        target.as_ptr(),
+                        n as i64,
+                        kind as i32,
+                        format_code(format),
+                        cfg.eps,
+                        has_tw,
+                        a,
+                        t,
+                        up_scalar,
+                        up_ptr,
+                        scale,
+                        losses.as_mut_ptr(),
+                        partials.as_mut_ptr(),
+                        g.as_mut_ptr(),
+                    )
+                };
+                let got = if r == Reduction::None {
+                    losses
+                } else {
+                    vec![reduce_final(lib, &partials, 1.0 / scale, None)]
+                };
+                let mut gr = vec![0f32; 4 * n];
+                let want = ReferenceBackend
+                    .box_loss(&cfg, &pred, &target, upstream, Some(&mut gr))
+                    .unwrap();
+                let what = format!("{kind:?} {format:?} {r:?}");
+                assert_close(&format!("{what} loss"), &got, &want, 1e-12, 1e-14);
+                assert_grad(&format!("{what} grad"), &g, &gr, 1e-6, 1e-9);
+            }
+        }
+    }
+    let iou = sym!(lib, b"emu_box_iou_pairwise", IouFn);
+    let (n1, m) = (7usize, 13usize);
+    let b1: Vec<f32> = (0..4 * n1).map(|_| rng.range(0.0, 10.0)).collect();
+    let b2: Vec<f32> = (0..4 * m).map(|_| rng.range(0.0, 10.0)).collect();
+    for format in [BoxFormat::Xywh, BoxFormat::Cxcywh, BoxFormat::Xyxy] {
+        let mut got = vec![0f32; n1 * m];
+        // SAFETY: b1 4*n1, b2 4*m, out n1*m floats.
+        unsafe {
+            iou(
+                1,
+                ELEM_THREADS,
+                0,
+                b1.as_ptr(),
+                b2.as_ptr(),
+                n1 as i64,
+                m as i64,
+                format_code(format),
+                got.as_mut_ptr(),
+            )
+        };
+        let mut want = vec![0f32; n1 * m];
+        ReferenceBackend
+            .box_iou(format, &b1, &b2, &mut want)
+            .unwrap();
+        assert_grad("box_iou", &got, &want, 0.0, 0.0);
+    }
+}
+
+// ---------------------------------------------------------------- element-wise
+
+type RegFn = unsafe extern "C" fn(
+    u32,
+    u32,
+    u32,
+    *const f32,
+    *const f32,
+    i64,
+    f64,
+    f64,
+    *const f64,
+    f64,
+    *mut f64,
+    *mut f64,
+    *mut f32,
+);
+type BceFn = unsafe extern "C" fn(
+    u32,
+    u32,
+    u32,
+    *const f32,
+    *const f32,
+    i64,
+    *const f64,
+    i64,
+    f64,
+    *const f64,
+    f64,
+    *mut f64,
+    *mut f64,
+    *mut f32,
+);
+type FocalFn = unsafe extern "C" fn(
+    u32,
+    u32,
+    u32,
+    *const f32,
+    *const f32,
+    i64,
+    f64,
+    f64,
+    f64,
+    *const f64,
+    f64,
+    *mut f64,
+    *mut f64,
+    *mut f32,
+);
+
+/// Runs one element-wise launch through `call(up_scalar, up_ptr, scale, losses, partials,
+/// grad)` and reduces as the backend does.
+fn emu_elementwise(
+    lib: &Library,
+    n: usize,
+    r: Reduction,
+    upstream: Upstream<'_>,
+    grad: &mut [f32],
+    call: impl FnOnce(u32, f64, *const f64, f64, *mut f64, *mut f64, *mut f32),
+) -> Vec<f64> {
+    let (up_scalar, up_ptr) = match upstream {
+        Upstream::Scalar(s) => (s, NULL_F64),
+        Upstream::PerElement(u) => (0.0, u.as_ptr()),
+    };
+    let scale = if r == Reduction::Mean {
+        1.0 / n as f64
+    } else {
+        1.0
+    };
+    let blocks = elem_grid(n);
+    let mut losses = vec![0.0f64; n];
+    let mut partials = vec![0.0f64; blocks as usize];
+    call(
+        blocks,
+        up_scalar,
+        up_ptr,
+        scale,
+        losses.as_mut_ptr(),
+        partials.as_mut_ptr(),
+        grad.as_mut_ptr(),
+    );
+    if r == Reduction::None {
+        losses
+    } else {
+        vec![reduce_final(lib, &partials, 1.0 / scale, None)]
+    }
+}
+
+#[test]
+fn elementwise_kernels_match_the_reference_on_the_cpu() {
+    let Some(libs) = emu() else { return };
+    let reg = &libs[&Family::Regression];
+    let bin = &libs[&Family::Binary];
+    let sl1 = sym!(reg, b"emu_reg_smooth_l1", RegFn);
+    let hub = sym!(reg, b"emu_reg_huber", RegFn);
+    let bce = sym!(bin, b"emu_bin_bce_with_logits", BceFn);
+    let foc = sym!(bin, b"emu_bin_sigmoid_focal", FocalFn);
+    let mut rng = Rng(0xe1);
+    let n = 1001usize; // 7 * 11 * 13
+    let mut x: Vec<f32> = (0..n).map(|_| rng.range(-5.0, 5.0)).collect();
+    let t: Vec<f32> = (0..n).map(|_| rng.range(-5.0, 5.0)).collect();
+    let y: Vec<f32> = (0..n)
+        .map(|i| {
+            if i % 3 == 0 {
+                rng.range(0.0, 1.0)
+            } else {
+                (i % 2) as f32
+            }
+        })
+        .collect();
+    x[3] = t[3]; // d = 0
+    x[10] = f32::NAN;
+    let up: Vec<f64> = (0..n).map(|_| rng.uniform() - 0.5).collect();
+    let pw: Vec<f64> = (0..7).map(|_| rng.uniform() * 3.0).collect();
+    let close = |what: &str, got: &[f64], want: &[f64], g: &[f32], gr: &[f32]| {
+        assert_close(what, got, want, 1e-12, 1e-12);
+        assert_grad(what, g, gr, 1e-6, 1e-12);
+    };
+    for r in REDUCTIONS {
+        let u = if r == Reduction::None {
+            Upstream::PerElement(&up)
+        } else {
+            Upstream::Scalar(0.5)
+        };
+        for beta in [0.0, 1.0] {
+            let cfg = SmoothL1 { beta, reduction: r };
+            let mut g = vec![0f32; n];
+            let got = emu_elementwise(reg, n, r, u, &mut g, |b, us, up, sc, l, p, gp| {
+                // SAFETY: x, t, grad, up, losses have n elements; partials `b`.
+                unsafe {
+                    sl1(
+                        b,
+                        ELEM_THREADS,
+                        0,
+                        x.as_ptr(),
+                        t.as_ptr(),
+                        n as i64,
+                        beta,
+                        us,
+                        up,
+                        sc,
+                        l,
+                        p,
+                        gp,
+                    )
+                }
+            });
+            let mut gr = vec![0f32; n];
+            let want = ReferenceBackend
+                .smooth_l1(&cfg, &x, &t, u, Some(&mut gr))
+                .unwrap();
+            close(&format!("smooth_l1 {r:?} {beta}"), &got, &want, &g, &gr);
+        }
+        let cfg = Huber {
+            delta: 1.5,
+            reduction: r,
+        };
+        let mut g = vec![0f32; n];
+        let got = emu_elementwise(reg, n, r, u, &mut g, |b, us, up, sc, l, p, gp| {
+            // SAFETY: as above.
+            unsafe {
+                hub(
+                    b,
+                    ELEM_THREADS,
+                    0,
+                    x.as_ptr(),
+                    t.as_ptr(),
+                    n as i64,
+                    1.5,
+                    us,
+                    up,
+                    sc,
+                    l,
+                    p,
+                    gp,
+                )
+            }
+        });
+        let mut gr = vec![0f32; n];
+        let want = ReferenceBackend
+            .huber(&cfg, &x, &t, u, Some(&mut gr))
+            .unwrap();
+        close(&format!("huber {r:?}"), &got, &want, &g, &gr);
+
+        for pos_weight in [None, Some(pw.clone())] {
+            let (pw_ptr, p_len) = pos_weight
+                .as_ref()
+                .map_or((NULL_F64, 1), |w| (w.as_ptr(), w.len() as i64));
+            let xf: Vec<f32> = x
+                .iter()
+                .map(|v| if v.is_nan() { 0.5 } else { *v })
+                .collect();
+            let mut g = vec![0f32; n];
+            let got = emu_elementwise(bin, n, r, u, &mut g, |b, us, up, sc, l, p, gp| {
+                // SAFETY: as above; pos_weight has p_len >= 1 doubles.
+                unsafe {
+                    bce(
+                        b,
+                        ELEM_THREADS,
+                        0,
+                        xf.as_ptr(),
+                        y.as_ptr(),
+                        n as i64,
+                        pw_ptr,
+                        p_len,
+                        us,
+                        up,
+                        sc,
+                        l,
+                        p,
+                        gp,
+                    )
+                }
+            });
+            let cfg = BceWithLogits {
+                pos_weight,
+                reduction: r,
+            };
+            let mut gr = vec![0f32; n];
+            let want = ReferenceBackend
+                .bce_with_logits(&cfg, &xf, &y, u, Some(&mut gr))
+                .unwrap();
+            close(&format!("bce {r:?}"), &got, &want, &g, &gr);
+        }
+        for (alpha, gamma) in [(0.25, 2.0), (-1.0, 0.0), (0.5, 1.5)] {
+            let mut g = vec![0f32; n];
+            let got = emu_elementwise(bin, n, r, u, &mut g, |b, us, up, sc, l, p, gp| {
+                // SAFETY: as above.
+                unsafe {
+                    foc(
+                        b,
+                        ELEM_THREADS,
+                        0,
+                        x.as_ptr(),
+                        y.as_ptr(),
+                        n as i64,
+                        alpha,
+                        gamma,
+                        us,
+                        up,
+                        sc,
+                        l,
+                        p,
+                        gp,
+                    )
+                }
+            });
+            let cfg = SigmoidFocal {
+                alpha,
+                gamma,
+                reduction: r,
+            };
+            let mut gr = vec![0f32; n];
+            let want = ReferenceBackend
+                .sigmoid_focal(&cfg, &x, &y, u, Some(&mut gr))
+                .unwrap();
+            close(
+                &format!("focal {r:?} {alpha} {gamma}"),
+                &got,
+                &want,
+                &g,
+                &gr,
+            );
+        }
+    }
+}
