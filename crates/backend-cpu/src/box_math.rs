@@ -266,7 +266,9 @@ pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
     let iou = inter * rd;
     // 1 - iou without cancellation: exact for identical boxes (union - inter = 0), exactly 1
     // where there is no intersection (or the denominator is 0, iou = 0 then).
-    let omi = sel(mask && du != 0.0, ((union - inter) + eps) * rd, 1.0);
+    let has = mask && du != 0.0;
+    let if_mask = (sel(has, (union - inter) + eps, 1.0), sel(has, du, 1.0));
+    let omi = sel(has, if_mask.0 * rd, 1.0);
 
     // Adjoints (d loss / d quantity).
     let mut a_union = 0.0f32;
@@ -311,8 +313,11 @@ pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
                     // Precomputed by `chunk` in a separate loop (short dependency chains).
                     let dv = dv_pre;
                     let v = K4PI2 * dv * dv;
-                    let alpha_den = omi + v + eps;
-                    let alpha = sel(alpha_den == 0.0, 0.0, v / alpha_den);
+                    // alpha = v / (1 - iou + v + eps) with 1 - iou = n / du written as
+                    // v du / (n + (v + eps) du): this division does not wait for 1 / du.
+                    let (n_omi, d_omi) = if_mask;
+                    let alpha_den = n_omi + (v + eps) * d_omi;
+                    let alpha = sel(alpha_den == 0.0, 0.0, v * d_omi / alpha_den);
                     if G {
                         // d(alpha v)/d(at) with alpha constant.
                         let a_at = -2.0 * alpha * K4PI2 * dv;
