@@ -36,8 +36,11 @@ fn build_dir() -> PathBuf {
     d
 }
 
-fn emu_header_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emu")
+/// Writes the emulation header and wrappers (embedded, so the test executable also works
+/// away from this checkout, as in `gpu-bundle/`) into `dir`.
+fn write_emu_support(dir: &Path) -> std::io::Result<()> {
+    std::fs::write(dir.join("host_emu.h"), include_str!("emu/host_emu.h"))?;
+    std::fs::write(dir.join("wrappers.inc"), include_str!("emu/wrappers.inc"))
 }
 
 fn family_define(f: Family) -> &'static str {
@@ -55,6 +58,7 @@ fn libs() -> &'static Result<HashMap<Family, Library>, String> {
     LIBS.get_or_init(|| {
         let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
         let dir = build_dir();
+        write_emu_support(&dir).map_err(|e| e.to_string())?;
         let mut out = HashMap::new();
         for fam in Family::ALL {
             let src = format!(
@@ -69,7 +73,7 @@ fn libs() -> &'static Result<HashMap<Family, Library>, String> {
             let res = Command::new(&cxx)
                 .args(["-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w"])
                 .arg("-I")
-                .arg(emu_header_dir())
+                .arg(&dir)
                 .arg("-o")
                 .arg(&so)
                 .arg(&cpp)
@@ -978,4 +982,356 @@ fn elementwise_kernels_match_the_reference_on_the_cpu() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------- the shared suite
+
+/// The kernels behind the host-slice traits, through the CPU emulation, with the same
+/// validation and launch sequence as `CudaBackend`: lets the shared conformance suite check
+/// the kernels' semantics (non-finite inputs, ties, reductions, errors) without a GPU.
+struct EmuBackend;
+
+fn libs_ok() -> &'static HashMap<Family, Library> {
+    libs().as_ref().expect("emulation libraries")
+}
+
+impl CrossEntropyOps<f32> for EmuBackend {
+    fn cross_entropy(
+        &self,
+        cfg: &CrossEntropy,
+        logits: &[f32],
+        rows: usize,
+        classes: usize,
+        targets: CeTargets<'_, f32>,
+        upstream: Upstream<'_>,
+        grad: Option<&mut [f32]>,
+    ) -> smoothloss_core::Result<Vec<f64>> {
+        cfg.validate(
+            logits.len(),
+            rows,
+            classes,
+            &targets,
+            &upstream,
+            grad.as_ref().map(|g| g.len()),
+        )?;
+        let lib = &libs_ok()[&Family::CrossEntropy];
+        let mut z = logits.to_vec();
+        let (v, check) = emu_ce(
+            lib, cfg, &mut z, rows, classes, targets, upstream, grad, false,
+        );
+        assert_eq!(check[0], -1, "host-validated targets flagged on the device");
+        Ok(v)
+    }
+
+    fn cross_entropy_in_place(
+        &self,
+        cfg: &CrossEntropy,
+        logits: &mut [f32],
+        rows: usize,
+        classes: usize,
+        targets: CeTargets<'_, f32>,
+        upstream: Upstream<'_>,
+    ) -> smoothloss_core::Result<Vec<f64>> {
+        cfg.validate(logits.len(), rows, classes, &targets, &upstream, None)?;
+        let lib = &libs_ok()[&Family::CrossEntropy];
+        let (v, _) = emu_ce(
+            lib, cfg, logits, rows, classes, targets, upstream, None, true,
+        );
+        Ok(v)
+    }
+}
+
+impl BoxLossOps<f32> for EmuBackend {
+    fn box_loss(
+        &self,
+        cfg: &BoxLoss,
+        pred: &[f32],
+        target: &[f32],
+        upstream: Upstream<'_>,
+        grad: Option<&mut [f32]>,
+    ) -> smoothloss_core::Result<Vec<f64>> {
+        let n = cfg.validate(pred, target, &upstream, grad.as_ref().map(|g| g.len()))?;
+        let lib = &libs_ok()[&Family::BoxLoss];
+        let f = sym!(lib, b"emu_box_loss_fwd_bwd", BoxFn);
+        let r = cfg.reduction;
+        let (up_scalar, up_ptr) = match upstream {
+            Upstream::Scalar(s) => (s, NULL_F64),
+            Upstream::PerElement(u) => (0.0, u.as_ptr()),
+        };
+        let scale = if r == Reduction::Mean {
+            1.0 / n as f64
+        } else {
+            1.0
+        };
+        let blocks = elem_grid(n);
+        let mut losses = vec![0.0f64; n];
+        let mut partials = vec![0.0f64; blocks as usize];
+        let (has_tw, a, t) = match cfg.threshold_weight {
+            Some(tw) => (1, tw.alpha, tw.threshold),
+            None => (0, 0.0, 0.0),
+        };
+        let g_ptr = grad.map_or(std::ptr::null_mut(), |g| g.as_mut_ptr());
+        // SAFETY: pred/target/grad 4n, up/losses n, partials `blocks`.
+        unsafe {
+            f(
+                blocks,
+                ELEM_THREADS,
+                0,
+                pred.as_ptr(),
+                target.as_ptr(),
+                n as i64,
+                cfg.kind as i32,
+                format_code(cfg.format),
+                cfg.eps,
+                has_tw,
+                a,
+                t,
+                up_scalar,
+                up_ptr,
+                scale,
+                losses.as_mut_ptr(),
+                partials.as_mut_ptr(),
+                g_ptr,
+            )
+        };
+        Ok(if r == Reduction::None {
+            losses
+        } else {
+            vec![reduce_final(lib, &partials, 1.0 / scale, None)]
+        })
+    }
+
+    fn box_iou(
+        &self,
+        format: BoxFormat,
+        boxes1: &[f32],
+        boxes2: &[f32],
+        out: &mut [f32],
+    ) -> smoothloss_core::Result<()> {
+        let (n, m) = smoothloss_core::box_loss::validate_box_iou(boxes1, boxes2, out.len())?;
+        if n * m == 0 {
+            return Ok(());
+        }
+        let lib = &libs_ok()[&Family::BoxLoss];
+        let iou = sym!(lib, b"emu_box_iou_pairwise", IouFn);
+        let blocks = (n * m).div_ceil(ELEM_THREADS as usize) as u32;
+        // SAFETY: boxes1 4n, boxes2 4m, out n*m floats.
+        unsafe {
+            iou(
+                blocks,
+                ELEM_THREADS,
+                0,
+                boxes1.as_ptr(),
+                boxes2.as_ptr(),
+                n as i64,
+                m as i64,
+                format_code(format),
+                out.as_mut_ptr(),
+            )
+        };
+        Ok(())
+    }
+}
+
+/// Calls `f` with the caller's gradient buffer, or a scratch one when none is asked for.
+fn with_grad<R>(grad: Option<&mut [f32]>, n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    match grad {
+        Some(g) => f(g),
+        None => f(&mut vec![0.0; n]),
+    }
+}
+
+impl RegressionOps<f32> for EmuBackend {
+    fn smooth_l1(
+        &self,
+        cfg: &SmoothL1,
+        pred: &[f32],
+        target: &[f32],
+        upstream: Upstream<'_>,
+        grad: Option<&mut [f32]>,
+    ) -> smoothloss_core::Result<Vec<f64>> {
+        let n = cfg.validate(pred, target, &upstream, grad.as_ref().map(|g| g.len()))?;
+        let lib = &libs_ok()[&Family::Regression];
+        let f = sym!(lib, b"emu_reg_smooth_l1", RegFn);
+        Ok(with_grad(grad, n, |g| {
+            emu_elementwise(
+                lib,
+                n,
+                cfg.reduction,
+                upstream,
+                g,
+                |b, us, up, sc, l, p, gp| {
+                    // SAFETY: pred, target, grad, up, losses have n elements; partials `b`.
+                    unsafe {
+                        f(
+                            b,
+                            ELEM_THREADS,
+                            0,
+                            pred.as_ptr(),
+                            target.as_ptr(),
+                            n as i64,
+                            cfg.beta,
+                            us,
+                            up,
+                            sc,
+                            l,
+                            p,
+                            gp,
+                        )
+                    }
+                },
+            )
+        }))
+    }
+
+    fn huber(
+        &self,
+        cfg: &Huber,
+        pred: &[f32],
+        target: &[f32],
+        upstream: Upstream<'_>,
+        grad: Option<&mut [f32]>,
+    ) -> smoothloss_core::Result<Vec<f64>> {
+        let n = cfg.validate(pred, target, &upstream, grad.as_ref().map(|g| g.len()))?;
+        let lib = &libs_ok()[&Family::Regression];
+        let f = sym!(lib, b"emu_reg_huber", RegFn);
+        Ok(with_grad(grad, n, |g| {
+            emu_elementwise(
+                lib,
+                n,
+                cfg.reduction,
+                upstream,
+                g,
+                |b, us, up, sc, l, p, gp| {
+                    // SAFETY: as above.
+                    unsafe {
+                        f(
+                            b,
+                            ELEM_THREADS,
+                            0,
+                            pred.as_ptr(),
+                            target.as_ptr(),
+                            n as i64,
+                            cfg.delta,
+                            us,
+                            up,
+                            sc,
+                            l,
+                            p,
+                            gp,
+                        )
+                    }
+                },
+            )
+        }))
+    }
+}
+
+impl BinaryOps<f32> for EmuBackend {
+    fn bce_with_logits(
+        &self,
+        cfg: &BceWithLogits,
+        logits: &[f32],
+        targets: &[f32],
+        upstream: Upstream<'_>,
+        grad: Option<&mut [f32]>,
+    ) -> smoothloss_core::Result<Vec<f64>> {
+        let n = cfg.validate(logits, targets, &upstream, grad.as_ref().map(|g| g.len()))?;
+        let lib = &libs_ok()[&Family::Binary];
+        let f = sym!(lib, b"emu_bin_bce_with_logits", BceFn);
+        let (pw_ptr, p_len) = cfg
+            .pos_weight
+            .as_ref()
+            .map_or((NULL_F64, 1), |w| (w.as_ptr(), w.len() as i64));
+        Ok(with_grad(grad, n, |g| {
+            emu_elementwise(
+                lib,
+                n,
+                cfg.reduction,
+                upstream,
+                g,
+                |b, us, up, sc, l, p, gp| {
+                    // SAFETY: as above; pos_weight has p_len >= 1 doubles.
+                    unsafe {
+                        f(
+                            b,
+                            ELEM_THREADS,
+                            0,
+                            logits.as_ptr(),
+                            targets.as_ptr(),
+                            n as i64,
+                            pw_ptr,
+                            p_len,
+                            us,
+                            up,
+                            sc,
+                            l,
+                            p,
+                            gp,
+                        )
+                    }
+                },
+            )
+        }))
+    }
+
+    fn sigmoid_focal(
+        &self,
+        cfg: &SigmoidFocal,
+        logits: &[f32],
+        targets: &[f32],
+        upstream: Upstream<'_>,
+        grad: Option<&mut [f32]>,
+    ) -> smoothloss_core::Result<Vec<f64>> {
+        let n = cfg.validate(logits, targets, &upstream, grad.as_ref().map(|g| g.len()))?;
+        let lib = &libs_ok()[&Family::Binary];
+        let f = sym!(lib, b"emu_bin_sigmoid_focal", FocalFn);
+        Ok(with_grad(grad, n, |g| {
+            emu_elementwise(
+                lib,
+                n,
+                cfg.reduction,
+                upstream,
+                g,
+                |b, us, up, sc, l, p, gp| {
+                    // SAFETY: as above.
+                    unsafe {
+                        f(
+                            b,
+                            ELEM_THREADS,
+                            0,
+                            logits.as_ptr(),
+                            targets.as_ptr(),
+                            n as i64,
+                            cfg.alpha,
+                            cfg.gamma,
+                            us,
+                            up,
+                            sc,
+                            l,
+                            p,
+                            gp,
+                        )
+                    }
+                },
+            )
+        }))
+    }
+}
+
+impl smoothloss_core::Backend<f32> for EmuBackend {
+    fn name(&self) -> String {
+        "cuda-kernels-on-cpu-emulation".into()
+    }
+}
+
+#[test]
+#[ignore = "slow (minutes): the shared conformance suite through the CPU emulation"]
+fn conformance_suite_through_the_cpu_emulation() {
+    use smoothloss_spec::conformance::{self, Tolerances};
+    if emu().is_none() {
+        return;
+    }
+    let r = conformance::run_all::<f32, _>(&EmuBackend, &Tolerances::F32);
+    assert!(r.all_passed(), "{r}");
 }
