@@ -148,8 +148,9 @@ fn build(
             .unwrap_or("unnamed")
             .to_string();
         let kinds = msg["target"]["kind"].to_string();
-        // The bench binary's own (empty) unit-test harness is not worth carrying.
-        if tests && kinds.contains("bin") {
+        // The bench binary's own (empty) unit-test harness is not worth carrying, nor the CPU
+        // emulation tests (they need no GPU, and their ignored conformance run takes minutes).
+        if tests && (kinds.contains("bin") || name == "emulated") {
             continue;
         }
         // Test executables: `lib` unit tests get the target's kind appended to stay unique.
