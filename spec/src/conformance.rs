@@ -757,13 +757,13 @@ where
 /// ```ignore
 /// smoothloss_spec::conformance_tests!(smoothloss_cpu::CpuBackend::new(), f32,
 ///     smoothloss_spec::conformance::Tolerances::F32);
-/// // A GPU backend on machines without a GPU:
-/// smoothloss_spec::conformance_tests!(#[ignore = "needs a CUDA device"]
+/// // A GPU backend on machines without a GPU: attributes go in `attrs [...]`.
+/// smoothloss_spec::conformance_tests!(attrs [#[ignore = "needs a CUDA device"]],
 ///     my_cuda_backend(), f32, smoothloss_spec::conformance::Tolerances::F32);
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
-    ($(#[$m:meta])* $backend:expr, $elem:ty, $tol:expr) => {
+    (attrs [$(#[$m:meta])*], $backend:expr, $elem:ty, $tol:expr) => {
         $(#[$m])*
         #[test]
         fn conformance_torch_cases() {
@@ -785,5 +785,8 @@ macro_rules! conformance_tests {
             let r = $crate::conformance::error_cases::<$elem, _>(&backend);
             assert!(r.all_passed(), "{r}");
         }
+    };
+    ($backend:expr, $elem:ty, $tol:expr) => {
+        $crate::conformance_tests!(attrs [], $backend, $elem, $tol);
     };
 }
