@@ -75,9 +75,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// The CUDA backend needs a device; without one this is an error, not a silent pass.
-fn cuda_report(_file: &CaseFile) -> Result<Report, String> {
-    Err("backend `cuda` is not available in this build of xtask".into())
+/// The CUDA backend needs a driver and a device; without them this is an error (reported, or
+/// fatal when `--backend cuda` was asked for), never a silent pass.
+fn cuda_report(file: &CaseFile) -> Result<Report, String> {
+    let backend =
+        smoothloss_cuda::CudaBackend::new(0).map_err(|e| format!("no usable CUDA device: {e}"))?;
+    Ok(case_file::<f32, _>(&backend, file, &Tolerances::F32))
 }
 
 #[cfg(test)]

@@ -22,8 +22,13 @@ pub use smoothloss_core::*;
 #[cfg(feature = "cpu")]
 pub use smoothloss_cpu::CpuBackend;
 
+#[cfg(feature = "cuda")]
+pub use smoothloss_cuda::CudaBackend;
+
 /// The backend selected by Cargo features: the CPU backend when `cpu` is on, otherwise the
-/// reference.
+/// reference. With `cuda`, [`CudaBackend`] is exported too; it is created with
+/// `CudaBackend::new(ordinal)`, which returns `LossError::Device` where no GPU is usable, so it
+/// is not a `Default` backend.
 #[cfg(feature = "cpu")]
 pub type DefaultBackend = smoothloss_cpu::CpuBackend;
 /// The backend selected by Cargo features: the CPU backend when `cpu` is on, otherwise the
