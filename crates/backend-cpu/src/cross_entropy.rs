@@ -1461,37 +1461,6 @@ mod kernels {
             ChunkStats { m, s, z, wq }
         }
 
-        /// The gradient of the eight elements at `i`.
-        ///
-        /// # Safety
-        /// `e`, and `w` / `q` as used by `K`, hold at least `i + 8` readable values.
-        #[allow(clippy::too_many_arguments)]
-        #[inline]
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn g8<const K: u8>(
-            e: *const f32,
-            i: usize,
-            wp: *const f32,
-            qp: *const f32,
-            av: __m256,
-            bv: __m256,
-            bqv: __m256,
-            qav: __m256,
-            qbv: __m256,
-        ) -> __m256 {
-            // SAFETY: the caller guarantees `i + 8` readable values in each used buffer.
-            unsafe {
-                let v = _mm256_loadu_ps(e.add(i));
-                match K {
-                    PLAIN => _mm256_fmsub_ps(av, v, bv),
-                    WEIGHTED => {
-                        _mm256_fnmadd_ps(bv, _mm256_loadu_ps(wp.add(i)), _mm256_mul_ps(av, v))
-                    }
-                    _ => _mm256_fnmadd_ps(bqv, wq8::<K>(i, wp, qp, qav, qbv), _mm256_mul_ps(av, v)),
-                }
-            }
-        }
-
         /// # Safety
         /// As `kernels::pass2`, with AVX2 + FMA available.
         #[allow(clippy::too_many_arguments)]
@@ -1514,64 +1483,59 @@ mod kernels {
             if K == PROBS || K == PROBS_W {
                 assert!(q.len() >= n);
             }
+            let kind = kind_of(K);
             let (wp, qp) = (w.as_ptr(), q.as_ptr());
             let av = _mm256_set1_ps(a);
             let bv = _mm256_set1_ps(b);
             let bqv = _mm256_set1_ps(bq);
             let qav = _mm256_set1_ps(qa);
             let qbv = _mm256_set1_ps(qb);
-            if n < 8 {
-                let kind = kind_of(K);
-                for i in 0..n {
-                    // SAFETY: `i < n`; `e` readable and `out` writable there, element `i` of
-                    // `e` read before `out[i]` is written.
-                    unsafe {
-                        let v = *e.add(i);
-                        *out.add(i) = a.mul_add(v, -b_of(kind, i, b, bq, w, q, qa, qb));
-                    }
+            let scalar = |i: usize| {
+                // SAFETY: callers pass `i < n`; `e` readable and `out` writable there, element
+                // `i` of `e` read before `out[i]` is written.
+                unsafe {
+                    let v = *e.add(i);
+                    *out.add(i) = a.mul_add(v, -b_of(kind, i, b, bq, w, q, qa, qb));
                 }
-                return;
+            };
+            let mut i = 0;
+            if NT {
+                // Peel to a 32-byte aligned `out` for the streaming stores.
+                let mis = (out as usize % 32) / 4;
+                let head = if mis == 0 { 0 } else { (8 - mis).min(n) };
+                while i < head {
+                    scalar(i);
+                    i += 1;
+                }
             }
-            // SAFETY: `n >= 8`, and every vector access below is at an index `i` with
-            // `i + 8 <= n`, inside `e` (readable), `out` (writable) and `w` / `q` (lengths
-            // asserted above). `e` and `out` are equal or disjoint; with `NT` they are disjoint
-            // (`NT` is only used with a scratch `e`), so the overlapping head and tail vectors
-            // rewrite elements with the same values; without `NT` there is no overlap and each
-            // vector of `e` is read before the same positions of `out` are written.
-            unsafe {
-                let mut i = 0;
-                if NT {
-                    // Unaligned first vector, then streaming stores from the first 32-byte
-                    // aligned position (the few elements in between are written twice with the
-                    // same value; `e` is a separate scratch buffer in this mode).
-                    let mis = (out as usize % 32) / 4;
-                    if mis != 0 {
-                        let g = g8::<K>(e, 0, wp, qp, av, bv, bqv, qav, qbv);
-                        _mm256_storeu_ps(out, g);
-                        i = 8 - mis;
-                    }
-                    while i + 8 <= n {
-                        let g = g8::<K>(e, i, wp, qp, av, bv, bqv, qav, qbv);
+            while i + 8 <= n {
+                // SAFETY: `i + 8 <= n`: `e` valid for reads and `out` for writes there; `w`, `q`
+                // hold at least `n` values when used (asserted above); with `NT`, `out + i` is
+                // 32-byte aligned (peeled above, and `i` advances by 8 floats).
+                unsafe {
+                    let v = _mm256_loadu_ps(e.add(i));
+                    let g = match K {
+                        PLAIN => _mm256_fmsub_ps(av, v, bv),
+                        WEIGHTED => {
+                            _mm256_fnmadd_ps(bv, _mm256_loadu_ps(wp.add(i)), _mm256_mul_ps(av, v))
+                        }
+                        _ => _mm256_fnmadd_ps(
+                            bqv,
+                            wq8::<K>(i, wp, qp, qav, qbv),
+                            _mm256_mul_ps(av, v),
+                        ),
+                    };
+                    if NT {
                         _mm256_stream_ps(out.add(i), g);
-                        i += 8;
-                    }
-                    if i < n {
-                        let g = g8::<K>(e, n - 8, wp, qp, av, bv, bqv, qav, qbv);
-                        _mm256_storeu_ps(out.add(n - 8), g);
-                    }
-                } else {
-                    while i + 8 <= n {
-                        let g = g8::<K>(e, i, wp, qp, av, bv, bqv, qav, qbv);
+                    } else {
                         _mm256_storeu_ps(out.add(i), g);
-                        i += 8;
-                    }
-                    let kind = kind_of(K);
-                    while i < n {
-                        let v = *e.add(i);
-                        *out.add(i) = a.mul_add(v, -b_of(kind, i, b, bq, w, q, qa, qb));
-                        i += 1;
                     }
                 }
+                i += 8;
+            }
+            while i < n {
+                scalar(i);
+                i += 1;
             }
         }
     }
