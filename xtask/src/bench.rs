@@ -244,7 +244,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
     let reps = if o.quick { 3 } else { 9 };
     let torch = !o.no_peers && torch_available();
-    if !torch {
+    if !torch && !o.no_peers {
         eprintln!("bench: PyTorch not importable; peer columns left empty");
     }
     // Diagnostics: SMOOTHLOSS_BENCH_ONLY=NxC times that one cross-entropy shape only.
