@@ -4,14 +4,18 @@
 //!
 //! Each row is cut into chunks of [`CHUNK`] columns at fixed offsets. Pass 1 reads a chunk once
 //! from memory: a max loop over the chunk (from L1), then one loop that computes
-//! `e_j = exp(z_j - m_c)` with the chunk's own maximum `m_c`, stores `e_j` into the gradient
-//! buffer (when a gradient is wanted), and accumulates in `f32` lanes the chunk's `sum e_j`,
+//! `e_j = exp(z_j - m_c)` with the chunk's own maximum `m_c` (prefetching the next chunk),
+//! stores `e_j` (when a gradient is wanted) into a per-thread scratch row (or, in place and for
+//! rows split across threads, into the gradient buffer), and accumulates in `f32` lanes (one
+//! vector accumulator, so 64 terms per lane) the chunk's `sum e_j`,
 //! `sum w_j (z_j - m_c)` (the smoothing term) and, for probability targets, `sum w_j q'_j` and
 //! `sum w_j q'_j (z_j - m_c)`. The per-chunk statistics are combined in `f64`, in chunk order:
-//! `M = max m_c`, `S = sum_c s_c exp(m_c - M)`, `log S`, the loss. Pass 2 rewrites the stored
-//! exponentials, still in cache, as the gradient `u s (A p_j - B_j)` with
+//! `M = max m_c`, `S = sum_c s_c exp(m_c - M)`, `log S`, the loss. Pass 2 turns the stored
+//! exponentials, still in cache, into the gradient `u s (A p_j - B_j)` with
 //! `p_j = e_j exp(m_c - M) / S` (`CE-8`, `CE-9`), one FMA per element (plus the weight or
-//! target load when present); the target class of a hard target is then set from `f64`.
+//! target load when present), written once (streaming stores for outputs of `2^22` logits or
+//! more); the target class of a hard target is then set from `f64`. With a separate gradient
+//! buffer, pass 2 of row `r` runs chunk by chunk interleaved with pass 1 of row `r + 1`.
 //!
 //! Rows are distributed over rayon tasks; a few very long rows are also split into blocks of
 //! chunks. Every chunk is computed by the same code whatever the task layout and the partial
