@@ -27,6 +27,7 @@ struct Opts {
     threads: Vec<usize>,
     quick: bool,
     no_peers: bool,
+    plot: Option<std::path::PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -35,6 +36,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         threads: Vec::new(),
         quick: false,
         no_peers: false,
+        plot: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -57,8 +59,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 o.threads.push(n.max(1));
             }
             "--plot" => {
-                it.next();
-                eprintln!("bench: --plot is not supported; ignoring");
+                let f = it.next().ok_or("--plot needs a file name (.svg)")?;
+                o.plot = Some(f.into());
             }
             other => return Err(format!("bench: unknown option `{other}`")),
         }
@@ -424,6 +426,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
             );
         }
     }
+    if let Some(path) = &o.plot {
+        plot_sweep(path, o.threads[0], reps, torch)?;
+    }
     Ok(())
 }
 
@@ -435,4 +440,83 @@ fn fmt_s(s: f64) -> String {
     } else {
         format!("{:.2} us", s * 1e6)
     }
+}
+
+/// `--plot`: cross-entropy throughput against the number of classes (label smoothing 0.1,
+/// forward + backward) for the CPU backend and PyTorch, on `threads` threads. The CUDA backend
+/// is benchmarked by `cuda_bench` in `cargo xtask gpu-bundle` (device buffers, no host copies);
+/// it is not part of this host-side sweep.
+fn plot_sweep(
+    path: &std::path::Path,
+    threads: usize,
+    reps: usize,
+    torch: bool,
+) -> Result<(), String> {
+    use crate::bench_plot::{Series, draw, sweep_shapes};
+    let shapes = sweep_shapes();
+    let cpu = CpuBackend::with_threads(threads);
+    let cfg = CrossEntropy::new().with_label_smoothing(0.1);
+    let mut ours = Vec::new();
+    for &(n, c) in &shapes {
+        let (x, t) = ce_inputs(n, c);
+        let mut g = vec![0.0f32; x.len()];
+        let (s, _) = time_median(reps, || {
+            let l = cpu
+                .cross_entropy(
+                    &cfg,
+                    &x,
+                    n,
+                    c,
+                    CeTargets::Classes(&t),
+                    Upstream::ONE,
+                    Some(&mut g),
+                )
+                .expect("valid input");
+            black_box(l);
+        });
+        eprintln!("bench --plot: cpu {n}x{c}: {}", fmt_s(s));
+        ours.push((c, (n * c) as f64 / s));
+    }
+    let mut series = vec![Series {
+        name: format!("smoothloss cpu, {threads} thread(s)"),
+        points: ours,
+    }];
+    if torch {
+        let shape_arg = shapes
+            .iter()
+            .map(|(n, c)| format!("{n}x{c}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let peers = run_peer(
+            "benches/peers/torch_ce.py",
+            &[
+                "--shapes".into(),
+                shape_arg,
+                "--threads".into(),
+                threads.to_string(),
+                "--repeats".into(),
+                reps.min(5).to_string(),
+            ],
+        );
+        let pts: Vec<(usize, f64)> = shapes
+            .iter()
+            .filter_map(|&(n, c)| {
+                peer_time(&peers, "cross_entropy", &format!("{n}x{c}"), threads)
+                    .map(|t| (c, (n * c) as f64 / t))
+            })
+            .collect();
+        if !pts.is_empty() {
+            series.push(Series {
+                name: format!("PyTorch F.cross_entropy, {threads} thread(s)"),
+                points: pts,
+            });
+        }
+    }
+    draw(
+        path,
+        "cross-entropy, label smoothing 0.1, f32, forward + backward",
+        &series,
+    )?;
+    eprintln!("bench --plot: wrote {}", path.display());
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //! - `gpu-bundle`
 
 mod bench;
+mod bench_plot;
 mod conformance;
 mod experiment;
 mod gpu_bundle;
