@@ -28,6 +28,8 @@ struct Opts {
     quick: bool,
     no_peers: bool,
     plot: Option<std::path::PathBuf>,
+    /// Which backends: "cpu", "cuda" or "all" (CPU always; CUDA when a device is usable).
+    backend: String,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -37,6 +39,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         quick: false,
         no_peers: false,
         plot: None,
+        backend: "all".into(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -45,11 +48,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--quick" => o.quick = true,
             "--no-peers" => o.no_peers = true,
             "--backend" => match it.next().map(String::as_str) {
-                Some("cpu") | Some("all") => {}
+                Some(b @ ("cpu" | "cuda" | "all")) => o.backend = b.to_string(),
                 Some(b) => {
-                    return Err(format!(
-                        "bench: backend `{b}` is not benchmarked here (use cpu)"
-                    ));
+                    return Err(format!("bench: unknown backend `{b}` (cpu|cuda|all)"));
                 }
                 None => return Err("--backend needs a value".into()),
             },
@@ -244,6 +245,9 @@ fn peer_time(peers: &[serde_json::Value], loss: &str, shape: &str, threads: usiz
 /// Entry point of `cargo xtask bench`.
 pub fn run(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
+    if o.backend == "cuda" {
+        return run_cuda(&o, true);
+    }
     let reps = if o.quick { 3 } else { 9 };
     let torch = !o.no_peers && torch_available();
     if !torch && !o.no_peers {
@@ -426,6 +430,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
             );
         }
     }
+    if o.backend == "all" {
+        run_cuda(&o, false)?;
+    }
     if let Some(path) = &o.plot {
         plot_sweep(path, o.threads[0], reps, torch)?;
     }
@@ -518,5 +525,68 @@ fn plot_sweep(
         &series,
     )?;
     eprintln!("bench --plot: wrote {}", path.display());
+    Ok(())
+}
+
+/// The CUDA backend's figures: `cuda_bench` (device buffers, CUDA events, copy bandwidth measured
+/// in the same run) built and run when a device is usable. `required` makes a missing device an
+/// error (`--backend cuda`); otherwise it is reported and skipped.
+fn run_cuda(o: &Opts, required: bool) -> Result<(), String> {
+    if let Err(e) = smoothloss_cuda::CudaBackend::new(0) {
+        let msg = format!("cuda: skipped, no usable device ({e})");
+        if required {
+            return Err(msg);
+        }
+        eprintln!("bench: {msg}");
+        return Ok(());
+    }
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(crate::project_root()).args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "smoothloss-cuda",
+        "--bin",
+        "cuda_bench",
+        "--",
+    ]);
+    if o.quick {
+        cmd.arg("--quick");
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run cuda_bench: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cuda_bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if o.json {
+            let mut w = v.clone();
+            w["backend"] = json!("cuda");
+            if let Some(ms) = v["median_ms"].as_f64() {
+                w["median_s"] = json!(ms * 1e-3);
+            }
+            if let Some(p) = v["pct_of_floor"].as_f64() {
+                w["floor_fraction"] = json!(p / 100.0);
+            }
+            if let (Some(r), Some(c)) = (v["rows"].as_u64(), v["classes"].as_u64()) {
+                w["loss"] = v["bench"].clone();
+                w["shape"] = json!(format!("{r}x{c}"));
+                if let Some(ms) = v["median_ms"].as_f64() {
+                    w["elems_per_s"] = json!((r * c) as f64 / (ms * 1e-3));
+                }
+            }
+            println!("{w}");
+        } else {
+            println!("cuda: {line}");
+        }
+    }
     Ok(())
 }
