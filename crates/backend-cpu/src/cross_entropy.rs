@@ -14,7 +14,9 @@
 //! exponentials, still in cache, into the gradient `u s (A p_j - B_j)` with
 //! `p_j = e_j exp(m_c - M) / S` (`CE-8`, `CE-9`), one FMA per element (plus the weight or
 //! target load when present), written once (streaming stores for outputs of `2^22` logits or
-//! more); the target class of a hard target is then set from `f64`. With a separate gradient
+//! more, on whole 64-byte lines only: a line shared with the neighbouring row or chunk gets
+//! ordinary stores, as a half-written streaming line is flushed as a slow partial write); the
+//! target class of a hard target is then set from `f64`. With a separate gradient
 //! buffer, pass 2 of row `r` runs chunk by chunk interleaved with pass 1 of row `r + 1`.
 //!
 //! Rows are distributed over rayon tasks; a few very long rows are also split into blocks of
@@ -1465,6 +1467,37 @@ mod kernels {
             ChunkStats { m, s, z, wq }
         }
 
+        /// Eight gradient lanes at `i`: `a e_i - B_i`.
+        ///
+        /// # Safety
+        /// `e` and (as used by `K`) `w` / `q` hold at least `i + 8` readable values.
+        #[allow(clippy::too_many_arguments)]
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn grad8<const K: u8>(
+            e: *const f32,
+            wp: *const f32,
+            qp: *const f32,
+            i: usize,
+            av: __m256,
+            bv: __m256,
+            bqv: __m256,
+            qav: __m256,
+            qbv: __m256,
+        ) -> __m256 {
+            // SAFETY: caller guarantees `i + 8` readable values in the used buffers.
+            unsafe {
+                let v = _mm256_loadu_ps(e.add(i));
+                match K {
+                    PLAIN => _mm256_fmsub_ps(av, v, bv),
+                    WEIGHTED => {
+                        _mm256_fnmadd_ps(bv, _mm256_loadu_ps(wp.add(i)), _mm256_mul_ps(av, v))
+                    }
+                    _ => _mm256_fnmadd_ps(bqv, wq8::<K>(i, wp, qp, qav, qbv), _mm256_mul_ps(av, v)),
+                }
+            }
+        }
+
         /// # Safety
         /// As `kernels::pass2`, with AVX2 + FMA available.
         #[allow(clippy::too_many_arguments)]
@@ -1504,36 +1537,36 @@ mod kernels {
             };
             let mut i = 0;
             if NT {
-                // Peel to a 32-byte aligned `out` for the streaming stores.
-                let mis = (out as usize % 32) / 4;
-                let head = if mis == 0 { 0 } else { (8 - mis).min(n) };
+                // Streaming stores only for whole 64-byte lines of `out`: a line shared with
+                // the neighbouring call (row or chunk boundary) would be written by two
+                // streaming stores far apart in time, and the write-combining buffer flushes
+                // such a half line as a slow partial write. Those lines get ordinary stores
+                // (from both sides, so every line is written by one kind of store only).
+                let mis = (out as usize % 64) / 4;
+                let head = if mis == 0 { 0 } else { (16 - mis).min(n) };
                 while i < head {
                     scalar(i);
                     i += 1;
                 }
+                while i + 16 <= n {
+                    // SAFETY: `i + 16 <= n`: `e` readable and `out` writable there; `w`, `q`
+                    // hold at least `n` values when used (asserted above); `out + i` is
+                    // 64-byte aligned (peeled above, `i` advances by 16 floats).
+                    unsafe {
+                        let g0 = grad8::<K>(e, wp, qp, i, av, bv, bqv, qav, qbv);
+                        let g1 = grad8::<K>(e, wp, qp, i + 8, av, bv, bqv, qav, qbv);
+                        _mm256_stream_ps(out.add(i), g0);
+                        _mm256_stream_ps(out.add(i + 8), g1);
+                    }
+                    i += 16;
+                }
             }
             while i + 8 <= n {
                 // SAFETY: `i + 8 <= n`: `e` valid for reads and `out` for writes there; `w`, `q`
-                // hold at least `n` values when used (asserted above); with `NT`, `out + i` is
-                // 32-byte aligned (peeled above, and `i` advances by 8 floats).
+                // hold at least `n` values when used (asserted above).
                 unsafe {
-                    let v = _mm256_loadu_ps(e.add(i));
-                    let g = match K {
-                        PLAIN => _mm256_fmsub_ps(av, v, bv),
-                        WEIGHTED => {
-                            _mm256_fnmadd_ps(bv, _mm256_loadu_ps(wp.add(i)), _mm256_mul_ps(av, v))
-                        }
-                        _ => _mm256_fnmadd_ps(
-                            bqv,
-                            wq8::<K>(i, wp, qp, qav, qbv),
-                            _mm256_mul_ps(av, v),
-                        ),
-                    };
-                    if NT {
-                        _mm256_stream_ps(out.add(i), g);
-                    } else {
-                        _mm256_storeu_ps(out.add(i), g);
-                    }
+                    let g = grad8::<K>(e, wp, qp, i, av, bv, bqv, qav, qbv);
+                    _mm256_storeu_ps(out.add(i), g);
                 }
                 i += 8;
             }
