@@ -2,18 +2,22 @@
 //!
 //! # Algorithm
 //!
-//! Each row is cut into chunks of [`CHUNK`] columns at fixed offsets. Pass 1 reads a chunk once
+//! Each row is cut into chunks of [`CHUNK`] columns at fixed offsets; a row of at most
+//! [`SHORT_ROW`] columns is a single chunk (one maximum, no chunk factors, one kernel call per
+//! pass: short rows pay little per-row cost). Pass 1 reads a chunk once
 //! from memory: a max loop over the chunk (from L1), then one loop that computes
 //! `e_j = exp(z_j - m_c)` with the chunk's own maximum `m_c` (prefetching the next chunk),
 //! stores `e_j` (when a gradient is wanted) into a per-thread scratch row (or, in place and for
 //! rows split across threads, into the gradient buffer), and accumulates in `f32` lanes (one
-//! vector accumulator, so 64 terms per lane) the chunk's `sum e_j`,
+//! vector accumulator per block of 512 columns, so 64 terms per lane; the blocks' sums are added
+//! in `f64`) the chunk's `sum e_j`,
 //! `sum w_j (z_j - m_c)` (the smoothing term) and, for probability targets, `sum w_j q'_j` and
 //! `sum w_j q'_j (z_j - m_c)`. The per-chunk statistics are combined in `f64`, in chunk order:
 //! `M = max m_c`, `S = sum_c s_c exp(m_c - M)`, `log S`, the loss. Pass 2 turns the stored
 //! exponentials, still in cache, into the gradient `u s (A p_j - B_j)` with
 //! `p_j = e_j exp(m_c - M) / S` (`CE-8`, `CE-9`), one FMA per element (plus the weight or
-//! target load when present), written once (streaming stores for outputs of `2^22` logits or
+//! target load when present; partial vectors use masked loads and stores with the same formula,
+//! so an element's bits do not depend on where vectors start), written once (streaming stores for outputs of `2^22` logits or
 //! more, on whole 64-byte lines only: a line shared with the neighbouring row or chunk gets
 //! ordinary stores, as a half-written streaming line is flushed as a slow partial write); the
 //! target class of a hard target is then set from `f64`. With a separate gradient
@@ -53,6 +57,10 @@ use smoothloss_core::reduction::{Reduction, Upstream};
 
 /// Columns per chunk: the unit of the per-chunk statistics (fits L1 with its gradient).
 pub const CHUNK: usize = 512;
+/// Rows of at most this many columns are one chunk (no per-chunk combination).
+pub const SHORT_ROW: usize = 2048;
+/// Columns per `f32` accumulation block inside a chunk (64 terms per lane).
+const SUB: usize = 512;
 /// Chunks per parallel block when single rows are split across threads.
 const BLOCK_CHUNKS: usize = 32;
 /// Target number of logits per rayon task when whole rows are distributed.
@@ -280,6 +288,9 @@ struct Plan<'a> {
     /// `1 - eps` and `eps / C` as `f32` for the probability-target kernels.
     qa: f32,
     qb: f32,
+    /// Columns per chunk: the row length for rows of at most [`SHORT_ROW`] columns, else
+    /// [`CHUNK`].
+    chunk: usize,
     /// Number of chunks per row.
     nchunks: usize,
 }
@@ -359,13 +370,13 @@ fn pass1_range(
     stats: &mut [ChunkStats],
 ) {
     let store = raw.has_grad();
-    let col0 = first_chunk * CHUNK;
+    let col0 = first_chunk * plan.chunk;
     for (k, st) in stats.iter_mut().enumerate() {
-        let off = k * CHUNK;
+        let off = k * plan.chunk;
         if off >= raw.len {
             break;
         }
-        let n = CHUNK.min(raw.len - off);
+        let n = plan.chunk.min(raw.len - off);
         let c0 = col0 + off;
         let w = plan.wslice(c0, n);
         let q = plan.qslice(i, c0, n);
@@ -473,16 +484,16 @@ fn pass2_range(
     if !raw.has_grad() {
         return;
     }
-    let col0 = first_chunk * CHUNK;
+    let col0 = first_chunk * plan.chunk;
     let c = plan.classes as f64;
     let bconst = (us * plan.eps / c) as f32;
     let mm = f64::from(row.m);
     for (k, st) in stats.iter().enumerate() {
-        let off = k * CHUNK;
+        let off = k * plan.chunk;
         if off >= raw.len {
             break;
         }
-        let n = CHUNK.min(raw.len - off);
+        let n = plan.chunk.min(raw.len - off);
         let c0 = col0 + off;
         let f = if st.m == f32::NEG_INFINITY {
             0.0
@@ -544,7 +555,7 @@ fn slow_grad(
     let mm = f64::from(row.m);
     for jl in 0..raw.len {
         let j = col0 + jl;
-        let st = &stats[j / CHUNK];
+        let st = &stats[j / plan.chunk];
         let f = if st.m == f32::NEG_INFINITY {
             0.0
         } else {
@@ -577,7 +588,7 @@ fn target_grad(
     ey: f32,
     us: f64,
 ) -> f32 {
-    let st = &stats[y / CHUNK];
+    let st = &stats[y / plan.chunk];
     let f = chunk_factor(st.m, f64::from(row.m));
     let p = f64::from(ey) * f / row.s;
     let wy = plan.weight(y);
@@ -627,7 +638,7 @@ fn process_row_split(plan: &Plan<'_>, i: usize, mut bufs: Bufs<'_>, us: f64) -> 
         return 0.0;
     }
     let y = plan.target(i);
-    let block = BLOCK_CHUNKS * CHUNK;
+    let block = BLOCK_CHUNKS * plan.chunk;
     let has_grad = bufs.has_grad();
     let mut pieces = bufs.pieces(block);
     let zy = y.map_or(0.0, |y| {
@@ -740,8 +751,8 @@ fn process_rows_pipelined(
         stats.clear();
         stats.resize(plan.nchunks, ChunkStats::default());
         for k in 0..plan.nchunks {
-            let off = k * CHUNK;
-            let n = CHUNK.min(c - off);
+            let off = k * plan.chunk;
+            let n = plan.chunk.min(c - off);
             pass1_range(plan, i, k, &raw.sub(off, n), &mut stats[k..k + 1]);
             if let Some(p) = pending.as_mut() {
                 let mut part = p.raw.sub(off, n);
@@ -836,10 +847,11 @@ fn run(
         Some(w) => w.iter().sum(),
         None => (0..c).map(|_| 1.0).sum(),
     };
-    let nchunks = c.div_ceil(CHUNK);
+    let chunk = if c <= SHORT_ROW { c.max(1) } else { CHUNK };
+    let nchunks = c.div_ceil(chunk);
     let w_chunk: Vec<f64> = (0..nchunks)
         .map(|k| {
-            let (a, b) = (k * CHUNK, ((k + 1) * CHUNK).min(c));
+            let (a, b) = (k * chunk, ((k + 1) * chunk).min(c));
             match w64 {
                 Some(w) => w[a..b].iter().sum(),
                 None => (b - a) as f64,
@@ -880,6 +892,7 @@ fn run(
         w_chunk,
         qa: (1.0 - eps) as f32,
         qb: (eps / c as f64) as f32,
+        chunk,
         nchunks,
     };
     // CE-7: the mean denominator, in row order as the reference.
@@ -1237,7 +1250,7 @@ mod kernels {
     #[cfg(target_arch = "x86_64")]
     mod avx2 {
         use super::super::{ChunkStats, Kind, exp_nonpos_f32, mref};
-        use super::{b_of, wq_of};
+        use super::wq_of;
         use crate::simd::avx2::{exp8_nonpos, hmax, hsum_f64};
         use std::arch::x86_64::*;
 
@@ -1411,41 +1424,49 @@ mod kernels {
             let qav = _mm256_set1_ps(qa);
             let qbv = _mm256_set1_ps(qb);
             let zero = _mm256_setzero_ps();
-            let (mut s0, mut z0, mut c0) = (zero, zero, zero);
+            let (mut s, mut z, mut wq) = (0.0f64, 0.0f64, 0.0f64);
+            let nv = n & !7;
             let mut i = 0;
-            // One vector per iteration keeps every constant and accumulator in registers; the
-            // iterations are independent apart from the three adds, so they overlap anyway.
-            while i + 8 <= n {
-                if i % 16 == 0 {
-                    // Bring the next chunk towards L1 while this one is computed, so the next
-                    // max loop does not stall on memory (a prefetch never faults; the address
-                    // is computed with wrapping arithmetic and may lie past the buffer).
-                    _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(n + i) as *const i8);
-                }
-                // SAFETY: `i + 8 <= n`: `src` readable, `dst` (when STORE) writable there;
-                // each element is read before the same index is written.
-                unsafe {
-                    let d0 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i)), mv);
-                    let e0 = exp8_nonpos(d0);
-                    if STORE {
-                        _mm256_storeu_ps(dst.add(i), e0);
+            // Blocks of `SUB` columns accumulate in `f32` lanes (64 terms per lane), then in
+            // `f64`: long single-chunk rows keep the accuracy of `CHUNK`-column chunks.
+            while i < nv {
+                let end = (i + super::super::SUB).min(nv);
+                let (mut s0, mut z0, mut c0) = (zero, zero, zero);
+                // One vector per iteration keeps every constant and accumulator in registers;
+                // the iterations are independent apart from the three adds, so they overlap.
+                while i < end {
+                    if i % 16 == 0 {
+                        // Bring the next chunk towards L1 while this one is computed, so the
+                        // next max loop does not stall on memory (a prefetch never faults; the
+                        // address is computed with wrapping arithmetic and may lie past the
+                        // buffer).
+                        _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(n + i) as *const i8);
                     }
-                    s0 = _mm256_add_ps(s0, e0);
-                    if K == PLAIN {
-                        z0 = _mm256_add_ps(z0, d0);
-                    } else {
-                        let a0 = wq8::<K>(i, wp, qp, qav, qbv);
-                        z0 = _mm256_fmadd_ps(a0, d0, z0);
-                        if K == PROBS || K == PROBS_W {
-                            c0 = _mm256_add_ps(c0, a0);
+                    // SAFETY: `i + 8 <= nv <= n`: `src` readable, `dst` (when STORE) writable
+                    // there; each element is read before the same index is written.
+                    unsafe {
+                        let d0 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i)), mv);
+                        let e0 = exp8_nonpos(d0);
+                        if STORE {
+                            _mm256_storeu_ps(dst.add(i), e0);
+                        }
+                        s0 = _mm256_add_ps(s0, e0);
+                        if K == PLAIN {
+                            z0 = _mm256_add_ps(z0, d0);
+                        } else {
+                            let a0 = wq8::<K>(i, wp, qp, qav, qbv);
+                            z0 = _mm256_fmadd_ps(a0, d0, z0);
+                            if K == PROBS || K == PROBS_W {
+                                c0 = _mm256_add_ps(c0, a0);
+                            }
                         }
                     }
+                    i += 8;
                 }
-                i += 8;
+                s += hsum_f64(s0);
+                z += hsum_f64(z0);
+                wq += hsum_f64(c0);
             }
-            let mut s = hsum_f64(s0);
-            let mut z = hsum_f64(z0);
-            let mut wq = hsum_f64(c0);
             let kind = kind_of(K);
             while i < n {
                 // SAFETY: `i < n`, as above.
@@ -1498,6 +1519,56 @@ mod kernels {
             }
         }
 
+        /// `cnt` (1..=8) gradient lanes at `i`, as [`grad8`], with masked loads and store.
+        ///
+        /// # Safety
+        /// `e` and (as used by `K`) `w` / `q` hold at least `i + cnt` readable values and `out`
+        /// `i + cnt` writable ones; `e` and `out` are equal or disjoint.
+        #[allow(clippy::too_many_arguments)]
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn grad_part<const K: u8>(
+            e: *const f32,
+            out: *mut f32,
+            wp: *const f32,
+            qp: *const f32,
+            i: usize,
+            cnt: usize,
+            av: __m256,
+            bv: __m256,
+            bqv: __m256,
+            qav: __m256,
+            qbv: __m256,
+        ) {
+            let mask = _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(cnt as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            );
+            // SAFETY: the masked loads and store touch lanes `0..cnt` only, all inside the
+            // buffers by the caller's contract (masked-off lanes are never accessed).
+            unsafe {
+                let v = _mm256_maskload_ps(e.add(i), mask);
+                let g = match K {
+                    PLAIN => _mm256_fmsub_ps(av, v, bv),
+                    WEIGHTED => _mm256_fnmadd_ps(
+                        bv,
+                        _mm256_maskload_ps(wp.add(i), mask),
+                        _mm256_mul_ps(av, v),
+                    ),
+                    _ => {
+                        let qv = _mm256_fmadd_ps(qav, _mm256_maskload_ps(qp.add(i), mask), qbv);
+                        let c = if K == PROBS {
+                            qv
+                        } else {
+                            _mm256_mul_ps(qv, _mm256_maskload_ps(wp.add(i), mask))
+                        };
+                        _mm256_fnmadd_ps(bqv, c, _mm256_mul_ps(av, v))
+                    }
+                };
+                _mm256_maskstore_ps(out.add(i), mask, g);
+            }
+        }
+
         /// # Safety
         /// As `kernels::pass2`, with AVX2 + FMA available.
         #[allow(clippy::too_many_arguments)]
@@ -1520,20 +1591,20 @@ mod kernels {
             if K == PROBS || K == PROBS_W {
                 assert!(q.len() >= n);
             }
-            let kind = kind_of(K);
             let (wp, qp) = (w.as_ptr(), q.as_ptr());
             let av = _mm256_set1_ps(a);
             let bv = _mm256_set1_ps(b);
             let bqv = _mm256_set1_ps(bq);
             let qav = _mm256_set1_ps(qa);
             let qbv = _mm256_set1_ps(qb);
-            let scalar = |i: usize| {
-                // SAFETY: callers pass `i < n`; `e` readable and `out` writable there, element
-                // `i` of `e` read before `out[i]` is written.
-                unsafe {
-                    let v = *e.add(i);
-                    *out.add(i) = a.mul_add(v, -b_of(kind, i, b, bq, w, q, qa, qb));
-                }
+            // Part of a vector at `i`: `cnt` (1..=8) lanes, masked loads and stores, the same
+            // formula as the full vectors (so every element's bits are independent of where
+            // the vector boundaries fall).
+            let part = |i: usize, cnt: usize| {
+                // SAFETY: callers pass `i + cnt <= n`; the masked loads and store touch only
+                // those `cnt` elements of `e`, `w`, `q` (when used) and `out`, and all lanes are
+                // loaded before the store (`e` and `out` may be the same memory).
+                unsafe { grad_part::<K>(e, out, wp, qp, i, cnt, av, bv, bqv, qav, qbv) }
             };
             let mut i = 0;
             if NT {
@@ -1545,8 +1616,9 @@ mod kernels {
                 let mis = (out as usize % 64) / 4;
                 let head = if mis == 0 { 0 } else { (16 - mis).min(n) };
                 while i < head {
-                    scalar(i);
-                    i += 1;
+                    let cnt = (head - i).min(8);
+                    part(i, cnt);
+                    i += cnt;
                 }
                 while i + 16 <= n {
                     // SAFETY: `i + 16 <= n`: `e` readable and `out` writable there; `w`, `q`
@@ -1570,9 +1642,8 @@ mod kernels {
                 }
                 i += 8;
             }
-            while i < n {
-                scalar(i);
-                i += 1;
+            if i < n {
+                part(i, n - i);
             }
         }
     }
