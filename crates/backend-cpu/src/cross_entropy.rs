@@ -21,7 +21,9 @@
 //! more, on whole 64-byte lines only: a line shared with the neighbouring row or chunk gets
 //! ordinary stores, as a half-written streaming line is flushed as a slow partial write); the
 //! target class of a hard target is then set from `f64`. With a separate gradient
-//! buffer, pass 2 of row `r` runs chunk by chunk interleaved with pass 1 of row `r + 1`.
+//! buffer, pass 2 of row `r` runs chunk by chunk interleaved with pass 1 of row `r + 1`, in
+//! the same loop (one block of 16 gradient elements per 16 exponentials), so the gradient
+//! stores spread over the `exp` work.
 //!
 //! Rows are distributed over rayon tasks; a few very long rows are also split into blocks of
 //! chunks. Every chunk is computed by the same code whatever the task layout and the partial
@@ -485,9 +487,6 @@ fn pass2_range(
         return;
     }
     let col0 = first_chunk * plan.chunk;
-    let c = plan.classes as f64;
-    let bconst = (us * plan.eps / c) as f32;
-    let mm = f64::from(row.m);
     for (k, st) in stats.iter().enumerate() {
         let off = k * plan.chunk;
         if off >= raw.len {
@@ -495,16 +494,7 @@ fn pass2_range(
         }
         let n = plan.chunk.min(raw.len - off);
         let c0 = col0 + off;
-        let f = if st.m == f32::NEG_INFINITY {
-            0.0
-        } else {
-            chunk_factor(st.m, mm)
-        };
-        let a = (us * row.a * f / row.s) as f32;
-        let (b, bq) = match plan.kind {
-            Kind::Plain | Kind::Weighted => (bconst, 0.0),
-            Kind::Probs | Kind::ProbsWeighted => ((us * f64::from(plan.qb)) as f32, us as f32),
-        };
+        let (a, b, bq) = pass2_params(plan, st, row, us);
         // SAFETY: `off + n <= raw.len`: `e + off` is valid for `n` reads and `out + off` for
         // `n` writes (`RowBuf` invariant); they are equal or disjoint.
         unsafe {
@@ -525,6 +515,22 @@ fn pass2_range(
             )
         };
     }
+}
+
+/// The constants `(a, b, bq)` of [`kernels::pass2`] for one chunk of a row.
+#[inline]
+fn pass2_params(plan: &Plan<'_>, st: &ChunkStats, row: &RowCombined, us: f64) -> (f32, f32, f32) {
+    let f = if st.m == f32::NEG_INFINITY {
+        0.0
+    } else {
+        chunk_factor(st.m, f64::from(row.m))
+    };
+    let a = (us * row.a * f / row.s) as f32;
+    let (b, bq) = match plan.kind {
+        Kind::Plain | Kind::Weighted => ((us * plan.eps / plan.classes as f64) as f32, 0.0),
+        Kind::Probs | Kind::ProbsWeighted => ((us * f64::from(plan.qb)) as f32, us as f32),
+    };
+    (a, b, bq)
 }
 
 /// The gradient's factor of row `i`: upstream times the reduction scale.
@@ -753,10 +759,40 @@ fn process_rows_pipelined(
         for k in 0..plan.nchunks {
             let off = k * plan.chunk;
             let n = plan.chunk.min(c - off);
-            pass1_range(plan, i, k, &raw.sub(off, n), &mut stats[k..k + 1]);
-            if let Some(p) = pending.as_mut() {
-                let mut part = p.raw.sub(off, n);
-                pass2_range(plan, p.i, k, &mut part, &p.stats[k..k + 1], &p.row, p.us);
+            match pending.as_mut() {
+                Some(p) => {
+                    // Pass 1 of this chunk and pass 2 of the pending row's chunk in one loop:
+                    // the gradient stores spread over the `exp` work.
+                    let (a, b, bq) = pass2_params(plan, &p.stats[k], &p.row, p.us);
+                    let (one, two) = (raw.sub(off, n), p.raw.sub(off, n));
+                    let c0 = k * plan.chunk;
+                    // SAFETY: `off + n <= c`: both views hold `n` elements; `one.src` is valid
+                    // for `n` reads and `one.e` (the scratch half of this row) for `n` writes,
+                    // disjoint; `two.e` (the other scratch half) for `n` reads and `two.out` (the
+                    // pending row's gradient) for `n` writes, disjoint from each other and from
+                    // `one`'s buffers (`RowBuf` invariant, distinct rows and scratch halves).
+                    stats[k] = unsafe {
+                        kernels::pass1_fused(
+                            plan.level,
+                            plan.kind,
+                            one.src,
+                            one.e,
+                            n,
+                            plan.wslice(c0, n),
+                            plan.qslice(i, c0, n),
+                            plan.qa,
+                            plan.qb,
+                            two.e,
+                            two.out,
+                            two.nt,
+                            a,
+                            b,
+                            bq,
+                            plan.qslice(p.i, c0, n),
+                        )
+                    };
+                }
+                None => pass1_range(plan, i, k, &raw.sub(off, n), &mut stats[k..k + 1]),
             }
         }
         if let Some(p) = pending.take() {
@@ -1137,6 +1173,53 @@ mod kernels {
         }
     }
 
+    /// [`pass1`] (storing into `dst`) of one chunk and [`pass2`] (`e2` to `out2`, with the
+    /// same `n` and `w`, targets `q2`) of the same chunk of the previous row, interleaved; the
+    /// results are those of the two calls.
+    ///
+    /// # Safety
+    /// As [`pass1`] with `store` for `src`, `dst`, `w`, `q`, and as [`pass2`] for `e2`,
+    /// `out2`, `w`, `q2`; `e2` and `out2` are disjoint from `src` and `dst`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn pass1_fused(
+        level: SimdLevel,
+        kind: Kind,
+        src: *const f32,
+        dst: *mut f32,
+        n: usize,
+        w: &[f32],
+        q: &[f32],
+        qa: f32,
+        qb: f32,
+        e2: *const f32,
+        out2: *mut f32,
+        nt: bool,
+        a: f32,
+        b: f32,
+        bq: f32,
+        q2: &[f32],
+    ) -> ChunkStats {
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2Fma => {
+                // SAFETY: forwarded contract; AVX2 + FMA available by precondition.
+                unsafe {
+                    avx2::fused_dispatch(
+                        kind, src, dst, n, w, q, qa, qb, e2, out2, nt, a, b, bq, q2,
+                    )
+                }
+            }
+            _ => {
+                // SAFETY: forwarded contract.
+                unsafe {
+                    let st = pass1(level, kind, true, src, dst, n, w, q, qa, qb);
+                    pass2(level, kind, e2, out2, n, nt, a, b, bq, w, q2, qa, qb);
+                    st
+                }
+            }
+        }
+    }
+
     /// Orders earlier non-temporal stores before later stores (called once per task that used
     /// them, before the results are handed to another thread).
     pub(super) fn store_fence(level: SimdLevel) {
@@ -1285,20 +1368,89 @@ mod kernels {
             // SAFETY: (all arms) forwarded contract of `kernels::pass1`.
             unsafe {
                 match (kind, store) {
-                    (Kind::Plain, true) => pass1::<PLAIN, true>(src, dst, n, w, q, qa, qb),
-                    (Kind::Plain, false) => pass1::<PLAIN, false>(src, dst, n, w, q, qa, qb),
-                    (Kind::Weighted, true) => pass1::<WEIGHTED, true>(src, dst, n, w, q, qa, qb),
-                    (Kind::Weighted, false) => pass1::<WEIGHTED, false>(src, dst, n, w, q, qa, qb),
-                    (Kind::Probs, true) => pass1::<PROBS, true>(src, dst, n, w, q, qa, qb),
-                    (Kind::Probs, false) => pass1::<PROBS, false>(src, dst, n, w, q, qa, qb),
+                    (Kind::Plain, true) => {
+                        pass1::<PLAIN, true, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
+                    }
+                    (Kind::Plain, false) => {
+                        pass1::<PLAIN, false, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
+                    }
+                    (Kind::Weighted, true) => {
+                        pass1::<WEIGHTED, true, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
+                    }
+                    (Kind::Weighted, false) => {
+                        pass1::<WEIGHTED, false, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
+                    }
+                    (Kind::Probs, true) => {
+                        pass1::<PROBS, true, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
+                    }
+                    (Kind::Probs, false) => {
+                        pass1::<PROBS, false, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
+                    }
                     (Kind::ProbsWeighted, true) => {
-                        pass1::<PROBS_W, true>(src, dst, n, w, q, qa, qb)
+                        pass1::<PROBS_W, true, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
                     }
                     (Kind::ProbsWeighted, false) => {
-                        pass1::<PROBS_W, false>(src, dst, n, w, q, qa, qb)
+                        pass1::<PROBS_W, false, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
                     }
                 }
             }
+        }
+
+        /// # Safety
+        /// As `kernels::pass1_fused`, with AVX2 + FMA available.
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn fused_dispatch(
+            kind: Kind,
+            src: *const f32,
+            dst: *mut f32,
+            n: usize,
+            w: &[f32],
+            q: &[f32],
+            qa: f32,
+            qb: f32,
+            e2: *const f32,
+            out2: *mut f32,
+            nt: bool,
+            a: f32,
+            b: f32,
+            bq: f32,
+            q2: &[f32],
+        ) -> ChunkStats {
+            let p1 = (src, dst, n, w, q, qa, qb);
+            let p2 = (e2, out2, a, b, bq, q2);
+            // SAFETY: (all arms) forwarded contract of `kernels::pass1_fused`.
+            unsafe {
+                match (kind, nt) {
+                    (Kind::Plain, false) => fused::<PLAIN, false>(p1, p2),
+                    (Kind::Plain, true) => fused::<PLAIN, true>(p1, p2),
+                    (Kind::Weighted, false) => fused::<WEIGHTED, false>(p1, p2),
+                    (Kind::Weighted, true) => fused::<WEIGHTED, true>(p1, p2),
+                    (Kind::Probs, false) => fused::<PROBS, false>(p1, p2),
+                    (Kind::Probs, true) => fused::<PROBS, true>(p1, p2),
+                    (Kind::ProbsWeighted, false) => fused::<PROBS_W, false>(p1, p2),
+                    (Kind::ProbsWeighted, true) => fused::<PROBS_W, true>(p1, p2),
+                }
+            }
+        }
+
+        /// Pass-1 arguments `(src, dst, n, w, q, qa, qb)` of [`fused`].
+        type P1Args<'a> = (*const f32, *mut f32, usize, &'a [f32], &'a [f32], f32, f32);
+        /// Pass-2 arguments `(e, out, a, b, bq, q)` of [`fused`].
+        type P2Args<'a> = (*const f32, *mut f32, f32, f32, f32, &'a [f32]);
+
+        /// # Safety
+        /// As `kernels::pass1_fused`, with AVX2 + FMA available.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn fused<const K: u8, const NT: bool>(p1: P1Args<'_>, p2: P2Args<'_>) -> ChunkStats {
+            let (src, dst, n, w, q, qa, qb) = p1;
+            let (e2, out2, a, b, bq, q2) = p2;
+            // SAFETY: forwarded contract (pass 2 over `n` elements of `e2` / `out2`, with the
+            // chunk's weights `w` and the pending row's targets `q2`).
+            let mut job = unsafe { P2::new::<K, NT>(e2, out2, n, a, b, bq, w, q2, qa, qb) };
+            // SAFETY: forwarded contract (pass 1, storing into `dst`).
+            let st = unsafe { pass1::<K, true, NT>(src, dst, n, w, q, qa, qb, &mut job) };
+            job.finish::<K, NT>();
+            st
         }
 
         /// # Safety
@@ -1375,7 +1527,8 @@ mod kernels {
         /// # Safety
         /// As `kernels::pass1`, with AVX2 + FMA available.
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn pass1<const K: u8, const STORE: bool>(
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn pass1<const K: u8, const STORE: bool, const NT: bool>(
             src: *const f32,
             dst: *mut f32,
             n: usize,
@@ -1383,6 +1536,7 @@ mod kernels {
             q: &[f32],
             qa: f32,
             qb: f32,
+            p2: &mut P2,
         ) -> ChunkStats {
             if K == WEIGHTED || K == PROBS_W {
                 assert!(w.len() >= n);
@@ -1441,6 +1595,8 @@ mod kernels {
                         // address is computed with wrapping arithmetic and may lie past the
                         // buffer).
                         _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(n + i) as *const i8);
+                        // One block of the previous row's pass 2 (if any is left).
+                        p2.step::<K, NT>();
                     }
                     // SAFETY: `i + 8 <= nv <= n`: `src` readable, `dst` (when STORE) writable
                     // there; each element is read before the same index is written.
@@ -1569,6 +1725,175 @@ mod kernels {
             }
         }
 
+        /// Pass 2 of one chunk as a resumable job: [`P2::new`] writes the head (up to the first
+        /// 64-byte line of `out` when streaming), [`P2::step`] one block of 16 elements (a whole
+        /// line when streaming), [`P2::finish`] the rest. Pass 1 of the next row runs the steps
+        /// between its own vectors, so the gradient stores spread over its `exp` work.
+        ///
+        /// Invariant (upheld by `new`'s contract): `e` is valid for `n` reads and `out` for `n`
+        /// writes (equal or disjoint), `wp` / `qp` for `n` reads when `K` uses them.
+        pub(super) struct P2 {
+            e: *const f32,
+            out: *mut f32,
+            n: usize,
+            pos: usize,
+            wp: *const f32,
+            qp: *const f32,
+            av: __m256,
+            bv: __m256,
+            bqv: __m256,
+            qav: __m256,
+            qbv: __m256,
+        }
+
+        impl P2 {
+            /// A job that does nothing (`n = 0`).
+            #[inline]
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) fn none() -> P2 {
+                let z = _mm256_setzero_ps();
+                P2 {
+                    e: std::ptr::null(),
+                    out: std::ptr::null_mut(),
+                    n: 0,
+                    pos: 0,
+                    wp: std::ptr::null(),
+                    qp: std::ptr::null(),
+                    av: z,
+                    bv: z,
+                    bqv: z,
+                    qav: z,
+                    qbv: z,
+                }
+            }
+
+            /// Starts the job and writes the head.
+            ///
+            /// # Safety
+            /// As `kernels::pass2` (`e`, `out`, `w`, `q` for `n` elements), AVX2 + FMA
+            /// available.
+            #[allow(clippy::too_many_arguments)]
+            #[inline]
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn new<const K: u8, const NT: bool>(
+                e: *const f32,
+                out: *mut f32,
+                n: usize,
+                a: f32,
+                b: f32,
+                bq: f32,
+                w: &[f32],
+                q: &[f32],
+                qa: f32,
+                qb: f32,
+            ) -> P2 {
+                if K == WEIGHTED || K == PROBS_W {
+                    assert!(w.len() >= n);
+                }
+                if K == PROBS || K == PROBS_W {
+                    assert!(q.len() >= n);
+                }
+                let mut p = P2 {
+                    e,
+                    out,
+                    n,
+                    pos: 0,
+                    wp: w.as_ptr(),
+                    qp: q.as_ptr(),
+                    av: _mm256_set1_ps(a),
+                    bv: _mm256_set1_ps(b),
+                    bqv: _mm256_set1_ps(bq),
+                    qav: _mm256_set1_ps(qa),
+                    qbv: _mm256_set1_ps(qb),
+                };
+                if NT {
+                    // Streaming stores only for whole 64-byte lines of `out`: a line shared
+                    // with the neighbouring call (row or chunk boundary) would be written by
+                    // two streaming stores far apart in time, and the write-combining buffer
+                    // flushes such a half line as a slow partial write. Those lines get
+                    // ordinary stores (from both sides, so every line is written by one kind
+                    // of store only).
+                    let mis = (out as usize % 64) / 4;
+                    let head = if mis == 0 { 0 } else { (16 - mis).min(n) };
+                    while p.pos < head {
+                        let cnt = (head - p.pos).min(8);
+                        // SAFETY: `pos + cnt <= head <= n` (type invariant for the buffers).
+                        unsafe { p.part::<K>(cnt) };
+                    }
+                }
+                p
+            }
+
+            /// `cnt` (1..=8) lanes at `pos` with masked loads and stores, the same formula as
+            /// the full vectors (so every element's bits are independent of where the vector
+            /// boundaries fall).
+            ///
+            /// # Safety
+            /// `pos + cnt <= n`; AVX2 + FMA available.
+            #[inline]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn part<const K: u8>(&mut self, cnt: usize) {
+                let p = &*self;
+                // SAFETY: `pos + cnt <= n` (caller); the masked loads and store touch only
+                // those `cnt` elements of `e`, `w`, `q` (when used) and `out` (type
+                // invariant), and all lanes are loaded before the store.
+                unsafe {
+                    grad_part::<K>(
+                        p.e, p.out, p.wp, p.qp, p.pos, cnt, p.av, p.bv, p.bqv, p.qav, p.qbv,
+                    )
+                };
+                self.pos += cnt;
+            }
+
+            /// One block of 16 elements, if that many remain.
+            #[inline]
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) fn step<const K: u8, const NT: bool>(&mut self) {
+                let (i, p) = (self.pos, &*self);
+                if i + 16 > p.n {
+                    return;
+                }
+                // SAFETY: `i + 16 <= n`: `e` readable, `out` writable, `w` / `q` readable
+                // there (type invariant); with `NT`, `out + i` is 64-byte aligned (the head
+                // was peeled in `new`, and `pos` advances by 16 floats since).
+                unsafe {
+                    let g0 = grad8::<K>(p.e, p.wp, p.qp, i, p.av, p.bv, p.bqv, p.qav, p.qbv);
+                    let g1 = grad8::<K>(p.e, p.wp, p.qp, i + 8, p.av, p.bv, p.bqv, p.qav, p.qbv);
+                    if NT {
+                        _mm256_stream_ps(p.out.add(i), g0);
+                        _mm256_stream_ps(p.out.add(i + 8), g1);
+                    } else {
+                        _mm256_storeu_ps(p.out.add(i), g0);
+                        _mm256_storeu_ps(p.out.add(i + 8), g1);
+                    }
+                }
+                self.pos = i + 16;
+            }
+
+            /// Writes everything left.
+            #[inline]
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) fn finish<const K: u8, const NT: bool>(&mut self) {
+                while self.pos + 16 <= self.n {
+                    self.step::<K, NT>();
+                }
+                while self.pos + 8 <= self.n {
+                    let (i, p) = (self.pos, &*self);
+                    // SAFETY: `i + 8 <= n` (type invariant for the buffers).
+                    unsafe {
+                        let g = grad8::<K>(p.e, p.wp, p.qp, i, p.av, p.bv, p.bqv, p.qav, p.qbv);
+                        _mm256_storeu_ps(p.out.add(i), g);
+                    }
+                    self.pos = i + 8;
+                }
+                if self.pos < self.n {
+                    let cnt = self.n - self.pos;
+                    // SAFETY: `pos + cnt == n`.
+                    unsafe { self.part::<K>(cnt) };
+                }
+            }
+        }
+
         /// # Safety
         /// As `kernels::pass2`, with AVX2 + FMA available.
         #[allow(clippy::too_many_arguments)]
@@ -1585,66 +1910,9 @@ mod kernels {
             qa: f32,
             qb: f32,
         ) {
-            if K == WEIGHTED || K == PROBS_W {
-                assert!(w.len() >= n);
-            }
-            if K == PROBS || K == PROBS_W {
-                assert!(q.len() >= n);
-            }
-            let (wp, qp) = (w.as_ptr(), q.as_ptr());
-            let av = _mm256_set1_ps(a);
-            let bv = _mm256_set1_ps(b);
-            let bqv = _mm256_set1_ps(bq);
-            let qav = _mm256_set1_ps(qa);
-            let qbv = _mm256_set1_ps(qb);
-            // Part of a vector at `i`: `cnt` (1..=8) lanes, masked loads and stores, the same
-            // formula as the full vectors (so every element's bits are independent of where
-            // the vector boundaries fall).
-            let part = |i: usize, cnt: usize| {
-                // SAFETY: callers pass `i + cnt <= n`; the masked loads and store touch only
-                // those `cnt` elements of `e`, `w`, `q` (when used) and `out`, and all lanes are
-                // loaded before the store (`e` and `out` may be the same memory).
-                unsafe { grad_part::<K>(e, out, wp, qp, i, cnt, av, bv, bqv, qav, qbv) }
-            };
-            let mut i = 0;
-            if NT {
-                // Streaming stores only for whole 64-byte lines of `out`: a line shared with
-                // the neighbouring call (row or chunk boundary) would be written by two
-                // streaming stores far apart in time, and the write-combining buffer flushes
-                // such a half line as a slow partial write. Those lines get ordinary stores
-                // (from both sides, so every line is written by one kind of store only).
-                let mis = (out as usize % 64) / 4;
-                let head = if mis == 0 { 0 } else { (16 - mis).min(n) };
-                while i < head {
-                    let cnt = (head - i).min(8);
-                    part(i, cnt);
-                    i += cnt;
-                }
-                while i + 16 <= n {
-                    // SAFETY: `i + 16 <= n`: `e` readable and `out` writable there; `w`, `q`
-                    // hold at least `n` values when used (asserted above); `out + i` is
-                    // 64-byte aligned (peeled above, `i` advances by 16 floats).
-                    unsafe {
-                        let g0 = grad8::<K>(e, wp, qp, i, av, bv, bqv, qav, qbv);
-                        let g1 = grad8::<K>(e, wp, qp, i + 8, av, bv, bqv, qav, qbv);
-                        _mm256_stream_ps(out.add(i), g0);
-                        _mm256_stream_ps(out.add(i + 8), g1);
-                    }
-                    i += 16;
-                }
-            }
-            while i + 8 <= n {
-                // SAFETY: `i + 8 <= n`: `e` valid for reads and `out` for writes there; `w`, `q`
-                // hold at least `n` values when used (asserted above).
-                unsafe {
-                    let g = grad8::<K>(e, wp, qp, i, av, bv, bqv, qav, qbv);
-                    _mm256_storeu_ps(out.add(i), g);
-                }
-                i += 8;
-            }
-            if i < n {
-                part(i, n - i);
-            }
+            // SAFETY: forwarded contract.
+            let mut p = unsafe { P2::new::<K, NT>(e, out, n, a, b, bq, w, q, qa, qb) };
+            p.finish::<K, NT>();
         }
     }
 }
