@@ -1233,3 +1233,58 @@ fn large_inputs_match_reference() {
         }
     }
 }
+
+/// Few long rows with streaming stores (`>= 2^22` logits) are split across threads with one
+/// thread and not with several: class weights and probability targets included, the gradient
+/// must not depend on which path wrote an element (rows of odd length, so vectors straddle
+/// the 64-byte lines differently on each path).
+#[test]
+fn long_rows_with_weights_and_probs_are_bit_identical_across_thread_counts() {
+    let mut rng = Rng::new(71);
+    let (rows, classes) = (3usize, 1_400_003usize);
+    let logits: Vec<f32> = (0..rows * classes)
+        .map(|_| (3.0 * rng.normal()) as f32)
+        .collect();
+    let t: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
+    let q: Vec<f32> = (0..rows * classes)
+        .map(|_| (2.0 * rng.unif() / classes as f64) as f32)
+        .collect();
+    let w: Vec<f64> = (0..classes).map(|_| 0.5 + rng.unif()).collect();
+    for weighted in [false, true] {
+        for probs in [false, true] {
+            let mut cfg = CrossEntropy::new().with_label_smoothing(0.1);
+            if weighted {
+                cfg = cfg.with_class_weights(w.clone());
+            }
+            let mut first: Option<(Vec<u64>, Vec<u32>)> = None;
+            for threads in [1, 2, 3] {
+                let be = CpuBackend::with_threads(threads);
+                let mut g = vec![0.0f32; logits.len()];
+                let tg = if probs {
+                    CeTargets::Probs(&q)
+                } else {
+                    CeTargets::Classes(&t)
+                };
+                let l = be
+                    .cross_entropy(
+                        &cfg,
+                        &logits,
+                        rows,
+                        classes,
+                        tg,
+                        Upstream::ONE,
+                        Some(&mut g),
+                    )
+                    .unwrap();
+                let got = (bits(&l), bits32(&g));
+                match &first {
+                    None => first = Some(got),
+                    Some(want) => assert!(
+                        *want == got,
+                        "weighted={weighted} probs={probs} threads={threads}"
+                    ),
+                }
+            }
+        }
+    }
+}
