@@ -1288,3 +1288,112 @@ fn long_rows_with_weights_and_probs_are_bit_identical_across_thread_counts() {
         }
     }
 }
+
+/// Many short rows (the batched short-row path, `C <= 128`, and just above it): class weights,
+/// `ignore_index`, probability targets, per-row upstream, reductions, NaN / `+inf` / `-inf`
+/// rows, against the `f64` reference on every level (split, no-gradient and in-place).
+#[test]
+fn many_short_rows_match_reference() {
+    let be = CpuBackend::with_threads(2);
+    let mut rng = Rng::new(11);
+    let shapes = [
+        (5000usize, 7usize),
+        (2000, 1),
+        (3000, 33),
+        (1500, 128),
+        (700, 129),
+    ];
+    for (k, &(rows, classes)) in shapes.iter().enumerate() {
+        for v in 0..8 {
+            let o = Opts {
+                eps: [0.1, 0.0, 1.0, 0.37][v % 4],
+                weights: v % 3 != 2,
+                probs: v % 4 == 3,
+                ignore_frac: if v % 2 == 0 { 0.2 } else { 0.0 },
+                reduction: [Reduction::None, Reduction::Mean, Reduction::Sum][v % 3],
+                per_row_up: v % 2 == 1,
+                logit_scale: [1.0, 5.0, 30.0][(v + k) % 3],
+            };
+            let mut case = make_case(&mut rng, rows, classes, o);
+            if v >= 4 {
+                // A NaN row, a `+inf` row and a row with `-inf` logits (not the target).
+                let c = classes;
+                case.logits[3 * c + c / 2] = f32::NAN;
+                case.logits[5 * c] = f32::INFINITY;
+                if let Tg::Classes(t) = &case.targets {
+                    let y = t[7].max(0) as usize;
+                    for j in 0..c {
+                        if j != y && j % 2 == 0 {
+                            case.logits[7 * c + j] = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+            }
+            if let Err(e) = check_all(&case, &be) {
+                panic!("shape {rows}x{classes} opts {o:?}: {e}");
+            }
+        }
+    }
+}
+
+/// Many short rows spread over several tasks are bit-identical for 1, 2 and 3 threads.
+#[test]
+fn many_short_rows_are_bit_identical_across_thread_counts() {
+    let mut rng = Rng::new(13);
+    for &(rows, classes) in &[(160_000usize, 7usize), (9000, 120)] {
+        for &(weights, probs, red) in &[
+            (false, false, Reduction::Mean),
+            (true, false, Reduction::None),
+            (true, true, Reduction::None),
+        ] {
+            let case = make_case(
+                &mut rng,
+                rows,
+                classes,
+                Opts {
+                    eps: 0.1,
+                    weights,
+                    probs,
+                    ignore_frac: 0.2,
+                    reduction: red,
+                    per_row_up: true,
+                    logit_scale: 3.0,
+                },
+            );
+            let mut first: Option<(Vec<u64>, Vec<u32>)> = None;
+            for threads in [1, 2, 3] {
+                let be = CpuBackend::with_threads(threads);
+                let mut g = vec![0.0f32; case.logits.len()];
+                let l = be
+                    .cross_entropy(
+                        &case.cfg,
+                        &case.logits,
+                        rows,
+                        classes,
+                        case.targets.as_f32(),
+                        case.upstream(),
+                        Some(&mut g),
+                    )
+                    .unwrap();
+                let mut x = case.logits.clone();
+                let l2 = be
+                    .cross_entropy_in_place(
+                        &case.cfg,
+                        &mut x,
+                        rows,
+                        classes,
+                        case.targets.as_f32(),
+                        case.upstream(),
+                    )
+                    .unwrap();
+                assert_eq!(bits(&l), bits(&l2));
+                assert_eq!(bits32(&g), bits32(&x));
+                let now = (bits(&l), bits32(&g));
+                match &first {
+                    None => first = Some(now),
+                    Some(f) => assert!(*f == now, "{rows}x{classes} threads {threads} differ"),
+                }
+            }
+        }
+    }
+}

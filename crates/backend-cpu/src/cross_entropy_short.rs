@@ -1,0 +1,656 @@
+//! The short-row path of the fused cross-entropy: rows of at most [`SHORT_MAX`] classes.
+//!
+//! Rows are processed in batches of about [`BATCH`] logits (at least one row). Per batch:
+//! (1) per row, the maximum `m` (and whether a NaN is present), `d_j = z_j - mref(m)` written
+//! into a scratch buffer, and the smoothing sums `sum w_j q'_j d_j`, `sum w_j q'_j`; (2) one
+//! vectorised `exp` over the whole contiguous batch, in place (the same function lane by lane
+//! as the scalar one, so an element's bits do not depend on where vectors start); (3) per row,
+//! `S = sum e_j`, `log S` ([`ln_ge1`]), the loss by the long path's formulas for one chunk, and
+//! the gradient constants; (4) per row, the gradient `a e_j - b B_j` as one FMA per element,
+//! the hard target's entry then set from `f64`. All reads of a batch's logits happen in (1),
+//! before (4) writes, so the in-place variant works unchanged.
+//!
+//! Per-row sums use eight `f32` lanes (column `j` in lane `j mod 8`; the partial last vector
+//! through masked loads) combined by a fixed `f32` tree: at most `C / 8 + 4 <= 20` roundings
+//! per term (relative `1.2e-6` for terms of one sign), inside the module tolerance. Each row's
+//! results depend only on the row, hence the same bits for any batching and thread count.
+
+use super::{Bufs, Kind, Plan};
+use crate::simd::{SimdLevel, exp_nonpos_f32};
+
+/// Rows of at most this many classes take the short-row path.
+pub const SHORT_MAX: usize = 128;
+/// Logits per batch.
+const BATCH: usize = 1024;
+
+const PLAIN: u8 = 0;
+const WEIGHTED: u8 = 1;
+const PROBS: u8 = 2;
+const PROBS_W: u8 = 3;
+
+/// Sum of `f(j)` over `0..n` in eight `f32` lanes (`j mod 8`), the lanes added as a fixed
+/// `f32` tree (at most `n / 8 + 4` roundings per term).
+#[inline(always)]
+fn lanes_sum(n: usize, mut f: impl FnMut(usize) -> f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let nv = n & !7;
+    let mut j = 0;
+    while j < nv {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(j + l);
+        }
+        j += 8;
+    }
+    for (l, a) in acc.iter_mut().enumerate().take(n - nv) {
+        *a += f(nv + l);
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
+/// Maximum of `x` (`-inf` when empty) and whether `x` holds a NaN; eight lanes.
+#[inline(always)]
+fn lanes_max(x: &[f32]) -> (f32, bool) {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let mut nan = [false; 8];
+    let mut ch = x.chunks_exact(8);
+    for c in &mut ch {
+        for l in 0..8 {
+            let v = c[l];
+            nan[l] |= v.is_nan();
+            acc[l] = if v > acc[l] { v } else { acc[l] };
+        }
+    }
+    for (l, &v) in ch.remainder().iter().enumerate() {
+        nan[l] |= v.is_nan();
+        acc[l] = if v > acc[l] { v } else { acc[l] };
+    }
+    let mx = |a: f32, b: f32| if a > b { a } else { b };
+    let m = mx(
+        mx(mx(acc[0], acc[4]), mx(acc[2], acc[6])),
+        mx(mx(acc[1], acc[5]), mx(acc[3], acc[7])),
+    );
+    (m, nan.iter().any(|&b| b))
+}
+
+/// `ln s` for finite `s >= 1` (the short path's `S`, at least `exp(0) = 1`): `s = 2^k t` with
+/// `t` in `[sqrt(1/2), sqrt(2))`, `ln t = 2 atanh(f)`, `f = (t - 1) / (t + 1)`, `|f| <= 0.1716`,
+/// by its series to `f^11` (truncation below `2e-11`, absolute).
+#[inline(always)]
+fn ln_ge1(s: f64) -> f64 {
+    let bits = s.to_bits();
+    let mut k = ((bits >> 52) as i64) - 1023;
+    let mut t = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
+    if t > std::f64::consts::SQRT_2 {
+        t *= 0.5;
+        k += 1;
+    }
+    let f = (t - 1.0) / (t + 1.0);
+    let f2 = f * f;
+    let p = 1.0
+        + f2 * (1.0 / 3.0
+            + f2 * (1.0 / 5.0 + f2 * (1.0 / 7.0 + f2 * (1.0 / 9.0 + f2 * (1.0 / 11.0)))));
+    k as f64 * std::f64::consts::LN_2 + 2.0 * f * p
+}
+
+/// `w_j q'_j` of column `j` (1 for plain rows).
+#[inline(always)]
+fn wq<const K: u8>(j: usize, w: &[f32], q: &[f32], qa: f32, qb: f32) -> f32 {
+    match K {
+        PLAIN => 1.0,
+        WEIGHTED => w[j],
+        PROBS => qa.mul_add(q[j], qb),
+        _ => qa.mul_add(q[j], qb) * w[j],
+    }
+}
+
+/// The rows `first..first + losses.len()` held by `bufs` (whole rows), batch by batch.
+pub(super) fn process_rows_short(
+    plan: &Plan<'_>,
+    first: usize,
+    bufs: Bufs<'_>,
+    us: &dyn Fn(usize) -> f64,
+    losses: &mut [f64],
+) {
+    let k = match plan.kind {
+        Kind::Plain => PLAIN,
+        Kind::Weighted => WEIGHTED,
+        Kind::Probs => PROBS,
+        Kind::ProbsWeighted => PROBS_W,
+    };
+    #[cfg(target_arch = "x86_64")]
+    if plan.level == SimdLevel::Avx2Fma {
+        // SAFETY: `plan.level` is only `Avx2Fma` when AVX2 and FMA were detected on this CPU
+        // (the public entry points fall back to scalar otherwise).
+        unsafe {
+            match k {
+                PLAIN => avx2::<PLAIN>(plan, first, bufs, us, losses),
+                WEIGHTED => avx2::<WEIGHTED>(plan, first, bufs, us, losses),
+                PROBS => avx2::<PROBS>(plan, first, bufs, us, losses),
+                _ => avx2::<PROBS_W>(plan, first, bufs, us, losses),
+            }
+        }
+        return;
+    }
+    match k {
+        PLAIN => body::<PLAIN, false>(plan, first, bufs, us, losses),
+        WEIGHTED => body::<WEIGHTED, false>(plan, first, bufs, us, losses),
+        PROBS => body::<PROBS, false>(plan, first, bufs, us, losses),
+        _ => body::<PROBS_W, false>(plan, first, bufs, us, losses),
+    }
+}
+
+/// [`body`] compiled with AVX2 + FMA.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2<const K: u8>(
+    plan: &Plan<'_>,
+    first: usize,
+    bufs: Bufs<'_>,
+    us: &dyn Fn(usize) -> f64,
+    losses: &mut [f64],
+) {
+    body::<K, true>(plan, first, bufs, us, losses)
+}
+
+/// Per-row state between the batch's steps.
+#[derive(Clone, Copy, Default)]
+struct RowState {
+    m: f32,
+    z: f32,
+    wq: f32,
+    zy: f32,
+    /// The hard target (0 for probability targets).
+    y: usize,
+    /// How step 4 writes the row's gradient (`MODE_*`).
+    mode: u8,
+    /// `S` and `A` (for the slow gradient).
+    ssum: f64,
+    ra: f64,
+    /// The gradient's `a e_j - b B_j` constants and the target's entry.
+    a: f32,
+    b: f32,
+    gy: f32,
+}
+
+const MODE_FMA: u8 = 0;
+const MODE_ZERO: u8 = 1;
+const MODE_NAN: u8 = 2;
+const MODE_SLOW: u8 = 3;
+
+#[inline(always)]
+fn body<const K: u8, const AVX: bool>(
+    plan: &Plan<'_>,
+    first: usize,
+    mut bufs: Bufs<'_>,
+    us: &dyn Fn(usize) -> f64,
+    losses: &mut [f64],
+) {
+    let c = plan.classes;
+    let rows = losses.len();
+    let per = (BATCH / c).max(1);
+    let (qa, qb) = (plan.qa, plan.qb);
+    let w: &[f32] = if K == WEIGHTED || K == PROBS_W {
+        &plan.w32[..c]
+    } else {
+        &[]
+    };
+    let eps = plan.eps;
+    let eps_c = eps / c as f64;
+    let mut e = vec![0.0f32; per * c];
+    let mut st = vec![RowState::default(); per];
+    let has_grad = bufs.has_grad();
+    let mut r0 = 0;
+    while r0 < rows {
+        let nb = per.min(rows - r0);
+        let range = r0 * c..(r0 + nb) * c;
+        // Step 1: maxima, shifted logits, smoothing sums (all reads of the batch's logits).
+        {
+            let x: &[f32] = match &bufs {
+                Bufs::Split(x, _) | Bufs::ReadOnly(x) => &x[range.clone()],
+                Bufs::InPlace(g) => &g[range.clone()],
+            };
+            for (r, ((s, xr), dr)) in st[..nb]
+                .iter_mut()
+                .zip(x.chunks_exact(c))
+                .zip(e.chunks_exact_mut(c))
+                .enumerate()
+            {
+                let (mut m, nan) = row_max::<AVX>(xr);
+                if nan {
+                    m = f32::NAN;
+                }
+                let mr = super::mref(m);
+                let q: &[f32] = match plan.probs {
+                    Some(q) if K == PROBS || K == PROBS_W => {
+                        let i = first + r0 + r;
+                        &q[i * c..(i + 1) * c]
+                    }
+                    _ => &[],
+                };
+                let (z, wqs) = row_shift::<K, AVX>(xr, dr, mr, w, q, qa, qb);
+                *s = RowState {
+                    m,
+                    z,
+                    wq: wqs,
+                    ..RowState::default()
+                };
+            }
+            if let Some(t) = plan.classes_t {
+                for (r, s) in st[..nb].iter_mut().enumerate() {
+                    let y = t[first + r0 + r];
+                    if plan.ignore != Some(y) {
+                        s.y = y as usize;
+                        s.zy = x[r * c + s.y];
+                    }
+                }
+            }
+        }
+        // Step 2: one `exp` over the batch, in place.
+        exp_batch::<AVX>(&mut e[..nb * c]);
+        // Step 3: per row, `S`, the loss and the gradient's constants (independent rows).
+        for (r, s) in st[..nb].iter_mut().enumerate() {
+            let i = first + r0 + r;
+            let lr = &mut losses[r0 + r];
+            let y = match plan.classes_t {
+                Some(t) => {
+                    let y = t[i];
+                    if plan.ignore == Some(y) {
+                        *lr = 0.0;
+                        s.mode = MODE_ZERO;
+                        continue;
+                    }
+                    Some(y as usize)
+                }
+                None => None,
+            };
+            let er = &e[r * c..(r + 1) * c];
+            let ssum = f64::from(row_sum::<AVX>(er));
+            let (z, wq_sum) = (f64::from(s.z), f64::from(s.wq));
+            // The long path's combination for one chunk (`M = m`, chunk factor 1).
+            if !(s.m.is_finite() && ssum.is_finite()) {
+                *lr = f64::NAN;
+                s.mode = MODE_NAN;
+                continue;
+            }
+            let l = ln_ge1(ssum);
+            let mm = f64::from(s.m);
+            let (loss, ra) = match y {
+                Some(y) => {
+                    let wy = plan.weight(y);
+                    let nll = wy * (l - (f64::from(s.zy) - mm));
+                    let loss = if eps == 0.0 {
+                        nll
+                    } else {
+                        (1.0 - eps) * nll + eps_c * (plan.w_sum * l - z)
+                    };
+                    (loss, (1.0 - eps) * wy + eps_c * plan.w_sum)
+                }
+                None => (wq_sum * l - z, wq_sum),
+            };
+            *lr = loss;
+            if !has_grad {
+                continue;
+            }
+            let ui = us(i);
+            if !ui.is_finite() {
+                s.mode = MODE_SLOW;
+                s.ssum = ssum;
+                s.ra = ra;
+                continue;
+            }
+            let inv = 1.0 / ssum;
+            s.mode = MODE_FMA;
+            s.a = (ui * ra * inv) as f32;
+            s.b = if K == PLAIN || K == WEIGHTED {
+                (ui * eps_c) as f32
+            } else {
+                ui as f32
+            };
+            if let Some(y) = y {
+                // The target entry from `f64`: `A p_y - w_y (1 - eps + eps / C)`.
+                let wy = plan.weight(y);
+                let p = f64::from(er[y]) * inv;
+                let g = ra * p - (1.0 - eps) * wy - eps_c * wy;
+                s.gy = (ui * g) as f32;
+            }
+        }
+        // Step 4: the gradient.
+        let out: &mut [f32] = match &mut bufs {
+            Bufs::Split(_, g) | Bufs::InPlace(g) => &mut g[range.clone()],
+            Bufs::ReadOnly(_) => {
+                r0 += nb;
+                continue;
+            }
+        };
+        for (r, ((s, o), er)) in st[..nb]
+            .iter()
+            .zip(out.chunks_exact_mut(c))
+            .zip(e.chunks_exact(c))
+            .enumerate()
+        {
+            let i = first + r0 + r;
+            match s.mode {
+                MODE_FMA => {}
+                MODE_ZERO => {
+                    o.fill(0.0);
+                    continue;
+                }
+                MODE_NAN => {
+                    o.fill(f32::NAN);
+                    continue;
+                }
+                _ => {
+                    let y = plan.target(i);
+                    slow_row(plan, i, o, er, s.ssum, s.ra, y, us(i));
+                    continue;
+                }
+            }
+            let (a, b) = (s.a, s.b);
+            match K {
+                PLAIN => {
+                    for (g, &v) in o.iter_mut().zip(er) {
+                        *g = a.mul_add(v, -b);
+                    }
+                }
+                WEIGHTED => {
+                    for ((g, &v), &wj) in o.iter_mut().zip(er).zip(w) {
+                        *g = (-b).mul_add(wj, a * v);
+                    }
+                }
+                _ => {
+                    let q = &plan.probs.unwrap_or(&[])[i * c..(i + 1) * c];
+                    for (j, (g, &v)) in o.iter_mut().zip(er).enumerate() {
+                        *g = (-b).mul_add(wq::<K>(j, w, q, qa, qb), a * v);
+                    }
+                }
+            }
+            if K == PLAIN || K == WEIGHTED {
+                o[s.y] = s.gy;
+            }
+        }
+        r0 += nb;
+    }
+}
+
+/// [`lanes_max`], vectorised when `AVX` (same result).
+#[inline(always)]
+fn row_max<const AVX: bool>(x: &[f32]) -> (f32, bool) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: `AVX` is only true inside [`avx2`] (AVX2 + FMA checked by its callers).
+        return unsafe { vec::row_max(x) };
+    }
+    lanes_max(x)
+}
+
+/// Sum of `x` as [`lanes_sum`], vectorised when `AVX` (same result).
+#[inline(always)]
+fn row_sum<const AVX: bool>(x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in [`row_max`].
+        return unsafe { vec::row_sum(x) };
+    }
+    lanes_sum(x.len(), |j| x[j])
+}
+
+/// `d_j = x_j - mr` into `d`; returns `(sum w_j q'_j d_j, sum w_j q'_j)` as [`lanes_sum`]
+/// (the second 0 for hard targets), vectorised when `AVX` (same result).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn row_shift<const K: u8, const AVX: bool>(
+    x: &[f32],
+    d: &mut [f32],
+    mr: f32,
+    w: &[f32],
+    q: &[f32],
+    qa: f32,
+    qb: f32,
+) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in [`row_max`].
+        return unsafe { vec::row_shift::<K>(x, d, mr, w, q, qa, qb) };
+    }
+    let c = x.len();
+    for (o, &v) in d.iter_mut().zip(x) {
+        *o = v - mr;
+    }
+    let d = &*d;
+    let z = if K == PLAIN {
+        lanes_sum(c, |j| d[j])
+    } else {
+        lanes_sum(c, |j| wq::<K>(j, w, q, qa, qb) * d[j])
+    };
+    let wqs = if K == PROBS || K == PROBS_W {
+        lanes_sum(c, |j| wq::<K>(j, w, q, qa, qb))
+    } else {
+        0.0
+    };
+    (z, wqs)
+}
+
+/// AVX2 + FMA versions of the per-row reductions: eight lanes by column index modulo 8, the
+/// partial last vector through masked loads (and stores), lanes combined as the scalar tree.
+#[cfg(target_arch = "x86_64")]
+mod vec {
+    use super::{PLAIN, PROBS, PROBS_W, WEIGHTED};
+    use crate::simd::avx2::hmax;
+    use std::arch::x86_64::*;
+
+    /// The mask of the first `cnt` (0..=8) lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn mask(cnt: usize) -> __m256i {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(cnt as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
+
+    /// Lanes `j..j + 8` of `x` (masked lanes past `x.len()` read as 0).
+    ///
+    /// # Safety
+    /// `j < x.len()`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load(x: &[f32], j: usize) -> __m256 {
+        let n = x.len();
+        // SAFETY: `j < n`: either eight in-bounds lanes or a masked load of the `n - j`
+        // in-bounds lanes (masked lanes are not accessed).
+        unsafe {
+            if j + 8 <= n {
+                _mm256_loadu_ps(x.as_ptr().add(j))
+            } else {
+                _mm256_maskload_ps(x.as_ptr().add(j), mask(n - j))
+            }
+        }
+    }
+
+    /// The fixed lane tree `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// # Safety
+    /// AVX2 + FMA available.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn row_max(x: &[f32]) -> (f32, bool) {
+        let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+        let (mut m, mut nan) = (ninf, _mm256_setzero_ps());
+        let mut j = 0;
+        while j < x.len() {
+            // SAFETY: `j < x.len()`.
+            let mut v = unsafe { load(x, j) };
+            if j + 8 > x.len() {
+                v = _mm256_blendv_ps(ninf, v, _mm256_castsi256_ps(mask(x.len() - j)));
+            }
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+            m = _mm256_max_ps(v, m);
+            j += 8;
+        }
+        (hmax(m), _mm256_movemask_ps(nan) != 0)
+    }
+
+    /// # Safety
+    /// AVX2 + FMA available.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn row_sum(x: &[f32]) -> f32 {
+        let mut s = _mm256_setzero_ps();
+        let mut j = 0;
+        while j < x.len() {
+            // SAFETY: `j < x.len()`.
+            s = _mm256_add_ps(s, unsafe { load(x, j) });
+            j += 8;
+        }
+        hsum(s)
+    }
+
+    /// # Safety
+    /// AVX2 + FMA available; `d.len() == x.len()`; `w` / `q` (as used by `K`) as long as `x`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn row_shift<const K: u8>(
+        x: &[f32],
+        d: &mut [f32],
+        mr: f32,
+        w: &[f32],
+        q: &[f32],
+        qa: f32,
+        qb: f32,
+    ) -> (f32, f32) {
+        let n = x.len();
+        assert_eq!(d.len(), n);
+        if K == WEIGHTED || K == PROBS_W {
+            assert_eq!(w.len(), n);
+        }
+        if K == PROBS || K == PROBS_W {
+            assert_eq!(q.len(), n);
+        }
+        let (mv, qav, qbv) = (_mm256_set1_ps(mr), _mm256_set1_ps(qa), _mm256_set1_ps(qb));
+        let (mut z, mut c) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut j = 0;
+        while j < n {
+            // SAFETY: `j < n` and `w`, `q` (when used) hold `n` values (asserted above).
+            let (xv, wv, qv) = unsafe {
+                (
+                    load(x, j),
+                    if K == WEIGHTED || K == PROBS_W {
+                        load(w, j)
+                    } else {
+                        _mm256_setzero_ps()
+                    },
+                    if K == PROBS || K == PROBS_W {
+                        load(q, j)
+                    } else {
+                        _mm256_setzero_ps()
+                    },
+                )
+            };
+            let dv = _mm256_sub_ps(xv, mv);
+            // SAFETY: `j < n = d.len()`: eight in-bounds lanes or a masked store of the
+            // in-bounds ones.
+            unsafe {
+                if j + 8 <= n {
+                    _mm256_storeu_ps(d.as_mut_ptr().add(j), dv);
+                } else {
+                    _mm256_maskstore_ps(d.as_mut_ptr().add(j), mask(n - j), dv);
+                }
+            }
+            // Masked-out lanes: `x = 0` gives `d = -mr`, so they are cleared below.
+            let live = _mm256_castsi256_ps(mask(n - j));
+            let dv = _mm256_and_ps(dv, live);
+            match K {
+                PLAIN => z = _mm256_add_ps(z, dv),
+                WEIGHTED => z = _mm256_add_ps(z, _mm256_mul_ps(wv, dv)),
+                _ => {
+                    let mut a = _mm256_fmadd_ps(qav, qv, qbv);
+                    if K == PROBS_W {
+                        a = _mm256_mul_ps(a, wv);
+                    }
+                    let a = _mm256_and_ps(a, live);
+                    z = _mm256_add_ps(z, _mm256_mul_ps(a, dv));
+                    c = _mm256_add_ps(c, a);
+                }
+            }
+            j += 8;
+        }
+        (
+            hsum(z),
+            if K == PROBS || K == PROBS_W {
+                hsum(c)
+            } else {
+                0.0
+            },
+        )
+    }
+}
+
+/// `x = exp(x)` for `x <= 0` (NaN passes), vectorised when `AVX`.
+#[inline(always)]
+fn exp_batch<const AVX: bool>(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        use crate::simd::avx2::{exp8_nonpos, load, store};
+        let nv = x.len() & !7;
+        let mut j = 0;
+        while j < nv {
+            // SAFETY: `AVX` is only true inside [`avx2`], whose callers checked that AVX2 and
+            // FMA are available.
+            unsafe { store(x, j, exp8_nonpos(load(x, j))) };
+            j += 8;
+        }
+        for v in &mut x[nv..] {
+            *v = exp_nonpos_f32(*v);
+        }
+        return;
+    }
+    for v in x.iter_mut() {
+        *v = exp_nonpos_f32(*v);
+    }
+}
+
+/// The degenerate-row gradient (non-finite upstream): the reference's formula per element.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn slow_row(
+    plan: &Plan<'_>,
+    i: usize,
+    o: &mut [f32],
+    er: &[f32],
+    s: f64,
+    a: f64,
+    y: Option<usize>,
+    us: f64,
+) {
+    let c = plan.classes;
+    let eps = plan.eps;
+    for (j, g) in o.iter_mut().enumerate() {
+        let p = f64::from(er[j]) / s;
+        let v = match y {
+            Some(y) => {
+                let wy = plan.weight(y);
+                let hard = wy * (p - if j == y { 1.0 } else { 0.0 });
+                let soft = plan.w_sum * p - plan.weight(j);
+                (1.0 - eps) * hard + eps / c as f64 * soft
+            }
+            None => {
+                let q = f64::from(plan.probs.map_or(0.0, |q| q[i * c + j]));
+                let qs = (1.0 - eps) * q + eps / c as f64;
+                p * a - plan.weight(j) * qs
+            }
+        };
+        *g = (us * v) as f32;
+    }
+}
