@@ -72,24 +72,26 @@ fn lanes_max(x: &[f32]) -> (f32, bool) {
     (m, nan.iter().any(|&b| b))
 }
 
-/// `ln s` for finite `s >= 1` (the short path's `S`, at least `exp(0) = 1`): `s = 2^k t` with
+/// `ln s` for finite `s >= 1` (any input gives some value, never a panic) (the short path's `S`, at least `exp(0) = 1`): `s = 2^k t` with
 /// `t` in `[sqrt(1/2), sqrt(2))`, `ln t = 2 atanh(f)`, `f = (t - 1) / (t + 1)`, `|f| <= 0.1716`,
 /// by its series to `f^11` (truncation below `2e-11`, absolute).
 #[inline(always)]
 fn ln_ge1(s: f64) -> f64 {
-    let bits = s.to_bits();
-    let mut k = ((bits >> 52) as i64) - 1023;
-    let mut t = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
-    if t > std::f64::consts::SQRT_2 {
-        t *= 0.5;
-        k += 1;
-    }
+    // Branch-free reduction (as musl's `log`): offset the bits so that the exponent field
+    // counts from `sqrt(1/2)`, then rebuild `t` from the mantissa around `sqrt(1/2)`.
+    const SQRT_HALF_BITS: u64 = 0x3fe6_a09e_667f_3bcd;
+    let ix = s
+        .to_bits()
+        .wrapping_add(0x3ff0_0000_0000_0000 - SQRT_HALF_BITS);
+    // `k = (ix >> 52) - 1023` as `f64` through the `2^52` trick (integer ops only).
+    let k = f64::from_bits((ix >> 52) | 0x4330_0000_0000_0000) - (4_503_599_627_370_496.0 + 1023.0);
+    let t = f64::from_bits((ix & 0x000f_ffff_ffff_ffff) + SQRT_HALF_BITS);
     let f = (t - 1.0) / (t + 1.0);
     let f2 = f * f;
     let p = 1.0
         + f2 * (1.0 / 3.0
             + f2 * (1.0 / 5.0 + f2 * (1.0 / 7.0 + f2 * (1.0 / 9.0 + f2 * (1.0 / 11.0)))));
-    k as f64 * std::f64::consts::LN_2 + 2.0 * f * p
+    k * std::f64::consts::LN_2 + 2.0 * f * p
 }
 
 /// `w_j q'_j` of column `j` (1 for plain rows).
@@ -202,6 +204,8 @@ fn body<const K: u8, const AVX: bool>(
     let mut e = vec![0.0f32; per * c];
     let mut st = vec![RowState::default(); per];
     let has_grad = bufs.has_grad();
+    let (mut ssum_v, mut ln_v) = (vec![0.0f64; per], vec![0.0f64; per]);
+    let mut inv_v = vec![0.0f64; per];
     let mut r0 = 0;
     while r0 < rows {
         let nb = per.min(rows - r0);
@@ -250,7 +254,19 @@ fn body<const K: u8, const AVX: bool>(
         }
         // Step 2: one `exp` over the batch, in place.
         exp_batch::<AVX>(&mut e[..nb * c]);
-        // Step 3: per row, `S`, the loss and the gradient's constants (independent rows).
+        // Step 3: per row, `S` and `log S` (a branch-free loop over the batch), the loss and
+        // the gradient's constants (independent rows).
+        for (sv, er) in ssum_v[..nb].iter_mut().zip(e.chunks_exact(c)) {
+            *sv = f64::from(row_sum::<AVX>(er));
+        }
+        for ((lv, iv), &sv) in ln_v[..nb]
+            .iter_mut()
+            .zip(&mut inv_v[..nb])
+            .zip(&ssum_v[..nb])
+        {
+            *lv = ln_ge1(sv);
+            *iv = 1.0 / sv;
+        }
         for (r, s) in st[..nb].iter_mut().enumerate() {
             let i = first + r0 + r;
             let lr = &mut losses[r0 + r];
@@ -267,7 +283,7 @@ fn body<const K: u8, const AVX: bool>(
                 None => None,
             };
             let er = &e[r * c..(r + 1) * c];
-            let ssum = f64::from(row_sum::<AVX>(er));
+            let ssum = ssum_v[r];
             let (z, wq_sum) = (f64::from(s.z), f64::from(s.wq));
             // The long path's combination for one chunk (`M = m`, chunk factor 1).
             if !(s.m.is_finite() && ssum.is_finite()) {
@@ -275,7 +291,7 @@ fn body<const K: u8, const AVX: bool>(
                 s.mode = MODE_NAN;
                 continue;
             }
-            let l = ln_ge1(ssum);
+            let l = ln_v[r];
             let mm = f64::from(s.m);
             let (loss, ra) = match y {
                 Some(y) => {
@@ -301,7 +317,7 @@ fn body<const K: u8, const AVX: bool>(
                 s.ra = ra;
                 continue;
             }
-            let inv = 1.0 / ssum;
+            let inv = inv_v[r];
             s.mode = MODE_FMA;
             s.a = (ui * ra * inv) as f32;
             s.b = if K == PLAIN || K == WEIGHTED {
@@ -350,16 +366,7 @@ fn body<const K: u8, const AVX: bool>(
             }
             let (a, b) = (s.a, s.b);
             match K {
-                PLAIN => {
-                    for (g, &v) in o.iter_mut().zip(er) {
-                        *g = a.mul_add(v, -b);
-                    }
-                }
-                WEIGHTED => {
-                    for ((g, &v), &wj) in o.iter_mut().zip(er).zip(w) {
-                        *g = (-b).mul_add(wj, a * v);
-                    }
-                }
+                PLAIN | WEIGHTED => grad_row::<K, AVX>(o, er, w, a, b),
                 _ => {
                     let q = &plan.probs.unwrap_or(&[])[i * c..(i + 1) * c];
                     for (j, (g, &v)) in o.iter_mut().zip(er).enumerate() {
@@ -433,6 +440,27 @@ fn row_shift<const K: u8, const AVX: bool>(
     (z, wqs)
 }
 
+/// `o_j = a e_j - b` (plain) or `a e_j - b w_j` (weighted), vectorised when `AVX` (same
+/// result).
+#[inline(always)]
+fn grad_row<const K: u8, const AVX: bool>(o: &mut [f32], er: &[f32], w: &[f32], a: f32, b: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: as in [`row_max`].
+        unsafe { vec::grad_row::<K>(o, er, w, a, b) };
+        return;
+    }
+    if K == PLAIN {
+        for (g, &v) in o.iter_mut().zip(er) {
+            *g = a.mul_add(v, -b);
+        }
+    } else {
+        for ((g, &v), &wj) in o.iter_mut().zip(er).zip(w) {
+            *g = (-b).mul_add(wj, a * v);
+        }
+    }
+}
+
 /// AVX2 + FMA versions of the per-row reductions: eight lanes by column index modulo 8, the
 /// partial last vector through masked loads (and stores), lanes combined as the scalar tree.
 #[cfg(target_arch = "x86_64")]
@@ -499,6 +527,47 @@ mod vec {
             j += 8;
         }
         (hmax(m), _mm256_movemask_ps(nan) != 0)
+    }
+
+    /// # Safety
+    /// AVX2 + FMA available; `er` (and `w` when weighted) as long as `o`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn grad_row<const K: u8>(
+        o: &mut [f32],
+        er: &[f32],
+        w: &[f32],
+        a: f32,
+        b: f32,
+    ) {
+        let n = o.len();
+        assert_eq!(er.len(), n);
+        if K == WEIGHTED {
+            assert_eq!(w.len(), n);
+        }
+        let (av, bv) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
+        let mut j = 0;
+        while j < n {
+            // SAFETY: `j < n` and `er`, `w` (when used) hold `n` values (asserted above).
+            let g = unsafe {
+                let v = load(er, j);
+                if K == PLAIN {
+                    _mm256_fmsub_ps(av, v, bv)
+                } else {
+                    _mm256_fnmadd_ps(bv, load(w, j), _mm256_mul_ps(av, v))
+                }
+            };
+            // SAFETY: `j < n = o.len()`: eight in-bounds lanes or a masked store of the
+            // in-bounds ones.
+            unsafe {
+                if j + 8 <= n {
+                    _mm256_storeu_ps(o.as_mut_ptr().add(j), g);
+                } else {
+                    _mm256_maskstore_ps(o.as_mut_ptr().add(j), mask(n - j), g);
+                }
+            }
+            j += 8;
+        }
     }
 
     /// # Safety
