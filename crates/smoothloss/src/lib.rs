@@ -26,7 +26,7 @@ pub use smoothloss_cpu::CpuBackend;
 pub use smoothloss_cuda::CudaBackend;
 
 /// The backend selected by Cargo features: the CPU backend when `cpu` is on, otherwise the
-/// reference. With `cuda`, [`CudaBackend`] is exported too; it is created with
+/// reference. With `cuda`, `CudaBackend` is exported too; it is created with
 /// `CudaBackend::new(ordinal)`, which returns `LossError::Device` where no GPU is usable, so it
 /// is not a `Default` backend.
 #[cfg(feature = "cpu")]
