@@ -17,8 +17,8 @@
 //! exponentials, still in cache, into the gradient `u s (A p_j - B_j)` with
 //! `p_j = e_j exp(m_c - M) / S` (`CE-8`, `CE-9`), one FMA per element (plus the weight or
 //! target load when present; partial vectors use masked loads and stores with the same formula,
-//! so an element's bits do not depend on where vectors start), written once (streaming stores for outputs of `2^22` logits or
-//! more, on whole 64-byte lines only: a line shared with the neighbouring row or chunk gets
+//! so an element's bits do not depend on where vectors start), written once (with `CpuBackend::with_streaming_stores(true)`, off by default: streaming
+//! stores for outputs of `2^22` logits or more, on whole 64-byte lines only: a line shared with the neighbouring row or chunk gets
 //! ordinary stores, as a half-written streaming line is flushed as a slow partial write); the
 //! target class of a hard target is then set from `f64`. With a separate gradient
 //! buffer, pass 2 of row `r` runs chunk by chunk interleaved with pass 1 of row `r + 1`, in
@@ -86,7 +86,8 @@ const BLOCK_CHUNKS: usize = 32;
 const TASK_ELEMS: usize = 1 << 20;
 /// Below this many logits the call runs in the calling thread.
 const PAR_MIN_ELEMS: usize = 1 << 15;
-/// From this many logits on, the gradient is written with non-temporal stores.
+/// From this many logits on, the gradient is written with non-temporal stores (when the
+/// backend asks for streaming stores).
 const NT_MIN_ELEMS: usize = 1 << 22;
 
 /// Statistics of one chunk (see the module documentation).
@@ -974,7 +975,7 @@ fn run(
     let mut losses = vec![0.0; rows];
     let total = rows * c;
     // Non-temporal gradient stores only when the gradient is far larger than the caches.
-    let nt = total >= NT_MIN_ELEMS;
+    let nt = backend.streaming_stores() && total >= NT_MIN_ELEMS;
     if backend.threads() <= 1 || total < PAR_MIN_ELEMS {
         // Sequential in the calling thread: no pool hand-off for one thread or tiny inputs.
         process_rows(&plan, 0, bufs, &us, &mut losses, nt);

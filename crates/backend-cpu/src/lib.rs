@@ -21,6 +21,8 @@ use smoothloss_core::backend::Backend;
 #[derive(Debug, Clone, Default)]
 pub struct CpuBackend {
     pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    /// Write large cross-entropy gradients with non-temporal (streaming) stores.
+    streaming_stores: bool,
 }
 
 impl CpuBackend {
@@ -36,7 +38,25 @@ impl CpuBackend {
             .build()
             .ok()
             .map(std::sync::Arc::new);
-        Self { pool }
+        Self {
+            pool,
+            streaming_stores: false,
+        }
+    }
+
+    /// Writes cross-entropy gradients of `2^22` logits or more with non-temporal (streaming)
+    /// stores, which bypass the caches. Off by default: on the 2-core Zen 3 machine of
+    /// BENCHMARKS.md ordinary stores were faster on one thread for every large shape (1024x32000:
+    /// about 37 ms against 48 ms, medians of four runs each); machines with other memory
+    /// systems may differ, so it stays available. Results are bit-identical either way.
+    pub fn with_streaming_stores(mut self, on: bool) -> Self {
+        self.streaming_stores = on;
+        self
+    }
+
+    /// Whether large cross-entropy gradients use streaming stores.
+    pub fn streaming_stores(&self) -> bool {
+        self.streaming_stores
     }
 
     /// Number of threads this backend runs on.

@@ -1214,8 +1214,8 @@ fn large_inputs_match_reference() {
                 logit_scale: 2.0,
             },
         );
-        for threads in [1, 2] {
-            let be = CpuBackend::with_threads(threads);
+        for (threads, streaming) in [(1, false), (1, true), (2, false), (2, true)] {
+            let be = CpuBackend::with_threads(threads).with_streaming_stores(streaming);
             let mut g = vec![0.0f32; case.logits.len()];
             let l = be
                 .cross_entropy(
@@ -1229,7 +1229,7 @@ fn large_inputs_match_reference() {
                 )
                 .unwrap();
             check(&case, &l, Some(&g))
-                .unwrap_or_else(|e| panic!("{rows}x{classes} t{threads}: {e}"));
+                .unwrap_or_else(|e| panic!("{rows}x{classes} t{threads} nt{streaming}: {e}"));
         }
     }
 }
@@ -1257,8 +1257,9 @@ fn long_rows_with_weights_and_probs_are_bit_identical_across_thread_counts() {
                 cfg = cfg.with_class_weights(w.clone());
             }
             let mut first: Option<(Vec<u64>, Vec<u32>)> = None;
-            for threads in [1, 2, 3] {
-                let be = CpuBackend::with_threads(threads);
+            // Streaming stores on and off must give the same bits too.
+            for (threads, streaming) in [(1, true), (2, true), (3, true), (1, false), (3, false)] {
+                let be = CpuBackend::with_threads(threads).with_streaming_stores(streaming);
                 let mut g = vec![0.0f32; logits.len()];
                 let tg = if probs {
                     CeTargets::Probs(&q)
@@ -1281,7 +1282,7 @@ fn long_rows_with_weights_and_probs_are_bit_identical_across_thread_counts() {
                     None => first = Some(got),
                     Some(want) => assert!(
                         *want == got,
-                        "weighted={weighted} probs={probs} threads={threads}"
+                        "weighted={weighted} probs={probs} threads={threads} nt={streaming}"
                     ),
                 }
             }
