@@ -8,7 +8,6 @@ pub mod box_math;
 pub mod cross_entropy;
 pub mod elementwise;
 pub mod ndarray_api;
-pub mod parallel;
 pub mod regression;
 pub mod simd;
 
