@@ -371,6 +371,8 @@ fn random_cases_match_reference() {
         (2, 1024),
         (3, 1025),
         (2, 3000),
+        (4, 2056),
+        (3, 4100),
         (1, 40_000),
     ];
     for (k, &(rows, classes)) in shapes.iter().enumerate() {
