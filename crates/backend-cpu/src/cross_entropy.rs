@@ -1912,6 +1912,13 @@ mod kernels {
                 if i + 16 > p.n {
                     return;
                 }
+                if !NT {
+                    // Start the read-for-ownership of the gradient line one chunk ahead, so the
+                    // stores do not wait on memory (paired A/B: ~9% less time per call at
+                    // 1024x32000 and 16384x1000; `prefetchw` or two chunks ahead: no better).
+                    // A prefetch never faults; the address may lie past the buffer.
+                    _mm_prefetch::<_MM_HINT_T0>(p.out.wrapping_add(p.n + i) as *const i8);
+                }
                 // SAFETY: `i + 16 <= n`: `e` readable, `out` writable, `w` / `q` readable
                 // there (type invariant); with `NT`, `out + i` is 64-byte aligned (the head
                 // was peeled in `new`, and `pos` advances by 16 floats since).
