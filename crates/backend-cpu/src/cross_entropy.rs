@@ -1398,30 +1398,86 @@ mod kernels {
             // SAFETY: (all arms) forwarded contract of `kernels::pass1`.
             unsafe {
                 match (kind, store) {
-                    (Kind::Plain, true) => {
-                        pass1::<PLAIN, true, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
-                    }
-                    (Kind::Plain, false) => {
-                        pass1::<PLAIN, false, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
-                    }
-                    (Kind::Weighted, true) => {
-                        pass1::<WEIGHTED, true, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
-                    }
-                    (Kind::Weighted, false) => {
-                        pass1::<WEIGHTED, false, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
-                    }
-                    (Kind::Probs, true) => {
-                        pass1::<PROBS, true, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
-                    }
-                    (Kind::Probs, false) => {
-                        pass1::<PROBS, false, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
-                    }
-                    (Kind::ProbsWeighted, true) => {
-                        pass1::<PROBS_W, true, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
-                    }
-                    (Kind::ProbsWeighted, false) => {
-                        pass1::<PROBS_W, false, false>(src, dst, n, w, q, qa, qb, &mut P2::none())
-                    }
+                    (Kind::Plain, true) => pass1::<PLAIN, true, false, false>(
+                        src,
+                        dst,
+                        n,
+                        w,
+                        q,
+                        qa,
+                        qb,
+                        &mut P2::none(),
+                    ),
+                    (Kind::Plain, false) => pass1::<PLAIN, false, false, false>(
+                        src,
+                        dst,
+                        n,
+                        w,
+                        q,
+                        qa,
+                        qb,
+                        &mut P2::none(),
+                    ),
+                    (Kind::Weighted, true) => pass1::<WEIGHTED, true, false, false>(
+                        src,
+                        dst,
+                        n,
+                        w,
+                        q,
+                        qa,
+                        qb,
+                        &mut P2::none(),
+                    ),
+                    (Kind::Weighted, false) => pass1::<WEIGHTED, false, false, false>(
+                        src,
+                        dst,
+                        n,
+                        w,
+                        q,
+                        qa,
+                        qb,
+                        &mut P2::none(),
+                    ),
+                    (Kind::Probs, true) => pass1::<PROBS, true, false, false>(
+                        src,
+                        dst,
+                        n,
+                        w,
+                        q,
+                        qa,
+                        qb,
+                        &mut P2::none(),
+                    ),
+                    (Kind::Probs, false) => pass1::<PROBS, false, false, false>(
+                        src,
+                        dst,
+                        n,
+                        w,
+                        q,
+                        qa,
+                        qb,
+                        &mut P2::none(),
+                    ),
+                    (Kind::ProbsWeighted, true) => pass1::<PROBS_W, true, false, false>(
+                        src,
+                        dst,
+                        n,
+                        w,
+                        q,
+                        qa,
+                        qb,
+                        &mut P2::none(),
+                    ),
+                    (Kind::ProbsWeighted, false) => pass1::<PROBS_W, false, false, false>(
+                        src,
+                        dst,
+                        n,
+                        w,
+                        q,
+                        qa,
+                        qb,
+                        &mut P2::none(),
+                    ),
                 }
             }
         }
@@ -1478,7 +1534,7 @@ mod kernels {
             // chunk's weights `w` and the pending row's targets `q2`).
             let mut job = unsafe { P2::new::<K, NT>(e2, out2, n, a, b, bq, w, q2, qa, qb) };
             // SAFETY: forwarded contract (pass 1, storing into `dst`).
-            let st = unsafe { pass1::<K, true, NT>(src, dst, n, w, q, qa, qb, &mut job) };
+            let st = unsafe { pass1::<K, true, NT, true>(src, dst, n, w, q, qa, qb, &mut job) };
             job.finish::<K, NT>();
             st
         }
@@ -1555,10 +1611,12 @@ mod kernels {
         }
 
         /// # Safety
-        /// As `kernels::pass1`, with AVX2 + FMA available.
+        /// As `kernels::pass1`, with AVX2 + FMA available. With `JOB`, `p2` is a pass-2 job over
+        /// exactly `n` elements (`p2.n == n`, position 0) that pass 1 advances between its own
+        /// vectors; without `JOB`, `p2` is not touched.
         #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn pass1<const K: u8, const STORE: bool, const NT: bool>(
+        unsafe fn pass1<const K: u8, const STORE: bool, const NT: bool, const JOB: bool>(
             src: *const f32,
             dst: *mut f32,
             n: usize,
@@ -1620,43 +1678,54 @@ mod kernels {
                 let end = (i + super::super::SUB).min(nv);
                 let (mut s0, mut z0, mut c0) = (zero, zero, zero);
                 // Two vectors per iteration (16 columns), their `exp` chains interleaved, and
-                // one pass-2 block of the previous row; a last single vector when `end` is an
-                // odd multiple of 8.
-                while i < end {
+                // one pass-2 block of the previous row (`JOB`); a last single vector when `end`
+                // is an odd multiple of 8.
+                while i + 16 <= end {
                     // Bring the next chunk towards L1 while this one is computed, so the next
                     // max loop does not stall on memory (a prefetch never faults; the address
                     // is computed with wrapping arithmetic and may lie past the buffer).
                     _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(n + i) as *const i8);
-                    // One block of the previous row's pass 2 (if any is left).
-                    job.step::<K, NT>();
-                    if i + 16 <= end {
-                        // SAFETY: `i + 16 <= nv <= n`: `src` readable, `dst` (when STORE)
-                        // writable there; each element is read before the same index is written.
-                        unsafe {
-                            let d0 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i)), mv);
-                            let d1 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i + 8)), mv);
-                            let (e0, e1) = exp8x2_nonpos(d0, d1);
-                            if STORE {
-                                _mm256_storeu_ps(dst.add(i), e0);
-                                _mm256_storeu_ps(dst.add(i + 8), e1);
-                            }
-                            s0 = _mm256_add_ps(s0, _mm256_add_ps(e0, e1));
-                            if K == PLAIN {
-                                z0 = _mm256_add_ps(z0, _mm256_add_ps(d0, d1));
-                            } else {
-                                let a0 = wq8::<K>(i, wp, qp, qav, qbv);
-                                let a1 = wq8::<K>(i + 8, wp, qp, qav, qbv);
-                                z0 = _mm256_fmadd_ps(a0, d0, z0);
-                                z0 = _mm256_fmadd_ps(a1, d1, z0);
-                                if K == PROBS || K == PROBS_W {
-                                    c0 = _mm256_add_ps(c0, _mm256_add_ps(a0, a1));
-                                }
+                    if JOB {
+                        if NT {
+                            job.step::<K, NT>();
+                        } else {
+                            // SAFETY: `i + 16 <= end <= n == job.n` (`JOB` contract), and
+                            // without `NT` the job's blocks start at 0 and advance by 16 with
+                            // `i` (SUB is a multiple of 16), so `job.pos == i`.
+                            unsafe { job.step_at::<K>(i) };
+                        }
+                    }
+                    // SAFETY: `i + 16 <= nv <= n`: `src` readable, `dst` (when STORE) writable
+                    // there; each element is read before the same index is written.
+                    unsafe {
+                        let d0 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i)), mv);
+                        let d1 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i + 8)), mv);
+                        let (e0, e1) = exp8x2_nonpos(d0, d1);
+                        if STORE {
+                            _mm256_storeu_ps(dst.add(i), e0);
+                            _mm256_storeu_ps(dst.add(i + 8), e1);
+                        }
+                        s0 = _mm256_add_ps(s0, _mm256_add_ps(e0, e1));
+                        if K == PLAIN {
+                            z0 = _mm256_add_ps(z0, _mm256_add_ps(d0, d1));
+                        } else {
+                            let a0 = wq8::<K>(i, wp, qp, qav, qbv);
+                            let a1 = wq8::<K>(i + 8, wp, qp, qav, qbv);
+                            z0 = _mm256_fmadd_ps(a0, d0, z0);
+                            z0 = _mm256_fmadd_ps(a1, d1, z0);
+                            if K == PROBS || K == PROBS_W {
+                                c0 = _mm256_add_ps(c0, _mm256_add_ps(a0, a1));
                             }
                         }
-                        i += 16;
-                        continue;
                     }
-                    // SAFETY: `i + 8 <= nv <= n`, as above.
+                    i += 16;
+                }
+                if i < end {
+                    _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(n + i) as *const i8);
+                    if JOB && NT {
+                        job.step::<K, NT>();
+                    }
+                    // SAFETY: `i + 8 <= end <= nv <= n`, as above.
                     unsafe {
                         let d0 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i)), mv);
                         let e0 = exp8_nonpos(d0);
@@ -1932,6 +2001,30 @@ mod kernels {
                         _mm256_storeu_ps(p.out.add(i), g0);
                         _mm256_storeu_ps(p.out.add(i + 8), g1);
                     }
+                }
+                self.pos = i + 16;
+            }
+
+            /// The block of 16 elements at `i` (which must be `pos`), without the bounds
+            /// check of [`P2::step`]; ordinary stores.
+            ///
+            /// # Safety
+            /// `i == pos` and `i + 16 <= n`.
+            #[inline]
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn step_at<const K: u8>(&mut self, i: usize) {
+                debug_assert!(i == self.pos && i + 16 <= self.n);
+                let p = &*self;
+                // Start the read-for-ownership of the gradient line one chunk ahead, as in
+                // `step`.
+                _mm_prefetch::<_MM_HINT_T0>(p.out.wrapping_add(p.n + i) as *const i8);
+                // SAFETY: `i + 16 <= n` (caller): `e` readable, `out` writable, `w` / `q`
+                // readable there (type invariant).
+                unsafe {
+                    let g0 = grad8::<K>(p.e, p.wp, p.qp, i, p.av, p.bv, p.bqv, p.qav, p.qbv);
+                    let g1 = grad8::<K>(p.e, p.wp, p.qp, i + 8, p.av, p.bv, p.bqv, p.qav, p.qbv);
+                    _mm256_storeu_ps(p.out.add(i), g0);
+                    _mm256_storeu_ps(p.out.add(i + 8), g1);
                 }
                 self.pos = i + 16;
             }
