@@ -5,7 +5,8 @@
 //! Each row is cut into chunks of [`CHUNK`] columns at fixed offsets; a row of at most
 //! [`SHORT_ROW`] columns is a single chunk (one maximum, no chunk factors, one kernel call per
 //! pass: short rows pay little per-row cost). Pass 1 reads a chunk once
-//! from memory: a max loop over the chunk (from L1), then one loop that computes
+//! from memory: a max loop over the chunk (from L1), then one loop (two vectors per iteration,
+//! their `exp` chains interleaved) that computes
 //! `e_j = exp(z_j - m_c)` with the chunk's own maximum `m_c` (prefetching the next chunk),
 //! stores `e_j` (when a gradient is wanted) into a per-thread scratch row (or, in place and for
 //! rows split across threads, into the gradient buffer), and accumulates in `f32` lanes (one
@@ -15,7 +16,8 @@
 //! `sum w_j q'_j (z_j - m_c)`. The per-chunk statistics are combined in `f64`, in chunk order:
 //! `M = max m_c`, `S = sum_c s_c exp(m_c - M)`, `log S`, the loss. Pass 2 turns the stored
 //! exponentials, still in cache, into the gradient `u s (A p_j - B_j)` with
-//! `p_j = e_j exp(m_c - M) / S` (`CE-8`, `CE-9`), one FMA per element (plus the weight or
+//! `p_j = e_j exp(m_c - M) / S` (`CE-8`, `CE-9`), one FMA per element, the gradient lines of
+//! the next chunk prefetched so the stores do not wait on memory (plus the weight or
 //! target load when present; partial vectors use masked loads and stores with the same formula,
 //! so an element's bits do not depend on where vectors start), written once (with `CpuBackend::with_streaming_stores(true)`, off by default: streaming
 //! stores for outputs of `2^22` logits or more, on whole 64-byte lines only: a line shared with the neighbouring row or chunk gets
