@@ -1,5 +1,6 @@
-//! Fused cross-entropy forward + backward on the CPU backend (f32, label smoothing 0.1, mean,
-//! separate gradient buffer) on 1 and 2 threads. `cargo xtask bench` gives the same figures
+//! Fused cross-entropy forward + backward on the CPU backend (f32, label smoothing 0.1, mean)
+//! on 1 and 2 threads, with a separate gradient buffer and in place (gradient over the logits;
+//! each iteration runs on the previous one's output, the kernel's cost does not depend on it). `cargo xtask bench` gives the same figures
 //! faster, next to the copy-bandwidth floor and PyTorch.
 #![allow(missing_docs)]
 
@@ -44,5 +45,35 @@ fn cross_entropy(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cross_entropy);
+fn cross_entropy_in_place(c: &mut Criterion) {
+    let cfg = CrossEntropy::new().with_label_smoothing(0.1);
+    let mut group = c.benchmark_group("cross_entropy_in_place_fwd_bwd_ls0.1");
+    group.sample_size(10);
+    for (n, k) in SHAPES {
+        let (mut x, t) = ce_inputs(n, k);
+        group.throughput(Throughput::Elements((n * k) as u64));
+        for threads in [1usize, 2] {
+            let cpu = CpuBackend::with_threads(threads);
+            let id = BenchmarkId::new(format!("{n}x{k}"), format!("t{threads}"));
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    let l = cpu
+                        .cross_entropy_in_place(
+                            &cfg,
+                            &mut x,
+                            n,
+                            k,
+                            CeTargets::Classes(&t),
+                            Upstream::ONE,
+                        )
+                        .unwrap();
+                    black_box(l)
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, cross_entropy, cross_entropy_in_place);
 criterion_main!(benches);

@@ -299,6 +299,37 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 torch_s: None,
             });
         }
+        // The in-place variant (gradient over the logits, as Liger-Kernel does): no separate
+        // gradient buffer, so no read-for-ownership of its lines. Each timed call runs on the
+        // previous call's output (finite values; the kernel's cost does not depend on them).
+        for &(n, c) in &shapes {
+            let (mut x, t) = ce_inputs(n, c);
+            let (s, cpu_s) = time_median(reps, || {
+                let l = cpu
+                    .cross_entropy_in_place(
+                        &cfg,
+                        &mut x,
+                        n,
+                        c,
+                        CeTargets::Classes(&t),
+                        Upstream::ONE,
+                    )
+                    .expect("valid input");
+                black_box(l);
+            });
+            let bytes = n * c * 8;
+            rows.push(Row {
+                loss: "cross_entropy_inplace".into(),
+                shape: format!("{n}x{c}"),
+                threads,
+                median_s: s,
+                cpu_s,
+                elems: n * c,
+                bytes_floor: bytes,
+                floor_fraction: bytes as f64 / bw / s,
+                torch_s: None,
+            });
+        }
         if only.is_some() {
             continue;
         }
@@ -356,7 +387,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 ],
             ));
             for r in rows.iter_mut().filter(|r| r.threads == threads) {
-                r.torch_s = peer_time(&peers, &r.loss, &r.shape, threads);
+                // PyTorch has no in-place cross-entropy backward: the in-place rows are
+                // compared with the same F.cross_entropy + backward() time.
+                let key = match r.loss.as_str() {
+                    "cross_entropy_inplace" => "cross_entropy",
+                    other => other,
+                };
+                r.torch_s = peer_time(&peers, key, &r.shape, threads);
             }
         }
     }
@@ -396,7 +433,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
         println!("load average at the end: {}", busy.trim());
         println!(
-            "{:<14} {:<12} {:<5} {:>7} {:>12} {:>12} {:>12} {:>8} {:>8} {:>12} {:>8}",
+            "{:<21} {:<12} {:<5} {:>7} {:>12} {:>12} {:>12} {:>8} {:>8} {:>12} {:>8}",
             "loss",
             "shape",
             "dtype",
@@ -415,7 +452,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 None => ("-".into(), "-".into()),
             };
             println!(
-                "{:<14} {:<12} {:<5} {:>7} {:>12} {:>12} {:>12} {:>8.2} {:>7.1}% {:>12} {:>8}",
+                "{:<21} {:<12} {:<5} {:>7} {:>12} {:>12} {:>12} {:>8.2} {:>7.1}% {:>12} {:>8}",
                 r.loss,
                 r.shape,
                 "f32",
