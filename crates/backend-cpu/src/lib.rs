@@ -20,8 +20,9 @@ use smoothloss_core::backend::Backend;
 #[derive(Debug, Clone, Default)]
 pub struct CpuBackend {
     pool: Option<std::sync::Arc<rayon::ThreadPool>>,
-    /// Write large cross-entropy gradients with non-temporal (streaming) stores.
-    streaming_stores: bool,
+    /// Streaming stores for large cross-entropy gradients: `None` chooses (see
+    /// [`CpuBackend::streams_gradient`]), `Some(on)` forces them on or off.
+    streaming_stores: Option<bool>,
 }
 
 impl CpuBackend {
@@ -39,23 +40,39 @@ impl CpuBackend {
             .map(std::sync::Arc::new);
         Self {
             pool,
-            streaming_stores: false,
+            streaming_stores: None,
         }
     }
 
-    /// Writes cross-entropy gradients of `2^22` logits or more with non-temporal (streaming)
-    /// stores, which bypass the caches. Off by default: on the 2-core Zen 3 machine of
-    /// BENCHMARKS.md ordinary stores were faster on one thread for every large shape (1024x32000:
-    /// about 37 ms against 48 ms, medians of four runs each); machines with other memory
-    /// systems may differ, so it stays available. Results are bit-identical either way.
+    /// Forces non-temporal (streaming) stores for cross-entropy gradients of `2^22` logits or
+    /// more on (`true`) or off (`false`) instead of the automatic choice of
+    /// [`CpuBackend::streams_gradient`]. Results are bit-identical either way.
     pub fn with_streaming_stores(mut self, on: bool) -> Self {
-        self.streaming_stores = on;
+        self.streaming_stores = Some(on);
         self
     }
 
-    /// Whether large cross-entropy gradients use streaming stores.
-    pub fn streaming_stores(&self) -> bool {
+    /// The forced streaming-store setting, `None` when automatic.
+    pub fn streaming_stores(&self) -> Option<bool> {
         self.streaming_stores
+    }
+
+    /// Whether a cross-entropy call with a separate gradient buffer `grad` of `rows x classes`
+    /// writes it with non-temporal (streaming) stores, which bypass the caches and so save the
+    /// read-for-ownership of every gradient line. Automatic choice: only for `2^22` logits or
+    /// more, and only when every row of the gradient starts on a 64-byte line (`grad` 64-byte
+    /// aligned, `classes` a multiple of 16). On the 2-core Zen 3 machine of BENCHMARKS.md that
+    /// case measured 7-13 % less time per call than ordinary stores (1024x32000, 8192x4096;
+    /// paired A/B in one process), while a gradient whose rows straddle lines measured 5-17 %
+    /// more, which is why it is not streamed. In-place calls never stream.
+    pub fn streams_gradient(&self, grad: &[f32], rows: usize, classes: usize) -> bool {
+        let big = rows.saturating_mul(classes) >= 1 << 22;
+        match self.streaming_stores {
+            Some(on) => on && big,
+            None => {
+                big && (grad.as_ptr() as usize).is_multiple_of(64) && classes.is_multiple_of(16)
+            }
+        }
     }
 
     /// Number of threads this backend runs on.

@@ -1400,3 +1400,51 @@ fn many_short_rows_are_bit_identical_across_thread_counts() {
         }
     }
 }
+
+/// The automatic streaming-store choice: only for large gradients whose rows start on 64-byte
+/// lines, and the bits are the same as with ordinary stores (forced off) in every case.
+#[test]
+fn automatic_streaming_stores_only_for_aligned_rows_and_bit_identical() {
+    let mut rng = Rng::new(5);
+    let (rows, classes) = (256usize, 16_384usize); // 2^22 logits, rows of whole lines
+    let logits: Vec<f32> = (0..rows * classes)
+        .map(|_| (2.0 * rng.normal()) as f32)
+        .collect();
+    let t: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
+    let cfg = CrossEntropy::new().with_label_smoothing(0.1);
+    let mut buf = vec![0.0f32; rows * classes + 32];
+    let lead = (64 - buf.as_ptr() as usize % 64) % 64 / 4;
+    let auto = CpuBackend::with_threads(1);
+    let off = CpuBackend::with_threads(1).with_streaming_stores(false);
+    let on = CpuBackend::with_threads(1).with_streaming_stores(true);
+    let mut run = |be: &CpuBackend, start: usize, c: usize, n: usize| {
+        let g = &mut buf[start..start + n * c];
+        let streams = be.streams_gradient(g, n, c);
+        let l = be
+            .cross_entropy(
+                &cfg,
+                &logits[..n * c],
+                n,
+                c,
+                CeTargets::Classes(&t[..n]),
+                Upstream::ONE,
+                Some(g),
+            )
+            .unwrap();
+        (streams, bits(&l), bits32(g))
+    };
+    // Aligned rows: automatic streaming, same bits as ordinary stores.
+    let (s_auto, l_auto, g_auto) = run(&auto, lead, classes, rows);
+    let (s_off, l_off, g_off) = run(&off, lead, classes, rows);
+    assert!(s_auto && !s_off);
+    assert!(l_auto == l_off && g_auto == g_off);
+    // A gradient 4 bytes past a line: rows straddle lines, no automatic streaming; forced
+    // streaming still gives the same bits.
+    let (s_mis, l_mis, g_mis) = run(&auto, lead + 1, classes, rows);
+    let (s_on, l_on, g_on) = run(&on, lead + 1, classes, rows);
+    assert!(!s_mis && s_on);
+    assert!(l_mis == l_auto && g_mis == g_auto && l_on == l_auto && g_on == g_auto);
+    // Rows not a multiple of 16 floats, or below 2^22 logits: no automatic streaming.
+    assert!(!auto.streams_gradient(&buf[lead..], rows, classes - 8));
+    assert!(!auto.streams_gradient(&buf[lead..lead + 16 * classes], 16, classes));
+}
