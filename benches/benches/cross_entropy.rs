@@ -19,7 +19,10 @@ fn cross_entropy(c: &mut Criterion) {
     group.sample_size(10);
     for (n, k) in SHAPES {
         let (x, t) = ce_inputs(n, k);
-        let mut g = vec![0.0f32; x.len()];
+        // A gradient buffer starting on a 64-byte line, as PyTorch's CPU allocator gives.
+        let mut gbuf = vec![0.0f32; x.len() + 16];
+        let lead = (64 - gbuf.as_ptr() as usize % 64) % 64 / 4;
+        let g = &mut gbuf[lead..lead + x.len()];
         group.throughput(Throughput::Elements((n * k) as u64));
         for threads in [1usize, 2] {
             let cpu = CpuBackend::with_threads(threads);
@@ -34,7 +37,7 @@ fn cross_entropy(c: &mut Criterion) {
                             k,
                             CeTargets::Classes(&t),
                             Upstream::ONE,
-                            Some(&mut g),
+                            Some(&mut g[..]),
                         )
                         .unwrap();
                     black_box(l)

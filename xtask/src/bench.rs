@@ -335,7 +335,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
         let cfg = CrossEntropy::new().with_label_smoothing(0.1);
         for &(n, c) in &shapes {
             let (x, t) = ce_inputs(n, c);
-            let mut g = vec![0.0f32; x.len()];
+            // The gradient buffer starts on a 64-byte line, as tensors from PyTorch's CPU
+            // allocator do (a plain `Vec` from malloc usually does not; see
+            // `CpuBackend::streams_gradient` for what that changes).
+            let mut gbuf = vec![0.0f32; x.len() + 16];
+            let lead = (64 - gbuf.as_ptr() as usize % 64) % 64 / 4;
+            let g = &mut gbuf[lead..lead + x.len()];
             let (s, cpu_s) = time_median(reps, || {
                 let l = cpu
                     .cross_entropy(
@@ -345,7 +350,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                         c,
                         CeTargets::Classes(&t),
                         Upstream::ONE,
-                        Some(&mut g),
+                        Some(&mut g[..]),
                     )
                     .expect("valid input");
                 black_box(l);
