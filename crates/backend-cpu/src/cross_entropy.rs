@@ -1649,6 +1649,10 @@ mod kernels {
             // A local copy of the pass-2 job: its fields stay in registers (the caller's copy
             // could alias `dst` as far as the compiler knows, forcing a reload after each store).
             let mut job = *p2;
+            if JOB && !NT {
+                // `step_at` below relies on this (checked once per chunk, not per block).
+                assert!(job.n == n && job.pos == 0, "pass-2 job must cover this chunk");
+            }
             // Max over the chunk (four accumulators).
             let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
             let (mut m0, mut m1, mut m2, mut m3) = (ninf, ninf, ninf, ninf);
