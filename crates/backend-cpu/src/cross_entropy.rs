@@ -1651,7 +1651,10 @@ mod kernels {
             let mut job = *p2;
             if JOB && !NT {
                 // `step_at` below relies on this (checked once per chunk, not per block).
-                assert!(job.n == n && job.pos == 0, "pass-2 job must cover this chunk");
+                assert!(
+                    job.n == n && job.pos == 0,
+                    "pass-2 job must cover this chunk"
+                );
             }
             // Max over the chunk (four accumulators).
             let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
