@@ -1398,91 +1398,32 @@ mod kernels {
             qa: f32,
             qb: f32,
         ) -> ChunkStats {
+            // Pass 1 alone (no pass-2 job, ordinary stores), monomorphised per kind and store.
+            let p1 = (src, dst, n, w, q, qa, qb);
             // SAFETY: (all arms) forwarded contract of `kernels::pass1`.
             unsafe {
                 match (kind, store) {
-                    (Kind::Plain, true) => pass1::<PLAIN, true, false, false>(
-                        src,
-                        dst,
-                        n,
-                        w,
-                        q,
-                        qa,
-                        qb,
-                        &mut P2::none(),
-                    ),
-                    (Kind::Plain, false) => pass1::<PLAIN, false, false, false>(
-                        src,
-                        dst,
-                        n,
-                        w,
-                        q,
-                        qa,
-                        qb,
-                        &mut P2::none(),
-                    ),
-                    (Kind::Weighted, true) => pass1::<WEIGHTED, true, false, false>(
-                        src,
-                        dst,
-                        n,
-                        w,
-                        q,
-                        qa,
-                        qb,
-                        &mut P2::none(),
-                    ),
-                    (Kind::Weighted, false) => pass1::<WEIGHTED, false, false, false>(
-                        src,
-                        dst,
-                        n,
-                        w,
-                        q,
-                        qa,
-                        qb,
-                        &mut P2::none(),
-                    ),
-                    (Kind::Probs, true) => pass1::<PROBS, true, false, false>(
-                        src,
-                        dst,
-                        n,
-                        w,
-                        q,
-                        qa,
-                        qb,
-                        &mut P2::none(),
-                    ),
-                    (Kind::Probs, false) => pass1::<PROBS, false, false, false>(
-                        src,
-                        dst,
-                        n,
-                        w,
-                        q,
-                        qa,
-                        qb,
-                        &mut P2::none(),
-                    ),
-                    (Kind::ProbsWeighted, true) => pass1::<PROBS_W, true, false, false>(
-                        src,
-                        dst,
-                        n,
-                        w,
-                        q,
-                        qa,
-                        qb,
-                        &mut P2::none(),
-                    ),
-                    (Kind::ProbsWeighted, false) => pass1::<PROBS_W, false, false, false>(
-                        src,
-                        dst,
-                        n,
-                        w,
-                        q,
-                        qa,
-                        qb,
-                        &mut P2::none(),
-                    ),
+                    (Kind::Plain, true) => alone::<PLAIN, true>(p1),
+                    (Kind::Plain, false) => alone::<PLAIN, false>(p1),
+                    (Kind::Weighted, true) => alone::<WEIGHTED, true>(p1),
+                    (Kind::Weighted, false) => alone::<WEIGHTED, false>(p1),
+                    (Kind::Probs, true) => alone::<PROBS, true>(p1),
+                    (Kind::Probs, false) => alone::<PROBS, false>(p1),
+                    (Kind::ProbsWeighted, true) => alone::<PROBS_W, true>(p1),
+                    (Kind::ProbsWeighted, false) => alone::<PROBS_W, false>(p1),
                 }
             }
+        }
+
+        /// [`pass1`] without a pass-2 job and without streaming stores.
+        ///
+        /// # Safety
+        /// As `kernels::pass1`, with AVX2 + FMA available.
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn alone<const K: u8, const STORE: bool>(p1: P1Args<'_>) -> ChunkStats {
+            let (src, dst, n, w, q, qa, qb) = p1;
+            // SAFETY: forwarded contract; without `JOB` the job is not touched.
+            unsafe { pass1::<K, STORE, false, false>(src, dst, n, w, q, qa, qb, &mut P2::none()) }
         }
 
         /// # Safety
