@@ -1943,25 +1943,18 @@ mod kernels {
                     return;
                 }
                 if !NT {
-                    // Start the read-for-ownership of the gradient line one chunk ahead, so the
-                    // stores do not wait on memory (paired A/B: ~9% less time per call at
-                    // 1024x32000 and 16384x1000; `prefetchw` or two chunks ahead: no better).
-                    // A prefetch never faults; the address may lie past the buffer.
-                    _mm_prefetch::<_MM_HINT_T0>(p.out.wrapping_add(p.n + i) as *const i8);
+                    // SAFETY: `i == pos` and `i + 16 <= n`, checked just above.
+                    unsafe { self.step_at::<K>(i) };
+                    return;
                 }
                 // SAFETY: `i + 16 <= n`: `e` readable, `out` writable, `w` / `q` readable
-                // there (type invariant); with `NT`, `out + i` is 64-byte aligned (the head
-                // was peeled in `new`, and `pos` advances by 16 floats since).
+                // there (type invariant); `out + i` is 64-byte aligned (the head was peeled in
+                // `new`, and `pos` advances by 16 floats since).
                 unsafe {
                     let g0 = grad8::<K>(p.e, p.wp, p.qp, i, p.av, p.bv, p.bqv, p.qav, p.qbv);
                     let g1 = grad8::<K>(p.e, p.wp, p.qp, i + 8, p.av, p.bv, p.bqv, p.qav, p.qbv);
-                    if NT {
-                        _mm256_stream_ps(p.out.add(i), g0);
-                        _mm256_stream_ps(p.out.add(i + 8), g1);
-                    } else {
-                        _mm256_storeu_ps(p.out.add(i), g0);
-                        _mm256_storeu_ps(p.out.add(i + 8), g1);
-                    }
+                    _mm256_stream_ps(p.out.add(i), g0);
+                    _mm256_stream_ps(p.out.add(i + 8), g1);
                 }
                 self.pos = i + 16;
             }
@@ -1976,8 +1969,10 @@ mod kernels {
             pub(super) unsafe fn step_at<const K: u8>(&mut self, i: usize) {
                 debug_assert!(i == self.pos && i + 16 <= self.n);
                 let p = &*self;
-                // Start the read-for-ownership of the gradient line one chunk ahead, as in
-                // `step`.
+                // Start the read-for-ownership of the gradient line one chunk ahead, so the
+                // stores do not wait on memory (paired A/B: ~9% less time per call at
+                // 1024x32000 and 16384x1000; `prefetchw` or two chunks ahead: no better).
+                // A prefetch never faults; the address may lie past the buffer.
                 _mm_prefetch::<_MM_HINT_T0>(p.out.wrapping_add(p.n + i) as *const i8);
                 // SAFETY: `i + 16 <= n` (caller): `e` readable, `out` writable, `w` / `q`
                 // readable there (type invariant).
