@@ -1448,3 +1448,46 @@ fn automatic_streaming_stores_only_for_aligned_rows_and_bit_identical() {
     assert!(!auto.streams_gradient(&buf[lead..], rows, classes - 8));
     assert!(!auto.streams_gradient(&buf[lead..lead + 16 * classes], 16, classes));
 }
+
+/// Few long aligned rows (split across threads) with the automatic streaming stores: the same
+/// bits for 1, 2 and 3 threads and with streaming forced off.
+#[test]
+fn automatic_streaming_stores_on_long_rows_split_across_threads() {
+    let mut rng = Rng::new(9);
+    let (rows, classes) = (4usize, 1usize << 20);
+    let logits: Vec<f32> = (0..rows * classes)
+        .map(|_| (3.0 * rng.normal()) as f32)
+        .collect();
+    let t: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
+    let cfg = CrossEntropy::new()
+        .with_label_smoothing(0.1)
+        .with_class_weights((0..classes).map(|_| 0.5 + rng.unif()).collect());
+    let mut buf = vec![0.0f32; rows * classes + 16];
+    let lead = (64 - buf.as_ptr() as usize % 64) % 64 / 4;
+    let mut first: Option<(Vec<u64>, Vec<u32>)> = None;
+    for (threads, forced_off) in [(1, false), (2, false), (3, false), (3, true)] {
+        let mut be = CpuBackend::with_threads(threads);
+        if forced_off {
+            be = be.with_streaming_stores(false);
+        }
+        let g = &mut buf[lead..lead + rows * classes];
+        assert_eq!(be.streams_gradient(g, rows, classes), !forced_off);
+        let l = be
+            .cross_entropy(
+                &cfg,
+                &logits,
+                rows,
+                classes,
+                CeTargets::Classes(&t),
+                Upstream::ONE,
+                Some(&mut g[..]),
+            )
+            .unwrap();
+        let got = (bits(&l), bits32(g));
+        match &first {
+            None => first = Some(got),
+            Some(want) => assert!(*want == got, "threads={threads} forced_off={forced_off}"),
+        }
+        g.fill(f32::NAN);
+    }
+}
