@@ -907,6 +907,68 @@ fn errors_equal_reference_errors() {
     }
 }
 
+/// Builds a case (label smoothing 0.1, 20 % ignored rows, per-row upstream) and asserts that
+/// the losses and gradient, separate-buffer and in-place, are bit-identical for 1, 2 and 3
+/// threads; returns the case.
+fn assert_bit_identical_across_threads(
+    rng: &mut Rng,
+    rows: usize,
+    classes: usize,
+    weights: bool,
+    probs: bool,
+    red: Reduction,
+) -> Case {
+    let case = make_case(
+        rng,
+        rows,
+        classes,
+        Opts {
+            eps: 0.1,
+            weights,
+            probs,
+            ignore_frac: 0.2,
+            reduction: red,
+            per_row_up: true,
+            logit_scale: 3.0,
+        },
+    );
+    let mut first: Option<(Vec<u64>, Vec<u32>)> = None;
+    for threads in [1, 2, 3] {
+        let be = CpuBackend::with_threads(threads);
+        let mut g = vec![0.0f32; case.logits.len()];
+        let l = be
+            .cross_entropy(
+                &case.cfg,
+                &case.logits,
+                rows,
+                classes,
+                case.targets.as_f32(),
+                case.upstream(),
+                Some(&mut g),
+            )
+            .unwrap();
+        let mut x = case.logits.clone();
+        let l2 = be
+            .cross_entropy_in_place(
+                &case.cfg,
+                &mut x,
+                rows,
+                classes,
+                case.targets.as_f32(),
+                case.upstream(),
+            )
+            .unwrap();
+        assert_eq!(bits(&l), bits(&l2));
+        assert_eq!(bits32(&g), bits32(&x));
+        let now = (bits(&l), bits32(&g));
+        match &first {
+            None => first = Some(now),
+            Some(f) => assert!(*f == now, "{rows}x{classes} threads {threads} differ"),
+        }
+    }
+    case
+}
+
 /// Bit-identical results for 1, 2 and 3 threads, including long rows split across threads.
 #[test]
 fn bit_identical_across_thread_counts() {
@@ -924,54 +986,8 @@ fn bit_identical_across_thread_counts() {
             (true, false, Reduction::Sum),
             (true, true, Reduction::None),
         ] {
-            let case = make_case(
-                &mut rng,
-                rows,
-                classes,
-                Opts {
-                    eps: 0.1,
-                    weights,
-                    probs,
-                    ignore_frac: 0.2,
-                    reduction: red,
-                    per_row_up: true,
-                    logit_scale: 3.0,
-                },
-            );
-            let mut first: Option<(Vec<u64>, Vec<u32>)> = None;
-            for threads in [1, 2, 3] {
-                let be = CpuBackend::with_threads(threads);
-                let mut g = vec![0.0f32; case.logits.len()];
-                let l = be
-                    .cross_entropy(
-                        &case.cfg,
-                        &case.logits,
-                        rows,
-                        classes,
-                        case.targets.as_f32(),
-                        case.upstream(),
-                        Some(&mut g),
-                    )
-                    .unwrap();
-                let mut x = case.logits.clone();
-                let l2 = be
-                    .cross_entropy_in_place(
-                        &case.cfg,
-                        &mut x,
-                        rows,
-                        classes,
-                        case.targets.as_f32(),
-                        case.upstream(),
-                    )
-                    .unwrap();
-                assert_eq!(bits(&l), bits(&l2));
-                assert_eq!(bits32(&g), bits32(&x));
-                let now = (bits(&l), bits32(&g));
-                match &first {
-                    None => first = Some(now),
-                    Some(f) => assert!(*f == now, "{rows}x{classes} threads {threads} differ"),
-                }
-            }
+            let case =
+                assert_bit_identical_across_threads(&mut rng, rows, classes, weights, probs, red);
             if rows * classes <= 400_000 {
                 check(&case, &cpu_losses(&case), None).unwrap();
             }
@@ -1349,54 +1365,7 @@ fn many_short_rows_are_bit_identical_across_thread_counts() {
             (true, false, Reduction::None),
             (true, true, Reduction::None),
         ] {
-            let case = make_case(
-                &mut rng,
-                rows,
-                classes,
-                Opts {
-                    eps: 0.1,
-                    weights,
-                    probs,
-                    ignore_frac: 0.2,
-                    reduction: red,
-                    per_row_up: true,
-                    logit_scale: 3.0,
-                },
-            );
-            let mut first: Option<(Vec<u64>, Vec<u32>)> = None;
-            for threads in [1, 2, 3] {
-                let be = CpuBackend::with_threads(threads);
-                let mut g = vec![0.0f32; case.logits.len()];
-                let l = be
-                    .cross_entropy(
-                        &case.cfg,
-                        &case.logits,
-                        rows,
-                        classes,
-                        case.targets.as_f32(),
-                        case.upstream(),
-                        Some(&mut g),
-                    )
-                    .unwrap();
-                let mut x = case.logits.clone();
-                let l2 = be
-                    .cross_entropy_in_place(
-                        &case.cfg,
-                        &mut x,
-                        rows,
-                        classes,
-                        case.targets.as_f32(),
-                        case.upstream(),
-                    )
-                    .unwrap();
-                assert_eq!(bits(&l), bits(&l2));
-                assert_eq!(bits32(&g), bits32(&x));
-                let now = (bits(&l), bits32(&g));
-                match &first {
-                    None => first = Some(now),
-                    Some(f) => assert!(*f == now, "{rows}x{classes} threads {threads} differ"),
-                }
-            }
+            assert_bit_identical_across_threads(&mut rng, rows, classes, weights, probs, red);
         }
     }
 }
