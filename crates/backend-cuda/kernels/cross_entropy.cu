@@ -1,10 +1,14 @@
-// Cross-entropy forward + backward (formulas CE-1 .. CE-9), one block per row.
+// Cross-entropy forward + backward (formulas CE-1 .. CE-9).
 //
-// v1: pass 1 reads the row once (into dynamic shared memory when `use_smem`), keeping an online
-// max + sum of exponentials per thread; a deterministic block combine gives max m and ln S;
-// pass 2 (from shared memory, or re-reading the row from global memory / L2 when it does not
-// fit) writes the gradient and sums the weighted (x - m) terms of the loss.
-// Requires: blockDim.x a multiple of 32 and <= 1024; gridDim.x == rows.
+// v2: a row is split over a cluster of K blocks (K = 1, 2, 4 or 8; clusters need sm_90), each
+// block keeping its slice of `slice` classes in shared memory, so the logits are read once
+// from global memory and the gradient written once. Per block: phase A loads the slice (16-byte
+// vectors when aligned) and takes its max; phase B sums exp(x - max) from shared memory; the
+// K (max, sum) pairs are combined in rank order through distributed shared memory (every block
+// gets the same m and ln S); phase D writes the gradient and a partial of the loss; rank 0
+// adds the K partials in rank order. Rows too long for K = 8 blocks of the largest shared
+// memory are re-read from global memory in phases B and D (K = 1, no `SL_CE_SMEM_ROW`).
+// The geometry comes from `geometry::ce_plan` on the Rust side.
 
 #define SL_LLMAX 0x7fffffffffffffffLL
 
@@ -64,20 +68,85 @@ __device__ __forceinline__ void sl_ms_combine(float& m, float& s, float m2, floa
     s = a + b;
 }
 
-template <typename T>
+// Dynamic shared memory = this header, then the block's slice of the row (raw logits' bits).
+#define SL_CE_HEADER_BYTES 1024
+// Most threads of a cross-entropy block (`__launch_bounds__`, `geometry::CE_MAX_THREADS`).
+#define SL_CE_MAX_THREADS 512
+// `flags` bits: the slice is kept in shared memory; 16-byte vector accesses (the slice starts
+// on a 16-byte boundary and holds a whole number of vectors, in z, g and probs).
+#define SL_CE_SMEM_ROW 1
+#define SL_CE_VEC16 2
+
+struct sl_ce_shared {
+    double red[32];   // sl_block_sum scratch
+    float fred[32];   // sl_block_reduce_f scratch
+    float m_b;        // this block: max of its slice
+    float s_b;        // this block: sum of exp(x - m_b)
+    int bad_b;        // this block: a NaN or +inf logit
+    float xy;         // rank 0: the target logit (read before any block writes)
+    double swq_b;     // this block: sum of w_j q'_j (probability targets)
+    double sxm_b;     // this block: its part of the loss sum
+    float m_all;      // the row's max
+    float ln_s_f;     // ln S in f32
+    double ln_s;      // ln S
+    double swq_all;   // the row's sum of w_j q'_j
+    int bad_all;      // a NaN or +inf anywhere in the row
+};
+static_assert(sizeof(sl_ce_shared) <= SL_CE_HEADER_BYTES, "header too small");
+
+// exp(x) for x <= 0 in the softmax: 2^(x log2 e) with the hardware approximation (relative
+// error about 2^-22 near 0, plus |x| 2^-24 from rounding the product; flushes below 2^-126).
+__device__ __forceinline__ float sl_ce_exp(float x) {
+    const float t = x * 1.4426950408889634f;
+#ifdef SL_HOST_EMULATION
+    return exp2f(t);
+#else
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(t));
+    return r;
+#endif
+}
+
+// Calls f(j, x) for every element j of [0, n) of this thread (strided over the block), x the
+// logit read from `src` (global memory or the shared slice); 16-byte vectors when `vec`.
+template <typename T, typename F>
+__device__ __forceinline__ void ce_for_each(const T* src, long long n, bool vec, F f) {
+    const int tid = threadIdx.x;
+    const int nt = blockDim.x;
+    if (vec) {
+        const int VW = sl_vec_width<T>::n;
+        const sl_vec16* v = reinterpret_cast<const sl_vec16*>(src);
+        for (long long u = tid; u < n / VW; u += nt) {
+            const sl_vec16 a = v[u];
+#pragma unroll
+            for (int k = 0; k < VW; ++k) f(u * VW + k, sl_vec_get(a, k, src));
+        }
+    } else {
+        for (long long j = tid; j < n; j += nt) f(j, sl_load(src, j));
+    }
+}
+
+template <typename T, int K>
 __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const T* probs,
-                       long long classes, const float* weights, double wsum,
+                       long long classes, long long slice, const float* weights, double wsum,
                        long long ignore_index, int has_ignore, double eps, const double* stats,
-                       double up_scalar, const double* up, double* row_loss, int use_smem) {
-    SL_DYNAMIC_SHARED(float, srow);
-    __shared__ double scratch[32];
-    __shared__ float sm_m[32];
-    __shared__ float sm_s[32];
-    __shared__ float s_xy;
-    const long long row = blockIdx.x;
-    const long long base = row * classes;
+                       double up_scalar, const double* up, double* row_loss, int flags) {
+    SL_DYNAMIC_SHARED(sl_vec16, dyn);
+    sl_ce_shared* sh = reinterpret_cast<sl_ce_shared*>(dyn);
+    T* srow = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(dyn) + SL_CE_HEADER_BYTES);
+    const bool in_smem = (flags & SL_CE_SMEM_ROW) != 0;
+    const bool vec = (flags & SL_CE_VEC16) != 0;
+    const long long row = blockIdx.x / K;
+    unsigned rank = 0;
+#if SL_HAS_CLUSTERS
+    if constexpr (K > 1) rank = sl_cluster_rank();
+#endif
+    const long long lo = (long long)rank * slice < classes ? (long long)rank * slice : classes;
+    const long long n = lo + slice < classes ? slice : classes - lo; // this block's classes
+    const long long base = row * classes + lo;
     const int tid = threadIdx.x;
     T* gout = in_place ? z : g;
+    const T* zs = z + base;
     const double c_d = (double)classes;
 
     long long y = -1;
@@ -87,122 +156,236 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
         const bool invalid = !ignored && (y < 0 || y >= classes);
         if (ignored || invalid) {
             // CE-5: ignored rows have loss 0 and gradient exactly 0. Out-of-range rows are
-            // reported by ce_prepare; they get NaN loss and zero gradient here.
+            // reported by ce_prepare; they get NaN loss and zero gradient here. Uniform over
+            // the cluster (same row), so no block waits at a cluster barrier for another.
             if (gout != nullptr)
-                for (long long j = tid; j < classes; j += blockDim.x) sl_store(gout, base + j, 0.0f);
-            if (tid == 0) row_loss[row] = ignored ? 0.0 : SL_DNAN;
-            return; // uniform over the block: y is the same for every thread
+                for (long long j = tid; j < n; j += blockDim.x) sl_store(gout, base + j, 0.0f);
+            if (tid == 0 && rank == 0) row_loss[row] = ignored ? 0.0 : SL_DNAN;
+            return;
         }
-        if (tid == 0) s_xy = sl_load(z, base + y);
+        // Read before any block of the cluster writes (in place: before the first barrier).
+        if (tid == 0 && rank == 0) sh->xy = sl_load(z, row * classes + y);
     }
 
-    // Pass 1: online max + sum of exp (and, for probability targets, sum_j w_j q'_j).
-    float m = -SL_INF;
-    float s = 0.0f;
+    // Phase A: load the slice (into shared memory), its max, and whether it holds NaN / +inf.
+    float mx = -SL_INF;
     int bad = 0;
-    double swq = 0.0; // sum_j w_j q'_j (probability targets)
-    for (long long j = tid; j < classes; j += blockDim.x) {
-        const float x = sl_load(z, base + j);
-        if (use_smem) srow[j] = x;
-        if (x != x || x == SL_INF) {
-            bad = 1;
-        } else if (x > m) {
-            s = s * expf(m - x) + 1.0f;
-            m = x;
-        } else if (x != -SL_INF) {
-            s += expf(x - m);
+    if (in_smem && vec) {
+        const int VW = sl_vec_width<T>::n;
+        const sl_vec16* src = reinterpret_cast<const sl_vec16*>(zs);
+        sl_vec16* dst = reinterpret_cast<sl_vec16*>(srow);
+        const long long nv = n / VW;
+        const int nt = blockDim.x;
+        long long u = tid;
+        // Four independent 16-byte loads in flight per thread.
+        for (; u + 3 * nt < nv; u += 4 * nt) {
+            sl_vec16 a[4];
+#pragma unroll
+            for (int q = 0; q < 4; ++q) a[q] = src[u + q * nt];
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                dst[u + q * nt] = a[q];
+#pragma unroll
+                for (int k = 0; k < VW; ++k) {
+                    const float x = sl_vec_get(a[q], k, zs);
+                    bad |= (x != x) | (x == SL_INF);
+                    mx = fmaxf(mx, x);
+                }
+            }
         }
-        if (probs != nullptr) {
-            const double wj = weights != nullptr ? (double)weights[j] : 1.0;
+        for (; u < nv; u += nt) {
+            const sl_vec16 a = src[u];
+            dst[u] = a;
+#pragma unroll
+            for (int k = 0; k < VW; ++k) {
+                const float x = sl_vec_get(a, k, zs);
+                bad |= (x != x) | (x == SL_INF);
+                mx = fmaxf(mx, x);
+            }
+        }
+    } else {
+        for (long long j = tid; j < n; j += blockDim.x) {
+            if (in_smem) srow[j] = zs[j];
+            const float x = sl_load(zs, j);
+            bad |= (x != x) | (x == SL_INF);
+            mx = fmaxf(mx, x);
+        }
+    }
+    const float m_b = sl_block_reduce_f<sl_op_max>(mx, sh->fred);
+    bad = (int)sl_block_reduce_f<sl_op_max>((float)bad, sh->fred);
+
+    // Phase B: sum of exp(x - m_b) over the slice (from shared memory), and sum_j w_j q'_j.
+    const T* xs = in_smem ? srow : zs;
+    float s = 0.0f;
+    if (m_b != -SL_INF && !bad) ce_for_each(xs, n, vec, [&](long long, float x) { s += sl_ce_exp(x - m_b); });
+    double swq = 0.0;
+    if (probs != nullptr) {
+        for (long long j = tid; j < n; j += blockDim.x) {
+            const double wj = weights != nullptr ? (double)weights[lo + j] : 1.0;
             swq += wj * ((1.0 - eps) * (double)sl_load(probs, base + j) + eps / c_d);
         }
+        swq = sl_block_sum(swq, sh->red);
     }
-    // Block combine of (m, s), fixed order.
-    for (int off = 16; off > 0; off >>= 1) {
-        float m2 = __shfl_down_sync(0xffffffffu, m, off);
-        float s2 = __shfl_down_sync(0xffffffffu, s, off);
-        sl_ms_combine(m, s, m2, s2);
+    s = sl_block_reduce_f<sl_op_sum>(s, sh->fred);
+    if (tid == 0) {
+        sh->m_b = m_b;
+        sh->s_b = s;
+        sh->bad_b = bad;
+        sh->swq_b = swq;
     }
-    const int lane = tid & 31;
-    const int warp = tid >> 5;
-    if (lane == 0) {
-        sm_m[warp] = m;
-        sm_s[warp] = s;
+
+    // Phase C: the row's (m, S), NaN flag and sum w q' from the K blocks, in rank order.
+#if SL_HAS_CLUSTERS
+    if constexpr (K > 1) sl_cluster_sync();
+#endif
+    if (tid == 0) {
+        float mm = sh->m_b;
+        float ss = sh->s_b;
+        int bb = sh->bad_b;
+        double sw = sh->swq_b;
+#if SL_HAS_CLUSTERS
+        if constexpr (K > 1) {
+            mm = sl_dsmem_load(&sh->m_b, 0);
+            ss = sl_dsmem_load(&sh->s_b, 0);
+            bb = sl_dsmem_load(&sh->bad_b, 0);
+            sw = sl_dsmem_load(&sh->swq_b, 0);
+            for (unsigned r = 1; r < (unsigned)K; ++r) {
+                sl_ms_combine(mm, ss, sl_dsmem_load(&sh->m_b, r), sl_dsmem_load(&sh->s_b, r));
+                bb |= sl_dsmem_load(&sh->bad_b, r);
+                sw += sl_dsmem_load(&sh->swq_b, r);
+            }
+        }
+#endif
+        sh->m_all = mm;
+        sh->ln_s = log((double)ss);
+        sh->ln_s_f = (float)sh->ln_s;
+        sh->bad_all = bb;
+        sh->swq_all = sw;
     }
     __syncthreads();
-    if (tid == 0) {
-        float mm = sm_m[0];
-        float ss = sm_s[0];
-        for (int w = 1; w < (int)(blockDim.x >> 5); ++w) sl_ms_combine(mm, ss, sm_m[w], sm_s[w]);
-        sm_m[0] = mm;
-        sm_s[0] = ss;
-    }
-    bad = __syncthreads_or(bad);
-    const float m_all = sm_m[0];
-    const double ln_s = log((double)sm_s[0]);
-    const float ln_s_f = (float)ln_s;
-    swq = sl_block_sum(swq, scratch);
+    const float m_all = sh->m_all;
+    const float ln_s_f = sh->ln_s_f;
+    const double ln_s = sh->ln_s;
+    const int bad_all = sh->bad_all;
+    const double swq_all = sh->swq_all;
     double wy = 1.0;
     if (targets != nullptr && weights != nullptr) wy = (double)weights[y];
 
-    // Pass 2: log p_j = (x_j - m) - ln S, as the reference (so a huge m does not absorb
-    // ln S); the loss sums sum_j w_j (x_j - m) (class targets) or sum_j w_j q'_j (x_j - m)
-    // (probability targets); the gradient (CE-8 / CE-9) times upstream and the mean scale.
+    // Phase D: log p_j = (x_j - m) - ln S, as the reference (so a huge m does not absorb
+    // ln S); the loss sums w_j (x_j - m) (class targets, only with smoothing) or
+    // w_j q'_j (x_j - m) (probability targets); the gradient (CE-8 / CE-9) times upstream and
+    // the mean scale, written in the logits' type.
     const double u = (up != nullptr ? up[row] : up_scalar) * (stats != nullptr ? stats[1] : 1.0);
     const float f = (float)u;
     const float a_hard = (float)((1.0 - eps) * wy);
     const float a_soft = (float)(eps / c_d);
     const float w_all = (float)wsum;
-    const float swq_f = (float)swq;
+    const float swq_f = (float)swq_all;
+    const long long yl = y - lo; // the target's index in this slice (may be outside it)
+    const bool need_sxm = probs != nullptr || eps != 0.0;
     double sxm = 0.0;
-    for (long long j = tid; j < classes; j += blockDim.x) {
-        const float x = use_smem ? srow[j] : sl_load(z, base + j);
-        const float wj = weights != nullptr ? weights[j] : 1.0f;
+    auto grad_at = [&](long long j, float x) -> float {
+        const float wj = weights != nullptr ? weights[lo + j] : 1.0f;
         const double xm = (double)x - (double)m_all;
-        float qs = 0.0f;
+        float gj;
+        const float p = sl_ce_exp((x - m_all) - ln_s_f);
         if (probs != nullptr) {
             const double qd = (1.0 - eps) * (double)sl_load(probs, base + j) + eps / c_d;
-            qs = (float)qd;
             sxm += (double)wj * qd * xm;
+            gj = p * swq_f - wj * (float)qd;
         } else {
-            sxm += (double)wj * xm;
+            if (need_sxm) sxm += (double)wj * xm;
+            gj = a_hard * (p - (j == yl ? 1.0f : 0.0f)) + a_soft * (w_all * p - wj);
         }
-        if (gout != nullptr) {
-            const float p = expf((x - m_all) - ln_s_f);
-            float gj;
-            if (probs != nullptr) {
-                gj = p * swq_f - wj * qs;
-            } else {
-                gj = a_hard * (p - (j == y ? 1.0f : 0.0f)) + a_soft * (w_all * p - wj);
+        return bad_all ? SL_NAN : f * gj;
+    };
+    if (gout != nullptr) {
+        T* gs = gout + base;
+        if (vec) {
+            const int VW = sl_vec_width<T>::n;
+            const sl_vec16* src = reinterpret_cast<const sl_vec16*>(xs);
+            sl_vec16* dst = reinterpret_cast<sl_vec16*>(gs);
+            for (long long v = tid; v < n / VW; v += blockDim.x) {
+                const sl_vec16 a = src[v];
+                sl_vec16 o;
+#pragma unroll
+                for (int k = 0; k < VW; ++k)
+                    sl_vec_set(o, k, grad_at(v * VW + k, sl_vec_get(a, k, xs)), xs);
+                dst[v] = o;
             }
-            if (bad) gj = SL_NAN;
-            sl_store(gout, base + j, f * gj);
+        } else {
+            for (long long j = tid; j < n; j += blockDim.x) sl_store(gs, j, grad_at(j, sl_load(xs, j)));
         }
+    } else if (need_sxm) {
+        ce_for_each(xs, n, vec, [&](long long j, float x) {
+            const double wj = weights != nullptr ? (double)weights[lo + j] : 1.0;
+            const double xm = (double)x - (double)m_all;
+            sxm += probs != nullptr
+                       ? wj * ((1.0 - eps) * (double)sl_load(probs, base + j) + eps / c_d) * xm
+                       : wj * xm;
+        });
     }
-    sxm = sl_block_sum(sxm, scratch);
-    if (tid == 0) {
+    if (need_sxm) sxm = sl_block_sum(sxm, sh->red);
+    if (tid == 0) sh->sxm_b = sxm;
+
+    // Phase E: rank 0 adds the K loss partials in rank order and writes the row's loss.
+#if SL_HAS_CLUSTERS
+    if constexpr (K > 1) sl_cluster_sync();
+#endif
+    if (tid == 0 && rank == 0) {
+        double sx = sh->sxm_b;
+#if SL_HAS_CLUSTERS
+        if constexpr (K > 1)
+            for (unsigned r = 1; r < (unsigned)K; ++r) sx += sl_dsmem_load(&sh->sxm_b, r);
+#endif
         double loss;
         if (probs != nullptr) {
-            loss = -(sxm - ln_s * swq); // CE-6
+            loss = -(sx - ln_s * swq_all); // CE-6
         } else {
-            const double nll = -wy * (((double)s_xy - (double)m_all) - ln_s); // CE-2 / CE-4
+            const double nll = -wy * (((double)sh->xy - (double)m_all) - ln_s); // CE-2 / CE-4
             // CE-3; without smoothing the term is absent (no 0 * inf for a -inf logit).
-            loss = eps == 0.0 ? nll : (1.0 - eps) * nll + eps / c_d * (-(sxm - ln_s * wsum));
+            loss = eps == 0.0 ? nll : (1.0 - eps) * nll + eps / c_d * (-(sx - ln_s * wsum));
         }
-        row_loss[row] = bad ? SL_DNAN : loss;
+        row_loss[row] = bad_all ? SL_DNAN : loss;
     }
+    // No block may exit while rank 0 still reads its shared memory.
+#if SL_HAS_CLUSTERS
+    if constexpr (K > 1) sl_cluster_sync();
+#endif
 }
 
+#define SL_CE_PARAMS(T)                                                                        \
+    T *z, T *g, int in_place, const long long *targets, const T *probs, long long classes,      \
+        long long slice, const float *weights, double wsum, long long ignore_index,             \
+        int has_ignore, double eps, const double *stats, double up_scalar, const double *up,    \
+        double *row_loss, int flags
+#define SL_CE_ARGS                                                                              \
+    z, g, in_place, targets, probs, classes, slice, weights, wsum, ignore_index, has_ignore,    \
+        eps, stats, up_scalar, up, row_loss, flags
+
+// One entry point per dtype, and per cluster size on sm_90 and newer (`__cluster_dims__` is a
+// compile-time attribute, so a plain launch of rows * K blocks forms the clusters).
 #define SL_CE_ENTRY(NAME, T)                                                                    \
-    extern "C" __global__ void NAME(T* z, T* g, int in_place, const long long* targets,         \
-                                    const T* probs, long long classes, const float* weights,    \
-                                    double wsum, long long ignore_index, int has_ignore,        \
-                                    double eps, const double* stats, double up_scalar,          \
-                                    const double* up, double* row_loss, int use_smem) {         \
-        ce_row<T>(z, g, in_place, targets, probs, classes, weights, wsum, ignore_index,         \
-                  has_ignore, eps, stats, up_scalar, up, row_loss, use_smem);                   \
+    extern "C" __global__ void __launch_bounds__(SL_CE_MAX_THREADS) NAME(SL_CE_PARAMS(T)) {     \
+        ce_row<T, 1>(SL_CE_ARGS);                                                               \
+    }
+#define SL_CE_CLUSTER_ENTRY(NAME, T, K)                                                         \
+    extern "C" __global__ void __cluster_dims__(K, 1, 1)                                        \
+        __launch_bounds__(SL_CE_MAX_THREADS) NAME(SL_CE_PARAMS(T)) {                            \
+        ce_row<T, K>(SL_CE_ARGS);                                                               \
     }
 
 SL_CE_ENTRY(ce_fwd_bwd_f32, float)
 SL_CE_ENTRY(ce_fwd_bwd_bf16, sl_bf16)
 SL_CE_ENTRY(ce_fwd_bwd_f16, sl_f16)
+#if SL_HAS_CLUSTERS
+SL_CE_CLUSTER_ENTRY(ce_fwd_bwd_f32_c2, float, 2)
+SL_CE_CLUSTER_ENTRY(ce_fwd_bwd_f32_c4, float, 4)
+SL_CE_CLUSTER_ENTRY(ce_fwd_bwd_f32_c8, float, 8)
+SL_CE_CLUSTER_ENTRY(ce_fwd_bwd_bf16_c2, sl_bf16, 2)
+SL_CE_CLUSTER_ENTRY(ce_fwd_bwd_bf16_c4, sl_bf16, 4)
+SL_CE_CLUSTER_ENTRY(ce_fwd_bwd_bf16_c8, sl_bf16, 8)
+SL_CE_CLUSTER_ENTRY(ce_fwd_bwd_f16_c2, sl_f16, 2)
+SL_CE_CLUSTER_ENTRY(ce_fwd_bwd_f16_c4, sl_f16, 4)
+SL_CE_CLUSTER_ENTRY(ce_fwd_bwd_f16_c8, sl_f16, 8)
+#endif

@@ -75,6 +75,15 @@ impl Family {
                 "ce_fwd_bwd_f32",
                 "ce_fwd_bwd_bf16",
                 "ce_fwd_bwd_f16",
+                "ce_fwd_bwd_f32_c2",
+                "ce_fwd_bwd_f32_c4",
+                "ce_fwd_bwd_f32_c8",
+                "ce_fwd_bwd_bf16_c2",
+                "ce_fwd_bwd_bf16_c4",
+                "ce_fwd_bwd_bf16_c8",
+                "ce_fwd_bwd_f16_c2",
+                "ce_fwd_bwd_f16_c4",
+                "ce_fwd_bwd_f16_c8",
             ],
             Family::BoxLoss => &["sl_reduce_final", "box_loss_fwd_bwd", "box_iou_pairwise"],
             Family::Regression => &["sl_reduce_final", "reg_smooth_l1", "reg_huber"],
@@ -85,4 +94,19 @@ impl Family {
             ],
         }
     }
+
+    /// The entry points compiled for a device of compute capability `major`.x: the
+    /// thread-block-cluster ones (`_c2`, `_c4`, `_c8`) need 9.0 or newer.
+    pub fn entry_points_for(self, major: i32) -> Vec<&'static str> {
+        self.entry_points()
+            .iter()
+            .copied()
+            .filter(|n| major >= 9 || !is_cluster_entry(n))
+            .collect()
+    }
+}
+
+/// Whether `name` is a thread-block-cluster entry point (compiled for sm_90 and newer only).
+pub fn is_cluster_entry(name: &str) -> bool {
+    ["_c2", "_c4", "_c8"].iter().any(|s| name.ends_with(s))
 }

@@ -144,10 +144,7 @@ pub fn compile_ptx(family: Family, arch: &'static str) -> Result<Ptx> {
         return Ok(p.clone());
     }
     if !nvrtc_library_present() {
-        return Err(CudaError::Unavailable(
-            "the NVRTC library (libnvrtc) could not be loaded; set LD_LIBRARY_PATH".into(),
-        )
-        .into());
+        return Err(nvrtc_missing());
     }
     let opts = CompileOptions {
         arch: Some(arch),
@@ -163,11 +160,100 @@ pub fn compile_ptx(family: Family, arch: &'static str) -> Result<Ptx> {
     Ok(ptx)
 }
 
+fn nvrtc_missing() -> LossError {
+    CudaError::Unavailable(
+        "the NVRTC library (libnvrtc) could not be loaded; set LD_LIBRARY_PATH".into(),
+    )
+    .into()
+}
+
+/// A kernel file compiled by NVRTC to machine code (a cubin) for one real architecture.
+#[derive(Debug, Clone)]
+pub struct Cubin {
+    /// The ELF image, as `cuModuleLoadData` takes it.
+    pub image: Vec<u8>,
+    /// NVRTC's log (with `-Xptxas=-v` among `extra_options`: registers, spills, shared memory
+    /// per entry point).
+    pub log: String,
+}
+
+/// Compiles one kernel file (with `common.cuh` prepended) to a cubin for `arch` (`"sm_90"`),
+/// uncached. A cubin needs no PTX JIT in the driver, so it also loads where NVRTC is newer than
+/// the driver's PTX support (`CUDA_ERROR_UNSUPPORTED_PTX_VERSION` for PTX).
+pub fn compile_cubin(family: Family, arch: &str, extra_options: &[&str]) -> Result<Cubin> {
+    use cudarc::nvrtc::{result, sys};
+    if !nvrtc_library_present() {
+        return Err(nvrtc_missing());
+    }
+    let src = std::ffi::CString::new(family.full_source())
+        .map_err(|_| LossError::Device("kernel source holds a NUL byte".into()))?;
+    let name = std::ffi::CString::new(family.file_name())
+        .map_err(|_| LossError::Device("kernel name holds a NUL byte".into()))?;
+    let nv = |what: &str, e: result::NvrtcError| {
+        LossError::Device(format!(
+            "NVRTC {what} failed on {}: {e:?}",
+            family.file_name()
+        ))
+    };
+    let prog = result::create_program(&src, Some(&name)).map_err(|e| nv("create", e))?;
+    let mut opts = vec![format!("--gpu-architecture={arch}")];
+    opts.extend(extra_options.iter().map(|o| o.to_string()));
+    // SAFETY: `prog` was created above and is destroyed once, at the end of this block; `src`
+    // and `name` outlive it. The size query precedes the copy into a buffer of that size.
+    unsafe {
+        let compiled = result::compile_program(prog, &opts);
+        let log = result::get_program_log(prog)
+            .map(|l| {
+                let bytes: Vec<u8> = l.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+            .unwrap_or_default();
+        let out = match compiled {
+            Err(e) => Err(LossError::Device(format!(
+                "NVRTC failed to compile {} for {arch} ({e:?}): {log}",
+                family.file_name()
+            ))),
+            Ok(()) => {
+                let mut size = 0usize;
+                let r = sys::nvrtcGetCUBINSize(prog, &mut size).result();
+                let mut image = vec![0u8; size];
+                r.and_then(|()| sys::nvrtcGetCUBIN(prog, image.as_mut_ptr().cast()).result())
+                    .map_err(|e| nv("get cubin", e))
+                    .map(|()| Cubin { image, log })
+            }
+        };
+        let _ = result::destroy_program(prog);
+        out
+    }
+}
+
+/// [`compile_cubin`] once per process and (family, arch).
+fn cached_cubin(family: Family, arch: &'static str) -> Result<Vec<u8>> {
+    type Images = HashMap<(Family, &'static str), Vec<u8>>;
+    static CACHE: OnceLock<Mutex<Images>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(c) = cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(family, arch))
+    {
+        return Ok(c.clone());
+    }
+    let c = compile_cubin(family, arch, &[])?;
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((family, arch), c.image.clone());
+    Ok(c.image)
+}
+
 /// Loaded modules and functions of one context, shared by the clones of a backend.
 #[derive(Default)]
 struct Loaded {
     modules: HashMap<Family, Arc<CudaModule>>,
     functions: HashMap<&'static str, CudaFunction>,
+    /// Dynamic shared memory opted into per function (bytes), above the default 48 KiB.
+    smem_opt_in: HashMap<&'static str, u32>,
 }
 
 /// The CUDA backend: one device context, one stream, the kernels loaded on first use.
@@ -176,6 +262,11 @@ pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     arch: &'static str,
+    major: i32,
+    /// The device's largest dynamic shared memory per block with an opt-in (bytes).
+    smem_opt_in_max: usize,
+    /// Shared-memory target of one cross-entropy block (see [`geometry::ce_plan`]).
+    ce_smem_target: usize,
     loaded: Arc<Mutex<Loaded>>,
 }
 
@@ -244,24 +335,39 @@ impl DeviceLoss {
 /// Element types accepted as cross-entropy logits on the device: math in `f32`, the gradient
 /// written in the logits' type.
 pub trait CeElement: DeviceRepr + ValidAsZeroBits + Copy + Send + Sync + 'static {
-    /// The kernel entry point for this type.
-    const CE_KERNEL: &'static str;
+    /// The kernel entry points for this type: one block per row, clusters of 2, 4, 8.
+    const CE_KERNELS: [&'static str; 4];
     /// Short dtype name for reports.
     const DTYPE: &'static str;
 }
 
 impl CeElement for f32 {
-    const CE_KERNEL: &'static str = "ce_fwd_bwd_f32";
+    const CE_KERNELS: [&'static str; 4] = [
+        "ce_fwd_bwd_f32",
+        "ce_fwd_bwd_f32_c2",
+        "ce_fwd_bwd_f32_c4",
+        "ce_fwd_bwd_f32_c8",
+    ];
     const DTYPE: &'static str = "f32";
 }
 
 impl CeElement for half::bf16 {
-    const CE_KERNEL: &'static str = "ce_fwd_bwd_bf16";
+    const CE_KERNELS: [&'static str; 4] = [
+        "ce_fwd_bwd_bf16",
+        "ce_fwd_bwd_bf16_c2",
+        "ce_fwd_bwd_bf16_c4",
+        "ce_fwd_bwd_bf16_c8",
+    ];
     const DTYPE: &'static str = "bf16";
 }
 
 impl CeElement for half::f16 {
-    const CE_KERNEL: &'static str = "ce_fwd_bwd_f16";
+    const CE_KERNELS: [&'static str; 4] = [
+        "ce_fwd_bwd_f16",
+        "ce_fwd_bwd_f16_c2",
+        "ce_fwd_bwd_f16_c4",
+        "ce_fwd_bwd_f16_c8",
+    ];
     const DTYPE: &'static str = "f16";
 }
 
@@ -274,33 +380,116 @@ pub mod geometry {
     pub const ELEM_MAX_BLOCKS: usize = 1024;
     /// Threads of the final reduction block (`SL_REDUCE_THREADS` in `common.cuh`).
     pub const REDUCE_THREADS: u32 = 1024;
-    /// Largest dynamic shared memory a cross-entropy row may use without an opt-in (bytes).
-    pub const CE_SMEM_LIMIT: usize = 40 * 1024;
+    /// Dynamic shared memory a cross-entropy block may use without an opt-in (bytes).
+    pub const SMEM_DEFAULT_LIMIT: usize = 48 * 1024;
+    /// Shared-memory header of a cross-entropy block (`SL_CE_HEADER_BYTES` in
+    /// `cross_entropy.cu`); the block's slice of the row follows it.
+    pub const CE_HEADER_BYTES: usize = 1024;
+    /// Most threads of a cross-entropy block (`SL_CE_MAX_THREADS`, the kernels'
+    /// `__launch_bounds__`).
+    pub const CE_MAX_THREADS: u32 = 512;
+    /// Default target for the shared memory of one cross-entropy block: small enough that
+    /// several blocks share an SM (their load and compute phases overlap) and no opt-in is
+    /// needed.
+    pub const CE_SMEM_TARGET: usize = SMEM_DEFAULT_LIMIT;
+    /// `flags` bit: the slice is kept in shared memory (`SL_CE_SMEM_ROW`).
+    pub const CE_SMEM_ROW: i32 = 1;
+    /// `flags` bit: 16-byte vector accesses (`SL_CE_VEC16`).
+    pub const CE_VEC16: i32 = 2;
 
     /// Blocks of an element-wise or box launch over `n` items.
     pub fn elem_grid(n: usize) -> u32 {
         n.div_ceil(ELEM_THREADS as usize).clamp(1, ELEM_MAX_BLOCKS) as u32
     }
 
-    /// Threads per cross-entropy row: about 8 classes per thread, a multiple of 32, at most
-    /// 1024.
-    pub fn ce_threads(classes: usize) -> u32 {
-        classes.div_ceil(8).next_power_of_two().clamp(32, 1024) as u32
+    /// How a cross-entropy launch splits its rows: `cluster` blocks per row (a thread-block
+    /// cluster when more than 1), each holding `slice` classes of the row.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct CePlan {
+        /// Blocks per row: 1, 2, 4 or 8.
+        pub cluster: u32,
+        /// Classes per block (the last block of a row may hold fewer, or none).
+        pub slice: usize,
+        /// Threads per block: a power of two in 32..=[`CE_MAX_THREADS`].
+        pub threads: u32,
+        /// Dynamic shared memory per block (bytes).
+        pub smem_bytes: u32,
+        /// [`CE_SMEM_ROW`] | [`CE_VEC16`] bits.
+        pub flags: i32,
     }
 
-    /// Dynamic shared memory of a cross-entropy row of `classes` (0 when it does not fit and
-    /// the kernel re-reads the row instead).
-    pub fn ce_smem_bytes(classes: usize) -> u32 {
-        let bytes = classes * std::mem::size_of::<f32>();
-        if bytes <= CE_SMEM_LIMIT {
-            bytes as u32
-        } else {
-            0
+    impl CePlan {
+        /// Blocks of the launch: `rows * cluster`, or `None` past the grid's limit.
+        pub fn grid(&self, rows: usize) -> Option<u32> {
+            rows.checked_mul(self.cluster as usize)
+                .filter(|&g| g <= i32::MAX as usize)
+                .map(|g| g as u32)
+        }
+
+        /// The entry point for logits named `base` (`ce_fwd_bwd_f32`, ...): `base` itself for
+        /// one block per row, `base_c2` / `_c4` / `_c8` for clusters.
+        pub fn entry(&self, base: &'static str) -> String {
+            match self.cluster {
+                1 => base.to_string(),
+                k => format!("{base}_c{k}"),
+            }
+        }
+    }
+
+    /// Plans a cross-entropy launch over rows of `classes` elements of `elem_bytes` bytes.
+    ///
+    /// `aligned16`: every logits / gradient / probability buffer starts on a 16-byte boundary
+    /// (16-byte vectors are then used when a row is a whole number of vectors).
+    /// `max_cluster`: 8 on sm_90 and newer, 1 before. The row is split over the fewest blocks
+    /// (1, 2, 4, 8) whose slice fits `smem_target` bytes with the header; failing that over
+    /// `max_cluster` blocks if a slice fits `smem_max` (the device's opt-in limit); failing
+    /// that one block per row re-reads the row from global memory.
+    pub fn ce_plan(
+        classes: usize,
+        elem_bytes: usize,
+        aligned16: bool,
+        max_cluster: u32,
+        smem_target: usize,
+        smem_max: usize,
+    ) -> CePlan {
+        let vw = 16 / elem_bytes;
+        let vec = aligned16 && classes.is_multiple_of(vw);
+        let unit = if vec { vw } else { 1 };
+        let vec_flag = if vec { CE_VEC16 } else { 0 };
+        let slice_of = |k: usize| classes.div_ceil(k).div_ceil(unit) * unit;
+        let bytes_of = |k: usize| CE_HEADER_BYTES + slice_of(k) * elem_bytes;
+        let threads_for = |slice: usize| {
+            // About four units (16-byte vectors or elements) per thread.
+            (slice.div_ceil(unit).div_ceil(4))
+                .next_power_of_two()
+                .clamp(32, CE_MAX_THREADS as usize) as u32
+        };
+        let plan = |k: usize| CePlan {
+            cluster: k as u32,
+            slice: slice_of(k),
+            threads: threads_for(slice_of(k)),
+            smem_bytes: bytes_of(k) as u32,
+            flags: CE_SMEM_ROW | vec_flag,
+        };
+        let ks = [1usize, 2, 4, 8];
+        let allowed = || ks.into_iter().filter(|&k| k <= max_cluster as usize);
+        if let Some(k) = allowed().find(|&k| bytes_of(k) <= smem_target) {
+            return plan(k);
+        }
+        if let Some(k) = allowed().next_back().filter(|&k| bytes_of(k) <= smem_max) {
+            return plan(k);
+        }
+        CePlan {
+            cluster: 1,
+            slice: classes,
+            threads: CE_MAX_THREADS,
+            smem_bytes: CE_HEADER_BYTES as u32,
+            flags: vec_flag,
         }
     }
 }
 
-use geometry::{ELEM_THREADS, REDUCE_THREADS, ce_threads, elem_grid};
+use geometry::{ELEM_THREADS, REDUCE_THREADS, elem_grid};
 
 /// A pointer argument: the device address of a buffer, or 0 for "absent" (the kernels test
 /// every nullable pointer against `nullptr`).
@@ -387,13 +576,66 @@ impl CudaBackend {
         }
         let ctx = CudaContext::new(ordinal).w()?;
         let (major, minor) = ctx.compute_capability().w()?;
+        let opt_in = ctx
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )
+            .w()?;
         let stream = ctx.default_stream();
         Ok(Self {
             ctx,
             stream,
             arch: leak_arch(major, minor),
+            major,
+            smem_opt_in_max: usize::try_from(opt_in).unwrap_or(0),
+            ce_smem_target: geometry::CE_SMEM_TARGET,
             loaded: Arc::default(),
         })
+    }
+
+    /// The same backend with other shared-memory budgets (bytes) for one cross-entropy block:
+    /// `target` (smaller splits rows over more blocks of a cluster) and `max` (at most the
+    /// device's opt-in limit; rows whose slices do not fit it are re-read from global memory),
+    /// see [`geometry::ce_plan`]. A tuning and testing knob; the defaults are
+    /// [`geometry::CE_SMEM_TARGET`] and the device's limit.
+    pub fn with_ce_shared_memory(&self, target: usize, max: usize) -> Self {
+        Self {
+            ce_smem_target: target,
+            smem_opt_in_max: max.min(self.smem_opt_in_max),
+            ..self.clone()
+        }
+    }
+
+    /// The launch plan of a cross-entropy call on this device (`aligned16`: every buffer
+    /// starts on a 16-byte boundary).
+    pub fn ce_plan(&self, classes: usize, elem_bytes: usize, aligned16: bool) -> geometry::CePlan {
+        geometry::ce_plan(
+            classes,
+            elem_bytes,
+            aligned16,
+            if self.major >= 9 { 8 } else { 1 },
+            self.ce_smem_target,
+            self.smem_opt_in_max,
+        )
+    }
+
+    /// Opts function `name` into `bytes` of dynamic shared memory when that is over the
+    /// default limit (once per function and size).
+    fn opt_in_smem(&self, name: &'static str, f: &CudaFunction, bytes: u32) -> Result<()> {
+        if bytes as usize <= geometry::SMEM_DEFAULT_LIMIT {
+            return Ok(());
+        }
+        let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if l.smem_opt_in.get(name).is_some_and(|&b| b >= bytes) {
+            return Ok(());
+        }
+        f.set_attribute(
+            cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes as i32,
+        )
+        .w()?;
+        l.smem_opt_in.insert(name, bytes);
+        Ok(())
     }
 
     /// The same backend (context, loaded kernels) launching on `stream`, which must belong to
@@ -434,8 +676,22 @@ impl CudaBackend {
         let module = match l.modules.get(&family) {
             Some(m) => m.clone(),
             None => {
-                let ptx = compile_ptx(family, self.arch)?;
-                let m = self.ctx.load_module(ptx).w()?;
+                // Machine code first (no PTX JIT, so no PTX-version limit of the driver); the
+                // PTX, JIT-compiled by the driver, if the cubin does not load.
+                let from_cubin = cached_cubin(family, self.arch)
+                    .and_then(|img| self.ctx.load_module(Ptx::from_binary(img)).w());
+                let m = match from_cubin {
+                    Ok(m) => m,
+                    Err(cubin_err) => {
+                        let ptx = compile_ptx(family, self.arch)?;
+                        self.ctx.load_module(ptx).w().map_err(|e| {
+                            LossError::Device(format!(
+                                "{} loads neither as cubin ({cubin_err}) nor as PTX ({e})",
+                                family.file_name()
+                            ))
+                        })?
+                    }
+                };
                 l.modules.insert(family, m.clone());
                 m
             }
@@ -448,7 +704,7 @@ impl CudaBackend {
     /// Loads every kernel of every family (compiling them if needed); a quick self-check.
     pub fn load_all(&self) -> Result<()> {
         for fam in Family::ALL {
-            for name in fam.entry_points() {
+            for name in fam.entry_points_for(self.major) {
                 self.function(fam, name)?;
             }
         }
@@ -695,20 +951,27 @@ impl CudaBackend {
             };
             let (l_ptr, _gl) = row_loss.device_ptr_mut(st);
             let in_place_i = i32::from(in_place);
-            let smem_bytes = geometry::ce_smem_bytes(classes);
-            let use_smem_i = i32::from(smem_bytes > 0);
-            let f = self.function(fam, T::CE_KERNEL)?;
-            let lc = LaunchConfig {
-                grid_dim: (rows as u32, 1, 1),
-                block_dim: (ce_threads(classes), 1, 1),
-                shared_mem_bytes: smem_bytes,
-            };
-            if rows > i32::MAX as usize {
+            let aligned16 = [z_ptr, g_ptr, p_ptr].iter().all(|&p| p % 16 == 0);
+            let plan = self.ce_plan(classes, std::mem::size_of::<T>(), aligned16);
+            let Some(grid) = plan.grid(rows) else {
                 return Err(LossError::Unsupported {
                     backend: "cuda".into(),
-                    what: format!("{rows} rows (at most {} per call)", i32::MAX),
+                    what: format!(
+                        "{rows} rows of {classes} classes ({} blocks per row; at most {} blocks)",
+                        plan.cluster,
+                        i32::MAX
+                    ),
                 });
-            }
+            };
+            let slice_i = plan.slice as i64;
+            let name = T::CE_KERNELS[plan.cluster.trailing_zeros() as usize];
+            let f = self.function(fam, name)?;
+            self.opt_in_smem(name, &f, plan.smem_bytes)?;
+            let lc = LaunchConfig {
+                grid_dim: (grid, 1, 1),
+                block_dim: (plan.threads, 1, 1),
+                shared_mem_bytes: plan.smem_bytes,
+            };
             let mut b = st.launch_builder(&f);
             b.arg(&z_ptr)
                 .arg(&g_ptr)
@@ -716,6 +979,7 @@ impl CudaBackend {
                 .arg(&t_ptr)
                 .arg(&p_ptr)
                 .arg(&classes_i)
+                .arg(&slice_i)
                 .arg(&w_ptr)
                 .arg(&wsum)
                 .arg(&ignore)
@@ -725,18 +989,23 @@ impl CudaBackend {
                 .arg(&up_scalar)
                 .arg(&u_ptr)
                 .arg(&l_ptr)
-                .arg(&use_smem_i);
-            // SAFETY: `ce_fwd_bwd_<T>(T* z, T* g, int in_place, const long long* targets,
-            // const T* probs, long long classes, const float* weights, double wsum,
-            // long long ignore_index, int has_ignore, double eps, const double* stats,
-            // double up_scalar, const double* up, double* row_loss, int use_smem)`: u64 device
-            // addresses for every pointer (0 = null), i32/i64/f64 scalars in that order; the
-            // entry point is chosen by `T::CE_KERNEL`, whose element type has T's size (f32 or
-            // a 2-byte struct). Block `row` touches z/g/probs[row*classes .. (row+1)*classes)
+                .arg(&plan.flags);
+            // SAFETY: `ce_fwd_bwd_<T>[_cK](T* z, T* g, int in_place, const long long* targets,
+            // const T* probs, long long classes, long long slice, const float* weights,
+            // double wsum, long long ignore_index, int has_ignore, double eps,
+            // const double* stats, double up_scalar, const double* up, double* row_loss,
+            // int flags)`: u64 device addresses for every pointer (0 = null), i32/i64/f64
+            // scalars in that order; the entry point comes from `T::CE_KERNELS` (element type
+            // of T's size, f32 or a 2-byte struct; cluster size `plan.cluster` compiled in, and
+            // `grid` = rows * cluster). Block b of row b / K touches z/g/probs only in
+            // [row*classes + rank*slice, min(row*classes + (rank+1)*slice, (row+1)*classes))
             // (all have rows*classes elements: validated), targets[row] and up[row] (`rows`
             // elements: validated), weights[0..classes) (validated), stats[1] (2 elements),
-            // row_loss[row] (`rows` elements). grid = rows blocks; block is a multiple of 32
-            // and <= 1024; the dynamic shared memory holds `classes` f32 when use_smem is 1.
+            // row_loss[row] (`rows` elements). 16-byte vectors only with CE_VEC16, which
+            // ce_plan sets only when the three buffers start on 16-byte boundaries and a row
+            // is a whole number of vectors. Dynamic shared memory: the 1024-byte header plus
+            // `slice` elements when CE_SMEM_ROW (ce_plan's smem_bytes, opted into above when
+            // over 48 KiB); threads a multiple of 32 and <= 512 (`__launch_bounds__`).
             unsafe { b.launch(lc) }.w()?;
         }
         let values = match cfg.reduction {

@@ -24,7 +24,7 @@ use smoothloss_core::{
     Upstream,
 };
 use smoothloss_cuda::geometry::{
-    ELEM_THREADS, REDUCE_THREADS, ce_smem_bytes, ce_threads, elem_grid,
+    CE_SMEM_TARGET, CePlan, ELEM_THREADS, REDUCE_THREADS, ce_plan, elem_grid,
 };
 use smoothloss_cuda::{Family, kernels};
 
@@ -196,11 +196,13 @@ type CeFn<T> = unsafe extern "C" fn(
     u32,
     u32,
     u32,
+    u32,
     *mut T,
     *mut T,
     i32,
     *const i64,
     *const T,
+    i64,
     i64,
     *const f32,
     f64,
@@ -214,8 +216,30 @@ type CeFn<T> = unsafe extern "C" fn(
     i32,
 );
 
-/// The launch sequence of `CudaBackend::ce_launch` (f32 logits) on host buffers. Returns the
-/// loss values and the device-side target check `[row or -1, target]`.
+/// The H200's opt-in shared memory per block (bytes), for plans as on that device.
+const SMEM_OPT_IN_H200: usize = 232_448;
+
+/// How the emulated launch is planned: shared-memory target and limit of one block.
+#[derive(Clone, Copy, Debug)]
+struct Budget {
+    target: usize,
+    max: usize,
+}
+
+/// The plan a real launch would use on an H200 (clusters of up to 8 blocks).
+const H200: Budget = Budget {
+    target: CE_SMEM_TARGET,
+    max: SMEM_OPT_IN_H200,
+};
+
+/// The plan of a launch over these host buffers, as `CudaBackend::ce_plan` makes it.
+fn plan_for(classes: usize, elem: usize, bufs: &[usize], budget: Budget) -> CePlan {
+    let aligned16 = bufs.iter().all(|&p| p % 16 == 0);
+    ce_plan(classes, elem, aligned16, 8, budget.target, budget.max)
+}
+
+/// The launch sequence of `CudaBackend::ce_launch` (f32 logits) on host buffers, planned on
+/// an H200. Returns the loss values and the device-side target check `[row or -1, target]`.
 #[allow(clippy::too_many_arguments)]
 fn emu_ce(
     lib: &Library,
@@ -228,6 +252,26 @@ fn emu_ce(
     grad: Option<&mut [f32]>,
     in_place: bool,
 ) -> (Vec<f64>, [i64; 2]) {
+    emu_ce_with(
+        lib, cfg, logits, rows, classes, targets, upstream, grad, in_place, H200,
+    )
+    .0
+}
+
+/// [`emu_ce`] under another shared-memory budget; also returns the plan used.
+#[allow(clippy::too_many_arguments)]
+fn emu_ce_with(
+    lib: &Library,
+    cfg: &CrossEntropy,
+    logits: &mut [f32],
+    rows: usize,
+    classes: usize,
+    targets: CeTargets<'_, f32>,
+    upstream: Upstream<'_>,
+    grad: Option<&mut [f32]>,
+    in_place: bool,
+    budget: Budget,
+) -> ((Vec<f64>, [i64; 2]), CePlan) {
     let prepare = sym!(lib, b"emu_ce_prepare", PrepareFn);
     let ce = sym!(lib, b"emu_ce_fwd_bwd_f32", CeFn<f32>);
     let w32: Option<Vec<f32>> = cfg
@@ -269,28 +313,37 @@ fn emu_ce(
         Upstream::PerElement(u) => (0.0, u.as_ptr()),
     };
     let g_ptr = grad.map_or(std::ptr::null_mut(), |g| g.as_mut_ptr());
-    let smem = ce_smem_bytes(classes);
+    let g_ptr = if in_place {
+        std::ptr::null_mut()
+    } else {
+        g_ptr
+    };
+    let plan = plan_for(
+        classes,
+        4,
+        &[logits.as_ptr() as usize, g_ptr as usize, p_ptr as usize],
+        budget,
+    );
     let s_ptr = if cfg.reduction == Reduction::Mean {
         stats.as_ptr()
     } else {
         NULL_F64
     };
-    // SAFETY: logits, grad and probs have rows*classes elements, row_loss and up `rows`.
+    // SAFETY: logits, grad and probs have rows*classes elements, row_loss and up `rows`; the
+    // plan's geometry is the real launch's.
     unsafe {
         ce(
-            rows as u32,
-            ce_threads(classes),
-            smem,
+            plan.grid(rows).expect("grid"),
+            plan.threads,
+            plan.smem_bytes,
+            plan.cluster,
             logits.as_mut_ptr(),
-            if in_place {
-                std::ptr::null_mut()
-            } else {
-                g_ptr
-            },
+            g_ptr,
             i32::from(in_place),
             t_ptr,
             p_ptr,
             classes as i64,
+            plan.slice as i64,
             w_ptr,
             wsum,
             ignore,
@@ -300,7 +353,7 @@ fn emu_ce(
             up_scalar,
             up_ptr,
             row_loss.as_mut_ptr(),
-            i32::from(smem > 0),
+            plan.flags,
         )
     };
     let values = match cfg.reduction {
@@ -308,7 +361,7 @@ fn emu_ce(
         Reduction::Sum => vec![reduce_final(lib, &row_loss, 1.0, None)],
         Reduction::Mean => vec![reduce_final(lib, &row_loss, 1.0, Some(&stats))],
     };
-    (values, check)
+    ((values, check), plan)
 }
 
 #[test]
@@ -378,6 +431,156 @@ fn cross_entropy_kernels_match_the_reference_on_the_cpu() {
             }
         }
     }
+}
+
+/// Every launch shape of the cross-entropy kernel against the reference: rows split over
+/// clusters of 2, 4 and 8 blocks (small shared-memory targets force them), one block per row,
+/// the re-reading path (no slice fits), 16-byte vectors and scalar accesses (a buffer off a
+/// 16-byte boundary, or a row that is not a whole number of vectors), in place too.
+#[test]
+fn cross_entropy_clusters_and_access_paths_on_the_cpu() {
+    let Some(libs) = emu() else { return };
+    let lib = &libs[&Family::CrossEntropy];
+    let mut rng = Rng(0xc1);
+    let rows = 3usize;
+    let mut planned = Vec::new();
+    // (Each launch starts rows x cluster x threads OS threads: each launch shape runs two of
+    // the four (config, target kind) pairs, rotating, so every pair meets several shapes.)
+    let mut turn = 0usize;
+    for classes in [37usize, 1000, 1001] {
+        let vec_rows = classes % 4 == 0;
+        // (cluster wanted, budget): the target fits exactly the slice of that cluster size.
+        let exact = |k: usize| {
+            let unit = if vec_rows { 4 } else { 1 };
+            1024 + classes.div_ceil(k).div_ceil(unit) * unit * 4
+        };
+        let mut cases: Vec<(u32, Budget)> = [1usize, 2, 4, 8]
+            .iter()
+            .map(|&k| {
+                let t = exact(k);
+                (k as u32, Budget { target: t, max: t })
+            })
+            .collect();
+        // Nothing fits: one block per row re-reads the row from global memory.
+        cases.push((
+            0,
+            Budget {
+                target: 1030,
+                max: 1030,
+            },
+        ));
+        let mut store: Vec<f32> = (0..rows * classes + 1)
+            .map(|_| rng.range(-5.0, 5.0))
+            .collect();
+        let targets: Vec<i64> = vec![rng.below(classes) as i64, -100, (classes - 1) as i64];
+        let mut probs: Vec<f32> = (0..rows * classes).map(|_| rng.range(0.0, 1.0)).collect();
+        for r in 0..rows {
+            let s: f32 = probs[r * classes..(r + 1) * classes].iter().sum();
+            probs[r * classes..(r + 1) * classes]
+                .iter_mut()
+                .for_each(|p| *p /= s);
+        }
+        let weights: Vec<f64> = (0..classes).map(|_| 0.25 + rng.uniform()).collect();
+        let up_rows: Vec<f64> = (0..rows).map(|_| rng.uniform() - 0.5).collect();
+        for (want_k, budget) in cases {
+            let offsets: &[usize] = if vec_rows { &[0, 1] } else { &[0] };
+            for &offset in offsets {
+                // offset 1: the logits start 4 bytes past the allocation (off 16 bytes).
+                let n = rows * classes;
+                let logits: Vec<f32> = store[offset..offset + n].to_vec();
+                let cfgs = [
+                    (
+                        CrossEntropy::new().with_label_smoothing(0.1),
+                        Upstream::Scalar(1.0),
+                    ),
+                    (
+                        CrossEntropy::new()
+                            .with_class_weights(weights.clone())
+                            .with_label_smoothing(0.3)
+                            .with_reduction(Reduction::None),
+                        Upstream::PerElement(&up_rows),
+                    ),
+                ];
+                let tgts = [CeTargets::Classes(&targets), CeTargets::Probs(&probs)];
+                for _ in 0..2 {
+                    let (cfg, up) = cfgs[turn % 2].clone();
+                    let tgt = tgts[(turn / 2) % 2];
+                    turn += 1;
+                    {
+                        let what = format!(
+                            "CE {rows}x{classes} want K {want_k} offset {offset} {:?} probs {}",
+                            cfg.reduction,
+                            matches!(tgt, CeTargets::Probs(_))
+                        );
+                        store[offset..offset + n].copy_from_slice(&logits);
+                        let mut g = vec![0f32; n];
+                        let z = &mut store[offset..offset + n];
+                        let ((got, _), plan) = emu_ce_with(
+                            lib,
+                            &cfg,
+                            z,
+                            rows,
+                            classes,
+                            tgt,
+                            up,
+                            Some(&mut g),
+                            false,
+                            budget,
+                        );
+                        let aligned = (z.as_ptr() as usize).is_multiple_of(16)
+                            && (g.as_ptr() as usize).is_multiple_of(16)
+                            && match tgt {
+                                CeTargets::Probs(p) => (p.as_ptr() as usize).is_multiple_of(16),
+                                CeTargets::Classes(_) => true,
+                            };
+                        assert_eq!(plan.flags & 2 != 0, aligned && vec_rows, "{what}: {plan:?}");
+                        if want_k == 0 {
+                            assert_eq!((plan.cluster, plan.flags & 1), (1, 0), "{what}: {plan:?}");
+                        } else {
+                            assert_eq!(
+                                (plan.cluster, plan.flags & 1),
+                                (want_k, 1),
+                                "{what}: {plan:?}"
+                            );
+                        }
+                        planned.push((plan.cluster, plan.flags));
+                        let mut gr = vec![0f32; n];
+                        let want = ReferenceBackend
+                            .cross_entropy(&cfg, &logits, rows, classes, tgt, up, Some(&mut gr))
+                            .unwrap();
+                        assert_close(&format!("{what} loss"), &got, &want, 1e-5, 1e-6);
+                        assert_grad(&format!("{what} grad"), &g, &gr, 1e-4, 1e-6);
+                        assert_eq!(
+                            &store[offset..offset + n],
+                            &logits[..],
+                            "{what}: logits changed"
+                        );
+                        // In place: the same loss, the gradient written over the logits.
+                        let z = &mut store[offset..offset + n];
+                        let ((got_ip, _), plan_ip) =
+                            emu_ce_with(lib, &cfg, z, rows, classes, tgt, up, None, true, budget);
+                        assert_eq!(plan_ip, plan, "{what}: in-place plan");
+                        assert_eq!(got_ip, got, "{what}: in-place loss");
+                        assert_eq!(
+                            &store[offset..offset + n],
+                            &g[..],
+                            "{what}: in-place gradient"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Every path was taken: clusters 1..8 with and without vectors, and the re-read path.
+    for k in [1, 2, 4, 8] {
+        for flags in [1, 3] {
+            assert!(
+                planned.contains(&(k, flags)),
+                "no launch with cluster {k} flags {flags}"
+            );
+        }
+    }
+    assert!(planned.contains(&(1, 0)) && planned.contains(&(1, 2)));
 }
 
 #[test]
@@ -481,82 +684,107 @@ fn half_precision_cross_entropy_on_the_cpu() {
     let ce_b = sym!(lib, b"emu_ce_fwd_bwd_bf16", CeFn<bf16>);
     let ce_h = sym!(lib, b"emu_ce_fwd_bwd_f16", CeFn<f16>);
     let mut rng = Rng(16);
-    let (rows, classes) = (3usize, 500usize);
-    let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-4.0, 4.0)).collect();
-    let targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
-    let cfg = CrossEntropy::new().with_label_smoothing(0.1);
-    let mut stats = [0.0f64; 2];
-    let mut check = [0i64; 2];
-    // SAFETY: as in emu_ce.
-    unsafe {
-        prepare(
-            1,
-            REDUCE_THREADS,
-            0,
-            targets.as_ptr(),
-            rows as i64,
-            classes as i64,
-            std::ptr::null(),
-            -100,
-            1,
-            stats.as_mut_ptr(),
-            check.as_mut_ptr(),
-        )
+    // 500 classes: scalar accesses (not a whole number of 16-byte vectors); 512: vectors of 8,
+    // in one block per row and split over a cluster of 4 (2 KiB of shared memory per block).
+    let tiny = Budget {
+        target: 1024 + 256,
+        max: SMEM_OPT_IN_H200,
     };
-    let reference = |rounded: &[f32]| {
-        let mut gr = vec![0f32; rows * classes];
-        let v = ReferenceBackend
-            .cross_entropy(
-                &cfg,
-                rounded,
-                rows,
-                classes,
-                CeTargets::Classes(&targets),
-                Upstream::ONE,
-                Some(&mut gr),
+    for (classes, budget, want_cluster, want_vec) in [
+        (500usize, H200, 1u32, false),
+        (512, H200, 1, true),
+        (512, tiny, 4, true),
+    ] {
+        let rows = 3usize;
+        let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-4.0, 4.0)).collect();
+        let targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
+        let cfg = CrossEntropy::new().with_label_smoothing(0.1);
+        let mut stats = [0.0f64; 2];
+        let mut check = [0i64; 2];
+        // SAFETY: as in emu_ce.
+        unsafe {
+            prepare(
+                1,
+                REDUCE_THREADS,
+                0,
+                targets.as_ptr(),
+                rows as i64,
+                classes as i64,
+                std::ptr::null(),
+                -100,
+                1,
+                stats.as_mut_ptr(),
+                check.as_mut_ptr(),
             )
-            .unwrap();
-        (v[0], gr)
-    };
-    macro_rules! run {
-        ($ty:ty, $f:expr) => {{
-            let mut z: Vec<$ty> = logits.iter().map(|&x| <$ty>::from_f32(x)).collect();
-            let mut g: Vec<$ty> = vec![<$ty>::ZERO; rows * classes];
-            let mut row_loss = vec![0.0f64; rows];
-            // SAFETY: as in emu_ce, with 2-byte elements.
-            unsafe {
-                $f(
-                    rows as u32,
-                    ce_threads(classes),
-                    ce_smem_bytes(classes),
-                    z.as_mut_ptr(),
-                    g.as_mut_ptr(),
-                    0,
-                    targets.as_ptr(),
-                    std::ptr::null(),
-                    classes as i64,
-                    std::ptr::null(),
-                    classes as f64,
-                    -100,
-                    1,
-                    0.1,
-                    stats.as_ptr(),
-                    1.0,
-                    NULL_F64,
-                    row_loss.as_mut_ptr(),
-                    1,
+        };
+        let reference = |rounded: &[f32]| {
+            let mut gr = vec![0f32; rows * classes];
+            let v = ReferenceBackend
+                .cross_entropy(
+                    &cfg,
+                    rounded,
+                    rows,
+                    classes,
+                    CeTargets::Classes(&targets),
+                    Upstream::ONE,
+                    Some(&mut gr),
                 )
-            };
-            let loss = reduce_final(lib, &row_loss, 1.0, Some(&stats));
-            let rounded: Vec<f32> = z.iter().map(|x| x.to_f32()).collect();
-            let (want, gr) = reference(&rounded);
-            assert_close(stringify!($ty), &[loss], &[want], 1e-5, 1e-6);
-            let g32: Vec<f32> = g.iter().map(|x| x.to_f32()).collect();
-            assert_grad(stringify!($ty), &g32, &gr, 1e-2, 1e-3);
-        }};
+                .unwrap();
+            (v[0], gr)
+        };
+        macro_rules! run {
+            ($ty:ty, $f:expr) => {{
+                let mut z: Vec<$ty> = logits.iter().map(|&x| <$ty>::from_f32(x)).collect();
+                let mut g: Vec<$ty> = vec![<$ty>::ZERO; rows * classes];
+                let mut row_loss = vec![0.0f64; rows];
+                let plan = plan_for(
+                    classes,
+                    2,
+                    &[z.as_ptr() as usize, g.as_ptr() as usize],
+                    budget,
+                );
+                // SAFETY: as in emu_ce, with 2-byte elements.
+                unsafe {
+                    $f(
+                        plan.grid(rows).expect("grid"),
+                        plan.threads,
+                        plan.smem_bytes,
+                        plan.cluster,
+                        z.as_mut_ptr(),
+                        g.as_mut_ptr(),
+                        0,
+                        targets.as_ptr(),
+                        std::ptr::null(),
+                        classes as i64,
+                        plan.slice as i64,
+                        std::ptr::null(),
+                        classes as f64,
+                        -100,
+                        1,
+                        0.1,
+                        stats.as_ptr(),
+                        1.0,
+                        NULL_F64,
+                        row_loss.as_mut_ptr(),
+                        plan.flags,
+                    )
+                };
+                assert_eq!(
+                    (plan.cluster, plan.flags & 2 != 0),
+                    (want_cluster, want_vec),
+                    "{plan:?}"
+                );
+                let loss = reduce_final(lib, &row_loss, 1.0, Some(&stats));
+                let rounded: Vec<f32> = z.iter().map(|x| x.to_f32()).collect();
+                let (want, gr) = reference(&rounded);
+                assert_close(stringify!($ty), &[loss], &[want], 1e-5, 1e-6);
+                let g32: Vec<f32> = g.iter().map(|x| x.to_f32()).collect();
+                assert_grad(stringify!($ty), &g32, &gr, 1e-2, 1e-3);
+            }};
+        }
+        run!(bf16, ce_b);
+        run!(f16, ce_h);
     }
-    run!(bf16, ce_b);
-    run!(f16, ce_h);
 }
 
 // ---------------------------------------------------------------- box losses

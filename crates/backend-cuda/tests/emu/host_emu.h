@@ -1,14 +1,19 @@
 // A small CPU emulation of the CUDA features the smoothloss kernels use, so that their logic
 // (indexing, block reductions, formulas) can be tested on a machine without a GPU.
 //
-// Each CUDA thread of a block is a std::thread; blocks run one after another. __syncthreads is
-// a std::barrier over the block, warp shuffles go through a per-warp buffer between two
-// per-warp barriers, __shared__ variables are function statics (shared by the threads of the
-// running block). It is slow and only meant for small launches. Not a model of timing,
-// memory coalescing or the GPU's floating-point contraction.
+// Each CUDA thread of a block is a std::thread; clusters of blocks run one after another, the
+// blocks of one cluster at the same time. __syncthreads is a std::barrier over the block, warp
+// shuffles go through a per-block buffer between two per-warp barriers, dynamic shared memory
+// is per block, the cluster barrier is a std::barrier over every thread of the cluster and a
+// distributed-shared-memory load reads the same offset in another block's dynamic shared
+// memory. `__shared__` variables are function statics, shared by every running block: kernels
+// launched with clusters of more than one block keep all their shared state in dynamic shared
+// memory. It is slow and only meant for small launches. Not a model of timing, memory
+// coalescing or the GPU's floating-point contraction.
 #pragma once
 #include <barrier>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <math.h>
@@ -31,16 +36,33 @@ inline thread_local sl_emu_dim3 blockIdx{0, 0, 0};
 inline sl_emu_dim3 blockDim{1, 1, 1};
 inline sl_emu_dim3 gridDim{1, 1, 1};
 
-inline std::barrier<>* sl_emu_block_barrier = nullptr;
-inline std::vector<std::unique_ptr<std::barrier<>>> sl_emu_warp_barriers;
-inline std::vector<unsigned char> sl_emu_smem;
+// The state of one running block, and of the cluster it belongs to.
+struct sl_emu_block_state {
+    std::barrier<> bar;
+    std::vector<std::unique_ptr<std::barrier<>>> warp_bars;
+    std::vector<unsigned char> smem;
+    alignas(16) unsigned char shfl[1024 * 8];
+    int or_acc = 0;
+    sl_emu_block_state(unsigned threads, unsigned smem_bytes)
+        : bar((std::ptrdiff_t)threads), smem(smem_bytes + 16, 0) {
+        for (unsigned w = 0; w < threads / 32; ++w)
+            warp_bars.push_back(std::make_unique<std::barrier<>>(32));
+    }
+};
+struct sl_emu_cluster_state {
+    std::barrier<> bar;
+    std::vector<sl_emu_block_state*> blocks;
+    explicit sl_emu_cluster_state(unsigned threads) : bar((std::ptrdiff_t)threads) {}
+};
+inline thread_local sl_emu_block_state* sl_emu_blk = nullptr;
+inline thread_local sl_emu_cluster_state* sl_emu_cl = nullptr;
 
-#define SL_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(sl_emu_smem.data())
+#define SL_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(sl_emu_blk->smem.data())
 
-inline void __syncthreads() { sl_emu_block_barrier->arrive_and_wait(); }
+inline void __syncthreads() { sl_emu_blk->bar.arrive_and_wait(); }
 
 inline int __syncthreads_or(int p) {
-    static int acc = 0;
+    int& acc = sl_emu_blk->or_acc;
     __syncthreads();
     if (p) acc = 1; // benign: every writer stores the same value
     __syncthreads();
@@ -53,15 +75,29 @@ inline int __syncthreads_or(int p) {
 
 template <typename T>
 inline T __shfl_down_sync(unsigned, T v, int off) {
-    static T buf[1024];
+    static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
+    T* buf = reinterpret_cast<T*>(sl_emu_blk->shfl);
     const unsigned lane = threadIdx.x & 31u;
-    auto& bar = *sl_emu_warp_barriers[threadIdx.x >> 5];
+    auto& bar = *sl_emu_blk->warp_bars[threadIdx.x >> 5];
     buf[threadIdx.x] = v;
     bar.arrive_and_wait();
     T r = (lane + (unsigned)off < 32u) ? buf[threadIdx.x + off] : v;
     bar.arrive_and_wait();
     return r;
 }
+
+inline unsigned sl_cluster_rank() { return blockIdx.x % (unsigned)sl_emu_cl->blocks.size(); }
+inline void sl_cluster_sync() { sl_emu_cl->bar.arrive_and_wait(); }
+template <typename T>
+inline T sl_dsmem_load(const T* p, unsigned rank) {
+    const std::ptrdiff_t off = reinterpret_cast<const unsigned char*>(p) - sl_emu_blk->smem.data();
+    if (off < 0 || (std::size_t)off + sizeof(T) > sl_emu_blk->smem.size()) std::abort();
+    T v;
+    std::memcpy(&v, sl_emu_cl->blocks.at(rank)->smem.data() + off, sizeof(T));
+    return v;
+}
+#define __cluster_dims__(X, Y, Z)
+#define __launch_bounds__(N)
 
 inline float __int_as_float(int i) {
     float f;
@@ -91,31 +127,43 @@ inline unsigned short sl_emu_f32_to_f16(float v) {
 }
 
 // Runs `kernel` over `grid` blocks of `block` threads with `smem` bytes of dynamic shared
-// memory. `block` must be a multiple of 32 (as every smoothloss kernel requires).
-inline void sl_emu_launch(unsigned grid, unsigned block, unsigned smem,
-                          const std::function<void()>& kernel) {
-    // One launch at a time per library: the emulation's state is global.
+// memory, in clusters of `cluster` blocks (`grid` a multiple of it). `block` must be a multiple
+// of 32 (as every smoothloss kernel requires).
+inline void sl_emu_launch_cluster(unsigned grid, unsigned block, unsigned smem, unsigned cluster,
+                                  const std::function<void()>& kernel) {
+    // One launch at a time per library: the emulation's grid state is global.
     static std::mutex launch_mutex;
     std::lock_guard<std::mutex> lock(launch_mutex);
+    if (cluster == 0 || grid % cluster != 0 || block % 32 != 0 || block > 1024) std::abort();
     gridDim = {grid, 1, 1};
     blockDim = {block, 1, 1};
-    sl_emu_smem.assign(smem + 16, 0);
-    std::barrier<> block_bar((std::ptrdiff_t)block);
-    sl_emu_block_barrier = &block_bar;
-    sl_emu_warp_barriers.clear();
-    for (unsigned w = 0; w < block / 32; ++w)
-        sl_emu_warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
-    for (unsigned b = 0; b < grid; ++b) {
+    for (unsigned c = 0; c < grid / cluster; ++c) {
+        std::vector<std::unique_ptr<sl_emu_block_state>> blocks;
+        sl_emu_cluster_state cl(block * cluster);
+        for (unsigned r = 0; r < cluster; ++r) {
+            blocks.push_back(std::make_unique<sl_emu_block_state>(block, smem));
+            cl.blocks.push_back(blocks.back().get());
+        }
         std::vector<std::thread> ts;
-        ts.reserve(block);
-        for (unsigned t = 0; t < block; ++t) {
-            ts.emplace_back([&kernel, b, t] {
-                threadIdx = {t, 0, 0};
-                blockIdx = {b, 0, 0};
-                kernel();
-            });
+        ts.reserve((std::size_t)block * cluster);
+        for (unsigned r = 0; r < cluster; ++r) {
+            for (unsigned t = 0; t < block; ++t) {
+                sl_emu_block_state* st = blocks[r].get();
+                const unsigned b = c * cluster + r;
+                ts.emplace_back([&kernel, &cl, st, b, t] {
+                    threadIdx = {t, 0, 0};
+                    blockIdx = {b, 0, 0};
+                    sl_emu_blk = st;
+                    sl_emu_cl = &cl;
+                    kernel();
+                });
+            }
         }
         for (auto& th : ts) th.join();
     }
-    sl_emu_block_barrier = nullptr;
+}
+
+inline void sl_emu_launch(unsigned grid, unsigned block, unsigned smem,
+                          const std::function<void()>& kernel) {
+    sl_emu_launch_cluster(grid, block, smem, 1, kernel);
 }
