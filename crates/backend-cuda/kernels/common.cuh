@@ -68,9 +68,7 @@ __device__ __forceinline__ void sl_store(sl_f16* p, long long i, float v) {
 struct alignas(16) sl_vec16 {
     unsigned int w[4];
 };
-template <typename T> struct sl_vec_width {
-    static const int n = 16 / (int)sizeof(T);
-};
+template <typename T> __device__ constexpr int sl_vec_width() { return 16 / (int)sizeof(T); }
 __device__ __forceinline__ float sl_vec_get(const sl_vec16& v, int k, const float*) {
     return __int_as_float((int)v.w[k]);
 }
@@ -183,6 +181,26 @@ __device__ __forceinline__ int sl_dsmem_load(const int* p, unsigned rank) {
 #else
 #define SL_HAS_CLUSTERS 1
 #endif
+
+// True (in every thread) in the block of the grid that finishes last; every other block's
+// writes made by its thread 0 before this call are then visible to it (the threadfence
+// reduction of the CUDA samples). `counter` is a device word that starts at 0; the last block
+// sets it back to 0. Results stay deterministic when the last block combines the per-block
+// values in index order, whichever block that is.
+__device__ __forceinline__ bool sl_last_block(unsigned int* counter, int* flag) {
+    if (threadIdx.x == 0) {
+        __threadfence();
+        const unsigned int done = atomicAdd(counter, 1u);
+        *flag = done == gridDim.x - 1;
+    }
+    __syncthreads();
+    const bool last = *flag != 0;
+    if (last) {
+        __threadfence();
+        if (threadIdx.x == 0) *counter = 0;
+    }
+    return last;
+}
 
 // Final pass of every reduction: one block of SL_REDUCE_THREADS threads sums `n` partials in a
 // fixed order and writes `sum / divisor` to out[0]. When `denom` is non-null the divisor is

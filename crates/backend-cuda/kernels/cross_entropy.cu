@@ -12,19 +12,31 @@
 
 #define SL_LLMAX 0x7fffffffffffffffLL
 
-// Mean denominator and target check, one block of SL_REDUCE_THREADS threads.
-// stats[0] = denominator (sum of target-class weights of kept rows, or rows for probability
-// targets), stats[1] = 1 / stats[0]. err[0] = first row whose class target is out of range and
-// not the ignore index, or -1; err[1] = that target.
-extern "C" __global__ void ce_prepare(const long long* targets, long long rows, long long classes,
-                                      const float* weights, long long ignore_index, int has_ignore,
-                                      double* stats, long long* err) {
-    __shared__ double scratch[SL_REDUCE_THREADS / 32];
-    __shared__ long long sbad[SL_REDUCE_THREADS];
+// Threads of ce_prepare / ce_reduce_rows blocks (`geometry::CE_ROWS_THREADS`); each block
+// takes `chunk` consecutive rows (`geometry::ce_rows_grid`).
+#define SL_CE_ROWS_THREADS 256
+
+// Mean denominator and target check over many blocks (one thread of one block per row would
+// leave the GPU waiting on a few KiB of loads in flight). Block b: rows [b chunk, (b+1) chunk),
+// its sum of target-class weights of kept rows into part_w[b] and its first out-of-range row
+// into part_bad[b]; the last block to finish combines them in block order:
+// stats[0] = denominator (the weight sum, or rows for probability targets), stats[1] =
+// 1 / stats[0]; err[0] = first row whose class target is out of range and not the ignore
+// index, or -1; err[1] = that target.
+extern "C" __global__ void ce_prepare(const long long* targets, long long rows, long long chunk,
+                                      long long classes, const float* weights,
+                                      long long ignore_index, int has_ignore, double* stats,
+                                      long long* err, double* part_w, long long* part_bad,
+                                      unsigned int* counter) {
+    __shared__ double scratch[SL_CE_ROWS_THREADS / 32];
+    __shared__ long long sbad[SL_CE_ROWS_THREADS];
+    __shared__ int last;
     double acc = 0.0;
     long long bad = SL_LLMAX;
+    const long long lo = (long long)blockIdx.x * chunk;
+    const long long hi = lo + chunk < rows ? lo + chunk : rows;
     if (targets != nullptr) {
-        for (long long i = threadIdx.x; i < rows; i += blockDim.x) {
+        for (long long i = lo + threadIdx.x; i < hi; i += blockDim.x) {
             long long y = targets[i];
             if (has_ignore && y == ignore_index) continue;
             if (y < 0 || y >= classes) {
@@ -33,8 +45,6 @@ extern "C" __global__ void ce_prepare(const long long* targets, long long rows, 
             }
             acc += weights != nullptr ? (double)weights[y] : 1.0;
         }
-    } else if (threadIdx.x == 0) {
-        acc = (double)rows;
     }
     double total = sl_block_sum(acc, scratch);
     sbad[threadIdx.x] = bad;
@@ -47,11 +57,47 @@ extern "C" __global__ void ce_prepare(const long long* targets, long long rows, 
         __syncthreads();
     }
     if (threadIdx.x == 0) {
-        stats[0] = total;
-        stats[1] = 1.0 / total;
-        long long b = sbad[0];
+        part_w[blockIdx.x] = total;
+        part_bad[blockIdx.x] = sbad[0];
+    }
+    if (!sl_last_block(counter, &last)) return;
+    if (threadIdx.x == 0) {
+        const volatile double* pw = part_w;
+        const volatile long long* pb = part_bad;
+        double t = 0.0;
+        long long b = SL_LLMAX;
+        for (unsigned int k = 0; k < gridDim.x; ++k) {
+            t += pw[k];
+            if (pb[k] < b) b = pb[k];
+        }
+        if (targets == nullptr) t = (double)rows;
+        stats[0] = t;
+        stats[1] = 1.0 / t;
         err[0] = b == SL_LLMAX ? -1 : b;
         err[1] = b == SL_LLMAX ? 0 : targets[b];
+    }
+}
+
+// Sum (or mean) of the n per-row losses over many blocks: block b adds rows
+// [b chunk, (b+1) chunk) in a fixed tree order into part[b]; the last block to finish adds the
+// partials in block order and writes sum / divisor (sum / denom[0] when denom is non-null).
+extern "C" __global__ void ce_reduce_rows(const double* values, long long n, long long chunk,
+                                          double divisor, const double* denom, double* out,
+                                          double* part, unsigned int* counter) {
+    __shared__ double scratch[SL_CE_ROWS_THREADS / 32];
+    __shared__ int last;
+    const long long lo = (long long)blockIdx.x * chunk;
+    const long long hi = lo + chunk < n ? lo + chunk : n;
+    double acc = 0.0;
+    for (long long i = lo + threadIdx.x; i < hi; i += blockDim.x) acc += values[i];
+    const double total = sl_block_sum(acc, scratch);
+    if (threadIdx.x == 0) part[blockIdx.x] = total;
+    if (!sl_last_block(counter, &last)) return;
+    if (threadIdx.x == 0) {
+        const volatile double* pp = part;
+        double t = 0.0;
+        for (unsigned int k = 0; k < gridDim.x; ++k) t += pp[k];
+        out[0] = t / (denom != nullptr ? denom[0] : divisor);
     }
 }
 
@@ -114,7 +160,7 @@ __device__ __forceinline__ void ce_for_each(const T* src, long long n, bool vec,
     const int tid = threadIdx.x;
     const int nt = blockDim.x;
     if (vec) {
-        const int VW = sl_vec_width<T>::n;
+        constexpr int VW = sl_vec_width<T>();
         const sl_vec16* v = reinterpret_cast<const sl_vec16*>(src);
         for (long long u = tid; u < n / VW; u += nt) {
             const sl_vec16 a = v[u];
@@ -171,7 +217,7 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
     float mx = -SL_INF;
     int bad = 0;
     if (in_smem && vec) {
-        const int VW = sl_vec_width<T>::n;
+        constexpr int VW = sl_vec_width<T>();
         const sl_vec16* src = reinterpret_cast<const sl_vec16*>(zs);
         sl_vec16* dst = reinterpret_cast<sl_vec16*>(srow);
         const long long nv = n / VW;
@@ -302,7 +348,7 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
     if (gout != nullptr) {
         T* gs = gout + base;
         if (vec) {
-            const int VW = sl_vec_width<T>::n;
+            constexpr int VW = sl_vec_width<T>();
             const sl_vec16* src = reinterpret_cast<const sl_vec16*>(xs);
             sl_vec16* dst = reinterpret_cast<sl_vec16*>(gs);
             for (long long v = tid; v < n / VW; v += blockDim.x) {

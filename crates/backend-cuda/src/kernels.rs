@@ -72,6 +72,7 @@ impl Family {
             Family::CrossEntropy => &[
                 "sl_reduce_final",
                 "ce_prepare",
+                "ce_reduce_rows",
                 "ce_fwd_bwd_f32",
                 "ce_fwd_bwd_bf16",
                 "ce_fwd_bwd_f16",

@@ -397,6 +397,20 @@ pub mod geometry {
     /// `flags` bit: 16-byte vector accesses (`SL_CE_VEC16`).
     pub const CE_VEC16: i32 = 2;
 
+    /// Threads of the cross-entropy row-wise helper kernels (`ce_prepare`, `ce_reduce_rows`;
+    /// `SL_CE_ROWS_THREADS`).
+    pub const CE_ROWS_THREADS: u32 = 256;
+    /// Rows per block of those kernels, while the grid has at most [`CE_ROWS_MAX_BLOCKS`].
+    pub const CE_ROWS_CHUNK: usize = 512;
+    /// Most blocks of those kernels.
+    pub const CE_ROWS_MAX_BLOCKS: usize = 1024;
+
+    /// Blocks and rows per block of `ce_prepare` / `ce_reduce_rows` over `rows` rows.
+    pub fn ce_rows_grid(rows: usize) -> (u32, usize) {
+        let blocks = rows.div_ceil(CE_ROWS_CHUNK).clamp(1, CE_ROWS_MAX_BLOCKS);
+        (blocks as u32, rows.div_ceil(blocks).max(1))
+    }
+
     /// Blocks of an element-wise or box launch over `n` items.
     pub fn elem_grid(n: usize) -> u32 {
         n.div_ceil(ELEM_THREADS as usize).clamp(1, ELEM_MAX_BLOCKS) as u32
@@ -841,7 +855,7 @@ impl CudaBackend {
         self.ce_launch::<T>(cfg, z_ptr, NULL, true, rows, classes, targets, upstream)
     }
 
-    /// Launches ce_prepare, the row kernel and (for mean/sum) the final reduction. `z_ptr` and
+    /// Launches ce_prepare, the row kernel and (for mean/sum) ce_reduce_rows. `z_ptr` and
     /// `g_ptr` are device addresses of buffers of `rows * classes` elements of `T` (g may be 0),
     /// kept borrowed by the caller until this returns.
     #[allow(clippy::too_many_arguments)]
@@ -872,6 +886,12 @@ impl CudaBackend {
         let mut stats = st.alloc_zeros::<f64>(2).w()?;
         let mut check = st.alloc_zeros::<i64>(2).w()?;
         let mut row_loss = st.alloc_zeros::<f64>(rows).w()?;
+        // Scratch of the row-wise helper kernels, 8-byte words: two counters (zero), then
+        // per-block weight sums, first bad rows and loss sums.
+        let (row_blocks, chunk) = geometry::ce_rows_grid(rows);
+        let nb = row_blocks as usize;
+        let mut scratch = st.alloc_zeros::<u64>(2 + 3 * nb).w()?;
+        let chunk_i = chunk as i64;
         let rows_i = rows as i64;
         let classes_i = classes as i64;
         let ignore = cfg.ignore_index.unwrap_or(0);
@@ -894,28 +914,39 @@ impl CudaBackend {
             };
             let (s_ptr, _gs) = stats.device_ptr_mut(st);
             let (c_ptr, _gc) = check.device_ptr_mut(st);
+            let (x_ptr, _gx) = scratch.device_ptr_mut(st);
+            let counter = x_ptr;
+            let part_w = x_ptr + 16;
+            let part_bad = part_w + 8 * nb as u64;
             let f = self.function(fam, "ce_prepare")?;
             let lc = LaunchConfig {
-                grid_dim: (1, 1, 1),
-                block_dim: (REDUCE_THREADS, 1, 1),
+                grid_dim: (row_blocks, 1, 1),
+                block_dim: (geometry::CE_ROWS_THREADS, 1, 1),
                 shared_mem_bytes: 0,
             };
             let mut b = st.launch_builder(&f);
             b.arg(&t_ptr)
                 .arg(&rows_i)
+                .arg(&chunk_i)
                 .arg(&classes_i)
                 .arg(&w_ptr)
                 .arg(&ignore)
                 .arg(&has_ignore)
                 .arg(&s_ptr)
-                .arg(&c_ptr);
-            // SAFETY: `ce_prepare(const long long* targets, long long rows, long long classes,
-            // const float* weights, long long ignore_index, int has_ignore, double* stats,
-            // long long* err)`: pointers as u64 device addresses (0 = null), then i64, i64,
-            // u64, i64, i32, u64, u64. targets has `rows` i64 (checked by validate_ce_dev) or is
-            // null for probability targets; weights has `classes` f32 (validated length) and is
-            // only indexed at in-range targets; stats and err have 2 elements each. One block
-            // of SL_REDUCE_THREADS threads as its shared arrays require.
+                .arg(&c_ptr)
+                .arg(&part_w)
+                .arg(&part_bad)
+                .arg(&counter);
+            // SAFETY: `ce_prepare(const long long* targets, long long rows, long long chunk,
+            // long long classes, const float* weights, long long ignore_index, int has_ignore,
+            // double* stats, long long* err, double* part_w, long long* part_bad,
+            // unsigned int* counter)`: pointers as u64 device addresses (0 = null), then i64
+            // and i32 scalars in that order. Block b reads targets[b*chunk .. min(rows,
+            // (b+1)*chunk)) (`rows` i64, checked by validate_ce_dev; null for probability
+            // targets); weights has `classes` f32 (validated length) and is only indexed at
+            // in-range targets; stats and err have 2 elements each; part_w and part_bad are
+            // `row_blocks` words each of `scratch` and counter its (zeroed) first word, as
+            // ce_rows_grid's grid (rows_blocks * chunk >= rows) of CE_ROWS_THREADS threads.
             unsafe { b.launch(lc) }.w()?;
         }
         {
@@ -1010,8 +1041,47 @@ impl CudaBackend {
         }
         let values = match cfg.reduction {
             Reduction::None => row_loss,
-            Reduction::Sum => self.reduce_final(fam, &row_loss, 1.0, None)?,
-            Reduction::Mean => self.reduce_final(fam, &row_loss, 1.0, Some(&stats))?,
+            Reduction::Sum | Reduction::Mean => {
+                let mut out = st.alloc_zeros::<f64>(1).w()?;
+                let (v_ptr, _gv) = row_loss.device_ptr(st);
+                let (d_ptr, _gd) = if cfg.reduction == Reduction::Mean {
+                    let (p, g) = stats.device_ptr(st);
+                    (p, Some(g))
+                } else {
+                    (NULL, None)
+                };
+                let (o_ptr, go) = out.device_ptr_mut(st);
+                let (x_ptr, _gx) = scratch.device_ptr_mut(st);
+                let counter = x_ptr + 8;
+                let part = x_ptr + 16 + 16 * nb as u64;
+                let f = self.function(fam, "ce_reduce_rows")?;
+                let lc = LaunchConfig {
+                    grid_dim: (row_blocks, 1, 1),
+                    block_dim: (geometry::CE_ROWS_THREADS, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                let one = 1.0f64;
+                let mut b = st.launch_builder(&f);
+                b.arg(&v_ptr)
+                    .arg(&rows_i)
+                    .arg(&chunk_i)
+                    .arg(&one)
+                    .arg(&d_ptr)
+                    .arg(&o_ptr)
+                    .arg(&part)
+                    .arg(&counter);
+                // SAFETY: `ce_reduce_rows(const double* values, long long n, long long chunk,
+                // double divisor, const double* denom, double* out, double* part,
+                // unsigned int* counter)`: u64 addresses (denom 0 = null), i64 and f64 scalars
+                // in that order. Block b reads values[b*chunk .. min(rows, (b+1)*chunk)) of
+                // row_loss (`rows` f64), denom[0] of stats (2 f64), writes out[0] (1 f64),
+                // part[b] (the last `row_blocks` words of scratch) and counter (scratch's
+                // second, zeroed word); ce_rows_grid's grid of CE_ROWS_THREADS threads.
+                unsafe { b.launch(lc) }.w()?;
+                drop(b);
+                drop(go);
+                out
+            }
         };
         let target_check = match targets {
             DeviceCeTargets::Classes(_) => Some((check, classes)),

@@ -24,7 +24,8 @@ use smoothloss_core::{
     Upstream,
 };
 use smoothloss_cuda::geometry::{
-    CE_SMEM_TARGET, CePlan, ELEM_THREADS, REDUCE_THREADS, ce_plan, elem_grid,
+    CE_ROWS_THREADS, CE_SMEM_TARGET, CePlan, ELEM_THREADS, REDUCE_THREADS, ce_plan, ce_rows_grid,
+    elem_grid,
 };
 use smoothloss_cuda::{Family, kernels};
 
@@ -186,12 +187,100 @@ type PrepareFn = unsafe extern "C" fn(
     *const i64,
     i64,
     i64,
+    i64,
     *const f32,
     i64,
     i32,
     *mut f64,
     *mut i64,
+    *mut f64,
+    *mut i64,
+    *mut u32,
 );
+type ReduceRowsFn = unsafe extern "C" fn(
+    u32,
+    u32,
+    u32,
+    *const f64,
+    i64,
+    i64,
+    f64,
+    *const f64,
+    *mut f64,
+    *mut f64,
+    *mut u32,
+);
+
+/// `ce_prepare` as `CudaBackend::ce_launch` launches it (ce_rows_grid's blocks): returns the
+/// stats `[denominator, 1 / denominator]` and the target check `[row or -1, target]`.
+fn emu_prepare(
+    lib: &Library,
+    targets: *const i64,
+    rows: usize,
+    classes: usize,
+    weights: *const f32,
+    ignore: i64,
+    has_ignore: i32,
+) -> ([f64; 2], [i64; 2]) {
+    let prepare = sym!(lib, b"emu_ce_prepare", PrepareFn);
+    let (blocks, chunk) = ce_rows_grid(rows);
+    let mut stats = [0.0f64; 2];
+    let mut check = [0i64; 2];
+    let mut part_w = vec![0.0f64; blocks as usize];
+    let mut part_bad = vec![0i64; blocks as usize];
+    let mut counter = 0u32;
+    // SAFETY: buffer sizes as in the real launch: targets `rows` (or null), weights `classes`
+    // (or null), stats and check 2 each, the partials one per block, one counter at 0.
+    unsafe {
+        prepare(
+            blocks,
+            CE_ROWS_THREADS,
+            0,
+            targets,
+            rows as i64,
+            chunk as i64,
+            classes as i64,
+            weights,
+            ignore,
+            has_ignore,
+            stats.as_mut_ptr(),
+            check.as_mut_ptr(),
+            part_w.as_mut_ptr(),
+            part_bad.as_mut_ptr(),
+            &mut counter,
+        )
+    };
+    assert_eq!(counter, 0, "the last block resets the counter");
+    (stats, check)
+}
+
+/// `ce_reduce_rows` as `CudaBackend::ce_launch` launches it: sum of `values`, divided by
+/// `denom[0]` when given.
+fn emu_reduce_rows(lib: &Library, values: &[f64], denom: Option<&[f64]>) -> f64 {
+    let reduce = sym!(lib, b"emu_ce_reduce_rows", ReduceRowsFn);
+    let (blocks, chunk) = ce_rows_grid(values.len());
+    let mut out = 0.0f64;
+    let mut part = vec![0.0f64; blocks as usize];
+    let mut counter = 0u32;
+    // SAFETY: values has `len` doubles, denom at least one, out one, part one per block.
+    unsafe {
+        reduce(
+            blocks,
+            CE_ROWS_THREADS,
+            0,
+            values.as_ptr(),
+            values.len() as i64,
+            chunk as i64,
+            1.0,
+            denom.map_or(NULL_F64, |d| d.as_ptr()),
+            &mut out,
+            part.as_mut_ptr(),
+            &mut counter,
+        )
+    };
+    assert_eq!(counter, 0, "the last block resets the counter");
+    out
+}
 type CeFn<T> = unsafe extern "C" fn(
     u32,
     u32,
@@ -272,7 +361,6 @@ fn emu_ce_with(
     in_place: bool,
     budget: Budget,
 ) -> ((Vec<f64>, [i64; 2]), CePlan) {
-    let prepare = sym!(lib, b"emu_ce_prepare", PrepareFn);
     let ce = sym!(lib, b"emu_ce_fwd_bwd_f32", CeFn<f32>);
     let w32: Option<Vec<f32>> = cfg
         .class_weights
@@ -282,8 +370,6 @@ fn emu_ce_with(
         .as_ref()
         .map_or(classes as f64, |w| w.iter().map(|&v| f64::from(v)).sum());
     let w_ptr = w32.as_ref().map_or(std::ptr::null(), |w| w.as_ptr());
-    let mut stats = [0.0f64; 2];
-    let mut check = [0i64; 2];
     let mut row_loss = vec![0.0f64; rows];
     let ignore = cfg.ignore_index.unwrap_or(0);
     let has_ignore = i32::from(cfg.ignore_index.is_some());
@@ -291,23 +377,7 @@ fn emu_ce_with(
         CeTargets::Classes(t) => (t.as_ptr(), std::ptr::null()),
         CeTargets::Probs(p) => (std::ptr::null(), p.as_ptr()),
     };
-    // SAFETY: buffer sizes as in the real launch: targets `rows`, weights `classes`, stats and
-    // check 2 each.
-    unsafe {
-        prepare(
-            1,
-            REDUCE_THREADS,
-            0,
-            t_ptr,
-            rows as i64,
-            classes as i64,
-            w_ptr,
-            ignore,
-            has_ignore,
-            stats.as_mut_ptr(),
-            check.as_mut_ptr(),
-        )
-    };
+    let (stats, check) = emu_prepare(lib, t_ptr, rows, classes, w_ptr, ignore, has_ignore);
     let (up_scalar, up_ptr) = match upstream {
         Upstream::Scalar(s) => (s, NULL_F64),
         Upstream::PerElement(u) => (0.0, u.as_ptr()),
@@ -358,8 +428,8 @@ fn emu_ce_with(
     };
     let values = match cfg.reduction {
         Reduction::None => row_loss,
-        Reduction::Sum => vec![reduce_final(lib, &row_loss, 1.0, None)],
-        Reduction::Mean => vec![reduce_final(lib, &row_loss, 1.0, Some(&stats))],
+        Reduction::Sum => vec![emu_reduce_rows(lib, &row_loss, None)],
+        Reduction::Mean => vec![emu_reduce_rows(lib, &row_loss, Some(&stats))],
     };
     ((values, check), plan)
 }
@@ -675,12 +745,68 @@ fn out_of_range_targets_are_flagged_by_ce_prepare_on_the_cpu() {
     assert_eq!(check, [1500, 3]);
 }
 
+/// Mean and sum over enough rows that `ce_prepare` and `ce_reduce_rows` run several blocks
+/// (the last one partial) and combine them in the last block.
+#[test]
+fn many_rows_mean_and_sum_on_the_cpu() {
+    let Some(libs) = emu() else { return };
+    let lib = &libs[&Family::CrossEntropy];
+    let mut rng = Rng(0x2600);
+    let (rows, classes) = (1100usize, 3usize);
+    assert_eq!(ce_rows_grid(rows), (3, 367));
+    let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-3.0, 3.0)).collect();
+    let targets: Vec<i64> = (0..rows)
+        .map(|i| {
+            if i % 7 == 0 {
+                -100
+            } else {
+                rng.below(classes) as i64
+            }
+        })
+        .collect();
+    for r in [Reduction::Mean, Reduction::Sum] {
+        let cfg = CrossEntropy::new()
+            .with_class_weights(vec![0.5, 1.0, 2.0])
+            .with_label_smoothing(0.1)
+            .with_reduction(r);
+        let mut z = logits.clone();
+        let mut g = vec![0f32; rows * classes];
+        let tgt = CeTargets::Classes(&targets);
+        let (got, check) = emu_ce(
+            lib,
+            &cfg,
+            &mut z,
+            rows,
+            classes,
+            tgt,
+            Upstream::ONE,
+            Some(&mut g),
+            false,
+        );
+        assert_eq!(check, [-1, 0]);
+        let mut gr = vec![0f32; rows * classes];
+        let want = ReferenceBackend
+            .cross_entropy(
+                &cfg,
+                &logits,
+                rows,
+                classes,
+                tgt,
+                Upstream::ONE,
+                Some(&mut gr),
+            )
+            .unwrap();
+        // f32 softmax against the f64 reference; a lost block of rows would be off by ~1/3.
+        assert_close(&format!("{r:?} loss"), &got, &want, 1e-6, 0.0);
+        assert_grad(&format!("{r:?} grad"), &g, &gr, 1e-4, 1e-6);
+    }
+}
+
 #[test]
 fn half_precision_cross_entropy_on_the_cpu() {
     use smoothloss_cuda::half::{bf16, f16};
     let Some(libs) = emu() else { return };
     let lib = &libs[&Family::CrossEntropy];
-    let prepare = sym!(lib, b"emu_ce_prepare", PrepareFn);
     let ce_b = sym!(lib, b"emu_ce_fwd_bwd_bf16", CeFn<bf16>);
     let ce_h = sym!(lib, b"emu_ce_fwd_bwd_f16", CeFn<f16>);
     let mut rng = Rng(16);
@@ -699,24 +825,15 @@ fn half_precision_cross_entropy_on_the_cpu() {
         let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-4.0, 4.0)).collect();
         let targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
         let cfg = CrossEntropy::new().with_label_smoothing(0.1);
-        let mut stats = [0.0f64; 2];
-        let mut check = [0i64; 2];
-        // SAFETY: as in emu_ce.
-        unsafe {
-            prepare(
-                1,
-                REDUCE_THREADS,
-                0,
-                targets.as_ptr(),
-                rows as i64,
-                classes as i64,
-                std::ptr::null(),
-                -100,
-                1,
-                stats.as_mut_ptr(),
-                check.as_mut_ptr(),
-            )
-        };
+        let (stats, _) = emu_prepare(
+            lib,
+            targets.as_ptr(),
+            rows,
+            classes,
+            std::ptr::null(),
+            -100,
+            1,
+        );
         let reference = |rounded: &[f32]| {
             let mut gr = vec![0f32; rows * classes];
             let v = ReferenceBackend
@@ -774,7 +891,7 @@ fn half_precision_cross_entropy_on_the_cpu() {
                     (want_cluster, want_vec),
                     "{plan:?}"
                 );
-                let loss = reduce_final(lib, &row_loss, 1.0, Some(&stats));
+                let loss = emu_reduce_rows(lib, &row_loss, Some(&stats));
                 let rounded: Vec<f32> = z.iter().map(|x| x.to_f32()).collect();
                 let (want, gr) = reference(&rounded);
                 assert_close(stringify!($ty), &[loss], &[want], 1e-5, 1e-6);

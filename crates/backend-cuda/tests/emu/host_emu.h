@@ -11,6 +11,7 @@
 // memory. It is slow and only meant for small launches. Not a model of timing, memory
 // coalescing or the GPU's floating-point contraction.
 #pragma once
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdlib>
@@ -85,6 +86,11 @@ inline T __shfl_down_sync(unsigned, T v, int off) {
     bar.arrive_and_wait();
     return r;
 }
+
+inline unsigned int atomicAdd(unsigned int* p, unsigned int v) {
+    return std::atomic_ref<unsigned int>(*p).fetch_add(v);
+}
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
 inline unsigned sl_cluster_rank() { return blockIdx.x % (unsigned)sl_emu_cl->blocks.size(); }
 inline void sl_cluster_sync() { sl_emu_cl->bar.arrive_and_wait(); }
