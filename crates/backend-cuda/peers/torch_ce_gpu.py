@@ -145,8 +145,16 @@ def main():
                         continue
                     j = json.loads(line)
                     b = j.get("bench")
-                    if b == "cross_entropy":
+                    impl = "smoothloss-cuda"
+                    if b in ("cross_entropy", "cross_entropy_inplace", "cross_entropy_sweep"):
                         wl = f"CE {j['rows']}x{j['classes']} {j['dtype']}"
+                        plan = f"{j.get('cluster', '?')} blk/row, {j.get('threads', '?')} thr, {int(j.get('smem_bytes', 0)) // 1024} KiB"
+                        if b == "cross_entropy":
+                            impl = f"smoothloss-cuda ({plan})"
+                        elif b == "cross_entropy_inplace":
+                            impl = f"smoothloss-cuda in place ({plan})"
+                        else:
+                            impl = f"smoothloss-cuda sweep ({plan})"
                     elif b == "box_loss":
                         wl = f"box {j['kind']} {j['pairs']} pairs"
                     elif b == "smooth_l1":
@@ -158,7 +166,7 @@ def main():
                         continue
                     else:
                         continue
-                    rows_out.append((wl, "smoothloss-cuda", float(j["median_ms"]),
+                    rows_out.append((wl, impl, float(j["median_ms"]),
                                      float(j["floor_ms"]) if "floor_ms" in j else None))
         except Exception as e:  # noqa: BLE001
             errors.append(f"reading {args.rust}: {type(e).__name__}: {e}")

@@ -8,7 +8,12 @@
 //! move (read the inputs once, write the gradient once) at the copy bandwidth measured in the
 //! same run.
 //!
-//! Usage: `cuda_bench [--quick] [--iters N] [--warmup N]`.
+//! Cross-entropy rows also give the launch plan (blocks per row, threads, shared memory per
+//! block), an in-place row (`cross_entropy_inplace`), and, unless `--no-sweep`, the same call
+//! under other shared-memory targets per block (`cross_entropy_sweep`, for tuning
+//! `geometry::CE_SMEM_TARGET`).
+//!
+//! Usage: `cuda_bench [--quick] [--no-sweep] [--iters N] [--warmup N]`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,6 +26,7 @@ use smoothloss_cuda::{CeElement, CudaBackend, DeviceCeTargets, DeviceUpstream, W
 
 struct Opts {
     quick: bool,
+    sweep: bool,
     iters: usize,
     warmup: usize,
 }
@@ -28,6 +34,7 @@ struct Opts {
 fn parse(args: &[String]) -> std::result::Result<Opts, String> {
     let mut o = Opts {
         quick: false,
+        sweep: true,
         iters: 20,
         warmup: 3,
     };
@@ -40,6 +47,7 @@ fn parse(args: &[String]) -> std::result::Result<Opts, String> {
         };
         match a.as_str() {
             "--quick" => o.quick = true,
+            "--no-sweep" => o.sweep = false,
             "--iters" => o.iters = num("--iters")?.max(1),
             "--warmup" => o.warmup = num("--warmup")?,
             other => return Err(format!("unknown argument `{other}`")),
@@ -110,54 +118,63 @@ fn copy_bandwidth(b: &CudaBackend, o: &Opts) -> Result<f64> {
     Ok(tbs)
 }
 
+/// Times one cross-entropy configuration (separate gradient buffer, or in place over a copy
+/// of the logits) and prints its JSON line under `bench`.
+#[allow(clippy::too_many_arguments)]
 fn bench_ce<T: CeElement>(
     b: &CudaBackend,
     o: &Opts,
+    bench: &str,
     rows: usize,
     classes: usize,
     tbs: f64,
     convert: impl Fn(f32) -> T,
+    in_place: bool,
 ) -> Result<()> {
     let st = b.stream().clone();
     let host: Vec<T> = pattern(rows * classes, -8.0, 8.0)
         .into_iter()
         .map(&convert)
         .collect();
-    let z: CudaSlice<T> = st.clone_htod(&host).w()?;
+    let mut z: CudaSlice<T> = st.clone_htod(&host).w()?;
     drop(host);
     let targets: Vec<i64> = (0..rows).map(|i| ((i * 7919) % classes) as i64).collect();
     let t = st.clone_htod(&targets).w()?;
-    let mut g = st.alloc_zeros::<T>(rows * classes).w()?;
+    let mut g = if in_place {
+        None
+    } else {
+        Some(st.alloc_zeros::<T>(rows * classes).w()?)
+    };
     let cfg = CrossEntropy::new().with_label_smoothing(0.1);
     let elem = std::mem::size_of::<T>() as f64;
     let bytes = 2.0 * (rows * classes) as f64 * elem;
     let floor_ms = bytes / (tbs * 1e12) * 1e3;
-    let (med, min) = time(b, o, || {
-        b.cross_entropy_dev(
+    let call = |z: &mut CudaSlice<T>, g: Option<&mut CudaSlice<T>>| match g {
+        Some(g) => b.cross_entropy_dev(
             &cfg,
-            &z,
+            z,
             rows,
             classes,
             DeviceCeTargets::Classes(&t),
             DeviceUpstream::Scalar(1.0),
-            Some(&mut g),
-        )
-        .map(drop)
-    })?;
-    // One checked call: the loss must be finite.
-    let v = b
-        .cross_entropy_dev(
+            Some(g),
+        ),
+        None => b.cross_entropy_in_place_dev(
             &cfg,
-            &z,
+            z,
             rows,
             classes,
             DeviceCeTargets::Classes(&t),
             DeviceUpstream::Scalar(1.0),
-            Some(&mut g),
-        )?
-        .to_host()?;
+        ),
+    };
+    // One checked call first (in place, on the original logits): the loss must be finite.
+    let v = call(&mut z, g.as_mut())?.to_host()?;
+    // (In place, later calls overwrite gradients with gradients: the same traffic and work.)
+    let (med, min) = time(b, o, || call(&mut z, g.as_mut()).map(drop))?;
+    let plan = b.ce_plan(classes, std::mem::size_of::<T>(), true);
     emit(&[
-        ("bench", s("cross_entropy")),
+        ("bench", s(bench)),
         ("impl", s("smoothloss-cuda")),
         ("rows", rows.to_string()),
         ("classes", classes.to_string()),
@@ -168,6 +185,10 @@ fn bench_ce<T: CeElement>(
         ("floor_ms", format!("{floor_ms:.4}")),
         ("pct_of_floor", format!("{:.1}", 100.0 * floor_ms / med)),
         ("loss", format!("{}", v[0])),
+        ("cluster", plan.cluster.to_string()),
+        ("threads", plan.threads.to_string()),
+        ("smem_bytes", plan.smem_bytes.to_string()),
+        ("flags", plan.flags.to_string()),
     ]);
     Ok(())
 }
@@ -254,8 +275,26 @@ fn run(o: &Opts) -> Result<()> {
         &[(8192, 32000), (4096, 128_256), (65536, 1000)]
     };
     for &(rows, classes) in ce_shapes {
-        bench_ce::<f32>(&b, o, rows, classes, tbs, |x| x)?;
-        bench_ce::<bf16>(&b, o, rows, classes, tbs, bf16::from_f32)?;
+        for in_place in [false, true] {
+            let name = if in_place {
+                "cross_entropy_inplace"
+            } else {
+                "cross_entropy"
+            };
+            bench_ce::<f32>(&b, o, name, rows, classes, tbs, |x| x, in_place)?;
+            bench_ce::<bf16>(&b, o, name, rows, classes, tbs, bf16::from_f32, in_place)?;
+        }
+    }
+    if o.sweep {
+        // The same calls with 24, 96 and 200 KiB targets per block (default 48 KiB).
+        for target in [24 * 1024, 96 * 1024, 200 * 1024] {
+            let bt = b.with_ce_shared_memory(target, usize::MAX);
+            for &(rows, classes) in ce_shapes {
+                let name = "cross_entropy_sweep";
+                bench_ce::<f32>(&bt, o, name, rows, classes, tbs, |x| x, false)?;
+                bench_ce::<bf16>(&bt, o, name, rows, classes, tbs, bf16::from_f32, false)?;
+            }
+        }
     }
     let pairs = if o.quick { 1 << 20 } else { 4_194_304 };
     for kind in [BoxLossKind::Giou, BoxLossKind::Diou, BoxLossKind::Ciou] {
