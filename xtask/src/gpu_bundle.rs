@@ -29,7 +29,8 @@ const RUN_SH: &str = r#"#!/usr/bin/env bash
 # Built by `cargo xtask gpu-bundle`. Usage: run.sh [--quick]
 #   1. the CUDA backend's test executables, ignored (GPU) tests included;
 #   2. cuda_bench (JSON lines);
-#   3. torch_ce_gpu.py: PyTorch / Liger-Kernel / torchvision peers and one table.
+#   3. torch_ce_gpu.py: PyTorch / Liger-Kernel / torchvision peers and one table;
+#   4. compute-sanitizer memcheck / racecheck / synccheck on the gpu test `sanitizer_smoke`.
 # Logs: $OUT if set, else <bundle>/out. Exit status: 0 only if every step passed.
 set -u
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -86,6 +87,33 @@ if [ -n "$PY" ]; then
   if [ "${PIPESTATUS[0]}" -ne 0 ]; then status=1; fi
 else
   echo "no python3: peers skipped"; status=1
+fi
+echo "== 4. compute-sanitizer (memcheck, racecheck, synccheck) on the smoke test"
+SAN="$(command -v compute-sanitizer || true)"
+for d in /usr/local/cuda/bin /usr/local/cuda-*/bin; do
+  if [ -z "$SAN" ] && [ -x "$d/compute-sanitizer" ]; then SAN="$d/compute-sanitizer"; fi
+done
+if [ -z "$SAN" ] && [ -n "$PY" ]; then
+  SAN="$("$PY" - <<'EOF'
+import glob, os, site
+paths = site.getsitepackages() + [site.getusersitepackages()]
+hits = [h for sp in paths for h in glob.glob(os.path.join(sp, "nvidia", "*", "bin", "compute-sanitizer"))]
+print(hits[0] if hits else "")
+EOF
+)"
+fi
+if [ -n "$SAN" ] && [ -x "$HERE/tests/gpu" ]; then
+  for tool in memcheck racecheck synccheck; do
+    echo "-- $tool"
+    timeout "${SANITIZER_TIMEOUT:-150}" "$SAN" --tool "$tool" --error-exitcode 3 \
+      "$HERE/tests/gpu" sanitizer_smoke --exact --include-ignored --test-threads=1 \
+      > "$LOGS/sanitizer-$tool.log" 2>&1
+    rc=$?
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|test result|Error|error" "$LOGS/sanitizer-$tool.log" | head -n 12
+    if [ $rc -ne 0 ]; then echo "   $tool exit $rc (124: timed out)"; status=1; fi
+  done
+else
+  echo "compute-sanitizer not found: skipped (status not changed)"
 fi
 echo "== done: status $status (logs in $LOGS)"
 exit $status

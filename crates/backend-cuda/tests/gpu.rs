@@ -886,3 +886,187 @@ fn launches_on_a_callers_stream() {
         .unwrap();
     assert_close("stream", &out.to_host().unwrap(), &want, 1e-12, 0.0);
 }
+
+/// One launch of every kernel and cross-entropy plan on small, awkward inputs (ignored and
+/// out-of-range targets, rows that are not a whole number of vectors, cluster ranks with no
+/// class, in place, 16-bit logits, sizes that are not multiples of a block), for
+/// `compute-sanitizer` (`gpu-bundle/run.sh` runs this test under memcheck, racecheck and
+/// synccheck). It also checks each value against the reference, loosely.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn sanitizer_smoke() {
+    use smoothloss_cuda::half::{bf16, f16};
+    let b = backend();
+    let st = b.stream().clone();
+    let mut rng = Rng(0x5a71);
+    // Cross-entropy: forced plans (target, max) for 1, 2, 4, 8 blocks per row and re-reading.
+    for classes in [9usize, 1000, 1001] {
+        let rows = 5usize;
+        let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-6.0, 6.0)).collect();
+        let mut targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
+        targets[1] = -100;
+        let probs: Vec<f32> = vec![1.0 / classes as f32; rows * classes];
+        let unit = if classes % 4 == 0 { 4 } else { 1 };
+        let budgets: Vec<(u32, usize, usize)> = [1usize, 2, 4, 8]
+            .iter()
+            .map(|&k| {
+                let t = 1024 + classes.div_ceil(k).div_ceil(unit) * unit * 4;
+                (k as u32, t, t)
+            })
+            .chain([(1, 1030, 1030)])
+            .collect();
+        for (k, target, max) in budgets {
+            let bk = b.with_ce_shared_memory(target, max);
+            assert_eq!(bk.ce_plan(classes, 4, true).cluster, k);
+            let cfg = CrossEntropy::new().with_label_smoothing(0.1);
+            for tgt in [CeTargets::Classes(&targets), CeTargets::Probs(&probs)] {
+                let mut g = vec![0f32; rows * classes];
+                let mut gr = vec![0f32; rows * classes];
+                let got = bk
+                    .cross_entropy(
+                        &cfg,
+                        &logits,
+                        rows,
+                        classes,
+                        tgt,
+                        Upstream::ONE,
+                        Some(&mut g),
+                    )
+                    .unwrap();
+                let want = ReferenceBackend
+                    .cross_entropy(
+                        &cfg,
+                        &logits,
+                        rows,
+                        classes,
+                        tgt,
+                        Upstream::ONE,
+                        Some(&mut gr),
+                    )
+                    .unwrap();
+                assert_close("smoke CE", &got, &want, 1e-4, 1e-5);
+                let mut z = logits.clone();
+                bk.cross_entropy_in_place(&cfg, &mut z, rows, classes, tgt, Upstream::ONE)
+                    .unwrap();
+            }
+            // 16-bit logits, separate gradient and in place.
+            let t_dev = st.clone_htod(&targets).unwrap();
+            let zb: Vec<bf16> = logits.iter().map(|&x| bf16::from_f32(x)).collect();
+            let zb_dev = st.clone_htod(&zb).unwrap();
+            let mut gb = st.alloc_zeros::<bf16>(rows * classes).unwrap();
+            let v = bk
+                .cross_entropy_dev(
+                    &cfg,
+                    &zb_dev,
+                    rows,
+                    classes,
+                    DeviceCeTargets::Classes(&t_dev),
+                    DeviceUpstream::Scalar(1.0),
+                    Some(&mut gb),
+                )
+                .unwrap()
+                .to_host()
+                .unwrap();
+            assert!(v[0].is_finite(), "{v:?}");
+            let zh: Vec<f16> = logits.iter().map(|&x| f16::from_f32(x)).collect();
+            let mut zh_dev = st.clone_htod(&zh).unwrap();
+            bk.cross_entropy_in_place_dev(
+                &cfg,
+                &mut zh_dev,
+                rows,
+                classes,
+                DeviceCeTargets::Classes(&t_dev),
+                DeviceUpstream::Scalar(1.0),
+            )
+            .unwrap()
+            .to_host()
+            .unwrap();
+        }
+        // An out-of-range target: found on the device, no access out of bounds.
+        let mut bad = targets.clone();
+        bad[3] = classes as i64;
+        let err = b
+            .cross_entropy(
+                &CrossEntropy::new(),
+                &logits,
+                rows,
+                classes,
+                CeTargets::Classes(&bad),
+                Upstream::ONE,
+                None,
+            )
+            .expect_err("out-of-range target accepted");
+        assert!(matches!(err, LossError::TargetOutOfRange { .. }), "{err:?}");
+    }
+    // Box losses (every kind and format) and pairwise IoU, sizes off the block size.
+    let n = 1001usize;
+    let mut pred = Vec::with_capacity(4 * n);
+    let mut target = Vec::with_capacity(4 * n);
+    for _ in 0..n {
+        let (x, y) = (rng.range(0.0, 50.0), rng.range(0.0, 50.0));
+        target.extend_from_slice(&[x, y, x + rng.range(0.5, 9.0), y + rng.range(0.5, 9.0)]);
+        let (px, py) = (x + rng.range(-3.0, 3.0), y + rng.range(-3.0, 3.0));
+        pred.extend_from_slice(&[px, py, px + rng.range(0.5, 9.0), py + rng.range(0.5, 9.0)]);
+    }
+    for kind in BoxLossKind::ALL {
+        for format in [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh] {
+            let cfg = BoxLoss::new(kind, format).with_threshold_weight(0.3, 0.5);
+            let mut g = vec![0f32; 4 * n];
+            let got = b
+                .box_loss(&cfg, &pred, &target, Upstream::ONE, Some(&mut g))
+                .unwrap();
+            let want = ReferenceBackend
+                .box_loss(&cfg, &pred, &target, Upstream::ONE, None)
+                .unwrap();
+            assert_close("smoke box", &got, &want, 1e-4, 1e-6);
+        }
+    }
+    let mut iou = vec![0f32; 37 * 53];
+    b.box_iou(
+        BoxFormat::Xyxy,
+        &pred[..4 * 37],
+        &target[..4 * 53],
+        &mut iou,
+    )
+    .unwrap();
+    // Element-wise losses.
+    let x: Vec<f32> = (0..n).map(|_| rng.range(-4.0, 4.0)).collect();
+    let y: Vec<f32> = (0..n).map(|_| rng.range(0.0, 1.0)).collect();
+    let mut g = vec![0f32; n];
+    b.smooth_l1(&SmoothL1::default(), &x, &y, Upstream::ONE, Some(&mut g))
+        .unwrap();
+    b.huber(
+        &Huber {
+            delta: 0.5,
+            reduction: Reduction::Mean,
+        },
+        &x,
+        &y,
+        Upstream::ONE,
+        Some(&mut g),
+    )
+    .unwrap();
+    b.bce_with_logits(
+        &BceWithLogits {
+            pos_weight: None,
+            reduction: Reduction::Sum,
+        },
+        &x,
+        &y,
+        Upstream::ONE,
+        Some(&mut g),
+    )
+    .unwrap();
+    b.sigmoid_focal(
+        &SigmoidFocal {
+            alpha: 0.25,
+            gamma: 2.0,
+            reduction: Reduction::Mean,
+        },
+        &x,
+        &y,
+        Upstream::ONE,
+        Some(&mut g),
+    )
+    .unwrap();
+}
