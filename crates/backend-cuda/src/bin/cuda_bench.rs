@@ -118,18 +118,19 @@ fn copy_bandwidth(b: &CudaBackend, o: &Opts) -> Result<f64> {
     Ok(tbs)
 }
 
-/// Times one cross-entropy configuration (separate gradient buffer, or in place over a copy
-/// of the logits) and prints its JSON line under `bench`.
+/// Times cross-entropy on one shape and dtype: the default backend with a separate gradient
+/// buffer (`cross_entropy`), the `sweep` backends likewise (`cross_entropy_sweep`), then in
+/// place (`cross_entropy_inplace`, last: it overwrites the logits). The logits are generated
+/// and uploaded once.
 #[allow(clippy::too_many_arguments)]
 fn bench_ce<T: CeElement>(
     b: &CudaBackend,
+    sweep: &[CudaBackend],
     o: &Opts,
-    bench: &str,
     rows: usize,
     classes: usize,
     tbs: f64,
     convert: impl Fn(f32) -> T,
-    in_place: bool,
 ) -> Result<()> {
     let st = b.stream().clone();
     let host: Vec<T> = pattern(rows * classes, -8.0, 8.0)
@@ -140,56 +141,55 @@ fn bench_ce<T: CeElement>(
     drop(host);
     let targets: Vec<i64> = (0..rows).map(|i| ((i * 7919) % classes) as i64).collect();
     let t = st.clone_htod(&targets).w()?;
-    let mut g = if in_place {
-        None
-    } else {
-        Some(st.alloc_zeros::<T>(rows * classes).w()?)
-    };
+    let mut g = st.alloc_zeros::<T>(rows * classes).w()?;
     let cfg = CrossEntropy::new().with_label_smoothing(0.1);
     let elem = std::mem::size_of::<T>() as f64;
     let bytes = 2.0 * (rows * classes) as f64 * elem;
     let floor_ms = bytes / (tbs * 1e12) * 1e3;
-    let call = |z: &mut CudaSlice<T>, g: Option<&mut CudaSlice<T>>| match g {
-        Some(g) => b.cross_entropy_dev(
-            &cfg,
-            z,
-            rows,
-            classes,
-            DeviceCeTargets::Classes(&t),
-            DeviceUpstream::Scalar(1.0),
-            Some(g),
-        ),
-        None => b.cross_entropy_in_place_dev(
-            &cfg,
-            z,
-            rows,
-            classes,
-            DeviceCeTargets::Classes(&t),
-            DeviceUpstream::Scalar(1.0),
-        ),
+    let tg = DeviceCeTargets::Classes(&t);
+    let up = DeviceUpstream::Scalar(1.0);
+    let report = |bench: &str, bk: &CudaBackend, med: f64, min: f64, loss: f64| {
+        let plan = bk.ce_plan(classes, std::mem::size_of::<T>(), true);
+        emit(&[
+            ("bench", s(bench)),
+            ("impl", s("smoothloss-cuda")),
+            ("rows", rows.to_string()),
+            ("classes", classes.to_string()),
+            ("dtype", s(T::DTYPE)),
+            ("label_smoothing", "0.1".into()),
+            ("median_ms", format!("{med:.4}")),
+            ("min_ms", format!("{min:.4}")),
+            ("floor_ms", format!("{floor_ms:.4}")),
+            ("pct_of_floor", format!("{:.1}", 100.0 * floor_ms / med)),
+            ("loss", format!("{loss}")),
+            ("cluster", plan.cluster.to_string()),
+            ("threads", plan.threads.to_string()),
+            ("smem_bytes", plan.smem_bytes.to_string()),
+            ("flags", plan.flags.to_string()),
+        ]);
     };
-    // One checked call first (in place, on the original logits): the loss must be finite.
-    let v = call(&mut z, g.as_mut())?.to_host()?;
-    // (In place, later calls overwrite gradients with gradients: the same traffic and work.)
-    let (med, min) = time(b, o, || call(&mut z, g.as_mut()).map(drop))?;
-    let plan = b.ce_plan(classes, std::mem::size_of::<T>(), true);
-    emit(&[
-        ("bench", s(bench)),
-        ("impl", s("smoothloss-cuda")),
-        ("rows", rows.to_string()),
-        ("classes", classes.to_string()),
-        ("dtype", s(T::DTYPE)),
-        ("label_smoothing", "0.1".into()),
-        ("median_ms", format!("{med:.4}")),
-        ("min_ms", format!("{min:.4}")),
-        ("floor_ms", format!("{floor_ms:.4}")),
-        ("pct_of_floor", format!("{:.1}", 100.0 * floor_ms / med)),
-        ("loss", format!("{}", v[0])),
-        ("cluster", plan.cluster.to_string()),
-        ("threads", plan.threads.to_string()),
-        ("smem_bytes", plan.smem_bytes.to_string()),
-        ("flags", plan.flags.to_string()),
-    ]);
+    let separate = std::iter::once(("cross_entropy", b))
+        .chain(sweep.iter().map(|bk| ("cross_entropy_sweep", bk)));
+    for (bench, bk) in separate {
+        // One checked call: the loss must be finite (the caller of `time` sees errors).
+        let loss = bk
+            .cross_entropy_dev(&cfg, &z, rows, classes, tg, up, Some(&mut g))?
+            .to_host()?[0];
+        let (med, min) = time(bk, o, || {
+            bk.cross_entropy_dev(&cfg, &z, rows, classes, tg, up, Some(&mut g))
+                .map(drop)
+        })?;
+        report(bench, bk, med, min, loss);
+    }
+    let loss = b
+        .cross_entropy_in_place_dev(&cfg, &mut z, rows, classes, tg, up)?
+        .to_host()?[0];
+    // (Later calls overwrite gradients with gradients: the same traffic and work.)
+    let (med, min) = time(b, o, || {
+        b.cross_entropy_in_place_dev(&cfg, &mut z, rows, classes, tg, up)
+            .map(drop)
+    })?;
+    report("cross_entropy_inplace", b, med, min, loss);
     Ok(())
 }
 
@@ -274,27 +274,19 @@ fn run(o: &Opts) -> Result<()> {
     } else {
         &[(8192, 32000), (4096, 128_256), (65536, 1000)]
     };
+    // The sweep: the same calls with 24, 96 and 200 KiB shared-memory targets per block
+    // (default 48 KiB).
+    let sweep: Vec<CudaBackend> = if o.sweep {
+        [24 * 1024, 96 * 1024, 200 * 1024]
+            .iter()
+            .map(|&t| b.with_ce_shared_memory(t, usize::MAX))
+            .collect()
+    } else {
+        Vec::new()
+    };
     for &(rows, classes) in ce_shapes {
-        for in_place in [false, true] {
-            let name = if in_place {
-                "cross_entropy_inplace"
-            } else {
-                "cross_entropy"
-            };
-            bench_ce::<f32>(&b, o, name, rows, classes, tbs, |x| x, in_place)?;
-            bench_ce::<bf16>(&b, o, name, rows, classes, tbs, bf16::from_f32, in_place)?;
-        }
-    }
-    if o.sweep {
-        // The same calls with 24, 96 and 200 KiB targets per block (default 48 KiB).
-        for target in [24 * 1024, 96 * 1024, 200 * 1024] {
-            let bt = b.with_ce_shared_memory(target, usize::MAX);
-            for &(rows, classes) in ce_shapes {
-                let name = "cross_entropy_sweep";
-                bench_ce::<f32>(&bt, o, name, rows, classes, tbs, |x| x, false)?;
-                bench_ce::<bf16>(&bt, o, name, rows, classes, tbs, bf16::from_f32, false)?;
-            }
-        }
+        bench_ce::<f32>(&b, &sweep, o, rows, classes, tbs, |x| x)?;
+        bench_ce::<bf16>(&b, &sweep, o, rows, classes, tbs, bf16::from_f32)?;
     }
     let pairs = if o.quick { 1 << 20 } else { 4_194_304 };
     for kind in [BoxLossKind::Giou, BoxLossKind::Diou, BoxLossKind::Ciou] {
