@@ -156,19 +156,19 @@ __device__ __forceinline__ float sl_ce_exp(float x) {
 // Calls f(j, x) for every element j of [0, n) of this thread (strided over the block), x the
 // logit read from `src` (global memory or the shared slice); 16-byte vectors when `vec`.
 template <typename T, typename F>
-__device__ __forceinline__ void ce_for_each(const T* src, long long n, bool vec, F f) {
+__device__ __forceinline__ void ce_for_each(const T* src, int n, bool vec, F f) {
     const int tid = threadIdx.x;
     const int nt = blockDim.x;
     if (vec) {
         constexpr int VW = sl_vec_width<T>();
         const sl_vec16* v = reinterpret_cast<const sl_vec16*>(src);
-        for (long long u = tid; u < n / VW; u += nt) {
+        for (int u = tid; u < n / VW; u += nt) {
             const sl_vec16 a = v[u];
 #pragma unroll
             for (int k = 0; k < VW; ++k) f(u * VW + k, sl_vec_get(a, k, src));
         }
     } else {
-        for (long long j = tid; j < n; j += nt) f(j, sl_load(src, j));
+        for (int j = tid; j < n; j += nt) f(j, sl_load(src, j));
     }
 }
 
@@ -188,12 +188,15 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
     if constexpr (K > 1) rank = sl_cluster_rank();
 #endif
     const long long lo = (long long)rank * slice < classes ? (long long)rank * slice : classes;
-    const long long n = lo + slice < classes ? slice : classes - lo; // this block's classes
+    // This block's classes (in-slice indices are 32-bit: 64-bit trip counts would call a
+    // 64-bit division routine; the host rejects rows over 2^31 - 1 classes).
+    const int n = (int)(lo + slice < classes ? slice : classes - lo);
     const long long base = row * classes + lo;
     const int tid = threadIdx.x;
     T* gout = in_place ? z : g;
     const T* zs = z + base;
     const double c_d = (double)classes;
+    const double eps_c = eps / c_d; // the smoothing mass per class, eps / C
 
     long long y = -1;
     if (targets != nullptr) {
@@ -205,7 +208,7 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
             // reported by ce_prepare; they get NaN loss and zero gradient here. Uniform over
             // the cluster (same row), so no block waits at a cluster barrier for another.
             if (gout != nullptr)
-                for (long long j = tid; j < n; j += blockDim.x) sl_store(gout, base + j, 0.0f);
+                for (int j = tid; j < n; j += (int)blockDim.x) sl_store(gout, base + j, 0.0f);
             if (tid == 0 && rank == 0) row_loss[row] = ignored ? 0.0 : SL_DNAN;
             return;
         }
@@ -220,9 +223,9 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
         constexpr int VW = sl_vec_width<T>();
         const sl_vec16* src = reinterpret_cast<const sl_vec16*>(zs);
         sl_vec16* dst = reinterpret_cast<sl_vec16*>(srow);
-        const long long nv = n / VW;
+        const int nv = n / VW;
         const int nt = blockDim.x;
-        long long u = tid;
+        int u = tid;
         // Four independent 16-byte loads in flight per thread.
         for (; u + 3 * nt < nv; u += 4 * nt) {
             sl_vec16 a[4];
@@ -250,7 +253,7 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
             }
         }
     } else {
-        for (long long j = tid; j < n; j += blockDim.x) {
+        for (int j = tid; j < n; j += (int)blockDim.x) {
             if (in_smem) srow[j] = zs[j];
             const float x = sl_load(zs, j);
             bad |= (x != x) | (x == SL_INF);
@@ -261,14 +264,19 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
     bad = (int)sl_block_reduce_f<sl_op_max>((float)bad, sh->fred);
 
     // Phase B: sum of exp(x - m_b) over the slice (from shared memory), and sum_j w_j q'_j.
-    const T* xs = in_smem ? srow : zs;
+    // (Phases B and D are written once and instantiated per address space, so that reads of
+    // the shared slice compile to shared-memory loads rather than generic ones.)
     float s = 0.0f;
-    if (m_b != -SL_INF && !bad) ce_for_each(xs, n, vec, [&](long long, float x) { s += sl_ce_exp(x - m_b); });
+    if (m_b != -SL_INF && !bad) {
+        auto sum_exp = [&](int, float x) { s += sl_ce_exp(x - m_b); };
+        if (in_smem) ce_for_each(srow, n, vec, sum_exp);
+        else ce_for_each(zs, n, vec, sum_exp);
+    }
     double swq = 0.0;
     if (probs != nullptr) {
-        for (long long j = tid; j < n; j += blockDim.x) {
+        for (int j = tid; j < n; j += (int)blockDim.x) {
             const double wj = weights != nullptr ? (double)weights[lo + j] : 1.0;
-            swq += wj * ((1.0 - eps) * (double)sl_load(probs, base + j) + eps / c_d);
+            swq += wj * ((1.0 - eps) * (double)sl_load(probs, base + j) + eps_c);
         }
         swq = sl_block_sum(swq, sh->red);
     }
@@ -324,19 +332,19 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
     const double u = (up != nullptr ? up[row] : up_scalar) * (stats != nullptr ? stats[1] : 1.0);
     const float f = (float)u;
     const float a_hard = (float)((1.0 - eps) * wy);
-    const float a_soft = (float)(eps / c_d);
+    const float a_soft = (float)(eps_c);
     const float w_all = (float)wsum;
     const float swq_f = (float)swq_all;
     const long long yl = y - lo; // the target's index in this slice (may be outside it)
     const bool need_sxm = probs != nullptr || eps != 0.0;
     double sxm = 0.0;
-    auto grad_at = [&](long long j, float x) -> float {
+    auto grad_at = [&](int j, float x) -> float {
         const float wj = weights != nullptr ? weights[lo + j] : 1.0f;
         const double xm = (double)x - (double)m_all;
         float gj;
         const float p = sl_ce_exp((x - m_all) - ln_s_f);
         if (probs != nullptr) {
-            const double qd = (1.0 - eps) * (double)sl_load(probs, base + j) + eps / c_d;
+            const double qd = (1.0 - eps) * (double)sl_load(probs, base + j) + eps_c;
             sxm += (double)wj * qd * xm;
             gj = p * swq_f - wj * (float)qd;
         } else {
@@ -345,32 +353,37 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
         }
         return bad_all ? SL_NAN : f * gj;
     };
-    if (gout != nullptr) {
-        T* gs = gout + base;
-        if (vec) {
-            constexpr int VW = sl_vec_width<T>();
-            const sl_vec16* src = reinterpret_cast<const sl_vec16*>(xs);
-            sl_vec16* dst = reinterpret_cast<sl_vec16*>(gs);
-            for (long long v = tid; v < n / VW; v += blockDim.x) {
-                const sl_vec16 a = src[v];
-                sl_vec16 o;
+    auto phase_d = [&](const T* xs) {
+        if (gout != nullptr) {
+            T* gs = gout + base;
+            if (vec) {
+                constexpr int VW = sl_vec_width<T>();
+                const sl_vec16* src = reinterpret_cast<const sl_vec16*>(xs);
+                sl_vec16* dst = reinterpret_cast<sl_vec16*>(gs);
+                for (int v = tid; v < n / VW; v += (int)blockDim.x) {
+                    const sl_vec16 a = src[v];
+                    sl_vec16 o;
 #pragma unroll
-                for (int k = 0; k < VW; ++k)
-                    sl_vec_set(o, k, grad_at(v * VW + k, sl_vec_get(a, k, xs)), xs);
-                dst[v] = o;
+                    for (int k = 0; k < VW; ++k)
+                        sl_vec_set(o, k, grad_at(v * VW + k, sl_vec_get(a, k, xs)), xs);
+                    dst[v] = o;
+                }
+            } else {
+                for (int j = tid; j < n; j += (int)blockDim.x)
+                    sl_store(gs, j, grad_at(j, sl_load(xs, j)));
             }
-        } else {
-            for (long long j = tid; j < n; j += blockDim.x) sl_store(gs, j, grad_at(j, sl_load(xs, j)));
+        } else if (need_sxm) {
+            ce_for_each(xs, n, vec, [&](int j, float x) {
+                const double wj = weights != nullptr ? (double)weights[lo + j] : 1.0;
+                const double xm = (double)x - (double)m_all;
+                sxm += probs != nullptr
+                           ? wj * ((1.0 - eps) * (double)sl_load(probs, base + j) + eps_c) * xm
+                           : wj * xm;
+            });
         }
-    } else if (need_sxm) {
-        ce_for_each(xs, n, vec, [&](long long j, float x) {
-            const double wj = weights != nullptr ? (double)weights[lo + j] : 1.0;
-            const double xm = (double)x - (double)m_all;
-            sxm += probs != nullptr
-                       ? wj * ((1.0 - eps) * (double)sl_load(probs, base + j) + eps / c_d) * xm
-                       : wj * xm;
-        });
-    }
+    };
+    if (in_smem) phase_d(srow);
+    else phase_d(zs);
     if (need_sxm) sxm = sl_block_sum(sxm, sh->red);
     if (tid == 0) sh->sxm_b = sxm;
 
@@ -390,7 +403,7 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
         } else {
             const double nll = -wy * (((double)sh->xy - (double)m_all) - ln_s); // CE-2 / CE-4
             // CE-3; without smoothing the term is absent (no 0 * inf for a -inf logit).
-            loss = eps == 0.0 ? nll : (1.0 - eps) * nll + eps / c_d * (-(sx - ln_s * wsum));
+            loss = eps == 0.0 ? nll : (1.0 - eps) * nll + eps_c * (-(sx - ln_s * wsum));
         }
         row_loss[row] = bad_all ? SL_DNAN : loss;
     }

@@ -982,6 +982,13 @@ impl CudaBackend {
             };
             let (l_ptr, _gl) = row_loss.device_ptr_mut(st);
             let in_place_i = i32::from(in_place);
+            if classes > i32::MAX as usize {
+                // The kernels index within a row with 32-bit integers.
+                return Err(LossError::Unsupported {
+                    backend: "cuda".into(),
+                    what: format!("rows of {classes} classes (at most {} per row)", i32::MAX),
+                });
+            }
             let aligned16 = [z_ptr, g_ptr, p_ptr].iter().all(|&p| p % 16 == 0);
             let plan = self.ce_plan(classes, std::mem::size_of::<T>(), aligned16);
             let Some(grid) = plan.grid(rows) else {
