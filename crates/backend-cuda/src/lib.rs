@@ -267,6 +267,8 @@ pub struct CudaBackend {
     smem_opt_in_max: usize,
     /// Shared-memory target of one cross-entropy block (see [`geometry::ce_plan`]).
     ce_smem_target: usize,
+    /// Most blocks per cross-entropy row: 8 on sm_90 and newer (thread-block clusters), else 1.
+    ce_max_cluster: u32,
     loaded: Arc<Mutex<Loaded>>,
 }
 
@@ -603,6 +605,7 @@ impl CudaBackend {
             major,
             smem_opt_in_max: usize::try_from(opt_in).unwrap_or(0),
             ce_smem_target: geometry::CE_SMEM_TARGET,
+            ce_max_cluster: if major >= 9 { 8 } else { 1 },
             loaded: Arc::default(),
         })
     }
@@ -620,6 +623,20 @@ impl CudaBackend {
         }
     }
 
+    /// The same backend splitting a cross-entropy row over at most `k` blocks (rounded down to
+    /// 1, 2, 4 or 8, and never more than the device supports): `1` disables thread-block
+    /// clusters. A tuning and testing knob.
+    pub fn with_ce_max_cluster(&self, k: u32) -> Self {
+        let k = [8u32, 4, 2, 1]
+            .into_iter()
+            .find(|&c| c <= k.max(1))
+            .unwrap_or(1);
+        Self {
+            ce_max_cluster: k.min(self.ce_max_cluster),
+            ..self.clone()
+        }
+    }
+
     /// The launch plan of a cross-entropy call on this device (`aligned16`: every buffer
     /// starts on a 16-byte boundary).
     pub fn ce_plan(&self, classes: usize, elem_bytes: usize, aligned16: bool) -> geometry::CePlan {
@@ -627,7 +644,7 @@ impl CudaBackend {
             classes,
             elem_bytes,
             aligned16,
-            if self.major >= 9 { 8 } else { 1 },
+            self.ce_max_cluster,
             self.ce_smem_target,
             self.smem_opt_in_max,
         )

@@ -1066,3 +1066,115 @@ fn sanitizer_smoke() {
     )
     .unwrap();
 }
+
+/// `geometry::ce_plan`'s contract, over many row lengths, element sizes and budgets: the
+/// blocks of a row cover it; the smallest fitting cluster is chosen; shared memory stays
+/// within the budget (target, else the maximum with the largest cluster, else the re-read
+/// path); vectors only for aligned rows of whole vectors; threads a power of two in 32..=512.
+#[test]
+fn ce_plan_contract() {
+    use smoothloss_cuda::geometry::{
+        CE_HEADER_BYTES, CE_MAX_THREADS, CE_SMEM_ROW, CE_VEC16, ce_plan,
+    };
+    let mut rng = Rng(0x91a2);
+    let mut classes_list: Vec<usize> = vec![1, 2, 3, 4, 7, 8, 9, 16, 1000, 1001, 32_000, 128_256];
+    classes_list.extend((0..300).map(|_| 1 + rng.below(600_000)));
+    for &classes in &classes_list {
+        for elem in [2usize, 4] {
+            for aligned in [false, true] {
+                for max_cluster in [1u32, 8] {
+                    for (target, max) in [(48 * 1024, 232_448), (1100, 1100), (4096, 65_536)] {
+                        let p = ce_plan(classes, elem, aligned, max_cluster, target, max);
+                        let what = format!(
+                            "{classes} x {elem} B aligned {aligned} max_cluster {max_cluster} \
+                             budget {target}/{max}: {p:?}"
+                        );
+                        let vw = 16 / elem;
+                        let vec = aligned && classes % vw == 0;
+                        assert_eq!(p.flags & CE_VEC16 != 0, vec, "{what}");
+                        assert!(p.threads.is_power_of_two(), "{what}");
+                        assert!((32..=CE_MAX_THREADS).contains(&p.threads), "{what}");
+                        assert!([1, 2, 4, 8].contains(&p.cluster), "{what}");
+                        assert!(p.cluster <= max_cluster, "{what}");
+                        let k = p.cluster as usize;
+                        if p.flags & CE_SMEM_ROW != 0 {
+                            // Covered (trailing ranks may hold nothing: the kernels allow
+                            // it), slices of whole vectors, within the budget.
+                            assert!(p.slice * k >= classes, "{what}");
+                            if vec {
+                                assert_eq!(p.slice % vw, 0, "{what}");
+                            }
+                            let bytes = CE_HEADER_BYTES + p.slice * elem;
+                            assert_eq!(p.smem_bytes as usize, bytes, "{what}");
+                            assert!(bytes <= max.max(target), "{what}");
+                            if bytes > target {
+                                // Only when no allowed cluster fits the target.
+                                assert_eq!(p.cluster, max_cluster, "{what}");
+                            }
+                            // No smaller cluster would have fitted the target.
+                            for smaller in [1usize, 2, 4].into_iter().filter(|&s| s < k) {
+                                let unit = if vec { vw } else { 1 };
+                                let sl = classes.div_ceil(smaller).div_ceil(unit) * unit;
+                                assert!(CE_HEADER_BYTES + sl * elem > target, "{what}");
+                            }
+                        } else {
+                            // The re-read path: one block per row, and even the largest
+                            // cluster's slice would not fit the maximum.
+                            assert_eq!((p.cluster, p.slice), (1, classes), "{what}");
+                            let unit = if vec { vw } else { 1 };
+                            let mc = max_cluster as usize;
+                            let sl = classes.div_ceil(mc).div_ceil(unit) * unit;
+                            assert!(CE_HEADER_BYTES + sl * elem > max, "{what}");
+                            assert_eq!(p.smem_bytes as usize, CE_HEADER_BYTES, "{what}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One block per row (no clusters) keeps a 32,000-class f32 row on chip with the
+/// shared-memory opt-in (129,024 bytes), against the reference.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn cross_entropy_one_block_per_row_with_opt_in() {
+    let b = backend().with_ce_max_cluster(1);
+    let (rows, classes) = (3usize, 32_000usize);
+    let plan = b.ce_plan(classes, 4, true);
+    assert_eq!(
+        (plan.cluster, plan.flags, plan.smem_bytes),
+        (1, 3, 1024 + 128_000)
+    );
+    let mut rng = Rng(0x0b1);
+    let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-8.0, 8.0)).collect();
+    let targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
+    let cfg = CrossEntropy::new().with_label_smoothing(0.1);
+    let tgt = CeTargets::Classes(&targets);
+    let mut g = vec![0f32; rows * classes];
+    let mut gr = vec![0f32; rows * classes];
+    let got = b
+        .cross_entropy(
+            &cfg,
+            &logits,
+            rows,
+            classes,
+            tgt,
+            Upstream::ONE,
+            Some(&mut g),
+        )
+        .unwrap();
+    let want = ReferenceBackend
+        .cross_entropy(
+            &cfg,
+            &logits,
+            rows,
+            classes,
+            tgt,
+            Upstream::ONE,
+            Some(&mut gr),
+        )
+        .unwrap();
+    assert_close("one block loss", &got, &want, 1e-4, 1e-5);
+    assert_grad("one block grad", &g, &gr, 1e-3, 1e-5);
+}

@@ -170,16 +170,33 @@ fn bench_ce<T: CeElement>(
     };
     let separate = std::iter::once(("cross_entropy", b))
         .chain(sweep.iter().map(|bk| ("cross_entropy_sweep", bk)));
+    // A failing variant is reported as an error line; the others still run.
+    let mut first_err = None;
     for (bench, bk) in separate {
-        // One checked call: the loss must be finite (the caller of `time` sees errors).
-        let loss = bk
-            .cross_entropy_dev(&cfg, &z, rows, classes, tg, up, Some(&mut g))?
-            .to_host()?[0];
-        let (med, min) = time(bk, o, || {
-            bk.cross_entropy_dev(&cfg, &z, rows, classes, tg, up, Some(&mut g))
-                .map(drop)
-        })?;
-        report(bench, bk, med, min, loss);
+        let mut one = || -> Result<()> {
+            // One checked call first (errors surface here, with the device's check).
+            let loss = bk
+                .cross_entropy_dev(&cfg, &z, rows, classes, tg, up, Some(&mut g))?
+                .to_host()?[0];
+            let (med, min) = time(bk, o, || {
+                bk.cross_entropy_dev(&cfg, &z, rows, classes, tg, up, Some(&mut g))
+                    .map(drop)
+            })?;
+            report(bench, bk, med, min, loss);
+            Ok(())
+        };
+        if let Err(e) = one() {
+            let plan = bk.ce_plan(classes, std::mem::size_of::<T>(), true);
+            emit(&[
+                ("bench", s("error")),
+                (
+                    "what",
+                    s(&format!("{bench} {rows}x{classes} {} {plan:?}", T::DTYPE)),
+                ),
+                ("error", s(&e.to_string().replace('"', "'"))),
+            ]);
+            first_err.get_or_insert(e);
+        }
     }
     let loss = b
         .cross_entropy_in_place_dev(&cfg, &mut z, rows, classes, tg, up)?
@@ -190,7 +207,7 @@ fn bench_ce<T: CeElement>(
             .map(drop)
     })?;
     report("cross_entropy_inplace", b, med, min, loss);
-    Ok(())
+    first_err.map_or(Ok(()), Err)
 }
 
 fn bench_box(b: &CudaBackend, o: &Opts, n: usize, kind: BoxLossKind, tbs: f64) -> Result<()> {
@@ -275,24 +292,50 @@ fn run(o: &Opts) -> Result<()> {
         &[(8192, 32000), (4096, 128_256), (65536, 1000)]
     };
     // The sweep: the same calls with 24, 96 and 200 KiB shared-memory targets per block
-    // (default 48 KiB).
+    // (default 48 KiB), and with one block per row (no clusters; rows kept on chip up to the
+    // opt-in limit).
     let sweep: Vec<CudaBackend> = if o.sweep {
         [24 * 1024, 96 * 1024, 200 * 1024]
             .iter()
             .map(|&t| b.with_ce_shared_memory(t, usize::MAX))
+            .chain([b.with_ce_max_cluster(1)])
             .collect()
     } else {
         Vec::new()
     };
+    // A failing benchmark is reported and the others still run (the exit status says).
+    let mut failed = 0;
+    let mut check = |what: String, r: Result<()>| {
+        if let Err(e) = r {
+            emit(&[
+                ("bench", s("error")),
+                ("what", s(&what)),
+                ("error", s(&e.to_string().replace('"', "'"))),
+            ]);
+            failed += 1;
+        }
+    };
     for &(rows, classes) in ce_shapes {
-        bench_ce::<f32>(&b, &sweep, o, rows, classes, tbs, |x| x)?;
-        bench_ce::<bf16>(&b, &sweep, o, rows, classes, tbs, bf16::from_f32)?;
+        check(
+            format!("cross_entropy {rows}x{classes} f32"),
+            bench_ce::<f32>(&b, &sweep, o, rows, classes, tbs, |x| x),
+        );
+        check(
+            format!("cross_entropy {rows}x{classes} bf16"),
+            bench_ce::<bf16>(&b, &sweep, o, rows, classes, tbs, bf16::from_f32),
+        );
     }
     let pairs = if o.quick { 1 << 20 } else { 4_194_304 };
     for kind in [BoxLossKind::Giou, BoxLossKind::Diou, BoxLossKind::Ciou] {
-        bench_box(&b, o, pairs, kind, tbs)?;
+        check(format!("box {kind:?}"), bench_box(&b, o, pairs, kind, tbs));
     }
-    bench_smooth_l1(&b, o, if o.quick { 1 << 24 } else { 1 << 26 }, tbs)?;
+    let n = if o.quick { 1 << 24 } else { 1 << 26 };
+    check("smooth_l1".into(), bench_smooth_l1(&b, o, n, tbs));
+    if failed > 0 {
+        return Err(LossError::Device(format!(
+            "{failed} benchmark(s) failed (error lines above)"
+        )));
+    }
     Ok(())
 }
 
