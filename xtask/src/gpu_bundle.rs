@@ -82,6 +82,20 @@ cat "$LOGS/bench.jsonl"
 if [ $rc -ne 0 ]; then echo "   cuda_bench exit $rc"; tail -n 20 "$LOGS/bench.stderr"; status=1; fi
 
 echo "== 3. peers (PyTorch, Liger-Kernel if importable, torchvision) and the table"
+# Liger-Kernel (and `packaging`, which it imports) from the bundled wheels when they are not
+# installed (a wheel is a zip archive).
+if [ -n "$PY" ]; then
+  for pkg in packaging liger_kernel; do
+    if ! "$PY" -c "import $pkg" >/dev/null 2>&1; then
+      for w in "$HERE"/wheels/"$pkg"-*.whl; do
+        if [ -f "$w" ] && "$PY" -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" "$w" "$HERE/pylib"; then
+          export PYTHONPATH="$HERE/pylib${PYTHONPATH:+:$PYTHONPATH}"
+          echo "$pkg from $(basename "$w")"
+        fi
+      done
+    fi
+  done
+fi
 if [ -n "$PY" ]; then
   PYTHONUNBUFFERED=1 "$PY" "$HERE/torch_ce_gpu.py" --rust "$LOGS/bench.jsonl" $QUICK 2>&1 | tee "$LOGS/table.md"
   if [ "${PIPESTATUS[0]}" -ne 0 ]; then status=1; fi
@@ -118,6 +132,10 @@ fi
 echo "== done: status $status (logs in $LOGS)"
 exit $status
 "#;
+
+/// The Liger-Kernel release the issue compares against (a pure-Python wheel; it also needs
+/// `packaging`, bundled beside it).
+const LIGER_WHEEL: &str = "liger-kernel==0.8.5";
 
 /// One executable reported by cargo's JSON messages.
 struct Artifact {
@@ -263,6 +281,27 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let peer = root.join(PEER_SCRIPT);
     fs::copy(&peer, dir.join("torch_ce_gpu.py"))
         .map_err(|e| format!("copy {}: {e}", peer.display()))?;
+    // Liger-Kernel, the pure-Python peer: the GPU machine has no network, so its wheel
+    // travels in the bundle (best effort: without pip or a registry the peer is skipped there
+    // unless already installed).
+    let wheels = dir.join("wheels");
+    let _ = fs::create_dir_all(&wheels);
+    let pip = Command::new("python3")
+        .args(["-m", "pip", "download", "--no-deps", "--quiet", "-d"])
+        .arg(&wheels)
+        .args([LIGER_WHEEL, "packaging"])
+        .status();
+    match pip {
+        Ok(st) if st.success() => {
+            for e in fs::read_dir(&wheels).into_iter().flatten().flatten() {
+                total += e.metadata().map(|m| m.len()).unwrap_or(0);
+                eprintln!("  wheels/{}", e.file_name().to_string_lossy());
+            }
+        }
+        _ => eprintln!(
+            "  (no {LIGER_WHEEL} wheel: pip download failed; Liger is skipped on the GPU machine unless installed there)"
+        ),
+    }
     let run_sh = dir.join("run.sh");
     fs::write(&run_sh, RUN_SH).map_err(|e| format!("write {}: {e}", run_sh.display()))?;
     set_executable(&run_sh, 0o755)?;
