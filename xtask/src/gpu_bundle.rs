@@ -26,7 +26,7 @@ const PEER_SCRIPT: &str = "crates/backend-cuda/peers/torch_ce_gpu.py";
 
 const RUN_SH: &str = r#"#!/usr/bin/env bash
 # Runs the smoothloss CUDA checks on a GPU machine; no Rust toolchain needed.
-# Built by `cargo xtask gpu-bundle`. Usage: run.sh [--quick]
+# Built by `cargo xtask gpu-bundle`. Usage: [STEPS="tests bench peers sanitizer"] run.sh [--quick]
 #   1. the CUDA backend's test executables, ignored (GPU) tests included;
 #   2. cuda_bench (JSON lines);
 #   3. torch_ce_gpu.py: PyTorch / Liger-Kernel / torchvision peers and one table;
@@ -64,6 +64,12 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
 
 status=0
+# Steps to run (default all): STEPS="tests bench peers sanitizer"; SANITIZER_TOOLS picks the
+# compute-sanitizer tools (default "memcheck racecheck synccheck").
+STEPS="${STEPS:-tests bench peers sanitizer}"
+want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+if want tests; then
 echo "== 1. tests (--include-ignored)"
 : > "$LOGS/tests.log"
 for t in "$HERE"/tests/*; do
@@ -74,13 +80,17 @@ for t in "$HERE"/tests/*; do
   grep -E "^test result|FAILED|panicked|SKIPPED" "$LOGS/one-test.log" | head -n 40
   if [ $rc -ne 0 ]; then echo "   exit $rc"; status=1; fi
 done
+fi
 
+if want bench; then
 echo "== 2. cuda_bench $QUICK"
 "$HERE/cuda_bench" $QUICK > "$LOGS/bench.jsonl" 2> "$LOGS/bench.stderr"
 rc=$?
 cat "$LOGS/bench.jsonl"
 if [ $rc -ne 0 ]; then echo "   cuda_bench exit $rc"; tail -n 20 "$LOGS/bench.stderr"; status=1; fi
+fi
 
+if want peers; then
 echo "== 3. peers (PyTorch, Liger-Kernel if importable, torchvision) and the table"
 # Liger-Kernel (and `packaging`, which it imports) from the bundled wheels when they are not
 # installed (a wheel is a zip archive).
@@ -102,7 +112,10 @@ if [ -n "$PY" ]; then
 else
   echo "no python3: peers skipped"; status=1
 fi
-echo "== 4. compute-sanitizer (memcheck, racecheck, synccheck) on the smoke test"
+fi
+
+if want sanitizer; then
+echo "== 4. compute-sanitizer (${SANITIZER_TOOLS:-memcheck racecheck synccheck}) on the smoke test"
 SAN="$(command -v compute-sanitizer || true)"
 for d in /usr/local/cuda/bin /usr/local/cuda-*/bin; do
   if [ -z "$SAN" ] && [ -x "$d/compute-sanitizer" ]; then SAN="$d/compute-sanitizer"; fi
@@ -117,7 +130,7 @@ EOF
 )"
 fi
 if [ -n "$SAN" ] && [ -x "$HERE/tests/gpu" ]; then
-  for tool in memcheck racecheck synccheck; do
+  for tool in ${SANITIZER_TOOLS:-memcheck racecheck synccheck}; do
     echo "-- $tool"
     timeout "${SANITIZER_TIMEOUT:-150}" "$SAN" --tool "$tool" --error-exitcode 3 \
       "$HERE/tests/gpu" sanitizer_smoke --exact --include-ignored --test-threads=1 \
@@ -128,6 +141,7 @@ if [ -n "$SAN" ] && [ -x "$HERE/tests/gpu" ]; then
   done
 else
   echo "compute-sanitizer not found: skipped (status not changed)"
+fi
 fi
 echo "== done: status $status (logs in $LOGS)"
 exit $status
