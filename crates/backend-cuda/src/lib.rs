@@ -269,6 +269,8 @@ pub struct CudaBackend {
     ce_smem_target: usize,
     /// Most blocks per cross-entropy row: 8 on sm_90 and newer (thread-block clusters), else 1.
     ce_max_cluster: u32,
+    /// Most threads per cross-entropy block (a power of two in 32..=512).
+    ce_max_threads: u32,
     loaded: Arc<Mutex<Loaded>>,
 }
 
@@ -606,6 +608,7 @@ impl CudaBackend {
             smem_opt_in_max: usize::try_from(opt_in).unwrap_or(0),
             ce_smem_target: geometry::CE_SMEM_TARGET,
             ce_max_cluster: if major >= 9 { 8 } else { 1 },
+            ce_max_threads: geometry::CE_MAX_THREADS,
             loaded: Arc::default(),
         })
     }
@@ -637,17 +640,29 @@ impl CudaBackend {
         }
     }
 
+    /// The same backend with at most `n` threads per cross-entropy block (rounded down to a
+    /// power of two in 32..=512; more work per thread). A tuning and testing knob.
+    pub fn with_ce_max_threads(&self, n: u32) -> Self {
+        let n = n.clamp(32, geometry::CE_MAX_THREADS);
+        Self {
+            ce_max_threads: 1 << (31 - n.leading_zeros()),
+            ..self.clone()
+        }
+    }
+
     /// The launch plan of a cross-entropy call on this device (`aligned16`: every buffer
     /// starts on a 16-byte boundary).
     pub fn ce_plan(&self, classes: usize, elem_bytes: usize, aligned16: bool) -> geometry::CePlan {
-        geometry::ce_plan(
+        let mut plan = geometry::ce_plan(
             classes,
             elem_bytes,
             aligned16,
             self.ce_max_cluster,
             self.ce_smem_target,
             self.smem_opt_in_max,
-        )
+        );
+        plan.threads = plan.threads.min(self.ce_max_threads);
+        plan
     }
 
     /// Opts function `name` into `bytes` of dynamic shared memory when that is over the

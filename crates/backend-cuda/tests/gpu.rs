@@ -1177,4 +1177,21 @@ fn cross_entropy_one_block_per_row_with_opt_in() {
         .unwrap();
     assert_close("one block loss", &got, &want, 1e-4, 1e-5);
     assert_grad("one block grad", &g, &gr, 1e-3, 1e-5);
+    // The same with 64 threads per block (250 loop turns per thread) and with clusters.
+    for bk in [b.with_ce_max_threads(64), backend().with_ce_max_threads(64)] {
+        assert_eq!(bk.ce_plan(classes, 4, true).threads, 64);
+        let got = bk
+            .cross_entropy(
+                &cfg,
+                &logits,
+                rows,
+                classes,
+                tgt,
+                Upstream::ONE,
+                Some(&mut g),
+            )
+            .unwrap();
+        assert_close("64 threads loss", &got, &want, 1e-4, 1e-5);
+        assert_grad("64 threads grad", &g, &gr, 1e-3, 1e-5);
+    }
 }

@@ -292,13 +292,17 @@ fn run(o: &Opts) -> Result<()> {
         &[(8192, 32000), (4096, 128_256), (65536, 1000)]
     };
     // The sweep: the same calls with 24, 96 and 200 KiB shared-memory targets per block
-    // (default 48 KiB), and with one block per row (no clusters; rows kept on chip up to the
-    // opt-in limit).
+    // (default 48 KiB), with one block per row (no clusters; rows kept on chip up to the
+    // opt-in limit), and with at most 256 or 128 threads per block (default 512).
     let sweep: Vec<CudaBackend> = if o.sweep {
         [24 * 1024, 96 * 1024, 200 * 1024]
             .iter()
             .map(|&t| b.with_ce_shared_memory(t, usize::MAX))
-            .chain([b.with_ce_max_cluster(1)])
+            .chain([
+                b.with_ce_max_cluster(1),
+                b.with_ce_max_threads(256),
+                b.with_ce_max_threads(128),
+            ])
             .collect()
     } else {
         Vec::new()
