@@ -176,6 +176,16 @@ impl Rng {
     }
 }
 
+/// Random target distributions: `rows` rows of `classes` probabilities summing to 1.
+fn random_probs(rng: &mut Rng, rows: usize, classes: usize) -> Vec<f32> {
+    let mut probs: Vec<f32> = (0..rows * classes).map(|_| rng.range(0.0, 1.0)).collect();
+    for row in probs.chunks_mut(classes) {
+        let s: f32 = row.iter().sum();
+        row.iter_mut().for_each(|p| *p /= s);
+    }
+    probs
+}
+
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
 
 // ---------------------------------------------------------------- cross-entropy
@@ -445,13 +455,7 @@ fn cross_entropy_kernels_match_the_reference_on_the_cpu() {
         let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-6.0, 6.0)).collect();
         let mut targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
         targets[1] = -100;
-        let mut probs: Vec<f32> = (0..rows * classes).map(|_| rng.range(0.0, 1.0)).collect();
-        for r in 0..rows {
-            let s: f32 = probs[r * classes..(r + 1) * classes].iter().sum();
-            probs[r * classes..(r + 1) * classes]
-                .iter_mut()
-                .for_each(|p| *p /= s);
-        }
+        let probs = random_probs(&mut rng, rows, classes);
         let weights: Vec<f64> = (0..classes).map(|_| rng.uniform() * 2.0).collect();
         let up_rows: Vec<f64> = (0..rows).map(|_| rng.uniform() - 0.5).collect();
         for r in REDUCTIONS {
@@ -544,13 +548,7 @@ fn cross_entropy_clusters_and_access_paths_on_the_cpu() {
             .map(|_| rng.range(-5.0, 5.0))
             .collect();
         let targets: Vec<i64> = vec![rng.below(classes) as i64, -100, (classes - 1) as i64];
-        let mut probs: Vec<f32> = (0..rows * classes).map(|_| rng.range(0.0, 1.0)).collect();
-        for r in 0..rows {
-            let s: f32 = probs[r * classes..(r + 1) * classes].iter().sum();
-            probs[r * classes..(r + 1) * classes]
-                .iter_mut()
-                .for_each(|p| *p /= s);
-        }
+        let probs = random_probs(&mut rng, rows, classes);
         let weights: Vec<f64> = (0..classes).map(|_| 0.25 + rng.uniform()).collect();
         let up_rows: Vec<f64> = (0..rows).map(|_| rng.uniform() - 0.5).collect();
         for (want_k, budget) in cases {

@@ -322,6 +322,16 @@ impl Rng {
     }
 }
 
+/// Random target distributions: `rows` rows of `classes` probabilities summing to 1.
+fn random_probs(rng: &mut Rng, rows: usize, classes: usize) -> Vec<f32> {
+    let mut probs: Vec<f32> = (0..rows * classes).map(|_| rng.range(0.0, 1.0)).collect();
+    for row in probs.chunks_mut(classes) {
+        let s: f32 = row.iter().sum();
+        row.iter_mut().for_each(|p| *p /= s);
+    }
+    probs
+}
+
 fn backend() -> CudaBackend {
     CudaBackend::new(0).expect("a CUDA device")
 }
@@ -366,6 +376,43 @@ fn ce_configs(classes: usize, rng: &mut Rng) -> Vec<CrossEntropy> {
     v
 }
 
+/// One cross-entropy case on the device against the reference (loss and gradient), and the
+/// in-place call against the separate one, bit for bit.
+#[allow(clippy::too_many_arguments)]
+fn check_ce(
+    b: &CudaBackend,
+    what: &str,
+    cfg: &CrossEntropy,
+    logits: &[f32],
+    rows: usize,
+    classes: usize,
+    tgt: CeTargets<'_, f32>,
+    up: Upstream<'_>,
+) {
+    let mut g = vec![0f32; rows * classes];
+    let mut gr = vec![0f32; rows * classes];
+    let got = b
+        .cross_entropy(cfg, logits, rows, classes, tgt, up, Some(&mut g))
+        .unwrap();
+    let want = ReferenceBackend
+        .cross_entropy(cfg, logits, rows, classes, tgt, up, Some(&mut gr))
+        .unwrap();
+    assert_close(&format!("{what} loss"), &got, &want, 1e-4, 1e-5);
+    assert_grad(&format!("{what} grad"), &g, &gr, 1e-3, 1e-5);
+    let mut z = logits.to_vec();
+    let got_ip = b
+        .cross_entropy_in_place(cfg, &mut z, rows, classes, tgt, up)
+        .unwrap();
+    assert_close(&format!("{what} in-place loss"), &got_ip, &got, 0.0, 0.0);
+    assert_close(
+        &format!("{what} in-place grad"),
+        &widen(&z),
+        &widen(&g),
+        0.0,
+        0.0,
+    );
+}
+
 #[test]
 #[ignore = "needs a CUDA device"]
 fn all_kernels_load() {
@@ -389,13 +436,7 @@ fn cross_entropy_matches_the_reference() {
         let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-8.0, 8.0)).collect();
         let mut targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
         targets[rows / 2] = -100; // one ignored row
-        let mut probs: Vec<f32> = (0..rows * classes).map(|_| rng.range(0.0, 1.0)).collect();
-        for r in 0..rows {
-            let s: f32 = probs[r * classes..(r + 1) * classes].iter().sum();
-            probs[r * classes..(r + 1) * classes]
-                .iter_mut()
-                .for_each(|p| *p /= s);
-        }
+        let probs = random_probs(&mut rng, rows, classes);
         let up_rows: Vec<f64> = (0..rows).map(|_| rng.uniform() - 0.5).collect();
         for cfg in ce_configs(classes, &mut rng) {
             let ups: Vec<Upstream<'_>> = if cfg.reduction == Reduction::None {
@@ -406,29 +447,7 @@ fn cross_entropy_matches_the_reference() {
             for up in ups {
                 for tgt in [CeTargets::Classes(&targets), CeTargets::Probs(&probs)] {
                     let what = format!("CE {rows}x{classes} {cfg:?} {up:?}");
-                    let mut g = vec![0f32; rows * classes];
-                    let mut gr = vec![0f32; rows * classes];
-                    let got = b
-                        .cross_entropy(&cfg, &logits, rows, classes, tgt, up, Some(&mut g))
-                        .unwrap();
-                    let want = ReferenceBackend
-                        .cross_entropy(&cfg, &logits, rows, classes, tgt, up, Some(&mut gr))
-                        .unwrap();
-                    assert_close(&format!("{what} loss"), &got, &want, 1e-4, 1e-5);
-                    assert_grad(&format!("{what} grad"), &g, &gr, 1e-3, 1e-5);
-                    // In place: the same values, the gradient over the logits.
-                    let mut z = logits.clone();
-                    let got_ip = b
-                        .cross_entropy_in_place(&cfg, &mut z, rows, classes, tgt, up)
-                        .unwrap();
-                    assert_close(&format!("{what} in-place loss"), &got_ip, &got, 0.0, 0.0);
-                    assert_close(
-                        &format!("{what} in-place grad"),
-                        &widen(&z),
-                        &widen(&g),
-                        0.0,
-                        0.0,
-                    );
+                    check_ce(&b, &what, &cfg, &logits, rows, classes, tgt, up);
                 }
             }
         }
@@ -456,13 +475,7 @@ fn cross_entropy_every_launch_plan() {
         let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-8.0, 8.0)).collect();
         let mut targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
         targets[1] = -100;
-        let mut probs: Vec<f32> = (0..rows * classes).map(|_| rng.range(0.0, 1.0)).collect();
-        for r in 0..rows {
-            let s: f32 = probs[r * classes..(r + 1) * classes].iter().sum();
-            probs[r * classes..(r + 1) * classes]
-                .iter_mut()
-                .for_each(|p| *p /= s);
-        }
+        let probs = random_probs(&mut rng, rows, classes);
         for (want_k, target, max) in cases {
             let bk = b.with_ce_shared_memory(target, max);
             let plan = bk.ce_plan(classes, 4, true);
@@ -483,29 +496,7 @@ fn cross_entropy_every_launch_plan() {
             for cfg in ce_configs(classes, &mut rng) {
                 for tgt in [CeTargets::Classes(&targets), CeTargets::Probs(&probs)] {
                     let what = format!("CE {rows}x{classes} {plan:?} {cfg:?}");
-                    let up = Upstream::ONE;
-                    let mut g = vec![0f32; rows * classes];
-                    let mut gr = vec![0f32; rows * classes];
-                    let got = bk
-                        .cross_entropy(&cfg, &logits, rows, classes, tgt, up, Some(&mut g))
-                        .unwrap();
-                    let want = ReferenceBackend
-                        .cross_entropy(&cfg, &logits, rows, classes, tgt, up, Some(&mut gr))
-                        .unwrap();
-                    assert_close(&format!("{what} loss"), &got, &want, 1e-4, 1e-5);
-                    assert_grad(&format!("{what} grad"), &g, &gr, 1e-3, 1e-5);
-                    let mut z = logits.clone();
-                    let got_ip = bk
-                        .cross_entropy_in_place(&cfg, &mut z, rows, classes, tgt, up)
-                        .unwrap();
-                    assert_close(&format!("{what} in-place loss"), &got_ip, &got, 0.0, 0.0);
-                    assert_close(
-                        &format!("{what} in-place grad"),
-                        &widen(&z),
-                        &widen(&g),
-                        0.0,
-                        0.0,
-                    );
+                    check_ce(&bk, &what, &cfg, &logits, rows, classes, tgt, Upstream::ONE);
                 }
             }
         }
@@ -916,34 +907,16 @@ fn sanitizer_smoke() {
             assert_eq!(bk.ce_plan(classes, 4, true).cluster, k);
             let cfg = CrossEntropy::new().with_label_smoothing(0.1);
             for tgt in [CeTargets::Classes(&targets), CeTargets::Probs(&probs)] {
-                let mut g = vec![0f32; rows * classes];
-                let mut gr = vec![0f32; rows * classes];
-                let got = bk
-                    .cross_entropy(
-                        &cfg,
-                        &logits,
-                        rows,
-                        classes,
-                        tgt,
-                        Upstream::ONE,
-                        Some(&mut g),
-                    )
-                    .unwrap();
-                let want = ReferenceBackend
-                    .cross_entropy(
-                        &cfg,
-                        &logits,
-                        rows,
-                        classes,
-                        tgt,
-                        Upstream::ONE,
-                        Some(&mut gr),
-                    )
-                    .unwrap();
-                assert_close("smoke CE", &got, &want, 1e-4, 1e-5);
-                let mut z = logits.clone();
-                bk.cross_entropy_in_place(&cfg, &mut z, rows, classes, tgt, Upstream::ONE)
-                    .unwrap();
+                check_ce(
+                    &bk,
+                    "smoke CE",
+                    &cfg,
+                    &logits,
+                    rows,
+                    classes,
+                    tgt,
+                    Upstream::ONE,
+                );
             }
             // 16-bit logits, separate gradient and in place.
             let t_dev = st.clone_htod(&targets).unwrap();
@@ -1151,47 +1124,28 @@ fn cross_entropy_one_block_per_row_with_opt_in() {
     let targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
     let cfg = CrossEntropy::new().with_label_smoothing(0.1);
     let tgt = CeTargets::Classes(&targets);
-    let mut g = vec![0f32; rows * classes];
-    let mut gr = vec![0f32; rows * classes];
-    let got = b
-        .cross_entropy(
-            &cfg,
-            &logits,
-            rows,
-            classes,
-            tgt,
-            Upstream::ONE,
-            Some(&mut g),
-        )
-        .unwrap();
-    let want = ReferenceBackend
-        .cross_entropy(
-            &cfg,
-            &logits,
-            rows,
-            classes,
-            tgt,
-            Upstream::ONE,
-            Some(&mut gr),
-        )
-        .unwrap();
-    assert_close("one block loss", &got, &want, 1e-4, 1e-5);
-    assert_grad("one block grad", &g, &gr, 1e-3, 1e-5);
+    check_ce(
+        &b,
+        "one block",
+        &cfg,
+        &logits,
+        rows,
+        classes,
+        tgt,
+        Upstream::ONE,
+    );
     // The same with 64 threads per block (250 loop turns per thread) and with clusters.
     for bk in [b.with_ce_max_threads(64), backend().with_ce_max_threads(64)] {
         assert_eq!(bk.ce_plan(classes, 4, true).threads, 64);
-        let got = bk
-            .cross_entropy(
-                &cfg,
-                &logits,
-                rows,
-                classes,
-                tgt,
-                Upstream::ONE,
-                Some(&mut g),
-            )
-            .unwrap();
-        assert_close("64 threads loss", &got, &want, 1e-4, 1e-5);
-        assert_grad("64 threads grad", &g, &gr, 1e-3, 1e-5);
+        check_ce(
+            &bk,
+            "64 threads",
+            &cfg,
+            &logits,
+            rows,
+            classes,
+            tgt,
+            Upstream::ONE,
+        );
     }
 }
