@@ -915,9 +915,17 @@ impl CudaBackend {
             .class_weights
             .as_ref()
             .map_or(classes as f64, |w| w.iter().map(|&v| v as f32 as f64).sum());
-        let mut stats = st.alloc_zeros::<f64>(2).w()?;
-        let mut check = st.alloc_zeros::<i64>(2).w()?;
-        let mut row_loss = st.alloc_zeros::<f64>(rows).w()?;
+        // SAFETY: left uninitialised (no memset in the stream): ce_prepare's last block writes
+        // both entries of stats and of check, and the row kernel writes row_loss[row] for
+        // every row (rank 0, ignored and invalid rows included), before anything reads them
+        // (stream order). The CPU emulation fills them with NaN / i64::MIN to test this.
+        let (mut stats, mut check, mut row_loss) = unsafe {
+            (
+                st.alloc::<f64>(2).w()?,
+                st.alloc::<i64>(2).w()?,
+                st.alloc::<f64>(rows).w()?,
+            )
+        };
         // Scratch of the row-wise helper kernels, 8-byte words: two counters (zero), then
         // per-block weight sums, first bad rows and loss sums.
         let (row_blocks, chunk) = geometry::ce_rows_grid(rows);
@@ -1081,7 +1089,9 @@ impl CudaBackend {
         let values = match cfg.reduction {
             Reduction::None => row_loss,
             Reduction::Sum | Reduction::Mean => {
-                let mut out = st.alloc_zeros::<f64>(1).w()?;
+                // SAFETY: uninitialised; the last block of ce_reduce_rows writes out[0] before
+                // anything reads it (stream order).
+                let mut out = unsafe { st.alloc::<f64>(1) }.w()?;
                 let (v_ptr, _gv) = row_loss.device_ptr(st);
                 let (d_ptr, _gd) = if cfg.reduction == Reduction::Mean {
                     let (p, g) = stats.device_ptr(st);

@@ -234,8 +234,9 @@ fn emu_prepare(
 ) -> ([f64; 2], [i64; 2]) {
     let prepare = sym!(lib, b"emu_ce_prepare", PrepareFn);
     let (blocks, chunk) = ce_rows_grid(rows);
-    let mut stats = [0.0f64; 2];
-    let mut check = [0i64; 2];
+    // Poisoned, as the real launch leaves them uninitialised: the kernel must write both.
+    let mut stats = [f64::NAN; 2];
+    let mut check = [i64::MIN; 2];
     let mut part_w = vec![0.0f64; blocks as usize];
     let mut part_bad = vec![0i64; blocks as usize];
     let mut counter = 0u32;
@@ -269,7 +270,7 @@ fn emu_prepare(
 fn emu_reduce_rows(lib: &Library, values: &[f64], denom: Option<&[f64]>) -> f64 {
     let reduce = sym!(lib, b"emu_ce_reduce_rows", ReduceRowsFn);
     let (blocks, chunk) = ce_rows_grid(values.len());
-    let mut out = 0.0f64;
+    let mut out = f64::NAN; // uninitialised in the real launch
     let mut part = vec![0.0f64; blocks as usize];
     let mut counter = 0u32;
     // SAFETY: values has `len` doubles, denom at least one, out one, part one per block.
@@ -380,7 +381,7 @@ fn emu_ce_with(
         .as_ref()
         .map_or(classes as f64, |w| w.iter().map(|&v| f64::from(v)).sum());
     let w_ptr = w32.as_ref().map_or(std::ptr::null(), |w| w.as_ptr());
-    let mut row_loss = vec![0.0f64; rows];
+    let mut row_loss = vec![f64::NAN; rows]; // uninitialised in the real launch
     let ignore = cfg.ignore_index.unwrap_or(0);
     let has_ignore = i32::from(cfg.ignore_index.is_some());
     let (t_ptr, p_ptr) = match targets {
@@ -852,7 +853,7 @@ fn half_precision_cross_entropy_on_the_cpu() {
             ($ty:ty, $f:expr) => {{
                 let mut z: Vec<$ty> = logits.iter().map(|&x| <$ty>::from_f32(x)).collect();
                 let mut g: Vec<$ty> = vec![<$ty>::ZERO; rows * classes];
-                let mut row_loss = vec![0.0f64; rows];
+                let mut row_loss = vec![f64::NAN; rows]; // uninitialised in the real launch
                 let plan = plan_for(
                     classes,
                     2,
