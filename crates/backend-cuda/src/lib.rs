@@ -443,18 +443,10 @@ pub mod geometry {
                 .filter(|&g| g <= i32::MAX as usize)
                 .map(|g| g as u32)
         }
-
-        /// The entry point for logits named `base` (`ce_fwd_bwd_f32`, ...): `base` itself for
-        /// one block per row, `base_c2` / `_c4` / `_c8` for clusters.
-        pub fn entry(&self, base: &'static str) -> String {
-            match self.cluster {
-                1 => base.to_string(),
-                k => format!("{base}_c{k}"),
-            }
-        }
     }
 
-    /// Plans a cross-entropy launch over rows of `classes` elements of `elem_bytes` bytes.
+    /// Plans a cross-entropy launch over rows of `classes` elements of `elem_bytes` bytes
+    /// (2 or 4 for the kernels; any value gives a plan, never a panic).
     ///
     /// `aligned16`: every logits / gradient / probability buffer starts on a 16-byte boundary
     /// (16-byte vectors are then used when a row is a whole number of vectors).
@@ -470,8 +462,13 @@ pub mod geometry {
         smem_target: usize,
         smem_max: usize,
     ) -> CePlan {
-        let vw = 16 / elem_bytes;
-        let vec = aligned16 && classes.is_multiple_of(vw);
+        // 16-byte vectors of 1, 2, 4, 8 or 16 elements; other element sizes (0 or over 16
+        // bytes, which no kernel takes) get a scalar plan instead of a division by zero.
+        let vw = match elem_bytes {
+            1 | 2 | 4 | 8 | 16 => 16 / elem_bytes,
+            _ => 0,
+        };
+        let vec = aligned16 && vw > 0 && classes.is_multiple_of(vw);
         let unit = if vec { vw } else { 1 };
         let vec_flag = if vec { CE_VEC16 } else { 0 };
         let slice_of = |k: usize| classes.div_ceil(k).div_ceil(unit) * unit;

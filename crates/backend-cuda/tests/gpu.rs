@@ -1107,6 +1107,31 @@ fn ce_plan_contract() {
     }
 }
 
+/// Degenerate arguments give a plan, not a panic: element sizes 0, 3, 32, no classes, zero
+/// budgets, a zero cluster limit.
+#[test]
+fn ce_plan_degenerate_arguments_do_not_panic() {
+    use smoothloss_cuda::geometry::{CE_SMEM_ROW, CE_VEC16, ce_plan, ce_rows_grid};
+    for elem in [0usize, 1, 3, 32] {
+        for classes in [0usize, 1, 16, 1000] {
+            for (target, max) in [(0usize, 0usize), (1 << 20, 1 << 20)] {
+                for max_cluster in [0u32, 1, 8, 100] {
+                    let p = ce_plan(classes, elem, true, max_cluster, target, max);
+                    assert!(p.threads >= 32 && p.cluster >= 1, "{p:?}");
+                    if elem != 1 {
+                        // Only 1-, 2-, 4-, 8- and 16-byte elements get vectors.
+                        assert_eq!(p.flags & CE_VEC16, 0, "{elem} {p:?}");
+                    }
+                    if target == 0 && max == 0 {
+                        assert_eq!(p.flags & CE_SMEM_ROW, 0, "{p:?}");
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(ce_rows_grid(0), (1, 1));
+}
+
 /// One block per row (no clusters) keeps a 32,000-class f32 row on chip with the
 /// shared-memory opt-in (129,024 bytes), against the reference.
 #[test]
