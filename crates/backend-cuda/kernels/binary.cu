@@ -1,6 +1,21 @@
 // BCE with logits and sigmoid focal loss (BIN-1 .. BIN-5), element-wise, one thread per
 // element (grid-stride), math in double mirroring crates/core/src/reference/binary.rs.
 // losses / partials / grad as in regression.cu. Requires blockDim.x a multiple of 32, <= 1024.
+//
+// Targets outside [0, 1] (NaN included) are an error (BIN validation): `check` (nullable, two
+// zeroed words) gets in check[0] the bitwise NOT of the smallest such index (an atomic max of
+// ~i, so the order of the threads does not matter; 0 = none), and bin_target_check then copies
+// that target's value (as f64 bits) into check[1].
+
+__device__ __forceinline__ void sl_flag_target(unsigned long long* check, long long i, double y) {
+    if (check != nullptr && !(y >= 0.0 && y <= 1.0)) atomicMax(check, ~(unsigned long long)i);
+}
+
+// One thread: the value of the flagged target, if any.
+extern "C" __global__ void bin_target_check(const float* targets, unsigned long long* check) {
+    if (blockIdx.x == 0 && threadIdx.x == 0 && check[0] != 0ull)
+        check[1] = (unsigned long long)__double_as_longlong((double)targets[~check[0]]);
+}
 
 __device__ __forceinline__ double sl_sigmoid(double x) {
     if (x >= 0.0) return 1.0 / (1.0 + exp(-x));
@@ -51,14 +66,17 @@ extern "C" __global__ void bin_bce_with_logits(const float* logits, const float*
                                                long long n, const double* pos_weight,
                                                long long p_len, double up_scalar,
                                                const double* up, double scale, double* losses,
-                                               double* partials, float* grad) {
+                                               double* partials, float* grad,
+                                               unsigned long long* check) {
     __shared__ double scratch[32];
     double acc = 0.0;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
         const double pw = pos_weight != nullptr ? pos_weight[i % p_len] : 1.0;
         double l, d;
-        bce_element((double)logits[i], (double)targets[i], pw, &l, &d);
+        const double y = (double)targets[i];
+        sl_flag_target(check, i, y);
+        bce_element((double)logits[i], y, pw, &l, &d);
         acc += l;
         if (losses != nullptr) losses[i] = l;
         if (grad != nullptr) {
@@ -73,13 +91,16 @@ extern "C" __global__ void bin_bce_with_logits(const float* logits, const float*
 extern "C" __global__ void bin_sigmoid_focal(const float* logits, const float* targets,
                                              long long n, double alpha, double gamma,
                                              double up_scalar, const double* up, double scale,
-                                             double* losses, double* partials, float* grad) {
+                                             double* losses, double* partials, float* grad,
+                                             unsigned long long* check) {
     __shared__ double scratch[32];
     double acc = 0.0;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (long long)gridDim.x * blockDim.x) {
         double l, d;
-        focal_element((double)logits[i], (double)targets[i], alpha, gamma, &l, &d);
+        const double y = (double)targets[i];
+        sl_flag_target(check, i, y);
+        focal_element((double)logits[i], y, alpha, gamma, &l, &d);
         acc += l;
         if (losses != nullptr) losses[i] = l;
         if (grad != nullptr) {

@@ -92,6 +92,7 @@ impl Family {
                 "sl_reduce_final",
                 "bin_bce_with_logits",
                 "bin_sigmoid_focal",
+                "bin_target_check",
             ],
         }
     }

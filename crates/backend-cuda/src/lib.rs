@@ -305,9 +305,17 @@ pub enum DeviceCeTargets<'a, T> {
 #[derive(Debug)]
 pub struct DeviceLoss {
     values: CudaSlice<f64>,
-    /// Cross-entropy's target check: `[first bad row or -1, its target]` and C.
-    target_check: Option<(CudaSlice<i64>, usize)>,
+    target_check: Option<TargetCheck>,
     stream: Arc<CudaStream>,
+}
+
+/// Targets checked on the device, reported by [`DeviceLoss::to_host`].
+#[derive(Debug)]
+enum TargetCheck {
+    /// Cross-entropy: `[first bad row or -1, its target]` and C.
+    Classes(CudaSlice<i64>, usize),
+    /// Binary losses: `[!(first index outside [0, 1]) or 0, its value as f64 bits]`.
+    Binary(CudaSlice<u64>),
 }
 
 impl DeviceLoss {
@@ -316,19 +324,36 @@ impl DeviceLoss {
         &self.values
     }
 
-    /// Copies the values to the host (this synchronises the stream) and reports an
-    /// out-of-range class target found on the device as [`LossError::TargetOutOfRange`].
+    /// Copies the values to the host (this synchronises the stream) and reports a target
+    /// found invalid on the device: an out-of-range class target as
+    /// [`LossError::TargetOutOfRange`], a binary target outside `[0, 1]` (or NaN) as
+    /// [`LossError::InvalidParameter`] (as the host-slice path's validation). The values are
+    /// meaningless when it does.
     pub fn to_host(&self) -> Result<Vec<f64>> {
-        if let Some((check, classes)) = &self.target_check {
-            let c = self.stream.clone_dtoh(check).w()?;
-            self.stream.synchronize().w()?;
-            if c[0] >= 0 {
-                return Err(LossError::TargetOutOfRange {
-                    row: c[0] as usize,
-                    target: c[1],
-                    classes: *classes,
-                });
+        match &self.target_check {
+            Some(TargetCheck::Classes(check, classes)) => {
+                let c = self.stream.clone_dtoh(check).w()?;
+                self.stream.synchronize().w()?;
+                if c[0] >= 0 {
+                    return Err(LossError::TargetOutOfRange {
+                        row: c[0] as usize,
+                        target: c[1],
+                        classes: *classes,
+                    });
+                }
             }
+            Some(TargetCheck::Binary(check)) => {
+                let c = self.stream.clone_dtoh(check).w()?;
+                self.stream.synchronize().w()?;
+                if c[0] != 0 {
+                    return Err(LossError::InvalidParameter {
+                        name: "targets",
+                        value: f64::from_bits(c[1]),
+                        reason: "binary targets must lie in [0, 1]",
+                    });
+                }
+            }
+            None => {}
         }
         let v = self.stream.clone_dtoh(&self.values).w()?;
         self.stream.synchronize().w()?;
@@ -1130,7 +1155,7 @@ impl CudaBackend {
             }
         };
         let target_check = match targets {
-            DeviceCeTargets::Classes(_) => Some((check, classes)),
+            DeviceCeTargets::Classes(_) => Some(TargetCheck::Classes(check, classes)),
             DeviceCeTargets::Probs(_) => None,
         };
         Ok(DeviceLoss {
@@ -1324,6 +1349,12 @@ impl CudaBackend {
         let none = reduction == Reduction::None;
         let mut losses = st.alloc_zeros::<f64>(if none { n } else { 1 }).w()?;
         let mut partials = st.alloc_zeros::<f64>(blocks as usize).w()?;
+        // Binary losses check their targets on the device (two zeroed words).
+        let mut check = if family == Family::Binary {
+            Some(st.alloc_zeros::<u64>(2).w()?)
+        } else {
+            None
+        };
         let scale = if reduction == Reduction::Mean {
             1.0 / n as f64
         } else {
@@ -1378,6 +1409,16 @@ impl CudaBackend {
                 .arg(&l_ptr)
                 .arg(&pa_ptr)
                 .arg(&g_ptr);
+            let (c_ptr, _gc) = match check.as_mut() {
+                Some(c) => {
+                    let (p, g) = c.device_ptr_mut(st);
+                    (p, Some(g))
+                }
+                None => (NULL, None),
+            };
+            if family == Family::Binary {
+                b.arg(&c_ptr);
+            }
             // SAFETY: the element-wise kernels are `(const float* a, const float* b,
             // long long n, <params>, double up_scalar, const double* up, double scale,
             // double* losses, double* partials, float* grad)` with <params> = `double` (reg_*),
@@ -1387,8 +1428,20 @@ impl CudaBackend {
             // (0 = null). Element i < n reads a[i], b[i] (n f32 each: validated), up[i] (n),
             // pos_weight[i % p_len] (p_len >= 1 f64), writes losses[i] (n f64, only for
             // reduction none), grad[i] (n f32: validated); block k writes partials[k]
-            // (`blocks` f64). Block size 256, a multiple of 32.
+            // (`blocks` f64). The bin_* kernels take one more argument,
+            // `unsigned long long* check` (2 u64, zeroed), passed for Family::Binary only.
+            // Block size 256, a multiple of 32.
             unsafe { b.launch(elem_config(blocks)) }.w()?;
+            if family == Family::Binary {
+                let f = self.function(family, "bin_target_check")?;
+                let mut b = st.launch_builder(&f);
+                b.arg(&b_ptr).arg(&c_ptr);
+                // SAFETY: `bin_target_check(const float* targets, unsigned long long* check)`,
+                // u64 addresses; one thread reads check[0] and, when it is not 0, the target
+                // at index !check[0] (< n: written only for an element index i < n) and
+                // writes check[1] (2 u64).
+                unsafe { b.launch(LaunchConfig::for_num_elems(1)) }.w()?;
+            }
         }
         let values = if none {
             losses
@@ -1397,7 +1450,7 @@ impl CudaBackend {
         };
         Ok(DeviceLoss {
             values,
-            target_check: None,
+            target_check: check.map(TargetCheck::Binary),
             stream: st.clone(),
         })
     }

@@ -904,6 +904,91 @@ fn half_precision_cross_entropy_on_the_cpu() {
     }
 }
 
+/// Binary targets outside [0, 1] (NaN included) are flagged on the device: the smallest such
+/// index (whichever thread or block sees it first) and its value; none for valid targets.
+#[test]
+fn binary_targets_outside_0_1_are_flagged_on_the_cpu() {
+    type CheckFn = unsafe extern "C" fn(u32, u32, u32, *const f32, *mut u64);
+    let Some(libs) = emu() else { return };
+    let lib = &libs[&Family::Binary];
+    let bce = sym!(lib, b"emu_bin_bce_with_logits", BceFn);
+    let foc = sym!(lib, b"emu_bin_sigmoid_focal", FocalFn);
+    let fetch = sym!(lib, b"emu_bin_target_check", CheckFn);
+    let n = 3000usize;
+    let x = vec![0.25f32; n];
+    let blocks = elem_grid(n);
+    for (bad, want) in [
+        (vec![], None),
+        (
+            vec![(2900usize, 1.5f32), (1700, -0.25), (2999, f32::NAN)],
+            Some((1700u64, -0.25f64)),
+        ),
+        (vec![(2999, f32::NAN)], Some((2999, f64::NAN))),
+        (vec![(0, 1.0000001)], Some((0, f64::from(1.0000001f32)))),
+    ] {
+        let mut y = vec![0.5f32; n];
+        y[10] = 0.0;
+        y[11] = 1.0; // the bounds themselves are valid
+        for &(i, v) in &bad {
+            y[i] = v;
+        }
+        for focal in [false, true] {
+            let mut partials = vec![0.0f64; blocks as usize];
+            let mut check = [0u64; 2];
+            // SAFETY: x, y have n elements, partials one per block, check two words; losses
+            // and grad are null (sum reduction, no gradient).
+            unsafe {
+                if focal {
+                    foc(
+                        blocks,
+                        ELEM_THREADS,
+                        0,
+                        x.as_ptr(),
+                        y.as_ptr(),
+                        n as i64,
+                        0.25,
+                        2.0,
+                        1.0,
+                        NULL_F64,
+                        1.0,
+                        std::ptr::null_mut(),
+                        partials.as_mut_ptr(),
+                        std::ptr::null_mut(),
+                        check.as_mut_ptr(),
+                    );
+                } else {
+                    bce(
+                        blocks,
+                        ELEM_THREADS,
+                        0,
+                        x.as_ptr(),
+                        y.as_ptr(),
+                        n as i64,
+                        NULL_F64,
+                        1,
+                        1.0,
+                        NULL_F64,
+                        1.0,
+                        std::ptr::null_mut(),
+                        partials.as_mut_ptr(),
+                        std::ptr::null_mut(),
+                        check.as_mut_ptr(),
+                    );
+                }
+                fetch(1, 32, 0, y.as_ptr(), check.as_mut_ptr());
+            }
+            match want {
+                None => assert_eq!(check, [0, 0], "valid targets flagged"),
+                Some((i, v)) => {
+                    assert_eq!(!check[0], i, "{bad:?}: first bad index");
+                    let got = f64::from_bits(check[1]);
+                    assert!(got == v || (got.is_nan() && v.is_nan()), "{got} vs {v}");
+                }
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------- box losses
 
 type BoxFn = unsafe extern "C" fn(
@@ -1094,6 +1179,7 @@ type BceFn = unsafe extern "C" fn(
     *mut f64,
     *mut f64,
     *mut f32,
+    *mut u64,
 );
 type FocalFn = unsafe extern "C" fn(
     u32,
@@ -1110,6 +1196,7 @@ type FocalFn = unsafe extern "C" fn(
     *mut f64,
     *mut f64,
     *mut f32,
+    *mut u64,
 );
 
 /// Runs one element-wise launch through `call(up_scalar, up_ptr, scale, losses, partials,
@@ -1273,6 +1360,7 @@ fn elementwise_kernels_match_the_reference_on_the_cpu() {
                         l,
                         p,
                         gp,
+                        std::ptr::null_mut(),
                     )
                 }
             });
@@ -1306,6 +1394,7 @@ fn elementwise_kernels_match_the_reference_on_the_cpu() {
                         l,
                         p,
                         gp,
+                        std::ptr::null_mut(),
                     )
                 }
             });
@@ -1613,6 +1702,7 @@ impl BinaryOps<f32> for EmuBackend {
                             l,
                             p,
                             gp,
+                            std::ptr::null_mut(),
                         )
                     }
                 },
@@ -1656,6 +1746,7 @@ impl BinaryOps<f32> for EmuBackend {
                             l,
                             p,
                             gp,
+                            std::ptr::null_mut(),
                         )
                     }
                 },

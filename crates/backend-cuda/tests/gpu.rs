@@ -1174,3 +1174,56 @@ fn cross_entropy_one_block_per_row_with_opt_in() {
         );
     }
 }
+
+/// Binary targets in device buffers are checked on the device: outside [0, 1] or NaN is the
+/// same `InvalidParameter` error the host-slice path's validation gives, for the first such
+/// element; valid targets pass.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn binary_targets_are_checked_on_the_device() {
+    let b = backend();
+    let st = b.stream().clone();
+    let n = 5000usize;
+    let x = st.clone_htod(&vec![0.3f32; n]).unwrap();
+    for (bad, want) in [
+        (vec![], None),
+        (vec![(4000usize, 2.0f32), (1234, -1.0)], Some(-1.0f64)),
+        (vec![(77, f32::NAN)], Some(f64::NAN)),
+    ] {
+        let mut y_host = vec![0.5f32; n];
+        for &(i, v) in &bad {
+            y_host[i] = v;
+        }
+        let y = st.clone_htod(&y_host).unwrap();
+        let cfg = BceWithLogits {
+            pos_weight: None,
+            reduction: Reduction::Mean,
+        };
+        let got = b
+            .bce_with_logits_dev(&cfg, &x, &y, DeviceUpstream::Scalar(1.0), None)
+            .unwrap()
+            .to_host();
+        let focal = SigmoidFocal {
+            alpha: 0.25,
+            gamma: 2.0,
+            reduction: Reduction::Sum,
+        };
+        let got_f = b
+            .sigmoid_focal_dev(&focal, &x, &y, DeviceUpstream::Scalar(1.0), None)
+            .unwrap()
+            .to_host();
+        for r in [got, got_f] {
+            match (r, want) {
+                (Ok(v), None) => assert!(v[0].is_finite(), "{v:?}"),
+                (Err(LossError::InvalidParameter { name, value, .. }), Some(w)) => {
+                    assert_eq!(name, "targets");
+                    assert!(
+                        value == w || (value.is_nan() && w.is_nan()),
+                        "{value} vs {w}"
+                    );
+                }
+                (other, w) => panic!("{bad:?}: got {other:?}, want {w:?}"),
+            }
+        }
+    }
+}
