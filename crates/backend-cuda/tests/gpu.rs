@@ -185,14 +185,26 @@ fn ensure_nvrtc() -> Result<String, String> {
     Err("no libnvrtc.so.13 found (set SMOOTHLOSS_NVRTC=/path/to/libnvrtc.so.13)".into())
 }
 
+/// NVRTC for a compile check, or `None` after printing why it is skipped. With
+/// `SMOOTHLOSS_REQUIRE_NVRTC` set (as `.ci/run` does, after installing the NVRTC wheel) a
+/// missing NVRTC fails the test instead of skipping it.
+fn nvrtc_or_skip(what: &str) -> Option<String> {
+    match ensure_nvrtc() {
+        Ok(how) => Some(how),
+        Err(why) if std::env::var_os("SMOOTHLOSS_REQUIRE_NVRTC").is_some() => {
+            panic!("{what}: NVRTC required (SMOOTHLOSS_REQUIRE_NVRTC) but {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED: {what}: {why}");
+            None
+        }
+    }
+}
+
 #[test]
 fn every_kernel_file_compiles_with_nvrtc_when_available() {
-    let how = match ensure_nvrtc() {
-        Ok(how) => how,
-        Err(why) => {
-            eprintln!("SKIPPED: NVRTC compile check: {why}");
-            return;
-        }
+    let Some(how) = nvrtc_or_skip("NVRTC compile check") else {
+        return;
     };
     eprintln!("NVRTC: {how}");
     for (arch, major) in [("sm_90", 9), ("sm_80", 8)] {
@@ -249,8 +261,7 @@ fn ptxas_report(log: &str) -> Vec<(String, u64, u64)> {
 /// of 512 threads (at most 128 registers).
 #[test]
 fn every_kernel_compiles_to_a_cubin_without_spills_when_nvrtc_is_available() {
-    if let Err(why) = ensure_nvrtc() {
-        eprintln!("SKIPPED: cubin check: {why}");
+    if nvrtc_or_skip("cubin check").is_none() {
         return;
     }
     for (arch, major) in [("sm_90", 9), ("sm_80", 8)] {
@@ -282,8 +293,7 @@ fn every_kernel_compiles_to_a_cubin_without_spills_when_nvrtc_is_available() {
 #[test]
 fn a_syntax_error_is_reported_as_a_device_error_with_the_log() {
     // The compile path's error conversion, with a deliberately broken source.
-    if ensure_nvrtc().is_err() {
-        eprintln!("SKIPPED: no NVRTC");
+    if nvrtc_or_skip("compile error check").is_none() {
         return;
     }
     let opts = cudarc::nvrtc::CompileOptions {
