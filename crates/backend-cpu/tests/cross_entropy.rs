@@ -237,50 +237,60 @@ fn levels() -> Vec<SimdLevel> {
     v
 }
 
+/// The three calls of a case on one level: (loss and gradient with a separate buffer, loss
+/// without gradient, loss in place and the logits buffer after it).
+type Calls = (Vec<f64>, Vec<f32>, Vec<f64>, Vec<f64>, Vec<f32>);
+
+fn three_calls(case: &Case, be: &CpuBackend, level: SimdLevel) -> Result<Calls, String> {
+    let err = |e| format!("{level:?}: error {e}");
+    let mut g = vec![0.0f32; case.logits.len()];
+    let out = cross_entropy_with_level(
+        be,
+        level,
+        &case.cfg,
+        &case.logits,
+        case.rows,
+        case.classes,
+        case.targets.as_f32(),
+        case.upstream(),
+        Some(&mut g),
+    )
+    .map_err(err)?;
+    let no_grad = cross_entropy_with_level(
+        be,
+        level,
+        &case.cfg,
+        &case.logits,
+        case.rows,
+        case.classes,
+        case.targets.as_f32(),
+        case.upstream(),
+        None,
+    )
+    .map_err(err)?;
+    let mut x = case.logits.clone();
+    let in_place = cross_entropy_in_place_with_level(
+        be,
+        level,
+        &case.cfg,
+        &mut x,
+        case.rows,
+        case.classes,
+        case.targets.as_f32(),
+        case.upstream(),
+    )
+    .map_err(err)?;
+    Ok((out, g, no_grad, in_place, x))
+}
+
 /// Runs the case through both entry points on every level and checks each.
 fn check_all(case: &Case, be: &CpuBackend) -> Result<(), String> {
     for level in levels() {
-        let mut g = vec![0.0f32; case.logits.len()];
-        let out = cross_entropy_with_level(
-            be,
-            level,
-            &case.cfg,
-            &case.logits,
-            case.rows,
-            case.classes,
-            case.targets.as_f32(),
-            case.upstream(),
-            Some(&mut g),
-        )
-        .map_err(|e| format!("{level:?}: error {e}"))?;
+        let (out, g, no_grad, out2, x) = three_calls(case, be, level)?;
         check(case, &out, Some(&g)).map_err(|e| format!("{level:?} split: {e}"))?;
-        let no_grad = cross_entropy_with_level(
-            be,
-            level,
-            &case.cfg,
-            &case.logits,
-            case.rows,
-            case.classes,
-            case.targets.as_f32(),
-            case.upstream(),
-            None,
-        )
-        .map_err(|e| format!("{level:?}: error {e}"))?;
         if bits(&no_grad) != bits(&out) {
             return Err(format!("{level:?}: loss without gradient differs"));
         }
-        let mut x = case.logits.clone();
-        let out2 = cross_entropy_in_place_with_level(
-            be,
-            level,
-            &case.cfg,
-            &mut x,
-            case.rows,
-            case.classes,
-            case.targets.as_f32(),
-            case.upstream(),
-        )
-        .map_err(|e| format!("{level:?}: error {e}"))?;
         if bits(&out2) != bits(&out) || bits32(&x) != bits32(&g) {
             return Err(format!(
                 "{level:?}: in-place result differs from the split one"
@@ -1396,43 +1406,7 @@ fn short_rows_avx2_build_is_bit_identical_to_the_scalar_build() {
                 }
             }
             let run = |level: SimdLevel| {
-                let mut g = vec![0.0f32; case.logits.len()];
-                let loss = cross_entropy_with_level(
-                    &be,
-                    level,
-                    &case.cfg,
-                    &case.logits,
-                    case.rows,
-                    case.classes,
-                    case.targets.as_f32(),
-                    case.upstream(),
-                    Some(&mut g),
-                )
-                .unwrap();
-                let no_grad = cross_entropy_with_level(
-                    &be,
-                    level,
-                    &case.cfg,
-                    &case.logits,
-                    case.rows,
-                    case.classes,
-                    case.targets.as_f32(),
-                    case.upstream(),
-                    None,
-                )
-                .unwrap();
-                let mut x = case.logits.clone();
-                let in_place = cross_entropy_in_place_with_level(
-                    &be,
-                    level,
-                    &case.cfg,
-                    &mut x,
-                    case.rows,
-                    case.classes,
-                    case.targets.as_f32(),
-                    case.upstream(),
-                )
-                .unwrap();
+                let (loss, g, no_grad, in_place, x) = three_calls(&case, &be, level).unwrap();
                 (
                     bits(&loss),
                     bits32(&g),
