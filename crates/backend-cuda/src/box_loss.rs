@@ -185,12 +185,9 @@ impl BoxLossOps<f32> for CudaBackend {
         grad: Option<&mut [f32]>,
     ) -> Result<Vec<f64>> {
         cfg.validate(pred, target, &upstream, grad.as_ref().map(|g| g.len()))?;
-        let p = self.upload(pred)?;
-        let t = self.upload(target)?;
-        let up = self.upload_up(upstream)?;
-        let mut g_dev = self.grad_buffer(&grad)?;
-        let out = self.box_loss_dev(cfg, &p, &t, up.as_dev(), g_dev.as_mut())?;
-        self.finish(out, g_dev, grad)
+        self.via_device(pred, target, upstream, grad, |p, t, up, g| {
+            self.box_loss_dev(cfg, p, t, up, g)
+        })
     }
 
     fn box_iou(

@@ -303,12 +303,9 @@ impl RegressionOps<f32> for CudaBackend {
         grad: Option<&mut [f32]>,
     ) -> Result<Vec<f64>> {
         cfg.validate(pred, target, &upstream, grad.as_ref().map(|g| g.len()))?;
-        let p = self.upload(pred)?;
-        let t = self.upload(target)?;
-        let up = self.upload_up(upstream)?;
-        let mut g_dev = self.grad_buffer(&grad)?;
-        let out = self.smooth_l1_dev(cfg, &p, &t, up.as_dev(), g_dev.as_mut())?;
-        self.finish(out, g_dev, grad)
+        self.via_device(pred, target, upstream, grad, |a, b, up, g| {
+            self.smooth_l1_dev(cfg, a, b, up, g)
+        })
     }
 
     fn huber(
@@ -320,12 +317,9 @@ impl RegressionOps<f32> for CudaBackend {
         grad: Option<&mut [f32]>,
     ) -> Result<Vec<f64>> {
         cfg.validate(pred, target, &upstream, grad.as_ref().map(|g| g.len()))?;
-        let p = self.upload(pred)?;
-        let t = self.upload(target)?;
-        let up = self.upload_up(upstream)?;
-        let mut g_dev = self.grad_buffer(&grad)?;
-        let out = self.huber_dev(cfg, &p, &t, up.as_dev(), g_dev.as_mut())?;
-        self.finish(out, g_dev, grad)
+        self.via_device(pred, target, upstream, grad, |a, b, up, g| {
+            self.huber_dev(cfg, a, b, up, g)
+        })
     }
 }
 
@@ -339,12 +333,9 @@ impl BinaryOps<f32> for CudaBackend {
         grad: Option<&mut [f32]>,
     ) -> Result<Vec<f64>> {
         cfg.validate(logits, targets, &upstream, grad.as_ref().map(|g| g.len()))?;
-        let x = self.upload(logits)?;
-        let y = self.upload(targets)?;
-        let up = self.upload_up(upstream)?;
-        let mut g_dev = self.grad_buffer(&grad)?;
-        let out = self.bce_with_logits_dev(cfg, &x, &y, up.as_dev(), g_dev.as_mut())?;
-        self.finish(out, g_dev, grad)
+        self.via_device(logits, targets, upstream, grad, |a, b, up, g| {
+            self.bce_with_logits_dev(cfg, a, b, up, g)
+        })
     }
 
     fn sigmoid_focal(
@@ -356,11 +347,8 @@ impl BinaryOps<f32> for CudaBackend {
         grad: Option<&mut [f32]>,
     ) -> Result<Vec<f64>> {
         cfg.validate(logits, targets, &upstream, grad.as_ref().map(|g| g.len()))?;
-        let x = self.upload(logits)?;
-        let y = self.upload(targets)?;
-        let up = self.upload_up(upstream)?;
-        let mut g_dev = self.grad_buffer(&grad)?;
-        let out = self.sigmoid_focal_dev(cfg, &x, &y, up.as_dev(), g_dev.as_mut())?;
-        self.finish(out, g_dev, grad)
+        self.via_device(logits, targets, upstream, grad, |a, b, up, g| {
+            self.sigmoid_focal_dev(cfg, a, b, up, g)
+        })
     }
 }

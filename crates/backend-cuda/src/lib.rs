@@ -493,6 +493,30 @@ impl CudaBackend {
         }
     }
 
+    /// The host-slice path of a two-input loss (box, element-wise): uploads `a`, `b` and the upstream, runs
+    /// `dev` on the device copies (with a device gradient buffer when `grad` is given) and
+    /// copies the values and gradient back. The caller validated the inputs.
+    fn via_device(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        upstream: Upstream<'_>,
+        grad: Option<&mut [f32]>,
+        dev: impl for<'u> FnOnce(
+            &CudaSlice<f32>,
+            &CudaSlice<f32>,
+            DeviceUpstream<'u>,
+            Option<&mut CudaSlice<f32>>,
+        ) -> Result<DeviceLoss>,
+    ) -> Result<Vec<f64>> {
+        let a_dev = self.upload(a)?;
+        let b_dev = self.upload(b)?;
+        let up = self.upload_up(upstream)?;
+        let mut g_dev = self.grad_buffer(&grad)?;
+        let out = dev(&a_dev, &b_dev, up.as_dev(), g_dev.as_mut())?;
+        self.finish(out, g_dev, grad)
+    }
+
     fn finish<T: DeviceRepr>(
         &self,
         out: DeviceLoss,
