@@ -1,197 +1,162 @@
-//! Backend traits, one small trait per loss family (the burn pattern).
+//! The backend traits (one small trait per loss family, the burn pattern) and the front door
+//! every call goes through ([`Losses`]).
 //!
-//! Every method has a default body that widens the input to `f64`, calls the [`reference`]
-//! implementation and narrows the gradient back, so a new backend is correct before it is fast
-//! and overrides one method at a time. All methods validate first and return the same typed
-//! errors as the reference.
+//! A call is validated once: [`Losses`] turns the configuration and the buffers' shapes into a
+//! [`Plan`](crate::plan::Plan), checks the targets' values, and hands the backend a
+//! [`Call`](crate::plan::Call) (the plan bound to those buffers). Backend methods (`run_*`)
+//! never validate again. Every `run_*` method has a default body that widens the input to
+//! `f64`, runs the [`reference`] and rounds the gradient back, so a new backend is correct
+//! before it is fast and overrides one method at a time.
 //!
-//! Gradients: `grad`, when given, receives `upstream * d(loss)/d(input)` and has the input's
-//! length. Return value: one loss for `mean`/`sum`, one per row / element / pair for `none`,
-//! in `f64` (backends accumulate in at least `f64`-faithful order; see the spec for tolerances).
+//! A backend with its own buffer type (CUDA device memory) builds the same plans from its
+//! buffers' lengths ([`Extent`]) and runs them on its buffers ([`Io`] is generic over the
+//! storage); see `smoothloss-cuda`'s `*_dev` methods.
 //!
 //! [`reference`]: crate::reference
 
-use crate::binary::{BceWithLogits, SigmoidFocal};
-use crate::box_loss::{BoxFormat, BoxLoss};
+use crate::binary::{BceWithLogits, SigmoidFocal, check_binary_targets};
+use crate::box_loss::{BoxFormat, BoxIouPlan, BoxLoss};
+use crate::call::{Input, Io, Loss};
 use crate::cross_entropy::{CeTargets, CrossEntropy};
 use crate::element::{Element, to_f64_vec};
 use crate::error::Result;
-use crate::reduction::Upstream;
+use crate::plan::{CeCall, Call, Extent, IouCall, PairCall, Parts};
 use crate::reference;
 use crate::regression::{Huber, SmoothL1};
 
-fn write_back<T: Element>(src: &[f64], dst: Option<&mut [T]>) {
-    if let Some(dst) = dst {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = T::from_f64(*s);
+/// Runs `f` on the call widened to `f64` and writes its gradient back in `T`: the default body
+/// of every `run_*` method.
+fn widened<'a, C, T: Element, X, Y>(
+    call: Call<'a, C, T, X>,
+    widen: impl FnOnce(&X) -> Y,
+    f: impl FnOnce(Call<'_, C, f64, &Y>) -> Loss,
+) -> Loss {
+    let Parts {
+        plan,
+        io,
+        with,
+        upstream,
+    } = call.into_parts();
+    let x = to_f64_vec(io.input());
+    let y = widen(&with);
+    let wants = io.grad_dest().wanted();
+    let mut g = vec![0.0; if wants { x.len() } else { 0 }];
+    let io64 = if wants {
+        Io::Separate {
+            input: &x[..],
+            grad: &mut g[..],
+        }
+    } else {
+        Io::Read(&x[..])
+    };
+    let loss = f(Call::bind(plan, io64, &y, upstream));
+    if wants {
+        io.write_grad_f64(&g);
+    }
+    loss
+}
+
+/// Widened class or probability targets.
+enum Targets64<'a> {
+    Classes(&'a [i64]),
+    Probs(Vec<f64>),
+}
+
+impl Targets64<'_> {
+    fn view(&self) -> CeTargets<'_, f64> {
+        match self {
+            Targets64::Classes(c) => CeTargets::Classes(c),
+            Targets64::Probs(p) => CeTargets::Probs(p),
         }
     }
 }
 
 /// Cross-entropy (`CE-*`).
 pub trait CrossEntropyOps<T: Element> {
-    /// Cross-entropy over `logits` `[rows, classes]` row-major; see [`CrossEntropy`].
-    fn cross_entropy(
-        &self,
-        cfg: &CrossEntropy,
-        logits: &[T],
-        rows: usize,
-        classes: usize,
-        targets: CeTargets<'_, T>,
-        upstream: Upstream<'_>,
-        grad: Option<&mut [T]>,
-    ) -> Result<Vec<f64>> {
-        let z = to_f64_vec(logits);
-        let probs;
-        let t = match targets {
-            CeTargets::Classes(c) => CeTargets::Classes(c),
-            CeTargets::Probs(p) => {
-                probs = to_f64_vec(p);
-                CeTargets::Probs(&probs[..])
-            }
-        };
-        let mut g = grad.as_ref().map(|g| vec![0.0; g.len()]);
-        let out = reference::cross_entropy(cfg, &z, rows, classes, t, upstream, g.as_deref_mut())?;
-        write_back(g.as_deref().unwrap_or(&[]), grad);
-        Ok(out)
+    /// Runs a validated cross-entropy call (logits `[rows, classes]` row-major).
+    fn run_cross_entropy(&self, call: CeCall<'_, T>) -> Result<Loss> {
+        Ok(widened(
+            call,
+            |t| match *t {
+                CeTargets::Classes(c) => Targets64::Classes(c),
+                CeTargets::Probs(p) => Targets64::Probs(to_f64_vec(p)),
+            },
+            |c| {
+                let Parts {
+                    plan,
+                    io,
+                    with,
+                    upstream,
+                } = c.into_parts();
+                reference::cross_entropy(Call::bind(plan, io, with.view(), upstream))
+            },
+        ))
     }
+}
 
-    /// As [`CrossEntropyOps::cross_entropy`], writing the gradient over the logits (as
-    /// Liger-Kernel does) to save a buffer of the logits' size.
-    fn cross_entropy_in_place(
-        &self,
-        cfg: &CrossEntropy,
-        logits: &mut [T],
-        rows: usize,
-        classes: usize,
-        targets: CeTargets<'_, T>,
-        upstream: Upstream<'_>,
-    ) -> Result<Vec<f64>> {
-        let copy = logits.to_vec();
-        self.cross_entropy(cfg, &copy, rows, classes, targets, upstream, Some(logits))
-    }
+/// Runs an element-wise (or pairwise-aligned) call through the reference in `f64`.
+fn widened_pair<'a, C, T: Element>(
+    call: PairCall<'a, C, T>,
+    f: impl FnOnce(PairCall<'_, C, f64>) -> Loss,
+) -> Loss {
+    widened(
+        call,
+        |t| to_f64_vec(t),
+        |c| {
+            let Parts {
+                plan,
+                io,
+                with,
+                upstream,
+            } = c.into_parts();
+            f(Call::bind(plan, io, &with[..], upstream))
+        },
+    )
 }
 
 /// Box losses on aligned pairs and pairwise IoU (`BOX-*`).
 pub trait BoxLossOps<T: Element> {
-    /// Box loss over `pred`, `target` `[N, 4]`; the gradient is with respect to `pred`, in
-    /// `cfg.format`.
-    fn box_loss(
-        &self,
-        cfg: &BoxLoss,
-        pred: &[T],
-        target: &[T],
-        upstream: Upstream<'_>,
-        grad: Option<&mut [T]>,
-    ) -> Result<Vec<f64>> {
-        let mut g = grad.as_ref().map(|g| vec![0.0; g.len()]);
-        let out = reference::box_loss(
-            cfg,
-            &to_f64_vec(pred),
-            &to_f64_vec(target),
-            upstream,
-            g.as_deref_mut(),
-        )?;
-        write_back(g.as_deref().unwrap_or(&[]), grad);
-        Ok(out)
+    /// Runs a validated box-loss call (`pred`, `target` `[N, 4]`; gradient w.r.t. `pred`).
+    fn run_box_loss(&self, call: PairCall<'_, BoxLoss, T>) -> Result<Loss> {
+        Ok(widened_pair(call, reference::box_loss))
     }
 
-    /// Pairwise IoU of `boxes1` `[N, 4]` and `boxes2` `[M, 4]` into `out` `[N, M]`.
-    fn box_iou(&self, format: BoxFormat, boxes1: &[T], boxes2: &[T], out: &mut [T]) -> Result<()> {
+    /// Runs a validated pairwise IoU (`[N, M]` into `out`).
+    fn run_box_iou(&self, call: IouCall<'_, T>) -> Result<()> {
+        let (plan, b1, b2, out) = call.into_parts();
+        let (b1, b2) = (to_f64_vec(b1), to_f64_vec(b2));
         let mut o = vec![0.0; out.len()];
-        reference::box_iou(format, &to_f64_vec(boxes1), &to_f64_vec(boxes2), &mut o)?;
-        write_back(&o, Some(out));
+        reference::box_iou(IouCall::bind(plan, &b1, &b2, &mut o));
+        for (d, s) in out.iter_mut().zip(&o) {
+            *d = T::from_f64(*s);
+        }
         Ok(())
     }
 }
 
 /// Smooth L1 and Huber (`REG-*`).
 pub trait RegressionOps<T: Element> {
-    /// Smooth L1 loss, element-wise over `pred` and `target`.
-    fn smooth_l1(
-        &self,
-        cfg: &SmoothL1,
-        pred: &[T],
-        target: &[T],
-        upstream: Upstream<'_>,
-        grad: Option<&mut [T]>,
-    ) -> Result<Vec<f64>> {
-        let mut g = grad.as_ref().map(|g| vec![0.0; g.len()]);
-        let out = reference::smooth_l1(
-            cfg,
-            &to_f64_vec(pred),
-            &to_f64_vec(target),
-            upstream,
-            g.as_deref_mut(),
-        )?;
-        write_back(g.as_deref().unwrap_or(&[]), grad);
-        Ok(out)
+    /// Runs a validated smooth L1 call.
+    fn run_smooth_l1(&self, call: PairCall<'_, SmoothL1, T>) -> Result<Loss> {
+        Ok(widened_pair(call, reference::smooth_l1))
     }
 
-    /// Huber loss, element-wise over `pred` and `target`.
-    fn huber(
-        &self,
-        cfg: &Huber,
-        pred: &[T],
-        target: &[T],
-        upstream: Upstream<'_>,
-        grad: Option<&mut [T]>,
-    ) -> Result<Vec<f64>> {
-        let mut g = grad.as_ref().map(|g| vec![0.0; g.len()]);
-        let out = reference::huber(
-            cfg,
-            &to_f64_vec(pred),
-            &to_f64_vec(target),
-            upstream,
-            g.as_deref_mut(),
-        )?;
-        write_back(g.as_deref().unwrap_or(&[]), grad);
-        Ok(out)
+    /// Runs a validated Huber call.
+    fn run_huber(&self, call: PairCall<'_, Huber, T>) -> Result<Loss> {
+        Ok(widened_pair(call, reference::huber))
     }
 }
 
 /// BCE with logits and sigmoid focal loss (`BIN-*`).
 pub trait BinaryOps<T: Element> {
-    /// Binary cross-entropy with logits, element-wise.
-    fn bce_with_logits(
-        &self,
-        cfg: &BceWithLogits,
-        logits: &[T],
-        targets: &[T],
-        upstream: Upstream<'_>,
-        grad: Option<&mut [T]>,
-    ) -> Result<Vec<f64>> {
-        let mut g = grad.as_ref().map(|g| vec![0.0; g.len()]);
-        let out = reference::bce_with_logits(
-            cfg,
-            &to_f64_vec(logits),
-            &to_f64_vec(targets),
-            upstream,
-            g.as_deref_mut(),
-        )?;
-        write_back(g.as_deref().unwrap_or(&[]), grad);
-        Ok(out)
+    /// Runs a validated BCE-with-logits call (targets already checked to lie in `[0, 1]`).
+    fn run_bce_with_logits(&self, call: PairCall<'_, BceWithLogits, T>) -> Result<Loss> {
+        Ok(widened_pair(call, reference::bce_with_logits))
     }
 
-    /// Sigmoid focal loss, element-wise.
-    fn sigmoid_focal(
-        &self,
-        cfg: &SigmoidFocal,
-        logits: &[T],
-        targets: &[T],
-        upstream: Upstream<'_>,
-        grad: Option<&mut [T]>,
-    ) -> Result<Vec<f64>> {
-        let mut g = grad.as_ref().map(|g| vec![0.0; g.len()]);
-        let out = reference::sigmoid_focal(
-            cfg,
-            &to_f64_vec(logits),
-            &to_f64_vec(targets),
-            upstream,
-            g.as_deref_mut(),
-        )?;
-        write_back(g.as_deref().unwrap_or(&[]), grad);
-        Ok(out)
+    /// Runs a validated sigmoid focal call (targets already checked to lie in `[0, 1]`).
+    fn run_sigmoid_focal(&self, call: PairCall<'_, SigmoidFocal, T>) -> Result<Loss> {
+        Ok(widened_pair(call, reference::sigmoid_focal))
     }
 }
 
@@ -202,6 +167,131 @@ pub trait Backend<T: Element>:
     /// Name used in reports ("reference", "cpu", "cuda").
     fn name(&self) -> String;
 }
+
+fn extent<T>(input: &Input<'_, T>) -> Extent {
+    Extent {
+        len: input.io.input().len(),
+        shape: input.shape,
+        grad: input.io.grad_dest(),
+        upstream: input.upstream.shape(),
+    }
+}
+
+/// The front door: every loss on every backend, validated once, in one line.
+///
+/// The first argument after the configuration is the differentiated input as an [`Input`]
+/// (or anything that converts into one: `&[f32]`, `&Vec<f32>`, `&[f32; N]`); it carries the
+/// shape, where the gradient goes (none, a separate buffer, or over the input) and the upstream
+/// gradient. The result is a [`Loss`]: one value for `mean` / `sum`, one per item for `none`.
+///
+/// ```
+/// use smoothloss_core::{CrossEntropy, Input, Losses, ReferenceBackend};
+/// let b = ReferenceBackend;
+/// let (z, t) = ([2.0_f64, 0.5, -1.0, 0.1, 0.2, 0.3], [0_i64, 2]);
+/// let loss = b.cross_entropy(&CrossEntropy::smooth_loss(0.1), Input::matrix(&z, 2, 3), &t)?;
+/// let mut g = [0.0; 6];
+/// let same = b.cross_entropy(&CrossEntropy::smooth_loss(0.1), Input::matrix(&z, 2, 3).with_grad(&mut g), &t)?;
+/// assert_eq!(loss, same);
+/// # Ok::<(), smoothloss_core::LossError>(())
+/// ```
+pub trait Losses<T: Element>: Backend<T> {
+    /// Cross-entropy over logits `[rows, classes]` (`CE-*`): class indices (`&[i64]`, the
+    /// rows follow from their count when the input has no shape) or
+    /// [`CeTargets::Probs`] `[rows, classes]`.
+    fn cross_entropy<'a>(
+        &self,
+        cfg: &CrossEntropy,
+        logits: impl Into<Input<'a, T>>,
+        targets: impl Into<CeTargets<'a, T>>,
+    ) -> Result<Loss> {
+        let input = logits.into();
+        let targets = targets.into();
+        let plan = cfg.plan(&extent(&input), targets.shape())?;
+        if let CeTargets::Classes(t) = targets {
+            cfg.check_targets(t, plan.classes())?;
+        }
+        self.run_cross_entropy(Call::bind(plan, input.io, targets, input.upstream))
+    }
+
+    /// Box loss over aligned pairs `pred`, `target` `[N, 4]` in `cfg.format` (`BOX-*`); the
+    /// gradient is with respect to `pred`, in the same layout.
+    fn box_loss<'a>(
+        &self,
+        cfg: &BoxLoss,
+        pred: impl Into<Input<'a, T>>,
+        target: &'a [T],
+    ) -> Result<Loss> {
+        let input = pred.into();
+        let plan = cfg.plan(&extent(&input), target.len())?;
+        self.run_box_loss(Call::bind(plan, input.io, target, input.upstream))
+    }
+
+    /// Pairwise IoU of `boxes1` `[N, 4]` and `boxes2` `[M, 4]` into `out` `[N, M]`
+    /// (`BOX-13`, `torchvision.ops.box_iou`; the seed's `bbox_iou`).
+    #[doc(alias = "bbox_iou")]
+    fn box_iou(
+        &self,
+        format: BoxFormat,
+        boxes1: &[T],
+        boxes2: &[T],
+        out: &mut [T],
+    ) -> Result<()> {
+        let plan = BoxIouPlan::new(format, boxes1.len(), boxes2.len(), out.len())?;
+        self.run_box_iou(IouCall::bind(plan, boxes1, boxes2, out))
+    }
+
+    /// Smooth L1 loss, element-wise (`REG-1`, `REG-2`).
+    fn smooth_l1<'a>(
+        &self,
+        cfg: &SmoothL1,
+        pred: impl Into<Input<'a, T>>,
+        target: &'a [T],
+    ) -> Result<Loss> {
+        let input = pred.into();
+        let plan = cfg.plan(&extent(&input), target.len())?;
+        self.run_smooth_l1(Call::bind(plan, input.io, target, input.upstream))
+    }
+
+    /// Huber loss, element-wise (`REG-3`, `REG-4`).
+    fn huber<'a>(
+        &self,
+        cfg: &Huber,
+        pred: impl Into<Input<'a, T>>,
+        target: &'a [T],
+    ) -> Result<Loss> {
+        let input = pred.into();
+        let plan = cfg.plan(&extent(&input), target.len())?;
+        self.run_huber(Call::bind(plan, input.io, target, input.upstream))
+    }
+
+    /// Binary cross-entropy with logits, element-wise (`BIN-1`, `BIN-2`); targets in `[0, 1]`.
+    fn bce_with_logits<'a>(
+        &self,
+        cfg: &BceWithLogits,
+        logits: impl Into<Input<'a, T>>,
+        targets: &'a [T],
+    ) -> Result<Loss> {
+        let input = logits.into();
+        let plan = cfg.plan(&extent(&input), targets.len())?;
+        check_binary_targets(targets)?;
+        self.run_bce_with_logits(Call::bind(plan, input.io, targets, input.upstream))
+    }
+
+    /// Sigmoid focal loss, element-wise (`BIN-3`, `BIN-4`); targets in `[0, 1]`.
+    fn sigmoid_focal<'a>(
+        &self,
+        cfg: &SigmoidFocal,
+        logits: impl Into<Input<'a, T>>,
+        targets: &'a [T],
+    ) -> Result<Loss> {
+        let input = logits.into();
+        let plan = cfg.plan(&extent(&input), targets.len())?;
+        check_binary_targets(targets)?;
+        self.run_sigmoid_focal(Call::bind(plan, input.io, targets, input.upstream))
+    }
+}
+
+impl<T: Element, B: Backend<T> + ?Sized> Losses<T> for B {}
 
 /// The reference implementation as a backend (every method is the default): the `f64` spec,
 /// also usable with `f32` data (computed in `f64`, rounded once).

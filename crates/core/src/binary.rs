@@ -3,8 +3,10 @@
 
 use crate::element::Element;
 use crate::error::{LossError, Result};
-use crate::reduction::{Reduction, Upstream};
-use crate::regression::validate_elementwise;
+use crate::op::Op;
+use crate::plan::{Extent, LossConfig, Plan};
+use crate::reduction::Reduction;
+use crate::regression::plan_elementwise;
 
 /// `F.binary_cross_entropy_with_logits(logits, targets, pos_weight=...)`.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -37,8 +39,9 @@ impl Default for SigmoidFocal {
     }
 }
 
-/// Targets of the binary losses must lie in [0, 1] (NaN is refused too).
-fn validate_binary_targets<T: Element>(targets: &[T]) -> Result<()> {
+/// Checks the values of binary targets: each in `[0, 1]` (NaN is refused too); reports the
+/// first offending value.
+pub fn check_binary_targets<T: Element>(targets: &[T]) -> Result<()> {
     for t in targets {
         let v = t.to_f64();
         if !(0.0..=1.0).contains(&v) {
@@ -53,23 +56,11 @@ fn validate_binary_targets<T: Element>(targets: &[T]) -> Result<()> {
 }
 
 impl BceWithLogits {
-    /// Validates pos_weight, shapes and targets.
-    pub fn validate<T: Element>(
-        &self,
-        logits: &[T],
-        targets: &[T],
-        upstream: &Upstream<'_>,
-        grad_len: Option<usize>,
-    ) -> Result<usize> {
-        let n = validate_elementwise(
-            "logits",
-            logits,
-            "targets",
-            targets,
-            self.reduction,
-            upstream,
-            grad_len,
-        )?;
+    /// Validates pos_weight and the shapes (not the targets' values:
+    /// [`check_binary_targets`]); returns the plan.
+    pub fn plan(&self, ext: &Extent, targets_len: usize) -> Result<Plan<'_, BceWithLogits>> {
+        let plan = plan_elementwise(self, "logits", ext, "targets", targets_len)?;
+        let n = plan.items;
         if let Some(pw) = &self.pos_weight {
             if pw.is_empty() || n % pw.len() != 0 {
                 return Err(LossError::ShapeMismatch {
@@ -86,20 +77,14 @@ impl BceWithLogits {
                 });
             }
         }
-        validate_binary_targets(targets)?;
-        Ok(n)
+        Ok(plan)
     }
 }
 
 impl SigmoidFocal {
-    /// Validates alpha, gamma, shapes and targets.
-    pub fn validate<T: Element>(
-        &self,
-        logits: &[T],
-        targets: &[T],
-        upstream: &Upstream<'_>,
-        grad_len: Option<usize>,
-    ) -> Result<usize> {
+    /// Validates alpha, gamma and the shapes (not the targets' values:
+    /// [`check_binary_targets`]); returns the plan.
+    pub fn plan(&self, ext: &Extent, targets_len: usize) -> Result<Plan<'_, SigmoidFocal>> {
         if !(self.gamma.is_finite() && self.gamma >= 0.0) {
             return Err(LossError::InvalidParameter {
                 name: "gamma",
@@ -114,16 +99,20 @@ impl SigmoidFocal {
                 reason: "must be <= 1 (negative disables alpha weighting)",
             });
         }
-        let n = validate_elementwise(
-            "logits",
-            logits,
-            "targets",
-            targets,
-            self.reduction,
-            upstream,
-            grad_len,
-        )?;
-        validate_binary_targets(targets)?;
-        Ok(n)
+        plan_elementwise(self, "logits", ext, "targets", targets_len)
+    }
+}
+
+impl LossConfig for BceWithLogits {
+    const OP: Op = Op::BceWithLogits;
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+}
+
+impl LossConfig for SigmoidFocal {
+    const OP: Op = Op::SigmoidFocal;
+    fn reduction(&self) -> Reduction {
+        self.reduction
     }
 }

@@ -2,9 +2,10 @@
 //! DIoU, CIoU and EIoU, three box layouts, the seed article's threshold weighting, and the
 //! pairwise `box_iou`.
 
-use crate::element::Element;
 use crate::error::{LossError, Result, check_len, checked_size};
-use crate::reduction::{Reduction, Upstream};
+use crate::op::Op;
+use crate::plan::{Extent, LossConfig, Plan};
+use crate::reduction::Reduction;
 
 /// The layout of the four numbers of a box (`BOX-1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -150,25 +151,6 @@ impl Default for BoxLoss {
     }
 }
 
-/// The seed article's `IouLoss(alpha, threshold)`: `mean(w_i * (1 - IoU_i))` over `cxcywh`
-/// boxes with `w_i = 1 - alpha` where `IoU_i < threshold`, else 1 (`BOX-9`). The article
-/// printed `mean(-w_i * IoU_i)`, which differs by a constant and has the same gradient.
-#[derive(Debug, Clone, Copy)]
-pub struct IouLoss;
-
-impl IouLoss {
-    /// The seed's loss; change `kind` on the result to weight GIoU, CIoU and so on.
-    #[allow(clippy::new_ret_no_self)]
-    pub fn new(alpha: f64, threshold: f64) -> BoxLoss {
-        BoxLoss {
-            kind: BoxLossKind::Iou,
-            format: BoxFormat::Cxcywh,
-            threshold_weight: Some(ThresholdWeight { alpha, threshold }),
-            ..BoxLoss::default()
-        }
-    }
-}
-
 /// Checks that a box buffer holds whole boxes and returns their count.
 pub fn box_count(what: &'static str, len: usize) -> Result<usize> {
     if !len.is_multiple_of(4) {
@@ -191,6 +173,20 @@ impl BoxLoss {
         }
     }
 
+    /// The seed article's `IouLoss(alpha, threshold)`: `mean(w_i * (1 - IoU_i))` over `cxcywh`
+    /// boxes with `w_i = 1 - alpha` where `IoU_i < threshold`, else 1 (`BOX-9`). The article
+    /// printed `mean(-w_i * IoU_i)`, which differs by a constant and has the same gradient.
+    /// Change `kind` on the result to weight GIoU, CIoU and so on.
+    #[doc(alias = "IouLoss")]
+    pub fn iou_loss(alpha: f64, threshold: f64) -> Self {
+        Self {
+            kind: BoxLossKind::Iou,
+            format: BoxFormat::Cxcywh,
+            threshold_weight: Some(ThresholdWeight { alpha, threshold }),
+            ..Self::default()
+        }
+    }
+
     /// Sets the reduction.
     pub fn with_reduction(mut self, r: Reduction) -> Self {
         self.reduction = r;
@@ -209,14 +205,9 @@ impl BoxLoss {
         self
     }
 
-    /// Validates parameters and shapes; returns the number of pairs.
-    pub fn validate<T: Element>(
-        &self,
-        pred: &[T],
-        target: &[T],
-        upstream: &Upstream<'_>,
-        grad_len: Option<usize>,
-    ) -> Result<usize> {
+    /// Validates the parameters and the shapes of a call on `pred` (`ext`) and `target`
+    /// (`target_len` numbers) and returns its plan (`items` pairs of width 4).
+    pub fn plan(&self, ext: &Extent, target_len: usize) -> Result<BoxPlan<'_>> {
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(LossError::InvalidParameter {
                 name: "eps",
@@ -240,31 +231,50 @@ impl BoxLoss {
                 });
             }
         }
-        let n = box_count("pred", pred.len())?;
-        check_len("target", pred.len(), target.len())?;
+        let n = box_count("pred", ext.len)?;
+        if let Some([rows, cols]) = ext.shape {
+            check_len("pred", 4, cols)?;
+            check_len("pred", rows * 4, ext.len)?;
+        }
+        check_len("target", ext.len, target_len)?;
         if n == 0 {
             return Err(LossError::EmptyInput {
                 what: "pred",
                 detail: "at least one box pair is required",
             });
         }
-        if let Some(g) = grad_len {
-            check_len("grad", pred.len(), g)?;
-        }
-        upstream.validate(self.reduction, n)?;
-        Ok(n)
+        Plan::finish(self, n, 4, ext)
     }
 }
 
-/// Validates a pairwise `box_iou` call; returns `(N, M)`.
-pub fn validate_box_iou<T: Element>(
-    boxes1: &[T],
-    boxes2: &[T],
-    out_len: usize,
-) -> Result<(usize, usize)> {
-    let n = box_count("boxes1", boxes1.len())?;
-    let m = box_count("boxes2", boxes2.len())?;
-    let total = checked_size("iou", n, m)?;
-    check_len("iou", total, out_len)?;
-    Ok((n, m))
+/// A validated box-loss call: `items` pairs.
+pub type BoxPlan<'c> = Plan<'c, BoxLoss>;
+
+impl LossConfig for BoxLoss {
+    const OP: Op = Op::BoxLoss;
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+}
+
+/// A validated pairwise IoU call: `n` boxes against `m`, in `format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoxIouPlan {
+    /// The boxes' layout.
+    pub format: BoxFormat,
+    /// Boxes in the first set.
+    pub n: usize,
+    /// Boxes in the second set.
+    pub m: usize,
+}
+
+impl BoxIouPlan {
+    /// Validates a pairwise `box_iou` of `len1` and `len2` numbers into `out_len` values.
+    pub fn new(format: BoxFormat, len1: usize, len2: usize, out_len: usize) -> Result<Self> {
+        let n = box_count("boxes1", len1)?;
+        let m = box_count("boxes2", len2)?;
+        let total = checked_size("iou", n, m)?;
+        check_len("iou", total, out_len)?;
+        Ok(Self { format, n, m })
+    }
 }

@@ -2,9 +2,11 @@
 //! weights, `ignore_index`, probability targets and the three reductions, as PyTorch's
 //! `F.cross_entropy`.
 
-use crate::element::Element;
+use crate::call::GradDest;
 use crate::error::{LossError, Result, check_len, checked_size};
-use crate::reduction::{Reduction, Upstream};
+use crate::op::Op;
+use crate::plan::{Extent, LossConfig, Plan};
+use crate::reduction::Reduction;
 
 /// The targets of a cross-entropy call.
 #[derive(Debug, Clone, Copy)]
@@ -14,6 +16,43 @@ pub enum CeTargets<'a, T> {
     /// A target distribution per row, `[N, C]` row-major (`CE-6`). Values are used as given
     /// (PyTorch does not check that rows sum to one either).
     Probs(&'a [T]),
+}
+
+/// The shape of a call's targets: how many class indices or probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CeTargetsShape {
+    /// This many class indices.
+    Classes(usize),
+    /// This many probabilities.
+    Probs(usize),
+}
+
+impl<T> CeTargets<'_, T> {
+    /// The targets' shape.
+    pub fn shape(&self) -> CeTargetsShape {
+        match self {
+            CeTargets::Classes(t) => CeTargetsShape::Classes(t.len()),
+            CeTargets::Probs(p) => CeTargetsShape::Probs(p.len()),
+        }
+    }
+}
+
+impl<'a, T> From<&'a [i64]> for CeTargets<'a, T> {
+    fn from(t: &'a [i64]) -> Self {
+        CeTargets::Classes(t)
+    }
+}
+
+impl<'a, T, const N: usize> From<&'a [i64; N]> for CeTargets<'a, T> {
+    fn from(t: &'a [i64; N]) -> Self {
+        CeTargets::Classes(t)
+    }
+}
+
+impl<'a, T> From<&'a Vec<i64>> for CeTargets<'a, T> {
+    fn from(t: &'a Vec<i64>) -> Self {
+        CeTargets::Classes(t)
+    }
 }
 
 /// Cross-entropy configuration (PyTorch's `F.cross_entropy` parameters).
@@ -46,27 +85,22 @@ impl Default for CrossEntropy {
     }
 }
 
-/// The seed article's name for cross-entropy with label smoothing.
-///
-/// `SmoothLoss::new(alpha)` is standard label smoothing (Szegedy et al. 2016; PyTorch's
-/// `label_smoothing`): the target distribution is `(1 - alpha) * onehot(y) + alpha / C`. The
-/// article's printed code computes something else (see `FINDINGS.md`); this is what its prose
-/// describes.
-#[derive(Debug, Clone, Copy)]
-pub struct SmoothLoss;
-
-impl SmoothLoss {
-    /// Cross-entropy with label smoothing `alpha`, mean reduction, ignore index -100.
-    #[allow(clippy::new_ret_no_self)]
-    pub fn new(alpha: f64) -> CrossEntropy {
-        CrossEntropy::new().with_label_smoothing(alpha)
-    }
-}
-
 impl CrossEntropy {
     /// PyTorch's defaults: no smoothing, ignore index -100, no weights, mean.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The seed article's `SmoothLoss(alpha)`: cross-entropy with label smoothing `alpha`,
+    /// mean reduction, ignore index -100.
+    ///
+    /// This is standard label smoothing (Szegedy et al. 2016; PyTorch's `label_smoothing`):
+    /// the target distribution is `(1 - alpha) * onehot(y) + alpha / C` (`CE-3`). The article's
+    /// printed code computes something else (see the seed article's findings in `EXPERIMENT.md`);
+    /// this is what its prose describes.
+    #[doc(alias = "SmoothLoss")]
+    pub fn smooth_loss(alpha: f64) -> Self {
+        Self::new().with_label_smoothing(alpha)
     }
 
     /// Sets the label smoothing.
@@ -99,17 +133,11 @@ impl CrossEntropy {
         self.class_weights.as_ref().map_or(1.0, |w| w[j])
     }
 
-    /// Validates parameters, shapes and targets; every backend calls this first so that all of
-    /// them reject the same input with the same error.
-    pub fn validate<T: Element>(
-        &self,
-        logits_len: usize,
-        rows: usize,
-        classes: usize,
-        targets: &CeTargets<'_, T>,
-        upstream: &Upstream<'_>,
-        grad_len: Option<usize>,
-    ) -> Result<()> {
+    /// Validates the parameters and the shapes of a call (never the targets' values: see
+    /// [`CrossEntropy::check_targets`]) and returns its plan. The logits are `[rows, classes]`:
+    /// from `ext.shape`, or, for class targets without a declared shape, `rows` = the number of
+    /// targets.
+    pub fn plan(&self, ext: &Extent, targets: CeTargetsShape) -> Result<CePlan<'_>> {
         let eps = self.label_smoothing;
         if !(0.0..=1.0).contains(&eps) {
             return Err(LossError::InvalidParameter {
@@ -118,6 +146,24 @@ impl CrossEntropy {
                 reason: "must lie in [0, 1]",
             });
         }
+        let [rows, classes] = match (ext.shape, targets) {
+            (Some(s), _) => s,
+            (None, CeTargetsShape::Classes(n)) if n > 0 && ext.len % n == 0 => [n, ext.len / n],
+            (None, CeTargetsShape::Classes(n)) if n > 0 => {
+                return Err(LossError::ShapeMismatch {
+                    what: "logits",
+                    expected: ext.len.div_ceil(n) * n,
+                    got: ext.len,
+                });
+            }
+            (None, CeTargetsShape::Classes(_)) => [0, 0],
+            (None, CeTargetsShape::Probs(_)) => {
+                return Err(LossError::MissingShape {
+                    what: "logits",
+                    detail: "probability targets need the logits' shape: Input::matrix(data, rows, classes)",
+                });
+            }
+        };
         if rows == 0 {
             return Err(LossError::EmptyInput {
                 what: "logits",
@@ -131,8 +177,8 @@ impl CrossEntropy {
             });
         }
         let total = checked_size("logits", rows, classes)?;
-        check_len("logits", total, logits_len)?;
-        if let Some(g) = grad_len {
+        check_len("logits", total, ext.len)?;
+        if let GradDest::Separate(g) = ext.grad {
             check_len("grad", total, g)?;
         }
         if let Some(w) = &self.class_weights {
@@ -146,21 +192,66 @@ impl CrossEntropy {
             }
         }
         match targets {
+            CeTargetsShape::Classes(n) => check_len("targets", rows, n)?,
+            CeTargetsShape::Probs(n) => check_len("target_probs", total, n)?,
+        }
+        Plan::finish(self, rows, classes, ext)
+    }
+
+    /// Checks the values of class targets: each in `0..classes` or the ignore index. Returns
+    /// the first offending row.
+    pub fn check_targets(&self, targets: &[i64], classes: usize) -> Result<()> {
+        for (row, &y) in targets.iter().enumerate() {
+            let ignored = self.ignore_index == Some(y);
+            if !ignored && (y < 0 || y as u64 >= classes as u64) {
+                return Err(LossError::TargetOutOfRange {
+                    row,
+                    target: y,
+                    classes,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The denominator of `mean` (`CE-7`), summed in row order: the sum of the target-class
+    /// weights of the rows not ignored (their count without class weights); the number of rows
+    /// for probability targets. Targets must have passed [`CrossEntropy::check_targets`].
+    pub fn mean_denominator<T>(&self, targets: &CeTargets<'_, T>, rows: usize) -> f64 {
+        match targets {
             CeTargets::Classes(t) => {
-                check_len("targets", rows, t.len())?;
-                for (row, &y) in t.iter().enumerate() {
-                    let ignored = self.ignore_index == Some(y);
-                    if !ignored && (y < 0 || y as u64 >= classes as u64) {
-                        return Err(LossError::TargetOutOfRange {
-                            row,
-                            target: y,
-                            classes,
-                        });
+                let mut d = 0.0;
+                for &y in t.iter() {
+                    if self.ignore_index != Some(y) {
+                        d += self.weight(y as usize);
                     }
                 }
+                d
             }
-            CeTargets::Probs(p) => check_len("target_probs", total, p.len())?,
+            // Exact: `rows` ones sum to `rows` in f64 (rows < 2^53).
+            CeTargets::Probs(_) => rows as f64,
         }
-        upstream.validate(self.reduction, rows)
+    }
+}
+
+/// A validated cross-entropy call: `items` rows of `width` classes.
+pub type CePlan<'c> = Plan<'c, CrossEntropy>;
+
+impl CePlan<'_> {
+    /// Rows `N`.
+    pub fn rows(&self) -> usize {
+        self.items
+    }
+
+    /// Classes `C`.
+    pub fn classes(&self) -> usize {
+        self.width
+    }
+}
+
+impl LossConfig for CrossEntropy {
+    const OP: Op = Op::CrossEntropy;
+    fn reduction(&self) -> Reduction {
+        self.reduction
     }
 }

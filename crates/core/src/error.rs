@@ -3,7 +3,8 @@
 use thiserror::Error;
 
 /// Why a loss call was refused. Every backend returns the same variant for the same bad input,
-/// because validation lives in this crate (`validate_*` methods on the loss configurations).
+/// because validation lives in this crate: each configuration's `plan` checks parameters and
+/// shapes once, before any backend runs.
 #[derive(Debug, Clone, PartialEq, Error)]
 #[non_exhaustive]
 pub enum LossError {
@@ -44,6 +45,15 @@ pub enum LossError {
         value: f64,
         /// The domain it must lie in.
         reason: &'static str,
+    },
+    /// The call needs a shape the input does not carry (for example probability targets
+    /// without the logits' `[rows, classes]`).
+    #[error("`{what}` needs a shape: {detail}")]
+    MissingShape {
+        /// Which argument.
+        what: &'static str,
+        /// What to pass.
+        detail: &'static str,
     },
     /// A tensor that must be laid out contiguously (row-major) is not.
     #[error("`{what}` must be contiguous in row-major order (standard layout)")]

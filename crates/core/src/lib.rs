@@ -1,10 +1,25 @@
 //! Core of smoothloss: loss configurations, the backend traits, the error type and the pure
 //! `f64` reference implementations that serve as the executable spec.
 //!
-//! Every loss is described once here (its configuration type validates the parameters and the
-//! shapes) and computed by a backend. A backend implements the small per-family traits in
-//! [`backend`]; their default methods call the [`reference`](mod@reference) implementation, so a new backend
-//! works at once and overrides what it can do faster (the burn pattern).
+//! Every loss is defined once ([`op`]: name, family, formula prefix, kernel names, codes) and
+//! validated once: its configuration turns the shapes of a call into a [`Plan`] (the front
+//! door, [`Losses`]), and a backend runs the plan. A backend implements the small per-family
+//! traits in [`backend`]; their default methods call the [`reference`](mod@reference)
+//! implementation, so a new backend works at once and overrides what it can do faster (the
+//! burn pattern).
+//!
+//! ```
+//! use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Input, Losses, ReferenceBackend};
+//! let b = ReferenceBackend;
+//! let logits = [2.0_f32, 0.5, -1.0, 0.1, 0.2, 0.3];
+//! let mut grad = [0.0_f32; 6];
+//! let loss = b.cross_entropy(&CrossEntropy::smooth_loss(0.1), Input::matrix(&logits, 2, 3).with_grad(&mut grad), &[0, 2])?;
+//! assert!(loss.value() > 0.0);
+//! let ciou = BoxLoss::new(BoxLossKind::Ciou, BoxFormat::Cxcywh);
+//! let l = b.box_loss(&ciou, &[10.0_f32, 10.0, 4.0, 6.0], &[11.0, 9.0, 5.0, 5.0])?.value();
+//! assert!(l > 0.0);
+//! # Ok::<(), smoothloss_core::LossError>(())
+//! ```
 //!
 //! Formula IDs such as `CE-4` refer to `spec/formulas/*.md` in the repository.
 #![warn(missing_docs)]
@@ -12,22 +27,28 @@
 pub mod backend;
 pub mod binary;
 pub mod box_loss;
+pub mod call;
 pub mod cross_entropy;
 pub mod element;
 pub mod op;
+pub mod plan;
 pub mod error;
 pub mod reduction;
 pub mod reference;
 pub mod regression;
 
 pub use backend::{
-    Backend, BinaryOps, BoxLossOps, CrossEntropyOps, ReferenceBackend, RegressionOps,
+    Backend, BinaryOps, BoxLossOps, CrossEntropyOps, Losses, ReferenceBackend, RegressionOps,
 };
 pub use binary::{BceWithLogits, SigmoidFocal};
-pub use box_loss::{BoxFormat, BoxLoss, BoxLossKind, IouLoss, ThresholdWeight};
-pub use cross_entropy::{CeTargets, CrossEntropy, SmoothLoss};
+pub use box_loss::{BoxFormat, BoxIouPlan, BoxLoss, BoxLossKind, BoxPlan, ThresholdWeight};
+pub use call::{GradDest, Input, Io, Loss};
+pub use cross_entropy::{CePlan, CeTargets, CeTargetsShape, CrossEntropy};
 pub use element::Element;
 pub use op::{Family, Op, kernel_name};
 pub use error::{LossError, Result};
+pub use plan::{
+    CeCall, Call, Extent, IouCall, LossConfig, PairCall, Parts, Plan, UpstreamShape,
+};
 pub use reduction::{Reduction, Upstream};
 pub use regression::{Huber, SmoothL1};

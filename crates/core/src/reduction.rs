@@ -1,7 +1,5 @@
 //! Reductions and the upstream gradient.
 
-use crate::error::{LossError, Result, check_len};
-
 /// How per-row (or per-element, per-pair) losses are combined, as in PyTorch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum Reduction {
@@ -58,46 +56,12 @@ impl Upstream<'_> {
     /// An upstream gradient of one.
     pub const ONE: Upstream<'static> = Upstream::Scalar(1.0);
 
-    /// Checks that the upstream gradient fits `count` loss values under `reduction`.
-    pub fn validate(&self, reduction: Reduction, count: usize) -> Result<()> {
-        match *self {
-            Upstream::Scalar(s) if !s.is_finite() => Err(LossError::InvalidParameter {
-                name: "upstream",
-                value: s,
-                reason: "must be finite",
-            }),
-            Upstream::Scalar(_) => Ok(()),
-            Upstream::PerElement(u) => {
-                if reduction != Reduction::None {
-                    return Err(LossError::InvalidParameter {
-                        name: "upstream",
-                        value: u.len() as f64,
-                        reason: "a per-element upstream gradient needs reduction `none`",
-                    });
-                }
-                check_len("upstream", count, u.len())
-            }
-        }
-    }
-
     /// The upstream gradient of loss value `i`.
     #[inline]
     pub fn at(&self, i: usize) -> f64 {
         match *self {
             Upstream::Scalar(s) => s,
             Upstream::PerElement(u) => u[i],
-        }
-    }
-}
-
-/// Reduces per-item losses (`Sum`, `Mean` over `count`, or `None`), in plain `f64` order.
-pub fn reduce_values(values: Vec<f64>, reduction: Reduction) -> Vec<f64> {
-    match reduction {
-        Reduction::None => values,
-        Reduction::Sum => vec![values.iter().sum()],
-        Reduction::Mean => {
-            let n = values.len() as f64;
-            vec![values.iter().sum::<f64>() / n]
         }
     }
 }

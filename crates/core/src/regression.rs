@@ -1,8 +1,9 @@
 //! Smooth L1 and Huber losses (formulas `REG-1` .. `REG-4`), element-wise, as PyTorch.
 
-use crate::element::Element;
 use crate::error::{LossError, Result, check_len};
-use crate::reduction::{Reduction, Upstream};
+use crate::op::Op;
+use crate::plan::{Extent, LossConfig, Plan};
+use crate::reduction::Reduction;
 
 /// `F.smooth_l1_loss(pred, target, beta=beta)`; `beta = 0` is the L1 loss.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,39 +41,28 @@ impl Default for Huber {
     }
 }
 
-/// Shared shape checks for element-wise losses; returns the element count.
-pub fn validate_elementwise<T: Element>(
+/// Shared shape checks of element-wise losses (`a` is the differentiated input, `b_len` the
+/// length of the second one); returns the plan of `a.len` items of width 1.
+pub fn plan_elementwise<'c, C: LossConfig>(
+    cfg: &'c C,
     a_name: &'static str,
-    a: &[T],
+    ext: &Extent,
     b_name: &'static str,
-    b: &[T],
-    reduction: Reduction,
-    upstream: &Upstream<'_>,
-    grad_len: Option<usize>,
-) -> Result<usize> {
-    if a.is_empty() {
+    b_len: usize,
+) -> Result<Plan<'c, C>> {
+    if ext.len == 0 {
         return Err(LossError::EmptyInput {
             what: a_name,
             detail: "at least one element is required",
         });
     }
-    check_len(b_name, a.len(), b.len())?;
-    if let Some(g) = grad_len {
-        check_len("grad", a.len(), g)?;
-    }
-    upstream.validate(reduction, a.len())?;
-    Ok(a.len())
+    check_len(b_name, ext.len, b_len)?;
+    Plan::finish(cfg, ext.len, 1, ext)
 }
 
 impl SmoothL1 {
-    /// Validates beta and shapes.
-    pub fn validate<T: Element>(
-        &self,
-        pred: &[T],
-        target: &[T],
-        upstream: &Upstream<'_>,
-        grad_len: Option<usize>,
-    ) -> Result<usize> {
+    /// Validates beta and the shapes; returns the plan.
+    pub fn plan(&self, ext: &Extent, target_len: usize) -> Result<Plan<'_, SmoothL1>> {
         if !(self.beta.is_finite() && self.beta >= 0.0) {
             return Err(LossError::InvalidParameter {
                 name: "beta",
@@ -80,27 +70,13 @@ impl SmoothL1 {
                 reason: "must be finite and >= 0",
             });
         }
-        validate_elementwise(
-            "pred",
-            pred,
-            "target",
-            target,
-            self.reduction,
-            upstream,
-            grad_len,
-        )
+        plan_elementwise(self, "pred", ext, "target", target_len)
     }
 }
 
 impl Huber {
-    /// Validates delta and shapes.
-    pub fn validate<T: Element>(
-        &self,
-        pred: &[T],
-        target: &[T],
-        upstream: &Upstream<'_>,
-        grad_len: Option<usize>,
-    ) -> Result<usize> {
+    /// Validates delta and the shapes; returns the plan.
+    pub fn plan(&self, ext: &Extent, target_len: usize) -> Result<Plan<'_, Huber>> {
         if !(self.delta.is_finite() && self.delta > 0.0) {
             return Err(LossError::InvalidParameter {
                 name: "delta",
@@ -108,14 +84,20 @@ impl Huber {
                 reason: "must be finite and > 0",
             });
         }
-        validate_elementwise(
-            "pred",
-            pred,
-            "target",
-            target,
-            self.reduction,
-            upstream,
-            grad_len,
-        )
+        plan_elementwise(self, "pred", ext, "target", target_len)
+    }
+}
+
+impl LossConfig for SmoothL1 {
+    const OP: Op = Op::SmoothL1;
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+}
+
+impl LossConfig for Huber {
+    const OP: Op = Op::Huber;
+    fn reduction(&self) -> Reduction {
+        self.reduction
     }
 }

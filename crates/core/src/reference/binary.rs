@@ -1,8 +1,9 @@
 //! Reference BCE with logits and sigmoid focal loss (`BIN-1` .. `BIN-5`).
 
 use crate::binary::{BceWithLogits, SigmoidFocal};
-use crate::error::Result;
-use crate::reduction::{Reduction, Upstream};
+use crate::call::Loss;
+use crate::plan::{LossConfig, PairCall, Parts};
+use crate::reduction::Reduction;
 
 /// Logistic sigmoid without overflow for large `|x|`.
 pub fn sigmoid(x: f64) -> f64 {
@@ -55,66 +56,55 @@ pub fn focal_element(x: f64, y: f64, alpha: f64, gamma: f64) -> (f64, f64) {
     (loss, d)
 }
 
-fn finish(
-    parts: Vec<(f64, f64)>,
-    reduction: Reduction,
-    upstream: Upstream<'_>,
-    grad: Option<&mut [f64]>,
-) -> Vec<f64> {
-    let n = parts.len();
-    // BIN-5: reductions over elements.
-    let scale = if reduction == Reduction::Mean {
-        1.0 / n as f64
-    } else {
-        1.0
-    };
-    if let Some(out) = grad {
-        for (i, (_, d)) in parts.iter().enumerate() {
-            let u = if reduction == Reduction::None {
-                upstream.at(i)
-            } else {
-                upstream.at(0)
-            };
-            out[i] = u * scale * d;
-        }
-    }
-    crate::reduction::reduce_values(parts.into_iter().map(|(l, _)| l).collect(), reduction)
-}
-
-/// Reference `binary_cross_entropy_with_logits`.
-pub fn bce_with_logits(
-    cfg: &BceWithLogits,
-    logits: &[f64],
-    targets: &[f64],
-    upstream: Upstream<'_>,
-    grad: Option<&mut [f64]>,
-) -> Result<Vec<f64>> {
-    cfg.validate(logits, targets, &upstream, grad.as_ref().map(|g| g.len()))?;
-    let parts = logits
+/// Shared loop of the binary losses: `f(i, x, y) -> (loss, dloss/dx)`, then the reduction
+/// (`BIN-5`).
+fn elementwise<C: LossConfig>(
+    call: PairCall<'_, C, f64>,
+    f: impl Fn(&C, usize, f64, f64) -> (f64, f64),
+) -> Loss {
+    let Parts {
+        plan,
+        io,
+        with: targets,
+        upstream,
+    } = call.into_parts();
+    let reduction = plan.reduction();
+    let parts: Vec<(f64, f64)> = io
+        .input()
         .iter()
         .zip(targets)
         .enumerate()
-        .map(|(i, (&x, &y))| {
-            let pw = cfg.pos_weight.as_ref().map_or(1.0, |w| w[i % w.len()]);
-            bce_element(x, y, pw)
-        })
+        .map(|(i, (&x, &y))| f(plan.cfg, i, x, y))
         .collect();
-    Ok(finish(parts, cfg.reduction, upstream, grad))
+    let n = parts.len();
+    let scale = plan.count_scale();
+    if io.grad_dest().wanted() {
+        let g: Vec<f64> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, (_, d))| {
+                let u = if reduction == Reduction::None {
+                    upstream.at(i)
+                } else {
+                    upstream.at(0)
+                };
+                u * scale * d
+            })
+            .collect();
+        io.write_grad_f64(&g);
+    }
+    plan.reduce(parts.into_iter().map(|(l, _)| l).collect(), n as f64)
+}
+
+/// Reference `binary_cross_entropy_with_logits`.
+pub fn bce_with_logits(call: PairCall<'_, BceWithLogits, f64>) -> Loss {
+    elementwise(call, |cfg, i, x, y| {
+        let pw = cfg.pos_weight.as_ref().map_or(1.0, |w| w[i % w.len()]);
+        bce_element(x, y, pw)
+    })
 }
 
 /// Reference `torchvision.ops.sigmoid_focal_loss`.
-pub fn sigmoid_focal(
-    cfg: &SigmoidFocal,
-    logits: &[f64],
-    targets: &[f64],
-    upstream: Upstream<'_>,
-    grad: Option<&mut [f64]>,
-) -> Result<Vec<f64>> {
-    cfg.validate(logits, targets, &upstream, grad.as_ref().map(|g| g.len()))?;
-    let parts = logits
-        .iter()
-        .zip(targets)
-        .map(|(&x, &y)| focal_element(x, y, cfg.alpha, cfg.gamma))
-        .collect();
-    Ok(finish(parts, cfg.reduction, upstream, grad))
+pub fn sigmoid_focal(call: PairCall<'_, SigmoidFocal, f64>) -> Loss {
+    elementwise(call, |cfg, _, x, y| focal_element(x, y, cfg.alpha, cfg.gamma))
 }

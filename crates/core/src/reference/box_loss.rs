@@ -1,9 +1,10 @@
 //! Reference box losses (`BOX-1` .. `BOX-12`) and pairwise IoU.
 
 use super::dual::{D4, Scalar, max, min, safe_div};
-use crate::box_loss::{BoxFormat, BoxLoss, BoxLossKind, validate_box_iou};
-use crate::error::Result;
-use crate::reduction::{Reduction, Upstream};
+use crate::box_loss::{BoxFormat, BoxLoss, BoxLossKind};
+use crate::call::Loss;
+use crate::plan::{IouCall, PairCall, Parts};
+use crate::reduction::Reduction;
 
 /// Converts a box in `format` to corners with generic numbers (`BOX-1`).
 pub fn to_xyxy<S: Scalar>(format: BoxFormat, b: [S; 4]) -> [S; 4] {
@@ -110,14 +111,16 @@ pub fn box_pair_loss(
 }
 
 /// Reference box loss over aligned pairs `pred`, `target` `[N, 4]`.
-pub fn box_loss(
-    cfg: &BoxLoss,
-    pred: &[f64],
-    target: &[f64],
-    upstream: Upstream<'_>,
-    grad: Option<&mut [f64]>,
-) -> Result<Vec<f64>> {
-    let n = cfg.validate(pred, target, &upstream, grad.as_ref().map(|g| g.len()))?;
+pub fn box_loss(call: PairCall<'_, BoxLoss, f64>) -> Loss {
+    let Parts {
+        plan,
+        io,
+        with: target,
+        upstream,
+    } = call.into_parts();
+    let cfg = plan.cfg;
+    let n = plan.items;
+    let pred = io.input();
     let mut losses = Vec::with_capacity(n);
     let mut grads = Vec::with_capacity(n);
     for i in 0..n {
@@ -133,12 +136,9 @@ pub fn box_loss(
         grads.push(g.map(|d| w * d));
     }
     // BOX-10: reductions over pairs.
-    let (values, scale) = match cfg.reduction {
-        Reduction::None => (losses, 1.0),
-        Reduction::Sum => (vec![losses.iter().sum()], 1.0),
-        Reduction::Mean => (vec![losses.iter().sum::<f64>() / n as f64], 1.0 / n as f64),
-    };
-    if let Some(out) = grad {
+    let scale = plan.count_scale();
+    if io.grad_dest().wanted() {
+        let mut out = vec![0.0; 4 * n];
         for (i, g) in grads.iter().enumerate() {
             let u = if cfg.reduction == Reduction::None {
                 upstream.at(i)
@@ -149,14 +149,16 @@ pub fn box_loss(
                 out[4 * i + k] = u * g[k];
             }
         }
+        io.write_grad_f64(&out);
     }
-    Ok(values)
+    plan.reduce(losses, n as f64)
 }
 
 /// Pairwise IoU `[N, M]` row-major (`BOX-13`), as `torchvision.ops.box_iou`: intersection with
 /// widths clamped at 0, no eps; a pair whose union is not positive gets IoU 0.
-pub fn box_iou(format: BoxFormat, boxes1: &[f64], boxes2: &[f64], out: &mut [f64]) -> Result<()> {
-    let (n, m) = validate_box_iou(boxes1, boxes2, out.len())?;
+pub fn box_iou(call: IouCall<'_, f64>) {
+    let (plan, boxes1, boxes2, out) = call.into_parts();
+    let (format, n, m) = (plan.format, plan.n, plan.m);
     for i in 0..n {
         let a = format.to_xyxy(std::array::from_fn(|k| boxes1[4 * i + k]));
         let area_a = (a[2] - a[0]) * (a[3] - a[1]);
@@ -176,5 +178,4 @@ pub fn box_iou(format: BoxFormat, boxes1: &[f64], boxes2: &[f64], out: &mut [f64
             };
         }
     }
-    Ok(())
 }

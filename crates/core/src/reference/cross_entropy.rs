@@ -1,8 +1,9 @@
 //! Reference cross-entropy (`CE-1` .. `CE-9`).
 
-use crate::cross_entropy::{CeTargets, CrossEntropy};
-use crate::error::Result;
-use crate::reduction::{Reduction, Upstream};
+use crate::call::Loss;
+use crate::cross_entropy::CeTargets;
+use crate::plan::{CeCall, Parts};
+use crate::reduction::Reduction;
 
 /// Log-softmax of one row with the maximum subtracted (`CE-1`): returns `(log p, p)`.
 ///
@@ -23,24 +24,17 @@ pub fn log_softmax_row(z: &[f64]) -> (Vec<f64>, Vec<f64>) {
     (logp, p)
 }
 
-/// Reference cross-entropy over `logits` `[rows, classes]`.
-pub fn cross_entropy(
-    cfg: &CrossEntropy,
-    logits: &[f64],
-    rows: usize,
-    classes: usize,
-    targets: CeTargets<'_, f64>,
-    upstream: Upstream<'_>,
-    grad: Option<&mut [f64]>,
-) -> Result<Vec<f64>> {
-    cfg.validate(
-        logits.len(),
-        rows,
-        classes,
-        &targets,
-        &upstream,
-        grad.as_ref().map(|g| g.len()),
-    )?;
+/// Reference cross-entropy over logits `[rows, classes]`.
+pub fn cross_entropy(call: CeCall<'_, f64>) -> Loss {
+    let Parts {
+        plan,
+        io,
+        with: targets,
+        upstream,
+    } = call.into_parts();
+    let cfg = plan.cfg;
+    let (rows, classes) = (plan.rows(), plan.classes());
+    let logits = io.input();
     let c = classes;
     let eps = cfg.label_smoothing;
     let w: Vec<f64> = (0..c).map(|j| cfg.weight(j)).collect();
@@ -50,6 +44,7 @@ pub fn cross_entropy(
     let mut row_grads = vec![0.0; rows * c];
     // Mean denominator: sum of target-class weights of kept rows (CE-7), or N for probabilities.
     let mut denom = 0.0;
+    let mut out = io.grad_dest().wanted().then(|| vec![0.0; rows * classes]);
     let mut ignored = vec![false; rows];
     for i in 0..rows {
         let z = &logits[i * c..(i + 1) * c];
@@ -101,12 +96,12 @@ pub fn cross_entropy(
         }
     }
     // CE-7: reductions. All rows ignored under `mean` gives 0/0 = NaN, as PyTorch.
-    let (values, scale) = match cfg.reduction {
-        Reduction::None => (losses, 1.0),
-        Reduction::Sum => (vec![losses.iter().sum()], 1.0),
-        Reduction::Mean => (vec![losses.iter().sum::<f64>() / denom], 1.0 / denom),
+    let scale = if cfg.reduction == Reduction::Mean {
+        1.0 / denom
+    } else {
+        1.0
     };
-    if let Some(out) = grad {
+    if let Some(out) = out.as_deref_mut() {
         for i in 0..rows {
             if ignored[i] {
                 // Exactly zero, even when the mean's denominator is 0 (PyTorch writes no
@@ -123,5 +118,8 @@ pub fn cross_entropy(
             }
         }
     }
-    Ok(values)
+    if let Some(g) = &out {
+        io.write_grad_f64(g);
+    }
+    plan.reduce(losses, denom)
 }

@@ -2,9 +2,9 @@
 //! formula ID of `spec/formulas/*.md`. They are the executable spec that every backend is
 //! checked against; speed is not a goal here.
 //!
-//! Each function validates its input (the same `validate` the backends call), returns the loss
-//! values (one for `mean`/`sum`, one per row / element / pair for `none`) and, when `grad` is
-//! given, writes `upstream * d(loss)/d(input)` into it.
+//! Each function takes a validated [`Call`](crate::plan::Call) (the front door made its plan),
+//! returns the [`Loss`](crate::Loss) and, when the call wants a gradient, writes
+//! `upstream * d(loss)/d(input)` where the call says (a separate buffer or over the input).
 
 pub mod binary;
 pub mod box_loss;
