@@ -15,8 +15,8 @@ use crate::random::random_calls;
 use crate::runner::{Output, round_inputs, run_call, run_call_with};
 use crate::tolerance::Tolerance;
 use smoothloss_core::{
-    Backend, BceWithLogits, BoxFormat, BoxLoss, CeTargets, CrossEntropy, Element, Huber, LossError,
-    Reduction, ReferenceBackend, SigmoidFocal, SmoothL1, Upstream,
+    Backend, BceWithLogits, BoxFormat, BoxLoss, CeTargets, CrossEntropy, Element, Huber, Input,
+    Loss, LossError, Losses, Reduction, ReferenceBackend, SigmoidFocal, SmoothL1, Upstream,
 };
 use std::fmt;
 
@@ -312,11 +312,11 @@ pub fn random_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Toler
             };
             let want = run_call::<f64, _>(&ReferenceBackend, &rounded);
             let got =
-                backend.cross_entropy_in_place(cfg, &mut z, *rows, *classes, t, Upstream::ONE);
+                backend.cross_entropy(cfg, Input::in_place(&mut z).shaped(*rows, *classes), t);
             let outcome = match (got, want) {
                 (Ok(loss), Ok(w)) => {
                     let out = Output {
-                        loss,
+                        loss: loss.into_values(),
                         grad: Some(z.iter().map(|v| v.to_f64()).collect()),
                     };
                     compare(&out, &w.loss, w.grad.as_deref(), tol)
@@ -330,7 +330,7 @@ pub fn random_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Toler
     report
 }
 
-type Call<'a, B> = Box<dyn Fn(&B) -> Result<Vec<f64>, LossError> + 'a>;
+type BadCall<'a, B> = Box<dyn Fn(&B) -> Result<Loss, LossError> + 'a>;
 
 /// Inputs shared by the bad calls.
 struct BadData<T> {
@@ -354,12 +354,12 @@ impl<T: Element> BadData<T> {
 /// error (the formula IDs whose domains they exercise are in the names).
 fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
     data: &'a BadData<T>,
-) -> Vec<(&'static str, Call<'a, B>)> {
+) -> Vec<(&'static str, BadCall<'a, B>)> {
     let f = |v: f64| T::from_f64(v);
     let z6: &'a [T] = &data.z6;
     let boxes: &'a [T] = &data.boxes;
     let e4: &'a [T] = &data.e4;
-    let mut v: Vec<(&'static str, Call<'a, B>)> = Vec::new();
+    let mut v: Vec<(&'static str, BadCall<'a, B>)> = Vec::new();
     macro_rules! add {
         ($name:expr, |$b:ident| $body:expr) => {{
             v.push(($name, Box::new(move |$b: &B| $body)));
@@ -367,251 +367,156 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
     }
     let ce = CrossEntropy::default;
     add!("CE-2 logits length does not match N x C", |b| b
-        .cross_entropy(
-            &ce(),
-            &z6[..5],
-            2,
-            3,
-            CeTargets::Classes(&[0, 1]),
-            Upstream::ONE,
-            None
-        ));
+        .cross_entropy(&ce(), Input::matrix(&z6[..5], 2, 3), &[0, 1]));
     add!("CE-2 targets length does not match N", |b| b.cross_entropy(
         &ce(),
-        z6,
-        2,
-        3,
-        CeTargets::Classes(&[0]),
-        Upstream::ONE,
-        None
+        Input::matrix(z6, 2, 3),
+        &[0]
     ));
     add!("CE-2 empty batch", |b| b.cross_entropy(
         &ce(),
-        &z6[..0],
-        0,
-        3,
-        CeTargets::Classes(&[]),
-        Upstream::ONE,
-        None
+        Input::matrix(&z6[..0], 0, 3),
+        &[]
     ));
     add!("CE-2 zero classes", |b| b.cross_entropy(
         &ce(),
-        &z6[..0],
-        2,
-        0,
-        CeTargets::Classes(&[0, 0]),
-        Upstream::ONE,
-        None
+        Input::matrix(&z6[..0], 2, 0),
+        &[0, 0]
     ));
     add!("CE-2 target out of range (C)", |b| b.cross_entropy(
         &ce(),
-        z6,
-        2,
-        3,
-        CeTargets::Classes(&[0, 3]),
-        Upstream::ONE,
-        None
+        Input::matrix(z6, 2, 3),
+        &[0, 3]
     ));
     add!("CE-2 negative target that is not ignore_index", |b| b
-        .cross_entropy(
-            &ce(),
-            z6,
-            2,
-            3,
-            CeTargets::Classes(&[-1, 0]),
-            Upstream::ONE,
-            None
-        ));
+        .cross_entropy(&ce(), Input::matrix(z6, 2, 3), &[-1, 0]));
     add!("CE-5 ignore_index None: -100 is out of range", |b| b
         .cross_entropy(
             &ce().with_ignore_index(None),
-            z6,
-            2,
-            3,
-            CeTargets::Classes(&[-100, 0]),
-            Upstream::ONE,
-            None
+            Input::matrix(z6, 2, 3),
+            &[-100, 0]
         ));
     add!("CE-3 label smoothing above 1", |b| b.cross_entropy(
         &ce().with_label_smoothing(1.5),
-        z6,
-        2,
-        3,
-        CeTargets::Classes(&[0, 1]),
-        Upstream::ONE,
-        None
+        Input::matrix(z6, 2, 3),
+        &[0, 1]
     ));
     add!("CE-3 label smoothing negative", |b| b.cross_entropy(
         &ce().with_label_smoothing(-0.1),
-        z6,
-        2,
-        3,
-        CeTargets::Classes(&[0, 1]),
-        Upstream::ONE,
-        None
+        Input::matrix(z6, 2, 3),
+        &[0, 1]
     ));
     add!("CE-3 label smoothing NaN", |b| b.cross_entropy(
         &ce().with_label_smoothing(f64::NAN),
-        z6,
-        2,
-        3,
-        CeTargets::Classes(&[0, 1]),
-        Upstream::ONE,
-        None
+        Input::matrix(z6, 2, 3),
+        &[0, 1]
     ));
     add!("CE-4 negative class weight", |b| b.cross_entropy(
         &ce().with_class_weights(vec![1.0, -1.0, 1.0]),
-        z6,
-        2,
-        3,
-        CeTargets::Classes(&[0, 1]),
-        Upstream::ONE,
-        None
+        Input::matrix(z6, 2, 3),
+        &[0, 1]
     ));
     add!("CE-4 non-finite class weight", |b| b.cross_entropy(
         &ce().with_class_weights(vec![1.0, f64::INFINITY, 1.0]),
-        z6,
-        2,
-        3,
-        CeTargets::Classes(&[0, 1]),
-        Upstream::ONE,
-        None
+        Input::matrix(z6, 2, 3),
+        &[0, 1]
     ));
     add!("CE-4 class weights of the wrong length", |b| b
         .cross_entropy(
             &ce().with_class_weights(vec![1.0, 1.0]),
-            z6,
-            2,
-            3,
-            CeTargets::Classes(&[0, 1]),
-            Upstream::ONE,
-            None
+            Input::matrix(z6, 2, 3),
+            &[0, 1]
         ));
     add!("CE-6 probability targets of the wrong shape", |b| b
         .cross_entropy(
             &ce(),
-            z6,
-            2,
-            3,
-            CeTargets::Probs(&z6[..4]),
-            Upstream::ONE,
-            None
+            Input::matrix(z6, 2, 3),
+            CeTargets::Probs(&z6[..4])
         ));
     add!("CE-7 gradient buffer of the wrong length", |b| {
         let mut g = vec![T::from_f64(0.0); 5];
-        b.cross_entropy(
-            &ce(),
-            z6,
-            2,
-            3,
-            CeTargets::Classes(&[0, 1]),
-            Upstream::ONE,
-            Some(&mut g),
-        )
+        b.cross_entropy(&ce(), Input::matrix(z6, 2, 3).with_grad(&mut g), &[0, 1])
     });
     add!("CE-7 per-element upstream with mean", |b| b.cross_entropy(
         &ce(),
-        z6,
-        2,
-        3,
-        CeTargets::Classes(&[0, 1]),
-        Upstream::PerElement(&[1.0, 1.0]),
-        None
+        Input::matrix(z6, 2, 3).with_upstream(Upstream::PerElement(&[1.0, 1.0])),
+        &[0, 1]
     ));
     add!("CE-7 per-element upstream of the wrong length", |b| b
         .cross_entropy(
             &ce().with_reduction(Reduction::None),
-            z6,
-            2,
-            3,
-            CeTargets::Classes(&[0, 1]),
-            Upstream::PerElement(&[1.0]),
-            None
+            Input::matrix(z6, 2, 3).with_upstream(Upstream::PerElement(&[1.0])),
+            &[0, 1]
         ));
     add!("CE-7 non-finite scalar upstream", |b| b.cross_entropy(
         &ce(),
-        z6,
-        2,
-        3,
-        CeTargets::Classes(&[0, 1]),
-        Upstream::Scalar(f64::NAN),
-        None
+        Input::matrix(z6, 2, 3).with_upstream(Upstream::Scalar(f64::NAN)),
+        &[0, 1]
     ));
     add!("CE-5 in-place with target out of range", |b| {
         let mut z = z6.to_vec();
-        b.cross_entropy_in_place(
-            &ce(),
-            &mut z,
-            2,
-            3,
-            CeTargets::Classes(&[0, 7]),
-            Upstream::ONE,
-        )
+        b.cross_entropy(&ce(), Input::in_place(&mut z).shaped(2, 3), &[0, 7])
     });
+    add!("CE-6 probability targets without the logits' shape", |b| b
+        .cross_entropy(&ce(), z6, CeTargets::Probs(z6)));
+    add!("CE-2 unshaped logits not a multiple of the targets", |b| b
+        .cross_entropy(&ce(), &z6[..5], &[0, 1]));
+    add!("CE-2 unshaped logits with no targets", |b| b.cross_entropy(
+        &ce(),
+        z6,
+        &[]
+    ));
     let bl = BoxLoss::default;
+    add!("BOX-1 declared shape is not [N, 4]", |b| b.box_loss(
+        &bl(),
+        Input::matrix(boxes, 4, 2),
+        boxes
+    ));
     add!("BOX-1 wrong box width (length not a multiple of 4)", |b| b
-        .box_loss(
-            &bl(),
-            &boxes[..7],
-            &boxes[..7],
-            Upstream::ONE,
-            None
-        ));
+        .box_loss(&bl(), &boxes[..7], &boxes[..7]));
     add!("BOX-1 pred and target lengths differ", |b| b.box_loss(
         &bl(),
         boxes,
-        &boxes[..4],
-        Upstream::ONE,
-        None
+        &boxes[..4]
     ));
     add!("BOX-10 empty batch", |b| b.box_loss(
         &bl(),
         &boxes[..0],
-        &boxes[..0],
-        Upstream::ONE,
-        None
+        &boxes[..0]
     ));
     add!("BOX-3 eps zero", |b| b.box_loss(
         &bl().with_eps(0.0),
         boxes,
-        boxes,
-        Upstream::ONE,
-        None
+        boxes
     ));
     add!("BOX-3 eps NaN", |b| b.box_loss(
         &bl().with_eps(f64::NAN),
         boxes,
-        boxes,
-        Upstream::ONE,
-        None
+        boxes
     ));
     add!("BOX-9 threshold alpha outside [0, 1]", |b| b.box_loss(
         &bl().with_threshold_weight(1.5, 0.5),
         boxes,
-        boxes,
-        Upstream::ONE,
-        None
+        boxes
     ));
     add!("BOX-9 threshold not finite", |b| b.box_loss(
         &bl().with_threshold_weight(0.5, f64::INFINITY),
         boxes,
-        boxes,
-        Upstream::ONE,
-        None
+        boxes
     ));
     add!("BOX-10 gradient buffer of the wrong length", |b| {
         let mut g = vec![T::from_f64(0.0); 4];
-        b.box_loss(&bl(), boxes, boxes, Upstream::ONE, Some(&mut g))
+        b.box_loss(&bl(), Input::new(boxes).with_grad(&mut g), boxes)
     });
     add!("BOX-13 box_iou wrong box width", |b| {
         let mut out = vec![T::from_f64(0.0); 2];
         b.box_iou(BoxFormat::Xyxy, &boxes[..6], boxes, &mut out)
-            .map(|_| Vec::new())
+            .map(|_| Loss::PerItem(Vec::new()))
     });
     add!("BOX-13 box_iou output of the wrong size", |b| {
         let mut out = vec![T::from_f64(0.0); 3];
         b.box_iou(BoxFormat::Xyxy, boxes, boxes, &mut out)
-            .map(|_| Vec::new())
+            .map(|_| Loss::PerItem(Vec::new()))
     });
     add!("REG-1 negative beta", |b| b.smooth_l1(
         &SmoothL1 {
@@ -619,23 +524,17 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
             reduction: Reduction::Mean
         },
         e4,
-        e4,
-        Upstream::ONE,
-        None
+        e4
     ));
     add!("REG-1 length mismatch", |b| b.smooth_l1(
         &SmoothL1::default(),
         e4,
-        &e4[..3],
-        Upstream::ONE,
-        None
+        &e4[..3]
     ));
     add!("REG-1 empty input", |b| b.smooth_l1(
         &SmoothL1::default(),
         &e4[..0],
-        &e4[..0],
-        Upstream::ONE,
-        None
+        &e4[..0]
     ));
     add!("REG-3 zero delta", |b| b.huber(
         &Huber {
@@ -643,24 +542,20 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
             reduction: Reduction::Mean
         },
         e4,
-        e4,
-        Upstream::ONE,
-        None
+        e4
     ));
     add!("REG-3 length mismatch", |b| b.huber(
         &Huber::default(),
         e4,
-        &e4[..2],
-        Upstream::ONE,
-        None
+        &e4[..2]
     ));
     add!("BIN-1 target outside [0, 1]", |b| {
         let t: Vec<T> = [0.0, 1.5, 0.0, 1.0].map(f).to_vec();
-        b.bce_with_logits(&BceWithLogits::default(), e4, &t, Upstream::ONE, None)
+        b.bce_with_logits(&BceWithLogits::default(), e4, &t)
     });
     add!("BIN-1 NaN target", |b| {
         let t: Vec<T> = [0.0, f64::NAN, 0.0, 1.0].map(f).to_vec();
-        b.bce_with_logits(&BceWithLogits::default(), e4, &t, Upstream::ONE, None)
+        b.bce_with_logits(&BceWithLogits::default(), e4, &t)
     });
     add!("BIN-1 pos_weight length does not divide the input", |b| b
         .bce_with_logits(
@@ -669,9 +564,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
                 reduction: Reduction::Mean
             },
             e4,
-            e4,
-            Upstream::ONE,
-            None
+            e4
         ));
     add!("BIN-1 negative pos_weight", |b| b.bce_with_logits(
         &BceWithLogits {
@@ -679,9 +572,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
             reduction: Reduction::Mean
         },
         e4,
-        e4,
-        Upstream::ONE,
-        None
+        e4
     ));
     add!("BIN-3 negative gamma", |b| b.sigmoid_focal(
         &SigmoidFocal {
@@ -689,9 +580,7 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
             ..SigmoidFocal::default()
         },
         e4,
-        e4,
-        Upstream::ONE,
-        None
+        e4
     ));
     add!("BIN-3 alpha above 1", |b| b.sigmoid_focal(
         &SigmoidFocal {
@@ -699,16 +588,12 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
             ..SigmoidFocal::default()
         },
         e4,
-        e4,
-        Upstream::ONE,
-        None
+        e4
     ));
     add!("BIN-3 empty input", |b| b.sigmoid_focal(
         &SigmoidFocal::default(),
         &e4[..0],
-        &e4[..0],
-        Upstream::ONE,
-        None
+        &e4[..0]
     ));
     v
 }

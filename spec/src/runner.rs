@@ -1,7 +1,7 @@
 //! Runs a decoded [`LossCall`] through any backend, at element type `T`.
 
 use crate::cases::{LossCall, Targets};
-use smoothloss_core::{Backend, CeTargets, Element, LossError, Upstream};
+use smoothloss_core::{Backend, BoxFormat, CeTargets, Element, Input, LossError, Losses, Upstream};
 
 /// What a backend returned for a call.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +86,31 @@ pub fn round_inputs<T: Element>(call: &LossCall) -> LossCall {
     }
 }
 
+fn run_box_iou<T: Element, B: Backend<T> + ?Sized>(
+    backend: &B,
+    format: BoxFormat,
+    boxes1: &[f64],
+    boxes2: &[f64],
+) -> Result<Output, LossError> {
+    let n = boxes1.len() / 4;
+    let m = boxes2.len() / 4;
+    let mut out = vec![T::from_f64(0.0); n.saturating_mul(m)];
+    backend.box_iou(format, &narrow::<T>(boxes1), &narrow::<T>(boxes2), &mut out)?;
+    Ok(Output {
+        loss: widen(&out),
+        grad: None,
+    })
+}
+
+/// The input of a call: `x`, the gradient into `g` when given, scaled by `upstream`.
+fn input<'a, T>(x: &'a [T], g: Option<&'a mut [T]>, upstream: Upstream<'a>) -> Input<'a, T> {
+    let i = Input::new(x).with_upstream(upstream);
+    match g {
+        Some(g) => i.with_grad(g),
+        None => i,
+    }
+}
+
 /// Runs `call` on `backend` with data of type `T` (inputs rounded to `T`), computing the
 /// gradient when `with_grad` is set, with the given upstream gradient.
 pub fn run_call_with<T: Element, B: Backend<T> + ?Sized>(
@@ -94,127 +119,60 @@ pub fn run_call_with<T: Element, B: Backend<T> + ?Sized>(
     upstream: Upstream<'_>,
     with_grad: bool,
 ) -> Result<Output, LossError> {
-    macro_rules! grad_buf {
-        ($len:expr) => {
-            if with_grad {
-                Some(vec![T::from_f64(0.0); $len])
-            } else {
-                None
-            }
-        };
-    }
-    match call {
-        LossCall::CrossEntropy {
-            cfg,
-            logits,
-            rows,
-            classes,
-            targets,
-        } => {
-            let z = narrow::<T>(logits);
-            let probs;
-            let t = match targets {
-                Targets::Classes(c) => CeTargets::Classes(c),
-                Targets::Probs(p) => {
-                    probs = narrow::<T>(p);
-                    CeTargets::Probs(&probs[..])
-                }
-            };
-            let mut g = grad_buf!(z.len());
-            let loss =
-                backend.cross_entropy(cfg, &z, *rows, *classes, t, upstream, g.as_deref_mut())?;
-            Ok(Output {
-                loss,
-                grad: g.map(|g| widen(&g)),
-            })
+    // The differentiated input and its second input, rounded to `T`.
+    let (x, second) = match call {
+        LossCall::CrossEntropy { logits, .. } => (logits, None),
+        LossCall::BoxLoss { pred, target, .. }
+        | LossCall::SmoothL1 { pred, target, .. }
+        | LossCall::Huber { pred, target, .. } => (pred, Some(target)),
+        LossCall::Bce {
+            logits, targets, ..
         }
-        LossCall::BoxLoss { cfg, pred, target } => {
-            let p = narrow::<T>(pred);
-            let mut g = grad_buf!(p.len());
-            let loss =
-                backend.box_loss(cfg, &p, &narrow::<T>(target), upstream, g.as_deref_mut())?;
-            Ok(Output {
-                loss,
-                grad: g.map(|g| widen(&g)),
-            })
-        }
+        | LossCall::Focal {
+            logits, targets, ..
+        } => (logits, Some(targets)),
         LossCall::BoxIou {
             format,
             boxes1,
             boxes2,
-        } => {
-            let n = boxes1.len() / 4;
-            let m = boxes2.len() / 4;
-            let mut out = vec![T::from_f64(0.0); n.saturating_mul(m)];
-            backend.box_iou(
-                *format,
-                &narrow::<T>(boxes1),
-                &narrow::<T>(boxes2),
-                &mut out,
-            )?;
-            Ok(Output {
-                loss: widen(&out),
-                grad: None,
-            })
-        }
-        LossCall::SmoothL1 { cfg, pred, target } => {
-            let p = narrow::<T>(pred);
-            let mut g = grad_buf!(p.len());
-            let loss =
-                backend.smooth_l1(cfg, &p, &narrow::<T>(target), upstream, g.as_deref_mut())?;
-            Ok(Output {
-                loss,
-                grad: g.map(|g| widen(&g)),
-            })
-        }
-        LossCall::Huber { cfg, pred, target } => {
-            let p = narrow::<T>(pred);
-            let mut g = grad_buf!(p.len());
-            let loss = backend.huber(cfg, &p, &narrow::<T>(target), upstream, g.as_deref_mut())?;
-            Ok(Output {
-                loss,
-                grad: g.map(|g| widen(&g)),
-            })
-        }
-        LossCall::Bce {
+        } => return run_box_iou(backend, *format, boxes1, boxes2),
+    };
+    let x = narrow::<T>(x);
+    let y = second.map(|v| narrow::<T>(v)).unwrap_or_default();
+    let mut g = with_grad.then(|| vec![T::from_f64(0.0); x.len()]);
+    let inp = input(&x, g.as_deref_mut(), upstream);
+    let loss = match call {
+        LossCall::CrossEntropy {
             cfg,
-            logits,
+            rows,
+            classes,
             targets,
+            ..
         } => {
-            let x = narrow::<T>(logits);
-            let mut g = grad_buf!(x.len());
-            let loss = backend.bce_with_logits(
-                cfg,
-                &x,
-                &narrow::<T>(targets),
-                upstream,
-                g.as_deref_mut(),
-            )?;
-            Ok(Output {
-                loss,
-                grad: g.map(|g| widen(&g)),
-            })
+            let inp = inp.shaped(*rows, *classes);
+            match targets {
+                Targets::Classes(c) => backend.cross_entropy(cfg, inp, &c[..])?,
+                Targets::Probs(p) => {
+                    let probs = narrow::<T>(p);
+                    backend.cross_entropy(cfg, inp, CeTargets::Probs(&probs[..]))?
+                }
+            }
         }
-        LossCall::Focal {
-            cfg,
-            logits,
-            targets,
-        } => {
-            let x = narrow::<T>(logits);
-            let mut g = grad_buf!(x.len());
-            let loss = backend.sigmoid_focal(
-                cfg,
-                &x,
-                &narrow::<T>(targets),
-                upstream,
-                g.as_deref_mut(),
-            )?;
-            Ok(Output {
-                loss,
-                grad: g.map(|g| widen(&g)),
-            })
-        }
-    }
+        LossCall::BoxLoss { cfg, .. } => backend.box_loss(cfg, inp, &y)?,
+        LossCall::SmoothL1 { cfg, .. } => backend.smooth_l1(cfg, inp, &y)?,
+        LossCall::Huber { cfg, .. } => backend.huber(cfg, inp, &y)?,
+        LossCall::Bce { cfg, .. } => backend.bce_with_logits(cfg, inp, &y)?,
+        LossCall::Focal { cfg, .. } => backend.sigmoid_focal(cfg, inp, &y)?,
+        LossCall::BoxIou {
+            format,
+            boxes1,
+            boxes2,
+        } => return run_box_iou(backend, *format, boxes1, boxes2),
+    };
+    Ok(Output {
+        loss: loss.into_values(),
+        grad: g.map(|g| widen(&g)),
+    })
 }
 
 /// Runs `call` with an upstream gradient of one and the gradient requested.

@@ -1,11 +1,10 @@
 //! TOL-4: the documented behaviour of non-finite inputs, on the reference (backends are held to
 //! the same results by the conformance suite's comparison, where NaN must match NaN).
 
-use smoothloss_core::reference;
 use smoothloss_core::{
-    BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CeTargets, CrossEntropy, Huber, Reduction,
-    SmoothL1, Upstream,
+    BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Huber, Reduction, SmoothL1,
 };
+use smoothloss_core::{Input, Loss, Losses, ReferenceBackend};
 
 const INF: f64 = f64::INFINITY;
 
@@ -14,16 +13,10 @@ fn ce_none(ls: f64, z: &[f64], c: usize, t: &[i64]) -> (Vec<f64>, Vec<f64>) {
         .with_label_smoothing(ls)
         .with_reduction(Reduction::None);
     let mut g = vec![0.0; z.len()];
-    let l = reference::cross_entropy(
-        &cfg,
-        z,
-        t.len(),
-        c,
-        CeTargets::Classes(t),
-        Upstream::ONE,
-        Some(&mut g),
-    )
-    .unwrap();
+    let l = ReferenceBackend
+        .cross_entropy(&cfg, Input::matrix(z, t.len(), c).with_grad(&mut g), t)
+        .map(Loss::into_values)
+        .unwrap();
     (l, g)
 }
 
@@ -69,12 +62,18 @@ fn box_non_finite_pair_is_nan() {
         let p = [0.0, 0.0, INF, 1.0, 0.0, 0.0, 1.0, 1.0];
         let t = [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, f64::NAN];
         let mut g = [0.0; 8];
-        let l = reference::box_loss(&cfg, &p, &t, Upstream::ONE, Some(&mut g)).unwrap();
+        let l = ReferenceBackend
+            .box_loss(&cfg, Input::new(&p).with_grad(&mut g), &t)
+            .map(Loss::into_values)
+            .unwrap();
         assert!(l[0].is_nan() && l[1].is_nan(), "{kind:?}");
         assert!(g.iter().all(|v| v.is_nan()));
         // Under mean the NaN reaches the reduced loss.
         let cfg = cfg.with_reduction(Reduction::Mean);
-        let l = reference::box_loss(&cfg, &p[..4], &t[..4], Upstream::ONE, None).unwrap();
+        let l = ReferenceBackend
+            .box_loss(&cfg, &p[..4], &t[..4])
+            .map(Loss::into_values)
+            .unwrap();
         assert!(l[0].is_nan());
     }
 }
@@ -85,43 +84,43 @@ fn box_non_finite_pair_is_nan() {
 fn elementwise_non_finite_follow_the_formula() {
     let none = Reduction::None;
     let mut g = [0.0; 3];
-    let l = reference::smooth_l1(
-        &SmoothL1 {
-            beta: 1.0,
-            reduction: none,
-        },
-        &[f64::NAN, INF, 0.0],
-        &[0.0, 0.0, 0.0],
-        Upstream::ONE,
-        Some(&mut g),
-    )
-    .unwrap();
+    let l = ReferenceBackend
+        .smooth_l1(
+            &SmoothL1 {
+                beta: 1.0,
+                reduction: none,
+            },
+            Input::new(&[f64::NAN, INF, 0.0]).with_grad(&mut g),
+            &[0.0, 0.0, 0.0],
+        )
+        .map(Loss::into_values)
+        .unwrap();
     assert!(l[0].is_nan() && g[0].is_nan());
     assert_eq!((l[1], g[1]), (INF, 1.0));
-    let l = reference::huber(
-        &Huber {
-            delta: 1.0,
-            reduction: none,
-        },
-        &[f64::NAN, -INF, 0.0],
-        &[0.0; 3],
-        Upstream::ONE,
-        Some(&mut g),
-    )
-    .unwrap();
+    let l = ReferenceBackend
+        .huber(
+            &Huber {
+                delta: 1.0,
+                reduction: none,
+            },
+            Input::new(&[f64::NAN, -INF, 0.0]).with_grad(&mut g),
+            &[0.0; 3],
+        )
+        .map(Loss::into_values)
+        .unwrap();
     assert!(l[0].is_nan());
     assert_eq!((l[1], g[1]), (INF, -1.0));
-    let l = reference::bce_with_logits(
-        &BceWithLogits {
-            pos_weight: None,
-            reduction: none,
-        },
-        &[INF, -INF, f64::NAN],
-        &[1.0, 0.0, 1.0],
-        Upstream::ONE,
-        Some(&mut g),
-    )
-    .unwrap();
+    let l = ReferenceBackend
+        .bce_with_logits(
+            &BceWithLogits {
+                pos_weight: None,
+                reduction: none,
+            },
+            Input::new(&[INF, -INF, f64::NAN]).with_grad(&mut g),
+            &[1.0, 0.0, 1.0],
+        )
+        .map(Loss::into_values)
+        .unwrap();
     assert_eq!(&l[..2], &[0.0, 0.0]);
     assert_eq!(&g[..2], &[0.0, 0.0]);
     assert!(l[2].is_nan() && g[2].is_nan());

@@ -2,11 +2,12 @@
 //! invariances and identities between formulas. Each property names the formula IDs it checks.
 
 use proptest::prelude::*;
-use smoothloss_core::reference::{self, box_pair_loss};
+use smoothloss_core::reference::box_pair_loss;
 use smoothloss_core::{
     BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CeTargets, CrossEntropy, Huber, Reduction,
-    SigmoidFocal, SmoothL1, Upstream,
+    SigmoidFocal, SmoothL1,
 };
+use smoothloss_core::{Input, Loss, Losses, ReferenceBackend};
 use smoothloss_spec::strategies::*;
 
 /// Central finite differences of `f` at `x`, one coordinate at a time.
@@ -38,7 +39,9 @@ fn assert_close(got: &[f64], want: &[f64], tol: f64) -> Result<(), TestCaseError
 }
 
 fn ce_total(cfg: &CrossEntropy, z: &[f64], n: usize, c: usize, t: CeTargets<'_, f64>) -> f64 {
-    reference::cross_entropy(cfg, z, n, c, t, Upstream::ONE, None)
+    ReferenceBackend
+        .cross_entropy(cfg, Input::matrix(z, n, c), t)
+        .map(Loss::into_values)
         .unwrap()
         .iter()
         .sum()
@@ -46,7 +49,10 @@ fn ce_total(cfg: &CrossEntropy, z: &[f64], n: usize, c: usize, t: CeTargets<'_, 
 
 fn ce_grad(cfg: &CrossEntropy, z: &[f64], n: usize, c: usize, t: CeTargets<'_, f64>) -> Vec<f64> {
     let mut g = vec![0.0; z.len()];
-    reference::cross_entropy(cfg, z, n, c, t, Upstream::ONE, Some(&mut g)).unwrap();
+    ReferenceBackend
+        .cross_entropy(cfg, Input::matrix(z, n, c).with_grad(&mut g), t)
+        .map(Loss::into_values)
+        .unwrap();
     g
 }
 
@@ -110,8 +116,8 @@ proptest! {
         let t: Vec<i64> = (0..n).map(|i| (i % c) as i64).collect();
         let cfg = ce_cfg(ls, None, Reduction::None);
         let zs: Vec<f64> = z.iter().map(|v| v + shift).collect();
-        let a = reference::cross_entropy(&cfg, &z, n, c, CeTargets::Classes(&t), Upstream::ONE, None).unwrap();
-        let b = reference::cross_entropy(&cfg, &zs, n, c, CeTargets::Classes(&t), Upstream::ONE, None).unwrap();
+        let a = ReferenceBackend.cross_entropy(&cfg, Input::matrix(&z, n, c), &t).map(Loss::into_values).unwrap();
+        let b = ReferenceBackend.cross_entropy(&cfg, Input::matrix(&zs, n, c), &t).map(Loss::into_values).unwrap();
         assert_close(&b, &a, 1e-9)?;
         let ga = ce_grad(&cfg, &z, n, c, CeTargets::Classes(&t));
         let gb = ce_grad(&cfg, &zs, n, c, CeTargets::Classes(&t));
@@ -123,8 +129,7 @@ proptest! {
     #[test]
     fn ce_smoothing_zero_is_plain_nll((n, c, z) in logits(4, 9, 30.0)) {
         let t: Vec<i64> = (0..n).map(|i| ((i * 7) % c) as i64).collect();
-        let got = reference::cross_entropy(&ce_cfg(0.0, None, Reduction::None), &z, n, c,
-            CeTargets::Classes(&t), Upstream::ONE, None).unwrap();
+        let got = ReferenceBackend.cross_entropy(&ce_cfg(0.0, None, Reduction::None), Input::matrix(&z, n, c), &t).map(Loss::into_values).unwrap();
         for i in 0..n {
             let row = &z[i * c..(i + 1) * c];
             let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -149,15 +154,15 @@ proptest! {
         }
         let hard = ce_cfg(ls, None, reduction);
         let soft = ce_cfg(0.0, None, reduction);
-        let a = reference::cross_entropy(&hard, &z, n, c, CeTargets::Classes(&t), Upstream::ONE, None).unwrap();
-        let b = reference::cross_entropy(&soft, &z, n, c, CeTargets::Probs(&q), Upstream::ONE, None).unwrap();
+        let a = ReferenceBackend.cross_entropy(&hard, Input::matrix(&z, n, c), &t).map(Loss::into_values).unwrap();
+        let b = ReferenceBackend.cross_entropy(&soft, Input::matrix(&z, n, c), CeTargets::Probs(&q)).map(Loss::into_values).unwrap();
         assert_close(&a, &b, 1e-12)?;
         // Probability targets: smoothing p equals no smoothing of (1 - ls) p + ls / C.
         let mut rng = smoothloss_spec::random::Rng::new(n as u64 * 31 + c as u64);
         let p = rng.vec(n * c, 0.0, 1.0);
         let ps: Vec<f64> = p.iter().map(|v| (1.0 - ls) * v + ls / c as f64).collect();
-        let a = reference::cross_entropy(&hard, &z, n, c, CeTargets::Probs(&p), Upstream::ONE, None).unwrap();
-        let b = reference::cross_entropy(&soft, &z, n, c, CeTargets::Probs(&ps), Upstream::ONE, None).unwrap();
+        let a = ReferenceBackend.cross_entropy(&hard, Input::matrix(&z, n, c), CeTargets::Probs(&p)).map(Loss::into_values).unwrap();
+        let b = ReferenceBackend.cross_entropy(&soft, Input::matrix(&z, n, c), CeTargets::Probs(&ps)).map(Loss::into_values).unwrap();
         assert_close(&a, &b, 1e-12)?;
     }
 
@@ -224,7 +229,7 @@ proptest! {
             cfg = cfg.with_threshold_weight(0.4, 0.99);
         }
         let mut g = vec![0.0; 4];
-        reference::box_loss(&cfg, &p, &q, Upstream::ONE, Some(&mut g)).unwrap();
+        ReferenceBackend.box_loss(&cfg, Input::new(&p).with_grad(&mut g), &q).map(Loss::into_values).unwrap();
         let fd = if kind == BoxLossKind::Ciou {
             // CIoU's alpha is a constant in the gradient (BOX-6): differentiate with alpha frozen
             // at its value for the unperturbed pair.
@@ -243,7 +248,7 @@ proptest! {
             })
         } else {
             finite_diff(&p, |pp| {
-                reference::box_loss(&cfg, pp, &q, Upstream::ONE, None).unwrap().iter().sum()
+                ReferenceBackend.box_loss(&cfg, pp, &q).map(Loss::into_values).unwrap().iter().sum()
             })
         };
         assert_close(&g, &fd, 1e-5)?;
@@ -266,7 +271,7 @@ proptest! {
             prop_assert!(lab >= -1e-12);
         }
         let mut out = [0.0];
-        reference::box_iou(format, &pa, &pb, &mut out).unwrap();
+        ReferenceBackend.box_iou(format, &pa, &pb, &mut out).unwrap();
         let (_, _, iou) = box_pair_loss(BoxLossKind::Iou, format, pa, pb, 1e-7);
         prop_assert!((out[0] - iou).abs() <= 1e-6 && (0.0..=1.0).contains(&out[0]));
     }
@@ -346,12 +351,12 @@ proptest! {
             .collect();
         let s = SmoothL1 { beta, reduction };
         let mut g = vec![0.0; pred.len()];
-        reference::smooth_l1(&s, &pred, &target, Upstream::ONE, Some(&mut g)).unwrap();
-        let fd = finite_diff(&pred, |p| reference::smooth_l1(&s, p, &target, Upstream::ONE, None).unwrap().iter().sum());
+        ReferenceBackend.smooth_l1(&s, Input::new(&pred).with_grad(&mut g), &target).map(Loss::into_values).unwrap();
+        let fd = finite_diff(&pred, |p| ReferenceBackend.smooth_l1(&s, p, &target).map(Loss::into_values).unwrap().iter().sum());
         assert_close(&g, &fd, 1e-6)?;
         let h = Huber { delta: beta, reduction };
-        reference::huber(&h, &pred, &target, Upstream::ONE, Some(&mut g)).unwrap();
-        let fd = finite_diff(&pred, |p| reference::huber(&h, p, &target, Upstream::ONE, None).unwrap().iter().sum());
+        ReferenceBackend.huber(&h, Input::new(&pred).with_grad(&mut g), &target).map(Loss::into_values).unwrap();
+        let fd = finite_diff(&pred, |p| ReferenceBackend.huber(&h, p, &target).map(Loss::into_values).unwrap().iter().sum());
         assert_close(&g, &fd, 1e-6)?;
     }
 
@@ -361,12 +366,12 @@ proptest! {
     fn regression_identities(pred in prop::collection::vec(-4.0f64..4.0, 1..20), delta in 0.01f64..3.0) {
         let target: Vec<f64> = pred.iter().map(|p| p * 0.5 - 0.3).collect();
         let none = Reduction::None;
-        let h = reference::huber(&Huber { delta, reduction: none }, &pred, &target, Upstream::ONE, None).unwrap();
-        let s = reference::smooth_l1(&SmoothL1 { beta: delta, reduction: none }, &pred, &target, Upstream::ONE, None).unwrap();
+        let h = ReferenceBackend.huber(&Huber { delta, reduction: none }, &pred, &target).map(Loss::into_values).unwrap();
+        let s = ReferenceBackend.smooth_l1(&SmoothL1 { beta: delta, reduction: none }, &pred, &target).map(Loss::into_values).unwrap();
         for (a, b) in h.iter().zip(&s) {
             prop_assert!((a - delta * b).abs() <= 1e-12 * a.abs().max(1.0));
         }
-        let l1 = reference::smooth_l1(&SmoothL1 { beta: 0.0, reduction: none }, &pred, &target, Upstream::ONE, None).unwrap();
+        let l1 = ReferenceBackend.smooth_l1(&SmoothL1 { beta: 0.0, reduction: none }, &pred, &target).map(Loss::into_values).unwrap();
         for ((a, p), t) in l1.iter().zip(&pred).zip(&target) {
             prop_assert_eq!(*a, (p - t).abs());
         }
@@ -384,12 +389,12 @@ proptest! {
         let y: Vec<f64> = (0..x.len()).map(|i| [0.0, 1.0, 0.3][i % 3]).collect();
         let b = BceWithLogits { pos_weight: Some(vec![pw]), reduction };
         let mut g = vec![0.0; x.len()];
-        reference::bce_with_logits(&b, &x, &y, Upstream::ONE, Some(&mut g)).unwrap();
-        let fd = finite_diff(&x, |xx| reference::bce_with_logits(&b, xx, &y, Upstream::ONE, None).unwrap().iter().sum());
+        ReferenceBackend.bce_with_logits(&b, Input::new(&x).with_grad(&mut g), &y).map(Loss::into_values).unwrap();
+        let fd = finite_diff(&x, |xx| ReferenceBackend.bce_with_logits(&b, xx, &y).map(Loss::into_values).unwrap().iter().sum());
         assert_close(&g, &fd, 1e-6)?;
         let f = SigmoidFocal { alpha, gamma, reduction };
-        reference::sigmoid_focal(&f, &x, &y, Upstream::ONE, Some(&mut g)).unwrap();
-        let fd = finite_diff(&x, |xx| reference::sigmoid_focal(&f, xx, &y, Upstream::ONE, None).unwrap().iter().sum());
+        ReferenceBackend.sigmoid_focal(&f, Input::new(&x).with_grad(&mut g), &y).map(Loss::into_values).unwrap();
+        let fd = finite_diff(&x, |xx| ReferenceBackend.sigmoid_focal(&f, xx, &y).map(Loss::into_values).unwrap().iter().sum());
         assert_close(&g, &fd, 1e-6)?;
     }
 
@@ -399,11 +404,11 @@ proptest! {
     fn binary_identities(x in prop::collection::vec(-1e6f64..1e6, 1..16), y in 0.0f64..=1.0) {
         let ys = vec![y; x.len()];
         let none = Reduction::None;
-        let bce = reference::bce_with_logits(&BceWithLogits { pos_weight: None, reduction: none }, &x, &ys, Upstream::ONE, None).unwrap();
-        let focal = reference::sigmoid_focal(&SigmoidFocal { alpha: -1.0, gamma: 0.0, reduction: none }, &x, &ys, Upstream::ONE, None).unwrap();
+        let bce = ReferenceBackend.bce_with_logits(&BceWithLogits { pos_weight: None, reduction: none }, &x, &ys).map(Loss::into_values).unwrap();
+        let focal = ReferenceBackend.sigmoid_focal(&SigmoidFocal { alpha: -1.0, gamma: 0.0, reduction: none }, &x, &ys).map(Loss::into_values).unwrap();
         let xn: Vec<f64> = x.iter().map(|v| -v).collect();
         let yn = vec![1.0 - y; x.len()];
-        let flipped = reference::bce_with_logits(&BceWithLogits { pos_weight: None, reduction: none }, &xn, &yn, Upstream::ONE, None).unwrap();
+        let flipped = ReferenceBackend.bce_with_logits(&BceWithLogits { pos_weight: None, reduction: none }, &xn, &yn).map(Loss::into_values).unwrap();
         for i in 0..x.len() {
             prop_assert!(bce[i].is_finite());
             prop_assert_eq!(bce[i], focal[i]);

@@ -2,11 +2,11 @@
 //! Each case's comment gives the value worked out by hand from `spec/formulas/*.md`; the
 //! snapshot files were reviewed against those hand values.
 
-use smoothloss_core::reference;
 use smoothloss_core::{
     BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CeTargets, CrossEntropy, Huber, Reduction,
-    SigmoidFocal, SmoothL1, Upstream,
+    SigmoidFocal, SmoothL1,
 };
+use smoothloss_core::{Input, Loss, Losses, ReferenceBackend};
 
 fn fmt(v: &[f64]) -> String {
     let parts: Vec<String> = v.iter().map(|x| format!("{x:.6}")).collect();
@@ -15,13 +15,19 @@ fn fmt(v: &[f64]) -> String {
 
 fn ce(cfg: &CrossEntropy, z: &[f64], n: usize, c: usize, t: CeTargets<'_, f64>) -> String {
     let mut g = vec![0.0; z.len()];
-    let l = reference::cross_entropy(cfg, z, n, c, t, Upstream::ONE, Some(&mut g)).unwrap();
+    let l = ReferenceBackend
+        .cross_entropy(cfg, Input::matrix(z, n, c).with_grad(&mut g), t)
+        .map(Loss::into_values)
+        .unwrap();
     format!("loss {}\ngrad {}", fmt(&l), fmt(&g))
 }
 
 fn boxes(cfg: &BoxLoss, p: &[f64], t: &[f64]) -> String {
     let mut g = vec![0.0; p.len()];
-    let l = reference::box_loss(cfg, p, t, Upstream::ONE, Some(&mut g)).unwrap();
+    let l = ReferenceBackend
+        .box_loss(cfg, Input::new(p).with_grad(&mut g), t)
+        .map(Loss::into_values)
+        .unwrap();
     format!("loss {}\ngrad {}", fmt(&l), fmt(&g))
 }
 
@@ -122,18 +128,19 @@ fn snapshot_box_losses() {
     );
     // BOX-9: IoU 1/7 < 0.5, so the weight is 1 - 0.3: IoU loss 0.7 * 6/7 = 0.6.
     out += "\n\nBOX-9 seed IouLoss(alpha 0.3, threshold 0.5), xyxy\n";
-    let mut seed = smoothloss_core::IouLoss::new(0.3, 0.5);
+    let mut seed = smoothloss_core::BoxLoss::iou_loss(0.3, 0.5);
     seed.format = BoxFormat::Xyxy;
     out += &boxes(&seed, &p, &t);
     // BOX-13: box_iou of [0,0,2,2] with itself (1) and with [1,1,3,3] (1/7).
     let mut iou = [0.0; 2];
-    reference::box_iou(
-        BoxFormat::Xyxy,
-        &p,
-        &[0.0, 0.0, 2.0, 2.0, 1.0, 1.0, 3.0, 3.0],
-        &mut iou,
-    )
-    .unwrap();
+    ReferenceBackend
+        .box_iou(
+            BoxFormat::Xyxy,
+            &p,
+            &[0.0, 0.0, 2.0, 2.0, 1.0, 1.0, 3.0, 3.0],
+            &mut iou,
+        )
+        .unwrap();
     out += &format!("\n\nBOX-13 box_iou\niou {}", fmt(&iou));
     insta::assert_snapshot!(out);
 }
@@ -148,47 +155,47 @@ fn snapshot_elementwise() {
     let none = Reduction::None;
     let mut g = [0.0; 5];
     let mut out = String::new();
-    let l = reference::smooth_l1(
-        &SmoothL1 {
-            beta: 1.0,
-            reduction: none,
-        },
-        &pred,
-        &target,
-        Upstream::ONE,
-        Some(&mut g),
-    )
-    .unwrap();
+    let l = ReferenceBackend
+        .smooth_l1(
+            &SmoothL1 {
+                beta: 1.0,
+                reduction: none,
+            },
+            Input::new(&pred).with_grad(&mut g),
+            &target,
+        )
+        .map(Loss::into_values)
+        .unwrap();
     out += &format!(
         "REG-1 smooth L1 beta 1\nloss {}\ngrad {}\n\n",
         fmt(&l),
         fmt(&g)
     );
-    let l = reference::huber(
-        &Huber {
-            delta: 1.0,
-            reduction: none,
-        },
-        &pred,
-        &target,
-        Upstream::ONE,
-        Some(&mut g),
-    )
-    .unwrap();
+    let l = ReferenceBackend
+        .huber(
+            &Huber {
+                delta: 1.0,
+                reduction: none,
+            },
+            Input::new(&pred).with_grad(&mut g),
+            &target,
+        )
+        .map(Loss::into_values)
+        .unwrap();
     out += &format!(
         "REG-3 Huber delta 1\nloss {}\ngrad {}\n\n",
         fmt(&l),
         fmt(&g)
     );
     // REG-5: mean of smooth L1 = 3.25 / 5 = 0.65, grads divided by 5.
-    let l = reference::smooth_l1(
-        &SmoothL1::default(),
-        &pred,
-        &target,
-        Upstream::ONE,
-        Some(&mut g),
-    )
-    .unwrap();
+    let l = ReferenceBackend
+        .smooth_l1(
+            &SmoothL1::default(),
+            Input::new(&pred).with_grad(&mut g),
+            &target,
+        )
+        .map(Loss::into_values)
+        .unwrap();
     out += &format!(
         "REG-5 smooth L1 mean\nloss {}\ngrad {}\n\n",
         fmt(&l),
@@ -199,33 +206,33 @@ fn snapshot_elementwise() {
     let x = [0.0, 0.0];
     let y = [0.0, 1.0];
     let mut g2 = [0.0; 2];
-    let l = reference::bce_with_logits(
-        &BceWithLogits {
-            pos_weight: None,
-            reduction: none,
-        },
-        &x,
-        &y,
-        Upstream::ONE,
-        Some(&mut g2),
-    )
-    .unwrap();
+    let l = ReferenceBackend
+        .bce_with_logits(
+            &BceWithLogits {
+                pos_weight: None,
+                reduction: none,
+            },
+            Input::new(&x).with_grad(&mut g2),
+            &y,
+        )
+        .map(Loss::into_values)
+        .unwrap();
     out += &format!(
         "BIN-1 BCE with logits\nloss {}\ngrad {}\n\n",
         fmt(&l),
         fmt(&g2)
     );
-    let l = reference::bce_with_logits(
-        &BceWithLogits {
-            pos_weight: Some(vec![3.0]),
-            reduction: none,
-        },
-        &x,
-        &y,
-        Upstream::ONE,
-        Some(&mut g2),
-    )
-    .unwrap();
+    let l = ReferenceBackend
+        .bce_with_logits(
+            &BceWithLogits {
+                pos_weight: Some(vec![3.0]),
+                reduction: none,
+            },
+            Input::new(&x).with_grad(&mut g2),
+            &y,
+        )
+        .map(Loss::into_values)
+        .unwrap();
     out += &format!(
         "BIN-2 BCE with pos_weight 3\nloss {}\ngrad {}\n\n",
         fmt(&l),
@@ -233,18 +240,18 @@ fn snapshot_elementwise() {
     );
     // BIN-3 / BIN-4: x = 0, p = 0.5, p_t = 0.5: loss = alpha_t * ln2 * 0.25 with alpha_t 0.75
     // (y = 0) and 0.25 (y = 1): [0.129965, 0.043322].
-    let l = reference::sigmoid_focal(
-        &SigmoidFocal {
-            alpha: 0.25,
-            gamma: 2.0,
-            reduction: none,
-        },
-        &x,
-        &y,
-        Upstream::ONE,
-        Some(&mut g2),
-    )
-    .unwrap();
+    let l = ReferenceBackend
+        .sigmoid_focal(
+            &SigmoidFocal {
+                alpha: 0.25,
+                gamma: 2.0,
+                reduction: none,
+            },
+            Input::new(&x).with_grad(&mut g2),
+            &y,
+        )
+        .map(Loss::into_values)
+        .unwrap();
     out += &format!(
         "BIN-3 sigmoid focal alpha 0.25 gamma 2\nloss {}\ngrad {}",
         fmt(&l),

@@ -20,7 +20,7 @@ use crate::call::{Input, Io, Loss};
 use crate::cross_entropy::{CeTargets, CrossEntropy};
 use crate::element::{Element, to_f64_vec};
 use crate::error::Result;
-use crate::plan::{CeCall, Call, Extent, IouCall, PairCall, Parts};
+use crate::plan::{Call, CeCall, Extent, IouCall, PairCall, Parts};
 use crate::reference;
 use crate::regression::{Huber, SmoothL1};
 
@@ -229,13 +229,7 @@ pub trait Losses<T: Element>: Backend<T> {
     /// Pairwise IoU of `boxes1` `[N, 4]` and `boxes2` `[M, 4]` into `out` `[N, M]`
     /// (`BOX-13`, `torchvision.ops.box_iou`; the seed's `bbox_iou`).
     #[doc(alias = "bbox_iou")]
-    fn box_iou(
-        &self,
-        format: BoxFormat,
-        boxes1: &[T],
-        boxes2: &[T],
-        out: &mut [T],
-    ) -> Result<()> {
+    fn box_iou(&self, format: BoxFormat, boxes1: &[T], boxes2: &[T], out: &mut [T]) -> Result<()> {
         let plan = BoxIouPlan::new(format, boxes1.len(), boxes2.len(), out.len())?;
         self.run_box_iou(IouCall::bind(plan, boxes1, boxes2, out))
     }

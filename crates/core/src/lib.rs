@@ -30,9 +30,9 @@ pub mod box_loss;
 pub mod call;
 pub mod cross_entropy;
 pub mod element;
+pub mod error;
 pub mod op;
 pub mod plan;
-pub mod error;
 pub mod reduction;
 pub mod reference;
 pub mod regression;
@@ -45,10 +45,8 @@ pub use box_loss::{BoxFormat, BoxIouPlan, BoxLoss, BoxLossKind, BoxPlan, Thresho
 pub use call::{GradDest, Input, Io, Loss};
 pub use cross_entropy::{CePlan, CeTargets, CeTargetsShape, CrossEntropy};
 pub use element::Element;
-pub use op::{Family, Op, kernel_name};
 pub use error::{LossError, Result};
-pub use plan::{
-    CeCall, Call, Extent, IouCall, LossConfig, PairCall, Parts, Plan, UpstreamShape,
-};
+pub use op::{Family, Op, kernel_name};
+pub use plan::{Call, CeCall, Extent, IouCall, LossConfig, PairCall, Parts, Plan, UpstreamShape};
 pub use reduction::{Reduction, Upstream};
 pub use regression::{Huber, SmoothL1};

@@ -209,7 +209,10 @@ mod tests {
     #[test]
     fn kernel_names_follow_the_cuda_entry_points() {
         assert_eq!(kernel_name(Op::CrossEntropy, "f32", 1), "ce_fwd_bwd_f32");
-        assert_eq!(kernel_name(Op::CrossEntropy, "bf16", 8), "ce_fwd_bwd_bf16_c8");
+        assert_eq!(
+            kernel_name(Op::CrossEntropy, "bf16", 8),
+            "ce_fwd_bwd_bf16_c8"
+        );
         assert_eq!(kernel_name(Op::BoxLoss, "", 1), "box_loss_fwd_bwd");
         assert_eq!(Family::Binary.kernel_file(), "binary.cu");
         assert_eq!(Family::BoxLoss.formula_file(), "box_loss.md");

@@ -227,21 +227,13 @@ impl<'a, T> IouCall<'a, T> {
     }
 
     /// `(plan, boxes1, boxes2, out)`.
-    pub fn into_parts(
-        self,
-    ) -> (
-        crate::box_loss::BoxIouPlan,
-        &'a [T],
-        &'a [T],
-        &'a mut [T],
-    ) {
+    pub fn into_parts(self) -> (crate::box_loss::BoxIouPlan, &'a [T], &'a [T], &'a mut [T]) {
         (self.plan, self.boxes1, self.boxes2, self.out)
     }
 }
 
 /// A validated cross-entropy call.
-pub type CeCall<'a, T> =
-    Call<'a, crate::CrossEntropy, T, crate::cross_entropy::CeTargets<'a, T>>;
+pub type CeCall<'a, T> = Call<'a, crate::CrossEntropy, T, crate::cross_entropy::CeTargets<'a, T>>;
 /// A validated call of a loss on two aligned inputs (`pred`/`target`, `logits`/`targets`):
 /// box losses, smooth L1, Huber, BCE with logits, sigmoid focal.
 pub type PairCall<'a, C, T> = Call<'a, C, T, &'a [T]>;

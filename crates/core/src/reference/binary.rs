@@ -106,5 +106,7 @@ pub fn bce_with_logits(call: PairCall<'_, BceWithLogits, f64>) -> Loss {
 
 /// Reference `torchvision.ops.sigmoid_focal_loss`.
 pub fn sigmoid_focal(call: PairCall<'_, SigmoidFocal, f64>) -> Loss {
-    elementwise(call, |cfg, _, x, y| focal_element(x, y, cfg.alpha, cfg.gamma))
+    elementwise(call, |cfg, _, x, y| {
+        focal_element(x, y, cfg.alpha, cfg.gamma)
+    })
 }

@@ -17,7 +17,10 @@ fn sign(d: f64) -> f64 {
 }
 
 /// Shared loop: `f(d) -> (loss, dloss/dd)` on `d = pred - target`, then the reduction (`REG-5`).
-fn elementwise<C: LossConfig>(call: PairCall<'_, C, f64>, f: impl Fn(&C, f64) -> (f64, f64)) -> Loss {
+fn elementwise<C: LossConfig>(
+    call: PairCall<'_, C, f64>,
+    f: impl Fn(&C, f64) -> (f64, f64),
+) -> Loss {
     let Parts {
         plan,
         io,
