@@ -55,7 +55,9 @@ fn descend(
     let mut losses = Vec::with_capacity(steps);
     for step in 0..steps {
         // Mean loss over the pairs and its gradient with respect to `pred`, in one call.
-        let loss = backend.box_loss(cfg, &pred, target, Upstream::ONE, Some(&mut grad))?[0];
+        let loss = backend
+            .box_loss(cfg, Input::new(&pred).with_grad(&mut grad), target)?
+            .value();
         losses.push(loss);
         if step % 30 == 0 || step + 1 == steps {
             println!("  step {step:3}: loss {loss:.5}");
@@ -87,7 +89,7 @@ fn main() -> Result<(), LossError> {
     let ciou_losses = descend(&backend, "CIoU loss", &ciou, start, &target, 20.0, steps)?;
 
     // The seed's IouLoss(alpha = 0.1, threshold = 0.5) on centre-size boxes.
-    let seed = IouLoss::new(0.1, 0.5);
+    let seed = BoxLoss::iou_loss(0.1, 0.5);
     let target: Vec<f32> = TARGETS.iter().flat_map(|b| to_cxcywh(*b)).collect();
     let start: Vec<f32> = START.iter().flat_map(|b| to_cxcywh(*b)).collect();
     let iou_losses = descend(

@@ -55,7 +55,7 @@ fn main() -> Result<(), LossError> {
     let lr = 0.5_f32;
 
     let backend = DefaultBackend::default();
-    let loss_fn = SmoothLoss::new(0.1); // = CrossEntropy::new().with_label_smoothing(0.1)
+    let loss_fn = CrossEntropy::smooth_loss(0.1); // = CrossEntropy::new().with_label_smoothing(0.1)
     let mut logits = vec![0.0_f32; N * C];
     let mut dlogits = vec![0.0_f32; N * C];
     let mut losses = Vec::new();
@@ -72,15 +72,13 @@ fn main() -> Result<(), LossError> {
             }
         }
         // Loss and d(loss)/d(logits) in one fused call (mean over the batch).
-        let loss = backend.cross_entropy(
-            &loss_fn,
-            &logits,
-            N,
-            C,
-            CeTargets::Classes(&targets),
-            Upstream::ONE,
-            Some(&mut dlogits),
-        )?[0];
+        let loss = backend
+            .cross_entropy(
+                &loss_fn,
+                Input::matrix(&logits, N, C).with_grad(&mut dlogits),
+                &targets,
+            )?
+            .value();
         let correct = (0..N)
             .filter(|&i| {
                 let row = &logits[i * C..(i + 1) * C];

@@ -17,7 +17,7 @@
 //! ```
 
 use smoothloss::backend::{BinaryOps, BoxLossOps, CrossEntropyOps, RegressionOps};
-use smoothloss::{Backend, LossError, Reduction, SmoothL1, Upstream};
+use smoothloss::{Backend, Loss, LossError, PairCall, Parts, Reduction, SmoothL1};
 use smoothloss_spec::conformance::{Tolerances, run_all};
 
 /// A new backend: own smooth L1, reference fallback for everything else.
@@ -39,24 +39,24 @@ fn sign(d: f64) -> f64 {
 }
 
 impl RegressionOps<f32> for MyBackend {
-    fn smooth_l1(
-        &self,
-        cfg: &SmoothL1,
-        pred: &[f32],
-        target: &[f32],
-        upstream: Upstream<'_>,
-        grad: Option<&mut [f32]>,
-    ) -> Result<Vec<f64>, LossError> {
-        // Validate first: every backend must reject bad input with the reference's error.
-        let n = cfg.validate(pred, target, &upstream, grad.as_ref().map(|g| g.len()))?;
+    // The plan is already validated (shapes, beta, upstream): a backend only computes.
+    fn run_smooth_l1(&self, call: PairCall<'_, SmoothL1, f32>) -> Result<Loss, LossError> {
+        let Parts {
+            plan,
+            io,
+            with: target,
+            upstream,
+        } = call.into_parts();
+        let (cfg, n) = (plan.cfg, plan.items);
         let beta = cfg.beta;
         let scale = if cfg.reduction == Reduction::Mean && !self.buggy {
             1.0 / n as f64
         } else {
             1.0
         };
+        let pred = io.input();
         let mut losses = Vec::with_capacity(n);
-        let mut grad = grad;
+        let mut grads = Vec::with_capacity(n);
         for i in 0..n {
             let d = f64::from(pred[i]) - f64::from(target[i]);
             let (loss, dl) = if d.abs() < beta {
@@ -65,19 +65,15 @@ impl RegressionOps<f32> for MyBackend {
                 (d.abs() - 0.5 * beta, sign(d))
             };
             losses.push(loss);
-            if let Some(g) = grad.as_deref_mut() {
-                let u = match cfg.reduction {
-                    Reduction::None => upstream.at(i),
-                    _ => upstream.at(0),
-                };
-                g[i] = (u * scale * dl) as f32;
-            }
+            let u = match cfg.reduction {
+                Reduction::None => upstream.at(i),
+                _ => upstream.at(0),
+            };
+            grads.push(u * scale * dl);
         }
-        Ok(match cfg.reduction {
-            Reduction::None => losses,
-            Reduction::Sum => vec![losses.iter().sum()],
-            Reduction::Mean => vec![losses.iter().sum::<f64>() / n as f64],
-        })
+        // Separate buffer or over the input, as the call says.
+        io.write_grad_f64(&grads);
+        Ok(plan.reduce(losses, n as f64))
     }
 }
 

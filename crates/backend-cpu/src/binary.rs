@@ -2,29 +2,32 @@
 //! polynomial `exp` / `log1p` (see [`crate::elementwise`]), fused forward + backward,
 //! deterministic multithreading.
 
-use crate::CpuBackend;
+use crate::{CpuBackend, loss_of, split_io};
 use crate::elementwise::{GM_GENERAL, GM_ONE, GM_TWO, GM_ZERO, bce_block, focal_block};
 use crate::regression::drive;
 use smoothloss_core::backend::BinaryOps;
-use smoothloss_core::{BceWithLogits, Result, SigmoidFocal, Upstream};
+use smoothloss_core::{BceWithLogits, Loss, PairCall, Parts, Result, SigmoidFocal};
 
 impl BinaryOps<f32> for CpuBackend {
-    fn bce_with_logits(
-        &self,
-        cfg: &BceWithLogits,
-        logits: &[f32],
-        targets: &[f32],
-        upstream: Upstream<'_>,
-        grad: Option<&mut [f32]>,
-    ) -> Result<Vec<f64>> {
-        let n = cfg.validate(logits, targets, &upstream, grad.as_ref().map(|g| g.len()))?;
+    fn run_bce_with_logits(&self, call: PairCall<'_, BceWithLogits, f32>) -> Result<Loss> {
+        let Parts {
+            plan,
+            io,
+            with: targets,
+            upstream,
+        } = call.into_parts();
+        let (cfg, n) = (plan.cfg, plan.items);
+        let (logits, grad) = split_io(io);
+        let logits = &logits[..];
         let pw: Option<Vec<f32>> = cfg
             .pos_weight
             .as_ref()
             .map(|w| w.iter().map(|&v| v as f32).collect());
         let pw = pw.as_deref();
         let g = grad.is_some();
-        Ok(drive(
+        Ok(loss_of(
+            cfg.reduction,
+            drive(
             self,
             n,
             cfg.reduction,
@@ -38,18 +41,20 @@ impl BinaryOps<f32> for CpuBackend {
                     bce_block::<false>(x, y, r.start, pw, up, gr, l)
                 }
             },
+        ),
         ))
     }
 
-    fn sigmoid_focal(
-        &self,
-        cfg: &SigmoidFocal,
-        logits: &[f32],
-        targets: &[f32],
-        upstream: Upstream<'_>,
-        grad: Option<&mut [f32]>,
-    ) -> Result<Vec<f64>> {
-        let n = cfg.validate(logits, targets, &upstream, grad.as_ref().map(|g| g.len()))?;
+    fn run_sigmoid_focal(&self, call: PairCall<'_, SigmoidFocal, f32>) -> Result<Loss> {
+        let Parts {
+            plan,
+            io,
+            with: targets,
+            upstream,
+        } = call.into_parts();
+        let (cfg, n) = (plan.cfg, plan.items);
+        let (logits, grad) = split_io(io);
+        let logits = &logits[..];
         let (alpha, gamma) = (cfg.alpha as f32, cfg.gamma as f32);
         let g = grad.is_some();
         let gm = if cfg.gamma == 0.0 {
@@ -61,7 +66,9 @@ impl BinaryOps<f32> for CpuBackend {
         } else {
             GM_GENERAL
         };
-        Ok(drive(
+        Ok(loss_of(
+            cfg.reduction,
+            drive(
             self,
             n,
             cfg.reduction,
@@ -89,6 +96,7 @@ impl BinaryOps<f32> for CpuBackend {
                     _ => go!(GM_GENERAL),
                 }
             },
+        ),
         ))
     }
 }

@@ -7,15 +7,16 @@
 //! pool. Loss sums accumulate in `f64` per block in a fixed order, so the result does not
 //! depend on the number of threads.
 
-use crate::CpuBackend;
+use crate::{CpuBackend, split_io};
 use crate::box_math::{
     F_CXCYWH, F_XYWH, F_XYXY, K_CIOU, K_DIOU, K_EIOU, K_GIOU, K_IOU, PairParams, Up, block, iou_row,
 };
 use crate::elementwise::run_blocks;
 use rayon::prelude::*;
 use smoothloss_core::backend::BoxLossOps;
-use smoothloss_core::box_loss::validate_box_iou;
-use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, Reduction, Result, Upstream};
+use smoothloss_core::{
+    BoxFormat, BoxLoss, BoxLossKind, IouCall, Loss, PairCall, Parts, Reduction, Result, Upstream,
+};
 
 /// Pairs per block of the deterministic parallel split (a multiple of the chunk size).
 const BOX_BLOCK: usize = 8 * 1024;
@@ -135,15 +136,16 @@ fn iou_rows<const F: u8>(a: &[f32], cols: &[Vec<f32>; 4], out: &mut [f32]) {
 }
 
 impl BoxLossOps<f32> for CpuBackend {
-    fn box_loss(
-        &self,
-        cfg: &BoxLoss,
-        pred: &[f32],
-        target: &[f32],
-        upstream: Upstream<'_>,
-        grad: Option<&mut [f32]>,
-    ) -> Result<Vec<f64>> {
-        let n = cfg.validate(pred, target, &upstream, grad.as_ref().map(|g| g.len()))?;
+    fn run_box_loss(&self, call: PairCall<'_, BoxLoss, f32>) -> Result<Loss> {
+        let Parts {
+            plan,
+            io,
+            with: target,
+            upstream,
+        } = call.into_parts();
+        let (cfg, n) = (plan.cfg, plan.items);
+        let (pred, grad) = split_io(io);
+        let pred = &pred[..];
         let (thr, wlow) = match cfg.threshold_weight {
             Some(tw) => (tw.threshold as f32, (1.0 - tw.alpha) as f32),
             None => (f32::NEG_INFINITY, 1.0),
@@ -183,20 +185,15 @@ impl BoxLossOps<f32> for CpuBackend {
             },
         );
         Ok(match cfg.reduction {
-            Reduction::None => per_pair.unwrap_or_default(),
-            Reduction::Sum => vec![total],
-            Reduction::Mean => vec![total / n as f64],
+            Reduction::None => Loss::PerItem(per_pair.unwrap_or_default()),
+            Reduction::Sum => Loss::Reduced(total),
+            Reduction::Mean => Loss::Reduced(total / n as f64),
         })
     }
 
-    fn box_iou(
-        &self,
-        format: BoxFormat,
-        boxes1: &[f32],
-        boxes2: &[f32],
-        out: &mut [f32],
-    ) -> Result<()> {
-        let (n, m) = validate_box_iou(boxes1, boxes2, out.len())?;
+    fn run_box_iou(&self, call: IouCall<'_, f32>) -> Result<()> {
+        let (plan, boxes1, boxes2, out) = call.into_parts();
+        let (format, n, m) = (plan.format, plan.n, plan.m);
         if n == 0 || m == 0 {
             return Ok(());
         }

@@ -73,6 +73,7 @@ use rayon::prelude::*;
 use smoothloss_core::backend::CrossEntropyOps;
 use smoothloss_core::cross_entropy::{CeTargets, CrossEntropy};
 use smoothloss_core::error::Result;
+use smoothloss_core::{CeCall, Io, Loss, Parts};
 use smoothloss_core::reduction::{Reduction, Upstream};
 
 #[path = "cross_entropy_short.rs"]
@@ -1013,123 +1014,47 @@ fn run(
     }
 }
 
-/// [`CrossEntropyOps::cross_entropy`] on a chosen SIMD level (the trait method uses
+/// A validated cross-entropy call on a chosen SIMD level (the trait method uses
 /// [`SimdLevel::detect`]; a level this CPU lacks falls back to scalar). Used by tests to cover
 /// the portable path.
-#[allow(clippy::too_many_arguments)]
 pub fn cross_entropy_with_level(
     backend: &CpuBackend,
     level: SimdLevel,
-    cfg: &CrossEntropy,
-    logits: &[f32],
-    rows: usize,
-    classes: usize,
-    targets: CeTargets<'_, f32>,
-    upstream: Upstream<'_>,
-    grad: Option<&mut [f32]>,
-) -> Result<Vec<f64>> {
-    cfg.validate(
-        logits.len(),
-        rows,
-        classes,
-        &targets,
-        &upstream,
-        grad.as_ref().map(|g| g.len()),
-    )?;
+    call: CeCall<'_, f32>,
+) -> Result<Loss> {
+    let Parts {
+        plan,
+        io,
+        with: targets,
+        upstream,
+    } = call.into_parts();
     let level = if level.is_available() {
         level
     } else {
         SimdLevel::Scalar
     };
-    let bufs = match grad {
-        Some(g) => Bufs::Split(logits, g),
-        None => Bufs::ReadOnly(logits),
+    let bufs = match io {
+        Io::Read(z) => Bufs::ReadOnly(z),
+        Io::Separate { input, grad } => Bufs::Split(input, grad),
+        Io::InPlace(z) => Bufs::InPlace(z),
     };
-    Ok(run(
-        backend, level, cfg, bufs, rows, classes, targets, upstream,
-    ))
-}
-
-/// [`CrossEntropyOps::cross_entropy_in_place`] on a chosen SIMD level.
-#[allow(clippy::too_many_arguments)]
-pub fn cross_entropy_in_place_with_level(
-    backend: &CpuBackend,
-    level: SimdLevel,
-    cfg: &CrossEntropy,
-    logits: &mut [f32],
-    rows: usize,
-    classes: usize,
-    targets: CeTargets<'_, f32>,
-    upstream: Upstream<'_>,
-) -> Result<Vec<f64>> {
-    cfg.validate(
-        logits.len(),
-        rows,
-        classes,
-        &targets,
-        &upstream,
-        Some(logits.len()),
-    )?;
-    let level = if level.is_available() {
-        level
-    } else {
-        SimdLevel::Scalar
-    };
-    Ok(run(
+    let cfg = plan.cfg;
+    let values = run(
         backend,
         level,
         cfg,
-        Bufs::InPlace(logits),
-        rows,
-        classes,
+        bufs,
+        plan.rows(),
+        plan.classes(),
         targets,
         upstream,
-    ))
+    );
+    Ok(crate::loss_of(cfg.reduction, values))
 }
 
 impl CrossEntropyOps<f32> for CpuBackend {
-    fn cross_entropy(
-        &self,
-        cfg: &CrossEntropy,
-        logits: &[f32],
-        rows: usize,
-        classes: usize,
-        targets: CeTargets<'_, f32>,
-        upstream: Upstream<'_>,
-        grad: Option<&mut [f32]>,
-    ) -> Result<Vec<f64>> {
-        cross_entropy_with_level(
-            self,
-            SimdLevel::detect(),
-            cfg,
-            logits,
-            rows,
-            classes,
-            targets,
-            upstream,
-            grad,
-        )
-    }
-
-    fn cross_entropy_in_place(
-        &self,
-        cfg: &CrossEntropy,
-        logits: &mut [f32],
-        rows: usize,
-        classes: usize,
-        targets: CeTargets<'_, f32>,
-        upstream: Upstream<'_>,
-    ) -> Result<Vec<f64>> {
-        cross_entropy_in_place_with_level(
-            self,
-            SimdLevel::detect(),
-            cfg,
-            logits,
-            rows,
-            classes,
-            targets,
-            upstream,
-        )
+    fn run_cross_entropy(&self, call: CeCall<'_, f32>) -> Result<Loss> {
+        cross_entropy_with_level(self, SimdLevel::detect(), call)
     }
 }
 

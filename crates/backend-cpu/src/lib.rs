@@ -7,11 +7,30 @@ pub mod box_loss;
 pub mod box_math;
 pub mod cross_entropy;
 pub mod elementwise;
-pub mod ndarray_api;
 pub mod regression;
 pub mod simd;
 
 use smoothloss_core::backend::Backend;
+use smoothloss_core::{Io, Loss, Reduction};
+use std::borrow::Cow;
+
+/// The input and the gradient buffer of a call. An in-place call on a loss without an in-place
+/// kernel reads a copy of the input and writes the gradient over the buffer.
+pub(crate) fn split_io<'a>(io: Io<'a, [f32]>) -> (Cow<'a, [f32]>, Option<&'a mut [f32]>) {
+    match io {
+        Io::Read(x) => (Cow::Borrowed(x), None),
+        Io::Separate { input, grad } => (Cow::Borrowed(input), Some(grad)),
+        Io::InPlace(x) => (Cow::Owned(x.to_vec()), Some(x)),
+    }
+}
+
+/// The [`Loss`] of reduced values (one for `mean`/`sum`, one per item for `none`).
+pub(crate) fn loss_of(reduction: Reduction, mut values: Vec<f64>) -> Loss {
+    match reduction {
+        Reduction::None => Loss::PerItem(values),
+        _ => Loss::Reduced(values.pop().unwrap_or(f64::NAN)),
+    }
+}
 
 /// The CPU backend. `f32` data; losses accumulated in `f64`.
 ///

@@ -1,10 +1,10 @@
 //! Smooth L1 and Huber on the CPU: branchless `f32` element kernels (vectorised, AVX2 + FMA
 //! chosen at run time), fused forward + backward, deterministic multithreading.
 
-use crate::CpuBackend;
+use crate::{CpuBackend, loss_of, split_io};
 use crate::elementwise::{EW_BLOCK, UpE, huber_block, run_blocks, smooth_l1_block};
 use smoothloss_core::backend::RegressionOps;
-use smoothloss_core::{Huber, Reduction, Result, SmoothL1, Upstream};
+use smoothloss_core::{Huber, Loss, PairCall, Parts, Reduction, Result, SmoothL1, Upstream};
 
 /// Shared driver: validates nothing (the caller did), runs `block` over fixed blocks and
 /// reduces.
@@ -47,15 +47,16 @@ where
 }
 
 impl RegressionOps<f32> for CpuBackend {
-    fn smooth_l1(
-        &self,
-        cfg: &SmoothL1,
-        pred: &[f32],
-        target: &[f32],
-        upstream: Upstream<'_>,
-        grad: Option<&mut [f32]>,
-    ) -> Result<Vec<f64>> {
-        let n = cfg.validate(pred, target, &upstream, grad.as_ref().map(|g| g.len()))?;
+    fn run_smooth_l1(&self, call: PairCall<'_, SmoothL1, f32>) -> Result<Loss> {
+        let Parts {
+            plan,
+            io,
+            with: target,
+            upstream,
+        } = call.into_parts();
+        let (cfg, n) = (plan.cfg, plan.items);
+        let (pred, grad) = split_io(io);
+        let pred = &pred[..];
         let beta = cfg.beta as f32;
         let inv_beta = if cfg.beta > 0.0 {
             (1.0 / cfg.beta) as f32
@@ -63,7 +64,9 @@ impl RegressionOps<f32> for CpuBackend {
             0.0
         };
         let g = grad.is_some();
-        Ok(drive(
+        Ok(loss_of(
+            cfg.reduction,
+            drive(
             self,
             n,
             cfg.reduction,
@@ -77,21 +80,25 @@ impl RegressionOps<f32> for CpuBackend {
                     smooth_l1_block::<false>(x, y, r.start, None, up, gr, l, beta, inv_beta)
                 }
             },
+        ),
         ))
     }
 
-    fn huber(
-        &self,
-        cfg: &Huber,
-        pred: &[f32],
-        target: &[f32],
-        upstream: Upstream<'_>,
-        grad: Option<&mut [f32]>,
-    ) -> Result<Vec<f64>> {
-        let n = cfg.validate(pred, target, &upstream, grad.as_ref().map(|g| g.len()))?;
+    fn run_huber(&self, call: PairCall<'_, Huber, f32>) -> Result<Loss> {
+        let Parts {
+            plan,
+            io,
+            with: target,
+            upstream,
+        } = call.into_parts();
+        let (cfg, n) = (plan.cfg, plan.items);
+        let (pred, grad) = split_io(io);
+        let pred = &pred[..];
         let delta = cfg.delta as f32;
         let g = grad.is_some();
-        Ok(drive(
+        Ok(loss_of(
+            cfg.reduction,
+            drive(
             self,
             n,
             cfg.reduction,
@@ -105,6 +112,7 @@ impl RegressionOps<f32> for CpuBackend {
                     huber_block::<false>(x, y, r.start, None, up, gr, l, delta)
                 }
             },
+        ),
         ))
     }
 }

@@ -102,13 +102,7 @@ fn check(cfg: &BoxLoss, pred: &[f32], target: &[f32], upstream: Upstream<'_>, wi
     let n = pred.len() / 4;
     let mut g32 = vec![0.0f32; pred.len()];
     let got = cpu
-        .box_loss(
-            cfg,
-            pred,
-            target,
-            upstream,
-            with_grad.then_some(&mut g32[..]),
-        )
+        .box_loss(cfg, Input::new(pred).with_upstream(upstream).with_optional_grad(with_grad.then_some(&mut g32[..])), target).map(Loss::into_values)
         .unwrap();
     let mut g64 = vec![0.0f64; pred.len()];
     let want = reference::box_loss(
@@ -260,7 +254,7 @@ fn degenerate_boxes_match_reference() {
                 let cpu = CpuBackend::new();
                 let mut g = vec![0.0f32; p.len()];
                 let out = cpu
-                    .box_loss(&c, &p, &t, Upstream::ONE, Some(&mut g))
+                    .box_loss(&c, Input::new(&p).with_grad(&mut g), &t).map(Loss::into_values)
                     .unwrap();
                 assert!(out.iter().all(|v| v.is_finite()), "{c:?}: {out:?}");
                 assert!(g.iter().all(|v| v.is_finite()), "{c:?}: {g:?}");
@@ -297,7 +291,7 @@ fn non_finite_coordinates_give_nan_like_reference() {
             let cpu = CpuBackend::new();
             let mut g = vec![0.0f32; p.len()];
             let out = cpu
-                .box_loss(&c, &p, &t, Upstream::ONE, Some(&mut g))
+                .box_loss(&c, Input::new(&p).with_grad(&mut g), &t).map(Loss::into_values)
                 .unwrap();
             for (i, v) in out.iter().enumerate() {
                 assert_eq!(v.is_nan(), i % 2 == 0, "{c:?} pair {i}");
@@ -364,7 +358,7 @@ fn bad_input_gives_reference_errors() {
     for (c, a, b, u, gl) in cases {
         let mut g32 = vec![0.0f32; gl.unwrap_or(0)];
         let mut g64 = vec![0.0f64; gl.unwrap_or(0)];
-        let got = cpu.box_loss(&c, a, b, u, gl.map(|_| &mut g32[..]));
+        let got = cpu.box_loss(&c, Input::new(a).with_upstream(u).with_optional_grad(gl.map(|_| &mut g32[..])), b).map(Loss::into_values);
         let want = reference::box_loss(
             &c,
             &p64[..a.len()],
@@ -402,7 +396,7 @@ fn results_are_bit_identical_for_1_2_3_threads() {
                     let cpu = CpuBackend::with_threads(threads);
                     let mut g = vec![0.0f32; p.len()];
                     let out = cpu
-                        .box_loss(&c, &p, &t, Upstream::ONE, Some(&mut g))
+                        .box_loss(&c, Input::new(&p).with_grad(&mut g), &t).map(Loss::into_values)
                         .unwrap();
                     let bits: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
                     let gbits: Vec<u32> = g.iter().map(|v| v.to_bits()).collect();
@@ -466,25 +460,25 @@ fn portable_build_is_bit_identical_to_the_avx2_build() {
     let cpu = CpuBackend::with_threads(1);
     let run = |p: &[f32], t: &[f32], c: &BoxLoss| {
         let mut g = vec![0.0f32; p.len()];
-        let out = cpu.box_loss(c, p, t, Upstream::ONE, Some(&mut g)).unwrap();
+        let out = cpu.box_loss(c, Input::new(p).with_grad(&mut g), t).map(Loss::into_values).unwrap();
         let mut iou = vec![0.0f32; (p.len() / 4) * 5];
         cpu.box_iou(c.format, p, &t[..20], &mut iou).unwrap();
         let x: Vec<f32> = p.iter().map(|v| v * 0.05).collect();
         let y: Vec<f32> = t.iter().map(|v| (v * 0.01).fract().abs()).collect();
         let mut ge = vec![0.0f32; x.len()];
         let mut e = cpu
-            .bce_with_logits(&Default::default(), &x, &y, Upstream::ONE, Some(&mut ge))
+            .bce_with_logits(&Default::default(), Input::new(&x).with_grad(&mut ge), &y).map(Loss::into_values)
             .unwrap();
         let focal = smoothloss_core::SigmoidFocal {
             gamma: 1.5,
             ..Default::default()
         };
         e.extend(
-            cpu.sigmoid_focal(&focal, &x, &y, Upstream::ONE, Some(&mut ge))
+            cpu.sigmoid_focal(&focal, Input::new(&x).with_grad(&mut ge), &y).map(Loss::into_values)
                 .unwrap(),
         );
         e.extend(
-            cpu.smooth_l1(&Default::default(), &x, &y, Upstream::ONE, Some(&mut ge))
+            cpu.smooth_l1(&Default::default(), Input::new(&x).with_grad(&mut ge), &y).map(Loss::into_values)
                 .unwrap(),
         );
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

@@ -487,15 +487,7 @@ fn adversarial_inputs_match_reference() {
                 check_all(&case, &be).unwrap_or_else(|e| panic!("-inf C {classes} eps {eps}: {e}"));
                 // The gradient of rows with -inf entries stays finite.
                 let mut g = vec![0.0; case.logits.len()];
-                be.cross_entropy(
-                    &case.cfg,
-                    &case.logits,
-                    3,
-                    classes,
-                    case.targets.as_f32(),
-                    Upstream::ONE,
-                    Some(&mut g),
-                )
+                be.cross_entropy(&case.cfg, Input::matrix(&case.logits, 3, classes).with_grad(&mut g), case.targets.as_f32()).map(Loss::into_values)
                 .unwrap();
                 assert!(g[..2 * classes].iter().all(|v| v.is_finite()));
             }
@@ -514,15 +506,7 @@ fn minus_inf_rows_follow_the_spec() {
     let mut g = vec![0.0; c];
     let cfg = CrossEntropy::new().with_reduction(Reduction::Sum);
     let l = be
-        .cross_entropy(
-            &cfg,
-            &z,
-            1,
-            c,
-            CeTargets::Classes(&[5]),
-            Upstream::ONE,
-            Some(&mut g),
-        )
+        .cross_entropy(&cfg, Input::matrix(&z, 1, c).with_grad(&mut g), &[5]).map(Loss::into_values)
         .unwrap();
     assert_eq!(l[0], 0.0, "no smoothing term for eps = 0 (CE-3)");
     assert!(
@@ -531,15 +515,7 @@ fn minus_inf_rows_follow_the_spec() {
     );
     let cfg = cfg.with_label_smoothing(0.1);
     let l = be
-        .cross_entropy(
-            &cfg,
-            &z,
-            1,
-            c,
-            CeTargets::Classes(&[5]),
-            Upstream::ONE,
-            Some(&mut g),
-        )
+        .cross_entropy(&cfg, Input::matrix(&z, 1, c).with_grad(&mut g), &[5]).map(Loss::into_values)
         .unwrap();
     assert_eq!(l[0], f64::INFINITY);
     assert!(g.iter().all(|v| v.is_finite()));
@@ -580,15 +556,7 @@ fn nan_and_inf_rows() {
             check_all(&case, &be).unwrap_or_else(|e| panic!("C {classes} probs {probs}: {e}"));
             let mut g = vec![0.0; case.logits.len()];
             let l = be
-                .cross_entropy(
-                    &case.cfg,
-                    &case.logits,
-                    6,
-                    c,
-                    case.targets.as_f32(),
-                    Upstream::ONE,
-                    Some(&mut g),
-                )
+                .cross_entropy(&case.cfg, Input::matrix(&case.logits, 6, c).with_grad(&mut g), case.targets.as_f32()).map(Loss::into_values)
                 .unwrap();
             for r in 1..4 {
                 assert!(l[r].is_nan(), "row {r}");
@@ -608,15 +576,7 @@ fn nan_and_inf_rows() {
             for red in [Reduction::Sum, Reduction::Mean] {
                 let cfg = case.cfg.clone().with_reduction(red);
                 let l = be
-                    .cross_entropy(
-                        &cfg,
-                        &case.logits,
-                        6,
-                        c,
-                        case.targets.as_f32(),
-                        Upstream::ONE,
-                        None,
-                    )
+                    .cross_entropy(&cfg, Input::matrix(&case.logits, 6, c), case.targets.as_f32()).map(Loss::into_values)
                     .unwrap();
                 assert!(l[0].is_nan());
             }
@@ -643,15 +603,7 @@ fn degenerate_mean_denominators() {
     check_all(&case, &be).unwrap();
     let mut g = vec![1.0; 80];
     let l = be
-        .cross_entropy(
-            &case.cfg,
-            &case.logits,
-            4,
-            20,
-            case.targets.as_f32(),
-            Upstream::ONE,
-            Some(&mut g),
-        )
+        .cross_entropy(&case.cfg, Input::matrix(&case.logits, 4, 20).with_grad(&mut g), case.targets.as_f32()).map(Loss::into_values)
         .unwrap();
     assert!(l[0].is_nan());
     assert!(g.iter().all(|&v| v == 0.0));
@@ -847,15 +799,7 @@ fn errors_equal_reference_errors() {
         let mut g64 = vec![0.0f64; glen];
         let (got, want): (LossError, LossError) = if probs {
             (
-                be.cross_entropy(
-                    &cfg,
-                    &z,
-                    rows,
-                    classes,
-                    CeTargets::Probs(&q[..rows * 4 + 1]),
-                    up,
-                    Some(&mut g),
-                )
+                be.cross_entropy(&cfg, Input::matrix(&z, rows, classes).with_upstream(up).with_grad(&mut g), CeTargets::Probs(&q[..rows * 4 + 1])).map(Loss::into_values)
                 .unwrap_err(),
                 reference::cross_entropy(
                     &cfg,
@@ -870,15 +814,7 @@ fn errors_equal_reference_errors() {
             )
         } else {
             (
-                be.cross_entropy(
-                    &cfg,
-                    &z,
-                    rows,
-                    classes,
-                    CeTargets::Classes(&t),
-                    up,
-                    Some(&mut g),
-                )
+                be.cross_entropy(&cfg, Input::matrix(&z, rows, classes).with_upstream(up).with_grad(&mut g), &t).map(Loss::into_values)
                 .unwrap_err(),
                 reference::cross_entropy(
                     &cfg,
@@ -896,16 +832,9 @@ fn errors_equal_reference_errors() {
         if glen == z.len() {
             let mut zz = z.clone();
             let got = if probs {
-                be.cross_entropy_in_place(
-                    &cfg,
-                    &mut zz,
-                    rows,
-                    classes,
-                    CeTargets::Probs(&q[..rows * 4 + 1]),
-                    up,
-                )
+                be.cross_entropy(&cfg, Input::in_place(&mut zz).shaped(rows, classes).with_upstream(up), CeTargets::Probs(&q[..rows * 4 + 1])).map(Loss::into_values)
             } else {
-                be.cross_entropy_in_place(&cfg, &mut zz, rows, classes, CeTargets::Classes(&t), up)
+                be.cross_entropy(&cfg, Input::in_place(&mut zz).shaped(rows, classes).with_upstream(up), &t).map(Loss::into_values)
             };
             assert_eq!(
                 format!("{:?}", got.unwrap_err()),
@@ -947,26 +876,11 @@ fn assert_bit_identical_across_threads(
         let be = CpuBackend::with_threads(threads);
         let mut g = vec![0.0f32; case.logits.len()];
         let l = be
-            .cross_entropy(
-                &case.cfg,
-                &case.logits,
-                rows,
-                classes,
-                case.targets.as_f32(),
-                case.upstream(),
-                Some(&mut g),
-            )
+            .cross_entropy(&case.cfg, Input::matrix(&case.logits, rows, classes).with_upstream(case.upstream()).with_grad(&mut g), case.targets.as_f32()).map(Loss::into_values)
             .unwrap();
         let mut x = case.logits.clone();
         let l2 = be
-            .cross_entropy_in_place(
-                &case.cfg,
-                &mut x,
-                rows,
-                classes,
-                case.targets.as_f32(),
-                case.upstream(),
-            )
+            .cross_entropy(&case.cfg, Input::in_place(&mut x).shaped(rows, classes).with_upstream(case.upstream()), case.targets.as_f32()).map(Loss::into_values)
             .unwrap();
         assert_eq!(bits(&l), bits(&l2));
         assert_eq!(bits32(&g), bits32(&x));
@@ -1007,15 +921,7 @@ fn bit_identical_across_thread_counts() {
 
 fn cpu_losses(case: &Case) -> Vec<f64> {
     CpuBackend::new()
-        .cross_entropy(
-            &case.cfg,
-            &case.logits,
-            case.rows,
-            case.classes,
-            case.targets.as_f32(),
-            case.upstream(),
-            None,
-        )
+        .cross_entropy(&case.cfg, Input::matrix(&case.logits, case.rows, case.classes).with_upstream(case.upstream()), case.targets.as_f32()).map(Loss::into_values)
         .unwrap()
 }
 
@@ -1039,15 +945,7 @@ fn gradient_rows_sum_to_zero() {
         },
     );
     let mut g = vec![0.0; case.logits.len()];
-    be.cross_entropy(
-        &case.cfg,
-        &case.logits,
-        16,
-        777,
-        case.targets.as_f32(),
-        Upstream::ONE,
-        Some(&mut g),
-    )
+    be.cross_entropy(&case.cfg, Input::matrix(&case.logits, 16, 777).with_grad(&mut g), case.targets.as_f32()).map(Loss::into_values)
     .unwrap();
     for r in 0..16 {
         let s: f64 = g[r * 777..(r + 1) * 777]
@@ -1142,15 +1040,7 @@ fn ndarray_wrappers() {
     .unwrap();
     let mut g2 = vec![0.0f32; 65];
     let want = be
-        .cross_entropy(
-            &case.cfg,
-            &case.logits,
-            5,
-            13,
-            case.targets.as_f32(),
-            case.upstream(),
-            Some(&mut g2),
-        )
+        .cross_entropy(&case.cfg, Input::matrix(&case.logits, 5, 13).with_upstream(case.upstream()).with_grad(&mut g2), case.targets.as_f32()).map(Loss::into_values)
         .unwrap();
     assert_eq!(bits(&got), bits(&want));
     assert_eq!(bits32(g.as_slice().unwrap()), bits32(&g2));
@@ -1210,15 +1100,7 @@ fn ndarray_wrappers() {
         ndarray_api::cross_entropy_probs(&be, &case.cfg, x.view(), q.view(), case.upstream(), None)
             .unwrap();
     let want = be
-        .cross_entropy(
-            &case.cfg,
-            &case.logits,
-            5,
-            13,
-            CeTargets::Probs(q.as_slice().unwrap()),
-            case.upstream(),
-            None,
-        )
+        .cross_entropy(&case.cfg, Input::matrix(&case.logits, 5, 13).with_upstream(case.upstream()), CeTargets::Probs(q.as_slice().unwrap())).map(Loss::into_values)
         .unwrap();
     assert_eq!(bits(&got), bits(&want));
 }
@@ -1246,15 +1128,7 @@ fn large_inputs_match_reference() {
             let be = CpuBackend::with_threads(threads).with_streaming_stores(streaming);
             let mut g = vec![0.0f32; case.logits.len()];
             let l = be
-                .cross_entropy(
-                    &case.cfg,
-                    &case.logits,
-                    rows,
-                    classes,
-                    case.targets.as_f32(),
-                    case.upstream(),
-                    Some(&mut g),
-                )
+                .cross_entropy(&case.cfg, Input::matrix(&case.logits, rows, classes).with_upstream(case.upstream()).with_grad(&mut g), case.targets.as_f32()).map(Loss::into_values)
                 .unwrap();
             check(&case, &l, Some(&g))
                 .unwrap_or_else(|e| panic!("{rows}x{classes} t{threads} nt{streaming}: {e}"));
@@ -1295,15 +1169,7 @@ fn long_rows_with_weights_and_probs_are_bit_identical_across_thread_counts() {
                     CeTargets::Classes(&t)
                 };
                 let l = be
-                    .cross_entropy(
-                        &cfg,
-                        &logits,
-                        rows,
-                        classes,
-                        tg,
-                        Upstream::ONE,
-                        Some(&mut g),
-                    )
+                    .cross_entropy(&cfg, Input::matrix(&logits, rows, classes).with_grad(&mut g), tg).map(Loss::into_values)
                     .unwrap();
                 let got = (bits(&l), bits32(&g));
                 match &first {
@@ -1459,15 +1325,7 @@ fn automatic_streaming_stores_only_for_aligned_rows_and_bit_identical() {
         let g = &mut buf[start..start + n * c];
         let streams = be.streams_gradient(g, n, c);
         let l = be
-            .cross_entropy(
-                &cfg,
-                &logits[..n * c],
-                n,
-                c,
-                CeTargets::Classes(&t[..n]),
-                Upstream::ONE,
-                Some(g),
-            )
+            .cross_entropy(&cfg, Input::matrix(&logits[..n * c], n, c).with_grad(g), &t[..n]).map(Loss::into_values)
             .unwrap();
         (streams, bits(&l), bits32(g))
     };
@@ -1511,15 +1369,7 @@ fn automatic_streaming_stores_on_long_rows_split_across_threads() {
         let g = &mut buf[lead..lead + rows * classes];
         assert_eq!(be.streams_gradient(g, rows, classes), !forced_off);
         let l = be
-            .cross_entropy(
-                &cfg,
-                &logits,
-                rows,
-                classes,
-                CeTargets::Classes(&t),
-                Upstream::ONE,
-                Some(&mut g[..]),
-            )
+            .cross_entropy(&cfg, Input::matrix(&logits, rows, classes).with_grad(&mut g[..]), &t).map(Loss::into_values)
             .unwrap();
         let got = (bits(&l), bits32(g));
         match &first {

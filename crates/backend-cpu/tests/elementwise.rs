@@ -177,7 +177,7 @@ fn sl1(
     u: Upstream<'_>,
     g: Option<&mut [f32]>,
 ) -> Vec<f64> {
-    b.smooth_l1(c, x, y, u, g).unwrap()
+    b.smooth_l1(c, Input::new(x).with_upstream(u).with_optional_grad(g), y).map(Loss::into_values).unwrap()
 }
 fn sl1_ref(c: &SmoothL1, x: &[f64], y: &[f64], u: Upstream<'_>, g: Option<&mut [f64]>) -> Vec<f64> {
     reference::smooth_l1(c, x, y, u, g).unwrap()
@@ -190,7 +190,7 @@ fn hub(
     u: Upstream<'_>,
     g: Option<&mut [f32]>,
 ) -> Vec<f64> {
-    b.huber(c, x, y, u, g).unwrap()
+    b.huber(c, Input::new(x).with_upstream(u).with_optional_grad(g), y).map(Loss::into_values).unwrap()
 }
 fn hub_ref(c: &Huber, x: &[f64], y: &[f64], u: Upstream<'_>, g: Option<&mut [f64]>) -> Vec<f64> {
     reference::huber(c, x, y, u, g).unwrap()
@@ -203,7 +203,7 @@ fn bce(
     u: Upstream<'_>,
     g: Option<&mut [f32]>,
 ) -> Vec<f64> {
-    b.bce_with_logits(c, x, y, u, g).unwrap()
+    b.bce_with_logits(c, Input::new(x).with_upstream(u).with_optional_grad(g), y).map(Loss::into_values).unwrap()
 }
 fn bce_ref(
     c: &BceWithLogits,
@@ -222,7 +222,7 @@ fn foc(
     u: Upstream<'_>,
     g: Option<&mut [f32]>,
 ) -> Vec<f64> {
-    b.sigmoid_focal(c, x, y, u, g).unwrap()
+    b.sigmoid_focal(c, Input::new(x).with_upstream(u).with_optional_grad(g), y).map(Loss::into_values).unwrap()
 }
 fn foc_ref(
     c: &SigmoidFocal,
@@ -433,7 +433,7 @@ fn bad_input_gives_reference_errors() {
         ),
     ] {
         same(
-            b.smooth_l1(&c, &x[..n], &y[..m], u, None).unwrap_err(),
+            b.smooth_l1(&c, Input::new(&x[..n]).with_upstream(u), &y[..m]).map(Loss::into_values).unwrap_err(),
             reference::smooth_l1(&c, &x64[..n], &y64[..m], u, None).unwrap_err(),
         );
     }
@@ -442,13 +442,13 @@ fn bad_input_gives_reference_errors() {
         reduction: Reduction::Sum,
     };
     same(
-        b.huber(&h, &x, &y, Upstream::ONE, None).unwrap_err(),
+        b.huber(&h, &x, &y).map(Loss::into_values).unwrap_err(),
         reference::huber(&h, &x64, &y64, Upstream::ONE, None).unwrap_err(),
     );
     let mut g = [0.0f32; 3];
     let mut g64 = [0.0f64; 3];
     same(
-        b.huber(&Huber::default(), &x, &y, Upstream::ONE, Some(&mut g))
+        b.huber(&Huber::default(), Input::new(&x).with_grad(&mut g), &y).map(Loss::into_values)
             .unwrap_err(),
         reference::huber(&Huber::default(), &x64, &y64, Upstream::ONE, Some(&mut g64)).unwrap_err(),
     );
@@ -474,13 +474,13 @@ fn bad_input_gives_reference_errors() {
         },
     ] {
         same(
-            b.bce_with_logits(&c, &x, &y, Upstream::ONE, None)
+            b.bce_with_logits(&c, &x, &y).map(Loss::into_values)
                 .unwrap_err(),
             reference::bce_with_logits(&c, &x64, &y64, Upstream::ONE, None).unwrap_err(),
         );
     }
     same(
-        b.bce_with_logits(&BceWithLogits::default(), &x, &bad_y, Upstream::ONE, None)
+        b.bce_with_logits(&BceWithLogits::default(), &x, &bad_y).map(Loss::into_values)
             .unwrap_err(),
         reference::bce_with_logits(
             &BceWithLogits::default(),
@@ -510,13 +510,13 @@ fn bad_input_gives_reference_errors() {
         },
     ] {
         same(
-            b.sigmoid_focal(&c, &x, &y, Upstream::ONE, None)
+            b.sigmoid_focal(&c, &x, &y).map(Loss::into_values)
                 .unwrap_err(),
             reference::sigmoid_focal(&c, &x64, &y64, Upstream::ONE, None).unwrap_err(),
         );
     }
     same(
-        b.sigmoid_focal(&SigmoidFocal::default(), &x, &bad_y, Upstream::ONE, None)
+        b.sigmoid_focal(&SigmoidFocal::default(), &x, &bad_y).map(Loss::into_values)
             .unwrap_err(),
         reference::sigmoid_focal(
             &SigmoidFocal::default(),
@@ -548,7 +548,7 @@ fn results_are_bit_identical_for_1_2_3_threads() {
                 reduction,
             };
             out.extend(
-                b.smooth_l1(&c, &x, &t, Upstream::ONE, Some(&mut g))
+                b.smooth_l1(&c, Input::new(&x).with_grad(&mut g), &t).map(Loss::into_values)
                     .unwrap(),
             );
             grads.extend(g.iter().map(|v| v.to_bits()));
@@ -556,14 +556,14 @@ fn results_are_bit_identical_for_1_2_3_threads() {
                 delta: 1.0,
                 reduction,
             };
-            out.extend(b.huber(&c, &x, &t, Upstream::ONE, Some(&mut g)).unwrap());
+            out.extend(b.huber(&c, Input::new(&x).with_grad(&mut g), &t).map(Loss::into_values).unwrap());
             grads.extend(g.iter().map(|v| v.to_bits()));
             let c = BceWithLogits {
                 pos_weight: Some(vec![0.5, 2.0, 1.0]),
                 reduction,
             };
             out.extend(
-                b.bce_with_logits(&c, &x, &y, Upstream::ONE, Some(&mut g))
+                b.bce_with_logits(&c, Input::new(&x).with_grad(&mut g), &y).map(Loss::into_values)
                     .unwrap(),
             );
             grads.extend(g.iter().map(|v| v.to_bits()));
@@ -573,7 +573,7 @@ fn results_are_bit_identical_for_1_2_3_threads() {
                 reduction,
             };
             out.extend(
-                b.sigmoid_focal(&c, &x, &y, Upstream::ONE, Some(&mut g))
+                b.sigmoid_focal(&c, Input::new(&x).with_grad(&mut g), &y).map(Loss::into_values)
                     .unwrap(),
             );
             grads.extend(g.iter().map(|v| v.to_bits()));

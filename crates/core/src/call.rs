@@ -145,6 +145,14 @@ impl<'a, T> Input<'a, T> {
         }
     }
 
+    /// [`Input::with_grad`] when `grad` is given, else the input unchanged.
+    pub fn with_optional_grad(self, grad: Option<&'a mut [T]>) -> Self {
+        match grad {
+            Some(g) => self.with_grad(g),
+            None => self,
+        }
+    }
+
     /// Scales the gradient by an upstream gradient (default 1: `loss.sum().backward()`).
     pub fn with_upstream(mut self, upstream: Upstream<'a>) -> Self {
         self.upstream = upstream;

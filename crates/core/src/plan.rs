@@ -81,6 +81,7 @@ pub struct Extent {
 /// each other and with the configuration. Only the front door ([`Plan`]'s family constructors
 /// such as [`CrossEntropy::plan`](crate::CrossEntropy::plan)) builds one.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Plan<'c, C> {
     /// The validated configuration.
     pub cfg: &'c C,
@@ -92,7 +93,6 @@ pub struct Plan<'c, C> {
     pub grad: GradDest,
     /// The upstream gradient's shape.
     pub upstream: UpstreamShape,
-    _private: (),
 }
 
 impl<'c, C: LossConfig> Plan<'c, C> {
@@ -109,7 +109,6 @@ impl<'c, C: LossConfig> Plan<'c, C> {
             width,
             grad: ext.grad,
             upstream: ext.upstream,
-            _private: (),
         })
     }
 

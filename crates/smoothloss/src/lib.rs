@@ -1,19 +1,23 @@
 //! smoothloss: exact, fast training losses with fused gradients.
 //!
 //! This facade re-exports the loss types of [`smoothloss_core`] and a [`DefaultBackend`] chosen
-//! by Cargo feature: `cpu` (default) or `cuda`.
+//! by Cargo feature: the CPU backend with `cpu` (default), else the `f64` reference. Feature
+//! `cuda` adds `CudaBackend` (created with `CudaBackend::new(ordinal)`, which returns
+//! `LossError::Device` where no GPU is usable; it is never the default). Feature `ndarray`
+//! adds [`ndarray`](mod@crate::ndarray) wrappers that work with any backend.
 //!
 //! ```
 //! use smoothloss::prelude::*;
-//! let logits = [2.0_f32, 0.5, -1.0, 0.1, 0.2, 0.3];
-//! let targets = [0_i64, 2];
-//! let mut grad = [0.0_f32; 6];
 //! let backend = DefaultBackend::default();
-//! let loss = backend
-//!     .cross_entropy(&SmoothLoss::new(0.1), &logits, 2, 3, CeTargets::Classes(&targets),
-//!         Upstream::ONE, Some(&mut grad))
-//!     .unwrap();
-//! assert!(loss[0] > 0.0);
+//! let logits = [2.0_f32, 0.5, -1.0, 0.1, 0.2, 0.3];
+//! let mut grad = [0.0_f32; 6];
+//! let loss = backend.cross_entropy(
+//!     &CrossEntropy::smooth_loss(0.1),
+//!     Input::matrix(&logits, 2, 3).with_grad(&mut grad),
+//!     &[0, 2],
+//! )?;
+//! assert!(loss.value() > 0.0);
+//! # Ok::<(), LossError>(())
 //! ```
 #![warn(missing_docs)]
 
@@ -25,14 +29,14 @@ pub use smoothloss_cpu::CpuBackend;
 #[cfg(feature = "cuda")]
 pub use smoothloss_cuda::CudaBackend;
 
-/// The backend selected by Cargo features: the CPU backend when `cpu` is on, otherwise the
-/// reference. With `cuda`, `CudaBackend` is exported too; it is created with
-/// `CudaBackend::new(ordinal)`, which returns `LossError::Device` where no GPU is usable, so it
-/// is not a `Default` backend.
+#[cfg(feature = "ndarray")]
+pub mod ndarray;
+
+/// The backend selected by Cargo features: the CPU backend when `cpu` is on (the default).
 #[cfg(feature = "cpu")]
 pub type DefaultBackend = smoothloss_cpu::CpuBackend;
-/// The backend selected by Cargo features: the CPU backend when `cpu` is on, otherwise the
-/// reference.
+/// The backend selected by Cargo features: without `cpu`, the `f64` reference (also with
+/// `cuda` alone: a CUDA backend needs a device ordinal and may fail, so it is never a default).
 #[cfg(not(feature = "cpu"))]
 pub type DefaultBackend = smoothloss_core::ReferenceBackend;
 
@@ -40,9 +44,8 @@ pub type DefaultBackend = smoothloss_core::ReferenceBackend;
 pub mod prelude {
     pub use crate::DefaultBackend;
     pub use smoothloss_core::{
-        Backend, BceWithLogits, BinaryOps, BoxFormat, BoxLoss, BoxLossKind, BoxLossOps, CeTargets,
-        CrossEntropy, CrossEntropyOps, Huber, IouLoss, LossError, Reduction, RegressionOps,
-        SigmoidFocal, SmoothL1, SmoothLoss, Upstream,
+        Backend, BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CeTargets, CrossEntropy, Huber,
+        Input, Loss, LossError, Losses, Reduction, SigmoidFocal, SmoothL1, Upstream,
     };
 }
 
