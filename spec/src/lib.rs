@@ -18,6 +18,7 @@
 
 pub mod cases;
 pub mod conformance;
+pub mod coverage;
 pub mod formulas;
 pub mod kit;
 pub mod random;

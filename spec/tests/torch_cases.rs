@@ -2,10 +2,12 @@
 
 use smoothloss_core::ReferenceBackend;
 use smoothloss_spec::conformance::{self, Tolerances};
+use smoothloss_spec::covers;
 use smoothloss_spec::{CaseError, CaseFile};
 
 #[test]
 fn reference_passes_every_torch_case_tol_1() {
+    covers!("TOL-1");
     let file = smoothloss_spec::torch_cases();
     if smoothloss_spec::case_filter().is_none() {
         assert_eq!(file.cases.len(), 278, "the bundled file holds 278 cases");
