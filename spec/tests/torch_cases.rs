@@ -1,4 +1,5 @@
-//! TOL-1: the f64 reference reproduces every PyTorch case at |got - want| <= 1e-9 + 1e-9 |want|.
+//! TOL-1: the f64 reference reproduces every PyTorch case within `Tolerance::REFERENCE` (the rule
+//! and its figures are `TOL-1` of `spec/formulas/tolerance.md`); the case reader's errors.
 
 use smoothloss_core::ReferenceBackend;
 use smoothloss_spec::conformance::{self, Tolerances};
