@@ -2,7 +2,8 @@
 //!
 //! Every case also asserts its value worked out by hand from `spec/formulas/*.md`: the comment
 //! above it gives the derivation, and the literal is that derivation evaluated in float64
-//! (python3, `math` module only, written from the formulas, not from this program's output).
+//! (python3, `math` module only, written from the formulas, not from this program's output;
+//! `python3 spec/tests/hand_values.py` prints them all).
 //! Hand values are held to `TOL-1` ([`HAND`]): like PyTorch's float64 results, they are an
 //! independent float64 evaluation of the same formula. The box cases keep torchvision's
 //! `eps = 1e-7` in their derivations, since it moves the values by more than `TOL-1` allows.
