@@ -214,13 +214,11 @@ pub fn scan(src: &str) -> Scan {
         let Some(bang) = rest.trim_start().strip_prefix('!') else {
             continue; // the function `kit::covers` or another use of the word
         };
-        let Some(paren) = bang
-            .trim_start()
-            .starts_with('(')
-            .then(|| code.len() - bang.trim_start().len())
-        else {
+        let args = bang.trim_start();
+        if !args.starts_with('(') {
             continue;
-        };
+        }
+        let paren = code.len() - args.len();
         let Some(close) = matching(b, paren) else {
             scan.stray.push(format!("line {line}: unclosed covers!("));
             continue;
