@@ -1,10 +1,15 @@
 //! The smoothloss spec as code: the PyTorch cases and their loader, the comparison rules
-//! (`spec/formulas/tolerance.md`), proptest strategies, and a reusable conformance suite that
-//! checks any backend with one macro call.
+//! (`TOL-*` in `spec/formulas/tolerance.md`), proptest strategies, the test kit ([`kit`]), and a
+//! reusable conformance suite that checks any backend with one macro call:
 //!
-//! ```ignore
-//! // In a backend crate's tests/conformance.rs:
-//! smoothloss_spec::conformance_tests!(my_backend::MyBackend::new(), f32, smoothloss_spec::Tolerance::F32);
+//! ```rust,test_harness
+//! // In a backend crate's tests/conformance.rs (here the reference backend stands in for
+//! // yours; this example is compiled and run with the test harness, as `cargo test` would):
+//! smoothloss_spec::conformance_tests!(
+//!     smoothloss_core::ReferenceBackend,
+//!     f32,
+//!     smoothloss_spec::conformance::Tolerances::F32
+//! );
 //! ```
 //!
 //! The environment variable `SMOOTHLOSS_CASES` filters cases by substring of their id
@@ -13,7 +18,9 @@
 
 pub mod cases;
 pub mod conformance;
+pub mod coverage;
 pub mod formulas;
+pub mod kit;
 pub mod random;
 pub mod runner;
 pub mod strategies;

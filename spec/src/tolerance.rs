@@ -1,7 +1,9 @@
-//! Comparison rules (`TOL-1`, `TOL-2` in `spec/formulas/tolerance.md`).
+//! The comparison rules `TOL-1` and `TOL-2` of `spec/formulas/tolerance.md`, as code: that file
+//! states the rules, their figures and why; this module holds the figures and applies them, and
+//! no other place in the spec states a tolerance for comparing results with expected values.
 
-/// `|got - want| <= abs + rel * |want| + scaled * max_k |want_k|` element-wise; NaN matches
-/// NaN and an infinity matches the same infinity.
+/// One set of figures of the element-wise rule of `TOL-2` (with `scaled = 0` it is the rule of
+/// `TOL-1`), including its non-finite rule: NaN matches NaN, an infinity the same infinity.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tolerance {
     /// Absolute part.

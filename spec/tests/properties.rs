@@ -9,6 +9,7 @@ use smoothloss_core::{
 };
 use smoothloss_core::{Input, Loss, Losses, ReferenceBackend};
 use smoothloss_spec::strategies::*;
+use smoothloss_spec::{covers, kit};
 
 /// Central finite differences of `f` at `x`, one coordinate at a time.
 fn finite_diff(x: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
@@ -26,12 +27,17 @@ fn finite_diff(x: &[f64], f: impl Fn(&[f64]) -> f64) -> Vec<f64> {
         .collect()
 }
 
+/// `|got_k - want_k| <= tol * max(1, max_j |want_j|)` for every `k`. These properties compare
+/// the reference with itself (an identity between formulas) or with a finite-difference
+/// estimate, so their bounds are stated per test (the truncation error of central differences
+/// with step `1e-6`, or a few ulps), not taken from `TOL-*`, which compares an implementation
+/// with expected values.
 fn assert_close(got: &[f64], want: &[f64], tol: f64) -> Result<(), TestCaseError> {
     prop_assert_eq!(got.len(), want.len());
     let scale = want.iter().fold(1.0_f64, |m, w| m.max(w.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         prop_assert!(
-            (g - w).abs() <= tol * scale,
+            kit::close(g, w, tol * scale, 0.0),
             "element {i}: got {g}, want {w}"
         );
     }
@@ -78,7 +84,8 @@ proptest! {
         reduction in reduction(),
         weighted in any::<bool>(),
     ) {
-        let mut rng = smoothloss_spec::random::Rng::new(seed);
+        covers!("CE-8");
+        let mut rng = kit::Rng::new(seed);
         let t: Vec<i64> = (0..n)
             .map(|i| if i == 1 { -100 } else { rng.below(c) as i64 })
             .collect();
@@ -97,7 +104,8 @@ proptest! {
         seed in 0u64..1000,
         reduction in reduction(),
     ) {
-        let mut rng = smoothloss_spec::random::Rng::new(seed);
+        covers!("CE-9");
+        let mut rng = kit::Rng::new(seed);
         let q: Vec<f64> = rng.vec(n * c, 0.0, 1.0);
         let w = Some(rng.vec(c, 0.2, 2.0));
         let cfg = ce_cfg(ls, w, reduction);
@@ -113,6 +121,7 @@ proptest! {
         shift in -1000.0f64..1000.0,
         ls in 0.0f64..=1.0,
     ) {
+        covers!("CE-1");
         let t: Vec<i64> = (0..n).map(|i| (i % c) as i64).collect();
         let cfg = ce_cfg(ls, None, Reduction::None);
         let zs: Vec<f64> = z.iter().map(|v| v + shift).collect();
@@ -128,6 +137,7 @@ proptest! {
     /// independently as logsumexp(z) - z_y.
     #[test]
     fn ce_smoothing_zero_is_plain_nll((n, c, z) in logits(4, 9, 30.0)) {
+        covers!("CE-2");
         let t: Vec<i64> = (0..n).map(|i| ((i * 7) % c) as i64).collect();
         let got = ReferenceBackend.cross_entropy(&ce_cfg(0.0, None, Reduction::None), Input::matrix(&z, n, c), &t).map(Loss::into_values).unwrap();
         for i in 0..n {
@@ -147,6 +157,7 @@ proptest! {
         ls in 0.0f64..=1.0,
         reduction in reduction(),
     ) {
+        covers!("CE-3", "CE-6");
         let t: Vec<i64> = (0..n).map(|i| ((i * 3) % c) as i64).collect();
         let mut q = vec![ls / c as f64; n * c];
         for i in 0..n {
@@ -158,7 +169,7 @@ proptest! {
         let b = ReferenceBackend.cross_entropy(&soft, Input::matrix(&z, n, c), CeTargets::Probs(&q)).map(Loss::into_values).unwrap();
         assert_close(&a, &b, 1e-12)?;
         // Probability targets: smoothing p equals no smoothing of (1 - ls) p + ls / C.
-        let mut rng = smoothloss_spec::random::Rng::new(n as u64 * 31 + c as u64);
+        let mut rng = kit::Rng::new(n as u64 * 31 + c as u64);
         let p = rng.vec(n * c, 0.0, 1.0);
         let ps: Vec<f64> = p.iter().map(|v| (1.0 - ls) * v + ls / c as f64).collect();
         let a = ReferenceBackend.cross_entropy(&hard, Input::matrix(&z, n, c), CeTargets::Probs(&p)).map(Loss::into_values).unwrap();
@@ -170,6 +181,7 @@ proptest! {
     /// mean unchanged; the weighted mean is the sum divided by the sum of target weights.
     #[test]
     fn ce_weight_identities((n, c, z) in logits(5, 6, 5.0), k in 0.1f64..10.0, ls in 0.0f64..=1.0) {
+        covers!("CE-4", "CE-7");
         let t: Vec<i64> = (0..n).map(|i| ((i * 5) % c) as i64).collect();
         let ct = CeTargets::Classes(&t);
         let plain = ce_total(&ce_cfg(ls, None, Reduction::Mean), &z, n, c, ct);
@@ -189,6 +201,7 @@ proptest! {
     /// and their gradient is exactly zero.
     #[test]
     fn ce_ignored_rows_are_dropped((n, c, z) in logits(6, 5, 5.0), ls in 0.0f64..=1.0) {
+        covers!("CE-5");
         prop_assume!(n >= 2);
         let t: Vec<i64> = (0..n).map(|i| if i % 2 == 1 { -100 } else { (i % c) as i64 }).collect();
         let cfg = ce_cfg(ls, Some((0..c).map(|j| 1.0 + j as f64).collect()), Reduction::Mean);
@@ -215,6 +228,7 @@ proptest! {
         jitter in prop::array::uniform4(-0.4f64..0.4),
         weighted in any::<bool>(),
     ) {
+        covers!("BOX-8");
         let w = a[2] - a[0];
         let h = a[3] - a[1];
         // Target: a jittered copy, so the pair overlaps; skip near-ties (kinks of min/max).
@@ -258,6 +272,7 @@ proptest! {
     /// pairwise IoU agrees with the IoU loss.
     #[test]
     fn box_ranges_and_symmetry(a in xyxy_box(0.01), b in xyxy_box(0.01), format in box_format()) {
+        covers!("BOX-3", "BOX-4", "BOX-13");
         let pa = format.from_xyxy(a);
         let pb = format.from_xyxy(b);
         for kind in BoxLossKind::ALL {
@@ -280,6 +295,7 @@ proptest! {
     /// loss (up to eps / area).
     #[test]
     fn box_invariances(a in xyxy_box(1.0), b in xyxy_box(1.0), s in 0.5f64..20.0, dx in -100.0f64..100.0) {
+        covers!("BOX-3", "BOX-4", "BOX-5", "BOX-6", "BOX-7");
         for kind in BoxLossKind::ALL {
             let (l, _, _) = box_pair_loss(kind, BoxFormat::Xyxy, a, b, 1e-7);
             let sa = a.map(|v| v * s);
@@ -300,6 +316,7 @@ proptest! {
     /// are written in.
     #[test]
     fn box_formats_round_trip(a in xyxy_box(0.1), b in xyxy_box(0.1), kind in box_kind()) {
+        covers!("BOX-1");
         let (l_xyxy, _, _) = box_pair_loss(kind, BoxFormat::Xyxy, a, b, 1e-7);
         for f in [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh] {
             let back = f.to_xyxy(f.from_xyxy(a));
@@ -321,6 +338,7 @@ proptest! {
         kind in box_kind(),
         format in box_format(),
     ) {
+        covers!("BOX-11");
         let mut p = a;
         if zero_w {
             p[2] = p[0]; // zero width in xyxy, a point-like box otherwise
@@ -338,6 +356,7 @@ proptest! {
         beta in 0.05f64..2.0,
         reduction in reduction(),
     ) {
+        covers!("REG-2", "REG-4");
         // d = pred - target alternates between the quadratic zone and the linear zone, on both
         // sides, and never sits within 5% of a kink (|d| = beta or d = 0).
         let target: Vec<f64> = pred
@@ -364,6 +383,7 @@ proptest! {
     /// identity), and beta = 0 is the L1 loss.
     #[test]
     fn regression_identities(pred in prop::collection::vec(-4.0f64..4.0, 1..20), delta in 0.01f64..3.0) {
+        covers!("REG-1", "REG-3");
         let target: Vec<f64> = pred.iter().map(|p| p * 0.5 - 0.3).collect();
         let none = Reduction::None;
         let h = ReferenceBackend.huber(&Huber { delta, reduction: none }, &pred, &target).map(Loss::into_values).unwrap();
@@ -386,6 +406,7 @@ proptest! {
         gamma in prop_oneof![Just(0.0), Just(1.0), Just(2.0), 0.0f64..3.0],
         reduction in reduction(),
     ) {
+        covers!("BIN-2", "BIN-4");
         let y: Vec<f64> = (0..x.len()).map(|i| [0.0, 1.0, 0.3][i % 3]).collect();
         let b = BceWithLogits { pos_weight: Some(vec![pw]), reduction };
         let mut g = vec![0.0; x.len()];
@@ -402,6 +423,7 @@ proptest! {
     /// BCE is finite for huge logits.
     #[test]
     fn binary_identities(x in prop::collection::vec(-1e6f64..1e6, 1..16), y in 0.0f64..=1.0) {
+        covers!("BIN-1", "BIN-3");
         let ys = vec![y; x.len()];
         let none = Reduction::None;
         let bce = ReferenceBackend.bce_with_logits(&BceWithLogits { pos_weight: None, reduction: none }, &x, &ys).map(Loss::into_values).unwrap();
@@ -422,6 +444,7 @@ proptest! {
 /// comes from the union alone (0 here, since the intersection is 0).
 #[test]
 fn box_intersection_requires_strict_overlap() {
+    covers!("BOX-2");
     let a = [0.0, 0.0, 1.0, 1.0];
     for b in [
         [1.0, 0.0, 2.0, 1.0],

@@ -4,9 +4,11 @@
 
 use smoothloss_core::ReferenceBackend;
 use smoothloss_spec::conformance::{Tolerances, run_all};
+use smoothloss_spec::covers;
 
 #[test]
 fn reference_backend_with_f32_data_passes_tol_2() {
+    covers!("TOL-2");
     let report = run_all::<f32, _>(&ReferenceBackend, &Tolerances::F32);
     assert!(report.all_passed(), "{report}");
     assert!(report.passed() > 500, "{}", report.summary());

@@ -1,11 +1,14 @@
-//! TOL-1: the f64 reference reproduces every PyTorch case at |got - want| <= 1e-9 + 1e-9 |want|.
+//! TOL-1: the f64 reference reproduces every PyTorch case within `Tolerance::REFERENCE` (the rule
+//! and its figures are `TOL-1` of `spec/formulas/tolerance.md`); the case reader's errors.
 
 use smoothloss_core::ReferenceBackend;
 use smoothloss_spec::conformance::{self, Tolerances};
+use smoothloss_spec::covers;
 use smoothloss_spec::{CaseError, CaseFile};
 
 #[test]
 fn reference_passes_every_torch_case_tol_1() {
+    covers!("TOL-1");
     let file = smoothloss_spec::torch_cases();
     if smoothloss_spec::case_filter().is_none() {
         assert_eq!(file.cases.len(), 278, "the bundled file holds 278 cases");
