@@ -7,6 +7,9 @@ use std::process::{Command, ExitCode};
 
 use crate::project_root;
 
+/// `cargo xtask bench`: the `bench` binary of `smoothloss-benches` (`benches/src/bin/bench/`).
+pub const BENCH: (&str, &str) = ("smoothloss-benches", "bench");
+
 /// `cargo xtask experiment`: the `smoothloss-experiment` crate (`crates/experiment`).
 pub const EXPERIMENT: (&str, &str) = ("smoothloss-experiment", "smoothloss-experiment");
 

@@ -1,13 +1,12 @@
 //! `cargo xtask <task>`: project tasks in one binary (the cargo-xtask pattern).
 //!
 //! - `conformance --cases FILE [--backend reference|cpu|cuda|all]`
-//! - `bench [--backend cpu] [--json] [--plot FILE]`
+//! - `bench [--backend cpu|cuda|all] [--json] [--threads N] [--quick] [--no-peers] [--plot FILE]`
+//!   (runs the `bench` binary of `smoothloss-benches`, `benches/src/bin/bench/`)
 //! - `experiment [--seeds K] [--epochs E] [--alpha A] [--lr LR] [--plot FILE] [--json]`
 //!   (runs the `smoothloss-experiment` crate, `crates/experiment`)
 //! - `gpu-bundle`
 
-mod bench;
-mod bench_plot;
 mod conformance;
 mod glue;
 mod gpu_bundle;
@@ -25,7 +24,7 @@ pub fn project_root() -> PathBuf {
 
 const USAGE: &str = "usage: cargo xtask <conformance|bench|experiment|gpu-bundle> [options]
   conformance --cases FILE [--backend reference|cpu|cuda|all]
-  bench [--backend cpu|cuda|all] [--json] [--plot FILE]
+  bench [--backend cpu|cuda|all] [--json] [--threads N] [--quick] [--no-peers] [--plot FILE.svg]
   experiment [--seeds K] [--epochs E] [--alpha A] [--lr LR] [--plot FILE] [--json]
   gpu-bundle";
 
@@ -38,6 +37,7 @@ fn main() -> ExitCode {
     let rest = &args[1..];
     // Tasks in their own crates print their own errors and set the exit status.
     let spawned = match task.as_str() {
+        "bench" => Some(glue::BENCH),
         "experiment" => Some(glue::EXPERIMENT),
         _ => None,
     };
@@ -49,7 +49,6 @@ fn main() -> ExitCode {
     }
     let result = match task.as_str() {
         "conformance" => conformance::run(rest),
-        "bench" => bench::run(rest),
         "gpu-bundle" => gpu_bundle::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
