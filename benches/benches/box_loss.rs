@@ -4,6 +4,7 @@
 #![allow(missing_docs)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use smoothloss_benches::box_pairs;
 use smoothloss_core::backend::BoxLossOps;
 use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, Reduction, Upstream};
 use smoothloss_cpu::CpuBackend;
@@ -11,31 +12,8 @@ use std::hint::black_box;
 
 const PAIRS: usize = 1 << 20;
 
-/// Deterministic random xyxy pairs: boxes of size 10..110 in a 1000 x 1000 image, the target
-/// a jittered copy of the prediction (mostly overlapping, some disjoint).
-fn pairs(n: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut s = 0x2545_f491_4f6c_dd1du64;
-    let mut unit = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 40) as f32 / (1u64 << 24) as f32
-    };
-    let mut p = Vec::with_capacity(4 * n);
-    let mut t = Vec::with_capacity(4 * n);
-    for _ in 0..n {
-        let (x, y) = (unit() * 1000.0, unit() * 1000.0);
-        let (w, h) = (10.0 + unit() * 100.0, 10.0 + unit() * 100.0);
-        p.extend([x, y, x + w, y + h]);
-        let (dx, dy) = ((unit() - 0.5) * 60.0, (unit() - 0.5) * 60.0);
-        let (dw, dh) = ((unit() - 0.5) * 20.0, (unit() - 0.5) * 20.0);
-        t.extend([x + dx, y + dy, x + dx + w + dw, y + dy + h + dh]);
-    }
-    (p, t)
-}
-
 fn box_losses(c: &mut Criterion) {
-    let (p, t) = pairs(PAIRS);
+    let (p, t) = box_pairs(PAIRS);
     let mut grad = vec![0.0f32; p.len()];
     let mut group = c.benchmark_group("box_loss_fwd_bwd_mean");
     group.throughput(Throughput::Elements(PAIRS as u64));

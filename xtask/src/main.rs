@@ -1,14 +1,14 @@
 //! `cargo xtask <task>`: project tasks in one binary (the cargo-xtask pattern).
 //!
 //! - `conformance --cases FILE [--backend reference|cpu|cuda|all]`
-//! - `bench [--backend cpu] [--json] [--plot FILE]`
+//! - `bench [--backend cpu|cuda|all] [--json] [--threads N] [--quick] [--no-peers] [--plot FILE]`
+//!   (runs the `bench` binary of `smoothloss-benches`, `benches/src/bin/bench/`)
 //! - `experiment [--seeds K] [--epochs E] [--alpha A] [--lr LR] [--plot FILE] [--json]`
+//!   (runs the `smoothloss-experiment` crate, `crates/experiment`)
 //! - `gpu-bundle`
 
-mod bench;
-mod bench_plot;
 mod conformance;
-mod experiment;
+mod glue;
 mod gpu_bundle;
 
 use std::path::PathBuf;
@@ -24,7 +24,7 @@ pub fn project_root() -> PathBuf {
 
 const USAGE: &str = "usage: cargo xtask <conformance|bench|experiment|gpu-bundle> [options]
   conformance --cases FILE [--backend reference|cpu|cuda|all]
-  bench [--backend cpu|cuda|all] [--json] [--plot FILE]
+  bench [--backend cpu|cuda|all] [--json] [--threads N] [--quick] [--no-peers] [--plot FILE.svg]
   experiment [--seeds K] [--epochs E] [--alpha A] [--lr LR] [--plot FILE] [--json]
   gpu-bundle";
 
@@ -35,10 +35,20 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let rest = &args[1..];
+    // Tasks in their own crates print their own errors and set the exit status.
+    let spawned = match task.as_str() {
+        "bench" => Some(glue::BENCH),
+        "experiment" => Some(glue::EXPERIMENT),
+        _ => None,
+    };
+    if let Some(target) = spawned {
+        return glue::run(target, rest).unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        });
+    }
     let result = match task.as_str() {
         "conformance" => conformance::run(rest),
-        "bench" => bench::run(rest),
-        "experiment" => experiment::run(rest),
         "gpu-bundle" => gpu_bundle::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");

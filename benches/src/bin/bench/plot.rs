@@ -1,7 +1,15 @@
 //! `cargo xtask bench --plot FILE`: cross-entropy throughput against the number of classes,
 //! one line per backend (and PyTorch when importable), drawn as SVG with plotters.
 
+use crate::fmt_s;
+use crate::peers::{peer_time, run_peer};
+use crate::timing::time_median;
 use plotters::prelude::*;
+use smoothloss_benches::ce_inputs;
+use smoothloss_core::backend::CrossEntropyOps;
+use smoothloss_core::{CeTargets, CrossEntropy, Upstream};
+use smoothloss_cpu::CpuBackend;
+use std::hint::black_box;
 use std::path::Path;
 
 /// The class counts of the sweep; each shape holds about [`SWEEP_LOGITS`] logits.
@@ -77,6 +85,84 @@ pub fn draw(path: &Path, title: &str, series: &[Series]) -> Result<(), String> {
         .draw()
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// `--plot`: cross-entropy throughput against the number of classes (label smoothing 0.1,
+/// forward + backward) for the CPU backend and PyTorch, on `threads` threads. The CUDA backend
+/// is benchmarked by `cuda_bench` in `cargo xtask gpu-bundle` (device buffers, no host copies);
+/// it is not part of this host-side sweep.
+pub fn plot_sweep(
+    path: &std::path::Path,
+    threads: usize,
+    reps: usize,
+    torch: bool,
+) -> Result<(), String> {
+    let shapes = sweep_shapes();
+    let cpu = CpuBackend::with_threads(threads);
+    let cfg = CrossEntropy::new().with_label_smoothing(0.1);
+    let mut ours = Vec::new();
+    for &(n, c) in &shapes {
+        let (x, t) = ce_inputs(n, c);
+        let mut g = vec![0.0f32; x.len()];
+        let (s, _) = time_median(reps, || {
+            let l = cpu
+                .cross_entropy(
+                    &cfg,
+                    &x,
+                    n,
+                    c,
+                    CeTargets::Classes(&t),
+                    Upstream::ONE,
+                    Some(&mut g),
+                )
+                .expect("valid input");
+            black_box(l);
+        });
+        eprintln!("bench --plot: cpu {n}x{c}: {}", fmt_s(s));
+        ours.push((c, (n * c) as f64 / s));
+    }
+    let mut series = vec![Series {
+        name: format!("smoothloss cpu, {threads} thread(s)"),
+        points: ours,
+    }];
+    if torch {
+        let shape_arg = shapes
+            .iter()
+            .map(|(n, c)| format!("{n}x{c}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let peers = run_peer(
+            "benches/peers/torch_ce.py",
+            &[
+                "--shapes".into(),
+                shape_arg,
+                "--threads".into(),
+                threads.to_string(),
+                "--repeats".into(),
+                reps.min(5).to_string(),
+            ],
+        );
+        let pts: Vec<(usize, f64)> = shapes
+            .iter()
+            .filter_map(|&(n, c)| {
+                peer_time(&peers, "cross_entropy", &format!("{n}x{c}"), threads)
+                    .map(|t| (c, (n * c) as f64 / t))
+            })
+            .collect();
+        if !pts.is_empty() {
+            series.push(Series {
+                name: format!("PyTorch F.cross_entropy, {threads} thread(s)"),
+                points: pts,
+            });
+        }
+    }
+    draw(
+        path,
+        "cross-entropy, label smoothing 0.1, f32, forward + backward",
+        &series,
+    )?;
+    eprintln!("bench --plot: wrote {}", path.display());
     Ok(())
 }
 
