@@ -30,15 +30,7 @@ fn cross_entropy(c: &mut Criterion) {
             group.bench_function(id, |b| {
                 b.iter(|| {
                     let l = cpu
-                        .cross_entropy(
-                            &cfg,
-                            &x,
-                            n,
-                            k,
-                            CeTargets::Classes(&t),
-                            Upstream::ONE,
-                            Some(&mut g[..]),
-                        )
+                        .cross_entropy(&cfg, Input::matrix(&x, n, k).with_grad(&mut g[..]), &t).map(Loss::into_values)
                         .unwrap();
                     black_box(l)
                 })
@@ -61,14 +53,7 @@ fn cross_entropy_in_place(c: &mut Criterion) {
             group.bench_function(id, |b| {
                 b.iter(|| {
                     let l = cpu
-                        .cross_entropy_in_place(
-                            &cfg,
-                            &mut x,
-                            n,
-                            k,
-                            CeTargets::Classes(&t),
-                            Upstream::ONE,
-                        )
+                        .cross_entropy(&cfg, Input::in_place(&mut x).shaped(n, k), &t).map(Loss::into_values)
                         .unwrap();
                     black_box(l)
                 })

@@ -6,7 +6,7 @@
 //! This task reruns that experiment with many initialisations per arm:
 //!
 //! 1. plain cross-entropy (`CrossEntropy::new()` through [`smoothloss::DefaultBackend`]);
-//! 2. SmoothLoss = standard label smoothing (`SmoothLoss::new(alpha)`, same backend);
+//! 2. SmoothLoss = standard label smoothing (`CrossEntropy::smooth_loss(alpha)`, same backend);
 //! 3. the article's formula exactly as printed ([`article_formula_loss`]), implemented here with
 //!    its own analytic gradient. It is *not* a library loss: it is not label smoothing (see
 //!    `FINDINGS.md`), and it is here only to measure what the printed code does.

@@ -59,7 +59,7 @@ pub fn article_formula_loss(
 pub enum Arm {
     /// `CrossEntropy::new()` from the library.
     CrossEntropy,
-    /// `SmoothLoss::new(alpha)` (label smoothing) from the library.
+    /// `CrossEntropy::smooth_loss(alpha)` (label smoothing) from the library.
     SmoothLoss,
     /// The article's printed formula, [`article_formula_loss`].
     ArticleFormula,
@@ -109,21 +109,13 @@ impl Arm {
         let rows = targets.len();
         let lib = |cfg: CrossEntropy, grad: &mut [f32]| {
             backend
-                .cross_entropy(
-                    &cfg,
-                    logits,
-                    rows,
-                    CLASSES,
-                    CeTargets::Classes(targets),
-                    Upstream::ONE,
-                    Some(grad),
-                )
+                .cross_entropy(&cfg, Input::matrix(logits, rows, CLASSES).with_grad(grad), targets).map(Loss::into_values)
                 .map(|v| v[0])
                 .map_err(|e| format!("loss: {e}"))
         };
         match self {
             Arm::CrossEntropy => lib(CrossEntropy::new(), grad),
-            Arm::SmoothLoss => lib(SmoothLoss::new(alpha), grad),
+            Arm::SmoothLoss => lib(CrossEntropy::smooth_loss(alpha), grad),
             Arm::ArticleFormula => {
                 let z: Vec<f64> = logits.iter().map(|&v| f64::from(v)).collect();
                 let mut g = vec![0.0; z.len()];
@@ -211,15 +203,7 @@ mod tests {
         let z: Vec<f64> = (0..5 * CLASSES).map(|_| rng.range(-1.0, 1.0)).collect();
         let ours = article_formula_loss(&z, 5, CLASSES, &targets, 0.1, None);
         let ls = ReferenceBackend
-            .cross_entropy(
-                &SmoothLoss::new(0.1),
-                &z,
-                5,
-                CLASSES,
-                CeTargets::Classes(&targets),
-                Upstream::ONE,
-                None,
-            )
+            .cross_entropy(&CrossEntropy::smooth_loss(0.1), Input::matrix(&z, 5, CLASSES), &targets).map(Loss::into_values)
             .unwrap()[0];
         assert!((ours - ls).abs() > 0.1, "{ours} vs {ls}");
     }

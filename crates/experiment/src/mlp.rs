@@ -135,15 +135,7 @@ mod tests {
     /// Label-smoothed CE through the f64 reference backend.
     fn ce_loss(z: &DMatrix<f64>, y: &[i64], grad: Option<&mut [f64]>) -> f64 {
         ReferenceBackend
-            .cross_entropy(
-                &SmoothLoss::new(0.1),
-                z.as_slice(),
-                y.len(),
-                CLASSES,
-                CeTargets::Classes(y),
-                Upstream::ONE,
-                grad,
-            )
+            .cross_entropy(&CrossEntropy::smooth_loss(0.1), Input::matrix(z.as_slice(), y.len(), CLASSES).with_optional_grad(grad), y).map(Loss::into_values)
             .unwrap()[0]
     }
 

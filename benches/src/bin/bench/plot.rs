@@ -107,15 +107,7 @@ pub fn plot_sweep(
         let mut g = vec![0.0f32; x.len()];
         let (s, _) = time_median(reps, || {
             let l = cpu
-                .cross_entropy(
-                    &cfg,
-                    &x,
-                    n,
-                    c,
-                    CeTargets::Classes(&t),
-                    Upstream::ONE,
-                    Some(&mut g),
-                )
+                .cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g), &t).map(Loss::into_values)
                 .expect("valid input");
             black_box(l);
         });
