@@ -1,111 +1,80 @@
-//! `ndarray` convenience wrappers around every loss of the CPU backend: cross-entropy, the box
-//! losses and pairwise IoU, Smooth L1 and Huber, BCE with logits and sigmoid focal loss.
+//! `ndarray` wrappers around every loss of the front door ([`Losses`]), for any backend and
+//! element type: cross-entropy, the box losses and pairwise IoU, Smooth L1 and Huber, BCE with
+//! logits and sigmoid focal loss.
+//!
+//! ```
+//! use ndarray::{Array2, array};
+//! use smoothloss::{CrossEntropy, DefaultBackend};
+//!
+//! let backend = DefaultBackend::default();
+//! let logits = array![[2.0_f32, 0.5, -1.0], [0.1, 0.2, 0.3]];
+//! let targets = array![0_i64, 2];
+//! let mut grad = Array2::<f32>::zeros(logits.dim());
+//! let loss = smoothloss::ndarray::cross_entropy(
+//!     &backend,
+//!     &CrossEntropy::smooth_loss(0.1),
+//!     logits.view(),
+//!     targets.view(),
+//!     Some(grad.view_mut()),
+//! )?;
+//! assert!(loss.value() > 0.0);
+//! # Ok::<(), smoothloss::LossError>(())
+//! ```
+//!
+//! Every function takes the backend first (`&B` for any `B: Losses<T>`: the CPU backend, the
+//! `f64` [`ReferenceBackend`](smoothloss_core::ReferenceBackend), ...) and returns what the
+//! front door returns: a [`Loss`] (one value for `mean` / `sum`, one per row, element or pair
+//! for `none`, flattened in row-major order). The gradient, when a `grad` view is given, is
+//! that of the loss with an upstream gradient of 1 (`loss.sum().backward()`); the
+//! `*_with_upstream` variants take any [`Upstream`] (a scalar, or one value per loss value
+//! under reduction `none`).
+//!
+//! Pairwise IoU comes in two forms: [`box_iou`] returns a new `[N, M]` array and
+//! [`box_iou_into`] writes into a given `[N, M]` view.
+//!
+//! # Errors
 //!
 //! Views must be in standard (row-major, contiguous) layout; anything else (a transposed view,
-//! a strided slice) is refused with [`LossError::NonContiguous`] rather than copied silently.
-//! The wrappers then check what a flat slice cannot express, the shapes, and report a mismatch
-//! as [`LossError::ShapeMismatch`] (element counts, as the slice API does); these checks come
-//! before the slice API's own. Everything else (parameters, targets, upstream gradients, empty
-//! inputs) is left to the slice API, so results, and every error the wrappers do not add, are
-//! exactly those of the slice API on the same data.
+//! a strided slice) is refused with [`LossError::NonContiguous`] naming the argument, rather
+//! than copied silently. The wrappers then check what a flat slice cannot express, the shapes
+//! (class targets `[N]` against logits `[N, C]`, probability targets and gradients of the
+//! input's shape, boxes `[N, 4]`), and report a mismatch as [`LossError::ShapeMismatch`]
+//! (counting elements, as the front door does); these checks come before the front door's own.
+//! Everything else (parameters, target values, upstream gradients) is left to the front door,
+//! so results, and every error the wrappers do not add, are exactly those of the slice API on
+//! the same data.
 //!
 //! Empty inputs: when the first input (`pred`, `logits`) holds no elements the call goes
-//! straight to the slice API, which reports it (normally [`LossError::EmptyInput`]); arrays
+//! straight to the front door, which reports it (normally [`LossError::EmptyInput`]); arrays
 //! with no elements never fail a shape check against each other.
 
-use crate::CpuBackend;
-use ndarray::{ArrayView, ArrayView1, ArrayView2, ArrayViewMut, ArrayViewMut2, Dimension};
-use smoothloss_core::backend::{BinaryOps, BoxLossOps, CrossEntropyOps, RegressionOps};
-use smoothloss_core::error::{LossError, Result, checked_size};
+use ndarray::{Array2, ArrayView, ArrayView1, ArrayView2, ArrayViewMut, ArrayViewMut2, Dimension};
+use smoothloss_core::error::checked_size;
 use smoothloss_core::{
-    BceWithLogits, BoxFormat, BoxLoss, CeTargets, CrossEntropy, Huber, SigmoidFocal, SmoothL1,
-    Upstream,
+    BceWithLogits, BoxFormat, BoxLoss, CeTargets, CrossEntropy, Element, Huber, Input, Loss,
+    LossError, Losses, Result, SigmoidFocal, SmoothL1, Upstream,
 };
 
-fn contiguous<'a, T>(what: &'static str, s: Option<&'a [T]>) -> Result<&'a [T]> {
-    s.ok_or(LossError::NonContiguous { what })
+/// The data of a standard-layout view, else [`LossError::NonContiguous`] naming it.
+fn data<'a, T, D: Dimension>(what: &'static str, a: &ArrayView<'a, T, D>) -> Result<&'a [T]> {
+    a.to_slice().ok_or(LossError::NonContiguous { what })
 }
 
-fn same_shape(logits: (usize, usize), grad: (usize, usize), grad_len: usize) -> Result<()> {
-    if logits == grad {
-        Ok(())
-    } else {
-        Err(LossError::ShapeMismatch {
-            what: "grad",
-            expected: logits.0 * logits.1,
-            got: grad_len,
-        })
-    }
-}
-
-/// Cross-entropy of `logits` `[N, C]` against class indices `targets` `[N]`; the gradient, when
-/// `grad` (`[N, C]`) is given, is written there. See
-/// [`CrossEntropyOps::cross_entropy`].
-pub fn cross_entropy(
-    backend: &CpuBackend,
-    cfg: &CrossEntropy,
-    logits: ArrayView2<'_, f32>,
-    targets: ArrayView1<'_, i64>,
-    upstream: Upstream<'_>,
-    grad: Option<ArrayViewMut2<'_, f32>>,
-) -> Result<Vec<f64>> {
-    let (n, c) = logits.dim();
-    let x = contiguous("logits", logits.as_slice())?;
-    let t = contiguous("targets", targets.as_slice())?;
-    match grad {
-        Some(mut g) => {
-            same_shape((n, c), g.dim(), g.len())?;
-            let g = g
-                .as_slice_mut()
-                .ok_or(LossError::NonContiguous { what: "grad" })?;
-            backend.cross_entropy(cfg, x, n, c, CeTargets::Classes(t), upstream, Some(g))
-        }
-        None => backend.cross_entropy(cfg, x, n, c, CeTargets::Classes(t), upstream, None),
-    }
-}
-
-/// Cross-entropy of `logits` `[N, C]` against target distributions `probs` `[N, C]`.
-pub fn cross_entropy_probs(
-    backend: &CpuBackend,
-    cfg: &CrossEntropy,
-    logits: ArrayView2<'_, f32>,
-    probs: ArrayView2<'_, f32>,
-    upstream: Upstream<'_>,
-    grad: Option<ArrayViewMut2<'_, f32>>,
-) -> Result<Vec<f64>> {
-    let (n, c) = logits.dim();
-    let x = contiguous("logits", logits.as_slice())?;
-    let q = contiguous("target_probs", probs.as_slice())?;
-    match grad {
-        Some(mut g) => {
-            same_shape((n, c), g.dim(), g.len())?;
-            let g = g
-                .as_slice_mut()
-                .ok_or(LossError::NonContiguous { what: "grad" })?;
-            backend.cross_entropy(cfg, x, n, c, CeTargets::Probs(q), upstream, Some(g))
-        }
-        None => backend.cross_entropy(cfg, x, n, c, CeTargets::Probs(q), upstream, None),
-    }
-}
-
-/// As [`cross_entropy`], writing the gradient over `logits`.
-pub fn cross_entropy_in_place(
-    backend: &CpuBackend,
-    cfg: &CrossEntropy,
-    mut logits: ArrayViewMut2<'_, f32>,
-    targets: ArrayView1<'_, i64>,
-    upstream: Upstream<'_>,
-) -> Result<Vec<f64>> {
-    let (n, c) = logits.dim();
-    let t = contiguous("targets", targets.as_slice())?;
-    let x = logits
-        .as_slice_mut()
-        .ok_or(LossError::NonContiguous { what: "logits" })?;
-    backend.cross_entropy_in_place(cfg, x, n, c, CeTargets::Classes(t), upstream)
+/// The shape and data of a standard-layout gradient view, else [`LossError::NonContiguous`].
+fn grad_data<'a, T, D: Dimension>(
+    grad: Option<ArrayViewMut<'a, T, D>>,
+) -> Result<Option<(D, &'a mut [T])>> {
+    grad.map(|g| {
+        let dim = g.raw_dim();
+        g.into_slice()
+            .map(|s| (dim, s))
+            .ok_or(LossError::NonContiguous { what: "grad" })
+    })
+    .transpose()
 }
 
 /// `got` must have the shape `expected`; two shapes without elements always agree. The error
-/// counts elements, as the slice API's length checks do.
+/// counts elements, as the front door's length checks do.
 fn check_shape(what: &'static str, expected: &[usize], got: &[usize]) -> Result<()> {
     let (e, g) = (
         expected.iter().product::<usize>(),
@@ -122,8 +91,123 @@ fn check_shape(what: &'static str, expected: &[usize], got: &[usize]) -> Result<
     }
 }
 
+/// The gradient (if any) must have the input's shape.
+fn check_grad<T, D: Dimension>(input: &[usize], grad: &Option<(D, &mut [T])>) -> Result<()> {
+    match grad {
+        Some((dim, _)) => check_shape("grad", input, dim.slice()),
+        None => Ok(()),
+    }
+}
+
+/// Cross-entropy of `logits` `[N, C]` against class indices `targets` `[N]` (`CE-*`); the
+/// gradient, when `grad` (`[N, C]`) is given, is written there. See
+/// [`Losses::cross_entropy`]; the [example](self) above.
+pub fn cross_entropy<T: Element, B: Losses<T> + ?Sized>(
+    backend: &B,
+    cfg: &CrossEntropy,
+    logits: ArrayView2<'_, T>,
+    targets: ArrayView1<'_, i64>,
+    grad: Option<ArrayViewMut2<'_, T>>,
+) -> Result<Loss> {
+    cross_entropy_with_upstream(backend, cfg, logits, targets, grad, Upstream::ONE)
+}
+
+/// As [`cross_entropy`], the gradient scaled by `upstream`.
+pub fn cross_entropy_with_upstream<T: Element, B: Losses<T> + ?Sized>(
+    backend: &B,
+    cfg: &CrossEntropy,
+    logits: ArrayView2<'_, T>,
+    targets: ArrayView1<'_, i64>,
+    grad: Option<ArrayViewMut2<'_, T>>,
+    upstream: Upstream<'_>,
+) -> Result<Loss> {
+    let (n, c) = logits.dim();
+    let x = data("logits", &logits)?;
+    let t = data("targets", &targets)?;
+    let grad = grad_data(grad)?;
+    if !logits.is_empty() {
+        check_shape("targets", &[n], targets.shape())?;
+        check_grad(logits.shape(), &grad)?;
+    }
+    let input = Input::matrix(x, n, c)
+        .with_optional_grad(grad.map(|(_, g)| g))
+        .with_upstream(upstream);
+    backend.cross_entropy(cfg, input, CeTargets::Classes(t))
+}
+
+/// Cross-entropy of `logits` `[N, C]` against target distributions `probs` `[N, C]` (`CE-6`);
+/// the gradient, when `grad` (`[N, C]`) is given, is written there. See
+/// [`Losses::cross_entropy`] with [`CeTargets::Probs`].
+///
+/// `probs` (or `grad`) of another shape than `logits`, even with as many elements, gives
+/// [`LossError::ShapeMismatch`] naming `target_probs` (or `grad`).
+pub fn cross_entropy_probs<T: Element, B: Losses<T> + ?Sized>(
+    backend: &B,
+    cfg: &CrossEntropy,
+    logits: ArrayView2<'_, T>,
+    probs: ArrayView2<'_, T>,
+    grad: Option<ArrayViewMut2<'_, T>>,
+) -> Result<Loss> {
+    cross_entropy_probs_with_upstream(backend, cfg, logits, probs, grad, Upstream::ONE)
+}
+
+/// As [`cross_entropy_probs`], the gradient scaled by `upstream`.
+pub fn cross_entropy_probs_with_upstream<T: Element, B: Losses<T> + ?Sized>(
+    backend: &B,
+    cfg: &CrossEntropy,
+    logits: ArrayView2<'_, T>,
+    probs: ArrayView2<'_, T>,
+    grad: Option<ArrayViewMut2<'_, T>>,
+    upstream: Upstream<'_>,
+) -> Result<Loss> {
+    let (n, c) = logits.dim();
+    let x = data("logits", &logits)?;
+    let q = data("target_probs", &probs)?;
+    let grad = grad_data(grad)?;
+    if !logits.is_empty() {
+        check_shape("target_probs", logits.shape(), probs.shape())?;
+        check_grad(logits.shape(), &grad)?;
+    }
+    let input = Input::matrix(x, n, c)
+        .with_optional_grad(grad.map(|(_, g)| g))
+        .with_upstream(upstream);
+    backend.cross_entropy(cfg, input, CeTargets::Probs(q))
+}
+
+/// As [`cross_entropy`], writing the gradient over `logits` once the loss has read them (saves
+/// a buffer of the logits' size). See [`Input::in_place`].
+pub fn cross_entropy_in_place<T: Element, B: Losses<T> + ?Sized>(
+    backend: &B,
+    cfg: &CrossEntropy,
+    logits: ArrayViewMut2<'_, T>,
+    targets: ArrayView1<'_, i64>,
+) -> Result<Loss> {
+    cross_entropy_in_place_with_upstream(backend, cfg, logits, targets, Upstream::ONE)
+}
+
+/// As [`cross_entropy_in_place`], the gradient scaled by `upstream`.
+pub fn cross_entropy_in_place_with_upstream<T: Element, B: Losses<T> + ?Sized>(
+    backend: &B,
+    cfg: &CrossEntropy,
+    logits: ArrayViewMut2<'_, T>,
+    targets: ArrayView1<'_, i64>,
+    upstream: Upstream<'_>,
+) -> Result<Loss> {
+    let (n, c) = logits.dim();
+    let empty = logits.is_empty();
+    let x = logits
+        .into_slice()
+        .ok_or(LossError::NonContiguous { what: "logits" })?;
+    let t = data("targets", &targets)?;
+    if !empty {
+        check_shape("targets", &[n], targets.shape())?;
+    }
+    let input = Input::in_place(x).shaped(n, c).with_upstream(upstream);
+    backend.cross_entropy(cfg, input, CeTargets::Classes(t))
+}
+
 /// A box array `[N, 4]` with at least one row must have four columns; the error has the form
-/// of the slice API's (`box_count`) for a buffer that does not hold whole boxes.
+/// of the front door's for a buffer that does not hold whole boxes.
 fn box_width(what: &'static str, (rows, cols): (usize, usize)) -> Result<()> {
     if cols == 4 || rows == 0 {
         Ok(())
@@ -136,159 +220,292 @@ fn box_width(what: &'static str, (rows, cols): (usize, usize)) -> Result<()> {
     }
 }
 
-/// Box loss over aligned pairs `pred`, `target` `[N, 4]` (layout `cfg.format`); the gradient
-/// with respect to `pred`, when `grad` (`[N, 4]`) is given, is written there. See
-/// [`BoxLossOps::box_loss`].
+/// Box loss over aligned pairs `pred`, `target` `[N, 4]` (layout `cfg.format`, `BOX-*`); the
+/// gradient with respect to `pred`, when `grad` (`[N, 4]`) is given, is written there. See
+/// [`Losses::box_loss`].
 ///
 /// A `pred` with a second dimension other than 4, or a `target` / `grad` of another shape than
 /// `pred`, gives [`LossError::ShapeMismatch`] naming that argument.
-pub fn box_loss(
-    backend: &CpuBackend,
+///
+/// ```
+/// use ndarray::array;
+/// use smoothloss::{BoxFormat, BoxLoss, BoxLossKind, ReferenceBackend};
+///
+/// let giou = BoxLoss::new(BoxLossKind::Giou, BoxFormat::Xyxy);
+/// let pred = array![[0.0_f64, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 4.0]];
+/// let target = array![[1.0_f64, 1.0, 3.0, 3.0], [1.0, 1.0, 3.0, 4.0]];
+/// let loss = smoothloss::ndarray::box_loss(&ReferenceBackend, &giou, pred.view(), target.view(), None)?;
+/// assert!(loss.value() > 0.0);
+/// # Ok::<(), smoothloss::LossError>(())
+/// ```
+pub fn box_loss<T: Element, B: Losses<T> + ?Sized>(
+    backend: &B,
     cfg: &BoxLoss,
-    pred: ArrayView2<'_, f32>,
-    target: ArrayView2<'_, f32>,
+    pred: ArrayView2<'_, T>,
+    target: ArrayView2<'_, T>,
+    grad: Option<ArrayViewMut2<'_, T>>,
+) -> Result<Loss> {
+    box_loss_with_upstream(backend, cfg, pred, target, grad, Upstream::ONE)
+}
+
+/// As [`box_loss`], the gradient scaled by `upstream` (one value per pair under `none`).
+pub fn box_loss_with_upstream<T: Element, B: Losses<T> + ?Sized>(
+    backend: &B,
+    cfg: &BoxLoss,
+    pred: ArrayView2<'_, T>,
+    target: ArrayView2<'_, T>,
+    grad: Option<ArrayViewMut2<'_, T>>,
     upstream: Upstream<'_>,
-    grad: Option<ArrayViewMut2<'_, f32>>,
-) -> Result<Vec<f64>> {
-    let p = contiguous("pred", pred.as_slice())?;
-    let t = contiguous("target", target.as_slice())?;
-    let checked = !pred.is_empty();
-    if checked {
+) -> Result<Loss> {
+    let p = data("pred", &pred)?;
+    let t = data("target", &target)?;
+    let grad = grad_data(grad)?;
+    if !pred.is_empty() {
         box_width("pred", pred.dim())?;
         check_shape("target", pred.shape(), target.shape())?;
+        check_grad(pred.shape(), &grad)?;
     }
-    match grad {
-        Some(mut g) => {
-            if checked {
-                check_shape("grad", pred.shape(), g.shape())?;
-            }
-            let g = g
-                .as_slice_mut()
-                .ok_or(LossError::NonContiguous { what: "grad" })?;
-            backend.box_loss(cfg, p, t, upstream, Some(g))
-        }
-        None => backend.box_loss(cfg, p, t, upstream, None),
-    }
+    // Flat: the shape is checked above, and an empty `pred` gets the slice API's answer.
+    let input = Input::new(p)
+        .with_optional_grad(grad.map(|(_, g)| g))
+        .with_upstream(upstream);
+    backend.box_loss(cfg, input, t)
+}
+
+/// The box counts `(N, M)` of a pairwise IoU, after the wrappers' checks.
+fn iou_shape<T>(b1: &ArrayView2<'_, T>, b2: &ArrayView2<'_, T>) -> Result<(usize, usize)> {
+    box_width("boxes1", b1.dim())?;
+    box_width("boxes2", b2.dim())?;
+    let (n, m) = (b1.nrows(), b2.nrows());
+    // `N * M` can overflow where each array's own size does not: the front door's error.
+    checked_size("iou", n, m)?;
+    Ok((n, m))
+}
+
+/// Pairwise IoU of `boxes1` `[N, 4]` and `boxes2` `[M, 4]` (layout `format`, `BOX-13`,
+/// `torchvision.ops.box_iou`) as a new `[N, M]` array. See [`Losses::box_iou`];
+/// [`box_iou_into`] writes into an existing array instead.
+///
+/// A box array with rows but a second dimension other than 4 gives
+/// [`LossError::ShapeMismatch`] naming it. Empty box sets give an empty array. An `[N, M]`
+/// array that cannot be allocated gives [`LossError::ShapeMismatch`] naming `iou`.
+///
+/// ```
+/// use ndarray::array;
+/// use smoothloss::{BoxFormat, DefaultBackend};
+///
+/// let a = array![[0.0_f32, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]];
+/// let b = array![[1.0_f32, 1.0, 3.0, 3.0]];
+/// let iou = smoothloss::ndarray::box_iou(&DefaultBackend::default(), BoxFormat::Xyxy, a.view(), b.view())?;
+/// assert_eq!(iou.dim(), (2, 1));
+/// assert!((iou[[0, 0]] - 1.0 / 7.0).abs() < 1e-6);
+/// assert_eq!(iou[[1, 0]], 0.0);
+/// # Ok::<(), smoothloss::LossError>(())
+/// ```
+#[doc(alias = "bbox_iou")]
+pub fn box_iou<T: Element, B: Losses<T> + ?Sized>(
+    backend: &B,
+    format: BoxFormat,
+    boxes1: ArrayView2<'_, T>,
+    boxes2: ArrayView2<'_, T>,
+) -> Result<Array2<T>> {
+    let a = data("boxes1", &boxes1)?;
+    let b = data("boxes2", &boxes2)?;
+    let (n, m) = iou_shape(&boxes1, &boxes2)?;
+    let too_large = LossError::ShapeMismatch {
+        what: "iou",
+        expected: usize::MAX,
+        got: 0,
+    };
+    let total = n * m;
+    let mut out = Vec::new();
+    out.try_reserve_exact(total)
+        .map_err(|_| too_large.clone())?;
+    out.resize(total, T::from_f64(0.0));
+    backend.box_iou(format, a, b, &mut out)?;
+    Array2::from_shape_vec((n, m), out).map_err(|_| too_large)
 }
 
 /// Pairwise IoU of `boxes1` `[N, 4]` and `boxes2` `[M, 4]` (layout `format`) into `out`
-/// `[N, M]`. See [`BoxLossOps::box_iou`].
+/// `[N, M]`. See [`Losses::box_iou`]; [`box_iou`] returns a new array instead.
 ///
 /// A box array with rows but a second dimension other than 4 gives
 /// [`LossError::ShapeMismatch`] naming it; an `out` of another shape than `[N, M]` gives
 /// [`LossError::ShapeMismatch`] (and a non-contiguous `out` [`LossError::NonContiguous`])
-/// naming `iou`, as the slice API calls that buffer.
-pub fn box_iou(
-    backend: &CpuBackend,
+/// naming `iou`, as the front door calls that buffer.
+pub fn box_iou_into<T: Element, B: Losses<T> + ?Sized>(
+    backend: &B,
     format: BoxFormat,
-    boxes1: ArrayView2<'_, f32>,
-    boxes2: ArrayView2<'_, f32>,
-    mut out: ArrayViewMut2<'_, f32>,
+    boxes1: ArrayView2<'_, T>,
+    boxes2: ArrayView2<'_, T>,
+    out: ArrayViewMut2<'_, T>,
 ) -> Result<()> {
-    let a = contiguous("boxes1", boxes1.as_slice())?;
-    let b = contiguous("boxes2", boxes2.as_slice())?;
-    box_width("boxes1", boxes1.dim())?;
-    box_width("boxes2", boxes2.dim())?;
-    let (n, m) = (boxes1.nrows(), boxes2.nrows());
-    // `N * M` can overflow where each array's own size does not: the slice API's error.
-    checked_size("iou", n, m)?;
-    check_shape("iou", &[n, m], out.shape())?;
+    let a = data("boxes1", &boxes1)?;
+    let b = data("boxes2", &boxes2)?;
+    let out_dim = out.dim();
     let o = out
-        .as_slice_mut()
+        .into_slice()
         .ok_or(LossError::NonContiguous { what: "iou" })?;
+    let (n, m) = iou_shape(&boxes1, &boxes2)?;
+    check_shape("iou", &[n, m], &[out_dim.0, out_dim.1])?;
     backend.box_iou(format, a, b, o)
 }
 
 /// Shared body of the element-wise wrappers: contiguity, then shapes (`b` and `grad` must have
-/// `a`'s shape unless `a` is empty), then the slice call `f`.
-fn elementwise<D: Dimension>(
+/// `a`'s shape unless `a` is empty), then the front door call `f` on a flat [`Input`].
+fn elementwise<T: Element, D: Dimension>(
     (a_name, b_name): (&'static str, &'static str),
-    a: ArrayView<'_, f32, D>,
-    b: ArrayView<'_, f32, D>,
-    grad: Option<ArrayViewMut<'_, f32, D>>,
-    f: impl FnOnce(&[f32], &[f32], Option<&mut [f32]>) -> Result<Vec<f64>>,
-) -> Result<Vec<f64>> {
-    let x = contiguous(a_name, a.as_slice())?;
-    let y = contiguous(b_name, b.as_slice())?;
-    let checked = !a.is_empty();
-    if checked {
+    a: ArrayView<'_, T, D>,
+    b: ArrayView<'_, T, D>,
+    grad: Option<ArrayViewMut<'_, T, D>>,
+    upstream: Upstream<'_>,
+    f: impl for<'b> FnOnce(Input<'b, T>, &'b [T]) -> Result<Loss>,
+) -> Result<Loss> {
+    let x = data(a_name, &a)?;
+    let y = data(b_name, &b)?;
+    let grad = grad_data(grad)?;
+    if !a.is_empty() {
         check_shape(b_name, a.shape(), b.shape())?;
+        check_grad(a.shape(), &grad)?;
     }
-    match grad {
-        Some(mut g) => {
-            if checked {
-                check_shape("grad", a.shape(), g.shape())?;
-            }
-            let g = g
-                .as_slice_mut()
-                .ok_or(LossError::NonContiguous { what: "grad" })?;
-            f(x, y, Some(g))
-        }
-        None => f(x, y, None),
-    }
+    let input = Input::new(x)
+        .with_optional_grad(grad.map(|(_, g)| g))
+        .with_upstream(upstream);
+    f(input, y)
 }
 
-/// Smooth L1 loss, element-wise over `pred` and `target` of the same shape (any
-/// dimensionality); the gradient, when `grad` (same shape) is given, is written there. With
-/// reduction `none` the losses come back flattened in row-major order. See
-/// [`RegressionOps::smooth_l1`].
-pub fn smooth_l1<D: Dimension>(
-    backend: &CpuBackend,
+/// Smooth L1 loss (`REG-1`, `REG-2`), element-wise over `pred` and `target` of the same shape
+/// (any dimensionality); the gradient, when `grad` (same shape) is given, is written there.
+/// With reduction `none` the losses come back flattened in row-major order. See
+/// [`Losses::smooth_l1`].
+///
+/// ```
+/// use ndarray::{Array2, array};
+/// use smoothloss::{DefaultBackend, Reduction, SmoothL1};
+///
+/// let cfg = SmoothL1 { beta: 1.0, reduction: Reduction::Sum };
+/// let pred = array![[0.5_f32, 3.0], [0.0, -1.0]];
+/// let target = Array2::<f32>::zeros((2, 2));
+/// let mut grad = Array2::<f32>::zeros((2, 2));
+/// let loss = smoothloss::ndarray::smooth_l1(
+///     &DefaultBackend::default(), &cfg, pred.view(), target.view(), Some(grad.view_mut()),
+/// )?;
+/// assert_eq!(loss.value(), 0.125 + 2.5 + 0.0 + 0.5);
+/// assert_eq!(grad, array![[0.5, 1.0], [0.0, -1.0]]);
+/// # Ok::<(), smoothloss::LossError>(())
+/// ```
+pub fn smooth_l1<T: Element, D: Dimension, B: Losses<T> + ?Sized>(
+    backend: &B,
     cfg: &SmoothL1,
-    pred: ArrayView<'_, f32, D>,
-    target: ArrayView<'_, f32, D>,
+    pred: ArrayView<'_, T, D>,
+    target: ArrayView<'_, T, D>,
+    grad: Option<ArrayViewMut<'_, T, D>>,
+) -> Result<Loss> {
+    smooth_l1_with_upstream(backend, cfg, pred, target, grad, Upstream::ONE)
+}
+
+/// As [`smooth_l1`], the gradient scaled by `upstream` (one value per element, in row-major
+/// order, under `none`).
+pub fn smooth_l1_with_upstream<T: Element, D: Dimension, B: Losses<T> + ?Sized>(
+    backend: &B,
+    cfg: &SmoothL1,
+    pred: ArrayView<'_, T, D>,
+    target: ArrayView<'_, T, D>,
+    grad: Option<ArrayViewMut<'_, T, D>>,
     upstream: Upstream<'_>,
-    grad: Option<ArrayViewMut<'_, f32, D>>,
-) -> Result<Vec<f64>> {
-    elementwise(("pred", "target"), pred, target, grad, |x, y, g| {
-        backend.smooth_l1(cfg, x, y, upstream, g)
+) -> Result<Loss> {
+    elementwise(("pred", "target"), pred, target, grad, upstream, |x, y| {
+        backend.smooth_l1(cfg, x, y)
     })
 }
 
-/// Huber loss, element-wise over `pred` and `target` of the same shape (any dimensionality);
-/// as [`smooth_l1`]. See [`RegressionOps::huber`].
-pub fn huber<D: Dimension>(
-    backend: &CpuBackend,
+/// Huber loss (`REG-3`, `REG-4`), element-wise over `pred` and `target` of the same shape (any
+/// dimensionality); as [`smooth_l1`]. See [`Losses::huber`].
+pub fn huber<T: Element, D: Dimension, B: Losses<T> + ?Sized>(
+    backend: &B,
     cfg: &Huber,
-    pred: ArrayView<'_, f32, D>,
-    target: ArrayView<'_, f32, D>,
+    pred: ArrayView<'_, T, D>,
+    target: ArrayView<'_, T, D>,
+    grad: Option<ArrayViewMut<'_, T, D>>,
+) -> Result<Loss> {
+    huber_with_upstream(backend, cfg, pred, target, grad, Upstream::ONE)
+}
+
+/// As [`huber`], the gradient scaled by `upstream`.
+pub fn huber_with_upstream<T: Element, D: Dimension, B: Losses<T> + ?Sized>(
+    backend: &B,
+    cfg: &Huber,
+    pred: ArrayView<'_, T, D>,
+    target: ArrayView<'_, T, D>,
+    grad: Option<ArrayViewMut<'_, T, D>>,
     upstream: Upstream<'_>,
-    grad: Option<ArrayViewMut<'_, f32, D>>,
-) -> Result<Vec<f64>> {
-    elementwise(("pred", "target"), pred, target, grad, |x, y, g| {
-        backend.huber(cfg, x, y, upstream, g)
+) -> Result<Loss> {
+    elementwise(("pred", "target"), pred, target, grad, upstream, |x, y| {
+        backend.huber(cfg, x, y)
     })
 }
 
-/// Binary cross-entropy with logits, element-wise over `logits` and `targets` of the same
-/// shape (any dimensionality); the gradient, when `grad` (same shape) is given, is written
-/// there. `cfg.pos_weight` is indexed by the row-major element index modulo its length, so a
-/// weight per entry of the last axis broadcasts along that axis. See
-/// [`BinaryOps::bce_with_logits`].
-pub fn bce_with_logits<D: Dimension>(
-    backend: &CpuBackend,
+/// Binary cross-entropy with logits (`BIN-1`, `BIN-2`), element-wise over `logits` and
+/// `targets` (in `[0, 1]`) of the same shape (any dimensionality); the gradient, when `grad`
+/// (same shape) is given, is written there. `cfg.pos_weight` is indexed by the row-major
+/// element index modulo its length, so a weight per entry of the last axis broadcasts along
+/// that axis. See [`Losses::bce_with_logits`].
+pub fn bce_with_logits<T: Element, D: Dimension, B: Losses<T> + ?Sized>(
+    backend: &B,
     cfg: &BceWithLogits,
-    logits: ArrayView<'_, f32, D>,
-    targets: ArrayView<'_, f32, D>,
-    upstream: Upstream<'_>,
-    grad: Option<ArrayViewMut<'_, f32, D>>,
-) -> Result<Vec<f64>> {
-    elementwise(("logits", "targets"), logits, targets, grad, |x, y, g| {
-        backend.bce_with_logits(cfg, x, y, upstream, g)
-    })
+    logits: ArrayView<'_, T, D>,
+    targets: ArrayView<'_, T, D>,
+    grad: Option<ArrayViewMut<'_, T, D>>,
+) -> Result<Loss> {
+    bce_with_logits_with_upstream(backend, cfg, logits, targets, grad, Upstream::ONE)
 }
 
-/// Sigmoid focal loss, element-wise over `logits` and `targets` of the same shape (any
-/// dimensionality); as [`bce_with_logits`]. See [`BinaryOps::sigmoid_focal`].
-pub fn sigmoid_focal<D: Dimension>(
-    backend: &CpuBackend,
-    cfg: &SigmoidFocal,
-    logits: ArrayView<'_, f32, D>,
-    targets: ArrayView<'_, f32, D>,
+/// As [`bce_with_logits`], the gradient scaled by `upstream`.
+pub fn bce_with_logits_with_upstream<T: Element, D: Dimension, B: Losses<T> + ?Sized>(
+    backend: &B,
+    cfg: &BceWithLogits,
+    logits: ArrayView<'_, T, D>,
+    targets: ArrayView<'_, T, D>,
+    grad: Option<ArrayViewMut<'_, T, D>>,
     upstream: Upstream<'_>,
-    grad: Option<ArrayViewMut<'_, f32, D>>,
-) -> Result<Vec<f64>> {
-    elementwise(("logits", "targets"), logits, targets, grad, |x, y, g| {
-        backend.sigmoid_focal(cfg, x, y, upstream, g)
-    })
+) -> Result<Loss> {
+    elementwise(
+        ("logits", "targets"),
+        logits,
+        targets,
+        grad,
+        upstream,
+        |x, y| backend.bce_with_logits(cfg, x, y),
+    )
+}
+
+/// Sigmoid focal loss (`BIN-3`, `BIN-4`), element-wise over `logits` and `targets` of the same
+/// shape (any dimensionality); as [`bce_with_logits`]. See [`Losses::sigmoid_focal`].
+pub fn sigmoid_focal<T: Element, D: Dimension, B: Losses<T> + ?Sized>(
+    backend: &B,
+    cfg: &SigmoidFocal,
+    logits: ArrayView<'_, T, D>,
+    targets: ArrayView<'_, T, D>,
+    grad: Option<ArrayViewMut<'_, T, D>>,
+) -> Result<Loss> {
+    sigmoid_focal_with_upstream(backend, cfg, logits, targets, grad, Upstream::ONE)
+}
+
+/// As [`sigmoid_focal`], the gradient scaled by `upstream`.
+pub fn sigmoid_focal_with_upstream<T: Element, D: Dimension, B: Losses<T> + ?Sized>(
+    backend: &B,
+    cfg: &SigmoidFocal,
+    logits: ArrayView<'_, T, D>,
+    targets: ArrayView<'_, T, D>,
+    grad: Option<ArrayViewMut<'_, T, D>>,
+    upstream: Upstream<'_>,
+) -> Result<Loss> {
+    elementwise(
+        ("logits", "targets"),
+        logits,
+        targets,
+        grad,
+        upstream,
+        |x, y| backend.sigmoid_focal(cfg, x, y),
+    )
 }
