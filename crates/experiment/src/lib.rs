@@ -9,7 +9,7 @@
 //! 2. SmoothLoss = standard label smoothing (`CrossEntropy::smooth_loss(alpha)`, same backend);
 //! 3. the article's formula exactly as printed ([`article_formula_loss`]), implemented here with
 //!    its own analytic gradient. It is *not* a library loss: it is not label smoothing (see
-//!    `FINDINGS.md`), and it is here only to measure what the printed code does.
+//!    the seed article's findings), and it is here only to measure what the printed code does.
 //!
 //! The network, PyTorch's default initialisation, Adam with PyTorch's bias correction and the
 //! backward pass are written out in this crate with `nalgebra`; only the loss and its gradient come from
