@@ -3,23 +3,27 @@
 #![warn(missing_docs)]
 
 pub mod binary;
+mod blocks;
 pub mod box_loss;
-pub mod box_math;
 pub mod cross_entropy;
-pub mod elementwise;
+mod elementwise;
+pub mod math;
 pub mod ndarray_api;
 pub mod regression;
 pub mod simd;
 
+pub use simd::SimdLevel;
 use smoothloss_core::backend::Backend;
 
 /// The CPU backend. `f32` data; losses accumulated in `f64`.
 ///
 /// `CpuBackend::default()` uses rayon's global pool; [`CpuBackend::with_threads`] caps the
 /// number of threads with a private pool. Results do not depend on the number of threads.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CpuBackend {
     pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    /// The kernel family every loss runs (always available on this CPU).
+    level: SimdLevel,
     /// Streaming stores for large cross-entropy gradients: `None` chooses (see
     /// [`CpuBackend::streams_gradient`]), `Some(on)` forces them on or off.
     streaming_stores: Option<bool>,
@@ -40,8 +44,26 @@ impl CpuBackend {
             .map(std::sync::Arc::new);
         Self {
             pool,
-            streaming_stores: None,
+            ..Self::default()
         }
+    }
+
+    /// The same backend running the kernels of `level` (every loss family); a level this CPU
+    /// lacks falls back to [`SimdLevel::Scalar`]. Results are bit-identical across levels for
+    /// the box, regression and binary losses; cross-entropy results of different levels agree
+    /// within the tolerance of [`cross_entropy`].
+    pub fn with_simd_level(mut self, level: SimdLevel) -> Self {
+        self.level = if level.is_available() {
+            level
+        } else {
+            SimdLevel::Scalar
+        };
+        self
+    }
+
+    /// The SIMD level the kernels run on (by default [`SimdLevel::detect`]).
+    pub fn simd_level(&self) -> SimdLevel {
+        self.level
     }
 
     /// Forces non-temporal (streaming) stores for cross-entropy gradients of `2^22` logits or
@@ -87,6 +109,16 @@ impl CpuBackend {
         match &self.pool {
             Some(p) => p.install(f),
             None => f(),
+        }
+    }
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self {
+            pool: None,
+            level: SimdLevel::detect(),
+            streaming_stores: None,
         }
     }
 }

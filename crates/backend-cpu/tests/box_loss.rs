@@ -16,7 +16,8 @@ use smoothloss_core::backend::BoxLossOps;
 use smoothloss_core::reference;
 use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, LossError, Reduction, Upstream};
 use smoothloss_cpu::CpuBackend;
-use smoothloss_cpu::box_math::{atan_f32, atan_ratio_diff, atan_ratio_f32};
+use smoothloss_cpu::SimdLevel;
+use smoothloss_cpu::math::{atan_f32, atan_ratio_diff, atan_ratio_f32};
 
 const FORMATS: [BoxFormat; 3] = [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh];
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
@@ -463,8 +464,7 @@ fn box_iou_matches_reference() {
 fn portable_build_is_bit_identical_to_the_avx2_build() {
     use smoothloss_core::backend::{BinaryOps, RegressionOps};
     let mut rng = Rng(21);
-    let cpu = CpuBackend::with_threads(1);
-    let run = |p: &[f32], t: &[f32], c: &BoxLoss| {
+    let run = |cpu: &CpuBackend, p: &[f32], t: &[f32], c: &BoxLoss| {
         let mut g = vec![0.0f32; p.len()];
         let out = cpu.box_loss(c, p, t, Upstream::ONE, Some(&mut g)).unwrap();
         let mut iou = vec![0.0f32; (p.len() / 4) * 5];
@@ -495,10 +495,10 @@ fn portable_build_is_bit_identical_to_the_avx2_build() {
         let (p, t) = pairs(&mut rng, 333, format);
         for kind in BoxLossKind::ALL {
             let c = cfg(kind, format, Reduction::None);
-            smoothloss_cpu::box_loss::force_portable_kernels(true);
-            let portable = run(&p, &t, &c);
-            smoothloss_cpu::box_loss::force_portable_kernels(false);
-            let native = run(&p, &t, &c);
+            let portable = CpuBackend::with_threads(1).with_simd_level(SimdLevel::Scalar);
+            let native = CpuBackend::with_threads(1);
+            assert_eq!(native.simd_level(), SimdLevel::detect());
+            let (portable, native) = (run(&portable, &p, &t, &c), run(&native, &p, &t, &c));
             assert!(portable == native, "{c:?}");
         }
     }

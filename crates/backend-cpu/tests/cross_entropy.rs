@@ -10,7 +10,6 @@ use smoothloss_core::backend::CrossEntropyOps;
 use smoothloss_core::reference;
 use smoothloss_core::{CeTargets, CrossEntropy, LossError, Reduction, Upstream};
 use smoothloss_cpu::CpuBackend;
-use smoothloss_cpu::cross_entropy::{cross_entropy_in_place_with_level, cross_entropy_with_level};
 use smoothloss_cpu::simd::SimdLevel;
 
 /// Small deterministic generator (xorshift64*).
@@ -243,43 +242,41 @@ type Calls = (Vec<f64>, Vec<f32>, Vec<f64>, Vec<f64>, Vec<f32>);
 
 fn three_calls(case: &Case, be: &CpuBackend, level: SimdLevel) -> Result<Calls, String> {
     let err = |e| format!("{level:?}: error {e}");
+    let be = be.clone().with_simd_level(level);
     let mut g = vec![0.0f32; case.logits.len()];
-    let out = cross_entropy_with_level(
-        be,
-        level,
-        &case.cfg,
-        &case.logits,
-        case.rows,
-        case.classes,
-        case.targets.as_f32(),
-        case.upstream(),
-        Some(&mut g),
-    )
-    .map_err(err)?;
-    let no_grad = cross_entropy_with_level(
-        be,
-        level,
-        &case.cfg,
-        &case.logits,
-        case.rows,
-        case.classes,
-        case.targets.as_f32(),
-        case.upstream(),
-        None,
-    )
-    .map_err(err)?;
+    let out = be
+        .cross_entropy(
+            &case.cfg,
+            &case.logits,
+            case.rows,
+            case.classes,
+            case.targets.as_f32(),
+            case.upstream(),
+            Some(&mut g),
+        )
+        .map_err(err)?;
+    let no_grad = be
+        .cross_entropy(
+            &case.cfg,
+            &case.logits,
+            case.rows,
+            case.classes,
+            case.targets.as_f32(),
+            case.upstream(),
+            None,
+        )
+        .map_err(err)?;
     let mut x = case.logits.clone();
-    let in_place = cross_entropy_in_place_with_level(
-        be,
-        level,
-        &case.cfg,
-        &mut x,
-        case.rows,
-        case.classes,
-        case.targets.as_f32(),
-        case.upstream(),
-    )
-    .map_err(err)?;
+    let in_place = be
+        .cross_entropy_in_place(
+            &case.cfg,
+            &mut x,
+            case.rows,
+            case.classes,
+            case.targets.as_f32(),
+            case.upstream(),
+        )
+        .map_err(err)?;
     Ok((out, g, no_grad, in_place, x))
 }
 

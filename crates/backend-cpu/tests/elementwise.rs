@@ -20,7 +20,7 @@ use smoothloss_core::backend::{BinaryOps, RegressionOps};
 use smoothloss_core::reference;
 use smoothloss_core::{BceWithLogits, Huber, Reduction, SigmoidFocal, SmoothL1, Upstream};
 use smoothloss_cpu::CpuBackend;
-use smoothloss_cpu::elementwise::{exp_f32, ln_f32, log1p_unit_f32};
+use smoothloss_cpu::math::{exp_f32, ln_f32, log1p_unit_f32};
 
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
 

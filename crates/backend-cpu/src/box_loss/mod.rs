@@ -1,0 +1,119 @@
+//! Box losses on the CPU: IoU, GIoU, DIoU, CIoU and EIoU in every box format, forward only or
+//! fused with the backward pass, on `f32` pairs; and the pairwise `box_iou`.
+//!
+//! The per-pair math lives in `math.rs` (branchless `f32`, hand-derived gradient); it is
+//! monomorphised per (kind, format, gradient) through zero-sized marker types, compiled twice
+//! in `kernels.rs` (AVX2 + FMA or portable, by the backend's level), and run over fixed blocks
+//! of pairs on the backend's rayon pool by `blocks.rs`. Loss sums accumulate in `f64` per
+//! block in a fixed order, so the result does not depend on the number of threads.
+
+use crate::CpuBackend;
+use crate::blocks::{Up, drive};
+use math::PairParams;
+use rayon::prelude::*;
+use smoothloss_core::backend::BoxLossOps;
+use smoothloss_core::box_loss::validate_box_iou;
+use smoothloss_core::{BoxFormat, BoxLoss, Result, Upstream};
+
+mod kernels;
+pub(crate) mod math;
+
+/// Pairs per block of the deterministic parallel split (a multiple of the chunk size).
+const BOX_BLOCK: usize = 8 * 1024;
+
+/// The box loss over validated buffers of `n` pairs.
+pub(crate) fn box_loss(
+    backend: &CpuBackend,
+    cfg: &BoxLoss,
+    n: usize,
+    pred: &[f32],
+    target: &[f32],
+    upstream: Upstream<'_>,
+    grad: Option<&mut [f32]>,
+) -> Vec<f64> {
+    let (thr, wlow) = match cfg.threshold_weight {
+        Some(tw) => (tw.threshold as f32, (1.0 - tw.alpha) as f32),
+        None => (f32::NEG_INFINITY, 1.0),
+    };
+    let prm = PairParams {
+        eps: (cfg.eps as f32).max(f32::from_bits(1)),
+        thr,
+        wlow,
+    };
+    let f = kernels::select_block(cfg.kind, cfg.format, grad.is_some());
+    let level = backend.simd_level();
+    drive(
+        backend,
+        n,
+        BOX_BLOCK,
+        4,
+        cfg.reduction,
+        upstream,
+        grad,
+        |r, up: Up<'_>, g, l| {
+            f(
+                level,
+                &pred[4 * r.start..4 * r.end],
+                &target[4 * r.start..4 * r.end],
+                g,
+                up,
+                &prm,
+                l,
+            )
+        },
+    )
+}
+
+/// Pairwise IoU of `n` boxes against `m` boxes (validated, both non-zero) into `out`.
+pub(crate) fn box_iou(
+    backend: &CpuBackend,
+    format: BoxFormat,
+    (n, m): (usize, usize),
+    boxes1: &[f32],
+    boxes2: &[f32],
+    out: &mut [f32],
+) {
+    let cols: [Vec<f32>; 4] =
+        std::array::from_fn(|k| boxes2.chunks_exact(4).map(|b| b[k]).collect());
+    let f = kernels::select_iou(format);
+    let level = backend.simd_level();
+    // Rows per task: about 64k outputs.
+    let rows = (65_536 / m).max(1);
+    if n <= rows {
+        f(level, boxes1, &cols, out);
+    } else {
+        backend.install(|| {
+            out.par_chunks_mut(rows * m)
+                .zip(boxes1.par_chunks(rows * 4))
+                .for_each(|(o, a)| f(level, a, &cols, o));
+        });
+    }
+}
+
+impl BoxLossOps<f32> for CpuBackend {
+    fn box_loss(
+        &self,
+        cfg: &BoxLoss,
+        pred: &[f32],
+        target: &[f32],
+        upstream: Upstream<'_>,
+        grad: Option<&mut [f32]>,
+    ) -> Result<Vec<f64>> {
+        let n = cfg.validate(pred, target, &upstream, grad.as_ref().map(|g| g.len()))?;
+        Ok(box_loss(self, cfg, n, pred, target, upstream, grad))
+    }
+
+    fn box_iou(
+        &self,
+        format: BoxFormat,
+        boxes1: &[f32],
+        boxes2: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let (n, m) = validate_box_iou(boxes1, boxes2, out.len())?;
+        if n > 0 && m > 0 {
+            box_iou(self, format, (n, m), boxes1, boxes2, out);
+        }
+        Ok(())
+    }
+}
