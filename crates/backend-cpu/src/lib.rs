@@ -82,11 +82,10 @@ impl CpuBackend {
     /// Whether a cross-entropy call with a separate gradient buffer `grad` of `rows x classes`
     /// writes it with non-temporal (streaming) stores, which bypass the caches and so save the
     /// read-for-ownership of every gradient line. Automatic choice: only for `2^22` logits or
-    /// more, and only when every row of the gradient starts on a 64-byte line (`grad` 64-byte
-    /// aligned, `classes` a multiple of 16). On the 2-core Zen 3 machine of BENCHMARKS.md that
-    /// case measured 7-13 % less time per call than ordinary stores (1024x32000, 8192x4096;
-    /// paired A/B in one process), while a gradient whose rows straddle lines measured 5-17 %
-    /// more, which is why it is not streamed. In-place calls never stream.
+    /// more (a gradient far larger than the caches), and only when every row of the gradient
+    /// starts on a 64-byte line (`grad` 64-byte aligned, `classes` a multiple of 16), because
+    /// streaming pays only when whole lines are written; a gradient whose rows straddle lines
+    /// is not streamed (the measurements are in BENCHMARKS.md). In-place calls never stream.
     pub fn streams_gradient(&self, grad: &[f32], rows: usize, classes: usize) -> bool {
         let big = rows.saturating_mul(classes) >= 1 << 22;
         match self.streaming_stores {

@@ -6,8 +6,7 @@ use crate::simd::SimdLevel;
 use smoothloss_core::cross_entropy::{CeTargets, CrossEntropy};
 
 /// Columns per chunk: the unit of the per-chunk statistics (the chunk, its exponentials and
-/// the previous row's gradient block fit L1; measured ~10% faster than 512 columns, no faster
-/// at 2048).
+/// the previous row's gradient block fit L1).
 pub const CHUNK: usize = 1024;
 /// Rows of at most this many columns are one chunk (no per-chunk combination).
 pub const SHORT_ROW: usize = 2048;
