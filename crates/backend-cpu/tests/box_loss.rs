@@ -18,27 +18,10 @@ use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, LossError, Reduction, Ups
 use smoothloss_cpu::CpuBackend;
 use smoothloss_cpu::SimdLevel;
 use smoothloss_cpu::math::{atan_f32, atan_ratio_diff, atan_ratio_f32};
+use smoothloss_spec::random::Rng;
 
 const FORMATS: [BoxFormat; 3] = [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh];
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
-
-/// SplitMix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-}
 
 /// Random pairs in xyxy: overlapping, disjoint, nested, identical and degenerate, at varied
 /// scales and offsets from the origin; returned in `format`, rounded to f32.
@@ -163,7 +146,7 @@ fn cfg(kind: BoxLossKind, format: BoxFormat, reduction: Reduction) -> BoxLoss {
 
 #[test]
 fn every_kind_format_reduction_upstream_matches_reference() {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     for kind in BoxLossKind::ALL {
         for format in FORMATS {
             for (ri, reduction) in REDUCTIONS.into_iter().enumerate() {
@@ -191,7 +174,7 @@ fn every_kind_format_reduction_upstream_matches_reference() {
 
 #[test]
 fn large_eps_and_seed_loss() {
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     for format in FORMATS {
         let (p, t) = pairs(&mut rng, 500, format);
         for kind in BoxLossKind::ALL {
@@ -391,7 +374,7 @@ fn bad_input_gives_reference_errors() {
 
 #[test]
 fn results_are_bit_identical_for_1_2_3_threads() {
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let n = 50_001;
     for format in FORMATS {
         let (p, t) = pairs(&mut rng, n, format);
@@ -417,7 +400,7 @@ fn results_are_bit_identical_for_1_2_3_threads() {
 
 #[test]
 fn box_iou_matches_reference() {
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let cpu = CpuBackend::new();
     for format in FORMATS {
         for &(n, m) in &[(1usize, 1usize), (9, 20), (33, 7), (300, 301)] {
@@ -463,7 +446,7 @@ fn box_iou_matches_reference() {
 #[test]
 fn portable_build_is_bit_identical_to_the_avx2_build() {
     use smoothloss_core::backend::{BinaryOps, RegressionOps};
-    let mut rng = Rng(21);
+    let mut rng = Rng::new(21);
     let run = |cpu: &CpuBackend, p: &[f32], t: &[f32], c: &BoxLoss| {
         let mut g = vec![0.0f32; p.len()];
         let out = cpu.box_loss(c, p, t, Upstream::ONE, Some(&mut g)).unwrap();
@@ -534,9 +517,9 @@ fn atan_error_bound_over_the_whole_range() {
     for i in 0..200_000u32 {
         check(i as f32 * 1e-4 - 10.0);
     }
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     for _ in 0..200_000 {
-        let x = f32::from_bits(rng.next() as u32);
+        let x = f32::from_bits(rng.next_u64() as u32);
         if x.is_finite() {
             check(x);
         }
@@ -563,7 +546,7 @@ fn atan_error_bound_over_the_whole_range() {
     assert_eq!(atan_ratio_f32(0.0, 0.0), 0.0);
     assert!((f64::from(atan_ratio_f32(2.0, 0.0)) - half_pi).abs() < 1e-7);
     assert!((f64::from(atan_ratio_f32(-2.0, -0.0)) + half_pi).abs() < 1e-7);
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     for _ in 0..100_000 {
         let w = rng.range(-1e3, 1e3) as f32;
         let h = (rng.range(-1e3, 1e3) * rng.unit().powi(8)) as f32;
@@ -589,7 +572,7 @@ fn atan_ratio_f64(w: f64, h: f64) -> f64 {
 
 #[test]
 fn atan_ratio_difference_matches_two_atans() {
-    let mut rng = Rng(8);
+    let mut rng = Rng::new(8);
     let specials = [0.0f32, -0.0, 1.0, -1.0, 3.0, -2.5, 1e-3, 7e2];
     let mut vals: Vec<[f32; 4]> = Vec::new();
     for &a in &specials {
@@ -630,7 +613,7 @@ proptest! {
         up in -3.0f64..3.0,
         tw in any::<bool>(),
     ) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let format = FORMATS[format];
         let (p, t) = pairs(&mut rng, n, format);
         let mut c = cfg(BoxLossKind::ALL[kind], format, REDUCTIONS[reduction]);

@@ -11,32 +11,13 @@ use smoothloss_core::reference;
 use smoothloss_core::{CeTargets, CrossEntropy, LossError, Reduction, Upstream};
 use smoothloss_cpu::CpuBackend;
 use smoothloss_cpu::simd::SimdLevel;
+use smoothloss_spec::random::Rng;
 
-/// Small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in [0, 1).
-    fn unif(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let u = self.unif().max(1e-300);
-        let v = self.unif();
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
+/// A standard normal draw (Box-Muller).
+fn normal(rng: &mut Rng) -> f64 {
+    let u = rng.unit().max(1e-300);
+    let v = rng.unit();
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
 #[derive(Debug, Clone)]
@@ -318,18 +299,18 @@ struct Opts {
 
 fn make_case(rng: &mut Rng, rows: usize, classes: usize, o: Opts) -> Case {
     let logits: Vec<f32> = (0..rows * classes)
-        .map(|_| (rng.normal() * o.logit_scale) as f32)
+        .map(|_| (normal(rng) * o.logit_scale) as f32)
         .collect();
     let mut cfg = CrossEntropy::new()
         .with_label_smoothing(o.eps)
         .with_reduction(o.reduction);
     if o.weights {
-        cfg = cfg.with_class_weights((0..classes).map(|_| rng.unif() * 2.0).collect());
+        cfg = cfg.with_class_weights((0..classes).map(|_| rng.unit() * 2.0).collect());
     }
     let targets = if o.probs {
         let mut q = vec![0.0f32; rows * classes];
         for r in 0..rows {
-            let row: Vec<f64> = (0..classes).map(|_| rng.unif().powi(3)).collect();
+            let row: Vec<f64> = (0..classes).map(|_| rng.unit().powi(3)).collect();
             let s: f64 = row.iter().sum();
             for j in 0..classes {
                 q[r * classes + j] = (row[j] / s) as f32;
@@ -340,7 +321,7 @@ fn make_case(rng: &mut Rng, rows: usize, classes: usize, o: Opts) -> Case {
         Tg::Classes(
             (0..rows)
                 .map(|_| {
-                    if rng.unif() < o.ignore_frac {
+                    if rng.unit() < o.ignore_frac {
                         -100
                     } else {
                         rng.below(classes) as i64
@@ -350,7 +331,7 @@ fn make_case(rng: &mut Rng, rows: usize, classes: usize, o: Opts) -> Case {
         )
     };
     let upstream = (o.per_row_up && o.reduction == Reduction::None)
-        .then(|| (0..rows).map(|_| rng.normal()).collect());
+        .then(|| (0..rows).map(|_| normal(rng)).collect());
     Case {
         cfg,
         logits,
@@ -1268,13 +1249,13 @@ fn long_rows_with_weights_and_probs_are_bit_identical_across_thread_counts() {
     let mut rng = Rng::new(71);
     let (rows, classes) = (3usize, 1_400_003usize);
     let logits: Vec<f32> = (0..rows * classes)
-        .map(|_| (3.0 * rng.normal()) as f32)
+        .map(|_| (3.0 * normal(&mut rng)) as f32)
         .collect();
     let t: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
     let q: Vec<f32> = (0..rows * classes)
-        .map(|_| (2.0 * rng.unif() / classes as f64) as f32)
+        .map(|_| (2.0 * rng.unit() / classes as f64) as f32)
         .collect();
-    let w: Vec<f64> = (0..classes).map(|_| 0.5 + rng.unif()).collect();
+    let w: Vec<f64> = (0..classes).map(|_| 0.5 + rng.unit()).collect();
     for weighted in [false, true] {
         for probs in [false, true] {
             let mut cfg = CrossEntropy::new().with_label_smoothing(0.1);
@@ -1443,7 +1424,7 @@ fn automatic_streaming_stores_only_for_aligned_rows_and_bit_identical() {
     let mut rng = Rng::new(5);
     let (rows, classes) = (256usize, 16_384usize); // 2^22 logits, rows of whole lines
     let logits: Vec<f32> = (0..rows * classes)
-        .map(|_| (2.0 * rng.normal()) as f32)
+        .map(|_| (2.0 * normal(&mut rng)) as f32)
         .collect();
     let t: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
     let cfg = CrossEntropy::new().with_label_smoothing(0.1);
@@ -1491,12 +1472,12 @@ fn automatic_streaming_stores_on_long_rows_split_across_threads() {
     let mut rng = Rng::new(9);
     let (rows, classes) = (4usize, 1usize << 20);
     let logits: Vec<f32> = (0..rows * classes)
-        .map(|_| (3.0 * rng.normal()) as f32)
+        .map(|_| (3.0 * normal(&mut rng)) as f32)
         .collect();
     let t: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
     let cfg = CrossEntropy::new()
         .with_label_smoothing(0.1)
-        .with_class_weights((0..classes).map(|_| 0.5 + rng.unif()).collect());
+        .with_class_weights((0..classes).map(|_| 0.5 + rng.unit()).collect());
     let mut buf = vec![0.0f32; rows * classes + 16];
     let lead = (64 - buf.as_ptr() as usize % 64) % 64 / 4;
     let mut first: Option<(Vec<u64>, Vec<u32>)> = None;

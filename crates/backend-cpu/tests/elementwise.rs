@@ -21,38 +21,24 @@ use smoothloss_core::reference;
 use smoothloss_core::{BceWithLogits, Huber, Reduction, SigmoidFocal, SmoothL1, Upstream};
 use smoothloss_cpu::CpuBackend;
 use smoothloss_cpu::math::{exp_f32, ln_f32, log1p_unit_f32};
+use smoothloss_spec::random::Rng;
 
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
 
-/// SplitMix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-    fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
-        (0..n).map(|_| self.range(lo, hi) as f32).collect()
-    }
-    /// Binary targets: exact 0 and 1 and soft labels.
-    fn targets(&mut self, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| match self.next() % 4 {
-                0 => 0.0,
-                1 => 1.0,
-                _ => self.unit() as f32,
-            })
-            .collect()
-    }
+/// `n` uniform values in `[lo, hi)`, rounded to `f32`.
+fn vec32(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
+    (0..n).map(|_| rng.range(lo, hi) as f32).collect()
+}
+
+/// Binary targets: exact 0 and 1 and soft labels.
+fn targets(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| match rng.next_u64() % 4 {
+            0 => 0.0,
+            1 => 1.0,
+            _ => rng.unit() as f32,
+        })
+        .collect()
 }
 
 fn widen(v: &[f32]) -> Vec<f64> {
@@ -235,8 +221,8 @@ fn foc_ref(
 }
 
 fn run_regression(rng: &mut Rng, n: usize) {
-    let x = rng.vec(n, -5.0, 5.0);
-    let mut y = rng.vec(n, -5.0, 5.0);
+    let x = vec32(rng, n, -5.0, 5.0);
+    let mut y = vec32(rng, n, -5.0, 5.0);
     if n > 3 {
         y[1] = x[1]; // d = 0 exactly
         y[2] = x[2] - 1.0; // near |d| = beta
@@ -260,8 +246,8 @@ fn run_regression(rng: &mut Rng, n: usize) {
 }
 
 fn run_binary(rng: &mut Rng, n: usize, spread: f64) {
-    let x = rng.vec(n, -spread, spread);
-    let y = rng.targets(n);
+    let x = vec32(rng, n, -spread, spread);
+    let y = targets(rng, n);
     let set = |c: &BceWithLogits, r| BceWithLogits {
         reduction: r,
         ..c.clone()
@@ -298,7 +284,7 @@ fn run_binary(rng: &mut Rng, n: usize, spread: f64) {
 
 #[test]
 fn regression_losses_match_reference() {
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     for n in [1usize, 5, 63, 64, 65, 1000, 40_003] {
         run_regression(&mut rng, n);
     }
@@ -306,7 +292,7 @@ fn regression_losses_match_reference() {
 
 #[test]
 fn binary_losses_match_reference() {
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     for n in [1usize, 7, 63, 64, 129, 2100, 33_333] {
         for spread in [1.0, 10.0, 60.0, 120.0] {
             run_binary(&mut rng, n, spread);
@@ -332,7 +318,7 @@ fn infinite_and_nan_logits_like_reference() {
             y.push(t);
         }
     }
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let set = |c: &BceWithLogits, r| BceWithLogits {
         reduction: r,
         ..c.clone()
@@ -531,11 +517,11 @@ fn bad_input_gives_reference_errors() {
 
 #[test]
 fn results_are_bit_identical_for_1_2_3_threads() {
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     let n = 100_002;
-    let x = rng.vec(n, -20.0, 20.0);
-    let y = rng.targets(n);
-    let t = rng.vec(n, -20.0, 20.0);
+    let x = vec32(&mut rng, n, -20.0, 20.0);
+    let y = targets(&mut rng, n);
+    let t = vec32(&mut rng, n, -20.0, 20.0);
     for reduction in REDUCTIONS {
         let mut runs = Vec::new();
         for threads in [1, 2, 3] {
@@ -613,7 +599,7 @@ fn exp_error_bound() {
 
 #[test]
 fn log1p_and_ln_error_bounds() {
-    let mut rng = Rng(12);
+    let mut rng = Rng::new(12);
     let mut es: Vec<f32> = (0..200_000).map(|_| rng.unit() as f32).collect();
     es.extend((0..150).map(|k| 2f32.powi(-k)));
     es.extend([0.0, 1.0, f32::MIN_POSITIVE, 1e-45]);
@@ -626,7 +612,7 @@ fn log1p_and_ln_error_bounds() {
         );
     }
     let mut xs: Vec<f32> = (0..200_000)
-        .map(|_| f32::from_bits((rng.next() as u32) & 0x7fff_ffff))
+        .map(|_| f32::from_bits((rng.next_u64() as u32) & 0x7fff_ffff))
         .filter(|v| v.is_finite() && *v > 0.0)
         .collect();
     xs.extend([
@@ -657,7 +643,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
     fn random_lengths_match_reference(n in 1usize..700, seed in any::<u64>(), spread in 0.1f64..80.0) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         run_regression(&mut rng, n);
         run_binary(&mut rng, n, spread);
     }

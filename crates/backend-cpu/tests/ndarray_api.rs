@@ -11,28 +11,18 @@ use smoothloss_core::{
 };
 use smoothloss_cpu::CpuBackend;
 use smoothloss_cpu::ndarray_api;
+use smoothloss_spec::random::Rng;
 
 const FORMATS: [BoxFormat; 3] = [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh];
 
-/// SplitMix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn range(&mut self, lo: f64, hi: f64) -> f32 {
-        (lo + (hi - lo) * self.unit()) as f32
-    }
-    fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
-        (0..n).map(|_| self.range(lo, hi)).collect()
-    }
+/// `n` uniform values in `[lo, hi)`, rounded to `f32`.
+fn vec32(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
+    (0..n).map(|_| rng.range(lo, hi) as f32).collect()
+}
+
+/// A uniform value in `[lo, hi)`, rounded to `f32`.
+fn range32(rng: &mut Rng, lo: f64, hi: f64) -> f32 {
+    rng.range(lo, hi) as f32
 }
 
 fn bits(v: &[f64]) -> Vec<u64> {
@@ -47,8 +37,11 @@ fn bits32(v: &[f32]) -> Vec<u32> {
 fn boxes(rng: &mut Rng, n: usize, format: BoxFormat) -> Vec<f32> {
     let mut out = Vec::with_capacity(4 * n);
     for _ in 0..n {
-        let (x1, y1) = (rng.range(-10.0, 10.0) as f64, rng.range(-10.0, 10.0) as f64);
-        let (w, h) = (rng.range(0.5, 8.0) as f64, rng.range(0.5, 8.0) as f64);
+        let (x1, y1) = (
+            range32(rng, -10.0, 10.0) as f64,
+            range32(rng, -10.0, 10.0) as f64,
+        );
+        let (w, h) = (range32(rng, 0.5, 8.0) as f64, range32(rng, 0.5, 8.0) as f64);
         let b = format.from_xyxy([x1, y1, x1 + w, y1 + h]);
         out.extend(b.iter().map(|&v| v as f32));
     }
@@ -79,7 +72,7 @@ fn box_configs() -> Vec<BoxLoss> {
 #[test]
 fn box_loss_matches_slice_api() {
     let be = CpuBackend::new();
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     for cfg in box_configs() {
         for n in [1usize, 5, 37] {
             let pred = box_array(&mut rng, n, cfg.format);
@@ -121,7 +114,7 @@ fn box_loss_matches_slice_api() {
 #[test]
 fn box_loss_refuses_non_contiguous() {
     let be = CpuBackend::new();
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     let cfg = BoxLoss::default();
     let pred = box_array(&mut rng, 5, cfg.format);
     let target = box_array(&mut rng, 5, cfg.format);
@@ -159,13 +152,13 @@ fn box_loss_refuses_non_contiguous() {
 #[test]
 fn box_loss_shape_errors() {
     let be = CpuBackend::new();
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let cfg = BoxLoss::default();
     let pred = box_array(&mut rng, 5, cfg.format);
     let target = box_array(&mut rng, 5, cfg.format);
     // [4, 3]: twelve numbers, which the slice API would take for three boxes.
-    let p43 = Array2::from_shape_vec((4, 3), rng.vec(12, 0.0, 1.0)).unwrap();
-    let t43 = Array2::from_shape_vec((4, 3), rng.vec(12, 0.0, 1.0)).unwrap();
+    let p43 = Array2::from_shape_vec((4, 3), vec32(&mut rng, 12, 0.0, 1.0)).unwrap();
+    let t43 = Array2::from_shape_vec((4, 3), vec32(&mut rng, 12, 0.0, 1.0)).unwrap();
     assert!(
         be.box_loss(
             &cfg,
@@ -187,7 +180,7 @@ fn box_loss_shape_errors() {
         }
     );
     // [5, 3]: the slice API refuses it too, with the same variant and argument.
-    let p53 = Array2::from_shape_vec((5, 3), rng.vec(15, 0.0, 1.0)).unwrap();
+    let p53 = Array2::from_shape_vec((5, 3), vec32(&mut rng, 15, 0.0, 1.0)).unwrap();
     let slice_err = be
         .box_loss(
             &cfg,
@@ -288,7 +281,7 @@ fn box_loss_empty_input() {
 #[test]
 fn box_iou_matches_slice_api() {
     let be = CpuBackend::new();
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     for format in FORMATS {
         for (n, m) in [(1usize, 1usize), (5, 3), (5, 5), (37, 11)] {
             let b1 = box_array(&mut rng, n, format);
@@ -311,7 +304,7 @@ fn box_iou_matches_slice_api() {
 #[test]
 fn box_iou_refuses_non_contiguous() {
     let be = CpuBackend::new();
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let f = BoxFormat::Xyxy;
     let b1 = box_array(&mut rng, 5, f);
     let b2 = box_array(&mut rng, 3, f);
@@ -344,7 +337,7 @@ fn box_iou_refuses_non_contiguous() {
 #[test]
 fn box_iou_shape_errors() {
     let be = CpuBackend::new();
-    let mut rng = Rng(6);
+    let mut rng = Rng::new(6);
     let f = BoxFormat::Xyxy;
     let b1 = box_array(&mut rng, 5, f);
     let b2 = box_array(&mut rng, 3, f);
@@ -365,7 +358,7 @@ fn box_iou_shape_errors() {
         );
     }
     // Box arrays that are not [_, 4]; [4, 3] would pass the slice API as three boxes.
-    let w3 = Array2::from_shape_vec((4, 3), rng.vec(12, 0.0, 1.0)).unwrap();
+    let w3 = Array2::from_shape_vec((4, 3), vec32(&mut rng, 12, 0.0, 1.0)).unwrap();
     let mut out = Array2::<f32>::zeros((4, 3));
     let err = ndarray_api::box_iou(&be, f, w3.view(), b2.view(), out.view_mut()).unwrap_err();
     assert!(matches!(
@@ -387,7 +380,7 @@ fn box_iou_shape_errors() {
 #[test]
 fn box_iou_empty_inputs() {
     let be = CpuBackend::new();
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let f = BoxFormat::Cxcywh;
     let b = box_array(&mut rng, 3, f);
     let e = Array2::<f32>::zeros((0, 4));
@@ -472,14 +465,14 @@ impl Ew {
     /// Inputs of `len` elements: predictions / logits and targets (in [0, 1] for the binary
     /// losses, some exactly 0 or 1).
     fn data(&self, rng: &mut Rng, len: usize) -> (Vec<f32>, Vec<f32>) {
-        let a = rng.vec(len, -4.0, 4.0);
+        let a = vec32(rng, len, -4.0, 4.0);
         let b = match self {
-            Ew::SmoothL1(_) | Ew::Huber(_) => rng.vec(len, -4.0, 4.0),
+            Ew::SmoothL1(_) | Ew::Huber(_) => vec32(rng, len, -4.0, 4.0),
             Ew::Bce(_) | Ew::Focal(_) => (0..len)
                 .map(|i| match i % 3 {
                     0 => 0.0,
                     1 => 1.0,
-                    _ => rng.range(0.0, 1.0),
+                    _ => range32(rng, 0.0, 1.0),
                 })
                 .collect(),
         };
@@ -579,7 +572,7 @@ fn ew_case<Sh: ShapeBuilder<Dim = D> + Clone, D: Dimension>(
 #[test]
 fn elementwise_match_slice_api() {
     let be = CpuBackend::new();
-    let mut rng = Rng(8);
+    let mut rng = Rng::new(8);
     for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
         for loss in Ew::all(reduction, 5) {
             ew_case(&be, &mut rng, &loss, (3, 4, 5));
@@ -597,7 +590,7 @@ fn elementwise_match_slice_api() {
 #[test]
 fn elementwise_refuse_non_contiguous() {
     let be = CpuBackend::new();
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     for loss in Ew::all(Reduction::Mean, 5) {
         let (an, bn) = loss.names();
         let (av, bv) = loss.data(&mut rng, 60);
@@ -653,7 +646,7 @@ fn elementwise_refuse_non_contiguous() {
 #[test]
 fn elementwise_shape_errors() {
     let be = CpuBackend::new();
-    let mut rng = Rng(10);
+    let mut rng = Rng::new(10);
     for loss in Ew::all(Reduction::Sum, 5) {
         let (_, bn) = loss.names();
         let (av, bv) = loss.data(&mut rng, 60);
