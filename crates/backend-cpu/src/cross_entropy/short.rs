@@ -149,8 +149,8 @@ struct RowState {
     zy: f32,
     /// The hard target (0 for probability targets).
     y: usize,
-    /// How step 4 writes the row's gradient (`MODE_*`).
-    mode: u8,
+    /// How step 4 writes the row's gradient.
+    mode: GradMode,
     /// `S` and `A` (for the slow gradient).
     ssum: f64,
     ra: f64,
@@ -160,10 +160,19 @@ struct RowState {
     gy: f32,
 }
 
-const MODE_FMA: u8 = 0;
-const MODE_ZERO: u8 = 1;
-const MODE_NAN: u8 = 2;
-const MODE_SLOW: u8 = 3;
+/// How step 4 writes a row's gradient.
+#[derive(Clone, Copy, Default)]
+enum GradMode {
+    /// `a e_j - b B_j`, one FMA per element.
+    #[default]
+    Fma,
+    /// All zeros (an ignored row).
+    Zero,
+    /// All NaN (a NaN row).
+    Nan,
+    /// The reference's formula per element (non-finite upstream).
+    Slow,
+}
 
 #[inline(always)]
 fn body<K: KindMarker, const AVX: bool>(
@@ -254,7 +263,7 @@ fn body<K: KindMarker, const AVX: bool>(
                     let y = t[i];
                     if plan.ignore == Some(y) {
                         *lr = 0.0;
-                        s.mode = MODE_ZERO;
+                        s.mode = GradMode::Zero;
                         continue;
                     }
                     Some(y as usize)
@@ -267,7 +276,7 @@ fn body<K: KindMarker, const AVX: bool>(
             // The long path's combination for one chunk (`M = m`, chunk factor 1).
             if !(s.m.is_finite() && ssum.is_finite()) {
                 *lr = f64::NAN;
-                s.mode = MODE_NAN;
+                s.mode = GradMode::Nan;
                 continue;
             }
             let l = ln_v[r];
@@ -291,13 +300,13 @@ fn body<K: KindMarker, const AVX: bool>(
             }
             let ui = us(i);
             if !ui.is_finite() {
-                s.mode = MODE_SLOW;
+                s.mode = GradMode::Slow;
                 s.ssum = ssum;
                 s.ra = ra;
                 continue;
             }
             let inv = inv_v[r];
-            s.mode = MODE_FMA;
+            s.mode = GradMode::Fma;
             s.a = (ui * ra * inv) as f32;
             s.b = if !K::PROBS {
                 (ui * eps_c) as f32
@@ -328,16 +337,16 @@ fn body<K: KindMarker, const AVX: bool>(
         {
             let i = first + r0 + r;
             match s.mode {
-                MODE_FMA => {}
-                MODE_ZERO => {
+                GradMode::Fma => {}
+                GradMode::Zero => {
                     o.fill(0.0);
                     continue;
                 }
-                MODE_NAN => {
+                GradMode::Nan => {
                     o.fill(f32::NAN);
                     continue;
                 }
-                _ => {
+                GradMode::Slow => {
                     let y = plan.target(i);
                     slow_row(plan, i, o, er, s.ssum, s.ra, y, us(i));
                     continue;
