@@ -1,5 +1,18 @@
 //! CPU backend of smoothloss: fused forward + backward losses on `f32` data, SIMD dispatched at
 //! run time, multithreaded with rayon, bit-identical results for any thread count.
+//!
+//! # Layout
+//!
+//! * [`cross_entropy`]: the fused cross-entropy (`plan.rs` per-call constants, `long.rs` chunked
+//!   long rows, `short.rs` batched short rows, `kernels/` portable and AVX2 + FMA kernels);
+//! * [`box_loss`], [`regression`], [`binary`]: one folder per family, the trait impl and entry in
+//!   `mod.rs`, the per-item math in `math.rs`;
+//! * `blocks.rs`: the loss-agnostic block runner (fixed blocks on the backend's pool, fixed-order
+//!   `f64` reduction) of the box, regression and binary losses; `elementwise.rs`: the chunked
+//!   element-wise kernel of the regression and binary losses;
+//! * [`math`]: the elementary `f32` functions, one per contract;
+//! * [`simd`]: the SIMD levels ([`SimdLevel`], held by [`CpuBackend`]) and AVX2 helpers;
+//! * [`ndarray_api`]: `ndarray` wrappers.
 #![warn(missing_docs)]
 
 pub mod binary;
@@ -19,6 +32,8 @@ use smoothloss_core::backend::Backend;
 ///
 /// `CpuBackend::default()` uses rayon's global pool; [`CpuBackend::with_threads`] caps the
 /// number of threads with a private pool. Results do not depend on the number of threads.
+/// Every loss runs the kernels of [`CpuBackend::simd_level`] (by default the best this CPU
+/// has; [`CpuBackend::with_simd_level`] chooses another).
 #[derive(Debug, Clone)]
 pub struct CpuBackend {
     pool: Option<std::sync::Arc<rayon::ThreadPool>>,
