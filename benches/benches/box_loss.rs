@@ -26,7 +26,8 @@ fn box_losses(c: &mut Criterion) {
             group.bench_function(id, |b| {
                 b.iter(|| {
                     let out = cpu
-                        .box_loss(&cfg, Input::new(&p).with_grad(&mut grad[..]), &t).map(Loss::into_values)
+                        .box_loss(&cfg, Input::new(&p).with_grad(&mut grad[..]), &t)
+                        .map(Loss::into_values)
                         .unwrap();
                     black_box(out)
                 })

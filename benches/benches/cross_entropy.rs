@@ -30,7 +30,8 @@ fn cross_entropy(c: &mut Criterion) {
             group.bench_function(id, |b| {
                 b.iter(|| {
                     let l = cpu
-                        .cross_entropy(&cfg, Input::matrix(&x, n, k).with_grad(&mut g[..]), &t).map(Loss::into_values)
+                        .cross_entropy(&cfg, Input::matrix(&x, n, k).with_grad(&mut g[..]), &t)
+                        .map(Loss::into_values)
                         .unwrap();
                     black_box(l)
                 })
@@ -53,7 +54,8 @@ fn cross_entropy_in_place(c: &mut Criterion) {
             group.bench_function(id, |b| {
                 b.iter(|| {
                     let l = cpu
-                        .cross_entropy(&cfg, Input::in_place(&mut x).shaped(n, k), &t).map(Loss::into_values)
+                        .cross_entropy(&cfg, Input::in_place(&mut x).shaped(n, k), &t)
+                        .map(Loss::into_values)
                         .unwrap();
                     black_box(l)
                 })

@@ -1,15 +1,30 @@
 //! CPU backend of smoothloss: fused forward + backward losses on `f32` data, SIMD dispatched at
 //! run time, multithreaded with rayon, bit-identical results for any thread count.
+//!
+//! # Layout
+//!
+//! * [`cross_entropy`]: the fused cross-entropy (`plan.rs` per-call constants, `long.rs` chunked
+//!   long rows, `short.rs` batched short rows, `kernels/` portable and AVX2 + FMA kernels);
+//! * [`box_loss`], [`regression`], [`binary`]: one folder per family, the trait impl and entry in
+//!   `mod.rs`, the per-item math in `math.rs`;
+//! * `blocks.rs`: the loss-agnostic block runner (fixed blocks on the backend's pool, fixed-order
+//!   `f64` reduction) of the box, regression and binary losses; `elementwise.rs`: the chunked
+//!   element-wise kernel of the regression and binary losses;
+//! * [`math`]: the elementary `f32` functions, one per contract;
+//! * [`simd`]: the SIMD levels ([`SimdLevel`], held by [`CpuBackend`]) and AVX2 helpers;
+//! * [`ndarray_api`]: `ndarray` wrappers.
 #![warn(missing_docs)]
 
 pub mod binary;
+mod blocks;
 pub mod box_loss;
-pub mod box_math;
 pub mod cross_entropy;
-pub mod elementwise;
+mod elementwise;
+pub mod math;
 pub mod regression;
 pub mod simd;
 
+pub use simd::SimdLevel;
 use smoothloss_core::backend::Backend;
 use smoothloss_core::{Io, Loss, Reduction};
 use std::borrow::Cow;
@@ -36,9 +51,13 @@ pub(crate) fn loss_of(reduction: Reduction, mut values: Vec<f64>) -> Loss {
 ///
 /// `CpuBackend::default()` uses rayon's global pool; [`CpuBackend::with_threads`] caps the
 /// number of threads with a private pool. Results do not depend on the number of threads.
-#[derive(Debug, Clone, Default)]
+/// Every loss runs the kernels of [`CpuBackend::simd_level`] (by default the best this CPU
+/// has; [`CpuBackend::with_simd_level`] chooses another).
+#[derive(Debug, Clone)]
 pub struct CpuBackend {
     pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    /// The kernel family every loss runs (always available on this CPU).
+    level: SimdLevel,
     /// Streaming stores for large cross-entropy gradients: `None` chooses (see
     /// [`CpuBackend::streams_gradient`]), `Some(on)` forces them on or off.
     streaming_stores: Option<bool>,
@@ -59,8 +78,26 @@ impl CpuBackend {
             .map(std::sync::Arc::new);
         Self {
             pool,
-            streaming_stores: None,
+            ..Self::default()
         }
+    }
+
+    /// The same backend running the kernels of `level` (every loss family); a level this CPU
+    /// lacks falls back to [`SimdLevel::Scalar`]. Results are bit-identical across levels for
+    /// the box, regression and binary losses; cross-entropy results of different levels agree
+    /// within the tolerance of [`cross_entropy`].
+    pub fn with_simd_level(mut self, level: SimdLevel) -> Self {
+        self.level = if level.is_available() {
+            level
+        } else {
+            SimdLevel::Scalar
+        };
+        self
+    }
+
+    /// The SIMD level the kernels run on (by default [`SimdLevel::detect`]).
+    pub fn simd_level(&self) -> SimdLevel {
+        self.level
     }
 
     /// Forces non-temporal (streaming) stores for cross-entropy gradients of `2^22` logits or
@@ -79,11 +116,10 @@ impl CpuBackend {
     /// Whether a cross-entropy call with a separate gradient buffer `grad` of `rows x classes`
     /// writes it with non-temporal (streaming) stores, which bypass the caches and so save the
     /// read-for-ownership of every gradient line. Automatic choice: only for `2^22` logits or
-    /// more, and only when every row of the gradient starts on a 64-byte line (`grad` 64-byte
-    /// aligned, `classes` a multiple of 16). On the 2-core Zen 3 machine of BENCHMARKS.md that
-    /// case measured 7-13 % less time per call than ordinary stores (1024x32000, 8192x4096;
-    /// paired A/B in one process), while a gradient whose rows straddle lines measured 5-17 %
-    /// more, which is why it is not streamed. In-place calls never stream.
+    /// more (a gradient far larger than the caches), and only when every row of the gradient
+    /// starts on a 64-byte line (`grad` 64-byte aligned, `classes` a multiple of 16), because
+    /// streaming pays only when whole lines are written; a gradient whose rows straddle lines
+    /// is not streamed (the measurements are in BENCHMARKS.md). In-place calls never stream.
     pub fn streams_gradient(&self, grad: &[f32], rows: usize, classes: usize) -> bool {
         let big = rows.saturating_mul(classes) >= 1 << 22;
         match self.streaming_stores {
@@ -106,6 +142,16 @@ impl CpuBackend {
         match &self.pool {
             Some(p) => p.install(f),
             None => f(),
+        }
+    }
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self {
+            pool: None,
+            level: SimdLevel::detect(),
+            streaming_stores: None,
         }
     }
 }

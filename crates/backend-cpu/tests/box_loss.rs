@@ -12,32 +12,15 @@
 //! `atan_f32`: `|got - atan(x)| <= 1.5e-7 + 1.2e-7 * |atan(x)|` over the whole `f32` range.
 
 use proptest::prelude::*;
-use smoothloss_core::backend::BoxLossOps;
-use smoothloss_core::reference;
 use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, LossError, Reduction, Upstream};
+use smoothloss_core::{Input, Loss, Losses, ReferenceBackend};
 use smoothloss_cpu::CpuBackend;
-use smoothloss_cpu::box_math::{atan_f32, atan_ratio_diff, atan_ratio_f32};
+use smoothloss_cpu::SimdLevel;
+use smoothloss_cpu::math::{atan_f32, atan_ratio_diff, atan_ratio_f32};
+use smoothloss_spec::random::Rng;
 
 const FORMATS: [BoxFormat; 3] = [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh];
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
-
-/// SplitMix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-}
 
 /// Random pairs in xyxy: overlapping, disjoint, nested, identical and degenerate, at varied
 /// scales and offsets from the origin; returned in `format`, rounded to f32.
@@ -102,17 +85,26 @@ fn check(cfg: &BoxLoss, pred: &[f32], target: &[f32], upstream: Upstream<'_>, wi
     let n = pred.len() / 4;
     let mut g32 = vec![0.0f32; pred.len()];
     let got = cpu
-        .box_loss(cfg, Input::new(pred).with_upstream(upstream).with_optional_grad(with_grad.then_some(&mut g32[..])), target).map(Loss::into_values)
+        .box_loss(
+            cfg,
+            Input::new(pred)
+                .with_upstream(upstream)
+                .with_optional_grad(with_grad.then_some(&mut g32[..])),
+            target,
+        )
+        .map(Loss::into_values)
         .unwrap();
     let mut g64 = vec![0.0f64; pred.len()];
-    let want = reference::box_loss(
-        cfg,
-        &widen(pred),
-        &widen(target),
-        upstream,
-        with_grad.then_some(&mut g64[..]),
-    )
-    .unwrap();
+    let want = ReferenceBackend
+        .box_loss(
+            cfg,
+            Input::new(&widen(pred))
+                .with_upstream(upstream)
+                .with_optional_grad(with_grad.then_some(&mut g64[..])),
+            &widen(target),
+        )
+        .map(Loss::into_values)
+        .unwrap();
     assert_eq!(got.len(), want.len());
     for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
         assert!(
@@ -156,7 +148,7 @@ fn cfg(kind: BoxLossKind, format: BoxFormat, reduction: Reduction) -> BoxLoss {
 
 #[test]
 fn every_kind_format_reduction_upstream_matches_reference() {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     for kind in BoxLossKind::ALL {
         for format in FORMATS {
             for (ri, reduction) in REDUCTIONS.into_iter().enumerate() {
@@ -184,7 +176,7 @@ fn every_kind_format_reduction_upstream_matches_reference() {
 
 #[test]
 fn large_eps_and_seed_loss() {
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     for format in FORMATS {
         let (p, t) = pairs(&mut rng, 500, format);
         for kind in BoxLossKind::ALL {
@@ -199,7 +191,7 @@ fn large_eps_and_seed_loss() {
     }
     let (p, t) = pairs(&mut rng, 333, BoxFormat::Cxcywh);
     check(
-        &smoothloss_core::IouLoss::new(0.4, 0.3),
+        &smoothloss_core::BoxLoss::iou_loss(0.4, 0.3),
         &p,
         &t,
         Upstream::ONE,
@@ -254,7 +246,8 @@ fn degenerate_boxes_match_reference() {
                 let cpu = CpuBackend::new();
                 let mut g = vec![0.0f32; p.len()];
                 let out = cpu
-                    .box_loss(&c, Input::new(&p).with_grad(&mut g), &t).map(Loss::into_values)
+                    .box_loss(&c, Input::new(&p).with_grad(&mut g), &t)
+                    .map(Loss::into_values)
                     .unwrap();
                 assert!(out.iter().all(|v| v.is_finite()), "{c:?}: {out:?}");
                 assert!(g.iter().all(|v| v.is_finite()), "{c:?}: {g:?}");
@@ -291,7 +284,8 @@ fn non_finite_coordinates_give_nan_like_reference() {
             let cpu = CpuBackend::new();
             let mut g = vec![0.0f32; p.len()];
             let out = cpu
-                .box_loss(&c, Input::new(&p).with_grad(&mut g), &t).map(Loss::into_values)
+                .box_loss(&c, Input::new(&p).with_grad(&mut g), &t)
+                .map(Loss::into_values)
                 .unwrap();
             for (i, v) in out.iter().enumerate() {
                 assert_eq!(v.is_nan(), i % 2 == 0, "{c:?} pair {i}");
@@ -358,14 +352,24 @@ fn bad_input_gives_reference_errors() {
     for (c, a, b, u, gl) in cases {
         let mut g32 = vec![0.0f32; gl.unwrap_or(0)];
         let mut g64 = vec![0.0f64; gl.unwrap_or(0)];
-        let got = cpu.box_loss(&c, Input::new(a).with_upstream(u).with_optional_grad(gl.map(|_| &mut g32[..])), b).map(Loss::into_values);
-        let want = reference::box_loss(
-            &c,
-            &p64[..a.len()],
-            &t64[..b.len()],
-            u,
-            gl.map(|_| &mut g64[..]),
-        );
+        let got = cpu
+            .box_loss(
+                &c,
+                Input::new(a)
+                    .with_upstream(u)
+                    .with_optional_grad(gl.map(|_| &mut g32[..])),
+                b,
+            )
+            .map(Loss::into_values);
+        let want = ReferenceBackend
+            .box_loss(
+                &c,
+                Input::new(&p64[..a.len()])
+                    .with_upstream(u)
+                    .with_optional_grad(gl.map(|_| &mut g64[..])),
+                &t64[..b.len()],
+            )
+            .map(Loss::into_values);
         let (got, want): (LossError, LossError) = (got.unwrap_err(), want.unwrap_err());
         // Debug text, so that a NaN parameter value compares equal.
         assert_eq!(format!("{got:?}"), format!("{want:?}"));
@@ -373,18 +377,22 @@ fn bad_input_gives_reference_errors() {
     // box_iou shapes.
     let mut out = vec![0.0f32; 3];
     let got = cpu.box_iou(BoxFormat::Xyxy, &p, &t, &mut out).unwrap_err();
-    let want = reference::box_iou(BoxFormat::Xyxy, &p64, &t64, &mut [0.0; 3]).unwrap_err();
+    let want = ReferenceBackend
+        .box_iou(BoxFormat::Xyxy, &p64, &t64, &mut [0.0; 3])
+        .unwrap_err();
     assert_eq!(got, want);
     let got = cpu
         .box_iou(BoxFormat::Xyxy, &p[..5], &t, &mut out)
         .unwrap_err();
-    let want = reference::box_iou(BoxFormat::Xyxy, &p64[..5], &t64, &mut [0.0; 3]).unwrap_err();
+    let want = ReferenceBackend
+        .box_iou(BoxFormat::Xyxy, &p64[..5], &t64, &mut [0.0; 3])
+        .unwrap_err();
     assert_eq!(got, want);
 }
 
 #[test]
 fn results_are_bit_identical_for_1_2_3_threads() {
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let n = 50_001;
     for format in FORMATS {
         let (p, t) = pairs(&mut rng, n, format);
@@ -396,7 +404,8 @@ fn results_are_bit_identical_for_1_2_3_threads() {
                     let cpu = CpuBackend::with_threads(threads);
                     let mut g = vec![0.0f32; p.len()];
                     let out = cpu
-                        .box_loss(&c, Input::new(&p).with_grad(&mut g), &t).map(Loss::into_values)
+                        .box_loss(&c, Input::new(&p).with_grad(&mut g), &t)
+                        .map(Loss::into_values)
                         .unwrap();
                     let bits: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
                     let gbits: Vec<u32> = g.iter().map(|v| v.to_bits()).collect();
@@ -410,7 +419,7 @@ fn results_are_bit_identical_for_1_2_3_threads() {
 
 #[test]
 fn box_iou_matches_reference() {
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let cpu = CpuBackend::new();
     for format in FORMATS {
         for &(n, m) in &[(1usize, 1usize), (9, 20), (33, 7), (300, 301)] {
@@ -419,7 +428,9 @@ fn box_iou_matches_reference() {
             let mut out = vec![0.0f32; n * m];
             cpu.box_iou(format, &a, &b, &mut out).unwrap();
             let mut want = vec![0.0f64; n * m];
-            reference::box_iou(format, &widen(&a), &widen(&b), &mut want).unwrap();
+            ReferenceBackend
+                .box_iou(format, &widen(&a), &widen(&b), &mut want)
+                .unwrap();
             for (i, (&g, &w)) in out.iter().zip(&want).enumerate() {
                 assert!(
                     close(f64::from(g), w, 2e-6 + 2e-5 * w.abs()),
@@ -443,7 +454,9 @@ fn box_iou_matches_reference() {
         let mut out = vec![0.0f32; n * m];
         cpu.box_iou(format, &a, &b, &mut out).unwrap();
         let mut want = vec![0.0f64; n * m];
-        reference::box_iou(format, &widen(&a), &widen(&b), &mut want).unwrap();
+        ReferenceBackend
+            .box_iou(format, &widen(&a), &widen(&b), &mut want)
+            .unwrap();
         for (i, (&g, &w)) in out.iter().zip(&want).enumerate() {
             assert!(
                 close(f64::from(g), w, 2e-6 + 2e-5 * w.abs()),
@@ -455,30 +468,34 @@ fn box_iou_matches_reference() {
 
 #[test]
 fn portable_build_is_bit_identical_to_the_avx2_build() {
-    use smoothloss_core::backend::{BinaryOps, RegressionOps};
-    let mut rng = Rng(21);
-    let cpu = CpuBackend::with_threads(1);
-    let run = |p: &[f32], t: &[f32], c: &BoxLoss| {
+    let mut rng = Rng::new(21);
+    let run = |cpu: &CpuBackend, p: &[f32], t: &[f32], c: &BoxLoss| {
         let mut g = vec![0.0f32; p.len()];
-        let out = cpu.box_loss(c, Input::new(p).with_grad(&mut g), t).map(Loss::into_values).unwrap();
+        let out = cpu
+            .box_loss(c, Input::new(p).with_grad(&mut g), t)
+            .map(Loss::into_values)
+            .unwrap();
         let mut iou = vec![0.0f32; (p.len() / 4) * 5];
         cpu.box_iou(c.format, p, &t[..20], &mut iou).unwrap();
         let x: Vec<f32> = p.iter().map(|v| v * 0.05).collect();
         let y: Vec<f32> = t.iter().map(|v| (v * 0.01).fract().abs()).collect();
         let mut ge = vec![0.0f32; x.len()];
         let mut e = cpu
-            .bce_with_logits(&Default::default(), Input::new(&x).with_grad(&mut ge), &y).map(Loss::into_values)
+            .bce_with_logits(&Default::default(), Input::new(&x).with_grad(&mut ge), &y)
+            .map(Loss::into_values)
             .unwrap();
         let focal = smoothloss_core::SigmoidFocal {
             gamma: 1.5,
             ..Default::default()
         };
         e.extend(
-            cpu.sigmoid_focal(&focal, Input::new(&x).with_grad(&mut ge), &y).map(Loss::into_values)
+            cpu.sigmoid_focal(&focal, Input::new(&x).with_grad(&mut ge), &y)
+                .map(Loss::into_values)
                 .unwrap(),
         );
         e.extend(
-            cpu.smooth_l1(&Default::default(), Input::new(&x).with_grad(&mut ge), &y).map(Loss::into_values)
+            cpu.smooth_l1(&Default::default(), Input::new(&x).with_grad(&mut ge), &y)
+                .map(Loss::into_values)
                 .unwrap(),
         );
         let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -489,10 +506,10 @@ fn portable_build_is_bit_identical_to_the_avx2_build() {
         let (p, t) = pairs(&mut rng, 333, format);
         for kind in BoxLossKind::ALL {
             let c = cfg(kind, format, Reduction::None);
-            smoothloss_cpu::box_loss::force_portable_kernels(true);
-            let portable = run(&p, &t, &c);
-            smoothloss_cpu::box_loss::force_portable_kernels(false);
-            let native = run(&p, &t, &c);
+            let portable = CpuBackend::with_threads(1).with_simd_level(SimdLevel::Scalar);
+            let native = CpuBackend::with_threads(1);
+            assert_eq!(native.simd_level(), SimdLevel::detect());
+            let (portable, native) = (run(&portable, &p, &t, &c), run(&native, &p, &t, &c));
             assert!(portable == native, "{c:?}");
         }
     }
@@ -528,9 +545,9 @@ fn atan_error_bound_over_the_whole_range() {
     for i in 0..200_000u32 {
         check(i as f32 * 1e-4 - 10.0);
     }
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     for _ in 0..200_000 {
-        let x = f32::from_bits(rng.next() as u32);
+        let x = f32::from_bits(rng.next_u64() as u32);
         if x.is_finite() {
             check(x);
         }
@@ -557,7 +574,7 @@ fn atan_error_bound_over_the_whole_range() {
     assert_eq!(atan_ratio_f32(0.0, 0.0), 0.0);
     assert!((f64::from(atan_ratio_f32(2.0, 0.0)) - half_pi).abs() < 1e-7);
     assert!((f64::from(atan_ratio_f32(-2.0, -0.0)) + half_pi).abs() < 1e-7);
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     for _ in 0..100_000 {
         let w = rng.range(-1e3, 1e3) as f32;
         let h = (rng.range(-1e3, 1e3) * rng.unit().powi(8)) as f32;
@@ -583,7 +600,7 @@ fn atan_ratio_f64(w: f64, h: f64) -> f64 {
 
 #[test]
 fn atan_ratio_difference_matches_two_atans() {
-    let mut rng = Rng(8);
+    let mut rng = Rng::new(8);
     let specials = [0.0f32, -0.0, 1.0, -1.0, 3.0, -2.5, 1e-3, 7e2];
     let mut vals: Vec<[f32; 4]> = Vec::new();
     for &a in &specials {
@@ -624,7 +641,7 @@ proptest! {
         up in -3.0f64..3.0,
         tw in any::<bool>(),
     ) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let format = FORMATS[format];
         let (p, t) = pairs(&mut rng, n, format);
         let mut c = cfg(BoxLossKind::ALL[kind], format, REDUCTIONS[reduction]);

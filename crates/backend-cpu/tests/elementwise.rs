@@ -16,43 +16,28 @@
 //! `<= 2e-7 * max(1, |ln x|)` on `(0, inf)`.
 
 use proptest::prelude::*;
-use smoothloss_core::backend::{BinaryOps, RegressionOps};
-use smoothloss_core::reference;
 use smoothloss_core::{BceWithLogits, Huber, Reduction, SigmoidFocal, SmoothL1, Upstream};
+use smoothloss_core::{Input, Loss, Losses, ReferenceBackend};
 use smoothloss_cpu::CpuBackend;
-use smoothloss_cpu::elementwise::{exp_f32, ln_f32, log1p_unit_f32};
+use smoothloss_cpu::math::{exp_f32, ln_f32, log1p_unit_f32};
+use smoothloss_spec::random::Rng;
 
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
 
-/// SplitMix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-    fn vec(&mut self, n: usize, lo: f64, hi: f64) -> Vec<f32> {
-        (0..n).map(|_| self.range(lo, hi) as f32).collect()
-    }
-    /// Binary targets: exact 0 and 1 and soft labels.
-    fn targets(&mut self, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| match self.next() % 4 {
-                0 => 0.0,
-                1 => 1.0,
-                _ => self.unit() as f32,
-            })
-            .collect()
-    }
+/// `n` uniform values in `[lo, hi)`, rounded to `f32`.
+fn vec32(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
+    (0..n).map(|_| rng.range(lo, hi) as f32).collect()
+}
+
+/// Binary targets: exact 0 and 1 and soft labels.
+fn targets(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| match rng.next_u64() % 4 {
+            0 => 0.0,
+            1 => 1.0,
+            _ => rng.unit() as f32,
+        })
+        .collect()
 }
 
 fn widen(v: &[f32]) -> Vec<f64> {
@@ -177,10 +162,15 @@ fn sl1(
     u: Upstream<'_>,
     g: Option<&mut [f32]>,
 ) -> Vec<f64> {
-    b.smooth_l1(c, Input::new(x).with_upstream(u).with_optional_grad(g), y).map(Loss::into_values).unwrap()
+    b.smooth_l1(c, Input::new(x).with_upstream(u).with_optional_grad(g), y)
+        .map(Loss::into_values)
+        .unwrap()
 }
 fn sl1_ref(c: &SmoothL1, x: &[f64], y: &[f64], u: Upstream<'_>, g: Option<&mut [f64]>) -> Vec<f64> {
-    reference::smooth_l1(c, x, y, u, g).unwrap()
+    ReferenceBackend
+        .smooth_l1(c, Input::new(x).with_upstream(u).with_optional_grad(g), y)
+        .map(Loss::into_values)
+        .unwrap()
 }
 fn hub(
     b: &CpuBackend,
@@ -190,10 +180,15 @@ fn hub(
     u: Upstream<'_>,
     g: Option<&mut [f32]>,
 ) -> Vec<f64> {
-    b.huber(c, Input::new(x).with_upstream(u).with_optional_grad(g), y).map(Loss::into_values).unwrap()
+    b.huber(c, Input::new(x).with_upstream(u).with_optional_grad(g), y)
+        .map(Loss::into_values)
+        .unwrap()
 }
 fn hub_ref(c: &Huber, x: &[f64], y: &[f64], u: Upstream<'_>, g: Option<&mut [f64]>) -> Vec<f64> {
-    reference::huber(c, x, y, u, g).unwrap()
+    ReferenceBackend
+        .huber(c, Input::new(x).with_upstream(u).with_optional_grad(g), y)
+        .map(Loss::into_values)
+        .unwrap()
 }
 fn bce(
     b: &CpuBackend,
@@ -203,7 +198,9 @@ fn bce(
     u: Upstream<'_>,
     g: Option<&mut [f32]>,
 ) -> Vec<f64> {
-    b.bce_with_logits(c, Input::new(x).with_upstream(u).with_optional_grad(g), y).map(Loss::into_values).unwrap()
+    b.bce_with_logits(c, Input::new(x).with_upstream(u).with_optional_grad(g), y)
+        .map(Loss::into_values)
+        .unwrap()
 }
 fn bce_ref(
     c: &BceWithLogits,
@@ -212,7 +209,10 @@ fn bce_ref(
     u: Upstream<'_>,
     g: Option<&mut [f64]>,
 ) -> Vec<f64> {
-    reference::bce_with_logits(c, x, y, u, g).unwrap()
+    ReferenceBackend
+        .bce_with_logits(c, Input::new(x).with_upstream(u).with_optional_grad(g), y)
+        .map(Loss::into_values)
+        .unwrap()
 }
 fn foc(
     b: &CpuBackend,
@@ -222,7 +222,9 @@ fn foc(
     u: Upstream<'_>,
     g: Option<&mut [f32]>,
 ) -> Vec<f64> {
-    b.sigmoid_focal(c, Input::new(x).with_upstream(u).with_optional_grad(g), y).map(Loss::into_values).unwrap()
+    b.sigmoid_focal(c, Input::new(x).with_upstream(u).with_optional_grad(g), y)
+        .map(Loss::into_values)
+        .unwrap()
 }
 fn foc_ref(
     c: &SigmoidFocal,
@@ -231,12 +233,15 @@ fn foc_ref(
     u: Upstream<'_>,
     g: Option<&mut [f64]>,
 ) -> Vec<f64> {
-    reference::sigmoid_focal(c, x, y, u, g).unwrap()
+    ReferenceBackend
+        .sigmoid_focal(c, Input::new(x).with_upstream(u).with_optional_grad(g), y)
+        .map(Loss::into_values)
+        .unwrap()
 }
 
 fn run_regression(rng: &mut Rng, n: usize) {
-    let x = rng.vec(n, -5.0, 5.0);
-    let mut y = rng.vec(n, -5.0, 5.0);
+    let x = vec32(rng, n, -5.0, 5.0);
+    let mut y = vec32(rng, n, -5.0, 5.0);
     if n > 3 {
         y[1] = x[1]; // d = 0 exactly
         y[2] = x[2] - 1.0; // near |d| = beta
@@ -260,8 +265,8 @@ fn run_regression(rng: &mut Rng, n: usize) {
 }
 
 fn run_binary(rng: &mut Rng, n: usize, spread: f64) {
-    let x = rng.vec(n, -spread, spread);
-    let y = rng.targets(n);
+    let x = vec32(rng, n, -spread, spread);
+    let y = targets(rng, n);
     let set = |c: &BceWithLogits, r| BceWithLogits {
         reduction: r,
         ..c.clone()
@@ -298,7 +303,7 @@ fn run_binary(rng: &mut Rng, n: usize, spread: f64) {
 
 #[test]
 fn regression_losses_match_reference() {
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     for n in [1usize, 5, 63, 64, 65, 1000, 40_003] {
         run_regression(&mut rng, n);
     }
@@ -306,7 +311,7 @@ fn regression_losses_match_reference() {
 
 #[test]
 fn binary_losses_match_reference() {
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     for n in [1usize, 7, 63, 64, 129, 2100, 33_333] {
         for spread in [1.0, 10.0, 60.0, 120.0] {
             run_binary(&mut rng, n, spread);
@@ -332,7 +337,7 @@ fn infinite_and_nan_logits_like_reference() {
             y.push(t);
         }
     }
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let set = |c: &BceWithLogits, r| BceWithLogits {
         reduction: r,
         ..c.clone()
@@ -433,8 +438,13 @@ fn bad_input_gives_reference_errors() {
         ),
     ] {
         same(
-            b.smooth_l1(&c, Input::new(&x[..n]).with_upstream(u), &y[..m]).map(Loss::into_values).unwrap_err(),
-            reference::smooth_l1(&c, &x64[..n], &y64[..m], u, None).unwrap_err(),
+            b.smooth_l1(&c, Input::new(&x[..n]).with_upstream(u), &y[..m])
+                .map(Loss::into_values)
+                .unwrap_err(),
+            ReferenceBackend
+                .smooth_l1(&c, Input::new(&x64[..n]).with_upstream(u), &y64[..m])
+                .map(Loss::into_values)
+                .unwrap_err(),
         );
     }
     let h = Huber {
@@ -443,14 +453,25 @@ fn bad_input_gives_reference_errors() {
     };
     same(
         b.huber(&h, &x, &y).map(Loss::into_values).unwrap_err(),
-        reference::huber(&h, &x64, &y64, Upstream::ONE, None).unwrap_err(),
+        ReferenceBackend
+            .huber(&h, &x64, &y64)
+            .map(Loss::into_values)
+            .unwrap_err(),
     );
     let mut g = [0.0f32; 3];
     let mut g64 = [0.0f64; 3];
     same(
-        b.huber(&Huber::default(), Input::new(&x).with_grad(&mut g), &y).map(Loss::into_values)
+        b.huber(&Huber::default(), Input::new(&x).with_grad(&mut g), &y)
+            .map(Loss::into_values)
             .unwrap_err(),
-        reference::huber(&Huber::default(), &x64, &y64, Upstream::ONE, Some(&mut g64)).unwrap_err(),
+        ReferenceBackend
+            .huber(
+                &Huber::default(),
+                Input::new(&x64).with_grad(&mut g64),
+                &y64,
+            )
+            .map(Loss::into_values)
+            .unwrap_err(),
     );
     // Binary.
     let bad_y = [0.0f32, 1.5, 0.5, f32::NAN];
@@ -474,22 +495,23 @@ fn bad_input_gives_reference_errors() {
         },
     ] {
         same(
-            b.bce_with_logits(&c, &x, &y).map(Loss::into_values)
+            b.bce_with_logits(&c, &x, &y)
+                .map(Loss::into_values)
                 .unwrap_err(),
-            reference::bce_with_logits(&c, &x64, &y64, Upstream::ONE, None).unwrap_err(),
+            ReferenceBackend
+                .bce_with_logits(&c, &x64, &y64)
+                .map(Loss::into_values)
+                .unwrap_err(),
         );
     }
     same(
-        b.bce_with_logits(&BceWithLogits::default(), &x, &bad_y).map(Loss::into_values)
+        b.bce_with_logits(&BceWithLogits::default(), &x, &bad_y)
+            .map(Loss::into_values)
             .unwrap_err(),
-        reference::bce_with_logits(
-            &BceWithLogits::default(),
-            &x64,
-            &bad_y64,
-            Upstream::ONE,
-            None,
-        )
-        .unwrap_err(),
+        ReferenceBackend
+            .bce_with_logits(&BceWithLogits::default(), &x64, &bad_y64)
+            .map(Loss::into_values)
+            .unwrap_err(),
     );
     for c in [
         SigmoidFocal {
@@ -510,32 +532,33 @@ fn bad_input_gives_reference_errors() {
         },
     ] {
         same(
-            b.sigmoid_focal(&c, &x, &y).map(Loss::into_values)
+            b.sigmoid_focal(&c, &x, &y)
+                .map(Loss::into_values)
                 .unwrap_err(),
-            reference::sigmoid_focal(&c, &x64, &y64, Upstream::ONE, None).unwrap_err(),
+            ReferenceBackend
+                .sigmoid_focal(&c, &x64, &y64)
+                .map(Loss::into_values)
+                .unwrap_err(),
         );
     }
     same(
-        b.sigmoid_focal(&SigmoidFocal::default(), &x, &bad_y).map(Loss::into_values)
+        b.sigmoid_focal(&SigmoidFocal::default(), &x, &bad_y)
+            .map(Loss::into_values)
             .unwrap_err(),
-        reference::sigmoid_focal(
-            &SigmoidFocal::default(),
-            &x64,
-            &bad_y64,
-            Upstream::ONE,
-            None,
-        )
-        .unwrap_err(),
+        ReferenceBackend
+            .sigmoid_focal(&SigmoidFocal::default(), &x64, &bad_y64)
+            .map(Loss::into_values)
+            .unwrap_err(),
     );
 }
 
 #[test]
 fn results_are_bit_identical_for_1_2_3_threads() {
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     let n = 100_002;
-    let x = rng.vec(n, -20.0, 20.0);
-    let y = rng.targets(n);
-    let t = rng.vec(n, -20.0, 20.0);
+    let x = vec32(&mut rng, n, -20.0, 20.0);
+    let y = targets(&mut rng, n);
+    let t = vec32(&mut rng, n, -20.0, 20.0);
     for reduction in REDUCTIONS {
         let mut runs = Vec::new();
         for threads in [1, 2, 3] {
@@ -548,7 +571,8 @@ fn results_are_bit_identical_for_1_2_3_threads() {
                 reduction,
             };
             out.extend(
-                b.smooth_l1(&c, Input::new(&x).with_grad(&mut g), &t).map(Loss::into_values)
+                b.smooth_l1(&c, Input::new(&x).with_grad(&mut g), &t)
+                    .map(Loss::into_values)
                     .unwrap(),
             );
             grads.extend(g.iter().map(|v| v.to_bits()));
@@ -556,14 +580,19 @@ fn results_are_bit_identical_for_1_2_3_threads() {
                 delta: 1.0,
                 reduction,
             };
-            out.extend(b.huber(&c, Input::new(&x).with_grad(&mut g), &t).map(Loss::into_values).unwrap());
+            out.extend(
+                b.huber(&c, Input::new(&x).with_grad(&mut g), &t)
+                    .map(Loss::into_values)
+                    .unwrap(),
+            );
             grads.extend(g.iter().map(|v| v.to_bits()));
             let c = BceWithLogits {
                 pos_weight: Some(vec![0.5, 2.0, 1.0]),
                 reduction,
             };
             out.extend(
-                b.bce_with_logits(&c, Input::new(&x).with_grad(&mut g), &y).map(Loss::into_values)
+                b.bce_with_logits(&c, Input::new(&x).with_grad(&mut g), &y)
+                    .map(Loss::into_values)
                     .unwrap(),
             );
             grads.extend(g.iter().map(|v| v.to_bits()));
@@ -573,7 +602,8 @@ fn results_are_bit_identical_for_1_2_3_threads() {
                 reduction,
             };
             out.extend(
-                b.sigmoid_focal(&c, Input::new(&x).with_grad(&mut g), &y).map(Loss::into_values)
+                b.sigmoid_focal(&c, Input::new(&x).with_grad(&mut g), &y)
+                    .map(Loss::into_values)
                     .unwrap(),
             );
             grads.extend(g.iter().map(|v| v.to_bits()));
@@ -613,7 +643,7 @@ fn exp_error_bound() {
 
 #[test]
 fn log1p_and_ln_error_bounds() {
-    let mut rng = Rng(12);
+    let mut rng = Rng::new(12);
     let mut es: Vec<f32> = (0..200_000).map(|_| rng.unit() as f32).collect();
     es.extend((0..150).map(|k| 2f32.powi(-k)));
     es.extend([0.0, 1.0, f32::MIN_POSITIVE, 1e-45]);
@@ -626,7 +656,7 @@ fn log1p_and_ln_error_bounds() {
         );
     }
     let mut xs: Vec<f32> = (0..200_000)
-        .map(|_| f32::from_bits((rng.next() as u32) & 0x7fff_ffff))
+        .map(|_| f32::from_bits((rng.next_u64() as u32) & 0x7fff_ffff))
         .filter(|v| v.is_finite() && *v > 0.0)
         .collect();
     xs.extend([
@@ -657,7 +687,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
     fn random_lengths_match_reference(n in 1usize..700, seed in any::<u64>(), spread in 0.1f64..80.0) {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         run_regression(&mut rng, n);
         run_binary(&mut rng, n, spread);
     }

@@ -148,7 +148,9 @@ impl CrossEntropy {
         }
         let [rows, classes] = match (ext.shape, targets) {
             (Some(s), _) => s,
-            (None, CeTargetsShape::Classes(n)) if n > 0 && ext.len.is_multiple_of(n) => [n, ext.len / n],
+            (None, CeTargetsShape::Classes(n)) if n > 0 && ext.len.is_multiple_of(n) => {
+                [n, ext.len / n]
+            }
             (None, CeTargetsShape::Classes(n)) if n > 0 => {
                 return Err(LossError::ShapeMismatch {
                     what: "logits",

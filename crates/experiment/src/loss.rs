@@ -109,7 +109,12 @@ impl Arm {
         let rows = targets.len();
         let lib = |cfg: CrossEntropy, grad: &mut [f32]| {
             backend
-                .cross_entropy(&cfg, Input::matrix(logits, rows, CLASSES).with_grad(grad), targets).map(Loss::into_values)
+                .cross_entropy(
+                    &cfg,
+                    Input::matrix(logits, rows, CLASSES).with_grad(grad),
+                    targets,
+                )
+                .map(Loss::into_values)
                 .map(|v| v[0])
                 .map_err(|e| format!("loss: {e}"))
         };
@@ -203,7 +208,12 @@ mod tests {
         let z: Vec<f64> = (0..5 * CLASSES).map(|_| rng.range(-1.0, 1.0)).collect();
         let ours = article_formula_loss(&z, 5, CLASSES, &targets, 0.1, None);
         let ls = ReferenceBackend
-            .cross_entropy(&CrossEntropy::smooth_loss(0.1), Input::matrix(&z, 5, CLASSES), &targets).map(Loss::into_values)
+            .cross_entropy(
+                &CrossEntropy::smooth_loss(0.1),
+                Input::matrix(&z, 5, CLASSES),
+                &targets,
+            )
+            .map(Loss::into_values)
             .unwrap()[0];
         assert!((ours - ls).abs() > 0.1, "{ours} vs {ls}");
     }

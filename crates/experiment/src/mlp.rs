@@ -135,7 +135,12 @@ mod tests {
     /// Label-smoothed CE through the f64 reference backend.
     fn ce_loss(z: &DMatrix<f64>, y: &[i64], grad: Option<&mut [f64]>) -> f64 {
         ReferenceBackend
-            .cross_entropy(&CrossEntropy::smooth_loss(0.1), Input::matrix(z.as_slice(), y.len(), CLASSES).with_optional_grad(grad), y).map(Loss::into_values)
+            .cross_entropy(
+                &CrossEntropy::smooth_loss(0.1),
+                Input::matrix(z.as_slice(), y.len(), CLASSES).with_optional_grad(grad),
+                y,
+            )
+            .map(Loss::into_values)
             .unwrap()[0]
     }
 

@@ -25,10 +25,10 @@ use peers::{peer_time, run_peer, torch_available};
 use plot::plot_sweep;
 use serde_json::json;
 use smoothloss_benches::{box_pairs, ce_inputs};
-use smoothloss_core::{Input, Loss, Losses};
 use smoothloss_core::{
     BoxFormat, BoxLoss, BoxLossKind, CeTargets, CrossEntropy, Reduction, Upstream,
 };
+use smoothloss_core::{Input, Loss, Losses};
 use smoothloss_cpu::CpuBackend;
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -161,7 +161,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
             let g = &mut gbuf[lead..lead + x.len()];
             let (s, cpu_s) = time_median(reps, || {
                 let l = cpu
-                    .cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g[..]), &t).map(Loss::into_values)
+                    .cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g[..]), &t)
+                    .map(Loss::into_values)
                     .expect("valid input");
                 black_box(l);
             });
@@ -185,7 +186,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
             let (mut x, t) = ce_inputs(n, c);
             let (s, cpu_s) = time_median(reps, || {
                 let l = cpu
-                    .cross_entropy(&cfg, Input::in_place(&mut x).shaped(n, c), &t).map(Loss::into_values)
+                    .cross_entropy(&cfg, Input::in_place(&mut x).shaped(n, c), &t)
+                    .map(Loss::into_values)
                     .expect("valid input");
                 black_box(l);
             });
@@ -211,7 +213,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
             let cfg = BoxLoss::new(kind, BoxFormat::Xyxy).with_reduction(Reduction::Mean);
             let (s, cpu_s) = time_median(reps, || {
                 let l = cpu
-                    .box_loss(&cfg, Input::new(&p).with_grad(&mut g), &tt).map(Loss::into_values)
+                    .box_loss(&cfg, Input::new(&p).with_grad(&mut g), &tt)
+                    .map(Loss::into_values)
                     .expect("valid input");
                 black_box(l);
             });

@@ -107,7 +107,8 @@ pub fn plot_sweep(
         let mut g = vec![0.0f32; x.len()];
         let (s, _) = time_median(reps, || {
             let l = cpu
-                .cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g), &t).map(Loss::into_values)
+                .cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g), &t)
+                .map(Loss::into_values)
                 .expect("valid input");
             black_box(l);
         });

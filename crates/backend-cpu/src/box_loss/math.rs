@@ -1,13 +1,11 @@
-//! Branchless `f32` box math: a polynomial `atan`, the per-pair loss with its hand-derived
-//! (reverse-mode, written out) gradient, and the chunked kernels that the compiler vectorises
-//! over pairs.
+//! Branchless `f32` box math: the per-pair loss with its hand-derived (reverse-mode, written
+//! out) gradient, the chunked kernels that the compiler vectorises over pairs, and the pairwise
+//! IoU row. Kind and format are type parameters (zero-sized markers), so each (kind, format,
+//! gradient) is its own monomorphised loop.
 //!
 //! # Accuracy
 //!
-//! * [`atan_f32`], [`atan_ratio_f32`]: `|err| <= 1.5e-7 + 1.2e-7 * |atan(x)|` for every `x`
-//!   (exact `+-pi/2` up to `f32` rounding for `+-inf`, NaN for NaN); [`atan_ratio_diff`]:
-//!   `|err| <= 4e-7 + 2e-7 * |diff|`. Both bounds are tested against `f64` over the whole range
-//!   in `tests/box_loss.rs`.
+//! * `atan` and its variants: see [`crate::math`].
 //! * Per pair the loss is evaluated in `f32` from translation-free primitives (widths, heights
 //!   and edge offsets taken straight from the inputs with one rounding each; in `xywh` and
 //!   `cxcywh` the edges are formed exactly in `f64` first, so ties and their signs are those of
@@ -25,116 +23,87 @@
 //! the gradient in half as PyTorch's `torch.max(a, b)`), and finally through the format
 //! conversion.
 
-/// 0 for a finite `v`, NaN for an infinite or NaN one.
-#[inline(always)]
-pub(crate) fn zn(v: f32) -> f32 {
-    v * 0.0
+use crate::blocks::{CH, Up, accumulate, lanes_sum};
+use crate::math::{atan_ratio_diff, sel, zn};
+use smoothloss_core::{BoxFormat, BoxLossKind};
+
+/// A box loss kind as a zero-sized type (the kernels' type parameter).
+pub(crate) trait KindMarker {
+    /// The kind.
+    const KIND: BoxLossKind;
 }
 
-/// Selects `a` where `c` holds, else `b` (compiles to a blend).
-#[inline(always)]
-pub(crate) fn sel(c: bool, a: f32, b: f32) -> f32 {
-    if c { a } else { b }
+/// A box format as a zero-sized type (the kernels' type parameter).
+pub(crate) trait FormatMarker {
+    /// The format.
+    const FORMAT: BoxFormat;
 }
 
-/// `atan(a / b)` for `a, b >= 0` (the quotient may be `+inf`; `0 / 0` gives NaN): Cephes range
-/// reduction to `|t| <= tan(pi / 8)` folded into one division, then a degree-9 odd polynomial.
-#[inline(always)]
-fn atan_reduced(a: f32, b: f32) -> f32 {
-    // atan(a / b) for a, b >= 0 (a / b may be +inf or NaN), one division.
-    // Reduction (Cephes atanf): t > tan(3pi/8): pi/2 + atan(-b/a);
-    // t > tan(pi/8): pi/4 + atan((a - b) / (a + b)); else atan(a / b).
-    const T3P8: f32 = 2.414_213_6;
-    const TP8: f32 = 0.414_213_57;
-    let big = a > T3P8 * b;
-    let mid = a > TP8 * b;
-    let num = sel(big, -b, sel(mid, a - b, a));
-    let den = sel(big, a, sel(mid, a + b, b));
-    let y0 = sel(
-        big,
-        std::f32::consts::FRAC_PI_2,
-        sel(mid, std::f32::consts::FRAC_PI_4, 0.0),
-    );
-    let t = num / den;
-    let z = t * t;
-    let p =
-        (((8.053_744_5e-2 * z - 1.387_768_6e-1) * z + 1.997_771_1e-1) * z - 3.333_295e-1) * z * t
-            + t;
-    y0 + p
-}
-
-/// Branchless single-precision `atan(x)` (Cephes reduction plus a degree-9 odd polynomial).
-///
-/// Error bound (tested against `f64::atan` over the whole `f32` range, including 0, tiny and
-/// huge arguments): `|atan_f32(x) - atan(x)| <= 1.5e-7 + 1.2e-7 * |atan(x)|`; `atan_f32(+-inf)
-/// = +-pi/2` (rounded to `f32`), NaN gives NaN.
-#[inline(always)]
-pub fn atan_f32(x: f32) -> f32 {
-    let r = atan_reduced(x.abs(), 1.0);
-    r.copysign(x)
-}
-
-/// `atan(w / h)` extended to `h = 0` as the reference (`BOX-11`): `sign(w) * pi / 2` for
-/// `h = 0, w != 0` and 0 for `w = h = 0`. One division, no rounding of `w / h` before the
-/// polynomial. Same error bound as [`atan_f32`].
-#[inline(always)]
-pub fn atan_ratio_f32(w: f32, h: f32) -> f32 {
-    let r = atan_reduced(w.abs(), h.abs());
-    // Sign of w / h, with h = -0 treated as +0 (the reference uses sign(w) when h == 0).
-    let s = sel(h < 0.0, -w, w);
-    let r = sel(w == 0.0 && h == 0.0, 0.0, r);
-    r.copysign(s)
-}
-
-/// `atan2(y, x)` in `(-pi, pi]` from one reduced `atan` (0 for `x = y = 0`).
-#[inline(always)]
-fn atan2_f32(y: f32, x: f32) -> f32 {
-    let r = atan_reduced(y.abs(), x.abs());
-    let r = sel(x < 0.0, std::f32::consts::PI - r, r);
-    let r = sel(x == 0.0 && y == 0.0, 0.0, r);
-    r.copysign(y)
-}
-
-/// `atan_ratio(wg, hg) - atan_ratio(w, h)` (the CIoU angle difference, `BOX-6`, `BOX-11`) with
-/// one `atan`: each `(h, w)` is folded into the right half-plane (`atan(w / h)` is its angle;
-/// `h = 0` gives `sign(w) pi / 2`, the zero vector angle 0), and the difference of the two
-/// angles is `atan2(cross, dot)`, exact up to rounding because both angles lie in
-/// `[-pi/2, pi/2]` (the one ambiguous case, opposite vertical vectors, is resolved by sign).
-#[inline(always)]
-pub fn atan_ratio_diff(w: f32, h: f32, wg: f32, hg: f32) -> f32 {
-    let fold = |w: f32, h: f32| {
-        let zero = w == 0.0 && h == 0.0;
-        let neg = h < 0.0;
-        (
-            sel(zero, 1.0, sel(neg, -h, h)),
-            sel(zero, 0.0, sel(neg, -w, w)),
-        )
+macro_rules! markers {
+    ($tr:ident, $c:ident, $ty:ident: $($name:ident),*) => {
+        $(
+            #[doc = concat!("Marker of `", stringify!($ty), "::", stringify!($name), "`.")]
+            pub(crate) struct $name;
+            impl $tr for $name {
+                const $c: $ty = $ty::$name;
+            }
+        )*
     };
-    let (hp, wp) = fold(w, h);
-    let (hq, wq) = fold(wg, hg);
-    let cross = hp * wq - wp * hq;
-    let dot = hp * hq + wp * wq;
-    let d = atan2_f32(cross, dot);
-    // Opposite vectors (both on the vertical axis): the difference is +-pi by the sign of wq.
-    let opposite = cross == 0.0 && dot < 0.0;
-    sel(
-        opposite,
-        sel(wq < 0.0, -std::f32::consts::PI, std::f32::consts::PI),
-        d,
-    )
 }
+markers!(KindMarker, KIND, BoxLossKind: Iou, Giou, Diou, Ciou, Eiou);
+markers!(FormatMarker, FORMAT, BoxFormat: Xyxy, Xywh, Cxcywh);
 
-/// Loss kinds as const-generic parameters.
-pub(crate) const K_IOU: u8 = 0;
-pub(crate) const K_GIOU: u8 = 1;
-pub(crate) const K_DIOU: u8 = 2;
-pub(crate) const K_CIOU: u8 = 3;
-pub(crate) const K_EIOU: u8 = 4;
+/// The one run-time to type dispatch of the box format: evaluates `$body` with the type
+/// alias `$f` bound to the marker of `$format`.
+macro_rules! with_format {
+    ($format:expr, |$f:ident| $body:expr) => {
+        match $format {
+            smoothloss_core::BoxFormat::Xyxy => {
+                type $f = $crate::box_loss::math::Xyxy;
+                $body
+            }
+            smoothloss_core::BoxFormat::Xywh => {
+                type $f = $crate::box_loss::math::Xywh;
+                $body
+            }
+            smoothloss_core::BoxFormat::Cxcywh => {
+                type $f = $crate::box_loss::math::Cxcywh;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_format;
 
-/// Box formats as const-generic parameters.
-pub(crate) const F_XYXY: u8 = 0;
-pub(crate) const F_XYWH: u8 = 1;
-pub(crate) const F_CXCYWH: u8 = 2;
+/// The one run-time to type dispatch of the box loss kind: evaluates `$body` with the type
+/// alias `$k` bound to the marker of `$kind`.
+macro_rules! with_kind {
+    ($kind:expr, |$k:ident| $body:expr) => {
+        match $kind {
+            smoothloss_core::BoxLossKind::Iou => {
+                type $k = $crate::box_loss::math::Iou;
+                $body
+            }
+            smoothloss_core::BoxLossKind::Giou => {
+                type $k = $crate::box_loss::math::Giou;
+                $body
+            }
+            smoothloss_core::BoxLossKind::Diou => {
+                type $k = $crate::box_loss::math::Diou;
+                $body
+            }
+            smoothloss_core::BoxLossKind::Ciou => {
+                type $k = $crate::box_loss::math::Ciou;
+                $body
+            }
+            smoothloss_core::BoxLossKind::Eiou => {
+                type $k = $crate::box_loss::math::Eiou;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_kind;
 
 /// Run-time parameters of the pair kernel.
 #[derive(Debug, Clone, Copy)]
@@ -161,9 +130,9 @@ struct Axis {
 }
 
 #[inline(always)]
-fn axis<const F: u8>(p0: f32, p2: f32, t0: f32, t2: f32) -> Axis {
-    match F {
-        F_XYXY => {
+fn axis<F: FormatMarker>(p0: f32, p2: f32, t0: f32, t2: f32) -> Axis {
+    match F::FORMAT {
+        BoxFormat::Xyxy => {
             let e1 = p0 - t0;
             let e2 = p2 - t2;
             Axis {
@@ -180,7 +149,7 @@ fn axis<const F: u8>(p0: f32, p2: f32, t0: f32, t2: f32) -> Axis {
             // (x, w) or (cx, w): the edges are exact in f64 (the sum of two f32 values), so the
             // offsets and their signs (ties) are those of the reference, rounded once to f32.
             let (p0d, p2d, t0d, t2d) = (f64::from(p0), f64::from(p2), f64::from(t0), f64::from(t2));
-            let (p1, p2e, t1, t2e, d) = if F == F_XYWH {
+            let (p1, p2e, t1, t2e, d) = if matches!(F::FORMAT, BoxFormat::Xywh) {
                 let (pe, te) = (p0d + p2d, t0d + t2d);
                 (p0d, pe, t0d, te, 0.5 * ((p0d + pe) - (t0d + te)))
             } else {
@@ -209,8 +178,8 @@ fn axis<const F: u8>(p0: f32, p2: f32, t0: f32, t2: f32) -> Axis {
 /// `max(p2, t2) - min(p1, t1)`: in `xyxy` straight from the corners (as the reference, one
 /// rounding), otherwise picked from the single-rounding candidates by the edge offsets.
 #[inline(always)]
-fn extents<const F: u8>(a: &Axis, p0: f32, p2: f32, t0: f32, t2: f32) -> (f32, f32) {
-    if F == F_XYXY {
+fn extents<F: FormatMarker>(a: &Axis, p0: f32, p2: f32, t0: f32, t2: f32) -> (f32, f32) {
+    if matches!(F::FORMAT, BoxFormat::Xyxy) {
         let iw = sel(p2 < t2, p2, t2) - sel(p0 > t0, p0, t0);
         let cw = sel(p2 > t2, p2, t2) - sel(p0 < t0, p0, t0);
         return (iw, cw);
@@ -245,7 +214,7 @@ fn ties(a: &Axis) -> (f32, f32) {
 /// One pair: returns the weighted loss and `c * weight * d(loss)/d(pred)` in format `F`.
 /// A non-finite coordinate gives NaN everywhere.
 #[inline(always)]
-pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
+pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
     p: [f32; 4],
     t: [f32; 4],
     c: f32,
@@ -279,9 +248,9 @@ pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
     let mut a_dx = 0.0f32;
     let mut a_dy = 0.0f32;
 
-    let loss = match K {
-        K_IOU => omi,
-        K_GIOU => {
+    let loss = match K::KIND {
+        BoxLossKind::Iou => omi,
+        BoxLossKind::Giou => {
             let area_c = cw * ch;
             let rc = safe_recip(area_c + eps);
             let q = (area_c - union) * rc;
@@ -306,9 +275,9 @@ pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
                 a_dy = 2.0 * dy * rg;
             }
             let diou = omi + r;
-            match K {
-                K_DIOU => diou,
-                K_CIOU => {
+            match K::KIND {
+                BoxLossKind::Diou => diou,
+                BoxLossKind::Ciou => {
                     const K4PI2: f32 = (4.0 / (std::f64::consts::PI * std::f64::consts::PI)) as f32;
                     // Precomputed by `chunk` in a separate loop (short dependency chains).
                     let dv = dv_pre;
@@ -383,21 +352,18 @@ pub(crate) fn pair<const K: u8, const F: u8, const G: bool>(
     let gx2 = giou_part[2] + a_w + a_cw * (1.0 - tx2) + 0.5 * a_dx;
     let gy1 = giou_part[1] - a_h - a_ch * (1.0 - sy1) + 0.5 * a_dy;
     let gy2 = giou_part[3] + a_h + a_ch * (1.0 - ty2) + 0.5 * a_dy;
-    let g = match F {
-        F_XYXY => [gx1, gy1, gx2, gy2],
-        F_XYWH => [gx1 + gx2, gy1 + gy2, gx2, gy2],
+    let g = match F::FORMAT {
+        BoxFormat::Xyxy => [gx1, gy1, gx2, gy2],
+        BoxFormat::Xywh => [gx1 + gx2, gy1 + gy2, gx2, gy2],
         _ => [gx1 + gx2, gy1 + gy2, 0.5 * (gx2 - gx1), 0.5 * (gy2 - gy1)],
     };
     let s = c * wt;
     (loss, g.map(|v| v * s + bad))
 }
 
-/// Pairs per chunk of the vectorised loop.
-pub(crate) const CH: usize = 64;
-
 /// One chunk of `CH` pairs.
 #[inline(always)]
-fn chunk<const K: u8, const F: u8, const G: bool>(
+fn chunk<K: KindMarker, F: FormatMarker, const G: bool>(
     p: &[f32; 4 * CH],
     t: &[f32; 4 * CH],
     c: &[f32; CH],
@@ -408,10 +374,10 @@ fn chunk<const K: u8, const F: u8, const G: bool>(
     // CIoU: the angle difference first, in its own loop, so that its long dependency chain
     // (division, polynomial) overlaps across pairs instead of stalling the main loop.
     let mut dv = [0.0f32; CH];
-    if K == K_CIOU {
+    if matches!(K::KIND, BoxLossKind::Ciou) {
         for j in 0..CH {
             let size = |b: &[f32; 4 * CH], k: usize| {
-                if F == F_XYXY {
+                if matches!(F::FORMAT, BoxFormat::Xyxy) {
                     b[4 * j + k + 2] - b[4 * j + k]
                 } else {
                     b[4 * j + k + 2]
@@ -434,37 +400,6 @@ fn chunk<const K: u8, const F: u8, const G: bool>(
     }
 }
 
-/// Where the per-pair upstream factor comes from.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Up<'a> {
-    /// One factor for every pair.
-    Scalar(f32),
-    /// `upstream[i] * scale` per pair (the block's slice).
-    Per(&'a [f64], f64),
-}
-
-/// Adds `l[..r]` to eight `f64` lanes (lane = position modulo 8; fixed order).
-#[inline(always)]
-pub(crate) fn accumulate(acc: &mut [f64; 8], l: &[f32], r: usize) {
-    if r == l.len() && r.is_multiple_of(8) {
-        for k in 0..r / 8 {
-            for j in 0..8 {
-                acc[j] += f64::from(l[8 * k + j]);
-            }
-        }
-    } else {
-        for (j, v) in l[..r].iter().enumerate() {
-            acc[j % 8] += f64::from(*v);
-        }
-    }
-}
-
-/// Sums the lanes in a fixed order.
-#[inline(always)]
-pub(crate) fn lanes_sum(acc: &[f64; 8]) -> f64 {
-    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
-}
-
 /// Fills the upstream factors of `r` pairs starting at pair `off` of the block.
 #[inline(always)]
 fn fill_up(c: &mut [f32; CH], up: Up<'_>, off: usize, r: usize) {
@@ -478,7 +413,7 @@ fn fill_up(c: &mut [f32; CH], up: Up<'_>, off: usize, r: usize) {
 /// Runs one block of pairs: returns the (lane-ordered) sum of the weighted losses, writes the
 /// gradient when `G` and per-pair losses when `losses` is given.
 #[inline(always)]
-pub(crate) fn block<const K: u8, const F: u8, const G: bool>(
+pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool>(
     pred: &[f32],
     target: &[f32],
     mut grad: Option<&mut [f32]>,
@@ -539,7 +474,7 @@ pub(crate) fn block<const K: u8, const F: u8, const G: bool>(
 /// Pairwise IoU of one box `a` (format `F`, primitives) against `m` boxes given as
 /// structure-of-arrays columns; writes one row of `out`.
 #[inline(always)]
-pub(crate) fn iou_row<const F: u8>(a: [f32; 4], cols: &[Vec<f32>; 4], out: &mut [f32]) {
+pub(crate) fn iou_row<F: FormatMarker>(a: [f32; 4], cols: &[Vec<f32>; 4], out: &mut [f32]) {
     let [b0, b1, b2, b3] = cols;
     let m = out.len();
     let (b0, b1, b2, b3) = (&b0[..m], &b1[..m], &b2[..m], &b3[..m]);
@@ -554,7 +489,7 @@ pub(crate) fn iou_row<const F: u8>(a: [f32; 4], cols: &[Vec<f32>; 4], out: &mut 
         let ih = sel(ih > 0.0, ih, 0.0);
         let inter = iw * ih;
         let mut union = ax.w * ay.w + ax.wg * ay.wg - inter;
-        if F != F_XYXY {
+        if !matches!(F::FORMAT, BoxFormat::Xyxy) {
             union += abad + (zn(b0[j]) + zn(b1[j]) + zn(b2[j]) + zn(b3[j]));
         }
         out[j] = sel(

@@ -15,18 +15,17 @@
 //! per term (relative `1.2e-6` for terms of one sign), inside the module tolerance. Each row's
 //! results depend only on the row, hence the same bits for any batching and thread count.
 
-use super::{Bufs, Kind, Plan};
-use crate::simd::{SimdLevel, exp_nonpos_f32};
+use super::bufs::Bufs;
+#[cfg(target_arch = "x86_64")]
+use super::kernels::short_avx2;
+use super::plan::{Kind, KindMarker, Plan, mref, with_kind};
+use crate::SimdLevel;
+use crate::math::exp_nonpos_f32;
 
 /// Rows of at most this many classes take the short-row path.
 pub const SHORT_MAX: usize = 128;
 /// Logits per batch.
 const BATCH: usize = 1024;
-
-const PLAIN: u8 = 0;
-const WEIGHTED: u8 = 1;
-const PROBS: u8 = 2;
-const PROBS_W: u8 = 3;
 
 /// Sum of `f(j)` over `0..n` in eight `f32` lanes (`j mod 8`), the lanes added as a fixed
 /// `f32` tree (at most `n / 8 + 4` roundings per term).
@@ -96,11 +95,11 @@ fn ln_ge1(s: f64) -> f64 {
 
 /// `w_j q'_j` of column `j` (1 for plain rows).
 #[inline(always)]
-fn wq<const K: u8>(j: usize, w: &[f32], q: &[f32], qa: f32, qb: f32) -> f32 {
-    match K {
-        PLAIN => 1.0,
-        WEIGHTED => w[j],
-        PROBS => qa.mul_add(q[j], qb),
+fn wq<K: KindMarker>(j: usize, w: &[f32], q: &[f32], qa: f32, qb: f32) -> f32 {
+    match K::KIND {
+        Kind::Plain => 1.0,
+        Kind::Weighted => w[j],
+        Kind::Probs => qa.mul_add(q[j], qb),
         _ => qa.mul_add(q[j], qb) * w[j],
     }
 }
@@ -113,32 +112,16 @@ pub(super) fn process_rows_short(
     us: &dyn Fn(usize) -> f64,
     losses: &mut [f64],
 ) {
-    let k = match plan.kind {
-        Kind::Plain => PLAIN,
-        Kind::Weighted => WEIGHTED,
-        Kind::Probs => PROBS,
-        Kind::ProbsWeighted => PROBS_W,
-    };
     #[cfg(target_arch = "x86_64")]
     if plan.level == SimdLevel::Avx2Fma {
         // SAFETY: `plan.level` is only `Avx2Fma` when AVX2 and FMA were detected on this CPU
-        // (the public entry points fall back to scalar otherwise).
-        unsafe {
-            match k {
-                PLAIN => avx2::<PLAIN>(plan, first, bufs, us, losses),
-                WEIGHTED => avx2::<WEIGHTED>(plan, first, bufs, us, losses),
-                PROBS => avx2::<PROBS>(plan, first, bufs, us, losses),
-                _ => avx2::<PROBS_W>(plan, first, bufs, us, losses),
-            }
-        }
+        // (`CpuBackend::with_simd_level` falls back to scalar otherwise).
+        unsafe { with_kind!(plan.kind, |K| avx2::<K>(plan, first, bufs, us, losses)) };
         return;
     }
-    match k {
-        PLAIN => body::<PLAIN, false>(plan, first, bufs, us, losses),
-        WEIGHTED => body::<WEIGHTED, false>(plan, first, bufs, us, losses),
-        PROBS => body::<PROBS, false>(plan, first, bufs, us, losses),
-        _ => body::<PROBS_W, false>(plan, first, bufs, us, losses),
-    }
+    with_kind!(plan.kind, |K| body::<K, false>(
+        plan, first, bufs, us, losses
+    ))
 }
 
 /// [`body`] compiled with AVX2 + FMA.
@@ -147,7 +130,7 @@ pub(super) fn process_rows_short(
 /// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2<const K: u8>(
+unsafe fn avx2<K: KindMarker>(
     plan: &Plan<'_>,
     first: usize,
     bufs: Bufs<'_>,
@@ -166,8 +149,8 @@ struct RowState {
     zy: f32,
     /// The hard target (0 for probability targets).
     y: usize,
-    /// How step 4 writes the row's gradient (`MODE_*`).
-    mode: u8,
+    /// How step 4 writes the row's gradient.
+    mode: GradMode,
     /// `S` and `A` (for the slow gradient).
     ssum: f64,
     ra: f64,
@@ -177,13 +160,22 @@ struct RowState {
     gy: f32,
 }
 
-const MODE_FMA: u8 = 0;
-const MODE_ZERO: u8 = 1;
-const MODE_NAN: u8 = 2;
-const MODE_SLOW: u8 = 3;
+/// How step 4 writes a row's gradient.
+#[derive(Clone, Copy, Default)]
+enum GradMode {
+    /// `a e_j - b B_j`, one FMA per element.
+    #[default]
+    Fma,
+    /// All zeros (an ignored row).
+    Zero,
+    /// All NaN (a NaN row).
+    Nan,
+    /// The reference's formula per element (non-finite upstream).
+    Slow,
+}
 
 #[inline(always)]
-fn body<const K: u8, const AVX: bool>(
+fn body<K: KindMarker, const AVX: bool>(
     plan: &Plan<'_>,
     first: usize,
     mut bufs: Bufs<'_>,
@@ -194,11 +186,7 @@ fn body<const K: u8, const AVX: bool>(
     let rows = losses.len();
     let per = (BATCH / c).max(1);
     let (qa, qb) = (plan.qa, plan.qb);
-    let w: &[f32] = if K == WEIGHTED || K == PROBS_W {
-        &plan.w32[..c]
-    } else {
-        &[]
-    };
+    let w: &[f32] = if K::WEIGHTED { &plan.w32[..c] } else { &[] };
     let eps = plan.eps;
     let eps_c = eps / c as f64;
     let mut e = vec![0.0f32; per * c];
@@ -226,9 +214,9 @@ fn body<const K: u8, const AVX: bool>(
                 if nan {
                     m = f32::NAN;
                 }
-                let mr = super::mref(m);
+                let mr = mref(m);
                 let q: &[f32] = match plan.probs {
-                    Some(q) if K == PROBS || K == PROBS_W => {
+                    Some(q) if K::PROBS => {
                         let i = first + r0 + r;
                         &q[i * c..(i + 1) * c]
                     }
@@ -275,7 +263,7 @@ fn body<const K: u8, const AVX: bool>(
                     let y = t[i];
                     if plan.ignore == Some(y) {
                         *lr = 0.0;
-                        s.mode = MODE_ZERO;
+                        s.mode = GradMode::Zero;
                         continue;
                     }
                     Some(y as usize)
@@ -288,7 +276,7 @@ fn body<const K: u8, const AVX: bool>(
             // The long path's combination for one chunk (`M = m`, chunk factor 1).
             if !(s.m.is_finite() && ssum.is_finite()) {
                 *lr = f64::NAN;
-                s.mode = MODE_NAN;
+                s.mode = GradMode::Nan;
                 continue;
             }
             let l = ln_v[r];
@@ -312,15 +300,15 @@ fn body<const K: u8, const AVX: bool>(
             }
             let ui = us(i);
             if !ui.is_finite() {
-                s.mode = MODE_SLOW;
+                s.mode = GradMode::Slow;
                 s.ssum = ssum;
                 s.ra = ra;
                 continue;
             }
             let inv = inv_v[r];
-            s.mode = MODE_FMA;
+            s.mode = GradMode::Fma;
             s.a = (ui * ra * inv) as f32;
-            s.b = if K == PLAIN || K == WEIGHTED {
+            s.b = if !K::PROBS {
                 (ui * eps_c) as f32
             } else {
                 ui as f32
@@ -349,24 +337,24 @@ fn body<const K: u8, const AVX: bool>(
         {
             let i = first + r0 + r;
             match s.mode {
-                MODE_FMA => {}
-                MODE_ZERO => {
+                GradMode::Fma => {}
+                GradMode::Zero => {
                     o.fill(0.0);
                     continue;
                 }
-                MODE_NAN => {
+                GradMode::Nan => {
                     o.fill(f32::NAN);
                     continue;
                 }
-                _ => {
+                GradMode::Slow => {
                     let y = plan.target(i);
                     slow_row(plan, i, o, er, s.ssum, s.ra, y, us(i));
                     continue;
                 }
             }
             let (a, b) = (s.a, s.b);
-            match K {
-                PLAIN | WEIGHTED => grad_row::<K, AVX>(o, er, w, a, b),
+            match K::KIND {
+                Kind::Plain | Kind::Weighted => grad_row::<K, AVX>(o, er, w, a, b),
                 _ => {
                     let q = &plan.probs.unwrap_or(&[])[i * c..(i + 1) * c];
                     for (j, (g, &v)) in o.iter_mut().zip(er).enumerate() {
@@ -374,7 +362,7 @@ fn body<const K: u8, const AVX: bool>(
                     }
                 }
             }
-            if K == PLAIN || K == WEIGHTED {
+            if !K::PROBS {
                 o[s.y] = s.gy;
             }
         }
@@ -388,7 +376,7 @@ fn row_max<const AVX: bool>(x: &[f32]) -> (f32, bool) {
     #[cfg(target_arch = "x86_64")]
     if AVX {
         // SAFETY: `AVX` is only true inside [`avx2`] (AVX2 + FMA checked by its callers).
-        return unsafe { vec::row_max(x) };
+        return unsafe { short_avx2::row_max(x) };
     }
     lanes_max(x)
 }
@@ -399,7 +387,7 @@ fn row_sum<const AVX: bool>(x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if AVX {
         // SAFETY: as in [`row_max`].
-        return unsafe { vec::row_sum(x) };
+        return unsafe { short_avx2::row_sum(x) };
     }
     lanes_sum(x.len(), |j| x[j])
 }
@@ -408,7 +396,7 @@ fn row_sum<const AVX: bool>(x: &[f32]) -> f32 {
 /// (the second 0 for hard targets), vectorised when `AVX` (same result).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn row_shift<const K: u8, const AVX: bool>(
+fn row_shift<K: KindMarker, const AVX: bool>(
     x: &[f32],
     d: &mut [f32],
     mr: f32,
@@ -420,19 +408,19 @@ fn row_shift<const K: u8, const AVX: bool>(
     #[cfg(target_arch = "x86_64")]
     if AVX {
         // SAFETY: as in [`row_max`].
-        return unsafe { vec::row_shift::<K>(x, d, mr, w, q, qa, qb) };
+        return unsafe { short_avx2::row_shift::<K>(x, d, mr, w, q, qa, qb) };
     }
     let c = x.len();
     for (o, &v) in d.iter_mut().zip(x) {
         *o = v - mr;
     }
     let d = &*d;
-    let z = if K == PLAIN {
+    let z = if matches!(K::KIND, Kind::Plain) {
         lanes_sum(c, |j| d[j])
     } else {
         lanes_sum(c, |j| wq::<K>(j, w, q, qa, qb) * d[j])
     };
-    let wqs = if K == PROBS || K == PROBS_W {
+    let wqs = if K::PROBS {
         lanes_sum(c, |j| wq::<K>(j, w, q, qa, qb))
     } else {
         0.0
@@ -443,14 +431,14 @@ fn row_shift<const K: u8, const AVX: bool>(
 /// `o_j = a e_j - b` (plain) or `a e_j - b w_j` (weighted), vectorised when `AVX` (same
 /// result).
 #[inline(always)]
-fn grad_row<const K: u8, const AVX: bool>(o: &mut [f32], er: &[f32], w: &[f32], a: f32, b: f32) {
+fn grad_row<K: KindMarker, const AVX: bool>(o: &mut [f32], er: &[f32], w: &[f32], a: f32, b: f32) {
     #[cfg(target_arch = "x86_64")]
     if AVX {
         // SAFETY: as in [`row_max`].
-        unsafe { vec::grad_row::<K>(o, er, w, a, b) };
+        unsafe { short_avx2::grad_row::<K>(o, er, w, a, b) };
         return;
     }
-    if K == PLAIN {
+    if matches!(K::KIND, Kind::Plain) {
         for (g, &v) in o.iter_mut().zip(er) {
             *g = a.mul_add(v, -b);
         }
@@ -461,217 +449,13 @@ fn grad_row<const K: u8, const AVX: bool>(o: &mut [f32], er: &[f32], w: &[f32], 
     }
 }
 
-/// AVX2 + FMA versions of the per-row reductions: eight lanes by column index modulo 8, the
-/// partial last vector through masked loads (and stores), lanes combined as the scalar tree.
-#[cfg(target_arch = "x86_64")]
-mod vec {
-    use super::{PLAIN, PROBS, PROBS_W, WEIGHTED};
-    use crate::simd::avx2::hmax;
-    use std::arch::x86_64::*;
-
-    /// The mask of the first `cnt` (0..=8) lanes.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn mask(cnt: usize) -> __m256i {
-        _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(cnt as i32),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        )
-    }
-
-    /// Lanes `j..j + 8` of `x` (masked lanes past `x.len()` read as 0).
-    ///
-    /// # Safety
-    /// `j < x.len()`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn load(x: &[f32], j: usize) -> __m256 {
-        let n = x.len();
-        // SAFETY: `j < n`: either eight in-bounds lanes or a masked load of the `n - j`
-        // in-bounds lanes (masked lanes are not accessed).
-        unsafe {
-            if j + 8 <= n {
-                _mm256_loadu_ps(x.as_ptr().add(j))
-            } else {
-                _mm256_maskload_ps(x.as_ptr().add(j), mask(n - j))
-            }
-        }
-    }
-
-    /// The fixed lane tree `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
-        _mm_cvtss_f32(s)
-    }
-
-    /// # Safety
-    /// AVX2 + FMA available.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn row_max(x: &[f32]) -> (f32, bool) {
-        let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
-        let (mut m, mut nan) = (ninf, _mm256_setzero_ps());
-        let mut j = 0;
-        while j < x.len() {
-            // SAFETY: `j < x.len()`.
-            let mut v = unsafe { load(x, j) };
-            if j + 8 > x.len() {
-                v = _mm256_blendv_ps(ninf, v, _mm256_castsi256_ps(mask(x.len() - j)));
-            }
-            nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
-            m = _mm256_max_ps(v, m);
-            j += 8;
-        }
-        (hmax(m), _mm256_movemask_ps(nan) != 0)
-    }
-
-    /// # Safety
-    /// AVX2 + FMA available; `er` (and `w` when weighted) as long as `o`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn grad_row<const K: u8>(
-        o: &mut [f32],
-        er: &[f32],
-        w: &[f32],
-        a: f32,
-        b: f32,
-    ) {
-        let n = o.len();
-        assert_eq!(er.len(), n);
-        if K == WEIGHTED {
-            assert_eq!(w.len(), n);
-        }
-        let (av, bv) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
-        let mut j = 0;
-        while j < n {
-            // SAFETY: `j < n` and `er`, `w` (when used) hold `n` values (asserted above).
-            let g = unsafe {
-                let v = load(er, j);
-                if K == PLAIN {
-                    _mm256_fmsub_ps(av, v, bv)
-                } else {
-                    _mm256_fnmadd_ps(bv, load(w, j), _mm256_mul_ps(av, v))
-                }
-            };
-            // SAFETY: `j < n = o.len()`: eight in-bounds lanes or a masked store of the
-            // in-bounds ones.
-            unsafe {
-                if j + 8 <= n {
-                    _mm256_storeu_ps(o.as_mut_ptr().add(j), g);
-                } else {
-                    _mm256_maskstore_ps(o.as_mut_ptr().add(j), mask(n - j), g);
-                }
-            }
-            j += 8;
-        }
-    }
-
-    /// # Safety
-    /// AVX2 + FMA available.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn row_sum(x: &[f32]) -> f32 {
-        let mut s = _mm256_setzero_ps();
-        let mut j = 0;
-        while j < x.len() {
-            // SAFETY: `j < x.len()`.
-            s = _mm256_add_ps(s, unsafe { load(x, j) });
-            j += 8;
-        }
-        hsum(s)
-    }
-
-    /// # Safety
-    /// AVX2 + FMA available; `d.len() == x.len()`; `w` / `q` (as used by `K`) as long as `x`.
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn row_shift<const K: u8>(
-        x: &[f32],
-        d: &mut [f32],
-        mr: f32,
-        w: &[f32],
-        q: &[f32],
-        qa: f32,
-        qb: f32,
-    ) -> (f32, f32) {
-        let n = x.len();
-        assert_eq!(d.len(), n);
-        if K == WEIGHTED || K == PROBS_W {
-            assert_eq!(w.len(), n);
-        }
-        if K == PROBS || K == PROBS_W {
-            assert_eq!(q.len(), n);
-        }
-        let (mv, qav, qbv) = (_mm256_set1_ps(mr), _mm256_set1_ps(qa), _mm256_set1_ps(qb));
-        let (mut z, mut c) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let mut j = 0;
-        while j < n {
-            // SAFETY: `j < n` and `w`, `q` (when used) hold `n` values (asserted above).
-            let (xv, wv, qv) = unsafe {
-                (
-                    load(x, j),
-                    if K == WEIGHTED || K == PROBS_W {
-                        load(w, j)
-                    } else {
-                        _mm256_setzero_ps()
-                    },
-                    if K == PROBS || K == PROBS_W {
-                        load(q, j)
-                    } else {
-                        _mm256_setzero_ps()
-                    },
-                )
-            };
-            let dv = _mm256_sub_ps(xv, mv);
-            // SAFETY: `j < n = d.len()`: eight in-bounds lanes or a masked store of the
-            // in-bounds ones.
-            unsafe {
-                if j + 8 <= n {
-                    _mm256_storeu_ps(d.as_mut_ptr().add(j), dv);
-                } else {
-                    _mm256_maskstore_ps(d.as_mut_ptr().add(j), mask(n - j), dv);
-                }
-            }
-            // Masked-out lanes: `x = 0` gives `d = -mr`, so they are cleared below.
-            let live = _mm256_castsi256_ps(mask(n - j));
-            let dv = _mm256_and_ps(dv, live);
-            match K {
-                PLAIN => z = _mm256_add_ps(z, dv),
-                WEIGHTED => z = _mm256_add_ps(z, _mm256_mul_ps(wv, dv)),
-                _ => {
-                    let mut a = _mm256_fmadd_ps(qav, qv, qbv);
-                    if K == PROBS_W {
-                        a = _mm256_mul_ps(a, wv);
-                    }
-                    let a = _mm256_and_ps(a, live);
-                    z = _mm256_add_ps(z, _mm256_mul_ps(a, dv));
-                    c = _mm256_add_ps(c, a);
-                }
-            }
-            j += 8;
-        }
-        (
-            hsum(z),
-            if K == PROBS || K == PROBS_W {
-                hsum(c)
-            } else {
-                0.0
-            },
-        )
-    }
-}
-
 /// `x = exp(x)` for `x <= 0` (NaN passes), vectorised when `AVX`.
 #[inline(always)]
 fn exp_batch<const AVX: bool>(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if AVX {
-        use crate::simd::avx2::{exp8_nonpos, load, store};
+        use crate::math::avx2::exp8_nonpos;
+        use crate::simd::avx2::{load, store};
         let nv = x.len() & !7;
         let mut j = 0;
         while j < nv {

@@ -1,0 +1,195 @@
+//! AVX2 + FMA versions of the short-row reductions: eight lanes by column index modulo 8, the
+//! partial last vector through masked loads (and stores), lanes combined as the scalar tree.
+
+use super::super::plan::{Kind, KindMarker};
+use crate::simd::avx2::hmax;
+use std::arch::x86_64::*;
+
+/// The mask of the first `cnt` (0..=8) lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn mask(cnt: usize) -> __m256i {
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(cnt as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// Lanes `j..j + 8` of `x` (masked lanes past `x.len()` read as 0).
+///
+/// # Safety
+/// `j < x.len()`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load(x: &[f32], j: usize) -> __m256 {
+    let n = x.len();
+    // SAFETY: `j < n`: either eight in-bounds lanes or a masked load of the `n - j`
+    // in-bounds lanes (masked lanes are not accessed).
+    unsafe {
+        if j + 8 <= n {
+            _mm256_loadu_ps(x.as_ptr().add(j))
+        } else {
+            _mm256_maskload_ps(x.as_ptr().add(j), mask(n - j))
+        }
+    }
+}
+
+/// The fixed lane tree `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+/// # Safety
+/// AVX2 + FMA available.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(in super::super) unsafe fn row_max(x: &[f32]) -> (f32, bool) {
+    let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+    let (mut m, mut nan) = (ninf, _mm256_setzero_ps());
+    let mut j = 0;
+    while j < x.len() {
+        // SAFETY: `j < x.len()`.
+        let mut v = unsafe { load(x, j) };
+        if j + 8 > x.len() {
+            v = _mm256_blendv_ps(ninf, v, _mm256_castsi256_ps(mask(x.len() - j)));
+        }
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+        m = _mm256_max_ps(v, m);
+        j += 8;
+    }
+    (hmax(m), _mm256_movemask_ps(nan) != 0)
+}
+
+/// # Safety
+/// AVX2 + FMA available; `er` (and `w` when weighted) as long as `o`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(in super::super) unsafe fn grad_row<K: KindMarker>(
+    o: &mut [f32],
+    er: &[f32],
+    w: &[f32],
+    a: f32,
+    b: f32,
+) {
+    let n = o.len();
+    assert_eq!(er.len(), n);
+    if matches!(K::KIND, Kind::Weighted) {
+        assert_eq!(w.len(), n);
+    }
+    let (av, bv) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
+    let mut j = 0;
+    while j < n {
+        // SAFETY: `j < n` and `er`, `w` (when used) hold `n` values (asserted above).
+        let g = unsafe {
+            let v = load(er, j);
+            if matches!(K::KIND, Kind::Plain) {
+                _mm256_fmsub_ps(av, v, bv)
+            } else {
+                _mm256_fnmadd_ps(bv, load(w, j), _mm256_mul_ps(av, v))
+            }
+        };
+        // SAFETY: `j < n = o.len()`: eight in-bounds lanes or a masked store of the
+        // in-bounds ones.
+        unsafe {
+            if j + 8 <= n {
+                _mm256_storeu_ps(o.as_mut_ptr().add(j), g);
+            } else {
+                _mm256_maskstore_ps(o.as_mut_ptr().add(j), mask(n - j), g);
+            }
+        }
+        j += 8;
+    }
+}
+
+/// # Safety
+/// AVX2 + FMA available.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(in super::super) unsafe fn row_sum(x: &[f32]) -> f32 {
+    let mut s = _mm256_setzero_ps();
+    let mut j = 0;
+    while j < x.len() {
+        // SAFETY: `j < x.len()`.
+        s = _mm256_add_ps(s, unsafe { load(x, j) });
+        j += 8;
+    }
+    hsum(s)
+}
+
+/// # Safety
+/// AVX2 + FMA available; `d.len() == x.len()`; `w` / `q` (as used by `K`) as long as `x`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(in super::super) unsafe fn row_shift<K: KindMarker>(
+    x: &[f32],
+    d: &mut [f32],
+    mr: f32,
+    w: &[f32],
+    q: &[f32],
+    qa: f32,
+    qb: f32,
+) -> (f32, f32) {
+    let n = x.len();
+    assert_eq!(d.len(), n);
+    if K::WEIGHTED {
+        assert_eq!(w.len(), n);
+    }
+    if K::PROBS {
+        assert_eq!(q.len(), n);
+    }
+    let (mv, qav, qbv) = (_mm256_set1_ps(mr), _mm256_set1_ps(qa), _mm256_set1_ps(qb));
+    let (mut z, mut c) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut j = 0;
+    while j < n {
+        // SAFETY: `j < n` and `w`, `q` (when used) hold `n` values (asserted above).
+        let (xv, wv, qv) = unsafe {
+            (
+                load(x, j),
+                if K::WEIGHTED {
+                    load(w, j)
+                } else {
+                    _mm256_setzero_ps()
+                },
+                if K::PROBS {
+                    load(q, j)
+                } else {
+                    _mm256_setzero_ps()
+                },
+            )
+        };
+        let dv = _mm256_sub_ps(xv, mv);
+        // SAFETY: `j < n = d.len()`: eight in-bounds lanes or a masked store of the
+        // in-bounds ones.
+        unsafe {
+            if j + 8 <= n {
+                _mm256_storeu_ps(d.as_mut_ptr().add(j), dv);
+            } else {
+                _mm256_maskstore_ps(d.as_mut_ptr().add(j), mask(n - j), dv);
+            }
+        }
+        // Masked-out lanes: `x = 0` gives `d = -mr`, so they are cleared below.
+        let live = _mm256_castsi256_ps(mask(n - j));
+        let dv = _mm256_and_ps(dv, live);
+        match K::KIND {
+            Kind::Plain => z = _mm256_add_ps(z, dv),
+            Kind::Weighted => z = _mm256_add_ps(z, _mm256_mul_ps(wv, dv)),
+            _ => {
+                let mut a = _mm256_fmadd_ps(qav, qv, qbv);
+                if matches!(K::KIND, Kind::ProbsWeighted) {
+                    a = _mm256_mul_ps(a, wv);
+                }
+                let a = _mm256_and_ps(a, live);
+                z = _mm256_add_ps(z, _mm256_mul_ps(a, dv));
+                c = _mm256_add_ps(c, a);
+            }
+        }
+        j += 8;
+    }
+    (hsum(z), if K::PROBS { hsum(c) } else { 0.0 })
+}

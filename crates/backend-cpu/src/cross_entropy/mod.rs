@@ -1,0 +1,200 @@
+//! Fused cross-entropy (forward + backward) on `f32` logits.
+//!
+//! # Algorithm
+//!
+//! Each row is cut into chunks of [`CHUNK`] columns at fixed offsets; a row of at most
+//! [`SHORT_ROW`] columns is a single chunk (one maximum, no chunk factors, one kernel call per
+//! pass: short rows pay little per-row cost). Pass 1 reads a chunk once
+//! from memory: a max loop over the chunk (from L1), then one loop (two vectors per iteration,
+//! their `exp` chains interleaved) that computes
+//! `e_j = exp(z_j - m_c)` with the chunk's own maximum `m_c` (prefetching the next chunk),
+//! stores `e_j` (when a gradient is wanted) into a per-thread scratch row (or, in place and for
+//! rows split across threads, into the gradient buffer), and accumulates in `f32` lanes (one
+//! vector accumulator per block of 512 columns, so 64 terms per lane; the blocks' sums are added
+//! in `f64`) the chunk's `sum e_j`,
+//! `sum w_j (z_j - m_c)` (the smoothing term) and, for probability targets, `sum w_j q'_j` and
+//! `sum w_j q'_j (z_j - m_c)`. The per-chunk statistics are combined in `f64`, in chunk order:
+//! `M = max m_c`, `S = sum_c s_c exp(m_c - M)`, `log S`, the loss. Pass 2 turns the stored
+//! exponentials, still in cache, into the gradient `u s (A p_j - B_j)` with
+//! `p_j = e_j exp(m_c - M) / S` (`CE-8`, `CE-9`), one FMA per element, the gradient lines of
+//! the next chunk prefetched so the stores do not wait on memory (plus the weight or
+//! target load when present; partial vectors use masked loads and stores with the same formula,
+//! so an element's bits do not depend on where vectors start), written once; the target class
+//! of a hard target is then set from `f64`. With a separate gradient buffer, pass 2 of row `r`
+//! runs chunk by chunk interleaved with pass 1 of row `r + 1`: with ordinary stores in the same
+//! loop (one block of 16 gradient elements per 16 exponentials), so the gradient stores spread
+//! over the `exp` work; with streaming stores (`CpuBackend::streams_gradient`: large gradients
+//! whose rows start on 64-byte lines, or forced with `with_streaming_stores`) as one tight loop
+//! per chunk before its pass 1, on whole 64-byte lines only (a line shared with the
+//! neighbouring row or chunk gets ordinary stores, as a half-written streaming line is flushed
+//! as a slow partial write).
+//!
+//! # Short rows
+//!
+//! Rows of at most `SHORT_MAX` (128) classes take a batched path instead
+//! (`short.rs`), where the per-row costs of the chunked kernels dominate: about
+//! 1024 logits' worth of rows at a time, (1) per row the maximum, `d_j = z_j - m` written into a
+//! per-call scratch buffer and the smoothing sums `sum w_j q'_j d_j` (and `sum w_j q'_j`), (2)
+//! one vectorised `exp` over the whole contiguous batch, (3) per row `S`, `log S` (an `f64`
+//! series for `S >= 1`, absolute error below `2e-11`), the loss and the gradient constants, (4)
+//! the gradient, one FMA per element, the hard target's entry set from `f64`. Per-row sums
+//! use eight `f32` lanes (column index modulo 8; partial vectors through masked loads) combined
+//! by a fixed `f32` tree, at most `C / 8 + 4 <= 20` roundings per term, well inside the
+//! tolerance below. Each row's results depend only on the row (`exp` gives the same bits
+//! wherever a vector starts), so they do not depend on the batching or on the thread count.
+//!
+//! Rows are distributed over rayon tasks; a few very long rows are also split into blocks of
+//! chunks. Every chunk is computed by the same code whatever the task layout and the partial
+//! results are combined in a fixed order, so the results are **bit-identical for any number of
+//! threads**. Per-row losses are reduced in row order in `f64`; the `mean` denominator is the
+//! exact `f64` sum of target weights in row order, as the reference.
+//!
+//! # Tolerance (against the `f64` reference on the same `f32` inputs)
+//!
+//! With `R_i = sum_j |w_j q'_ij|` the row's target mass (hard targets:
+//! `R_i = (1 - eps) w_y + eps W / C`) and `g_i = |u_i s|` the row's upstream times the
+//! reduction scale:
+//!
+//! - per-row loss: `|got - want| <= 2e-5 |want| + 1e-5 R_i` (for `q >= 0`);
+//!   `sum` and `mean` values: the sum of the per-row bounds (divided by the `mean`
+//!   denominator);
+//! - gradient: `|got - want| <= 1e-5 |want| + 5e-6 g_i R_i` element-wise.
+//!
+//! Non-finite values follow the reference exactly (`CE-1`, `CE-3`, `CE-5`, `CE-7`): NaN or
+//! `+inf` in a row makes its loss and gradient NaN, `-inf` logits give `p = 0` (a finite
+//! gradient; the loss is finite for `eps = 0`, where the smoothing term is absent, and `+inf`
+//! for `eps > 0`, or NaN through `0 * -inf` for a zero class weight or target probability),
+//! ignored rows get loss 0 and gradient exactly 0.
+//! Degenerate `mean` denominators (0) use the reference's `inf * g` formula row by row.
+//!
+//! # Layout
+//!
+//! * `plan`: the per-call constants (`Plan`), chunk geometry and statistics;
+//! * `bufs`: the borrowed buffers of one task and the raw row views the kernels write through;
+//! * `long`: rows of more than `SHORT_MAX` classes, chunked, pipelined, split across threads;
+//! * `short`: short rows, batched;
+//! * `kernels`: the per-chunk kernels, portable (`kernels/mod.rs`) and AVX2 + FMA
+//!   (`kernels/avx2.rs`, `kernels/short_avx2.rs` for the short-row reductions).
+
+use crate::{CpuBackend, loss_of};
+use bufs::Bufs;
+use plan::{BLOCK_CHUNKS, PAR_MIN_ELEMS, Plan, TASK_ELEMS};
+use rayon::prelude::*;
+use smoothloss_core::backend::CrossEntropyOps;
+use smoothloss_core::cross_entropy::{CeTargets, CrossEntropy};
+use smoothloss_core::error::Result;
+use smoothloss_core::reduction::{Reduction, Upstream};
+use smoothloss_core::{CeCall, Io, Loss, Parts};
+
+mod bufs;
+mod kernels;
+mod long;
+mod plan;
+mod short;
+
+pub use plan::{CHUNK, SHORT_ROW};
+
+/// Rows `first..` held by `bufs` (whole rows), on the short or the long path.
+fn process_rows(
+    plan: &Plan<'_>,
+    first: usize,
+    bufs: Bufs<'_>,
+    us: &dyn Fn(usize) -> f64,
+    losses: &mut [f64],
+    nt: bool,
+) {
+    if plan.classes <= short::SHORT_MAX {
+        // Short rows: batches of rows, one vectorised `exp` per batch (no streaming stores).
+        short::process_rows_short(plan, first, bufs, us, losses);
+        return;
+    }
+    long::process_rows_long(plan, first, bufs, us, losses, nt);
+    if nt {
+        kernels::store_fence(plan.level);
+    }
+}
+
+/// Runs the fused kernel over buffers already validated against `cfg`, `rows`, `classes`,
+/// `targets` and `upstream`, on the backend's SIMD level and pool; returns the reduced losses.
+fn run(
+    backend: &CpuBackend,
+    cfg: &CrossEntropy,
+    bufs: Bufs<'_>,
+    rows: usize,
+    classes: usize,
+    targets: CeTargets<'_, f32>,
+    upstream: Upstream<'_>,
+) -> Vec<f64> {
+    let c = classes;
+    let plan = Plan::new(backend.simd_level(), cfg, c, targets);
+    let nchunks = plan.nchunks;
+    // CE-7: the mean denominator, in row order as the reference.
+    let mut denom = 0.0;
+    for i in 0..rows {
+        match plan.classes_t {
+            Some(_) => {
+                if let Some(y) = plan.target(i) {
+                    denom += plan.weight(y);
+                }
+            }
+            None => denom += 1.0,
+        }
+    }
+    let scale = if cfg.reduction == Reduction::Mean {
+        1.0 / denom
+    } else {
+        1.0
+    };
+    let us = |i: usize| long::row_us(cfg, &upstream, scale, i);
+    let mut losses = vec![0.0; rows];
+    let total = rows * c;
+    // Non-temporal gradient stores only when the gradient is far larger than the caches.
+    let nt = match &bufs {
+        Bufs::Split(_, g) => backend.streams_gradient(g, rows, c),
+        _ => false,
+    };
+    if backend.threads() <= 1 || total < PAR_MIN_ELEMS {
+        // Sequential in the calling thread: no pool hand-off for one thread or tiny inputs.
+        process_rows(&plan, 0, bufs, &us, &mut losses, nt);
+    } else {
+        backend.install(|| {
+            let threads = rayon::current_num_threads();
+            if rows < 2 * threads && nchunks >= 2 * BLOCK_CHUNKS {
+                for (i, (piece, loss)) in bufs.pieces(c).into_iter().zip(&mut losses).enumerate() {
+                    *loss = long::process_row_split(&plan, i, piece, us(i));
+                }
+            } else {
+                let g = (TASK_ELEMS / c).max(1);
+                bufs.pieces(g * c)
+                    .into_par_iter()
+                    .zip(losses.par_chunks_mut(g))
+                    .enumerate()
+                    .for_each(|(t, (piece, ls))| process_rows(&plan, t * g, piece, &us, ls, nt));
+            }
+        });
+    }
+    match cfg.reduction {
+        Reduction::None => losses,
+        Reduction::Sum => vec![losses.iter().sum()],
+        Reduction::Mean => vec![losses.iter().sum::<f64>() / denom],
+    }
+}
+
+impl CrossEntropyOps<f32> for CpuBackend {
+    fn run_cross_entropy(&self, call: CeCall<'_, f32>) -> Result<Loss> {
+        let Parts {
+            plan,
+            io,
+            with: targets,
+            upstream,
+        } = call.into_parts();
+        let bufs = match io {
+            Io::Read(z) => Bufs::ReadOnly(z),
+            Io::Separate { input, grad } => Bufs::Split(input, grad),
+            Io::InPlace(z) => Bufs::InPlace(z),
+        };
+        let (rows, classes) = (plan.rows(), plan.classes());
+        let values = run(self, plan.cfg, bufs, rows, classes, targets, upstream);
+        Ok(loss_of(plan.reduction(), values))
+    }
+}
