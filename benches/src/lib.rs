@@ -1,7 +1,11 @@
 //! Shared bench inputs: the criterion benches (`benches/benches/`) and `cargo xtask bench`
 //! (`src/bin/bench/`) time the same data.
 
-/// Deterministic xorshift generator.
+/// Deterministic xorshift generator: the one generator of every bench input (`cargo xtask
+/// bench` and the criterion benches).
+///
+/// Not the spec's `smoothloss_spec::random::Rng`: that is SplitMix64 with `f64` draws, so it
+/// would give other inputs than the ones the figures in `BENCHMARKS.md` were measured on.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! `run.sh` (1) runs the test executables with `--include-ignored`, (2) runs `cuda_bench`
-//! (JSON lines), (3) runs `torch_ce_gpu.py`, which times PyTorch, Liger-Kernel (if importable)
+//! (JSON lines), (3) runs `torch_ce_gpu.py` (`benches/peers/`), which times PyTorch, Liger-Kernel (if importable)
 //! and torchvision on the same shapes and prints one table with the Rust figures. Logs go to
 //! `$OUT` when set (the device tool's output folder), else `gpu-bundle/out/`.
 //!
@@ -22,7 +22,7 @@ use std::process::Command;
 use crate::project_root;
 
 const PACKAGE: &str = "smoothloss-cuda";
-const PEER_SCRIPT: &str = "crates/backend-cuda/peers/torch_ce_gpu.py";
+const PEER_SCRIPT: &str = "benches/peers/torch_ce_gpu.py";
 
 const RUN_SH: &str = r#"#!/usr/bin/env bash
 # Runs the smoothloss CUDA checks on a GPU machine; no Rust toolchain needed.
