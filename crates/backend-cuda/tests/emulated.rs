@@ -28,6 +28,7 @@ use smoothloss_cuda::geometry::{
     elem_grid,
 };
 use smoothloss_cuda::{Family, kernels};
+use smoothloss_spec::random::Rng;
 
 const NULL_F64: *const f64 = std::ptr::null();
 
@@ -157,29 +158,22 @@ fn assert_grad(what: &str, got: &[f32], want: &[f32], rel: f64, frac: f64) {
     assert_close(what, &g, &w, rel, frac * scale);
 }
 
-struct Rng(u64);
+/// `f32` draws from the shared deterministic generator (`smoothloss_spec::random::Rng`).
+trait RangeF32 {
+    fn range_f32(&mut self, lo: f64, hi: f64) -> f32;
+}
 
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn range(&mut self, lo: f64, hi: f64) -> f32 {
-        (lo + (hi - lo) * self.uniform()) as f32
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+impl RangeF32 for Rng {
+    fn range_f32(&mut self, lo: f64, hi: f64) -> f32 {
+        self.range(lo, hi) as f32
     }
 }
 
 /// Random target distributions: `rows` rows of `classes` probabilities summing to 1.
 fn random_probs(rng: &mut Rng, rows: usize, classes: usize) -> Vec<f32> {
-    let mut probs: Vec<f32> = (0..rows * classes).map(|_| rng.range(0.0, 1.0)).collect();
+    let mut probs: Vec<f32> = (0..rows * classes)
+        .map(|_| rng.range_f32(0.0, 1.0))
+        .collect();
     for row in probs.chunks_mut(classes) {
         let s: f32 = row.iter().sum();
         row.iter_mut().for_each(|p| *p /= s);
@@ -450,16 +444,18 @@ fn emu_ce_with(
 fn cross_entropy_kernels_match_the_reference_on_the_cpu() {
     let Some(libs) = emu() else { return };
     let lib = &libs[&Family::CrossEntropy];
-    let mut rng = Rng(0xce);
+    let mut rng = Rng::new(0xce);
     // Row in shared memory (37, 300 classes) and the re-reading path (10,241 classes).
     for &(rows, classes) in &[(5usize, 37usize), (3, 300), (2, 10_241)] {
         // (Each emulated launch starts up to 1024 OS threads: keep the case count small.)
-        let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-6.0, 6.0)).collect();
+        let logits: Vec<f32> = (0..rows * classes)
+            .map(|_| rng.range_f32(-6.0, 6.0))
+            .collect();
         let mut targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
         targets[1] = -100;
         let probs = random_probs(&mut rng, rows, classes);
-        let weights: Vec<f64> = (0..classes).map(|_| rng.uniform() * 2.0).collect();
-        let up_rows: Vec<f64> = (0..rows).map(|_| rng.uniform() - 0.5).collect();
+        let weights: Vec<f64> = (0..classes).map(|_| rng.unit() * 2.0).collect();
+        let up_rows: Vec<f64> = (0..rows).map(|_| rng.unit() - 0.5).collect();
         for r in REDUCTIONS {
             for cfg in [
                 CrossEntropy::new().with_reduction(r),
@@ -517,7 +513,7 @@ fn cross_entropy_kernels_match_the_reference_on_the_cpu() {
 fn cross_entropy_clusters_and_access_paths_on_the_cpu() {
     let Some(libs) = emu() else { return };
     let lib = &libs[&Family::CrossEntropy];
-    let mut rng = Rng(0xc1);
+    let mut rng = Rng::new(0xc1);
     let rows = 3usize;
     let mut planned = Vec::new();
     // (Each launch starts rows x cluster x threads OS threads: each launch shape runs two of
@@ -547,12 +543,12 @@ fn cross_entropy_clusters_and_access_paths_on_the_cpu() {
             },
         ));
         let mut store: Vec<f32> = (0..rows * classes + 1)
-            .map(|_| rng.range(-5.0, 5.0))
+            .map(|_| rng.range_f32(-5.0, 5.0))
             .collect();
         let targets: Vec<i64> = vec![rng.below(classes) as i64, -100, (classes - 1) as i64];
         let probs = random_probs(&mut rng, rows, classes);
-        let weights: Vec<f64> = (0..classes).map(|_| 0.25 + rng.uniform()).collect();
-        let up_rows: Vec<f64> = (0..rows).map(|_| rng.uniform() - 0.5).collect();
+        let weights: Vec<f64> = (0..classes).map(|_| 0.25 + rng.unit()).collect();
+        let up_rows: Vec<f64> = (0..rows).map(|_| rng.unit() - 0.5).collect();
         for (want_k, budget) in cases {
             let offsets: &[usize] = if vec_rows { &[0, 1] } else { &[0] };
             for &offset in offsets {
@@ -752,10 +748,12 @@ fn out_of_range_targets_are_flagged_by_ce_prepare_on_the_cpu() {
 fn many_rows_mean_and_sum_on_the_cpu() {
     let Some(libs) = emu() else { return };
     let lib = &libs[&Family::CrossEntropy];
-    let mut rng = Rng(0x2600);
+    let mut rng = Rng::new(0x2600);
     let (rows, classes) = (1100usize, 3usize);
     assert_eq!(ce_rows_grid(rows), (3, 367));
-    let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-3.0, 3.0)).collect();
+    let logits: Vec<f32> = (0..rows * classes)
+        .map(|_| rng.range_f32(-3.0, 3.0))
+        .collect();
     let targets: Vec<i64> = (0..rows)
         .map(|i| {
             if i % 7 == 0 {
@@ -810,7 +808,7 @@ fn half_precision_cross_entropy_on_the_cpu() {
     let lib = &libs[&Family::CrossEntropy];
     let ce_b = sym!(lib, b"emu_ce_fwd_bwd_bf16", CeFn<bf16>);
     let ce_h = sym!(lib, b"emu_ce_fwd_bwd_f16", CeFn<f16>);
-    let mut rng = Rng(16);
+    let mut rng = Rng::new(16);
     // 500 classes: scalar accesses (not a whole number of 16-byte vectors); 512: vectors of 8,
     // in one block per row and split over a cluster of 4 (2 KiB of shared memory per block).
     let tiny = Budget {
@@ -823,7 +821,9 @@ fn half_precision_cross_entropy_on_the_cpu() {
         (512, tiny, 4, true),
     ] {
         let rows = 3usize;
-        let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-4.0, 4.0)).collect();
+        let logits: Vec<f32> = (0..rows * classes)
+            .map(|_| rng.range_f32(-4.0, 4.0))
+            .collect();
         let targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
         let cfg = CrossEntropy::new().with_label_smoothing(0.1);
         let (stats, _) = emu_prepare(
@@ -1027,13 +1027,13 @@ fn box_kernels_match_the_reference_on_the_cpu() {
     let Some(libs) = emu() else { return };
     let lib = &libs[&Family::BoxLoss];
     let f = sym!(lib, b"emu_box_loss_fwd_bwd", BoxFn);
-    let mut rng = Rng(0xb0);
+    let mut rng = Rng::new(0xb0);
     let n = 300usize;
     let mut pred = Vec::new();
     let mut target = Vec::new();
     for i in 0..n {
-        let (x, y) = (rng.range(0.0, 40.0), rng.range(0.0, 40.0));
-        let (w, h) = (rng.range(0.5, 15.0), rng.range(0.5, 15.0));
+        let (x, y) = (rng.range_f32(0.0, 40.0), rng.range_f32(0.0, 40.0));
+        let (w, h) = (rng.range_f32(0.5, 15.0), rng.range_f32(0.5, 15.0));
         target.extend_from_slice(&[x, y, x + w, y + h]);
         match i % 7 {
             0 => pred.extend_from_slice(&[x, y, x + w, y + h]),
@@ -1041,18 +1041,18 @@ fn box_kernels_match_the_reference_on_the_cpu() {
             2 => pred.extend_from_slice(&[x + 100.0, y, x + 101.0, y + 1.0]),
             3 => pred.extend_from_slice(&[x, y, x, y + 3.0]),
             _ => {
-                let (px, py) = (x + rng.range(-4.0, 4.0), y + rng.range(-4.0, 4.0));
+                let (px, py) = (x + rng.range_f32(-4.0, 4.0), y + rng.range_f32(-4.0, 4.0));
                 pred.extend_from_slice(&[
                     px,
                     py,
-                    px + rng.range(0.5, 15.0),
-                    py + rng.range(0.5, 15.0),
+                    px + rng.range_f32(0.5, 15.0),
+                    py + rng.range_f32(0.5, 15.0),
                 ]);
             }
         }
     }
     pred[4 * 5 + 1] = f32::NAN;
-    let up: Vec<f64> = (0..n).map(|_| rng.uniform()).collect();
+    let up: Vec<f64> = (0..n).map(|_| rng.unit()).collect();
     for kind in BoxLossKind::ALL {
         for format in [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh] {
             for r in REDUCTIONS {
@@ -1122,8 +1122,8 @@ fn box_kernels_match_the_reference_on_the_cpu() {
     }
     let iou = sym!(lib, b"emu_box_iou_pairwise", IouFn);
     let (n1, m) = (7usize, 13usize);
-    let b1: Vec<f32> = (0..4 * n1).map(|_| rng.range(0.0, 10.0)).collect();
-    let b2: Vec<f32> = (0..4 * m).map(|_| rng.range(0.0, 10.0)).collect();
+    let b1: Vec<f32> = (0..4 * n1).map(|_| rng.range_f32(0.0, 10.0)).collect();
+    let b2: Vec<f32> = (0..4 * m).map(|_| rng.range_f32(0.0, 10.0)).collect();
     for format in [BoxFormat::Xywh, BoxFormat::Cxcywh, BoxFormat::Xyxy] {
         let mut got = vec![0f32; n1 * m];
         // SAFETY: b1 4*n1, b2 4*m, out n1*m floats.
@@ -1247,14 +1247,14 @@ fn elementwise_kernels_match_the_reference_on_the_cpu() {
     let hub = sym!(reg, b"emu_reg_huber", RegFn);
     let bce = sym!(bin, b"emu_bin_bce_with_logits", BceFn);
     let foc = sym!(bin, b"emu_bin_sigmoid_focal", FocalFn);
-    let mut rng = Rng(0xe1);
+    let mut rng = Rng::new(0xe1);
     let n = 1001usize; // 7 * 11 * 13
-    let mut x: Vec<f32> = (0..n).map(|_| rng.range(-5.0, 5.0)).collect();
-    let t: Vec<f32> = (0..n).map(|_| rng.range(-5.0, 5.0)).collect();
+    let mut x: Vec<f32> = (0..n).map(|_| rng.range_f32(-5.0, 5.0)).collect();
+    let t: Vec<f32> = (0..n).map(|_| rng.range_f32(-5.0, 5.0)).collect();
     let y: Vec<f32> = (0..n)
         .map(|i| {
             if i % 3 == 0 {
-                rng.range(0.0, 1.0)
+                rng.range_f32(0.0, 1.0)
             } else {
                 (i % 2) as f32
             }
@@ -1262,8 +1262,8 @@ fn elementwise_kernels_match_the_reference_on_the_cpu() {
         .collect();
     x[3] = t[3]; // d = 0
     x[10] = f32::NAN;
-    let up: Vec<f64> = (0..n).map(|_| rng.uniform() - 0.5).collect();
-    let pw: Vec<f64> = (0..7).map(|_| rng.uniform() * 3.0).collect();
+    let up: Vec<f64> = (0..n).map(|_| rng.unit() - 0.5).collect();
+    let pw: Vec<f64> = (0..7).map(|_| rng.unit() * 3.0).collect();
     let close = |what: &str, got: &[f64], want: &[f64], g: &[f32], gr: &[f32]| {
         assert_close(what, got, want, 1e-12, 1e-12);
         assert_grad(what, g, gr, 1e-6, 1e-12);

@@ -22,6 +22,7 @@ use smoothloss_cuda::{
     CudaBackend, DeviceCeTargets, DeviceUpstream, Family, compile_ptx, driver_library_present,
     kernels, nvrtc_library_present,
 };
+use smoothloss_spec::random::Rng;
 
 // ------------------------------------------------------------------ runs without a GPU
 
@@ -318,30 +319,22 @@ fn a_syntax_error_is_reported_as_a_device_error_with_the_log() {
 
 // ------------------------------------------------------------------ needs a GPU
 
-/// xorshift64*: deterministic inputs without a dependency.
-struct Rng(u64);
+/// `f32` draws from the shared deterministic generator (`smoothloss_spec::random::Rng`).
+trait RangeF32 {
+    fn range_f32(&mut self, lo: f64, hi: f64) -> f32;
+}
 
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn range(&mut self, lo: f64, hi: f64) -> f32 {
-        (lo + (hi - lo) * self.uniform()) as f32
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+impl RangeF32 for Rng {
+    fn range_f32(&mut self, lo: f64, hi: f64) -> f32 {
+        self.range(lo, hi) as f32
     }
 }
 
 /// Random target distributions: `rows` rows of `classes` probabilities summing to 1.
 fn random_probs(rng: &mut Rng, rows: usize, classes: usize) -> Vec<f32> {
-    let mut probs: Vec<f32> = (0..rows * classes).map(|_| rng.range(0.0, 1.0)).collect();
+    let mut probs: Vec<f32> = (0..rows * classes)
+        .map(|_| rng.range_f32(0.0, 1.0))
+        .collect();
     for row in probs.chunks_mut(classes) {
         let s: f32 = row.iter().sum();
         row.iter_mut().for_each(|p| *p /= s);
@@ -374,7 +367,7 @@ fn widen(xs: &[f32]) -> Vec<f64> {
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
 
 fn ce_configs(classes: usize, rng: &mut Rng) -> Vec<CrossEntropy> {
-    let weights: Vec<f64> = (0..classes).map(|_| rng.uniform() * 2.0).collect();
+    let weights: Vec<f64> = (0..classes).map(|_| rng.unit() * 2.0).collect();
     let mut v = Vec::new();
     for r in REDUCTIONS {
         v.push(CrossEntropy::new().with_reduction(r));
@@ -440,7 +433,7 @@ fn all_kernels_load() {
 #[ignore = "needs a CUDA device"]
 fn cross_entropy_matches_the_reference() {
     let b = backend();
-    let mut rng = Rng(0x5eed);
+    let mut rng = Rng::new(0x5eed);
     // Short rows, rows that fit shared memory, and rows that do not (online pass).
     for &(rows, classes) in &[
         (7usize, 1usize),
@@ -450,11 +443,13 @@ fn cross_entropy_matches_the_reference() {
         (5, 32_000),
         (2, 128_256),
     ] {
-        let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-8.0, 8.0)).collect();
+        let logits: Vec<f32> = (0..rows * classes)
+            .map(|_| rng.range_f32(-8.0, 8.0))
+            .collect();
         let mut targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
         targets[rows / 2] = -100; // one ignored row
         let probs = random_probs(&mut rng, rows, classes);
-        let up_rows: Vec<f64> = (0..rows).map(|_| rng.uniform() - 0.5).collect();
+        let up_rows: Vec<f64> = (0..rows).map(|_| rng.unit() - 0.5).collect();
         for cfg in ce_configs(classes, &mut rng) {
             let ups: Vec<Upstream<'_>> = if cfg.reduction == Reduction::None {
                 vec![Upstream::Scalar(0.7), Upstream::PerElement(&up_rows)]
@@ -478,7 +473,7 @@ fn cross_entropy_matches_the_reference() {
 #[ignore = "needs a CUDA device"]
 fn cross_entropy_every_launch_plan() {
     let b = backend();
-    let mut rng = Rng(0x91a);
+    let mut rng = Rng::new(0x91a);
     let rows = 6usize;
     for classes in [37usize, 1000, 1001, 4096] {
         let vec_rows = classes % 4 == 0;
@@ -489,7 +484,9 @@ fn cross_entropy_every_launch_plan() {
             .map(|&k| (k as u32, exact(k), exact(k)))
             .collect();
         cases.push((0, 1030, 1030));
-        let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-8.0, 8.0)).collect();
+        let logits: Vec<f32> = (0..rows * classes)
+            .map(|_| rng.range_f32(-8.0, 8.0))
+            .collect();
         let mut targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
         targets[1] = -100;
         let probs = random_probs(&mut rng, rows, classes);
@@ -525,9 +522,11 @@ fn cross_entropy_every_launch_plan() {
 fn cross_entropy_half_precision_logits() {
     use smoothloss_cuda::half::{bf16, f16};
     let b = backend();
-    let mut rng = Rng(77);
+    let mut rng = Rng::new(77);
     let (rows, classes) = (16usize, 3000usize);
-    let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-6.0, 6.0)).collect();
+    let logits: Vec<f32> = (0..rows * classes)
+        .map(|_| rng.range_f32(-6.0, 6.0))
+        .collect();
     let targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
     let cfg = CrossEntropy::new().with_label_smoothing(0.1);
     let st = b.stream().clone();
@@ -652,9 +651,11 @@ fn out_of_range_targets_are_found_on_the_device() {
 #[ignore = "needs a CUDA device"]
 fn reductions_are_deterministic() {
     let b = backend();
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let (rows, classes) = (300usize, 777usize);
-    let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-5.0, 5.0)).collect();
+    let logits: Vec<f32> = (0..rows * classes)
+        .map(|_| rng.range_f32(-5.0, 5.0))
+        .collect();
     let targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
     let cfg = CrossEntropy::new().with_label_smoothing(0.1);
     let run = || {
@@ -680,8 +681,8 @@ fn reductions_are_deterministic() {
         assert_eq!(run(), first);
     }
     let n = 1_000_003usize;
-    let p: Vec<f32> = (0..n).map(|_| rng.range(-3.0, 3.0)).collect();
-    let t: Vec<f32> = (0..n).map(|_| rng.range(-3.0, 3.0)).collect();
+    let p: Vec<f32> = (0..n).map(|_| rng.range_f32(-3.0, 3.0)).collect();
+    let t: Vec<f32> = (0..n).map(|_| rng.range_f32(-3.0, 3.0)).collect();
     let sl = |bk: &CudaBackend| {
         bk.smooth_l1(&SmoothL1::default(), &p, &t, Upstream::ONE, None)
             .unwrap()[0]
@@ -695,25 +696,30 @@ fn reductions_are_deterministic() {
 #[ignore = "needs a CUDA device"]
 fn box_losses_match_the_reference() {
     let b = backend();
-    let mut rng = Rng(1234);
+    let mut rng = Rng::new(1234);
     let n = 2000usize;
     let mut pred = Vec::with_capacity(4 * n);
     let mut target = Vec::with_capacity(4 * n);
     for i in 0..n {
-        let (x, y) = (rng.range(0.0, 50.0), rng.range(0.0, 50.0));
-        let (w, h) = (rng.range(0.5, 20.0), rng.range(0.5, 20.0));
+        let (x, y) = (rng.range_f32(0.0, 50.0), rng.range_f32(0.0, 50.0));
+        let (w, h) = (rng.range_f32(0.5, 20.0), rng.range_f32(0.5, 20.0));
         target.extend_from_slice(&[x, y, x + w, y + h]);
         if i % 10 == 0 {
             // Exact ties: identical boxes, and a shared edge.
             pred.extend_from_slice(&[x, y, x + w, y + h]);
         } else if i % 10 == 1 {
-            pred.extend_from_slice(&[x, rng.range(0.0, 50.0), x + w, y + h + 3.0]);
+            pred.extend_from_slice(&[x, rng.range_f32(0.0, 50.0), x + w, y + h + 3.0]);
         } else {
-            let (px, py) = (x + rng.range(-5.0, 5.0), y + rng.range(-5.0, 5.0));
-            pred.extend_from_slice(&[px, py, px + rng.range(0.5, 20.0), py + rng.range(0.5, 20.0)]);
+            let (px, py) = (x + rng.range_f32(-5.0, 5.0), y + rng.range_f32(-5.0, 5.0));
+            pred.extend_from_slice(&[
+                px,
+                py,
+                px + rng.range_f32(0.5, 20.0),
+                py + rng.range_f32(0.5, 20.0),
+            ]);
         }
     }
-    let up: Vec<f64> = (0..n).map(|_| rng.uniform()).collect();
+    let up: Vec<f64> = (0..n).map(|_| rng.unit()).collect();
     for kind in BoxLossKind::ALL {
         for format in [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh] {
             for r in REDUCTIONS {
@@ -754,13 +760,13 @@ fn box_losses_match_the_reference() {
 #[ignore = "needs a CUDA device"]
 fn box_iou_matches_the_reference() {
     let b = backend();
-    let mut rng = Rng(4321);
+    let mut rng = Rng::new(4321);
     let (n, m) = (37usize, 53usize);
     let mk = |rng: &mut Rng, k: usize| -> Vec<f32> {
         (0..k)
             .flat_map(|_| {
-                let (x, y) = (rng.range(0.0, 30.0), rng.range(0.0, 30.0));
-                [x, y, rng.range(0.0, 10.0), rng.range(0.0, 10.0)]
+                let (x, y) = (rng.range_f32(0.0, 30.0), rng.range_f32(0.0, 30.0));
+                [x, y, rng.range_f32(0.0, 10.0), rng.range_f32(0.0, 10.0)]
             })
             .collect()
     };
@@ -781,21 +787,21 @@ fn box_iou_matches_the_reference() {
 #[ignore = "needs a CUDA device"]
 fn elementwise_losses_match_the_reference() {
     let b = backend();
-    let mut rng = Rng(2024);
+    let mut rng = Rng::new(2024);
     let n = 100_001usize;
-    let x: Vec<f32> = (0..n).map(|_| rng.range(-6.0, 6.0)).collect();
-    let t: Vec<f32> = (0..n).map(|_| rng.range(-6.0, 6.0)).collect();
+    let x: Vec<f32> = (0..n).map(|_| rng.range_f32(-6.0, 6.0)).collect();
+    let t: Vec<f32> = (0..n).map(|_| rng.range_f32(-6.0, 6.0)).collect();
     let y: Vec<f32> = (0..n)
         .map(|i| {
             if i % 3 == 0 {
-                rng.range(0.0, 1.0)
+                rng.range_f32(0.0, 1.0)
             } else {
                 (i % 2) as f32
             }
         })
         .collect();
-    let up: Vec<f64> = (0..n).map(|_| rng.uniform() - 0.5).collect();
-    let pw: Vec<f64> = (0..7).map(|_| rng.uniform() * 3.0).collect();
+    let up: Vec<f64> = (0..n).map(|_| rng.unit() - 0.5).collect();
+    let pw: Vec<f64> = (0..7).map(|_| rng.unit() * 3.0).collect();
     let n7 = n - n % 7;
     for r in REDUCTIONS {
         let u = if r == Reduction::None {
@@ -902,11 +908,13 @@ fn sanitizer_smoke() {
     use smoothloss_cuda::half::{bf16, f16};
     let b = backend();
     let st = b.stream().clone();
-    let mut rng = Rng(0x5a71);
+    let mut rng = Rng::new(0x5a71);
     // Cross-entropy: forced plans (target, max) for 1, 2, 4, 8 blocks per row and re-reading.
     for classes in [9usize, 1000, 1001] {
         let rows = 5usize;
-        let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-6.0, 6.0)).collect();
+        let logits: Vec<f32> = (0..rows * classes)
+            .map(|_| rng.range_f32(-6.0, 6.0))
+            .collect();
         let mut targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
         targets[1] = -100;
         let probs: Vec<f32> = vec![1.0 / classes as f32; rows * classes];
@@ -989,10 +997,20 @@ fn sanitizer_smoke() {
     let mut pred = Vec::with_capacity(4 * n);
     let mut target = Vec::with_capacity(4 * n);
     for _ in 0..n {
-        let (x, y) = (rng.range(0.0, 50.0), rng.range(0.0, 50.0));
-        target.extend_from_slice(&[x, y, x + rng.range(0.5, 9.0), y + rng.range(0.5, 9.0)]);
-        let (px, py) = (x + rng.range(-3.0, 3.0), y + rng.range(-3.0, 3.0));
-        pred.extend_from_slice(&[px, py, px + rng.range(0.5, 9.0), py + rng.range(0.5, 9.0)]);
+        let (x, y) = (rng.range_f32(0.0, 50.0), rng.range_f32(0.0, 50.0));
+        target.extend_from_slice(&[
+            x,
+            y,
+            x + rng.range_f32(0.5, 9.0),
+            y + rng.range_f32(0.5, 9.0),
+        ]);
+        let (px, py) = (x + rng.range_f32(-3.0, 3.0), y + rng.range_f32(-3.0, 3.0));
+        pred.extend_from_slice(&[
+            px,
+            py,
+            px + rng.range_f32(0.5, 9.0),
+            py + rng.range_f32(0.5, 9.0),
+        ]);
     }
     for kind in BoxLossKind::ALL {
         for format in [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh] {
@@ -1016,8 +1034,8 @@ fn sanitizer_smoke() {
     )
     .unwrap();
     // Element-wise losses.
-    let x: Vec<f32> = (0..n).map(|_| rng.range(-4.0, 4.0)).collect();
-    let y: Vec<f32> = (0..n).map(|_| rng.range(0.0, 1.0)).collect();
+    let x: Vec<f32> = (0..n).map(|_| rng.range_f32(-4.0, 4.0)).collect();
+    let y: Vec<f32> = (0..n).map(|_| rng.range_f32(0.0, 1.0)).collect();
     let mut g = vec![0f32; n];
     b.smooth_l1(&SmoothL1::default(), &x, &y, Upstream::ONE, Some(&mut g))
         .unwrap();
@@ -1066,7 +1084,7 @@ fn ce_plan_contract() {
     use smoothloss_cuda::geometry::{
         CE_HEADER_BYTES, CE_MAX_THREADS, CE_SMEM_ROW, CE_VEC16, ce_plan,
     };
-    let mut rng = Rng(0x91a2);
+    let mut rng = Rng::new(0x91a2);
     let mut classes_list: Vec<usize> = vec![1, 2, 3, 4, 7, 8, 9, 16, 1000, 1001, 32_000, 128_256];
     classes_list.extend((0..300).map(|_| 1 + rng.below(600_000)));
     for &classes in &classes_list {
@@ -1161,8 +1179,10 @@ fn cross_entropy_one_block_per_row_with_opt_in() {
         (plan.cluster, plan.flags, plan.smem_bytes),
         (1, 3, 1024 + 128_000)
     );
-    let mut rng = Rng(0x0b1);
-    let logits: Vec<f32> = (0..rows * classes).map(|_| rng.range(-8.0, 8.0)).collect();
+    let mut rng = Rng::new(0x0b1);
+    let logits: Vec<f32> = (0..rows * classes)
+        .map(|_| rng.range_f32(-8.0, 8.0))
+        .collect();
     let targets: Vec<i64> = (0..rows).map(|_| rng.below(classes) as i64).collect();
     let cfg = CrossEntropy::new().with_label_smoothing(0.1);
     let tgt = CeTargets::Classes(&targets);
