@@ -317,9 +317,7 @@ impl CudaBackend {
         }
         Ok(values)
     }
-}
 
-impl CudaBackend {
     /// The shape checks of an element-wise loss on device buffers (regression and binary;
     /// parameters are checked by the caller with the core validator on a stand-in).
     #[allow(clippy::too_many_arguments)]
