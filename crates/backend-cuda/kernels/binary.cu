@@ -11,10 +11,17 @@ __device__ __forceinline__ void sl_flag_target(unsigned long long* check, long l
     if (check != nullptr && !(y >= 0.0 && y <= 1.0)) atomicMax(check, ~(unsigned long long)i);
 }
 
+// `src/params.rs` BinTargetCheckParams: the loss kernel's targets and check words.
+struct BinTargetCheckParams {
+    const float* targets;
+    unsigned long long* check;
+};
+
 // One thread: the value of the flagged target, if any.
-extern "C" __global__ void bin_target_check(const float* targets, unsigned long long* check) {
+extern "C" __global__ void bin_target_check(const BinTargetCheckParams p) {
+    unsigned long long* check = p.check;
     if (blockIdx.x == 0 && threadIdx.x == 0 && check[0] != 0ull)
-        check[1] = (unsigned long long)__double_as_longlong((double)targets[~check[0]]);
+        check[1] = (unsigned long long)__double_as_longlong((double)p.targets[~check[0]]);
 }
 
 __device__ __forceinline__ double sl_sigmoid(double x) {
@@ -61,13 +68,36 @@ __device__ __forceinline__ void focal_element(double x, double y, double alpha, 
     *d = dd;
 }
 
-// pos_weight (P entries, nullable): element i uses pos_weight[i % P].
-extern "C" __global__ void bin_bce_with_logits(const float* logits, const float* targets,
-                                               long long n, const double* pos_weight,
-                                               long long p_len, double up_scalar,
-                                               const double* up, double scale, double* losses,
-                                               double* partials, float* grad,
-                                               unsigned long long* check) {
+// `src/params.rs` BceParams. pos_weight (p_len entries, nullable): element i uses
+// pos_weight[i % p_len].
+struct BceParams {
+    const float* logits;
+    const float* targets;
+    long long n;
+    const double* pos_weight;
+    long long p_len;
+    double up_scalar;
+    const double* up;
+    double scale;
+    double* losses;
+    double* partials;
+    float* grad;
+    unsigned long long* check;
+};
+
+extern "C" __global__ void bin_bce_with_logits(const BceParams p) {
+    const float* logits = p.logits;
+    const float* targets = p.targets;
+    const long long n = p.n;
+    const double* pos_weight = p.pos_weight;
+    const long long p_len = p.p_len;
+    const double up_scalar = p.up_scalar;
+    const double* up = p.up;
+    const double scale = p.scale;
+    double* losses = p.losses;
+    double* partials = p.partials;
+    float* grad = p.grad;
+    unsigned long long* check = p.check;
     __shared__ double scratch[32];
     double acc = 0.0;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
@@ -88,11 +118,35 @@ extern "C" __global__ void bin_bce_with_logits(const float* logits, const float*
     if (partials != nullptr && threadIdx.x == 0) partials[blockIdx.x] = total;
 }
 
-extern "C" __global__ void bin_sigmoid_focal(const float* logits, const float* targets,
-                                             long long n, double alpha, double gamma,
-                                             double up_scalar, const double* up, double scale,
-                                             double* losses, double* partials, float* grad,
-                                             unsigned long long* check) {
+// `src/params.rs` FocalParams. alpha < 0: no alpha weighting.
+struct FocalParams {
+    const float* logits;
+    const float* targets;
+    long long n;
+    double alpha;
+    double gamma;
+    double up_scalar;
+    const double* up;
+    double scale;
+    double* losses;
+    double* partials;
+    float* grad;
+    unsigned long long* check;
+};
+
+extern "C" __global__ void bin_sigmoid_focal(const FocalParams p) {
+    const float* logits = p.logits;
+    const float* targets = p.targets;
+    const long long n = p.n;
+    const double alpha = p.alpha;
+    const double gamma = p.gamma;
+    const double up_scalar = p.up_scalar;
+    const double* up = p.up;
+    const double scale = p.scale;
+    double* losses = p.losses;
+    double* partials = p.partials;
+    float* grad = p.grad;
+    unsigned long long* check = p.check;
     __shared__ double scratch[32];
     double acc = 0.0;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;

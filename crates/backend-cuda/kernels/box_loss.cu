@@ -84,15 +84,15 @@ __device__ __forceinline__ D4 atan_ratio(D4 w, D4 h) {
     return r;
 }
 
-// BOX-1: box in `format` (0 xyxy, 1 xywh, 2 cxcywh) to corners.
+// BOX-1: box in `format` (SL_BOX_FORMAT_*, generated from BoxFormat::code) to corners.
 __device__ __forceinline__ void to_xyxy(int format, const D4 b[4], D4 out[4]) {
     const D4 half = d4c(0.5);
-    if (format == 1) {
+    if (format == SL_BOX_FORMAT_XYWH) {
         out[0] = b[0];
         out[1] = b[1];
         out[2] = b[0] + b[2];
         out[3] = b[1] + b[3];
-    } else if (format == 2) {
+    } else if (format == SL_BOX_FORMAT_CXCYWH) {
         out[0] = b[0] - half * b[2];
         out[1] = b[1] - half * b[3];
         out[2] = b[0] + half * b[2];
@@ -102,7 +102,8 @@ __device__ __forceinline__ void to_xyxy(int format, const D4 b[4], D4 out[4]) {
     }
 }
 
-// BOX-2 .. BOX-8 for one pair of corner boxes; kind: 0 iou, 1 giou, 2 diou, 3 ciou, 4 eiou.
+// BOX-2 .. BOX-8 for one pair of corner boxes; kind: SL_BOX_KIND_* (generated from
+// BoxLossKind::code).
 __device__ D4 pair_loss_xyxy(int kind, const D4 p[4], const D4 g[4], double eps_v, double* iou_out) {
     const D4 e = d4c(eps_v);
     const D4 zero = d4c(0.0);
@@ -129,13 +130,13 @@ __device__ D4 pair_loss_xyxy(int kind, const D4 p[4], const D4 g[4], double eps_
     const D4 dy = half * (y1 + y2) - half * (y1g + y2g);
     const D4 rho2 = dx * dx + dy * dy;
     const D4 diag2 = cw * cw + ch * ch + e;
-    if (kind == 0) return one - iou;
-    if (kind == 1) {
+    if (kind == SL_BOX_KIND_IOU) return one - iou;
+    if (kind == SL_BOX_KIND_GIOU) {
         const D4 area_c = cw * ch;
         return one - (iou - safe_div(area_c - uni, area_c + e));
     }
-    if (kind == 2) return one - iou + safe_div(rho2, diag2);
-    if (kind == 3) {
+    if (kind == SL_BOX_KIND_DIOU) return one - iou + safe_div(rho2, diag2);
+    if (kind == SL_BOX_KIND_CIOU) {
         const D4 diou = one - iou + safe_div(rho2, diag2);
         const D4 dv = atan_ratio(x2g - x1g, y2g - y1g) - atan_ratio(x2 - x1, y2 - y1);
         const D4 v = d4c(4.0 / (SL_PI * SL_PI)) * dv * dv;
@@ -143,6 +144,7 @@ __device__ D4 pair_loss_xyxy(int kind, const D4 p[4], const D4 g[4], double eps_
         const double alpha = alpha_den == 0.0 ? 0.0 : v.v / alpha_den;
         return diou + d4c(alpha) * v;
     }
+    // SL_BOX_KIND_EIOU
     const D4 dw = (x2 - x1) - (x2g - x1g);
     const D4 dh = (y2 - y1) - (y2g - y1g);
     return one - iou + safe_div(rho2, diag2) + safe_div(dw * dw, cw * cw + e) +
@@ -152,11 +154,42 @@ __device__ D4 pair_loss_xyxy(int kind, const D4 p[4], const D4 g[4], double eps_
 // Aligned pairs. losses (n, nullable): per-pair weighted loss (reduction none).
 // partials (gridDim.x, nullable): per-block sums of the weighted losses.
 // grad (4n, nullable): up_i * scale * w_i * dloss_i/dpred_i.
-extern "C" __global__ void box_loss_fwd_bwd(const float* pred, const float* target, long long n,
-                                            int kind, int format, double eps, int has_tw,
-                                            double tw_alpha, double tw_threshold,
-                                            double up_scalar, const double* up, double scale,
-                                            double* losses, double* partials, float* grad) {
+// `src/params.rs` BoxLossParams.
+struct BoxLossParams {
+    const float* pred;
+    const float* target;
+    long long n;
+    double eps;
+    double tw_alpha;
+    double tw_threshold;
+    double up_scalar;
+    const double* up;
+    double scale;
+    double* losses;
+    double* partials;
+    float* grad;
+    int kind;
+    int format;
+    int has_tw;
+    int _pad;
+};
+
+extern "C" __global__ void box_loss_fwd_bwd(const BoxLossParams p) {
+    const float* pred = p.pred;
+    const float* target = p.target;
+    const long long n = p.n;
+    const int kind = p.kind;
+    const int format = p.format;
+    const double eps = p.eps;
+    const int has_tw = p.has_tw;
+    const double tw_alpha = p.tw_alpha;
+    const double tw_threshold = p.tw_threshold;
+    const double up_scalar = p.up_scalar;
+    const double* up = p.up;
+    const double scale = p.scale;
+    double* losses = p.losses;
+    double* partials = p.partials;
+    float* grad = p.grad;
     __shared__ double scratch[32];
     double acc = 0.0;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
@@ -176,14 +209,14 @@ extern "C" __global__ void box_loss_fwd_bwd(const float* pred, const float* targ
             iou = SL_DNAN;
             for (int k = 0; k < 4; ++k) d[k] = SL_DNAN;
         } else {
-            D4 pb[4], tb[4], p[4], g[4];
+            D4 pb[4], tb[4], pc[4], gc[4];
             for (int k = 0; k < 4; ++k) {
                 pb[k] = d4var(pv[k], k);
                 tb[k] = d4c(tv[k]);
             }
-            to_xyxy(format, pb, p);
-            to_xyxy(format, tb, g);
-            const D4 r = pair_loss_xyxy(kind, p, g, eps, &iou);
+            to_xyxy(format, pb, pc);
+            to_xyxy(format, tb, gc);
+            const D4 r = pair_loss_xyxy(kind, pc, gc, eps, &iou);
             l = r.v;
             for (int k = 0; k < 4; ++k) d[k] = r.d[k];
         }
@@ -203,9 +236,9 @@ extern "C" __global__ void box_loss_fwd_bwd(const float* pred, const float* targ
 
 __device__ __forceinline__ void plain_xyxy(int format, const float* b, double o[4]) {
     const double b0 = b[0], b1 = b[1], b2 = b[2], b3 = b[3];
-    if (format == 1) {
+    if (format == SL_BOX_FORMAT_XYWH) {
         o[0] = b0; o[1] = b1; o[2] = b0 + b2; o[3] = b1 + b3;
-    } else if (format == 2) {
+    } else if (format == SL_BOX_FORMAT_CXCYWH) {
         o[0] = b0 - 0.5 * b2; o[1] = b1 - 0.5 * b3; o[2] = b0 + 0.5 * b2; o[3] = b1 + 0.5 * b3;
     } else {
         o[0] = b0; o[1] = b1; o[2] = b2; o[3] = b3;
@@ -213,9 +246,24 @@ __device__ __forceinline__ void plain_xyxy(int format, const float* b, double o[
 }
 
 // Pairwise IoU [n, m] row-major, as torchvision.ops.box_iou (BOX-13). One thread per output,
-// grid-stride. fmin/fmax ignore a NaN operand, like Rust's f64::min/max in the reference.
-extern "C" __global__ void box_iou_pairwise(const float* b1, const float* b2, long long n,
-                                            long long m, int format, float* out) {
+// grid-stride (`src/params.rs` BoxIouParams). fmin/fmax ignore a NaN operand, like Rust's f64::min/max in the reference.
+struct BoxIouParams {
+    const float* b1;
+    const float* b2;
+    long long n;
+    long long m;
+    float* out;
+    int format;
+    int _pad;
+};
+
+extern "C" __global__ void box_iou_pairwise(const BoxIouParams p) {
+    const float* b1 = p.b1;
+    const float* b2 = p.b2;
+    const long long n = p.n;
+    const long long m = p.m;
+    const int format = p.format;
+    float* out = p.out;
     const long long total = n * m;
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (long long)gridDim.x * blockDim.x) {

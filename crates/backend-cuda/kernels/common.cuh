@@ -1,4 +1,5 @@
-// Shared helpers, prepended by the Rust side to every kernel file before NVRTC compiles it.
+// Shared helpers, prepended by the Rust side (after the generated prelude) to every kernel file
+// before NVRTC compiles it.
 // No system headers: NVRTC has no <math.h> macros, so constants are spelled out here and the
 // 16-bit float conversions are done by hand (no <cuda_fp16.h> / <cuda_bf16.h> dependency).
 
@@ -202,17 +203,29 @@ __device__ __forceinline__ bool sl_last_block(unsigned int* counter, int* flag) 
     return last;
 }
 
+// Kernel parameters: every entry point takes one struct by value (in the kernel parameter
+// space: no registers until a field is used), defined with the same name, fields and order
+// in `src/params.rs`; static_asserts generated from Rust's layout (`params::layout_asserts`,
+// appended after each file) check that both sides agree on sizes and offsets. Pointers are device addresses, nullptr for absent.
+
 // Final pass of every reduction: one block of SL_REDUCE_THREADS threads sums `n` partials in a
 // fixed order and writes `sum / divisor` to out[0]. When `denom` is non-null the divisor is
 // denom[0] instead (cross-entropy's mean denominator, computed on the device).
-extern "C" __global__ void sl_reduce_final(const double* partials, long long n, double divisor,
-                                           const double* denom, double* out) {
+struct ReduceFinalParams {
+    const double* partials;
+    long long n;
+    double divisor;
+    const double* denom;
+    double* out;
+};
+
+extern "C" __global__ void sl_reduce_final(const ReduceFinalParams p) {
     __shared__ double scratch[SL_REDUCE_THREADS / 32];
     double acc = 0.0;
-    for (long long i = threadIdx.x; i < n; i += blockDim.x) acc += partials[i];
+    for (long long i = threadIdx.x; i < p.n; i += blockDim.x) acc += p.partials[i];
     double total = sl_block_sum(acc, scratch);
     if (threadIdx.x == 0) {
-        double d = denom != nullptr ? denom[0] : divisor;
-        out[0] = total / d;
+        double d = p.denom != nullptr ? p.denom[0] : p.divisor;
+        p.out[0] = total / d;
     }
 }

@@ -23,11 +23,36 @@
 // stats[0] = denominator (the weight sum, or rows for probability targets), stats[1] =
 // 1 / stats[0]; err[0] = first row whose class target is out of range and not the ignore
 // index, or -1; err[1] = that target.
-extern "C" __global__ void ce_prepare(const long long* targets, long long rows, long long chunk,
-                                      long long classes, const float* weights,
-                                      long long ignore_index, int has_ignore, double* stats,
-                                      long long* err, double* part_w, long long* part_bad,
-                                      unsigned int* counter) {
+// `src/params.rs` CePrepareParams.
+struct CePrepareParams {
+    const long long* targets;
+    long long rows;
+    long long chunk;
+    long long classes;
+    const float* weights;
+    long long ignore_index;
+    double* stats;
+    long long* err;
+    double* part_w;
+    long long* part_bad;
+    unsigned int* counter;
+    int has_ignore;
+    int _pad;
+};
+
+extern "C" __global__ void ce_prepare(const CePrepareParams p) {
+    const long long* targets = p.targets;
+    const long long rows = p.rows;
+    const long long chunk = p.chunk;
+    const long long classes = p.classes;
+    const float* weights = p.weights;
+    const long long ignore_index = p.ignore_index;
+    const int has_ignore = p.has_ignore;
+    double* stats = p.stats;
+    long long* err = p.err;
+    double* part_w = p.part_w;
+    long long* part_bad = p.part_bad;
+    unsigned int* counter = p.counter;
     __shared__ double scratch[SL_CE_ROWS_THREADS / 32];
     __shared__ long long sbad[SL_CE_ROWS_THREADS];
     __shared__ int last;
@@ -81,9 +106,27 @@ extern "C" __global__ void ce_prepare(const long long* targets, long long rows, 
 // Sum (or mean) of the n per-row losses over many blocks: block b adds rows
 // [b chunk, (b+1) chunk) in a fixed tree order into part[b]; the last block to finish adds the
 // partials in block order and writes sum / divisor (sum / denom[0] when denom is non-null).
-extern "C" __global__ void ce_reduce_rows(const double* values, long long n, long long chunk,
-                                          double divisor, const double* denom, double* out,
-                                          double* part, unsigned int* counter) {
+// `src/params.rs` CeReduceRowsParams.
+struct CeReduceRowsParams {
+    const double* values;
+    long long n;
+    long long chunk;
+    double divisor;
+    const double* denom;
+    double* out;
+    double* part;
+    unsigned int* counter;
+};
+
+extern "C" __global__ void ce_reduce_rows(const CeReduceRowsParams p) {
+    const double* values = p.values;
+    const long long n = p.n;
+    const long long chunk = p.chunk;
+    const double divisor = p.divisor;
+    const double* denom = p.denom;
+    double* out = p.out;
+    double* part = p.part;
+    unsigned int* counter = p.counter;
     __shared__ double scratch[SL_CE_ROWS_THREADS / 32];
     __shared__ int last;
     const long long lo = (long long)blockIdx.x * chunk;
@@ -413,25 +456,47 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
 #endif
 }
 
-#define SL_CE_PARAMS(T)                                                                        \
-    T *z, T *g, int in_place, const long long *targets, const T *probs, long long classes,      \
-        long long slice, const float *weights, double wsum, long long ignore_index,             \
-        int has_ignore, double eps, const double *stats, double up_scalar, const double *up,    \
-        double *row_loss, int flags
-#define SL_CE_ARGS                                                                              \
-    z, g, in_place, targets, probs, classes, slice, weights, wsum, ignore_index, has_ignore,    \
-        eps, stats, up_scalar, up, row_loss, flags
+// `src/params.rs` CeRowParams: the row kernels' parameters, the same struct for every dtype
+// (z, g and probs point to elements of the entry point's T).
+struct CeRowParams {
+    void* z;
+    void* g;
+    const long long* targets;
+    const void* probs;
+    long long classes;
+    long long slice;
+    const float* weights;
+    double wsum;
+    long long ignore_index;
+    double eps;
+    const double* stats;
+    double up_scalar;
+    const double* up;
+    double* row_loss;
+    int in_place;
+    int has_ignore;
+    int flags;
+    int _pad;
+};
+
+#define SL_CE_ARGS(T)                                                                           \
+    static_cast<T*>(p.z), static_cast<T*>(p.g), p.in_place, p.targets,                          \
+        static_cast<const T*>(p.probs), p.classes, p.slice, p.weights, p.wsum, p.ignore_index,  \
+        p.has_ignore, p.eps, p.stats, p.up_scalar, p.up, p.row_loss, p.flags
 
 // One entry point per dtype, and per cluster size on sm_90 and newer (`__cluster_dims__` is a
 // compile-time attribute, so a plain launch of rows * K blocks forms the clusters).
+// `__launch_bounds__(512, 2)`: two blocks of 512 threads per SM, so at most 64 registers (what
+// ptxas 13.2 chose by itself when the parameters were separate arguments; with the one
+// CeRowParams argument it picked 40 registers and spilled in the 16-bit cluster entries).
 #define SL_CE_ENTRY(NAME, T)                                                                    \
-    extern "C" __global__ void __launch_bounds__(SL_CE_MAX_THREADS) NAME(SL_CE_PARAMS(T)) {     \
-        ce_row<T, 1>(SL_CE_ARGS);                                                               \
+    extern "C" __global__ void __launch_bounds__(SL_CE_MAX_THREADS, 2) NAME(const CeRowParams p) { \
+        ce_row<T, 1>(SL_CE_ARGS(T));                                                            \
     }
 #define SL_CE_CLUSTER_ENTRY(NAME, T, K)                                                         \
     extern "C" __global__ void __cluster_dims__(K, 1, 1)                                        \
-        __launch_bounds__(SL_CE_MAX_THREADS) NAME(SL_CE_PARAMS(T)) {                            \
-        ce_row<T, K>(SL_CE_ARGS);                                                               \
+        __launch_bounds__(SL_CE_MAX_THREADS, 2) NAME(const CeRowParams p) {                     \
+        ce_row<T, K>(SL_CE_ARGS(T));                                                            \
     }
 
 SL_CE_ENTRY(ce_fwd_bwd_f32, float)

@@ -52,16 +52,26 @@ __device__ void reg_run(int kind, const float* pred, const float* target, long l
     if (partials != nullptr && threadIdx.x == 0) partials[blockIdx.x] = total;
 }
 
-extern "C" __global__ void reg_smooth_l1(const float* pred, const float* target, long long n,
-                                         double beta, double up_scalar, const double* up,
-                                         double scale, double* losses, double* partials,
-                                         float* grad) {
-    reg_run(0, pred, target, n, beta, up_scalar, up, scale, losses, partials, grad);
+// `src/params.rs` RegParams. param: smooth L1's beta or Huber's delta.
+struct RegParams {
+    const float* pred;
+    const float* target;
+    long long n;
+    double param;
+    double up_scalar;
+    const double* up;
+    double scale;
+    double* losses;
+    double* partials;
+    float* grad;
+};
+
+extern "C" __global__ void reg_smooth_l1(const RegParams p) {
+    reg_run(0, p.pred, p.target, p.n, p.param, p.up_scalar, p.up, p.scale, p.losses, p.partials,
+            p.grad);
 }
 
-extern "C" __global__ void reg_huber(const float* pred, const float* target, long long n,
-                                     double delta, double up_scalar, const double* up,
-                                     double scale, double* losses, double* partials,
-                                     float* grad) {
-    reg_run(1, pred, target, n, delta, up_scalar, up, scale, losses, partials, grad);
+extern "C" __global__ void reg_huber(const RegParams p) {
+    reg_run(1, p.pred, p.target, p.n, p.param, p.up_scalar, p.up, p.scale, p.losses, p.partials,
+            p.grad);
 }

@@ -1,7 +1,21 @@
 //! Box losses and pairwise box IoU on the device (`kernels/box_loss.cu`), and their host-slice
 //! trait.
 
-use super::*;
+use cudarc::driver::{CudaSlice, PushKernelArg};
+use smoothloss_core::box_loss::box_count;
+use smoothloss_core::error::check_len;
+use smoothloss_core::op::Op;
+use smoothloss_core::{BoxFormat, BoxLoss, BoxLossOps, Result, Upstream};
+
+use crate::device::CudaBackend;
+use crate::error::{WrapErr, empty};
+use crate::geometry::ELEM_THREADS;
+use crate::kernels::Family;
+use crate::launch::{
+    DeviceLoss, DeviceUpstream, check_dev_upstream, dptr, dptr_mut, elem_config, opt_dptr_mut,
+    up_args,
+};
+use crate::params::{BoxIouParams, BoxLossParams};
 
 impl CudaBackend {
     fn validate_box_dev(
@@ -47,80 +61,46 @@ impl CudaBackend {
         )?;
         let fam = Family::BoxLoss;
         let st = &self.stream;
-        let blocks = elem_grid(n);
-        let none = cfg.reduction == Reduction::None;
-        let mut losses = st.alloc_zeros::<f64>(if none { n } else { 1 }).w()?;
-        let mut partials = st.alloc_zeros::<f64>(blocks as usize).w()?;
-        let kind: i32 = match cfg.kind {
-            BoxLossKind::Iou => 0,
-            BoxLossKind::Giou => 1,
-            BoxLossKind::Diou => 2,
-            BoxLossKind::Ciou => 3,
-            BoxLossKind::Eiou => 4,
-        };
-        let format = format_code(cfg.format);
+        let mut out = self.elem_out(n, cfg.reduction)?;
         let (has_tw, tw_alpha, tw_threshold) = match cfg.threshold_weight {
             Some(tw) => (1i32, tw.alpha, tw.threshold),
             None => (0i32, 0.0, 0.0),
         };
-        let scale = if cfg.reduction == Reduction::Mean {
-            1.0 / n as f64
-        } else {
-            1.0
-        };
-        let n_i = n as i64;
         {
-            let (p_ptr, _gp) = pred.device_ptr(st);
-            let (t_ptr, _gt) = target.device_ptr(st);
+            let (p_ptr, _gp) = dptr(pred, st);
+            let (t_ptr, _gt) = dptr(target, st);
             let (up_scalar, (u_ptr, _gu)) = up_args(&upstream, st);
-            let (l_ptr, _gl) = if none {
-                let (p, g) = losses.device_ptr_mut(st);
-                (p, Some(g))
-            } else {
-                (NULL, None)
+            let (l_ptr, _gl) = opt_dptr_mut(out.none.then_some(&mut out.losses), st);
+            let (pa_ptr, _gpa) = dptr_mut(&mut out.partials, st);
+            let (g_ptr, _gg) = opt_dptr_mut(grad, st);
+            let params = BoxLossParams {
+                pred: p_ptr,
+                target: t_ptr,
+                n: n as i64,
+                eps: cfg.eps,
+                tw_alpha,
+                tw_threshold,
+                up_scalar,
+                up: u_ptr,
+                scale: out.scale,
+                losses: l_ptr,
+                partials: pa_ptr,
+                grad: g_ptr,
+                kind: i32::from(cfg.kind.code()),
+                format: i32::from(cfg.format.code()),
+                has_tw,
+                _pad: 0,
             };
-            let (pa_ptr, _gpa) = partials.device_ptr_mut(st);
-            let (g_ptr, _gg) = match grad {
-                Some(g) => {
-                    let (p, guard) = g.device_ptr_mut(st);
-                    (p, Some(guard))
-                }
-                None => (NULL, None),
-            };
-            let f = self.function(fam, "box_loss_fwd_bwd")?;
+            let f = self.function(fam, Op::BoxLoss.kernel_stem())?;
             let mut b = st.launch_builder(&f);
-            b.arg(&p_ptr)
-                .arg(&t_ptr)
-                .arg(&n_i)
-                .arg(&kind)
-                .arg(&format)
-                .arg(&cfg.eps)
-                .arg(&has_tw)
-                .arg(&tw_alpha)
-                .arg(&tw_threshold)
-                .arg(&up_scalar)
-                .arg(&u_ptr)
-                .arg(&scale)
-                .arg(&l_ptr)
-                .arg(&pa_ptr)
-                .arg(&g_ptr);
-            // SAFETY: `box_loss_fwd_bwd(const float* pred, const float* target, long long n,
-            // int kind, int format, double eps, int has_tw, double tw_alpha,
-            // double tw_threshold, double up_scalar, const double* up, double scale,
-            // double* losses, double* partials, float* grad)`: u64 device addresses (0 = null)
-            // and i64/i32/f64 scalars in that order. Pair i < n reads pred/target[4i..4i+4)
-            // (4n f32 each: validated), up[i] (n: validated), writes losses[i] (n f64, only
-            // passed for reduction none) and grad[4i..4i+4) (4n: validated);
-            // block b writes partials[b] (`blocks` f64). Block size 256, a multiple of 32.
-            unsafe { b.launch(elem_config(blocks)) }.w()?;
+            b.arg(&params);
+            // SAFETY: BoxLossParams's contract: pred, target and grad have 4n f32, up n f64
+            // (validated), losses n f64 (reduction none only), partials one per block of the
+            // elem_grid(n) grid of 256 threads. The guards live until after the launch.
+            unsafe { b.launch(elem_config(out.blocks)) }.w()?;
         }
-        let values = if none {
-            losses
-        } else {
-            self.reduce_final(fam, &partials, 1.0 / scale, None)?
-        };
         Ok(DeviceLoss {
-            values,
+            values: self.elem_values(fam, out)?,
             target_check: None,
             stream: st.clone(),
         })
@@ -143,35 +123,26 @@ impl CudaBackend {
             return Ok(());
         }
         let st = &self.stream;
-        let (n_i, m_i) = (n as i64, m as i64);
-        let format = format_code(format);
         let blocks = total.div_ceil(ELEM_THREADS as usize).clamp(1, 65_535 * 8) as u32;
-        let (a_ptr, _ga) = boxes1.device_ptr(st);
-        let (b_ptr, _gb) = boxes2.device_ptr(st);
-        let (o_ptr, _go) = out.device_ptr_mut(st);
-        let f = self.function(Family::BoxLoss, "box_iou_pairwise")?;
+        let (a_ptr, _ga) = dptr(boxes1, st);
+        let (b_ptr, _gb) = dptr(boxes2, st);
+        let (o_ptr, _go) = dptr_mut(out, st);
+        let params = BoxIouParams {
+            b1: a_ptr,
+            b2: b_ptr,
+            n: n as i64,
+            m: m as i64,
+            out: o_ptr,
+            format: i32::from(format.code()),
+            _pad: 0,
+        };
+        let f = self.function(Family::BoxLoss, Op::BoxIou.kernel_stem())?;
         let mut b = st.launch_builder(&f);
-        b.arg(&a_ptr)
-            .arg(&b_ptr)
-            .arg(&n_i)
-            .arg(&m_i)
-            .arg(&format)
-            .arg(&o_ptr);
-        // SAFETY: `box_iou_pairwise(const float* b1, const float* b2, long long n, long long m,
-        // int format, float* out)`: u64 device addresses and i64/i32 scalars in that order.
-        // Output idx < n*m reads b1[4i..4i+4) with i = idx / m < n (4n f32) and b2[4j..4j+4)
-        // with j < m (4m f32), and writes out[idx] (n*m f32: checked above). Grid-stride loop,
-        // block size 256.
+        b.arg(&params);
+        // SAFETY: BoxIouParams's contract: boxes1 has 4n f32, boxes2 4m, out n*m (checked
+        // above); grid-stride loop, block size 256.
         unsafe { b.launch(elem_config(blocks)) }.w()?;
         Ok(())
-    }
-}
-
-fn format_code(f: BoxFormat) -> i32 {
-    match f {
-        BoxFormat::Xyxy => 0,
-        BoxFormat::Xywh => 1,
-        BoxFormat::Cxcywh => 2,
     }
 }
 

@@ -1,7 +1,15 @@
 //! NVRTC compilation of the kernel files: PTX, and machine code (a cubin) for the device's own
 //! architecture, each compiled once per process and cached.
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use cudarc::nvrtc::{CompileOptions, Ptx};
+use smoothloss_core::{LossError, Result};
+
+use crate::device::nvrtc_library_present;
+use crate::error::{CudaError, nvrtc_missing};
+use crate::kernels::{Family, KernelFamily};
 
 pub(crate) fn leak_arch(major: i32, minor: i32) -> &'static str {
     static ARCHS: OnceLock<Mutex<HashMap<(i32, i32), &'static str>>> = OnceLock::new();
@@ -13,7 +21,7 @@ pub(crate) fn leak_arch(major: i32, minor: i32) -> &'static str {
         .or_insert_with(|| Box::leak(format!("sm_{major}{minor}").into_boxed_str()))
 }
 
-/// Compiles one kernel file (with `common.cuh` prepended) to PTX for `arch` (`"sm_90"`), once
+/// Compiles one kernel file (`KernelFamily::full_source`: prelude, `common.cuh`, the file) to PTX for `arch` (`"sm_90"`), once
 /// per process: later calls return the cached PTX. Returns [`LossError::Device`] when NVRTC is
 /// missing or the source does not compile (the error holds NVRTC's log).
 pub fn compile_ptx(family: Family, arch: &'static str) -> Result<Ptx> {
@@ -31,7 +39,7 @@ pub fn compile_ptx(family: Family, arch: &'static str) -> Result<Ptx> {
     }
     let opts = CompileOptions {
         arch: Some(arch),
-        name: Some(family.file_name().into()),
+        name: Some(family.kernel_file()),
         ..Default::default()
     };
     let ptx = cudarc::nvrtc::compile_ptx_with_opts(family.full_source(), opts)
@@ -41,13 +49,6 @@ pub fn compile_ptx(family: Family, arch: &'static str) -> Result<Ptx> {
         .unwrap_or_else(|p| p.into_inner())
         .insert((family, arch), ptx.clone());
     Ok(ptx)
-}
-
-fn nvrtc_missing() -> LossError {
-    CudaError::Unavailable(
-        "the NVRTC library (libnvrtc) could not be loaded; set LD_LIBRARY_PATH".into(),
-    )
-    .into()
 }
 
 /// A kernel file compiled by NVRTC to machine code (a cubin) for one real architecture.
@@ -60,7 +61,7 @@ pub struct Cubin {
     pub log: String,
 }
 
-/// Compiles one kernel file (with `common.cuh` prepended) to a cubin for `arch` (`"sm_90"`),
+/// Compiles one kernel file (`KernelFamily::full_source`: prelude, `common.cuh`, the file) to a cubin for `arch` (`"sm_90"`),
 /// uncached. A cubin needs no PTX JIT in the driver, so it also loads where NVRTC is newer than
 /// the driver's PTX support (`CUDA_ERROR_UNSUPPORTED_PTX_VERSION` for PTX).
 pub fn compile_cubin(family: Family, arch: &str, extra_options: &[&str]) -> Result<Cubin> {
@@ -70,12 +71,12 @@ pub fn compile_cubin(family: Family, arch: &str, extra_options: &[&str]) -> Resu
     }
     let src = std::ffi::CString::new(family.full_source())
         .map_err(|_| LossError::Device("kernel source holds a NUL byte".into()))?;
-    let name = std::ffi::CString::new(family.file_name())
+    let name = std::ffi::CString::new(family.kernel_file())
         .map_err(|_| LossError::Device("kernel name holds a NUL byte".into()))?;
     let nv = |what: &str, e: result::NvrtcError| {
         LossError::Device(format!(
             "NVRTC {what} failed on {}: {e:?}",
-            family.file_name()
+            family.kernel_file()
         ))
     };
     let prog = result::create_program(&src, Some(&name)).map_err(|e| nv("create", e))?;
@@ -94,7 +95,7 @@ pub fn compile_cubin(family: Family, arch: &str, extra_options: &[&str]) -> Resu
         let out = match compiled {
             Err(e) => Err(LossError::Device(format!(
                 "NVRTC failed to compile {} for {arch} ({e:?}): {log}",
-                family.file_name()
+                family.kernel_file()
             ))),
             Ok(()) => {
                 let mut size = 0usize;

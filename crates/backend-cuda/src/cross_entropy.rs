@@ -2,45 +2,55 @@
 //! launch-plan knobs, the launches of `ce_prepare`, the row kernel and `ce_reduce_rows`, and the
 //! host-slice trait.
 
-use super::*;
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+use smoothloss_core::error::check_len;
+use smoothloss_core::op::Op;
+use smoothloss_core::{
+    CeTargets, CrossEntropy, CrossEntropyOps, LossError, Reduction, Result, Upstream,
+};
+
+use crate::device::CudaBackend;
+use crate::error::WrapErr;
+use crate::geometry;
+use crate::kernels::{CE_PREPARE, CE_REDUCE_ROWS, Family, entry_name};
+use crate::launch::{
+    DeviceLoss, DeviceUpstream, NULL, TargetCheck, check_dev_upstream, dptr, dptr_mut, opt_dptr,
+    up_args,
+};
+use crate::params::{CePrepareParams, CeReduceRowsParams, CeRowParams};
 
 /// Element types accepted as cross-entropy logits on the device: math in `f32`, the gradient
 /// written in the logits' type.
 pub trait CeElement: DeviceRepr + ValidAsZeroBits + Copy + Send + Sync + 'static {
-    /// The kernel entry points for this type: one block per row, clusters of 2, 4, 8.
-    const CE_KERNELS: [&'static str; 4];
-    /// Short dtype name for reports.
+    /// Short dtype name: reports, and the entry points' names (`kernels::CE_DTYPES`).
     const DTYPE: &'static str;
+
+    /// The row kernel for this type and `cluster` blocks per row (1, 2, 4 or 8), named by
+    /// `smoothloss_core::kernel_name`.
+    fn ce_kernel(cluster: u32) -> &'static str {
+        entry_name(Op::CrossEntropy, Self::DTYPE, cluster)
+    }
 }
 
 impl CeElement for f32 {
-    const CE_KERNELS: [&'static str; 4] = [
-        "ce_fwd_bwd_f32",
-        "ce_fwd_bwd_f32_c2",
-        "ce_fwd_bwd_f32_c4",
-        "ce_fwd_bwd_f32_c8",
-    ];
     const DTYPE: &'static str = "f32";
 }
 
 impl CeElement for half::bf16 {
-    const CE_KERNELS: [&'static str; 4] = [
-        "ce_fwd_bwd_bf16",
-        "ce_fwd_bwd_bf16_c2",
-        "ce_fwd_bwd_bf16_c4",
-        "ce_fwd_bwd_bf16_c8",
-    ];
     const DTYPE: &'static str = "bf16";
 }
 
 impl CeElement for half::f16 {
-    const CE_KERNELS: [&'static str; 4] = [
-        "ce_fwd_bwd_f16",
-        "ce_fwd_bwd_f16_c2",
-        "ce_fwd_bwd_f16_c4",
-        "ce_fwd_bwd_f16_c8",
-    ];
     const DTYPE: &'static str = "f16";
+}
+
+/// Cross-entropy targets on the device.
+#[derive(Debug, Clone, Copy)]
+pub enum DeviceCeTargets<'a, T> {
+    /// One class index per row (or the ignore index).
+    Classes(&'a CudaSlice<i64>),
+    /// A target distribution per row, `[rows, classes]`, in the logits' dtype.
+    Probs(&'a CudaSlice<T>),
 }
 
 impl CudaBackend {
@@ -96,25 +106,6 @@ impl CudaBackend {
         plan
     }
 
-    /// Opts function `name` into `bytes` of dynamic shared memory when that is over the
-    /// default limit (once per function and size).
-    fn opt_in_smem(&self, name: &'static str, f: &CudaFunction, bytes: u32) -> Result<()> {
-        if bytes as usize <= geometry::SMEM_DEFAULT_LIMIT {
-            return Ok(());
-        }
-        let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if l.smem_opt_in.get(name).is_some_and(|&b| b >= bytes) {
-            return Ok(());
-        }
-        f.set_attribute(
-            cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            bytes as i32,
-        )
-        .w()?;
-        l.smem_opt_in.insert(name, bytes);
-        Ok(())
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn validate_ce_dev<T: CeElement>(
         &self,
@@ -168,14 +159,8 @@ impl CudaBackend {
             &upstream,
             grad.as_ref().map(|g| g.len()),
         )?;
-        let (z_ptr, _gz) = logits.device_ptr(&self.stream);
-        let (g_ptr, _gg) = match grad {
-            Some(g) => {
-                let (p, guard) = g.device_ptr_mut(&self.stream);
-                (p, Some(guard))
-            }
-            None => (NULL, None),
-        };
+        let (z_ptr, _gz) = dptr(logits, &self.stream);
+        let (g_ptr, _gg) = crate::launch::opt_dptr_mut(grad, &self.stream);
         self.ce_launch::<T>(cfg, z_ptr, g_ptr, false, rows, classes, targets, upstream)
     }
 
@@ -192,7 +177,7 @@ impl CudaBackend {
         upstream: DeviceUpstream<'_>,
     ) -> Result<DeviceLoss> {
         self.validate_ce_dev(cfg, logits.len(), rows, classes, &targets, &upstream, None)?;
-        let (z_ptr, _gz) = logits.device_ptr_mut(&self.stream);
+        let (z_ptr, _gz) = dptr_mut(logits, &self.stream);
         self.ce_launch::<T>(cfg, z_ptr, NULL, true, rows, classes, targets, upstream)
     }
 
@@ -240,97 +225,60 @@ impl CudaBackend {
         let (row_blocks, chunk) = geometry::ce_rows_grid(rows);
         let nb = row_blocks as usize;
         let mut scratch = st.alloc_zeros::<u64>(2 + 3 * nb).w()?;
-        let chunk_i = chunk as i64;
-        let rows_i = rows as i64;
-        let classes_i = classes as i64;
-        let ignore = cfg.ignore_index.unwrap_or(0);
+        let ignore_index = cfg.ignore_index.unwrap_or(0);
         let has_ignore = i32::from(cfg.ignore_index.is_some());
         let eps = cfg.label_smoothing;
+        let (t_ptr, _gt) = match targets {
+            DeviceCeTargets::Classes(t) => dptr(t, st),
+            DeviceCeTargets::Probs(_) => (NULL, None),
+        };
+        let (w_ptr, _gw) = opt_dptr(weights.as_ref(), st);
         {
-            let (t_ptr, _gt) = match targets {
-                DeviceCeTargets::Classes(t) => {
-                    let (p, g) = t.device_ptr(st);
-                    (p, Some(g))
-                }
-                DeviceCeTargets::Probs(_) => (NULL, None),
-            };
-            let (w_ptr, _gw) = match &weights {
-                Some(w) => {
-                    let (p, g) = w.device_ptr(st);
-                    (p, Some(g))
-                }
-                None => (NULL, None),
-            };
-            let (s_ptr, _gs) = stats.device_ptr_mut(st);
-            let (c_ptr, _gc) = check.device_ptr_mut(st);
-            let (x_ptr, _gx) = scratch.device_ptr_mut(st);
-            let counter = x_ptr;
+            let (stats_ptr, _gs) = dptr_mut(&mut stats, st);
+            let (err_ptr, _gc) = dptr_mut(&mut check, st);
+            let (x_ptr, _gx) = dptr_mut(&mut scratch, st);
             let part_w = x_ptr + 16;
-            let part_bad = part_w + 8 * nb as u64;
-            let f = self.function(fam, "ce_prepare")?;
+            let params = CePrepareParams {
+                targets: t_ptr,
+                rows: rows as i64,
+                chunk: chunk as i64,
+                classes: classes as i64,
+                weights: w_ptr,
+                ignore_index,
+                stats: stats_ptr,
+                err: err_ptr,
+                part_w,
+                part_bad: part_w + 8 * nb as u64,
+                counter: x_ptr,
+                has_ignore,
+                _pad: 0,
+            };
+            let f = self.function(fam, CE_PREPARE)?;
             let lc = LaunchConfig {
                 grid_dim: (row_blocks, 1, 1),
                 block_dim: (geometry::CE_ROWS_THREADS, 1, 1),
                 shared_mem_bytes: 0,
             };
             let mut b = st.launch_builder(&f);
-            b.arg(&t_ptr)
-                .arg(&rows_i)
-                .arg(&chunk_i)
-                .arg(&classes_i)
-                .arg(&w_ptr)
-                .arg(&ignore)
-                .arg(&has_ignore)
-                .arg(&s_ptr)
-                .arg(&c_ptr)
-                .arg(&part_w)
-                .arg(&part_bad)
-                .arg(&counter);
-            // SAFETY: `ce_prepare(const long long* targets, long long rows, long long chunk,
-            // long long classes, const float* weights, long long ignore_index, int has_ignore,
-            // double* stats, long long* err, double* part_w, long long* part_bad,
-            // unsigned int* counter)`: pointers as u64 device addresses (0 = null), then i64
-            // and i32 scalars in that order. Block b reads targets[b*chunk .. min(rows,
-            // (b+1)*chunk)) (`rows` i64, checked by validate_ce_dev; null for probability
-            // targets); weights has `classes` f32 (validated length) and is only indexed at
-            // in-range targets; stats and err have 2 elements each; part_w and part_bad are
-            // `row_blocks` words each of `scratch` and counter its (zeroed) first word, as
-            // ce_rows_grid's grid (rows_blocks * chunk >= rows) of CE_ROWS_THREADS threads.
+            b.arg(&params);
+            // SAFETY: CePrepareParams's contract: targets has `rows` i64 (validated; null for
+            // probability targets), weights `classes` f32 (validated), stats and err 2 each,
+            // part_w / part_bad `row_blocks` words each of `scratch` and counter its zeroed
+            // first word, on ce_rows_grid's grid of CE_ROWS_THREADS threads.
             unsafe { b.launch(lc) }.w()?;
         }
         {
-            let (t_ptr, _gt, p_ptr, _gp) = match targets {
-                DeviceCeTargets::Classes(t) => {
-                    let (p, g) = t.device_ptr(st);
-                    (p, Some(g), NULL, None)
-                }
-                DeviceCeTargets::Probs(q) => {
-                    let (p, g) = q.device_ptr(st);
-                    (NULL, None, p, Some(g))
-                }
-            };
-            let (w_ptr, _gw) = match &weights {
-                Some(w) => {
-                    let (p, g) = w.device_ptr(st);
-                    (p, Some(g))
-                }
-                None => (NULL, None),
+            let (p_ptr, _gp) = match targets {
+                DeviceCeTargets::Classes(_) => (NULL, None),
+                DeviceCeTargets::Probs(q) => dptr(q, st),
             };
             let (s_ptr, _gs) = if cfg.reduction == Reduction::Mean {
-                let (p, g) = stats.device_ptr(st);
-                (p, Some(g))
+                dptr(&stats, st)
             } else {
                 (NULL, None)
             };
-            let (up_scalar, (u_ptr, _gu)) = match upstream {
-                DeviceUpstream::Scalar(s) => (s, (NULL, None)),
-                DeviceUpstream::PerElement(u) => {
-                    let (p, g) = u.device_ptr(st);
-                    (0.0, (p, Some(g)))
-                }
-            };
-            let (l_ptr, _gl) = row_loss.device_ptr_mut(st);
-            let in_place_i = i32::from(in_place);
+            let (up_scalar, (u_ptr, _gu)) = up_args(&upstream, st);
+            let (l_ptr, _gl) = dptr_mut(&mut row_loss, st);
             if classes > i32::MAX as usize {
                 // The kernels index within a row with 32-bit integers.
                 return Err(LossError::Unsupported {
@@ -350,8 +298,27 @@ impl CudaBackend {
                     ),
                 });
             };
-            let slice_i = plan.slice as i64;
-            let name = T::CE_KERNELS[plan.cluster.trailing_zeros() as usize];
+            let params = CeRowParams {
+                z: z_ptr,
+                g: g_ptr,
+                targets: t_ptr,
+                probs: p_ptr,
+                classes: classes as i64,
+                slice: plan.slice as i64,
+                weights: w_ptr,
+                wsum,
+                ignore_index,
+                eps,
+                stats: s_ptr,
+                up_scalar,
+                up: u_ptr,
+                row_loss: l_ptr,
+                in_place: i32::from(in_place),
+                has_ignore,
+                flags: plan.flags,
+                _pad: 0,
+            };
+            let name = T::ce_kernel(plan.cluster);
             let f = self.function(fam, name)?;
             self.opt_in_smem(name, &f, plan.smem_bytes)?;
             let lc = LaunchConfig {
@@ -360,39 +327,13 @@ impl CudaBackend {
                 shared_mem_bytes: plan.smem_bytes,
             };
             let mut b = st.launch_builder(&f);
-            b.arg(&z_ptr)
-                .arg(&g_ptr)
-                .arg(&in_place_i)
-                .arg(&t_ptr)
-                .arg(&p_ptr)
-                .arg(&classes_i)
-                .arg(&slice_i)
-                .arg(&w_ptr)
-                .arg(&wsum)
-                .arg(&ignore)
-                .arg(&has_ignore)
-                .arg(&eps)
-                .arg(&s_ptr)
-                .arg(&up_scalar)
-                .arg(&u_ptr)
-                .arg(&l_ptr)
-                .arg(&plan.flags);
-            // SAFETY: `ce_fwd_bwd_<T>[_cK](T* z, T* g, int in_place, const long long* targets,
-            // const T* probs, long long classes, long long slice, const float* weights,
-            // double wsum, long long ignore_index, int has_ignore, double eps,
-            // const double* stats, double up_scalar, const double* up, double* row_loss,
-            // int flags)`: u64 device addresses for every pointer (0 = null), i32/i64/f64
-            // scalars in that order; the entry point comes from `T::CE_KERNELS` (element type
-            // of T's size, f32 or a 2-byte struct; cluster size `plan.cluster` compiled in, and
-            // `grid` = rows * cluster). Block b of row b / K touches z/g/probs only in
-            // [row*classes + rank*slice, min(row*classes + (rank+1)*slice, (row+1)*classes))
-            // (all have rows*classes elements: validated), targets[row] and up[row] (`rows`
-            // elements: validated), weights[0..classes) (validated), stats[1] (2 elements),
-            // row_loss[row] (`rows` elements). 16-byte vectors only with CE_VEC16, which
-            // ce_plan sets only when the three buffers start on 16-byte boundaries and a row
-            // is a whole number of vectors. Dynamic shared memory: the 1024-byte header plus
-            // `slice` elements when CE_SMEM_ROW (ce_plan's smem_bytes, opted into above when
-            // over 48 KiB); threads a multiple of 32 and <= 512 (`__launch_bounds__`).
+            b.arg(&params);
+            // SAFETY: CeRowParams's contract: the entry point is T's (`T::ce_kernel`, element
+            // type of T's size) with `plan.cluster` compiled in and grid = rows * cluster;
+            // z / g / probs have rows*classes elements of T, targets and up `rows`, weights
+            // `classes` (validated), stats 2, row_loss `rows`; CE_VEC16 only as ce_plan sets
+            // it (aligned16 above); plan.smem_bytes opted into when over 48 KiB; threads a
+            // multiple of 32 and <= 512. The guards live until after the launch.
             unsafe { b.launch(lc) }.w()?;
         }
         let values = match cfg.reduction {
@@ -401,43 +342,39 @@ impl CudaBackend {
                 // SAFETY: uninitialised; the last block of ce_reduce_rows writes out[0] before
                 // anything reads it (stream order).
                 let mut out = unsafe { st.alloc::<f64>(1) }.w()?;
-                let (v_ptr, _gv) = row_loss.device_ptr(st);
-                let (d_ptr, _gd) = if cfg.reduction == Reduction::Mean {
-                    let (p, g) = stats.device_ptr(st);
-                    (p, Some(g))
-                } else {
-                    (NULL, None)
-                };
-                let (o_ptr, go) = out.device_ptr_mut(st);
-                let (x_ptr, _gx) = scratch.device_ptr_mut(st);
-                let counter = x_ptr + 8;
-                let part = x_ptr + 16 + 16 * nb as u64;
-                let f = self.function(fam, "ce_reduce_rows")?;
-                let lc = LaunchConfig {
-                    grid_dim: (row_blocks, 1, 1),
-                    block_dim: (geometry::CE_ROWS_THREADS, 1, 1),
-                    shared_mem_bytes: 0,
-                };
-                let one = 1.0f64;
-                let mut b = st.launch_builder(&f);
-                b.arg(&v_ptr)
-                    .arg(&rows_i)
-                    .arg(&chunk_i)
-                    .arg(&one)
-                    .arg(&d_ptr)
-                    .arg(&o_ptr)
-                    .arg(&part)
-                    .arg(&counter);
-                // SAFETY: `ce_reduce_rows(const double* values, long long n, long long chunk,
-                // double divisor, const double* denom, double* out, double* part,
-                // unsigned int* counter)`: u64 addresses (denom 0 = null), i64 and f64 scalars
-                // in that order. Block b reads values[b*chunk .. min(rows, (b+1)*chunk)) of
-                // row_loss (`rows` f64), denom[0] of stats (2 f64), writes out[0] (1 f64),
-                // part[b] (the last `row_blocks` words of scratch) and counter (scratch's
-                // second, zeroed word); ce_rows_grid's grid of CE_ROWS_THREADS threads.
-                unsafe { b.launch(lc) }.w()?;
-                drop(b);
-                drop(go);
+                {
+                    let (v_ptr, _gv) = dptr(&row_loss, st);
+                    let (d_ptr, _gd) = if cfg.reduction == Reduction::Mean {
+                        dptr(&stats, st)
+                    } else {
+                        (NULL, None)
+                    };
+                    let (o_ptr, _go) = dptr_mut(&mut out, st);
+                    let (x_ptr, _gx) = dptr_mut(&mut scratch, st);
+                    let params = CeReduceRowsParams {
+                        values: v_ptr,
+                        n: rows as i64,
+                        chunk: chunk as i64,
+                        divisor: 1.0,
+                        denom: d_ptr,
+                        out: o_ptr,
+                        part: x_ptr + 16 + 16 * nb as u64,
+                        counter: x_ptr + 8,
+                    };
+                    let f = self.function(fam, CE_REDUCE_ROWS)?;
+                    let lc = LaunchConfig {
+                        grid_dim: (row_blocks, 1, 1),
+                        block_dim: (geometry::CE_ROWS_THREADS, 1, 1),
+                        shared_mem_bytes: 0,
+                    };
+                    let mut b = st.launch_builder(&f);
+                    b.arg(&params);
+                    // SAFETY: CeReduceRowsParams's contract: values is row_loss (`rows` f64),
+                    // denom stats (2 f64), out 1 f64, part the last `row_blocks` words of
+                    // scratch and counter its second, zeroed word; ce_rows_grid's grid of
+                    // CE_ROWS_THREADS threads.
+                    unsafe { b.launch(lc) }.w()?;
+                }
                 out
             }
         };

@@ -1,5 +1,5 @@
 //! Launch geometry shared by the launches here and the CPU-emulation tests
-//! (`tests/emulated.rs`), so both run the kernels with the same configuration.
+//! (`tests/emulated/`), so both run the kernels with the same configuration.
 
 /// Threads per block of the element-wise and box kernels.
 pub const ELEM_THREADS: u32 = 256;

@@ -115,7 +115,7 @@ inline T sl_dsmem_load(const T* p, unsigned rank) {
     return v;
 }
 #define __cluster_dims__(X, Y, Z)
-#define __launch_bounds__(N)
+#define __launch_bounds__(...)
 
 inline float __int_as_float(int i) {
     float f;
