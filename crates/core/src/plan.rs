@@ -138,6 +138,18 @@ impl<'c, C: LossConfig> Plan<'c, C> {
         }
     }
 
+    /// The gradient factor of item `i`: its upstream gradient (`none`; the one scalar
+    /// otherwise) times `scale` (the mean's `1 / denominator`, or 1). Every backend multiplies
+    /// `d(loss_i)/d(input)` by this, in this order.
+    #[inline]
+    pub fn item_scale(&self, upstream: &Upstream<'_>, scale: f64, i: usize) -> f64 {
+        let u = match self.reduction() {
+            Reduction::None => upstream.at(i),
+            _ => upstream.at(0),
+        };
+        u * scale
+    }
+
     /// Reduces per-item losses in item order (`sum`, `mean` over `denominator`, or `none`).
     pub fn reduce(&self, losses: Vec<f64>, denominator: f64) -> crate::call::Loss {
         use crate::call::Loss;

@@ -7,8 +7,8 @@ use super::bufs::{Bufs, RowBuf};
 use super::kernels;
 use super::plan::{BLOCK_CHUNKS, ChunkStats, Kind, Plan, chunk_factor, mref};
 use rayon::prelude::*;
-use smoothloss_core::cross_entropy::CrossEntropy;
-use smoothloss_core::reduction::{Reduction, Upstream};
+use smoothloss_core::CePlan;
+use smoothloss_core::reduction::Upstream;
 
 /// The combined statistics of one row.
 #[derive(Debug, Clone, Copy)]
@@ -208,12 +208,8 @@ pub(super) fn pass2_params(
 
 /// The gradient's factor of row `i`: upstream times the reduction scale.
 #[inline]
-pub(super) fn row_us(cfg: &CrossEntropy, upstream: &Upstream<'_>, scale: f64, i: usize) -> f64 {
-    let u = match cfg.reduction {
-        Reduction::None => upstream.at(i),
-        _ => upstream.at(0),
-    };
-    u * scale
+pub(super) fn row_us(plan: &CePlan<'_>, upstream: &Upstream<'_>, scale: f64, i: usize) -> f64 {
+    plan.item_scale(upstream, scale, i)
 }
 
 /// The degenerate-row gradient (non-finite `us`): the reference's formula, element by element,
@@ -275,7 +271,7 @@ pub(super) fn target_grad(
     (us * g) as f32
 }
 
-/// One whole row (mode A). Returns the row's loss.
+/// One whole row on one thread (as opposed to [`process_row_split`], one row over several threads). Returns the row's loss.
 pub(super) fn process_row(
     plan: &Plan<'_>,
     i: usize,
@@ -381,7 +377,7 @@ pub(super) struct Pending<'a> {
     gy: Option<(usize, f32)>,
 }
 
-/// Mode A with a separate gradient buffer: pass 1 of row `r + 1` runs chunk by chunk
+/// Whole rows on one thread, with a separate gradient buffer: pass 1 of row `r + 1` runs chunk by chunk
 /// interleaved with pass 2 of row `r`, so the streaming gradient writes of one row overlap the
 /// reads and the `exp` work of the next. Each chunk is computed exactly as in [`process_row`]
 /// (same kernels, same combination), so the results are the same bits.
@@ -503,10 +499,10 @@ pub(super) fn process_rows_pipelined(
 }
 
 thread_local! {
-    /// Per-thread buffer for the exponentials of one row (mode A with a separate gradient).
+    /// Per-thread buffer for the exponentials of one row (whole rows on one thread, separate gradient).
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
-/// Mode A over consecutive rows `first..` held by `bufs` (whole rows of more than
+/// Whole rows on one thread, over consecutive rows `first..` held by `bufs` (whole rows of more than
 /// `SHORT_MAX` classes).
 pub(super) fn process_rows_long(
     plan: &Plan<'_>,

@@ -76,15 +76,15 @@
 //! * `kernels`: the per-chunk kernels, portable (`kernels/mod.rs`) and AVX2 + FMA
 //!   (`kernels/avx2.rs`, `kernels/short_avx2.rs` for the short-row reductions).
 
-use crate::{CpuBackend, loss_of};
+use crate::CpuBackend;
 use bufs::Bufs;
 use plan::{BLOCK_CHUNKS, PAR_MIN_ELEMS, Plan, TASK_ELEMS};
 use rayon::prelude::*;
 use smoothloss_core::backend::CrossEntropyOps;
-use smoothloss_core::cross_entropy::{CeTargets, CrossEntropy};
+use smoothloss_core::cross_entropy::CeTargets;
 use smoothloss_core::error::Result;
 use smoothloss_core::reduction::{Reduction, Upstream};
-use smoothloss_core::{CeCall, Io, Loss, Parts};
+use smoothloss_core::{CeCall, CePlan, Io, Loss, Parts};
 
 mod bufs;
 mod kernels;
@@ -114,38 +114,26 @@ fn process_rows(
     }
 }
 
-/// Runs the fused kernel over buffers already validated against `cfg`, `rows`, `classes`,
-/// `targets` and `upstream`, on the backend's SIMD level and pool; returns the reduced losses.
+/// Runs the fused kernel over the buffers of a validated call, on the backend's SIMD level
+/// and pool; returns the reduced loss.
 fn run(
     backend: &CpuBackend,
-    cfg: &CrossEntropy,
+    call_plan: &CePlan<'_>,
     bufs: Bufs<'_>,
-    rows: usize,
-    classes: usize,
     targets: CeTargets<'_, f32>,
     upstream: Upstream<'_>,
-) -> Vec<f64> {
-    let c = classes;
+) -> Loss {
+    let (cfg, rows, c) = (call_plan.cfg, call_plan.rows(), call_plan.classes());
+    // CE-7: the mean denominator, in row order as the reference (core's one definition).
+    let denom = cfg.mean_denominator(&targets, rows);
     let plan = Plan::new(backend.simd_level(), cfg, c, targets);
     let nchunks = plan.nchunks;
-    // CE-7: the mean denominator, in row order as the reference.
-    let mut denom = 0.0;
-    for i in 0..rows {
-        match plan.classes_t {
-            Some(_) => {
-                if let Some(y) = plan.target(i) {
-                    denom += plan.weight(y);
-                }
-            }
-            None => denom += 1.0,
-        }
-    }
     let scale = if cfg.reduction == Reduction::Mean {
         1.0 / denom
     } else {
         1.0
     };
-    let us = |i: usize| long::row_us(cfg, &upstream, scale, i);
+    let us = |i: usize| long::row_us(call_plan, &upstream, scale, i);
     let mut losses = vec![0.0; rows];
     let total = rows * c;
     // Non-temporal gradient stores only when the gradient is far larger than the caches.
@@ -173,11 +161,7 @@ fn run(
             }
         });
     }
-    match cfg.reduction {
-        Reduction::None => losses,
-        Reduction::Sum => vec![losses.iter().sum()],
-        Reduction::Mean => vec![losses.iter().sum::<f64>() / denom],
-    }
+    call_plan.reduce(losses, denom)
 }
 
 impl CrossEntropyOps<f32> for CpuBackend {
@@ -193,8 +177,6 @@ impl CrossEntropyOps<f32> for CpuBackend {
             Io::Separate { input, grad } => Bufs::Split(input, grad),
             Io::InPlace(z) => Bufs::InPlace(z),
         };
-        let (rows, classes) = (plan.rows(), plan.classes());
-        let values = run(self, plan.cfg, bufs, rows, classes, targets, upstream);
-        Ok(loss_of(plan.reduction(), values))
+        Ok(run(self, &plan, bufs, targets, upstream))
     }
 }

@@ -90,8 +90,8 @@ impl Plan<'_> {
         self.w64.map_or(1.0, |w| w[j])
     }
 
-    /// The class target of row `i` (None for an ignored row); probability rows return
-    /// `Some(None)`-like via `is_probs`.
+    /// The class target of row `i`: `None` for an ignored row and for probability targets
+    /// (no class targets at all).
     #[inline]
     pub(super) fn target(&self, i: usize) -> Option<usize> {
         let t = self.classes_t?;

@@ -3,7 +3,6 @@
 use crate::binary::{BceWithLogits, SigmoidFocal};
 use crate::call::Loss;
 use crate::plan::{LossConfig, PairCall, Parts};
-use crate::reduction::Reduction;
 
 /// Logistic sigmoid without overflow for large `|x|`.
 pub fn sigmoid(x: f64) -> f64 {
@@ -68,7 +67,6 @@ fn elementwise<C: LossConfig>(
         with: targets,
         upstream,
     } = call.into_parts();
-    let reduction = plan.reduction();
     let parts: Vec<(f64, f64)> = io
         .input()
         .iter()
@@ -82,14 +80,7 @@ fn elementwise<C: LossConfig>(
         let g: Vec<f64> = parts
             .iter()
             .enumerate()
-            .map(|(i, (_, d))| {
-                let u = if reduction == Reduction::None {
-                    upstream.at(i)
-                } else {
-                    upstream.at(0)
-                };
-                u * scale * d
-            })
+            .map(|(i, (_, d))| plan.item_scale(&upstream, scale, i) * d)
             .collect();
         io.write_grad_f64(&g);
     }

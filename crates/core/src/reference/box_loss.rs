@@ -4,7 +4,6 @@ use super::dual::{D4, Scalar, max, min, safe_div};
 use crate::box_loss::{BoxFormat, BoxLoss, BoxLossKind};
 use crate::call::Loss;
 use crate::plan::{IouCall, PairCall, Parts};
-use crate::reduction::Reduction;
 
 /// Converts a box in `format` to corners with generic numbers (`BOX-1`).
 pub fn to_xyxy<S: Scalar>(format: BoxFormat, b: [S; 4]) -> [S; 4] {
@@ -140,11 +139,7 @@ pub fn box_loss(call: PairCall<'_, BoxLoss, f64>) -> Loss {
     if io.grad_dest().wanted() {
         let mut out = vec![0.0; 4 * n];
         for (i, g) in grads.iter().enumerate() {
-            let u = if cfg.reduction == Reduction::None {
-                upstream.at(i)
-            } else {
-                upstream.at(0)
-            } * scale;
+            let u = plan.item_scale(&upstream, scale, i);
             for k in 0..4 {
                 out[4 * i + k] = u * g[k];
             }

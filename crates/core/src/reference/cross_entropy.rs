@@ -109,10 +109,7 @@ pub fn cross_entropy(call: CeCall<'_, f64>) -> Loss {
                 out[i * c..(i + 1) * c].fill(0.0);
                 continue;
             }
-            let u = match cfg.reduction {
-                Reduction::None => upstream.at(i),
-                _ => upstream.at(0),
-            } * scale;
+            let u = plan.item_scale(&upstream, scale, i);
             for j in 0..c {
                 out[i * c + j] = u * row_grads[i * c + j];
             }

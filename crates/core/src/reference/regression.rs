@@ -2,7 +2,6 @@
 
 use crate::call::Loss;
 use crate::plan::{LossConfig, PairCall, Parts};
-use crate::reduction::Reduction;
 use crate::regression::{Huber, SmoothL1};
 
 /// PyTorch's sign: -1, 0 or 1 (NaN stays NaN).
@@ -27,7 +26,6 @@ fn elementwise<C: LossConfig>(
         with: target,
         upstream,
     } = call.into_parts();
-    let reduction = plan.reduction();
     let pred = io.input();
     let n = pred.len();
     let (losses, dl): (Vec<f64>, Vec<f64>) = pred
@@ -38,14 +36,7 @@ fn elementwise<C: LossConfig>(
     let scale = plan.count_scale();
     if io.grad_dest().wanted() {
         let g: Vec<f64> = (0..n)
-            .map(|i| {
-                let u = if reduction == Reduction::None {
-                    upstream.at(i)
-                } else {
-                    upstream.at(0)
-                };
-                u * scale * dl[i]
-            })
+            .map(|i| plan.item_scale(&upstream, scale, i) * dl[i])
             .collect();
         io.write_grad_f64(&g);
     }
