@@ -598,7 +598,8 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
     v
 }
 
-/// Bad input: the backend refuses with the same typed error as the reference.
+/// Bad input: the backend refuses with the same typed error as the reference, without panicking
+/// and without writing a buffer ([`untouched_on_error`]).
 pub fn error_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B) -> Report
 where
     ReferenceBackend: Backend<T>,
@@ -623,6 +624,70 @@ where
         };
         report.push("errors", *name, outcome);
     }
+    report.extend(untouched_on_error(backend));
+    report
+}
+
+/// On a refused call the backend writes nothing: the gradient buffer, or the input of an
+/// in-place call, is left as it was (bad target values are found before any backend runs).
+pub fn untouched_on_error<T: Element, B: Backend<T> + ?Sized>(backend: &B) -> Report {
+    let mut report = Report {
+        backend: format!("{}/{}", backend.name(), T::NAME),
+        entries: Vec::new(),
+    };
+    let f = |v: f64| T::from_f64(v);
+    let z: Vec<T> = (0..6).map(|i| f(i as f64 * 0.3 - 0.5)).collect();
+    let sentinel = vec![f(7.0); 6];
+    let mut check = |name: &'static str, got: Result<Loss, LossError>, buf: &[T], want: &[T]| {
+        let same = buf
+            .iter()
+            .zip(want)
+            .all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits());
+        let outcome = match got {
+            Ok(_) => Outcome::Failed("accepted a bad call".into()),
+            Err(_) if same => Outcome::Passed,
+            Err(_) => Outcome::Failed("the buffer was written".into()),
+        };
+        report.push("errors", name, outcome);
+    };
+    let ce = CrossEntropy::default();
+    let mut g = sentinel.clone();
+    let got = backend.cross_entropy(&ce, Input::matrix(&z, 2, 3).with_grad(&mut g), &[0, 3]);
+    check(
+        "CE-2 bad target leaves the gradient buffer untouched",
+        got,
+        &g,
+        &sentinel,
+    );
+    let mut zz = z.clone();
+    let got = backend.cross_entropy(&ce, Input::in_place(&mut zz).shaped(2, 3), &[-7, 0]);
+    check(
+        "CE-2 bad target leaves an in-place input untouched",
+        got,
+        &zz,
+        &z,
+    );
+    let mut g = sentinel.clone();
+    let t: Vec<T> = [0.0, 1.0, 2.0, 0.0, 1.0, 0.5].map(f).to_vec();
+    let got = backend.bce_with_logits(
+        &BceWithLogits::default(),
+        Input::new(&z).with_grad(&mut g),
+        &t,
+    );
+    check(
+        "BIN-1 bad target leaves the gradient buffer untouched",
+        got,
+        &g,
+        &sentinel,
+    );
+    let mut zz = z.clone();
+    let got = backend.sigmoid_focal(&SigmoidFocal::default(), Input::in_place(&mut zz), &t);
+    check(
+        "BIN-3 bad target leaves an in-place input untouched",
+        got,
+        &zz,
+        &z,
+    );
     report
 }
 
