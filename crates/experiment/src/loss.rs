@@ -114,8 +114,7 @@ impl Arm {
                     Input::matrix(logits, rows, CLASSES).with_grad(grad),
                     targets,
                 )
-                .map(Loss::into_values)
-                .map(|v| v[0])
+                .map(|l| l.value())
                 .map_err(|e| format!("loss: {e}"))
         };
         match self {
@@ -213,8 +212,8 @@ mod tests {
                 Input::matrix(&z, 5, CLASSES),
                 &targets,
             )
-            .map(Loss::into_values)
-            .unwrap()[0];
+            .unwrap()
+            .value();
         assert!((ours - ls).abs() > 0.1, "{ours} vs {ls}");
     }
 }

@@ -140,8 +140,8 @@ mod tests {
                 Input::matrix(z.as_slice(), y.len(), CLASSES).with_optional_grad(grad),
                 y,
             )
-            .map(Loss::into_values)
-            .unwrap()[0]
+            .unwrap()
+            .value()
     }
 
     #[test]
