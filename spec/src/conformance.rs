@@ -2,13 +2,15 @@
 //! ([`run_all`]) or one macro ([`conformance_tests!`](crate::conformance_tests)).
 //!
 //! Checks:
-//! - `torch`: the PyTorch cases against PyTorch's float64 results (`TOL-1` for f64 data, the
-//!   looser `Tolerances::torch` for f32 data since the inputs are rounded);
+//! - `torch`: the PyTorch cases against PyTorch's float64 results (`TOL-1` for f64 data; for
+//!   f32 data `TOL-2`'s rule for the PyTorch cases, `Tolerance::F32_TORCH_CASES`, since the
+//!   inputs are rounded);
 //! - `torch` (second half) and `random`: the backend against the f64 reference evaluated on the
 //!   same (rounded) inputs (`TOL-2`), with an upstream gradient of 1, a scalar upstream
 //!   gradient, per-element upstream gradients (reduction `none`), forward-only calls and the
 //!   in-place cross-entropy;
-//! - `errors`: bad input gives the same typed error as the reference, and no panic.
+//! - `errors`: bad input gives the same typed error as the reference, no panic, and no buffer
+//!   written.
 
 use crate::cases::{CaseError, CaseFile, Expected, LossCall, Targets};
 use crate::random::random_calls;
@@ -704,12 +706,15 @@ where
 
 /// Generates `#[test]` functions running the conformance suite against a backend:
 ///
-/// ```ignore
-/// smoothloss_spec::conformance_tests!(smoothloss_cpu::CpuBackend::new(), f32,
-///     smoothloss_spec::conformance::Tolerances::F32);
+/// ```rust,test_harness
+/// smoothloss_spec::conformance_tests!(smoothloss_core::ReferenceBackend, f64,
+///     smoothloss_spec::conformance::Tolerances::F64);
 /// // A GPU backend on machines without a GPU: attributes go in `attrs [...]`.
-/// smoothloss_spec::conformance_tests!(attrs [#[ignore = "needs a CUDA device"]],
-///     my_cuda_backend(), f32, smoothloss_spec::conformance::Tolerances::F32);
+/// mod gpu {
+///     fn my_cuda_backend() -> smoothloss_core::ReferenceBackend { smoothloss_core::ReferenceBackend }
+///     smoothloss_spec::conformance_tests!(attrs [#[ignore = "needs a CUDA device"]],
+///         my_cuda_backend(), f32, smoothloss_spec::conformance::Tolerances::F32);
+/// }
 /// ```
 #[macro_export]
 macro_rules! conformance_tests {
