@@ -26,7 +26,7 @@ pub mod simd;
 
 pub use simd::SimdLevel;
 use smoothloss_core::backend::Backend;
-use smoothloss_core::{Io, Loss, Reduction};
+use smoothloss_core::{Io, Loss, LossConfig, PairCall, Parts, Reduction, Upstream};
 use std::borrow::Cow;
 
 /// The input and the gradient buffer of a call. An in-place call on a loss without an in-place
@@ -37,6 +37,29 @@ pub(crate) fn split_io<'a>(io: Io<'a, [f32]>) -> (Cow<'a, [f32]>, Option<&'a mut
         Io::Separate { input, grad } => (Cow::Borrowed(input), Some(grad)),
         Io::InPlace(x) => (Cow::Owned(x.to_vec()), Some(x)),
     }
+}
+
+/// A loss kernel on two aligned inputs: `(backend, cfg, items, input, second, upstream, grad)`
+/// to the reduced values (one for `mean`/`sum`, one per item for `none`).
+pub(crate) type PairKernel<C> =
+    fn(&CpuBackend, &C, usize, &[f32], &[f32], Upstream<'_>, Option<&mut [f32]>) -> Vec<f64>;
+
+/// Runs a validated call of a loss on two aligned inputs through its kernel: the whole body of
+/// every `run_*` method of the box, regression and binary losses.
+pub(crate) fn run_pair<C: LossConfig>(
+    backend: &CpuBackend,
+    call: PairCall<'_, C, f32>,
+    kernel: PairKernel<C>,
+) -> Loss {
+    let Parts {
+        plan,
+        io,
+        with,
+        upstream,
+    } = call.into_parts();
+    let (input, grad) = split_io(io);
+    let values = kernel(backend, plan.cfg, plan.items, &input, with, upstream, grad);
+    loss_of(plan.reduction(), values)
 }
 
 /// The [`Loss`] of reduced values (one for `mean`/`sum`, one per item for `none`).

@@ -14,13 +14,13 @@
 //!
 //! [`reference`]: crate::reference
 
-use crate::binary::{BceWithLogits, SigmoidFocal, check_binary_targets};
+use crate::binary::{BceWithLogits, SigmoidFocal};
 use crate::box_loss::{BoxFormat, BoxIouPlan, BoxLoss};
 use crate::call::{Input, Io, Loss};
 use crate::cross_entropy::{CeTargets, CrossEntropy};
 use crate::element::{Element, to_f64_vec};
 use crate::error::Result;
-use crate::plan::{Call, CeCall, Extent, IouCall, PairCall, Parts};
+use crate::plan::{Call, CeCall, Extent, IouCall, PairCall, PairLoss, Parts};
 use crate::reference;
 use crate::regression::{Huber, SmoothL1};
 
@@ -177,6 +177,18 @@ fn extent<T>(input: &Input<'_, T>) -> Extent {
     }
 }
 
+/// Plans a call of a loss on two aligned inputs, checks the second input's values and binds
+/// the plan to the buffers: the front door of every such loss.
+fn bind_pair<'a, C: PairLoss, T: Element>(
+    cfg: &'a C,
+    input: Input<'a, T>,
+    second: &'a [T],
+) -> Result<PairCall<'a, C, T>> {
+    let plan = cfg.plan_pair(&extent(&input), second.len())?;
+    cfg.check_second(second)?;
+    Ok(Call::bind(plan, input.io, second, input.upstream))
+}
+
 /// The front door: every loss on every backend, validated once, in one line.
 ///
 /// The first argument after the configuration is the differentiated input as an [`Input`]
@@ -221,9 +233,7 @@ pub trait Losses<T: Element>: Backend<T> {
         pred: impl Into<Input<'a, T>>,
         target: &'a [T],
     ) -> Result<Loss> {
-        let input = pred.into();
-        let plan = cfg.plan(&extent(&input), target.len())?;
-        self.run_box_loss(Call::bind(plan, input.io, target, input.upstream))
+        self.run_box_loss(bind_pair(cfg, pred.into(), target)?)
     }
 
     /// Pairwise IoU of `boxes1` `[N, 4]` and `boxes2` `[M, 4]` into `out` `[N, M]`
@@ -241,9 +251,7 @@ pub trait Losses<T: Element>: Backend<T> {
         pred: impl Into<Input<'a, T>>,
         target: &'a [T],
     ) -> Result<Loss> {
-        let input = pred.into();
-        let plan = cfg.plan(&extent(&input), target.len())?;
-        self.run_smooth_l1(Call::bind(plan, input.io, target, input.upstream))
+        self.run_smooth_l1(bind_pair(cfg, pred.into(), target)?)
     }
 
     /// Huber loss, element-wise (`REG-3`, `REG-4`).
@@ -253,9 +261,7 @@ pub trait Losses<T: Element>: Backend<T> {
         pred: impl Into<Input<'a, T>>,
         target: &'a [T],
     ) -> Result<Loss> {
-        let input = pred.into();
-        let plan = cfg.plan(&extent(&input), target.len())?;
-        self.run_huber(Call::bind(plan, input.io, target, input.upstream))
+        self.run_huber(bind_pair(cfg, pred.into(), target)?)
     }
 
     /// Binary cross-entropy with logits, element-wise (`BIN-1`, `BIN-2`); targets in `[0, 1]`.
@@ -265,10 +271,7 @@ pub trait Losses<T: Element>: Backend<T> {
         logits: impl Into<Input<'a, T>>,
         targets: &'a [T],
     ) -> Result<Loss> {
-        let input = logits.into();
-        let plan = cfg.plan(&extent(&input), targets.len())?;
-        check_binary_targets(targets)?;
-        self.run_bce_with_logits(Call::bind(plan, input.io, targets, input.upstream))
+        self.run_bce_with_logits(bind_pair(cfg, logits.into(), targets)?)
     }
 
     /// Sigmoid focal loss, element-wise (`BIN-3`, `BIN-4`); targets in `[0, 1]`.
@@ -278,10 +281,7 @@ pub trait Losses<T: Element>: Backend<T> {
         logits: impl Into<Input<'a, T>>,
         targets: &'a [T],
     ) -> Result<Loss> {
-        let input = logits.into();
-        let plan = cfg.plan(&extent(&input), targets.len())?;
-        check_binary_targets(targets)?;
-        self.run_sigmoid_focal(Call::bind(plan, input.io, targets, input.upstream))
+        self.run_sigmoid_focal(bind_pair(cfg, logits.into(), targets)?)
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::element::Element;
 use crate::error::{LossError, Result};
 use crate::op::Op;
-use crate::plan::{Extent, LossConfig, Plan};
+use crate::plan::{Extent, LossConfig, PairLoss, Plan};
 use crate::reduction::Reduction;
 use crate::regression::plan_elementwise;
 
@@ -114,5 +114,25 @@ impl LossConfig for SigmoidFocal {
     const OP: Op = Op::SigmoidFocal;
     fn reduction(&self) -> Reduction {
         self.reduction
+    }
+}
+
+impl PairLoss for BceWithLogits {
+    fn plan_pair(&self, ext: &Extent, second_len: usize) -> Result<Plan<'_, Self>> {
+        self.plan(ext, second_len)
+    }
+
+    fn check_second<T: Element>(&self, targets: &[T]) -> Result<()> {
+        check_binary_targets(targets)
+    }
+}
+
+impl PairLoss for SigmoidFocal {
+    fn plan_pair(&self, ext: &Extent, second_len: usize) -> Result<Plan<'_, Self>> {
+        self.plan(ext, second_len)
+    }
+
+    fn check_second<T: Element>(&self, targets: &[T]) -> Result<()> {
+        check_binary_targets(targets)
     }
 }

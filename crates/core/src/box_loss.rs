@@ -4,7 +4,7 @@
 
 use crate::error::{LossError, Result, check_len, checked_size};
 use crate::op::Op;
-use crate::plan::{Extent, LossConfig, Plan};
+use crate::plan::{Extent, LossConfig, PairLoss, Plan};
 use crate::reduction::Reduction;
 
 /// The layout of the four numbers of a box (`BOX-1`).
@@ -276,5 +276,11 @@ impl BoxIouPlan {
         let total = checked_size("iou", n, m)?;
         check_len("iou", total, out_len)?;
         Ok(Self { format, n, m })
+    }
+}
+
+impl PairLoss for BoxLoss {
+    fn plan_pair(&self, ext: &Extent, second_len: usize) -> Result<Plan<'_, Self>> {
+        self.plan(ext, second_len)
     }
 }

@@ -21,6 +21,18 @@ pub trait LossConfig {
     fn reduction(&self) -> Reduction;
 }
 
+/// A loss on two aligned inputs (the differentiated one and its targets): box losses,
+/// smooth L1, Huber, BCE with logits, sigmoid focal. Lets the front door plan them all alike.
+pub trait PairLoss: LossConfig + Sized {
+    /// Validates parameters and shapes: the first input `ext`, the second `second_len` long.
+    fn plan_pair(&self, ext: &Extent, second_len: usize) -> Result<Plan<'_, Self>>;
+
+    /// Checks the second input's values (binary targets in `[0, 1]`); nothing by default.
+    fn check_second<T: crate::Element>(&self, _second: &[T]) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// The upstream gradient as the planner sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum UpstreamShape {

@@ -2,7 +2,7 @@
 
 use crate::error::{LossError, Result, check_len};
 use crate::op::Op;
-use crate::plan::{Extent, LossConfig, Plan};
+use crate::plan::{Extent, LossConfig, PairLoss, Plan};
 use crate::reduction::Reduction;
 
 /// `F.smooth_l1_loss(pred, target, beta=beta)`; `beta = 0` is the L1 loss.
@@ -99,5 +99,17 @@ impl LossConfig for Huber {
     const OP: Op = Op::Huber;
     fn reduction(&self) -> Reduction {
         self.reduction
+    }
+}
+
+impl PairLoss for SmoothL1 {
+    fn plan_pair(&self, ext: &Extent, second_len: usize) -> Result<Plan<'_, Self>> {
+        self.plan(ext, second_len)
+    }
+}
+
+impl PairLoss for Huber {
+    fn plan_pair(&self, ext: &Extent, second_len: usize) -> Result<Plan<'_, Self>> {
+        self.plan(ext, second_len)
     }
 }

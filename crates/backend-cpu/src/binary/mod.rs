@@ -4,10 +4,10 @@
 
 use crate::blocks::drive;
 use crate::elementwise::{EW_BLOCK, ew_dispatch};
-use crate::{CpuBackend, loss_of, split_io};
+use crate::{CpuBackend, run_pair};
 use math::{GammaGeneral, GammaOne, GammaTwo, GammaZero, Power, PowerMarker, bce_el, focal_el};
 use smoothloss_core::backend::BinaryOps;
-use smoothloss_core::{BceWithLogits, Loss, PairCall, Parts, Result, SigmoidFocal, Upstream};
+use smoothloss_core::{BceWithLogits, Loss, PairCall, Result, SigmoidFocal, Upstream};
 
 mod math;
 
@@ -106,26 +106,10 @@ pub(crate) fn sigmoid_focal(
 
 impl BinaryOps<f32> for CpuBackend {
     fn run_bce_with_logits(&self, call: PairCall<'_, BceWithLogits, f32>) -> Result<Loss> {
-        let Parts {
-            plan,
-            io,
-            with,
-            upstream,
-        } = call.into_parts();
-        let (input, grad) = split_io(io);
-        let values = bce_with_logits(self, plan.cfg, plan.items, &input, with, upstream, grad);
-        Ok(loss_of(plan.reduction(), values))
+        Ok(run_pair(self, call, bce_with_logits))
     }
 
     fn run_sigmoid_focal(&self, call: PairCall<'_, SigmoidFocal, f32>) -> Result<Loss> {
-        let Parts {
-            plan,
-            io,
-            with,
-            upstream,
-        } = call.into_parts();
-        let (input, grad) = split_io(io);
-        let values = sigmoid_focal(self, plan.cfg, plan.items, &input, with, upstream, grad);
-        Ok(loss_of(plan.reduction(), values))
+        Ok(run_pair(self, call, sigmoid_focal))
     }
 }

@@ -8,12 +8,12 @@
 //! block in a fixed order, so the result does not depend on the number of threads.
 
 use crate::blocks::{Up, drive};
-use crate::{CpuBackend, loss_of, split_io};
+use crate::{CpuBackend, run_pair};
 use math::PairParams;
 use rayon::prelude::*;
 use smoothloss_core::backend::BoxLossOps;
 
-use smoothloss_core::{BoxFormat, BoxLoss, IouCall, Loss, PairCall, Parts, Result, Upstream};
+use smoothloss_core::{BoxFormat, BoxLoss, IouCall, Loss, PairCall, Result, Upstream};
 
 mod kernels;
 pub(crate) mod math;
@@ -92,15 +92,7 @@ pub(crate) fn box_iou(
 
 impl BoxLossOps<f32> for CpuBackend {
     fn run_box_loss(&self, call: PairCall<'_, BoxLoss, f32>) -> Result<Loss> {
-        let Parts {
-            plan,
-            io,
-            with,
-            upstream,
-        } = call.into_parts();
-        let (input, grad) = split_io(io);
-        let values = box_loss(self, plan.cfg, plan.items, &input, with, upstream, grad);
-        Ok(loss_of(plan.reduction(), values))
+        Ok(run_pair(self, call, box_loss))
     }
 
     fn run_box_iou(&self, call: IouCall<'_, f32>) -> Result<()> {

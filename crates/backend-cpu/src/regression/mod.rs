@@ -4,10 +4,10 @@
 
 use crate::blocks::drive;
 use crate::elementwise::{EW_BLOCK, ew_dispatch};
-use crate::{CpuBackend, loss_of, split_io};
+use crate::{CpuBackend, run_pair};
 use math::{huber_el, smooth_l1_el};
 use smoothloss_core::backend::RegressionOps;
-use smoothloss_core::{Huber, Loss, PairCall, Parts, Result, SmoothL1, Upstream};
+use smoothloss_core::{Huber, Loss, PairCall, Result, SmoothL1, Upstream};
 
 mod math;
 
@@ -101,26 +101,10 @@ pub(crate) fn huber(
 
 impl RegressionOps<f32> for CpuBackend {
     fn run_smooth_l1(&self, call: PairCall<'_, SmoothL1, f32>) -> Result<Loss> {
-        let Parts {
-            plan,
-            io,
-            with,
-            upstream,
-        } = call.into_parts();
-        let (input, grad) = split_io(io);
-        let values = smooth_l1(self, plan.cfg, plan.items, &input, with, upstream, grad);
-        Ok(loss_of(plan.reduction(), values))
+        Ok(run_pair(self, call, smooth_l1))
     }
 
     fn run_huber(&self, call: PairCall<'_, Huber, f32>) -> Result<Loss> {
-        let Parts {
-            plan,
-            io,
-            with,
-            upstream,
-        } = call.into_parts();
-        let (input, grad) = split_io(io);
-        let values = huber(self, plan.cfg, plan.items, &input, with, upstream, grad);
-        Ok(loss_of(plan.reduction(), values))
+        Ok(run_pair(self, call, huber))
     }
 }
