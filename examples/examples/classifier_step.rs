@@ -7,33 +7,22 @@
 //! ```
 
 use smoothloss::prelude::*;
+use smoothloss_spec::random::Rng;
 
 const N: usize = 96; // samples
 const D: usize = 4; // features
 const C: usize = 3; // classes
 
 /// A tiny deterministic generator (SplitMix64) so that the example needs no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Roughly normal (sum of four uniforms, centred and scaled).
-    fn normal(&mut self) -> f64 {
-        let s: f64 = (0..4).map(|_| self.next_f64()).sum();
-        (s - 2.0) * 3f64.sqrt()
-    }
+/// Roughly normal (sum of four uniforms, centred and scaled).
+fn normal(rng: &mut Rng) -> f64 {
+    let s: f64 = (0..4).map(|_| rng.unit()).sum();
+    (s - 2.0) * 3f64.sqrt()
 }
 
 fn main() -> Result<(), LossError> {
     // Three Gaussian blobs in 4-D; row-major x [N, D], targets in 0..C.
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let centres = [
         [2.0, 0.0, -1.0, 0.5],
         [-1.5, 1.5, 0.0, -0.5],
@@ -45,7 +34,7 @@ fn main() -> Result<(), LossError> {
         let class = i % C;
         targets[i] = class as i64;
         for j in 0..D {
-            x[i * D + j] = (centres[class][j] + 0.8 * rng.normal()) as f32;
+            x[i * D + j] = (centres[class][j] + 0.8 * normal(&mut rng)) as f32;
         }
     }
 
