@@ -66,7 +66,7 @@ impl DeviceLoss {
     /// Copies the values to the host (this synchronises the stream) and reports a target
     /// found invalid on the device: an out-of-range class target as
     /// [`LossError::TargetOutOfRange`], a binary target outside `[0, 1]` (or NaN) as
-    /// [`LossError::InvalidParameter`] (as the host-slice path's validation). The values are
+    /// [`LossError::InvalidParameter`] (as the host front door's checks of target contents). The values are
     /// meaningless when it does.
     pub fn to_host(&self) -> Result<Vec<f64>> {
         match &self.target_check {

@@ -11,7 +11,7 @@
 //!
 //! Each `unsafe impl DeviceRepr` carries the struct's contract: what the kernel may touch given
 //! the fields. A launch passes the struct with one `.arg(&params)` after establishing that
-//! contract (buffer lengths validated, guards alive until the launch is enqueued).
+//! contract (buffer lengths from the core plan, guards alive until the launch is enqueued).
 
 use std::fmt::Write as _;
 use std::mem::{align_of, offset_of, size_of};
