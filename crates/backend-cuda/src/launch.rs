@@ -1,6 +1,8 @@
 //! What every launch shares: device upstream gradients and results ([`DeviceUpstream`],
-//! [`DeviceLoss`]), device addresses of optional buffers, the per-block partials of the
-//! grid-stride kernels and the final reduction, and the host-slice round trip (`via_device`).
+//! [`DeviceLoss`]), the core planner's view of device buffers (`dev_extent`), device addresses
+//! of a call's input and gradient (`io_ptrs`) and of optional buffers, the per-block partials
+//! of the grid-stride kernels and the final reduction, and the host-slice round trip
+//! (`via_device`, `HostIo`).
 
 use std::sync::Arc;
 
