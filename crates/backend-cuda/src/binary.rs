@@ -4,15 +4,15 @@
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use smoothloss_core::op::Op;
 use smoothloss_core::{
-    BceWithLogits, BinaryOps, LossError, Reduction, Result, SigmoidFocal, Upstream,
+    BceWithLogits, BinaryOps, Io, Loss, LossConfig, PairCall, Plan, Result, SigmoidFocal,
 };
 
 use crate::device::CudaBackend;
 use crate::error::WrapErr;
 use crate::kernels::{BIN_TARGET_CHECK, Family};
 use crate::launch::{
-    DeviceLoss, DeviceUpstream, TargetCheck, dptr, dptr_mut, elem_config, opt_dptr, opt_dptr_mut,
-    up_args,
+    DeviceLoss, DeviceUpstream, TargetCheck, dev_extent, dptr, dptr_mut, elem_config, io_ptrs,
+    opt_dptr, opt_dptr_mut, up_args,
 };
 use crate::params::{BceParams, BinTargetCheckParams, FocalParams};
 
@@ -25,30 +25,29 @@ enum BinaryKind<'a> {
 }
 
 impl CudaBackend {
-    /// Launches a binary loss kernel on validated buffers, then `bin_target_check`: targets
+    /// Launches a binary loss kernel on the plan's buffers, then `bin_target_check`: targets
     /// outside `[0, 1]` are reported by [`DeviceLoss::to_host`].
-    fn binary_dev(
+    fn binary_launch<C: LossConfig>(
         &self,
+        plan: &Plan<'_, C>,
         kind: BinaryKind<'_>,
-        reduction: Reduction,
-        logits: &CudaSlice<f32>,
+        mut logits: Io<'_, CudaSlice<f32>>,
         targets: &CudaSlice<f32>,
         upstream: DeviceUpstream<'_>,
-        grad: Option<&mut CudaSlice<f32>>,
     ) -> Result<DeviceLoss> {
         let fam = Family::Binary;
         let st = &self.stream;
-        let n = logits.len();
-        let mut out = self.elem_out(n, reduction)?;
+        let n = plan.items;
+        let mut out = self.elem_out(plan)?;
         // The device-side target check: two zeroed words.
         let mut check = st.alloc_zeros::<u64>(2).w()?;
         {
-            let (x_ptr, _gx) = dptr(logits, st);
+            let io = io_ptrs(&mut logits, st);
+            let (x_ptr, g_ptr) = (io.input, io.grad_or_input());
             let (y_ptr, _gy) = dptr(targets, st);
             let (up_scalar, (u_ptr, _gu)) = up_args(&upstream, st);
             let (l_ptr, _gl) = opt_dptr_mut(out.none.then_some(&mut out.losses), st);
             let (pa_ptr, _gpa) = dptr_mut(&mut out.partials, st);
-            let (g_ptr, _gg) = opt_dptr_mut(grad, st);
             let (c_ptr, _gc) = dptr_mut(&mut check, st);
             match kind {
                 BinaryKind::Bce(pos_weight) => {
@@ -70,9 +69,9 @@ impl CudaBackend {
                     let f = self.function(fam, Op::BceWithLogits.kernel_stem())?;
                     let mut b = st.launch_builder(&f);
                     b.arg(&params);
-                    // SAFETY: BceParams's contract: logits, targets and grad have n f32, up n
-                    // f64 (validated), pos_weight p_len >= 1 f64 dividing n (checked by the
-                    // caller), losses n f64 (reduction none only), partials one per block of
+                    // SAFETY: BceParams's contract: logits, targets and grad (logits itself in
+                    // place) have n f32, up n f64 (the plan), pos_weight p_len >= 1 f64
+                    // dividing n (BceWithLogits::plan), losses n f64 (reduction none only), partials one per block of
                     // the elem_grid(n) grid of 256 threads, check 2 zeroed words.
                     unsafe { b.launch(elem_config(out.blocks)) }.w()?;
                 }
@@ -110,117 +109,71 @@ impl CudaBackend {
             // indices below n (targets' length) in check (2 words); one thread.
             unsafe { b.launch(LaunchConfig::for_num_elems(1)) }.w()?;
         }
-        Ok(DeviceLoss {
-            values: self.elem_values(fam, out)?,
-            target_check: Some(TargetCheck::Binary(check)),
-            stream: st.clone(),
-        })
+        self.elem_loss(fam, out, Some(TargetCheck::Binary(check)))
     }
 
-    /// BCE with logits on device buffers (f32, math in f64). Targets outside `[0, 1]` (or
-    /// NaN) are found on the device and reported by [`DeviceLoss::to_host`] as the host-slice
-    /// path's validation reports them.
-    pub fn bce_with_logits_dev(
+    fn bce_launch(
         &self,
-        cfg: &BceWithLogits,
-        logits: &CudaSlice<f32>,
+        plan: &Plan<'_, BceWithLogits>,
+        logits: Io<'_, CudaSlice<f32>>,
         targets: &CudaSlice<f32>,
         upstream: DeviceUpstream<'_>,
-        grad: Option<&mut CudaSlice<f32>>,
     ) -> Result<DeviceLoss> {
-        let p = cfg.pos_weight.as_ref().map_or(1, |w| w.len().max(1));
-        let stand_in = vec![0.0f32; p];
-        cfg.validate(&stand_in, &stand_in, &Upstream::ONE, None)?;
-        self.validate_elem_dev(
-            "logits",
-            logits.len(),
-            "targets",
-            targets.len(),
-            cfg.reduction,
-            &upstream,
-            grad.as_ref().map(|g| g.len()),
-        )?;
-        let n = logits.len();
-        if let Some(pw) = &cfg.pos_weight
-            && !n.is_multiple_of(pw.len())
-        {
-            return Err(LossError::ShapeMismatch {
-                what: "pos_weight",
-                expected: n,
-                got: pw.len(),
-            });
-        }
-        let pw_dev = match &cfg.pos_weight {
+        let pw_dev = match &plan.cfg.pos_weight {
             Some(w) => Some(self.stream.clone_htod(w).w()?),
             None => None,
         };
-        self.binary_dev(
-            BinaryKind::Bce(pw_dev.as_ref()),
-            cfg.reduction,
-            logits,
-            targets,
-            upstream,
-            grad,
-        )
+        let kind = BinaryKind::Bce(pw_dev.as_ref());
+        self.binary_launch(plan, kind, logits, targets, upstream)
     }
 
-    /// Sigmoid focal loss on device buffers (f32, math in f64). Targets outside `[0, 1]` (or
-    /// NaN) are found on the device and reported by [`DeviceLoss::to_host`].
+    fn focal_launch(
+        &self,
+        plan: &Plan<'_, SigmoidFocal>,
+        logits: Io<'_, CudaSlice<f32>>,
+        targets: &CudaSlice<f32>,
+        upstream: DeviceUpstream<'_>,
+    ) -> Result<DeviceLoss> {
+        let kind = BinaryKind::Focal(plan.cfg.alpha, plan.cfg.gamma);
+        self.binary_launch(plan, kind, logits, targets, upstream)
+    }
+
+    /// BCE with logits on device buffers (f32, math in f64); the gradient into a separate
+    /// buffer or over `logits` ([`Io::InPlace`]). Validated by the host's
+    /// [`BceWithLogits::plan`] from the buffers' lengths; targets outside `[0, 1]` (or NaN)
+    /// are found on the device and reported by [`DeviceLoss::to_host`] as the host front door
+    /// reports them.
+    pub fn bce_with_logits_dev(
+        &self,
+        cfg: &BceWithLogits,
+        logits: Io<'_, CudaSlice<f32>>,
+        targets: &CudaSlice<f32>,
+        upstream: DeviceUpstream<'_>,
+    ) -> Result<DeviceLoss> {
+        let plan = cfg.plan(&dev_extent(&logits, None, &upstream), targets.len())?;
+        self.bce_launch(&plan, logits, targets, upstream)
+    }
+
+    /// Sigmoid focal loss on device buffers (f32, math in f64), as
+    /// [`CudaBackend::bce_with_logits_dev`]; validated by [`SigmoidFocal::plan`].
     pub fn sigmoid_focal_dev(
         &self,
         cfg: &SigmoidFocal,
-        logits: &CudaSlice<f32>,
+        logits: Io<'_, CudaSlice<f32>>,
         targets: &CudaSlice<f32>,
         upstream: DeviceUpstream<'_>,
-        grad: Option<&mut CudaSlice<f32>>,
     ) -> Result<DeviceLoss> {
-        cfg.validate(&[0.0f32], &[0.0f32], &Upstream::ONE, None)?;
-        self.validate_elem_dev(
-            "logits",
-            logits.len(),
-            "targets",
-            targets.len(),
-            cfg.reduction,
-            &upstream,
-            grad.as_ref().map(|g| g.len()),
-        )?;
-        self.binary_dev(
-            BinaryKind::Focal(cfg.alpha, cfg.gamma),
-            cfg.reduction,
-            logits,
-            targets,
-            upstream,
-            grad,
-        )
+        let plan = cfg.plan(&dev_extent(&logits, None, &upstream), targets.len())?;
+        self.focal_launch(&plan, logits, targets, upstream)
     }
 }
 
 impl BinaryOps<f32> for CudaBackend {
-    fn bce_with_logits(
-        &self,
-        cfg: &BceWithLogits,
-        logits: &[f32],
-        targets: &[f32],
-        upstream: Upstream<'_>,
-        grad: Option<&mut [f32]>,
-    ) -> Result<Vec<f64>> {
-        cfg.validate(logits, targets, &upstream, grad.as_ref().map(|g| g.len()))?;
-        self.via_device(logits, targets, upstream, grad, |a, b, up, g| {
-            self.bce_with_logits_dev(cfg, a, b, up, g)
-        })
+    fn run_bce_with_logits(&self, call: PairCall<'_, BceWithLogits, f32>) -> Result<Loss> {
+        self.via_device(call, |plan, x, y, up| self.bce_launch(plan, x, y, up))
     }
 
-    fn sigmoid_focal(
-        &self,
-        cfg: &SigmoidFocal,
-        logits: &[f32],
-        targets: &[f32],
-        upstream: Upstream<'_>,
-        grad: Option<&mut [f32]>,
-    ) -> Result<Vec<f64>> {
-        cfg.validate(logits, targets, &upstream, grad.as_ref().map(|g| g.len()))?;
-        self.via_device(logits, targets, upstream, grad, |a, b, up, g| {
-            self.sigmoid_focal_dev(cfg, a, b, up, g)
-        })
+    fn run_sigmoid_focal(&self, call: PairCall<'_, SigmoidFocal, f32>) -> Result<Loss> {
+        self.via_device(call, |plan, x, y, up| self.focal_launch(plan, x, y, up))
     }
 }

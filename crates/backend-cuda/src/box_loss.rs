@@ -2,81 +2,63 @@
 //! trait.
 
 use cudarc::driver::{CudaSlice, PushKernelArg};
-use smoothloss_core::box_loss::box_count;
-use smoothloss_core::error::check_len;
 use smoothloss_core::op::Op;
-use smoothloss_core::{BoxFormat, BoxLoss, BoxLossOps, Result, Upstream};
+use smoothloss_core::{
+    BoxFormat, BoxIouPlan, BoxLoss, BoxLossOps, BoxPlan, Io, IouCall, Loss, PairCall, Result,
+};
 
 use crate::device::CudaBackend;
-use crate::error::{WrapErr, empty};
+use crate::error::WrapErr;
 use crate::geometry::ELEM_THREADS;
 use crate::kernels::Family;
 use crate::launch::{
-    DeviceLoss, DeviceUpstream, check_dev_upstream, dptr, dptr_mut, elem_config, opt_dptr_mut,
+    DeviceLoss, DeviceUpstream, dev_extent, dptr, dptr_mut, elem_config, io_ptrs, opt_dptr_mut,
     up_args,
 };
 use crate::params::{BoxIouParams, BoxLossParams};
 
 impl CudaBackend {
-    fn validate_box_dev(
-        &self,
-        cfg: &BoxLoss,
-        pred_len: usize,
-        target_len: usize,
-        upstream: &DeviceUpstream<'_>,
-        grad_len: Option<usize>,
-    ) -> Result<usize> {
-        // Parameters by the core validator on one stand-in pair; then the real shapes in the
-        // core's order.
-        let stand_in = [0.0f32, 0.0, 1.0, 1.0];
-        cfg.validate(&stand_in, &stand_in, &Upstream::ONE, None)?;
-        let n = box_count("pred", pred_len)?;
-        check_len("target", pred_len, target_len)?;
-        if n == 0 {
-            return Err(empty("pred", "at least one box pair is required"));
-        }
-        if let Some(g) = grad_len {
-            check_len("grad", pred_len, g)?;
-        }
-        check_dev_upstream(upstream, cfg.reduction, n)?;
-        Ok(n)
-    }
-
     /// Box loss on device buffers `pred`, `target` `[N, 4]` (f32, math in f64); the gradient
-    /// with respect to `pred` in `cfg.format`.
+    /// with respect to `pred` in `cfg.format`, into a separate buffer or over `pred`
+    /// ([`Io::InPlace`]). Validated by the same [`BoxLoss::plan`] as the host front door,
+    /// from the buffers' lengths, so the errors are the host's.
     pub fn box_loss_dev(
         &self,
         cfg: &BoxLoss,
-        pred: &CudaSlice<f32>,
+        pred: Io<'_, CudaSlice<f32>>,
         target: &CudaSlice<f32>,
         upstream: DeviceUpstream<'_>,
-        grad: Option<&mut CudaSlice<f32>>,
     ) -> Result<DeviceLoss> {
-        let n = self.validate_box_dev(
-            cfg,
-            pred.len(),
-            target.len(),
-            &upstream,
-            grad.as_ref().map(|g| g.len()),
-        )?;
+        let plan = cfg.plan(&dev_extent(&pred, None, &upstream), target.len())?;
+        self.box_loss_launch(&plan, pred, target, upstream)
+    }
+
+    /// Launches `box_loss_fwd_bwd` (and the final reduction) on the plan's buffers.
+    fn box_loss_launch(
+        &self,
+        plan: &BoxPlan<'_>,
+        mut pred: Io<'_, CudaSlice<f32>>,
+        target: &CudaSlice<f32>,
+        upstream: DeviceUpstream<'_>,
+    ) -> Result<DeviceLoss> {
+        let cfg = plan.cfg;
         let fam = Family::BoxLoss;
         let st = &self.stream;
-        let mut out = self.elem_out(n, cfg.reduction)?;
+        let mut out = self.elem_out(plan)?;
         let (has_tw, tw_alpha, tw_threshold) = match cfg.threshold_weight {
             Some(tw) => (1i32, tw.alpha, tw.threshold),
             None => (0i32, 0.0, 0.0),
         };
         {
-            let (p_ptr, _gp) = dptr(pred, st);
+            let io = io_ptrs(&mut pred, st);
             let (t_ptr, _gt) = dptr(target, st);
             let (up_scalar, (u_ptr, _gu)) = up_args(&upstream, st);
             let (l_ptr, _gl) = opt_dptr_mut(out.none.then_some(&mut out.losses), st);
             let (pa_ptr, _gpa) = dptr_mut(&mut out.partials, st);
-            let (g_ptr, _gg) = opt_dptr_mut(grad, st);
             let params = BoxLossParams {
-                pred: p_ptr,
+                pred: io.input,
                 target: t_ptr,
-                n: n as i64,
+                n: plan.items as i64,
                 eps: cfg.eps,
                 tw_alpha,
                 tw_threshold,
@@ -85,7 +67,7 @@ impl CudaBackend {
                 scale: out.scale,
                 losses: l_ptr,
                 partials: pa_ptr,
-                grad: g_ptr,
+                grad: io.grad_or_input(),
                 kind: i32::from(cfg.kind.code()),
                 format: i32::from(cfg.format.code()),
                 has_tw,
@@ -94,20 +76,18 @@ impl CudaBackend {
             let f = self.function(fam, Op::BoxLoss.kernel_stem())?;
             let mut b = st.launch_builder(&f);
             b.arg(&params);
-            // SAFETY: BoxLossParams's contract: pred, target and grad have 4n f32, up n f64
-            // (validated), losses n f64 (reduction none only), partials one per block of the
-            // elem_grid(n) grid of 256 threads. The guards live until after the launch.
+            // SAFETY: BoxLossParams's contract: pred, target and grad (pred itself in place)
+            // have 4n f32, up n f64 (the plan), losses n f64 (reduction none only), partials
+            // one per block of the elem_grid(n) grid of 256 threads. The guards live until
+            // after the launch.
             unsafe { b.launch(elem_config(out.blocks)) }.w()?;
         }
-        Ok(DeviceLoss {
-            values: self.elem_values(fam, out)?,
-            target_check: None,
-            stream: st.clone(),
-        })
+        self.elem_loss(fam, out, None)
     }
 
     /// Pairwise IoU of `boxes1` `[N, 4]` and `boxes2` `[M, 4]` into `out` `[N, M]` on the
-    /// device (math in f64), as `torchvision.ops.box_iou`.
+    /// device (math in f64), as `torchvision.ops.box_iou`; validated by the host's
+    /// [`BoxIouPlan::new`].
     pub fn box_iou_dev(
         &self,
         format: BoxFormat,
@@ -115,10 +95,19 @@ impl CudaBackend {
         boxes2: &CudaSlice<f32>,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let n = box_count("boxes1", boxes1.len())?;
-        let m = box_count("boxes2", boxes2.len())?;
-        let total = smoothloss_core::error::checked_size("iou", n, m)?;
-        check_len("iou", total, out.len())?;
+        let plan = BoxIouPlan::new(format, boxes1.len(), boxes2.len(), out.len())?;
+        self.box_iou_launch(&plan, boxes1, boxes2, out)
+    }
+
+    /// Launches `box_iou_pairwise` on the plan's buffers.
+    fn box_iou_launch(
+        &self,
+        plan: &BoxIouPlan,
+        boxes1: &CudaSlice<f32>,
+        boxes2: &CudaSlice<f32>,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let total = plan.n * plan.m;
         if total == 0 {
             return Ok(());
         }
@@ -130,52 +119,38 @@ impl CudaBackend {
         let params = BoxIouParams {
             b1: a_ptr,
             b2: b_ptr,
-            n: n as i64,
-            m: m as i64,
+            n: plan.n as i64,
+            m: plan.m as i64,
             out: o_ptr,
-            format: i32::from(format.code()),
+            format: i32::from(plan.format.code()),
             _pad: 0,
         };
         let f = self.function(Family::BoxLoss, Op::BoxIou.kernel_stem())?;
         let mut b = st.launch_builder(&f);
         b.arg(&params);
-        // SAFETY: BoxIouParams's contract: boxes1 has 4n f32, boxes2 4m, out n*m (checked
-        // above); grid-stride loop, block size 256.
+        // SAFETY: BoxIouParams's contract: boxes1 has 4n f32, boxes2 4m, out n*m (the plan);
+        // grid-stride loop, block size 256.
         unsafe { b.launch(elem_config(blocks)) }.w()?;
         Ok(())
     }
 }
 
 impl BoxLossOps<f32> for CudaBackend {
-    fn box_loss(
-        &self,
-        cfg: &BoxLoss,
-        pred: &[f32],
-        target: &[f32],
-        upstream: Upstream<'_>,
-        grad: Option<&mut [f32]>,
-    ) -> Result<Vec<f64>> {
-        cfg.validate(pred, target, &upstream, grad.as_ref().map(|g| g.len()))?;
-        self.via_device(pred, target, upstream, grad, |p, t, up, g| {
-            self.box_loss_dev(cfg, p, t, up, g)
+    fn run_box_loss(&self, call: PairCall<'_, BoxLoss, f32>) -> Result<Loss> {
+        self.via_device(call, |plan, pred, target, up| {
+            self.box_loss_launch(plan, pred, target, up)
         })
     }
 
-    fn box_iou(
-        &self,
-        format: BoxFormat,
-        boxes1: &[f32],
-        boxes2: &[f32],
-        out: &mut [f32],
-    ) -> Result<()> {
-        smoothloss_core::box_loss::validate_box_iou(boxes1, boxes2, out.len())?;
+    fn run_box_iou(&self, call: IouCall<'_, f32>) -> Result<()> {
+        let (plan, boxes1, boxes2, out) = call.into_parts();
         if out.is_empty() {
             return Ok(());
         }
         let a = self.upload(boxes1)?;
         let b = self.upload(boxes2)?;
         let mut o = self.stream.alloc_zeros::<f32>(out.len()).w()?;
-        self.box_iou_dev(format, &a, &b, &mut o)?;
+        self.box_iou_launch(&plan, &a, &b, &mut o)?;
         self.stream.memcpy_dtoh(&o, out).w()?;
         self.stream.synchronize().w()
     }

@@ -3,10 +3,10 @@
 //! host-slice trait.
 
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
-use smoothloss_core::error::check_len;
 use smoothloss_core::op::Op;
 use smoothloss_core::{
-    CeTargets, CrossEntropy, CrossEntropyOps, LossError, Reduction, Result, Upstream,
+    CeCall, CePlan, CeTargets, CeTargetsShape, CrossEntropy, CrossEntropyOps, Io, Loss, LossError,
+    Parts, Reduction, Result,
 };
 
 use crate::device::CudaBackend;
@@ -14,8 +14,8 @@ use crate::error::WrapErr;
 use crate::geometry;
 use crate::kernels::{CE_PREPARE, CE_REDUCE_ROWS, Family, entry_name};
 use crate::launch::{
-    DeviceLoss, DeviceUpstream, NULL, TargetCheck, check_dev_upstream, dptr, dptr_mut, opt_dptr,
-    up_args,
+    DeviceLoss, DeviceUpstream, HostIo, NULL, TargetCheck, dev_extent, dptr, dptr_mut, io_ptrs,
+    opt_dptr, up_args,
 };
 use crate::params::{CePrepareParams, CeReduceRowsParams, CeRowParams};
 
@@ -51,6 +51,16 @@ pub enum DeviceCeTargets<'a, T> {
     Classes(&'a CudaSlice<i64>),
     /// A target distribution per row, `[rows, classes]`, in the logits' dtype.
     Probs(&'a CudaSlice<T>),
+}
+
+impl<T> DeviceCeTargets<'_, T> {
+    /// The targets' shape, as the core planner sees it ([`CeTargets::shape`]).
+    pub fn shape(&self) -> CeTargetsShape {
+        match self {
+            DeviceCeTargets::Classes(t) => CeTargetsShape::Classes(t.len()),
+            DeviceCeTargets::Probs(p) => CeTargetsShape::Probs(p.len()),
+        }
+    }
 }
 
 impl CudaBackend {
@@ -106,96 +116,37 @@ impl CudaBackend {
         plan
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn validate_ce_dev<T: CeElement>(
-        &self,
-        cfg: &CrossEntropy,
-        logits_len: usize,
-        rows: usize,
-        classes: usize,
-        targets: &DeviceCeTargets<'_, T>,
-        upstream: &DeviceUpstream<'_>,
-        grad_len: Option<usize>,
-    ) -> Result<()> {
-        let up = check_dev_upstream(upstream, cfg.reduction, rows)?;
-        // Parameters, shapes and weights by the core validator on a stand-in target vector
-        // (every row ignored, or class 0 without an ignore index); the real targets are
-        // checked on the device (ce_prepare).
-        let stand_in = vec![cfg.ignore_index.unwrap_or(0); rows];
-        cfg.validate::<f32>(
-            logits_len,
-            rows,
-            classes,
-            &CeTargets::Classes(&stand_in),
-            &up,
-            grad_len,
-        )?;
-        match targets {
-            DeviceCeTargets::Classes(t) => check_len("targets", rows, t.len()),
-            DeviceCeTargets::Probs(p) => check_len("target_probs", rows * classes, p.len()),
-        }
-    }
-
     /// Cross-entropy on device buffers: `logits` `[rows, classes]` row-major in `T` (f32, bf16
-    /// or f16; math in f32), the gradient (when `grad` is given) written in `T`. Out-of-range
-    /// class targets are found on the device and reported by [`DeviceLoss::to_host`].
-    #[allow(clippy::too_many_arguments)]
+    /// or f16; math in f32), read only, with the gradient into a separate buffer, or with the
+    /// gradient written over the logits ([`Io::InPlace`], as Liger-Kernel), in `T`. Validated
+    /// by the host front door's [`CrossEntropy::plan`] from the buffers' lengths (so its
+    /// errors are the host's); out-of-range class targets are found on the device and
+    /// reported by [`DeviceLoss::to_host`] as [`CrossEntropy::check_targets`] reports them.
     pub fn cross_entropy_dev<T: CeElement>(
         &self,
         cfg: &CrossEntropy,
-        logits: &CudaSlice<T>,
-        rows: usize,
-        classes: usize,
-        targets: DeviceCeTargets<'_, T>,
-        upstream: DeviceUpstream<'_>,
-        grad: Option<&mut CudaSlice<T>>,
-    ) -> Result<DeviceLoss> {
-        self.validate_ce_dev(
-            cfg,
-            logits.len(),
-            rows,
-            classes,
-            &targets,
-            &upstream,
-            grad.as_ref().map(|g| g.len()),
-        )?;
-        let (z_ptr, _gz) = dptr(logits, &self.stream);
-        let (g_ptr, _gg) = crate::launch::opt_dptr_mut(grad, &self.stream);
-        self.ce_launch::<T>(cfg, z_ptr, g_ptr, false, rows, classes, targets, upstream)
-    }
-
-    /// As [`CudaBackend::cross_entropy_dev`], writing the gradient over the logits (as
-    /// Liger-Kernel does).
-    #[allow(clippy::too_many_arguments)]
-    pub fn cross_entropy_in_place_dev<T: CeElement>(
-        &self,
-        cfg: &CrossEntropy,
-        logits: &mut CudaSlice<T>,
-        rows: usize,
-        classes: usize,
+        logits: Io<'_, CudaSlice<T>>,
+        [rows, classes]: [usize; 2],
         targets: DeviceCeTargets<'_, T>,
         upstream: DeviceUpstream<'_>,
     ) -> Result<DeviceLoss> {
-        self.validate_ce_dev(cfg, logits.len(), rows, classes, &targets, &upstream, None)?;
-        let (z_ptr, _gz) = dptr_mut(logits, &self.stream);
-        self.ce_launch::<T>(cfg, z_ptr, NULL, true, rows, classes, targets, upstream)
+        let ext = dev_extent(&logits, Some([rows, classes]), &upstream);
+        let plan = cfg.plan(&ext, targets.shape())?;
+        self.ce_launch(&plan, logits, targets, upstream)
     }
 
-    /// Launches ce_prepare, the row kernel and (for mean/sum) ce_reduce_rows. `z_ptr` and
-    /// `g_ptr` are device addresses of buffers of `rows * classes` elements of `T` (g may be 0),
-    /// kept borrowed by the caller until this returns.
-    #[allow(clippy::too_many_arguments)]
+    /// Launches ce_prepare, the row kernel and (for mean/sum) ce_reduce_rows on the plan's
+    /// buffers.
     fn ce_launch<T: CeElement>(
         &self,
-        cfg: &CrossEntropy,
-        z_ptr: u64,
-        g_ptr: u64,
-        in_place: bool,
-        rows: usize,
-        classes: usize,
+        plan: &CePlan<'_>,
+        mut logits: Io<'_, CudaSlice<T>>,
         targets: DeviceCeTargets<'_, T>,
         upstream: DeviceUpstream<'_>,
     ) -> Result<DeviceLoss> {
+        let (cfg, rows, classes) = (plan.cfg, plan.rows(), plan.classes());
+        let io = io_ptrs(&mut logits, &self.stream);
+        let (z_ptr, g_ptr, in_place) = (io.input, io.grad, io.in_place);
         let fam = Family::CrossEntropy;
         let st = &self.stream;
         let weights: Option<CudaSlice<f32>> = match &cfg.class_weights {
@@ -261,8 +212,8 @@ impl CudaBackend {
             };
             let mut b = st.launch_builder(&f);
             b.arg(&params);
-            // SAFETY: CePrepareParams's contract: targets has `rows` i64 (validated; null for
-            // probability targets), weights `classes` f32 (validated), stats and err 2 each,
+            // SAFETY: CePrepareParams's contract: targets has `rows` i64 (the plan; null for
+            // probability targets), weights `classes` f32 (the plan), stats and err 2 each,
             // part_w / part_bad `row_blocks` words each of `scratch` and counter its zeroed
             // first word, on ce_rows_grid's grid of CE_ROWS_THREADS threads.
             unsafe { b.launch(lc) }.w()?;
@@ -287,13 +238,13 @@ impl CudaBackend {
                 });
             }
             let aligned16 = [z_ptr, g_ptr, p_ptr].iter().all(|&p| p % 16 == 0);
-            let plan = self.ce_plan(classes, std::mem::size_of::<T>(), aligned16);
-            let Some(grid) = plan.grid(rows) else {
+            let lp = self.ce_plan(classes, std::mem::size_of::<T>(), aligned16);
+            let Some(grid) = lp.grid(rows) else {
                 return Err(LossError::Unsupported {
                     backend: "cuda".into(),
                     what: format!(
                         "{rows} rows of {classes} classes ({} blocks per row; at most {} blocks)",
-                        plan.cluster,
+                        lp.cluster,
                         i32::MAX
                     ),
                 });
@@ -304,7 +255,7 @@ impl CudaBackend {
                 targets: t_ptr,
                 probs: p_ptr,
                 classes: classes as i64,
-                slice: plan.slice as i64,
+                slice: lp.slice as i64,
                 weights: w_ptr,
                 wsum,
                 ignore_index,
@@ -315,24 +266,24 @@ impl CudaBackend {
                 row_loss: l_ptr,
                 in_place: i32::from(in_place),
                 has_ignore,
-                flags: plan.flags,
+                flags: lp.flags,
                 _pad: 0,
             };
-            let name = T::ce_kernel(plan.cluster);
+            let name = T::ce_kernel(lp.cluster);
             let f = self.function(fam, name)?;
-            self.opt_in_smem(name, &f, plan.smem_bytes)?;
+            self.opt_in_smem(name, &f, lp.smem_bytes)?;
             let lc = LaunchConfig {
                 grid_dim: (grid, 1, 1),
-                block_dim: (plan.threads, 1, 1),
-                shared_mem_bytes: plan.smem_bytes,
+                block_dim: (lp.threads, 1, 1),
+                shared_mem_bytes: lp.smem_bytes,
             };
             let mut b = st.launch_builder(&f);
             b.arg(&params);
             // SAFETY: CeRowParams's contract: the entry point is T's (`T::ce_kernel`, element
-            // type of T's size) with `plan.cluster` compiled in and grid = rows * cluster;
+            // type of T's size) with `lp.cluster` compiled in and grid = rows * cluster;
             // z / g / probs have rows*classes elements of T, targets and up `rows`, weights
-            // `classes` (validated), stats 2, row_loss `rows`; CE_VEC16 only as ce_plan sets
-            // it (aligned16 above); plan.smem_bytes opted into when over 48 KiB; threads a
+            // `classes` (the plan), stats 2, row_loss `rows`; CE_VEC16 only as ce_plan sets
+            // it (aligned16 above); lp.smem_bytes opted into when over 48 KiB; threads a
             // multiple of 32 and <= 512. The guards live until after the launch.
             unsafe { b.launch(lc) }.w()?;
         }
@@ -386,97 +337,33 @@ impl CudaBackend {
             values,
             target_check,
             stream: st.clone(),
+            per_item: cfg.reduction == Reduction::None,
         })
     }
 }
 
 impl CrossEntropyOps<f32> for CudaBackend {
-    fn cross_entropy(
-        &self,
-        cfg: &CrossEntropy,
-        logits: &[f32],
-        rows: usize,
-        classes: usize,
-        targets: CeTargets<'_, f32>,
-        upstream: Upstream<'_>,
-        grad: Option<&mut [f32]>,
-    ) -> Result<Vec<f64>> {
-        cfg.validate(
-            logits.len(),
-            rows,
-            classes,
-            &targets,
-            &upstream,
-            grad.as_ref().map(|g| g.len()),
-        )?;
-        let z = self.upload(logits)?;
-        let up = self.upload_up(upstream)?;
-        let mut g_dev = self.grad_buffer(&grad)?;
-        let out = match targets {
-            CeTargets::Classes(t) => {
-                let t_dev = self.upload(t)?;
-                self.cross_entropy_dev(
-                    cfg,
-                    &z,
-                    rows,
-                    classes,
-                    DeviceCeTargets::Classes(&t_dev),
-                    up.as_dev(),
-                    g_dev.as_mut(),
-                )?
-            }
-            CeTargets::Probs(p) => {
-                let p_dev = self.upload(p)?;
-                self.cross_entropy_dev(
-                    cfg,
-                    &z,
-                    rows,
-                    classes,
-                    DeviceCeTargets::Probs(&p_dev),
-                    up.as_dev(),
-                    g_dev.as_mut(),
-                )?
-            }
-        };
-        self.finish(out, g_dev, grad)
-    }
-
-    fn cross_entropy_in_place(
-        &self,
-        cfg: &CrossEntropy,
-        logits: &mut [f32],
-        rows: usize,
-        classes: usize,
-        targets: CeTargets<'_, f32>,
-        upstream: Upstream<'_>,
-    ) -> Result<Vec<f64>> {
-        cfg.validate(logits.len(), rows, classes, &targets, &upstream, None)?;
-        let mut z = self.upload(logits)?;
+    fn run_cross_entropy(&self, call: CeCall<'_, f32>) -> Result<Loss> {
+        let Parts {
+            plan,
+            io,
+            with: targets,
+            upstream,
+        } = call.into_parts();
+        let mut dev = HostIo::upload(self, io)?;
         let up = self.upload_up(upstream)?;
         let out = match targets {
             CeTargets::Classes(t) => {
                 let t_dev = self.upload(t)?;
-                self.cross_entropy_in_place_dev(
-                    cfg,
-                    &mut z,
-                    rows,
-                    classes,
-                    DeviceCeTargets::Classes(&t_dev),
-                    up.as_dev(),
-                )?
+                let tg = DeviceCeTargets::Classes(&t_dev);
+                self.ce_launch(&plan, dev.dev_io(), tg, up.as_dev())?
             }
             CeTargets::Probs(p) => {
                 let p_dev = self.upload(p)?;
-                self.cross_entropy_in_place_dev(
-                    cfg,
-                    &mut z,
-                    rows,
-                    classes,
-                    DeviceCeTargets::Probs(&p_dev),
-                    up.as_dev(),
-                )?
+                let tg = DeviceCeTargets::Probs(&p_dev);
+                self.ce_launch(&plan, dev.dev_io(), tg, up.as_dev())?
             }
         };
-        self.finish(out, Some(z), Some(logits))
+        dev.finish(self, out)
     }
 }

@@ -83,8 +83,3 @@ pub(crate) fn nvrtc_missing() -> LossError {
     )
     .into()
 }
-
-/// An empty-input error.
-pub(crate) fn empty(what: &'static str, detail: &'static str) -> LossError {
-    LossError::EmptyInput { what, detail }
-}

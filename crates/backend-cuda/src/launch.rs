@@ -1,6 +1,8 @@
 //! What every launch shares: device upstream gradients and results ([`DeviceUpstream`],
-//! [`DeviceLoss`]), device addresses of optional buffers, the per-block partials of the
-//! grid-stride kernels and the final reduction, and the host-slice round trip (`via_device`).
+//! [`DeviceLoss`]), the core planner's view of device buffers (`dev_extent`), device addresses
+//! of a call's input and gradient (`io_ptrs`) and of optional buffers, the per-block partials
+//! of the grid-stride kernels and the final reduction, and the host-slice round trip
+//! (`via_device`, `HostIo`).
 
 use std::sync::Arc;
 
@@ -8,8 +10,10 @@ use cudarc::driver::{
     CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
     SyncOnDrop, ValidAsZeroBits,
 };
-use smoothloss_core::error::check_len;
-use smoothloss_core::{LossError, Reduction, Result, Upstream};
+use smoothloss_core::{
+    Extent, GradDest, Io, Loss, LossConfig, LossError, PairCall, Parts, Plan, Reduction, Result,
+    Upstream, UpstreamShape,
+};
 
 use crate::device::CudaBackend;
 use crate::error::WrapErr;
@@ -26,12 +30,24 @@ pub enum DeviceUpstream<'a> {
     PerElement(&'a CudaSlice<f64>),
 }
 
+impl DeviceUpstream<'_> {
+    /// The upstream gradient's shape, as the core planner sees it ([`Upstream::shape`]).
+    pub fn shape(&self) -> UpstreamShape {
+        match *self {
+            DeviceUpstream::Scalar(s) => UpstreamShape::Scalar(s),
+            DeviceUpstream::PerElement(u) => UpstreamShape::PerItem(u.len()),
+        }
+    }
+}
+
 /// Loss values left on the device by a loss call.
 #[derive(Debug)]
 pub struct DeviceLoss {
     pub(crate) values: CudaSlice<f64>,
     pub(crate) target_check: Option<TargetCheck>,
     pub(crate) stream: Arc<CudaStream>,
+    /// Reduction `none`: one value per item.
+    pub(crate) per_item: bool,
 }
 
 /// Targets checked on the device, reported by [`DeviceLoss::to_host`].
@@ -52,7 +68,7 @@ impl DeviceLoss {
     /// Copies the values to the host (this synchronises the stream) and reports a target
     /// found invalid on the device: an out-of-range class target as
     /// [`LossError::TargetOutOfRange`], a binary target outside `[0, 1]` (or NaN) as
-    /// [`LossError::InvalidParameter`] (as the host-slice path's validation). The values are
+    /// [`LossError::InvalidParameter`] (as the host front door's checks of target contents). The values are
     /// meaningless when it does.
     pub fn to_host(&self) -> Result<Vec<f64>> {
         match &self.target_check {
@@ -83,6 +99,12 @@ impl DeviceLoss {
         let v = self.stream.clone_dtoh(&self.values).w()?;
         self.stream.synchronize().w()?;
         Ok(v)
+    }
+
+    /// [`DeviceLoss::to_host`] as a [`Loss`]: [`Loss::Reduced`] for `mean` / `sum`,
+    /// [`Loss::PerItem`] for `none` (what the host front door returns).
+    pub fn to_loss(&self) -> Result<Loss> {
+        Ok(loss_of(self.per_item, self.to_host()?))
     }
 }
 
@@ -127,32 +149,6 @@ pub(crate) fn up_args<'a>(up: &DeviceUpstream<'a>, st: &'a CudaStream) -> (f64, 
     }
 }
 
-/// Checks a device upstream gradient as [`Upstream::validate`] does and returns a host
-/// stand-in with the same effect on the other checks.
-pub(crate) fn check_dev_upstream(
-    up: &DeviceUpstream<'_>,
-    reduction: Reduction,
-    count: usize,
-) -> Result<Upstream<'static>> {
-    match *up {
-        DeviceUpstream::Scalar(s) => {
-            Upstream::Scalar(s).validate(reduction, count)?;
-            Ok(Upstream::Scalar(s))
-        }
-        DeviceUpstream::PerElement(u) => {
-            if reduction != Reduction::None {
-                return Err(LossError::InvalidParameter {
-                    name: "upstream",
-                    value: u.len() as f64,
-                    reason: "a per-element upstream gradient needs reduction `none`",
-                });
-            }
-            check_len("upstream", count, u.len())?;
-            Ok(Upstream::ONE)
-        }
-    }
-}
-
 /// The launch configuration of a grid-stride (element-wise or box) kernel.
 pub(crate) fn elem_config(blocks: u32) -> LaunchConfig {
     LaunchConfig {
@@ -193,32 +189,40 @@ impl UpOwned {
 }
 
 impl CudaBackend {
-    /// Allocates the outputs of a grid-stride loss kernel over `n` items.
-    pub(crate) fn elem_out(&self, n: usize, reduction: Reduction) -> Result<ElemOut> {
+    /// Allocates the outputs of a grid-stride loss kernel over the plan's items.
+    pub(crate) fn elem_out<C: LossConfig>(&self, plan: &Plan<'_, C>) -> Result<ElemOut> {
+        let n = plan.items;
         let blocks = elem_grid(n);
-        let none = reduction == Reduction::None;
+        let none = plan.reduction() == Reduction::None;
         let st = &self.stream;
         Ok(ElemOut {
             none,
             losses: st.alloc_zeros::<f64>(if none { n } else { 1 }).w()?,
             partials: st.alloc_zeros::<f64>(blocks as usize).w()?,
             blocks,
-            scale: if reduction == Reduction::Mean {
-                1.0 / n as f64
-            } else {
-                1.0
-            },
+            scale: plan.count_scale(),
         })
     }
 
-    /// The loss values of a grid-stride kernel's outputs: the per-item losses, or the
-    /// partials reduced on the device (`sum * scale`).
-    pub(crate) fn elem_values(&self, family: Family, out: ElemOut) -> Result<CudaSlice<f64>> {
-        if out.none {
-            Ok(out.losses)
+    /// The result of a grid-stride kernel's outputs: the per-item losses, or the partials
+    /// reduced on the device (`sum * scale`).
+    pub(crate) fn elem_loss(
+        &self,
+        family: Family,
+        out: ElemOut,
+        target_check: Option<TargetCheck>,
+    ) -> Result<DeviceLoss> {
+        let values = if out.none {
+            out.losses
         } else {
-            self.reduce_final(family, &out.partials, 1.0 / out.scale, None)
-        }
+            self.reduce_final(family, &out.partials, 1.0 / out.scale, None)?
+        };
+        Ok(DeviceLoss {
+            values,
+            target_check,
+            stream: self.stream.clone(),
+            per_item: out.none,
+        })
     }
 
     pub(crate) fn upload_up(&self, up: Upstream<'_>) -> Result<UpOwned> {
@@ -270,78 +274,149 @@ impl CudaBackend {
         self.stream.clone_htod(xs).w()
     }
 
-    pub(crate) fn grad_buffer<T: DeviceRepr + ValidAsZeroBits>(
+    /// The host-slice path of a two-input loss (box, element-wise): uploads the input, the
+    /// second input and the upstream, runs `launch` on the plan and the device copies, and
+    /// copies the gradient back into the host destination (a separate buffer, or over the
+    /// input for [`Io::InPlace`]). The front door validated the call.
+    pub(crate) fn via_device<C: LossConfig>(
         &self,
-        grad: &Option<&mut [T]>,
-    ) -> Result<Option<CudaSlice<T>>> {
-        match grad {
-            Some(g) => Ok(Some(self.stream.alloc_zeros::<T>(g.len()).w()?)),
-            None => Ok(None),
-        }
-    }
-
-    /// The host-slice path of a two-input loss (box, element-wise): uploads `a`, `b` and the
-    /// upstream, runs `dev` on the device copies (with a device gradient buffer when `grad`
-    /// is given) and copies the values and gradient back. The caller validated the inputs.
-    pub(crate) fn via_device(
-        &self,
-        a: &[f32],
-        b: &[f32],
-        upstream: Upstream<'_>,
-        grad: Option<&mut [f32]>,
-        dev: impl for<'u> FnOnce(
-            &CudaSlice<f32>,
+        call: PairCall<'_, C, f32>,
+        launch: impl for<'u> FnOnce(
+            &Plan<'_, C>,
+            Io<'u, CudaSlice<f32>>,
             &CudaSlice<f32>,
             DeviceUpstream<'u>,
-            Option<&mut CudaSlice<f32>>,
         ) -> Result<DeviceLoss>,
-    ) -> Result<Vec<f64>> {
-        let a_dev = self.upload(a)?;
-        let b_dev = self.upload(b)?;
+    ) -> Result<Loss> {
+        let Parts {
+            plan,
+            io,
+            with,
+            upstream,
+        } = call.into_parts();
+        let mut dev = HostIo::upload(self, io)?;
+        let b = self.upload(with)?;
         let up = self.upload_up(upstream)?;
-        let mut g_dev = self.grad_buffer(&grad)?;
-        let out = dev(&a_dev, &b_dev, up.as_dev(), g_dev.as_mut())?;
-        self.finish(out, g_dev, grad)
+        let out = launch(&plan, dev.dev_io(), &b, up.as_dev())?;
+        dev.finish(self, out)
+    }
+}
+
+/// A host [`Io`] and its device copies: the input, and a separate gradient buffer when the
+/// call writes one.
+pub(crate) struct HostIo<'h, T> {
+    host: Io<'h, [T]>,
+    input: CudaSlice<T>,
+    grad: Option<CudaSlice<T>>,
+}
+
+impl<'h, T: DeviceRepr + ValidAsZeroBits> HostIo<'h, T> {
+    /// Uploads the input (once, also in place) and allocates a separate device gradient.
+    pub(crate) fn upload(b: &CudaBackend, host: Io<'h, [T]>) -> Result<Self> {
+        let input = b.upload(host.input())?;
+        let grad = match &host {
+            Io::Separate { grad, .. } => Some(b.stream.alloc_zeros::<T>(grad.len()).w()?),
+            Io::Read(_) | Io::InPlace(_) => None,
+        };
+        Ok(Self { host, input, grad })
     }
 
-    pub(crate) fn finish<T: DeviceRepr>(
-        &self,
-        out: DeviceLoss,
-        grad_dev: Option<CudaSlice<T>>,
-        grad: Option<&mut [T]>,
-    ) -> Result<Vec<f64>> {
-        let values = out.to_host()?;
-        if let (Some(d), Some(g)) = (grad_dev, grad) {
-            self.stream.memcpy_dtoh(&d, g).w()?;
-            self.stream.synchronize().w()?;
+    /// The device buffers, as the host call's kind.
+    pub(crate) fn dev_io(&mut self) -> Io<'_, CudaSlice<T>> {
+        match (&self.host, &mut self.grad) {
+            (Io::Separate { .. }, Some(g)) => Io::Separate {
+                input: &self.input,
+                grad: g,
+            },
+            (Io::InPlace(_), _) => Io::InPlace(&mut self.input),
+            _ => Io::Read(&self.input),
         }
-        Ok(values)
     }
 
-    /// The shape checks of an element-wise loss on device buffers (regression and binary;
-    /// parameters are checked by the caller with the core validator on a stand-in).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn validate_elem_dev(
-        &self,
-        a_name: &'static str,
-        a_len: usize,
-        b_name: &'static str,
-        b_len: usize,
-        reduction: Reduction,
-        upstream: &DeviceUpstream<'_>,
-        grad_len: Option<usize>,
-    ) -> Result<()> {
-        if a_len == 0 {
-            return Err(crate::error::empty(
-                a_name,
-                "at least one element is required",
-            ));
+    /// Waits for the call's values (reporting targets found invalid on the device) and
+    /// copies the device gradient into the host destination.
+    pub(crate) fn finish(self, b: &CudaBackend, out: DeviceLoss) -> Result<Loss> {
+        let loss = out.to_loss()?;
+        let st = &b.stream;
+        match (self.host, &self.grad) {
+            (Io::Separate { grad, .. }, Some(g)) => st.memcpy_dtoh(g, grad).w()?,
+            (Io::InPlace(x), _) => st.memcpy_dtoh(&self.input, x).w()?,
+            _ => return Ok(loss),
         }
-        check_len(b_name, a_len, b_len)?;
-        if let Some(g) = grad_len {
-            check_len("grad", a_len, g)?;
-        }
-        check_dev_upstream(upstream, reduction, a_len)?;
-        Ok(())
+        st.synchronize().w()?;
+        Ok(loss)
+    }
+}
+
+/// The device buffer a call reads (for [`Io::InPlace`], before the call overwrites it).
+pub(crate) fn io_input<'s, T>(io: &'s Io<'_, CudaSlice<T>>) -> &'s CudaSlice<T> {
+    match io {
+        Io::Read(x) => x,
+        Io::Separate { input, .. } => input,
+        Io::InPlace(x) => x,
+    }
+}
+
+/// The shapes of a call on device buffers as the core planner sees them: the buffers'
+/// lengths, the declared shape, the gradient destination and the upstream's shape (the same
+/// [`Extent`] the host front door builds from host slices).
+pub(crate) fn dev_extent<T>(
+    io: &Io<'_, CudaSlice<T>>,
+    shape: Option<[usize; 2]>,
+    upstream: &DeviceUpstream<'_>,
+) -> Extent {
+    Extent {
+        len: io_input(io).len(),
+        shape,
+        grad: match io {
+            Io::Read(_) => GradDest::None,
+            Io::Separate { grad, .. } => GradDest::Separate(grad.len()),
+            Io::InPlace(_) => GradDest::InPlace,
+        },
+        upstream: upstream.shape(),
+    }
+}
+
+/// The device addresses of a call's input and gradient, with the guards that keep the
+/// buffers' stream ordering until the launch is enqueued.
+pub(crate) struct IoPtrs<'a> {
+    /// The input.
+    pub input: u64,
+    /// A separate gradient buffer, or [`NULL`] (no gradient, or in place).
+    pub grad: u64,
+    /// The gradient overwrites the input.
+    pub in_place: bool,
+    _guards: [Option<SyncOnDrop<'a>>; 2],
+}
+
+impl IoPtrs<'_> {
+    /// Where an element-wise kernel writes its gradient: the separate buffer, the input itself
+    /// in place (each element is read before the same thread writes its gradient), or NULL.
+    pub fn grad_or_input(&self) -> u64 {
+        if self.in_place { self.input } else { self.grad }
+    }
+}
+
+/// [`IoPtrs`] of a device [`Io`].
+pub(crate) fn io_ptrs<'a, T>(io: &'a mut Io<'_, CudaSlice<T>>, st: &'a CudaStream) -> IoPtrs<'a> {
+    let ((input, gi), (grad, gg), in_place) = match io {
+        Io::Read(x) => (dptr(*x, st), (NULL, None), false),
+        Io::Separate { input, grad } => (dptr(*input, st), dptr_mut(*grad, st), false),
+        Io::InPlace(x) => (dptr_mut(*x, st), (NULL, None), true),
+    };
+    IoPtrs {
+        input,
+        grad,
+        in_place,
+        _guards: [gi, gg],
+    }
+}
+
+/// The loss value of a reduction from the values left on the device.
+pub(crate) fn loss_of(per_item: bool, values: Vec<f64>) -> Loss {
+    if per_item {
+        Loss::PerItem(values)
+    } else {
+        Loss::Reduced(values.first().copied().unwrap_or(f64::NAN))
     }
 }

@@ -15,9 +15,18 @@
 //! - Every loss is available on device buffers ([`CudaSlice`]), launched on the backend's
 //!   stream ([`CudaBackend::with_stream`] picks another) with no host synchronisation: results
 //!   come back as a [`DeviceLoss`] whose [`DeviceLoss::to_host`] is the only synchronising call.
+//!   The input and where its gradient goes are an [`Io`]`<'_, CudaSlice<T>>` (read only, a
+//!   separate gradient buffer, or the gradient over the input, for every loss). Each `*_dev`
+//!   method builds the same core plan as the host front door (`cfg.plan(...)` on an [`Extent`]
+//!   of the device buffers' lengths, the declared shape and the [`DeviceUpstream`]'s shape), so
+//!   bad shapes give the host's errors; target contents (class targets in range, binary
+//!   targets in `[0, 1]`) are checked on the device and reported by [`DeviceLoss::to_host`] as
+//!   the host's typed errors.
 //! - The host-slice traits of `smoothloss_core` ([`CrossEntropyOps`], [`BoxLossOps`],
-//!   [`RegressionOps`], [`BinaryOps`], [`Backend`]) are implemented for `f32` by upload, run and
-//!   download, so the shared conformance suite can test this backend like any other.
+//!   [`RegressionOps`], [`BinaryOps`], [`Backend`]) are implemented for `f32`: each `run_*`
+//!   takes the call the front door ([`Losses`]) validated, uploads it, launches on its plan and
+//!   downloads (no validation again), so the shared conformance suite can test this backend
+//!   like any other.
 //! - Reductions are deterministic: per-block partial sums in a fixed order, then one final
 //!   block (or the last block to finish, adding the partials in block order); no
 //!   floating-point atomics.
@@ -36,6 +45,9 @@
 //! [`RegressionOps`]: smoothloss_core::RegressionOps
 //! [`BinaryOps`]: smoothloss_core::BinaryOps
 //! [`Backend`]: smoothloss_core::Backend
+//! [`Losses`]: smoothloss_core::Losses
+//! [`Io`]: smoothloss_core::Io
+//! [`Extent`]: smoothloss_core::Extent
 #![warn(missing_docs)]
 
 pub mod geometry;

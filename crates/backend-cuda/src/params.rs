@@ -11,7 +11,7 @@
 //!
 //! Each `unsafe impl DeviceRepr` carries the struct's contract: what the kernel may touch given
 //! the fields. A launch passes the struct with one `.arg(&params)` after establishing that
-//! contract (buffer lengths validated, guards alive until the launch is enqueued).
+//! contract (buffer lengths from the core plan, guards alive until the launch is enqueued).
 
 use std::fmt::Write as _;
 use std::mem::{align_of, offset_of, size_of};
@@ -193,7 +193,7 @@ kernel_params! {
         pub losses: u64,
         /// `double*`, one per block.
         pub partials: u64,
-        /// `float*` (nullable), `4n` gradient.
+        /// `float*` (nullable), `4n` gradient (may be `pred`: in place).
         pub grad: u64,
         /// `BoxLossKind::code` (`SL_BOX_KIND_*`).
         pub kind: i32,
@@ -243,7 +243,7 @@ kernel_params! {
         pub losses: u64,
         /// `double*`, one per block.
         pub partials: u64,
-        /// `float*` (nullable), `n`.
+        /// `float*` (nullable), `n` gradient (may be the input: in place).
         pub grad: u64,
     }
 
@@ -269,7 +269,7 @@ kernel_params! {
         pub losses: u64,
         /// `double*`, one per block.
         pub partials: u64,
-        /// `float*` (nullable), `n`.
+        /// `float*` (nullable), `n` gradient (may be the input: in place).
         pub grad: u64,
         /// `unsigned long long*` (nullable), 2 zeroed words: the target check.
         pub check: u64,
@@ -297,7 +297,7 @@ kernel_params! {
         pub losses: u64,
         /// `double*`, one per block.
         pub partials: u64,
-        /// `float*` (nullable), `n`.
+        /// `float*` (nullable), `n` gradient (may be the input: in place).
         pub grad: u64,
         /// `unsigned long long*` (nullable), 2 zeroed words: the target check.
         pub check: u64,
@@ -341,8 +341,10 @@ unsafe impl DeviceRepr for CeReduceRowsParams {}
 unsafe impl DeviceRepr for CeRowParams {}
 // SAFETY: plain repr(C) data as above. Grid-stride over n pairs: pair i reads pred and
 // target[4i..4i+4) (4n floats each), up[i] (n), writes losses[i] (n, when non-null) and
-// grad[4i..4i+4) (4n, when non-null); block k writes partials[k] (one per block, when
-// non-null). Blocks of a multiple of 32 threads (<= 1024).
+// grad[4i..4i+4) (4n, when non-null; grad may equal pred, in place: the thread of pair i
+// reads its pred values before it writes their gradient, and no other thread touches them);
+// block k writes partials[k] (one per block, when non-null). Blocks of a multiple of 32
+// threads (<= 1024).
 unsafe impl DeviceRepr for BoxLossParams {}
 // SAFETY: plain repr(C) data as above. Grid-stride over n*m outputs: output idx reads
 // b1[4i..4i+4) with i = idx / m < n (4n floats), b2[4j..4j+4) with j < m (4m floats), and
@@ -350,8 +352,9 @@ unsafe impl DeviceRepr for BoxLossParams {}
 unsafe impl DeviceRepr for BoxIouParams {}
 // SAFETY: plain repr(C) data as above. Grid-stride over n elements: element i reads pred[i],
 // target[i] (n floats each), up[i] (n), writes losses[i] (n, when non-null), grad[i] (n, when
-// non-null); block k writes partials[k] (one per block, when non-null). Blocks of a multiple
-// of 32 threads (<= 1024).
+// non-null; grad may equal pred, in place: element i's thread reads pred[i] before it writes
+// grad[i], and no other thread touches either); block k writes partials[k] (one per block,
+// when non-null). Blocks of a multiple of 32 threads (<= 1024).
 unsafe impl DeviceRepr for RegParams {}
 // SAFETY: plain repr(C) data as above. As RegParams over logits / targets, plus
 // pos_weight[i % p_len] (p_len >= 1 values, when non-null) and an atomic max on check[0]

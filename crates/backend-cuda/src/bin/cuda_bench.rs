@@ -1,5 +1,6 @@
-//! `cuda_bench`: times the CUDA kernels on the shapes of `FINDINGS.md` and prints one JSON
-//! object per line (`gpu-bundle/run.sh` runs it; `peers/torch_ce_gpu.py` reads the lines).
+//! `cuda_bench`: times the CUDA kernels on the shapes of the seed article's findings and prints
+//! one JSON object per line (`gpu-bundle/run.sh` runs it; `benches/peers/torch_ce_gpu.py` reads
+//! the lines).
 //!
 //! Each figure is the median over `--iters` timed calls (CUDA events on the backend's stream,
 //! one call per event pair, after `--warmup` untimed calls) of one whole device-API loss call:
@@ -20,7 +21,9 @@ use std::sync::Arc;
 
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaSlice, CudaStream};
-use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, LossError, Result, SmoothL1};
+use smoothloss_core::{
+    BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Io, LossError, Result, SmoothL1,
+};
 use smoothloss_cuda::half::bf16;
 use smoothloss_cuda::{CeElement, CudaBackend, DeviceCeTargets, DeviceUpstream, WrapErr};
 
@@ -94,6 +97,11 @@ fn pattern(n: usize, lo: f32, hi: f32) -> Vec<f32> {
 fn emit(fields: &[(&str, String)]) {
     let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
     println!("{{{}}}", body.join(","));
+}
+
+/// A device input with its gradient into a separate buffer.
+fn sep<'a, T>(input: &'a CudaSlice<T>, grad: &'a mut CudaSlice<T>) -> Io<'a, CudaSlice<T>> {
+    Io::Separate { input, grad }
 }
 
 fn s(v: &str) -> String {
@@ -176,10 +184,10 @@ fn bench_ce<T: CeElement>(
         let mut one = || -> Result<()> {
             // One checked call first (errors surface here, with the device's check).
             let loss = bk
-                .cross_entropy_dev(&cfg, &z, rows, classes, tg, up, Some(&mut g))?
+                .cross_entropy_dev(&cfg, sep(&z, &mut g), [rows, classes], tg, up)?
                 .to_host()?[0];
             let (med, min) = time(bk, o, || {
-                bk.cross_entropy_dev(&cfg, &z, rows, classes, tg, up, Some(&mut g))
+                bk.cross_entropy_dev(&cfg, sep(&z, &mut g), [rows, classes], tg, up)
                     .map(drop)
             })?;
             report(bench, bk, med, min, loss);
@@ -199,11 +207,11 @@ fn bench_ce<T: CeElement>(
         }
     }
     let loss = b
-        .cross_entropy_in_place_dev(&cfg, &mut z, rows, classes, tg, up)?
+        .cross_entropy_dev(&cfg, Io::InPlace(&mut z), [rows, classes], tg, up)?
         .to_host()?[0];
     // (Later calls overwrite gradients with gradients: the same traffic and work.)
     let (med, min) = time(b, o, || {
-        b.cross_entropy_in_place_dev(&cfg, &mut z, rows, classes, tg, up)
+        b.cross_entropy_dev(&cfg, Io::InPlace(&mut z), [rows, classes], tg, up)
             .map(drop)
     })?;
     report("cross_entropy_inplace", b, med, min, loss);
@@ -234,11 +242,11 @@ fn bench_box(b: &CudaBackend, o: &Opts, n: usize, kind: BoxLossKind, tbs: f64) -
     let bytes = (n * 12 * 4) as f64;
     let floor_ms = bytes / (tbs * 1e12) * 1e3;
     let (med, min) = time(b, o, || {
-        b.box_loss_dev(&cfg, &p, &t, DeviceUpstream::Scalar(1.0), Some(&mut g))
+        b.box_loss_dev(&cfg, sep(&p, &mut g), &t, DeviceUpstream::Scalar(1.0))
             .map(drop)
     })?;
     let v = b
-        .box_loss_dev(&cfg, &p, &t, DeviceUpstream::Scalar(1.0), Some(&mut g))?
+        .box_loss_dev(&cfg, sep(&p, &mut g), &t, DeviceUpstream::Scalar(1.0))?
         .to_host()?;
     emit(&[
         ("bench", s("box_loss")),
@@ -262,7 +270,7 @@ fn bench_smooth_l1(b: &CudaBackend, o: &Opts, n: usize, tbs: f64) -> Result<()> 
     let cfg = SmoothL1::default();
     let floor_ms = (n * 12) as f64 / (tbs * 1e12) * 1e3;
     let (med, min) = time(b, o, || {
-        b.smooth_l1_dev(&cfg, &p, &t, DeviceUpstream::Scalar(1.0), Some(&mut g))
+        b.smooth_l1_dev(&cfg, sep(&p, &mut g), &t, DeviceUpstream::Scalar(1.0))
             .map(drop)
     })?;
     emit(&[

@@ -243,7 +243,14 @@ fn cross_entropy_kernels_match_the_reference_on_the_cpu() {
                     assert_eq!(check[0], -1, "{what}: target check");
                     let mut gr = vec![0f32; rows * classes];
                     let want = ReferenceBackend
-                        .cross_entropy(&cfg, &logits, rows, classes, tgt, up, Some(&mut gr))
+                        .cross_entropy(
+                            &cfg,
+                            Input::matrix(&logits, rows, classes)
+                                .with_upstream(up)
+                                .with_grad(&mut gr),
+                            tgt,
+                        )
+                        .map(Loss::into_values)
                         .unwrap();
                     assert_close(&format!("{what} loss"), &got, &want, 1e-5, 1e-6);
                     assert_grad(&format!("{what} grad"), &g, &gr, 1e-4, 1e-6);
@@ -369,7 +376,14 @@ fn cross_entropy_clusters_and_access_paths_on_the_cpu() {
                         planned.push((plan.cluster, plan.flags));
                         let mut gr = vec![0f32; n];
                         let want = ReferenceBackend
-                            .cross_entropy(&cfg, &logits, rows, classes, tgt, up, Some(&mut gr))
+                            .cross_entropy(
+                                &cfg,
+                                Input::matrix(&logits, rows, classes)
+                                    .with_upstream(up)
+                                    .with_grad(&mut gr),
+                                tgt,
+                            )
+                            .map(Loss::into_values)
                             .unwrap();
                         assert_close(&format!("{what} loss"), &got, &want, 1e-5, 1e-6);
                         assert_grad(&format!("{what} grad"), &g, &gr, 1e-4, 1e-6);
@@ -444,13 +458,10 @@ fn cross_entropy_edge_rows_on_the_cpu() {
         let want = ReferenceBackend
             .cross_entropy(
                 &cfg,
-                &logits,
-                rows,
-                classes,
-                CeTargets::Classes(&targets),
-                Upstream::ONE,
-                Some(&mut gr),
+                Input::matrix(&logits, rows, classes).with_grad(&mut gr),
+                &targets,
             )
+            .map(Loss::into_values)
             .unwrap();
         assert_close("edge loss", &got, &want, 1e-6, 1e-6);
         assert_grad("edge grad", &g, &gr, 1e-5, 1e-6);
@@ -543,13 +554,10 @@ fn many_rows_mean_and_sum_on_the_cpu() {
         let want = ReferenceBackend
             .cross_entropy(
                 &cfg,
-                &logits,
-                rows,
-                classes,
+                Input::matrix(&logits, rows, classes).with_grad(&mut gr),
                 tgt,
-                Upstream::ONE,
-                Some(&mut gr),
             )
+            .map(Loss::into_values)
             .unwrap();
         // f32 softmax against the f64 reference; a lost block of rows would be off by ~1/3.
         assert_close(&format!("{r:?} loss"), &got, &want, 1e-6, 0.0);
@@ -594,13 +602,10 @@ fn half_precision_cross_entropy_on_the_cpu() {
             let v = ReferenceBackend
                 .cross_entropy(
                     &cfg,
-                    rounded,
-                    rows,
-                    classes,
-                    CeTargets::Classes(&targets),
-                    Upstream::ONE,
-                    Some(&mut gr),
+                    Input::matrix(rounded, rows, classes).with_grad(&mut gr),
+                    &targets,
                 )
+                .map(Loss::into_values)
                 .unwrap();
             (v[0], gr)
         };

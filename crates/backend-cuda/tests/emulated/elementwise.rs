@@ -14,6 +14,22 @@ pub(super) fn emu_box(
     upstream: Upstream<'_>,
     grad: *mut f32,
 ) -> Vec<f64> {
+    emu_box_io(lib, cfg, pred, target, upstream, grad, false)
+}
+
+/// [`emu_box`]; `in_place`: the kernel reads the predictions from `grad` (which holds them)
+/// and writes the gradient over them, as `CudaBackend` launches `Io::InPlace` (`pred` then
+/// only gives the length).
+pub(super) fn emu_box_io(
+    lib: &Library,
+    cfg: &BoxLoss,
+    pred: &[f32],
+    target: &[f32],
+    upstream: Upstream<'_>,
+    grad: *mut f32,
+    in_place: bool,
+) -> Vec<f64> {
+    assert!(!in_place || !grad.is_null());
     let n = pred.len() / 4;
     let r = cfg.reduction;
     let (up_scalar, up_ptr) = match upstream {
@@ -33,7 +49,11 @@ pub(super) fn emu_box(
         None => (0, 0.0, 0.0),
     };
     let p = BoxLossParams {
-        pred: addr(pred.as_ptr()),
+        pred: if in_place {
+            addr(grad)
+        } else {
+            addr(pred.as_ptr())
+        },
         target: addr(target.as_ptr()),
         n: n as i64,
         eps: cfg.eps,
@@ -50,7 +70,8 @@ pub(super) fn emu_box(
         has_tw,
         _pad: 0,
     };
-    // SAFETY: pred/target/grad 4n (grad may be null), up/losses n, partials `blocks`.
+    // SAFETY: pred/target/grad 4n (grad may be null; in place it holds pred and is read
+    // from), up/losses n, partials `blocks`.
     unsafe { emu_launch(lib, Op::BoxLoss.kernel_stem(), blocks, ELEM_THREADS, 0, &p) };
     if r == Reduction::None {
         losses
@@ -128,7 +149,12 @@ fn box_kernels_match_the_reference_on_the_cpu() {
                 let got = emu_box(lib, &cfg, &pred, &target, upstream, g.as_mut_ptr());
                 let mut gr = vec![0f32; 4 * n];
                 let want = ReferenceBackend
-                    .box_loss(&cfg, &pred, &target, upstream, Some(&mut gr))
+                    .box_loss(
+                        &cfg,
+                        Input::new(&pred).with_upstream(upstream).with_grad(&mut gr),
+                        &target,
+                    )
+                    .map(Loss::into_values)
                     .unwrap();
                 let what = format!("{kind:?} {format:?} {r:?}");
                 assert_close(&format!("{what} loss"), &got, &want, 1e-12, 1e-14);
@@ -162,6 +188,19 @@ pub(super) struct ElemArgs {
     losses: u64,
     partials: u64,
     grad: u64,
+    /// The kernel reads its input from `grad` (in place).
+    in_place: bool,
+}
+
+impl ElemArgs {
+    /// The kernel's input address: `x`, or the gradient buffer in place.
+    fn input(&self, x: &[f32]) -> u64 {
+        if self.in_place {
+            self.grad
+        } else {
+            addr(x.as_ptr())
+        }
+    }
 }
 
 /// Runs one element-wise launch through `call` (with `grad`, `n` floats, and the upstream's
@@ -172,6 +211,20 @@ pub(super) fn emu_elementwise(
     r: Reduction,
     upstream: Upstream<'_>,
     grad: &mut [f32],
+    call: impl FnOnce(&ElemArgs),
+) -> Vec<f64> {
+    emu_elementwise_io(lib, n, r, upstream, grad, false, call)
+}
+
+/// [`emu_elementwise`]; `in_place`: `grad` holds the input and the kernel reads it from there
+/// and writes the gradient over it, as `CudaBackend` launches `Io::InPlace`.
+pub(super) fn emu_elementwise_io(
+    lib: &Library,
+    n: usize,
+    r: Reduction,
+    upstream: Upstream<'_>,
+    grad: &mut [f32],
+    in_place: bool,
     call: impl FnOnce(&ElemArgs),
 ) -> Vec<f64> {
     assert_eq!(grad.len(), n);
@@ -199,6 +252,7 @@ pub(super) fn emu_elementwise(
         losses: addr(losses.as_mut_ptr()),
         partials: addr(partials.as_mut_ptr()),
         grad: addr(grad.as_mut_ptr()),
+        in_place,
     });
     if r == Reduction::None {
         losses
@@ -218,7 +272,7 @@ pub(super) fn emu_reg(
 ) {
     assert!(pred.len() == a.n && target.len() == a.n);
     let p = RegParams {
-        pred: addr(pred.as_ptr()),
+        pred: a.input(pred),
         target: addr(target.as_ptr()),
         n: a.n as i64,
         param,
@@ -229,8 +283,8 @@ pub(super) fn emu_reg(
         partials: a.partials,
         grad: a.grad,
     };
-    // SAFETY: pred and target have n floats (checked); up, losses, partials and grad as
-    // emu_elementwise allocated them for n elements.
+    // SAFETY: pred and target have n floats (checked; in place the input is grad's n floats);
+    // up, losses, partials and grad as emu_elementwise allocated them for n elements.
     unsafe { emu_launch(lib, op.kernel_stem(), a.blocks, ELEM_THREADS, 0, &p) };
 }
 
@@ -244,7 +298,7 @@ pub(super) fn emu_bce(
 ) {
     assert!(x.len() == a.n && y.len() == a.n);
     let p = BceParams {
-        logits: addr(x.as_ptr()),
+        logits: a.input(x),
         targets: addr(y.as_ptr()),
         n: a.n as i64,
         pos_weight: addr(pos_weight.map_or(NULL_F64, |w| w.as_ptr())),
@@ -274,7 +328,7 @@ pub(super) fn emu_bce(
 pub(super) fn emu_focal(lib: &Library, x: &[f32], y: &[f32], alpha: f64, gamma: f64, a: &ElemArgs) {
     assert!(x.len() == a.n && y.len() == a.n);
     let p = FocalParams {
-        logits: addr(x.as_ptr()),
+        logits: a.input(x),
         targets: addr(y.as_ptr()),
         n: a.n as i64,
         alpha,
@@ -340,7 +394,8 @@ fn elementwise_kernels_match_the_reference_on_the_cpu() {
             });
             let mut gr = vec![0f32; n];
             let want = ReferenceBackend
-                .smooth_l1(&cfg, &x, &t, u, Some(&mut gr))
+                .smooth_l1(&cfg, Input::new(&x).with_upstream(u).with_grad(&mut gr), &t)
+                .map(Loss::into_values)
                 .unwrap();
             close(&format!("smooth_l1 {r:?} {beta}"), &got, &want, &g, &gr);
         }
@@ -354,7 +409,8 @@ fn elementwise_kernels_match_the_reference_on_the_cpu() {
         });
         let mut gr = vec![0f32; n];
         let want = ReferenceBackend
-            .huber(&cfg, &x, &t, u, Some(&mut gr))
+            .huber(&cfg, Input::new(&x).with_upstream(u).with_grad(&mut gr), &t)
+            .map(Loss::into_values)
             .unwrap();
         close(&format!("huber {r:?}"), &got, &want, &g, &gr);
 
@@ -373,7 +429,12 @@ fn elementwise_kernels_match_the_reference_on_the_cpu() {
             };
             let mut gr = vec![0f32; n];
             let want = ReferenceBackend
-                .bce_with_logits(&cfg, &xf, &y, u, Some(&mut gr))
+                .bce_with_logits(
+                    &cfg,
+                    Input::new(&xf).with_upstream(u).with_grad(&mut gr),
+                    &y,
+                )
+                .map(Loss::into_values)
                 .unwrap();
             close(&format!("bce {r:?}"), &got, &want, &g, &gr);
         }
@@ -389,7 +450,8 @@ fn elementwise_kernels_match_the_reference_on_the_cpu() {
             };
             let mut gr = vec![0f32; n];
             let want = ReferenceBackend
-                .sigmoid_focal(&cfg, &x, &y, u, Some(&mut gr))
+                .sigmoid_focal(&cfg, Input::new(&x).with_upstream(u).with_grad(&mut gr), &y)
+                .map(Loss::into_values)
                 .unwrap();
             close(
                 &format!("focal {r:?} {alpha} {gamma}"),
@@ -497,4 +559,82 @@ fn binary_targets_outside_0_1_are_flagged_on_the_cpu() {
             }
         }
     }
+}
+
+/// In place (the kernel reads each input element from the gradient buffer and overwrites it
+/// with its gradient, as `CudaBackend` launches `Io::InPlace`): the same values and gradient,
+/// bit for bit, as with a separate gradient buffer, for every element-wise and box kernel.
+#[test]
+fn in_place_matches_a_separate_gradient_on_the_cpu() {
+    let Some(libs) = emu() else { return };
+    let reg = &libs[&Family::Regression];
+    let bin = &libs[&Family::Binary];
+    let bx = &libs[&Family::BoxLoss];
+    let mut rng = Rng::new(0x1a9);
+    let n = 1001usize;
+    let x: Vec<f32> = (0..n).map(|_| rng.range_f32(-5.0, 5.0)).collect();
+    let t: Vec<f32> = (0..n).map(|_| rng.range_f32(0.0, 1.0)).collect();
+    let pw = [0.5f64, 2.0, 1.0, 3.0, 0.25, 1.5, 0.75];
+    let poison = vec![f32::NAN; n];
+    type Launch<'a> = Box<dyn Fn(&[f32], &ElemArgs) + 'a>;
+    let kernels: Vec<(&str, &Library, Launch<'_>)> = vec![
+        (
+            "smooth_l1",
+            reg,
+            Box::new(|x, a| emu_reg(reg, Op::SmoothL1, 0.5, x, &t, a)),
+        ),
+        (
+            "huber",
+            reg,
+            Box::new(|x, a| emu_reg(reg, Op::Huber, 1.5, x, &t, a)),
+        ),
+        (
+            "bce",
+            bin,
+            Box::new(|x, a| emu_bce(bin, x, &t, Some(&pw), a)),
+        ),
+        (
+            "focal",
+            bin,
+            Box::new(|x, a| emu_focal(bin, x, &t, 0.25, 2.0, a)),
+        ),
+    ];
+    for r in REDUCTIONS {
+        let u = Upstream::Scalar(0.75);
+        for (what, lib, launch) in &kernels {
+            let mut g = vec![0f32; n];
+            let sep = emu_elementwise(lib, n, r, u, &mut g, |a| launch(&x, a));
+            let mut z = x.clone();
+            // The input slice only gives the length in place: NaN would show if it were read.
+            let ip = emu_elementwise_io(lib, n, r, u, &mut z, true, |a| launch(&poison, a));
+            assert_eq!(widen_bits(&sep), widen_bits(&ip), "{what} {r:?} values");
+            assert_eq!(bits(&g), bits(&z), "{what} {r:?} gradient");
+        }
+        let pairs = n / 4;
+        let mut pred = Vec::with_capacity(4 * pairs);
+        let mut target = Vec::with_capacity(4 * pairs);
+        for _ in 0..pairs {
+            let (a, b) = (rng.range_f32(0.0, 20.0), rng.range_f32(0.0, 20.0));
+            target.extend_from_slice(&[a, b, a + rng.range_f32(0.5, 9.0), b + 3.0]);
+            pred.extend_from_slice(&[a + 1.0, b - 1.0, a + rng.range_f32(1.0, 9.0), b + 4.0]);
+        }
+        for kind in BoxLossKind::ALL {
+            let cfg = BoxLoss::new(kind, BoxFormat::Xyxy).with_reduction(r);
+            let mut g = vec![0f32; 4 * pairs];
+            let sep = emu_box(bx, &cfg, &pred, &target, u, g.as_mut_ptr());
+            let mut z = pred.clone();
+            let poison = vec![f32::NAN; pred.len()];
+            let ip = emu_box_io(bx, &cfg, &poison, &target, u, z.as_mut_ptr(), true);
+            assert_eq!(widen_bits(&sep), widen_bits(&ip), "{kind:?} {r:?} values");
+            assert_eq!(bits(&g), bits(&z), "{kind:?} {r:?} gradient");
+        }
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn widen_bits(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits()).collect()
 }

@@ -27,9 +27,9 @@ use std::sync::OnceLock;
 use libloading::Library;
 use smoothloss_core::op::Op;
 use smoothloss_core::{
-    BceWithLogits, BinaryOps, BoxFormat, BoxLoss, BoxLossKind, BoxLossOps, CeTargets, CrossEntropy,
-    CrossEntropyOps, Huber, Reduction, ReferenceBackend, RegressionOps, SigmoidFocal, SmoothL1,
-    Upstream,
+    BceWithLogits, BinaryOps, BoxFormat, BoxLoss, BoxLossKind, BoxLossOps, CeCall, CeTargets,
+    CrossEntropy, CrossEntropyOps, Huber, Input, Io, IouCall, Loss, Losses, PairCall, Parts,
+    Reduction, ReferenceBackend, RegressionOps, SigmoidFocal, SmoothL1, Upstream,
 };
 use smoothloss_cuda::geometry::{
     CE_ROWS_THREADS, CE_SMEM_TARGET, CePlan, ELEM_THREADS, REDUCE_THREADS, ce_plan, ce_rows_grid,

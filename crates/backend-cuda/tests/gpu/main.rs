@@ -7,19 +7,19 @@
 //! structs' layouts.
 //!
 //! Ignored (`needs a CUDA device`): every loss on random inputs against
-//! `smoothloss_core::reference`, the bf16/f16 and in-place cross-entropy, device-side target
-//! checks, determinism, and launching on a caller's stream. Run them with
+//! `smoothloss_core::reference`, the bf16/f16 and in-place cross-entropy (and in place for the
+//! other losses), device-side target checks, device shape errors against the host front
+//! door's, determinism, and launching on a caller's stream. Run them with
 //! `cargo test -p smoothloss-cuda -- --include-ignored` (or `gpu-bundle/run.sh`). They are in
-//! `losses.rs`, except `sanitizer_smoke`, which stays here: `gpu-bundle/run.sh` runs it by its
-//! exact name under `compute-sanitizer`.
+//! `losses.rs` and `errors.rs`, except `sanitizer_smoke`, which stays here:
+//! `gpu-bundle/run.sh` runs it by its exact name under `compute-sanitizer`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use smoothloss_core::{
-    BceWithLogits, BinaryOps, BoxFormat, BoxLoss, BoxLossKind, BoxLossOps, CeTargets, CrossEntropy,
-    CrossEntropyOps, Huber, LossError, Reduction, ReferenceBackend, RegressionOps, SigmoidFocal,
-    SmoothL1, Upstream,
+    BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CeTargets, CrossEntropy, Huber, Input, Io,
+    Loss, LossError, Losses, Reduction, ReferenceBackend, SigmoidFocal, SmoothL1, Upstream,
 };
 use smoothloss_cuda::{
     CudaBackend, DeviceCeTargets, DeviceUpstream, Family, KernelFamily, compile_ptx,
@@ -476,16 +476,37 @@ fn check_ce(
     let mut g = vec![0f32; rows * classes];
     let mut gr = vec![0f32; rows * classes];
     let got = b
-        .cross_entropy(cfg, logits, rows, classes, tgt, up, Some(&mut g))
+        .cross_entropy(
+            cfg,
+            Input::matrix(logits, rows, classes)
+                .with_upstream(up)
+                .with_grad(&mut g),
+            tgt,
+        )
+        .map(Loss::into_values)
         .unwrap();
     let want = ReferenceBackend
-        .cross_entropy(cfg, logits, rows, classes, tgt, up, Some(&mut gr))
+        .cross_entropy(
+            cfg,
+            Input::matrix(logits, rows, classes)
+                .with_upstream(up)
+                .with_grad(&mut gr),
+            tgt,
+        )
+        .map(Loss::into_values)
         .unwrap();
     assert_close(&format!("{what} loss"), &got, &want, 1e-4, 1e-5);
     assert_grad(&format!("{what} grad"), &g, &gr, 1e-3, 1e-5);
     let mut z = logits.to_vec();
     let got_ip = b
-        .cross_entropy_in_place(cfg, &mut z, rows, classes, tgt, up)
+        .cross_entropy(
+            cfg,
+            Input::in_place(&mut z)
+                .shaped(rows, classes)
+                .with_upstream(up),
+            tgt,
+        )
+        .map(Loss::into_values)
         .unwrap();
     assert_close(&format!("{what} in-place loss"), &got_ip, &got, 0.0, 0.0);
     assert_close(
@@ -551,12 +572,13 @@ fn sanitizer_smoke() {
             let v = bk
                 .cross_entropy_dev(
                     &cfg,
-                    &zb_dev,
-                    rows,
-                    classes,
+                    Io::Separate {
+                        input: &zb_dev,
+                        grad: &mut gb,
+                    },
+                    [rows, classes],
                     DeviceCeTargets::Classes(&t_dev),
                     DeviceUpstream::Scalar(1.0),
-                    Some(&mut gb),
                 )
                 .unwrap()
                 .to_host()
@@ -564,11 +586,10 @@ fn sanitizer_smoke() {
             assert!(v[0].is_finite(), "{v:?}");
             let zh: Vec<f16> = logits.iter().map(|&x| f16::from_f32(x)).collect();
             let mut zh_dev = st.clone_htod(&zh).unwrap();
-            bk.cross_entropy_in_place_dev(
+            bk.cross_entropy_dev(
                 &cfg,
-                &mut zh_dev,
-                rows,
-                classes,
+                Io::InPlace(&mut zh_dev),
+                [rows, classes],
                 DeviceCeTargets::Classes(&t_dev),
                 DeviceUpstream::Scalar(1.0),
             )
@@ -579,16 +600,18 @@ fn sanitizer_smoke() {
         // An out-of-range target: found on the device, no access out of bounds.
         let mut bad = targets.clone();
         bad[3] = classes as i64;
+        let z_dev = st.clone_htod(&logits).unwrap();
+        let bad_dev = st.clone_htod(&bad).unwrap();
         let err = b
-            .cross_entropy(
+            .cross_entropy_dev(
                 &CrossEntropy::new(),
-                &logits,
-                rows,
-                classes,
-                CeTargets::Classes(&bad),
-                Upstream::ONE,
-                None,
+                Io::Read(&z_dev),
+                [rows, classes],
+                DeviceCeTargets::Classes(&bad_dev),
+                DeviceUpstream::Scalar(1.0),
             )
+            .unwrap()
+            .to_host()
             .expect_err("out-of-range target accepted");
         assert!(matches!(err, LossError::TargetOutOfRange { .. }), "{err:?}");
     }
@@ -617,14 +640,25 @@ fn sanitizer_smoke() {
             let cfg = BoxLoss::new(kind, format).with_threshold_weight(0.3, 0.5);
             let mut g = vec![0f32; 4 * n];
             let got = b
-                .box_loss(&cfg, &pred, &target, Upstream::ONE, Some(&mut g))
+                .box_loss(&cfg, Input::new(&pred).with_grad(&mut g), &target)
+                .map(Loss::into_values)
                 .unwrap();
             let want = ReferenceBackend
-                .box_loss(&cfg, &pred, &target, Upstream::ONE, None)
+                .box_loss(&cfg, &pred, &target)
+                .map(Loss::into_values)
                 .unwrap();
             assert_close("smoke box", &got, &want, 1e-4, 1e-6);
         }
     }
+    // In place (the gradient over the input, read first by the same thread), against the
+    // separate gradient, bit for bit.
+    let cfg = BoxLoss::new(BoxLossKind::Ciou, BoxFormat::Xyxy);
+    let mut g = vec![0f32; 4 * n];
+    let sep = b.box_loss(&cfg, Input::new(&pred).with_grad(&mut g), &target);
+    let mut z = pred.clone();
+    let ip = b.box_loss(&cfg, Input::in_place(&mut z), &target);
+    assert_eq!(sep.unwrap(), ip.unwrap());
+    assert_eq!(widen(&z), widen(&g), "box in place");
     let mut iou = vec![0f32; 37 * 53];
     b.box_iou(
         BoxFormat::Xyxy,
@@ -637,29 +671,30 @@ fn sanitizer_smoke() {
     let x: Vec<f32> = (0..n).map(|_| rng.range_f32(-4.0, 4.0)).collect();
     let y: Vec<f32> = (0..n).map(|_| rng.range_f32(0.0, 1.0)).collect();
     let mut g = vec![0f32; n];
-    b.smooth_l1(&SmoothL1::default(), &x, &y, Upstream::ONE, Some(&mut g))
-        .unwrap();
+    let sep = b.smooth_l1(&SmoothL1::default(), Input::new(&x).with_grad(&mut g), &y);
+    let mut z = x.clone();
+    let ip = b.smooth_l1(&SmoothL1::default(), Input::in_place(&mut z), &y);
+    assert_eq!(sep.unwrap(), ip.unwrap());
+    assert_eq!(widen(&z), widen(&g), "smooth L1 in place");
     b.huber(
         &Huber {
             delta: 0.5,
             reduction: Reduction::Mean,
         },
-        &x,
+        Input::new(&x).with_grad(&mut g),
         &y,
-        Upstream::ONE,
-        Some(&mut g),
     )
+    .map(Loss::into_values)
     .unwrap();
     b.bce_with_logits(
         &BceWithLogits {
             pos_weight: None,
             reduction: Reduction::Sum,
         },
-        &x,
+        Input::new(&x).with_grad(&mut g),
         &y,
-        Upstream::ONE,
-        Some(&mut g),
     )
+    .map(Loss::into_values)
     .unwrap();
     b.sigmoid_focal(
         &SigmoidFocal {
@@ -667,12 +702,12 @@ fn sanitizer_smoke() {
             gamma: 2.0,
             reduction: Reduction::Mean,
         },
-        &x,
+        Input::new(&x).with_grad(&mut g),
         &y,
-        Upstream::ONE,
-        Some(&mut g),
     )
+    .map(Loss::into_values)
     .unwrap();
 }
 
+mod errors;
 mod losses;
