@@ -5,8 +5,8 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use smoothloss_benches::box_pairs;
-use smoothloss_core::backend::BoxLossOps;
-use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, Reduction, Upstream};
+use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, Reduction};
+use smoothloss_core::{Input, Losses};
 use smoothloss_cpu::CpuBackend;
 use std::hint::black_box;
 

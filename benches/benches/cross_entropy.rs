@@ -6,8 +6,8 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use smoothloss_benches::ce_inputs;
-use smoothloss_core::backend::CrossEntropyOps;
-use smoothloss_core::{CeTargets, CrossEntropy, Upstream};
+use smoothloss_core::CrossEntropy;
+use smoothloss_core::{Input, Losses};
 use smoothloss_cpu::CpuBackend;
 use std::hint::black_box;
 

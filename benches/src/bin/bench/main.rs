@@ -25,10 +25,8 @@ use peers::{peer_time, run_peer, torch_available};
 use plot::plot_sweep;
 use serde_json::json;
 use smoothloss_benches::{box_pairs, ce_inputs};
-use smoothloss_core::{
-    BoxFormat, BoxLoss, BoxLossKind, CeTargets, CrossEntropy, Reduction, Upstream,
-};
-use smoothloss_core::{Input, Loss, Losses};
+use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Reduction};
+use smoothloss_core::{Input, Losses};
 use smoothloss_cpu::CpuBackend;
 use std::hint::black_box;
 use std::path::PathBuf;
