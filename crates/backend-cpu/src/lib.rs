@@ -11,8 +11,7 @@
 //!   `f64` reduction) of the box, regression and binary losses; `elementwise.rs`: the chunked
 //!   element-wise kernel of the regression and binary losses;
 //! * [`math`]: the elementary `f32` functions, one per contract;
-//! * [`simd`]: the SIMD levels ([`SimdLevel`], held by [`CpuBackend`]) and AVX2 helpers;
-//! * [`ndarray_api`]: `ndarray` wrappers.
+//! * [`simd`]: the SIMD levels ([`SimdLevel`], held by [`CpuBackend`]) and AVX2 helpers.
 #![warn(missing_docs)]
 
 pub mod binary;

@@ -3,7 +3,7 @@
 //!
 //! A call is validated once: [`Losses`] turns the configuration and the buffers' shapes into a
 //! [`Plan`](crate::plan::Plan), checks the targets' values, and hands the backend a
-//! [`Call`](crate::plan::Call) (the plan bound to those buffers). Backend methods (`run_*`)
+//! [`Call`] (the plan bound to those buffers). Backend methods (`run_*`)
 //! never validate again. Every `run_*` method has a default body that widens the input to
 //! `f64`, runs the [`reference`] and rounds the gradient back, so a new backend is correct
 //! before it is fast and overrides one method at a time.

@@ -17,8 +17,8 @@
 //! weights to all three arms.
 //!
 //! Modules: [`cli`] (options, entry point), [`data`] (the CSV), [`mlp`] (network, backward
-//! pass), [`adam`], [`loss`] (the three arms and the article's formula), [`train`], [`stats`]
-//! (summaries, paired comparison, the table) and [`plot`] (SVG).
+//! pass), [`adam`], [`loss`] (the three arms and the article's formula), [`train`](mod@train), [`stats`]
+//! (summaries, paired comparison, the table) and [`plot`](mod@plot) (SVG).
 #![warn(missing_docs)]
 
 pub mod adam;
@@ -58,7 +58,7 @@ pub const ARTICLE_CE_ACC: f64 = 76.50;
 /// The article's data, relative to the repository root.
 pub(crate) const DATA_FILE: &str = "examples/data/seed_classification.csv";
 
-/// The workspace root (two levels above this crate's manifest directory), where [`DATA_FILE`]
+/// The workspace root (two levels above this crate's manifest directory), where `DATA_FILE`
 /// is looked up whatever the current directory.
 pub fn project_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -4,7 +4,7 @@
 //! by Cargo feature: the CPU backend with `cpu` (default), else the `f64` reference. Feature
 //! `cuda` adds `CudaBackend` (created with `CudaBackend::new(ordinal)`, which returns
 //! `LossError::Device` where no GPU is usable; it is never the default). Feature `ndarray`
-//! adds [`ndarray`](mod@crate::ndarray) wrappers that work with any backend.
+//! adds `smoothloss::ndarray`, wrappers over ndarray views that work with any backend.
 //!
 //! ```
 //! use smoothloss::prelude::*;
