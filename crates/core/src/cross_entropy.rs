@@ -127,10 +127,12 @@ impl CrossEntropy {
         self
     }
 
-    /// Weight of class `j` (1 without class weights).
+    /// Weight of class `j` (1 without class weights; NaN for a class the weights do not have).
     #[inline]
     pub fn weight(&self, j: usize) -> f64 {
-        self.class_weights.as_ref().map_or(1.0, |w| w[j])
+        self.class_weights
+            .as_ref()
+            .map_or(1.0, |w| w.get(j).copied().unwrap_or(f64::NAN))
     }
 
     /// Validates the parameters and the shapes of a call (never the targets' values: see
@@ -221,15 +223,20 @@ impl CrossEntropy {
     /// for probability targets. Targets must have passed [`CrossEntropy::check_targets`].
     pub fn mean_denominator<T>(&self, targets: &CeTargets<'_, T>, rows: usize) -> f64 {
         match targets {
-            CeTargets::Classes(t) => {
-                let mut d = 0.0;
-                for &y in t.iter() {
-                    if self.ignore_index != Some(y) {
-                        d += self.weight(y as usize);
+            // Exact: without class weights the sum of ones is the count (< 2^53).
+            CeTargets::Classes(t) => match &self.class_weights {
+                None => t.iter().filter(|&&y| self.ignore_index != Some(y)).count() as f64,
+                Some(w) => {
+                    let mut d = 0.0;
+                    for &y in t.iter() {
+                        if self.ignore_index != Some(y) {
+                            // Checked targets are in range; an unchecked one gives NaN.
+                            d += w.get(y as usize).copied().unwrap_or(f64::NAN);
+                        }
                     }
+                    d
                 }
-                d
-            }
+            },
             // Exact: `rows` ones sum to `rows` in f64 (rows < 2^53).
             CeTargets::Probs(_) => rows as f64,
         }
