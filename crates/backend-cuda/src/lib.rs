@@ -56,6 +56,7 @@ pub mod params;
 
 mod binary;
 mod box_loss;
+mod buffers;
 mod compile;
 mod cross_entropy;
 mod device;

@@ -27,6 +27,7 @@
 pub mod backend;
 pub mod binary;
 pub mod box_loss;
+pub mod buffers;
 pub mod call;
 pub mod cross_entropy;
 pub mod element;
@@ -41,6 +42,7 @@ pub use backend::{
     Backend, BinaryOps, BoxLossOps, CrossEntropyOps, Losses, ReferenceBackend, RegressionOps,
 };
 pub use binary::{BceWithLogits, SigmoidFocal};
+pub use buffers::BufferLosses;
 pub use box_loss::{BoxFormat, BoxIouPlan, BoxLoss, BoxLossKind, BoxPlan, ThresholdWeight};
 pub use call::{GradDest, Input, Io, Loss};
 pub use cross_entropy::{CePlan, CeTargets, CeTargetsShape, CrossEntropy};

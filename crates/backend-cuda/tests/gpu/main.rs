@@ -709,5 +709,6 @@ fn sanitizer_smoke() {
     .unwrap();
 }
 
+mod buffers;
 mod errors;
 mod losses;
