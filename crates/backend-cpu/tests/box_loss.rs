@@ -17,7 +17,7 @@ use smoothloss_core::{Input, Loss, Losses, ReferenceBackend};
 use smoothloss_cpu::CpuBackend;
 use smoothloss_cpu::SimdLevel;
 use smoothloss_cpu::math::{atan_f32, atan_ratio_diff, atan_ratio_f32};
-use smoothloss_spec::random::Rng;
+use smoothloss_spec::kit::{self, Rng, close};
 
 const FORMATS: [BoxFormat; 3] = [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh];
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
@@ -69,16 +69,6 @@ fn widen(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| f64::from(x)).collect()
 }
 
-fn close(got: f64, want: f64, tol: f64) -> bool {
-    if want.is_nan() {
-        return got.is_nan();
-    }
-    if want.is_infinite() {
-        return got == want;
-    }
-    (got - want).abs() <= tol
-}
-
 /// Runs the CPU backend and the reference on the same inputs and checks losses and gradients.
 fn check(cfg: &BoxLoss, pred: &[f32], target: &[f32], upstream: Upstream<'_>, with_grad: bool) {
     let cpu = CpuBackend::new();
@@ -108,7 +98,7 @@ fn check(cfg: &BoxLoss, pred: &[f32], target: &[f32], upstream: Upstream<'_>, wi
     assert_eq!(got.len(), want.len());
     for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
         assert!(
-            close(g, w, 2e-6 + 2e-5 * w.abs()),
+            close(g, w, 2e-6, 2e-5),
             "{cfg:?} loss {i}: got {g:e}, want {w:e}"
         );
     }
@@ -133,7 +123,7 @@ fn check(cfg: &BoxLoss, pred: &[f32], target: &[f32], upstream: Upstream<'_>, wi
         for k in 0..4 {
             let (g, w) = (f64::from(g32[4 * i + k]), g64[4 * i + k]);
             assert!(
-                close(g, w, 2e-6 * s + 2e-5 * w.abs() + 1e-5 * m),
+                close(g, w, 2e-6 * s + 1e-5 * m, 2e-5),
                 "{cfg:?} grad pair {i} coord {k}: got {g:e}, want {w:e}; pred {:?} target {:?}",
                 &pred[4 * i..4 * i + 4],
                 &target[4 * i..4 * i + 4]
@@ -324,11 +314,13 @@ fn results_are_bit_identical_for_1_2_3_threads() {
                         .box_loss(&c, Input::new(&p).with_grad(&mut g), &t)
                         .map(Loss::into_values)
                         .unwrap();
-                    let bits: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
-                    let gbits: Vec<u32> = g.iter().map(|v| v.to_bits()).collect();
-                    runs.push((bits, gbits));
+                    runs.push((out, g));
                 }
-                assert!(runs[0] == runs[1] && runs[1] == runs[2], "{c:?}");
+                for (threads, (out, g)) in [2, 3].into_iter().zip(&runs[1..]) {
+                    kit::same_bits_f64(&runs[0].0, out)
+                        .and(kit::same_bits_f32(&runs[0].1, g))
+                        .unwrap_or_else(|e| panic!("{c:?} {threads} threads: {e}"));
+                }
             }
         }
     }
@@ -350,7 +342,7 @@ fn box_iou_matches_reference() {
                 .unwrap();
             for (i, (&g, &w)) in out.iter().zip(&want).enumerate() {
                 assert!(
-                    close(f64::from(g), w, 2e-6 + 2e-5 * w.abs()),
+                    close(f64::from(g), w, 2e-6, 2e-5),
                     "{format:?} {i}: {g} {w}"
                 );
             }
@@ -376,7 +368,7 @@ fn box_iou_matches_reference() {
             .unwrap();
         for (i, (&g, &w)) in out.iter().zip(&want).enumerate() {
             assert!(
-                close(f64::from(g), w, 2e-6 + 2e-5 * w.abs()),
+                close(f64::from(g), w, 2e-6, 2e-5),
                 "{format:?} {i}: {g} {w}"
             );
         }
@@ -415,9 +407,7 @@ fn portable_build_is_bit_identical_to_the_avx2_build() {
                 .map(Loss::into_values)
                 .unwrap(),
         );
-        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        let bits32 = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        (bits(&out), bits32(&g), bits32(&iou), bits(&e), bits32(&ge))
+        (out, g, iou, e, ge)
     };
     for format in FORMATS {
         let (p, t) = pairs(&mut rng, 333, format);
@@ -427,14 +417,19 @@ fn portable_build_is_bit_identical_to_the_avx2_build() {
             let native = CpuBackend::with_threads(1);
             assert_eq!(native.simd_level(), SimdLevel::detect());
             let (portable, native) = (run(&portable, &p, &t, &c), run(&native, &p, &t, &c));
-            assert!(portable == native, "{c:?}");
+            kit::same_bits_f64(&portable.0, &native.0)
+                .and(kit::same_bits_f32(&portable.1, &native.1))
+                .and(kit::same_bits_f32(&portable.2, &native.2))
+                .and(kit::same_bits_f64(&portable.3, &native.3))
+                .and(kit::same_bits_f32(&portable.4, &native.4))
+                .unwrap_or_else(|e| panic!("{c:?}: {e}"));
         }
     }
 }
 
 fn atan_ok(x: f32, got: f32) -> bool {
     let want = f64::from(x).atan();
-    close(f64::from(got), want, 1.5e-7 + 1.2e-7 * want.abs())
+    close(f64::from(got), want, 1.5e-7, 1.2e-7)
 }
 
 #[test]
@@ -497,10 +492,7 @@ fn atan_error_bound_over_the_whole_range() {
         let h = (rng.range(-1e3, 1e3) * rng.unit().powi(8)) as f32;
         let want = (f64::from(w) / f64::from(h)).atan();
         let got = f64::from(atan_ratio_f32(w, h));
-        assert!(
-            close(got, want, 1.5e-7 + 1.2e-7 * want.abs()),
-            "{w} {h}: {got} {want}"
-        );
+        assert!(close(got, want, 1.5e-7, 1.2e-7), "{w} {h}: {got} {want}");
     }
 }
 
@@ -540,7 +532,7 @@ fn atan_ratio_difference_matches_two_atans() {
             - atan_ratio_f64(f64::from(w), f64::from(h));
         let got = f64::from(atan_ratio_diff(w, h, wg, hg));
         assert!(
-            close(got, want, 4e-7 + 2e-7 * want.abs()),
+            close(got, want, 4e-7, 2e-7),
             "({w}, {h}) vs ({wg}, {hg}): got {got}, want {want}"
         );
     }

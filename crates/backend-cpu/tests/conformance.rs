@@ -7,6 +7,7 @@ use smoothloss_core::{
 use smoothloss_cpu::CpuBackend;
 use smoothloss_spec::cases::{LossCall, Targets};
 use smoothloss_spec::conformance::Tolerances;
+use smoothloss_spec::kit;
 use smoothloss_spec::random::{Rng, box_pairs, random_calls};
 use smoothloss_spec::run_call;
 
@@ -102,18 +103,18 @@ fn results_are_bit_identical_for_any_thread_count() {
             .map(|b| run_call::<f32, _>(b, call).unwrap_or_else(|e| panic!("{id}: {e}")))
             .collect();
         for o in &outs[1..] {
-            let same_loss = o
-                .loss
-                .iter()
-                .zip(&outs[0].loss)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same_loss, "{id}: loss differs across thread counts");
-            let same_grad = match (&o.grad, &outs[0].grad) {
-                (Some(a), Some(b)) => a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
-                (None, None) => true,
-                _ => false,
-            };
-            assert!(same_grad, "{id}: gradient differs across thread counts");
+            if let Err(e) = kit::same_bits_f64(&o.loss, &outs[0].loss) {
+                panic!("{id}: loss differs across thread counts: {e}");
+            }
+            match (&o.grad, &outs[0].grad) {
+                (Some(a), Some(b)) => {
+                    if let Err(e) = kit::same_bits_f64(a, b) {
+                        panic!("{id}: gradient differs across thread counts: {e}");
+                    }
+                }
+                (None, None) => {}
+                _ => panic!("{id}: gradient present for one thread count only"),
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use smoothloss_core::{CeTargets, CrossEntropy, Reduction};
 use smoothloss_core::{Input, Loss, Losses};
 use smoothloss_cpu::CpuBackend;
 use smoothloss_cpu::simd::SimdLevel;
-use smoothloss_spec::random::Rng;
+use smoothloss_spec::kit::{self, Rng};
 mod ce_common;
 
 use ce_common::*;
@@ -97,7 +97,7 @@ fn long_rows_with_weights_and_probs_are_bit_identical_across_thread_counts() {
             if weighted {
                 cfg = cfg.with_class_weights(w.clone());
             }
-            let mut first: Option<(Vec<u64>, Vec<u32>)> = None;
+            let mut first: Option<(Vec<f64>, Vec<f32>)> = None;
             // Streaming stores on and off must give the same bits too.
             for (threads, streaming) in [(1, true), (2, true), (3, true), (1, false), (3, false)] {
                 let be = CpuBackend::with_threads(threads).with_streaming_stores(streaming);
@@ -115,12 +115,15 @@ fn long_rows_with_weights_and_probs_are_bit_identical_across_thread_counts() {
                     )
                     .map(Loss::into_values)
                     .unwrap();
-                let got = (bits(&l), bits32(&g));
+                let got = (l, g.clone());
                 match &first {
                     None => first = Some(got),
-                    Some(want) => assert!(
-                        *want == got,
-                        "weighted={weighted} probs={probs} threads={threads} nt={streaming}"
+                    Some(want) => assert_same_run(
+                        want,
+                        &got,
+                        &format!(
+                            "weighted={weighted} probs={probs} threads={threads} nt={streaming}"
+                        ),
                     ),
                 }
             }
@@ -215,21 +218,18 @@ fn short_rows_avx2_build_is_bit_identical_to_the_scalar_build() {
                     u[6] = f64::INFINITY; // the slow gradient path
                 }
             }
-            let run = |level: SimdLevel| {
-                let (loss, g, no_grad, in_place, x) = three_calls(&case, &be, level).unwrap();
-                (
-                    bits(&loss),
-                    bits32(&g),
-                    bits(&no_grad),
-                    bits(&in_place),
-                    bits32(&x),
-                )
-            };
-            let (scalar, avx2) = (run(SimdLevel::Scalar), run(SimdLevel::Avx2Fma));
-            assert!(
-                scalar == avx2,
-                "{rows}x{classes} {o:?}: the AVX2 build differs from the scalar build"
-            );
+            let run = |level: SimdLevel| three_calls(&case, &be, level).unwrap();
+            let (s, a) = (run(SimdLevel::Scalar), run(SimdLevel::Avx2Fma));
+            kit::same_bits_f64(&s.0, &a.0)
+                .and(kit::same_bits_f32(&s.1, &a.1))
+                .and(kit::same_bits_f64(&s.2, &a.2))
+                .and(kit::same_bits_f64(&s.3, &a.3))
+                .and(kit::same_bits_f32(&s.4, &a.4))
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{rows}x{classes} {o:?}: the AVX2 build differs from the scalar build: {e}"
+                    )
+                });
         }
     }
 }
@@ -276,19 +276,21 @@ fn automatic_streaming_stores_only_for_aligned_rows_and_bit_identical() {
             )
             .map(Loss::into_values)
             .unwrap();
-        (streams, bits(&l), bits32(g))
+        (streams, l, g.to_vec())
     };
     // Aligned rows: automatic streaming, same bits as ordinary stores.
     let (s_auto, l_auto, g_auto) = run(&auto, lead, classes, rows);
     let (s_off, l_off, g_off) = run(&off, lead, classes, rows);
     assert!(s_auto && !s_off);
-    assert!(l_auto == l_off && g_auto == g_off);
+    let auto_run = (l_auto, g_auto);
+    assert_same_run(&auto_run, &(l_off, g_off), "streaming off");
     // A gradient 4 bytes past a line: rows straddle lines, no automatic streaming; forced
     // streaming still gives the same bits.
     let (s_mis, l_mis, g_mis) = run(&auto, lead + 1, classes, rows);
     let (s_on, l_on, g_on) = run(&on, lead + 1, classes, rows);
     assert!(!s_mis && s_on);
-    assert!(l_mis == l_auto && g_mis == g_auto && l_on == l_auto && g_on == g_auto);
+    assert_same_run(&auto_run, &(l_mis, g_mis), "misaligned");
+    assert_same_run(&auto_run, &(l_on, g_on), "misaligned, streaming forced on");
     // Rows not a multiple of 16 floats, or below 2^22 logits: no automatic streaming.
     assert!(!auto.streams_gradient(&buf[lead..], rows, classes - 8));
     assert!(!auto.streams_gradient(&buf[lead..lead + 16 * classes], 16, classes));
@@ -309,7 +311,7 @@ fn automatic_streaming_stores_on_long_rows_split_across_threads() {
         .with_class_weights((0..classes).map(|_| 0.5 + rng.unit()).collect());
     let mut buf = vec![0.0f32; rows * classes + 16];
     let lead = (64 - buf.as_ptr() as usize % 64) % 64 / 4;
-    let mut first: Option<(Vec<u64>, Vec<u32>)> = None;
+    let mut first: Option<(Vec<f64>, Vec<f32>)> = None;
     for (threads, forced_off) in [(1, false), (2, false), (3, false), (3, true)] {
         let mut be = CpuBackend::with_threads(threads);
         if forced_off {
@@ -325,10 +327,14 @@ fn automatic_streaming_stores_on_long_rows_split_across_threads() {
             )
             .map(Loss::into_values)
             .unwrap();
-        let got = (bits(&l), bits32(g));
+        let got = (l, g.to_vec());
         match &first {
             None => first = Some(got),
-            Some(want) => assert!(*want == got, "threads={threads} forced_off={forced_off}"),
+            Some(want) => assert_same_run(
+                want,
+                &got,
+                &format!("threads={threads} forced_off={forced_off}"),
+            ),
         }
         g.fill(f32::NAN);
     }

@@ -20,7 +20,7 @@ use smoothloss_core::{BceWithLogits, Huber, Reduction, SigmoidFocal, SmoothL1, U
 use smoothloss_core::{Input, Loss, Losses, ReferenceBackend};
 use smoothloss_cpu::CpuBackend;
 use smoothloss_cpu::math::{exp_f32, ln_f32, log1p_unit_f32};
-use smoothloss_spec::random::Rng;
+use smoothloss_spec::kit::{self, Rng, close};
 
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
 
@@ -42,16 +42,6 @@ fn targets(rng: &mut Rng, n: usize) -> Vec<f32> {
 
 fn widen(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| f64::from(x)).collect()
-}
-
-fn close(got: f64, want: f64, tol: f64) -> bool {
-    if want.is_nan() {
-        return got.is_nan();
-    }
-    if want.is_infinite() {
-        return got == want;
-    }
-    (got - want).abs() <= tol
 }
 
 /// A CPU loss call on `f32` data.
@@ -118,19 +108,17 @@ fn compare(
         _ => abs_sum,
     };
     assert_eq!(got.len(), want.len());
-    let same = got
-        .iter()
-        .zip(got_fwd)
-        .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
-    assert!(same, "{what}: forward-only differs from fused");
+    if let Err(e) = kit::same_bits_f64(got, got_fwd) {
+        panic!("{what}: forward-only differs from fused: {e}");
+    }
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let tol = if reduction == Reduction::None {
-            1e-6 + 2e-5 * w.abs()
+        let (abs, rel) = if reduction == Reduction::None {
+            (1e-6, 2e-5)
         } else {
-            1e-6 + 2e-5 * scale_sum
+            (1e-6 + 2e-5 * scale_sum, 0.0)
         };
         assert!(
-            close(g, w, tol),
+            close(g, w, abs, rel),
             "{what} {reduction:?} loss {i}: got {g:e}, want {w:e}"
         );
     }
@@ -146,7 +134,7 @@ fn compare(
         } * scale;
         let (g, w) = (f64::from(g32[i]), g64[i]);
         assert!(
-            close(g, w, 2e-6 * u.abs() + 2e-5 * w.abs()),
+            close(g, w, 2e-6 * u.abs(), 2e-5),
             "{what} {reduction:?} grad {i} (x {}, y {}): got {g:e}, want {w:e}",
             x[i],
             y[i]
@@ -416,7 +404,7 @@ fn results_are_bit_identical_for_1_2_3_threads() {
                     .map(Loss::into_values)
                     .unwrap(),
             );
-            grads.extend(g.iter().map(|v| v.to_bits()));
+            grads.extend_from_slice(&g);
             let c = Huber {
                 delta: 1.0,
                 reduction,
@@ -426,7 +414,7 @@ fn results_are_bit_identical_for_1_2_3_threads() {
                     .map(Loss::into_values)
                     .unwrap(),
             );
-            grads.extend(g.iter().map(|v| v.to_bits()));
+            grads.extend_from_slice(&g);
             let c = BceWithLogits {
                 pos_weight: Some(vec![0.5, 2.0, 1.0]),
                 reduction,
@@ -436,7 +424,7 @@ fn results_are_bit_identical_for_1_2_3_threads() {
                     .map(Loss::into_values)
                     .unwrap(),
             );
-            grads.extend(g.iter().map(|v| v.to_bits()));
+            grads.extend_from_slice(&g);
             let c = SigmoidFocal {
                 alpha: 0.25,
                 gamma: 1.5,
@@ -447,11 +435,14 @@ fn results_are_bit_identical_for_1_2_3_threads() {
                     .map(Loss::into_values)
                     .unwrap(),
             );
-            grads.extend(g.iter().map(|v| v.to_bits()));
-            let bits: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
-            runs.push((bits, grads));
+            grads.extend_from_slice(&g);
+            runs.push((out, grads));
         }
-        assert!(runs[0] == runs[1] && runs[1] == runs[2], "{reduction:?}");
+        for (threads, (out, grads)) in [2, 3].into_iter().zip(&runs[1..]) {
+            kit::same_bits_f64(&runs[0].0, out)
+                .and(kit::same_bits_f32(&runs[0].1, grads))
+                .unwrap_or_else(|e| panic!("{reduction:?} {threads} threads: {e}"));
+        }
     }
 }
 

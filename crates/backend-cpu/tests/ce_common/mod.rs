@@ -8,7 +8,7 @@ use smoothloss_core::{CeTargets, CrossEntropy, Reduction, Upstream};
 use smoothloss_core::{Input, Loss, Losses, ReferenceBackend};
 use smoothloss_cpu::CpuBackend;
 use smoothloss_cpu::simd::SimdLevel;
-use smoothloss_spec::random::Rng;
+use smoothloss_spec::kit::{self, Rng};
 
 /// A standard normal draw (Box-Muller).
 pub fn normal(rng: &mut Rng) -> f64 {
@@ -259,24 +259,24 @@ pub fn check_all(case: &Case, be: &CpuBackend) -> Result<(), String> {
     for level in levels() {
         let (out, g, no_grad, out2, x) = three_calls(case, be, level)?;
         check(case, &out, Some(&g)).map_err(|e| format!("{level:?} split: {e}"))?;
-        if bits(&no_grad) != bits(&out) {
-            return Err(format!("{level:?}: loss without gradient differs"));
-        }
-        if bits(&out2) != bits(&out) || bits32(&x) != bits32(&g) {
-            return Err(format!(
-                "{level:?}: in-place result differs from the split one"
-            ));
-        }
+        kit::same_bits_f64(&out, &no_grad)
+            .map_err(|e| format!("{level:?}: loss without gradient differs: {e}"))?;
+        kit::same_bits_f64(&out, &out2)
+            .and(kit::same_bits_f32(&g, &x))
+            .map_err(|e| format!("{level:?}: in-place result differs from the split one: {e}"))?;
     }
     Ok(())
 }
 
-pub fn bits(v: &[f64]) -> Vec<u64> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-pub fn bits32(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
+/// Panics unless two runs' losses and gradients are bit-identical (`TOL-3`, `kit::same_bits_*`).
+#[track_caller]
+pub fn assert_same_run(want: &(Vec<f64>, Vec<f32>), got: &(Vec<f64>, Vec<f32>), what: &str) {
+    if let Err(e) = kit::same_bits_f64(&want.0, &got.0) {
+        panic!("{what}: losses differ: {e}");
+    }
+    if let Err(e) = kit::same_bits_f32(&want.1, &got.1) {
+        panic!("{what}: gradients differ: {e}");
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -361,7 +361,7 @@ pub fn assert_bit_identical_across_threads(
             logit_scale: 3.0,
         },
     );
-    let mut first: Option<(Vec<u64>, Vec<u32>)> = None;
+    let mut first: Option<(Vec<f64>, Vec<f32>)> = None;
     for threads in [1, 2, 3] {
         let be = CpuBackend::with_threads(threads);
         let mut g = vec![0.0f32; case.logits.len()];
@@ -386,12 +386,12 @@ pub fn assert_bit_identical_across_threads(
             )
             .map(Loss::into_values)
             .unwrap();
-        assert_eq!(bits(&l), bits(&l2));
-        assert_eq!(bits32(&g), bits32(&x));
-        let now = (bits(&l), bits32(&g));
+        kit::assert_same_bits_f64(&l, &l2);
+        kit::assert_same_bits_f32(&g, &x);
+        let now = (l, g);
         match &first {
             None => first = Some(now),
-            Some(f) => assert!(*f == now, "{rows}x{classes} threads {threads} differ"),
+            Some(f) => assert_same_run(f, &now, &format!("{rows}x{classes} threads {threads}")),
         }
     }
     case
