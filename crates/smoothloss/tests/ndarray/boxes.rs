@@ -28,19 +28,15 @@ pub(super) fn box_loss_matches<B: Losses<f32>>(be: &B) {
                 up,
             )
             .unwrap();
-            assert_eq!(bits(&got), bits(&want), "{cfg:?} n={n}");
-            assert_eq!(
-                bits32(g.as_slice().unwrap()),
-                bits32(&g_want),
-                "{cfg:?} n={n}"
-            );
+            assert_same_loss(&got, &want, &format!("{cfg:?} n={n}"));
+            assert_same32(g.as_slice().unwrap(), &g_want, &format!("{cfg:?} n={n}"));
             // Forward only.
             let want = be
                 .box_loss(&cfg, Input::new(p).with_upstream(up), t)
                 .unwrap();
             let got =
                 nd::box_loss_with_upstream(be, &cfg, pred.view(), target.view(), None, up).unwrap();
-            assert_eq!(bits(&got), bits(&want), "{cfg:?} n={n}");
+            assert_same_loss(&got, &want, &format!("{cfg:?} n={n}"));
             // The common call: upstream 1.
             let mut g_want = vec![0.0f32; 4 * n];
             let want = be
@@ -49,8 +45,8 @@ pub(super) fn box_loss_matches<B: Losses<f32>>(be: &B) {
             let mut g = Array2::<f32>::from_elem((n, 4), f32::NAN);
             let got =
                 nd::box_loss(be, &cfg, pred.view(), target.view(), Some(g.view_mut())).unwrap();
-            assert_eq!(bits(&got), bits(&want), "{cfg:?} n={n}");
-            assert_eq!(bits32(g.as_slice().unwrap()), bits32(&g_want));
+            assert_same_loss(&got, &want, &format!("{cfg:?} n={n}"));
+            assert_same32(g.as_slice().unwrap(), &g_want, "");
         }
     }
 }
@@ -182,10 +178,10 @@ pub(super) fn box_iou_matches<B: Losses<f32>>(be: &B) {
             .unwrap();
             let mut out = Array2::<f32>::from_elem((n, m), f32::NAN);
             nd::box_iou_into(be, format, b1.view(), b2.view(), out.view_mut()).unwrap();
-            assert_eq!(bits32(out.as_slice().unwrap()), bits32(&want), "{format:?}");
+            assert_same32(out.as_slice().unwrap(), &want, &format!("{format:?}"));
             let got = nd::box_iou(be, format, b1.view(), b2.view()).unwrap();
             assert_eq!(got.dim(), (n, m));
-            assert_eq!(bits32(got.as_slice().unwrap()), bits32(&want), "{format:?}");
+            assert_same32(got.as_slice().unwrap(), &want, &format!("{format:?}"));
         }
     }
 }

@@ -87,21 +87,21 @@ pub(super) fn ce_matches<B: Losses<f32>>(be: &B) {
                 let want = be.cross_entropy(&cfg, input, targets).unwrap();
                 let (got, g) = call(Some(Array2::from_elem((n, c), f32::NAN)), Some(up));
                 let g = g.unwrap();
-                assert_eq!(bits(&got), bits(&want), "{ctx} probs={probs}");
-                assert_eq!(bits32(g.as_slice().unwrap()), bits32(&g_want), "{ctx}");
+                assert_same_loss(&got, &want, &format!("{ctx} probs={probs}"));
+                assert_same32(g.as_slice().unwrap(), &g_want, &ctx.to_string());
                 // Forward only.
                 let want = be
                     .cross_entropy(&cfg, Input::matrix(x, n, c).with_upstream(up), targets)
                     .unwrap();
                 let (got, _) = call(None, Some(up));
-                assert_eq!(bits(&got), bits(&want), "{ctx} probs={probs}");
+                assert_same_loss(&got, &want, &format!("{ctx} probs={probs}"));
                 // The common call: upstream 1.
                 let mut g_want = vec![0.0f32; n * c];
                 let input = Input::matrix(x, n, c).with_grad(&mut g_want);
                 let want = be.cross_entropy(&cfg, input, targets).unwrap();
                 let (got, g) = call(Some(Array2::from_elem((n, c), f32::NAN)), None);
-                assert_eq!(bits(&got), bits(&want), "{ctx} probs={probs}");
-                assert_eq!(bits32(g.unwrap().as_slice().unwrap()), bits32(&g_want));
+                assert_same_loss(&got, &want, &format!("{ctx} probs={probs}"));
+                assert_same32(g.unwrap().as_slice().unwrap(), &g_want, "");
                 if probs {
                     continue;
                 }
@@ -124,12 +124,8 @@ pub(super) fn ce_matches<B: Losses<f32>>(be: &B) {
                         None => nd::cross_entropy_in_place(be, &cfg, zi.view_mut(), t.view()),
                     }
                     .unwrap();
-                    assert_eq!(bits(&got), bits(&want), "{ctx} in place");
-                    assert_eq!(
-                        bits32(zi.as_slice().unwrap()),
-                        bits32(&zs),
-                        "{ctx} in place"
-                    );
+                    assert_same_loss(&got, &want, &format!("{ctx} in place"));
+                    assert_same32(zi.as_slice().unwrap(), &zs, &format!("{ctx} in place"));
                 }
             }
         }

@@ -160,12 +160,12 @@ fn ew_case<B: Losses<f32>, Sh: ShapeBuilder<Dim = D> + Clone, D: Dimension>(
         .nd(be, a.view(), b.view(), up, Some(g.view_mut()))
         .unwrap();
     let ctx = format!("{loss:?} {:?}", a.shape());
-    assert_eq!(bits(&got), bits(&want), "{ctx}");
-    assert_eq!(bits32(g.as_slice().unwrap()), bits32(&g_want), "{ctx}");
+    assert_same_loss(&got, &want, &ctx.to_string());
+    assert_same32(g.as_slice().unwrap(), &g_want, &ctx.to_string());
     // Forward only.
     let want_fwd = loss.slice(be, &av, &bv, up, None).unwrap();
     let got = loss.nd(be, a.view(), b.view(), up, None).unwrap();
-    assert_eq!(bits(&got), bits(&want_fwd), "{ctx}");
+    assert_same_loss(&got, &want_fwd, &ctx.to_string());
     // The same through `ArrayViewD`.
     let mut gd = Array::<f32, IxDyn>::from_elem(IxDyn(a.shape()), f32::NAN);
     let got = loss
@@ -177,12 +177,8 @@ fn ew_case<B: Losses<f32>, Sh: ShapeBuilder<Dim = D> + Clone, D: Dimension>(
             Some(gd.view_mut()),
         )
         .unwrap();
-    assert_eq!(bits(&got), bits(&want), "{ctx} (dyn)");
-    assert_eq!(
-        bits32(gd.as_slice().unwrap()),
-        bits32(&g_want),
-        "{ctx} (dyn)"
-    );
+    assert_same_loss(&got, &want, &format!("{ctx} (dyn)"));
+    assert_same32(gd.as_slice().unwrap(), &g_want, &format!("{ctx} (dyn)"));
     // The common call: upstream 1.
     let mut g1_want = vec![0.0f32; len];
     let want = loss
@@ -192,8 +188,8 @@ fn ew_case<B: Losses<f32>, Sh: ShapeBuilder<Dim = D> + Clone, D: Dimension>(
     let got = loss
         .nd1(be, a.view(), b.view(), Some(g1.view_mut()))
         .unwrap();
-    assert_eq!(bits(&got), bits(&want), "{ctx} (upstream 1)");
-    assert_eq!(bits32(g1.as_slice().unwrap()), bits32(&g1_want), "{ctx}");
+    assert_same_loss(&got, &want, &format!("{ctx} (upstream 1)"));
+    assert_same32(g1.as_slice().unwrap(), &g1_want, &ctx.to_string());
 }
 
 pub(super) fn ew_matches<B: Losses<f32>>(be: &B) {

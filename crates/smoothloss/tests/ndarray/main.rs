@@ -13,7 +13,7 @@ use smoothloss::{
     Input, Loss, LossError, Losses, Reduction, ReferenceBackend, Result, SigmoidFocal, SmoothL1,
     Upstream,
 };
-use smoothloss_spec::random::Rng;
+use smoothloss_spec::kit::{self, Rng};
 
 mod boxes;
 mod ce;
@@ -45,16 +45,26 @@ fn v32(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Vec<f32> {
     (0..n).map(|_| r32(rng, lo, hi)).collect()
 }
 
-/// A loss's kind (per item or reduced) and its values' bits.
-fn bits(l: &Loss) -> (bool, Vec<u64>) {
-    (
-        l.per_item().is_some(),
-        l.values().iter().map(|x| x.to_bits()).collect(),
-    )
+/// Panics unless two losses are of the same kind (per item or reduced) and their values are
+/// bit-identical (`TOL-3`, `kit::same_bits_f64`).
+#[track_caller]
+fn assert_same_loss(got: &Loss, want: &Loss, what: &str) {
+    assert_eq!(
+        got.per_item().is_some(),
+        want.per_item().is_some(),
+        "{what}: per item or reduced"
+    );
+    if let Err(e) = kit::same_bits_f64(got.values(), want.values()) {
+        panic!("{what}: loss values differ: {e}");
+    }
 }
 
-fn bits32(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
+/// Panics unless two `f32` tensors are bit-identical (`TOL-3`, `kit::same_bits_f32`).
+#[track_caller]
+fn assert_same32(got: &[f32], want: &[f32], what: &str) {
+    if let Err(e) = kit::same_bits_f32(got, want) {
+        panic!("{what}: {e}");
+    }
 }
 
 /// `n` boxes in `format` with positive sizes, overlapping their partners more or less.
@@ -128,11 +138,8 @@ fn f64_data_on_the_reference() {
     .unwrap();
     let mut g = Array2::<f64>::from_elem((n, c), f64::NAN);
     let got = nd::cross_entropy(&be, &cfg, z.view(), t.view(), Some(g.view_mut())).unwrap();
-    assert_eq!(bits(&got), bits(&want));
-    assert_eq!(
-        g.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-        g_want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-    );
+    assert_same_loss(&got, &want, "");
+    kit::assert_same_bits_f64(g.as_slice().unwrap(), &g_want);
     let b1 = Array2::from_shape_vec((3, 4), boxes(&mut rng, 3, BoxFormat::Xywh))
         .unwrap()
         .mapv(f64::from);
