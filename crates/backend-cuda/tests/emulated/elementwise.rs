@@ -607,8 +607,12 @@ fn in_place_matches_a_separate_gradient_on_the_cpu() {
             let mut z = x.clone();
             // The input slice only gives the length in place: NaN would show if it were read.
             let ip = emu_elementwise_io(lib, n, r, u, &mut z, true, |a| launch(&poison, a));
-            assert_eq!(widen_bits(&sep), widen_bits(&ip), "{what} {r:?} values");
-            assert_eq!(bits(&g), bits(&z), "{what} {r:?} gradient");
+            if let Err(e) = kit::same_bits_f64(&sep, &ip) {
+                panic!("{what} {r:?} values: {e}");
+            }
+            if let Err(e) = kit::same_bits_f32(&g, &z) {
+                panic!("{what} {r:?} gradient: {e}");
+            }
         }
         let pairs = n / 4;
         let mut pred = Vec::with_capacity(4 * pairs);
@@ -625,16 +629,12 @@ fn in_place_matches_a_separate_gradient_on_the_cpu() {
             let mut z = pred.clone();
             let poison = vec![f32::NAN; pred.len()];
             let ip = emu_box_io(bx, &cfg, &poison, &target, u, z.as_mut_ptr(), true);
-            assert_eq!(widen_bits(&sep), widen_bits(&ip), "{kind:?} {r:?} values");
-            assert_eq!(bits(&g), bits(&z), "{kind:?} {r:?} gradient");
+            if let Err(e) = kit::same_bits_f64(&sep, &ip) {
+                panic!("{kind:?} {r:?} values: {e}");
+            }
+            if let Err(e) = kit::same_bits_f32(&g, &z) {
+                panic!("{kind:?} {r:?} gradient: {e}");
+            }
         }
     }
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
-fn widen_bits(v: &[f64]) -> Vec<u64> {
-    v.iter().map(|x| x.to_bits()).collect()
 }

@@ -43,7 +43,7 @@ use smoothloss_cuda::params::{
     CeReduceRowsParams, CeRowParams, FocalParams, ReduceFinalParams, RegParams,
 };
 use smoothloss_cuda::{Family, KernelFamily};
-use smoothloss_spec::random::Rng;
+use smoothloss_spec::kit::{self, Rng};
 
 const NULL_F64: *const f64 = std::ptr::null();
 
@@ -211,8 +211,10 @@ fn reduce_final(lib: &Library, partials: &[f64], divisor: f64, denom: Option<&[f
 fn assert_close(what: &str, got: &[f64], want: &[f64], rel: f64, abs: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let ok = g == w || (g.is_nan() && w.is_nan()) || (g - w).abs() <= abs + rel * w.abs();
-        assert!(ok, "{what}[{i}]: got {g}, want {w}");
+        assert!(
+            kit::close(*g, *w, abs, rel),
+            "{what}[{i}]: got {g}, want {w}"
+        );
     }
 }
 
