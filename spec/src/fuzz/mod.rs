@@ -13,10 +13,11 @@
 //!   finite.
 //!
 //! [`campaign`] runs it with proptest (shrinking failures to a minimal call; proptest keeps the
-//! failing seeds in `proptest-regressions/`, which is committed); [`REGRESSIONS`] holds the
-//! minimised calls of past findings, replayed first on every backend. `PROPTEST_CASES` sets the
+//! failing seeds in `<test>.proptest-regressions` next to the test, to be committed);
+//! [`regressions`] holds minimised calls replayed first on every backend, [`findings`] the open
+//! findings (minimised, failing today, replayed by an ignored test). `PROPTEST_CASES` sets the
 //! number of calls per run; `SMOOTHLOSS_FUZZ_SECONDS` repeats runs (fresh seeds) until that many
-//! seconds have passed (`cargo xtask fuzz --minutes N`).
+//! seconds have passed (`cargo xtask fuzz --minutes N`); `SMOOTHLOSS_FUZZ_SEED` fixes the seeds.
 //!
 //! Excluded for now, each waiting on a fix being made in parallel (issue 14): the generators stay
 //! away from these regions so that the campaign is green; widen them when the fix lands.
@@ -34,7 +35,9 @@ use crate::cases::{LossCall, Targets};
 use crate::runner::{Output, round_inputs, run_call_with};
 use crate::tolerance::Tolerance;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
+use proptest::test_runner::{
+    Config, FileFailurePersistence, RngSeed, TestCaseError, TestError, TestRunner,
+};
 use smoothloss_core::{
     Backend, BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CeTargets, CrossEntropy, Element,
     Huber, Input, LossError, Losses, Reduction, ReferenceBackend, SigmoidFocal, SmoothL1,
@@ -610,15 +613,22 @@ fn compare(got: &Output, want: &Output) -> Result<(), String> {
 mod known;
 pub use known::{findings, regressions};
 
-/// The proptest configuration of a run: `PROPTEST_CASES` calls (default `default_cases`),
-/// failing seeds kept next to `source_file` in `proptest-regressions/`.
-fn config(source_file: &'static str, default_cases: u32) -> Config {
+/// The proptest configuration of run `run`: `PROPTEST_CASES` calls (default `default_cases`),
+/// failing seeds kept next to `source_file` (`<test>.proptest-regressions`). With
+/// `SMOOTHLOSS_FUZZ_SEED=S` the runs are reproducible (run `k` uses seed `S + k`; CI's short run
+/// sets it); without it each run draws a fresh seed.
+fn config(source_file: &'static str, default_cases: u32, run: u64) -> Config {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default_cases);
+    let rng_seed = std::env::var("SMOOTHLOSS_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(RngSeed::Random, |s| RngSeed::Fixed(s.wrapping_add(run)));
     Config {
         cases,
+        rng_seed,
         source_file: Some(source_file),
         failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
             "proptest-regressions",
@@ -742,7 +752,7 @@ pub fn campaign(
     let start = Instant::now();
     let mut runs = 0u64;
     loop {
-        let cfg = config(source_file, default_cases);
+        let cfg = config(source_file, default_cases, runs);
         let cases = cfg.cases;
         let mut runner = TestRunner::new(cfg);
         let result = runner.run(&fuzz_call(), |fc| check(&fc).map_err(TestCaseError::fail));
