@@ -4,8 +4,8 @@ use super::{FuzzCall, Mode, Up};
 use crate::cases::{LossCall, Targets};
 use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Reduction};
 
-/// The minimised calls of past findings, replayed first on every backend by [`campaign`]
-/// (add each new finding here once minimised, with the issue it was reported in).
+/// Kept calls, replayed first on every backend by [`campaign`](super::campaign): boundary
+/// calls, and each of the [`findings`] once it is fixed (moved here, minimised, with its id).
 pub fn regressions() -> Vec<(&'static str, FuzzCall)> {
     vec![
         // Boundary: an empty batch of every family (the front door's EmptyInput, everywhere).
