@@ -319,7 +319,12 @@ impl Case {
                 .ok_or_else(|| self.malformed(format!("`{name}.data` missing")))?,
             name,
         )?;
-        if shape.iter().product::<usize>() != data.len() {
+        // A shape whose size overflows cannot match any data (and must not wrap or panic).
+        let size = shape
+            .iter()
+            .try_fold(1_usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| self.malformed(format!("`{name}.shape` {shape:?} overflows")))?;
+        if size != data.len() {
             return Err(self.malformed(format!("`{name}` data length does not match its shape")));
         }
         Ok(Tensor { shape, data })
@@ -374,7 +379,14 @@ impl Case {
                         None => 0.0,
                         Some(_) => self.f64_param("label_smoothing")?,
                     },
-                    ignore_index: self.param("ignore_index").and_then(Value::as_i64),
+                    ignore_index: match self.param("ignore_index") {
+                        None => None,
+                        Some(v) => Some(v.as_i64().ok_or_else(|| {
+                            self.malformed(format!(
+                                "param `ignore_index` must be an integer, got {v}"
+                            ))
+                        })?),
+                    },
                     class_weights: match self.param("class_weights") {
                         None => None,
                         Some(v) => Some(self.numbers(v, "class_weights")?),
@@ -534,6 +546,52 @@ impl Case {
                 ))
             }
             other => Err(self.unsupported(format!("loss {other:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(loss: &str, params: &str, inputs: &str) -> Case {
+        let text = format!(
+            r#"{{"format":"{FORMAT}","cases":[{{"id":"t","loss":"{loss}","params":{params},
+            "inputs":{inputs},"expected":{{"loss":[0.0]}}}}]}}"#
+        );
+        CaseFile::parse(&text).unwrap().cases.remove(0)
+    }
+
+    #[test]
+    fn a_shape_whose_size_overflows_is_malformed_not_a_wrap_or_a_panic() {
+        let c = case(
+            "cross_entropy",
+            r#"{"reduction":"sum"}"#,
+            r#"{"logits":{"shape":[4294967296,4294967296],"data":[]},"targets":[]}"#,
+        );
+        let err = c.decode().unwrap_err();
+        assert!(matches!(err, CaseError::Malformed { .. }), "{err}");
+        assert!(err.to_string().contains("overflows"), "{err}");
+    }
+
+    #[test]
+    fn a_fractional_ignore_index_is_malformed_not_none() {
+        let inputs = r#"{"logits":{"shape":[1,2],"data":[0.0,1.0]},"targets":[1]}"#;
+        let c = case(
+            "cross_entropy",
+            r#"{"reduction":"sum","ignore_index":1.5}"#,
+            inputs,
+        );
+        let err = c.decode().unwrap_err();
+        assert!(err.to_string().contains("ignore_index"), "{err}");
+        let c = case(
+            "cross_entropy",
+            r#"{"reduction":"sum","ignore_index":-100}"#,
+            inputs,
+        );
+        match c.decode().unwrap().0 {
+            LossCall::CrossEntropy { cfg, .. } => assert_eq!(cfg.ignore_index, Some(-100)),
+            other => panic!("{other:?}"),
         }
     }
 }

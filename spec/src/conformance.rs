@@ -147,6 +147,22 @@ impl fmt::Display for Report {
 }
 
 fn compare(out: &Output, want_loss: &[f64], want_grad: Option<&[f64]>, tol: &Tolerance) -> Outcome {
+    // Lengths first: a length mismatch is not a value mismatch.
+    let lengths = [
+        ("loss", Some(out.loss.len()), Some(want_loss.len())),
+        (
+            "grad",
+            out.grad.as_ref().map(Vec::len),
+            want_grad.map(<[f64]>::len),
+        ),
+    ];
+    for (what, got, want) in lengths {
+        if let (Some(g), Some(w)) = (got, want)
+            && g != w
+        {
+            return Outcome::Failed(format!("{what} length: got {g} values, want {w}"));
+        }
+    }
     if let Err(m) = tol.check(&out.loss, want_loss) {
         return Outcome::Failed(format!("loss {m}"));
     }

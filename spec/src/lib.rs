@@ -20,6 +20,7 @@ pub mod cases;
 pub mod conformance;
 pub mod coverage;
 pub mod formulas;
+pub mod fuzz;
 pub mod kit;
 pub mod random;
 pub mod runner;

@@ -86,6 +86,32 @@ pub fn round_inputs<T: Element>(call: &LossCall) -> LossCall {
     }
 }
 
+/// The most bytes the runner allocates for one output (a case file is small data; a
+/// pairwise IoU of 60,000 x 60,000 boxes is not, and would abort the process).
+pub const MAX_OUTPUT_BYTES: usize = 1 << 32;
+
+/// A zeroed `[n, m]` output, or a refusal naming the size when it will not fit.
+fn output_buffer<T: Element>(n: usize, m: usize) -> Result<Vec<T>, LossError> {
+    let refuse = |why: String| LossError::Unsupported {
+        backend: "case runner".into(),
+        what: format!("a pairwise IoU of {n} x {m} boxes: {why}"),
+    };
+    let bytes = n
+        .checked_mul(m)
+        .and_then(|e| e.checked_mul(std::mem::size_of::<T>()))
+        .ok_or_else(|| refuse("its size overflows usize".into()))?;
+    if bytes > MAX_OUTPUT_BYTES {
+        return Err(refuse(format!(
+            "needs {bytes} bytes, more than the runner's limit of {MAX_OUTPUT_BYTES}"
+        )));
+    }
+    let mut out = Vec::new();
+    out.try_reserve_exact(n * m)
+        .map_err(|e| refuse(format!("cannot allocate {bytes} bytes: {e}")))?;
+    out.resize(n * m, T::from_f64(0.0));
+    Ok(out)
+}
+
 fn run_box_iou<T: Element, B: Backend<T> + ?Sized>(
     backend: &B,
     format: BoxFormat,
@@ -94,7 +120,7 @@ fn run_box_iou<T: Element, B: Backend<T> + ?Sized>(
 ) -> Result<Output, LossError> {
     let n = boxes1.len() / 4;
     let m = boxes2.len() / 4;
-    let mut out = vec![T::from_f64(0.0); n.saturating_mul(m)];
+    let mut out = output_buffer::<T>(n, m)?;
     backend.box_iou(format, &narrow::<T>(boxes1), &narrow::<T>(boxes2), &mut out)?;
     Ok(Output {
         loss: widen(&out),
@@ -181,4 +207,30 @@ pub fn run_call<T: Element, B: Backend<T> + ?Sized>(
     call: &LossCall,
 ) -> Result<Output, LossError> {
     run_call_with(backend, call, Upstream::ONE, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoothloss_core::ReferenceBackend;
+
+    #[test]
+    fn a_pairwise_iou_that_will_not_fit_is_refused_with_a_message() {
+        // 60,000 x 60,000 boxes: 28.8 GB of f64 output; the runner refuses before allocating.
+        let boxes: Vec<f64> = (0..60_000).flat_map(|_| [0.0, 0.0, 1.0, 1.0]).collect();
+        let call = LossCall::BoxIou {
+            format: BoxFormat::Xyxy,
+            boxes1: boxes.clone(),
+            boxes2: boxes,
+        };
+        let err = run_call::<f64, _>(&ReferenceBackend, &call).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, LossError::Unsupported { .. }), "{msg}");
+        assert!(
+            msg.contains("60000 x 60000") && msg.contains("28800000000"),
+            "{msg}"
+        );
+        assert!(output_buffer::<f32>(usize::MAX, 2).is_err());
+        assert_eq!(output_buffer::<f32>(2, 3).map(|v| v.len()), Ok(6));
+    }
 }

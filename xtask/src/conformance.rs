@@ -69,6 +69,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
         total.extend(report);
     }
     println!("{}", total.summary());
+    if total.entries.is_empty() {
+        return Err(format!(
+            "nothing checked: {} holds no case (after the SMOOTHLOSS_CASES filter, if set)",
+            p.display()
+        ));
+    }
     if total.failed() > 0 || total.unsupported() > 0 {
         return Err(format!("conformance failed: {}", total.summary()));
     }
@@ -118,5 +124,28 @@ mod tests {
         assert!(run(&args(&["--cases", &f, "--backend", "tpu"])).is_err());
         assert!(run(&args(&["--backend", "cpu"])).is_err());
         assert!(run(&args(&["--cases", &f, "--backend", "cuda"])).is_err());
+    }
+
+    #[test]
+    fn a_file_without_cases_fails_nothing_was_checked() {
+        let empty = write_temp(
+            "empty.json",
+            r#"{"format":"smoothloss-cases/1","cases":[]}"#,
+        );
+        let err = run(&args(&["--cases", &empty, "--backend", "reference"])).unwrap_err();
+        assert!(err.contains("nothing checked"), "{err}");
+    }
+
+    #[test]
+    fn an_iou_that_will_not_fit_is_a_failure_with_a_message_not_an_abort() {
+        let boxes = vec!["0,0,1,1"; 60_000].join(",");
+        let text = format!(
+            r#"{{"format":"smoothloss-cases/1","cases":[{{"id":"huge","loss":"box_iou",
+            "params":{{}},"inputs":{{"boxes1":{{"shape":[60000,4],"data":[{boxes}]}},
+            "boxes2":{{"shape":[60000,4],"data":[{boxes}]}}}},"expected":{{"iou":[]}}}}]}}"#
+        );
+        let f = write_temp("huge.json", &text);
+        assert!(run(&args(&["--cases", &f, "--backend", "reference"])).is_err());
+        assert!(run(&args(&["--cases", &f, "--backend", "cpu"])).is_err());
     }
 }

@@ -71,6 +71,8 @@ want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 if want tests; then
 echo "== 1. tests (--include-ignored)"
+# On the GPU machine a missing device is a failure, not a skip (tests/conformance.rs).
+export SMOOTHLOSS_REQUIRE_GPU=1
 : > "$LOGS/tests.log"
 for t in "$HERE"/tests/*; do
   echo "-- $(basename "$t")" | tee -a "$LOGS/tests.log"

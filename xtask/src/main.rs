@@ -5,9 +5,11 @@
 //!   (runs the `bench` binary of `smoothloss-benches`, `benches/src/bin/bench/`)
 //! - `experiment [--seeds K] [--epochs E] [--alpha A] [--lr LR] [--plot FILE] [--json]`
 //!   (runs the `smoothloss-experiment` crate, `crates/experiment`)
+//! - `fuzz [--minutes N] [--cases K]` (the fuzz campaign of `smoothloss_spec::fuzz`)
 //! - `gpu-bundle`
 
 mod conformance;
+mod fuzz;
 mod glue;
 mod gpu_bundle;
 
@@ -22,10 +24,11 @@ pub fn project_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-const USAGE: &str = "usage: cargo xtask <conformance|bench|experiment|gpu-bundle> [options]
+const USAGE: &str = "usage: cargo xtask <conformance|bench|experiment|fuzz|gpu-bundle> [options]
   conformance --cases FILE [--backend reference|cpu|cuda|all]
   bench [--backend cpu|cuda|all] [--json] [--threads N] [--quick] [--no-peers] [--plot FILE.svg]
   experiment [--seeds K] [--epochs E] [--alpha A] [--lr LR] [--plot FILE] [--json]
+  fuzz [--minutes N] [--cases K]
   gpu-bundle";
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     }
     let result = match task.as_str() {
         "conformance" => conformance::run(rest),
+        "fuzz" => fuzz::run(rest),
         "gpu-bundle" => gpu_bundle::run(rest),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");

@@ -8,8 +8,10 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Error)]
 #[non_exhaustive]
 pub enum LossError {
-    /// A buffer's length does not match the shape the call implies.
-    #[error("shape mismatch for `{what}`: expected {expected} elements, got {got}")]
+    /// A buffer's length does not match the shape the call implies (or, from the ndarray
+    /// wrappers, an array has the expected number of elements in another shape: the message
+    /// then says so instead of contradicting itself).
+    #[error("{}", shape_mismatch(what, *expected, *got))]
     ShapeMismatch {
         /// Which argument.
         what: &'static str,
@@ -69,6 +71,19 @@ pub enum LossError {
         /// What is not supported.
         what: String,
     },
+    /// A size computed from the shapes (`rows * classes`, `N * M`) does not fit in `usize`, or
+    /// an output of that size cannot be allocated.
+    #[error(
+        "`{what}` of {a} x {b} elements is too large (its size overflows usize or cannot be allocated)"
+    )]
+    TooLarge {
+        /// Which argument.
+        what: &'static str,
+        /// First factor.
+        a: usize,
+        /// Second factor.
+        b: usize,
+    },
     /// A device (GPU) is not available or a device call failed.
     #[error("device error: {0}")]
     Device(String),
@@ -90,11 +105,45 @@ pub fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> 
     }
 }
 
-/// `a * b` or a shape error when the product overflows `usize`.
+/// `a * b`, or [`LossError::TooLarge`] when the product overflows `usize`.
 pub fn checked_size(what: &'static str, a: usize, b: usize) -> Result<usize> {
-    a.checked_mul(b).ok_or(LossError::ShapeMismatch {
-        what,
-        expected: usize::MAX,
-        got: 0,
-    })
+    a.checked_mul(b).ok_or(LossError::TooLarge { what, a, b })
+}
+
+/// The message of [`LossError::ShapeMismatch`]: element counts, or, when they agree (an array
+/// of the right size in another shape), that the shape differs.
+fn shape_mismatch(what: &str, expected: usize, got: usize) -> String {
+    if expected == got {
+        format!(
+            "shape mismatch for `{what}`: it has the expected {expected} elements but in another \
+             shape (transposed or reshaped?)"
+        )
+    } else {
+        format!("shape mismatch for `{what}`: expected {expected} elements, got {got}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_do_not_contradict_themselves() {
+        let same = LossError::ShapeMismatch {
+            what: "grad",
+            expected: 24,
+            got: 24,
+        };
+        let msg = same.to_string();
+        assert!(!msg.contains("expected 24 elements, got 24"), "{msg}");
+        assert!(msg.contains("another shape"), "{msg}");
+        let e = checked_size("logits", usize::MAX, 2).unwrap_err();
+        let msg = e.to_string();
+        assert!(!msg.contains("18446744073709551615 elements"), "{msg}");
+        assert!(
+            msg.contains("18446744073709551615 x 2 elements is too large"),
+            "{msg}"
+        );
+        assert_eq!(checked_size("logits", 3, 4), Ok(12));
+    }
 }

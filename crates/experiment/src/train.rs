@@ -38,7 +38,7 @@ pub fn train(
     let mut test_acc = Vec::with_capacity(epochs + 1);
     test_acc.push(test_acc_now(&model));
     let mut final_loss = f64::NAN;
-    for _ in 0..epochs {
+    for epoch in 0..epochs {
         let fwd = model.forward(&data.x_train);
         final_loss = arm.loss_and_grad(
             backend,
@@ -47,6 +47,14 @@ pub fn train(
             &data.y_train,
             grad.as_mut_slice(),
         )?;
+        // A diverged run is an error, not a result (`--lr 1e300` gave a NaN loss and exit 0).
+        if !final_loss.is_finite() {
+            return Err(format!(
+                "training diverged: {arm:?} from seed {seed} has loss {final_loss} at epoch {} \
+                 (learning rate {lr:e}; try a smaller --lr)",
+                epoch + 1
+            ));
+        }
         let grads = model.backward(&data.x_train, &fwd, &grad);
         adam.step(&mut model, &grads);
         test_acc.push(test_acc_now(&model));
@@ -75,6 +83,19 @@ mod tests {
             assert_eq!(r1.test_acc.len(), 16);
             let r3 = train(&d, arm, 5, 15, 0.1, 0.01, &b).unwrap();
             assert_ne!(r1.final_loss, r3.final_loss, "{arm:?}");
+        }
+    }
+
+    #[test]
+    fn a_diverging_run_is_an_error_not_a_nan_result() {
+        let d = load_article_data().unwrap();
+        let b = DefaultBackend::default();
+        for arm in Arm::ALL {
+            let err = train(&d, arm, 0, 5, 0.1, 1e300, &b).unwrap_err();
+            assert!(
+                err.contains("diverged") && err.contains("1e300"),
+                "{arm:?}: {err}"
+            );
         }
     }
 

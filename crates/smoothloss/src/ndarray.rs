@@ -288,7 +288,7 @@ fn iou_shape<T>(b1: &ArrayView2<'_, T>, b2: &ArrayView2<'_, T>) -> Result<(usize
 ///
 /// A box array with rows but a second dimension other than 4 gives
 /// [`LossError::ShapeMismatch`] naming it. Empty box sets give an empty array. An `[N, M]`
-/// array that cannot be allocated gives [`LossError::ShapeMismatch`] naming `iou`.
+/// array that cannot be allocated gives [`LossError::TooLarge`] naming `iou`.
 ///
 /// ```
 /// use ndarray::array;
@@ -312,10 +312,10 @@ pub fn box_iou<T: Element, B: Losses<T> + ?Sized>(
     let a = data("boxes1", &boxes1)?;
     let b = data("boxes2", &boxes2)?;
     let (n, m) = iou_shape(&boxes1, &boxes2)?;
-    let too_large = LossError::ShapeMismatch {
+    let too_large = LossError::TooLarge {
         what: "iou",
-        expected: usize::MAX,
-        got: 0,
+        a: n,
+        b: m,
     };
     let total = n * m;
     let mut out = Vec::new();
@@ -508,4 +508,57 @@ pub fn sigmoid_focal_with_upstream<T: Element, D: Dimension, B: Losses<T> + ?Siz
         upstream,
         |x, y| backend.sigmoid_focal(cfg, x, y),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+    use smoothloss_core::ReferenceBackend;
+
+    #[test]
+    fn shape_errors_do_not_contradict_themselves() {
+        let cfg = CrossEntropy::new();
+        let logits = Array2::<f64>::zeros((4, 6));
+        let targets = ndarray::Array1::<i64>::zeros(4);
+        // A transposed `(c, n)` gradient: as many elements, another shape.
+        let mut g = Array2::<f64>::zeros((6, 4));
+        let err = cross_entropy(
+            &ReferenceBackend,
+            &cfg,
+            logits.view(),
+            targets.view(),
+            Some(g.view_mut()),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(!msg.contains("expected 24 elements, got 24"), "{msg}");
+        assert!(
+            msg.contains("`grad`") && msg.contains("another shape"),
+            "{msg}"
+        );
+        // `(0, 5)` logits with a `(0, 6)` gradient: whatever is reported must not read
+        // "expected 0 elements, got 0".
+        let logits = Array2::<f64>::zeros((0, 5));
+        let targets = ndarray::Array1::<i64>::zeros(0);
+        let mut g = Array2::<f64>::zeros((0, 6));
+        if let Err(e) = cross_entropy(
+            &ReferenceBackend,
+            &cfg,
+            logits.view(),
+            targets.view(),
+            Some(g.view_mut()),
+        ) {
+            let msg = e.to_string();
+            assert!(!msg.contains("expected 0 elements, got 0"), "{msg}");
+        }
+        // The `rows * classes` overflow names its factors, not usize::MAX elements.
+        let e = checked_size("iou", usize::MAX, 3).unwrap_err();
+        let msg = e.to_string();
+        assert!(!msg.contains("expected 18446744073709551615"), "{msg}");
+        assert!(
+            matches!(e, LossError::TooLarge { what: "iou", .. }),
+            "{msg}"
+        );
+    }
 }

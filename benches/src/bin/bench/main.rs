@@ -64,6 +64,23 @@ struct Opts {
     plot: Option<std::path::PathBuf>,
     /// Which backends: "cpu", "cuda" or "all" (CPU always; CUDA when a device is usable).
     backend: String,
+    /// `SMOOTHLOSS_BENCH_ONLY=NxC`: that one cross-entropy shape only.
+    only: Option<(usize, usize)>,
+}
+
+/// Diagnostics: `SMOOTHLOSS_BENCH_ONLY=NxC` (both positive) times that one cross-entropy shape
+/// only; anything else set there is an error, not ignored.
+fn only_shape(v: Option<&str>) -> Result<Option<(usize, usize)>, String> {
+    let Some(v) = v else { return Ok(None) };
+    let bad =
+        || format!("SMOOTHLOSS_BENCH_ONLY={v:?}: expected NxC with N, C > 0 (e.g. 1024x32000)");
+    let (n, c) = v.split_once('x').ok_or_else(bad)?;
+    let n: usize = n.trim().parse().map_err(|_| bad())?;
+    let c: usize = c.trim().parse().map_err(|_| bad())?;
+    if n == 0 || c == 0 || n.checked_mul(c).and_then(|e| e.checked_mul(8)).is_none() {
+        return Err(bad());
+    }
+    Ok(Some((n, c)))
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -74,7 +91,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         no_peers: false,
         plot: None,
         backend: "all".into(),
+        only: None,
     };
+    o.only = only_shape(std::env::var("SMOOTHLOSS_BENCH_ONLY").ok().as_deref())?;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -95,6 +114,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             }
             "--plot" => {
                 let f = it.next().ok_or("--plot needs a file name (.svg)")?;
+                // Found now, not after the whole benchmark.
+                plot::check_target(std::path::Path::new(f))?;
                 o.plot = Some(f.into());
             }
             other => return Err(format!("bench: unknown option `{other}`")),
@@ -133,13 +154,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if !torch && !o.no_peers {
         eprintln!("bench: PyTorch not importable; peer columns left empty");
     }
-    // Diagnostics: SMOOTHLOSS_BENCH_ONLY=NxC times that one cross-entropy shape only.
-    let only = std::env::var("SMOOTHLOSS_BENCH_ONLY").ok();
-    let shapes: Vec<(usize, usize)> = match only.as_deref().and_then(|o| o.split_once('x')) {
-        Some((n, c)) => vec![(
-            n.parse().map_err(|_| "bad SMOOTHLOSS_BENCH_ONLY")?,
-            c.parse().map_err(|_| "bad SMOOTHLOSS_BENCH_ONLY")?,
-        )],
+    let only = o.only;
+    let shapes: Vec<(usize, usize)> = match only {
+        Some(shape) => vec![shape],
         None => CE_SHAPES.to_vec(),
     };
     let mut rows = Vec::new();
@@ -353,5 +370,20 @@ fn fmt_s(s: f64) -> String {
         format!("{:.3} ms", s * 1e3)
     } else {
         format!("{:.2} us", s * 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::only_shape;
+
+    #[test]
+    fn bench_only_takes_a_positive_shape_and_refuses_anything_else() {
+        assert_eq!(only_shape(None), Ok(None));
+        assert_eq!(only_shape(Some("1024x32000")), Ok(Some((1024, 32000))));
+        for bad in ["0x10", "10x0", "abc", "x", "10x", "-1x4", "1e3x2"] {
+            let err = only_shape(Some(bad)).unwrap_err();
+            assert!(err.contains("SMOOTHLOSS_BENCH_ONLY"), "{bad}: {err}");
+        }
     }
 }

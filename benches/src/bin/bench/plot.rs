@@ -31,14 +31,36 @@ pub struct Series {
     pub points: Vec<(usize, f64)>,
 }
 
-/// Draws `series` (throughput in logits/s against classes, log-scaled x) into an SVG file.
-pub fn draw(path: &Path, title: &str, series: &[Series]) -> Result<(), String> {
+/// `--plot FILE`: refuses, before any benchmark runs, a name that does not end in `.svg` or a
+/// file that cannot be written (the message names the file).
+pub fn check_target(path: &Path) -> Result<(), String> {
     if path.extension().is_none_or(|e| e != "svg") {
         return Err(format!(
             "--plot writes SVG; give a file name ending in .svg (got {})",
             path.display()
         ));
     }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| format!("--plot {}: cannot write: {e}", path.display()))?;
+    if !existed {
+        // Leave no empty file behind if the benchmark fails before drawing.
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Draws `series` (throughput in logits/s against classes, log-scaled x) into an SVG file.
+pub fn draw(path: &Path, title: &str, series: &[Series]) -> Result<(), String> {
+    check_target(path)?;
+    let named = |e: String| format!("--plot {}: {e}", path.display());
+    draw_svg(path, title, series).map_err(named)
+}
+
+fn draw_svg(path: &Path, title: &str, series: &[Series]) -> Result<(), String> {
     let ymax = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1 / 1e9))
@@ -174,6 +196,11 @@ mod tests {
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.starts_with("<svg") && text.contains("cpu"));
         assert!(draw(&dir.join("x.png"), "test", &s).is_err());
+        // An unwritable target is refused up front, and the message names the file.
+        let bad = dir.join("smoothloss-no-such-dir").join("p.svg");
+        let err = check_target(&bad).unwrap_err();
+        assert!(err.contains(&bad.display().to_string()), "{err}");
+        assert!(check_target(&p).is_ok());
         assert_eq!(sweep_shapes()[0], (SWEEP_LOGITS / 10, 10));
     }
 }

@@ -416,8 +416,17 @@ fn random_probs(rng: &mut Rng, rows: usize, classes: usize) -> Vec<f32> {
     probs
 }
 
+/// The device; without one, a panic that says so and where the kernels can be tested anyway
+/// (these tests are `#[ignore = "needs a CUDA device"]`; the shared conformance suite of
+/// `tests/conformance.rs` skips instead, since it runs first).
 fn backend() -> CudaBackend {
-    CudaBackend::new(0).expect("a CUDA device")
+    match CudaBackend::new(0) {
+        Ok(b) => b,
+        Err(e) => panic!(
+            "no CUDA device ({e}): this test needs a GPU. Without one, the kernels run through \
+             the CPU emulation: cargo test -p smoothloss-cuda --release --test emulated"
+        ),
+    }
 }
 
 fn assert_close(what: &str, got: &[f64], want: &[f64], rel: f64, abs: f64) {

@@ -1,0 +1,151 @@
+//! `cargo xtask fuzz [--minutes N] [--cases K]`: the fuzz campaign of `smoothloss_spec::fuzz`
+//! (the reference at f32, `spec/tests/fuzz.rs`; the CPU backend at 1/2/3 threads, portable and
+//! AVX2, `crates/backend-cpu/tests/fuzz.rs`). Without `--minutes` it is the short run of CI
+//! (`K` calls per target, default 20,000, seed `SHORT_RUN_SEED` unless `SMOOTHLOSS_FUZZ_SEED`
+//! is set); with `--minutes N` each target repeats runs of `K` calls with fresh seeds for its
+//! half of `N` minutes. A failure is minimised and printed (and
+//! its seed kept by proptest in the test's `*.proptest-regressions` file, to commit).
+
+use std::process::Command;
+
+/// The test targets of the campaign: `(package, test)`.
+pub const TARGETS: [(&str, &str); 2] = [("smoothloss-spec", "fuzz"), ("smoothloss-cpu", "fuzz")];
+
+/// The seed of the short run (CI).
+pub const SHORT_RUN_SEED: u64 = 14;
+
+/// The options: minutes in all (None: one run per target) and calls per run.
+#[derive(Debug, PartialEq)]
+pub struct Opts {
+    pub minutes: Option<f64>,
+    pub cases: u32,
+}
+
+pub fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        minutes: None,
+        cases: 20_000,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |flag: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match a.as_str() {
+            "--minutes" => {
+                let v = value("--minutes")?;
+                let m: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|m: &f64| m.is_finite() && *m > 0.0)
+                    .ok_or_else(|| format!("--minutes must be a positive number, got `{v}`"))?;
+                o.minutes = Some(m);
+            }
+            "--cases" => {
+                let v = value("--cases")?;
+                o.cases = v
+                    .parse()
+                    .ok()
+                    .filter(|&c| c > 0)
+                    .ok_or_else(|| format!("--cases must be a positive integer, got `{v}`"))?;
+            }
+            other => return Err(format!("fuzz: unknown argument `{other}`")),
+        }
+    }
+    Ok(o)
+}
+
+/// The `cargo test` command of one target.
+pub fn command(o: &Opts, (package, test): (&str, &str)) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.arg("test")
+        .arg("--manifest-path")
+        .arg(crate::project_root().join("Cargo.toml"))
+        .args(["-p", package, "--test", test, "--", "--nocapture"])
+        .env("PROPTEST_CASES", o.cases.to_string());
+    match o.minutes {
+        Some(m) => {
+            let secs = (m * 60.0 / TARGETS.len() as f64).ceil().max(1.0) as u64;
+            cmd.env("SMOOTHLOSS_FUZZ_SECONDS", secs.to_string());
+        }
+        // The short run is reproducible (a fixed seed, unless one is set): CI does not fail
+        // at random on a call no one has seen; `--minutes` explores with fresh seeds.
+        None if std::env::var_os("SMOOTHLOSS_FUZZ_SEED").is_none() => {
+            cmd.env("SMOOTHLOSS_FUZZ_SEED", SHORT_RUN_SEED.to_string());
+        }
+        None => {}
+    }
+    cmd
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let o = parse(args)?;
+    for target in TARGETS {
+        let status = command(&o, target)
+            .status()
+            .map_err(|e| format!("cannot run cargo test for {}: {e}", target.0))?;
+        if !status.success() {
+            return Err(format!(
+                "fuzz: {} --test {} failed (the minimised call is printed above)",
+                target.0, target.1
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn options_and_the_test_command() {
+        assert_eq!(
+            parse(&[]),
+            Ok(Opts {
+                minutes: None,
+                cases: 20_000
+            })
+        );
+        let o = parse(&args("--minutes 3 --cases 500")).unwrap();
+        assert_eq!((o.minutes, o.cases), (Some(3.0), 500));
+        for bad in [
+            "--minutes 0",
+            "--minutes x",
+            "--cases 0",
+            "--minutes",
+            "--seeds 2",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
+        let cmd = command(&o, TARGETS[1]);
+        let env: Vec<(String, String)> = cmd
+            .get_envs()
+            .map(|(k, v)| {
+                let v = v
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (k.to_string_lossy().into_owned(), v)
+            })
+            .collect();
+        assert!(
+            env.contains(&("SMOOTHLOSS_FUZZ_SECONDS".into(), "90".into())),
+            "{env:?}"
+        );
+        assert!(
+            env.contains(&("PROPTEST_CASES".into(), "500".into())),
+            "{env:?}"
+        );
+        let a: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(a.windows(2).any(|w| w == ["-p", "smoothloss-cpu"]), "{a:?}");
+    }
+}
