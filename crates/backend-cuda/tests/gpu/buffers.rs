@@ -23,7 +23,7 @@ fn smooth_l1_on<'a, B: BufferLosses<f32>>(
 #[test]
 #[ignore = "needs a CUDA device"]
 fn buffer_losses_on_device_slices_match_the_front_door() {
-    let b = backend();
+    let b = backend!();
     let st = b.stream().clone();
     let (x, y) = ([0.0f32, 1.0, 2.0, 3.0], [0.5f32, 1.0, 0.0, 10.0]);
     let (xd, yd) = (st.clone_htod(&x).unwrap(), st.clone_htod(&y).unwrap());

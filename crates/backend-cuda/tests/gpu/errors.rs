@@ -7,7 +7,7 @@ use super::*;
 #[test]
 #[ignore = "needs a CUDA device"]
 fn out_of_range_targets_are_found_on_the_device() {
-    let b = backend();
+    let b = backend!();
     let st = b.stream().clone();
     let (rows, classes) = (6usize, 4usize);
     let z = st.clone_htod(&vec![0.5f32; rows * classes]).unwrap();
@@ -56,7 +56,7 @@ fn out_of_range_targets_are_found_on_the_device() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn binary_targets_are_checked_on_the_device() {
-    let b = backend();
+    let b = backend!();
     let st = b.stream().clone();
     let n = 5000usize;
     let x = st.clone_htod(&vec![0.3f32; n]).unwrap();
@@ -108,7 +108,7 @@ fn binary_targets_are_checked_on_the_device() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn device_shape_errors_equal_the_front_doors() {
-    let b = backend();
+    let b = backend!();
     let st = b.stream().clone();
     let dev = |v: &[f32]| st.clone_htod(v).unwrap();
     let z = vec![0.25f32; 12];

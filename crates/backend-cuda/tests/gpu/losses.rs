@@ -5,13 +5,13 @@ use super::*;
 #[test]
 #[ignore = "needs a CUDA device"]
 fn all_kernels_load() {
-    backend().load_all().unwrap();
+    backend!().load_all().unwrap();
 }
 
 #[test]
 #[ignore = "needs a CUDA device"]
 fn cross_entropy_matches_the_reference() {
-    let b = backend();
+    let b = backend!();
     let mut rng = Rng::new(0x5eed);
     // Short rows, rows that fit shared memory, and rows that do not (online pass).
     for &(rows, classes) in &[
@@ -51,7 +51,7 @@ fn cross_entropy_matches_the_reference() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn cross_entropy_every_launch_plan() {
-    let b = backend();
+    let b = backend!();
     let mut rng = Rng::new(0x91a);
     let rows = 6usize;
     for classes in [37usize, 1000, 1001, 4096] {
@@ -100,7 +100,7 @@ fn cross_entropy_every_launch_plan() {
 #[ignore = "needs a CUDA device"]
 fn cross_entropy_half_precision_logits() {
     use smoothloss_cuda::half::{bf16, f16};
-    let b = backend();
+    let b = backend!();
     let mut rng = Rng::new(77);
     let (rows, classes) = (16usize, 3000usize);
     let logits: Vec<f32> = (0..rows * classes)
@@ -174,7 +174,7 @@ fn cross_entropy_half_precision_logits() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn reductions_are_deterministic() {
-    let b = backend();
+    let b = backend!();
     let mut rng = Rng::new(99);
     let (rows, classes) = (300usize, 777usize);
     let logits: Vec<f32> = (0..rows * classes)
@@ -217,7 +217,7 @@ fn reductions_are_deterministic() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn box_losses_match_the_reference() {
-    let b = backend();
+    let b = backend!();
     let mut rng = Rng::new(1234);
     let n = 2000usize;
     let mut pred = Vec::with_capacity(4 * n);
@@ -294,7 +294,7 @@ fn box_losses_match_the_reference() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn box_iou_matches_the_reference() {
-    let b = backend();
+    let b = backend!();
     let mut rng = Rng::new(4321);
     let (n, m) = (37usize, 53usize);
     let mk = |rng: &mut Rng, k: usize| -> Vec<f32> {
@@ -321,7 +321,7 @@ fn box_iou_matches_the_reference() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn elementwise_losses_match_the_reference() {
-    let b = backend();
+    let b = backend!();
     let mut rng = Rng::new(2024);
     let n = 100_001usize;
     let x: Vec<f32> = (0..n).map(|_| rng.range_f32(-6.0, 6.0)).collect();
@@ -428,7 +428,7 @@ fn elementwise_losses_match_the_reference() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn launches_on_a_callers_stream() {
-    let b = backend();
+    let b = backend!();
     let st: Arc<_> = b.context().new_stream().unwrap();
     let b2 = b.with_stream(st.clone()).unwrap();
     let p = st.clone_htod(&[0.0f32, 1.0, 2.0, 3.0]).unwrap();
@@ -549,7 +549,7 @@ fn ce_plan_degenerate_arguments_do_not_panic() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn cross_entropy_one_block_per_row_with_opt_in() {
-    let b = backend().with_ce_max_cluster(1);
+    let b = backend!().with_ce_max_cluster(1);
     let (rows, classes) = (3usize, 32_000usize);
     let plan = b.ce_plan(classes, 4, true);
     assert_eq!(
@@ -574,7 +574,10 @@ fn cross_entropy_one_block_per_row_with_opt_in() {
         Upstream::ONE,
     );
     // The same with 64 threads per block (250 loop turns per thread) and with clusters.
-    for bk in [b.with_ce_max_threads(64), backend().with_ce_max_threads(64)] {
+    for bk in [
+        b.with_ce_max_threads(64),
+        backend!().with_ce_max_threads(64),
+    ] {
         assert_eq!(bk.ce_plan(classes, 4, true).threads, 64);
         check_ce(
             &bk,

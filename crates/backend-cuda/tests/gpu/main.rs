@@ -27,6 +27,37 @@ use smoothloss_cuda::{
 };
 use smoothloss_spec::random::Rng;
 
+/// The device, or `None` after saying why there is none and where the kernels are tested
+/// anyway; with `SMOOTHLOSS_REQUIRE_GPU=1` (set by `gpu-bundle/run.sh`) a missing device fails.
+fn device() -> Option<CudaBackend> {
+    match CudaBackend::new(0) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            let required = std::env::var_os("SMOOTHLOSS_REQUIRE_GPU").is_some_and(|v| v != "0");
+            assert!(
+                !required,
+                "SMOOTHLOSS_REQUIRE_GPU is set but there is no CUDA device: {e}"
+            );
+            eprintln!(
+                "skipped: no CUDA device ({e}); without one the kernels run through the CPU \
+                 emulation: cargo test -p smoothloss-cuda --release --test emulated"
+            );
+            None
+        }
+    }
+}
+
+/// The device for a test that needs one; without one the test says so and stops (these tests
+/// are `#[ignore = "needs a CUDA device"]`, so this is reached with `--include-ignored`).
+macro_rules! backend {
+    () => {
+        match device() {
+            Some(b) => b,
+            None => return,
+        }
+    };
+}
+
 // ------------------------------------------------------------------ runs without a GPU
 
 #[test]
@@ -416,19 +447,6 @@ fn random_probs(rng: &mut Rng, rows: usize, classes: usize) -> Vec<f32> {
     probs
 }
 
-/// The device; without one, a panic that says so and where the kernels can be tested anyway
-/// (these tests are `#[ignore = "needs a CUDA device"]`; the shared conformance suite of
-/// `tests/conformance.rs` skips instead, since it runs first).
-fn backend() -> CudaBackend {
-    match CudaBackend::new(0) {
-        Ok(b) => b,
-        Err(e) => panic!(
-            "no CUDA device ({e}): this test needs a GPU. Without one, the kernels run through \
-             the CPU emulation: cargo test -p smoothloss-cuda --release --test emulated"
-        ),
-    }
-}
-
 fn assert_close(what: &str, got: &[f64], want: &[f64], rel: f64, abs: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -536,7 +554,7 @@ fn check_ce(
 #[ignore = "needs a CUDA device"]
 fn sanitizer_smoke() {
     use smoothloss_cuda::half::{bf16, f16};
-    let b = backend();
+    let b = backend!();
     let st = b.stream().clone();
     let mut rng = Rng::new(0x5a71);
     // Cross-entropy: forced plans (target, max) for 1, 2, 4, 8 blocks per row and re-reading.
