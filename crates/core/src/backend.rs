@@ -191,7 +191,10 @@ fn check_values<T: Element>(
 }
 
 /// Plans a call of a loss on two aligned inputs, checks the second input's values and binds
-/// the plan to the buffers: the front door of every such loss.
+/// the plan to the buffers: the front door of every such loss. Out of line: inlined into each
+/// front-door method, its value checks changed how the CPU kernels after it were compiled
+/// (BCE 6% slower on 1M elements, measured with identical kernels).
+#[inline(never)]
 fn bind_pair<'a, C: PairLoss, T: Element>(
     cfg: &'a C,
     input: Input<'a, T>,

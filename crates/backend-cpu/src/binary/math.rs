@@ -121,7 +121,10 @@ pub(crate) fn focal_el<P: PowerMarker>(x: f32, y: f32, alpha: f32, gamma: f32) -
     };
     let mut loss = ce * modulator;
     // A zero `dmod` contributes 0 even for an infinite `ce` (`x = +inf, y = 0`): the limit.
-    let mut d = dce * modulator + sel(dmod == 0.0, 0.0, ce * dmod);
+    // `ce` is infinite only there (finite for every finite x), and `dmod` is 0 there, so
+    // clamping `ce` to f32::MAX gives that 0 and changes nothing else (a NaN logit makes `dce`
+    // NaN, so `d` stays NaN).
+    let mut d = dce * modulator + ce.min(f32::MAX) * dmod;
     let at = sel(alpha >= 0.0, alpha * y + (1.0 - alpha) * (1.0 - y), 1.0);
     loss *= at;
     d *= at;
