@@ -146,7 +146,61 @@ impl fmt::Display for Report {
     }
 }
 
-fn compare(out: &Output, want_loss: &[f64], want_grad: Option<&[f64]>, tol: &Tolerance) -> Outcome {
+/// The scales of `TOL-2`'s absolute term for one call: the call's largest weight (class
+/// weights, `pos_weight`; 1 without) for the loss values, times the item's upstream gradient
+/// for the gradient entries of that item (`width` entries per item).
+#[derive(Debug, Clone, Copy)]
+pub struct AbsScale<'a> {
+    /// The largest weight of the call (1 without weights).
+    pub weight: f64,
+    /// The call's upstream gradient.
+    pub upstream: Upstream<'a>,
+    /// Gradient entries per item (classes, 4 box coordinates or 1).
+    pub width: usize,
+}
+
+impl<'a> AbsScale<'a> {
+    /// The scales of `call` under `upstream`.
+    pub fn of(call: &LossCall, upstream: Upstream<'a>) -> Self {
+        let wmax = |w: &Option<Vec<f64>>| {
+            w.as_deref()
+                .map_or(1.0, |w| w.iter().fold(0.0_f64, |m, v| m.max(v.abs())))
+        };
+        let (weight, width) = match call {
+            LossCall::CrossEntropy { cfg, classes, .. } => (wmax(&cfg.class_weights), *classes),
+            LossCall::Bce { cfg, .. } => (wmax(&cfg.pos_weight).max(1.0), 1),
+            LossCall::BoxLoss { .. } => (1.0, 4),
+            _ => (1.0, 1),
+        };
+        Self {
+            weight,
+            upstream,
+            width: width.max(1),
+        }
+    }
+
+    /// The scale of loss value `k`.
+    pub fn loss(&self, _k: usize) -> f64 {
+        self.weight
+    }
+
+    /// The scale of gradient entry `k`.
+    pub fn grad(&self, k: usize) -> f64 {
+        let u = match self.upstream {
+            Upstream::Scalar(s) => s,
+            Upstream::PerElement(u) => u.get(k / self.width).copied().unwrap_or(1.0),
+        };
+        self.weight * u.abs()
+    }
+}
+
+fn compare(
+    out: &Output,
+    want_loss: &[f64],
+    want_grad: Option<&[f64]>,
+    tol: &Tolerance,
+    sc: &AbsScale<'_>,
+) -> Outcome {
     // Lengths first: a length mismatch is not a value mismatch.
     let lengths = [
         ("loss", Some(out.loss.len()), Some(want_loss.len())),
@@ -163,14 +217,14 @@ fn compare(out: &Output, want_loss: &[f64], want_grad: Option<&[f64]>, tol: &Tol
             return Outcome::Failed(format!("{what} length: got {g} values, want {w}"));
         }
     }
-    if let Err(m) = tol.check(&out.loss, want_loss) {
+    if let Err(m) = tol.check_scaled(&out.loss, want_loss, |k| sc.loss(k)) {
         return Outcome::Failed(format!("loss {m}"));
     }
     if let Some(wg) = want_grad {
         match &out.grad {
             None => return Outcome::Failed("no gradient returned".into()),
             Some(g) => {
-                if let Err(m) = tol.check(g, wg) {
+                if let Err(m) = tol.check_scaled(g, wg, |k| sc.grad(k)) {
                     return Outcome::Failed(format!("grad {m}"));
                 }
             }
@@ -219,14 +273,25 @@ pub fn case_file<T: Element, B: Backend<T> + ?Sized>(
         };
         // One entry per case: first against PyTorch's values, then against the f64 reference
         // on the same inputs rounded to T; the first failure is the one reported.
-        let mut outcome = compare(&out, &expected.loss, expected.grad.as_deref(), &tol.torch);
+        let sc = AbsScale::of(&call, Upstream::ONE);
+        let mut outcome = compare(
+            &out,
+            &expected.loss,
+            expected.grad.as_deref(),
+            &tol.torch,
+            &sc,
+        );
         if outcome == Outcome::Passed {
             let rounded = round_inputs::<T>(&call);
             outcome = match run_call::<f64, _>(&ReferenceBackend, &rounded) {
-                Ok(want) => match compare(&out, &want.loss, want.grad.as_deref(), &tol.reference) {
-                    Outcome::Failed(m) => Outcome::Failed(format!("against the reference: {m}")),
-                    other => other,
-                },
+                Ok(want) => {
+                    match compare(&out, &want.loss, want.grad.as_deref(), &tol.reference, &sc) {
+                        Outcome::Failed(m) => {
+                            Outcome::Failed(format!("against the reference: {m}"))
+                        }
+                        other => other,
+                    }
+                }
                 Err(e) => outcome_of_error(e),
             };
         }
@@ -293,7 +358,13 @@ pub fn random_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Toler
                 }
             };
             let outcome = match run_call_with::<T, B>(backend, &call, up, true) {
-                Ok(got) => compare(&got, &want.loss, want.grad.as_deref(), tol),
+                Ok(got) => compare(
+                    &got,
+                    &want.loss,
+                    want.grad.as_deref(),
+                    tol,
+                    &AbsScale::of(&call, up),
+                ),
                 Err(e) => outcome_of_error(e),
             };
             report.push("random", cid, outcome);
@@ -305,7 +376,7 @@ pub fn random_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Toler
         let want = run_call_with::<f64, _>(&ReferenceBackend, &rounded, Upstream::ONE, false);
         let got = run_call_with::<T, B>(backend, &call, Upstream::ONE, false);
         let outcome = match (got, want) {
-            (Ok(g), Ok(w)) => compare(&g, &w.loss, None, tol),
+            (Ok(g), Ok(w)) => compare(&g, &w.loss, None, tol, &AbsScale::of(&call, Upstream::ONE)),
             (Err(e), _) => outcome_of_error(e),
             (_, Err(e)) => Outcome::Failed(format!("reference refused: {e}")),
         };
@@ -337,7 +408,8 @@ pub fn random_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Toler
                         loss: loss.into_values(),
                         grad: Some(z.iter().map(|v| v.to_f64()).collect()),
                     };
-                    compare(&out, &w.loss, w.grad.as_deref(), tol)
+                    let sc = AbsScale::of(&call, Upstream::ONE);
+                    compare(&out, &w.loss, w.grad.as_deref(), tol, &sc)
                 }
                 (Err(e), _) => outcome_of_error(e),
                 (_, Err(e)) => Outcome::Failed(format!("reference refused: {e}")),
@@ -613,6 +685,68 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
         &e4[..0],
         &e4[..0]
     ));
+    let none = Reduction::None;
+    if T::NAME == "f32" {
+        // TOL-4: the f32 domain of parameters and upstream gradients (f32 data only).
+        add!(
+            "TOL-4 f32: smooth L1 beta below the normal f32 range",
+            |b| b.smooth_l1(
+                &SmoothL1 {
+                    beta: 1e-40,
+                    reduction: Reduction::Mean
+                },
+                e4,
+                e4
+            )
+        );
+        add!("TOL-4 f32: Huber delta beyond f32", |b| b.huber(
+            &Huber {
+                delta: 1e39,
+                reduction: Reduction::Mean
+            },
+            e4,
+            e4
+        ));
+        add!("TOL-4 f32: box eps below the normal f32 range", |b| b
+            .box_loss(&bl().with_eps(1e-40), boxes, boxes));
+        add!("TOL-4 f32: focal gamma beyond f32", |b| b.sigmoid_focal(
+            &SigmoidFocal {
+                gamma: 1e300,
+                ..SigmoidFocal::default()
+            },
+            e4,
+            e4
+        ));
+        add!("TOL-4 f32: BCE pos_weight beyond f32", |b| b
+            .bce_with_logits(
+                &BceWithLogits {
+                    pos_weight: Some(vec![1e39]),
+                    reduction: Reduction::Mean
+                },
+                e4,
+                e4
+            ));
+        add!("TOL-4 f32: class weight beyond f32", |b| b.cross_entropy(
+            &ce()
+                .with_label_smoothing(0.1)
+                .with_class_weights(vec![1.0, 1e300, 1.0]),
+            Input::matrix(z6, 2, 3),
+            &[0, 1]
+        ));
+        add!("TOL-4 f32: scalar upstream beyond f32", |b| b.smooth_l1(
+            &SmoothL1::default(),
+            Input::new(e4).with_upstream(Upstream::Scalar(1e39)),
+            e4
+        ));
+        add!("TOL-4 f32: per-element upstream beyond f32", |b| b.huber(
+            &Huber {
+                delta: 1.0,
+                reduction: none
+            },
+            Input::new(e4).with_upstream(Upstream::PerElement(&[1.0, 1.0, -1e39, 1.0])),
+            e4
+        ));
+    }
     v
 }
 

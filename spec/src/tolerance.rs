@@ -65,6 +65,20 @@ impl Tolerance {
 
     /// Compares two tensors; `Err` holds the worst offending element (largest excess).
     pub fn check(&self, got: &[f64], want: &[f64]) -> Result<(), Mismatch> {
+        self.check_scaled(got, want, |_| 1.0)
+    }
+
+    /// [`Tolerance::check`] with the absolute term of entry `k` scaled by
+    /// `max(1, abs_scale(k))` (`TOL-2`): `abs_scale(k)` is the magnitude of the factors the
+    /// formula multiplies entry `k` by (its item's upstream gradient times the call's largest
+    /// weight), so that an entry whose exact value cancels to 0 may err as the terms that
+    /// cancelled do. It never tightens the rule of [`Tolerance::check`].
+    pub fn check_scaled(
+        &self,
+        got: &[f64],
+        want: &[f64],
+        abs_scale: impl Fn(usize) -> f64,
+    ) -> Result<(), Mismatch> {
         if got.len() != want.len() {
             return Err(Mismatch {
                 index: got.len().min(want.len()),
@@ -78,17 +92,18 @@ impl Tolerance {
             .fold(0.0_f64, |m, w| m.max(w.abs()));
         let mut worst: Option<(f64, Mismatch)> = None;
         for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let abs = self.abs * abs_scale(i).abs().max(1.0);
+            let bound = abs + self.rel * w.abs() + self.scaled * scale;
             let ok = if w.is_nan() {
                 g.is_nan()
             } else if w.is_infinite() {
                 g == w
             } else {
-                let bound = self.abs + self.rel * w.abs() + self.scaled * scale;
                 (g - w).abs() <= bound
             };
             if !ok {
                 let excess = if g.is_finite() && w.is_finite() {
-                    (g - w).abs() / (self.abs + self.rel * w.abs() + self.scaled * scale)
+                    (g - w).abs() / bound
                 } else {
                     f64::INFINITY
                 };

@@ -58,7 +58,8 @@ __device__ __forceinline__ void focal_element(double x, double y, double alpha, 
                             ? 0.0
                             : gamma * pow(one_m, gamma - 1.0) * (-(2.0 * y - 1.0) * p * (1.0 - p));
     double loss = ce * modulator;
-    double dd = dce * modulator + ce * dmod;
+    // A zero dmod contributes 0 even for an infinite ce (x = +inf, y = 0): the limit (BIN-4).
+    double dd = dce * modulator + (dmod == 0.0 ? 0.0 : ce * dmod);
     if (alpha >= 0.0) {
         const double at = alpha * y + (1.0 - alpha) * (1.0 - y);
         loss *= at;

@@ -177,14 +177,31 @@ fn extent<T>(input: &Input<'_, T>) -> Extent {
     }
 }
 
+/// The value checks every front-door call makes after its plan (`TOL-4`): the upstream
+/// gradient's values, and for `f32` data the parameters' `f32` domain (`f32_params`).
+fn check_values<T: Element>(
+    upstream: &crate::Upstream<'_>,
+    f32_params: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let f32_data = crate::plan::is_f32::<T>();
+    if f32_data {
+        f32_params()?;
+    }
+    upstream.check_values(f32_data)
+}
+
 /// Plans a call of a loss on two aligned inputs, checks the second input's values and binds
-/// the plan to the buffers: the front door of every such loss.
+/// the plan to the buffers: the front door of every such loss. Out of line: inlined into each
+/// front-door method, its value checks changed how the CPU kernels after it were compiled
+/// (BCE 6% slower on 1M elements, measured with identical kernels).
+#[inline(never)]
 fn bind_pair<'a, C: PairLoss, T: Element>(
     cfg: &'a C,
     input: Input<'a, T>,
     second: &'a [T],
 ) -> Result<PairCall<'a, C, T>> {
     let plan = cfg.plan_pair(&extent(&input), second.len())?;
+    check_values::<T>(&input.upstream, || cfg.check_f32())?;
     cfg.check_second(second)?;
     Ok(Call::bind(plan, input.io, second, input.upstream))
 }
@@ -219,6 +236,13 @@ pub trait Losses<T: Element>: Backend<T> {
         let input = logits.into();
         let targets = targets.into();
         let plan = cfg.plan(&extent(&input), targets.shape())?;
+        check_values::<T>(&input.upstream, || {
+            // TOL-4: every class weight at most f32::MAX.
+            for &w in cfg.class_weights.iter().flatten() {
+                crate::plan::check_f32_magnitude("class_weights", w)?;
+            }
+            Ok(())
+        })?;
         if let CeTargets::Classes(t) = targets {
             cfg.check_targets(t, plan.classes())?;
         }

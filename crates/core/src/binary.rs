@@ -4,7 +4,7 @@
 use crate::element::Element;
 use crate::error::{LossError, Result};
 use crate::op::Op;
-use crate::plan::{Extent, LossConfig, PairLoss, Plan};
+use crate::plan::{Extent, LossConfig, PairLoss, Plan, check_f32_magnitude};
 use crate::reduction::Reduction;
 use crate::regression::plan_elementwise;
 
@@ -125,6 +125,14 @@ impl PairLoss for BceWithLogits {
     fn check_second<T: Element>(&self, targets: &[T]) -> Result<()> {
         check_binary_targets(targets)
     }
+
+    /// Every `pos_weight` at most `f32::MAX` (`TOL-4`).
+    fn check_f32(&self) -> Result<()> {
+        for &w in self.pos_weight.iter().flatten() {
+            check_f32_magnitude("pos_weight", w)?;
+        }
+        Ok(())
+    }
 }
 
 impl PairLoss for SigmoidFocal {
@@ -134,5 +142,11 @@ impl PairLoss for SigmoidFocal {
 
     fn check_second<T: Element>(&self, targets: &[T]) -> Result<()> {
         check_binary_targets(targets)
+    }
+
+    /// `gamma` (and `alpha`) at most `f32::MAX` in magnitude (`TOL-4`).
+    fn check_f32(&self) -> Result<()> {
+        check_f32_magnitude("gamma", self.gamma)?;
+        check_f32_magnitude("alpha", self.alpha)
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::error::{LossError, Result, check_len, checked_size};
 use crate::op::Op;
-use crate::plan::{Extent, LossConfig, PairLoss, Plan};
+use crate::plan::{Extent, LossConfig, PairLoss, Plan, check_f32_magnitude, check_f32_scale};
 use crate::reduction::Reduction;
 
 /// The layout of the four numbers of a box (`BOX-1`).
@@ -282,5 +282,14 @@ impl BoxIouPlan {
 impl PairLoss for BoxLoss {
     fn plan_pair(&self, ext: &Extent, second_len: usize) -> Result<Plan<'_, Self>> {
         self.plan(ext, second_len)
+    }
+
+    /// `eps` is a normal `f32`, the threshold at most `f32::MAX` in magnitude (`TOL-4`).
+    fn check_f32(&self) -> Result<()> {
+        check_f32_scale("eps", self.eps, false)?;
+        match self.threshold_weight {
+            Some(tw) => check_f32_magnitude("threshold", tw.threshold),
+            None => Ok(()),
+        }
     }
 }

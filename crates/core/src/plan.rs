@@ -31,6 +31,51 @@ pub trait PairLoss: LossConfig + Sized {
     fn check_second<T: crate::Element>(&self, _second: &[T]) -> Result<()> {
         Ok(())
     }
+
+    /// Checks that the parameters lie in the `f32` domain of `TOL-4` (run by the front door
+    /// for calls on `f32` data, after the plan); nothing by default.
+    fn check_f32(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether `T` is `f32`: calls on `f32` data meet the `f32` domain of `TOL-4` (parameters and
+/// upstream gradients an `f32` computation can hold), calls on `f64` data do not.
+pub(crate) fn is_f32<T: 'static>() -> bool {
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+}
+
+/// `TOL-4`'s `f32` domain of a magnitude (a weight, `gamma`, an upstream gradient): at most
+/// `f32::MAX` in absolute value, so that it rounds to a finite `f32`.
+pub(crate) fn check_f32_magnitude(name: &'static str, value: f64) -> Result<()> {
+    if value.abs() <= f64::from(f32::MAX) {
+        Ok(())
+    } else {
+        Err(LossError::InvalidParameter {
+            name,
+            value,
+            reason: "beyond the f32 range (|v| <= 3.4e38) that a call on f32 data computes in",
+        })
+    }
+}
+
+/// `TOL-4`'s `f32` domain of a scale (smooth L1's `beta`, Huber's `delta`, the box `eps`):
+/// 0 where the loss allows it (`zero_ok`), else a normal `f32` (`1.2e-38 <= v <= 3.4e38`), so
+/// that it and its reciprocal round to finite, non-zero `f32` values.
+pub(crate) fn check_f32_scale(name: &'static str, value: f64, zero_ok: bool) -> Result<()> {
+    if zero_ok && value == 0.0 {
+        return Ok(());
+    }
+    check_f32_magnitude(name, value)?;
+    if value.abs() >= f64::from(f32::MIN_POSITIVE) {
+        Ok(())
+    } else {
+        Err(LossError::InvalidParameter {
+            name,
+            value,
+            reason: "below the normal f32 range (|v| >= 1.2e-38) that a call on f32 data computes in",
+        })
+    }
 }
 
 /// The upstream gradient as the planner sees it.
@@ -48,6 +93,26 @@ impl Upstream<'_> {
         match *self {
             Upstream::Scalar(s) => UpstreamShape::Scalar(s),
             Upstream::PerElement(u) => UpstreamShape::PerItem(u.len()),
+        }
+    }
+
+    /// Checks the values of the upstream gradient on the host: for `f32` data (`f32_data`)
+    /// a scalar and every finite per-element value at most `f32::MAX` in magnitude (`TOL-4`).
+    /// The first offending value is reported (`InvalidParameter { name: "upstream" }`).
+    pub fn check_values(&self, f32_data: bool) -> Result<()> {
+        match *self {
+            Upstream::Scalar(s) if f32_data => check_f32_magnitude("upstream", s),
+            Upstream::Scalar(_) => Ok(()),
+            Upstream::PerElement(u) if f32_data => {
+                match u
+                    .iter()
+                    .find(|v| v.is_finite() && v.abs() > f64::from(f32::MAX))
+                {
+                    None => Ok(()),
+                    Some(&bad) => check_f32_magnitude("upstream", bad),
+                }
+            }
+            Upstream::PerElement(_) => Ok(()),
         }
     }
 }

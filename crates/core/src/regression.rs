@@ -2,7 +2,7 @@
 
 use crate::error::{LossError, Result, check_len};
 use crate::op::Op;
-use crate::plan::{Extent, LossConfig, PairLoss, Plan};
+use crate::plan::{Extent, LossConfig, PairLoss, Plan, check_f32_scale};
 use crate::reduction::Reduction;
 
 /// `F.smooth_l1_loss(pred, target, beta=beta)`; `beta = 0` is the L1 loss.
@@ -106,10 +106,20 @@ impl PairLoss for SmoothL1 {
     fn plan_pair(&self, ext: &Extent, second_len: usize) -> Result<Plan<'_, Self>> {
         self.plan(ext, second_len)
     }
+
+    /// `beta` is 0 or a normal `f32` (`TOL-4`).
+    fn check_f32(&self) -> Result<()> {
+        check_f32_scale("beta", self.beta, true)
+    }
 }
 
 impl PairLoss for Huber {
     fn plan_pair(&self, ext: &Extent, second_len: usize) -> Result<Plan<'_, Self>> {
         self.plan(ext, second_len)
+    }
+
+    /// `delta` is a normal `f32` (`TOL-4`).
+    fn check_f32(&self) -> Result<()> {
+        check_f32_scale("delta", self.delta, false)
     }
 }

@@ -115,10 +115,16 @@ pub(crate) fn focal_el<P: PowerMarker>(x: f32, y: f32, alpha: f32, gamma: f32) -
         Power::Zero => 0.0,
         Power::One => dm,
         Power::Two => 2.0 * one_m * dm,
-        _ => sel(one_m == 0.0, 0.0, gamma * (modulator / one_m) * dm),
+        // `dm / one_m` (at most 1 in magnitude), not `modulator / one_m`: the latter overflows
+        // for a subnormal `one_m` and gamma below about 0.15 (`one_m^(gamma - 1)` > f32::MAX).
+        _ => sel(one_m == 0.0, 0.0, gamma * modulator * (dm / one_m)),
     };
     let mut loss = ce * modulator;
-    let mut d = dce * modulator + ce * dmod;
+    // A zero `dmod` contributes 0 even for an infinite `ce` (`x = +inf, y = 0`): the limit.
+    // `ce` is infinite only there (finite for every finite x), and `dmod` is 0 there, so
+    // clamping `ce` to f32::MAX gives that 0 and changes nothing else (a NaN logit makes `dce`
+    // NaN, so `d` stays NaN).
+    let mut d = dce * modulator + ce.min(f32::MAX) * dmod;
     let at = sel(alpha >= 0.0, alpha * y + (1.0 - alpha) * (1.0 - y), 1.0);
     loss *= at;
     d *= at;

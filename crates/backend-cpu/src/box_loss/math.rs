@@ -478,8 +478,11 @@ pub(crate) fn iou_row<F: FormatMarker>(a: [f32; 4], cols: &[Vec<f32>; 4], out: &
     let [b0, b1, b2, b3] = cols;
     let m = out.len();
     let (b0, b1, b2, b3) = (&b0[..m], &b1[..m], &b2[..m], &b3[..m]);
-    // Non-finite coordinates in the size formats give NaN areas in the reference.
-    let abad = zn(a[0]) + zn(a[1]) + zn(a[2]) + zn(a[3]);
+    // In the size formats the widths are read directly, so the one NaN the reference's corner
+    // conversion adds must be added here: a non-finite position (x, y, cx or cy) makes
+    // `x2 - x1` NaN there (`inf - inf`). An infinite width or height is an infinite area, as
+    // in `xyxy` (NaN sizes propagate through the areas by themselves).
+    let abad = zn(a[0]) + zn(a[1]);
     for j in 0..m {
         let ax = axis::<F>(a[0], a[2], b0[j], b2[j]);
         let ay = axis::<F>(a[1], a[3], b1[j], b3[j]);
@@ -490,7 +493,7 @@ pub(crate) fn iou_row<F: FormatMarker>(a: [f32; 4], cols: &[Vec<f32>; 4], out: &
         let inter = iw * ih;
         let mut union = ax.w * ay.w + ax.wg * ay.wg - inter;
         if !matches!(F::FORMAT, BoxFormat::Xyxy) {
-            union += abad + (zn(b0[j]) + zn(b1[j]) + zn(b2[j]) + zn(b3[j]));
+            union += abad + (zn(b0[j]) + zn(b1[j]));
         }
         out[j] = sel(
             union > 0.0,

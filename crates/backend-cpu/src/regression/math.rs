@@ -15,7 +15,9 @@ pub(crate) fn smooth_l1_el(p: f32, t: f32, beta: f32, inv_beta: f32) -> (f32, f3
     let d = p - t;
     let z = d.abs();
     let quad = z < beta;
-    let loss = sel(quad, 0.5 * d * d * inv_beta, z - 0.5 * beta);
+    // 0.5 d (d / beta): |d / beta| < 1 in this branch, so no intermediate overflows for a
+    // large beta (0.5 d^2 / beta would overflow for |d| > 1.8e19).
+    let loss = sel(quad, 0.5 * d * (d * inv_beta), z - 0.5 * beta);
     let g = sel(quad, d * inv_beta, sign(d));
     (loss, g)
 }

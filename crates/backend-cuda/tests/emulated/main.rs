@@ -290,4 +290,5 @@ fn params_layouts_are_checked_by_gxx() {
 
 mod cross_entropy;
 mod elementwise;
+mod hygiene;
 mod suite;

@@ -46,7 +46,9 @@ pub fn focal_element(x: f64, y: f64, alpha: f64, gamma: f64) -> (f64, f64) {
         gamma * one_m.powf(gamma - 1.0) * (-(2.0 * y - 1.0) * p * (1.0 - p))
     };
     let mut loss = ce * modulator;
-    let mut d = dce * modulator + ce * dmod;
+    // A zero `dmod` contributes 0 even when `ce` is infinite (`x = +inf, y = 0` and mirrored):
+    // the limit, since `dmod` decays like `exp(-|x|)` while `ce` grows like `|x|` (`BIN-4`).
+    let mut d = dce * modulator + if dmod == 0.0 { 0.0 } else { ce * dmod };
     if alpha >= 0.0 {
         let at = alpha * y + (1.0 - alpha) * (1.0 - y);
         loss *= at;
