@@ -224,14 +224,16 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
     let qav = _mm256_set1_ps(qa);
     let qbv = _mm256_set1_ps(qb);
     let zero = _mm256_setzero_ps();
-    let (mut s, mut z, mut wq) = (0.0f64, 0.0f64, 0.0f64);
+    let one = _mm256_set1_ps(1.0);
+    let (mut s, mut n0, mut z, mut wq) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     let nv = n & !7;
     let mut i = 0;
     // Blocks of `SUB` columns accumulate in `f32` lanes (64 terms per lane), then in
     // `f64`: long single-chunk rows keep the accuracy of `CHUNK`-column chunks.
     while i < nv {
         let end = (i + SUB).min(nv);
-        let (mut s0, mut z0, mut c0) = (zero, zero, zero);
+        // `s0` sums the exponentials other than 1 (`s'`), `k0` counts those equal to 1.
+        let (mut s0, mut k0, mut z0, mut c0) = (zero, zero, zero, zero);
         // Two vectors per iteration (16 columns), their `exp` chains interleaved, and
         // one pass-2 block of the previous row (`JOB`); a last single vector when `end`
         // is an odd multiple of 8.
@@ -260,7 +262,18 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
                     _mm256_storeu_ps(dst.add(i), e0);
                     _mm256_storeu_ps(dst.add(i + 8), e1);
                 }
-                s0 = _mm256_add_ps(s0, _mm256_add_ps(e0, e1));
+                let (o0, o1) = (
+                    _mm256_cmp_ps::<_CMP_EQ_OQ>(e0, one),
+                    _mm256_cmp_ps::<_CMP_EQ_OQ>(e1, one),
+                );
+                s0 = _mm256_add_ps(
+                    s0,
+                    _mm256_add_ps(_mm256_andnot_ps(o0, e0), _mm256_andnot_ps(o1, e1)),
+                );
+                k0 = _mm256_add_ps(
+                    k0,
+                    _mm256_add_ps(_mm256_and_ps(o0, one), _mm256_and_ps(o1, one)),
+                );
                 if matches!(K::KIND, Kind::Plain) {
                     z0 = _mm256_add_ps(z0, _mm256_add_ps(d0, d1));
                 } else {
@@ -287,7 +300,9 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
                 if STORE {
                     _mm256_storeu_ps(dst.add(i), e0);
                 }
-                s0 = _mm256_add_ps(s0, e0);
+                let o0 = _mm256_cmp_ps::<_CMP_EQ_OQ>(e0, one);
+                s0 = _mm256_add_ps(s0, _mm256_andnot_ps(o0, e0));
+                k0 = _mm256_add_ps(k0, _mm256_and_ps(o0, one));
                 if matches!(K::KIND, Kind::Plain) {
                     z0 = _mm256_add_ps(z0, d0);
                 } else {
@@ -301,6 +316,7 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
             i += 8;
         }
         s += hsum_f64(s0);
+        n0 += hsum_f64(k0);
         z += hsum_f64(z0);
         wq += hsum_f64(c0);
     }
@@ -314,7 +330,9 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
             // SAFETY: `i < n`; element `i` was read just above.
             unsafe { *dst.add(i) = e };
         }
-        s += f64::from(e);
+        let is_one = e == 1.0;
+        s += if is_one { 0.0 } else { f64::from(e) };
+        n0 += if is_one { 1.0 } else { 0.0 };
         let c = wq_of(kind, i, w, q, qa, qb);
         z += f64::from(c * d);
         if K::PROBS {
@@ -323,7 +341,7 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
         i += 1;
     }
     *p2 = job;
-    ChunkStats { m, s, z, wq }
+    ChunkStats { m, s, n0, z, wq }
 }
 
 /// Eight gradient lanes at `i`: `a e_i - B_i`.

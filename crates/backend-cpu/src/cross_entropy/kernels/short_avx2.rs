@@ -106,19 +106,26 @@ pub(in super::super) unsafe fn grad_row<K: KindMarker>(
     }
 }
 
+/// `(s', n0)`: the sum of the entries other than 1 and the number of entries equal to 1, as
+/// the scalar `lanes_sum_split`.
+///
 /// # Safety
 /// AVX2 + FMA available.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(in super::super) unsafe fn row_sum(x: &[f32]) -> f32 {
-    let mut s = _mm256_setzero_ps();
+pub(in super::super) unsafe fn row_sum_split(x: &[f32]) -> (f32, f32) {
+    let one = _mm256_set1_ps(1.0);
+    let (mut s, mut n) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut j = 0;
     while j < x.len() {
         // SAFETY: `j < x.len()`.
-        s = _mm256_add_ps(s, unsafe { load(x, j) });
+        let v = unsafe { load(x, j) };
+        let k = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, one);
+        s = _mm256_add_ps(s, _mm256_andnot_ps(k, v));
+        n = _mm256_add_ps(n, _mm256_and_ps(k, one));
         j += 8;
     }
-    hsum(s)
+    (hsum(s), hsum(n))
 }
 
 /// # Safety
