@@ -112,7 +112,12 @@ pub(super) fn combine(
             Kind::Plain | Kind::Weighted => plan.w_chunk[k],
             Kind::Probs | Kind::ProbsWeighted => st.wq,
         };
-        z += st.z + wc * d;
+        // `d = 0` (the chunks holding the maximum) adds nothing, also when `wc` is not finite
+        // (a `+inf` target probability: `inf * 0` would make the loss NaN, TOL-4).
+        z += st.z;
+        if d != 0.0 {
+            z += wc * d;
+        }
         wq += st.wq;
     }
     let finite = !any_nan && m.is_finite() && s.is_finite();
@@ -319,7 +324,7 @@ pub(super) fn process_row(
     }
     if !row.finite {
         raw.fill_out(f32::NAN);
-    } else if !us.is_finite() {
+    } else if !(us.is_finite() && row.a.is_finite()) {
         slow_grad(plan, i, 0, &mut raw, stats, &row, y, us);
     } else {
         let gy = y.map(|y| (y, target_grad(plan, stats, &row, y, raw.e_at(y), us)));
@@ -358,7 +363,7 @@ pub(super) fn process_row_split(plan: &Plan<'_>, i: usize, mut bufs: Bufs<'_>, u
     }
     if !row.finite {
         pieces.iter_mut().for_each(|p| p.fill_grad(f32::NAN));
-    } else if !us.is_finite() {
+    } else if !(us.is_finite() && row.a.is_finite()) {
         for (b, p) in pieces.iter_mut().enumerate() {
             slow_grad(
                 plan,
@@ -500,7 +505,7 @@ pub(super) fn process_rows_pipelined(
         let ui = us(i);
         if !row.finite {
             raw.fill_out(f32::NAN);
-        } else if !ui.is_finite() {
+        } else if !(ui.is_finite() && row.a.is_finite()) {
             slow_grad(plan, i, 0, &mut raw, &stats, &row, y, ui);
         } else {
             let gy = y.map(|y| (y, target_grad(plan, &stats, &row, y, raw.e_at(y), ui)));

@@ -115,17 +115,16 @@ fn process_rows(
 }
 
 /// Runs the fused kernel over the buffers of a validated call, on the backend's SIMD level
-/// and pool; returns the reduced loss.
+/// and pool, with the call's `mean` denominator `denom`; returns the reduced loss.
 fn run(
     backend: &CpuBackend,
     call_plan: &CePlan<'_>,
     bufs: Bufs<'_>,
     targets: CeTargets<'_, f32>,
     upstream: Upstream<'_>,
+    denom: f64,
 ) -> Loss {
     let (cfg, rows, c) = (call_plan.cfg, call_plan.rows(), call_plan.classes());
-    // CE-7: the mean denominator, in row order as the reference (core's one definition).
-    let denom = cfg.mean_denominator(&targets, rows);
     let plan = Plan::new(backend.simd_level(), cfg, c, targets);
     let nchunks = plan.nchunks;
     let scale = if cfg.reduction == Reduction::Mean {
@@ -164,6 +163,48 @@ fn run(
     call_plan.reduce(losses, denom)
 }
 
+/// The whole call through the `f64` reference (`TOL-4`): for a `mean` whose denominator is 0
+/// (every kept row has class weight 0) or a non-finite scalar upstream, every gradient entry
+/// is `inf * g_j` or `NaN * g_j`, whose value (`+-inf` or NaN) depends on whether `g_j` is 0,
+/// and `g_j` of a class far below the maximum is 0 in `f32` (`p_j` underflows) where the
+/// reference's `f64` `p_j` is not. Such calls are degenerate, not fast paths.
+fn run_reference(
+    cfg: &smoothloss_core::CrossEntropy,
+    rows: usize,
+    classes: usize,
+    io: Io<'_, [f32]>,
+    targets: CeTargets<'_, f32>,
+    upstream: Upstream<'_>,
+) -> Result<Loss> {
+    use smoothloss_core::{Input, Losses, ReferenceBackend};
+    let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    let probs;
+    let t64 = match targets {
+        CeTargets::Classes(t) => CeTargets::Classes(t),
+        CeTargets::Probs(q) => {
+            probs = widen(q);
+            CeTargets::Probs(&probs[..])
+        }
+    };
+    let (z, out): (Vec<f64>, Option<&mut [f32]>) = match io {
+        Io::Read(z) => (widen(z), None),
+        Io::Separate { input, grad } => (widen(input), Some(grad)),
+        Io::InPlace(z) => (widen(z), Some(z)),
+    };
+    let input = Input::matrix(&z, rows, classes).with_upstream(upstream);
+    match out {
+        None => ReferenceBackend.cross_entropy(cfg, input, t64),
+        Some(out) => {
+            let mut g = vec![0.0f64; z.len()];
+            let loss = ReferenceBackend.cross_entropy(cfg, input.with_grad(&mut g), t64)?;
+            for (o, &v) in out.iter_mut().zip(&g) {
+                *o = v as f32;
+            }
+            Ok(loss)
+        }
+    }
+}
+
 impl CrossEntropyOps<f32> for CpuBackend {
     fn run_cross_entropy(&self, call: CeCall<'_, f32>) -> Result<Loss> {
         let Parts {
@@ -172,11 +213,19 @@ impl CrossEntropyOps<f32> for CpuBackend {
             with: targets,
             upstream,
         } = call.into_parts();
+        let cfg = plan.cfg;
+        // CE-7: the mean denominator, in row order as the reference (core's one definition).
+        let denom = cfg.mean_denominator(&targets, plan.rows());
+        let degenerate_mean = cfg.reduction == Reduction::Mean && !(1.0 / denom).is_finite();
+        let degenerate_up = matches!(upstream, Upstream::Scalar(u) if !u.is_finite());
+        if degenerate_mean || degenerate_up {
+            return run_reference(cfg, plan.rows(), plan.classes(), io, targets, upstream);
+        }
         let bufs = match io {
             Io::Read(z) => Bufs::ReadOnly(z),
             Io::Separate { input, grad } => Bufs::Split(input, grad),
             Io::InPlace(z) => Bufs::InPlace(z),
         };
-        Ok(run(self, &plan, bufs, targets, upstream))
+        Ok(run(self, &plan, bufs, targets, upstream, denom))
     }
 }

@@ -340,7 +340,9 @@ fn body<K: KindMarker, const AVX: bool>(
                 continue;
             }
             let ui = us(i);
-            if !ui.is_finite() {
+            // A non-finite upstream or target mass (a `+-inf` target probability, TOL-4): the
+            // reference's formula per element.
+            if !(ui.is_finite() && ra.is_finite()) {
                 s.mode = GradMode::Slow;
                 s.ssum = ssum;
                 s.ra = ra;
@@ -468,7 +470,13 @@ fn row_shift<K: KindMarker, const AVX: bool>(
     let z = if matches!(K::KIND, Kind::Plain) {
         lanes_sum(c, |j| d[j])
     } else {
-        lanes_sum(c, |j| wq::<K>(j, w, q, qa, qb) * d[j])
+        // Terms with `d_j = 0` (the maximum) are 0, also for a non-finite `w_j q'_j` (TOL-4:
+        // an infinite target probability on the maximum gives the reference's `+inf`, not the
+        // `inf * 0 = NaN` of the product); plain and weighted terms are finite.
+        lanes_sum(c, |j| {
+            let t = wq::<K>(j, w, q, qa, qb) * d[j];
+            if K::PROBS && d[j] == 0.0 { 0.0 } else { t }
+        })
     };
     let wqs = if K::PROBS {
         lanes_sum(c, |j| wq::<K>(j, w, q, qa, qb))

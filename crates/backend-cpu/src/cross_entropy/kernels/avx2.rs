@@ -279,10 +279,14 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
                 } else {
                     let a0 = wq8::<K>(i, wp, qp, qav, qbv);
                     let a1 = wq8::<K>(i + 8, wp, qp, qav, qbv);
-                    z0 = _mm256_fmadd_ps(a0, d0, z0);
-                    z0 = _mm256_fmadd_ps(a1, d1, z0);
                     if K::PROBS {
+                        // `d = 0` terms are 0 even for a non-finite `w q'` (TOL-4).
+                        z0 = _mm256_add_ps(z0, nz_mul(a0, d0));
+                        z0 = _mm256_add_ps(z0, nz_mul(a1, d1));
                         c0 = _mm256_add_ps(c0, _mm256_add_ps(a0, a1));
+                    } else {
+                        z0 = _mm256_fmadd_ps(a0, d0, z0);
+                        z0 = _mm256_fmadd_ps(a1, d1, z0);
                     }
                 }
             }
@@ -307,9 +311,11 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
                     z0 = _mm256_add_ps(z0, d0);
                 } else {
                     let a0 = wq8::<K>(i, wp, qp, qav, qbv);
-                    z0 = _mm256_fmadd_ps(a0, d0, z0);
                     if K::PROBS {
+                        z0 = _mm256_add_ps(z0, nz_mul(a0, d0));
                         c0 = _mm256_add_ps(c0, a0);
+                    } else {
+                        z0 = _mm256_fmadd_ps(a0, d0, z0);
                     }
                 }
             }
@@ -334,7 +340,9 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
         s += if is_one { 0.0 } else { f64::from(e) };
         n0 += if is_one { 1.0 } else { 0.0 };
         let c = wq_of(kind, i, w, q, qa, qb);
-        z += f64::from(c * d);
+        if d != 0.0 {
+            z += f64::from(c * d);
+        }
         if K::PROBS {
             wq += f64::from(c);
         }
@@ -342,6 +350,15 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
     }
     *p2 = job;
     ChunkStats { m, s, n0, z, wq }
+}
+
+/// `a d`, with 0 where `d = 0` (also for a non-finite `a`: an infinite target probability on
+/// the maximum, TOL-4).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn nz_mul(a: __m256, d: __m256) -> __m256 {
+    let nz = _mm256_cmp_ps::<_CMP_NEQ_UQ>(d, _mm256_setzero_ps());
+    _mm256_and_ps(_mm256_mul_ps(a, d), nz)
 }
 
 /// Eight gradient lanes at `i`: `a e_i - B_i`.

@@ -196,7 +196,10 @@ unsafe fn scalar_pass1(
         s += if one { 0.0 } else { f64::from(e) };
         n0 += if one { 1.0 } else { 0.0 };
         let c = wq_of(kind, j, w, q, qa, qb);
-        z += f64::from(c) * f64::from(d);
+        // `d = 0` adds nothing, also for a non-finite `c` (TOL-4).
+        if d != 0.0 {
+            z += f64::from(c) * f64::from(d);
+        }
         wq += f64::from(c);
     }
     ChunkStats { m, s, n0, z, wq }

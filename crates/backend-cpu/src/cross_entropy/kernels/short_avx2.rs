@@ -192,7 +192,9 @@ pub(in super::super) unsafe fn row_shift<K: KindMarker>(
                     a = _mm256_mul_ps(a, wv);
                 }
                 let a = _mm256_and_ps(a, live);
-                z = _mm256_add_ps(z, _mm256_mul_ps(a, dv));
+                // `d = 0` terms are 0 even for a non-finite `a` (as the scalar code).
+                let nz = _mm256_cmp_ps::<_CMP_NEQ_UQ>(dv, _mm256_setzero_ps());
+                z = _mm256_add_ps(z, _mm256_and_ps(_mm256_mul_ps(a, dv), nz));
                 c = _mm256_add_ps(c, a);
             }
         }
