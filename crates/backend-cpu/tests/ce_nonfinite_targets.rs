@@ -63,12 +63,23 @@ fn same_as_reference(
                 .map(Loss::into_values)
                 .unwrap();
             let at = format!("{what} {level:?} {threads}t");
-            assert_eq!(ce_common::bits(&got), ce_common::bits(&got2), "{at}: in place");
-            assert_eq!(ce_common::bits32(&g), ce_common::bits32(&x), "{at}: in place");
+            assert_eq!(
+                ce_common::bits(&got),
+                ce_common::bits(&got2),
+                "{at}: in place"
+            );
+            assert_eq!(
+                ce_common::bits32(&g),
+                ce_common::bits32(&x),
+                "{at}: in place"
+            );
             for (k, (&a, &w)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(class(a), class(w), "{at}: loss {k}: got {a:e} want {w:e}");
                 if class(w) == 3 {
-                    assert!((a - w).abs() <= 1e-5 * w.abs() + 1e-6, "{at}: loss {a:e} {w:e}");
+                    assert!(
+                        (a - w).abs() <= 1e-5 * w.abs() + 1e-6,
+                        "{at}: loss {a:e} {w:e}"
+                    );
                 }
             }
             for (k, (&a, &w)) in g.iter().zip(&g64).enumerate() {
@@ -78,7 +89,10 @@ fn same_as_reference(
                 if exact {
                     assert!(a.to_bits() == w32.to_bits() || a.is_nan(), "{at}: grad {k}");
                 } else if class(w32) == 3 {
-                    assert!((a - w).abs() <= 1e-5 * w.abs() + 1e-6, "{at}: grad {k}: {a:e} {w:e}");
+                    assert!(
+                        (a - w).abs() <= 1e-5 * w.abs() + 1e-6,
+                        "{at}: grad {k}: {a:e} {w:e}"
+                    );
                 }
             }
         }
@@ -96,7 +110,15 @@ fn infinite_target_probability_gives_the_reference_inf() {
                 .with_reduction(Reduction::None)
                 .with_label_smoothing(eps);
             let q = [0.0f32, f32::INFINITY];
-            same_as_reference(&cfg, &z, 1, 2, CeTargets::Probs(&q), false, &format!("{z:?} eps {eps}"));
+            same_as_reference(
+                &cfg,
+                &z,
+                1,
+                2,
+                CeTargets::Probs(&q),
+                false,
+                &format!("{z:?} eps {eps}"),
+            );
         }
     }
     let mut rng = Rng::new(5);
@@ -125,9 +147,25 @@ fn infinite_target_probability_gives_the_reference_inf() {
             if weights {
                 cfg = cfg.with_class_weights((0..c).map(|_| 0.5 + rng.unit()).collect());
             }
-            same_as_reference(&cfg, &z, rows, c, CeTargets::Probs(&q), false, &format!("C {c} eps {eps}"));
+            same_as_reference(
+                &cfg,
+                &z,
+                rows,
+                c,
+                CeTargets::Probs(&q),
+                false,
+                &format!("C {c} eps {eps}"),
+            );
             let sum = cfg.clone().with_reduction(Reduction::Sum);
-            same_as_reference(&sum, &z, rows, c, CeTargets::Probs(&q), false, &format!("C {c} sum"));
+            same_as_reference(
+                &sum,
+                &z,
+                rows,
+                c,
+                CeTargets::Probs(&q),
+                false,
+                &format!("C {c} sum"),
+            );
         }
     }
 }
@@ -169,7 +207,15 @@ fn zero_weight_mean_follows_the_reference() {
                 .with_label_smoothing(eps)
                 .with_ignore_index(Some(-100))
                 .with_class_weights(w.clone());
-            same_as_reference(&cfg, &z, rows, c, CeTargets::Classes(&t), true, &format!("it {it} eps {eps}"));
+            same_as_reference(
+                &cfg,
+                &z,
+                rows,
+                c,
+                CeTargets::Classes(&t),
+                true,
+                &format!("it {it} eps {eps}"),
+            );
         }
     }
 }

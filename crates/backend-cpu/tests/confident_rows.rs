@@ -22,7 +22,9 @@ const U: f64 = 1.0 / 16_777_216.0;
 /// `u (K |want| + 2 T_i) + C 2^-52`, `T_i = sum_j p_j |z_j - m|` (the effect of rounding the
 /// exponentials' arguments `z_j - m` to `f32`), `K = 24` (short rows) or `72` (long rows).
 fn row_bound(z: &[f32], want: f64, k: f64) -> f64 {
-    let m = z.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(f64::from(v)));
+    let m = z
+        .iter()
+        .fold(f64::NEG_INFINITY, |a, &v| a.max(f64::from(v)));
     let s: f64 = z.iter().map(|&v| (f64::from(v) - m).exp()).sum();
     let t: f64 = z
         .iter()
@@ -43,7 +45,9 @@ const REF_ULP: f64 = 1.0 / 4_503_599_627_370_496.0;
 fn two_class_case(rows: usize, red: Reduction) -> Case {
     Case {
         cfg: CrossEntropy::new().with_reduction(red),
-        logits: (0..rows).flat_map(|_| [9.981553f32, -0.187_804_06]).collect(),
+        logits: (0..rows)
+            .flat_map(|_| [9.981553f32, -0.187_804_06])
+            .collect(),
         rows,
         classes: 2,
         targets: Tg::Classes(vec![0; rows]),
@@ -117,7 +121,11 @@ fn check_confident(case: &Case, label: &str) -> f64 {
                 None => first = Some(calls),
                 Some(f) => {
                     assert_eq!(bits(&f.0), bits(out), "{label} {level:?}: 2 threads differ");
-                    assert_eq!(bits32(&f.1), bits32(g), "{label} {level:?}: 2 threads differ");
+                    assert_eq!(
+                        bits32(&f.1),
+                        bits32(g),
+                        "{label} {level:?}: 2 threads differ"
+                    );
                 }
             }
             // The reduced value: within the sum of the per-row bounds.
@@ -169,7 +177,10 @@ fn two_class_confident_rows() {
             .unwrap()[0];
         let rel = (got - want).abs() / want;
         eprintln!("two-class {level:?}: got {got:e} want {want:e} rel {rel:e}");
-        assert!(rel < 1e-6, "{level:?}: got {got:e} want {want:e} rel {rel:e}");
+        assert!(
+            rel < 1e-6,
+            "{level:?}: got {got:e} want {want:e} rel {rel:e}"
+        );
     }
     let rel = check_confident(&case, "two-class");
     eprintln!("two-class worst per-row relative error {rel:e}");
@@ -273,7 +284,11 @@ fn extreme_gaps_keep_relative_accuracy() {
                 let sp = (classes - 1) as f64 * (-f64::from(gap)).exp();
                 let gw = -sp / (1.0 + sp);
                 let gr = (f64::from(g[0]) - gw).abs() / gw.abs();
-                assert!(gr <= 1e-6, "C {classes} gap {gap} {level:?}: grad {} want {gw:e}", g[0]);
+                assert!(
+                    gr <= 1e-6,
+                    "C {classes} gap {gap} {level:?}: grad {} want {gw:e}",
+                    g[0]
+                );
             }
         }
     }
@@ -310,7 +325,11 @@ fn confident_rows_with_smoothing_weights_and_probs() {
                 check(&case, &out, Some(&g)).unwrap();
                 let want = reference_of(&case).0;
                 for (i, (&a, &w)) in out.iter().zip(&want).enumerate() {
-                    let b = row_bound(&case.logits[i * classes..(i + 1) * classes], w, k_of(classes));
+                    let b = row_bound(
+                        &case.logits[i * classes..(i + 1) * classes],
+                        w,
+                        k_of(classes),
+                    );
                     // `1.5`: the `T_i` term scales with the row's target mass `R_i <= 1.5`.
                     assert!(
                         (a - w).abs() <= 1.5 * b,

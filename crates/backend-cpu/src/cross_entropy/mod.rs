@@ -11,10 +11,14 @@
 //! stores `e_j` (when a gradient is wanted) into a per-thread scratch row (or, in place and for
 //! rows split across threads, into the gradient buffer), and accumulates in `f32` lanes (one
 //! vector accumulator per block of 512 columns, so 64 terms per lane; the blocks' sums are added
-//! in `f64`) the chunk's `sum e_j`,
+//! in `f64`) the chunk's `sum e_j` (split as `n0 + s'`: the entries equal to 1, the chunk's
+//! maximum and its ties, are counted apart, so that a confident row's `S = 1 + s'` keeps a
+//! tiny `s'`; see the tolerance below),
 //! `sum w_j (z_j - m_c)` (the smoothing term) and, for probability targets, `sum w_j q'_j` and
 //! `sum w_j q'_j (z_j - m_c)`. The per-chunk statistics are combined in `f64`, in chunk order:
-//! `M = max m_c`, `S = sum_c s_c exp(m_c - M)`, `log S`, the loss. Pass 2 turns the stored
+//! `M = max m_c`, `S = n0 + s'` (`n0` from the chunks whose maximum is `M`, `s'` the rest,
+//! each other chunk's sum times `exp(m_c - M)`), `log S = ln_1p(s')` when `n0 = 1`, the loss.
+//! Pass 2 turns the stored
 //! exponentials, still in cache, into the gradient `u s (A p_j - B_j)` with
 //! `p_j = e_j exp(m_c - M) / S` (`CE-8`, `CE-9`), one FMA per element, the gradient lines of
 //! the next chunk prefetched so the stores do not wait on memory (plus the weight or
@@ -35,9 +39,11 @@
 //! (`short.rs`), where the per-row costs of the chunked kernels dominate: about
 //! 1024 logits' worth of rows at a time, (1) per row the maximum, `d_j = z_j - m` written into a
 //! per-call scratch buffer and the smoothing sums `sum w_j q'_j d_j` (and `sum w_j q'_j`), (2)
-//! one vectorised `exp` over the whole contiguous batch, (3) per row `S`, `log S` (an `f64`
-//! series for `S >= 1`, absolute error below `2e-11`), the loss and the gradient constants, (4)
-//! the gradient, one FMA per element, the hard target's entry set from `f64`. Per-row sums
+//! one vectorised `exp` over the whole contiguous batch, (3) per row `S = n0 + s'` as in the
+//! long path, `log S` (an `f64` series, absolute error below `2e-11` and relative to `s'` when
+//! `n0 = 1`), the loss and the gradient constants, (4) the gradient, one FMA per element, the
+//! hard target's entry set from `f64` (`p_y - 1 = -s' / S` when the target is the single
+//! maximum). Per-row sums
 //! use eight `f32` lanes (column index modulo 8; partial vectors through masked loads) combined
 //! by a fixed `f32` tree, at most `C / 8 + 4 <= 20` roundings per term, well inside the
 //! tolerance below. Each row's results depend only on the row (`exp` gives the same bits
@@ -58,6 +64,10 @@
 //! - per-row loss: `|got - want| <= 2e-5 |want| + 1e-5 R_i` (for `q >= 0`);
 //!   `sum` and `mean` values: the sum of the per-row bounds (divided by the `mean`
 //!   denominator);
+//! - per-row loss, relative to the row's own loss however small (a confident row, issue 14;
+//!   `TOL-2`): `|got - want| <= 2^-24 (K |want| + 2 R_i T_i) + C 2^-52 R_i`,
+//!   `T_i = sum_j p_j |z_j - m|` (the effect of rounding the exponentials' arguments to
+//!   `f32`), `K = 24` for short rows, `72` for long rows (`tests/confident_rows.rs`);
 //! - gradient: `|got - want| <= 1e-5 |want| + 5e-6 g_i R_i` element-wise.
 //!
 //! Non-finite values follow the reference exactly (`CE-1`, `CE-3`, `CE-5`, `CE-7`): NaN or
@@ -65,7 +75,11 @@
 //! gradient; the loss is finite for `eps = 0`, where the smoothing term is absent, and `+inf`
 //! for `eps > 0`, or NaN through `0 * -inf` for a zero class weight or target probability),
 //! ignored rows get loss 0 and gradient exactly 0.
-//! Degenerate `mean` denominators (0) use the reference's `inf * g` formula row by row.
+//! A `+inf` target probability gives the reference's `+inf` loss (the `d_j = 0` terms of
+//! `sum w_j q'_j d_j` are skipped, not `inf * 0`; `TOL-4`). A `mean` whose denominator is 0
+//! (every kept row has weight 0) or a non-finite scalar upstream runs through the `f64`
+//! reference: each gradient entry is `inf * g_j`, whose class (`+-inf` or NaN) depends on
+//! whether `g_j` is 0, which an `f32` `p_j` that underflowed would change.
 //!
 //! # Layout
 //!

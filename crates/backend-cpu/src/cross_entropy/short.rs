@@ -419,7 +419,11 @@ fn body<K: KindMarker, const AVX: bool>(
 /// target gradient is as relatively accurate as its loss). Shared with the long path.
 #[inline(always)]
 pub(super) fn p_minus_1(p: f64, ey: f32, n0: f64, s1: f64, inv: f64) -> f64 {
-    if ey == 1.0 && n0 == 1.0 { -s1 * inv } else { p - 1.0 }
+    if ey == 1.0 && n0 == 1.0 {
+        -s1 * inv
+    } else {
+        p - 1.0
+    }
 }
 
 /// [`lanes_max`], vectorised when `AVX` (same result).
