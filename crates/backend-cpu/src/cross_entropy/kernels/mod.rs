@@ -192,9 +192,10 @@ unsafe fn scalar_pass1(
             // and element `j` of `src` was read above.
             unsafe { *dst.add(j) = e };
         }
-        let one = e == 1.0;
-        s += if one { 0.0 } else { f64::from(e) };
-        n0 += if one { 1.0 } else { 0.0 };
+        // The maximum and its ties (`d = +0`, `exp(0) = 1`) are counted apart (`n0`).
+        let at_max = !d.is_sign_negative();
+        s += if at_max { 0.0 } else { f64::from(e) };
+        n0 += if at_max { 1.0 } else { 0.0 };
         let c = wq_of(kind, j, w, q, qa, qb);
         // `d = 0` adds nothing, also for a non-finite `c` (TOL-4).
         if d != 0.0 {
