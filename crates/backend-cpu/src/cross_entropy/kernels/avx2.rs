@@ -359,6 +359,7 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
 ///
 /// # Safety
 /// `p` is valid for `n` reads; AVX2 + FMA available.
+#[inline(never)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn split_sum(p: *const f32, n: usize, shift: Option<__m256>) -> (f64, f64) {
     let one = _mm256_set1_ps(1.0);

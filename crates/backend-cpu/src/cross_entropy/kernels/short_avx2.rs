@@ -106,6 +106,21 @@ pub(in super::super) unsafe fn grad_row<K: KindMarker>(
     }
 }
 
+/// # Safety
+/// AVX2 + FMA available.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(in super::super) unsafe fn row_sum(x: &[f32]) -> f32 {
+    let mut s = _mm256_setzero_ps();
+    let mut j = 0;
+    while j < x.len() {
+        // SAFETY: `j < x.len()`.
+        s = _mm256_add_ps(s, unsafe { load(x, j) });
+        j += 8;
+    }
+    hsum(s)
+}
+
 /// `(s', n0)`: the sum of the entries other than 1 and the number of entries equal to 1, as
 /// the scalar `lanes_sum_split`.
 ///
