@@ -356,3 +356,49 @@ fn confident_short_rows_scalar_and_avx2_bit_identical() {
     assert_eq!(bits32(&a.1), bits32(&b.1));
     assert_eq!(bits32(&a.4), bits32(&b.4));
 }
+
+/// The cost of a confident row (the second, light pass over a row or chunk whose sum is below
+/// 1.5): per-call time of random normal logits and of the same logits with +15 on the target,
+/// separate gradient, one thread. Timing only (run in release with `--ignored`).
+#[test]
+#[ignore]
+fn confident_rows_timing() {
+    let mut rng = Rng::new(99);
+    for &(rows, classes) in &[
+        (16384usize, 1000usize),
+        (1024, 32000),
+        (4096, 100),
+        (128, 10),
+    ] {
+        let mut t = [0.0f64; 2];
+        for (k, boost) in [0.0, 15.0].into_iter().enumerate() {
+            let case = boosted_case(&mut rng, rows, classes, boost, Reduction::Mean);
+            let be = CpuBackend::with_threads(1);
+            let mut g = vec![0.0f32; case.logits.len()];
+            let reps = (200_000_000 / (rows * classes)).clamp(3, 2000);
+            let mut times = Vec::new();
+            for _ in 0..9 {
+                let t0 = std::time::Instant::now();
+                for _ in 0..reps {
+                    let l = be
+                        .cross_entropy(
+                            &case.cfg,
+                            Input::matrix(&case.logits, rows, classes).with_grad(&mut g),
+                            case.targets.as_f32(),
+                        )
+                        .unwrap();
+                    std::hint::black_box(l);
+                }
+                times.push(t0.elapsed().as_secs_f64() / reps as f64);
+            }
+            times.sort_by(f64::total_cmp);
+            t[k] = times[4];
+        }
+        eprintln!(
+            "{rows}x{classes}: random {:.4} ms, +15 on the target {:.4} ms, ratio {:.3}",
+            t[0] * 1e3,
+            t[1] * 1e3,
+            t[1] / t[0]
+        );
+    }
+}

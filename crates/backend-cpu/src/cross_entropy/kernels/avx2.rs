@@ -333,58 +333,62 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
     *p2 = job;
     // A confident chunk (`S < 1.5`: one maximum, `S = 1 + s'` with `s' < 1/2`): its `f32` lane
     // sums added the small terms to the maximum's 1 and kept only about `2^-24 / s'` of `s'`,
-    // so `s'` is summed again, apart from the 1 (`split_sum`), from the stored exponentials (or
+    // so `s'` is summed again, apart from the 1 (`below_one_sum`), from the stored exponentials (or
     // recomputed ones without a gradient). Other chunks: `S` as summed, `n0 = 0` (their `S` is
     // at least 1.5, so its rounding is relative to `ln S` too). Counting apart in the loop
     // above instead (one blend and one add per vector) measured 15-20 % slower.
-    let (n0, s) = if s < 1.5 {
+    let (n0, s) = if s < 1.5 && m != f32::NEG_INFINITY {
         // SAFETY: with `STORE`, `dst` holds the chunk's `n` exponentials (written above);
         // without, `src` holds its `n` logits (valid for `n` reads).
-        unsafe {
+        let s1 = unsafe {
             if STORE {
-                split_sum(dst, n, None)
+                below_one_sum(dst, n, None)
             } else {
-                split_sum(src, n, Some(mv))
+                below_one_sum(src, n, Some(mv))
             }
-        }
+        };
+        (1.0, s1)
     } else {
         (0.0, s)
     };
     ChunkStats { m, s, n0, z, wq }
 }
 
-/// `(n0, s')` of a chunk of `n` exponentials at `p` (or, with `Some(mv)`, of `exp(x - mv)` for
-/// the `n` logits `x` at `p`): `n0` counts the entries equal to 1, `s'` sums the others, in
-/// `f32` lanes per block of `SUB` columns added in `f64` (as pass 1).
+/// `s'` of a confident chunk (`S < 1.5`, so exactly one exponential equals 1: the maximum,
+/// `exp(+0)`): the sum of the `n` exponentials at `p` below 1 (or, with `Some(mv)`, of
+/// `exp(x - mv)` for the `n` logits `x` at `p`), in four `f32` vector accumulators (each term
+/// below 1/2, at most `n / 32 + 5` roundings per term) added in `f64`.
 ///
 /// # Safety
 /// `p` is valid for `n` reads; AVX2 + FMA available.
 #[inline(never)]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn split_sum(p: *const f32, n: usize, shift: Option<__m256>) -> (f64, f64) {
+unsafe fn below_one_sum(p: *const f32, n: usize, shift: Option<__m256>) -> f64 {
     let one = _mm256_set1_ps(1.0);
+    let e_at = |i: usize| {
+        // SAFETY: callers pass `i + 8 <= n`.
+        let v = unsafe { _mm256_loadu_ps(p.add(i)) };
+        let e = match shift {
+            Some(mv) => exp8_nonpos(_mm256_sub_ps(v, mv)),
+            None => v,
+        };
+        _mm256_and_ps(e, _mm256_cmp_ps::<_CMP_LT_OQ>(e, one))
+    };
     let zero = _mm256_setzero_ps();
-    let (mut n0, mut s) = (0.0f64, 0.0f64);
-    let nv = n & !7;
+    let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
     let mut i = 0;
-    while i < nv {
-        let end = (i + SUB).min(nv);
-        let (mut s0, mut k0) = (zero, zero);
-        while i < end {
-            // SAFETY: `i + 8 <= nv <= n`.
-            let v = unsafe { _mm256_loadu_ps(p.add(i)) };
-            let e = match shift {
-                Some(mv) => exp8_nonpos(_mm256_sub_ps(v, mv)),
-                None => v,
-            };
-            let k = _mm256_cmp_ps::<_CMP_EQ_OQ>(e, one);
-            s0 = _mm256_add_ps(s0, _mm256_andnot_ps(k, e));
-            k0 = _mm256_add_ps(k0, _mm256_and_ps(k, one));
-            i += 8;
-        }
-        s += hsum_f64(s0);
-        n0 += hsum_f64(k0);
+    while i + 32 <= n {
+        a0 = _mm256_add_ps(a0, e_at(i));
+        a1 = _mm256_add_ps(a1, e_at(i + 8));
+        a2 = _mm256_add_ps(a2, e_at(i + 16));
+        a3 = _mm256_add_ps(a3, e_at(i + 24));
+        i += 32;
     }
+    while i + 8 <= n {
+        a0 = _mm256_add_ps(a0, e_at(i));
+        i += 8;
+    }
+    let mut s = hsum_f64(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     while i < n {
         // SAFETY: `i < n`.
         let v = unsafe { *p.add(i) };
@@ -392,14 +396,12 @@ unsafe fn split_sum(p: *const f32, n: usize, shift: Option<__m256>) -> (f64, f64
             Some(mv) => exp_nonpos_f32(v - _mm256_cvtss_f32(mv)),
             None => v,
         };
-        if e == 1.0 {
-            n0 += 1.0;
-        } else {
+        if e < 1.0 {
             s += f64::from(e);
         }
         i += 1;
     }
-    (n0, s)
+    s
 }
 
 /// `a d`, with 0 where `d = 0` (also for a non-finite `a`: an infinite target probability on
