@@ -75,27 +75,27 @@ fn lanes_max(x: &[f32]) -> (f32, bool) {
     (m, nan.iter().any(|&b| b))
 }
 
-/// The row sum of the exponentials split as `S = n0 + s'`: `n0` counts the entries equal to 1
-/// (the row's maximum and its ties, `exp(0) = 1` exactly), `s'` sums the others, both in eight
-/// `f32` lanes as [`lanes_sum`] (the count is exact). A confident row has `S = 1 + tiny`:
-/// summed as one `f32` value, `S` would keep only `2^-24 / s'` of `s'` and its `ln S`, the
-/// row's loss, would carry that relative error (1.5e-3 at `s' = 3.8e-5`).
+/// `s'` of a confident row (`S < 1.5`, so exactly one exponential equals 1: the maximum,
+/// `exp(0)`): the sum of the entries below 1, in two sets of eight `f32` lanes (column `j` in
+/// set `(j / 8) mod 2`, lane `j mod 8`: two independent chains), the sets added lane by lane,
+/// then the lanes as [`lanes_sum`]'s tree. Summed as one `f32` value with the 1, `S = 1 + s'`
+/// would keep only `2^-24 / s'` of `s'` and its `ln S`, the row's loss, that relative error
+/// (1.5e-3 at `s' = 3.8e-5`).
 #[inline(always)]
-fn lanes_sum_split(x: &[f32]) -> (f32, f32) {
+fn lanes_sum_below_one(x: &[f32]) -> f32 {
     let n = x.len();
-    let (mut acc, mut cnt) = ([0.0f32; 8], [0.0f32; 8]);
+    let mut acc = [[0.0f32; 8]; 2];
     let mut j = 0;
     while j < n {
+        let a = &mut acc[(j / 8) % 2];
         for l in 0..(n - j).min(8) {
             let v = x[j + l];
-            let one = v == 1.0;
-            acc[l] += if one { 0.0 } else { v };
-            cnt[l] += if one { 1.0 } else { 0.0 };
+            a[l] += if v < 1.0 { v } else { 0.0 };
         }
         j += 8;
     }
-    let tree = |a: [f32; 8]| ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
-    (tree(acc), tree(cnt))
+    let a: [f32; 8] = std::array::from_fn(|l| acc[0][l] + acc[1][l]);
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
 /// `ln(n0 + s)` for an integer `n0 >= 1` and finite `s >= 0`, or `n0 = 0` and `s >= sqrt(2)` (the short path's `S = n0 + s'`;
@@ -287,9 +287,8 @@ fn body<K: KindMarker, const AVX: bool>(
             // (`n0 = 0`; `S >= 1.5`, so its rounding is relative to `ln S` too). Counting apart
             // in every row measured 6 % slower at 128x10.
             let t = row_sum::<AVX>(er);
-            (*n0, *s1) = if t < 1.5 {
-                let (s, n) = row_sum_split::<AVX>(er);
-                (f64::from(n), f64::from(s))
+            (*n0, *s1) = if t < 1.5 && t > 0.0 {
+                (1.0, f64::from(row_sum_below_one::<AVX>(er)))
             } else {
                 (0.0, f64::from(t))
             };
@@ -458,15 +457,15 @@ fn row_sum<const AVX: bool>(x: &[f32]) -> f32 {
     lanes_sum(x.len(), |j| x[j])
 }
 
-/// `(s', n0)` of `x` as [`lanes_sum_split`], vectorised when `AVX` (same result).
+/// `s'` of `x` as [`lanes_sum_below_one`], vectorised when `AVX` (same result).
 #[inline(always)]
-fn row_sum_split<const AVX: bool>(x: &[f32]) -> (f32, f32) {
+fn row_sum_below_one<const AVX: bool>(x: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if AVX {
         // SAFETY: as in [`row_max`].
-        return unsafe { short_avx2::row_sum_split(x) };
+        return unsafe { short_avx2::row_sum_below_one(x) };
     }
-    lanes_sum_split(x)
+    lanes_sum_below_one(x)
 }
 
 /// `d_j = x_j - mr` into `d`; returns `(sum w_j q'_j d_j, sum w_j q'_j)` as [`lanes_sum`]

@@ -121,26 +121,31 @@ pub(in super::super) unsafe fn row_sum(x: &[f32]) -> f32 {
     hsum(s)
 }
 
-/// `(s', n0)`: the sum of the entries other than 1 and the number of entries equal to 1, as
-/// the scalar `lanes_sum_split`.
+/// `s'`: the sum of the entries below 1 in two vector accumulators (vectors alternating), as
+/// the scalar `lanes_sum_below_one`.
 ///
 /// # Safety
 /// AVX2 + FMA available.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(in super::super) unsafe fn row_sum_split(x: &[f32]) -> (f32, f32) {
+pub(in super::super) unsafe fn row_sum_below_one(x: &[f32]) -> f32 {
     let one = _mm256_set1_ps(1.0);
-    let (mut s, mut n) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut j = 0;
-    while j < x.len() {
-        // SAFETY: `j < x.len()`.
+    let n = x.len();
+    let below = |j: usize| {
+        // SAFETY: callers pass `j < n`.
         let v = unsafe { load(x, j) };
-        let k = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, one);
-        s = _mm256_add_ps(s, _mm256_andnot_ps(k, v));
-        n = _mm256_add_ps(n, _mm256_and_ps(k, one));
-        j += 8;
+        _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_LT_OQ>(v, one))
+    };
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut j = 0;
+    while j < n {
+        a0 = _mm256_add_ps(a0, below(j));
+        if j + 8 < n {
+            a1 = _mm256_add_ps(a1, below(j + 8));
+        }
+        j += 16;
     }
-    (hsum(s), hsum(n))
+    hsum(_mm256_add_ps(a0, a1))
 }
 
 /// # Safety
