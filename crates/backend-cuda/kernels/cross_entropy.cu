@@ -144,17 +144,31 @@ extern "C" __global__ void ce_reduce_rows(const CeReduceRowsParams p) {
     }
 }
 
-__device__ __forceinline__ void sl_ms_combine(float& m, float& s, float m2, float s2) {
-    float mm = fmaxf(m, m2);
+// Adds block statistics (m2, n2, s2) into (m, n0, s1), where a block's S = n0 + s1 relative
+// to its max: n0 counts the logits equal to the max (exp(0) = 1), s1 sums exp(x - max) over the
+// others. After the combine, n0 counts the row's max and its ties and s1 holds the rest (the
+// sums of blocks whose max is smaller, times exp(m_block - m)), so a tiny s1 is not rounded away
+// against 1 (a confident row, whose loss is ln(1 + s1)). In f64 (thread 0, K - 1 steps).
+__device__ __forceinline__ void sl_ms_combine(float& m, double& n0, double& s1, float m2,
+                                              double n2, double s2) {
+    const float mm = fmaxf(m, m2);
     if (mm == -SL_INF) {
         m = mm;
-        s = 0.0f;
+        n0 = 0.0;
+        s1 = 0.0;
         return;
     }
-    float a = (m == -SL_INF) ? 0.0f : s * expf(m - mm);
-    float b = (m2 == -SL_INF) ? 0.0f : s2 * expf(m2 - mm);
+    if (m != mm) {
+        s1 = (m == -SL_INF) ? 0.0 : (n0 + s1) * exp((double)m - (double)mm);
+        n0 = 0.0;
+    }
+    if (m2 != mm) {
+        s2 = (m2 == -SL_INF) ? 0.0 : (n2 + s2) * exp((double)m2 - (double)mm);
+        n2 = 0.0;
+    }
     m = mm;
-    s = a + b;
+    n0 += n2;
+    s1 += s2;
 }
 
 // Dynamic shared memory = this header, then the block's slice of the row (raw logits' bits).
@@ -170,13 +184,15 @@ struct sl_ce_shared {
     double red[32];   // sl_block_sum scratch
     float fred[32];   // sl_block_reduce_f scratch
     float m_b;        // this block: max of its slice
-    float s_b;        // this block: sum of exp(x - m_b)
+    float s_b;        // this block: sum of exp(x - m_b) over the x != m_b
+    float n_b;        // this block: how many x == m_b (exact in f32)
     int bad_b;        // this block: a NaN or +inf logit
     float xy;         // rank 0: the target logit (read before any block writes)
     double swq_b;     // this block: sum of w_j q'_j (probability targets)
     double sxm_b;     // this block: its part of the loss sum
     float m_all;      // the row's max
     float ln_s_f;     // ln S in f32
+    float pm1_max;    // p - 1 = -s' / S of the row's max when it is single (else NaN)
     double ln_s;      // ln S
     double swq_all;   // the row's sum of w_j q'_j
     int bad_all;      // a NaN or +inf anywhere in the row
@@ -306,12 +322,17 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
     const float m_b = sl_block_reduce_f<sl_op_max>(mx, sh->fred);
     bad = (int)sl_block_reduce_f<sl_op_max>((float)bad, sh->fred);
 
-    // Phase B: sum of exp(x - m_b) over the slice (from shared memory), and sum_j w_j q'_j.
+    // Phase B: S = n0 + s' of the slice (from shared memory): n0 counts the x == m_b (whose
+    // exponential is exactly 1), s' sums exp(x - m_b) over the others; and sum_j w_j q'_j.
     // (Phases B and D are written once and instantiated per address space, so that reads of
     // the shared slice compile to shared-memory loads rather than generic ones.)
     float s = 0.0f;
+    float n0 = 0.0f;
     if (m_b != -SL_INF && !bad) {
-        auto sum_exp = [&](int, float x) { s += sl_ce_exp(x - m_b); };
+        auto sum_exp = [&](int, float x) {
+            if (x == m_b) n0 += 1.0f;
+            else s += sl_ce_exp(x - m_b);
+        };
         if (in_smem) ce_for_each(srow, n, vec, sum_exp);
         else ce_for_each(zs, n, vec, sum_exp);
     }
@@ -324,9 +345,11 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
         swq = sl_block_sum(swq, sh->red);
     }
     s = sl_block_reduce_f<sl_op_sum>(s, sh->fred);
+    n0 = sl_block_reduce_f<sl_op_sum>(n0, sh->fred);
     if (tid == 0) {
         sh->m_b = m_b;
         sh->s_b = s;
+        sh->n_b = n0;
         sh->bad_b = bad;
         sh->swq_b = swq;
     }
@@ -337,24 +360,30 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
 #endif
     if (tid == 0) {
         float mm = sh->m_b;
-        float ss = sh->s_b;
+        double ss = (double)sh->s_b;
+        double nn = (double)sh->n_b;
         int bb = sh->bad_b;
         double sw = sh->swq_b;
 #if SL_HAS_CLUSTERS
         if constexpr (K > 1) {
             mm = sl_dsmem_load(&sh->m_b, 0);
-            ss = sl_dsmem_load(&sh->s_b, 0);
+            ss = (double)sl_dsmem_load(&sh->s_b, 0);
+            nn = (double)sl_dsmem_load(&sh->n_b, 0);
             bb = sl_dsmem_load(&sh->bad_b, 0);
             sw = sl_dsmem_load(&sh->swq_b, 0);
             for (unsigned r = 1; r < (unsigned)K; ++r) {
-                sl_ms_combine(mm, ss, sl_dsmem_load(&sh->m_b, r), sl_dsmem_load(&sh->s_b, r));
+                sl_ms_combine(mm, nn, ss, sl_dsmem_load(&sh->m_b, r),
+                              (double)sl_dsmem_load(&sh->n_b, r),
+                              (double)sl_dsmem_load(&sh->s_b, r));
                 bb |= sl_dsmem_load(&sh->bad_b, r);
                 sw += sl_dsmem_load(&sh->swq_b, r);
             }
         }
 #endif
         sh->m_all = mm;
-        sh->ln_s = log((double)ss);
+        // ln S = ln(n0 + s'): log1p for the usual single maximum, exact in a tiny s'.
+        sh->ln_s = nn == 1.0 ? log1p(ss) : log(nn + ss);
+        sh->pm1_max = nn == 1.0 ? (float)(-ss / (1.0 + ss)) : SL_NAN;
         sh->ln_s_f = (float)sh->ln_s;
         sh->bad_all = bb;
         sh->swq_all = sw;
@@ -362,6 +391,7 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
     __syncthreads();
     const float m_all = sh->m_all;
     const float ln_s_f = sh->ln_s_f;
+    const float pm1_max = sh->pm1_max;
     const double ln_s = sh->ln_s;
     const int bad_all = sh->bad_all;
     const double swq_all = sh->swq_all;
@@ -380,19 +410,40 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
     const float swq_f = (float)swq_all;
     const long long yl = y - lo; // the target's index in this slice (may be outside it)
     const bool need_sxm = probs != nullptr || eps != 0.0;
+    // A non-finite u (a `mean` over rows of weight 0 only, or an infinite upstream): every
+    // entry is u * g_j, +-inf or NaN depending on whether g_j is 0, so g_j is taken in f64 as
+    // the reference's (an f32 p_j underflows where the f64 one does not; TOL-4).
+    const bool slow = !(u - u == 0.0);
     double sxm = 0.0;
     auto grad_at = [&](int j, float x) -> float {
         const float wj = weights != nullptr ? weights[lo + j] : 1.0f;
         const double xm = (double)x - (double)m_all;
         float gj;
+        if (slow) {
+            const double pd = exp(xm - ln_s);
+            const double qd =
+                probs != nullptr ? (1.0 - eps) * (double)sl_load(probs, base + j) + eps_c : 0.0;
+            if (probs != nullptr && xm != 0.0) sxm += (double)wj * qd * xm;
+            if (probs == nullptr && need_sxm && xm != 0.0) sxm += (double)wj * xm;
+            const double gd = probs != nullptr
+                                  ? pd * swq_all - (double)wj * qd
+                                  : (1.0 - eps) * wy * (pd - (j == yl ? 1.0 : 0.0)) +
+                                        eps_c * (wsum * pd - (double)wj);
+            return bad_all ? SL_NAN : (float)(u * gd);
+        }
         const float p = sl_ce_exp((x - m_all) - ln_s_f);
         if (probs != nullptr) {
             const double qd = (1.0 - eps) * (double)sl_load(probs, base + j) + eps_c;
-            sxm += (double)wj * qd * xm;
+            // x = m adds nothing, also for an infinite target probability (TOL-4: inf * 0
+            // would make the loss NaN where the reference gives +inf).
+            if (xm != 0.0) sxm += (double)wj * qd * xm;
             gj = p * swq_f - wj * (float)qd;
         } else {
-            if (need_sxm) sxm += (double)wj * xm;
-            gj = a_hard * (p - (j == yl ? 1.0f : 0.0f)) + a_soft * (w_all * p - wj);
+            if (need_sxm && xm != 0.0) sxm += (double)wj * xm;
+            // The target's p - 1: -s' / S when it is the row's single max (relatively
+            // accurate for a confident row), else p - 1.
+            const float ph = j == yl ? (x == m_all && pm1_max == pm1_max ? pm1_max : p - 1.0f) : p;
+            gj = a_hard * ph + a_soft * (w_all * p - wj);
         }
         return bad_all ? SL_NAN : f * gj;
     };
@@ -419,9 +470,10 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
             ce_for_each(xs, n, vec, [&](int j, float x) {
                 const double wj = weights != nullptr ? (double)weights[lo + j] : 1.0;
                 const double xm = (double)x - (double)m_all;
-                sxm += probs != nullptr
-                           ? wj * ((1.0 - eps) * (double)sl_load(probs, base + j) + eps_c) * xm
-                           : wj * xm;
+                if (xm != 0.0)
+                    sxm += probs != nullptr
+                               ? wj * ((1.0 - eps) * (double)sl_load(probs, base + j) + eps_c) * xm
+                               : wj * xm;
             });
         }
     };

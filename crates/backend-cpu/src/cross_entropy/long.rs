@@ -17,6 +17,9 @@ pub(super) struct RowCombined {
     m: f32,
     /// `sum_j exp(z_j - M)`.
     s: f64,
+    /// `S = n0 + s'` split (see [`combine`]).
+    n0: f64,
+    s1: f64,
     /// `A` of the gradient form `A p_j - B_j`.
     a: f64,
     /// The row's loss before reduction.
@@ -87,32 +90,52 @@ pub(super) fn combine(
         }
     }
     let mm = f64::from(m);
+    // `S = n0 + s'`: `n0` counts the exponentials equal to 1 in the chunks whose maximum is the
+    // row's (an integer), `s'` the rest (those chunks' `s'`, the other chunks' whole sums times
+    // their factors), so that a small `s'` survives into `ln S` (a confident row).
+    let mut n0 = 0.0;
     let mut s = 0.0;
     let mut z = 0.0;
     let mut wq = 0.0;
     for (k, st) in stats.iter().enumerate() {
         let d = f64::from(mref(st.m)) - mm;
-        if st.s != 0.0 || st.s.is_nan() {
-            s += st.s * chunk_factor(st.m, mm);
+        if f64::from(st.m) == mm {
+            n0 += st.n0;
+            s += st.s;
+        } else {
+            let t = st.n0 + st.s;
+            if t != 0.0 || t.is_nan() {
+                s += t * chunk_factor(st.m, mm);
+            }
         }
         let wc = match plan.kind {
             Kind::Plain | Kind::Weighted => plan.w_chunk[k],
             Kind::Probs | Kind::ProbsWeighted => st.wq,
         };
-        z += st.z + wc * d;
+        // `d = 0` (the chunks holding the maximum) adds nothing, also when `wc` is not finite
+        // (a `+inf` target probability: `inf * 0` would make the loss NaN, TOL-4).
+        z += st.z;
+        if d != 0.0 {
+            z += wc * d;
+        }
         wq += st.wq;
     }
     let finite = !any_nan && m.is_finite() && s.is_finite();
+    // `ln(n0 + s')`: `ln_1p` for the usual single maximum (`n0 = 1`), exact in `s'`.
+    let l = if n0 == 1.0 { s.ln_1p() } else { (n0 + s).ln() };
+    let s1 = s;
+    let s = n0 + s1;
     if !finite {
         return RowCombined {
             m,
+            n0,
+            s1,
             s: f64::NAN,
             a: f64::NAN,
             loss: f64::NAN,
             finite: false,
         };
     }
-    let l = s.ln();
     let eps = plan.eps;
     let (loss, a) = match y {
         Some(y) => {
@@ -133,6 +156,8 @@ pub(super) fn combine(
     };
     RowCombined {
         m,
+        n0,
+        s1,
         s,
         a,
         loss,
@@ -267,7 +292,12 @@ pub(super) fn target_grad(
     let f = chunk_factor(st.m, f64::from(row.m));
     let p = f64::from(ey) * f / row.s;
     let wy = plan.weight(y);
-    let g = row.a * p - (1.0 - plan.eps) * wy - plan.eps / plan.classes as f64 * wy;
+    // `A p - w_y (1 - eps + eps / C) = (1 - eps) w_y (p - 1) + eps / C (W p - w_y)`, with
+    // `p - 1 = -s' / S` when `e_y = 1` is the row's single maximum (a confident row).
+    let n0 = if f == 1.0 { row.n0 } else { 0.0 };
+    let pm1 = super::short::p_minus_1(p, ey, n0, row.s1, 1.0 / row.s);
+    let eps = plan.eps;
+    let g = (1.0 - eps) * wy * pm1 + eps / plan.classes as f64 * (plan.w_sum * p - wy);
     (us * g) as f32
 }
 
@@ -294,7 +324,7 @@ pub(super) fn process_row(
     }
     if !row.finite {
         raw.fill_out(f32::NAN);
-    } else if !us.is_finite() {
+    } else if !(us.is_finite() && row.a.is_finite()) {
         slow_grad(plan, i, 0, &mut raw, stats, &row, y, us);
     } else {
         let gy = y.map(|y| (y, target_grad(plan, stats, &row, y, raw.e_at(y), us)));
@@ -333,7 +363,7 @@ pub(super) fn process_row_split(plan: &Plan<'_>, i: usize, mut bufs: Bufs<'_>, u
     }
     if !row.finite {
         pieces.iter_mut().for_each(|p| p.fill_grad(f32::NAN));
-    } else if !us.is_finite() {
+    } else if !(us.is_finite() && row.a.is_finite()) {
         for (b, p) in pieces.iter_mut().enumerate() {
             slow_grad(
                 plan,
@@ -475,7 +505,7 @@ pub(super) fn process_rows_pipelined(
         let ui = us(i);
         if !row.finite {
             raw.fill_out(f32::NAN);
-        } else if !ui.is_finite() {
+        } else if !(ui.is_finite() && row.a.is_finite()) {
             slow_grad(plan, i, 0, &mut raw, &stats, &row, y, ui);
         } else {
             let gy = y.map(|y| (y, target_grad(plan, &stats, &row, y, raw.e_at(y), ui)));

@@ -24,8 +24,12 @@ pub(super) const PAR_MIN_ELEMS: usize = 1 << 15;
 pub(super) struct ChunkStats {
     /// The chunk's maximum (may be NaN or `-inf`).
     pub(super) m: f32,
-    /// `sum_j exp(z_j - mref)`.
+    /// `sum_j exp(z_j - mref)` over the entries below the maximum (`s'`, `z_j - mref < 0`):
+    /// the chunk's own maximum and its ties (`exp(0) = 1`) are counted in `n0` instead, so
+    /// that `S = n0 + s'` keeps a small `s'` (the loss of a confident row is `ln(1 + s')`).
     pub(super) s: f64,
+    /// The number of entries equal to the chunk's maximum (`z_j - mref = +0`).
+    pub(super) n0: f64,
     /// `sum_j w_j q'_j (z_j - mref)` (hard targets: `q' = 1`).
     pub(super) z: f64,
     /// `sum_j w_j q'_j` (probability targets only).

@@ -288,7 +288,9 @@ fn params_layouts_are_checked_by_gxx() {
     assert!(err.contains("BceParams.p_len: offset"), "{err}");
 }
 
+mod confident;
 mod cross_entropy;
+mod degenerate;
 mod elementwise;
 mod hygiene;
 mod suite;

@@ -181,7 +181,7 @@ unsafe fn scalar_pass1(
         m = f32::NAN;
     }
     let mr = mref(m);
-    let (mut s, mut z, mut wq) = (0.0f64, 0.0f64, 0.0f64);
+    let (mut s, mut n0, mut z, mut wq) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     for j in 0..n {
         // SAFETY: `j < n`; `src` valid for `n` reads.
         let v = unsafe { *src.add(j) };
@@ -192,12 +192,18 @@ unsafe fn scalar_pass1(
             // and element `j` of `src` was read above.
             unsafe { *dst.add(j) = e };
         }
-        s += f64::from(e);
+        // The maximum and its ties (`d = +0`, `exp(0) = 1`) are counted apart (`n0`).
+        let at_max = !d.is_sign_negative();
+        s += if at_max { 0.0 } else { f64::from(e) };
+        n0 += if at_max { 1.0 } else { 0.0 };
         let c = wq_of(kind, j, w, q, qa, qb);
-        z += f64::from(c) * f64::from(d);
+        // `d = 0` adds nothing, also for a non-finite `c` (TOL-4).
+        if d != 0.0 {
+            z += f64::from(c) * f64::from(d);
+        }
         wq += f64::from(c);
     }
-    ChunkStats { m, s, z, wq }
+    ChunkStats { m, s, n0, z, wq }
 }
 
 /// Portable pass 2.

@@ -121,6 +121,33 @@ pub(in super::super) unsafe fn row_sum(x: &[f32]) -> f32 {
     hsum(s)
 }
 
+/// `s'`: the sum of the entries below 1 in two vector accumulators (vectors alternating), as
+/// the scalar `lanes_sum_below_one`.
+///
+/// # Safety
+/// AVX2 + FMA available.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(in super::super) unsafe fn row_sum_below_one(x: &[f32]) -> f32 {
+    let one = _mm256_set1_ps(1.0);
+    let n = x.len();
+    let below = |j: usize| {
+        // SAFETY: callers pass `j < n`.
+        let v = unsafe { load(x, j) };
+        _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_LT_OQ>(v, one))
+    };
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut j = 0;
+    while j < n {
+        a0 = _mm256_add_ps(a0, below(j));
+        if j + 8 < n {
+            a1 = _mm256_add_ps(a1, below(j + 8));
+        }
+        j += 16;
+    }
+    hsum(_mm256_add_ps(a0, a1))
+}
+
 /// # Safety
 /// AVX2 + FMA available; `d.len() == x.len()`; `w` / `q` (as used by `K`) as long as `x`.
 #[allow(clippy::too_many_arguments)]
@@ -185,7 +212,9 @@ pub(in super::super) unsafe fn row_shift<K: KindMarker>(
                     a = _mm256_mul_ps(a, wv);
                 }
                 let a = _mm256_and_ps(a, live);
-                z = _mm256_add_ps(z, _mm256_mul_ps(a, dv));
+                // `d = 0` terms are 0 even for a non-finite `a` (as the scalar code).
+                let nz = _mm256_cmp_ps::<_CMP_NEQ_UQ>(dv, _mm256_setzero_ps());
+                z = _mm256_add_ps(z, _mm256_and_ps(_mm256_mul_ps(a, dv), nz));
                 c = _mm256_add_ps(c, a);
             }
         }
