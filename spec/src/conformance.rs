@@ -685,7 +685,28 @@ fn bad_calls<'a, T: Element, B: Backend<T> + ?Sized + 'a>(
         &e4[..0],
         &e4[..0]
     ));
+    // TOL-4: per-element upstream values must be finite, as a scalar must.
     let none = Reduction::None;
+    add!("TOL-4 cross-entropy non-finite per-element upstream", |b| b
+        .cross_entropy(
+            &ce().with_reduction(none),
+            Input::matrix(z6, 2, 3).with_upstream(Upstream::PerElement(&[1.0, f64::INFINITY])),
+            &[0, 1]
+        ));
+    add!("TOL-4 box loss NaN per-element upstream", |b| b.box_loss(
+        &bl().with_reduction(none),
+        Input::new(boxes).with_upstream(Upstream::PerElement(&[f64::NAN, 1.0])),
+        boxes
+    ));
+    add!("TOL-4 BCE non-finite per-element upstream", |b| b
+        .bce_with_logits(
+            &BceWithLogits {
+                pos_weight: None,
+                reduction: none
+            },
+            Input::new(e4).with_upstream(Upstream::PerElement(&[1.0, f64::NEG_INFINITY, 1.0, 1.0])),
+            e4
+        ));
     if T::NAME == "f32" {
         // TOL-4: the f32 domain of parameters and upstream gradients (f32 data only).
         add!(

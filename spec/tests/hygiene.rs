@@ -1,6 +1,7 @@
 //! Numerical hygiene of issue 14 at the spec level: `TOL-2`'s absolute term scaled by the
 //! upstream gradient and the weights, and the reference's side of the `TOL-4` rules (the focal
-//! limit at infinite logits, the `f32` domain refused on `f32` data only).
+//! limit at infinite logits, the `f32` domain refused on `f32` data only, non-finite
+//! per-element upstream gradients refused).
 
 use smoothloss_core::{
     CeTargets, CrossEntropy, Input, LossError, Losses, Reduction, ReferenceBackend, SigmoidFocal,
@@ -159,4 +160,45 @@ fn the_f32_domain_is_refused_on_f32_data_only() {
             ..
         }
     ));
+}
+
+#[test]
+fn non_finite_per_element_upstream_is_refused_on_every_element_type() {
+    covers!("TOL-4");
+    let cfg = SmoothL1 {
+        beta: 1.0,
+        reduction: Reduction::None,
+    };
+    for u in [f64::INFINITY, f64::NAN] {
+        let up = [1.0, u];
+        let e = ReferenceBackend
+            .smooth_l1(
+                &cfg,
+                Input::new(&[0.0f64, 1.0]).with_upstream(Upstream::PerElement(&up)),
+                &[0.0, 0.0],
+            )
+            .unwrap_err();
+        match e {
+            LossError::InvalidParameter {
+                name: "upstream",
+                value,
+                ..
+            } => assert_eq!(value.to_bits(), u.to_bits()),
+            other => panic!("{other:?}"),
+        }
+        let e = ReferenceBackend
+            .smooth_l1(
+                &cfg,
+                Input::new(&[0.0f32, 1.0]).with_upstream(Upstream::PerElement(&up)),
+                &[0.0, 0.0],
+            )
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            LossError::InvalidParameter {
+                name: "upstream",
+                ..
+            }
+        ));
+    }
 }

@@ -1,7 +1,8 @@
 //! Numerical hygiene of issue 14 on the CPU backend, at both SIMD levels, against the `f64`
 //! reference on the same `f32` inputs (`TOL-2`) or the formula's limit (`TOL-4`): the focal
 //! gradient at saturated logits, the focal limit at infinite logits, `box_iou` with infinite
-//! sizes, and the `f32` domain of parameters and upstream gradients.
+//! sizes, the `f32` domain of parameters and upstream gradients, and non-finite per-element
+//! upstream gradients.
 
 use smoothloss_core::{
     BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Huber, Input, Loss, LossError,
@@ -299,5 +300,82 @@ fn parameters_at_the_edges_of_the_f32_domain_match_the_reference() {
         )
         .unwrap();
         assert_eq!(g, [0.0, (0.5 * u) as f32]);
+    }
+}
+
+/// The `InvalidParameter` names of a CE, a GIoU and a BCE call with per-element upstream
+/// `up` (one item each), and whether the gradient buffer was left alone.
+fn per_element_calls<B: Losses<f32>>(b: &B, up: &[f64]) -> ([Option<&'static str>; 3], bool) {
+    let z = [0.0f32, -120.0, 1.0];
+    let ce = CrossEntropy::new().with_reduction(Reduction::None);
+    let giou = BoxLoss::new(BoxLossKind::Giou, BoxFormat::Xyxy).with_reduction(Reduction::None);
+    let bce = BceWithLogits {
+        pos_weight: None,
+        reduction: Reduction::None,
+    };
+    let boxes = [0.0f32, 0.0, 1.0, 1.0];
+    let mut g = [7.0f32; 4];
+    let r = [
+        refused(
+            b.cross_entropy(
+                &ce,
+                Input::matrix(&z, 1, 3)
+                    .with_grad(&mut g[..3])
+                    .with_upstream(Upstream::PerElement(up)),
+                &[0],
+            ),
+        ),
+        refused(
+            b.box_loss(
+                &giou,
+                Input::new(&boxes)
+                    .with_grad(&mut g)
+                    .with_upstream(Upstream::PerElement(up)),
+                &boxes,
+            ),
+        ),
+        refused(
+            b.bce_with_logits(
+                &bce,
+                Input::new(&z[..1])
+                    .with_grad(&mut g[..1])
+                    .with_upstream(Upstream::PerElement(up)),
+                &[0.0],
+            ),
+        ),
+    ];
+    (r, g == [7.0; 4])
+}
+
+#[test]
+fn non_finite_per_element_upstream_is_refused_like_a_scalar() {
+    covers!("TOL-4");
+    // Issue 14 item 5: CE logits [0, -120, 1] with PerElement([inf]) gave [-inf, NaN, inf]
+    // on the CPU and [-inf, inf, inf] on the reference; now both refuse, as for a scalar.
+    let z = [0.0f32, -120.0, 1.0];
+    let ce = CrossEntropy::new().with_reduction(Reduction::None);
+    for u in [f64::INFINITY, f64::NAN, f64::NEG_INFINITY] {
+        for b in backends() {
+            let (r, untouched) = per_element_calls(&b, &[u]);
+            assert_eq!(r, [Some("upstream"); 3]);
+            assert!(untouched, "nothing written");
+        }
+        let (r, _) = per_element_calls(&ReferenceBackend, &[u]);
+        assert_eq!(r, [Some("upstream"); 3]);
+        // A non-finite scalar was already refused; the message names the same parameter.
+        let e = ReferenceBackend
+            .cross_entropy(
+                &ce,
+                Input::matrix(&z, 1, 3).with_upstream(Upstream::Scalar(u)),
+                &[0],
+            )
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            LossError::InvalidParameter {
+                name: "upstream",
+                ..
+            }
+        ));
     }
 }

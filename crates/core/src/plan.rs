@@ -96,23 +96,31 @@ impl Upstream<'_> {
         }
     }
 
-    /// Checks the values of the upstream gradient on the host: for `f32` data (`f32_data`)
-    /// a scalar and every finite per-element value at most `f32::MAX` in magnitude (`TOL-4`).
-    /// The first offending value is reported (`InvalidParameter { name: "upstream" }`).
+    /// Checks the values of a per-element upstream gradient on the host, as
+    /// [`UpstreamShape::validate`] checks a scalar: each must be finite (`TOL-4`); for `f32`
+    /// data (`f32_data`) also at most `f32::MAX` in magnitude, and so must a scalar. The first
+    /// offending value is reported (`InvalidParameter { name: "upstream" }`).
     pub fn check_values(&self, f32_data: bool) -> Result<()> {
         match *self {
             Upstream::Scalar(s) if f32_data => check_f32_magnitude("upstream", s),
             Upstream::Scalar(_) => Ok(()),
-            Upstream::PerElement(u) if f32_data => {
-                match u
-                    .iter()
-                    .find(|v| v.is_finite() && v.abs() > f64::from(f32::MAX))
-                {
+            Upstream::PerElement(u) => {
+                // One pass: the first value outside [-limit, limit] (NaN included).
+                let limit = if f32_data {
+                    f64::from(f32::MAX)
+                } else {
+                    f64::MAX
+                };
+                match u.iter().find(|v| v.is_nan() || v.abs() > limit) {
                     None => Ok(()),
-                    Some(&bad) => check_f32_magnitude("upstream", bad),
+                    Some(&bad) if bad.is_finite() => check_f32_magnitude("upstream", bad),
+                    Some(&bad) => Err(LossError::InvalidParameter {
+                        name: "upstream",
+                        value: bad,
+                        reason: "per-element upstream values must be finite",
+                    }),
                 }
             }
-            Upstream::PerElement(_) => Ok(()),
         }
     }
 }
