@@ -8,6 +8,82 @@ use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Reduction};
 /// calls, and each of the [`findings`] once it is fixed (moved here, minimised, with its id).
 pub fn regressions() -> Vec<(&'static str, FuzzCall)> {
     vec![
+        // Fixed (issue 14 item 1): CE of a confident row (loss 6.3e-3 next to a log-sum-exp of
+        // 8) had a relative error of 2.5e-5.
+        (
+            "ce-confident-row",
+            FuzzCall {
+                call: LossCall::CrossEntropy {
+                    cfg: CrossEntropy {
+                        label_smoothing: 0.0,
+                        ignore_index: Some(13),
+                        class_weights: Some(vec![
+                            0.30793465075652066,
+                            1.4438713889224721,
+                            1.0615313497653505,
+                            2.8790701421118876,
+                            1.9284074774323636,
+                            0.7259570961492577,
+                            0.787263033518837,
+                            0.7440424789128035,
+                            2.834252024508543,
+                            1.7700950740053178,
+                            1.6130258253384109,
+                            2.2196847223269858,
+                            2.014104373816351,
+                            0.5957438681619787,
+                            1.2596941380154307,
+                            1.1042055764393544,
+                        ]),
+                        reduction: Reduction::Sum,
+                    },
+                    logits: vec![
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.0,
+                        0.0,
+                        -3.966507257163223,
+                        0.0,
+                        0.8172109784872268,
+                        0.0,
+                        0.0,
+                        8.64856552552302e-31,
+                        -2.3801544517800655,
+                        -6.974044734704894,
+                        7.959767441794795,
+                        0.7253170236332419,
+                    ],
+                    rows: 1,
+                    classes: 16,
+                    targets: Targets::Classes(vec![14]),
+                },
+                up: Up::Scalar(1.0),
+                mode: Mode::Grad,
+            },
+        ),
+        // Fixed (issue 14 item 5): a CE mean whose targets all have weight 0 (label smoothing
+        // 0.9) gave NaN on the CPU where the reference gives inf.
+        (
+            "ce-zero-total-weight-mean",
+            FuzzCall {
+                call: LossCall::CrossEntropy {
+                    cfg: CrossEntropy {
+                        label_smoothing: 0.9081033753563579,
+                        ignore_index: Some(1),
+                        class_weights: Some(vec![0.0, 1.4000249083008303]),
+                        reduction: Reduction::Mean,
+                    },
+                    logits: vec![-30.0, 0.0],
+                    rows: 1,
+                    classes: 2,
+                    targets: Targets::Classes(vec![0]),
+                },
+                up: Up::Scalar(1.0),
+                mode: Mode::Grad,
+            },
+        ),
         // Boundary: an empty batch of every family (the front door's EmptyInput, everywhere).
         (
             "empty-ce-in-place",
@@ -116,81 +192,6 @@ pub fn findings() -> Vec<(&'static str, &'static str, FuzzCall)> {
                 [0.0, 0.0, 9.202319256211375, 0.05170896531650934],
                 Up::Scalar(1.0),
             ),
-        ),
-        (
-            "ce-zero-total-weight-mean",
-            "CE mean whose targets all have weight 0, label smoothing 0.9: CPU NaN, reference inf",
-            FuzzCall {
-                call: LossCall::CrossEntropy {
-                    cfg: CrossEntropy {
-                        label_smoothing: 0.9081033753563579,
-                        ignore_index: Some(1),
-                        class_weights: Some(vec![0.0, 1.4000249083008303]),
-                        reduction: Reduction::Mean,
-                    },
-                    logits: vec![-30.0, 0.0],
-                    rows: 1,
-                    classes: 2,
-                    targets: Targets::Classes(vec![0]),
-                },
-                up: Up::Scalar(1.0),
-                mode: Mode::Grad,
-            },
-        ),
-        (
-            "ce-confident-row",
-            "CE of a confident row (loss 6.3e-3 next to a log-sum-exp of 8): relative error 2.5e-5 \
-             (the open item 'confident CE rows' of issue 14)",
-            FuzzCall {
-                call: LossCall::CrossEntropy {
-                    cfg: CrossEntropy {
-                        label_smoothing: 0.0,
-                        ignore_index: Some(13),
-                        class_weights: Some(vec![
-                            0.30793465075652066,
-                            1.4438713889224721,
-                            1.0615313497653505,
-                            2.8790701421118876,
-                            1.9284074774323636,
-                            0.7259570961492577,
-                            0.787263033518837,
-                            0.7440424789128035,
-                            2.834252024508543,
-                            1.7700950740053178,
-                            1.6130258253384109,
-                            2.2196847223269858,
-                            2.014104373816351,
-                            0.5957438681619787,
-                            1.2596941380154307,
-                            1.1042055764393544,
-                        ]),
-                        reduction: Reduction::Sum,
-                    },
-                    logits: vec![
-                        0.0,
-                        0.0,
-                        0.0,
-                        0.0,
-                        0.0,
-                        0.0,
-                        -3.966507257163223,
-                        0.0,
-                        0.8172109784872268,
-                        0.0,
-                        0.0,
-                        8.64856552552302e-31,
-                        -2.3801544517800655,
-                        -6.974044734704894,
-                        7.959767441794795,
-                        0.7253170236332419,
-                    ],
-                    rows: 1,
-                    classes: 16,
-                    targets: Targets::Classes(vec![14]),
-                },
-                up: Up::Scalar(1.0),
-                mode: Mode::Grad,
-            },
         ),
     ]
 }
