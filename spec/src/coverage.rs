@@ -288,7 +288,7 @@ mod tests {
         let cases = [
             // In a comment or a string.
             r#"#[test] fn t() { // covers!("CE-1")
-               assert!(true); }"#,
+               assert!(x > 0); }"#,
             r#"#[test] fn t() { let s = "covers!(\"CE-1\")"; assert!(s.len() > 0); }"#,
             // A test that asserts nothing.
             r#"#[test] fn t() { covers!("CE-1"); run(); }"#,

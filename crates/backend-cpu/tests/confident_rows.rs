@@ -361,7 +361,7 @@ fn confident_short_rows_scalar_and_avx2_bit_identical() {
 /// 1.5): per-call time of random normal logits and of the same logits with +15 on the target,
 /// separate gradient, one thread. Timing only (run in release with `--ignored`).
 #[test]
-#[ignore]
+#[ignore = "a timing, not a check: run by hand in release (see the doc comment)"]
 fn confident_rows_timing() {
     let mut rng = Rng::new(99);
     for &(rows, classes) in &[
