@@ -142,7 +142,9 @@ impl CudaBackend {
     /// buffer or over `logits` ([`Io::InPlace`]). Validated by the host's
     /// [`BceWithLogits::plan`] from the buffers' lengths; targets outside `[0, 1]` (or NaN)
     /// are found on the device and reported by [`DeviceLoss::to_host`] as the host front door
-    /// reports them.
+    /// reports them. The kernel computes in f64, so `pos_weight` (and a scalar upstream) keep
+    /// the f64 domain (the host front door's `f32` domain of `TOL-4` for `f32` data is not
+    /// applied here).
     pub fn bce_with_logits_dev(
         &self,
         cfg: &BceWithLogits,
@@ -155,7 +157,8 @@ impl CudaBackend {
     }
 
     /// Sigmoid focal loss on device buffers (f32, math in f64), as
-    /// [`CudaBackend::bce_with_logits_dev`]; validated by [`SigmoidFocal::plan`].
+    /// [`CudaBackend::bce_with_logits_dev`]; validated by [`SigmoidFocal::plan`]; `alpha`,
+    /// `gamma` and a scalar upstream keep the f64 domain (math in f64).
     pub fn sigmoid_focal_dev(
         &self,
         cfg: &SigmoidFocal,

@@ -21,7 +21,9 @@ impl CudaBackend {
     /// Box loss on device buffers `pred`, `target` `[N, 4]` (f32, math in f64); the gradient
     /// with respect to `pred` in `cfg.format`, into a separate buffer or over `pred`
     /// ([`Io::InPlace`]). Validated by the same [`BoxLoss::plan`] as the host front door,
-    /// from the buffers' lengths, so the errors are the host's.
+    /// from the buffers' lengths, so the errors are the host's. The kernel computes in f64, so
+    /// the parameters keep the f64 domain (the host front door's `f32` domain of `TOL-4` for
+    /// `f32` data, e.g. `eps` a normal `f32`, is not applied here).
     pub fn box_loss_dev(
         &self,
         cfg: &BoxLoss,

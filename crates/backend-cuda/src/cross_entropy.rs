@@ -5,8 +5,8 @@
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
 use smoothloss_core::op::Op;
 use smoothloss_core::{
-    CeCall, CePlan, CeTargets, CeTargetsShape, CrossEntropy, CrossEntropyOps, Io, Loss, LossError,
-    Parts, Reduction, Result,
+    CeCall, CePlan, CeTargets, CeTargetsShape, CrossEntropy, CrossEntropyOps, Extent, Io, Loss,
+    LossError, Parts, Reduction, Result, Upstream,
 };
 
 use crate::device::CudaBackend;
@@ -122,6 +122,10 @@ impl CudaBackend {
     /// by the host front door's [`CrossEntropy::plan`] from the buffers' lengths (so its
     /// errors are the host's); out-of-range class targets are found on the device and
     /// reported by [`DeviceLoss::to_host`] as [`CrossEntropy::check_targets`] reports them.
+    /// The kernels compute in `f32`, so the `f32` domain of `TOL-4` applies as on the host's
+    /// `f32` data: class weights above `f32::MAX` ([`CrossEntropy::check_f32`]) and a scalar
+    /// upstream above it are refused with the host's `InvalidParameter` (a per-row upstream
+    /// in a device buffer is not read back to be checked).
     pub fn cross_entropy_dev<T: CeElement>(
         &self,
         cfg: &CrossEntropy,
@@ -131,7 +135,7 @@ impl CudaBackend {
         upstream: DeviceUpstream<'_>,
     ) -> Result<DeviceLoss> {
         let ext = dev_extent(&logits, Some([rows, classes]), &upstream);
-        let plan = cfg.plan(&ext, targets.shape())?;
+        let plan = ce_dev_plan(cfg, &ext, targets.shape(), &upstream)?;
         self.ce_launch(&plan, logits, targets, upstream)
     }
 
@@ -365,5 +369,100 @@ impl CrossEntropyOps<f32> for CudaBackend {
             }
         };
         dev.finish(self, out)
+    }
+}
+
+/// The host-side checks of [`CudaBackend::cross_entropy_dev`], before any launch: the front
+/// door's [`CrossEntropy::plan`], then `TOL-4`'s `f32` domain as the front door checks it for
+/// `f32` data (the class weights, a scalar upstream), in the front door's order.
+pub(crate) fn ce_dev_plan<'c>(
+    cfg: &'c CrossEntropy,
+    ext: &Extent,
+    targets: CeTargetsShape,
+    upstream: &DeviceUpstream<'_>,
+) -> Result<CePlan<'c>> {
+    let plan = cfg.plan(ext, targets)?;
+    cfg.check_f32()?;
+    if let DeviceUpstream::Scalar(s) = *upstream {
+        Upstream::Scalar(s).check_values(true)?;
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The host-side checks of `cross_entropy_dev`, which need no device.
+
+    use super::*;
+    use smoothloss_core::{GradDest, Input, Losses, ReferenceBackend, UpstreamShape};
+
+    fn ext(rows: usize, classes: usize, up: UpstreamShape) -> Extent {
+        Extent {
+            len: rows * classes,
+            shape: Some([rows, classes]),
+            grad: GradDest::None,
+            upstream: up,
+        }
+    }
+
+    /// Class weights and a scalar upstream beyond `f32::MAX` are refused before any launch,
+    /// with the error the host front door gives for the same call on `f32` data.
+    #[test]
+    fn f32_domain_is_the_front_doors() {
+        let (z, t) = (vec![0.5f32; 6], [0i64, 2]);
+        let big = CrossEntropy::new().with_class_weights(vec![1.0, 1e39, 1.0]);
+        let want = ReferenceBackend
+            .cross_entropy(&big, Input::matrix(&z, 2, 3), &t)
+            .unwrap_err();
+        assert!(matches!(
+            want,
+            LossError::InvalidParameter {
+                name: "class_weights",
+                ..
+            }
+        ));
+        let got = ce_dev_plan(
+            &big,
+            &ext(2, 3, UpstreamShape::Scalar(1.0)),
+            CeTargetsShape::Classes(2),
+            &DeviceUpstream::Scalar(1.0),
+        )
+        .unwrap_err();
+        assert_eq!(got, want);
+        // A scalar upstream beyond f32::MAX.
+        let ce = CrossEntropy::new();
+        let want = ReferenceBackend
+            .cross_entropy(
+                &ce,
+                Input::matrix(&z, 2, 3).with_upstream(Upstream::Scalar(1e39)),
+                &t,
+            )
+            .unwrap_err();
+        let got = ce_dev_plan(
+            &ce,
+            &ext(2, 3, UpstreamShape::Scalar(1e39)),
+            CeTargetsShape::Classes(2),
+            &DeviceUpstream::Scalar(1e39),
+        )
+        .unwrap_err();
+        assert_eq!(got, want);
+        // f32::MAX itself and finite weights pass.
+        let ok = CrossEntropy::new().with_class_weights(vec![1.0, f64::from(f32::MAX), 0.0]);
+        assert!(
+            ce_dev_plan(
+                &ok,
+                &ext(2, 3, UpstreamShape::Scalar(1.0)),
+                CeTargetsShape::Classes(2),
+                &DeviceUpstream::Scalar(1.0),
+            )
+            .is_ok()
+        );
+        // On f64 data the host keeps the f64 domain (the device has no f64 logits).
+        let z64 = vec![0.5f64; 6];
+        assert!(
+            ReferenceBackend
+                .cross_entropy(&big, Input::matrix(&z64, 2, 3), &t)
+                .is_ok()
+        );
     }
 }

@@ -75,7 +75,8 @@ impl CudaBackend {
 
     /// Smooth L1 on device buffers (f32, math in f64); the gradient into a separate buffer or
     /// over `pred` ([`Io::InPlace`]). Validated by the host's [`SmoothL1::plan`] from the
-    /// buffers' lengths.
+    /// buffers' lengths. The kernel computes in f64, so `beta` keeps the f64 domain (the host
+    /// front door's `f32` domain of `TOL-4` for `f32` data is not applied here).
     pub fn smooth_l1_dev(
         &self,
         cfg: &SmoothL1,
@@ -88,7 +89,7 @@ impl CudaBackend {
     }
 
     /// Huber on device buffers (f32, math in f64), as [`CudaBackend::smooth_l1_dev`];
-    /// validated by [`Huber::plan`].
+    /// validated by [`Huber::plan`]; `delta` keeps the f64 domain (math in f64).
     pub fn huber_dev(
         &self,
         cfg: &Huber,

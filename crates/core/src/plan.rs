@@ -59,6 +59,18 @@ pub(crate) fn check_f32_magnitude(name: &'static str, value: f64) -> Result<()> 
     }
 }
 
+impl crate::CrossEntropy {
+    /// Checks that the parameters lie in the `f32` domain of `TOL-4`: every class weight at
+    /// most `f32::MAX` (the front door's check for calls on `f32` data, public for backends
+    /// whose device entry points compute in `f32`, as CUDA's `cross_entropy_dev`).
+    pub fn check_f32(&self) -> Result<()> {
+        for &w in self.class_weights.iter().flatten() {
+            check_f32_magnitude("class_weights", w)?;
+        }
+        Ok(())
+    }
+}
+
 /// `TOL-4`'s `f32` domain of a scale (smooth L1's `beta`, Huber's `delta`, the box `eps`):
 /// 0 where the loss allows it (`zero_ok`), else a normal `f32` (`1.2e-38 <= v <= 3.4e38`), so
 /// that it and its reciprocal round to finite, non-zero `f32` values.

@@ -246,3 +246,55 @@ fn device_shape_errors_equal_the_front_doors() {
             .to_string()
     );
 }
+
+/// `TOL-4`'s `f32` domain on the device: the cross-entropy kernels compute in `f32`, so
+/// `cross_entropy_dev` refuses class weights and a scalar upstream beyond `f32::MAX` with the
+/// host front door's error for the same call on `f32` data; `f32::MAX` itself runs. (The box,
+/// regression and binary kernels compute in f64 and keep the f64 domain on the device.)
+#[test]
+#[ignore = "needs a CUDA device"]
+fn device_f32_domain_equals_the_front_doors() {
+    let b = backend!();
+    let st = b.stream().clone();
+    let (rows, classes) = (2usize, 3usize);
+    let z = vec![0.5f32; rows * classes];
+    let t = [0i64, 2];
+    let (z_dev, t_dev) = (st.clone_htod(&z).unwrap(), st.clone_htod(&t).unwrap());
+    let big = CrossEntropy::new().with_class_weights(vec![1.0, 1e39, 1.0]);
+    let one = CrossEntropy::new();
+    for (cfg, up) in [(&big, 1.0), (&one, 1e39), (&one, -1e39)] {
+        let input = Input::matrix(&z, rows, classes).with_upstream(Upstream::Scalar(up));
+        let want = b.cross_entropy(cfg, input, &t).unwrap_err();
+        let input = Input::matrix(&z, rows, classes).with_upstream(Upstream::Scalar(up));
+        assert_eq!(
+            ReferenceBackend.cross_entropy(cfg, input, &t).unwrap_err(),
+            want
+        );
+        assert!(matches!(want, LossError::InvalidParameter { .. }));
+        let got = b
+            .cross_entropy_dev(
+                cfg,
+                Io::Read(&z_dev),
+                [rows, classes],
+                DeviceCeTargets::Classes(&t_dev),
+                DeviceUpstream::Scalar(up),
+            )
+            .unwrap_err();
+        assert_eq!(
+            got, want,
+            "CE weights {:?}, upstream {up}",
+            cfg.class_weights
+        );
+    }
+    let edge = CrossEntropy::new().with_class_weights(vec![1.0, f64::from(f32::MAX), 1.0]);
+    let out = b
+        .cross_entropy_dev(
+            &edge,
+            Io::Read(&z_dev),
+            [rows, classes],
+            DeviceCeTargets::Classes(&t_dev),
+            DeviceUpstream::Scalar(1.0),
+        )
+        .unwrap();
+    assert!(out.to_host().is_ok());
+}
