@@ -8,9 +8,8 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Error)]
 #[non_exhaustive]
 pub enum LossError {
-    /// A buffer's length does not match the shape the call implies (or, from the ndarray
-    /// wrappers, an array has the expected number of elements in another shape: the message
-    /// then says so instead of contradicting itself).
+    /// A buffer's length does not match the shape the call implies: element counts (an array
+    /// with the expected count in another shape is [`LossError::WrongShape`]).
     #[error("{}", shape_mismatch(what, *expected, *got))]
     ShapeMismatch {
         /// Which argument.
@@ -19,6 +18,18 @@ pub enum LossError {
         expected: usize,
         /// The number of elements passed.
         got: usize,
+    },
+    /// An array has another shape than the call implies, with as many elements (a transposed
+    /// `[C, N]` gradient of `[N, C]` logits): both shapes, from the ndarray wrappers, where
+    /// element counts alone would read "expected 24, got 24".
+    #[error("shape mismatch for `{what}`: expected shape {expected:?}, got {got:?}")]
+    WrongShape {
+        /// Which argument.
+        what: &'static str,
+        /// The shape the other arguments imply.
+        expected: Vec<usize>,
+        /// The shape passed.
+        got: Vec<usize>,
     },
     /// A dimension that must be positive is zero (for example C = 0 classes).
     #[error("`{what}` is empty: {detail}")]
@@ -137,6 +148,15 @@ mod tests {
         let msg = same.to_string();
         assert!(!msg.contains("expected 24 elements, got 24"), "{msg}");
         assert!(msg.contains("another shape"), "{msg}");
+        let shape = LossError::WrongShape {
+            what: "grad",
+            expected: vec![4, 6],
+            got: vec![6, 4],
+        };
+        assert_eq!(
+            shape.to_string(),
+            "shape mismatch for `grad`: expected shape [4, 6], got [6, 4]"
+        );
         let e = checked_size("logits", usize::MAX, 2).unwrap_err();
         let msg = e.to_string();
         assert!(!msg.contains("18446744073709551615 elements"), "{msg}");

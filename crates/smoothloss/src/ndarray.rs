@@ -39,7 +39,9 @@
 //! than copied silently. The wrappers then check what a flat slice cannot express, the shapes
 //! (class targets `[N]` against logits `[N, C]`, probability targets and gradients of the
 //! input's shape, boxes `[N, 4]`), and report a mismatch as [`LossError::ShapeMismatch`]
-//! (counting elements, as the front door does); these checks come before the front door's own.
+//! (counting elements, as the front door does) or, where the counts agree but the shapes do
+//! not (a transposed gradient), as [`LossError::WrongShape`] with both shapes; these checks
+//! come before the front door's own.
 //! Everything else (parameters, target values, upstream gradients) is left to the front door,
 //! so results, and every error the wrappers do not add, are exactly those of the slice API on
 //! the same data.
@@ -73,8 +75,10 @@ fn grad_data<'a, T, D: Dimension>(
     .transpose()
 }
 
-/// `got` must have the shape `expected`; two shapes without elements always agree. The error
-/// counts elements, as the front door's length checks do.
+/// `got` must have the shape `expected`; two shapes without elements always agree (an empty
+/// input goes on to the front door, which reports what it reports for no elements). Different
+/// element counts are [`LossError::ShapeMismatch`], as the front door's length checks report
+/// them; the same count in another shape is [`LossError::WrongShape`], with both shapes.
 fn check_shape(what: &'static str, expected: &[usize], got: &[usize]) -> Result<()> {
     let (e, g) = (
         expected.iter().product::<usize>(),
@@ -82,6 +86,12 @@ fn check_shape(what: &'static str, expected: &[usize], got: &[usize]) -> Result<
     );
     if expected == got || (e == 0 && g == 0) {
         Ok(())
+    } else if e == g {
+        Err(LossError::WrongShape {
+            what,
+            expected: expected.to_vec(),
+            got: got.to_vec(),
+        })
     } else {
         Err(LossError::ShapeMismatch {
             what,
@@ -139,8 +149,8 @@ pub fn cross_entropy_with_upstream<T: Element, B: Losses<T> + ?Sized>(
 /// the gradient, when `grad` (`[N, C]`) is given, is written there. See
 /// [`Losses::cross_entropy`] with [`CeTargets::Probs`].
 ///
-/// `probs` (or `grad`) of another shape than `logits`, even with as many elements, gives
-/// [`LossError::ShapeMismatch`] naming `target_probs` (or `grad`).
+/// `probs` (or `grad`) of another shape than `logits` gives [`LossError::ShapeMismatch`]
+/// naming `target_probs` (or `grad`), or [`LossError::WrongShape`] with as many elements.
 pub fn cross_entropy_probs<T: Element, B: Losses<T> + ?Sized>(
     backend: &B,
     cfg: &CrossEntropy,
@@ -225,7 +235,8 @@ fn box_width(what: &'static str, (rows, cols): (usize, usize)) -> Result<()> {
 /// [`Losses::box_loss`].
 ///
 /// A `pred` with a second dimension other than 4, or a `target` / `grad` of another shape than
-/// `pred`, gives [`LossError::ShapeMismatch`] naming that argument.
+/// `pred`, gives [`LossError::ShapeMismatch`] naming that argument ([`LossError::WrongShape`]
+/// for a `target` / `grad` with as many elements).
 ///
 /// ```
 /// use ndarray::array;
@@ -331,7 +342,8 @@ pub fn box_iou<T: Element, B: Losses<T> + ?Sized>(
 ///
 /// A box array with rows but a second dimension other than 4 gives
 /// [`LossError::ShapeMismatch`] naming it; an `out` of another shape than `[N, M]` gives
-/// [`LossError::ShapeMismatch`] (and a non-contiguous `out` [`LossError::NonContiguous`])
+/// [`LossError::ShapeMismatch`] ([`LossError::WrongShape`] with `N * M` elements, and a
+/// non-contiguous `out` [`LossError::NonContiguous`])
 /// naming `iou`, as the front door calls that buffer.
 pub fn box_iou_into<T: Element, B: Losses<T> + ?Sized>(
     backend: &B,
@@ -531,27 +543,30 @@ mod tests {
             Some(g.view_mut()),
         )
         .unwrap_err();
-        let msg = err.to_string();
-        assert!(!msg.contains("expected 24 elements, got 24"), "{msg}");
-        assert!(
-            msg.contains("`grad`") && msg.contains("another shape"),
-            "{msg}"
+        assert_eq!(
+            err,
+            LossError::WrongShape {
+                what: "grad",
+                expected: vec![4, 6],
+                got: vec![6, 4],
+            }
         );
-        // `(0, 5)` logits with a `(0, 6)` gradient: whatever is reported must not read
-        // "expected 0 elements, got 0".
+        let msg = err.to_string();
+        assert!(msg.contains("`grad`") && msg.contains("[4, 6]") && msg.contains("[6, 4]"));
+        // `(0, 5)` logits with a `(0, 6)` gradient: two shapes without elements agree, the
+        // empty logits go to the front door, which reports them empty (not "expected 0, got 0").
         let logits = Array2::<f64>::zeros((0, 5));
         let targets = ndarray::Array1::<i64>::zeros(0);
         let mut g = Array2::<f64>::zeros((0, 6));
-        if let Err(e) = cross_entropy(
+        let e = cross_entropy(
             &ReferenceBackend,
             &cfg,
             logits.view(),
             targets.view(),
             Some(g.view_mut()),
-        ) {
-            let msg = e.to_string();
-            assert!(!msg.contains("expected 0 elements, got 0"), "{msg}");
-        }
+        )
+        .unwrap_err();
+        assert!(matches!(e, LossError::EmptyInput { .. }), "{e:?}");
         // The `rows * classes` overflow names its factors, not usize::MAX elements.
         let e = checked_size("iou", usize::MAX, 3).unwrap_err();
         let msg = e.to_string();

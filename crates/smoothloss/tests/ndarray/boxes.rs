@@ -115,17 +115,31 @@ pub(super) fn box_loss_shapes<B: Losses<f32>>(be: &B) {
     ));
     let t_flat = target.clone().into_shape_with_order((10, 2)).unwrap();
     let err = nd::box_loss(be, &cfg, pred.view(), t_flat.view(), None).unwrap_err();
-    assert!(matches!(
+    assert_eq!(
         err,
-        LossError::ShapeMismatch { what: "target", .. }
-    ));
+        LossError::WrongShape {
+            what: "target",
+            expected: vec![5, 4],
+            got: vec![10, 2]
+        }
+    );
     // Gradient of the wrong shape (same length, and another length).
     for shape in [(4usize, 5usize), (6, 4)] {
         let mut g = Array2::<f32>::zeros(shape);
         let err =
             nd::box_loss(be, &cfg, pred.view(), target.view(), Some(g.view_mut())).unwrap_err();
+        // As many elements: both shapes; another count: the counts.
+        let same = shape.0 * shape.1 == 20;
         assert!(
-            matches!(err, LossError::ShapeMismatch { what: "grad", .. }),
+            match &err {
+                LossError::WrongShape {
+                    what: "grad",
+                    expected,
+                    got,
+                } => same && *expected == [5, 4] && *got == [shape.0, shape.1],
+                LossError::ShapeMismatch { what: "grad", .. } => !same,
+                _ => false,
+            },
             "{shape:?}: {err:?}"
         );
     }
@@ -230,15 +244,21 @@ pub(super) fn box_iou_shapes<B: Losses<f32>>(be: &B) {
     for shape in [(3usize, 5usize), (5, 4), (15, 1)] {
         let mut out = Array2::<f32>::zeros(shape);
         let err = nd::box_iou_into(be, f, b1.view(), b2.view(), out.view_mut()).unwrap_err();
+        let same = shape.0 * shape.1 == 15;
         assert!(
-            matches!(
-                err,
+            match &err {
+                LossError::WrongShape {
+                    what: "iou",
+                    expected,
+                    got,
+                } => same && *expected == [5, 3] && *got == [shape.0, shape.1],
                 LossError::ShapeMismatch {
                     what: "iou",
                     expected: 15,
                     ..
-                }
-            ),
+                } => !same,
+                _ => false,
+            },
             "{shape:?}: {err:?}"
         );
     }

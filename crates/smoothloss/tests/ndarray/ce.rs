@@ -228,10 +228,10 @@ pub(super) fn ce_shape_errors<B: Losses<f32>>(be: &B) {
     let err = nd::cross_entropy_probs(be, &cfg, z.view(), q.view(), None).unwrap_err();
     assert_eq!(
         err,
-        LossError::ShapeMismatch {
+        LossError::WrongShape {
             what: "target_probs",
-            expected: 24,
-            got: 24
+            expected: vec![n, c],
+            got: vec![c, n]
         }
     );
     // Gradient of the wrong shape (same length, and another length).
@@ -239,30 +239,10 @@ pub(super) fn ce_shape_errors<B: Losses<f32>>(be: &B) {
     for shape in [(c, n), (n, c + 1)] {
         let mut g = Array2::<f32>::zeros(shape);
         let err = nd::cross_entropy(be, &cfg, z.view(), t.view(), Some(g.view_mut())).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                LossError::ShapeMismatch {
-                    what: "grad",
-                    expected: 24,
-                    ..
-                }
-            ),
-            "{shape:?}: {err:?}"
-        );
+        assert!(grad_shape_error(&err, [n, c], shape), "{shape:?}: {err:?}");
         let err =
             nd::cross_entropy_probs(be, &cfg, z.view(), q.view(), Some(g.view_mut())).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                LossError::ShapeMismatch {
-                    what: "grad",
-                    expected: 24,
-                    ..
-                }
-            ),
-            "{shape:?}: {err:?}"
-        );
+        assert!(grad_shape_error(&err, [n, c], shape), "{shape:?}: {err:?}");
     }
     // Errors found by the slice API come through unchanged: a parameter, a target value, an
     // upstream gradient.
@@ -353,4 +333,74 @@ pub(super) fn ce_empty<B: Losses<f32>>(be: &B) {
         let err = nd::cross_entropy_in_place(be, &cfg, zi.view_mut(), t.view()).unwrap_err();
         assert_eq!(err, want, "{n}x{c}");
     }
+}
+
+/// Whether `err` is the wrappers' error for a gradient of `shape` given input `[n, c]`: both
+/// shapes ([`LossError::WrongShape`]) for as many elements, else the counts.
+fn grad_shape_error(err: &LossError, input: [usize; 2], shape: (usize, usize)) -> bool {
+    let same = shape.0 * shape.1 == input[0] * input[1];
+    match err {
+        LossError::WrongShape {
+            what: "grad",
+            expected,
+            got,
+        } => same && *expected == input && *got == [shape.0, shape.1],
+        LossError::ShapeMismatch {
+            what: "grad",
+            expected,
+            ..
+        } => !same && *expected == input[0] * input[1],
+        _ => false,
+    }
+}
+
+/// Issue 14's reproducers: a transposed `(c, n)` gradient of `(n, c)` logits is
+/// [`LossError::WrongShape`] with both shapes (it was `ShapeMismatch { expected: 24, got: 24 }`),
+/// and `(0, 5)` logits with a `(0, 6)` gradient are the front door's `EmptyInput` for the
+/// logits (it was `expected: 0, got: 0`): neither's Debug nor Display contradicts itself.
+pub(super) fn ce_shape_errors_name_both_shapes<B: Losses<f32>>(be: &B) {
+    let cfg = CrossEntropy::new();
+    let (n, c) = (4usize, 6usize);
+    let z = Array2::<f32>::zeros((n, c));
+    let t = Array1::<i64>::zeros(n);
+    let mut g = Array2::<f32>::zeros((c, n));
+    let err = nd::cross_entropy(be, &cfg, z.view(), t.view(), Some(g.view_mut())).unwrap_err();
+    assert_eq!(
+        err,
+        LossError::WrongShape {
+            what: "grad",
+            expected: vec![4, 6],
+            got: vec![6, 4]
+        }
+    );
+    assert_eq!(
+        format!("{err:?}"),
+        "WrongShape { what: \"grad\", expected: [4, 6], got: [6, 4] }"
+    );
+    assert_eq!(
+        err.to_string(),
+        "shape mismatch for `grad`: expected shape [4, 6], got [6, 4]"
+    );
+    let mut gm = Array2::<f32>::zeros((c, n));
+    let q = ce_probs(&mut Rng::new(3), n, c);
+    let err =
+        nd::cross_entropy_probs(be, &cfg, z.view(), q.view(), Some(gm.view_mut())).unwrap_err();
+    assert!(
+        matches!(err, LossError::WrongShape { what: "grad", .. }),
+        "{err:?}"
+    );
+    // Empty logits with a gradient of another empty shape.
+    let z0 = Array2::<f32>::zeros((0, 5));
+    let t0 = Array1::<i64>::zeros(0);
+    let mut g0 = Array2::<f32>::zeros((0, 6));
+    let err = nd::cross_entropy(be, &cfg, z0.view(), t0.view(), Some(g0.view_mut())).unwrap_err();
+    assert!(
+        matches!(err, LossError::EmptyInput { what: "logits", .. }),
+        "{err:?}"
+    );
+    let (dbg, msg) = (format!("{err:?}"), err.to_string());
+    assert!(
+        !dbg.contains("expected: 0") && !msg.contains("expected 0"),
+        "{dbg} / {msg}"
+    );
 }

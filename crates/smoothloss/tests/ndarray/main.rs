@@ -104,6 +104,7 @@ on_backends! {
     cross_entropy_matches_slice_api => ce_matches,
     cross_entropy_refuses_non_contiguous => ce_non_contiguous,
     cross_entropy_shape_errors => ce_shape_errors,
+    cross_entropy_shape_errors_name_both_shapes => ce_shape_errors_name_both_shapes,
     cross_entropy_empty_inputs => ce_empty,
     box_loss_matches_slice_api => box_loss_matches,
     box_loss_refuses_non_contiguous => box_loss_non_contiguous,
