@@ -246,7 +246,9 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
     // Adjoints (d loss / d quantity).
     // GIoU: rc and the multiple m of d(enclosing area) added per coordinate (see `Giou`).
     let mut a_union = 0.0f32;
-    let mut m_c = 0.0f32;
+    let mut m_cw = 0.0f32;
+    let mut m_ch = 0.0f32;
+    let mut r_c = 0.0f32;
     let mut a_w = 0.0f32;
     let mut a_h = 0.0f32;
     let mut a_cw = 0.0f32;
@@ -265,13 +267,14 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
                 // q is near -1 (inverted boxes, union near twice the enclosing area), m = 2
                 // (r = -(2 C - U + eps) rc): `rc (m dC - dU)` is formed per coordinate in
                 // `giou_part` (it cancels exactly for identical boxes, before the small IoU
-                // term is added), the remainder `r rc dC` through the enclosing extents.
+                // term is added), then the remainder `r rc dC`.
                 let near = q < -0.5;
-                m_c = sel(near, 2.0, 1.0);
+                let m = sel(near, 2.0, 1.0);
+                (m_cw, m_ch) = (m * cw, m * ch);
                 let r = sel(near, -(((area_c + area_c) - union) + eps) * rc, -q);
                 a_union = rc;
-                a_cw = r * rc * ch;
-                a_ch = r * rc * cw;
+                // r rc / m (an exact halving where m = 2): times m dC below.
+                r_c = r * rc * sel(near, 0.5, 1.0);
             }
             omi + q
         }
@@ -355,18 +358,18 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
         sel(mask, ty2 * iw, 0.0),
     ];
     let ka = [-h, -w, h, w];
-    // d(enclosing area) per coordinate (GIoU only).
+    // m d(enclosing area) per coordinate (GIoU only; exact, m is 1 or 2).
     let kc = [
-        -ch * (1.0 - sx1),
-        -cw * (1.0 - sy1),
-        ch * (1.0 - tx2),
-        cw * (1.0 - ty2),
+        -m_ch * (1.0 - sx1),
+        -m_cw * (1.0 - sy1),
+        m_ch * (1.0 - tx2),
+        m_cw * (1.0 - ty2),
     ];
     let giou_part: [f32; 4] = std::array::from_fn(|k| {
         let du = ka[k] - ki[k];
         let iou_part = -rd * ((2.0 * ki[k] - ka[k]) + omi * du);
         if matches!(K::KIND, BoxLossKind::Giou) {
-            a_union * (m_c * kc[k] - du) + iou_part
+            (a_union * (kc[k] - du) + iou_part) + r_c * kc[k]
         } else {
             iou_part
         }
@@ -374,10 +377,17 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
 
     // The rest, to the corners: w = x2 - x1, cw = max(x2, t2) - min(x1, t1),
     // d = (x1 + x2) / 2 - const.
-    let gx1 = giou_part[0] - a_w - a_cw * (1.0 - sx1) + 0.5 * a_dx;
-    let gx2 = giou_part[2] + a_w + a_cw * (1.0 - tx2) + 0.5 * a_dx;
-    let gy1 = giou_part[1] - a_h - a_ch * (1.0 - sy1) + 0.5 * a_dy;
-    let gy2 = giou_part[3] + a_h + a_ch * (1.0 - ty2) + 0.5 * a_dy;
+    let [gx1, gy1, gx2, gy2] = if matches!(K::KIND, BoxLossKind::Giou) {
+        // GIoU: every term is in `giou_part`.
+        giou_part
+    } else {
+        [
+            giou_part[0] - a_w - a_cw * (1.0 - sx1) + 0.5 * a_dx,
+            giou_part[1] - a_h - a_ch * (1.0 - sy1) + 0.5 * a_dy,
+            giou_part[2] + a_w + a_cw * (1.0 - tx2) + 0.5 * a_dx,
+            giou_part[3] + a_h + a_ch * (1.0 - ty2) + 0.5 * a_dy,
+        ]
+    };
     let g = match F::FORMAT {
         BoxFormat::Xyxy => [gx1, gy1, gx2, gy2],
         BoxFormat::Xywh => [gx1 + gx2, gy1 + gy2, gx2, gy2],
