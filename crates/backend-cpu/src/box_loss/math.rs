@@ -8,9 +8,10 @@
 //! * `atan` and its variants: see [`crate::math`].
 //! * Per pair the loss is evaluated in `f32` from translation-free primitives (widths, heights
 //!   and edge offsets taken straight from the inputs with one rounding each; in `xywh` and
-//!   `cxcywh` the edges are formed exactly in `f64` first, so ties and their signs are those of
-//!   the reference), so the error is a few `f32` ulps of the loss and does not grow with the
-//!   distance of the boxes from the origin. `1 - IoU` and the IoU gradient are written so that
+//!   `cxcywh` the edges are formed in `f64` first, as the reference's corners, and the widths,
+//!   heights and offsets are their differences, so ties, their signs and a size lost below a
+//!   position's `f64` ulp are those of the reference), so the error is a few `f32` ulps of the
+//!   loss and does not grow with the distance of the boxes from the origin. `1 - IoU` and the IoU gradient are written so that
 //!   identical edges cancel exactly (the eps-driven gradient of identical boxes stays
 //!   accurate). Coordinates must stay below about `1e18` in magnitude so that areas and squared
 //!   extents do not overflow `f32`.
@@ -146,8 +147,9 @@ fn axis<F: FormatMarker>(p0: f32, p2: f32, t0: f32, t2: f32) -> Axis {
             }
         }
         _ => {
-            // (x, w) or (cx, w): the edges are exact in f64 (the sum of two f32 values), so the
-            // offsets and their signs (ties) are those of the reference, rounded once to f32.
+            // (x, w) or (cx, w): the edges in f64 as the reference's corners (exact unless the
+            // size is far below the position's ulp), so the offsets and their signs (ties) are
+            // those of the reference, rounded once to f32.
             let (p0d, p2d, t0d, t2d) = (f64::from(p0), f64::from(p2), f64::from(t0), f64::from(t2));
             let (p1, p2e, t1, t2e, d) = if matches!(F::FORMAT, BoxFormat::Xywh) {
                 let (pe, te) = (p0d + p2d, t0d + t2d);
@@ -161,9 +163,11 @@ fn axis<F: FormatMarker>(p0: f32, p2: f32, t0: f32, t2: f32) -> Axis {
                     p0d - t0d,
                 )
             };
+            // The extents are the f64 corner differences as in the reference (a size far
+            // below the position's ulp is lost there, as in the reference's corners).
             Axis {
-                w: p2,
-                wg: t2,
+                w: (p2e - p1) as f32,
+                wg: (t2e - t1) as f32,
                 e1: (p1 - t1) as f32,
                 e2: (p2e - t2e) as f32,
                 p2t1: (p2e - t1) as f32,
@@ -240,7 +244,11 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
     let omi = sel(has, if_mask.0 * rd, 1.0);
 
     // Adjoints (d loss / d quantity).
+    // GIoU: rc and the multiple m of d(enclosing area) added per coordinate (see `Giou`).
     let mut a_union = 0.0f32;
+    let mut m_cw = 0.0f32;
+    let mut m_ch = 0.0f32;
+    let mut r_c = 0.0f32;
     let mut a_w = 0.0f32;
     let mut a_h = 0.0f32;
     let mut a_cw = 0.0f32;
@@ -255,10 +263,18 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
             let rc = safe_recip(area_c + eps);
             let q = (area_c - union) * rc;
             if G {
-                let a_c = (1.0 - q) * rc;
-                a_union = -rc;
-                a_cw = a_c * ch;
-                a_ch = a_c * cw;
+                // d q = rc ((1 - q) dC - dU), with 1 - q = m + r for m = 1 (r = -q) or, where
+                // q is near -1 (inverted boxes, union near twice the enclosing area), m = 2
+                // (r = -(2 C - U + eps) rc): `rc (m dC - dU)` is formed per coordinate in
+                // `giou_part` (it cancels exactly for identical boxes, before the small IoU
+                // term is added), then the remainder `r rc dC`.
+                let near = q < -0.5;
+                let m = sel(near, 2.0, 1.0);
+                (m_cw, m_ch) = (m * cw, m * ch);
+                let r = sel(near, -(((area_c + area_c) - union) + eps) * rc, -q);
+                a_union = rc;
+                // r rc / m (an exact halving where m = 2): times m dC below.
+                r_c = r * rc * sel(near, 0.5, 1.0);
             }
             omi + q
         }
@@ -330,8 +346,9 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
 
     // Through iou = inter / (union + eps), union = w h + wg hg - inter: for a coordinate with
     // d(inter) = kI and d(w h) = kA, d(-iou) = -rd ((2 kI - kA) + (1 - iou) (kA - kI)), written
-    // so that identical edges (2 kI = kA) cancel exactly; the union adjoint (GIoU) adds
-    // a_union (kA - kI).
+    // so that identical edges (2 kI = kA) cancel exactly; GIoU adds rc (m kC - (kA - kI))
+    // (kC: d(enclosing area)) first, so that its exact cancellation for identical boxes does
+    // not swallow the small IoU term.
     let (sx1, tx2) = ties(&ax);
     let (sy1, ty2) = ties(&ay);
     let ki = [
@@ -341,17 +358,36 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
         sel(mask, ty2 * iw, 0.0),
     ];
     let ka = [-h, -w, h, w];
+    // m d(enclosing area) per coordinate (GIoU only; exact, m is 1 or 2).
+    let kc = [
+        -m_ch * (1.0 - sx1),
+        -m_cw * (1.0 - sy1),
+        m_ch * (1.0 - tx2),
+        m_cw * (1.0 - ty2),
+    ];
     let giou_part: [f32; 4] = std::array::from_fn(|k| {
         let du = ka[k] - ki[k];
-        -rd * ((2.0 * ki[k] - ka[k]) + omi * du) + a_union * du
+        let iou_part = -rd * ((2.0 * ki[k] - ka[k]) + omi * du);
+        if matches!(K::KIND, BoxLossKind::Giou) {
+            (a_union * (kc[k] - du) + iou_part) + r_c * kc[k]
+        } else {
+            iou_part
+        }
     });
 
     // The rest, to the corners: w = x2 - x1, cw = max(x2, t2) - min(x1, t1),
     // d = (x1 + x2) / 2 - const.
-    let gx1 = giou_part[0] - a_w - a_cw * (1.0 - sx1) + 0.5 * a_dx;
-    let gx2 = giou_part[2] + a_w + a_cw * (1.0 - tx2) + 0.5 * a_dx;
-    let gy1 = giou_part[1] - a_h - a_ch * (1.0 - sy1) + 0.5 * a_dy;
-    let gy2 = giou_part[3] + a_h + a_ch * (1.0 - ty2) + 0.5 * a_dy;
+    let [gx1, gy1, gx2, gy2] = if matches!(K::KIND, BoxLossKind::Giou) {
+        // GIoU: every term is in `giou_part`.
+        giou_part
+    } else {
+        [
+            giou_part[0] - a_w - a_cw * (1.0 - sx1) + 0.5 * a_dx,
+            giou_part[1] - a_h - a_ch * (1.0 - sy1) + 0.5 * a_dy,
+            giou_part[2] + a_w + a_cw * (1.0 - tx2) + 0.5 * a_dx,
+            giou_part[3] + a_h + a_ch * (1.0 - ty2) + 0.5 * a_dy,
+        ]
+    };
     let g = match F::FORMAT {
         BoxFormat::Xyxy => [gx1, gy1, gx2, gy2],
         BoxFormat::Xywh => [gx1 + gx2, gy1 + gy2, gx2, gy2],
