@@ -62,6 +62,7 @@ mod cross_entropy;
 mod device;
 mod error;
 mod launch;
+mod linear_cross_entropy;
 mod regression;
 
 pub use compile::{Cubin, compile_cubin, compile_ptx};
