@@ -89,11 +89,13 @@ impl LinearCrossEntropy {
             check_len("hidden_grad", shape.hidden_len, g.hidden)?;
             check_len("weight_grad", shape.weight_len, g.weight)?;
             match (g.bias, shape.bias_len) {
-                (Some(_), None) => return Err(LossError::ShapeMismatch {
-                    what: "bias",
-                    expected: vocab,
-                    got: 0,
-                }),
+                (Some(_), None) => {
+                    return Err(LossError::ShapeMismatch {
+                        what: "bias",
+                        expected: vocab,
+                        got: 0,
+                    });
+                }
                 (Some(db), Some(_)) => check_len("bias_grad", vocab, db)?,
                 _ => {}
             }
@@ -139,7 +141,11 @@ impl LinearCrossEntropy {
 /// (the GEMMs' row tiles), at least 1.
 pub fn default_chunk_rows(vocab: usize) -> usize {
     let rows = DEFAULT_CHUNK_BYTES / (vocab.max(1) * 4);
-    if rows >= 16 { rows / 16 * 16 } else { rows.max(1) }
+    if rows >= 16 {
+        rows / 16 * 16
+    } else {
+        rows.max(1)
+    }
 }
 
 /// The lengths of a linear cross-entropy call, as the planner sees them.

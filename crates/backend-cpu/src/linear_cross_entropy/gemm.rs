@@ -99,7 +99,14 @@ unsafe impl Sync for OutPtr {}
 /// `c = a b + beta c` (`beta` 0 or 1; with 0 the output is not read, so NaN left in it does not
 /// leak) over fixed blocks of `split`. Shapes are checked (a mismatch computes nothing: the
 /// callers pass the plan's shapes, so it cannot happen).
-pub(super) fn gemm(backend: &CpuBackend, a: View<'_>, b: View<'_>, c: Out<'_>, beta: f32, split: Split) {
+pub(super) fn gemm(
+    backend: &CpuBackend,
+    a: View<'_>,
+    b: View<'_>,
+    c: Out<'_>,
+    beta: f32,
+    split: Split,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let fits = b.rows == k
         && c.rows == m

@@ -69,7 +69,11 @@ impl LinearCrossEntropyOps<f32> for CpuBackend {
         };
         let cr = plan.chunk_rows;
         let mut z = alloc(cr, v, "logits chunk")?;
-        let mut db_acc = if plan.bias_grad { vec![0.0f64; v] } else { Vec::new() };
+        let mut db_acc = if plan.bias_grad {
+            vec![0.0f64; v]
+        } else {
+            Vec::new()
+        };
         let Linear {
             hidden,
             weight,
@@ -91,7 +95,8 @@ impl LinearCrossEntropyOps<f32> for CpuBackend {
             // LCE-1: z_c = h_c W^T + b.
             let beta = match bias {
                 Some(b) => {
-                    zc.chunks_exact_mut(v).for_each(|row| row.copy_from_slice(b));
+                    zc.chunks_exact_mut(v)
+                        .for_each(|row| row.copy_from_slice(b));
                     1.0
                 }
                 None => 0.0,
@@ -118,7 +123,10 @@ impl LinearCrossEntropyOps<f32> for CpuBackend {
                 Some(_) => Input::in_place(zc).shaped(nc, v),
                 None => Input::matrix(zc, nc, v),
             };
-            losses.extend(self.cross_entropy(&chunk_ce, chunk.with_upstream(up), t)?.into_values());
+            losses.extend(
+                self.cross_entropy(&chunk_ce, chunk.with_upstream(up), t)?
+                    .into_values(),
+            );
             // LCE-3: the backward GEMMs of the chunk.
             if let Some(g) = grads.as_mut() {
                 let gc = View::rows(&z[..nc * v], nc, v);
@@ -156,12 +164,17 @@ impl LinearCrossEntropyOps<f32> for CpuBackend {
 
 /// A zeroed `rows x cols` buffer, or [`LossError::TooLarge`] when it cannot be allocated.
 fn alloc(rows: usize, cols: usize, what: &'static str) -> Result<Vec<f32>> {
-    let len = rows
-        .checked_mul(cols)
-        .ok_or(LossError::TooLarge { what, a: rows, b: cols })?;
+    let len = rows.checked_mul(cols).ok_or(LossError::TooLarge {
+        what,
+        a: rows,
+        b: cols,
+    })?;
     let mut z = Vec::new();
-    z.try_reserve_exact(len)
-        .map_err(|_| LossError::TooLarge { what, a: rows, b: cols })?;
+    z.try_reserve_exact(len).map_err(|_| LossError::TooLarge {
+        what,
+        a: rows,
+        b: cols,
+    })?;
     z.resize(len, 0.0);
     Ok(z)
 }

@@ -112,7 +112,15 @@ pub(crate) fn widened<T: Element>(call: LceCall<'_, T>) -> Loss {
         upstream: input.upstream,
     };
     let (loss, grads) = linear_cross_entropy(LceCall::bind(plan, input64, t64));
-    if let (Some(g), Some(LinearGrads { hidden, weight, bias })) = (grads, input.grads) {
+    if let (
+        Some(g),
+        Some(LinearGrads {
+            hidden,
+            weight,
+            bias,
+        }),
+    ) = (grads, input.grads)
+    {
         write(hidden, &g.hidden);
         write(weight, &g.weight);
         if let Some(b) = bias {
