@@ -38,6 +38,7 @@ pub mod plan;
 pub mod reduction;
 pub mod reference;
 pub mod regression;
+pub mod vocab_parallel;
 
 pub use backend::{
     Backend, BinaryOps, BoxLossOps, CrossEntropyOps, Losses, ReferenceBackend, RegressionOps,

@@ -12,6 +12,7 @@ pub mod cross_entropy;
 pub mod dual;
 pub mod linear_cross_entropy;
 pub mod regression;
+pub mod vocab_parallel;
 
 pub use binary::{bce_with_logits, sigmoid_focal};
 pub use box_loss::{box_iou, box_loss, box_pair_loss};
