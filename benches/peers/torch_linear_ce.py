@@ -48,7 +48,7 @@ def main():
             times.append(time.perf_counter() - t)
     print(json.dumps({
         "impl": "torch", "shape": f"{n}x{h}x{v}", "threads": threads, "times_s": times,
-        "loss": float(loss), "base_rss_kib": base, "peak_rss_kib": status_kib("VmHWM:"),
+        "loss": float(loss.detach()), "base_rss_kib": base, "peak_rss_kib": status_kib("VmHWM:"),
         "grad_bytes": (n * h + v * h + v) * 4, "torch": torch.__version__,
     }))
 

@@ -51,7 +51,9 @@ fn main() {
     let weight = fill(v * h, 2, 1.0 / (h as f32).sqrt());
     let bias = fill(v, 3, 0.1);
     let targets: Vec<i64> = (0..n).map(|i| ((i * 7919) % v) as i64).collect();
-    let (mut dh, mut dw, mut db) = (vec![0.0f32; n * h], vec![0.0f32; v * h], vec![0.0f32; v]);
+    // Filled with ones, not zeros: a zeroed allocation is not resident until written, and the
+    // base must include the gradient buffers.
+    let (mut dh, mut dw, mut db) = (vec![1.0f32; n * h], vec![1.0f32; v * h], vec![1.0f32; v]);
     let mut cfg = LinearCrossEntropy::new(CrossEntropy::smooth_loss(0.1));
     if let Some(&c) = args.get(5) {
         cfg = cfg.with_chunk_rows(c);
