@@ -57,6 +57,7 @@ pub mod params;
 mod binary;
 mod box_loss;
 mod buffers;
+mod collective;
 mod compile;
 mod cross_entropy;
 mod device;
@@ -65,6 +66,7 @@ mod launch;
 mod linear_cross_entropy;
 mod regression;
 
+pub use collective::{NcclCollective, NcclId, nccl_library_present};
 pub use compile::{Cubin, compile_cubin, compile_ptx};
 pub use cross_entropy::{CeElement, DeviceCeTargets};
 pub use device::{CudaBackend, driver_library_present, nvrtc_library_present};
