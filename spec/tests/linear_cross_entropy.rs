@@ -111,30 +111,23 @@ fn finite_differences_of_the_reference() {
                 f(&mut m, -step);
                 (loss_of(&p) - loss_of(&m)) / (2.0 * step)
             };
-            for i in 0..call.hidden.len() {
-                let want = fd(&|c, d| c.hidden[i] += d);
-                assert!(
-                    (dh[i] - want).abs() <= 1e-7 + 1e-6 * want.abs(),
-                    "cfg {k} dH[{i}]: {} vs {want}",
-                    dh[i]
-                );
-            }
-            for i in 0..call.weight.len() {
-                let want = fd(&|c, d| c.weight[i] += d);
-                assert!(
-                    (dw[i] - want).abs() <= 1e-7 + 1e-6 * want.abs(),
-                    "cfg {k} dW[{i}]: {} vs {want}",
-                    dw[i]
-                );
-            }
-            for i in 0..db.len() {
-                let want = fd(&|c, d| c.bias.as_mut().unwrap()[i] += d);
-                assert!(
-                    (db[i] - want).abs() <= 1e-7 + 1e-6 * want.abs(),
-                    "cfg {k} db[{i}]: {} vs {want}",
-                    db[i]
-                );
-            }
+            let check = |name: &str, got: &[f64], bump: &dyn Fn(&mut LinearCeCall, usize, f64)| {
+                for (i, &g) in got.iter().enumerate() {
+                    let want = fd(&|c, d| bump(c, i, d));
+                    assert!(
+                        (g - want).abs() <= 1e-7 + 1e-6 * want.abs(),
+                        "cfg {k} {name}[{i}]: {g} vs {want}"
+                    );
+                }
+            };
+            check("dH", &dh, &|c, i, d| c.hidden[i] += d);
+            check("dW", &dw, &|c, i, d| c.weight[i] += d);
+            check("db", &db, &|c, i, d| {
+                if let Some(b) = c.bias.as_mut() {
+                    b[i] += d;
+                }
+            });
+            assert_eq!((dh.len(), dw.len(), db.len()), (18, 15, 5));
         }
     }
 }

@@ -312,7 +312,7 @@ fn in_process_all_reduce_is_in_rank_order_and_propagates_nan() {
 #[test]
 fn a_call_one_rank_refuses_is_refused_everywhere() {
     covers!("VP-1");
-    let z = vec![0.5f64; 2 * 6];
+    let z = [0.5f64; 2 * 6];
     let t = [0i64, 5];
     let cfg = CrossEntropy::new();
     let run =

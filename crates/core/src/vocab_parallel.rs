@@ -93,7 +93,7 @@ pub struct InProcessComm {
 
 impl InProcessGroup {
     /// The handles of a new group of `world` ranks (at least 1), rank order.
-    pub fn new(world: usize) -> Vec<InProcessComm> {
+    pub fn ranks(world: usize) -> Vec<InProcessComm> {
         let world = world.max(1);
         let shared = Arc::new(Shared {
             barrier: Barrier::new(world),
@@ -111,7 +111,7 @@ impl InProcessGroup {
     /// Runs `f` on every rank of a new group of `world` ranks, each on its own scoped thread,
     /// and returns the results in rank order.
     pub fn run<R: Send>(world: usize, f: impl Fn(&InProcessComm) -> R + Sync) -> Vec<R> {
-        let comms = Self::new(world);
+        let comms = Self::ranks(world);
         std::thread::scope(|s| {
             let handles: Vec<_> = comms.iter().map(|c| s.spawn(|| f(c))).collect();
             handles
