@@ -5,9 +5,9 @@ LigerFusedLinearCrossEntropyLoss (if `liger_kernel` imports), in bf16 on one CUD
 median time of fwd+bwd and torch.cuda.max_memory_allocated beyond the inputs and gradients.
 
 Shipped in the GPU bundle (`cargo xtask gpu-bundle`, step `lce-peers` of run.sh). smoothloss's
-own CUDA linear cross-entropy is not in this table: its device path (cuBLAS chunk GEMMs) is
-not written yet (crates/backend-cuda/src/linear_cross_entropy.rs), so only the peers' figures
-come out, ready to compare with it when it lands.
+own CUDA linear cross-entropy (crates/backend-cuda/src/linear_cross_entropy.rs: f32 host
+slices, cuBLAS chunk GEMMs) is not in this table: it has no bf16 path and no timing in
+cuda_bench yet, so only the peers' figures come out, ready to compare with it.
 
 usage: torch_linear_ce_gpu.py [--shape 8192x4096x128256] [--iters 10] [--warmup 3] [--quick]
 Prints one JSON line per implementation and a Markdown table.

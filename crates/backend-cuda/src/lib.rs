@@ -73,6 +73,7 @@ pub use device::{CudaBackend, driver_library_present, nvrtc_library_present};
 pub use error::{CudaError, WrapErr};
 pub use kernels::{Family, KernelFamily};
 pub use launch::{DeviceLoss, DeviceUpstream};
+pub use linear_cross_entropy::cublas_library_present;
 
 pub use cudarc;
 pub use half;
