@@ -169,7 +169,7 @@ fn uneven(v: usize, k: usize, seed: u64) -> Vec<usize> {
     w
 }
 
-fn check_against_unsharded<T: smoothloss_core::Element>(
+fn assert_matches_unsharded<T: smoothloss_core::Element>(
     tol: Tolerance,
     widths: &[usize],
     cfg: &CrossEntropy,
@@ -222,8 +222,9 @@ fn one_to_eight_uneven_shards_match_the_unsharded_loss() {
             };
             for shards in 1..=8 {
                 let widths = uneven(v, shards, 7 * shards as u64 + k as u64);
-                check_against_unsharded::<f64>(F64_TOL, &widths, &cfg, &z, n, v, &t, up, false);
-                check_against_unsharded::<f32>(
+                assert_eq!((widths.len(), widths.iter().sum::<usize>()), (shards, v));
+                assert_matches_unsharded::<f64>(F64_TOL, &widths, &cfg, &z, n, v, &t, up, false);
+                assert_matches_unsharded::<f32>(
                     Tolerance::F32,
                     &widths,
                     &cfg,
@@ -239,7 +240,7 @@ fn one_to_eight_uneven_shards_match_the_unsharded_loss() {
     }
     // More ranks than classes: empty shards.
     let (z, t) = problem(&mut rng, 3, 4, false);
-    check_against_unsharded::<f64>(
+    assert_matches_unsharded::<f64>(
         F64_TOL,
         &[0, 2, 0, 1, 1, 0],
         &CrossEntropy::smooth_loss(0.2),
@@ -399,6 +400,7 @@ proptest! {
         let (z, t) = problem(&mut rng, n, v, probs);
         let cfg = CrossEntropy::new().with_label_smoothing(eps).with_reduction(red);
         let widths = uneven(v, shards, seed);
-        check_against_unsharded::<f64>(F64_TOL, &widths, &cfg, &z, n, v, &t, Upstream::Scalar(1.25), false);
+        prop_assert_eq!((widths.len(), widths.iter().sum::<usize>()), (shards, v));
+        assert_matches_unsharded::<f64>(F64_TOL, &widths, &cfg, &z, n, v, &t, Upstream::Scalar(1.25), false);
     }
 }

@@ -79,7 +79,11 @@ fn configs(v: usize) -> Vec<CrossEntropy> {
     out
 }
 
-fn check(c: &LinearCeCall, backend: &CpuBackend, up: Upstream<'_>) -> Result<(), String> {
+fn assert_matches_reference(
+    c: &LinearCeCall,
+    backend: &CpuBackend,
+    up: Upstream<'_>,
+) -> Result<(), String> {
     let want = run_linear_ce::<f64, _>(&ReferenceBackend, &c.rounded::<f32>(), up, true)
         .map_err(|e| e.to_string())?;
     let got = run_linear_ce::<f32, _>(backend, c, up, true).map_err(|e| e.to_string())?;
@@ -122,7 +126,7 @@ fn cpu_matches_the_reference_for_every_option() {
                     ups.push(Upstream::PerElement(&per));
                 }
                 for up in ups {
-                    check(&c, &backend, up).unwrap_or_else(|e| {
+                    assert_matches_reference(&c, &backend, up).unwrap_or_else(|e| {
                         panic!("{n}x{h}x{v} {cfg:?} bias {bias} probs {probs} {up:?}: {e}")
                     });
                 }
@@ -147,7 +151,8 @@ fn chunks_do_not_change_the_mean() {
     for k in [1, 2, 5, 6, 16, 17, 100] {
         let mut ck = c.clone();
         ck.cfg = ck.cfg.with_chunk_rows(k);
-        check(&ck, &backend, Upstream::ONE).unwrap_or_else(|e| panic!("chunk {k}: {e}"));
+        assert_matches_reference(&ck, &backend, Upstream::ONE)
+            .unwrap_or_else(|e| panic!("chunk {k}: {e}"));
     }
 }
 
