@@ -289,6 +289,31 @@ fn bad_calls_are_refused_with_typed_errors() {
             got: 11
         })
     ));
+    // A bias gradient without the other two is refused, not left unwritten; given before
+    // `with_grads` it is kept.
+    assert!(matches!(
+        r(
+            Linear::new(&h, &w, 2).with_bias(&b).with_bias_grad(&mut db),
+            &t
+        ),
+        Err(LossError::ShapeMismatch {
+            what: "hidden_grad",
+            expected: 6,
+            got: 0
+        })
+    ));
+    let (mut dh2, mut dw2, mut db2) = (vec![7.0; 6], vec![7.0; 8], vec![7.0; 4]);
+    let ok = r(
+        Linear::new(&h, &w, 2)
+            .with_bias(&b)
+            .with_bias_grad(&mut db2)
+            .with_grads(&mut dh2, &mut dw2),
+        &t,
+    );
+    assert!(
+        ok.is_ok() && db2.iter().all(|&x| x != 7.0),
+        "{ok:?} {db2:?}"
+    );
     // Nothing was written by the refused calls.
     assert!(dh.iter().chain(&dw).chain(&db).all(|&x| x == 7.0));
 }

@@ -243,6 +243,9 @@ pub struct Linear<'a, T> {
     pub grads: Option<LinearGrads<'a, T>>,
     /// The upstream gradient of the returned loss values.
     pub upstream: Upstream<'a>,
+    /// A bias gradient given before [`Linear::with_grads`] (moved into `grads` by it; alone,
+    /// the planner refuses the call: a bias gradient needs the other two).
+    orphan_bias_grad: Option<&'a mut [T]>,
 }
 
 impl<'a, T> Linear<'a, T> {
@@ -255,6 +258,7 @@ impl<'a, T> Linear<'a, T> {
             hidden_dim,
             grads: None,
             upstream: Upstream::ONE,
+            orphan_bias_grad: None,
         }
     }
 
@@ -266,7 +270,11 @@ impl<'a, T> Linear<'a, T> {
 
     /// Writes `d hidden` and `d weight`.
     pub fn with_grads(mut self, hidden: &'a mut [T], weight: &'a mut [T]) -> Self {
-        let bias = self.grads.take().and_then(|g| g.bias);
+        let bias = self
+            .grads
+            .take()
+            .and_then(|g| g.bias)
+            .or(self.orphan_bias_grad.take());
         self.grads = Some(LinearGrads {
             hidden,
             weight,
@@ -275,11 +283,13 @@ impl<'a, T> Linear<'a, T> {
         self
     }
 
-    /// Also writes `d bias` (needs [`Linear::with_bias`] and [`Linear::with_grads`]; without
-    /// the latter it is ignored, as there is no backward pass).
+    /// Also writes `d bias` (needs [`Linear::with_bias`] and, before or after this call,
+    /// [`Linear::with_grads`]: without them the call is refused, never silently left
+    /// unwritten).
     pub fn with_bias_grad(mut self, bias: &'a mut [T]) -> Self {
-        if let Some(g) = self.grads.as_mut() {
-            g.bias = Some(bias);
+        match self.grads.as_mut() {
+            Some(g) => g.bias = Some(bias),
+            None => self.orphan_bias_grad = Some(bias),
         }
         self
     }
@@ -297,11 +307,20 @@ impl<'a, T> Linear<'a, T> {
             weight_len: self.weight.len(),
             hidden_dim: self.hidden_dim,
             bias_len: self.bias.map(<[T]>::len),
-            grads: self.grads.as_ref().map(|g| GradLens {
-                hidden: g.hidden.len(),
-                weight: g.weight.len(),
-                bias: g.bias.as_ref().map(|b| b.len()),
-            }),
+            grads: match (&self.grads, &self.orphan_bias_grad) {
+                (Some(g), _) => Some(GradLens {
+                    hidden: g.hidden.len(),
+                    weight: g.weight.len(),
+                    bias: g.bias.as_ref().map(|b| b.len()),
+                }),
+                // A bias gradient alone: refused as missing `d hidden` (0 elements).
+                (None, Some(b)) => Some(GradLens {
+                    hidden: 0,
+                    weight: 0,
+                    bias: Some(b.len()),
+                }),
+                (None, None) => None,
+            },
             upstream: self.upstream.shape(),
         }
     }

@@ -103,14 +103,8 @@ pub(crate) fn widened<T: Element>(call: LceCall<'_, T>) -> Loss {
         CeTargets::Classes(c) => CeTargets::Classes(c),
         CeTargets::Probs(_) => CeTargets::Probs(&probs[..]),
     };
-    let input64 = Linear {
-        hidden: &h64,
-        weight: &w64,
-        bias: b64.as_deref(),
-        hidden_dim: input.hidden_dim,
-        grads: None,
-        upstream: input.upstream,
-    };
+    let mut input64 = Linear::new(&h64, &w64, input.hidden_dim).with_upstream(input.upstream);
+    input64.bias = b64.as_deref();
     let (loss, grads) = linear_cross_entropy(LceCall::bind(plan, input64, t64));
     if let (
         Some(g),
