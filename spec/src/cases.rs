@@ -11,6 +11,9 @@ use smoothloss_core::{
 };
 use thiserror::Error;
 
+pub mod detection;
+pub use detection::DetectionCall;
+
 /// The only format this reader accepts.
 pub const FORMAT: &str = "smoothloss-cases/1";
 
@@ -161,6 +164,8 @@ pub enum LossCall {
         /// Targets in [0, 1].
         targets: Vec<f64>,
     },
+    /// The dense-detector losses: DFL, varifocal, QFL, ProbIoU ([`DetectionCall`]).
+    Detection(DetectionCall),
 }
 
 /// Expected results of a case.
@@ -361,6 +366,9 @@ impl Case {
 
     /// Decodes the case into a typed call and its expected results.
     pub fn decode(&self) -> Result<(LossCall, Expected), CaseError> {
+        if let Some(decoded) = detection::decode(self) {
+            return decoded;
+        }
         match self.loss.as_str() {
             "cross_entropy" => {
                 self.check_params(&[
