@@ -10,6 +10,8 @@
 //! * `blocks.rs`: the loss-agnostic block runner (fixed blocks on the backend's pool, fixed-order
 //!   `f64` reduction) of the box, regression and binary losses; `elementwise.rs`: the chunked
 //!   element-wise kernel of the regression and binary losses;
+//! * [`distribution`], [`quality`], [`oriented_box`]: the dense-detector losses (DFL;
+//!   varifocal and quality focal; ProbIoU), one folder per family as above;
 //! * [`math`]: the elementary `f32` functions, one per contract;
 //! * [`simd`]: the SIMD levels ([`SimdLevel`], held by [`CpuBackend`]) and AVX2 helpers.
 #![warn(missing_docs)]
@@ -18,8 +20,11 @@ pub mod binary;
 mod blocks;
 pub mod box_loss;
 pub mod cross_entropy;
+pub mod distribution;
 mod elementwise;
 pub mod math;
+pub mod oriented_box;
+pub mod quality;
 pub mod regression;
 pub mod simd;
 
