@@ -60,8 +60,11 @@ mod buffers;
 mod compile;
 mod cross_entropy;
 mod device;
+mod distribution;
 mod error;
 mod launch;
+mod oriented_box;
+mod quality;
 mod regression;
 
 pub use compile::{Cubin, compile_cubin, compile_ptx};
