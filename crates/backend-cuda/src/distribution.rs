@@ -4,8 +4,7 @@
 
 use cudarc::driver::{CudaSlice, PushKernelArg};
 use smoothloss_core::{
-    DflConvention, DistributionFocal, DistributionOps, Io, Loss, LossConfig, PairCall, Plan,
-    Result,
+    DflConvention, DistributionFocal, DistributionOps, Io, Loss, LossConfig, PairCall, Plan, Result,
 };
 
 use crate::device::CudaBackend;

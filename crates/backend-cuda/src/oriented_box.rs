@@ -76,7 +76,10 @@ impl OrientedBoxOps<f32> for CudaBackend {
         let b2 = self.upload(boxes2)?;
         let mut o = st.alloc_zeros::<f32>(out.len()).w()?;
         {
-            let blocks = out.len().div_ceil(ELEM_THREADS as usize).clamp(1, 65_535 * 8) as u32;
+            let blocks = out
+                .len()
+                .div_ceil(ELEM_THREADS as usize)
+                .clamp(1, 65_535 * 8) as u32;
             let (a_ptr, _ga) = dptr(&a, st);
             let (b_ptr, _gb) = dptr(&b2, st);
             let (o_ptr, _go) = dptr_mut(&mut o, st);

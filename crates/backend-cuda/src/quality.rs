@@ -10,11 +10,16 @@ use smoothloss_core::{
 use crate::device::CudaBackend;
 use crate::error::WrapErr;
 use crate::kernels::Family;
-use crate::launch::{HostIo, dptr, dptr_mut, elem_config, io_ptrs, opt_dptr, opt_dptr_mut, up_args};
+use crate::launch::{
+    HostIo, dptr, dptr_mut, elem_config, io_ptrs, opt_dptr, opt_dptr_mut, up_args,
+};
 use crate::params::{QflParams, VarifocalParams};
 
 impl QualityOps<f32> for CudaBackend {
-    fn run_varifocal(&self, call: Call<'_, Varifocal, f32, VarifocalTargets<'_, f32>>) -> Result<Loss> {
+    fn run_varifocal(
+        &self,
+        call: Call<'_, Varifocal, f32, VarifocalTargets<'_, f32>>,
+    ) -> Result<Loss> {
         let Parts {
             plan,
             io,
@@ -69,7 +74,10 @@ impl QualityOps<f32> for CudaBackend {
         dev.finish(self, loss)
     }
 
-    fn run_quality_focal(&self, call: Call<'_, QualityFocal, f32, QflTargets<'_, f32>>) -> Result<Loss> {
+    fn run_quality_focal(
+        &self,
+        call: Call<'_, QualityFocal, f32, QflTargets<'_, f32>>,
+    ) -> Result<Loss> {
         let Parts {
             plan,
             io,

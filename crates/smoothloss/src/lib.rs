@@ -47,6 +47,10 @@ pub mod prelude {
         Backend, BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CeTargets, CrossEntropy, Huber,
         Input, Loss, LossError, Losses, Reduction, SigmoidFocal, SmoothL1, Upstream,
     };
+    pub use smoothloss_core::{
+        DflConvention, DistributionFocal, ProbIou, QualityFocal, Varifocal, VarifocalTargets,
+        VarifocalWeight,
+    };
 }
 
 /// The README's example, compiled and run as a doctest.

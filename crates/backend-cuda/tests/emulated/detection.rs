@@ -13,8 +13,8 @@ use smoothloss_core::{
 use smoothloss_cuda::params::{
     DflParams, ProbIouPairwiseParams, ProbIouParams, QflParams, VarifocalParams,
 };
-use smoothloss_spec::cases::detection::random_calls;
 use smoothloss_spec::cases::LossCall;
+use smoothloss_spec::cases::detection::random_calls;
 
 /// The outputs of a grid-stride launch over `items` items as `CudaBackend` allocates them.
 struct Out {
@@ -92,7 +92,16 @@ impl DistributionOps<f32> for EmuBackend {
             _pad: 0,
         };
         // SAFETY: DflParams's contract with host buffers of the plan's sizes.
-        unsafe { emu_launch(lib, Op::DistributionFocal.kernel_stem(), o.blocks, ELEM_THREADS, 0, &p) };
+        unsafe {
+            emu_launch(
+                lib,
+                Op::DistributionFocal.kernel_stem(),
+                o.blocks,
+                ELEM_THREADS,
+                0,
+                &p,
+            )
+        };
         Ok(o.finish(lib, plan.reduction()))
     }
 }
@@ -130,7 +139,16 @@ impl QualityOps<f32> for EmuBackend {
             _pad: 0,
         };
         // SAFETY: VarifocalParams's contract with host buffers of the plan's sizes.
-        unsafe { emu_launch(lib, Op::Varifocal.kernel_stem(), o.blocks, ELEM_THREADS, 0, &p) };
+        unsafe {
+            emu_launch(
+                lib,
+                Op::Varifocal.kernel_stem(),
+                o.blocks,
+                ELEM_THREADS,
+                0,
+                &p,
+            )
+        };
         Ok(o.finish(lib, plan.reduction()))
     }
 
@@ -164,7 +182,16 @@ impl QualityOps<f32> for EmuBackend {
             grad: g,
         };
         // SAFETY: QflParams's contract with host buffers of the plan's sizes.
-        unsafe { emu_launch(lib, Op::QualityFocal.kernel_stem(), o.blocks, ELEM_THREADS, 0, &p) };
+        unsafe {
+            emu_launch(
+                lib,
+                Op::QualityFocal.kernel_stem(),
+                o.blocks,
+                ELEM_THREADS,
+                0,
+                &p,
+            )
+        };
         Ok(o.finish(lib, plan.reduction()))
     }
 }
@@ -197,7 +224,16 @@ impl OrientedBoxOps<f32> for EmuBackend {
             _pad: 0,
         };
         // SAFETY: ProbIouParams's contract with host buffers of the plan's sizes.
-        unsafe { emu_launch(lib, Op::ProbIou.kernel_stem(), o.blocks, ELEM_THREADS, 0, &p) };
+        unsafe {
+            emu_launch(
+                lib,
+                Op::ProbIou.kernel_stem(),
+                o.blocks,
+                ELEM_THREADS,
+                0,
+                &p,
+            )
+        };
         Ok(o.finish(lib, plan.reduction()))
     }
 
@@ -217,7 +253,16 @@ impl OrientedBoxOps<f32> for EmuBackend {
         };
         let blocks = out.len().div_ceil(ELEM_THREADS as usize) as u32;
         // SAFETY: ProbIouPairwiseParams's contract: b1 5n, b2 5m, out n*m floats (the plan).
-        unsafe { emu_launch(lib, Op::ProbIouPairwise.kernel_stem(), blocks, ELEM_THREADS, 0, &p) };
+        unsafe {
+            emu_launch(
+                lib,
+                Op::ProbIouPairwise.kernel_stem(),
+                blocks,
+                ELEM_THREADS,
+                0,
+                &p,
+            )
+        };
         Ok(())
     }
 }
@@ -251,7 +296,9 @@ fn detection_kernels_match_the_reference_on_random_calls() {
         }
         for up in ups {
             for with_grad in [true, false] {
-                let want = rounded.run::<f64, _>(&ReferenceBackend, up, with_grad).unwrap();
+                let want = rounded
+                    .run::<f64, _>(&ReferenceBackend, up, with_grad)
+                    .unwrap();
                 let got = d.run::<f32, _>(&EmuBackend, up, with_grad).unwrap();
                 assert_close(&format!("{id} loss"), &got.loss, &want.loss, 2e-5, 2e-6);
                 if let (Some(g), Some(w)) = (&got.grad, &want.grad) {
@@ -272,7 +319,9 @@ fn detection_kernels_write_the_gradient_in_place_and_follow_tol_4() {
     // In place: the same gradient as a separate buffer (the DFL kernel reads a row before it
     // writes it).
     let (rows, bins) = (8, 16);
-    let z: Vec<f32> = (0..rows * bins).map(|i| ((i * 37) % 23) as f32 * 0.3 - 3.0).collect();
+    let z: Vec<f32> = (0..rows * bins)
+        .map(|i| ((i * 37) % 23) as f32 * 0.3 - 3.0)
+        .collect();
     let t: Vec<f32> = (0..rows).map(|i| i as f32 * 1.9).collect();
     let cfg = DistributionFocal::ultralytics().with_reduction(Reduction::Sum);
     let mut g = vec![0.0f32; z.len()];
