@@ -6,7 +6,7 @@
 use crate::blocks::{Up, drive};
 use crate::{CpuBackend, run_pair};
 use smoothloss_core::backend::DistributionOps;
-use smoothloss_core::{DistributionFocal, Loss, PairCall, Result, Upstream};
+use smoothloss_core::{DflConvention, DistributionFocal, Loss, PairCall, Result, Upstream};
 
 pub(crate) mod math;
 
@@ -28,6 +28,7 @@ pub(crate) fn distribution_focal(
     let bins = width / per;
     let block = (DFL_BLOCK_LOGITS / width).max(1);
     let conv = cfg.convention;
+    let level = backend.simd_level();
     drive(
         backend,
         items,
@@ -36,32 +37,92 @@ pub(crate) fn distribution_focal(
         cfg.reduction,
         upstream,
         grad,
-        |r, up: Up<'_>, mut g, mut l| {
-            let mut total = 0.0;
-            for (k, i) in r.clone().enumerate() {
-                let f = match up {
-                    Up::Scalar(s) => s,
-                    Up::Per(u, s) => (u[k] * s) as f32,
-                } / per as f32;
-                let mut item = 0.0f64;
-                for side in 0..per {
-                    let row = i * per + side;
-                    let z = &logits[row * bins..(row + 1) * bins];
-                    let t = targets[row];
-                    let gr = g
-                        .as_deref_mut()
-                        .map(|g| &mut g[(k * per + side) * bins..(k * per + side + 1) * bins]);
-                    item += f64::from(math::dfl_row(z, t, conv, f, gr));
-                }
-                let item = item / per as f64;
-                if let Some(l) = l.as_deref_mut() {
-                    l[k] = item;
-                }
-                total += item;
+        |r, up: Up<'_>, g, l| {
+            let a = BlockArgs {
+                logits,
+                targets,
+                first: r.start,
+                bins,
+                per,
+                conv,
+            };
+            #[cfg(target_arch = "x86_64")]
+            if level == crate::SimdLevel::Avx2Fma {
+                // SAFETY: a backend's level is `Avx2Fma` only when the CPU supports AVX2 and
+                // FMA (`CpuBackend::with_simd_level` falls back to scalar otherwise).
+                return unsafe { block_avx2(&a, r.len(), up, g, l) };
             }
-            total
+            let _ = level;
+            block_plain(&a, r.len(), up, g, l)
         },
     )
+}
+
+/// What a block reads.
+struct BlockArgs<'a> {
+    logits: &'a [f32],
+    targets: &'a [f32],
+    first: usize,
+    bins: usize,
+    per: usize,
+    conv: DflConvention,
+}
+
+/// One block of `n` items from item `a.first`: writes the gradient rows and per-item losses
+/// (when given), returns the loss sum in item order.
+#[inline(always)]
+fn block_body(
+    a: &BlockArgs<'_>,
+    n: usize,
+    up: Up<'_>,
+    mut g: Option<&mut [f32]>,
+    mut l: Option<&mut [f64]>,
+) -> f64 {
+    let (bins, per) = (a.bins, a.per);
+    let mut e = vec![0.0f32; bins];
+    let mut total = 0.0;
+    for k in 0..n {
+        let f = match up {
+            Up::Scalar(s) => s,
+            Up::Per(u, s) => (u[k] * s) as f32,
+        } / per as f32;
+        let mut item = 0.0f64;
+        for side in 0..per {
+            let row = (a.first + k) * per + side;
+            let z = &a.logits[row * bins..(row + 1) * bins];
+            let rk = k * per + side;
+            let gr = g.as_deref_mut().map(|g| &mut g[rk * bins..(rk + 1) * bins]);
+            item += f64::from(math::dfl_row(z, &mut e, a.targets[row], a.conv, f, gr));
+        }
+        let item = item / per as f64;
+        if let Some(l) = l.as_deref_mut() {
+            l[k] = item;
+        }
+        total += item;
+    }
+    total
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_avx2(
+    a: &BlockArgs<'_>,
+    n: usize,
+    up: Up<'_>,
+    g: Option<&mut [f32]>,
+    l: Option<&mut [f64]>,
+) -> f64 {
+    block_body(a, n, up, g, l)
+}
+
+fn block_plain(
+    a: &BlockArgs<'_>,
+    n: usize,
+    up: Up<'_>,
+    g: Option<&mut [f32]>,
+    l: Option<&mut [f64]>,
+) -> f64 {
+    block_body(a, n, up, g, l)
 }
 
 impl DistributionOps<f32> for CpuBackend {

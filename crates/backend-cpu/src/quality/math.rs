@@ -16,14 +16,43 @@ fn pow_f32(b: f32, e: f32) -> f32 {
     }
 }
 
-/// One varifocal element with weight `K` (`VarifocalWeight::code`): logit `x`, score `s`,
-/// label `l` (ultralytics; 1 for the others). `d(p^gamma)/dx = gamma p^gamma (1 - p)`, so no
-/// `p^(gamma - 1)` is formed. A non-finite logit gives NaN.
+/// The focal power `P` of a gamma (a const generic of the kernels, so that the common `gamma =
+/// 2` is a product in the vectorised loop): 0 for `gamma = 0`, 2 for `gamma = 2`, else 1
+/// (`exp(gamma ln b)`).
+pub(crate) fn power_of(gamma: f64) -> u8 {
+    if gamma == 0.0 {
+        0
+    } else if gamma == 2.0 {
+        2
+    } else {
+        1
+    }
+}
+
+/// `b^gamma` for the power `P` of [`power_of`].
 #[inline(always)]
-pub(crate) fn vfl_el<const K: u8>(x: f32, s: f32, l: f32, alpha: f32, gamma: f32) -> (f32, f32) {
+fn pow_p<const P: u8>(b: f32, gamma: f32) -> f32 {
+    match P {
+        0 => 1.0,
+        2 => b * b,
+        _ => sel(b == 0.0, 0.0, exp_f32(gamma * ln_f32(b))),
+    }
+}
+
+/// One varifocal element with weight `K` (`VarifocalWeight::code`) and power `P`: logit `x`,
+/// score `s`, label `l` (ultralytics; 1 for the others). `d(p^gamma)/dx = gamma p^gamma
+/// (1 - p)`, so no `p^(gamma - 1)` is formed. A non-finite logit gives NaN.
+#[inline(always)]
+pub(crate) fn vfl_el<const K: u8, const P: u8>(
+    x: f32,
+    s: f32,
+    l: f32,
+    alpha: f32,
+    gamma: f32,
+) -> (f32, f32) {
     let (p, q, _) = sigmoid_parts(x);
     let (bce, dbce) = bce_el(x, s, 1.0);
-    let pg = pow_f32(p, gamma);
+    let pg = pow_p::<P>(p, gamma);
     let dneg = alpha * gamma * pg * q;
     let (w, dw) = match K {
         0 => (alpha * pg * (1.0 - l) + s * l, dneg * (1.0 - l)),

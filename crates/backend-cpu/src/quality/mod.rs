@@ -6,7 +6,7 @@
 use crate::blocks::{Up, drive};
 use crate::elementwise::{EW_BLOCK, ew_dispatch};
 use crate::{CpuBackend, loss_of, split_io};
-use math::{qfl_el, vfl_el};
+use math::{power_of, qfl_el, vfl_el};
 use smoothloss_core::backend::QualityOps;
 use smoothloss_core::{
     Call, Loss, Parts, QflTargets, QualityFocal, Reduction, Result, Upstream, Varifocal,
@@ -19,10 +19,10 @@ ew_dispatch!(
     vfl_block,
     vfl_avx2,
     vfl_plain,
-    [const K: u8],
-    [K],
+    [const K: u8, const P: u8],
+    [K, P],
     (alpha: f32, gamma: f32),
-    |x, s, l| vfl_el::<K>(x, s, l, alpha, gamma)
+    |x, s, l| vfl_el::<K, P>(x, s, l, alpha, gamma)
 );
 
 /// `(reduction, upstream)` for the block runner: a `mean` over a divisor other than the item
@@ -53,22 +53,37 @@ fn varifocal(
     let (alpha, gamma) = (cfg.alpha as f32, cfg.gamma as f32);
     let g = grad.is_some();
     let level = backend.simd_level();
+    let power = power_of(cfg.gamma);
     let (red, up) = mean_as_sum(cfg.reduction, upstream, cfg.avg_factor);
     let mut v = drive(backend, n, EW_BLOCK, 1, red, up, grad, |r, up, gr, l| {
         let (x, s) = (&logits[r.clone()], &t.scores[r.clone()]);
         macro_rules! go {
-            ($k:expr) => {
+            ($k:expr, $p:expr) => {
                 if g {
-                    vfl_block::<true, $k>(level, x, s, r.start, t.labels, up, gr, l, alpha, gamma)
+                    vfl_block::<true, $k, $p>(
+                        level, x, s, r.start, t.labels, up, gr, l, alpha, gamma,
+                    )
                 } else {
-                    vfl_block::<false, $k>(level, x, s, r.start, t.labels, up, gr, l, alpha, gamma)
+                    vfl_block::<false, $k, $p>(
+                        level, x, s, r.start, t.labels, up, gr, l, alpha, gamma,
+                    )
                 }
             };
         }
+        macro_rules! by_power {
+            ($k:expr) => {
+                match power {
+                    0 => go!($k, 0),
+                    2 => go!($k, 2),
+                    _ => go!($k, 1),
+                }
+            };
+        }
+        // The one run-time to type dispatch of the weight and the power.
         match cfg.weight {
-            VarifocalWeight::Ultralytics => go!(0),
-            VarifocalWeight::MmdetIouWeighted => go!(1),
-            VarifocalWeight::Mmdet => go!(2),
+            VarifocalWeight::Ultralytics => by_power!(0),
+            VarifocalWeight::MmdetIouWeighted => by_power!(1),
+            VarifocalWeight::Mmdet => by_power!(2),
         }
     });
     if let (Reduction::Mean, Some(d)) = (cfg.reduction, cfg.avg_factor) {
