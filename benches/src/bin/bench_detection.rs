@@ -106,7 +106,7 @@ fn main() {
             r.unit() * 1000.0,
             5.0 + r.unit() * 60.0,
             5.0 + r.unit() * 60.0,
-            (r.unit() - 0.5) * 6.283_185,
+            (r.unit() - 0.5) * std::f32::consts::TAU,
         ];
         let d = [
             (r.unit() - 0.5) * 8.0,

@@ -45,13 +45,13 @@ pub(crate) fn dfl_row(
     for c in &mut chunks {
         for j in 0..8 {
             mx[j] = mx[j].max(c[j]);
-            // 0 for a finite value, NaN for a non-finite one (inf - inf, NaN - NaN).
-            bad[j] += c[j] - c[j];
+            // 0 for a finite value, NaN for a non-finite one (inf * 0, NaN * 0).
+            bad[j] += c[j] * 0.0;
         }
     }
     for (j, &v) in chunks.remainder().iter().enumerate() {
         mx[j] = mx[j].max(v);
-        bad[j] += v - v;
+        bad[j] += v * 0.0;
     }
     let m = mx.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     if bad.iter().any(|b| *b != 0.0) {
