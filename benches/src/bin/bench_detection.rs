@@ -169,7 +169,7 @@ fn main() {
         bw / 1e9
     );
     println!(
-        "| loss | items | smoothloss cpu, 1 thread | ultralytics + autograd, 1 thread | ratio | bytes-moved floor | smoothloss / floor |"
+        "| loss | items | smoothloss cpu, 1 thread: wall (CPU time) | ultralytics + autograd, 1 thread | ratio | bytes-moved floor | smoothloss / floor |"
     );
     println!("|---|---|---|---|---|---|---|");
     for k in 0..3 {
