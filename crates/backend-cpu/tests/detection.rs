@@ -242,3 +242,137 @@ fn non_finite_inputs_give_the_references_nan_pattern() {
         assert!(g[..5].iter().all(|x| x.is_finite()) && g[5..].iter().all(|x| x.is_nan()));
     }
 }
+
+mod adversarial {
+    //! Any lengths, shapes, parameters and values (NaN, infinities, huge, tiny) into the
+    //! front door of the CPU and the reference: never a panic, and the same error on both.
+    use proptest::prelude::*;
+    use smoothloss_core::{
+        DflConvention, DistributionFocal, Input, LossError, Losses, ProbIou, QualityFocal,
+        Reduction, ReferenceBackend, Upstream, Varifocal, VarifocalWeight,
+    };
+    use smoothloss_cpu::CpuBackend;
+
+    fn value() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            4 => -20.0f32..20.0,
+            1 => Just(f32::NAN),
+            1 => Just(f32::INFINITY),
+            1 => Just(f32::NEG_INFINITY),
+            1 => Just(3.0e38f32),
+            1 => Just(-1.0e-40f32),
+            1 => Just(0.0f32),
+            1 => Just(1.0f32),
+        ]
+    }
+
+    fn reduction() -> impl Strategy<Value = Reduction> {
+        prop_oneof![
+            Just(Reduction::None),
+            Just(Reduction::Mean),
+            Just(Reduction::Sum)
+        ]
+    }
+
+    /// Both errors alike (by Debug, NaN parameters included), or both values.
+    fn same(
+        a: &Result<smoothloss_core::Loss, LossError>,
+        b: &Result<smoothloss_core::Loss, LossError>,
+    ) -> Result<(), TestCaseError> {
+        match (a, b) {
+            (Ok(x), Ok(y)) => prop_assert_eq!(x.values().len(), y.values().len()),
+            (Err(x), Err(y)) => prop_assert_eq!(format!("{x:?}"), format!("{y:?}")),
+            _ => prop_assert!(false, "cpu {a:?} vs reference {b:?}"),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn dfl_never_panics(
+            rows in 0usize..10, bins in 0usize..6, extra in 0usize..3, tl in 0usize..12,
+            mm in any::<bool>(), red in reduction(), shaped in any::<bool>(), grad in any::<bool>(),
+            vals in proptest::collection::vec(value(), 0..80), per in any::<bool>(),
+        ) {
+            let n = rows * bins + extra;
+            let z: Vec<f32> = (0..n).map(|i| vals.get(i % vals.len().max(1)).copied().unwrap_or(0.5)).collect();
+            let t: Vec<f32> = (0..tl).map(|i| vals.get(i).copied().unwrap_or(1.5).abs().min(3.0)).collect();
+            let conv = if mm { DflConvention::Mmdetection } else { DflConvention::Ultralytics };
+            let cfg = DistributionFocal { convention: conv, reduction: red };
+            let up: Vec<f64> = vec![0.5; rows.max(1)];
+            let run_f32 = |b: &dyn Fn(Input<'_, f32>) -> Result<smoothloss_core::Loss, LossError>| {
+                let mut g = vec![0.0f32; n];
+                let mut i = Input::new(&z[..]);
+                if shaped { i = i.shaped(rows, bins); }
+                if grad { i = i.with_grad(&mut g); }
+                if per { i = i.with_upstream(Upstream::PerElement(&up)); }
+                b(i)
+            };
+            let a = run_f32(&|i| CpuBackend::new().distribution_focal(&cfg, i, &t));
+            let b = run_f32(&|i| ReferenceBackend.distribution_focal(&cfg, i, &t));
+            same(&a, &b)?;
+        }
+
+        #[test]
+        fn varifocal_and_qfl_never_panic(
+            n in 0usize..20, sl in 0usize..22, ll in 0usize..22, w in 0usize..3,
+            gamma in prop_oneof![Just(2.0), Just(0.0), Just(-1.0), Just(f64::NAN), 0.1..4.0f64],
+            avg in prop_oneof![Just(None), Just(Some(2.0)), Just(Some(0.0))], red in reduction(),
+            vals in proptest::collection::vec(value(), 1..40), classes in 0usize..5,
+        ) {
+            let x: Vec<f32> = (0..n).map(|i| vals[i % vals.len()]).collect();
+            let s: Vec<f32> = (0..sl).map(|i| vals[(i + 1) % vals.len()].abs().min(1.0)).collect();
+            let l: Vec<f32> = (0..ll).map(|i| f32::from(u8::from(i % 3 == 0))).collect();
+            let weight = [VarifocalWeight::Ultralytics, VarifocalWeight::MmdetIouWeighted, VarifocalWeight::Mmdet][w];
+            let cfg = Varifocal { alpha: 0.75, gamma, weight, reduction: red, avg_factor: avg };
+            let a = CpuBackend::new().varifocal(&cfg, &x[..], (&s[..], &l[..]));
+            let b = ReferenceBackend.varifocal(&cfg, &x[..], (&s[..], &l[..]));
+            same(&a, &b)?;
+            let a = CpuBackend::new().varifocal(&cfg, &x[..], &s[..]);
+            let b = ReferenceBackend.varifocal(&cfg, &x[..], &s[..]);
+            same(&a, &b)?;
+            let labels: Vec<i64> = (0..ll).map(|i| i as i64 % 7 - 1).collect();
+            let q = QualityFocal { beta: gamma, reduction: red, avg_factor: avg };
+            let rows = if classes == 0 { 0 } else { n / classes };
+            let mut g1 = vec![0.0f32; n];
+            let mut g2 = vec![0.0f32; n];
+            let a = CpuBackend::new().quality_focal(&q, Input::matrix(&x, rows, classes).with_grad(&mut g1), &labels, &s);
+            let b = ReferenceBackend.quality_focal(&q, Input::matrix(&x, rows, classes).with_grad(&mut g2), &labels, &s);
+            same(&a, &b)?;
+        }
+
+        #[test]
+        fn probiou_never_panics(
+            n in 0usize..4, extra in 0usize..7, tl in 0usize..22, m in 0usize..4, ol in 0usize..17,
+            eps in prop_oneof![Just(1e-7), Just(0.0), Just(1e-45), Just(f64::INFINITY)],
+            ciou in any::<bool>(), red in reduction(),
+            vals in proptest::collection::vec(value(), 1..40),
+        ) {
+            let len = 5 * n + extra;
+            let p: Vec<f32> = (0..len).map(|i| vals[i % vals.len()]).collect();
+            let t: Vec<f32> = (0..tl).map(|i| vals[(i + 3) % vals.len()]).collect();
+            let cfg = ProbIou { eps, floor: 0.0, ciou, reduction: red };
+            let mut g1 = vec![0.0f32; len];
+            let mut g2 = vec![0.0f32; len];
+            let a = CpuBackend::new().probiou_loss(&cfg, Input::new(&p).with_grad(&mut g1), &t);
+            let b = ReferenceBackend.probiou_loss(&cfg, Input::new(&p).with_grad(&mut g2), &t);
+            same(&a, &b)?;
+            let b2: Vec<f32> = (0..5 * m).map(|i| vals[(i + 5) % vals.len()]).collect();
+            let mut o1 = vec![0.0f32; ol];
+            let mut o2 = vec![0.0f32; ol];
+            let a = CpuBackend::new().batch_probiou(eps, &p, &b2, &mut o1);
+            let b = ReferenceBackend.batch_probiou(eps, &p, &b2, &mut o2);
+            match (&a, &b) {
+                (Ok(()), Ok(())) => {
+                    for (x, y) in o1.iter().zip(&o2) {
+                        prop_assert_eq!(x.is_nan(), y.is_nan());
+                    }
+                }
+                (Err(x), Err(y)) => prop_assert_eq!(format!("{x:?}"), format!("{y:?}")),
+                _ => prop_assert!(false, "cpu {a:?} vs reference {b:?}"),
+            }
+        }
+    }
+}
