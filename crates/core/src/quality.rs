@@ -177,7 +177,7 @@ impl Varifocal {
         check_unit("labels", targets.labels.unwrap_or(&[]))
     }
 
-    /// `alpha`, `gamma` and `avg_factor` at most `f32::MAX` (`TOL-4`).
+    /// `alpha` and `gamma` at most `f32::MAX` (`TOL-4`; `avg_factor` is applied in `f64`).
     pub fn check_f32(&self) -> Result<()> {
         check_f32_magnitude("alpha", self.alpha)?;
         check_f32_magnitude("gamma", self.gamma)
