@@ -335,7 +335,7 @@ mod adversarial {
             same(&a, &b)?;
             let labels: Vec<i64> = (0..ll).map(|i| i as i64 % 7 - 1).collect();
             let q = QualityFocal { beta: gamma, reduction: red, avg_factor: avg };
-            let rows = if classes == 0 { 0 } else { n / classes };
+            let rows = n.checked_div(classes).unwrap_or(0);
             let mut g1 = vec![0.0f32; n];
             let mut g2 = vec![0.0f32; n];
             let a = CpuBackend::new().quality_focal(&q, Input::matrix(&x, rows, classes).with_grad(&mut g1), &labels, &s);
@@ -375,4 +375,24 @@ mod adversarial {
             }
         }
     }
+}
+
+/// A fuzz finding (fixed): mmdetection's weights with an empty label slice (`(scores, &[])`,
+/// which the plan accepts as "no labels") panicked on the CPU (`% 0`) and in the reference
+/// (out-of-bounds); the front door now drops it. Same values as with the scores alone.
+#[test]
+fn an_empty_label_slice_with_mmdetections_weight_is_no_labels() {
+    let x = [0.5f32, -1.0, 2.0];
+    let s = [0.0f32, 0.7, 0.0];
+    let cfg = Varifocal::mmdetection();
+    let none: &[f32] = &[];
+    let a = CpuBackend::new()
+        .varifocal(&cfg, &x[..], (&s[..], none))
+        .unwrap();
+    let r = ReferenceBackend
+        .varifocal(&cfg, &x[..], (&s[..], none))
+        .unwrap();
+    let plain = CpuBackend::new().varifocal(&cfg, &x[..], &s[..]).unwrap();
+    assert_eq!(a, plain);
+    assert!((a.value() - r.value()).abs() <= 1e-6 * r.value().abs());
 }

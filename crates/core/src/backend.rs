@@ -420,6 +420,14 @@ pub trait Losses<T: Element>: Backend<T> {
         let plan = cfg.plan(&extent(&input), t.scores.len(), labels_len)?;
         check_values::<T>(&input.upstream, || cfg.check_f32())?;
         cfg.check_targets(&t)?;
+        // Backends see labels only with the weight that reads them (the plan checked that the
+        // others got none: an empty slice is dropped here).
+        let t = VarifocalTargets {
+            labels: t
+                .labels
+                .filter(|_| cfg.weight == crate::quality::VarifocalWeight::Ultralytics),
+            ..t
+        };
         self.run_varifocal(Call::bind(plan, input.io, t, input.upstream))
     }
 

@@ -108,7 +108,7 @@ pub fn varifocal(call: Call<'_, Varifocal, f64, VarifocalTargets<'_, f64>>) -> L
     let mut losses = Vec::with_capacity(x.len());
     let mut g = Vec::with_capacity(x.len());
     for (i, &xi) in x.iter().enumerate() {
-        let l = with.labels.map_or(0.0, |l| l[i]);
+        let l = with.labels.and_then(|l| l.get(i)).copied().unwrap_or(0.0);
         let (v, d) = varifocal_element(xi, with.scores[i], l, cfg.alpha, cfg.gamma, cfg.weight);
         losses.push(v);
         g.push(factor(&plan, &upstream, den, i) * d);
