@@ -90,8 +90,10 @@ pub(crate) fn probiou_pair<const G: bool>(
     let (dx, dy) = (p[0] - t[0], p[1] - t[1]);
     let det = sa * sb - sc * sc;
     let den = det + eps;
-    let t1 = (sa * dy * dy + sb * dx * dx) / den * 0.25;
-    let t2 = -(sc * dx * dy) / den * 0.5;
+    // One division per denominator, multiplications after (f64 division is slow).
+    let id = 1.0 / den;
+    let t1 = (sa * dy * dy + sb * dx * dx) * id * 0.25;
+    let t2 = -(sc * dx * dy) * id * 0.5;
     let (sw1, dsw1) = sd(p[2], prm.floor);
     let (sh1, dsh1) = sd(p[3], prm.floor);
     let (sw2, _) = sd(t[2], prm.floor);
@@ -99,7 +101,8 @@ pub(crate) fn probiou_pair<const G: bool>(
     let q2 = sw2 * sh2;
     let q = sw1 * sh1 * q2;
     let qd = 4.0 * q + eps;
-    let big_r = det / qd + eps;
+    let iq = 1.0 / qd;
+    let big_r = det * iq + eps;
     let t3 = 0.5 * big_r.ln();
     let raw = t1 + t2 + t3;
     let active = (eps..=100.0).contains(&raw);
@@ -127,16 +130,17 @@ pub(crate) fn probiou_pair<const G: bool>(
     if G {
         let gbd = if active { e / (2.0 * hd) } else { 0.0 };
         // t1, t2 over den
-        let mut dsa = gbd * 0.25 * dy * dy / den;
-        let mut dsb = gbd * 0.25 * dx * dx / den;
-        let mut dsc = -gbd * 0.5 * dx * dy / den;
-        let ddx = gbd * (0.5 * sb * dx - 0.5 * sc * dy) / den;
-        let ddy = gbd * (0.5 * sa * dy - 0.5 * sc * dx) / den;
-        let dden = -gbd * (t1 + t2) / den;
+        let gi = gbd * id;
+        let mut dsa = gi * 0.25 * dy * dy;
+        let mut dsb = gi * 0.25 * dx * dx;
+        let mut dsc = -gi * 0.5 * dx * dy;
+        let ddx = gi * (0.5 * sb * dx - 0.5 * sc * dy);
+        let ddy = gi * (0.5 * sa * dy - 0.5 * sc * dx);
+        let dden = -gi * (t1 + t2);
         // t3
         let dr = gbd * 0.5 / big_r;
-        let ddet = dden + dr / qd;
-        let dq = -dr * det * 4.0 / (qd * qd);
+        let ddet = dden + dr * iq;
+        let dq = -dr * det * 4.0 * iq * iq;
         dsa += ddet * sb;
         dsb += ddet * sa;
         dsc -= 2.0 * sc * ddet;
