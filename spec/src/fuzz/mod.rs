@@ -1,6 +1,7 @@
 //! The standing fuzz campaign (issue 14): adversarial calls of every public entry point of
 //! [`Losses`] (cross-entropy with class or probability targets, box losses, pairwise IoU,
-//! smooth L1, Huber, BCE with logits, sigmoid focal), in every input mode (gradient into a
+//! smooth L1, Huber, BCE with logits, sigmoid focal, and the dense-detector losses of
+//! `detection.rs`), in every input mode (gradient into a
 //! buffer, forward only, in place) and with every kind of upstream gradient, at boundary sizes
 //! (empty, one, SIMD lane and block edges), with non-finite values, invalid parameters, bad
 //! lengths and out-of-range targets. Each call is checked against the f64 reference on the same
@@ -448,6 +449,7 @@ pub fn fuzz_call() -> BoxedStrategy<FuzzCall> {
         2 => box_loss(),
         1 => box_iou(),
         3 => elementwise(),
+        3 => detection::detection(),
     ];
     (call, 0..20u8, -3.0..3.0f64, 0..3u8)
         .prop_flat_map(|(call, up_kind, s, mode)| {
@@ -615,6 +617,7 @@ fn compare(got: &Output, want: &Output) -> Result<(), String> {
 
 // ---------------------------------------------------------------------------- the campaign
 
+mod detection;
 mod known;
 pub use known::{findings, regressions};
 
