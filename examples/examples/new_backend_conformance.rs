@@ -16,7 +16,10 @@
 //! cargo run -p smoothloss-examples --example new_backend_conformance --release
 //! ```
 
-use smoothloss::backend::{BinaryOps, BoxLossOps, CrossEntropyOps, RegressionOps};
+use smoothloss::backend::{
+    BinaryOps, BoxLossOps, CrossEntropyOps, DistributionOps, OrientedBoxOps, QualityOps,
+    RegressionOps,
+};
 use smoothloss::{Backend, Loss, LossError, PairCall, Parts, Reduction, SmoothL1};
 use smoothloss_spec::conformance::{Tolerances, run_all};
 
@@ -82,6 +85,9 @@ impl CrossEntropyOps<f32> for MyBackend {}
 impl BoxLossOps<f32> for MyBackend {}
 impl BinaryOps<f32> for MyBackend {}
 impl smoothloss::LinearCrossEntropyOps<f32> for MyBackend {}
+impl DistributionOps<f32> for MyBackend {}
+impl QualityOps<f32> for MyBackend {}
+impl OrientedBoxOps<f32> for MyBackend {}
 
 impl Backend<f32> for MyBackend {
     fn name(&self) -> String {

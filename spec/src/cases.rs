@@ -12,6 +12,8 @@ use smoothloss_core::{
 use thiserror::Error;
 
 pub mod linear_ce;
+pub mod detection;
+pub use detection::DetectionCall;
 
 /// The only format this reader accepts.
 pub const FORMAT: &str = "smoothloss-cases/1";
@@ -163,6 +165,8 @@ pub enum LossCall {
         /// Targets in [0, 1].
         targets: Vec<f64>,
     },
+    /// The dense-detector losses: DFL, varifocal, QFL, ProbIoU ([`DetectionCall`]).
+    Detection(DetectionCall),
 }
 
 /// Expected results of a case.
@@ -363,6 +367,9 @@ impl Case {
 
     /// Decodes the case into a typed call and its expected results.
     pub fn decode(&self) -> Result<(LossCall, Expected), CaseError> {
+        if let Some(decoded) = detection::decode(self) {
+            return decoded;
+        }
         match self.loss.as_str() {
             "cross_entropy" => {
                 self.check_params(&[

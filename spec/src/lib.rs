@@ -35,6 +35,15 @@ pub use tolerance::{Mismatch, Tolerance};
 /// The PyTorch cases shipped with the spec (`spec/cases/torch_cases.json`).
 pub const TORCH_CASES_JSON: &str = include_str!("../cases/torch_cases.json");
 
+/// The dense-detector cases (ultralytics and mmdetection's DFL, varifocal, QFL, ProbIoU in
+/// float64: `spec/cases/detection_dense.json`, written by `gen_detection_dense.py`).
+pub const DETECTION_DENSE_JSON: &str = include_str!("../cases/detection_dense.json");
+
+/// Parses the bundled dense-detector cases.
+pub fn detection_dense_cases() -> CaseFile {
+    CaseFile::parse(DETECTION_DENSE_JSON).expect("the bundled case file is valid")
+}
+
 /// Parses the bundled PyTorch cases.
 pub fn torch_cases() -> CaseFile {
     CaseFile::parse(TORCH_CASES_JSON).expect("the bundled case file is valid")

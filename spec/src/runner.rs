@@ -83,6 +83,7 @@ pub fn round_inputs<T: Element>(call: &LossCall) -> LossCall {
             logits: r(logits),
             targets: r(targets),
         },
+        LossCall::Detection(d) => LossCall::Detection(d.round::<T>()),
     }
 }
 
@@ -147,6 +148,7 @@ pub fn run_call_with<T: Element, B: Backend<T> + ?Sized>(
 ) -> Result<Output, LossError> {
     // The differentiated input and its second input, rounded to `T`.
     let (x, second) = match call {
+        LossCall::Detection(d) => return d.run(backend, upstream, with_grad),
         LossCall::CrossEntropy { logits, .. } => (logits, None),
         LossCall::BoxLoss { pred, target, .. }
         | LossCall::SmoothL1 { pred, target, .. }
@@ -194,6 +196,7 @@ pub fn run_call_with<T: Element, B: Backend<T> + ?Sized>(
             boxes1,
             boxes2,
         } => return run_box_iou(backend, *format, boxes1, boxes2),
+        LossCall::Detection(_) => unreachable!("returned above"),
     };
     Ok(Output {
         loss: loss.into_values(),

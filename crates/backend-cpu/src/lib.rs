@@ -12,6 +12,8 @@
 //!   element-wise kernel of the regression and binary losses;
 //! * [`linear_cross_entropy`]: the fused linear cross-entropy (chunk GEMMs by `matrixmultiply`
 //!   around the cross-entropy kernel in place);
+//! * [`distribution`], [`quality`], [`oriented_box`]: the dense-detector losses (DFL;
+//!   varifocal and quality focal; ProbIoU), one folder per family as above;
 //! * [`math`]: the elementary `f32` functions, one per contract;
 //! * [`simd`]: the SIMD levels ([`SimdLevel`], held by [`CpuBackend`]) and AVX2 helpers.
 #![warn(missing_docs)]
@@ -20,9 +22,12 @@ pub mod binary;
 mod blocks;
 pub mod box_loss;
 pub mod cross_entropy;
+pub mod distribution;
 mod elementwise;
 pub mod linear_cross_entropy;
 pub mod math;
+pub mod oriented_box;
+pub mod quality;
 pub mod regression;
 pub mod simd;
 

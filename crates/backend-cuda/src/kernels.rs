@@ -24,6 +24,12 @@ pub const BOX_LOSS: &str = include_str!("../kernels/box_loss.cu");
 pub const REGRESSION: &str = include_str!("../kernels/regression.cu");
 /// BCE with logits and sigmoid focal kernels.
 pub const BINARY: &str = include_str!("../kernels/binary.cu");
+/// Distribution focal loss kernel.
+pub const DISTRIBUTION: &str = include_str!("../kernels/distribution.cu");
+/// Varifocal and quality focal kernels.
+pub const QUALITY: &str = include_str!("../kernels/quality.cu");
+/// ProbIoU loss and pairwise kernels.
+pub const ORIENTED_BOX: &str = include_str!("../kernels/oriented_box.cu");
 
 /// The final reduction kernel of every family (in [`COMMON`]).
 pub const REDUCE_FINAL: &str = "sl_reduce_final";
@@ -72,6 +78,11 @@ fn params_of(op: Op) -> &'static str {
         Op::SmoothL1 | Op::Huber => "RegParams",
         Op::BceWithLogits => "BceParams",
         Op::SigmoidFocal => "FocalParams",
+        Op::DistributionFocal => "DflParams",
+        Op::Varifocal => "VarifocalParams",
+        Op::QualityFocal => "QflParams",
+        Op::ProbIou => "ProbIouParams",
+        Op::ProbIouPairwise => "ProbIouPairwiseParams",
     }
 }
 
@@ -105,6 +116,9 @@ impl KernelFamily for Family {
             Family::BoxLoss => BOX_LOSS,
             Family::Regression => REGRESSION,
             Family::Binary => BINARY,
+            Family::Distribution => DISTRIBUTION,
+            Family::Quality => QUALITY,
+            Family::OrientedBox => ORIENTED_BOX,
         }
     }
 
@@ -131,7 +145,11 @@ impl KernelFamily for Family {
                 out.push(helper(CE_REDUCE_ROWS, "CeReduceRowsParams"));
             }
             Family::Binary => out.push(helper(BIN_TARGET_CHECK, "BinTargetCheckParams")),
-            Family::BoxLoss | Family::Regression => {}
+            Family::BoxLoss
+            | Family::Regression
+            | Family::Distribution
+            | Family::Quality
+            | Family::OrientedBox => {}
         }
         for op in self.ops() {
             if op == Op::CrossEntropy {

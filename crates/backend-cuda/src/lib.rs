@@ -61,9 +61,12 @@ mod collective;
 mod compile;
 mod cross_entropy;
 mod device;
+mod distribution;
 mod error;
 mod launch;
 mod linear_cross_entropy;
+mod oriented_box;
+mod quality;
 mod regression;
 
 pub use collective::{NcclCollective, NcclId, nccl_library_present};

@@ -310,6 +310,140 @@ kernel_params! {
         /// `unsigned long long*`, the loss kernel's 2 check words.
         pub check: u64,
     }
+
+    /// `dfl_fwd_bwd` (`distribution.cu`): one thread per item (4 rows or 1 of `bins` logits).
+    pub struct DflParams {
+        /// `const float*`, `rows * bins` logits (`rows = items * rows_per_item`).
+        pub logits: u64,
+        /// `const float*`, `rows` targets.
+        pub targets: u64,
+        /// Items (boxes for ultralytics, rows for mmdetection).
+        pub items: i64,
+        /// Bins per row.
+        pub bins: i64,
+        /// Upstream gradient when `up` is null.
+        pub up_scalar: f64,
+        /// `const double*` (nullable), `items` values.
+        pub up: u64,
+        /// The mean's `1 / items`, else 1.
+        pub scale: f64,
+        /// `double*` (nullable), `items` values.
+        pub losses: u64,
+        /// `double*` (nullable), one per block.
+        pub partials: u64,
+        /// `float*` (nullable), `rows * bins` (may be the logits: in place).
+        pub grad: u64,
+        /// 0 ultralytics, 1 mmdetection (`DflConvention`).
+        pub convention: i32,
+        /// Padding (0).
+        pub _pad: i32,
+    }
+
+    /// `qual_varifocal` (`quality.cu`): one thread per element.
+    pub struct VarifocalParams {
+        /// `const float*`, `n`.
+        pub logits: u64,
+        /// `const float*`, `n`.
+        pub scores: u64,
+        /// `const float*` (nullable: mmdetection's weights), `n`.
+        pub labels: u64,
+        /// Elements.
+        pub n: i64,
+        /// alpha.
+        pub alpha: f64,
+        /// gamma.
+        pub gamma: f64,
+        /// Upstream gradient when `up` is null.
+        pub up_scalar: f64,
+        /// `const double*` (nullable), `n`.
+        pub up: u64,
+        /// `1 / (avg_factor or n)` for a mean, else 1.
+        pub scale: f64,
+        /// `double*` (nullable), `n`.
+        pub losses: u64,
+        /// `double*` (nullable), one per block.
+        pub partials: u64,
+        /// `float*` (nullable), `n` (may be the logits).
+        pub grad: u64,
+        /// `VarifocalWeight::code`.
+        pub weight: i32,
+        /// Padding (0).
+        pub _pad: i32,
+    }
+
+    /// `qual_quality_focal` (`quality.cu`): one thread per row.
+    pub struct QflParams {
+        /// `const float*`, `rows * classes`.
+        pub logits: u64,
+        /// `const long long*`, `rows` labels in `[0, classes]`.
+        pub labels: u64,
+        /// `const float*`, `rows`.
+        pub scores: u64,
+        /// Rows.
+        pub rows: i64,
+        /// Classes.
+        pub classes: i64,
+        /// beta.
+        pub beta: f64,
+        /// Upstream gradient when `up` is null.
+        pub up_scalar: f64,
+        /// `const double*` (nullable), `rows`.
+        pub up: u64,
+        /// `1 / (avg_factor or rows)` for a mean, else 1.
+        pub scale: f64,
+        /// `double*` (nullable), `rows`.
+        pub losses: u64,
+        /// `double*` (nullable), one per block.
+        pub partials: u64,
+        /// `float*` (nullable), `rows * classes` (may be the logits).
+        pub grad: u64,
+    }
+
+    /// `obb_probiou_fwd_bwd` (`oriented_box.cu`): one thread per pair.
+    pub struct ProbIouParams {
+        /// `const float*`, `5n`.
+        pub pred: u64,
+        /// `const float*`, `5n`.
+        pub target: u64,
+        /// Pairs.
+        pub n: i64,
+        /// eps.
+        pub eps: f64,
+        /// ultralytics' floor.
+        pub floor: f64,
+        /// Upstream gradient when `up` is null.
+        pub up_scalar: f64,
+        /// `const double*` (nullable), `n`.
+        pub up: u64,
+        /// `1 / n` for a mean, else 1.
+        pub scale: f64,
+        /// `double*` (nullable), `n`.
+        pub losses: u64,
+        /// `double*` (nullable), one per block.
+        pub partials: u64,
+        /// `float*` (nullable), `5n` (may be pred).
+        pub grad: u64,
+        /// 1 with the CIoU term.
+        pub ciou: i32,
+        /// Padding (0).
+        pub _pad: i32,
+    }
+
+    /// `obb_probiou_pairwise` (`oriented_box.cu`): one thread per output.
+    pub struct ProbIouPairwiseParams {
+        /// `const float*`, `5n`.
+        pub b1: u64,
+        /// `const float*`, `5m`.
+        pub b2: u64,
+        /// Boxes of `b1`.
+        pub n: i64,
+        /// Boxes of `b2`.
+        pub m: i64,
+        /// eps.
+        pub eps: f64,
+        /// `float*`, `n * m`.
+        pub out: u64,
+    }
 }
 
 // SAFETY: plain `#[repr(C)]` data (u64 / i64 / f64 / i32, no padding, no references), the same
@@ -367,6 +501,28 @@ unsafe impl DeviceRepr for FocalParams {}
 // targets[!check[0]] (an index below the loss kernel's n, the only indices it flags), and
 // writes check[1].
 unsafe impl DeviceRepr for BinTargetCheckParams {}
+// SAFETY: plain repr(C) data as above. Grid-stride over `items` items: item i reads up[i]
+// (items values, when non-null), the logits and grad rows [i*per, (i+1)*per) of `bins` values
+// each (per = 4 for convention 0, else 1; rows = items * per, the plan's), targets of those
+// rows, writes losses[i] (when non-null) and those grad rows (when non-null; grad may equal
+// logits: each row is read before its thread writes it, no other thread touches it); block k
+// writes partials[k] (when non-null). Blocks of a multiple of 32 threads (<= 1024).
+unsafe impl DeviceRepr for DflParams {}
+// SAFETY: plain repr(C) data as above. As RegParams over logits / scores (n floats each), plus
+// labels[i] (n floats, when non-null).
+unsafe impl DeviceRepr for VarifocalParams {}
+// SAFETY: plain repr(C) data as above. Grid-stride over `rows` rows: row i reads labels[i],
+// scores[i], up[i] (rows values each, up when non-null), logits and grad [i*classes,
+// (i+1)*classes) (grad may equal logits: each element is read before it is written, by its
+// row's thread only), writes losses[i] (when non-null); block k writes partials[k].
+unsafe impl DeviceRepr for QflParams {}
+// SAFETY: plain repr(C) data as above. As BoxLossParams with 5 floats per box (pred, target
+// and grad 5n floats; grad may equal pred: a pair's thread reads its 5 values first).
+unsafe impl DeviceRepr for ProbIouParams {}
+// SAFETY: plain repr(C) data as above. Grid-stride over n*m outputs: output idx reads
+// b1[5i..5i+5) with i = idx / m < n (5n floats), b2[5j..5j+5) with j < m (5m floats), and
+// writes out[idx] (n*m floats).
+unsafe impl DeviceRepr for ProbIouPairwiseParams {}
 
 /// The layouts of the structs a family's kernels take (`sl_reduce_final`'s first).
 pub fn family_layouts(family: Family) -> Vec<Layout> {

@@ -18,9 +18,12 @@ use crate::binary::{BceWithLogits, SigmoidFocal};
 use crate::box_loss::{BoxFormat, BoxIouPlan, BoxLoss};
 use crate::call::{Input, Io, Loss};
 use crate::cross_entropy::{CeTargets, CrossEntropy};
+use crate::distribution::DistributionFocal;
 use crate::element::{Element, to_f64_vec};
 use crate::error::Result;
+use crate::oriented_box::{ProbIou, ProbIouPairwiseCall, ProbIouPairwisePlan};
 use crate::plan::{Call, CeCall, Extent, IouCall, PairCall, PairLoss, Parts};
+use crate::quality::{QflTargets, QualityFocal, Varifocal, VarifocalTargets};
 use crate::reference;
 use crate::regression::{Huber, SmoothL1};
 
@@ -160,6 +163,82 @@ pub trait BinaryOps<T: Element> {
     }
 }
 
+/// Distribution focal loss (`DFL-*`).
+pub trait DistributionOps<T: Element> {
+    /// Runs a validated distribution focal call (logits `[rows, bins]`, one target per row).
+    fn run_distribution_focal(&self, call: PairCall<'_, DistributionFocal, T>) -> Result<Loss> {
+        Ok(widened_pair(call, reference::distribution_focal))
+    }
+}
+
+/// Varifocal and quality focal losses (`QUAL-*`).
+pub trait QualityOps<T: Element> {
+    /// Runs a validated varifocal call (targets already checked to lie in `[0, 1]`).
+    fn run_varifocal(&self, call: Call<'_, Varifocal, T, VarifocalTargets<'_, T>>) -> Result<Loss> {
+        Ok(widened(
+            call,
+            |t| (to_f64_vec(t.scores), t.labels.map(to_f64_vec)),
+            |c| {
+                let Parts {
+                    plan,
+                    io,
+                    with,
+                    upstream,
+                } = c.into_parts();
+                let t = VarifocalTargets {
+                    scores: &with.0[..],
+                    labels: with.1.as_deref(),
+                };
+                reference::varifocal(Call::bind(plan, io, t, upstream))
+            },
+        ))
+    }
+
+    /// Runs a validated quality focal call (labels in `[0, C]`, scores in `[0, 1]`).
+    fn run_quality_focal(
+        &self,
+        call: Call<'_, QualityFocal, T, QflTargets<'_, T>>,
+    ) -> Result<Loss> {
+        Ok(widened(
+            call,
+            |t| (t.labels, to_f64_vec(t.scores)),
+            |c| {
+                let Parts {
+                    plan,
+                    io,
+                    with,
+                    upstream,
+                } = c.into_parts();
+                let t = QflTargets {
+                    labels: with.0,
+                    scores: &with.1[..],
+                };
+                reference::quality_focal(Call::bind(plan, io, t, upstream))
+            },
+        ))
+    }
+}
+
+/// Oriented boxes: `1 - ProbIoU` and the pairwise ProbIoU (`OBB-*`).
+pub trait OrientedBoxOps<T: Element> {
+    /// Runs a validated ProbIoU loss call (`pred`, `target` `[N, 5]`; gradient w.r.t. `pred`).
+    fn run_probiou_loss(&self, call: PairCall<'_, ProbIou, T>) -> Result<Loss> {
+        Ok(widened_pair(call, reference::probiou_loss))
+    }
+
+    /// Runs a validated pairwise ProbIoU (`[N, M]` into `out`).
+    fn run_batch_probiou(&self, call: ProbIouPairwiseCall<'_, T>) -> Result<()> {
+        let (plan, b1, b2, out) = call.into_parts();
+        let (b1, b2) = (to_f64_vec(b1), to_f64_vec(b2));
+        let mut o = vec![0.0; out.len()];
+        reference::batch_probiou(ProbIouPairwiseCall::bind(plan, &b1, &b2, &mut o));
+        for (d, s) in out.iter_mut().zip(&o) {
+            *d = T::from_f64(*s);
+        }
+        Ok(())
+    }
+}
+
 /// A complete backend for element type `T`: every loss family plus a name.
 pub trait Backend<T: Element>:
     CrossEntropyOps<T>
@@ -167,6 +246,9 @@ pub trait Backend<T: Element>:
     + RegressionOps<T>
     + BinaryOps<T>
     + crate::LinearCrossEntropyOps<T>
+    + DistributionOps<T>
+    + QualityOps<T>
+    + OrientedBoxOps<T>
     + Sync
 {
     /// Name used in reports ("reference", "cpu", "cuda").
@@ -326,6 +408,89 @@ pub trait Losses<T: Element>: Backend<T> {
     ) -> Result<Loss> {
         self.run_sigmoid_focal(bind_pair(cfg, logits.into(), targets)?)
     }
+
+    /// Distribution focal loss over logits `[rows, bins]` and one target per row (`DFL-*`);
+    /// ultralytics' `DFLoss(reg_max)(pred_dist, target)` is
+    /// `b.distribution_focal(&DistributionFocal::ultralytics(), Input::matrix(&z, 4 * n, reg_max), &t)`.
+    #[doc(alias = "DFLoss")]
+    fn distribution_focal<'a>(
+        &self,
+        cfg: &DistributionFocal,
+        logits: impl Into<Input<'a, T>>,
+        targets: &'a [T],
+    ) -> Result<Loss> {
+        let input = logits.into();
+        let plan = cfg.plan(&extent(&input), targets.len())?;
+        check_values::<T>(&input.upstream, || Ok(()))?;
+        cfg.check_targets(targets, cfg.bins(&plan))?;
+        self.run_distribution_focal(Call::bind(plan, input.io, targets, input.upstream))
+    }
+
+    /// Varifocal loss, element-wise (`QUAL-1` .. `QUAL-4`): `targets` is the scores
+    /// (mmdetection) or `(scores, labels)` (ultralytics), each the logits' shape, in `[0, 1]`.
+    #[doc(alias = "VarifocalLoss")]
+    fn varifocal<'a>(
+        &self,
+        cfg: &Varifocal,
+        logits: impl Into<Input<'a, T>>,
+        targets: impl Into<VarifocalTargets<'a, T>>,
+    ) -> Result<Loss> {
+        let input = logits.into();
+        let t = targets.into();
+        let labels_len = t.labels.map_or(0, <[T]>::len);
+        let plan = cfg.plan(&extent(&input), t.scores.len(), labels_len)?;
+        check_values::<T>(&input.upstream, || cfg.check_f32())?;
+        cfg.check_targets(&t)?;
+        // Backends see labels only with the weight that reads them (the plan checked that the
+        // others got none: an empty slice is dropped here).
+        let t = VarifocalTargets {
+            labels: t
+                .labels
+                .filter(|_| cfg.weight == crate::quality::VarifocalWeight::Ultralytics),
+            ..t
+        };
+        self.run_varifocal(Call::bind(plan, input.io, t, input.upstream))
+    }
+
+    /// Quality focal loss over logits `[rows, classes]` (`QUAL-5` .. `QUAL-7`): per row a
+    /// label in `[0, classes]` (`classes` is the background) and a score in `[0, 1]`.
+    #[doc(alias = "QualityFocalLoss")]
+    fn quality_focal<'a>(
+        &self,
+        cfg: &QualityFocal,
+        logits: impl Into<Input<'a, T>>,
+        labels: &'a [i64],
+        scores: &'a [T],
+    ) -> Result<Loss> {
+        let input = logits.into();
+        let plan = cfg.plan(&extent(&input), labels.len(), scores.len())?;
+        check_values::<T>(&input.upstream, || cfg.check_f32())?;
+        cfg.check_targets(labels, scores, plan.width)?;
+        let t = QflTargets { labels, scores };
+        self.run_quality_focal(Call::bind(plan, input.io, t, input.upstream))
+    }
+
+    /// `1 - ProbIoU` over aligned oriented-box pairs `pred`, `target` `[N, 5]` in
+    /// `(cx, cy, w, h, angle)` (`OBB-5`); the gradient is with respect to `pred`.
+    #[doc(alias = "probiou")]
+    fn probiou_loss<'a>(
+        &self,
+        cfg: &ProbIou,
+        pred: impl Into<Input<'a, T>>,
+        target: &'a [T],
+    ) -> Result<Loss> {
+        self.run_probiou_loss(bind_pair(cfg, pred.into(), target)?)
+    }
+
+    /// Pairwise ProbIoU of `boxes1` `[N, 5]` and `boxes2` `[M, 5]` into `out` `[N, M]`
+    /// (`OBB-6`, ultralytics `batch_probiou`, its `eps`).
+    fn batch_probiou(&self, eps: f64, boxes1: &[T], boxes2: &[T], out: &mut [T]) -> Result<()> {
+        let plan = ProbIouPairwisePlan::new(eps, boxes1.len(), boxes2.len(), out.len())?;
+        if crate::plan::is_f32::<T>() {
+            ProbIou::new().with_eps(eps).check_f32()?;
+        }
+        self.run_batch_probiou(ProbIouPairwiseCall::bind(plan, boxes1, boxes2, out))
+    }
 }
 
 impl<T: Element, B: Backend<T> + ?Sized> Losses<T> for B {}
@@ -342,6 +507,9 @@ macro_rules! reference_backend {
         impl RegressionOps<$t> for ReferenceBackend {}
         impl BinaryOps<$t> for ReferenceBackend {}
         impl crate::LinearCrossEntropyOps<$t> for ReferenceBackend {}
+        impl DistributionOps<$t> for ReferenceBackend {}
+        impl QualityOps<$t> for ReferenceBackend {}
+        impl OrientedBoxOps<$t> for ReferenceBackend {}
         impl Backend<$t> for ReferenceBackend {
             fn name(&self) -> String {
                 "reference".into()

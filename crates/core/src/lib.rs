@@ -30,30 +30,37 @@ pub mod box_loss;
 pub mod buffers;
 pub mod call;
 pub mod cross_entropy;
+pub mod distribution;
 pub mod element;
 pub mod error;
 pub mod linear_cross_entropy;
 pub mod op;
+pub mod oriented_box;
 pub mod plan;
+pub mod quality;
 pub mod reduction;
 pub mod reference;
 pub mod regression;
 pub mod vocab_parallel;
 
 pub use backend::{
-    Backend, BinaryOps, BoxLossOps, CrossEntropyOps, Losses, ReferenceBackend, RegressionOps,
+    Backend, BinaryOps, BoxLossOps, CrossEntropyOps, DistributionOps, Losses, OrientedBoxOps,
+    QualityOps, ReferenceBackend, RegressionOps,
 };
 pub use binary::{BceWithLogits, SigmoidFocal};
 pub use box_loss::{BoxFormat, BoxIouPlan, BoxLoss, BoxLossKind, BoxPlan, ThresholdWeight};
 pub use buffers::BufferLosses;
 pub use call::{GradDest, Input, Io, Loss};
 pub use cross_entropy::{CePlan, CeTargets, CeTargetsShape, CrossEntropy};
+pub use distribution::{DflConvention, DistributionFocal};
 pub use element::Element;
 pub use error::{LossError, Result};
 pub use linear_cross_entropy::{
     LceCall, LcePlan, Linear, LinearCrossEntropy, LinearCrossEntropyOps, LinearGrads,
 };
 pub use op::{Family, Op, kernel_name};
+pub use oriented_box::{ProbIou, ProbIouPairwiseCall, ProbIouPairwisePlan};
 pub use plan::{Call, CeCall, Extent, IouCall, LossConfig, PairCall, Parts, Plan, UpstreamShape};
+pub use quality::{QflTargets, QualityFocal, Varifocal, VarifocalTargets, VarifocalWeight};
 pub use reduction::{Reduction, Upstream};
 pub use regression::{Huber, SmoothL1};

@@ -18,15 +18,24 @@ pub enum Family {
     Regression,
     /// BCE with logits and sigmoid focal (`BIN-*`).
     Binary,
+    /// Distribution focal loss over logits `[rows, bins]` (`DFL-*`).
+    Distribution,
+    /// Varifocal and quality focal losses of dense detectors (`QUAL-*`).
+    Quality,
+    /// Oriented boxes and ProbIoU (`OBB-*`).
+    OrientedBox,
 }
 
 impl Family {
     /// Every family, in the order of the spec.
-    pub const ALL: [Family; 4] = [
+    pub const ALL: [Family; 7] = [
         Family::CrossEntropy,
         Family::BoxLoss,
         Family::Regression,
         Family::Binary,
+        Family::Distribution,
+        Family::Quality,
+        Family::OrientedBox,
     ];
 
     /// The family's file stem in every layer (`cross_entropy`, `box_loss`, ...).
@@ -36,6 +45,9 @@ impl Family {
             Family::BoxLoss => "box_loss",
             Family::Regression => "regression",
             Family::Binary => "binary",
+            Family::Distribution => "distribution",
+            Family::Quality => "quality",
+            Family::OrientedBox => "oriented_box",
         }
     }
 
@@ -46,6 +58,9 @@ impl Family {
             Family::BoxLoss => "BOX",
             Family::Regression => "REG",
             Family::Binary => "BIN",
+            Family::Distribution => "DFL",
+            Family::Quality => "QUAL",
+            Family::OrientedBox => "OBB",
         }
     }
 
@@ -82,11 +97,21 @@ pub enum Op {
     BceWithLogits,
     /// Sigmoid focal loss (`torchvision.ops.sigmoid_focal_loss`).
     SigmoidFocal,
+    /// Distribution focal loss (ultralytics `DFLoss`, mmdetection `distribution_focal_loss`).
+    DistributionFocal,
+    /// Varifocal loss (ultralytics `VarifocalLoss`, mmdetection `varifocal_loss`).
+    Varifocal,
+    /// Quality focal loss (mmdetection `quality_focal_loss`).
+    QualityFocal,
+    /// `1 - ProbIoU` on aligned oriented-box pairs (ultralytics `probiou`).
+    ProbIou,
+    /// Pairwise ProbIoU of two oriented-box sets (ultralytics `batch_probiou`, no gradient).
+    ProbIouPairwise,
 }
 
 impl Op {
     /// Every loss.
-    pub const ALL: [Op; 7] = [
+    pub const ALL: [Op; 12] = [
         Op::CrossEntropy,
         Op::BoxLoss,
         Op::BoxIou,
@@ -94,6 +119,11 @@ impl Op {
         Op::Huber,
         Op::BceWithLogits,
         Op::SigmoidFocal,
+        Op::DistributionFocal,
+        Op::Varifocal,
+        Op::QualityFocal,
+        Op::ProbIou,
+        Op::ProbIouPairwise,
     ];
 
     /// The loss's name: its method name on a backend and its name in case files.
@@ -106,6 +136,11 @@ impl Op {
             Op::Huber => "huber",
             Op::BceWithLogits => "bce_with_logits",
             Op::SigmoidFocal => "sigmoid_focal",
+            Op::DistributionFocal => "distribution_focal",
+            Op::Varifocal => "varifocal",
+            Op::QualityFocal => "quality_focal",
+            Op::ProbIou => "probiou_loss",
+            Op::ProbIouPairwise => "batch_probiou",
         }
     }
 
@@ -121,6 +156,9 @@ impl Op {
             Op::BoxLoss | Op::BoxIou => Family::BoxLoss,
             Op::SmoothL1 | Op::Huber => Family::Regression,
             Op::BceWithLogits | Op::SigmoidFocal => Family::Binary,
+            Op::DistributionFocal => Family::Distribution,
+            Op::Varifocal | Op::QualityFocal => Family::Quality,
+            Op::ProbIou | Op::ProbIouPairwise => Family::OrientedBox,
         }
     }
 
@@ -135,6 +173,11 @@ impl Op {
             Op::Huber => "reg_huber",
             Op::BceWithLogits => "bin_bce_with_logits",
             Op::SigmoidFocal => "bin_sigmoid_focal",
+            Op::DistributionFocal => "dfl_fwd_bwd",
+            Op::Varifocal => "qual_varifocal",
+            Op::QualityFocal => "qual_quality_focal",
+            Op::ProbIou => "obb_probiou_fwd_bwd",
+            Op::ProbIouPairwise => "obb_probiou_pairwise",
         }
     }
 }

@@ -48,6 +48,10 @@ pub mod prelude {
         Input, Linear, LinearCrossEntropy, Loss, LossError, Losses, Reduction, SigmoidFocal,
         SmoothL1, Upstream,
     };
+    pub use smoothloss_core::{
+        DflConvention, DistributionFocal, ProbIou, QualityFocal, Varifocal, VarifocalTargets,
+        VarifocalWeight,
+    };
 }
 
 /// The README's example, compiled and run as a doctest.

@@ -174,6 +174,7 @@ impl<'a> AbsScale<'a> {
             LossCall::CrossEntropy { cfg, classes, .. } => (wmax(&cfg.class_weights), *classes),
             LossCall::Bce { cfg, .. } => (wmax(&cfg.pos_weight).max(1.0), 1),
             LossCall::BoxLoss { .. } => (1.0, 4),
+            LossCall::Detection(d) => (1.0, d.width()),
             _ => (1.0, 1),
         };
         Self {
@@ -314,8 +315,17 @@ pub fn torch_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Tolera
     case_file(backend, &crate::torch_cases(), tol)
 }
 
+/// The bundled dense-detector cases (`spec/cases/detection_dense.json`).
+pub fn detection_cases<T: Element, B: Backend<T> + ?Sized>(
+    backend: &B,
+    tol: &Tolerances,
+) -> Report {
+    case_file(backend, &crate::detection_dense_cases(), tol)
+}
+
 fn per_element_upstream(call: &LossCall) -> Option<Vec<f64>> {
     let count = match call {
+        LossCall::Detection(d) if d.reduction() == Some(Reduction::None) => d.items(),
         LossCall::CrossEntropy { cfg, rows, .. } if cfg.reduction == Reduction::None => *rows,
         LossCall::BoxLoss { cfg, pred, .. } if cfg.reduction == Reduction::None => pred.len() / 4,
         LossCall::SmoothL1 { cfg, pred, .. } if cfg.reduction == Reduction::None => pred.len(),
@@ -339,7 +349,10 @@ pub fn random_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Toler
         entries: Vec::new(),
     };
     let filter = crate::case_filter();
-    for (id, call) in random_calls(0x5eed_1e55) {
+    let calls = random_calls(0x5eed_1e55)
+        .into_iter()
+        .chain(crate::cases::detection::random_calls(0xd3_75e));
+    for (id, call) in calls {
         if filter.as_deref().is_some_and(|f| !id.contains(f)) {
             continue;
         }
@@ -349,7 +362,11 @@ pub fn random_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Toler
         if let Some(u) = per_elem.as_deref() {
             upstreams.push(("up-per-element", Upstream::PerElement(u)));
         }
-        let is_iou = matches!(call, LossCall::BoxIou { .. });
+        let is_iou = matches!(
+            call,
+            LossCall::BoxIou { .. }
+                | LossCall::Detection(crate::cases::DetectionCall::BatchProbIou { .. })
+        );
         for (uname, up) in upstreams {
             if is_iou && uname != "up1" {
                 continue;
@@ -440,6 +457,7 @@ where
     ReferenceBackend: Backend<T>,
 {
     let mut r = torch_cases::<T, B>(backend, tol);
+    r.extend(detection_cases::<T, B>(backend, tol));
     r.extend(random_cases::<T, B>(backend, &tol.reference));
     r.extend(error_cases::<T, B>(backend));
     r.extend(linear_ce_cases::<T, B>(backend, tol));
@@ -466,6 +484,13 @@ macro_rules! conformance_tests {
         fn conformance_torch_cases() {
             let backend = $backend;
             let r = $crate::conformance::torch_cases::<$elem, _>(&backend, &$tol);
+            assert!(r.all_passed(), "{r}");
+        }
+        $(#[$m])*
+        #[test]
+        fn conformance_detection_cases() {
+            let backend = $backend;
+            let r = $crate::conformance::detection_cases::<$elem, _>(&backend, &$tol);
             assert!(r.all_passed(), "{r}");
         }
         $(#[$m])*

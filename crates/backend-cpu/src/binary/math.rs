@@ -5,7 +5,7 @@ use crate::math::{exp_f32, ln_f32, log1p_unit_f32, sel};
 
 /// `(p, q, L)` = `(sigmoid(x), 1 - sigmoid(x), log1p(exp(-|x|)))`, each accurate.
 #[inline(always)]
-fn sigmoid_parts(x: f32) -> (f32, f32, f32) {
+pub(crate) fn sigmoid_parts(x: f32) -> (f32, f32, f32) {
     let e = exp_f32(-x.abs());
     let r = 1.0 / (1.0 + e);
     let er = e * r;

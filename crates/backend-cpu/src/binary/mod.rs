@@ -9,7 +9,7 @@ use math::{GammaGeneral, GammaOne, GammaTwo, GammaZero, Power, PowerMarker, bce_
 use smoothloss_core::backend::BinaryOps;
 use smoothloss_core::{BceWithLogits, Loss, PairCall, Result, SigmoidFocal, Upstream};
 
-mod math;
+pub(crate) mod math;
 
 ew_dispatch!(bce_block, bce_avx2, bce_plain, [], [], (), bce_el);
 ew_dispatch!(

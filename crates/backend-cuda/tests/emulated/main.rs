@@ -291,6 +291,7 @@ fn params_layouts_are_checked_by_gxx() {
 mod confident;
 mod cross_entropy;
 mod degenerate;
+mod detection;
 mod elementwise;
 mod hygiene;
 mod suite;

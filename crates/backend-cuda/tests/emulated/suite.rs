@@ -12,16 +12,16 @@ use super::*;
 /// sequence as `CudaBackend` on the plan the front door validated: lets the shared
 /// conformance suite check the kernels' semantics (non-finite inputs, ties, reductions,
 /// errors) without a GPU.
-struct EmuBackend;
+pub(super) struct EmuBackend;
 
-fn libs_ok() -> &'static HashMap<Family, Library> {
+pub(super) fn libs_ok() -> &'static HashMap<Family, Library> {
     libs().as_ref().expect("emulation libraries")
 }
 
 /// An element-wise call's input (a copy), its gradient destination and whether it is in place
 /// (the destination then holds the input, and the kernel reads it from there and overwrites
 /// it, as `CudaBackend` launches `Io::InPlace`).
-fn split(io: Io<'_, [f32]>) -> (Vec<f32>, Option<&mut [f32]>, bool) {
+pub(super) fn split(io: Io<'_, [f32]>) -> (Vec<f32>, Option<&mut [f32]>, bool) {
     let x = io.input().to_vec();
     match io {
         Io::Read(_) => (x, None, false),

@@ -9,8 +9,11 @@
 pub mod binary;
 pub mod box_loss;
 pub mod cross_entropy;
+pub mod distribution;
 pub mod dual;
 pub mod linear_cross_entropy;
+pub mod oriented_box;
+pub mod quality;
 pub mod regression;
 pub mod vocab_parallel;
 
@@ -18,4 +21,7 @@ pub use binary::{bce_with_logits, sigmoid_focal};
 pub use box_loss::{box_iou, box_loss, box_pair_loss};
 pub use cross_entropy::cross_entropy;
 pub use linear_cross_entropy::linear_cross_entropy;
+pub use distribution::distribution_focal;
+pub use oriented_box::{batch_probiou, probiou_loss};
+pub use quality::{quality_focal, varifocal};
 pub use regression::{huber, smooth_l1};

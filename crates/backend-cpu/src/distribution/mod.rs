@@ -1,0 +1,132 @@
+//! Distribution focal loss on the CPU (`DFL-*`): one pass per row of `bins` logits (max,
+//! exponentials, the two target bins' log-probabilities and the gradient) in `f32` with the
+//! polynomial `exp` / `ln` of [`crate::math`], items (boxes or rows) accumulated in `f64`, run
+//! in fixed blocks by `blocks.rs` (bit-identical for any thread count).
+
+use crate::blocks::{Up, drive};
+use crate::{CpuBackend, run_pair};
+use smoothloss_core::backend::DistributionOps;
+use smoothloss_core::{DflConvention, DistributionFocal, Loss, PairCall, Result, Upstream};
+
+pub(crate) mod math;
+
+/// Logits per block of the deterministic parallel split (rounded to whole items).
+const DFL_BLOCK_LOGITS: usize = 64 * 1024;
+
+/// The distribution focal loss over validated buffers of `items` items.
+pub(crate) fn distribution_focal(
+    backend: &CpuBackend,
+    cfg: &DistributionFocal,
+    items: usize,
+    logits: &[f32],
+    targets: &[f32],
+    upstream: Upstream<'_>,
+    grad: Option<&mut [f32]>,
+) -> Vec<f64> {
+    let per = cfg.convention.rows_per_item();
+    let width = logits.len() / items;
+    let bins = width / per;
+    let block = (DFL_BLOCK_LOGITS / width).max(1);
+    let conv = cfg.convention;
+    let level = backend.simd_level();
+    drive(
+        backend,
+        items,
+        block,
+        width,
+        cfg.reduction,
+        upstream,
+        grad,
+        |r, up: Up<'_>, g, l| {
+            let a = BlockArgs {
+                logits,
+                targets,
+                first: r.start,
+                bins,
+                per,
+                conv,
+            };
+            #[cfg(target_arch = "x86_64")]
+            if level == crate::SimdLevel::Avx2Fma {
+                // SAFETY: a backend's level is `Avx2Fma` only when the CPU supports AVX2 and
+                // FMA (`CpuBackend::with_simd_level` falls back to scalar otherwise).
+                return unsafe { block_avx2(&a, r.len(), up, g, l) };
+            }
+            let _ = level;
+            block_plain(&a, r.len(), up, g, l)
+        },
+    )
+}
+
+/// What a block reads.
+struct BlockArgs<'a> {
+    logits: &'a [f32],
+    targets: &'a [f32],
+    first: usize,
+    bins: usize,
+    per: usize,
+    conv: DflConvention,
+}
+
+/// One block of `n` items from item `a.first`: writes the gradient rows and per-item losses
+/// (when given), returns the loss sum in item order.
+#[inline(always)]
+fn block_body(
+    a: &BlockArgs<'_>,
+    n: usize,
+    up: Up<'_>,
+    mut g: Option<&mut [f32]>,
+    mut l: Option<&mut [f64]>,
+) -> f64 {
+    let (bins, per) = (a.bins, a.per);
+    let mut e = vec![0.0f32; bins];
+    let mut total = 0.0;
+    for k in 0..n {
+        let f = match up {
+            Up::Scalar(s) => s,
+            Up::Per(u, s) => (u[k] * s) as f32,
+        } / per as f32;
+        let mut item = 0.0f64;
+        for side in 0..per {
+            let row = (a.first + k) * per + side;
+            let z = &a.logits[row * bins..(row + 1) * bins];
+            let rk = k * per + side;
+            let gr = g.as_deref_mut().map(|g| &mut g[rk * bins..(rk + 1) * bins]);
+            item += f64::from(math::dfl_row(z, &mut e, a.targets[row], a.conv, f, gr));
+        }
+        let item = item / per as f64;
+        if let Some(l) = l.as_deref_mut() {
+            l[k] = item;
+        }
+        total += item;
+    }
+    total
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_avx2(
+    a: &BlockArgs<'_>,
+    n: usize,
+    up: Up<'_>,
+    g: Option<&mut [f32]>,
+    l: Option<&mut [f64]>,
+) -> f64 {
+    block_body(a, n, up, g, l)
+}
+
+fn block_plain(
+    a: &BlockArgs<'_>,
+    n: usize,
+    up: Up<'_>,
+    g: Option<&mut [f32]>,
+    l: Option<&mut [f64]>,
+) -> f64 {
+    block_body(a, n, up, g, l)
+}
+
+impl DistributionOps<f32> for CpuBackend {
+    fn run_distribution_focal(&self, call: PairCall<'_, DistributionFocal, f32>) -> Result<Loss> {
+        Ok(run_pair(self, call, distribution_focal))
+    }
+}

@@ -1,0 +1,90 @@
+// Distribution focal loss (DFL-1 .. DFL-4) over logits [rows, bins], one thread per item (a
+// box of 4 rows for ultralytics, a row for mmdetection; grid-stride), math in double mirroring
+// crates/core/src/reference/distribution.rs. losses (items, nullable): per-item loss
+// (reduction none); partials (gridDim.x, nullable): per-block sums in a fixed order for
+// sl_reduce_final; grad (rows * bins, nullable, may be the logits: in place, each thread
+// reads a row before it writes it): up_i * scale / rows_per_item * dloss/dz. Requires
+// blockDim.x a multiple of 32, <= 1024.
+
+// `src/params.rs` DflParams. convention: 0 ultralytics (4 rows per item, clamped targets),
+// 1 mmdetection (1 row per item).
+struct DflParams {
+    const float* logits;
+    const float* targets;
+    long long items;
+    long long bins;
+    double up_scalar;
+    const double* up;
+    double scale;
+    double* losses;
+    double* partials;
+    float* grad;
+    int convention;
+    int _pad;
+};
+
+// One row: its loss, and its gradient times f into g (when non-null); DFL-1 .. DFL-3.
+__device__ double dfl_row(const float* z, long long bins, double t, int convention, double f,
+                          float* g) {
+    long long l;
+    double wl, wr;
+    if (convention == 0) {
+        const double hi = (double)bins - 1.0 - 0.01;
+        t = t < 0.0 ? 0.0 : (t > hi ? hi : t);
+        l = (long long)t;
+        wl = (double)(l + 1) - t;
+        wr = 1.0 - wl;
+    } else {
+        l = (long long)t;
+        wl = (double)(l + 1) - t;
+        wr = t - (double)l;
+    }
+    double m = -SL_DINF;
+    bool finite = true;
+    for (long long j = 0; j < bins; ++j) {
+        const double v = (double)z[j];
+        finite = finite && isfinite(v);
+        m = fmax(m, v);
+    }
+    if (!finite) {
+        if (g != nullptr)
+            for (long long j = 0; j < bins; ++j) g[j] = SL_NAN;
+        return SL_DNAN;
+    }
+    double s = 0.0;
+    for (long long j = 0; j < bins; ++j) s += exp((double)z[j] - m);
+    const double ls = log(s);
+    const double loss = wl * (ls + (m - (double)z[l])) + wr * (ls + (m - (double)z[l + 1]));
+    if (g != nullptr) {
+        for (long long j = 0; j < bins; ++j) {
+            double d = (wl + wr) * (exp((double)z[j] - m) / s);
+            if (j == l) d -= wl;
+            if (j == l + 1) d -= wr;
+            g[j] = (float)(f * d);
+        }
+    }
+    return loss;
+}
+
+extern "C" __global__ void dfl_fwd_bwd(const DflParams p) {
+    __shared__ double scratch[32];
+    const long long per = p.convention == 0 ? 4 : 1;
+    double acc = 0.0;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < p.items;
+         i += (long long)gridDim.x * blockDim.x) {
+        const double u = p.up != nullptr ? p.up[i] : p.up_scalar;
+        const double f = u * p.scale / (double)per;
+        double sum = 0.0;
+        for (long long k = 0; k < per; ++k) {
+            const long long r = i * per + k;
+            float* g = p.grad != nullptr ? p.grad + r * p.bins : nullptr;
+            sum += dfl_row(p.logits + r * p.bins, p.bins, (double)p.targets[r], p.convention, f,
+                           g);
+        }
+        const double item = sum / (double)per;
+        acc += item;
+        if (p.losses != nullptr) p.losses[i] = item;
+    }
+    const double total = sl_block_sum(acc, scratch);
+    if (p.partials != nullptr && threadIdx.x == 0) p.partials[blockIdx.x] = total;
+}
