@@ -14,5 +14,5 @@ pub mod regression;
 
 pub use binary::{bce_with_logits, sigmoid_focal};
 pub use box_loss::{box_iou, box_loss, box_pair_loss};
-pub use cross_entropy::cross_entropy;
+pub use cross_entropy::{cross_entropy, cross_entropy_rows};
 pub use regression::{huber, smooth_l1};
