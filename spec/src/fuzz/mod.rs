@@ -225,6 +225,7 @@ fn cross_entropy() -> BoxedStrategy<LossCall> {
                             ignore_index: ignore,
                             class_weights,
                             reduction: r,
+                            ..CrossEntropy::default()
                         },
                         logits: maybe_wrong_len(logits, w),
                         rows,
