@@ -334,7 +334,13 @@ pub fn random_calls(seed: u64) -> Vec<(String, LossCall)> {
             } else {
                 Targets::Classes(
                     (0..n)
-                        .map(|i| if i % 4 == 3 { -100 } else { rng.below(c) as i64 })
+                        .map(|i| {
+                            if i % 4 == 3 {
+                                -100
+                            } else {
+                                rng.below(c) as i64
+                            }
+                        })
                         .collect(),
                 )
             };

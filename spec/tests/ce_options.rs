@@ -207,7 +207,7 @@ proptest! {
             .unwrap()
             .into_values();
         for i in 0..n {
-            let mut one = options(1, cap, zl, rw.as_ref().map(|r| vec![r[i]]), 0.1, true, c)
+            let one = options(1, cap, zl, rw.as_ref().map(|r| vec![r[i]]), 0.1, true, c)
                 .with_ignore_index(Some(-1))
                 .with_reduction(Reduction::Sum);
             let zi = &z[i * c..(i + 1) * c];
@@ -228,7 +228,9 @@ proptest! {
 fn reference_matches_the_written_formulas_and_returns_lse_hits_and_z_loss() {
     covers!("CE-10", "CE-11", "CE-12", "CE-14", "CE-15");
     let (n, c) = (4, 5);
-    let z: Vec<f64> = (0..n * c).map(|k| ((k * 37 % 23) as f64 - 11.0) * 0.9).collect();
+    let z: Vec<f64> = (0..n * c)
+        .map(|k| ((k * 37 % 23) as f64 - 11.0) * 0.9)
+        .collect();
     let y = [2_i64, -100, 3, 0];
     let (cap, s) = (4.0, 0.05);
     let r = vec![1.5, 1.0, 0.5, 2.0];
@@ -251,7 +253,10 @@ fn reference_matches_the_written_formulas_and_returns_lse_hits_and_z_loss() {
             assert_eq!((lse[i], hit[i]), (0.0, false), "ignored row {i}");
             continue;
         }
-        let zc: Vec<f64> = z[i * c..(i + 1) * c].iter().map(|&v| cap * (v / cap).tanh()).collect();
+        let zc: Vec<f64> = z[i * c..(i + 1) * c]
+            .iter()
+            .map(|&v| cap * (v / cap).tanh())
+            .collect();
         let m = zc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let l = m + zc.iter().map(|&v| (v - m).exp()).sum::<f64>().ln();
         let yi = y[i] as usize;
@@ -263,7 +268,11 @@ fn reference_matches_the_written_formulas_and_returns_lse_hits_and_z_loss() {
         d += r[i];
     }
     let (want, zwant) = (total / d, ztotal / d);
-    assert!((out.loss.value() - want).abs() < 1e-14 * want, "{} vs {want}", out.loss.value());
+    assert!(
+        (out.loss.value() - want).abs() < 1e-14 * want,
+        "{} vs {want}",
+        out.loss.value()
+    );
     assert!((out.z_loss.value() - zwant).abs() < 1e-14 * zwant);
     // This call has both a hit and a miss among its kept rows (the check can fail either way).
     assert_eq!(hit, HITS);
@@ -277,7 +286,9 @@ const HITS: [bool; 4] = [false, false, true, false];
 #[test]
 fn softcap_makes_infinite_logits_finite() {
     covers!("CE-10");
-    let cfg = CrossEntropy::new().with_softcap(2.0).with_reduction(Reduction::None);
+    let cfg = CrossEntropy::new()
+        .with_softcap(2.0)
+        .with_reduction(Reduction::None);
     let z = [f64::INFINITY, 0.0, f64::NEG_INFINITY, f64::NAN, 1.0, 0.0];
     let mut g = [0.0; 6];
     let v = ReferenceBackend
@@ -304,7 +315,9 @@ fn row_weighted_mean_is_a_weighted_average() {
     let w = vec![2.0, 1.0, 0.5];
     let per_row = ReferenceBackend
         .cross_entropy(
-            &CrossEntropy::new().with_class_weights(w.clone()).with_reduction(Reduction::None),
+            &CrossEntropy::new()
+                .with_class_weights(w.clone())
+                .with_reduction(Reduction::None),
             Input::matrix(&z, 2, 3),
             &y,
         )
@@ -321,7 +334,10 @@ fn row_weighted_mean_is_a_weighted_average() {
     assert!((got - want).abs() < 1e-15, "{got} vs {want}");
     let scaled = value(&cfg(8.0), &z, 2, 3, CeTargets::Classes(&y));
     assert!((scaled - want).abs() < 1e-15);
-    assert_eq!(cfg(1.0).mean_denominator(&CeTargets::<f64>::Classes(&y), 2), r[0] * w[0] + r[1] * w[2]);
+    assert_eq!(
+        cfg(1.0).mean_denominator(&CeTargets::<f64>::Classes(&y), 2),
+        r[0] * w[0] + r[1] * w[2]
+    );
 }
 
 /// Each option's validation, in the plan (typed errors, nothing written).
@@ -338,33 +354,86 @@ fn options_are_validated_in_the_plan() {
     bad(run(CrossEntropy::new().with_z_loss(-1.0)), "z_loss");
     bad(run(CrossEntropy::new().with_z_loss(f64::NAN)), "z_loss");
     bad(run(CrossEntropy::new().with_softcap(0.0)), "softcap");
-    bad(run(CrossEntropy::new().with_softcap(f64::INFINITY)), "softcap");
-    bad(run(CrossEntropy::new().with_row_weights(vec![1.0, -0.5])), "row_weights");
-    bad(run(CrossEntropy::new().with_row_weights(vec![1.0, f64::NAN])), "row_weights");
-    bad(run(CrossEntropy::new().with_denominator(0.0)), "denominator");
-    bad(run(CrossEntropy::new().with_denominator(-3.0)), "denominator");
-    bad(run(CrossEntropy::new().with_denominator(2.0).with_reduction(Reduction::Sum)), "denominator");
+    bad(
+        run(CrossEntropy::new().with_softcap(f64::INFINITY)),
+        "softcap",
+    );
+    bad(
+        run(CrossEntropy::new().with_row_weights(vec![1.0, -0.5])),
+        "row_weights",
+    );
+    bad(
+        run(CrossEntropy::new().with_row_weights(vec![1.0, f64::NAN])),
+        "row_weights",
+    );
+    bad(
+        run(CrossEntropy::new().with_denominator(0.0)),
+        "denominator",
+    );
+    bad(
+        run(CrossEntropy::new().with_denominator(-3.0)),
+        "denominator",
+    );
+    bad(
+        run(CrossEntropy::new()
+            .with_denominator(2.0)
+            .with_reduction(Reduction::Sum)),
+        "denominator",
+    );
     assert!(matches!(
         run(CrossEntropy::new().with_row_weights(vec![1.0])),
-        Err(LossError::ShapeMismatch { what: "row_weights", expected: 2, got: 1 })
+        Err(LossError::ShapeMismatch {
+            what: "row_weights",
+            expected: 2,
+            got: 1
+        })
     ));
     // f32 data: the f32 domain of TOL-4.
     let z32 = [1.0_f32, 2.0, 0.5, -1.0];
-    let r32 = |cfg: CrossEntropy| ReferenceBackend.cross_entropy(&cfg, Input::matrix(&z32, 2, 2), &t);
+    let r32 =
+        |cfg: CrossEntropy| ReferenceBackend.cross_entropy(&cfg, Input::matrix(&z32, 2, 2), &t);
     bad(r32(CrossEntropy::new().with_softcap(1e-40)), "softcap");
-    bad(r32(CrossEntropy::new().with_denominator(1e39)), "denominator");
-    bad(r32(CrossEntropy::new().with_row_weights(vec![1.0, 1e39])), "row_weights");
-    assert!(ReferenceBackend.cross_entropy(&CrossEntropy::new().with_softcap(1e-40), Input::matrix(&z, 2, 2), &t).is_ok());
+    bad(
+        r32(CrossEntropy::new().with_denominator(1e39)),
+        "denominator",
+    );
+    bad(
+        r32(CrossEntropy::new().with_row_weights(vec![1.0, 1e39])),
+        "row_weights",
+    );
+    assert!(
+        ReferenceBackend
+            .cross_entropy(
+                &CrossEntropy::new().with_softcap(1e-40),
+                Input::matrix(&z, 2, 2),
+                &t
+            )
+            .is_ok()
+    );
     // Per-row outputs: lengths, and hits need class targets.
     let mut lse = [0.0; 3];
     assert!(matches!(
-        ReferenceBackend.cross_entropy_rows(&CrossEntropy::new(), Input::matrix(&z, 2, 2), &t, CeRowOutputs::new().with_lse(&mut lse)),
-        Err(LossError::ShapeMismatch { what: "lse", expected: 2, got: 3 })
+        ReferenceBackend.cross_entropy_rows(
+            &CrossEntropy::new(),
+            Input::matrix(&z, 2, 2),
+            &t,
+            CeRowOutputs::new().with_lse(&mut lse)
+        ),
+        Err(LossError::ShapeMismatch {
+            what: "lse",
+            expected: 2,
+            got: 3
+        })
     ));
     let mut hit = [false; 2];
     let q = [0.5, 0.5, 0.2, 0.8];
     assert!(matches!(
-        ReferenceBackend.cross_entropy_rows(&CrossEntropy::new(), Input::matrix(&z, 2, 2), CeTargets::Probs(&q), CeRowOutputs::new().with_hits(&mut hit)),
+        ReferenceBackend.cross_entropy_rows(
+            &CrossEntropy::new(),
+            Input::matrix(&z, 2, 2),
+            CeTargets::Probs(&q),
+            CeRowOutputs::new().with_hits(&mut hit)
+        ),
         Err(LossError::InvalidParameter { name: "hit", .. })
     ));
 }

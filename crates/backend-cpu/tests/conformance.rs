@@ -55,7 +55,17 @@ fn large_calls() -> Vec<(String, LossCall)> {
                 logits: rng.vec(n * c, -20.0, 20.0),
                 rows: n,
                 classes: c,
-                targets: Targets::Classes((0..n).map(|i| if i % 7 == 3 { -100 } else { rng.below(c) as i64 }).collect()),
+                targets: Targets::Classes(
+                    (0..n)
+                        .map(|i| {
+                            if i % 7 == 3 {
+                                -100
+                            } else {
+                                rng.below(c) as i64
+                            }
+                        })
+                        .collect(),
+                ),
             },
         ));
     }

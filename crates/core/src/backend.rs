@@ -103,7 +103,7 @@ pub trait CrossEntropyOps<T: Element> {
     ) -> Result<crate::CeOutput> {
         let n = call.plan().rows();
         let mut lse64 = vec![0.0f64; if rows.lse.is_some() { n } else { 0 }];
-        let mut hit = rows.hit;
+        let hit = rows.hit;
         let mut z_loss = None;
         let loss = widened(
             call,
@@ -122,10 +122,11 @@ pub trait CrossEntropyOps<T: Element> {
                 if !lse64.is_empty() {
                     r = r.with_lse(&mut lse64);
                 }
-                if let Some(h) = hit.as_deref_mut() {
+                if let Some(h) = hit {
                     r = r.with_hits(h);
                 }
-                let o = reference::cross_entropy_rows(Call::bind(plan, io, with.view(), upstream), r);
+                let o =
+                    reference::cross_entropy_rows(Call::bind(plan, io, with.view(), upstream), r);
                 z_loss = Some(o.z_loss);
                 o.loss
             },

@@ -389,7 +389,12 @@ impl CrossEntropy {
 impl CrossEntropy {
     /// `mean_denominator` with row weights: `sum_i r_i w_{y_i}` over the rows not ignored
     /// (`sum_i r_i` for probability targets), in row order.
-    fn row_weighted_denominator<T>(&self, targets: &CeTargets<'_, T>, rows: usize, r: &[f64]) -> f64 {
+    fn row_weighted_denominator<T>(
+        &self,
+        targets: &CeTargets<'_, T>,
+        rows: usize,
+        r: &[f64],
+    ) -> f64 {
         let mut d = 0.0;
         match targets {
             CeTargets::Classes(t) => {

@@ -216,15 +216,15 @@ fn run_reference(
     if rows_out.lse.is_some() {
         r64 = r64.with_lse(&mut lse);
     }
-    let mut hit = rows_out.hit;
-    if let Some(h) = hit.as_deref_mut() {
+    if let Some(h) = rows_out.hit {
         r64 = r64.with_hits(h);
     }
     let res = match out {
         None => ReferenceBackend.cross_entropy_rows(cfg, input, t64, r64)?,
         Some(out) => {
             let mut g = vec![0.0f64; z.len()];
-            let res = ReferenceBackend.cross_entropy_rows(cfg, input.with_grad(&mut g), t64, r64)?;
+            let res =
+                ReferenceBackend.cross_entropy_rows(cfg, input.with_grad(&mut g), t64, r64)?;
             for (o, &v) in out.iter_mut().zip(&g) {
                 *o = v as f32;
             }
@@ -257,9 +257,16 @@ impl CrossEntropyOps<f32> for CpuBackend {
         let degenerate_up = matches!(upstream, Upstream::Scalar(u) if !u.is_finite());
         if degenerate_mean || degenerate_up {
             let (rows, classes) = (plan.rows(), plan.classes());
-            return Ok(
-                run_reference(cfg, rows, classes, io, targets, upstream, CeRowOutputs::new())?.loss,
-            );
+            return Ok(run_reference(
+                cfg,
+                rows,
+                classes,
+                io,
+                targets,
+                upstream,
+                CeRowOutputs::new(),
+            )?
+            .loss);
         }
         let bufs = match io {
             Io::Read(z) => Bufs::ReadOnly(z),

@@ -184,13 +184,18 @@ fn process_row(
     } else if !(us.is_finite() && row.a.is_finite()) {
         slow_grad(plan, cfg, i, &mut raw, &sc.stats, &row, y, us, lse);
     } else {
-        let gy = y.map(|y| (y, target_grad(plan, cfg, &sc.stats, &row, y, raw.e_at(y), us, lse)));
+        let gy = y.map(|y| {
+            (
+                y,
+                target_grad(plan, cfg, &sc.stats, &row, y, raw.e_at(y), us, lse),
+            )
+        });
         long::pass2_range(plan, i, 0, &mut raw, &sc.stats, &row, us);
         if let Some((y, g)) = gy {
             raw.set_out(y, g);
         }
     }
-    drop(raw);
+    // `raw` (a view of `kb`) is not used below.
     if cfg.softcap.is_some() {
         // CE-10: the chain rule, in place over the gradient of the capped logits.
         if let Bufs::Split(_, g) = &mut kb {

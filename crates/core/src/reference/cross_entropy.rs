@@ -110,7 +110,11 @@ pub fn cross_entropy_rows(call: CeCall<'_, f64>, mut rows_out: CeRowOutputs<'_, 
                 let (logp, p) = log_softmax_row(z);
                 let wy = w[y];
                 // CE-12: with row weights each kept row adds r_i w_y.
-                denom += if cfg.row_weights.is_some() { cfg.row_weight(i) * wy } else { wy };
+                denom += if cfg.row_weights.is_some() {
+                    cfg.row_weight(i) * wy
+                } else {
+                    wy
+                };
                 // CE-2 / CE-4: weighted negative log-likelihood of the target class.
                 let nll = -wy * logp[y];
                 // CE-3: the uniform part of the smoothed target, weighted per class.
@@ -131,7 +135,11 @@ pub fn cross_entropy_rows(call: CeCall<'_, f64>, mut rows_out: CeRowOutputs<'_, 
             CeTargets::Probs(q) => {
                 let q = &q[i * c..(i + 1) * c];
                 let (logp, p) = log_softmax_row(z);
-                denom += if cfg.row_weights.is_some() { cfg.row_weight(i) } else { 1.0 };
+                denom += if cfg.row_weights.is_some() {
+                    cfg.row_weight(i)
+                } else {
+                    1.0
+                };
                 // CE-6: smoothed distribution q' = (1-eps) q + eps/C.
                 let qs: Vec<f64> = q
                     .iter()
