@@ -157,7 +157,12 @@ fn process_row(
     let mut row = long::combine(plan, &sc.stats, y, zy);
     let lse = row.lse();
     let hit = y.is_some() && row.finite && zy == row.m;
-    let mut z_loss = 0.0;
+    // A NaN row's z-loss is NaN, as the reference's `s * NaN^2`.
+    let mut z_loss = if cfg.z_loss != 0.0 && !row.finite {
+        f64::NAN
+    } else {
+        0.0
+    };
     if cfg.z_loss != 0.0 && row.finite {
         // CE-11: `s lse^2`, and `2 s lse p_j` through `A`.
         z_loss = cfg.z_loss * lse * lse;

@@ -105,7 +105,7 @@ pub fn cross_entropy_rows(call: CeCall<'_, f64>, mut rows_out: CeRowOutputs<'_, 
                 let y = t[i] as usize;
                 if let Some(h) = rows_out.hit.as_deref_mut() {
                     // CE-14: the target is (one of) the row's maxima; NaN rows never hit.
-                    h[i] = z.iter().all(|&v| v <= z[y]);
+                    h[i] = !lse.is_nan() && z.iter().all(|&v| v <= z[y]);
                 }
                 let (logp, p) = log_softmax_row(z);
                 let wy = w[y];
