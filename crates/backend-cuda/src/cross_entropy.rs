@@ -426,9 +426,22 @@ impl CrossEntropyOps<f32> for CudaBackend {
         // invalid rows included) before the copies back read them (stream order).
         let mut outs = unsafe {
             RowOuts {
-                lse: rows_out.lse.is_some().then(|| st.alloc::<f32>(rows)).transpose().w()?,
-                hit: rows_out.hit.is_some().then(|| st.alloc::<u8>(rows)).transpose().w()?,
-                row_z: (cfg.z_loss != 0.0).then(|| st.alloc::<f64>(rows)).transpose().w()?,
+                lse: rows_out
+                    .lse
+                    .is_some()
+                    .then(|| st.alloc::<f32>(rows))
+                    .transpose()
+                    .w()?,
+                hit: rows_out
+                    .hit
+                    .is_some()
+                    .then(|| st.alloc::<u8>(rows))
+                    .transpose()
+                    .w()?,
+                row_z: (cfg.z_loss != 0.0)
+                    .then(|| st.alloc::<f64>(rows))
+                    .transpose()
+                    .w()?,
             }
         };
         let out = match targets {

@@ -75,13 +75,13 @@ const SMEM_OPT_IN_H200: usize = 232_448;
 
 /// How the emulated launch is planned: shared-memory target and limit of one block.
 #[derive(Clone, Copy, Debug)]
-struct Budget {
-    target: usize,
-    max: usize,
+pub(super) struct Budget {
+    pub(super) target: usize,
+    pub(super) max: usize,
 }
 
 /// The plan a real launch would use on an H200 (clusters of up to 8 blocks).
-const H200: Budget = Budget {
+pub(super) const H200: Budget = Budget {
     target: CE_SMEM_TARGET,
     max: SMEM_OPT_IN_H200,
 };
@@ -253,7 +253,11 @@ pub(super) fn emu_ce_rows(
         z_loss: cfg.z_loss,
         lse_out: if want_rows { addr(lse.as_mut_ptr()) } else { 0 },
         hit_out: if want_rows { addr(hit.as_mut_ptr()) } else { 0 },
-        row_z: if want_rows { addr(row_z.as_mut_ptr()) } else { 0 },
+        row_z: if want_rows {
+            addr(row_z.as_mut_ptr())
+        } else {
+            0
+        },
         in_place: p.in_place,
         has_ignore: p.has_ignore,
         flags: p.flags,

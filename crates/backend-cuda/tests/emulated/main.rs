@@ -289,6 +289,7 @@ fn params_layouts_are_checked_by_gxx() {
     assert!(err.contains("BceParams.p_len: offset"), "{err}");
 }
 
+mod ce_options;
 mod confident;
 mod cross_entropy;
 mod degenerate;
