@@ -109,6 +109,7 @@ mod long;
 mod options;
 mod plan;
 mod short;
+mod softcap;
 
 pub use plan::{CHUNK, SHORT_ROW};
 

@@ -7,8 +7,9 @@
 //! ([`long::combine`]: `S = n0 + s'`, `ln S = ln_1p(s')` for a single maximum, so confident
 //! rows keep `TOL-2`'s relative accuracy), with the options applied per row around them:
 //!
-//! - softcap (`CE-10`): the row's capped logits `cap tanh(z / cap)` (in `f64`, rounded once to
-//!   `f32`) and their derivatives `1 - tanh^2` go to a per-task scratch row the kernels read;
+//! - softcap (`CE-10`): the row's capped logits `cap tanh(z / cap)` and their derivatives
+//!   `1 - tanh^2` (in `f32`, one `exp` per logit: `softcap.rs`) go to a per-task scratch row
+//!   the kernels read;
 //!   the gradient with respect to the capped logits, written by pass 2, is multiplied by the
 //!   derivatives in place, so the gradient buffer holds `d loss / d raw logits`, one pass over
 //!   the row in cache;
@@ -138,11 +139,7 @@ fn process_row(
             };
             sc.capped.resize(c, 0.0);
             sc.dcap.resize(c, 0.0);
-            for ((zc, d), &z) in sc.capped.iter_mut().zip(sc.dcap.iter_mut()).zip(raw) {
-                let t = (f64::from(z) / cap).tanh();
-                *zc = (cap * t) as f32;
-                *d = (1.0 - t * t) as f32;
-            }
+            super::softcap::softcap_row(plan.level, raw, cap, &mut sc.capped, &mut sc.dcap);
             match bufs {
                 Bufs::Split(_, g) | Bufs::InPlace(g) => Bufs::Split(&sc.capped[..], g),
                 Bufs::ReadOnly(_) => Bufs::ReadOnly(&sc.capped[..]),
