@@ -64,7 +64,7 @@ fn backends() -> Vec<CpuBackend> {
 
 /// The CPU's results against the reference's on the same inputs, `TOL-2`'s figures
 /// (`Tolerance::F32`), every output; the hits equal.
-fn check_against_reference(
+fn assert_matches_reference(
     cfg: &CrossEntropy,
     z: &[f32],
     n: usize,
@@ -110,14 +110,14 @@ fn long_rows_with_every_option_match_the_reference() {
         .with_z_loss(1e-4)
         .with_row_weights(vec![1.0, 2.0, 0.5, 0.0, 1.5, 1.0])
         .with_denominator(9.0);
-    check_against_reference(&cfg, &z, n, c, &y, Upstream::Scalar(0.75));
+    assert_matches_reference(&cfg, &z, n, c, &y, Upstream::Scalar(0.75));
     let none = cfg.clone().with_reduction(Reduction::None);
     let none = CrossEntropy {
         denominator: None,
         ..none
     };
     let u = [0.5, -1.0, 2.0, 1.0, -0.25, 3.0];
-    check_against_reference(&none, &z, n, c, &y, Upstream::PerElement(&u));
+    assert_matches_reference(&none, &z, n, c, &y, Upstream::PerElement(&u));
 }
 
 #[test]
@@ -146,7 +146,7 @@ fn short_rows_with_every_option_match_the_reference() {
                 .with_z_loss(0.02)
                 .with_row_weights(rng.vec(n, 0.0, 2.0))
                 .with_reduction(red);
-            check_against_reference(&cfg, &z, n, c, &y, Upstream::Scalar(1.0));
+            assert_matches_reference(&cfg, &z, n, c, &y, Upstream::Scalar(1.0));
         }
     }
 }
