@@ -209,29 +209,6 @@ fn cross_entropy() -> BoxedStrategy<LossCall> {
                 Just(Some(-100i64)),
                 (0..c.max(1)).prop_map(Some)
             ];
-            // The LLM options (CE-10 .. CE-13): off most of the time, now and then outside
-            // their domain or of the wrong length.
-            let softcap = prop_oneof![
-                12 => Just(None),
-                6 => (0.5..50.0f64).prop_map(Some),
-                1 => prop::sample::select(vec![0.0, -1.0, NAN, INF]).prop_map(Some),
-            ];
-            let z_loss = prop_oneof![
-                12 => Just(0.0),
-                6 => 0.0..0.1f64,
-                1 => prop::sample::select(vec![-1.0, NAN, INF]),
-            ];
-            let row_weights = prop_oneof![
-                12 => Just(None),
-                6 => prop::collection::vec(0.05..2.0f64, rows).prop_map(Some),
-                1 => prop::collection::vec(0.0..2.0f64, rows + 1).prop_map(Some),
-                1 => Just(Some(vec![-1.0; rows])),
-            ];
-            let denominator = prop_oneof![
-                16 => Just(None),
-                3 => (0.5..100.0f64).prop_map(Some),
-                1 => prop::sample::select(vec![0.0, -1.0, NAN]).prop_map(Some),
-            ];
             (
                 values(n, -spread, spread),
                 wrong(),
@@ -240,7 +217,7 @@ fn cross_entropy() -> BoxedStrategy<LossCall> {
                 weights,
                 ignore,
                 reduction(),
-                (softcap, z_loss, row_weights, denominator),
+                ce_options::llm_options(rows),
             )
                 .prop_map(
                     move |(logits, w, targets, ls, class_weights, ignore, r, llm)| {
@@ -641,6 +618,7 @@ fn compare(got: &Output, want: &Output) -> Result<(), String> {
 
 // ---------------------------------------------------------------------------- the campaign
 
+mod ce_options;
 mod known;
 pub use known::{findings, regressions};
 
