@@ -11,8 +11,8 @@ use smoothloss_core::{
 };
 use thiserror::Error;
 
-pub mod linear_ce;
 pub mod detection;
+pub mod linear_ce;
 pub use detection::DetectionCall;
 
 /// The only format this reader accepts.
@@ -377,6 +377,10 @@ impl Case {
                     "ignore_index",
                     "class_weights",
                     "reduction",
+                    "softcap",
+                    "z_loss",
+                    "row_weights",
+                    "denominator",
                 ])?;
                 let logits = self.tensor("logits")?;
                 if logits.shape.len() != 2 {
@@ -401,6 +405,23 @@ impl Case {
                         Some(v) => Some(self.numbers(v, "class_weights")?),
                     },
                     reduction: self.reduction()?,
+                    // CE-10 .. CE-13 (the LLM options; `spec/cases/llm_ce.json`).
+                    z_loss: match self.param("z_loss") {
+                        None => 0.0,
+                        Some(_) => self.f64_param("z_loss")?,
+                    },
+                    softcap: match self.param("softcap") {
+                        None => None,
+                        Some(_) => Some(self.f64_param("softcap")?),
+                    },
+                    row_weights: match self.param("row_weights") {
+                        None => None,
+                        Some(v) => Some(self.numbers(v, "row_weights")?),
+                    },
+                    denominator: match self.param("denominator") {
+                        None => None,
+                        Some(_) => Some(self.f64_param("denominator")?),
+                    },
                 };
                 let targets = match (self.inputs.get("targets"), self.inputs.get("target_probs")) {
                     (Some(t), None) => Targets::Classes(

@@ -132,6 +132,28 @@ pub fn non_finite_calls() -> Vec<(String, LossCall)> {
                     ignore_index: Some(-100),
                     class_weights: None,
                     reduction,
+                    ..CrossEntropy::default()
+                },
+                logits: z.clone(),
+                rows: 6,
+                classes: c,
+                targets: Targets::Classes(vec![0, 1, 2, 3, 0, 1]),
+            },
+        ));
+    }
+    // CE-10 / CE-11 / CE-12: the same rows with a softcap (`+-inf` become `+-cap`), z-loss and
+    // row weights.
+    for (cap, zl) in [(Some(5.0), 0.1), (None, 1e-3)] {
+        out.push((
+            format!("nonfinite-ce-llm-cap{cap:?}-z{zl}"),
+            LossCall::CrossEntropy {
+                cfg: CrossEntropy {
+                    label_smoothing: 0.1,
+                    reduction: Reduction::None,
+                    softcap: cap,
+                    z_loss: zl,
+                    row_weights: Some(vec![1.0, 0.5, 2.0, 0.0, 1.5, 1.0]),
+                    ..CrossEntropy::default()
                 },
                 logits: z.clone(),
                 rows: 6,
@@ -268,9 +290,72 @@ pub fn random_calls(seed: u64) -> Vec<(String, LossCall)> {
                 ignore_index: Some(-100),
                 class_weights: weighted.then(|| rng.vec(c, 0.1, 3.0)),
                 reduction,
+                ..CrossEntropy::default()
             };
             out.push((
                 format!("random-ce-{n}x{c}-opt{oi}-{}", reduction.as_str()),
+                LossCall::CrossEntropy {
+                    cfg,
+                    logits,
+                    rows: n,
+                    classes: c,
+                    targets,
+                },
+            ));
+        }
+    }
+    // Cross-entropy with the LLM options (CE-10 .. CE-13), alone and together.
+    for (si, &(n, c)) in shapes.iter().enumerate() {
+        for (oi, &(cap, zl, rw, den, probs)) in [
+            (Some(2.0), 0.0, false, false, false),
+            (None, 0.1, false, false, false),
+            (None, 0.0, true, false, false),
+            (None, 0.0, false, true, false),
+            (Some(30.0), 1e-3, true, true, false),
+            (Some(4.0), 0.05, true, false, true),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let reduction = if den {
+                Reduction::Mean
+            } else {
+                REDUCTIONS[(si + oi) % 3]
+            };
+            let spread = [1.0, 10.0, 60.0][(si + oi) % 3];
+            let logits = rng.vec(n * c, -spread, spread);
+            let targets = if probs {
+                let mut p = rng.vec(n * c, 0.0, 1.0);
+                for row in p.chunks_mut(c) {
+                    let s: f64 = row.iter().sum();
+                    row.iter_mut().for_each(|v| *v /= s);
+                }
+                Targets::Probs(p)
+            } else {
+                Targets::Classes(
+                    (0..n)
+                        .map(|i| {
+                            if i % 4 == 3 {
+                                -100
+                            } else {
+                                rng.below(c) as i64
+                            }
+                        })
+                        .collect(),
+                )
+            };
+            let cfg = CrossEntropy {
+                label_smoothing: [0.0, 0.1][oi % 2],
+                class_weights: (oi % 3 == 1).then(|| rng.vec(c, 0.1, 3.0)),
+                reduction,
+                softcap: cap,
+                z_loss: zl,
+                row_weights: rw.then(|| rng.vec(n, 0.0, 2.0)),
+                denominator: den.then(|| 0.5 + rng.vec(1, 1.0, 3.0 * n as f64)[0]),
+                ..CrossEntropy::default()
+            };
+            out.push((
+                format!("random-ce-llm-{n}x{c}-opt{oi}-{}", reduction.as_str()),
                 LossCall::CrossEntropy {
                     cfg,
                     logits,

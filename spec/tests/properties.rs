@@ -68,6 +68,7 @@ fn ce_cfg(ls: f64, weights: Option<Vec<f64>>, reduction: Reduction) -> CrossEntr
         ignore_index: Some(-100),
         class_weights: weights,
         reduction,
+        ..CrossEntropy::default()
     }
 }
 

@@ -18,6 +18,20 @@ fn reference_passes_every_torch_case_tol_1() {
 }
 
 #[test]
+fn reference_passes_every_llm_ce_case_tol_1() {
+    covers!("CE-10");
+    covers!("CE-11");
+    covers!("CE-12");
+    covers!("CE-13");
+    let file = smoothloss_spec::llm_ce_cases();
+    if smoothloss_spec::case_filter().is_none() {
+        assert_eq!(file.cases.len(), 160, "the bundled file holds 160 cases");
+    }
+    let report = conformance::case_file::<f64, _>(&ReferenceBackend, &file, &Tolerances::F64);
+    assert!(report.all_passed(), "{report}");
+}
+
+#[test]
 fn every_case_loss_kind_is_decoded() {
     for case in &smoothloss_spec::torch_cases().cases {
         case.decode().unwrap_or_else(|e| panic!("{e}"));

@@ -41,6 +41,34 @@ fn large_calls() -> Vec<(String, LossCall)> {
             },
         ));
     }
+    // The LLM options (CE-10 .. CE-13): rows spread over several tasks, and long rows.
+    for &(n, c) in &[(2500, 1000), (3, 70_001)] {
+        v.push((
+            format!("ce-llm-{n}x{c}"),
+            LossCall::CrossEntropy {
+                cfg: CrossEntropy::new()
+                    .with_label_smoothing(0.1)
+                    .with_softcap(15.0)
+                    .with_z_loss(1e-3)
+                    .with_row_weights(rng.vec(n, 0.0, 2.0))
+                    .with_denominator(0.7 * n as f64),
+                logits: rng.vec(n * c, -20.0, 20.0),
+                rows: n,
+                classes: c,
+                targets: Targets::Classes(
+                    (0..n)
+                        .map(|i| {
+                            if i % 7 == 3 {
+                                -100
+                            } else {
+                                rng.below(c) as i64
+                            }
+                        })
+                        .collect(),
+                ),
+            },
+        ));
+    }
     for kind in [BoxLossKind::Giou, BoxLossKind::Ciou, BoxLossKind::Eiou] {
         let (pred, target) = box_pairs(&mut rng, 100_003, BoxFormat::Cxcywh);
         v.push((

@@ -1,4 +1,9 @@
-// Cross-entropy forward + backward (formulas CE-1 .. CE-9).
+// Cross-entropy forward + backward (formulas CE-1 .. CE-9), with the LLM options CE-10 .. CE-15:
+// logit softcap (every logit read goes through sl_ce_cap, the gradient is multiplied by
+// 1 - tanh^2 in phase D), z-loss (s lse^2 in the loss, 2 s lse p_j in the gradient's p term),
+// row weights (the loss and the gradient factor; ce_prepare weights the mean's denominator),
+// a given denominator (ce_prepare's stats), per-row log-sum-exp, argmax hit and z-loss outputs
+// (rank 0 with the row's loss).
 //
 // v2: a row is split over a cluster of K blocks (K = 1, 2, 4 or 8; clusters need sm_90), each
 // block keeping its slice of `slice` classes in shared memory, so the logits are read once
@@ -36,6 +41,8 @@ struct CePrepareParams {
     double* part_w;
     long long* part_bad;
     unsigned int* counter;
+    const double* row_w;
+    double denom;
     int has_ignore;
     int _pad;
 };
@@ -68,8 +75,11 @@ extern "C" __global__ void ce_prepare(const CePrepareParams p) {
                 if (i < bad) bad = i;
                 continue;
             }
-            acc += weights != nullptr ? (double)weights[y] : 1.0;
+            const double wy = weights != nullptr ? (double)weights[y] : 1.0;
+            acc += p.row_w != nullptr ? p.row_w[i] * wy : wy;
         }
+    } else if (p.row_w != nullptr) {
+        for (long long i = lo + threadIdx.x; i < hi; i += blockDim.x) acc += p.row_w[i];
     }
     double total = sl_block_sum(acc, scratch);
     sbad[threadIdx.x] = bad;
@@ -95,7 +105,8 @@ extern "C" __global__ void ce_prepare(const CePrepareParams p) {
             t += pw[k];
             if (pb[k] < b) b = pb[k];
         }
-        if (targets == nullptr) t = (double)rows;
+        if (targets == nullptr && p.row_w == nullptr) t = (double)rows;
+        if (p.denom != 0.0) t = p.denom; // CE-13: a given denominator
         stats[0] = t;
         stats[1] = 1.0 / t;
         err[0] = b == SL_LLMAX ? -1 : b;
@@ -212,6 +223,14 @@ __device__ __forceinline__ float sl_ce_exp(float x) {
 #endif
 }
 
+// CE-10: the softcap of one logit, cap tanh(x / cap) (x itself when cap = 0). Every read of a
+// logit goes through it, so every phase sees the same capped value.
+template <bool OPT>
+__device__ __forceinline__ float sl_ce_cap(float x, float cap, float inv_cap) {
+    if constexpr (OPT) return cap == 0.0f ? x : cap * tanhf(x * inv_cap);
+    else return x;
+}
+
 // Calls f(j, x) for every element j of [0, n) of this thread (strided over the block), x the
 // logit read from `src` (global memory or the shared slice); 16-byte vectors when `vec`.
 template <typename T, typename F>
@@ -231,11 +250,16 @@ __device__ __forceinline__ void ce_for_each(const T* src, int n, bool vec, F f) 
     }
 }
 
-template <typename T, int K>
-__device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const T* probs,
+// OPT: the entry points of calls with the options of CE-10 .. CE-15 (`*opt*` names); without
+// it every option's code is compiled out (`if constexpr`), so the default entry points compile
+// as without the options (and keep their 64-register budget without spills).
+template <typename T, int K, bool OPT>
+__device__ __forceinline__ void ce_row(T* z, T* g, int in_place, const long long* targets, const T* probs,
                        long long classes, long long slice, const float* weights, double wsum,
                        long long ignore_index, int has_ignore, double eps, const double* stats,
-                       double up_scalar, const double* up, double* row_loss, int flags) {
+                       double up_scalar, const double* up, double* row_loss, int flags,
+                       const double* row_w, double softcap, double z_loss, float* lse_out,
+                       unsigned char* hit_out, double* row_z) {
     SL_DYNAMIC_SHARED(sl_vec16, dyn);
     sl_ce_shared* sh = reinterpret_cast<sl_ce_shared*>(dyn);
     T* srow = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(dyn) + SL_CE_HEADER_BYTES);
@@ -256,6 +280,8 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
     const T* zs = z + base;
     const double c_d = (double)classes;
     const double eps_c = eps / c_d; // the smoothing mass per class, eps / C
+    const float capf = (float)softcap;
+    const float inv_cap = softcap != 0.0 ? (float)(1.0 / softcap) : 0.0f;
 
     long long y = -1;
     if (targets != nullptr) {
@@ -268,11 +294,18 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
             // the cluster (same row), so no block waits at a cluster barrier for another.
             if (gout != nullptr)
                 for (int j = tid; j < n; j += (int)blockDim.x) sl_store(gout, base + j, 0.0f);
-            if (tid == 0 && rank == 0) row_loss[row] = ignored ? 0.0 : SL_DNAN;
+            if (tid == 0 && rank == 0) {
+                row_loss[row] = ignored ? 0.0 : SL_DNAN;
+                if constexpr (OPT) {
+                    if (lse_out != nullptr) lse_out[row] = 0.0f;
+                    if (hit_out != nullptr) hit_out[row] = 0;
+                    if (row_z != nullptr) row_z[row] = 0.0;
+                }
+            }
             return;
         }
         // Read before any block of the cluster writes (in place: before the first barrier).
-        if (tid == 0 && rank == 0) sh->xy = sl_load(z, row * classes + y);
+        if (tid == 0 && rank == 0) sh->xy = sl_ce_cap<OPT>(sl_load(z, row * classes + y), capf, inv_cap);
     }
 
     // Phase A: load the slice (into shared memory), its max, and whether it holds NaN / +inf.
@@ -295,7 +328,7 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
                 dst[u + q * nt] = a[q];
 #pragma unroll
                 for (int k = 0; k < VW; ++k) {
-                    const float x = sl_vec_get(a[q], k, zs);
+                    const float x = sl_ce_cap<OPT>(sl_vec_get(a[q], k, zs), capf, inv_cap);
                     bad |= (x != x) | (x == SL_INF);
                     mx = fmaxf(mx, x);
                 }
@@ -306,7 +339,7 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
             dst[u] = a;
 #pragma unroll
             for (int k = 0; k < VW; ++k) {
-                const float x = sl_vec_get(a, k, zs);
+                const float x = sl_ce_cap<OPT>(sl_vec_get(a, k, zs), capf, inv_cap);
                 bad |= (x != x) | (x == SL_INF);
                 mx = fmaxf(mx, x);
             }
@@ -314,7 +347,7 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
     } else {
         for (int j = tid; j < n; j += (int)blockDim.x) {
             if (in_smem) srow[j] = zs[j];
-            const float x = sl_load(zs, j);
+            const float x = sl_ce_cap<OPT>(sl_load(zs, j), capf, inv_cap);
             bad |= (x != x) | (x == SL_INF);
             mx = fmaxf(mx, x);
         }
@@ -329,7 +362,8 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
     float s = 0.0f;
     float n0 = 0.0f;
     if (m_b != -SL_INF && !bad) {
-        auto sum_exp = [&](int, float x) {
+        auto sum_exp = [&](int, float xr) {
+            const float x = sl_ce_cap<OPT>(xr, capf, inv_cap);
             if (x == m_b) n0 += 1.0f;
             else s += sl_ce_exp(x - m_b);
         };
@@ -402,7 +436,12 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
     // ln S); the loss sums w_j (x_j - m) (class targets, only with smoothing) or
     // w_j q'_j (x_j - m) (probability targets); the gradient (CE-8 / CE-9) times upstream and
     // the mean scale, written in the logits' type.
-    const double u = (up != nullptr ? up[row] : up_scalar) * (stats != nullptr ? stats[1] : 1.0);
+    // CE-12: the row weight joins the gradient factor; CE-11: the z-loss adds 2 s lse p_j.
+    const double u0 = (up != nullptr ? up[row] : up_scalar) * (stats != nullptr ? stats[1] : 1.0);
+    const double rw = OPT && row_w != nullptr ? row_w[row] : 1.0;
+    const double u = OPT ? u0 * rw : u0;
+    const double lse = !OPT ? 0.0 : (bad_all || m_all == -SL_INF) ? SL_DNAN : (double)m_all + ln_s;
+    const float za = OPT ? (float)(2.0 * z_loss * lse) : 0.0f;
     const float f = (float)u;
     const float a_hard = (float)((1.0 - eps) * wy);
     const float a_soft = (float)(eps_c);
@@ -416,6 +455,15 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
     const bool slow = !(u - u == 0.0);
     double sxm = 0.0;
     auto grad_at = [&](int j, float x) -> float {
+        // CE-10: the capped logit and d z' / d z = 1 - tanh^2 (1 without a softcap).
+        float dc = 1.0f;
+        if constexpr (OPT) {
+            if (capf != 0.0f) {
+                const float t = tanhf(x * inv_cap);
+                x = capf * t;
+                dc = fmaf(-t, t, 1.0f);
+            }
+        }
         const float wj = weights != nullptr ? weights[lo + j] : 1.0f;
         const double xm = (double)x - (double)m_all;
         float gj;
@@ -425,10 +473,13 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
                 probs != nullptr ? (1.0 - eps) * (double)sl_load(probs, base + j) + eps_c : 0.0;
             if (probs != nullptr && xm != 0.0) sxm += (double)wj * qd * xm;
             if (probs == nullptr && need_sxm && xm != 0.0) sxm += (double)wj * xm;
-            const double gd = probs != nullptr
-                                  ? pd * swq_all - (double)wj * qd
-                                  : (1.0 - eps) * wy * (pd - (j == yl ? 1.0 : 0.0)) +
-                                        eps_c * (wsum * pd - (double)wj);
+            double gd = probs != nullptr ? pd * swq_all - (double)wj * qd
+                                         : (1.0 - eps) * wy * (pd - (j == yl ? 1.0 : 0.0)) +
+                                               eps_c * (wsum * pd - (double)wj);
+            if constexpr (OPT) {
+                if (z_loss != 0.0) gd += 2.0 * z_loss * lse * pd;
+                return bad_all ? SL_NAN : (float)(u * gd * (double)dc);
+            }
             return bad_all ? SL_NAN : (float)(u * gd);
         }
         const float p = sl_ce_exp((x - m_all) - ln_s_f);
@@ -444,6 +495,10 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
             // accurate for a confident row), else p - 1.
             const float ph = j == yl ? (x == m_all && pm1_max == pm1_max ? pm1_max : p - 1.0f) : p;
             gj = a_hard * ph + a_soft * (w_all * p - wj);
+        }
+        if constexpr (OPT) {
+            if (z_loss != 0.0) gj += za * p;
+            return bad_all ? SL_NAN : f * gj * dc;
         }
         return bad_all ? SL_NAN : f * gj;
     };
@@ -467,7 +522,8 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
                     sl_store(gs, j, grad_at(j, sl_load(xs, j)));
             }
         } else if (need_sxm) {
-            ce_for_each(xs, n, vec, [&](int j, float x) {
+            ce_for_each(xs, n, vec, [&](int j, float xr) {
+                const float x = sl_ce_cap<OPT>(xr, capf, inv_cap);
                 const double wj = weights != nullptr ? (double)weights[lo + j] : 1.0;
                 const double xm = (double)x - (double)m_all;
                 if (xm != 0.0)
@@ -500,6 +556,22 @@ __device__ void ce_row(T* z, T* g, int in_place, const long long* targets, const
             // CE-3; without smoothing the term is absent (no 0 * inf for a -inf logit).
             loss = eps == 0.0 ? nll : (1.0 - eps) * nll + eps_c * (-(sx - ln_s * wsum));
         }
+        // CE-11 / CE-12 / CE-14 / CE-15: z-loss, row weight, the per-row outputs.
+        if constexpr (OPT) {
+            double zl = 0.0;
+            if (z_loss != 0.0) {
+                zl = z_loss * lse * lse;
+                loss += zl;
+            }
+            if (row_w != nullptr) {
+                loss *= rw;
+                zl *= rw;
+            }
+            if (lse_out != nullptr) lse_out[row] = (float)lse;
+            if (hit_out != nullptr)
+                hit_out[row] = targets != nullptr && !bad_all && m_all != -SL_INF && sh->xy == m_all;
+            if (row_z != nullptr) row_z[row] = zl;
+        }
         row_loss[row] = bad_all ? SL_DNAN : loss;
     }
     // No block may exit while rank 0 still reads its shared memory.
@@ -531,10 +603,44 @@ struct CeRowParams {
     int _pad;
 };
 
-#define SL_CE_ARGS(T)                                                                           \
+// `src/params.rs` CeRowOptParams: the options' entry points' parameters (CE-10 .. CE-15):
+// CeRowParams's fields, then the options'. A struct of its own, so that the default entry
+// points keep CeRowParams (a larger parameter struct made ptxas spill them at 64 registers).
+struct CeRowOptParams {
+    void* z;
+    void* g;
+    const long long* targets;
+    const void* probs;
+    long long classes;
+    long long slice;
+    const float* weights;
+    double wsum;
+    long long ignore_index;
+    double eps;
+    const double* stats;
+    double up_scalar;
+    const double* up;
+    double* row_loss;
+    const double* row_w;
+    double softcap;
+    double z_loss;
+    float* lse_out;
+    unsigned char* hit_out;
+    double* row_z;
+    int in_place;
+    int has_ignore;
+    int flags;
+    int _pad;
+};
+
+#define SL_CE_BASE_ARGS(T)                                                                      \
     static_cast<T*>(p.z), static_cast<T*>(p.g), p.in_place, p.targets,                          \
         static_cast<const T*>(p.probs), p.classes, p.slice, p.weights, p.wsum, p.ignore_index,  \
         p.has_ignore, p.eps, p.stats, p.up_scalar, p.up, p.row_loss, p.flags
+// The default entry points: the options' neutral values (compiled out by `OPT = false`).
+#define SL_CE_ARGS(T) SL_CE_BASE_ARGS(T), nullptr, 0.0, 0.0, nullptr, nullptr, nullptr
+#define SL_CE_OPT_ARGS(T)                                                                       \
+    SL_CE_BASE_ARGS(T), p.row_w, p.softcap, p.z_loss, p.lse_out, p.hit_out, p.row_z
 
 // One entry point per dtype, and per cluster size on sm_90 and newer (`__cluster_dims__` is a
 // compile-time attribute, so a plain launch of rows * K blocks forms the clusters).
@@ -543,17 +649,31 @@ struct CeRowParams {
 // CeRowParams argument it picked 40 registers and spilled in the 16-bit cluster entries).
 #define SL_CE_ENTRY(NAME, T)                                                                    \
     extern "C" __global__ void __launch_bounds__(SL_CE_MAX_THREADS, 2) NAME(const CeRowParams p) { \
-        ce_row<T, 1>(SL_CE_ARGS(T));                                                            \
+        ce_row<T, 1, false>(SL_CE_ARGS(T));                                                     \
     }
 #define SL_CE_CLUSTER_ENTRY(NAME, T, K)                                                         \
     extern "C" __global__ void __cluster_dims__(K, 1, 1)                                        \
         __launch_bounds__(SL_CE_MAX_THREADS, 2) NAME(const CeRowParams p) {                     \
-        ce_row<T, K>(SL_CE_ARGS(T));                                                            \
+        ce_row<T, K, false>(SL_CE_ARGS(T));                                                     \
+    }
+// The options' entry points (CE-10 .. CE-15): one block of 512 threads per SM, so up to 128
+// registers (the options' state does not fit the default entries' 64 without spills).
+#define SL_CE_OPT_ENTRY(NAME, T)                                                                \
+    extern "C" __global__ void __launch_bounds__(SL_CE_MAX_THREADS, 1) NAME(const CeRowOptParams p) { \
+        ce_row<T, 1, true>(SL_CE_OPT_ARGS(T));                                                  \
+    }
+#define SL_CE_OPT_CLUSTER_ENTRY(NAME, T, K)                                                     \
+    extern "C" __global__ void __cluster_dims__(K, 1, 1)                                        \
+        __launch_bounds__(SL_CE_MAX_THREADS, 1) NAME(const CeRowOptParams p) {                  \
+        ce_row<T, K, true>(SL_CE_OPT_ARGS(T));                                                  \
     }
 
 SL_CE_ENTRY(ce_fwd_bwd_f32, float)
 SL_CE_ENTRY(ce_fwd_bwd_bf16, sl_bf16)
 SL_CE_ENTRY(ce_fwd_bwd_f16, sl_f16)
+SL_CE_OPT_ENTRY(ce_fwd_bwd_f32opt, float)
+SL_CE_OPT_ENTRY(ce_fwd_bwd_bf16opt, sl_bf16)
+SL_CE_OPT_ENTRY(ce_fwd_bwd_f16opt, sl_f16)
 #if SL_HAS_CLUSTERS
 SL_CE_CLUSTER_ENTRY(ce_fwd_bwd_f32_c2, float, 2)
 SL_CE_CLUSTER_ENTRY(ce_fwd_bwd_f32_c4, float, 4)
@@ -564,4 +684,13 @@ SL_CE_CLUSTER_ENTRY(ce_fwd_bwd_bf16_c8, sl_bf16, 8)
 SL_CE_CLUSTER_ENTRY(ce_fwd_bwd_f16_c2, sl_f16, 2)
 SL_CE_CLUSTER_ENTRY(ce_fwd_bwd_f16_c4, sl_f16, 4)
 SL_CE_CLUSTER_ENTRY(ce_fwd_bwd_f16_c8, sl_f16, 8)
+SL_CE_OPT_CLUSTER_ENTRY(ce_fwd_bwd_f32opt_c2, float, 2)
+SL_CE_OPT_CLUSTER_ENTRY(ce_fwd_bwd_f32opt_c4, float, 4)
+SL_CE_OPT_CLUSTER_ENTRY(ce_fwd_bwd_f32opt_c8, float, 8)
+SL_CE_OPT_CLUSTER_ENTRY(ce_fwd_bwd_bf16opt_c2, sl_bf16, 2)
+SL_CE_OPT_CLUSTER_ENTRY(ce_fwd_bwd_bf16opt_c4, sl_bf16, 4)
+SL_CE_OPT_CLUSTER_ENTRY(ce_fwd_bwd_bf16opt_c8, sl_bf16, 8)
+SL_CE_OPT_CLUSTER_ENTRY(ce_fwd_bwd_f16opt_c2, sl_f16, 2)
+SL_CE_OPT_CLUSTER_ENTRY(ce_fwd_bwd_f16opt_c4, sl_f16, 4)
+SL_CE_OPT_CLUSTER_ENTRY(ce_fwd_bwd_f16opt_c8, sl_f16, 8)
 #endif

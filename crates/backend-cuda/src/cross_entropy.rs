@@ -5,8 +5,8 @@
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
 use smoothloss_core::op::Op;
 use smoothloss_core::{
-    CeCall, CePlan, CeTargets, CeTargetsShape, CrossEntropy, CrossEntropyOps, Extent, Io, Loss,
-    LossError, Parts, Reduction, Result, Upstream,
+    CeCall, CeOutput, CePlan, CeRowOutputs, CeTargets, CeTargetsShape, CrossEntropy,
+    CrossEntropyOps, Extent, Io, Loss, LossError, Parts, Reduction, Result, Upstream,
 };
 
 use crate::device::CudaBackend;
@@ -15,9 +15,9 @@ use crate::geometry;
 use crate::kernels::{CE_PREPARE, CE_REDUCE_ROWS, Family, entry_name};
 use crate::launch::{
     DeviceLoss, DeviceUpstream, HostIo, NULL, TargetCheck, dev_extent, dptr, dptr_mut, io_ptrs,
-    opt_dptr, up_args,
+    opt_dptr, opt_dptr_mut, up_args,
 };
-use crate::params::{CePrepareParams, CeReduceRowsParams, CeRowParams};
+use crate::params::{CePrepareParams, CeReduceRowsParams, CeRowOptParams, CeRowParams};
 
 /// Element types accepted as cross-entropy logits on the device: math in `f32`, the gradient
 /// written in the logits' type.
@@ -29,6 +29,12 @@ pub trait CeElement: DeviceRepr + ValidAsZeroBits + Copy + Send + Sync + 'static
     /// `smoothloss_core::kernel_name`.
     fn ce_kernel(cluster: u32) -> &'static str {
         entry_name(Op::CrossEntropy, Self::DTYPE, cluster)
+    }
+
+    /// The row kernel of calls with the options of `CE-10` .. `CE-15`
+    /// (`kernels::CE_VARIANTS`).
+    fn ce_kernel_opt(cluster: u32) -> &'static str {
+        entry_name(Op::CrossEntropy, &format!("{}opt", Self::DTYPE), cluster)
     }
 }
 
@@ -136,17 +142,18 @@ impl CudaBackend {
     ) -> Result<DeviceLoss> {
         let ext = dev_extent(&logits, Some([rows, classes]), &upstream);
         let plan = ce_dev_plan(cfg, &ext, targets.shape(), &upstream)?;
-        self.ce_launch(&plan, logits, targets, upstream)
+        self.ce_launch(&plan, logits, targets, upstream, &mut RowOuts::default())
     }
 
     /// Launches ce_prepare, the row kernel and (for mean/sum) ce_reduce_rows on the plan's
-    /// buffers.
+    /// buffers; the row kernel also writes the per-row outputs `outs` holds (`rows` each).
     fn ce_launch<T: CeElement>(
         &self,
         plan: &CePlan<'_>,
         mut logits: Io<'_, CudaSlice<T>>,
         targets: DeviceCeTargets<'_, T>,
         upstream: DeviceUpstream<'_>,
+        outs: &mut RowOuts,
     ) -> Result<DeviceLoss> {
         let (cfg, rows, classes) = (plan.cfg, plan.rows(), plan.classes());
         let io = io_ptrs(&mut logits, &self.stream);
@@ -188,6 +195,12 @@ impl CudaBackend {
             DeviceCeTargets::Probs(_) => (NULL, None),
         };
         let (w_ptr, _gw) = opt_dptr(weights.as_ref(), st);
+        // CE-12: the row weights in f64, as the host's.
+        let row_w: Option<CudaSlice<f64>> = match &cfg.row_weights {
+            Some(r) => Some(st.clone_htod(r).w()?),
+            None => None,
+        };
+        let (rw_ptr, _grw) = opt_dptr(row_w.as_ref(), st);
         {
             let (stats_ptr, _gs) = dptr_mut(&mut stats, st);
             let (err_ptr, _gc) = dptr_mut(&mut check, st);
@@ -205,6 +218,8 @@ impl CudaBackend {
                 part_w,
                 part_bad: part_w + 8 * nb as u64,
                 counter: x_ptr,
+                row_w: rw_ptr,
+                denom: cfg.denominator.unwrap_or(0.0),
                 has_ignore,
                 _pad: 0,
             };
@@ -253,7 +268,14 @@ impl CudaBackend {
                     ),
                 });
             };
-            let params = CeRowParams {
+            let opts = cfg.has_llm_options()
+                || outs.lse.is_some()
+                || outs.hit.is_some()
+                || outs.row_z.is_some();
+            let (lse_ptr, _gls) = opt_dptr_mut(outs.lse.as_mut(), st);
+            let (hit_ptr, _ght) = opt_dptr_mut(outs.hit.as_mut(), st);
+            let (rz_ptr, _grz) = opt_dptr_mut(outs.row_z.as_mut(), st);
+            let base = CeRowParams {
                 z: z_ptr,
                 g: g_ptr,
                 targets: t_ptr,
@@ -273,7 +295,37 @@ impl CudaBackend {
                 flags: lp.flags,
                 _pad: 0,
             };
-            let name = T::ce_kernel(lp.cluster);
+            let opt_params = opts.then(|| CeRowOptParams {
+                z: base.z,
+                g: base.g,
+                targets: base.targets,
+                probs: base.probs,
+                classes: base.classes,
+                slice: base.slice,
+                weights: base.weights,
+                wsum: base.wsum,
+                ignore_index: base.ignore_index,
+                eps: base.eps,
+                stats: base.stats,
+                up_scalar: base.up_scalar,
+                up: base.up,
+                row_loss: base.row_loss,
+                row_w: rw_ptr,
+                softcap: cfg.softcap.unwrap_or(0.0),
+                z_loss: cfg.z_loss,
+                lse_out: lse_ptr,
+                hit_out: hit_ptr,
+                row_z: rz_ptr,
+                in_place: base.in_place,
+                has_ignore: base.has_ignore,
+                flags: base.flags,
+                _pad: 0,
+            });
+            let name = if opts {
+                T::ce_kernel_opt(lp.cluster)
+            } else {
+                T::ce_kernel(lp.cluster)
+            };
             let f = self.function(fam, name)?;
             self.opt_in_smem(name, &f, lp.smem_bytes)?;
             let lc = LaunchConfig {
@@ -282,11 +334,15 @@ impl CudaBackend {
                 shared_mem_bytes: lp.smem_bytes,
             };
             let mut b = st.launch_builder(&f);
-            b.arg(&params);
-            // SAFETY: CeRowParams's contract: the entry point is T's (`T::ce_kernel`, element
+            match &opt_params {
+                Some(p) => b.arg(p),
+                None => b.arg(&base),
+            };
+            // SAFETY: CeRowParams's (CeRowOptParams's) contract: the entry point is T's (`T::ce_kernel`, element
             // type of T's size) with `lp.cluster` compiled in and grid = rows * cluster;
             // z / g / probs have rows*classes elements of T, targets and up `rows`, weights
-            // `classes` (the plan), stats 2, row_loss `rows`; CE_VEC16 only as ce_plan sets
+            // `classes` (the plan), stats 2, row_loss, row_w (the plan) and the outputs of
+            // `outs` `rows` (RowOuts' contract); CE_VEC16 only as ce_plan sets
             // it (aligned16 above); lp.smem_bytes opted into when over 48 KiB; threads a
             // multiple of 32 and <= 512. The guards live until after the launch.
             unsafe { b.launch(lc) }.w()?;
@@ -348,28 +404,87 @@ impl CudaBackend {
 
 impl CrossEntropyOps<f32> for CudaBackend {
     fn run_cross_entropy(&self, call: CeCall<'_, f32>) -> Result<Loss> {
+        Ok(self.run_cross_entropy_rows(call, CeRowOutputs::new())?.loss)
+    }
+
+    fn run_cross_entropy_rows(
+        &self,
+        call: CeCall<'_, f32>,
+        rows_out: CeRowOutputs<'_, f32>,
+    ) -> Result<CeOutput> {
         let Parts {
             plan,
             io,
             with: targets,
             upstream,
         } = call.into_parts();
+        let (cfg, rows) = (plan.cfg, plan.rows());
         let mut dev = HostIo::upload(self, io)?;
         let up = self.upload_up(upstream)?;
+        let st = &self.stream;
+        // SAFETY: uninitialised; the row kernel writes every row's entry (rank 0, ignored and
+        // invalid rows included) before the copies back read them (stream order).
+        let mut outs = unsafe {
+            RowOuts {
+                lse: rows_out
+                    .lse
+                    .is_some()
+                    .then(|| st.alloc::<f32>(rows))
+                    .transpose()
+                    .w()?,
+                hit: rows_out
+                    .hit
+                    .is_some()
+                    .then(|| st.alloc::<u8>(rows))
+                    .transpose()
+                    .w()?,
+                row_z: (cfg.z_loss != 0.0)
+                    .then(|| st.alloc::<f64>(rows))
+                    .transpose()
+                    .w()?,
+            }
+        };
         let out = match targets {
             CeTargets::Classes(t) => {
                 let t_dev = self.upload(t)?;
                 let tg = DeviceCeTargets::Classes(&t_dev);
-                self.ce_launch(&plan, dev.dev_io(), tg, up.as_dev())?
+                self.ce_launch(&plan, dev.dev_io(), tg, up.as_dev(), &mut outs)?
             }
             CeTargets::Probs(p) => {
                 let p_dev = self.upload(p)?;
                 let tg = DeviceCeTargets::Probs(&p_dev);
-                self.ce_launch(&plan, dev.dev_io(), tg, up.as_dev())?
+                self.ce_launch(&plan, dev.dev_io(), tg, up.as_dev(), &mut outs)?
             }
         };
-        dev.finish(self, out)
+        let loss = dev.finish(self, out)?;
+        if let (Some(h), Some(d)) = (rows_out.lse, &outs.lse) {
+            st.memcpy_dtoh(d, h).w()?;
+        }
+        if let (Some(h), Some(d)) = (rows_out.hit, &outs.hit) {
+            let b = st.clone_dtoh(d).w()?;
+            for (o, v) in h.iter_mut().zip(b) {
+                *o = v != 0;
+            }
+        }
+        // CE-15: the z-loss apart, reduced on the host with the host's denominator.
+        let z_loss = match &outs.row_z {
+            Some(d) => {
+                let z = st.clone_dtoh(d).w()?;
+                plan.reduce(z, cfg.reduction_denominator(&targets, rows))
+            }
+            None => plan.reduce(vec![0.0; rows], cfg.reduction_denominator(&targets, rows)),
+        };
+        Ok(CeOutput { loss, z_loss })
     }
+}
+
+/// The per-row outputs of one launch (`CE-14`, `CE-15`), `rows` entries each when present:
+/// log-sum-exps (`f32`), argmax hits (0 or 1) and z-losses (`f64`).
+#[derive(Debug, Default)]
+pub(crate) struct RowOuts {
+    pub(crate) lse: Option<CudaSlice<f32>>,
+    pub(crate) hit: Option<CudaSlice<u8>>,
+    pub(crate) row_z: Option<CudaSlice<f64>>,
 }
 
 /// The host-side checks of [`CudaBackend::cross_entropy_dev`], before any launch: the front

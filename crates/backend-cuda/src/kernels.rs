@@ -42,6 +42,9 @@ pub const BIN_TARGET_CHECK: &str = "bin_target_check";
 
 /// Element types of the cross-entropy kernels (`CeElement::DTYPE`), in entry-point order.
 pub const CE_DTYPES: [&str; 3] = ["f32", "bf16", "f16"];
+/// Suffixes of the cross-entropy entry points' dtype: the default ones, and those of calls
+/// with the options of `CE-10` .. `CE-15` (`ce_fwd_bwd_f32opt_c2`, ...).
+pub const CE_VARIANTS: [&str; 2] = ["", "opt"];
 /// Cluster sizes of the cross-entropy kernels (1: no cluster).
 pub const CE_CLUSTERS: [u32; 4] = [1, 2, 4, 8];
 
@@ -153,13 +156,19 @@ impl KernelFamily for Family {
         }
         for op in self.ops() {
             if op == Op::CrossEntropy {
-                for k in CE_CLUSTERS {
-                    for dt in CE_DTYPES {
-                        out.push(Entry {
-                            name: entry_name(op, dt, k),
-                            params: params_of(op),
-                            cluster: k,
-                        });
+                for v in CE_VARIANTS {
+                    for k in CE_CLUSTERS {
+                        for dt in CE_DTYPES {
+                            out.push(Entry {
+                                name: entry_name(op, &format!("{dt}{v}"), k),
+                                params: if v.is_empty() {
+                                    params_of(op)
+                                } else {
+                                    "CeRowOptParams"
+                                },
+                                cluster: k,
+                            });
+                        }
                     }
                 }
             } else {

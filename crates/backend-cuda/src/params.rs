@@ -103,6 +103,11 @@ kernel_params! {
         pub part_bad: u64,
         /// `unsigned int*`, a zeroed counter.
         pub counter: u64,
+        /// `const double*` (nullable), `rows` row weights (`CE-12`): each kept row adds
+        /// `r_i w_{y_i}` (`r_i` for probability targets).
+        pub row_w: u64,
+        /// A given denominator (`CE-13`), or 0: the batch's own.
+        pub denom: f64,
         /// 1 when `ignore_index` applies.
         pub has_ignore: i32,
         /// Padding (0).
@@ -159,6 +164,60 @@ kernel_params! {
         pub up: u64,
         /// `double*`, `rows` losses.
         pub row_loss: u64,
+        /// 1: the gradient overwrites `z`.
+        pub in_place: i32,
+        /// 1 when `ignore_index` applies.
+        pub has_ignore: i32,
+        /// `CE_SMEM_ROW | CE_VEC16` bits (`CePlan::flags`).
+        pub flags: i32,
+        /// Padding (0).
+        pub _pad: i32,
+    }
+
+    /// `ce_fwd_bwd_<dtype>opt[_cK]` (`cross_entropy.cu`): the entry points of calls with the
+    /// options of `CE-10` .. `CE-15`; [`CeRowParams`]'s fields, then the options'. (A struct
+    /// of its own: a larger `CeRowParams` made ptxas spill the default entry points.)
+    pub struct CeRowOptParams {
+        /// `T*` logits, `rows * classes` (the gradient's destination when `in_place`).
+        pub z: u64,
+        /// `T*` (nullable) gradient, `rows * classes`.
+        pub g: u64,
+        /// `const long long*` (nullable: probability targets), `rows` class targets.
+        pub targets: u64,
+        /// `const T*` (nullable: class targets), `rows * classes` target probabilities.
+        pub probs: u64,
+        /// Classes per row.
+        pub classes: i64,
+        /// Classes per block (`CePlan::slice`).
+        pub slice: i64,
+        /// `const float*` (nullable), `classes` class weights.
+        pub weights: u64,
+        /// Sum of the class weights (f32 values), or `classes`.
+        pub wsum: f64,
+        /// The ignore index (used when `has_ignore`).
+        pub ignore_index: i64,
+        /// Label smoothing.
+        pub eps: f64,
+        /// `const double*` (nullable: not a mean), `ce_prepare`'s 2 stats.
+        pub stats: u64,
+        /// Upstream gradient when `up` is null.
+        pub up_scalar: f64,
+        /// `const double*` (nullable), `rows` upstream gradients.
+        pub up: u64,
+        /// `double*`, `rows` losses.
+        pub row_loss: u64,
+        /// `const double*` (nullable), `rows` row weights (`CE-12`).
+        pub row_w: u64,
+        /// The logit softcap (`CE-10`), or 0: none.
+        pub softcap: f64,
+        /// The z-loss scale (`CE-11`), 0: none.
+        pub z_loss: f64,
+        /// `float*` (nullable), `rows` log-sum-exps (`CE-14`).
+        pub lse_out: u64,
+        /// `unsigned char*` (nullable), `rows` argmax hits, 0 or 1 (`CE-14`).
+        pub hit_out: u64,
+        /// `double*` (nullable), `rows` z-losses `r_i s lse_i^2` (`CE-15`).
+        pub row_z: u64,
         /// 1: the gradient overwrites `z`.
         pub in_place: i32,
         /// 1 when `ignore_index` applies.
@@ -473,6 +532,11 @@ unsafe impl DeviceRepr for CeReduceRowsParams {}
 // values). 16-byte vector accesses only with CE_VEC16, which `ce_plan` sets only when z, g and
 // probs start on 16-byte boundaries and a row is a whole number of vectors.
 unsafe impl DeviceRepr for CeRowParams {}
+
+// SAFETY: plain `#[repr(C)]` data (integers, floats, addresses); the kernels read and write
+// only the buffers its fields name, within the sizes CeRowParams's contract states, plus the
+// `rows` entries of `row_w`, `lse_out`, `hit_out` and `row_z` when they are not null.
+unsafe impl DeviceRepr for CeRowOptParams {}
 // SAFETY: plain repr(C) data as above. Grid-stride over n pairs: pair i reads pred and
 // target[4i..4i+4) (4n floats each), up[i] (n), writes losses[i] (n, when non-null) and
 // grad[4i..4i+4) (4n, when non-null; grad may equal pred, in place: the thread of pair i

@@ -95,6 +95,55 @@ pub trait CrossEntropyOps<T: Element> {
             },
         ))
     }
+
+    /// Runs a validated cross-entropy call with per-row outputs (`CE-14`; their lengths
+    /// checked by the front door) and returns the z-loss apart (`CE-15`). The default runs the
+    /// reference in `f64` and rounds the outputs to `T`.
+    fn run_cross_entropy_rows(
+        &self,
+        call: CeCall<'_, T>,
+        rows: crate::CeRowOutputs<'_, T>,
+    ) -> Result<crate::CeOutput> {
+        let n = call.plan().rows();
+        let mut lse64 = vec![0.0f64; if rows.lse.is_some() { n } else { 0 }];
+        let hit = rows.hit;
+        let mut z_loss = None;
+        let loss = widened(
+            call,
+            |t| match *t {
+                CeTargets::Classes(c) => Targets64::Classes(c),
+                CeTargets::Probs(p) => Targets64::Probs(to_f64_vec(p)),
+            },
+            |c| {
+                let Parts {
+                    plan,
+                    io,
+                    with,
+                    upstream,
+                } = c.into_parts();
+                let mut r = crate::CeRowOutputs::new();
+                if !lse64.is_empty() {
+                    r = r.with_lse(&mut lse64);
+                }
+                if let Some(h) = hit {
+                    r = r.with_hits(h);
+                }
+                let o =
+                    reference::cross_entropy_rows(Call::bind(plan, io, with.view(), upstream), r);
+                z_loss = Some(o.z_loss);
+                o.loss
+            },
+        );
+        if let Some(l) = rows.lse {
+            for (d, s) in l.iter_mut().zip(&lse64) {
+                *d = T::from_f64(*s);
+            }
+        }
+        Ok(crate::CeOutput {
+            loss,
+            z_loss: z_loss.unwrap_or(Loss::Reduced(0.0)),
+        })
+    }
 }
 
 /// Runs an element-wise (or pairwise-aligned) call through the reference in `f64`.
@@ -348,6 +397,43 @@ pub trait Losses<T: Element>: Backend<T> {
             cfg.ce.check_targets(t, plan.vocab())?;
         }
         self.run_linear_cross_entropy(crate::LceCall::bind(plan, input, targets))
+    }
+
+    /// Cross-entropy with per-row outputs (`CE-14`: each row's log-sum-exp, its argmax hit)
+    /// written in the same pass, and the z-loss returned apart from the loss (`CE-15`, Liger's
+    /// `return_z_loss`): as [`Losses::cross_entropy`] otherwise.
+    ///
+    /// ```
+    /// use smoothloss_core::{CeRowOutputs, CrossEntropy, Input, Losses, ReferenceBackend};
+    /// let (z, t) = ([2.0_f64, 0.5, -1.0, 0.1, 0.2, 0.3], [0_i64, 2]);
+    /// let (mut lse, mut hit) = ([0.0; 2], [false; 2]);
+    /// let ce = CrossEntropy::new().with_z_loss(1e-4);
+    /// let out = ReferenceBackend.cross_entropy_rows(&ce, Input::matrix(&z, 2, 3), &t,
+    ///     CeRowOutputs::new().with_lse(&mut lse).with_hits(&mut hit))?;
+    /// assert_eq!(hit, [true, true]);
+    /// assert!((out.z_loss.value() - 1e-4 * (lse[0] * lse[0] + lse[1] * lse[1]) / 2.0).abs() < 1e-15);
+    /// # Ok::<(), smoothloss_core::LossError>(())
+    /// ```
+    fn cross_entropy_rows<'a>(
+        &self,
+        cfg: &CrossEntropy,
+        logits: impl Into<Input<'a, T>>,
+        targets: impl Into<CeTargets<'a, T>>,
+        rows: crate::CeRowOutputs<'_, T>,
+    ) -> Result<crate::CeOutput> {
+        let input = logits.into();
+        let targets = targets.into();
+        let plan = cfg.plan(&extent(&input), targets.shape())?;
+        plan.check_row_outputs(
+            rows.lse.as_ref().map(|l| l.len()),
+            rows.hit.as_ref().map(|h| h.len()),
+            targets.shape(),
+        )?;
+        check_values::<T>(&input.upstream, || cfg.check_f32())?;
+        if let CeTargets::Classes(t) = targets {
+            cfg.check_targets(t, plan.classes())?;
+        }
+        self.run_cross_entropy_rows(Call::bind(plan, input.io, targets, input.upstream), rows)
     }
 
     /// Box loss over aligned pairs `pred`, `target` `[N, 4]` in `cfg.format` (`BOX-*`); the

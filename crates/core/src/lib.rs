@@ -51,7 +51,7 @@ pub use binary::{BceWithLogits, SigmoidFocal};
 pub use box_loss::{BoxFormat, BoxIouPlan, BoxLoss, BoxLossKind, BoxPlan, ThresholdWeight};
 pub use buffers::BufferLosses;
 pub use call::{GradDest, Input, Io, Loss};
-pub use cross_entropy::{CePlan, CeTargets, CeTargetsShape, CrossEntropy};
+pub use cross_entropy::{CeOutput, CePlan, CeRowOutputs, CeTargets, CeTargetsShape, CrossEntropy};
 pub use distribution::{DflConvention, DistributionFocal};
 pub use element::Element;
 pub use error::{LossError, Result};

@@ -62,10 +62,22 @@ pub(crate) fn check_f32_magnitude(name: &'static str, value: f64) -> Result<()> 
 impl crate::CrossEntropy {
     /// Checks that the parameters lie in the `f32` domain of `TOL-4`: every class weight at
     /// most `f32::MAX` (the front door's check for calls on `f32` data, public for backends
-    /// whose device entry points compute in `f32`, as CUDA's `cross_entropy_dev`).
+    /// whose device entry points compute in `f32`, as CUDA's `cross_entropy_dev`); so are the
+    /// z-loss scale and the row weights; the softcap and a given denominator are normal `f32`
+    /// values (`1.2e-38 ..= 3.4e38`).
     pub fn check_f32(&self) -> Result<()> {
         for &w in self.class_weights.iter().flatten() {
             check_f32_magnitude("class_weights", w)?;
+        }
+        check_f32_magnitude("z_loss", self.z_loss)?;
+        if let Some(cap) = self.softcap {
+            check_f32_scale("softcap", cap, false)?;
+        }
+        for &w in self.row_weights.iter().flatten() {
+            check_f32_magnitude("row_weights", w)?;
+        }
+        if let Some(d) = self.denominator {
+            check_f32_scale("denominator", d, false)?;
         }
         Ok(())
     }

@@ -86,6 +86,7 @@ impl Case {
                 Some(v) => Some(self.numbers(v, "class_weights")?),
             },
             reduction: self.reduction()?,
+            ..CrossEntropy::default()
         })
     }
 

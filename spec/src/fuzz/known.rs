@@ -36,6 +36,7 @@ pub fn regressions() -> Vec<(&'static str, FuzzCall)> {
                             1.1042055764393544,
                         ]),
                         reduction: Reduction::Sum,
+                        ..CrossEntropy::default()
                     },
                     logits: vec![
                         0.0,
@@ -74,6 +75,7 @@ pub fn regressions() -> Vec<(&'static str, FuzzCall)> {
                         ignore_index: Some(1),
                         class_weights: Some(vec![0.0, 1.4000249083008303]),
                         reduction: Reduction::Mean,
+                        ..CrossEntropy::default()
                     },
                     logits: vec![-30.0, 0.0],
                     rows: 1,

@@ -218,21 +218,29 @@ fn cross_entropy() -> BoxedStrategy<LossCall> {
                 weights,
                 ignore,
                 reduction(),
+                ce_options::llm_options(rows),
             )
-                .prop_map(move |(logits, w, targets, ls, class_weights, ignore, r)| {
-                    LossCall::CrossEntropy {
-                        cfg: CrossEntropy {
-                            label_smoothing: ls,
-                            ignore_index: ignore,
-                            class_weights,
-                            reduction: r,
-                        },
-                        logits: maybe_wrong_len(logits, w),
-                        rows,
-                        classes,
-                        targets,
-                    }
-                })
+                .prop_map(
+                    move |(logits, w, targets, ls, class_weights, ignore, r, llm)| {
+                        let (softcap, z_loss, row_weights, denominator) = llm;
+                        LossCall::CrossEntropy {
+                            cfg: CrossEntropy {
+                                label_smoothing: ls,
+                                ignore_index: ignore,
+                                class_weights,
+                                reduction: r,
+                                softcap,
+                                z_loss,
+                                row_weights,
+                                denominator,
+                            },
+                            logits: maybe_wrong_len(logits, w),
+                            rows,
+                            classes,
+                            targets,
+                        }
+                    },
+                )
         })
         .boxed()
 }
@@ -617,6 +625,7 @@ fn compare(got: &Output, want: &Output) -> Result<(), String> {
 
 // ---------------------------------------------------------------------------- the campaign
 
+mod ce_options;
 mod detection;
 mod known;
 pub use known::{findings, regressions};

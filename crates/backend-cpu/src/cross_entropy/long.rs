@@ -14,18 +14,34 @@ use smoothloss_core::reduction::Upstream;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RowCombined {
     /// Row maximum.
-    m: f32,
+    pub(super) m: f32,
     /// `sum_j exp(z_j - M)`.
-    s: f64,
+    pub(super) s: f64,
     /// `S = n0 + s'` split (see [`combine`]).
-    n0: f64,
-    s1: f64,
+    pub(super) n0: f64,
+    pub(super) s1: f64,
     /// `A` of the gradient form `A p_j - B_j`.
-    a: f64,
+    pub(super) a: f64,
     /// The row's loss before reduction.
-    loss: f64,
+    pub(super) loss: f64,
     /// False for a NaN row (NaN or `+inf` present, or every logit `-inf`).
-    finite: bool,
+    pub(super) finite: bool,
+}
+
+impl RowCombined {
+    /// The row's log-sum-exp `M + ln S` (`CE-14`), `ln S` as [`combine`] takes it; NaN for a
+    /// NaN row.
+    pub(super) fn lse(&self) -> f64 {
+        if !self.finite {
+            return f64::NAN;
+        }
+        let l = if self.n0 == 1.0 {
+            self.s1.ln_1p()
+        } else {
+            (self.n0 + self.s1).ln()
+        };
+        f64::from(self.m) + l
+    }
 }
 
 /// Pass 1 over the chunks `first_chunk..` covering `raw` (of row `i`, starting at column

@@ -88,6 +88,8 @@
 //! * `bufs`: the borrowed buffers of one task and the raw row views the kernels write through;
 //! * `long`: rows of more than `SHORT_MAX` classes, chunked, pipelined, split across threads;
 //! * `short`: short rows, batched;
+//! * `options`: calls with the options of `CE-10` .. `CE-15` (softcap, z-loss, row weights, a
+//!   given denominator, per-row log-sum-exp and hits), row by row through the same kernels;
 //! * `kernels`: the per-chunk kernels, portable (`kernels/mod.rs`) and AVX2 + FMA
 //!   (`kernels/avx2.rs`, `kernels/short_avx2.rs` for the short-row reductions).
 
@@ -99,13 +101,15 @@ use smoothloss_core::backend::CrossEntropyOps;
 use smoothloss_core::cross_entropy::CeTargets;
 use smoothloss_core::error::Result;
 use smoothloss_core::reduction::{Reduction, Upstream};
-use smoothloss_core::{CeCall, CePlan, Io, Loss, Parts};
+use smoothloss_core::{CeCall, CeOutput, CePlan, CeRowOutputs, Io, Loss, Parts};
 
 mod bufs;
 mod kernels;
 mod long;
+mod options;
 mod plan;
 mod short;
+mod softcap;
 
 pub use plan::{CHUNK, SHORT_ROW};
 
@@ -190,7 +194,8 @@ fn run_reference(
     io: Io<'_, [f32]>,
     targets: CeTargets<'_, f32>,
     upstream: Upstream<'_>,
-) -> Result<Loss> {
+    rows_out: CeRowOutputs<'_, f32>,
+) -> Result<CeOutput> {
     use smoothloss_core::{Input, Losses, ReferenceBackend};
     let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
     let probs;
@@ -207,21 +212,39 @@ fn run_reference(
         Io::InPlace(z) => (widen(z), Some(z)),
     };
     let input = Input::matrix(&z, rows, classes).with_upstream(upstream);
-    match out {
-        None => ReferenceBackend.cross_entropy(cfg, input, t64),
+    let mut lse = vec![0.0f64; if rows_out.lse.is_some() { rows } else { 0 }];
+    let mut r64 = CeRowOutputs::new();
+    if rows_out.lse.is_some() {
+        r64 = r64.with_lse(&mut lse);
+    }
+    if let Some(h) = rows_out.hit {
+        r64 = r64.with_hits(h);
+    }
+    let res = match out {
+        None => ReferenceBackend.cross_entropy_rows(cfg, input, t64, r64)?,
         Some(out) => {
             let mut g = vec![0.0f64; z.len()];
-            let loss = ReferenceBackend.cross_entropy(cfg, input.with_grad(&mut g), t64)?;
+            let res =
+                ReferenceBackend.cross_entropy_rows(cfg, input.with_grad(&mut g), t64, r64)?;
             for (o, &v) in out.iter_mut().zip(&g) {
                 *o = v as f32;
             }
-            Ok(loss)
+            res
+        }
+    };
+    if let Some(l) = rows_out.lse {
+        for (d, &v) in l.iter_mut().zip(&lse) {
+            *d = v as f32;
         }
     }
+    Ok(res)
 }
 
 impl CrossEntropyOps<f32> for CpuBackend {
     fn run_cross_entropy(&self, call: CeCall<'_, f32>) -> Result<Loss> {
+        if call.plan().cfg.has_llm_options() {
+            return Ok(self.run_cross_entropy_rows(call, CeRowOutputs::new())?.loss);
+        }
         let Parts {
             plan,
             io,
@@ -234,7 +257,17 @@ impl CrossEntropyOps<f32> for CpuBackend {
         let degenerate_mean = cfg.reduction == Reduction::Mean && !(1.0 / denom).is_finite();
         let degenerate_up = matches!(upstream, Upstream::Scalar(u) if !u.is_finite());
         if degenerate_mean || degenerate_up {
-            return run_reference(cfg, plan.rows(), plan.classes(), io, targets, upstream);
+            let (rows, classes) = (plan.rows(), plan.classes());
+            return Ok(run_reference(
+                cfg,
+                rows,
+                classes,
+                io,
+                targets,
+                upstream,
+                CeRowOutputs::new(),
+            )?
+            .loss);
         }
         let bufs = match io {
             Io::Read(z) => Bufs::ReadOnly(z),
@@ -242,5 +275,35 @@ impl CrossEntropyOps<f32> for CpuBackend {
             Io::InPlace(z) => Bufs::InPlace(z),
         };
         Ok(run(self, &plan, bufs, targets, upstream, denom))
+    }
+
+    fn run_cross_entropy_rows(
+        &self,
+        call: CeCall<'_, f32>,
+        rows_out: CeRowOutputs<'_, f32>,
+    ) -> Result<CeOutput> {
+        let Parts {
+            plan,
+            io,
+            with: targets,
+            upstream,
+        } = call.into_parts();
+        let cfg = plan.cfg;
+        // CE-7 / CE-13: the reduction's denominator (core's one definition).
+        let denom = cfg.reduction_denominator(&targets, plan.rows());
+        let degenerate_mean = cfg.reduction == Reduction::Mean && !(1.0 / denom).is_finite();
+        let degenerate_up = matches!(upstream, Upstream::Scalar(u) if !u.is_finite());
+        if degenerate_mean || degenerate_up {
+            let (rows, classes) = (plan.rows(), plan.classes());
+            return run_reference(cfg, rows, classes, io, targets, upstream, rows_out);
+        }
+        let bufs = match io {
+            Io::Read(z) => Bufs::ReadOnly(z),
+            Io::Separate { input, grad } => Bufs::Split(input, grad),
+            Io::InPlace(z) => Bufs::InPlace(z),
+        };
+        Ok(options::run_options(
+            self, &plan, bufs, targets, upstream, denom, rows_out,
+        ))
     }
 }

@@ -14,6 +14,8 @@ fn emu_prepare(
     weights: *const f32,
     ignore: i64,
     has_ignore: i32,
+    row_w: *const f64,
+    denom: f64,
 ) -> ([f64; 2], [i64; 2]) {
     let (blocks, chunk) = ce_rows_grid(rows);
     // Poisoned, as the real launch leaves them uninitialised: the kernel must write both.
@@ -34,11 +36,13 @@ fn emu_prepare(
         part_w: addr(part_w.as_mut_ptr()),
         part_bad: addr(part_bad.as_mut_ptr()),
         counter: addr(&raw mut counter),
+        row_w: addr(row_w),
+        denom,
         has_ignore,
         _pad: 0,
     };
     // SAFETY: buffer sizes as in the real launch: targets `rows` (or null), weights `classes`
-    // (or null), stats and check 2 each, the partials one per block, one counter at 0.
+    // (or null), row weights `rows` (or null), stats and check 2 each, the partials one per block, one counter at 0.
     unsafe { emu_launch(lib, CE_PREPARE, blocks, CE_ROWS_THREADS, 0, &p) };
     assert_eq!(counter, 0, "the last block resets the counter");
     (stats, check)
@@ -71,13 +75,13 @@ const SMEM_OPT_IN_H200: usize = 232_448;
 
 /// How the emulated launch is planned: shared-memory target and limit of one block.
 #[derive(Clone, Copy, Debug)]
-struct Budget {
-    target: usize,
-    max: usize,
+pub(super) struct Budget {
+    pub(super) target: usize,
+    pub(super) max: usize,
 }
 
 /// The plan a real launch would use on an H200 (clusters of up to 8 blocks).
-const H200: Budget = Budget {
+pub(super) const H200: Budget = Budget {
     target: CE_SMEM_TARGET,
     max: SMEM_OPT_IN_H200,
 };
@@ -122,6 +126,46 @@ fn emu_ce_with(
     in_place: bool,
     budget: Budget,
 ) -> ((Vec<f64>, [i64; 2]), CePlan) {
+    let (r, plan) = emu_ce_rows(
+        lib, cfg, logits, rows, classes, targets, upstream, grad, in_place, budget, false,
+    );
+    ((r.values, r.check), plan)
+}
+
+/// What [`emu_ce_rows`] returns: the loss values, the target check and the per-row outputs
+/// (`CE-14`, `CE-15`: log-sum-exp, hit, z-loss), as `CudaBackend::run_cross_entropy_rows`
+/// copies them back.
+pub(super) struct EmuRows {
+    pub(super) values: Vec<f64>,
+    pub(super) check: [i64; 2],
+    pub(super) lse: Vec<f32>,
+    pub(super) hit: Vec<u8>,
+    pub(super) row_z: Vec<f64>,
+}
+
+/// The launch sequence of `CudaBackend::ce_launch` with every option of `cfg` (`CE-10` ..
+/// `CE-13`), and every per-row output when `want_rows` (the options' entry point then, as
+/// `ce_launch` picks it; the default entry point for calls without options or outputs).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn emu_ce_rows(
+    lib: &Library,
+    cfg: &CrossEntropy,
+    logits: &mut [f32],
+    rows: usize,
+    classes: usize,
+    targets: CeTargets<'_, f32>,
+    upstream: Upstream<'_>,
+    grad: Option<&mut [f32]>,
+    in_place: bool,
+    budget: Budget,
+    want_rows: bool,
+) -> (EmuRows, CePlan) {
+    let opts = want_rows || cfg.has_llm_options();
+    // Poisoned, as the real launch leaves them uninitialised: the kernel must write them all.
+    let mut lse = vec![f32::NAN; rows];
+    let mut hit = vec![7u8; rows];
+    let mut row_z = vec![f64::NAN; rows];
+    let rw_ptr = cfg.row_weights.as_ref().map_or(NULL_F64, |r| r.as_ptr());
     let w32: Option<Vec<f32>> = cfg
         .class_weights
         .as_ref()
@@ -137,7 +181,17 @@ fn emu_ce_with(
         CeTargets::Classes(t) => (t.as_ptr(), std::ptr::null()),
         CeTargets::Probs(p) => (std::ptr::null(), p.as_ptr()),
     };
-    let (stats, check) = emu_prepare(lib, t_ptr, rows, classes, w_ptr, ignore, has_ignore);
+    let (stats, check) = emu_prepare(
+        lib,
+        t_ptr,
+        rows,
+        classes,
+        w_ptr,
+        ignore,
+        has_ignore,
+        rw_ptr,
+        cfg.denominator.unwrap_or(0.0),
+    );
     let (up_scalar, up_ptr) = match upstream {
         Upstream::Scalar(s) => (s, NULL_F64),
         Upstream::PerElement(u) => (0.0, u.as_ptr()),
@@ -179,21 +233,65 @@ fn emu_ce_with(
         flags: plan.flags,
         _pad: 0,
     };
+    let opt = CeRowOptParams {
+        z: p.z,
+        g: p.g,
+        targets: p.targets,
+        probs: p.probs,
+        classes: p.classes,
+        slice: p.slice,
+        weights: p.weights,
+        wsum: p.wsum,
+        ignore_index: p.ignore_index,
+        eps: p.eps,
+        stats: p.stats,
+        up_scalar: p.up_scalar,
+        up: p.up,
+        row_loss: p.row_loss,
+        row_w: addr(rw_ptr),
+        softcap: cfg.softcap.unwrap_or(0.0),
+        z_loss: cfg.z_loss,
+        lse_out: if want_rows { addr(lse.as_mut_ptr()) } else { 0 },
+        hit_out: if want_rows { addr(hit.as_mut_ptr()) } else { 0 },
+        row_z: if want_rows {
+            addr(row_z.as_mut_ptr())
+        } else {
+            0
+        },
+        in_place: p.in_place,
+        has_ignore: p.has_ignore,
+        flags: p.flags,
+        _pad: 0,
+    };
     let geometry = (
         plan.grid(rows).expect("grid"),
         plan.threads,
         plan.smem_bytes,
         plan.cluster,
     );
-    // SAFETY: logits, grad and probs have rows*classes elements, row_loss and up `rows`; the
-    // plan's geometry is the real launch's.
-    unsafe { emu_launch_ce(lib, "f32", geometry, &p) };
+    // SAFETY: logits, grad and probs have rows*classes elements, row_loss, up, row weights and
+    // the per-row outputs `rows`; the plan's geometry is the real launch's; each entry point
+    // gets its own struct (the options' with `opt`, as `ce_launch`).
+    unsafe {
+        if opts {
+            emu_launch_ce(lib, "f32opt", geometry, &opt)
+        } else {
+            emu_launch_ce(lib, "f32", geometry, &p)
+        }
+    };
     let values = match cfg.reduction {
         Reduction::None => row_loss,
         Reduction::Sum => vec![emu_reduce_rows(lib, &row_loss, None)],
         Reduction::Mean => vec![emu_reduce_rows(lib, &row_loss, Some(&stats))],
     };
-    ((values, check), plan)
+    let rows_out = EmuRows {
+        values,
+        check,
+        lse,
+        hit,
+        row_z,
+    };
+    (rows_out, plan)
 }
 
 #[test]
@@ -596,6 +694,8 @@ fn half_precision_cross_entropy_on_the_cpu() {
             std::ptr::null(),
             -100,
             1,
+            NULL_F64,
+            0.0,
         );
         let reference = |rounded: &[f32]| {
             let mut gr = vec![0f32; rows * classes];

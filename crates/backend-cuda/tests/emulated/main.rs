@@ -40,7 +40,7 @@ use smoothloss_cuda::kernels::{
 };
 use smoothloss_cuda::params::{
     BceParams, BinTargetCheckParams, BoxIouParams, BoxLossParams, CePrepareParams,
-    CeReduceRowsParams, CeRowParams, FocalParams, ReduceFinalParams, RegParams,
+    CeReduceRowsParams, CeRowOptParams, CeRowParams, FocalParams, ReduceFinalParams, RegParams,
 };
 use smoothloss_cuda::{Family, KernelFamily};
 use smoothloss_spec::kit::{self, Rng};
@@ -73,7 +73,7 @@ fn write_emu_support(dir: &Path) -> std::io::Result<()> {
 fn wrappers(fam: Family) -> String {
     let mut s = String::from("#include \"wrappers.inc\"\n");
     for e in fam.entries() {
-        if e.params == "CeRowParams" {
+        if e.params == "CeRowParams" || e.params == "CeRowOptParams" {
             if e.cluster != 1 {
                 continue;
             }
@@ -81,8 +81,9 @@ fn wrappers(fam: Family) -> String {
             let dtype = e.name.rsplit('_').next().expect("dtype");
             s.push_str(&format!(
                 "extern \"C\" void emu_{}(unsigned g, unsigned b, unsigned s, unsigned cluster,\n\
-                 const CeRowParams* p) {{\n    const CeRowParams q = *p;\n    switch (cluster) {{\n",
-                e.name
+                 const {p}* p) {{\n    const {p} q = *p;\n    switch (cluster) {{\n",
+                e.name,
+                p = e.params
             ));
             for k in CE_CLUSTERS {
                 s.push_str(&format!(
@@ -179,16 +180,16 @@ unsafe fn emu_launch<P>(lib: &Library, name: &str, grid: u32, block: u32, smem: 
 /// # Safety
 ///
 /// As [`emu_launch`], for [`CeRowParams`].
-unsafe fn emu_launch_ce(
+unsafe fn emu_launch_ce<P>(
     lib: &Library,
     dtype: &str,
     (grid, block, smem, cluster): (u32, u32, u32, u32),
-    params: &CeRowParams,
+    params: &P,
 ) {
     let sym = format!("emu_{}", entry_name(Op::CrossEntropy, dtype, 1));
-    type CeFn = unsafe extern "C" fn(u32, u32, u32, u32, *const CeRowParams);
+    type CeFn<P> = unsafe extern "C" fn(u32, u32, u32, u32, *const P);
     // SAFETY: the generated cross-entropy wrappers (`wrappers`) have this signature.
-    let f: libloading::Symbol<'_, CeFn> =
+    let f: libloading::Symbol<'_, CeFn<P>> =
         unsafe { lib.get(sym.as_bytes()) }.unwrap_or_else(|e| panic!("{sym}: {e}"));
     // SAFETY: the caller's contract.
     unsafe { f(grid, block, smem, cluster, params) }
@@ -288,6 +289,7 @@ fn params_layouts_are_checked_by_gxx() {
     assert!(err.contains("BceParams.p_len: offset"), "{err}");
 }
 
+mod ce_options;
 mod confident;
 mod cross_entropy;
 mod degenerate;

@@ -83,13 +83,16 @@ fn a_missing_device_ordinal_is_a_device_error() {
     assert!(matches!(got, Err(LossError::Device(_))), "{got:?}");
 }
 
-/// `extern "C" __global__ void NAME(` and `SL_CE_ENTRY(NAME,` definitions in a source.
+/// `extern "C" __global__ void NAME(` and `SL_CE_ENTRY(NAME,` (`SL_CE_OPT_ENTRY(NAME,`, the
+/// options' entry points) definitions in a source.
 fn defined_entry_points(src: &str) -> Vec<String> {
     let mut out = Vec::new();
     for marker in [
         "extern \"C\" __global__ void ",
         "SL_CE_ENTRY(",
         "SL_CE_CLUSTER_ENTRY(",
+        "SL_CE_OPT_ENTRY(",
+        "SL_CE_OPT_CLUSTER_ENTRY(",
     ] {
         for (i, _) in src.match_indices(marker) {
             let rest = &src[i + marker.len()..];

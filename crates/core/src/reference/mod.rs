@@ -19,9 +19,9 @@ pub mod vocab_parallel;
 
 pub use binary::{bce_with_logits, sigmoid_focal};
 pub use box_loss::{box_iou, box_loss, box_pair_loss};
-pub use cross_entropy::cross_entropy;
-pub use linear_cross_entropy::linear_cross_entropy;
+pub use cross_entropy::{cross_entropy, cross_entropy_rows};
 pub use distribution::distribution_focal;
+pub use linear_cross_entropy::linear_cross_entropy;
 pub use oriented_box::{batch_probiou, probiou_loss};
 pub use quality::{quality_focal, varifocal};
 pub use regression::{huber, smooth_l1};
