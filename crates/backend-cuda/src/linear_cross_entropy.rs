@@ -22,7 +22,7 @@ use cudarc::cublas::sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 use smoothloss_core::{
-    CeTargets, CrossEntropy, Io, LceCall, Linear, LinearCrossEntropyOps, Loss, LossError, Losses,
+    CeTargets, Io, LceCall, Linear, LinearCrossEntropyOps, Loss, LossError, Losses,
     Reduction, ReferenceBackend, Result, Upstream,
 };
 
@@ -99,7 +99,7 @@ impl LinearCrossEntropyOps<f32> for CudaBackend {
         let (plan, input, targets) = call.into_parts();
         let ce = &plan.cfg.ce;
         let (n, v, h) = (plan.rows(), plan.vocab(), plan.hidden);
-        let denom = ce.mean_denominator(&targets, n);
+        let denom = plan.denominator(&targets);
         let scale = if ce.reduction == Reduction::Mean {
             1.0 / denom
         } else {
@@ -115,10 +115,6 @@ impl LinearCrossEntropyOps<f32> for CudaBackend {
             // TOL-4's degenerate scales: the reference, as on the CPU.
             return ReferenceBackend.linear_cross_entropy(plan.cfg, input, targets);
         }
-        let chunk_ce = CrossEntropy {
-            reduction: Reduction::None,
-            ..ce.clone()
-        };
         let st = &self.stream;
         let blas = CudaBlas::new(st.clone()).map_err(blas_err)?;
         let Linear {
@@ -188,6 +184,7 @@ impl LinearCrossEntropyOps<f32> for CudaBackend {
             } else {
                 Io::Read(&z)
             };
+            let chunk_ce = plan.chunk_ce(r.clone());
             let out = match targets {
                 CeTargets::Classes(t) => {
                     let t_dev = self.upload(&t[r.clone()])?;

@@ -207,6 +207,31 @@ impl LcePlan<'_> {
         self.ce.classes()
     }
 
+    /// `LCE-2`: the denominator of the whole batch's `mean`, computed before any chunk: the
+    /// given one (`CE-13`), else the batch's own (class- and row-weighted count, `CE-7`,
+    /// `CE-12`). Only read under reduction `mean`.
+    pub fn denominator<T>(&self, targets: &CeTargets<'_, T>) -> f64 {
+        self.cfg.ce.reduction_denominator(targets, self.rows())
+    }
+
+    /// `LCE-4`: the cross-entropy a backend runs on the chunk of `rows` (one of
+    /// [`LcePlan::chunks`]): the call's configuration at reduction `none`, without a given
+    /// denominator (the backend scales by [`LcePlan::denominator`] of the whole batch), with
+    /// the chunk's slice of the row weights; softcap, z-loss, smoothing, class weights and the
+    /// ignore index unchanged. Every backend builds its chunks from this one function.
+    pub fn chunk_ce(&self, rows: std::ops::Range<usize>) -> CrossEntropy {
+        let ce = &self.cfg.ce;
+        CrossEntropy {
+            reduction: crate::Reduction::None,
+            denominator: None,
+            row_weights: ce
+                .row_weights
+                .as_ref()
+                .map(|w| w.get(rows).map_or_else(Vec::new, <[f64]>::to_vec)),
+            ..ce.clone()
+        }
+    }
+
     /// The row ranges of the chunks, in order (`LCE-4`).
     pub fn chunks(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
         let (n, c) = (self.rows(), self.chunk_rows.max(1));

@@ -33,7 +33,7 @@ use crate::CpuBackend;
 use gemm::{Out, Split, View, gemm};
 use rayon::prelude::*;
 use smoothloss_core::{
-    CeTargets, CrossEntropy, Input, LceCall, Linear, LinearCrossEntropyOps, Loss, LossError,
+    CeTargets, Input, LceCall, Linear, LinearCrossEntropyOps, Loss, LossError,
     Losses, Reduction, ReferenceBackend, Result, Upstream,
 };
 
@@ -47,8 +47,9 @@ impl LinearCrossEntropyOps<f32> for CpuBackend {
         let (plan, input, targets) = call.into_parts();
         let ce = &plan.cfg.ce;
         let (n, v, h) = (plan.rows(), plan.vocab(), plan.hidden);
-        // LCE-2: the mean's denominator over the whole batch, before any chunk.
-        let denom = ce.mean_denominator(&targets, n);
+        // LCE-2: the mean's denominator over the whole batch, before any chunk (the given one,
+        // CE-13, else the class- and row-weighted count).
+        let denom = plan.denominator(&targets);
         let scale = if ce.reduction == Reduction::Mean {
             1.0 / denom
         } else {
@@ -63,10 +64,6 @@ impl LinearCrossEntropyOps<f32> for CpuBackend {
         if degenerate {
             return through_reference(plan.cfg, input, targets);
         }
-        let chunk_ce = CrossEntropy {
-            reduction: Reduction::None,
-            ..ce.clone()
-        };
         let cr = plan.chunk_rows;
         let mut z = alloc(cr, v, "logits chunk")?;
         let mut db_acc = if plan.bias_grad {
@@ -123,6 +120,7 @@ impl LinearCrossEntropyOps<f32> for CpuBackend {
                 Some(_) => Input::in_place(zc).shaped(nc, v),
                 None => Input::matrix(zc, nc, v),
             };
+            let chunk_ce = plan.chunk_ce(r.clone());
             losses.extend(
                 self.cross_entropy(&chunk_ce, chunk.with_upstream(up), t)?
                     .into_values(),
