@@ -404,3 +404,96 @@ proptest! {
         assert_matches_unsharded::<f64>(F64_TOL, &widths, &cfg, &z, n, v, &t, Upstream::Scalar(1.25), false);
     }
 }
+
+/// The language-model options (`CE-10` .. `CE-13`) alone and together, every reduction that
+/// takes them (`VP-5`).
+fn llm_configs(n: usize, v: usize) -> Vec<(&'static str, CrossEntropy)> {
+    let cw: Vec<f64> = (0..v).map(|j| 0.2 + (j % 5) as f64 * 0.45).collect();
+    let rw: Vec<f64> = (0..n).map(|i| [0.0, 0.5, 1.0, 2.5][i % 4]).collect();
+    let mut out = Vec::new();
+    for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        let ce = CrossEntropy::new().with_reduction(red);
+        out.push(("softcap", ce.clone().with_softcap(2.5)));
+        out.push(("z-loss", ce.clone().with_z_loss(0.05)));
+        out.push(("row weights", ce.clone().with_row_weights(rw.clone())));
+        out.push((
+            "all",
+            ce.with_label_smoothing(0.1)
+                .with_class_weights(cw.clone())
+                .with_softcap(2.5)
+                .with_z_loss(0.05)
+                .with_row_weights(rw.clone()),
+        ));
+    }
+    out.push(("denominator", CrossEntropy::new().with_denominator(7.5)));
+    out.push((
+        "denominator+all",
+        CrossEntropy::new()
+            .with_label_smoothing(0.2)
+            .with_class_weights(cw)
+            .with_softcap(2.5)
+            .with_z_loss(0.05)
+            .with_row_weights(rw)
+            .with_denominator(3.25),
+    ));
+    out
+}
+
+#[test]
+fn every_llm_option_on_one_to_eight_uneven_shards_matches_the_unsharded_loss() {
+    covers!("VP-5", "CE-10", "CE-11", "CE-12", "CE-13");
+    let mut rng = Rng::new(1212);
+    let (n, v) = (11, 29);
+    for probs in [false, true] {
+        let (z, t) = problem(&mut rng, n, v, probs);
+        for (k, (_, cfg)) in llm_configs(n, v).into_iter().enumerate() {
+            let per: Vec<f64> = (0..n).map(|i| 1.5 - i as f64 * 0.4).collect();
+            let up = if cfg.reduction == Reduction::None {
+                Upstream::PerElement(&per)
+            } else {
+                Upstream::Scalar(0.75)
+            };
+            for shards in 1..=8 {
+                let widths = uneven(v, shards, 11 * shards as u64 + k as u64);
+                assert_matches_unsharded::<f64>(F64_TOL, &widths, &cfg, &z, n, v, &t, up, false);
+                assert_matches_unsharded::<f32>(
+                    Tolerance::F32,
+                    &widths,
+                    &cfg,
+                    &z,
+                    n,
+                    v,
+                    &t,
+                    up,
+                    shards % 2 == 1,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_dropped_option_changes_the_unsharded_loss() {
+    // Mutation check: the test above would catch a vocab-parallel path that ignored an option,
+    // since each option changes the unsharded loss or gradient beyond the tolerance.
+    let mut rng = Rng::new(5);
+    let (n, v) = (11, 29);
+    let (z, t) = problem(&mut rng, n, v, false);
+    let rw: Vec<f64> = (0..n).map(|i| [0.0, 0.5, 1.0, 2.5][i % 4]).collect();
+    let base = CrossEntropy::new();
+    for (name, with) in [
+        ("softcap", base.clone().with_softcap(2.5)),
+        ("z-loss", base.clone().with_z_loss(0.05)),
+        ("row weights", base.clone().with_row_weights(rw)),
+        ("denominator", base.clone().with_denominator(7.5)),
+    ] {
+        let (lw, gw) = unsharded(&with, &z, n, v, &t, Upstream::ONE);
+        let (ls, gs) = sharded::<f64>(&with, &z, n, v, &t, Upstream::ONE, &[10, 0, 19], false);
+        assert!(F64_TOL.check(&ls[0], &lw).is_ok() && F64_TOL.check(&gs, &gw).is_ok());
+        let (ld, gd) = unsharded(&base, &z, n, v, &t, Upstream::ONE);
+        assert!(
+            Tolerance::F32.check(&ls[0], &ld).is_err() || Tolerance::F32.check(&gs, &gd).is_err(),
+            "dropping {name} went unnoticed"
+        );
+    }
+}

@@ -1,6 +1,7 @@
-//! One rank of the vocab-parallel cross-entropy (`VP-2` .. `VP-4`), in `f64`: the row
-//! statistics of the local slice, two all-reduces (maximum, then the sums), the loss of the
-//! whole vocabulary, the local gradient.
+//! One rank of the vocab-parallel cross-entropy (`VP-2` .. `VP-5`), in `f64`: the row
+//! statistics of the local slice (softcapped first, `CE-10`), two all-reduces (maximum, then
+//! the sums), the loss of the whole vocabulary with the z-loss of the combined log-sum-exp and
+//! the row weights, the local gradient.
 
 use crate::call::{Io, Loss};
 use crate::cross_entropy::{CePlan, CeTargets};
@@ -23,7 +24,19 @@ pub(crate) fn rank_cross_entropy<T: Element, C: Collective + ?Sized>(
     let w: Vec<f64> = (off..off + width).map(|j| cfg.weight(j)).collect();
     let w_sum: f64 = (0..c).map(|j| cfg.weight(j)).sum();
     let z = shard.io.input();
-    let zf = |i: usize, j: usize| z[i * width + j].to_f64();
+    // VP-5 / CE-10: the softcap on the local slice, before any statistic (each element alone,
+    // so sharding does not change it); `dcap` = d z' / d z for the gradient.
+    let (capped, dcap) = match cfg.softcap {
+        Some(cap) => {
+            let raw: Vec<f64> = z.iter().map(|x| x.to_f64()).collect();
+            super::cross_entropy::softcap_row(&raw, cap)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    let zf = |i: usize, j: usize| match cfg.softcap {
+        Some(_) => capped[i * width + j],
+        None => z[i * width + j].to_f64(),
+    };
     let ignored =
         |i: usize| matches!(targets, CeTargets::Classes(t) if cfg.ignore_index == Some(t[i]));
     // VP-2: the row maximum over the whole vocabulary (NaN propagates: CE-1).
@@ -74,13 +87,15 @@ pub(crate) fn rank_cross_entropy<T: Element, C: Collective + ?Sized>(
     comm.all_reduce_f64(ReduceOp::Sum, &mut sums)?;
     // VP-4: the loss of each row and the mean's denominator, the same on every rank.
     let mut losses = vec![0.0; n];
+    // VP-5: the log-sum-exp of the whole (capped) row, for the z-loss.
+    let lse = |i: usize| m[i] + sums[5 * i].ln();
     for i in 0..n {
         if ignored(i) {
             continue;
         }
         let [s, sw, t, a, b] = [0, 1, 2, 3, 4].map(|k| sums[5 * i + k]);
         let ln_s = s.ln();
-        losses[i] = match targets {
+        let ce = match targets {
             CeTargets::Classes(y) => {
                 let nll = -cfg.weight(y[i] as usize) * (t - ln_s);
                 if eps == 0.0 {
@@ -91,8 +106,21 @@ pub(crate) fn rank_cross_entropy<T: Element, C: Collective + ?Sized>(
             }
             CeTargets::Probs(_) => -(b - a * ln_s),
         };
+        // CE-11: the z-loss of the combined lse (absent when s = 0); CE-12: the row weight.
+        let zl = if cfg.z_loss != 0.0 {
+            cfg.z_loss * lse(i) * lse(i)
+        } else {
+            0.0
+        };
+        let l = if cfg.z_loss != 0.0 { ce + zl } else { ce };
+        losses[i] = if cfg.row_weights.is_some() {
+            cfg.row_weight(i) * l
+        } else {
+            l
+        };
     }
-    let denom = cfg.mean_denominator(&targets, n);
+    // CE-7 / CE-12 / CE-13: the given denominator, else the (row-weighted) count.
+    let denom = cfg.reduction_denominator(&targets, n);
     let scale = if cfg.reduction == Reduction::Mean {
         1.0 / denom
     } else {
@@ -117,7 +145,10 @@ pub(crate) fn rank_cross_entropy<T: Element, C: Collective + ?Sized>(
             let u = plan.item_scale(&upstream, scale, i);
             let (mi, s, a) = (m[i], sums[5 * i], sums[5 * i + 3]);
             for j in 0..width {
-                let zij = input.map_or(row[j], |x| x[i * width + j]).to_f64();
+                let zij = match cfg.softcap {
+                    Some(_) => capped[i * width + j],
+                    None => input.map_or(row[j], |x| x[i * width + j]).to_f64(),
+                };
                 let p = (zij - mi).exp() / s;
                 let d = match targets {
                     CeTargets::Classes(y) => {
@@ -134,6 +165,22 @@ pub(crate) fn rank_cross_entropy<T: Element, C: Collective + ?Sized>(
                         let qs = (1.0 - eps) * q[i * width + j].to_f64() + eps / c as f64;
                         p * a - w[j] * qs
                     }
+                };
+                // CE-11: + 2 s lse p_j; CE-10: through the softcap; CE-12: times r_i.
+                let d = if cfg.z_loss != 0.0 {
+                    d + 2.0 * cfg.z_loss * lse(i) * p
+                } else {
+                    d
+                };
+                let d = if cfg.softcap.is_some() {
+                    d * dcap[i * width + j]
+                } else {
+                    d
+                };
+                let d = if cfg.row_weights.is_some() {
+                    d * cfg.row_weight(i)
+                } else {
+                    d
                 };
                 row[j] = T::from_f64(u * d);
             }
