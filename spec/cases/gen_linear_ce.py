@@ -6,6 +6,15 @@ Expected values are PyTorch's composite in float64 on the CPU:
                            reduction=...)
 and its autograd gradients d(sum of returned losses)/d h, d W, d b.
 
+With the language-model options of CE-10 .. CE-13 (softcap, z-loss, row weights, a given
+denominator) the composite is the one of gen_llm_ce.py, on z = h @ W.T + b:
+    zc   = cap * tanh(z / cap)                                   (CE-10, when a softcap is set)
+    ce   = F.cross_entropy(zc, y, ..., reduction="none")
+    row  = (ce + s * logsumexp(zc)**2 * kept) * r                (CE-11, CE-12)
+    none: row;  sum: row.sum();  mean: row.sum() / D
+    D    = the given denominator (CE-13), else sum over kept rows of r_i * w[y_i] (r_i for
+           probability targets)
+
 Run from the repository root: python3 spec/cases/gen_linear_ce.py
 """
 import json
@@ -21,7 +30,8 @@ def tensor(t):
 
 
 def case(cid, n, h, v, *, bias=True, eps=0.0, ignore=-100, weights=False, reduction="mean",
-         probs=False, n_ignored=0, chunk_rows=None, scale=1.0):
+         probs=False, n_ignored=0, chunk_rows=None, scale=1.0, softcap=None, z_loss=0.0,
+         row_weights=False, denominator=None):
     hid = (torch.randn(n, h, dtype=torch.float64) * scale).requires_grad_(True)
     w = (torch.randn(v, h, dtype=torch.float64) / h ** 0.5).requires_grad_(True)
     b = (torch.randn(v, dtype=torch.float64) * 0.5).requires_grad_(True) if bias else None
@@ -43,8 +53,35 @@ def case(cid, n, h, v, *, bias=True, eps=0.0, ignore=-100, weights=False, reduct
         inputs["targets"] = [int(t) for t in y.tolist()]
         target = y
         ig = ignore
-    loss = F.cross_entropy(z, target, weight=cw, ignore_index=ig, label_smoothing=eps,
-                           reduction=reduction)
+    llm = softcap is not None or z_loss != 0.0 or row_weights or denominator is not None
+    # Row weights, some 0 (a token masked by its weight rather than by the ignore index).
+    rw = (torch.rand(n, dtype=torch.float64) * 2 + 0.1) * (torch.arange(n) % 4 != 1) \
+        if row_weights else None
+    if not llm:
+        loss = F.cross_entropy(z, target, weight=cw, ignore_index=ig, label_smoothing=eps,
+                               reduction=reduction)
+    else:
+        zc = softcap * torch.tanh(z / softcap) if softcap is not None else z
+        ce = F.cross_entropy(zc, target, weight=cw, ignore_index=ig, label_smoothing=eps,
+                             reduction="none")
+        kept = torch.ones(n, dtype=torch.bool) if probs else target != ig
+        lse = torch.logsumexp(zc, dim=1)
+        zl = torch.where(kept, z_loss * lse * lse, torch.zeros(n, dtype=torch.float64))
+        r = rw if rw is not None else torch.ones(n, dtype=torch.float64)
+        row = (ce + zl) * r
+        if reduction == "none":
+            loss = row
+        elif reduction == "sum":
+            loss = row.sum()
+        else:
+            if denominator is not None:
+                d = torch.tensor(denominator, dtype=torch.float64)
+            elif probs:
+                d = r.sum()
+            else:
+                wy = cw[target.clamp(min=0)] if cw is not None else torch.ones(n, dtype=torch.float64)
+                d = (r * wy * kept).sum()
+            loss = row.sum() / d
     loss.sum().backward()
     params = {
         "label_smoothing": eps,
@@ -52,6 +89,14 @@ def case(cid, n, h, v, *, bias=True, eps=0.0, ignore=-100, weights=False, reduct
         "class_weights": None if cw is None else [float(x) for x in cw.tolist()],
         "reduction": reduction,
     }
+    if softcap is not None:
+        params["softcap"] = softcap
+    if z_loss != 0.0:
+        params["z_loss"] = z_loss
+    if rw is not None:
+        params["row_weights"] = [float(x) for x in rw.tolist()]
+    if denominator is not None:
+        params["denominator"] = denominator
     if chunk_rows is not None:
         params["chunk_rows"] = chunk_rows
     grad = {"hidden": [float(x) for x in hid.grad.reshape(-1).tolist()],
@@ -95,6 +140,21 @@ case(nid("large-logits"), 6, 8, 10, scale=8.0)
 case(nid("chunk-1-mean"), 7, 3, 4, chunk_rows=1, weights=True, n_ignored=2)
 case(nid("wide-vocab"), 16, 8, 300, eps=0.1, chunk_rows=5)
 case(nid("wide-vocab-sum"), 10, 16, 257, reduction="sum", weights=True, chunk_rows=3)
+# CE-10 .. CE-13 on the linear cross-entropy, chunks that split the rows unevenly.
+for red in ["mean", "sum", "none"]:
+    case(nid(f"softcap-{red}"), 11, 6, 13, softcap=1.5, scale=3.0, chunk_rows=4, n_ignored=2,
+         reduction=red)
+    case(nid(f"z-loss-{red}"), 10, 5, 12, z_loss=0.1, chunk_rows=3, n_ignored=2, reduction=red)
+    case(nid(f"row-weights-{red}"), 9, 4, 10, row_weights=True, weights=True, chunk_rows=4,
+         reduction=red)
+    case(nid(f"all-options-{red}"), 13, 6, 17, softcap=2.0, z_loss=0.05, row_weights=True,
+         weights=True, eps=0.1, n_ignored=3, chunk_rows=5, scale=2.0, reduction=red)
+    case(nid(f"probs-options-{red}"), 7, 4, 9, probs=True, softcap=2.5, z_loss=0.02,
+         row_weights=True, chunk_rows=3, reduction=red)
+case(nid("denominator"), 10, 5, 11, denominator=23.0, n_ignored=2, chunk_rows=4)
+case(nid("denominator-all-options"), 12, 6, 14, denominator=7.5, softcap=3.0, z_loss=0.1,
+     row_weights=True, weights=True, eps=0.2, n_ignored=2, chunk_rows=5, scale=2.0)
+case(nid("denominator-probs"), 6, 3, 7, denominator=2.5, probs=True, z_loss=0.3, chunk_rows=4)
 
 out = {
     "format": "smoothloss-cases/1",

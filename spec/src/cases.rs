@@ -365,6 +365,49 @@ impl Case {
         Ok(Expected { loss, grad })
     }
 
+    /// The cross-entropy configuration of a case's params (`label_smoothing`, `ignore_index`,
+    /// `class_weights`, `reduction`, and `CE-10` .. `CE-13`: `softcap`, `z_loss`,
+    /// `row_weights`, `denominator`): shared by the cross-entropy and the linear
+    /// cross-entropy decoders.
+    pub(crate) fn ce_config(&self) -> Result<CrossEntropy, CaseError> {
+        Ok(CrossEntropy {
+            label_smoothing: match self.param("label_smoothing") {
+                None => 0.0,
+                Some(_) => self.f64_param("label_smoothing")?,
+            },
+            ignore_index: match self.param("ignore_index") {
+                None => None,
+                Some(v) => Some(v.as_i64().ok_or_else(|| {
+                    self.malformed(format!(
+                        "param `ignore_index` must be an integer, got {v}"
+                    ))
+                })?),
+            },
+            class_weights: match self.param("class_weights") {
+                None => None,
+                Some(v) => Some(self.numbers(v, "class_weights")?),
+            },
+            reduction: self.reduction()?,
+            // CE-10 .. CE-13 (the LLM options; `spec/cases/llm_ce.json`).
+            z_loss: match self.param("z_loss") {
+                None => 0.0,
+                Some(_) => self.f64_param("z_loss")?,
+            },
+            softcap: match self.param("softcap") {
+                None => None,
+                Some(_) => Some(self.f64_param("softcap")?),
+            },
+            row_weights: match self.param("row_weights") {
+                None => None,
+                Some(v) => Some(self.numbers(v, "row_weights")?),
+            },
+            denominator: match self.param("denominator") {
+                None => None,
+                Some(_) => Some(self.f64_param("denominator")?),
+            },
+        })
+    }
+
     /// Decodes the case into a typed call and its expected results.
     pub fn decode(&self) -> Result<(LossCall, Expected), CaseError> {
         if let Some(decoded) = detection::decode(self) {
@@ -387,42 +430,7 @@ impl Case {
                     return Err(self.malformed("`logits` must be [N, C]"));
                 }
                 let (rows, classes) = (logits.shape[0], logits.shape[1]);
-                let cfg = CrossEntropy {
-                    label_smoothing: match self.param("label_smoothing") {
-                        None => 0.0,
-                        Some(_) => self.f64_param("label_smoothing")?,
-                    },
-                    ignore_index: match self.param("ignore_index") {
-                        None => None,
-                        Some(v) => Some(v.as_i64().ok_or_else(|| {
-                            self.malformed(format!(
-                                "param `ignore_index` must be an integer, got {v}"
-                            ))
-                        })?),
-                    },
-                    class_weights: match self.param("class_weights") {
-                        None => None,
-                        Some(v) => Some(self.numbers(v, "class_weights")?),
-                    },
-                    reduction: self.reduction()?,
-                    // CE-10 .. CE-13 (the LLM options; `spec/cases/llm_ce.json`).
-                    z_loss: match self.param("z_loss") {
-                        None => 0.0,
-                        Some(_) => self.f64_param("z_loss")?,
-                    },
-                    softcap: match self.param("softcap") {
-                        None => None,
-                        Some(_) => Some(self.f64_param("softcap")?),
-                    },
-                    row_weights: match self.param("row_weights") {
-                        None => None,
-                        Some(v) => Some(self.numbers(v, "row_weights")?),
-                    },
-                    denominator: match self.param("denominator") {
-                        None => None,
-                        Some(_) => Some(self.f64_param("denominator")?),
-                    },
-                };
+                let cfg = self.ce_config()?;
                 let targets = match (self.inputs.get("targets"), self.inputs.get("target_probs")) {
                     (Some(t), None) => Targets::Classes(
                         t.as_array()

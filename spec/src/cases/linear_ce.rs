@@ -2,8 +2,9 @@
 //! `spec/cases/linear_ce.json`): decoding, running on any backend, and the comparison of the
 //! loss and the three gradients.
 //!
-//! Params: the cross-entropy's (`label_smoothing`, `ignore_index`, `class_weights` of length
-//! V, `reduction`) and optionally `chunk_rows`. Inputs: `hidden` [N,H], `weight` [V,H],
+//! Params: the cross-entropy's, read by the plain cross-entropy's reader (`label_smoothing`,
+//! `ignore_index`, `class_weights` of length V, `reduction`, and `CE-10` .. `CE-13`: `softcap`,
+//! `z_loss`, `row_weights` of length N, `denominator`) and optionally `chunk_rows`. Inputs: `hidden` [N,H], `weight` [V,H],
 //! optionally `bias` [V], and `targets` (N ints) or `target_probs` [N,V]. Expected: `loss`
 //! and `grad.hidden`, `grad.weight` and (with a bias) `grad.bias`.
 
@@ -69,27 +70,6 @@ pub struct LinearCeOutput {
 }
 
 impl Case {
-    fn ce_config(&self) -> Result<CrossEntropy, CaseError> {
-        Ok(CrossEntropy {
-            label_smoothing: match self.param("label_smoothing") {
-                None => 0.0,
-                Some(_) => self.f64_param("label_smoothing")?,
-            },
-            ignore_index: match self.param("ignore_index") {
-                None => None,
-                Some(v) => Some(v.as_i64().ok_or_else(|| {
-                    self.malformed(format!("param `ignore_index` must be an integer, got {v}"))
-                })?),
-            },
-            class_weights: match self.param("class_weights") {
-                None => None,
-                Some(v) => Some(self.numbers(v, "class_weights")?),
-            },
-            reduction: self.reduction()?,
-            ..CrossEntropy::default()
-        })
-    }
-
     fn grad_of(&self, name: &str) -> Result<Vec<f64>, CaseError> {
         match self.expected.get("grad").and_then(|g| g.get(name)) {
             Some(v) => self.numbers(v, name),
@@ -110,6 +90,10 @@ impl Case {
             "ignore_index",
             "class_weights",
             "reduction",
+            "softcap",
+            "z_loss",
+            "row_weights",
+            "denominator",
             "chunk_rows",
         ])?;
         let mut cfg = LinearCrossEntropy::new(self.ce_config()?);
