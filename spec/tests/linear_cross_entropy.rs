@@ -19,7 +19,7 @@ fn reference_passes_every_linear_ce_torch_case() {
     covers!("LCE-1", "LCE-2", "LCE-3");
     let file = smoothloss_spec::linear_ce_cases();
     if smoothloss_spec::case_filter().is_none() {
-        assert_eq!(file.cases.len(), 32, "the bundled file holds 32 cases");
+        assert_eq!(file.cases.len(), 50, "the bundled file holds 50 cases");
     }
     let r = linear_ce_cases::<f64, _>(&ReferenceBackend, &Tolerances::F64);
     assert!(r.all_passed(), "{r}");
