@@ -10,9 +10,11 @@
 //!
 //! 1. `z_c = h_c W^T (+ b)`, `[rows_c, V]`, one GEMM (the bias written first, then added to the
 //!    product as the reference does);
-//! 2. the CPU cross-entropy kernel in place on `z_c` with the call's configuration at reduction
-//!    `none` and the upstream `u / D` (`mean`, `D` the denominator of the whole batch, computed
-//!    before chunking: `LCE-2`), `u` (`sum`) or the chunk's per-row upstream (`none`): `z_c`
+//! 2. the CPU cross-entropy kernel in place on `z_c` with the chunk's configuration
+//!    `LcePlan::chunk_ce` (the call's options at reduction `none`, no given denominator, the
+//!    chunk's slice of the row weights; softcap and z-loss as given) and the upstream `u / D`
+//!    (`mean`, `D` = `LcePlan::denominator` of the whole batch, the given one or the weighted
+//!    count, computed before chunking: `LCE-2`), `u` (`sum`) or the chunk's per-row upstream (`none`): `z_c`
 //!    becomes `G_c = d loss / d z_c`, and the chunk's per-row losses are kept;
 //! 3. `dH_c = G_c W` (written), `dW += G_c^T h_c` (accumulated in the `f32` output, chunk after
 //!    chunk), `db += sum_i G_c[i]` (in an `f64` accumulator, rounded once at the end).
