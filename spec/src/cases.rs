@@ -378,9 +378,7 @@ impl Case {
             ignore_index: match self.param("ignore_index") {
                 None => None,
                 Some(v) => Some(v.as_i64().ok_or_else(|| {
-                    self.malformed(format!(
-                        "param `ignore_index` must be an integer, got {v}"
-                    ))
+                    self.malformed(format!("param `ignore_index` must be an integer, got {v}"))
                 })?),
             },
             class_weights: match self.param("class_weights") {

@@ -83,9 +83,15 @@ fn reference(c: &LinearCeCall, up: Upstream<'_>) -> LinearCeOutput {
 
 #[test]
 fn every_option_matches_the_reference_in_uneven_chunks() {
-    covers!("LCE-2", "LCE-4", "LCE-5", "CE-10", "CE-11", "CE-12", "CE-13");
+    covers!(
+        "LCE-2", "LCE-4", "LCE-5", "CE-10", "CE-11", "CE-12", "CE-13"
+    );
     let mut seed = 100;
-    for (n, h, v, chunk) in [(23, 9, 37, Some(4)), (12, 17, 300, Some(5)), (9, 5, 7, None)] {
+    for (n, h, v, chunk) in [
+        (23, 9, 37, Some(4)),
+        (12, 17, 300, Some(5)),
+        (9, 5, 7, None),
+    ] {
         for (name, cfg) in configs(n, v) {
             for bias in [true, false] {
                 seed += 1;
@@ -121,13 +127,24 @@ fn a_dropped_option_fails_the_comparison() {
     for (name, with, without) in [
         ("softcap", base.clone().with_softcap(2.5), base.clone()),
         ("z-loss", base.clone().with_z_loss(0.05), base.clone()),
-        ("row weights", base.clone().with_row_weights(rw), base.clone()),
-        ("denominator", base.clone().with_denominator(7.5), base.clone()),
+        (
+            "row weights",
+            base.clone().with_row_weights(rw),
+            base.clone(),
+        ),
+        (
+            "denominator",
+            base.clone().with_denominator(7.5),
+            base.clone(),
+        ),
     ] {
         let c = call(7, n, h, v, with, true).with_chunk(4);
         let mut dropped = c.clone();
         dropped.cfg.ce = without;
-        assert_eq!(compare(&c, &reference(&c, Upstream::ONE), Upstream::ONE), Outcome::Passed);
+        assert_eq!(
+            compare(&c, &reference(&c, Upstream::ONE), Upstream::ONE),
+            Outcome::Passed
+        );
         assert_ne!(
             compare(&c, &reference(&dropped, Upstream::ONE), Upstream::ONE),
             Outcome::Passed,

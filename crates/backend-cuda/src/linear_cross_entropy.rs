@@ -22,8 +22,8 @@ use cudarc::cublas::sys::cublasOperation_t::{CUBLAS_OP_N, CUBLAS_OP_T};
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
 use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 use smoothloss_core::{
-    CeTargets, Io, LceCall, Linear, LinearCrossEntropyOps, Loss, LossError, Losses,
-    Reduction, ReferenceBackend, Result, Upstream,
+    CeTargets, Io, LceCall, Linear, LinearCrossEntropyOps, Loss, LossError, Losses, Reduction,
+    ReferenceBackend, Result, Upstream,
 };
 
 /// Whether the cuBLAS library can be loaded. Never panics.

@@ -35,8 +35,8 @@ use crate::CpuBackend;
 use gemm::{Out, Split, View, gemm};
 use rayon::prelude::*;
 use smoothloss_core::{
-    CeTargets, Input, LceCall, Linear, LinearCrossEntropyOps, Loss, LossError,
-    Losses, Reduction, ReferenceBackend, Result, Upstream,
+    CeTargets, Input, LceCall, Linear, LinearCrossEntropyOps, Loss, LossError, Losses, Reduction,
+    ReferenceBackend, Result, Upstream,
 };
 
 /// Output columns per block of the logits GEMM and rows per block of the `d weight` GEMM.
