@@ -11,8 +11,7 @@
 use super::{Case, CaseError, Targets};
 use serde_json::Value;
 use smoothloss_core::{
-    Backend, CeTargets, CrossEntropy, Element, Linear, LinearCrossEntropy, LossError, Losses,
-    Upstream,
+    Backend, CeTargets, Element, Linear, LinearCrossEntropy, LossError, Losses, Upstream,
 };
 
 /// A decoded linear cross-entropy call, in `f64`.
