@@ -455,6 +455,7 @@ fn every_llm_option_on_one_to_eight_uneven_shards_matches_the_unsharded_loss() {
             };
             for shards in 1..=8 {
                 let widths = uneven(v, shards, 11 * shards as u64 + k as u64);
+                assert_eq!((widths.len(), widths.iter().sum::<usize>()), (shards, v));
                 assert_matches_unsharded::<f64>(F64_TOL, &widths, &cfg, &z, n, v, &t, up, false);
                 assert_matches_unsharded::<f32>(
                     Tolerance::F32,
