@@ -247,3 +247,28 @@ fn micro_batches_with_the_summed_denominator_give_the_whole_batch() {
         );
     }
 }
+
+#[test]
+fn every_option_is_bit_identical_for_any_thread_count() {
+    covers!("TOL-3");
+    let (n, h, v) = (37, 40, 1300);
+    let (_, cfg) = configs(n, v).swap_remove(3); // "all" under mean
+    let c = call(31, n, h, v, cfg, true).with_chunk(7);
+    let run = |t: usize| {
+        run_linear_ce::<f32, _>(&CpuBackend::with_threads(t), &c, Upstream::ONE, true).unwrap()
+    };
+    let bits = |o: &LinearCeOutput| -> Vec<u64> {
+        let g = o.grads.as_ref().unwrap();
+        o.loss
+            .iter()
+            .chain(&g[0])
+            .chain(&g[1])
+            .chain(&g[2])
+            .map(|x| x.to_bits())
+            .collect()
+    };
+    let base = bits(&run(1));
+    for t in [2, 3] {
+        assert_eq!(bits(&run(t)), base, "{t} threads");
+    }
+}
