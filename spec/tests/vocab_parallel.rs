@@ -498,3 +498,82 @@ fn a_dropped_option_changes_the_unsharded_loss() {
         );
     }
 }
+
+#[test]
+fn per_row_lse_hits_and_z_loss_apart_match_the_unsharded_rows() {
+    covers!("VP-5", "CE-14", "CE-15");
+    let mut rng = Rng::new(4242);
+    let (n, v) = (11, 29);
+    let (mut z, t) = problem(&mut rng, n, v, false);
+    // Row 3's target is its maximum (a hit); row 6 holds a NaN (never a hit, NaN lse).
+    let Tgt::Classes(y) = &t else { unreachable!() };
+    z[3 * v + y[3] as usize] = 50.0;
+    z[6 * v + 2] = f64::NAN;
+    for (_, cfg) in llm_configs(n, v) {
+        let (mut lse, mut hit) = (vec![0.0; n], vec![false; n]);
+        let rows = smoothloss_core::CeRowOutputs::new()
+            .with_lse(&mut lse)
+            .with_hits(&mut hit);
+        let want = ReferenceBackend
+            .cross_entropy_rows(&cfg, Input::matrix(&z, n, v), &y[..], rows)
+            .unwrap();
+        assert!(hit[3] && !hit[6] && lse[6].is_nan());
+        for shards in [1, 3, 8] {
+            let widths = uneven(v, shards, shards as u64);
+            let offsets: Vec<usize> = widths
+                .iter()
+                .scan(0, |o, &w| {
+                    let s = *o;
+                    *o += w;
+                    Some(s)
+                })
+                .collect();
+            let got = InProcessGroup::run(shards, |comm| {
+                let r = comm.rank;
+                let local: Vec<f64> = (0..n)
+                    .flat_map(|i| z[i * v + offsets[r]..i * v + offsets[r] + widths[r]].to_vec())
+                    .collect();
+                let (mut l, mut h) = (vec![7.0; n], vec![true; n]);
+                let rows = smoothloss_core::CeRowOutputs::new()
+                    .with_lse(&mut l)
+                    .with_hits(&mut h);
+                let shard = VocabShard::new(&local, n, v, offsets[r]);
+                let o =
+                    vocab_parallel::cross_entropy_rows(comm, &cfg, shard, &y[..], rows).unwrap();
+                (o, l, h)
+            });
+            for (o, l, h) in &got {
+                assert_eq!(h, &hit, "{widths:?} {cfg:?}");
+                let nan_ok =
+                    |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| x.is_nan() == y.is_nan());
+                let finite = |a: &[f64]| {
+                    a.iter()
+                        .map(|x| if x.is_nan() { 0.0 } else { *x })
+                        .collect::<Vec<_>>()
+                };
+                assert!(nan_ok(l, &lse) && F64_TOL.check(&finite(l), &finite(&lse)).is_ok());
+                let (a, b) = (
+                    o.z_loss.clone().into_values(),
+                    want.z_loss.clone().into_values(),
+                );
+                assert!(nan_ok(&a, &b) && F64_TOL.check(&finite(&a), &finite(&b)).is_ok());
+            }
+        }
+    }
+    // Hits need class targets; the lse one entry per row: refused on every rank.
+    let errs = InProcessGroup::run(2, |comm| {
+        let local = vec![0.0f64; n * if comm.rank == 0 { 10 } else { v - 10 }];
+        let mut l = vec![0.0; n + 1];
+        let rows = smoothloss_core::CeRowOutputs::new().with_lse(&mut l);
+        let shard = VocabShard::new(&local, n, v, if comm.rank == 0 { 0 } else { 10 });
+        vocab_parallel::cross_entropy_rows(comm, &CrossEntropy::new(), shard, &y[..], rows)
+    });
+    assert!(matches!(
+        errs[0],
+        Err(LossError::ShapeMismatch { what: "lse", .. })
+    ));
+    assert!(matches!(
+        errs[1],
+        Err(LossError::ShapeMismatch { what: "lse", .. })
+    ));
+}

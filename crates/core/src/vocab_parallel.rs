@@ -18,7 +18,7 @@
 //! ```
 
 use crate::call::{GradDest, Io, Loss};
-use crate::cross_entropy::{CeTargets, CrossEntropy};
+use crate::cross_entropy::{CeOutput, CeRowOutputs, CeTargets, CrossEntropy};
 use crate::element::Element;
 use crate::error::{LossError, Result, check_len};
 use crate::plan::Extent;
@@ -249,6 +249,7 @@ fn check_local<T: Element>(
     cfg: &CrossEntropy,
     shard: &VocabShard<'_, T>,
     targets: &CeTargets<'_, T>,
+    outs: &CeRowOutputs<'_, T>,
 ) -> Result<usize> {
     let (rows, vocab) = (shard.rows, shard.vocab);
     let len = shard.io.input().len();
@@ -294,7 +295,11 @@ fn check_local<T: Element>(
         grad: GradDest::None,
         upstream: shard.upstream.shape(),
     };
-    cfg.plan(&ext, global_targets)?;
+    cfg.plan(&ext, global_targets)?.check_row_outputs(
+        outs.lse.as_ref().map(|l| l.len()),
+        outs.hit.as_ref().map(|h| h.len()),
+        global_targets,
+    )?;
     if crate::plan::is_f32::<T>() {
         cfg.check_f32()?;
     }
@@ -320,9 +325,24 @@ pub fn cross_entropy<'a, T: Element, C: Collective + ?Sized>(
     shard: VocabShard<'a, T>,
     targets: impl Into<CeTargets<'a, T>>,
 ) -> Result<Loss> {
+    cross_entropy_rows(comm, cfg, shard, targets, CeRowOutputs::new()).map(|o| o.loss)
+}
+
+/// [`cross_entropy`] with the per-row outputs of `CE-14` and the z-loss apart (`CE-15`), as
+/// [`Losses::cross_entropy_rows`](crate::Losses::cross_entropy_rows): each rank may ask for the
+/// log-sum-exp of the whole (capped) vocabulary and the argmax hits of the rows (`[N]` each,
+/// the same values on every rank), from the statistics the loss combines anyway (`VP-5`: no
+/// extra all-reduce).
+pub fn cross_entropy_rows<'a, T: Element, C: Collective + ?Sized>(
+    comm: &C,
+    cfg: &CrossEntropy,
+    shard: VocabShard<'a, T>,
+    targets: impl Into<CeTargets<'a, T>>,
+    rows: CeRowOutputs<'_, T>,
+) -> Result<CeOutput> {
     let targets = targets.into();
     let (world, rank) = (comm.world_size(), comm.rank());
-    let local = check_local(cfg, &shard, &targets);
+    let local = check_local(cfg, &shard, &targets, &rows);
     // VP-1: the verdicts and the layout of every rank, in one all-reduce.
     let mut v = vec![0.0; 3 * world];
     match &local {
@@ -369,5 +389,5 @@ pub fn cross_entropy<'a, T: Element, C: Collective + ?Sized>(
             CeTargets::Probs(_) => crate::CeTargetsShape::Probs(shard.rows * shard.vocab),
         },
     )?;
-    crate::reference::vocab_parallel::rank_cross_entropy(comm, &plan, shard, width, targets)
+    crate::reference::vocab_parallel::rank_cross_entropy(comm, &plan, shard, width, targets, rows)
 }

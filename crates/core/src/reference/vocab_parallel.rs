@@ -3,8 +3,8 @@
 //! the sums), the loss of the whole vocabulary with the z-loss of the combined log-sum-exp and
 //! the row weights, the local gradient.
 
-use crate::call::{Io, Loss};
-use crate::cross_entropy::{CePlan, CeTargets};
+use crate::call::Io;
+use crate::cross_entropy::{CeOutput, CePlan, CeRowOutputs, CeTargets};
 use crate::element::Element;
 use crate::error::Result;
 use crate::reduction::Reduction;
@@ -17,7 +17,8 @@ pub(crate) fn rank_cross_entropy<T: Element, C: Collective + ?Sized>(
     shard: VocabShard<'_, T>,
     width: usize,
     targets: CeTargets<'_, T>,
-) -> Result<Loss> {
+    mut rows_out: CeRowOutputs<'_, T>,
+) -> Result<CeOutput> {
     let cfg = plan.cfg;
     let (n, c, off) = (shard.rows, shard.vocab, shard.offset);
     let eps = cfg.label_smoothing;
@@ -87,11 +88,27 @@ pub(crate) fn rank_cross_entropy<T: Element, C: Collective + ?Sized>(
     comm.all_reduce_f64(ReduceOp::Sum, &mut sums)?;
     // VP-4: the loss of each row and the mean's denominator, the same on every rank.
     let mut losses = vec![0.0; n];
-    // VP-5: the log-sum-exp of the whole (capped) row, for the z-loss.
+    let mut z_losses = vec![0.0; n];
+    // VP-5: the log-sum-exp of the whole (capped) row, for the z-loss and CE-14.
     let lse = |i: usize| m[i] + sums[5 * i].ln();
     for i in 0..n {
         if ignored(i) {
+            // CE-14: lse 0 and no hit for ignored rows.
+            if let Some(l) = rows_out.lse.as_deref_mut() {
+                l[i] = T::from_f64(0.0);
+            }
+            if let Some(h) = rows_out.hit.as_deref_mut() {
+                h[i] = false;
+            }
             continue;
+        }
+        if let Some(l) = rows_out.lse.as_deref_mut() {
+            l[i] = T::from_f64(lse(i));
+        }
+        if let Some(h) = rows_out.hit.as_deref_mut() {
+            // CE-14: the target's logit is the row's maximum, T_i = z'_y - M_i = 0 exactly
+            // (only the target's rank adds a non-zero T_i); NaN rows never hit.
+            h[i] = !lse(i).is_nan() && sums[5 * i + 2] == 0.0;
         }
         let [s, sw, t, a, b] = [0, 1, 2, 3, 4].map(|k| sums[5 * i + k]);
         let ln_s = s.ln();
@@ -113,11 +130,13 @@ pub(crate) fn rank_cross_entropy<T: Element, C: Collective + ?Sized>(
             0.0
         };
         let l = if cfg.z_loss != 0.0 { ce + zl } else { ce };
-        losses[i] = if cfg.row_weights.is_some() {
-            cfg.row_weight(i) * l
+        let r = if cfg.row_weights.is_some() {
+            cfg.row_weight(i)
         } else {
-            l
+            1.0
         };
+        losses[i] = if cfg.row_weights.is_some() { r * l } else { l };
+        z_losses[i] = r * zl;
     }
     // CE-7 / CE-12 / CE-13: the given denominator, else the (row-weighted) count.
     let denom = cfg.reduction_denominator(&targets, n);
@@ -186,5 +205,9 @@ pub(crate) fn rank_cross_entropy<T: Element, C: Collective + ?Sized>(
             }
         }
     }
-    Ok(plan.reduce(losses, denom))
+    Ok(CeOutput {
+        loss: plan.reduce(losses, denom),
+        // CE-15: the z-loss part, reduced alike (zeros without z-loss).
+        z_loss: plan.reduce(z_losses, denom),
+    })
 }
