@@ -273,6 +273,24 @@ fn non_finite_rows_are_nan_on_every_shard_as_unsharded() {
     assert_eq!(class(&l[0]), class(&want_l));
     assert_eq!(class(&g), class(&want_g));
     assert!(l[0][2].is_nan() && l[0][3].is_nan() && l[0][0].is_finite() && l[0][1] == 0.0);
+    // CE-10 on the shards: with a softcap, +inf and -inf are +-cap with derivative 0 (rows 0
+    // and 3 finite), NaN stays NaN (row 2), as unsharded; z-loss and row weights alike.
+    let cfg = cfg
+        .with_softcap(2.0)
+        .with_z_loss(0.1)
+        .with_row_weights(vec![1.0, 2.0, 0.5, 1.5]);
+    let (want_l, want_g) = unsharded(&cfg, &z, 4, 10, &t, Upstream::ONE);
+    let (l, g) = sharded::<f64>(&cfg, &z, 4, 10, &t, Upstream::ONE, &[3, 0, 5, 2], false);
+    assert_eq!(class(&l[0]), class(&want_l));
+    assert_eq!(class(&g), class(&want_g));
+    assert!(l[0][2].is_nan() && l[0][3].is_finite() && l[0][0].is_finite());
+    let fin = |v: &[f64]| {
+        v.iter()
+            .map(|x| if x.is_nan() { 0.0 } else { *x })
+            .collect::<Vec<_>>()
+    };
+    assert!(F64_TOL.check(&fin(&l[0]), &fin(&want_l)).is_ok());
+    assert!(F64_TOL.check(&fin(&g), &fin(&want_g)).is_ok());
 }
 
 #[test]
