@@ -42,7 +42,10 @@ pub use backend::{
     Backend, BinaryOps, BoxLossOps, CrossEntropyOps, Losses, ReferenceBackend, RegressionOps,
 };
 pub use binary::{BceWithLogits, SigmoidFocal};
-pub use box_loss::{BoxFormat, BoxIouPlan, BoxLoss, BoxLossKind, BoxPlan, ThresholdWeight};
+pub use box_loss::{
+    BoxFormat, BoxIouPlan, BoxLoss, BoxLossKind, BoxModifiers, BoxOptions, BoxPlan, CiouConvention,
+    ThresholdWeight,
+};
 pub use buffers::BufferLosses;
 pub use call::{GradDest, Input, Io, Loss};
 pub use cross_entropy::{CePlan, CeTargets, CeTargetsShape, CrossEntropy};

@@ -304,9 +304,10 @@ fn box_loss() -> BoxedStrategy<LossCall> {
                 threshold,
                 wrong(),
                 any::<bool>(),
+                0..6usize,
             )
                 .prop_map(
-                    move |(pred, target, kind, eps, reduction, threshold_weight, w, same)| {
+                    move |(pred, target, kind, eps, reduction, threshold_weight, w, same, opt)| {
                         let same = same && degenerate;
                         let target = if same { pred.clone() } else { target };
                         LossCall::BoxLoss {
@@ -316,6 +317,7 @@ fn box_loss() -> BoxedStrategy<LossCall> {
                                 eps,
                                 reduction,
                                 threshold_weight,
+                                options: crate::random::box_options(kind, opt),
                             },
                             pred,
                             target: maybe_wrong_len(target, w),

@@ -60,17 +60,22 @@ pub(super) type BlockFn = fn(
     Option<&mut [f64]>,
 ) -> f64;
 
-/// The block kernel of (`kind`, `format`, `grad`).
+/// The block kernel of (`kind`, `format`, `grad`), for the kinds with a hand-derived `f32`
+/// kernel (`None` for the others, which take the generic path).
 pub(super) fn select_block(
     kind: smoothloss_core::BoxLossKind,
     format: smoothloss_core::BoxFormat,
     grad: bool,
-) -> BlockFn {
-    with_kind!(kind, |K| with_format!(format, |F| if grad {
-        block_dispatch::<K, F, true>
-    } else {
-        block_dispatch::<K, F, false>
-    }))
+) -> Option<BlockFn> {
+    with_kind!(
+        kind,
+        |K| with_format!(format, |F| Some(if grad {
+            block_dispatch::<K, F, true>
+        } else {
+            block_dispatch::<K, F, false>
+        })),
+        None
+    )
 }
 
 #[cfg(target_arch = "x86_64")]

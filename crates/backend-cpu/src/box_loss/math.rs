@@ -77,9 +77,10 @@ macro_rules! with_format {
 pub(crate) use with_format;
 
 /// The one run-time to type dispatch of the box loss kind: evaluates `$body` with the type
-/// alias `$k` bound to the marker of `$kind`.
+/// alias `$k` bound to the marker of `$kind`, or `$other` for a kind without a hand-derived
+/// kernel.
 macro_rules! with_kind {
-    ($kind:expr, |$k:ident| $body:expr) => {
+    ($kind:expr, |$k:ident| $body:expr, $other:expr) => {
         match $kind {
             smoothloss_core::BoxLossKind::Iou => {
                 type $k = $crate::box_loss::math::Iou;
@@ -101,6 +102,7 @@ macro_rules! with_kind {
                 type $k = $crate::box_loss::math::Eiou;
                 $body
             }
+            _ => $other,
         }
     };
 }

@@ -15,6 +15,7 @@ use smoothloss_core::backend::BoxLossOps;
 
 use smoothloss_core::{BoxFormat, BoxLoss, IouCall, Loss, PairCall, Result, Upstream};
 
+mod generic;
 mod kernels;
 pub(crate) mod math;
 
@@ -31,6 +32,14 @@ pub(crate) fn box_loss(
     upstream: Upstream<'_>,
     grad: Option<&mut [f32]>,
 ) -> Vec<f64> {
+    // The hand-derived f32 kernels serve the torchvision kinds without modifiers; the rest
+    // takes the generic path (`generic.rs`).
+    let kernel = (!cfg.is_extended())
+        .then(|| kernels::select_block(cfg.kind, cfg.format, grad.is_some()))
+        .flatten();
+    let Some(f) = kernel else {
+        return generic(backend, cfg, n, pred, target, upstream, grad);
+    };
     let (thr, wlow) = match cfg.threshold_weight {
         Some(tw) => (tw.threshold as f32, (1.0 - tw.alpha) as f32),
         None => (f32::NEG_INFINITY, 1.0),
@@ -40,7 +49,6 @@ pub(crate) fn box_loss(
         thr,
         wlow,
     };
-    let f = kernels::select_block(cfg.kind, cfg.format, grad.is_some());
     let level = backend.simd_level();
     drive(
         backend,
@@ -58,6 +66,37 @@ pub(crate) fn box_loss(
                 g,
                 up,
                 &prm,
+                l,
+            )
+        },
+    )
+}
+
+/// The box loss of an extended configuration (`BoxLoss::is_extended`): `generic.rs` per block.
+fn generic(
+    backend: &CpuBackend,
+    cfg: &BoxLoss,
+    n: usize,
+    pred: &[f32],
+    target: &[f32],
+    upstream: Upstream<'_>,
+    grad: Option<&mut [f32]>,
+) -> Vec<f64> {
+    drive(
+        backend,
+        n,
+        BOX_BLOCK,
+        4,
+        cfg.reduction,
+        upstream,
+        grad,
+        |r, up: Up<'_>, g, l| {
+            generic::block(
+                cfg,
+                &pred[4 * r.start..4 * r.end],
+                &target[4 * r.start..4 * r.end],
+                g,
+                up,
                 l,
             )
         },

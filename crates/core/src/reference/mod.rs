@@ -13,6 +13,6 @@ pub mod dual;
 pub mod regression;
 
 pub use binary::{bce_with_logits, sigmoid_focal};
-pub use box_loss::{box_iou, box_loss, box_pair_loss};
+pub use box_loss::{box_iou, box_loss, box_pair_loss, box_pair_loss_cfg};
 pub use cross_entropy::cross_entropy;
 pub use regression::{huber, smooth_l1};
