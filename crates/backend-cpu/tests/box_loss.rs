@@ -139,7 +139,7 @@ fn cfg(kind: BoxLossKind, format: BoxFormat, reduction: Reduction) -> BoxLoss {
 #[test]
 fn every_kind_format_reduction_upstream_matches_reference() {
     let mut rng = Rng::new(7);
-    for kind in BoxLossKind::ALL {
+    for kind in BoxLossKind::TORCHVISION {
         for format in FORMATS {
             for (ri, reduction) in REDUCTIONS.into_iter().enumerate() {
                 for &n in &[1usize, 7, 64, 65, 301] {
@@ -169,7 +169,7 @@ fn large_eps_and_seed_loss() {
     let mut rng = Rng::new(11);
     for format in FORMATS {
         let (p, t) = pairs(&mut rng, 500, format);
-        for kind in BoxLossKind::ALL {
+        for kind in BoxLossKind::TORCHVISION {
             check(
                 &cfg(kind, format, Reduction::Mean).with_eps(1e-2),
                 &p,
@@ -229,7 +229,7 @@ fn degenerate_boxes_match_reference() {
             p.extend(c(*a));
             t.extend(c(*b));
         }
-        for kind in BoxLossKind::ALL {
+        for kind in BoxLossKind::TORCHVISION {
             for reduction in REDUCTIONS {
                 let c = cfg(kind, format, reduction);
                 check(&c, &p, &t, Upstream::ONE, true);
@@ -268,7 +268,7 @@ fn non_finite_coordinates_give_nan_like_reference() {
                 t.extend([1.0f32, 1.0, 3.5, 2.5]);
             }
         }
-        for kind in BoxLossKind::ALL {
+        for kind in BoxLossKind::TORCHVISION {
             let c = cfg(kind, format, Reduction::None);
             check(&c, &p, &t, Upstream::ONE, true);
             let cpu = CpuBackend::new();
@@ -303,7 +303,7 @@ fn results_are_bit_identical_for_1_2_3_threads() {
     let n = 50_001;
     for format in FORMATS {
         let (p, t) = pairs(&mut rng, n, format);
-        for kind in BoxLossKind::ALL {
+        for kind in BoxLossKind::TORCHVISION {
             for reduction in REDUCTIONS {
                 let c = cfg(kind, format, reduction);
                 let mut runs = Vec::new();
@@ -411,7 +411,7 @@ fn portable_build_is_bit_identical_to_the_avx2_build() {
     };
     for format in FORMATS {
         let (p, t) = pairs(&mut rng, 333, format);
-        for kind in BoxLossKind::ALL {
+        for kind in BoxLossKind::TORCHVISION {
             let c = cfg(kind, format, Reduction::None);
             let portable = CpuBackend::with_threads(1).with_simd_level(SimdLevel::Scalar);
             let native = CpuBackend::with_threads(1);
@@ -553,7 +553,7 @@ proptest! {
         let mut rng = Rng::new(seed);
         let format = FORMATS[format];
         let (p, t) = pairs(&mut rng, n, format);
-        let mut c = cfg(BoxLossKind::ALL[kind], format, REDUCTIONS[reduction]);
+        let mut c = cfg(BoxLossKind::TORCHVISION[kind], format, REDUCTIONS[reduction]);
         if tw {
             c = c.with_threshold_weight(0.5, 0.4);
         }

@@ -119,6 +119,10 @@ impl BoxLossKind {
         Self::ShapeIou,
     ];
 
+    /// The five kinds with torchvision's conventions and hand-derived `f32` kernels on the CPU.
+    pub const TORCHVISION: [BoxLossKind; 5] =
+        [Self::Iou, Self::Giou, Self::Diou, Self::Ciou, Self::Eiou];
+
     /// Parses the names of [`BoxLossKind::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
@@ -308,6 +312,12 @@ impl BoxLoss {
     /// Sets the seed's threshold weighting.
     pub fn with_threshold_weight(mut self, alpha: f64, threshold: f64) -> Self {
         self.threshold_weight = Some(ThresholdWeight { alpha, threshold });
+        self
+    }
+
+    /// Sets every option at once.
+    pub fn with_options(mut self, o: BoxOptions) -> Self {
+        self.options = o;
         self
     }
 
