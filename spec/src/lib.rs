@@ -40,6 +40,16 @@ pub fn torch_cases() -> CaseFile {
     CaseFile::parse(TORCH_CASES_JSON).expect("the bundled case file is valid")
 }
 
+/// The detection box-loss cases (`spec/cases/detection_boxes.json`, from
+/// `spec/cases/gen_detection_boxes.py`: ultralytics, torchvision, mmdetection's formulas and
+/// the papers' equations in PyTorch float64).
+pub const DETECTION_BOXES_JSON: &str = include_str!("../cases/detection_boxes.json");
+
+/// Parses the bundled detection box-loss cases.
+pub fn detection_boxes_cases() -> CaseFile {
+    CaseFile::parse(DETECTION_BOXES_JSON).expect("the bundled case file is valid")
+}
+
 /// The case filter from `SMOOTHLOSS_CASES` (substring of the case id), if set.
 pub fn case_filter() -> Option<String> {
     std::env::var("SMOOTHLOSS_CASES")

@@ -304,6 +304,14 @@ pub fn torch_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Tolera
     case_file(backend, &crate::torch_cases(), tol)
 }
 
+/// The bundled detection box-loss cases (`spec/cases/detection_boxes.json`).
+pub fn detection_boxes_cases<T: Element, B: Backend<T> + ?Sized>(
+    backend: &B,
+    tol: &Tolerances,
+) -> Report {
+    case_file(backend, &crate::detection_boxes_cases(), tol)
+}
+
 fn per_element_upstream(call: &LossCall) -> Option<Vec<f64>> {
     let count = match call {
         LossCall::CrossEntropy { cfg, rows, .. } if cfg.reduction == Reduction::None => *rows,
@@ -428,6 +436,7 @@ where
     ReferenceBackend: Backend<T>,
 {
     let mut r = torch_cases::<T, B>(backend, tol);
+    r.extend(detection_boxes_cases::<T, B>(backend, tol));
     r.extend(random_cases::<T, B>(backend, &tol.reference));
     r.extend(error_cases::<T, B>(backend));
     r
@@ -453,6 +462,13 @@ macro_rules! conformance_tests {
         fn conformance_torch_cases() {
             let backend = $backend;
             let r = $crate::conformance::torch_cases::<$elem, _>(&backend, &$tol);
+            assert!(r.all_passed(), "{r}");
+        }
+        $(#[$m])*
+        #[test]
+        fn conformance_detection_boxes_cases() {
+            let backend = $backend;
+            let r = $crate::conformance::detection_boxes_cases::<$elem, _>(&backend, &$tol);
             assert!(r.all_passed(), "{r}");
         }
         $(#[$m])*
