@@ -326,6 +326,66 @@ fn results_are_bit_identical_for_1_2_3_threads() {
     }
 }
 
+/// The detection kinds and modifier sets (the generic path, `BOX-14` .. `BOX-23`): every kind,
+/// format, reduction, upstream and option variant against the reference.
+#[test]
+fn every_detection_kind_and_modifier_matches_reference() {
+    let mut rng = Rng::new(1313);
+    for kind in BoxLossKind::ALL {
+        for (fi, format) in FORMATS.into_iter().enumerate() {
+            for (ri, reduction) in REDUCTIONS.into_iter().enumerate() {
+                for v in [ri + 3 * fi, ri + 3 * fi + 1] {
+                    let (p, t) = pairs(&mut rng, 203, format);
+                    let mut c = cfg(kind, format, reduction)
+                        .with_options(smoothloss_spec::random::box_options(kind, v));
+                    if v % 2 == 1 {
+                        c = c.with_threshold_weight(0.3, 0.5);
+                    }
+                    let up: Vec<f64> = (0..203).map(|i| 0.25 + (i % 4) as f64).collect();
+                    let upstream = if reduction == Reduction::None {
+                        Upstream::PerElement(&up)
+                    } else {
+                        Upstream::Scalar(-1.5)
+                    };
+                    check(&c, &p, &t, upstream, true);
+                    check(&c, &p, &t, upstream, false);
+                }
+            }
+        }
+    }
+}
+
+/// The generic path is bit-identical for 1, 2 and 3 threads (several blocks of pairs).
+#[test]
+fn detection_kinds_are_bit_identical_for_1_2_3_threads() {
+    let mut rng = Rng::new(77);
+    let n = 20_001;
+    let (p, t) = pairs(&mut rng, n, BoxFormat::Cxcywh);
+    for kind in BoxLossKind::ALL {
+        for v in 0..6 {
+            for reduction in [Reduction::Mean, Reduction::None] {
+                let c = cfg(kind, BoxFormat::Cxcywh, reduction)
+                    .with_options(smoothloss_spec::random::box_options(kind, v));
+                let mut runs = Vec::new();
+                for threads in [1, 2, 3] {
+                    let cpu = CpuBackend::with_threads(threads);
+                    let mut g = vec![0.0f32; p.len()];
+                    let out = cpu
+                        .box_loss(&c, Input::new(&p).with_grad(&mut g), &t)
+                        .map(Loss::into_values)
+                        .unwrap();
+                    runs.push((out, g));
+                }
+                for (threads, (out, g)) in [2, 3].into_iter().zip(&runs[1..]) {
+                    kit::same_bits_f64(&runs[0].0, out)
+                        .and(kit::same_bits_f32(&runs[0].1, g))
+                        .unwrap_or_else(|e| panic!("{c:?} {threads} threads: {e}"));
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn box_iou_matches_reference() {
     let mut rng = Rng::new(5);
