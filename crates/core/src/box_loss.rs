@@ -376,20 +376,6 @@ impl BoxLoss {
         self
     }
 
-    /// Whether the call needs more than the torchvision kinds (a newer kind, a non-default
-    /// CIoU convention or a modifier): the backends' generic path.
-    pub fn is_extended(&self) -> bool {
-        !matches!(
-            self.kind,
-            BoxLossKind::Iou
-                | BoxLossKind::Giou
-                | BoxLossKind::Diou
-                | BoxLossKind::Ciou
-                | BoxLossKind::Eiou
-        ) || self.options.ciou != CiouConvention::Torchvision
-            || !self.options.modifiers.is_none()
-    }
-
     fn check_options(&self) -> Result<()> {
         let bad = |name, value, reason| {
             Err(LossError::InvalidParameter {

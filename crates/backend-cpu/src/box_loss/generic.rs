@@ -1,9 +1,10 @@
-//! The box kinds, conventions and modifiers beyond torchvision's five (`BOX-14` .. `BOX-23`):
-//! one kernel for every (kind, modifier set), per pair in `f64` through the reference's
-//! formula (`smoothloss_core::reference::box_pair_loss_cfg`, generic over the forward-mode
-//! dual number), so the gradient is that formula's analytic gradient and the only `f32`
-//! rounding is the final one of each output. The hand-derived `f32` kernels (`math.rs`) keep
-//! the torchvision kinds; this path is chosen by `BoxLoss::is_extended`.
+//! The box kinds, conventions and modifiers without a hand-derived `f32` kernel (Extended-IoU,
+//! SIoU, Shape-IoU, mmdetection's CIoU, Inner-IoU, alpha-IoU; `BOX-14` .. `BOX-23`): one
+//! kernel for every (kind, modifier set), per pair in `f64` through the reference's formula
+//! (`smoothloss_core::reference::box_pair_loss_cfg`, generic over the forward-mode dual
+//! number), so the gradient is that formula's analytic gradient and the only `f32` rounding is
+//! the final one of each output. About 10 to 40 times slower than the hand-derived kernels
+//! (`math.rs`, chosen in `mod.rs`), see BENCHMARKS.md.
 
 use crate::blocks::Up;
 use smoothloss_core::BoxLoss;

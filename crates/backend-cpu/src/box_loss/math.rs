@@ -25,7 +25,7 @@
 //! conversion.
 
 use crate::blocks::{CH, Up, accumulate, lanes_sum};
-use crate::math::{atan_ratio_diff, sel, zn};
+use crate::math::{atan_ratio_diff, exp_f32, ln_f32, sel, zn};
 use smoothloss_core::{BoxFormat, BoxLossKind};
 
 /// A box loss kind as a zero-sized type (the kernels' type parameter).
@@ -51,7 +51,7 @@ macro_rules! markers {
         )*
     };
 }
-markers!(KindMarker, KIND, BoxLossKind: Iou, Giou, Diou, Ciou, Eiou);
+markers!(KindMarker, KIND, BoxLossKind: Iou, Giou, Diou, Ciou, Eiou, Wiou, Mpdiou);
 markers!(FormatMarker, FORMAT, BoxFormat: Xyxy, Xywh, Cxcywh);
 
 /// The one run-time to type dispatch of the box format: evaluates `$body` with the type
@@ -102,6 +102,14 @@ macro_rules! with_kind {
                 type $k = $crate::box_loss::math::Eiou;
                 $body
             }
+            smoothloss_core::BoxLossKind::Wiou => {
+                type $k = $crate::box_loss::math::Wiou;
+                $body
+            }
+            smoothloss_core::BoxLossKind::Mpdiou => {
+                type $k = $crate::box_loss::math::Mpdiou;
+                $body
+            }
             _ => $other,
         }
     };
@@ -117,6 +125,18 @@ pub(crate) struct PairParams {
     pub thr: f32,
     /// Weight below the threshold (`1 - alpha`).
     pub wlow: f32,
+    /// MPDIoU's `1 / (W^2 + H^2)` (`BOX-18`).
+    pub inv_diag: f32,
+    /// Focaler-IoU's `d` and `1 / (u - d)` (`BOX-21`), when `focaler`.
+    pub foc_d: f32,
+    /// See `foc_d`.
+    pub foc_inv: f32,
+    /// Focaler-IoU is on (kernels with modifiers, `M`, only).
+    pub focaler: bool,
+    /// The focal weight's gamma (`BOX-23`), when `focal`.
+    pub gamma: f32,
+    /// The focal weight is on (kernels with modifiers, `M`, only).
+    pub focal: bool,
 }
 
 /// Per-axis primitives: extent of the prediction and the target, the two edge offsets
@@ -220,7 +240,7 @@ fn ties(a: &Axis) -> (f32, f32) {
 /// One pair: returns the weighted loss and `c * weight * d(loss)/d(pred)` in format `F`.
 /// A non-finite coordinate gives NaN everywhere.
 #[inline(always)]
-pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
+pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
     p: [f32; 4],
     t: [f32; 4],
     c: f32,
@@ -257,9 +277,38 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
     let mut a_ch = 0.0f32;
     let mut a_dx = 0.0f32;
     let mut a_dy = 0.0f32;
+    // Wise-IoU, Focaler: the factor of the IoU term's gradient; MPDIoU: corner adjoints.
+    let mut c_iou = 1.0f32;
+    let mut a_c = [0.0f32; 4];
 
     let loss = match K::KIND {
         BoxLossKind::Iou => omi,
+        BoxLossKind::Wiou => {
+            // BOX-17: R = exp(rho^2 / D) with D = cw^2 + ch^2 detached: dR = R d(rho^2) / D.
+            let (dx, dy) = (ax.d, ay.d);
+            let rdd = safe_recip(cw * cw + ch * ch);
+            let r = exp_f32((dx * dx + dy * dy) * rdd);
+            if G {
+                let s = 2.0 * r * omi * rdd;
+                a_dx = s * dx;
+                a_dy = s * dy;
+                c_iou = r;
+            }
+            r * omi
+        }
+        BoxLossKind::Mpdiou => {
+            // BOX-18: the corner offsets e1 = p1 - t1, e2 = p2 - t2 (one rounding each).
+            let q = prm.inv_diag;
+            if G {
+                a_c = [
+                    2.0 * ax.e1 * q,
+                    2.0 * ay.e1 * q,
+                    2.0 * ax.e2 * q,
+                    2.0 * ay.e2 * q,
+                ];
+            }
+            omi + (ax.e1 * ax.e1 + ay.e1 * ay.e1) * q + (ax.e2 * ax.e2 + ay.e2 * ay.e2) * q
+        }
         BoxLossKind::Giou => {
             let area_c = cw * ch;
             let rc = safe_recip(area_c + eps);
@@ -335,8 +384,26 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
         }
     };
 
+    // BOX-21 (without Inner): L + IoU - F(IoU); the IoU term's gradient factor gains F' - 1.
+    let mut loss = loss;
+    if M && prm.focaler {
+        let t = (iou - prm.foc_d) * prm.foc_inv;
+        let f = sel(t < 0.0, 0.0, sel(t > 1.0, 1.0, t));
+        let fp = sel(t >= 0.0 && t <= 1.0, prm.foc_inv, 0.0);
+        loss = loss + (iou - f);
+        c_iou += fp - 1.0;
+    }
     // Seed threshold weight (no gradient) and the NaN rule for non-finite coordinates.
-    let wt = sel(iou < prm.thr, prm.wlow, 1.0);
+    let mut wt = sel(iou < prm.thr, prm.wlow, 1.0);
+    if M && prm.focal {
+        // BOX-23: the detached max(IoU, 0)^gamma (0^0 = 1).
+        let pw = sel(
+            iou > 0.0,
+            exp_f32(prm.gamma * ln_f32(iou)),
+            sel(prm.gamma == 0.0, 1.0, 0.0),
+        );
+        wt *= pw;
+    }
     // Every coordinate enters exactly one edge offset, so a non-finite coordinate makes their
     // sum non-finite (coordinates are assumed below ~1e37 so that the finite sum cannot
     // overflow).
@@ -371,9 +438,10 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
         let du = ka[k] - ki[k];
         let iou_part = -rd * ((2.0 * ki[k] - ka[k]) + omi * du);
         if matches!(K::KIND, BoxLossKind::Giou) {
-            (a_union * (kc[k] - du) + iou_part) + r_c * kc[k]
+            let g = (a_union * (kc[k] - du) + iou_part) + r_c * kc[k];
+            if M { g + (c_iou - 1.0) * iou_part } else { g }
         } else {
-            iou_part
+            c_iou * iou_part + a_c[k]
         }
     });
 
@@ -401,7 +469,7 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
 
 /// One chunk of `CH` pairs.
 #[inline(always)]
-fn chunk<K: KindMarker, F: FormatMarker, const G: bool>(
+fn chunk<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
     p: &[f32; 4 * CH],
     t: &[f32; 4 * CH],
     c: &[f32; CH],
@@ -427,7 +495,7 @@ fn chunk<K: KindMarker, F: FormatMarker, const G: bool>(
     for j in 0..CH {
         let pp = [p[4 * j], p[4 * j + 1], p[4 * j + 2], p[4 * j + 3]];
         let tt = [t[4 * j], t[4 * j + 1], t[4 * j + 2], t[4 * j + 3]];
-        let (loss, gr) = pair::<K, F, G>(pp, tt, c[j], dv[j], prm);
+        let (loss, gr) = pair::<K, F, G, M>(pp, tt, c[j], dv[j], prm);
         l[j] = loss;
         if G {
             g[4 * j] = gr[0];
@@ -451,7 +519,7 @@ fn fill_up(c: &mut [f32; CH], up: Up<'_>, off: usize, r: usize) {
 /// Runs one block of pairs: returns the (lane-ordered) sum of the weighted losses, writes the
 /// gradient when `G` and per-pair losses when `losses` is given.
 #[inline(always)]
-pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool>(
+pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
     pred: &[f32],
     target: &[f32],
     mut grad: Option<&mut [f32]>,
@@ -476,9 +544,9 @@ pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool>(
         match grad.as_deref_mut() {
             Some(g) if G => {
                 let g: &mut [f32; 4 * CH] = (&mut g[4 * off..4 * off + 4 * CH]).try_into().unwrap();
-                chunk::<K, F, G>(p, t, &c, prm, g, &mut l);
+                chunk::<K, F, G, M>(p, t, &c, prm, g, &mut l);
             }
-            _ => chunk::<K, F, G>(p, t, &c, prm, &mut gl, &mut l),
+            _ => chunk::<K, F, G, M>(p, t, &c, prm, &mut gl, &mut l),
         }
         accumulate(&mut acc, &l, CH);
         if let Some(out) = losses.as_deref_mut() {
@@ -495,7 +563,7 @@ pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool>(
         p[..4 * r].copy_from_slice(&pred[4 * off..]);
         t[..4 * r].copy_from_slice(&target[4 * off..]);
         fill_up(&mut c, up, off, r);
-        chunk::<K, F, G>(&p, &t, &c, prm, &mut gl, &mut l);
+        chunk::<K, F, G, M>(&p, &t, &c, prm, &mut gl, &mut l);
         if G && let Some(g) = grad {
             g[4 * off..].copy_from_slice(&gl[..4 * r]);
         }

@@ -1,5 +1,7 @@
-//! Box losses on the CPU: IoU, GIoU, DIoU, CIoU and EIoU in every box format, forward only or
-//! fused with the backward pass, on `f32` pairs; and the pairwise `box_iou`.
+//! Box losses on the CPU: every kind in every box format, forward only or fused with the
+//! backward pass, on `f32` pairs; and the pairwise `box_iou`. IoU, GIoU, DIoU, CIoU, EIoU,
+//! Wise-IoU and MPDIoU, with the focal and Focaler modifiers, run hand-derived `f32` kernels;
+//! the other kinds and modifiers the generic `f64` path (`generic.rs`).
 //!
 //! The per-pair math lives in `math.rs` (branchless `f32`, hand-derived gradient); it is
 //! monomorphised per (kind, format, gradient) through zero-sized marker types, compiled twice
@@ -13,7 +15,9 @@ use math::PairParams;
 use rayon::prelude::*;
 use smoothloss_core::backend::BoxLossOps;
 
-use smoothloss_core::{BoxFormat, BoxLoss, IouCall, Loss, PairCall, Result, Upstream};
+use smoothloss_core::{
+    BoxFormat, BoxLoss, CiouConvention, IouCall, Loss, PairCall, Result, Upstream,
+};
 
 mod generic;
 mod kernels;
@@ -32,10 +36,16 @@ pub(crate) fn box_loss(
     upstream: Upstream<'_>,
     grad: Option<&mut [f32]>,
 ) -> Vec<f64> {
-    // The hand-derived f32 kernels serve the torchvision kinds without modifiers; the rest
+    // The hand-derived f32 kernels serve IoU, GIoU, DIoU, CIoU (torchvision's convention),
+    // EIoU, Wise-IoU and MPDIoU with the focal and Focaler (without Inner) modifiers; the rest
     // takes the generic path (`generic.rs`).
-    let kernel = (!cfg.is_extended())
-        .then(|| kernels::select_block(cfg.kind, cfg.format, grad.is_some()))
+    let m = &cfg.options.modifiers;
+    let fast = m.inner_ratio.is_none()
+        && m.alpha_power.is_none()
+        && cfg.options.ciou == CiouConvention::Torchvision;
+    let modifiers = m.focaler.is_some() || m.focal_gamma.is_some();
+    let kernel = fast
+        .then(|| kernels::select_block(cfg.kind, cfg.format, grad.is_some(), modifiers))
         .flatten();
     let Some(f) = kernel else {
         return generic(backend, cfg, n, pred, target, upstream, grad);
@@ -44,10 +54,20 @@ pub(crate) fn box_loss(
         Some(tw) => (tw.threshold as f32, (1.0 - tw.alpha) as f32),
         None => (f32::NEG_INFINITY, 1.0),
     };
+    let [fd, fu] = m.focaler.unwrap_or([0.0, 1.0]);
     let prm = PairParams {
         eps: (cfg.eps as f32).max(f32::from_bits(1)),
         thr,
         wlow,
+        inv_diag: cfg
+            .options
+            .image_size
+            .map_or(0.0, |[w, h]| (1.0 / (w * w + h * h)) as f32),
+        foc_d: fd as f32,
+        foc_inv: (1.0 / (fu - fd)) as f32,
+        focaler: m.focaler.is_some(),
+        gamma: m.focal_gamma.unwrap_or(0.0) as f32,
+        focal: m.focal_gamma.is_some(),
     };
     let level = backend.simd_level();
     drive(
@@ -72,7 +92,7 @@ pub(crate) fn box_loss(
     )
 }
 
-/// The box loss of an extended configuration (`BoxLoss::is_extended`): `generic.rs` per block.
+/// The box loss of a configuration without a hand-derived kernel: `generic.rs` per block.
 fn generic(
     backend: &CpuBackend,
     cfg: &BoxLoss,
