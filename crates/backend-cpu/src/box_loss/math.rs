@@ -51,7 +51,7 @@ macro_rules! markers {
         )*
     };
 }
-markers!(KindMarker, KIND, BoxLossKind: Iou, Giou, Diou, Ciou, Eiou, Wiou, Mpdiou);
+markers!(KindMarker, KIND, BoxLossKind: Iou, Giou, Diou, Ciou, Eiou, Wiou, Mpdiou, Siou, ShapeIou);
 markers!(FormatMarker, FORMAT, BoxFormat: Xyxy, Xywh, Cxcywh);
 
 /// The one run-time to type dispatch of the box format: evaluates `$body` with the type
@@ -110,6 +110,14 @@ macro_rules! with_kind {
                 type $k = $crate::box_loss::math::Mpdiou;
                 $body
             }
+            smoothloss_core::BoxLossKind::Siou => {
+                type $k = $crate::box_loss::math::Siou;
+                $body
+            }
+            smoothloss_core::BoxLossKind::ShapeIou => {
+                type $k = $crate::box_loss::math::ShapeIou;
+                $body
+            }
             _ => $other,
         }
     };
@@ -137,6 +145,29 @@ pub(crate) struct PairParams {
     pub gamma: f32,
     /// The focal weight is on (kernels with modifiers, `M`, only).
     pub focal: bool,
+    /// SIoU with the paper's sign of gamma (`BOX-16`).
+    pub siou_paper: bool,
+    /// Shape-IoU's `scale` (`BOX-19`).
+    pub shape_scale: f32,
+}
+
+/// `|x - y| / max(x, y)` (0 where the max is 0) and its derivative in `x`, ties of the max
+/// split in half and `d|0| = 0` (the reference's conventions).
+#[inline(always)]
+fn omega(x: f32, y: f32) -> (f32, f32) {
+    let m = sel(x > y, x, y);
+    let rm = safe_recip(m);
+    let d = x - y;
+    let num = d.abs();
+    let dm = sel(x > y, 1.0, sel(x == y, 0.5, 0.0));
+    let sg = sel(d > 0.0, 1.0, sel(d < 0.0, -1.0, 0.0));
+    (num * rm, (sg * m - num * dm) * rm * rm)
+}
+
+/// `x^s` for `x >= 0` (`0^0 = 1`), through the `f32` `exp` and `ln`.
+#[inline(always)]
+fn pow_pos(x: f32, s: f32) -> f32 {
+    sel(x > 0.0, exp_f32(s * ln_f32(x)), sel(s == 0.0, 1.0, 0.0))
 }
 
 /// Per-axis primitives: extent of the prediction and the target, the two edge offsets
@@ -295,6 +326,82 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
                 c_iou = r;
             }
             r * omi
+        }
+        BoxLossKind::Siou => {
+            // BOX-16, with s_cw = eps - dx, s_ch = eps - dy: on either branch of the angle
+            // cost, Lambda = cos(2 asin(sin_alpha) - pi/2) = 2 |s_cw s_ch| / (s_cw^2 + s_ch^2).
+            let (a, b) = (eps - ax.d, eps - ay.d);
+            let s2 = a * a + b * b;
+            let rs2 = safe_recip(s2);
+            let lam = 2.0 * (a * b).abs() * rs2;
+            let (cwc, chc) = (sel(cw < eps, eps, cw), sel(ch < eps, eps, ch));
+            let (rcw, rch) = (1.0 / cwc, 1.0 / chc);
+            let (rx, ry) = (a * rcw, b * rch);
+            let (px, py) = (rx * rx, ry * ry);
+            let sg = sel(prm.siou_paper, -1.0, 1.0);
+            let gam = sg * (2.0 - lam);
+            let (ex, ey) = (exp_f32(gam * px), exp_f32(gam * py));
+            let dist = (2.0 - ex) - ey;
+            let (omw, dwo) = omega(w, wg);
+            let (omh, dho) = omega(h + eps, hg + eps);
+            let (qw, qh) = (1.0 - exp_f32(-omw), 1.0 - exp_f32(-omh));
+            let (qw2, qh2) = (qw * qw, qh * qh);
+            let shape = qw2 * qw2 + qh2 * qh2;
+            // 1 - clamp(IoU - (Delta + Omega) / 2, -1, 1) without cancellation: the clamp
+            // holds the loss in [0, 2], with no gradient outside.
+            let un = omi + 0.5 * (dist + shape);
+            let inside = un >= 0.0 && un <= 2.0;
+            if G {
+                // Outside the clamp every adjoint is 0 (selected, not multiplied: the terms
+                // may be infinite there, as exp overflows for inverted boxes).
+                let k = |v: f32| sel(inside, v, 0.0);
+                let a_lam = 0.5 * sg * (ex * px + ey * py);
+                let (a_px, a_py) = (-0.5 * gam * ex, -0.5 * gam * ey);
+                let r4 = rs2 * rs2;
+                let sa = sel(a > 0.0, 1.0, sel(a < 0.0, -1.0, 0.0));
+                let sb = sel(b > 0.0, 1.0, sel(b < 0.0, -1.0, 0.0));
+                let dl_a = 2.0 * b.abs() * sa * (b * b - a * a) * r4;
+                let dl_b = 2.0 * a.abs() * sb * (a * a - b * b) * r4;
+                let g_a = a_lam * dl_a + a_px * 2.0 * a * rcw * rcw;
+                let g_b = a_lam * dl_b + a_py * 2.0 * b * rch * rch;
+                a_dx = k(-g_a);
+                a_dy = k(-g_b);
+                a_cw = k(sel(cw >= eps, -a_px * 2.0 * px * rcw, 0.0));
+                a_ch = k(sel(ch >= eps, -a_py * 2.0 * py * rch, 0.0));
+                a_w = k(2.0 * qw2 * qw * (1.0 - qw) * dwo);
+                a_h = k(2.0 * qh2 * qh * (1.0 - qh) * dho);
+                c_iou = k(1.0);
+            }
+            sel(un < 0.0, 0.0, sel(un > 2.0, 2.0, un))
+        }
+        BoxLossKind::ShapeIou => {
+            // BOX-19: the target's shape weights are constants.
+            let (pwg, phg) = (
+                pow_pos(wg.abs(), prm.shape_scale),
+                pow_pos(hg.abs(), prm.shape_scale),
+            );
+            let den = pwg + phg;
+            let rden = safe_recip(den);
+            let ww = sel(den > 0.0, 2.0 * pwg * rden, 1.0);
+            let hh = sel(den > 0.0, 2.0 * phg * rden, 1.0);
+            let (dx, dy) = (ax.d, ay.d);
+            let rg = safe_recip(cw * cw + ch * ch + eps);
+            let distance = (hh * dx * dx + ww * dy * dy) * rg;
+            let (omw, dwo) = omega(w, wg);
+            let (omh, dho) = omega(h, hg);
+            let (omw, omh) = (hh * omw, ww * omh);
+            let (qw, qh) = (1.0 - exp_f32(-omw), 1.0 - exp_f32(-omh));
+            let (qw2, qh2) = (qw * qw, qh * qh);
+            if G {
+                let a_diag = -distance * rg;
+                a_cw = 2.0 * cw * a_diag;
+                a_ch = 2.0 * ch * a_diag;
+                a_dx = 2.0 * hh * dx * rg;
+                a_dy = 2.0 * ww * dy * rg;
+                a_w = 2.0 * qw2 * qw * (1.0 - qw) * hh * dwo;
+                a_h = 2.0 * qh2 * qh * (1.0 - qh) * ww * dho;
+            }
+            omi + distance + 0.5 * (qw2 * qw2 + qh2 * qh2)
         }
         BoxLossKind::Mpdiou => {
             // BOX-18: the corner offsets e1 = p1 - t1, e2 = p2 - t2 (one rounding each).

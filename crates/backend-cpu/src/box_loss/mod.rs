@@ -1,7 +1,8 @@
 //! Box losses on the CPU: every kind in every box format, forward only or fused with the
 //! backward pass, on `f32` pairs; and the pairwise `box_iou`. IoU, GIoU, DIoU, CIoU, EIoU,
-//! Wise-IoU and MPDIoU, with the focal and Focaler modifiers, run hand-derived `f32` kernels;
-//! the other kinds and modifiers the generic `f64` path (`generic.rs`).
+//! SIoU, Wise-IoU, MPDIoU and Shape-IoU, with the focal and Focaler modifiers, run
+//! hand-derived `f32` kernels; the other kinds and modifiers (Extended-IoU, mmdetection's CIoU,
+//! Inner-IoU, alpha-IoU) the generic `f64` path (`generic.rs`).
 //!
 //! The per-pair math lives in `math.rs` (branchless `f32`, hand-derived gradient); it is
 //! monomorphised per (kind, format, gradient) through zero-sized marker types, compiled twice
@@ -37,8 +38,8 @@ pub(crate) fn box_loss(
     grad: Option<&mut [f32]>,
 ) -> Vec<f64> {
     // The hand-derived f32 kernels serve IoU, GIoU, DIoU, CIoU (torchvision's convention),
-    // EIoU, Wise-IoU and MPDIoU with the focal and Focaler (without Inner) modifiers; the rest
-    // takes the generic path (`generic.rs`).
+    // EIoU, SIoU, Wise-IoU, MPDIoU and Shape-IoU with the focal and Focaler (without Inner)
+    // modifiers; the rest takes the generic path (`generic.rs`).
     let m = &cfg.options.modifiers;
     let fast = m.inner_ratio.is_none()
         && m.alpha_power.is_none()
@@ -68,6 +69,8 @@ pub(crate) fn box_loss(
         focaler: m.focaler.is_some(),
         gamma: m.focal_gamma.unwrap_or(0.0) as f32,
         focal: m.focal_gamma.is_some(),
+        siou_paper: cfg.options.siou_paper_gamma,
+        shape_scale: cfg.options.shape_scale as f32,
     };
     let level = backend.simd_level();
     drive(
