@@ -304,10 +304,12 @@ fn box_loss() -> BoxedStrategy<LossCall> {
                 threshold,
                 wrong(),
                 any::<bool>(),
-                0..6usize,
             )
                 .prop_map(
-                    move |(pred, target, kind, eps, reduction, threshold_weight, w, same, opt)| {
+                    move |(pred, target, kind, eps, reduction, threshold_weight, w, same)| {
+                        // The option variant from values already drawn (no extra draw, so the
+                        // other targets' calls stay those of the campaign's seed).
+                        let opt = (eps.to_bits() ^ pred.len() as u64) as usize % 6;
                         let same = same && degenerate;
                         let target = if same { pred.clone() } else { target };
                         LossCall::BoxLoss {

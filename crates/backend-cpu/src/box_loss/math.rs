@@ -135,9 +135,11 @@ pub(crate) struct PairParams {
     pub wlow: f32,
     /// MPDIoU's `1 / (W^2 + H^2)` (`BOX-18`).
     pub inv_diag: f32,
-    /// Focaler-IoU's `d` and `1 / (u - d)` (`BOX-21`), when `focaler`.
-    pub foc_d: f32,
-    /// See `foc_d`.
+    /// Focaler-IoU's `1 - d`, `u - 1` and `1 / (u - d)` (`BOX-21`), when `focaler`.
+    pub foc_1d: f32,
+    /// See `foc_1d`.
+    pub foc_u1: f32,
+    /// See `foc_1d`.
     pub foc_inv: f32,
     /// Focaler-IoU is on (kernels with modifiers, `M`, only).
     pub focaler: bool,
@@ -494,10 +496,16 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
     // BOX-21 (without Inner): L + IoU - F(IoU); the IoU term's gradient factor gains F' - 1.
     let mut loss = loss;
     if M && prm.focaler {
-        let t = (iou - prm.foc_d) * prm.foc_inv;
-        let f = sel(t < 0.0, 0.0, sel(t > 1.0, 1.0, t));
+        // With 1 - IoU = omi (exact for identical boxes): t = ((1 - d) - omi) / (u - d),
+        // IoU - F = (1 - F) - omi, 1 - F = ((u - 1) + omi) / (u - d) inside [d, u].
+        let t = (prm.foc_1d - omi) * prm.foc_inv;
+        let one_minus_f = sel(
+            t < 0.0,
+            1.0,
+            sel(t > 1.0, 0.0, (prm.foc_u1 + omi) * prm.foc_inv),
+        );
         let fp = sel(t >= 0.0 && t <= 1.0, prm.foc_inv, 0.0);
-        loss = loss + (iou - f);
+        loss = loss + (one_minus_f - omi);
         c_iou += fp - 1.0;
     }
     // Seed threshold weight (no gradient) and the NaN rule for non-finite coordinates.

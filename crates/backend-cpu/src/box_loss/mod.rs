@@ -64,7 +64,8 @@ pub(crate) fn box_loss(
             .options
             .image_size
             .map_or(0.0, |[w, h]| (1.0 / (w * w + h * h)) as f32),
-        foc_d: fd as f32,
+        foc_1d: (1.0 - fd) as f32,
+        foc_u1: (fu - 1.0) as f32,
         foc_inv: (1.0 / (fu - fd)) as f32,
         focaler: m.focaler.is_some(),
         gamma: m.focal_gamma.unwrap_or(0.0) as f32,
