@@ -622,8 +622,8 @@ proptest! {
     }
 }
 
-/// The detection configurations with a hand-derived `f32` kernel (SIoU, Wise-IoU, MPDIoU,
-/// Shape-IoU, the focal and Focaler modifiers on any of those kinds).
+/// The detection configurations with a hand-derived `f32` kernel (mmdetection's CIoU, SIoU,
+/// Wise-IoU, MPDIoU, Shape-IoU, the focal and Focaler modifiers on any of those kinds).
 fn fast_detection_cfgs(format: BoxFormat, reduction: Reduction) -> Vec<BoxLoss> {
     let k = |kind| cfg(kind, format, reduction).with_image_size(64.0, 48.0);
     vec![

@@ -1,5 +1,5 @@
-//! The box kinds, conventions and modifiers without a hand-derived `f32` kernel (Extended-IoU,
-//! SIoU, Shape-IoU, mmdetection's CIoU, Inner-IoU, alpha-IoU; `BOX-14` .. `BOX-23`): one
+//! The box kinds and modifiers without a hand-derived `f32` kernel (Extended-IoU, Inner-IoU,
+//! alpha-IoU; `BOX-15`, `BOX-20`, `BOX-22`): one
 //! kernel for every (kind, modifier set), per pair in `f64` through the reference's formula
 //! (`smoothloss_core::reference::box_pair_loss_cfg`, generic over the forward-mode dual
 //! number), so the gradient is that formula's analytic gradient and the only `f32` rounding is

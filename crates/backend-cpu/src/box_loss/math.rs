@@ -141,12 +141,14 @@ pub(crate) struct PairParams {
     pub foc_u1: f32,
     /// See `foc_1d`.
     pub foc_inv: f32,
-    /// Focaler-IoU is on (kernels with modifiers, `M`, only).
+    /// Focaler-IoU is on (kernels with options, `M`, only).
     pub focaler: bool,
     /// The focal weight's gamma (`BOX-23`), when `focal`.
     pub gamma: f32,
-    /// The focal weight is on (kernels with modifiers, `M`, only).
+    /// The focal weight is on (kernels with options, `M`, only).
     pub focal: bool,
+    /// mmdetection's CIoU convention (`BOX-14`; kernels with options, `M`, only).
+    pub ciou_mmdet: bool,
     /// SIoU with the paper's sign of gamma (`BOX-16`).
     pub siou_paper: bool,
     /// Shape-IoU's `scale` (`BOX-19`).
@@ -453,6 +455,33 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
             let diou = omi + r;
             match K::KIND {
                 BoxLossKind::Diou => diou,
+                BoxLossKind::Ciou if M && prm.ciou_mmdet => {
+                    // BOX-14: heights + eps in the ratios (in `chunk`), alpha gated by
+                    // IoU > 0.5 and without eps, the CIoU value clamped: the loss held in
+                    // [0, 2], no gradient outside (selected: the terms may be large there).
+                    const K4PI2: f32 = (4.0 / (std::f64::consts::PI * std::f64::consts::PI)) as f32;
+                    let dv = dv_pre;
+                    let v = K4PI2 * dv * dv;
+                    let (n_omi, d_omi) = if_mask;
+                    let alpha_den = n_omi + v * d_omi;
+                    let alpha = sel(iou > 0.5 && alpha_den != 0.0, v * d_omi / alpha_den, 0.0);
+                    let un = diou + alpha * v;
+                    let inside = un >= 0.0 && un <= 2.0;
+                    if G {
+                        let a_at = -2.0 * alpha * K4PI2 * dv;
+                        let hp = h + eps;
+                        let s = a_at * safe_recip(w * w + hp * hp);
+                        let k = |v: f32| sel(inside, v, 0.0);
+                        a_w = k(a_w + s * hp);
+                        a_h = k(a_h - s * w);
+                        a_cw = k(a_cw);
+                        a_ch = k(a_ch);
+                        a_dx = k(a_dx);
+                        a_dy = k(a_dy);
+                        c_iou = k(1.0);
+                    }
+                    sel(un < 0.0, 0.0, sel(un > 2.0, 2.0, un))
+                }
                 BoxLossKind::Ciou => {
                     const K4PI2: f32 = (4.0 / (std::f64::consts::PI * std::f64::consts::PI)) as f32;
                     // Precomputed by `chunk` in a separate loop (short dependency chains).
@@ -604,7 +633,13 @@ fn chunk<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
                     b[4 * j + k + 2]
                 }
             };
-            dv[j] = atan_ratio_diff(size(p, 0), size(p, 1), size(t, 0), size(t, 1));
+            dv[j] = if M && prm.ciou_mmdet {
+                // mmdetection's heights + eps (BOX-14).
+                let e = prm.eps;
+                atan_ratio_diff(size(p, 0), size(p, 1) + e, size(t, 0), size(t, 1) + e)
+            } else {
+                atan_ratio_diff(size(p, 0), size(p, 1), size(t, 0), size(t, 1))
+            };
         }
     }
     for j in 0..CH {

@@ -1,8 +1,8 @@
 //! Box losses on the CPU: every kind in every box format, forward only or fused with the
 //! backward pass, on `f32` pairs; and the pairwise `box_iou`. IoU, GIoU, DIoU, CIoU, EIoU,
 //! SIoU, Wise-IoU, MPDIoU and Shape-IoU, with the focal and Focaler modifiers, run
-//! hand-derived `f32` kernels; the other kinds and modifiers (Extended-IoU, mmdetection's CIoU,
-//! Inner-IoU, alpha-IoU) the generic `f64` path (`generic.rs`).
+//! hand-derived `f32` kernels (CIoU also in mmdetection's convention); Extended-IoU, Inner-IoU
+//! and alpha-IoU the generic `f64` path (`generic.rs`).
 //!
 //! The per-pair math lives in `math.rs` (branchless `f32`, hand-derived gradient); it is
 //! monomorphised per (kind, format, gradient) through zero-sized marker types, compiled twice
@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use smoothloss_core::backend::BoxLossOps;
 
 use smoothloss_core::{
-    BoxFormat, BoxLoss, CiouConvention, IouCall, Loss, PairCall, Result, Upstream,
+    BoxFormat, BoxLoss, BoxLossKind, CiouConvention, IouCall, Loss, PairCall, Result, Upstream,
 };
 
 mod generic;
@@ -37,14 +37,15 @@ pub(crate) fn box_loss(
     upstream: Upstream<'_>,
     grad: Option<&mut [f32]>,
 ) -> Vec<f64> {
-    // The hand-derived f32 kernels serve IoU, GIoU, DIoU, CIoU (torchvision's convention),
-    // EIoU, SIoU, Wise-IoU, MPDIoU and Shape-IoU with the focal and Focaler (without Inner)
-    // modifiers; the rest takes the generic path (`generic.rs`).
+    // The hand-derived f32 kernels serve IoU, GIoU, DIoU, CIoU (both conventions), EIoU,
+    // SIoU, Wise-IoU, MPDIoU and Shape-IoU with the focal and Focaler (without Inner)
+    // modifiers; Extended-IoU, Inner-IoU and alpha-IoU take the generic path (`generic.rs`).
     let m = &cfg.options.modifiers;
-    let fast = m.inner_ratio.is_none()
-        && m.alpha_power.is_none()
-        && cfg.options.ciou == CiouConvention::Torchvision;
-    let modifiers = m.focaler.is_some() || m.focal_gamma.is_some();
+    let fast = m.inner_ratio.is_none() && m.alpha_power.is_none();
+    let ciou_mmdet =
+        cfg.kind == BoxLossKind::Ciou && cfg.options.ciou == CiouConvention::Mmdetection;
+    // The kernel with options (`M`): the modifiers, mmdetection's CIoU.
+    let modifiers = m.focaler.is_some() || m.focal_gamma.is_some() || ciou_mmdet;
     let kernel = fast
         .then(|| kernels::select_block(cfg.kind, cfg.format, grad.is_some(), modifiers))
         .flatten();
@@ -70,6 +71,7 @@ pub(crate) fn box_loss(
         focaler: m.focaler.is_some(),
         gamma: m.focal_gamma.unwrap_or(0.0) as f32,
         focal: m.focal_gamma.is_some(),
+        ciou_mmdet,
         siou_paper: cfg.options.siou_paper_gamma,
         shape_scale: cfg.options.shape_scale as f32,
     };
