@@ -584,8 +584,13 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
         if matches!(K::KIND, BoxLossKind::Giou) {
             let g = (a_union * (kc[k] - du) + iou_part) + r_c * kc[k];
             if M { g + (c_iou - 1.0) * iou_part } else { g }
-        } else {
+        } else if matches!(K::KIND, BoxLossKind::Mpdiou) {
             c_iou * iou_part + a_c[k]
+        } else if M || matches!(K::KIND, BoxLossKind::Wiou | BoxLossKind::Siou) {
+            c_iou * iou_part
+        } else {
+            // The plain kinds: exactly the IoU term (no `+ 0.0`, which would turn -0 into +0).
+            iou_part
         }
     });
 
