@@ -409,19 +409,20 @@ impl BoxLoss {
             _ => {}
         }
         let m = &o.modifiers;
-        if let Some(r) = m.inner_ratio {
-            if !(r.is_finite() && r > 0.0) {
-                return bad("inner_ratio", r, "must be finite and > 0");
-            }
+        if let Some(r) = m.inner_ratio
+            && !(r.is_finite() && r > 0.0)
+        {
+            return bad("inner_ratio", r, "must be finite and > 0");
         }
-        if let Some([d, u]) = m.focaler {
-            if !(0.0 <= d && d < u && u <= 1.0) {
-                return bad(
-                    "focaler",
-                    if d.is_nan() { d } else { u },
-                    "needs 0 <= d < u <= 1",
-                );
-            }
+        if let Some([d, u]) = m.focaler
+            && !(0.0 <= d && d < u && u <= 1.0)
+        {
+            let v = if d.is_nan() || d < 0.0 || d >= u {
+                d
+            } else {
+                u
+            };
+            return bad("focaler", v, "needs 0 <= d < u <= 1");
         }
         if (m.inner_ratio.is_some() || m.focaler.is_some()) && !self.kind.has_iou_term() {
             return bad(
@@ -431,7 +432,7 @@ impl BoxLoss {
             );
         }
         if let Some(a) = m.alpha_power {
-            if !(a.is_finite() && a > 0.0 && a <= 16.0) {
+            if !(a > 0.0 && a <= 16.0) {
                 return bad("alpha_power", a, "must lie in (0, 16]");
             }
             if !self.kind.has_alpha_power() {
@@ -442,10 +443,10 @@ impl BoxLoss {
                 );
             }
         }
-        if let Some(g) = m.focal_gamma {
-            if !(g.is_finite() && g >= 0.0 && g <= 16.0) {
-                return bad("focal_gamma", g, "must lie in [0, 16]");
-            }
+        if let Some(g) = m.focal_gamma
+            && !(0.0..=16.0).contains(&g)
+        {
+            return bad("focal_gamma", g, "must lie in [0, 16]");
         }
         Ok(())
     }

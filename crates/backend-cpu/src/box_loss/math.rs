@@ -354,7 +354,7 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
             // 1 - clamp(IoU - (Delta + Omega) / 2, -1, 1) without cancellation: the clamp
             // holds the loss in [0, 2], with no gradient outside.
             let un = omi + 0.5 * (dist + shape);
-            let inside = un >= 0.0 && un <= 2.0;
+            let inside = (0.0..=2.0).contains(&un);
             if G {
                 // Outside the clamp every adjoint is 0 (selected, not multiplied: the terms
                 // may be infinite there, as exp overflows for inverted boxes).
@@ -466,7 +466,7 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
                     let alpha_den = n_omi + v * d_omi;
                     let alpha = sel(iou > 0.5 && alpha_den != 0.0, v * d_omi / alpha_den, 0.0);
                     let un = diou + alpha * v;
-                    let inside = un >= 0.0 && un <= 2.0;
+                    let inside = (0.0..=2.0).contains(&un);
                     if G {
                         let a_at = -2.0 * alpha * K4PI2 * dv;
                         let hp = h + eps;
@@ -523,8 +523,10 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
     };
 
     // BOX-21 (without Inner): L + IoU - F(IoU); the IoU term's gradient factor gains F' - 1.
+    // The options are selected, not branched on (uniform over a call), so that the chunk loop
+    // stays vectorisable.
     let mut loss = loss;
-    if M && prm.focaler {
+    if M {
         // With 1 - IoU = omi (exact for identical boxes): t = ((1 - d) - omi) / (u - d),
         // IoU - F = (1 - F) - omi, 1 - F = ((u - 1) + omi) / (u - d) inside [d, u].
         let t = (prm.foc_1d - omi) * prm.foc_inv;
@@ -533,20 +535,20 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
             1.0,
             sel(t > 1.0, 0.0, (prm.foc_u1 + omi) * prm.foc_inv),
         );
-        let fp = sel(t >= 0.0 && t <= 1.0, prm.foc_inv, 0.0);
-        loss = loss + (one_minus_f - omi);
-        c_iou += fp - 1.0;
+        let fp = sel((0.0..=1.0).contains(&t), prm.foc_inv, 0.0);
+        loss = sel(prm.focaler, loss + (one_minus_f - omi), loss);
+        c_iou = sel(prm.focaler, c_iou + (fp - 1.0), c_iou);
     }
     // Seed threshold weight (no gradient) and the NaN rule for non-finite coordinates.
     let mut wt = sel(iou < prm.thr, prm.wlow, 1.0);
-    if M && prm.focal {
+    if M {
         // BOX-23: the detached max(IoU, 0)^gamma (0^0 = 1).
         let pw = sel(
             iou > 0.0,
             exp_f32(prm.gamma * ln_f32(iou)),
             sel(prm.gamma == 0.0, 1.0, 0.0),
         );
-        wt *= pw;
+        wt *= sel(prm.focal, pw, 1.0);
     }
     // Every coordinate enters exactly one edge offset, so a non-finite coordinate makes their
     // sum non-finite (coordinates are assumed below ~1e37 so that the finite sum cannot
