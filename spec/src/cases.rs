@@ -6,8 +6,8 @@
 
 use serde_json::Value;
 use smoothloss_core::{
-    BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Huber, Reduction, SigmoidFocal,
-    SmoothL1, ThresholdWeight,
+    BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, BoxOptions, CiouConvention, CrossEntropy,
+    Huber, Reduction, SigmoidFocal, SmoothL1, ThresholdWeight,
 };
 use thiserror::Error;
 
@@ -336,6 +336,54 @@ impl Case {
         Ok(Tensor { shape, data })
     }
 
+    fn opt_f64(&self, name: &str) -> Result<Option<f64>, CaseError> {
+        self.param(name).map(|_| self.f64_param(name)).transpose()
+    }
+
+    fn opt_pair(&self, name: &str) -> Result<Option<[f64; 2]>, CaseError> {
+        let Some(v) = self.param(name) else {
+            return Ok(None);
+        };
+        match v
+            .as_array()
+            .map(|a| a.iter().map(Value::as_f64).collect::<Vec<_>>())
+        {
+            Some(a) if a.len() == 2 && a.iter().all(Option::is_some) => {
+                Ok(Some([a[0].unwrap_or(0.0), a[1].unwrap_or(0.0)]))
+            }
+            _ => Err(self.malformed(format!("param `{name}` must be two numbers"))),
+        }
+    }
+
+    /// The box loss's options (`BOX-14` .. `BOX-23`); absent parameters keep the defaults.
+    fn box_options(&self) -> Result<BoxOptions, CaseError> {
+        let mut o = BoxOptions::default();
+        if let Some(c) = self.param("ciou_convention") {
+            o.ciou = match c.as_str() {
+                Some("torchvision") => CiouConvention::Torchvision,
+                Some("mmdetection") => CiouConvention::Mmdetection,
+                _ => return Err(self.unsupported(format!("ciou_convention {c}"))),
+            };
+        }
+        if let Some(v) = self.opt_f64("smooth_point")? {
+            o.smooth_point = v;
+        }
+        if let Some(v) = self.param("siou_paper_gamma") {
+            o.siou_paper_gamma = v
+                .as_bool()
+                .ok_or_else(|| self.malformed("`siou_paper_gamma` must be a boolean"))?;
+        }
+        o.image_size = self.opt_pair("image_size")?;
+        if let Some(v) = self.opt_f64("shape_scale")? {
+            o.shape_scale = v;
+        }
+        o.modifiers.inner_ratio = self.opt_f64("inner_ratio")?;
+        o.modifiers.focaler = self.opt_pair("focaler")?;
+        o.modifiers.alpha_power = self.opt_f64("alpha_power")?;
+        o.modifiers.focal_gamma = self.opt_f64("focal_gamma")?;
+        Ok(o)
+    }
+
     fn check_params(&self, known: &[&str]) -> Result<(), CaseError> {
         let Some(map) = self.params.as_object() else {
             return Err(self.malformed("`params` must be an object"));
@@ -463,6 +511,15 @@ impl Case {
                     "reduction",
                     "threshold_alpha",
                     "threshold",
+                    "ciou_convention",
+                    "smooth_point",
+                    "siou_paper_gamma",
+                    "image_size",
+                    "shape_scale",
+                    "inner_ratio",
+                    "focaler",
+                    "alpha_power",
+                    "focal_gamma",
                 ])?;
                 let kind_s = self
                     .param("kind")
@@ -492,6 +549,7 @@ impl Case {
                     },
                     reduction: self.reduction()?,
                     threshold_weight,
+                    options: self.box_options()?,
                 };
                 let exp = self.expected("loss", Some("pred"))?;
                 Ok((

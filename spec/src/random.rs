@@ -4,8 +4,8 @@
 
 use crate::cases::{LossCall, Targets};
 use smoothloss_core::{
-    BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Huber, Reduction, SigmoidFocal,
-    SmoothL1, ThresholdWeight,
+    BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, BoxOptions, CiouConvention, CrossEntropy,
+    Huber, Reduction, SigmoidFocal, SmoothL1, ThresholdWeight,
 };
 
 /// SplitMix64: tiny, deterministic, good enough for test inputs.
@@ -177,6 +177,7 @@ pub fn non_finite_calls() -> Vec<(String, LossCall)> {
                     eps: 1e-7,
                     reduction: Reduction::None,
                     threshold_weight: None,
+                    options: box_options(kind, 0),
                 },
                 pred,
                 target,
@@ -368,7 +369,10 @@ pub fn random_calls(seed: u64) -> Vec<(String, LossCall)> {
     }
     // Box losses: every kind, format, reduction; with and without the threshold weight.
     for kind in BoxLossKind::ALL {
-        for format in [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh] {
+        for (fi, format) in [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh]
+            .into_iter()
+            .enumerate()
+        {
             for (ri, reduction) in REDUCTIONS.iter().enumerate() {
                 let n = [1, 13, 37][ri];
                 let (pred, target) = box_pairs(&mut rng, n, format);
@@ -378,10 +382,11 @@ pub fn random_calls(seed: u64) -> Vec<(String, LossCall)> {
                 });
                 out.push((
                     format!(
-                        "random-box-{}-{}-{}-n{n}",
+                        "random-box-{}-{}-{}-n{n}-o{}",
                         kind.as_str(),
                         format.as_str(),
-                        reduction.as_str()
+                        reduction.as_str(),
+                        ri + 3 * fi
                     ),
                     LossCall::BoxLoss {
                         cfg: BoxLoss {
@@ -390,6 +395,7 @@ pub fn random_calls(seed: u64) -> Vec<(String, LossCall)> {
                             eps: 1e-7,
                             reduction: *reduction,
                             threshold_weight,
+                            options: box_options(kind, ri + 3 * fi),
                         },
                         pred,
                         target,
@@ -474,4 +480,34 @@ pub fn random_calls(seed: u64) -> Vec<(String, LossCall)> {
     }
     out.extend(non_finite_calls());
     out
+}
+
+/// The options of a box call of `kind`, variant `i`: what the kind needs (MPDIoU's image
+/// size) and, cycling with `i`, the conventions and modifiers that apply to it (variant 0 has
+/// no modifier).
+pub fn box_options(kind: BoxLossKind, i: usize) -> BoxOptions {
+    let mut o = BoxOptions::default();
+    if kind == BoxLossKind::Mpdiou {
+        o.image_size = Some([64.0, 48.0]);
+    }
+    let m = &mut o.modifiers;
+    match i % 6 {
+        1 if kind.has_iou_term() => m.inner_ratio = Some(0.8),
+        2 if kind.has_iou_term() => m.focaler = Some([0.1, 0.9]),
+        3 if kind.has_alpha_power() => m.alpha_power = Some(3.0),
+        3 => m.focal_gamma = Some(0.5),
+        4 if kind.has_iou_term() => {
+            m.inner_ratio = Some(1.2);
+            m.focaler = Some([0.0, 0.8]);
+            m.focal_gamma = Some(0.5);
+        }
+        5 => {
+            o.ciou = CiouConvention::Mmdetection;
+            o.siou_paper_gamma = true;
+            o.shape_scale = 0.5;
+            o.smooth_point = 0.3;
+        }
+        _ => {}
+    }
+    o
 }

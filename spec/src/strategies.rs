@@ -26,6 +26,11 @@ pub fn box_kind() -> impl Strategy<Value = BoxLossKind> {
     prop::sample::select(BoxLossKind::ALL.to_vec())
 }
 
+/// One of the five torchvision box kinds.
+pub fn torchvision_kind() -> impl Strategy<Value = BoxLossKind> {
+    prop::sample::select(BoxLossKind::TORCHVISION.to_vec())
+}
+
 /// Logits `[n, c]` with `n` in `1..=max_n`, `c` in `1..=max_c`, values in `±spread`.
 pub fn logits(
     max_n: usize,

@@ -62,7 +62,9 @@ fn ce_neg_inf_logits_are_masked() {
 fn box_non_finite_pair_is_nan() {
     covers!("BOX-12", "TOL-4");
     for kind in BoxLossKind::ALL {
-        let cfg = BoxLoss::new(kind, BoxFormat::Xyxy).with_reduction(Reduction::None);
+        let cfg = BoxLoss::new(kind, BoxFormat::Xyxy)
+            .with_options(smoothloss_spec::random::box_options(kind, 0))
+            .with_reduction(Reduction::None);
         let p = [0.0, 0.0, INF, 1.0, 0.0, 0.0, 1.0, 1.0];
         let t = [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, f64::NAN];
         let mut g = [0.0; 8];

@@ -75,7 +75,8 @@ fn box_reductions() {
     for kind in BoxLossKind::ALL {
         for format in [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh] {
             let (pred, target) = box_pairs(&mut rng, 9, format);
-            let mut cfg = BoxLoss::new(kind, format);
+            let mut cfg = BoxLoss::new(kind, format)
+                .with_options(smoothloss_spec::random::box_options(kind, 0));
             if rng.unit() < 0.5 {
                 cfg = cfg.with_threshold_weight(0.3, 0.5);
             }

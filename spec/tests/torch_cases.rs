@@ -56,7 +56,7 @@ fn unknown_loss_and_parameter_are_reported_unsupported() {
       {"id":"a","loss":"triplet","params":{},"inputs":{},"expected":{"loss":[0]}},
       {"id":"b","loss":"huber","params":{"delta":1.0,"reduction":"mean","weird":1},
        "inputs":{"pred":[1.0],"target":[0.0]},"expected":{"loss":[0.5]}},
-      {"id":"c","loss":"box_iou_loss","params":{"kind":"siou","format":"xyxy","eps":1e-7,"reduction":"mean"},
+      {"id":"c","loss":"box_iou_loss","params":{"kind":"powerful_iou","format":"xyxy","eps":1e-7,"reduction":"mean"},
        "inputs":{"pred":[0,0,1,1],"target":[0,0,1,1]},"expected":{"loss":[0]}}]}"#;
     let file = CaseFile::parse(text).unwrap();
     for case in &file.cases {

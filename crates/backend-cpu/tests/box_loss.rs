@@ -139,7 +139,7 @@ fn cfg(kind: BoxLossKind, format: BoxFormat, reduction: Reduction) -> BoxLoss {
 #[test]
 fn every_kind_format_reduction_upstream_matches_reference() {
     let mut rng = Rng::new(7);
-    for kind in BoxLossKind::ALL {
+    for kind in BoxLossKind::TORCHVISION {
         for format in FORMATS {
             for (ri, reduction) in REDUCTIONS.into_iter().enumerate() {
                 for &n in &[1usize, 7, 64, 65, 301] {
@@ -169,7 +169,7 @@ fn large_eps_and_seed_loss() {
     let mut rng = Rng::new(11);
     for format in FORMATS {
         let (p, t) = pairs(&mut rng, 500, format);
-        for kind in BoxLossKind::ALL {
+        for kind in BoxLossKind::TORCHVISION {
             check(
                 &cfg(kind, format, Reduction::Mean).with_eps(1e-2),
                 &p,
@@ -229,7 +229,7 @@ fn degenerate_boxes_match_reference() {
             p.extend(c(*a));
             t.extend(c(*b));
         }
-        for kind in BoxLossKind::ALL {
+        for kind in BoxLossKind::TORCHVISION {
             for reduction in REDUCTIONS {
                 let c = cfg(kind, format, reduction);
                 check(&c, &p, &t, Upstream::ONE, true);
@@ -268,7 +268,7 @@ fn non_finite_coordinates_give_nan_like_reference() {
                 t.extend([1.0f32, 1.0, 3.5, 2.5]);
             }
         }
-        for kind in BoxLossKind::ALL {
+        for kind in BoxLossKind::TORCHVISION {
             let c = cfg(kind, format, Reduction::None);
             check(&c, &p, &t, Upstream::ONE, true);
             let cpu = CpuBackend::new();
@@ -303,9 +303,69 @@ fn results_are_bit_identical_for_1_2_3_threads() {
     let n = 50_001;
     for format in FORMATS {
         let (p, t) = pairs(&mut rng, n, format);
-        for kind in BoxLossKind::ALL {
+        for kind in BoxLossKind::TORCHVISION {
             for reduction in REDUCTIONS {
                 let c = cfg(kind, format, reduction);
+                let mut runs = Vec::new();
+                for threads in [1, 2, 3] {
+                    let cpu = CpuBackend::with_threads(threads);
+                    let mut g = vec![0.0f32; p.len()];
+                    let out = cpu
+                        .box_loss(&c, Input::new(&p).with_grad(&mut g), &t)
+                        .map(Loss::into_values)
+                        .unwrap();
+                    runs.push((out, g));
+                }
+                for (threads, (out, g)) in [2, 3].into_iter().zip(&runs[1..]) {
+                    kit::same_bits_f64(&runs[0].0, out)
+                        .and(kit::same_bits_f32(&runs[0].1, g))
+                        .unwrap_or_else(|e| panic!("{c:?} {threads} threads: {e}"));
+                }
+            }
+        }
+    }
+}
+
+/// The detection kinds and modifier sets (the generic path, `BOX-14` .. `BOX-23`): every kind,
+/// format, reduction, upstream and option variant against the reference.
+#[test]
+fn every_detection_kind_and_modifier_matches_reference() {
+    let mut rng = Rng::new(1313);
+    for kind in BoxLossKind::ALL {
+        for (fi, format) in FORMATS.into_iter().enumerate() {
+            for (ri, reduction) in REDUCTIONS.into_iter().enumerate() {
+                for v in [ri + 3 * fi, ri + 3 * fi + 1] {
+                    let (p, t) = pairs(&mut rng, 203, format);
+                    let mut c = cfg(kind, format, reduction)
+                        .with_options(smoothloss_spec::random::box_options(kind, v));
+                    if v % 2 == 1 {
+                        c = c.with_threshold_weight(0.3, 0.5);
+                    }
+                    let up: Vec<f64> = (0..203).map(|i| 0.25 + (i % 4) as f64).collect();
+                    let upstream = if reduction == Reduction::None {
+                        Upstream::PerElement(&up)
+                    } else {
+                        Upstream::Scalar(-1.5)
+                    };
+                    check(&c, &p, &t, upstream, true);
+                    check(&c, &p, &t, upstream, false);
+                }
+            }
+        }
+    }
+}
+
+/// The generic path is bit-identical for 1, 2 and 3 threads (several blocks of pairs).
+#[test]
+fn detection_kinds_are_bit_identical_for_1_2_3_threads() {
+    let mut rng = Rng::new(77);
+    let n = 20_001;
+    let (p, t) = pairs(&mut rng, n, BoxFormat::Cxcywh);
+    for kind in BoxLossKind::ALL {
+        for v in 0..6 {
+            for reduction in [Reduction::Mean, Reduction::None] {
+                let c = cfg(kind, BoxFormat::Cxcywh, reduction)
+                    .with_options(smoothloss_spec::random::box_options(kind, v));
                 let mut runs = Vec::new();
                 for threads in [1, 2, 3] {
                     let cpu = CpuBackend::with_threads(threads);
@@ -411,7 +471,7 @@ fn portable_build_is_bit_identical_to_the_avx2_build() {
     };
     for format in FORMATS {
         let (p, t) = pairs(&mut rng, 333, format);
-        for kind in BoxLossKind::ALL {
+        for kind in BoxLossKind::TORCHVISION {
             let c = cfg(kind, format, Reduction::None);
             let portable = CpuBackend::with_threads(1).with_simd_level(SimdLevel::Scalar);
             let native = CpuBackend::with_threads(1);
@@ -553,11 +613,70 @@ proptest! {
         let mut rng = Rng::new(seed);
         let format = FORMATS[format];
         let (p, t) = pairs(&mut rng, n, format);
-        let mut c = cfg(BoxLossKind::ALL[kind], format, REDUCTIONS[reduction]);
+        let mut c = cfg(BoxLossKind::TORCHVISION[kind], format, REDUCTIONS[reduction]);
         if tw {
             c = c.with_threshold_weight(0.5, 0.4);
         }
         check(&c, &p, &t, Upstream::Scalar(up), true);
         check(&c, &p, &t, Upstream::Scalar(up), false);
+    }
+}
+
+/// The detection configurations with a hand-derived `f32` kernel (mmdetection's CIoU, SIoU,
+/// Wise-IoU, MPDIoU, Shape-IoU, the focal and Focaler modifiers on any of those kinds).
+fn fast_detection_cfgs(format: BoxFormat, reduction: Reduction) -> Vec<BoxLoss> {
+    let k = |kind| cfg(kind, format, reduction).with_image_size(64.0, 48.0);
+    vec![
+        k(BoxLossKind::Wiou),
+        k(BoxLossKind::Mpdiou),
+        k(BoxLossKind::Giou).with_focaler(0.1, 0.9),
+        k(BoxLossKind::Ciou).with_focaler(0.0, 0.8).with_focal(0.5),
+        k(BoxLossKind::Wiou).with_focal(1.5),
+        k(BoxLossKind::Mpdiou).with_focaler(0.2, 0.7),
+        k(BoxLossKind::Eiou).with_focal(0.5),
+        k(BoxLossKind::Iou)
+            .with_focal(0.0)
+            .with_threshold_weight(0.3, 0.4),
+    ]
+}
+
+/// Degenerate and non-finite pairs on the hand-derived detection kernels match the reference
+/// (NaN for NaN), and the portable build is bit-identical to the AVX2 build.
+#[test]
+fn fast_detection_kinds_degenerate_non_finite_and_portable() {
+    let mut rng = Rng::new(4242);
+    for format in FORMATS {
+        let mut p = Vec::new();
+        let mut t = Vec::new();
+        for (a, b) in degenerate_xyxy() {
+            let c = |x: [f32; 4]| format.from_xyxy(x.map(f64::from)).map(|v| v as f32);
+            p.extend(c(a));
+            t.extend(c(b));
+        }
+        for s in [f32::NAN, f32::INFINITY] {
+            p.extend([1.0, 2.0, s, 4.0]);
+            t.extend([2.0f32, 1.0, 4.0, 6.0]);
+        }
+        let (rp, rt) = pairs(&mut rng, 301, format);
+        p.extend(rp);
+        t.extend(rt);
+        for reduction in REDUCTIONS {
+            for c in fast_detection_cfgs(format, reduction) {
+                check(&c, &p, &t, Upstream::ONE, true);
+                let run = |cpu: &CpuBackend| {
+                    let mut g = vec![0.0f32; p.len()];
+                    let out = cpu
+                        .box_loss(&c, Input::new(&p).with_grad(&mut g), &t)
+                        .map(Loss::into_values)
+                        .unwrap();
+                    (out, g)
+                };
+                let a = run(&CpuBackend::with_threads(1).with_simd_level(SimdLevel::Scalar));
+                let b = run(&CpuBackend::with_threads(1));
+                kit::same_bits_f64(&a.0, &b.0)
+                    .and(kit::same_bits_f32(&a.1, &b.1))
+                    .unwrap_or_else(|e| panic!("{c:?}: {e}"));
+            }
+        }
     }
 }

@@ -57,7 +57,7 @@ impl CudaBackend {
             let (up_scalar, (u_ptr, _gu)) = up_args(&upstream, st);
             let (l_ptr, _gl) = opt_dptr_mut(out.none.then_some(&mut out.losses), st);
             let (pa_ptr, _gpa) = dptr_mut(&mut out.partials, st);
-            let params = BoxLossParams {
+            let mut params = BoxLossParams {
                 pred: io.input,
                 target: t_ptr,
                 n: plan.items as i64,
@@ -70,11 +70,10 @@ impl CudaBackend {
                 losses: l_ptr,
                 partials: pa_ptr,
                 grad: io.grad_or_input(),
-                kind: i32::from(cfg.kind.code()),
-                format: i32::from(cfg.format.code()),
                 has_tw,
-                _pad: 0,
+                ..BoxLossParams::default()
             };
+            params.set_options(cfg);
             let f = self.function(fam, Op::BoxLoss.kernel_stem())?;
             let mut b = st.launch_builder(&f);
             b.arg(&params);

@@ -254,14 +254,34 @@ kernel_params! {
         pub partials: u64,
         /// `float*` (nullable), `4n` gradient (may be `pred`: in place).
         pub grad: u64,
+        /// Extended-IoU's `smooth_point` (`BOX-15`).
+        pub smooth_point: f64,
+        /// MPDIoU's `W^2 + H^2` (`BOX-18`; 2 when unused).
+        pub img_diag2: f64,
+        /// Shape-IoU's `scale` (`BOX-19`).
+        pub shape_scale: f64,
+        /// Inner-IoU's ratio (`BOX-20`, with `SL_BOX_MOD_INNER`).
+        pub inner_ratio: f64,
+        /// Focaler-IoU's `d` (`BOX-21`, with `SL_BOX_MOD_FOCALER`).
+        pub focaler_d: f64,
+        /// Focaler-IoU's `u`.
+        pub focaler_u: f64,
+        /// alpha-IoU's power (`BOX-22`, with `SL_BOX_MOD_ALPHA`).
+        pub alpha_power: f64,
+        /// The focal weight's gamma (`BOX-23`, with `SL_BOX_MOD_FOCAL`).
+        pub focal_gamma: f64,
         /// `BoxLossKind::code` (`SL_BOX_KIND_*`).
         pub kind: i32,
         /// `BoxFormat::code` (`SL_BOX_FORMAT_*`).
         pub format: i32,
         /// 1 with threshold weighting.
         pub has_tw: i32,
-        /// Padding (0).
-        pub _pad: i32,
+        /// 1 for mmdetection's CIoU convention (`BOX-14`).
+        pub ciou_mmdet: i32,
+        /// 1 for SIoU's paper gamma (`BOX-16`).
+        pub siou_paper_gamma: i32,
+        /// `SL_BOX_MOD_*` bits: 1 Inner, 2 Focaler, 4 alpha power, 8 focal.
+        pub mods: i32,
     }
 
     /// `box_iou_pairwise` (`box_loss.cu`): IoU of every pair of two box sets.
@@ -544,6 +564,40 @@ unsafe impl DeviceRepr for CeRowOptParams {}
 // block k writes partials[k] (one per block, when non-null). Blocks of a multiple of 32
 // threads (<= 1024).
 unsafe impl DeviceRepr for BoxLossParams {}
+
+impl BoxLossParams {
+    /// Sets the kind, format and every option and modifier field from a configuration
+    /// (`BOX-14` .. `BOX-23`); the unused fields get neutral values.
+    pub fn set_options(&mut self, cfg: &smoothloss_core::BoxLoss) {
+        let o = &cfg.options;
+        let m = &o.modifiers;
+        self.kind = i32::from(cfg.kind.code());
+        self.format = i32::from(cfg.format.code());
+        self.smooth_point = o.smooth_point;
+        self.img_diag2 = o.image_size.map_or(2.0, |[w, h]| w * w + h * h);
+        self.shape_scale = o.shape_scale;
+        self.ciou_mmdet = i32::from(o.ciou == smoothloss_core::CiouConvention::Mmdetection);
+        self.siou_paper_gamma = i32::from(o.siou_paper_gamma);
+        let mut mods = 0;
+        if let Some(r) = m.inner_ratio {
+            mods |= 1;
+            self.inner_ratio = r;
+        }
+        if let Some([d, u]) = m.focaler {
+            mods |= 2;
+            (self.focaler_d, self.focaler_u) = (d, u);
+        }
+        if let Some(a) = m.alpha_power {
+            mods |= 4;
+            self.alpha_power = a;
+        }
+        if let Some(g) = m.focal_gamma {
+            mods |= 8;
+            self.focal_gamma = g;
+        }
+        self.mods = mods;
+    }
+}
 // SAFETY: plain repr(C) data as above. Grid-stride over n*m outputs: output idx reads
 // b1[4i..4i+4) with i = idx / m < n (4n floats), b2[4j..4j+4) with j < m (4m floats), and
 // writes out[idx] (n*m floats).

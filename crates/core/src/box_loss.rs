@@ -1,6 +1,7 @@
-//! Box regression losses on aligned pairs `[N, 4]` (formulas `BOX-1` .. `BOX-12`): IoU, GIoU,
-//! DIoU, CIoU and EIoU, three box layouts, the seed article's threshold weighting, and the
-//! pairwise `box_iou`.
+//! Box regression losses on aligned pairs `[N, 4]` (formulas `BOX-1` .. `BOX-23`): IoU, GIoU,
+//! DIoU, CIoU (two conventions), Efficient-IoU, Extended-IoU, SIoU, Wise-IoU v1, MPDIoU and
+//! Shape-IoU, three box layouts; the composable modifiers Inner-IoU, Focaler-IoU, alpha-IoU,
+//! focal weighting and the seed article's threshold weighting; and the pairwise `box_iou`.
 
 use crate::error::{LossError, Result, check_len, checked_size};
 use crate::op::Op;
@@ -70,7 +71,7 @@ impl BoxFormat {
     }
 }
 
-/// Which box loss (`BOX-3` .. `BOX-8`).
+/// Which box loss (`BOX-3` .. `BOX-8`, `BOX-14` .. `BOX-19`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum BoxLossKind {
     /// `1 - IoU`.
@@ -80,26 +81,51 @@ pub enum BoxLossKind {
     Giou,
     /// Distance IoU loss (Zheng et al. 2020), as torchvision.
     Diou,
-    /// Complete IoU loss; the aspect weight alpha carries no gradient, as torchvision.
+    /// Complete IoU loss; the aspect weight alpha carries no gradient; its convention
+    /// (torchvision/ultralytics or mmdetection) is [`BoxLoss::ciou`] (`BOX-6`, `BOX-14`).
     Ciou,
-    /// Efficient IoU loss (Zhang et al. 2022).
+    /// Efficient IoU loss (Zhang et al. 2022, arXiv 2101.08158): width and height penalties.
+    /// Not mmdetection's `EIoULoss`, which is [`BoxLossKind::ExtendedIou`].
     Eiou,
+    /// mmdetection's `EIoULoss`: Extended-IoU (Shi et al. 2021, libfacedetection) with its
+    /// `smooth_point` ([`BoxLoss::smooth_point`], `BOX-15`).
+    ExtendedIou,
+    /// SIoU (Gevorgyan 2022, arXiv 2205.12740): angle, distance and shape costs, theta 4, as
+    /// mmdetection's `siou_loss` (`BOX-16`).
+    Siou,
+    /// Wise-IoU v1 (Tong et al. 2023, arXiv 2301.10051): `exp(rho^2 / (Wc^2 + Hc^2)*) (1 - IoU)`,
+    /// the enclosing size detached as in the paper and the author's code (`BOX-17`).
+    Wiou,
+    /// MPDIoU (Ma and Xu 2023, arXiv 2307.07662): corner distances over the image diagonal;
+    /// needs [`BoxLoss::with_image_size`] (`BOX-18`).
+    Mpdiou,
+    /// Shape-IoU (Zhang and Zhang 2023, arXiv 2312.17663) with its `scale`
+    /// ([`BoxLoss::shape_scale`], `BOX-19`).
+    ShapeIou,
 }
 
 impl BoxLossKind {
     /// Every kind, in order.
-    pub const ALL: [BoxLossKind; 5] = [Self::Iou, Self::Giou, Self::Diou, Self::Ciou, Self::Eiou];
+    pub const ALL: [BoxLossKind; 10] = [
+        Self::Iou,
+        Self::Giou,
+        Self::Diou,
+        Self::Ciou,
+        Self::Eiou,
+        Self::ExtendedIou,
+        Self::Siou,
+        Self::Wiou,
+        Self::Mpdiou,
+        Self::ShapeIou,
+    ];
 
-    /// Parses `iou`, `giou`, `diou`, `ciou` or `eiou`.
+    /// The five kinds with torchvision's conventions and hand-derived `f32` kernels on the CPU.
+    pub const TORCHVISION: [BoxLossKind; 5] =
+        [Self::Iou, Self::Giou, Self::Diou, Self::Ciou, Self::Eiou];
+
+    /// Parses the names of [`BoxLossKind::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "iou" => Some(Self::Iou),
-            "giou" => Some(Self::Giou),
-            "diou" => Some(Self::Diou),
-            "ciou" => Some(Self::Ciou),
-            "eiou" => Some(Self::Eiou),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
     /// The name used in case files.
@@ -110,7 +136,56 @@ impl BoxLossKind {
             Self::Diou => "diou",
             Self::Ciou => "ciou",
             Self::Eiou => "eiou",
+            Self::ExtendedIou => "extended_iou",
+            Self::Siou => "siou",
+            Self::Wiou => "wiou",
+            Self::Mpdiou => "mpdiou",
+            Self::ShapeIou => "shape_iou",
         }
+    }
+
+    /// Whether alpha-IoU's power form is defined for this kind (IoU, GIoU, DIoU, CIoU).
+    pub fn has_alpha_power(self) -> bool {
+        matches!(self, Self::Iou | Self::Giou | Self::Diou | Self::Ciou)
+    }
+
+    /// Whether the kind has a plain IoU term that Inner-IoU and Focaler-IoU replace (all but
+    /// Extended-IoU, whose overlap term is signed).
+    pub fn has_iou_term(self) -> bool {
+        !matches!(self, Self::ExtendedIou)
+    }
+}
+
+/// CIoU's aspect weight `alpha` (`BOX-6`, `BOX-14`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CiouConvention {
+    /// torchvision and ultralytics: `alpha = v / (1 - IoU + v + eps)`, no clamp.
+    #[default]
+    Torchvision,
+    /// mmdetection's `ciou_loss`: `alpha = [IoU > 0.5] v / (1 - IoU + v)`, heights `+ eps` in
+    /// the aspect ratios, the CIoU value clamped to `[-1, 1]`.
+    Mmdetection,
+}
+
+/// The composable modifiers of a box loss (`BOX-20` .. `BOX-23`), applied on top of any kind
+/// in one pass: `L = w_thr * IoU^gamma * (L_kind^alpha + IoU - F(IoU_inner))`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BoxModifiers {
+    /// Inner-IoU's `ratio` (`BOX-20`): the IoU term is the IoU of the boxes scaled by `ratio`
+    /// about their centres.
+    pub inner_ratio: Option<f64>,
+    /// Focaler-IoU's interval `[d, u]` (`BOX-21`): the IoU term is mapped linearly to `[0, 1]`.
+    pub focaler: Option<[f64; 2]>,
+    /// alpha-IoU's power (`BOX-22`): every term of IoU/GIoU/DIoU/CIoU raised to `alpha`.
+    pub alpha_power: Option<f64>,
+    /// Focal-EIoU's `gamma` (`BOX-23`): the loss weighted by the detached `IoU^gamma`.
+    pub focal_gamma: Option<f64>,
+}
+
+impl BoxModifiers {
+    /// Whether no modifier is set.
+    pub fn is_none(&self) -> bool {
+        *self == Self::default()
     }
 }
 
@@ -137,6 +212,40 @@ pub struct BoxLoss {
     pub reduction: Reduction,
     /// Optional seed-article threshold weighting.
     pub threshold_weight: Option<ThresholdWeight>,
+    /// Parameters of the newer kinds and the composable modifiers.
+    pub options: BoxOptions,
+}
+
+/// Parameters of [`BoxLoss`] beyond the torchvision kinds: the kinds' own constants and the
+/// modifiers. Set them with the `with_*` methods of [`BoxLoss`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BoxOptions {
+    /// CIoU's aspect-weight convention.
+    pub ciou: CiouConvention,
+    /// Extended-IoU's `smooth_point` (mmdetection's default 0.1), in `(0, 1]`.
+    pub smooth_point: f64,
+    /// SIoU's distance-cost sign: `false` is mmdetection's default (`neg_gamma=False`,
+    /// `gamma = 2 - Lambda`), `true` the paper's `gamma = Lambda - 2`.
+    pub siou_paper_gamma: bool,
+    /// MPDIoU's image `(width, height)`, finite and > 0.
+    pub image_size: Option<[f64; 2]>,
+    /// Shape-IoU's `scale` (the author's default 0), finite and >= 0.
+    pub shape_scale: f64,
+    /// The composable modifiers.
+    pub modifiers: BoxModifiers,
+}
+
+impl Default for BoxOptions {
+    fn default() -> Self {
+        Self {
+            ciou: CiouConvention::Torchvision,
+            smooth_point: 0.1,
+            siou_paper_gamma: false,
+            image_size: None,
+            shape_scale: 0.0,
+            modifiers: BoxModifiers::default(),
+        }
+    }
 }
 
 impl Default for BoxLoss {
@@ -147,6 +256,7 @@ impl Default for BoxLoss {
             eps: 1e-7,
             reduction: Reduction::Mean,
             threshold_weight: None,
+            options: BoxOptions::default(),
         }
     }
 }
@@ -205,6 +315,142 @@ impl BoxLoss {
         self
     }
 
+    /// Sets every option at once.
+    pub fn with_options(mut self, o: BoxOptions) -> Self {
+        self.options = o;
+        self
+    }
+
+    /// Sets CIoU's aspect-weight convention (`BOX-6`, `BOX-14`).
+    pub fn with_ciou_convention(mut self, c: CiouConvention) -> Self {
+        self.options.ciou = c;
+        self
+    }
+
+    /// Sets Extended-IoU's `smooth_point` (`BOX-15`).
+    pub fn with_smooth_point(mut self, p: f64) -> Self {
+        self.options.smooth_point = p;
+        self
+    }
+
+    /// SIoU with the paper's negative `gamma` (mmdetection's `neg_gamma=True`, `BOX-16`).
+    pub fn with_siou_paper_gamma(mut self, on: bool) -> Self {
+        self.options.siou_paper_gamma = on;
+        self
+    }
+
+    /// Sets MPDIoU's image size (`BOX-18`).
+    pub fn with_image_size(mut self, width: f64, height: f64) -> Self {
+        self.options.image_size = Some([width, height]);
+        self
+    }
+
+    /// Sets Shape-IoU's `scale` (`BOX-19`).
+    pub fn with_shape_scale(mut self, scale: f64) -> Self {
+        self.options.shape_scale = scale;
+        self
+    }
+
+    /// Inner-IoU: the IoU term from the boxes scaled by `ratio` about their centres
+    /// (`BOX-20`; the paper suggests 0.5 .. 1.5).
+    pub fn with_inner(mut self, ratio: f64) -> Self {
+        self.options.modifiers.inner_ratio = Some(ratio);
+        self
+    }
+
+    /// Focaler-IoU: the IoU term mapped from `[d, u]` to `[0, 1]` (`BOX-21`).
+    pub fn with_focaler(mut self, d: f64, u: f64) -> Self {
+        self.options.modifiers.focaler = Some([d, u]);
+        self
+    }
+
+    /// alpha-IoU: the terms of IoU/GIoU/DIoU/CIoU raised to `alpha` (`BOX-22`; the paper's 3).
+    pub fn with_alpha_power(mut self, alpha: f64) -> Self {
+        self.options.modifiers.alpha_power = Some(alpha);
+        self
+    }
+
+    /// Focal weighting by the detached `IoU^gamma` (Focal-EIoU with kind EIoU, `BOX-23`).
+    pub fn with_focal(mut self, gamma: f64) -> Self {
+        self.options.modifiers.focal_gamma = Some(gamma);
+        self
+    }
+
+    fn check_options(&self) -> Result<()> {
+        let bad = |name, value, reason| {
+            Err(LossError::InvalidParameter {
+                name,
+                value,
+                reason,
+            })
+        };
+        let o = &self.options;
+        if !(o.smooth_point > 0.0 && o.smooth_point <= 1.0) {
+            return bad("smooth_point", o.smooth_point, "must lie in (0, 1]");
+        }
+        if !(o.shape_scale.is_finite() && o.shape_scale >= 0.0) {
+            return bad("shape_scale", o.shape_scale, "must be finite and >= 0");
+        }
+        match (self.kind, o.image_size) {
+            (BoxLossKind::Mpdiou, None) => {
+                return bad(
+                    "image_size",
+                    f64::NAN,
+                    "MPDIoU needs the image size (BoxLoss::with_image_size)",
+                );
+            }
+            (_, Some([w, h])) => {
+                for v in [w, h] {
+                    if !(v.is_finite() && v > 0.0) {
+                        return bad("image_size", v, "width and height must be finite and > 0");
+                    }
+                }
+            }
+            _ => {}
+        }
+        let m = &o.modifiers;
+        if let Some(r) = m.inner_ratio
+            && !(r.is_finite() && r > 0.0)
+        {
+            return bad("inner_ratio", r, "must be finite and > 0");
+        }
+        if let Some([d, u]) = m.focaler
+            && !(0.0 <= d && d < u && u <= 1.0)
+        {
+            let v = if d.is_nan() || d < 0.0 || d >= u {
+                d
+            } else {
+                u
+            };
+            return bad("focaler", v, "needs 0 <= d < u <= 1");
+        }
+        if (m.inner_ratio.is_some() || m.focaler.is_some()) && !self.kind.has_iou_term() {
+            return bad(
+                "kind",
+                f64::NAN,
+                "Inner-IoU and Focaler-IoU need a kind with a plain IoU term (not extended_iou)",
+            );
+        }
+        if let Some(a) = m.alpha_power {
+            if !(a > 0.0 && a <= 16.0) {
+                return bad("alpha_power", a, "must lie in (0, 16]");
+            }
+            if !self.kind.has_alpha_power() {
+                return bad(
+                    "alpha_power",
+                    a,
+                    "alpha-IoU is defined for iou, giou, diou and ciou only",
+                );
+            }
+        }
+        if let Some(g) = m.focal_gamma
+            && !(0.0..=16.0).contains(&g)
+        {
+            return bad("focal_gamma", g, "must lie in [0, 16]");
+        }
+        Ok(())
+    }
+
     /// Validates the parameters and the shapes of a call on `pred` (`ext`) and `target`
     /// (`target_len` numbers) and returns its plan (`items` pairs of width 4).
     pub fn plan(&self, ext: &Extent, target_len: usize) -> Result<BoxPlan<'_>> {
@@ -215,6 +461,7 @@ impl BoxLoss {
                 reason: "must be finite and > 0",
             });
         }
+        self.check_options()?;
         if let Some(tw) = self.threshold_weight {
             if !(0.0..=1.0).contains(&tw.alpha) {
                 return Err(LossError::InvalidParameter {

@@ -48,7 +48,10 @@ pub use backend::{
     QualityOps, ReferenceBackend, RegressionOps,
 };
 pub use binary::{BceWithLogits, SigmoidFocal};
-pub use box_loss::{BoxFormat, BoxIouPlan, BoxLoss, BoxLossKind, BoxPlan, ThresholdWeight};
+pub use box_loss::{
+    BoxFormat, BoxIouPlan, BoxLoss, BoxLossKind, BoxModifiers, BoxOptions, BoxPlan, CiouConvention,
+    ThresholdWeight,
+};
 pub use buffers::BufferLosses;
 pub use call::{GradDest, Input, Io, Loss};
 pub use cross_entropy::{CeOutput, CePlan, CeRowOutputs, CeTargets, CeTargetsShape, CrossEntropy};

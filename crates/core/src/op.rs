@@ -206,6 +206,11 @@ impl BoxLossKind {
             BoxLossKind::Diou => 2,
             BoxLossKind::Ciou => 3,
             BoxLossKind::Eiou => 4,
+            BoxLossKind::ExtendedIou => 5,
+            BoxLossKind::Siou => 6,
+            BoxLossKind::Wiou => 7,
+            BoxLossKind::Mpdiou => 8,
+            BoxLossKind::ShapeIou => 9,
         }
     }
 

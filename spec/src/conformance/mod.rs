@@ -328,6 +328,14 @@ pub fn llm_ce_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Toler
     case_file(backend, &crate::llm_ce_cases(), tol)
 }
 
+/// The bundled detection box-loss cases (`spec/cases/detection_boxes.json`).
+pub fn detection_boxes_cases<T: Element, B: Backend<T> + ?Sized>(
+    backend: &B,
+    tol: &Tolerances,
+) -> Report {
+    case_file(backend, &crate::detection_boxes_cases(), tol)
+}
+
 fn per_element_upstream(call: &LossCall) -> Option<Vec<f64>> {
     let count = match call {
         LossCall::Detection(d) if d.reduction() == Some(Reduction::None) => d.items(),
@@ -464,6 +472,7 @@ where
     let mut r = torch_cases::<T, B>(backend, tol);
     r.extend(detection_cases::<T, B>(backend, tol));
     r.extend(llm_ce_cases::<T, B>(backend, tol));
+    r.extend(detection_boxes_cases::<T, B>(backend, tol));
     r.extend(random_cases::<T, B>(backend, &tol.reference));
     r.extend(error_cases::<T, B>(backend));
     r.extend(linear_ce_cases::<T, B>(backend, tol));
@@ -504,6 +513,13 @@ macro_rules! conformance_tests {
         fn conformance_llm_ce_cases() {
             let backend = $backend;
             let r = $crate::conformance::llm_ce_cases::<$elem, _>(&backend, &$tol);
+            assert!(r.all_passed(), "{r}");
+        }
+        $(#[$m])*
+        #[test]
+        fn conformance_detection_boxes_cases() {
+            let backend = $backend;
+            let r = $crate::conformance::detection_boxes_cases::<$elem, _>(&backend, &$tol);
             assert!(r.all_passed(), "{r}");
         }
         $(#[$m])*

@@ -193,6 +193,7 @@ fn same_pair(
                 eps,
                 reduction,
                 threshold_weight: None,
+                options: crate::random::box_options(kind, 0),
             },
             pred: b.to_vec(),
             target: b.to_vec(),

@@ -316,6 +316,9 @@ fn box_loss() -> BoxedStrategy<LossCall> {
             )
                 .prop_map(
                     move |(pred, target, kind, eps, reduction, threshold_weight, w, same)| {
+                        // The option variant from values already drawn (no extra draw, so the
+                        // other targets' calls stay those of the campaign's seed).
+                        let opt = (eps.to_bits() ^ pred.len() as u64) as usize % 6;
                         let same = same && degenerate;
                         let target = if same { pred.clone() } else { target };
                         LossCall::BoxLoss {
@@ -325,6 +328,7 @@ fn box_loss() -> BoxedStrategy<LossCall> {
                                 eps,
                                 reduction,
                                 threshold_weight,
+                                options: crate::random::box_options(kind, opt),
                             },
                             pred,
                             target: maybe_wrong_len(target, w),

@@ -25,7 +25,7 @@
 //! conversion.
 
 use crate::blocks::{CH, Up, accumulate, lanes_sum};
-use crate::math::{atan_ratio_diff, sel, zn};
+use crate::math::{atan_ratio_diff, exp_f32, ln_f32, sel, zn};
 use smoothloss_core::{BoxFormat, BoxLossKind};
 
 /// A box loss kind as a zero-sized type (the kernels' type parameter).
@@ -51,7 +51,7 @@ macro_rules! markers {
         )*
     };
 }
-markers!(KindMarker, KIND, BoxLossKind: Iou, Giou, Diou, Ciou, Eiou);
+markers!(KindMarker, KIND, BoxLossKind: Iou, Giou, Diou, Ciou, Eiou, Wiou, Mpdiou, Siou, ShapeIou);
 markers!(FormatMarker, FORMAT, BoxFormat: Xyxy, Xywh, Cxcywh);
 
 /// The one run-time to type dispatch of the box format: evaluates `$body` with the type
@@ -77,9 +77,10 @@ macro_rules! with_format {
 pub(crate) use with_format;
 
 /// The one run-time to type dispatch of the box loss kind: evaluates `$body` with the type
-/// alias `$k` bound to the marker of `$kind`.
+/// alias `$k` bound to the marker of `$kind`, or `$other` for a kind without a hand-derived
+/// kernel.
 macro_rules! with_kind {
-    ($kind:expr, |$k:ident| $body:expr) => {
+    ($kind:expr, |$k:ident| $body:expr, $other:expr) => {
         match $kind {
             smoothloss_core::BoxLossKind::Iou => {
                 type $k = $crate::box_loss::math::Iou;
@@ -101,6 +102,23 @@ macro_rules! with_kind {
                 type $k = $crate::box_loss::math::Eiou;
                 $body
             }
+            smoothloss_core::BoxLossKind::Wiou => {
+                type $k = $crate::box_loss::math::Wiou;
+                $body
+            }
+            smoothloss_core::BoxLossKind::Mpdiou => {
+                type $k = $crate::box_loss::math::Mpdiou;
+                $body
+            }
+            smoothloss_core::BoxLossKind::Siou => {
+                type $k = $crate::box_loss::math::Siou;
+                $body
+            }
+            smoothloss_core::BoxLossKind::ShapeIou => {
+                type $k = $crate::box_loss::math::ShapeIou;
+                $body
+            }
+            _ => $other,
         }
     };
 }
@@ -115,6 +133,45 @@ pub(crate) struct PairParams {
     pub thr: f32,
     /// Weight below the threshold (`1 - alpha`).
     pub wlow: f32,
+    /// MPDIoU's `1 / (W^2 + H^2)` (`BOX-18`).
+    pub inv_diag: f32,
+    /// Focaler-IoU's `1 - d`, `u - 1` and `1 / (u - d)` (`BOX-21`), when `focaler`.
+    pub foc_1d: f32,
+    /// See `foc_1d`.
+    pub foc_u1: f32,
+    /// See `foc_1d`.
+    pub foc_inv: f32,
+    /// Focaler-IoU is on (kernels with options, `M`, only).
+    pub focaler: bool,
+    /// The focal weight's gamma (`BOX-23`), when `focal`.
+    pub gamma: f32,
+    /// The focal weight is on (kernels with options, `M`, only).
+    pub focal: bool,
+    /// mmdetection's CIoU convention (`BOX-14`; kernels with options, `M`, only).
+    pub ciou_mmdet: bool,
+    /// SIoU with the paper's sign of gamma (`BOX-16`).
+    pub siou_paper: bool,
+    /// Shape-IoU's `scale` (`BOX-19`).
+    pub shape_scale: f32,
+}
+
+/// `|x - y| / max(x, y)` (0 where the max is 0) and its derivative in `x`, ties of the max
+/// split in half and `d|0| = 0` (the reference's conventions).
+#[inline(always)]
+fn omega(x: f32, y: f32) -> (f32, f32) {
+    let m = sel(x > y, x, y);
+    let rm = safe_recip(m);
+    let d = x - y;
+    let num = d.abs();
+    let dm = sel(x > y, 1.0, sel(x == y, 0.5, 0.0));
+    let sg = sel(d > 0.0, 1.0, sel(d < 0.0, -1.0, 0.0));
+    (num * rm, (sg * m - num * dm) * rm * rm)
+}
+
+/// `x^s` for `x >= 0` (`0^0 = 1`), through the `f32` `exp` and `ln`.
+#[inline(always)]
+fn pow_pos(x: f32, s: f32) -> f32 {
+    sel(x > 0.0, exp_f32(s * ln_f32(x)), sel(s == 0.0, 1.0, 0.0))
 }
 
 /// Per-axis primitives: extent of the prediction and the target, the two edge offsets
@@ -218,7 +275,7 @@ fn ties(a: &Axis) -> (f32, f32) {
 /// One pair: returns the weighted loss and `c * weight * d(loss)/d(pred)` in format `F`.
 /// A non-finite coordinate gives NaN everywhere.
 #[inline(always)]
-pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
+pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
     p: [f32; 4],
     t: [f32; 4],
     c: f32,
@@ -255,9 +312,114 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
     let mut a_ch = 0.0f32;
     let mut a_dx = 0.0f32;
     let mut a_dy = 0.0f32;
+    // Wise-IoU, Focaler: the factor of the IoU term's gradient; MPDIoU: corner adjoints.
+    let mut c_iou = 1.0f32;
+    let mut a_c = [0.0f32; 4];
 
     let loss = match K::KIND {
         BoxLossKind::Iou => omi,
+        BoxLossKind::Wiou => {
+            // BOX-17: R = exp(rho^2 / D) with D = cw^2 + ch^2 detached: dR = R d(rho^2) / D.
+            let (dx, dy) = (ax.d, ay.d);
+            let rdd = safe_recip(cw * cw + ch * ch);
+            let r = exp_f32((dx * dx + dy * dy) * rdd);
+            if G {
+                let s = 2.0 * r * omi * rdd;
+                a_dx = s * dx;
+                a_dy = s * dy;
+                c_iou = r;
+            }
+            r * omi
+        }
+        BoxLossKind::Siou => {
+            // BOX-16, with s_cw = eps - dx, s_ch = eps - dy: on either branch of the angle
+            // cost, Lambda = cos(2 asin(sin_alpha) - pi/2) = 2 |s_cw s_ch| / (s_cw^2 + s_ch^2).
+            let (a, b) = (eps - ax.d, eps - ay.d);
+            let s2 = a * a + b * b;
+            let rs2 = safe_recip(s2);
+            let lam = 2.0 * (a * b).abs() * rs2;
+            let (cwc, chc) = (sel(cw < eps, eps, cw), sel(ch < eps, eps, ch));
+            let (rcw, rch) = (1.0 / cwc, 1.0 / chc);
+            let (rx, ry) = (a * rcw, b * rch);
+            let (px, py) = (rx * rx, ry * ry);
+            let sg = sel(prm.siou_paper, -1.0, 1.0);
+            let gam = sg * (2.0 - lam);
+            let (ex, ey) = (exp_f32(gam * px), exp_f32(gam * py));
+            let dist = (2.0 - ex) - ey;
+            let (omw, dwo) = omega(w, wg);
+            let (omh, dho) = omega(h + eps, hg + eps);
+            let (qw, qh) = (1.0 - exp_f32(-omw), 1.0 - exp_f32(-omh));
+            let (qw2, qh2) = (qw * qw, qh * qh);
+            let shape = qw2 * qw2 + qh2 * qh2;
+            // 1 - clamp(IoU - (Delta + Omega) / 2, -1, 1) without cancellation: the clamp
+            // holds the loss in [0, 2], with no gradient outside.
+            let un = omi + 0.5 * (dist + shape);
+            let inside = (0.0..=2.0).contains(&un);
+            if G {
+                // Outside the clamp every adjoint is 0 (selected, not multiplied: the terms
+                // may be infinite there, as exp overflows for inverted boxes).
+                let k = |v: f32| sel(inside, v, 0.0);
+                let a_lam = 0.5 * sg * (ex * px + ey * py);
+                let (a_px, a_py) = (-0.5 * gam * ex, -0.5 * gam * ey);
+                let r4 = rs2 * rs2;
+                let sa = sel(a > 0.0, 1.0, sel(a < 0.0, -1.0, 0.0));
+                let sb = sel(b > 0.0, 1.0, sel(b < 0.0, -1.0, 0.0));
+                let dl_a = 2.0 * b.abs() * sa * (b * b - a * a) * r4;
+                let dl_b = 2.0 * a.abs() * sb * (a * a - b * b) * r4;
+                let g_a = a_lam * dl_a + a_px * 2.0 * a * rcw * rcw;
+                let g_b = a_lam * dl_b + a_py * 2.0 * b * rch * rch;
+                a_dx = k(-g_a);
+                a_dy = k(-g_b);
+                a_cw = k(sel(cw >= eps, -a_px * 2.0 * px * rcw, 0.0));
+                a_ch = k(sel(ch >= eps, -a_py * 2.0 * py * rch, 0.0));
+                a_w = k(2.0 * qw2 * qw * (1.0 - qw) * dwo);
+                a_h = k(2.0 * qh2 * qh * (1.0 - qh) * dho);
+                c_iou = k(1.0);
+            }
+            sel(un < 0.0, 0.0, sel(un > 2.0, 2.0, un))
+        }
+        BoxLossKind::ShapeIou => {
+            // BOX-19: the target's shape weights are constants.
+            let (pwg, phg) = (
+                pow_pos(wg.abs(), prm.shape_scale),
+                pow_pos(hg.abs(), prm.shape_scale),
+            );
+            let den = pwg + phg;
+            let rden = safe_recip(den);
+            let ww = sel(den > 0.0, 2.0 * pwg * rden, 1.0);
+            let hh = sel(den > 0.0, 2.0 * phg * rden, 1.0);
+            let (dx, dy) = (ax.d, ay.d);
+            let rg = safe_recip(cw * cw + ch * ch + eps);
+            let distance = (hh * dx * dx + ww * dy * dy) * rg;
+            let (omw, dwo) = omega(w, wg);
+            let (omh, dho) = omega(h, hg);
+            let (omw, omh) = (hh * omw, ww * omh);
+            let (qw, qh) = (1.0 - exp_f32(-omw), 1.0 - exp_f32(-omh));
+            let (qw2, qh2) = (qw * qw, qh * qh);
+            if G {
+                let a_diag = -distance * rg;
+                a_cw = 2.0 * cw * a_diag;
+                a_ch = 2.0 * ch * a_diag;
+                a_dx = 2.0 * hh * dx * rg;
+                a_dy = 2.0 * ww * dy * rg;
+                a_w = 2.0 * qw2 * qw * (1.0 - qw) * hh * dwo;
+                a_h = 2.0 * qh2 * qh * (1.0 - qh) * ww * dho;
+            }
+            omi + distance + 0.5 * (qw2 * qw2 + qh2 * qh2)
+        }
+        BoxLossKind::Mpdiou => {
+            // BOX-18: the corner offsets e1 = p1 - t1, e2 = p2 - t2 (one rounding each).
+            let q = prm.inv_diag;
+            if G {
+                a_c = [
+                    2.0 * ax.e1 * q,
+                    2.0 * ay.e1 * q,
+                    2.0 * ax.e2 * q,
+                    2.0 * ay.e2 * q,
+                ];
+            }
+            omi + (ax.e1 * ax.e1 + ay.e1 * ay.e1) * q + (ax.e2 * ax.e2 + ay.e2 * ay.e2) * q
+        }
         BoxLossKind::Giou => {
             let area_c = cw * ch;
             let rc = safe_recip(area_c + eps);
@@ -293,6 +455,33 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
             let diou = omi + r;
             match K::KIND {
                 BoxLossKind::Diou => diou,
+                BoxLossKind::Ciou if M && prm.ciou_mmdet => {
+                    // BOX-14: heights + eps in the ratios (in `chunk`), alpha gated by
+                    // IoU > 0.5 and without eps, the CIoU value clamped: the loss held in
+                    // [0, 2], no gradient outside (selected: the terms may be large there).
+                    const K4PI2: f32 = (4.0 / (std::f64::consts::PI * std::f64::consts::PI)) as f32;
+                    let dv = dv_pre;
+                    let v = K4PI2 * dv * dv;
+                    let (n_omi, d_omi) = if_mask;
+                    let alpha_den = n_omi + v * d_omi;
+                    let alpha = sel(iou > 0.5 && alpha_den != 0.0, v * d_omi / alpha_den, 0.0);
+                    let un = diou + alpha * v;
+                    let inside = (0.0..=2.0).contains(&un);
+                    if G {
+                        let a_at = -2.0 * alpha * K4PI2 * dv;
+                        let hp = h + eps;
+                        let s = a_at * safe_recip(w * w + hp * hp);
+                        let k = |v: f32| sel(inside, v, 0.0);
+                        a_w = k(a_w + s * hp);
+                        a_h = k(a_h - s * w);
+                        a_cw = k(a_cw);
+                        a_ch = k(a_ch);
+                        a_dx = k(a_dx);
+                        a_dy = k(a_dy);
+                        c_iou = k(1.0);
+                    }
+                    sel(un < 0.0, 0.0, sel(un > 2.0, 2.0, un))
+                }
                 BoxLossKind::Ciou => {
                     const K4PI2: f32 = (4.0 / (std::f64::consts::PI * std::f64::consts::PI)) as f32;
                     // Precomputed by `chunk` in a separate loop (short dependency chains).
@@ -333,8 +522,34 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
         }
     };
 
+    // BOX-21 (without Inner): L + IoU - F(IoU); the IoU term's gradient factor gains F' - 1.
+    // The options are selected, not branched on (uniform over a call), so that the chunk loop
+    // stays vectorisable.
+    let mut loss = loss;
+    if M {
+        // With 1 - IoU = omi (exact for identical boxes): t = ((1 - d) - omi) / (u - d),
+        // IoU - F = (1 - F) - omi, 1 - F = ((u - 1) + omi) / (u - d) inside [d, u].
+        let t = (prm.foc_1d - omi) * prm.foc_inv;
+        let one_minus_f = sel(
+            t < 0.0,
+            1.0,
+            sel(t > 1.0, 0.0, (prm.foc_u1 + omi) * prm.foc_inv),
+        );
+        let fp = sel((0.0..=1.0).contains(&t), prm.foc_inv, 0.0);
+        loss = sel(prm.focaler, loss + (one_minus_f - omi), loss);
+        c_iou = sel(prm.focaler, c_iou + (fp - 1.0), c_iou);
+    }
     // Seed threshold weight (no gradient) and the NaN rule for non-finite coordinates.
-    let wt = sel(iou < prm.thr, prm.wlow, 1.0);
+    let mut wt = sel(iou < prm.thr, prm.wlow, 1.0);
+    if M {
+        // BOX-23: the detached max(IoU, 0)^gamma (0^0 = 1).
+        let pw = sel(
+            iou > 0.0,
+            exp_f32(prm.gamma * ln_f32(iou)),
+            sel(prm.gamma == 0.0, 1.0, 0.0),
+        );
+        wt *= sel(prm.focal, pw, 1.0);
+    }
     // Every coordinate enters exactly one edge offset, so a non-finite coordinate makes their
     // sum non-finite (coordinates are assumed below ~1e37 so that the finite sum cannot
     // overflow).
@@ -369,8 +584,14 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
         let du = ka[k] - ki[k];
         let iou_part = -rd * ((2.0 * ki[k] - ka[k]) + omi * du);
         if matches!(K::KIND, BoxLossKind::Giou) {
-            (a_union * (kc[k] - du) + iou_part) + r_c * kc[k]
+            let g = (a_union * (kc[k] - du) + iou_part) + r_c * kc[k];
+            if M { g + (c_iou - 1.0) * iou_part } else { g }
+        } else if matches!(K::KIND, BoxLossKind::Mpdiou) {
+            c_iou * iou_part + a_c[k]
+        } else if M || matches!(K::KIND, BoxLossKind::Wiou | BoxLossKind::Siou) {
+            c_iou * iou_part
         } else {
+            // The plain kinds: exactly the IoU term (no `+ 0.0`, which would turn -0 into +0).
             iou_part
         }
     });
@@ -399,7 +620,7 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool>(
 
 /// One chunk of `CH` pairs.
 #[inline(always)]
-fn chunk<K: KindMarker, F: FormatMarker, const G: bool>(
+fn chunk<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
     p: &[f32; 4 * CH],
     t: &[f32; 4 * CH],
     c: &[f32; CH],
@@ -419,13 +640,19 @@ fn chunk<K: KindMarker, F: FormatMarker, const G: bool>(
                     b[4 * j + k + 2]
                 }
             };
-            dv[j] = atan_ratio_diff(size(p, 0), size(p, 1), size(t, 0), size(t, 1));
+            dv[j] = if M && prm.ciou_mmdet {
+                // mmdetection's heights + eps (BOX-14).
+                let e = prm.eps;
+                atan_ratio_diff(size(p, 0), size(p, 1) + e, size(t, 0), size(t, 1) + e)
+            } else {
+                atan_ratio_diff(size(p, 0), size(p, 1), size(t, 0), size(t, 1))
+            };
         }
     }
     for j in 0..CH {
         let pp = [p[4 * j], p[4 * j + 1], p[4 * j + 2], p[4 * j + 3]];
         let tt = [t[4 * j], t[4 * j + 1], t[4 * j + 2], t[4 * j + 3]];
-        let (loss, gr) = pair::<K, F, G>(pp, tt, c[j], dv[j], prm);
+        let (loss, gr) = pair::<K, F, G, M>(pp, tt, c[j], dv[j], prm);
         l[j] = loss;
         if G {
             g[4 * j] = gr[0];
@@ -449,7 +676,7 @@ fn fill_up(c: &mut [f32; CH], up: Up<'_>, off: usize, r: usize) {
 /// Runs one block of pairs: returns the (lane-ordered) sum of the weighted losses, writes the
 /// gradient when `G` and per-pair losses when `losses` is given.
 #[inline(always)]
-pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool>(
+pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
     pred: &[f32],
     target: &[f32],
     mut grad: Option<&mut [f32]>,
@@ -474,9 +701,9 @@ pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool>(
         match grad.as_deref_mut() {
             Some(g) if G => {
                 let g: &mut [f32; 4 * CH] = (&mut g[4 * off..4 * off + 4 * CH]).try_into().unwrap();
-                chunk::<K, F, G>(p, t, &c, prm, g, &mut l);
+                chunk::<K, F, G, M>(p, t, &c, prm, g, &mut l);
             }
-            _ => chunk::<K, F, G>(p, t, &c, prm, &mut gl, &mut l),
+            _ => chunk::<K, F, G, M>(p, t, &c, prm, &mut gl, &mut l),
         }
         accumulate(&mut acc, &l, CH);
         if let Some(out) = losses.as_deref_mut() {
@@ -493,7 +720,7 @@ pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool>(
         p[..4 * r].copy_from_slice(&pred[4 * off..]);
         t[..4 * r].copy_from_slice(&target[4 * off..]);
         fill_up(&mut c, up, off, r);
-        chunk::<K, F, G>(&p, &t, &c, prm, &mut gl, &mut l);
+        chunk::<K, F, G, M>(&p, &t, &c, prm, &mut gl, &mut l);
         if G && let Some(g) = grad {
             g[4 * off..].copy_from_slice(&gl[..4 * r]);
         }

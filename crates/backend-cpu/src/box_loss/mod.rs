@@ -1,5 +1,8 @@
-//! Box losses on the CPU: IoU, GIoU, DIoU, CIoU and EIoU in every box format, forward only or
-//! fused with the backward pass, on `f32` pairs; and the pairwise `box_iou`.
+//! Box losses on the CPU: every kind in every box format, forward only or fused with the
+//! backward pass, on `f32` pairs; and the pairwise `box_iou`. IoU, GIoU, DIoU, CIoU, EIoU,
+//! SIoU, Wise-IoU, MPDIoU and Shape-IoU, with the focal and Focaler modifiers, run
+//! hand-derived `f32` kernels (CIoU also in mmdetection's convention); Extended-IoU, Inner-IoU
+//! and alpha-IoU the generic `f64` path (`generic.rs`).
 //!
 //! The per-pair math lives in `math.rs` (branchless `f32`, hand-derived gradient); it is
 //! monomorphised per (kind, format, gradient) through zero-sized marker types, compiled twice
@@ -13,8 +16,11 @@ use math::PairParams;
 use rayon::prelude::*;
 use smoothloss_core::backend::BoxLossOps;
 
-use smoothloss_core::{BoxFormat, BoxLoss, IouCall, Loss, PairCall, Result, Upstream};
+use smoothloss_core::{
+    BoxFormat, BoxLoss, BoxLossKind, CiouConvention, IouCall, Loss, PairCall, Result, Upstream,
+};
 
+mod generic;
 mod kernels;
 pub(crate) mod math;
 
@@ -31,16 +37,44 @@ pub(crate) fn box_loss(
     upstream: Upstream<'_>,
     grad: Option<&mut [f32]>,
 ) -> Vec<f64> {
+    // The hand-derived f32 kernels serve IoU, GIoU, DIoU, CIoU (both conventions), EIoU,
+    // SIoU, Wise-IoU, MPDIoU and Shape-IoU with the focal and Focaler (without Inner)
+    // modifiers; Extended-IoU, Inner-IoU and alpha-IoU take the generic path (`generic.rs`).
+    let m = &cfg.options.modifiers;
+    let fast = m.inner_ratio.is_none() && m.alpha_power.is_none();
+    let ciou_mmdet =
+        cfg.kind == BoxLossKind::Ciou && cfg.options.ciou == CiouConvention::Mmdetection;
+    // The kernel with options (`M`): the modifiers, mmdetection's CIoU.
+    let modifiers = m.focaler.is_some() || m.focal_gamma.is_some() || ciou_mmdet;
+    let kernel = fast
+        .then(|| kernels::select_block(cfg.kind, cfg.format, grad.is_some(), modifiers))
+        .flatten();
+    let Some(f) = kernel else {
+        return generic(backend, cfg, n, pred, target, upstream, grad);
+    };
     let (thr, wlow) = match cfg.threshold_weight {
         Some(tw) => (tw.threshold as f32, (1.0 - tw.alpha) as f32),
         None => (f32::NEG_INFINITY, 1.0),
     };
+    let [fd, fu] = m.focaler.unwrap_or([0.0, 1.0]);
     let prm = PairParams {
         eps: (cfg.eps as f32).max(f32::from_bits(1)),
         thr,
         wlow,
+        inv_diag: cfg
+            .options
+            .image_size
+            .map_or(0.0, |[w, h]| (1.0 / (w * w + h * h)) as f32),
+        foc_1d: (1.0 - fd) as f32,
+        foc_u1: (fu - 1.0) as f32,
+        foc_inv: (1.0 / (fu - fd)) as f32,
+        focaler: m.focaler.is_some(),
+        gamma: m.focal_gamma.unwrap_or(0.0) as f32,
+        focal: m.focal_gamma.is_some(),
+        ciou_mmdet,
+        siou_paper: cfg.options.siou_paper_gamma,
+        shape_scale: cfg.options.shape_scale as f32,
     };
-    let f = kernels::select_block(cfg.kind, cfg.format, grad.is_some());
     let level = backend.simd_level();
     drive(
         backend,
@@ -58,6 +92,37 @@ pub(crate) fn box_loss(
                 g,
                 up,
                 &prm,
+                l,
+            )
+        },
+    )
+}
+
+/// The box loss of a configuration without a hand-derived kernel: `generic.rs` per block.
+fn generic(
+    backend: &CpuBackend,
+    cfg: &BoxLoss,
+    n: usize,
+    pred: &[f32],
+    target: &[f32],
+    upstream: Upstream<'_>,
+    grad: Option<&mut [f32]>,
+) -> Vec<f64> {
+    drive(
+        backend,
+        n,
+        BOX_BLOCK,
+        4,
+        cfg.reduction,
+        upstream,
+        grad,
+        |r, up: Up<'_>, g, l| {
+            generic::block(
+                cfg,
+                &pred[4 * r.start..4 * r.end],
+                &target[4 * r.start..4 * r.end],
+                g,
+                up,
                 l,
             )
         },

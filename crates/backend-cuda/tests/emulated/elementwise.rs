@@ -48,7 +48,7 @@ pub(super) fn emu_box_io(
         Some(tw) => (1, tw.alpha, tw.threshold),
         None => (0, 0.0, 0.0),
     };
-    let p = BoxLossParams {
+    let mut p = BoxLossParams {
         pred: if in_place {
             addr(grad)
         } else {
@@ -65,11 +65,10 @@ pub(super) fn emu_box_io(
         losses: addr(losses.as_mut_ptr()),
         partials: addr(partials.as_mut_ptr()),
         grad: addr(grad),
-        kind: i32::from(cfg.kind.code()),
-        format: i32::from(cfg.format.code()),
         has_tw,
-        _pad: 0,
+        ..BoxLossParams::default()
     };
+    p.set_options(cfg);
     // SAFETY: pred/target/grad 4n (grad may be null; in place it holds pred and is read
     // from), up/losses n, partials `blocks`.
     unsafe { emu_launch(lib, Op::BoxLoss.kernel_stem(), blocks, ELEM_THREADS, 0, &p) };
@@ -134,9 +133,16 @@ fn box_kernels_match_the_reference_on_the_cpu() {
     pred[4 * 5 + 1] = f32::NAN;
     let up: Vec<f64> = (0..n).map(|_| rng.unit()).collect();
     for kind in BoxLossKind::ALL {
-        for format in [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh] {
-            for r in REDUCTIONS {
-                let mut cfg = BoxLoss::new(kind, format).with_reduction(r);
+        for (fi, format) in [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh]
+            .into_iter()
+            .enumerate()
+        {
+            for (ri, r) in REDUCTIONS.into_iter().enumerate() {
+                // Every option and modifier set over the formats and reductions (BOX-14 ..
+                // BOX-23).
+                let mut cfg = BoxLoss::new(kind, format)
+                    .with_options(smoothloss_spec::random::box_options(kind, ri + 3 * fi))
+                    .with_reduction(r);
                 if r == Reduction::Sum {
                     cfg = cfg.with_threshold_weight(0.4, 0.5);
                 }
@@ -156,7 +162,7 @@ fn box_kernels_match_the_reference_on_the_cpu() {
                     )
                     .map(Loss::into_values)
                     .unwrap();
-                let what = format!("{kind:?} {format:?} {r:?}");
+                let what = format!("{kind:?} {format:?} {r:?} {:?}", cfg.options);
                 assert_close(&format!("{what} loss"), &got, &want, 1e-12, 1e-14);
                 assert_grad(&format!("{what} grad"), &g, &gr, 1e-6, 1e-9);
             }
@@ -623,7 +629,9 @@ fn in_place_matches_a_separate_gradient_on_the_cpu() {
             pred.extend_from_slice(&[a + 1.0, b - 1.0, a + rng.range_f32(1.0, 9.0), b + 4.0]);
         }
         for kind in BoxLossKind::ALL {
-            let cfg = BoxLoss::new(kind, BoxFormat::Xyxy).with_reduction(r);
+            let cfg = BoxLoss::new(kind, BoxFormat::Xyxy)
+                .with_options(smoothloss_spec::random::box_options(kind, 1))
+                .with_reduction(r);
             let mut g = vec![0f32; 4 * pairs];
             let sep = emu_box(bx, &cfg, &pred, &target, u, g.as_mut_ptr());
             let mut z = pred.clone();

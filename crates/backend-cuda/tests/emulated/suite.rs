@@ -199,3 +199,15 @@ fn conformance_suite_through_the_cpu_emulation() {
     let r = conformance::run_all::<f32, _>(&EmuBackend, &Tolerances::F32);
     assert!(r.all_passed(), "{r}");
 }
+
+/// The detection box-loss cases (`spec/cases/detection_boxes.json`: ultralytics, torchvision,
+/// mmdetection's formulas, the papers' equations) through the emulated `box_loss.cu`.
+#[test]
+fn detection_box_cases_through_the_cpu_emulation() {
+    use smoothloss_spec::conformance::{self, Tolerances};
+    if emu().is_none() {
+        return;
+    }
+    let r = conformance::detection_boxes_cases::<f32, _>(&EmuBackend, &Tolerances::F32);
+    assert!(r.all_passed(), "{r}");
+}

@@ -243,10 +243,15 @@ fn box_losses_match_the_reference() {
     }
     let up: Vec<f64> = (0..n).map(|_| rng.unit()).collect();
     for kind in BoxLossKind::ALL {
-        for format in [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh] {
-            for r in REDUCTIONS {
+        for (fi, format) in [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh]
+            .into_iter()
+            .enumerate()
+        {
+            for (ri, r) in REDUCTIONS.into_iter().enumerate() {
                 for tw in [None, Some((0.3, 0.5))] {
-                    let mut cfg = BoxLoss::new(kind, format).with_reduction(r);
+                    let mut cfg = BoxLoss::new(kind, format)
+                        .with_options(smoothloss_spec::random::box_options(kind, ri + 3 * fi))
+                        .with_reduction(r);
                     if let Some((a, t)) = tw {
                         cfg = cfg.with_threshold_weight(a, t);
                     }

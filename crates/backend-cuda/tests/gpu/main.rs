@@ -667,7 +667,9 @@ fn sanitizer_smoke() {
     }
     for kind in BoxLossKind::ALL {
         for format in [BoxFormat::Xyxy, BoxFormat::Xywh, BoxFormat::Cxcywh] {
-            let cfg = BoxLoss::new(kind, format).with_threshold_weight(0.3, 0.5);
+            let cfg = BoxLoss::new(kind, format)
+                .with_options(smoothloss_spec::random::box_options(kind, 0))
+                .with_threshold_weight(0.3, 0.5);
             let mut g = vec![0f32; 4 * n];
             let got = b
                 .box_loss(&cfg, Input::new(&pred).with_grad(&mut g), &target)

@@ -25,6 +25,8 @@ pub trait Scalar:
     /// `atan(w / h)`, extended to `h = 0` by `sign(w) * pi / 2` with derivative
     /// `(h dw - w dh) / (w^2 + h^2)`, and 0 (value and derivative) at `w = h = 0` (`BOX-11`).
     fn atan_ratio(w: Self, h: Self) -> Self;
+    /// `f(self)` given its value `f` and derivative `df` at `self` (the chain rule).
+    fn chain(self, f: f64, df: f64) -> Self;
 }
 
 impl Scalar for f64 {
@@ -39,6 +41,9 @@ impl Scalar for f64 {
     }
     fn atan_ratio(w: Self, h: Self) -> Self {
         atan_ratio_value(w, h)
+    }
+    fn chain(self, f: f64, _df: f64) -> Self {
+        f
     }
 }
 
@@ -151,6 +156,9 @@ impl Scalar for D4 {
             d: std::array::from_fn(|k| (h.v * w.d[k] - w.v * h.d[k]) / r2),
         }
     }
+    fn chain(self, f: f64, df: f64) -> Self {
+        self.map(f, df)
+    }
 }
 
 /// `max(a, b)`; on a tie each side receives half the gradient, as PyTorch's `torch.max(a, b)`.
@@ -178,4 +186,77 @@ pub fn min<S: Scalar>(a: S, b: S) -> S {
 /// `a / b`, or 0 (with zero derivative) where `b == 0` exactly (`BOX-11`).
 pub fn safe_div<S: Scalar>(a: S, b: S) -> S {
     if b.val() == 0.0 { S::cst(0.0) } else { a / b }
+}
+
+/// The value without its derivatives (PyTorch's `detach`, `torch.no_grad`).
+pub fn detach<S: Scalar>(x: S) -> S {
+    S::cst(x.val())
+}
+
+/// `sqrt(x)`; derivative `1 / (2 sqrt(x))`, taken as 0 at `x = 0` (the formulas only take
+/// square roots of sums of squares that are positive there).
+pub fn sqrt<S: Scalar>(x: S) -> S {
+    let r = x.val().sqrt();
+    x.chain(r, if r > 0.0 { 0.5 / r } else { 0.0 })
+}
+
+/// `exp(x)`.
+pub fn exp<S: Scalar>(x: S) -> S {
+    let e = x.val().exp();
+    x.chain(e, e)
+}
+
+/// `|x|`; derivative `sign(x)`, 0 at 0 (PyTorch's `abs`).
+pub fn abs<S: Scalar>(x: S) -> S {
+    let v = x.val();
+    let s = if v > 0.0 {
+        1.0
+    } else if v < 0.0 {
+        -1.0
+    } else {
+        0.0
+    };
+    x.chain(v.abs(), s)
+}
+
+/// `asin(x)` on `[-1, 1]`; derivative `1 / sqrt(1 - x^2)`, 0 at `|x| = 1`.
+pub fn asin<S: Scalar>(x: S) -> S {
+    let v = x.val();
+    let q = 1.0 - v * v;
+    x.chain(v.asin(), if q > 0.0 { 1.0 / q.sqrt() } else { 0.0 })
+}
+
+/// `cos(x)`.
+pub fn cos<S: Scalar>(x: S) -> S {
+    let v = x.val();
+    x.chain(v.cos(), -v.sin())
+}
+
+/// `x^4` as PyTorch's `pow(x, 4)`.
+pub fn pow4<S: Scalar>(x: S) -> S {
+    let x2 = x * x;
+    x2 * x2
+}
+
+/// The signed power `sign(x) |x|^a` (`a > 0`): `x^a` for `x >= 0`; derivative
+/// `a |x|^(a - 1)`, 0 at `x = 0` (the power of a term that vanishes there).
+pub fn spow<S: Scalar>(x: S, a: f64) -> S {
+    let v = x.val();
+    if v == 0.0 {
+        return x.chain(0.0, 0.0);
+    }
+    let m = v.abs().powf(a);
+    x.chain(v.signum() * m, a * m / v.abs())
+}
+
+/// `clamp(x, lo, hi)` with PyTorch's gradient: passed through where `lo <= x <= hi`, else 0.
+pub fn clamp<S: Scalar>(x: S, lo: f64, hi: f64) -> S {
+    let v = x.val();
+    if v < lo {
+        S::cst(lo)
+    } else if v > hi {
+        S::cst(hi)
+    } else {
+        x
+    }
 }

@@ -18,7 +18,7 @@ pub mod regression;
 pub mod vocab_parallel;
 
 pub use binary::{bce_with_logits, sigmoid_focal};
-pub use box_loss::{box_iou, box_loss, box_pair_loss};
+pub use box_loss::{box_iou, box_loss, box_pair_loss, box_pair_loss_cfg};
 pub use cross_entropy::{cross_entropy, cross_entropy_rows};
 pub use distribution::distribution_focal;
 pub use linear_cross_entropy::linear_cross_entropy;

@@ -1,0 +1,162 @@
+//! `box_kinds`: the detection box losses (issue 13) on the CPU beside the PyTorch code that
+//! defines each (`benches/peers/torch_box_kinds.py`: ultralytics `bbox_iou`, torchvision, the
+//! case generator's PyTorch code) and the copy-bandwidth floor, all in one run.
+//!
+//! `cargo run --release -p smoothloss-benches --bin box_kinds -- [--pairs N] [--repeats R]
+//! [--threads T] [--no-peers] [--only NAME,NAME]`
+//!
+//! Every row: forward + backward fused, reduction mean, `xyxy`, f32, `N` pairs
+//! (`smoothloss_benches::box_pairs`, default 1,048,576), `T` threads (default 1). Samples
+//! alternate: one of ours (the median of a few calls), one of the peer's (one forward +
+//! backward in the persistent peer process), `R` times; the table gives the medians, their
+//! ratio and the floor (8 floats read and 4 written per pair at the best copy bandwidth measured
+//! in the same run).
+
+#[path = "bench/timing.rs"]
+#[allow(dead_code)]
+mod timing;
+
+use smoothloss_benches::box_pairs;
+use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, CiouConvention, Input, Losses, Reduction};
+use smoothloss_cpu::CpuBackend;
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// The rows: name (as the peer script knows it) and our configuration.
+fn rows() -> Vec<(&'static str, BoxLoss)> {
+    let k = |kind| BoxLoss::new(kind, BoxFormat::Xyxy).with_reduction(Reduction::Mean);
+    vec![
+        ("iou", k(BoxLossKind::Iou)),
+        ("giou", k(BoxLossKind::Giou)),
+        ("ciou", k(BoxLossKind::Ciou)),
+        ("tv-giou", k(BoxLossKind::Giou)),
+        ("tv-ciou", k(BoxLossKind::Ciou)),
+        (
+            "ciou-mmdet",
+            k(BoxLossKind::Ciou).with_ciou_convention(CiouConvention::Mmdetection),
+        ),
+        ("eiou", k(BoxLossKind::Eiou)),
+        ("focal-eiou", k(BoxLossKind::Eiou).with_focal(0.5)),
+        ("extended-iou", k(BoxLossKind::ExtendedIou)),
+        ("siou", k(BoxLossKind::Siou)),
+        ("wiou", k(BoxLossKind::Wiou)),
+        (
+            "mpdiou",
+            k(BoxLossKind::Mpdiou).with_image_size(1000.0, 1000.0),
+        ),
+        ("shape-iou", k(BoxLossKind::ShapeIou)),
+        ("inner-ciou", k(BoxLossKind::Ciou).with_inner(0.8)),
+        ("focaler-giou", k(BoxLossKind::Giou).with_focaler(0.0, 0.95)),
+        ("alpha-ciou", k(BoxLossKind::Ciou).with_alpha_power(3.0)),
+        (
+            "inner-focaler-siou",
+            k(BoxLossKind::Siou).with_inner(0.8).with_focaler(0.0, 0.95),
+        ),
+    ]
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = arg(&args, "--pairs", 1 << 20);
+    let reps: usize = arg(&args, "--repeats", 7);
+    let threads: usize = arg(&args, "--threads", 1);
+    let only: String = arg(&args, "--only", String::new());
+    let peers = !args.iter().any(|a| a == "--no-peers");
+    let (p, t) = box_pairs(n);
+    let cpu = CpuBackend::with_threads(threads);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut peer = peers.then(|| {
+        Command::new("python3")
+            .arg(root.join("peers/torch_box_kinds.py"))
+            .args(["--pairs", &n.to_string(), "--threads", &threads.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 peers/torch_box_kinds.py")
+    });
+    let mut peer_out = peer
+        .as_mut()
+        .map(|c| BufReader::new(c.stdout.take().expect("peer stdout")));
+    let mut ask = |name: &str| -> Option<(f64, String)> {
+        let c = peer.as_mut()?;
+        let stdin = c.stdin.as_mut()?;
+        writeln!(stdin, "{name}").ok()?;
+        stdin.flush().ok()?;
+        let mut line = String::new();
+        peer_out.as_mut()?.read_line(&mut line).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+        Some((v["seconds"].as_f64()?, v["peer"].as_str()?.to_string()))
+    };
+    let mut g = vec![0.0f32; p.len()];
+    println!(
+        "pairs {n}, f32, xyxy, mean, forward + backward, {threads} thread(s), {reps} alternating samples; machine shared with other builds"
+    );
+    println!(
+        "{:<20} {:>10} {:>9} {:>10} {:>8} {:>11} {:>8}  peer",
+        "loss", "ours", "M pairs/s", "floor", "%floor", "PyTorch", "ratio"
+    );
+    for (name, cfg) in rows() {
+        if !only.is_empty() && !only.split(',').any(|o| o == name) {
+            continue;
+        }
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        let mut peer_name = String::from("-");
+        let mut floor = Vec::new();
+        for _ in 0..reps {
+            let (s, _) = timing::time_median(3, || {
+                let l = cpu
+                    .box_loss(&cfg, Input::new(&p).with_grad(&mut g), &t)
+                    .expect("valid call");
+                black_box(l);
+            });
+            ours.push(s);
+            if let Some((s, pn)) = ask(name) {
+                theirs.push(s);
+                peer_name = pn;
+            }
+            let (bw, _) = timing::copy_bandwidth(threads, 2);
+            floor.push(48.0 * n as f64 / bw);
+        }
+        let o = median(&mut ours);
+        let fl = median(&mut floor);
+        let (pt, ratio) = if theirs.is_empty() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            let m = median(&mut theirs);
+            (format!("{:.1} ms", m * 1e3), format!("{:.1}x", m / o))
+        };
+        println!(
+            "{:<20} {:>7.2} ms {:>9.1} {:>7.2} ms {:>7.1}% {:>11} {:>8}  {}",
+            name,
+            o * 1e3,
+            n as f64 / o * 1e-6,
+            fl * 1e3,
+            100.0 * fl / o,
+            pt,
+            ratio,
+            peer_name
+        );
+    }
+    if let Some(c) = peer.as_mut() {
+        if let Some(stdin) = c.stdin.as_mut() {
+            let _ = writeln!(stdin, "quit");
+        }
+        let _ = c.wait();
+    }
+}
