@@ -22,7 +22,9 @@ pub fn driver_library_present() -> bool {
     #[cfg(feature = "dynamic-loading")]
     // SAFETY: `is_culib_present` only tries `dlopen` on the candidate names and drops the
     // handles; it has no preconditions.
-    unsafe { cudarc::driver::sys::is_culib_present() }
+    unsafe {
+        cudarc::driver::sys::is_culib_present()
+    }
 }
 
 /// Whether the NVRTC library can be loaded. Never panics.
@@ -31,7 +33,9 @@ pub fn nvrtc_library_present() -> bool {
     return true; // linked at build time, as above
     #[cfg(feature = "dynamic-loading")]
     // SAFETY: as in `driver_library_present`: a `dlopen` probe without preconditions.
-    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+    unsafe {
+        cudarc::nvrtc::sys::is_culib_present()
+    }
 }
 
 /// Loaded modules and functions of one context, shared by the clones of a backend.

@@ -17,8 +17,17 @@ pub(crate) enum Second<'a, T> {
     Values(&'a [T]),
 }
 
+/// What a call shape runs on candle's CUDA device (feature `cuda`); nothing without it.
+#[cfg(feature = "cuda")]
+pub(crate) use crate::cuda::CudaCall as DeviceCall;
+/// What a call shape runs on candle's CUDA device (feature `cuda`); nothing without it.
+#[cfg(not(feature = "cuda"))]
+pub(crate) trait DeviceCall {}
+#[cfg(not(feature = "cuda"))]
+impl<T> DeviceCall for T {}
+
 /// A loss call shape: how the candle shapes map onto the front door's, and the call itself.
-pub(crate) trait Call: Send + Sync + 'static {
+pub(crate) trait Call: DeviceCall + Send + Sync + 'static {
     /// The op's name in candle's graph.
     fn name(&self) -> &'static str;
     /// Values per item of the first operand: the last dimension for cross-entropy (classes)
@@ -185,7 +194,11 @@ pub(crate) fn scaled(kept: Tensor, grad_res: &Tensor, items_have_width: bool) ->
         kept.to_dtype(grad_res.dtype())?
     };
     if grad_res.rank() == 0 {
-        if grad_res.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? == 1.0 {
+        if grad_res
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?
+            == 1.0
+        {
             return Ok(kept);
         }
         return kept.broadcast_mul(grad_res);
@@ -234,11 +247,7 @@ impl<L: Call> CustomOp2 for Fused<L> {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let kept = self
-            .grad
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let kept = self.grad.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(kept) = kept else {
             candle_core::bail!(
                 "smoothloss {}: no gradient was kept in the forward",
@@ -258,7 +267,9 @@ pub(crate) struct Iou(pub smoothloss_core::BoxFormat);
 pub(crate) fn iou_dims(a: &[usize], b: &[usize]) -> Result<(usize, usize)> {
     match (a, b) {
         ([n, 4], [m, 4]) => Ok((*n, *m)),
-        _ => candle_core::bail!("smoothloss box_iou: boxes must be [N, 4] and [M, 4], got {a:?} and {b:?}"),
+        _ => candle_core::bail!(
+            "smoothloss box_iou: boxes must be [N, 4] and [M, 4], got {a:?} and {b:?}"
+        ),
     }
 }
 

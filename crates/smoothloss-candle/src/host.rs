@@ -19,9 +19,9 @@ fn cpu() -> &'static CpuBackend {
 /// The elements a contiguous layout covers.
 pub(crate) fn contiguous<'a, T>(what: &str, v: &'a [T], l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
-        Some((a, b)) => v
-            .get(a..b)
-            .ok_or_else(|| candle_core::Error::msg(format!("smoothloss: {what} out of its storage"))),
+        Some((a, b)) => v.get(a..b).ok_or_else(|| {
+            candle_core::Error::msg(format!("smoothloss: {what} out of its storage"))
+        }),
         None => candle_core::bail!("smoothloss: {what} is not contiguous"),
     }
 }
@@ -31,10 +31,16 @@ pub(crate) fn classes<'a>(s: &'a CpuStorage, l: &Layout) -> Result<Option<Cow<'a
     Ok(match s {
         CpuStorage::I64(v) => Some(Cow::Borrowed(contiguous("targets", v, l)?)),
         CpuStorage::U32(v) => Some(Cow::Owned(
-            contiguous("targets", v, l)?.iter().map(|&t| i64::from(t)).collect(),
+            contiguous("targets", v, l)?
+                .iter()
+                .map(|&t| i64::from(t))
+                .collect(),
         )),
         CpuStorage::U8(v) => Some(Cow::Owned(
-            contiguous("targets", v, l)?.iter().map(|&t| i64::from(t)).collect(),
+            contiguous("targets", v, l)?
+                .iter()
+                .map(|&t| i64::from(t))
+                .collect(),
         )),
         _ => None,
     })
@@ -54,9 +60,16 @@ pub(crate) fn forward<L: Call>(
     call.check_shapes(l1.dims(), l2.dims(), cls.is_some())?;
     match s1 {
         CpuStorage::F32(x) => typed(call, cpu(), x, l1, s2, l2, cls.as_deref(), want_grad),
-        CpuStorage::F64(x) => {
-            typed(call, &ReferenceBackend, x, l1, s2, l2, cls.as_deref(), want_grad)
-        }
+        CpuStorage::F64(x) => typed(
+            call,
+            &ReferenceBackend,
+            x,
+            l1,
+            s2,
+            l2,
+            cls.as_deref(),
+            want_grad,
+        ),
         other => candle_core::bail!(
             "smoothloss {}: {:?} input on the CPU; f32 and f64 are supported (convert with to_dtype)",
             call.name(),
@@ -97,7 +110,11 @@ fn typed<T: Element + WithDType, B: Losses<T>, L: Call>(
     let loss = call
         .run(backend, input, dims, second)
         .map_err(candle_core::Error::wrap)?;
-    let values: Vec<T> = loss.values().iter().map(|&v| <T as Element>::from_f64(v)).collect();
+    let values: Vec<T> = loss
+        .values()
+        .iter()
+        .map(|&v| <T as Element>::from_f64(v))
+        .collect();
     let grad = if want_grad {
         Some(Tensor::from_vec(grad, dims, &Device::Cpu)?)
     } else {
@@ -127,7 +144,8 @@ pub(crate) fn box_iou(
         let x = contiguous("boxes1", T::cpu_storage_as_slice(s1)?, l1)?;
         let y = contiguous("boxes2", T::cpu_storage_as_slice(s2)?, l2)?;
         let mut out = Vec::new();
-        out.try_reserve_exact(len).map_err(candle_core::Error::wrap)?;
+        out.try_reserve_exact(len)
+            .map_err(candle_core::Error::wrap)?;
         out.resize(len, <T as Element>::from_f64(0.0));
         b.box_iou(format, x, y, &mut out)
             .map_err(candle_core::Error::wrap)?;

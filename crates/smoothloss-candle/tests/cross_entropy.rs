@@ -43,7 +43,11 @@ fn ce_probs_native(z: &Tensor, q: &Tensor, cfg: &CrossEntropy) -> Result<Tensor>
     let (n, c) = z.dims2()?;
     let logp = candle_nn::ops::log_softmax(z, D::Minus1)?;
     let eps = cfg.label_smoothing;
-    let w = Tensor::from_vec((0..c).map(|j| cfg.weight(j)).collect::<Vec<_>>(), (1, c), &CPU)?;
+    let w = Tensor::from_vec(
+        (0..c).map(|j| cfg.weight(j)).collect::<Vec<_>>(),
+        (1, c),
+        &CPU,
+    )?;
     let qs = ((q * (1.0 - eps))? + eps / c as f64)?;
     let rows = logp.mul(&qs)?.broadcast_mul(&w)?.sum(D::Minus1)?.neg()?;
     match cfg.reduction {
@@ -94,7 +98,13 @@ fn class_targets_match_candle_autograd_in_f64_over_every_option() -> Result<()> 
             let g1 = objective(&ours, upstream)?.backward()?;
             let g2 = objective(&want, upstream)?.backward()?;
             let (g1, g2) = (g1.get(&z).unwrap(), g2.get(&z).unwrap());
-            assert_close(&format!("cfg {k} grad (up {})", upstream.is_some()), g1, g2, 1e-9, 1e-9)?;
+            assert_close(
+                &format!("cfg {k} grad (up {})", upstream.is_some()),
+                g1,
+                g2,
+                1e-9,
+                1e-9,
+            )?;
         }
     }
     Ok(())
@@ -107,13 +117,22 @@ fn probability_targets_match_candle_autograd_in_f64() -> Result<()> {
     for (k, cfg) in configs(c).iter().enumerate() {
         let cfg = cfg.clone().with_ignore_index(None);
         let z = Var::from_vec(rng.uniform(n * c, -2.0, 2.0), (n, c), &CPU)?;
-        let q = candle_nn::ops::softmax(&Tensor::from_vec(rng.uniform(n * c, -1.0, 1.0), (n, c), &CPU)?, 1)?;
+        let q = candle_nn::ops::softmax(
+            &Tensor::from_vec(rng.uniform(n * c, -1.0, 1.0), (n, c), &CPU)?,
+            1,
+        )?;
         let ours = cross_entropy(&z, &q, &cfg)?;
         let want = ce_probs_native(&z, &q, &cfg)?;
         assert_close(&format!("cfg {k} value"), &ours, &want, 1e-12, 1e-12)?;
         let g1 = objective(&ours, None)?.backward()?;
         let g2 = objective(&want, None)?.backward()?;
-        assert_close(&format!("cfg {k} grad"), g1.get(&z).unwrap(), g2.get(&z).unwrap(), 1e-9, 1e-9)?;
+        assert_close(
+            &format!("cfg {k} grad"),
+            g1.get(&z).unwrap(),
+            g2.get(&z).unwrap(),
+            1e-9,
+            1e-9,
+        )?;
     }
     Ok(())
 }
@@ -130,7 +149,13 @@ fn plain_ce_matches_candle_nn_and_u32_equals_i64() -> Result<()> {
     let theirs = candle_nn::loss::cross_entropy(&z, &y32)?;
     assert_close("value", &ours, &theirs, 1e-12, 1e-12)?;
     let (g1, g2) = (ours.backward()?, theirs.backward()?);
-    assert_close("grad", g1.get(&z).unwrap(), g2.get(&z).unwrap(), 1e-12, 1e-9)?;
+    assert_close(
+        "grad",
+        g1.get(&z).unwrap(),
+        g2.get(&z).unwrap(),
+        1e-12,
+        1e-9,
+    )?;
     let other = cross_entropy(&z, &y64, &CrossEntropy::new())?;
     assert_eq!(other.to_scalar::<f64>()?, ours.to_scalar::<f64>()?);
     Ok(())
@@ -144,21 +169,37 @@ fn f32_matches_the_f64_reference_and_the_kept_gradient_is_the_fused_one() -> Res
     let x = rng.uniform(n * c, -5.0, 5.0);
     let y: Vec<i64> = (0..n).map(|_| rng.below(c) as i64).collect();
     let cfg = CrossEntropy::smooth_loss(0.1);
-    let z = Var::from_vec(x.iter().map(|&v| v as f32).collect::<Vec<_>>(), (n, c), &CPU)?;
+    let z = Var::from_vec(
+        x.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        (n, c),
+        &CPU,
+    )?;
     let loss = cross_entropy(&z, &Tensor::new(y.as_slice(), &CPU)?, &cfg)?;
     let g = loss.backward()?;
     let g = g.get(&z).unwrap();
     // The f64 reference on the same (f32-rounded) logits.
     let x32: Vec<f64> = x.iter().map(|&v| v as f32 as f64).collect();
     let mut g64 = vec![0.0; n * c];
-    let want = ReferenceBackend.cross_entropy(&cfg, Input::matrix(&x32, n, c).with_grad(&mut g64), &y).unwrap();
-    assert!((f64::from(loss.to_scalar::<f32>()?) - want.value()).abs() <= 2e-6 * want.value().abs());
-    assert_close("grad vs f64", g, &Tensor::from_vec(g64, (n, c), &CPU)?, 1e-7, 1e-5)?;
+    let want = ReferenceBackend
+        .cross_entropy(&cfg, Input::matrix(&x32, n, c).with_grad(&mut g64), &y)
+        .unwrap();
+    assert!(
+        (f64::from(loss.to_scalar::<f32>()?) - want.value()).abs() <= 2e-6 * want.value().abs()
+    );
+    assert_close(
+        "grad vs f64",
+        g,
+        &Tensor::from_vec(g64, (n, c), &CPU)?,
+        1e-7,
+        1e-5,
+    )?;
     // The backward hands over the forward's gradient as it is (upstream 1): bit-identical to
     // the CPU backend's fused call with a gradient buffer.
     let xf: Vec<f32> = z.flatten_all()?.to_vec1()?;
     let mut gf = vec![0.0_f32; n * c];
-    smoothloss_cpu::CpuBackend::new().cross_entropy(&cfg, Input::matrix(&xf, n, c).with_grad(&mut gf), &y).unwrap();
+    smoothloss_cpu::CpuBackend::new()
+        .cross_entropy(&cfg, Input::matrix(&xf, n, c).with_grad(&mut gf), &y)
+        .unwrap();
     assert_eq!(g.flatten_all()?.to_vec1::<f32>()?, gf);
     Ok(())
 }
@@ -175,7 +216,13 @@ fn non_contiguous_logits_are_made_contiguous() -> Result<()> {
     let want = ce_native(&z, &[0, 4, 2, 1], &cfg)?;
     assert_close("value", &ours, &want, 1e-12, 1e-12)?;
     let (g1, g2) = (ours.backward()?, want.backward()?);
-    assert_close("grad", g1.get(&zt).unwrap(), g2.get(&zt).unwrap(), 1e-12, 1e-9)?;
+    assert_close(
+        "grad",
+        g1.get(&zt).unwrap(),
+        g2.get(&zt).unwrap(),
+        1e-12,
+        1e-9,
+    )?;
     Ok(())
 }
 
@@ -187,21 +234,41 @@ fn errors_are_clear_and_nothing_panics() -> Result<()> {
     // Shapes.
     let m = msg(cross_entropy(&z, &Tensor::new(&[0_u32, 1], &CPU)?, &cfg));
     assert!(m.contains("targets must be [3]"), "{m}");
-    let m = msg(cross_entropy(&z.flatten_all()?, &Tensor::new(&[0_u32], &CPU)?, &cfg));
+    let m = msg(cross_entropy(
+        &z.flatten_all()?,
+        &Tensor::new(&[0_u32], &CPU)?,
+        &cfg,
+    ));
     assert!(m.contains("[N, C]"), "{m}");
     // The front door's errors: a target out of range, a bad parameter.
     let m = msg(cross_entropy(&z, &Tensor::new(&[0_i64, 9, 1], &CPU)?, &cfg));
     assert!(m.contains("9"), "{m}");
-    let m = msg(cross_entropy(&z, &Tensor::new(&[0_u32, 1, 2], &CPU)?, &CrossEntropy::smooth_loss(2.0)));
+    let m = msg(cross_entropy(
+        &z,
+        &Tensor::new(&[0_u32, 1, 2], &CPU)?,
+        &CrossEntropy::smooth_loss(2.0),
+    ));
     assert!(m.contains("label_smoothing"), "{m}");
     // Unsupported dtypes name the supported ones.
-    let m = msg(cross_entropy(&z.to_dtype(DType::BF16)?, &Tensor::new(&[0_u32, 1, 2], &CPU)?, &cfg));
+    let m = msg(cross_entropy(
+        &z.to_dtype(DType::BF16)?,
+        &Tensor::new(&[0_u32, 1, 2], &CPU)?,
+        &cfg,
+    ));
     assert!(m.contains("f32 and f64"), "{m}");
-    let m = msg(cross_entropy(&z, &Tensor::new(&[0.0_f32, 1.0, 2.0], &CPU)?, &cfg));
+    let m = msg(cross_entropy(
+        &z,
+        &Tensor::new(&[0.0_f32, 1.0, 2.0], &CPU)?,
+        &cfg,
+    ));
     assert!(m.contains("targets must be [3, 4]"), "{m}");
     // Empty batch: the front door's EmptyInput.
     let e = Tensor::zeros((0, 4), DType::F32, &CPU)?;
-    let m = msg(cross_entropy(&e, &Tensor::zeros(0, DType::U32, &CPU)?, &cfg));
+    let m = msg(cross_entropy(
+        &e,
+        &Tensor::zeros(0, DType::U32, &CPU)?,
+        &cfg,
+    ));
     assert!(m.contains("row"), "{m}");
     Ok(())
 }

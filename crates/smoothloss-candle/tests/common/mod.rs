@@ -4,6 +4,7 @@
 use candle_core::{Result, Tensor};
 
 /// A small deterministic generator (xorshift): uniform values in `[lo, hi)`.
+#[derive(Debug)]
 pub struct Rng(u64);
 
 impl Rng {
@@ -27,8 +28,14 @@ impl Rng {
 /// Every element of `a` and `b` within `atol + rtol |b|` (flattened, f64).
 pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, atol: f64, rtol: f64) -> Result<()> {
     assert_eq!(a.dims(), b.dims(), "{what}: shapes");
-    let a = a.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
-    let b = b.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+    let a = a
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec1::<f64>()?;
+    let b = b
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec1::<f64>()?;
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert!(
             (x - y).abs() <= atol + rtol * y.abs(),
