@@ -38,6 +38,8 @@
 mod autodiff;
 mod call;
 
+/// The burn tensor crate this crate is built against (0.22).
+pub use burn_tensor;
 use burn_tensor::{Int, Tensor, TensorData};
 use call::{Call, CeCall, HostOut, PairCall, Second};
 pub use smoothloss_core::{

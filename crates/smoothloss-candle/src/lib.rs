@@ -50,6 +50,8 @@ mod host;
 mod cuda;
 
 use candle_core::{Result, Tensor};
+/// The candle this crate is built against (0.11).
+pub use candle_core;
 pub use smoothloss_core::{
     BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Huber, PairLossCall, Reduction,
     SigmoidFocal, SmoothL1,
