@@ -81,6 +81,7 @@ impl RegressionOps<f32> for MyBackend {
 impl CrossEntropyOps<f32> for MyBackend {}
 impl BoxLossOps<f32> for MyBackend {}
 impl BinaryOps<f32> for MyBackend {}
+impl smoothloss::LinearCrossEntropyOps<f32> for MyBackend {}
 
 impl Backend<f32> for MyBackend {
     fn name(&self) -> String {

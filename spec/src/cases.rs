@@ -11,6 +11,8 @@ use smoothloss_core::{
 };
 use thiserror::Error;
 
+pub mod linear_ce;
+
 /// The only format this reader accepts.
 pub const FORMAT: &str = "smoothloss-cases/1";
 

@@ -63,6 +63,22 @@ impl Tolerance {
         scaled: 1e-6,
     };
 
+    /// `LCE-5`: the fused linear cross-entropy on `f32` data against the f64 reference on the
+    /// same inputs (the logits come from an `f32` GEMM, `H` products summed in `f32`).
+    pub const LCE_F32: Tolerance = Tolerance {
+        abs: 2e-7,
+        rel: 4e-6,
+        scaled: 4e-7,
+    };
+
+    /// `LCE-5`: the fused linear cross-entropy on `f32` data against PyTorch's float64
+    /// composite (inputs rounded to `f32` as well).
+    pub const LCE_F32_TORCH_CASES: Tolerance = Tolerance {
+        abs: 1e-6,
+        rel: 1e-5,
+        scaled: 1e-6,
+    };
+
     /// Compares two tensors; `Err` holds the worst offending element (largest excess).
     pub fn check(&self, got: &[f64], want: &[f64]) -> Result<(), Mismatch> {
         self.check_scaled(got, want, |_| 1.0)

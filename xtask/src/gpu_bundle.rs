@@ -23,14 +23,18 @@ use crate::project_root;
 
 const PACKAGE: &str = "smoothloss-cuda";
 const PEER_SCRIPT: &str = "benches/peers/torch_ce_gpu.py";
+/// The linear cross-entropy's GPU peers (PyTorch's composite, Liger's fused linear CE).
+const LCE_PEER_SCRIPT: &str = "benches/peers/torch_linear_ce_gpu.py";
 
 const RUN_SH: &str = r#"#!/usr/bin/env bash
 # Runs the smoothloss CUDA checks on a GPU machine; no Rust toolchain needed.
-# Built by `cargo xtask gpu-bundle`. Usage: [STEPS="tests bench peers sanitizer"] run.sh [--quick]
+# Built by `cargo xtask gpu-bundle`. Usage: [STEPS="tests bench peers sanitizer lce-peers"] run.sh [--quick]
 #   1. the CUDA backend's test executables, ignored (GPU) tests included;
 #   2. cuda_bench (JSON lines);
 #   3. torch_ce_gpu.py: PyTorch / Liger-Kernel / torchvision peers and one table;
-#   4. compute-sanitizer memcheck / racecheck / synccheck on the gpu test `sanitizer_smoke`.
+#   4. compute-sanitizer memcheck / racecheck / synccheck on the gpu test `sanitizer_smoke`;
+#   5. torch_linear_ce_gpu.py (step `lce-peers`): the linear cross-entropy's peers, PyTorch's
+#      composite and Liger's LigerFusedLinearCrossEntropyLoss, 8192x4096x128256 bf16.
 # Logs: $OUT if set, else <bundle>/out. Exit status: 0 only if every step passed.
 set -u
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -66,7 +70,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 status=0
 # Steps to run (default all): STEPS="tests bench peers sanitizer"; SANITIZER_TOOLS picks the
 # compute-sanitizer tools (default "memcheck racecheck synccheck").
-STEPS="${STEPS:-tests bench peers sanitizer}"
+STEPS="${STEPS:-tests bench peers sanitizer lce-peers}"
 want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 if want tests; then
@@ -113,6 +117,16 @@ if [ -n "$PY" ]; then
   if [ "${PIPESTATUS[0]}" -ne 0 ]; then status=1; fi
 else
   echo "no python3: peers skipped"; status=1
+fi
+fi
+
+if want lce-peers; then
+echo "== lce-peers: linear cross-entropy peers (PyTorch composite, Liger fused), bf16"
+if [ -n "$PY" ]; then
+  PYTHONUNBUFFERED=1 "$PY" "$HERE/torch_linear_ce_gpu.py" $QUICK 2>&1 | tee "$LOGS/lce_peers.md"
+  if [ "${PIPESTATUS[0]}" -ne 0 ]; then status=1; fi
+else
+  echo "no python3: linear CE peers skipped"; status=1
 fi
 fi
 
@@ -297,6 +311,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let peer = root.join(PEER_SCRIPT);
     fs::copy(&peer, dir.join("torch_ce_gpu.py"))
         .map_err(|e| format!("copy {}: {e}", peer.display()))?;
+    let lce_peer = root.join(LCE_PEER_SCRIPT);
+    fs::copy(&lce_peer, dir.join("torch_linear_ce_gpu.py"))
+        .map_err(|e| format!("copy {}: {e}", lce_peer.display()))?;
     // Liger-Kernel, the pure-Python peer: the GPU machine has no network, so its wheel
     // travels in the bundle (best effort: without pip or a registry the peer is skipped there
     // unless already installed).

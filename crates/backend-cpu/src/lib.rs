@@ -10,6 +10,8 @@
 //! * `blocks.rs`: the loss-agnostic block runner (fixed blocks on the backend's pool, fixed-order
 //!   `f64` reduction) of the box, regression and binary losses; `elementwise.rs`: the chunked
 //!   element-wise kernel of the regression and binary losses;
+//! * [`linear_cross_entropy`]: the fused linear cross-entropy (chunk GEMMs by `matrixmultiply`
+//!   around the cross-entropy kernel in place);
 //! * [`math`]: the elementary `f32` functions, one per contract;
 //! * [`simd`]: the SIMD levels ([`SimdLevel`], held by [`CpuBackend`]) and AVX2 helpers.
 #![warn(missing_docs)]
@@ -19,6 +21,7 @@ mod blocks;
 pub mod box_loss;
 pub mod cross_entropy;
 mod elementwise;
+pub mod linear_cross_entropy;
 pub mod math;
 pub mod regression;
 pub mod simd;

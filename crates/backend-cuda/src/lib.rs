@@ -57,19 +57,23 @@ pub mod params;
 mod binary;
 mod box_loss;
 mod buffers;
+mod collective;
 mod compile;
 mod cross_entropy;
 mod device;
 mod error;
 mod launch;
+mod linear_cross_entropy;
 mod regression;
 
+pub use collective::{NcclCollective, NcclId, nccl_library_present};
 pub use compile::{Cubin, compile_cubin, compile_ptx};
 pub use cross_entropy::{CeElement, DeviceCeTargets};
 pub use device::{CudaBackend, driver_library_present, nvrtc_library_present};
 pub use error::{CudaError, WrapErr};
 pub use kernels::{Family, KernelFamily};
 pub use launch::{DeviceLoss, DeviceUpstream};
+pub use linear_cross_entropy::cublas_library_present;
 
 pub use cudarc;
 pub use half;

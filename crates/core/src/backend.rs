@@ -162,7 +162,12 @@ pub trait BinaryOps<T: Element> {
 
 /// A complete backend for element type `T`: every loss family plus a name.
 pub trait Backend<T: Element>:
-    CrossEntropyOps<T> + BoxLossOps<T> + RegressionOps<T> + BinaryOps<T> + Sync
+    CrossEntropyOps<T>
+    + BoxLossOps<T>
+    + RegressionOps<T>
+    + BinaryOps<T>
+    + crate::LinearCrossEntropyOps<T>
+    + Sync
 {
     /// Name used in reports ("reference", "cpu", "cuda").
     fn name(&self) -> String;
@@ -243,6 +248,26 @@ pub trait Losses<T: Element>: Backend<T> {
         self.run_cross_entropy(Call::bind(plan, input.io, targets, input.upstream))
     }
 
+    /// Fused linear cross-entropy (`LCE-*`): the cross-entropy `cfg.ce` of the logits
+    /// `hidden @ weight^T + bias` without the `[N, V]` logits in memory at once, with the
+    /// gradients with respect to `hidden`, `weight` and `bias` where `input` says
+    /// ([`Linear::with_grads`](crate::Linear::with_grads)); targets as for
+    /// [`Losses::cross_entropy`].
+    fn linear_cross_entropy<'a>(
+        &self,
+        cfg: &crate::LinearCrossEntropy,
+        input: crate::Linear<'a, T>,
+        targets: impl Into<CeTargets<'a, T>>,
+    ) -> Result<Loss> {
+        let targets = targets.into();
+        let plan = cfg.plan(&input.shape(), targets.shape())?;
+        check_values::<T>(&input.upstream, || cfg.ce.check_f32())?;
+        if let CeTargets::Classes(t) = targets {
+            cfg.ce.check_targets(t, plan.vocab())?;
+        }
+        self.run_linear_cross_entropy(crate::LceCall::bind(plan, input, targets))
+    }
+
     /// Box loss over aligned pairs `pred`, `target` `[N, 4]` in `cfg.format` (`BOX-*`); the
     /// gradient is with respect to `pred`, in the same layout.
     fn box_loss<'a>(
@@ -316,6 +341,7 @@ macro_rules! reference_backend {
         impl BoxLossOps<$t> for ReferenceBackend {}
         impl RegressionOps<$t> for ReferenceBackend {}
         impl BinaryOps<$t> for ReferenceBackend {}
+        impl crate::LinearCrossEntropyOps<$t> for ReferenceBackend {}
         impl Backend<$t> for ReferenceBackend {
             fn name(&self) -> String {
                 "reference".into()

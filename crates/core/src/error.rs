@@ -95,6 +95,10 @@ pub enum LossError {
         /// Second factor.
         b: usize,
     },
+    /// A collective (all-reduce across ranks) failed, or another rank refused the call
+    /// (`vocab_parallel`).
+    #[error("collective error: {0}")]
+    Collective(String),
     /// A device (GPU) is not available or a device call failed.
     #[error("device error: {0}")]
     Device(String),

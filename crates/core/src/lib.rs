@@ -33,11 +33,13 @@ pub mod call;
 pub mod cross_entropy;
 pub mod element;
 pub mod error;
+pub mod linear_cross_entropy;
 pub mod op;
 pub mod plan;
 pub mod reduction;
 pub mod reference;
 pub mod regression;
+pub mod vocab_parallel;
 
 pub use adapt::PairLossCall;
 pub use backend::{
@@ -50,6 +52,9 @@ pub use call::{GradDest, Input, Io, Loss};
 pub use cross_entropy::{CePlan, CeTargets, CeTargetsShape, CrossEntropy};
 pub use element::Element;
 pub use error::{LossError, Result};
+pub use linear_cross_entropy::{
+    LceCall, LcePlan, Linear, LinearCrossEntropy, LinearCrossEntropyOps, LinearGrads,
+};
 pub use op::{Family, Op, kernel_name};
 pub use plan::{Call, CeCall, Extent, IouCall, LossConfig, PairCall, Parts, Plan, UpstreamShape};
 pub use reduction::{Reduction, Upstream};

@@ -72,7 +72,8 @@ pub mod prelude {
     pub use crate::DefaultBackend;
     pub use smoothloss_core::{
         Backend, BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CeTargets, CrossEntropy, Huber,
-        Input, Loss, LossError, Losses, Reduction, SigmoidFocal, SmoothL1, Upstream,
+        Input, Linear, LinearCrossEntropy, Loss, LossError, Losses, Reduction, SigmoidFocal,
+        SmoothL1, Upstream,
     };
 }
 

@@ -159,6 +159,11 @@ pub struct AbsScale<'a> {
 }
 
 impl<'a> AbsScale<'a> {
+    /// The largest class weight (1 without weights): the absolute scale of a call's values.
+    pub fn of_weights(w: Option<&[f64]>) -> f64 {
+        w.map_or(1.0, |w| w.iter().fold(0.0_f64, |m, v| m.max(v.abs())))
+    }
+
     /// The scales of `call` under `upstream`.
     pub fn of(call: &LossCall, upstream: Upstream<'a>) -> Self {
         let wmax = |w: &Option<Vec<f64>>| {
@@ -252,6 +257,11 @@ pub fn case_file<T: Element, B: Backend<T> + ?Sized>(
     };
     let filter = crate::case_filter();
     for case in file.filtered(filter.as_deref()) {
+        if case.loss == "linear_cross_entropy" {
+            let outcome = linear_ce::check_case::<T, B>(backend, case, tol);
+            report.push("torch", &case.id, outcome);
+            continue;
+        }
         let (call, expected): (LossCall, Expected) = match case.decode() {
             Ok(d) => d,
             Err(CaseError::Unsupported { what, .. }) => {
@@ -420,7 +430,9 @@ pub fn random_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Toler
 }
 
 mod errors;
+pub mod linear_ce;
 pub use errors::{error_cases, untouched_on_error};
+pub use linear_ce::linear_ce_cases;
 
 /// Every check against `backend`.
 pub fn run_all<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Tolerances) -> Report
@@ -430,6 +442,7 @@ where
     let mut r = torch_cases::<T, B>(backend, tol);
     r.extend(random_cases::<T, B>(backend, &tol.reference));
     r.extend(error_cases::<T, B>(backend));
+    r.extend(linear_ce_cases::<T, B>(backend, tol));
     r
 }
 
@@ -460,6 +473,13 @@ macro_rules! conformance_tests {
         fn conformance_random_cases() {
             let backend = $backend;
             let r = $crate::conformance::random_cases::<$elem, _>(&backend, &$tol.reference);
+            assert!(r.all_passed(), "{r}");
+        }
+        $(#[$m])*
+        #[test]
+        fn conformance_linear_ce_cases() {
+            let backend = $backend;
+            let r = $crate::conformance::linear_ce_cases::<$elem, _>(&backend, &$tol);
             assert!(r.all_passed(), "{r}");
         }
         $(#[$m])*

@@ -180,6 +180,9 @@ impl BinaryOps<f32> for EmuBackend {
     }
 }
 
+// The linear cross-entropy has no kernel of its own yet: the reference (default body).
+impl smoothloss_core::LinearCrossEntropyOps<f32> for EmuBackend {}
+
 impl smoothloss_core::Backend<f32> for EmuBackend {
     fn name(&self) -> String {
         "cuda-kernels-on-cpu-emulation".into()

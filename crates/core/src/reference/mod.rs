@@ -10,9 +10,12 @@ pub mod binary;
 pub mod box_loss;
 pub mod cross_entropy;
 pub mod dual;
+pub mod linear_cross_entropy;
 pub mod regression;
+pub mod vocab_parallel;
 
 pub use binary::{bce_with_logits, sigmoid_focal};
 pub use box_loss::{box_iou, box_loss, box_pair_loss};
 pub use cross_entropy::cross_entropy;
+pub use linear_cross_entropy::linear_cross_entropy;
 pub use regression::{huber, smooth_l1};
