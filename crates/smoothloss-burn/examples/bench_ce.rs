@@ -58,12 +58,19 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let reps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(7);
+    let reps: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
-    println!("# burn CE fwd+bwd, f32, flex + autodiff, RAYON_NUM_THREADS={threads}, {reps} alternating repeats");
+    println!(
+        "# burn CE fwd+bwd, f32, flex + autodiff, RAYON_NUM_THREADS={threads}, {reps} alternating repeats"
+    );
     let device = Device::flex().autodiff();
     for (n, c) in [(1024usize, 32000usize), (16384, 1000)] {
-        let x: Vec<f32> = (0..n * c).map(|i| ((i.wrapping_mul(2654435761) % 1000) as f32 / 100.0) - 5.0).collect();
+        let x: Vec<f32> = (0..n * c)
+            .map(|i| ((i.wrapping_mul(2654435761) % 1000) as f32 / 100.0) - 5.0)
+            .collect();
         let t: Vec<i64> = (0..n).map(|i| ((i * 7919) % c) as i64).collect();
         let cfg = CrossEntropy::new();
         let backend = smoothloss_cpu::CpuBackend::new();
@@ -71,14 +78,23 @@ fn main() {
         let tt = Tensor::<1, Int>::from_data(TensorData::new(t.clone(), [n]), &device);
         let burn_ce = CrossEntropyLossConfig::new().init(&device);
         let mut g = vec![0.0_f32; n * c];
-        let names = ["raw (prealloc grad)", "burn adapter", "burn-nn CrossEntropyLoss"];
+        let names = [
+            "raw (prealloc grad)",
+            "burn adapter",
+            "burn-nn CrossEntropyLoss",
+        ];
         let mut times = vec![Vec::new(); names.len()];
         let mut peaks = vec![0usize; names.len()];
         let mut vals = vec![0.0f32; names.len()];
         for _ in 0..reps {
             for k in 0..names.len() {
                 let mut f: Box<dyn FnMut() -> f32> = match k {
-                    0 => Box::new(|| backend.cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g), &t).unwrap().value() as f32),
+                    0 => Box::new(|| {
+                        backend
+                            .cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g), &t)
+                            .unwrap()
+                            .value() as f32
+                    }),
                     1 => Box::new(|| {
                         let z = base.clone().require_grad();
                         let loss = cross_entropy(z.clone(), tt.clone(), &cfg).unwrap();
@@ -106,7 +122,14 @@ fn main() {
         println!("|---|---|---|---|---|");
         for k in 0..names.len() {
             let m = median(&mut times[k]);
-            println!("| {} | {:.1} | {:.2}x | {:.0} | {:.6} |", names[k], m, m / raw, peaks[k] as f64 / 1e6, vals[k]);
+            println!(
+                "| {} | {:.1} | {:.2}x | {:.0} | {:.6} |",
+                names[k],
+                m,
+                m / raw,
+                peaks[k] as f64 / 1e6,
+                vals[k]
+            );
         }
     }
 }

@@ -22,7 +22,8 @@ fn main() -> Result<(), smoothloss_burn::LossError> {
     }
     let x = Tensor::<2>::from_data(TensorData::new(xs, [n, 2]), &device);
     let y = Tensor::<1, Int>::from_data(TensorData::new(ys, [n]), &device);
-    let init = |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Uniform(-0.5, 0.5), &device);
+    let init =
+        |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Uniform(-0.5, 0.5), &device);
     let (mut w1, mut w2) = (init([2, h]), init([h, k]));
     let smooth = CrossEntropy::smooth_loss(0.1);
     for epoch in 0..=50 {
@@ -30,7 +31,10 @@ fn main() -> Result<(), smoothloss_burn::LossError> {
         let logits = relu(x.clone().matmul(a.clone())).matmul(b.clone());
         let loss = cross_entropy(logits, y.clone(), &smooth)?;
         if epoch % 10 == 0 {
-            println!("epoch {epoch:2}: SmoothLoss(0.1) {:.4}", loss.clone().into_scalar::<f32>());
+            println!(
+                "epoch {epoch:2}: SmoothLoss(0.1) {:.4}",
+                loss.clone().into_scalar::<f32>()
+            );
         }
         let grads = loss.backward();
         let step = |w: Tensor<2>, t: &Tensor<2>| {

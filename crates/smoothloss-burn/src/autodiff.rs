@@ -96,7 +96,7 @@ where
     DispatchTensor: DispatchKindConversion<Autodiff<B, C>>,
 {
     let Ok(prim) = x.clone().try_into_primitive::<Autodiff<B, C>>() else {
-        return Err((x, values, grad));
+        return Err(Box::new((x, values, grad)));
     };
     let device = prim.primitive().device();
     let (_, guard) = prim.into_parts();
@@ -121,7 +121,7 @@ where
 }
 
 /// What [`attach`] gives back when `x` is not on the backend: the input, values, gradient.
-pub(crate) type Unattached<const D: usize> = (Tensor<D>, TensorData, TensorData);
+pub(crate) type Unattached<const D: usize> = Box<(Tensor<D>, TensorData, TensorData)>;
 
 /// [`attach_as`] for every checkpointing strategy.
 pub(crate) fn attach<B: Backend, const D: usize>(
@@ -137,6 +137,9 @@ where
 {
     match attach_as::<B, NoCheckpointing, D>(x, values, grad, width, per_item) {
         Ok(t) => Ok(t),
-        Err((x, v, g)) => attach_as::<B, BalancedCheckpointing, D>(x, v, g, width, per_item),
+        Err(back) => {
+            let (x, v, g) = *back;
+            attach_as::<B, BalancedCheckpointing, D>(x, v, g, width, per_item)
+        }
     }
 }

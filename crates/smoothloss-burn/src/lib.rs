@@ -72,14 +72,14 @@ fn fused<L: Call, const D: usize>(
     let (x, values, grad) =
         match autodiff::attach::<burn_flex::Flex, D>(x, values, grad, width, per_item) {
             Ok(t) => return Ok(t),
-            Err(back) => back,
+            Err(back) => *back,
         };
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)] // burn 0.22 deprecates burn-ndarray for burn-flex; both are served
     let (x, values, grad) =
         match autodiff::attach::<burn_ndarray::NdArray, D>(x, values, grad, width, per_item) {
             Ok(t) => return Ok(t),
-            Err(back) => back,
+            Err(back) => *back,
         };
     Ok(fallback(x, values, grad, width, per_item))
 }
