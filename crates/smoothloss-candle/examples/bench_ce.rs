@@ -61,11 +61,18 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() -> candle_core::Result<()> {
-    let reps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(7);
+    let reps: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
-    println!("# candle CE fwd+bwd, f32, CPU, RAYON_NUM_THREADS={threads}, {reps} alternating repeats");
+    println!(
+        "# candle CE fwd+bwd, f32, CPU, RAYON_NUM_THREADS={threads}, {reps} alternating repeats"
+    );
     for (n, c) in [(1024usize, 32000usize), (16384, 1000)] {
-        let x: Vec<f32> = (0..n * c).map(|i| ((i.wrapping_mul(2654435761) % 1000) as f32 / 100.0) - 5.0).collect();
+        let x: Vec<f32> = (0..n * c)
+            .map(|i| ((i.wrapping_mul(2654435761) % 1000) as f32 / 100.0) - 5.0)
+            .collect();
         let t: Vec<u32> = (0..n).map(|i| ((i * 7919) % c) as u32).collect();
         let t64: Vec<i64> = t.iter().map(|&v| v as i64).collect();
         let cfg = CrossEntropy::new();
@@ -73,17 +80,31 @@ fn main() -> candle_core::Result<()> {
         let z = Var::from_vec(x.clone(), (n, c), &Device::Cpu)?;
         let tt = Tensor::new(t.as_slice(), &Device::Cpu)?;
         let mut g = vec![0.0_f32; n * c];
-        let names = ["raw (prealloc grad)", "raw (fresh grad)", "candle adapter", "candle_nn cross_entropy", "nll(log_softmax) by hand"];
+        let names = [
+            "raw (prealloc grad)",
+            "raw (fresh grad)",
+            "candle adapter",
+            "candle_nn cross_entropy",
+            "nll(log_softmax) by hand",
+        ];
         let mut times = vec![Vec::new(); names.len()];
         let mut peaks = vec![0usize; names.len()];
         let mut vals = vec![0.0f32; names.len()];
         for _ in 0..reps {
             for k in 0..names.len() {
                 let mut f: Box<dyn FnMut() -> f32> = match k {
-                    0 => Box::new(|| backend.cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g), &t64).unwrap().value() as f32),
+                    0 => Box::new(|| {
+                        backend
+                            .cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g), &t64)
+                            .unwrap()
+                            .value() as f32
+                    }),
                     1 => Box::new(|| {
                         let mut g = vec![0.0_f32; n * c];
-                        let v = backend.cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g), &t64).unwrap().value() as f32;
+                        let v = backend
+                            .cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g), &t64)
+                            .unwrap()
+                            .value() as f32;
                         std::hint::black_box(&g);
                         v
                     }),
@@ -119,7 +140,14 @@ fn main() -> candle_core::Result<()> {
         println!("|---|---|---|---|---|");
         for k in 0..names.len() {
             let m = median(&mut times[k]);
-            println!("| {} | {:.1} | {:.2}x | {:.0} | {:.6} |", names[k], m, m / raw, peaks[k] as f64 / 1e6, vals[k]);
+            println!(
+                "| {} | {:.1} | {:.2}x | {:.0} | {:.6} |",
+                names[k],
+                m,
+                m / raw,
+                peaks[k] as f64 / 1e6,
+                vals[k]
+            );
         }
     }
     Ok(())

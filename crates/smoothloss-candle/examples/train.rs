@@ -33,21 +33,39 @@ fn main() -> Result<()> {
         let logits = l2.forward(&l1.forward(&x)?.relu()?)?;
         let loss = cross_entropy(&logits, &y, &smooth)?;
         if epoch % 10 == 0 {
-            println!("classifier epoch {epoch:2}: SmoothLoss(0.1) {:.4}", loss.to_scalar::<f32>()?);
+            println!(
+                "classifier epoch {epoch:2}: SmoothLoss(0.1) {:.4}",
+                loss.to_scalar::<f32>()?
+            );
         }
         sgd.backward_step(&loss)?;
     }
     // Box regressor: predict (cx, cy, w, h) from a feature vector with a linear layer.
     let m = 128usize;
-    let feats: Vec<f32> = (0..m * 4).map(|i| ((i * 2654435761usize) % 1000) as f32 / 1000.0).collect();
+    let feats: Vec<f32> = (0..m * 4)
+        .map(|i| ((i * 2654435761usize) % 1000) as f32 / 1000.0)
+        .collect();
     let feats = Tensor::from_vec(feats, (m, 4), &dev)?;
     // Targets: a fixed linear map of the features, with positive sizes.
-    let map = Tensor::new(&[[4.0_f32, 0.0, 0.0, 0.0], [0.0, 4.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0], [0.0, 0.0, 0.0, 2.0]], &dev)?;
-    let target = (feats.matmul(&map)? + Tensor::new(&[0.0_f32, 0.0, 1.0, 1.0], &dev)?.unsqueeze(0)?.broadcast_as((m, 4))?)?;
+    let map = Tensor::new(
+        &[
+            [4.0_f32, 0.0, 0.0, 0.0],
+            [0.0, 4.0, 0.0, 0.0],
+            [0.0, 0.0, 2.0, 0.0],
+            [0.0, 0.0, 0.0, 2.0],
+        ],
+        &dev,
+    )?;
+    let target = (feats.matmul(&map)?
+        + Tensor::new(&[0.0_f32, 0.0, 1.0, 1.0], &dev)?
+            .unsqueeze(0)?
+            .broadcast_as((m, 4))?)?;
     let vars = VarMap::new();
     let vb = VarBuilder::from_varmap(&vars, DType::F32, &dev);
     let reg = linear(4, 4, vb.pp("reg"))?;
-    let bias = Tensor::new(&[0.0_f32, 0.0, 1.0, 1.0], &dev)?.unsqueeze(0)?.broadcast_as((m, 4))?;
+    let bias = Tensor::new(&[0.0_f32, 0.0, 1.0, 1.0], &dev)?
+        .unsqueeze(0)?
+        .broadcast_as((m, 4))?;
     let mut sgd = SGD::new(vars.all_vars(), 0.5)?;
     let ciou = BoxLoss::new(BoxLossKind::Ciou, BoxFormat::Cxcywh);
     for epoch in 0..=100 {
@@ -55,7 +73,10 @@ fn main() -> Result<()> {
         let pred = (raw + &bias)?;
         let loss = box_loss(&pred, &target, &ciou)?;
         if epoch % 20 == 0 {
-            println!("box regressor epoch {epoch:3}: CIoU loss {:.4}", loss.to_scalar::<f32>()?);
+            println!(
+                "box regressor epoch {epoch:3}: CIoU loss {:.4}",
+                loss.to_scalar::<f32>()?
+            );
         }
         sgd.backward_step(&loss)?;
     }

@@ -49,9 +49,9 @@ mod host;
 #[cfg(feature = "cuda")]
 mod cuda;
 
-use candle_core::{Result, Tensor};
 /// The candle this crate is built against (0.11).
 pub use candle_core;
+use candle_core::{Result, Tensor};
 pub use smoothloss_core::{
     BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Huber, PairLossCall, Reduction,
     SigmoidFocal, SmoothL1,
