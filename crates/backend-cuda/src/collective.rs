@@ -26,9 +26,14 @@ use std::fmt;
 
 /// Whether the NCCL library can be loaded. Never panics.
 pub fn nccl_library_present() -> bool {
+    #[cfg(not(feature = "dynamic-loading"))]
+    return true; // linked at build time (`dynamic-linking`): present if this process started
+    #[cfg(feature = "dynamic-loading")]
     // SAFETY: `is_culib_present` only tries `dlopen` on the candidate names and drops the
     // handles; it has no preconditions.
-    unsafe { cudarc::nccl::sys::is_culib_present() }
+    unsafe {
+        cudarc::nccl::sys::is_culib_present()
+    }
 }
 
 fn nccl_err(e: impl fmt::Debug) -> LossError {

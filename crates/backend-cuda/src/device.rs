@@ -17,15 +17,25 @@ use crate::kernels::{Family, KernelFamily};
 
 /// Whether the CUDA driver library (`libcuda`) can be loaded. Never panics.
 pub fn driver_library_present() -> bool {
+    #[cfg(not(feature = "dynamic-loading"))]
+    return true; // linked at build time (`dynamic-linking`): present if this process started
+    #[cfg(feature = "dynamic-loading")]
     // SAFETY: `is_culib_present` only tries `dlopen` on the candidate names and drops the
     // handles; it has no preconditions.
-    unsafe { cudarc::driver::sys::is_culib_present() }
+    unsafe {
+        cudarc::driver::sys::is_culib_present()
+    }
 }
 
 /// Whether the NVRTC library can be loaded. Never panics.
 pub fn nvrtc_library_present() -> bool {
+    #[cfg(not(feature = "dynamic-loading"))]
+    return true; // linked at build time, as above
+    #[cfg(feature = "dynamic-loading")]
     // SAFETY: as in `driver_library_present`: a `dlopen` probe without preconditions.
-    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+    unsafe {
+        cudarc::nvrtc::sys::is_culib_present()
+    }
 }
 
 /// Loaded modules and functions of one context, shared by the clones of a backend.
@@ -86,13 +96,21 @@ impl CudaBackend {
             .into());
         }
         let ctx = CudaContext::new(ordinal).w()?;
+        let stream = ctx.default_stream();
+        Self::on_stream(stream)
+    }
+
+    /// The backend on an existing stream (a framework's own: candle's
+    /// `CudaDevice::cuda_stream()`), in that stream's context; kernels launch on it, so they
+    /// are ordered with the framework's work without any synchronisation.
+    pub fn on_stream(stream: Arc<CudaStream>) -> Result<Self> {
+        let ctx = stream.context().clone();
         let (major, minor) = ctx.compute_capability().w()?;
         let opt_in = ctx
             .attribute(
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
             )
             .w()?;
-        let stream = ctx.default_stream();
         Ok(Self {
             ctx,
             stream,

@@ -71,6 +71,16 @@ impl DeviceLoss {
     /// [`LossError::InvalidParameter`] (as the host front door's checks of target contents). The values are
     /// meaningless when it does.
     pub fn to_host(&self) -> Result<Vec<f64>> {
+        self.check_targets()?;
+        let v = self.stream.clone_dtoh(&self.values).w()?;
+        self.stream.synchronize().w()?;
+        Ok(v)
+    }
+
+    /// Reports a target found invalid on the device, as [`DeviceLoss::to_host`] does, without
+    /// reading the values (synchronises the stream only when there is a check to read): for a
+    /// caller that keeps the values on the device (a framework adapter).
+    pub fn check_targets(&self) -> Result<()> {
         match &self.target_check {
             Some(TargetCheck::Classes(check, classes)) => {
                 let c = self.stream.clone_dtoh(check).w()?;
@@ -96,9 +106,13 @@ impl DeviceLoss {
             }
             None => {}
         }
-        let v = self.stream.clone_dtoh(&self.values).w()?;
-        self.stream.synchronize().w()?;
-        Ok(v)
+        Ok(())
+    }
+
+    /// The values' device buffer (one for `mean`/`sum`, one per item for `none`), without
+    /// checking the targets: call [`DeviceLoss::check_targets`] first.
+    pub fn into_values(self) -> CudaSlice<f64> {
+        self.values
     }
 
     /// [`DeviceLoss::to_host`] as a [`Loss`]: [`Loss::Reduced`] for `mean` / `sum`,

@@ -28,9 +28,14 @@ use smoothloss_core::{
 
 /// Whether the cuBLAS library can be loaded. Never panics.
 pub fn cublas_library_present() -> bool {
+    #[cfg(not(feature = "dynamic-loading"))]
+    return true; // linked at build time (`dynamic-linking`): present if this process started
+    #[cfg(feature = "dynamic-loading")]
     // SAFETY: `is_culib_present` only tries `dlopen` on the candidate names and drops the
     // handles; it has no preconditions.
-    unsafe { cudarc::cublas::sys::is_culib_present() }
+    unsafe {
+        cudarc::cublas::sys::is_culib_present()
+    }
 }
 
 fn blas_err(e: impl std::fmt::Debug) -> LossError {

@@ -24,6 +24,7 @@
 //! Formula IDs such as `CE-4` refer to `spec/formulas/*.md` in the repository.
 #![warn(missing_docs)]
 
+pub mod adapt;
 pub mod backend;
 pub mod binary;
 pub mod box_loss;
@@ -43,6 +44,7 @@ pub mod reference;
 pub mod regression;
 pub mod vocab_parallel;
 
+pub use adapt::PairLossCall;
 pub use backend::{
     Backend, BinaryOps, BoxLossOps, CrossEntropyOps, DistributionOps, Losses, OrientedBoxOps,
     QualityOps, ReferenceBackend, RegressionOps,

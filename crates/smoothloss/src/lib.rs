@@ -4,7 +4,12 @@
 //! by Cargo feature: the CPU backend with `cpu` (default), else the `f64` reference. Feature
 //! `cuda` adds `CudaBackend` (created with `CudaBackend::new(ordinal)`, which returns
 //! `LossError::Device` where no GPU is usable; it is never the default). Feature `ndarray`
-//! adds `smoothloss::ndarray`, wrappers over ndarray views that work with any backend.
+//! adds `smoothloss::ndarray`, wrappers over ndarray 0.17 views that work with any backend
+//! (`ndarray-016`: the same as `smoothloss::ndarray_016` for ndarray 0.16). Features `candle`
+//! and `burn` add `smoothloss::candle` and `smoothloss::burn`, the losses on those
+//! frameworks' tensors with autograd (`candle-cuda`: on candle's CUDA device too, linking
+//! CUDA as candle does; use it instead of `cuda`, which loads CUDA at run time). All
+//! optional features are off by default.
 //!
 //! ```
 //! use smoothloss::prelude::*;
@@ -26,11 +31,33 @@ pub use smoothloss_core::*;
 #[cfg(feature = "cpu")]
 pub use smoothloss_cpu::CpuBackend;
 
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "cuda-linked"))]
 pub use smoothloss_cuda::CudaBackend;
 
 #[cfg(feature = "ndarray")]
-pub mod ndarray;
+#[doc = include_str!("ndarray.md")]
+pub mod ndarray {
+    use ::ndarray as nd;
+    include!("ndarray_wrappers.rs");
+}
+
+/// The wrappers of [`smoothloss::ndarray`](mod@crate::ndarray), the same functions, for the
+/// previous ndarray release, 0.16 (feature `ndarray-016`; `ndarray` is for 0.17).
+#[cfg(feature = "ndarray-016")]
+pub mod ndarray_016 {
+    use ::ndarray_016 as nd;
+    include!("ndarray_wrappers.rs");
+}
+
+/// smoothloss's losses as candle tensor functions with autograd (feature `candle`; the
+/// `smoothloss-candle` crate).
+#[cfg(feature = "candle")]
+pub use smoothloss_candle as candle;
+
+/// smoothloss's losses for burn's tensors and autodiff (feature `burn`; the `smoothloss-burn`
+/// crate).
+#[cfg(feature = "burn")]
+pub use smoothloss_burn as burn;
 
 /// The backend selected by Cargo features: the CPU backend when `cpu` is on (the default).
 #[cfg(feature = "cpu")]

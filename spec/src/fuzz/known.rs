@@ -2,7 +2,7 @@
 
 use super::{FuzzCall, Mode, Up};
 use crate::cases::{LossCall, Targets};
-use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Reduction};
+use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Reduction, SigmoidFocal};
 
 /// Kept calls, replayed first on every backend by [`campaign`](super::campaign): boundary
 /// calls, and each of the [`findings`] once it is fixed (moved here, minimised, with its id).
@@ -133,6 +133,24 @@ pub fn regressions() -> Vec<(&'static str, FuzzCall)> {
                 [0.0, 0.0, 9.202319256211375, 0.05170896531650934],
                 Up::Scalar(1.0),
             ),
+        ),
+        // Fixed (issue 13/14 fuzz): sigmoid focal with alpha near 1 and a confident negative
+        // had a CPU relative error of 3.3e-5: `1 - alpha` formed in f32.
+        (
+            "focal-alpha-near-one",
+            FuzzCall {
+                call: LossCall::Focal {
+                    cfg: SigmoidFocal {
+                        alpha: 0.99937,
+                        gamma: 2.0,
+                        reduction: Reduction::Sum,
+                    },
+                    logits: vec![90.36, 12.5, -3.0],
+                    targets: vec![0.0, 0.0, 0.0],
+                },
+                up: Up::Scalar(1.0),
+                mode: Mode::Grad,
+            },
         ),
         // Boundary: an empty batch of every family (the front door's EmptyInput, everywhere).
         (

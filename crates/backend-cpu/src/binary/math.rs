@@ -90,9 +90,17 @@ impl PowerMarker for GammaGeneral {
 }
 
 /// Sigmoid focal loss of one element (`BIN-3`, `BIN-4`); `alpha < 0` disables the alpha
-/// weighting. `P` selects the power: gamma 0, 1, 2 or general (`exp(gamma ln(1 - p_t))`).
+/// weighting, `alpha_c` is `1 - alpha` rounded once from `f64` (an `f32` `1 - alpha` loses
+/// the relative precision of the negatives' weight when `alpha` is near 1). `P` selects the
+/// power: gamma 0, 1, 2 or general (`exp(gamma ln(1 - p_t))`).
 #[inline(always)]
-pub(crate) fn focal_el<P: PowerMarker>(x: f32, y: f32, alpha: f32, gamma: f32) -> (f32, f32) {
+pub(crate) fn focal_el<P: PowerMarker>(
+    x: f32,
+    y: f32,
+    alpha: f32,
+    alpha_c: f32,
+    gamma: f32,
+) -> (f32, f32) {
     let (p, q, lg) = sigmoid_parts(x);
     let ce = sel(
         x >= 0.0,
@@ -125,7 +133,7 @@ pub(crate) fn focal_el<P: PowerMarker>(x: f32, y: f32, alpha: f32, gamma: f32) -
     // clamping `ce` to f32::MAX gives that 0 and changes nothing else (a NaN logit makes `dce`
     // NaN, so `d` stays NaN).
     let mut d = dce * modulator + ce.min(f32::MAX) * dmod;
-    let at = sel(alpha >= 0.0, alpha * y + (1.0 - alpha) * (1.0 - y), 1.0);
+    let at = sel(alpha >= 0.0, alpha * y + alpha_c * (1.0 - y), 1.0);
     loss *= at;
     d *= at;
     (loss, d)

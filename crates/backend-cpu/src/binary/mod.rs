@@ -18,8 +18,8 @@ ew_dispatch!(
     focal_plain,
     [P: PowerMarker],
     [P],
-    (alpha: f32, gamma: f32),
-    |x, y, _| focal_el::<P>(x, y, alpha, gamma)
+    (alpha: f32, alpha_c: f32, gamma: f32),
+    |x, y, _| focal_el::<P>(x, y, alpha, alpha_c, gamma)
 );
 
 /// BCE with logits over validated buffers of `n` elements.
@@ -68,7 +68,8 @@ pub(crate) fn sigmoid_focal(
     upstream: Upstream<'_>,
     grad: Option<&mut [f32]>,
 ) -> Vec<f64> {
-    let (alpha, gamma) = (cfg.alpha as f32, cfg.gamma as f32);
+    // `1 - alpha` in f64, rounded once: see `focal_el`.
+    let (alpha, alpha_c, gamma) = (cfg.alpha as f32, (1.0 - cfg.alpha) as f32, cfg.gamma as f32);
     let g = grad.is_some();
     let power = Power::of(cfg.gamma);
     let level = backend.simd_level();
@@ -85,10 +86,12 @@ pub(crate) fn sigmoid_focal(
             macro_rules! go {
                 ($p:ty) => {
                     if g {
-                        focal_block::<true, $p>(level, x, y, r.start, None, up, gr, l, alpha, gamma)
+                        focal_block::<true, $p>(
+                            level, x, y, r.start, None, up, gr, l, alpha, alpha_c, gamma,
+                        )
                     } else {
                         focal_block::<false, $p>(
-                            level, x, y, r.start, None, up, gr, l, alpha, gamma,
+                            level, x, y, r.start, None, up, gr, l, alpha, alpha_c, gamma,
                         )
                     }
                 };

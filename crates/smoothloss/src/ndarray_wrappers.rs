@@ -1,56 +1,7 @@
-//! `ndarray` wrappers around every loss of the front door ([`Losses`]), for any backend and
-//! element type: cross-entropy, the box losses and pairwise IoU, Smooth L1 and Huber, BCE with
-//! logits and sigmoid focal loss.
-//!
-//! ```
-//! use ndarray::{Array2, array};
-//! use smoothloss::{CrossEntropy, DefaultBackend};
-//!
-//! let backend = DefaultBackend::default();
-//! let logits = array![[2.0_f32, 0.5, -1.0], [0.1, 0.2, 0.3]];
-//! let targets = array![0_i64, 2];
-//! let mut grad = Array2::<f32>::zeros(logits.dim());
-//! let loss = smoothloss::ndarray::cross_entropy(
-//!     &backend,
-//!     &CrossEntropy::smooth_loss(0.1),
-//!     logits.view(),
-//!     targets.view(),
-//!     Some(grad.view_mut()),
-//! )?;
-//! assert!(loss.value() > 0.0);
-//! # Ok::<(), smoothloss::LossError>(())
-//! ```
-//!
-//! Every function takes the backend first (`&B` for any `B: Losses<T>`: the CPU backend, the
-//! `f64` [`ReferenceBackend`](smoothloss_core::ReferenceBackend), ...) and returns what the
-//! front door returns: a [`Loss`] (one value for `mean` / `sum`, one per row, element or pair
-//! for `none`, flattened in row-major order). The gradient, when a `grad` view is given, is
-//! that of the loss with an upstream gradient of 1 (`loss.sum().backward()`); the
-//! `*_with_upstream` variants take any [`Upstream`] (a scalar, or one value per loss value
-//! under reduction `none`).
-//!
-//! Pairwise IoU comes in two forms: [`box_iou`] returns a new `[N, M]` array and
-//! [`box_iou_into`] writes into a given `[N, M]` view.
-//!
-//! # Errors
-//!
-//! Views must be in standard (row-major, contiguous) layout; anything else (a transposed view,
-//! a strided slice) is refused with [`LossError::NonContiguous`] naming the argument, rather
-//! than copied silently. The wrappers then check what a flat slice cannot express, the shapes
-//! (class targets `[N]` against logits `[N, C]`, probability targets and gradients of the
-//! input's shape, boxes `[N, 4]`), and report a mismatch as [`LossError::ShapeMismatch`]
-//! (counting elements, as the front door does) or, where the counts agree but the shapes do
-//! not (a transposed gradient), as [`LossError::WrongShape`] with both shapes; these checks
-//! come before the front door's own.
-//! Everything else (parameters, target values, upstream gradients) is left to the front door,
-//! so results, and every error the wrappers do not add, are exactly those of the slice API on
-//! the same data.
-//!
-//! Empty inputs: when the first input (`pred`, `logits`) holds no elements the call goes
-//! straight to the front door, which reports it (normally [`LossError::EmptyInput`]); arrays
-//! with no elements never fail a shape check against each other.
+// The ndarray wrappers, compiled once per supported ndarray release (`lib.rs`: the modules
+// `ndarray` for 0.17 and `ndarray_016` for 0.16, each with `nd` naming its ndarray crate).
 
-use ndarray::{Array2, ArrayView, ArrayView1, ArrayView2, ArrayViewMut, ArrayViewMut2, Dimension};
+use nd::{Array2, ArrayView, ArrayView1, ArrayView2, ArrayViewMut, ArrayViewMut2, Dimension};
 use smoothloss_core::error::checked_size;
 use smoothloss_core::{
     BceWithLogits, BoxFormat, BoxLoss, CeTargets, CrossEntropy, Element, Huber, Input, Loss,
@@ -525,14 +476,14 @@ pub fn sigmoid_focal_with_upstream<T: Element, D: Dimension, B: Losses<T> + ?Siz
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::Array2;
+    use nd::Array2;
     use smoothloss_core::ReferenceBackend;
 
     #[test]
     fn shape_errors_do_not_contradict_themselves() {
         let cfg = CrossEntropy::new();
         let logits = Array2::<f64>::zeros((4, 6));
-        let targets = ndarray::Array1::<i64>::zeros(4);
+        let targets = nd::Array1::<i64>::zeros(4);
         // A transposed `(c, n)` gradient: as many elements, another shape.
         let mut g = Array2::<f64>::zeros((6, 4));
         let err = cross_entropy(
@@ -556,7 +507,7 @@ mod tests {
         // `(0, 5)` logits with a `(0, 6)` gradient: two shapes without elements agree, the
         // empty logits go to the front door, which reports them empty (not "expected 0, got 0").
         let logits = Array2::<f64>::zeros((0, 5));
-        let targets = ndarray::Array1::<i64>::zeros(0);
+        let targets = nd::Array1::<i64>::zeros(0);
         let mut g = Array2::<f64>::zeros((0, 6));
         let e = cross_entropy(
             &ReferenceBackend,

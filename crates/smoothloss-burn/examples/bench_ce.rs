@@ -1,0 +1,135 @@
+//! A forward + backward step of the loss alone (cross-entropy, f32, burn 0.22's flex CPU
+//! backend with autodiff), side by side in one run, alternating: the raw smoothloss call
+//! (gradient into a preallocated buffer), the burn adapter (`loss.backward()`), and burn-nn's
+//! `CrossEntropyLoss`. Median ms of the repeats and peak heap bytes allocated during a step.
+//!
+//! `RAYON_NUM_THREADS=1 cargo run -p smoothloss-burn --release --example bench_ce -- [reps]`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use burn_nn::loss::CrossEntropyLossConfig;
+use burn_tensor::{Device, Int, Tensor, TensorData};
+use smoothloss_burn::{CrossEntropy, cross_entropy};
+use smoothloss_core::{Input, Losses};
+
+struct Counting;
+static CUR: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call forwards to the system allocator with the same arguments; the counters
+// are plain atomics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let now = CUR.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        let now = CUR.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        CUR.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: forwarded as received.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn step(f: &mut dyn FnMut() -> f32) -> (f64, usize, f32) {
+    let base = CUR.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let t = Instant::now();
+    let v = f();
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    (ms, PEAK.load(Ordering::Relaxed).saturating_sub(base), v)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let reps: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
+    println!(
+        "# burn CE fwd+bwd, f32, flex + autodiff, RAYON_NUM_THREADS={threads}, {reps} alternating repeats"
+    );
+    let device = Device::flex().autodiff();
+    for (n, c) in [(1024usize, 32000usize), (16384, 1000)] {
+        let x: Vec<f32> = (0..n * c)
+            .map(|i| ((i.wrapping_mul(2654435761) % 1000) as f32 / 100.0) - 5.0)
+            .collect();
+        let t: Vec<i64> = (0..n).map(|i| ((i * 7919) % c) as i64).collect();
+        let cfg = CrossEntropy::new();
+        let backend = smoothloss_cpu::CpuBackend::new();
+        let base = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, c]), &device);
+        let tt = Tensor::<1, Int>::from_data(TensorData::new(t.clone(), [n]), &device);
+        let burn_ce = CrossEntropyLossConfig::new().init(&device);
+        let mut g = vec![0.0_f32; n * c];
+        let names = [
+            "raw (prealloc grad)",
+            "burn adapter",
+            "burn-nn CrossEntropyLoss",
+        ];
+        let mut times = vec![Vec::new(); names.len()];
+        let mut peaks = vec![0usize; names.len()];
+        let mut vals = vec![0.0f32; names.len()];
+        for _ in 0..reps {
+            for k in 0..names.len() {
+                let mut f: Box<dyn FnMut() -> f32> = match k {
+                    0 => Box::new(|| {
+                        backend
+                            .cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g), &t)
+                            .unwrap()
+                            .value() as f32
+                    }),
+                    1 => Box::new(|| {
+                        let z = base.clone().require_grad();
+                        let loss = cross_entropy(z.clone(), tt.clone(), &cfg).unwrap();
+                        let gr = loss.clone().backward();
+                        std::hint::black_box(z.grad(&gr).unwrap());
+                        loss.into_scalar::<f32>()
+                    }),
+                    _ => Box::new(|| {
+                        let z = base.clone().require_grad();
+                        let loss = burn_ce.forward(z.clone(), tt.clone());
+                        let gr = loss.clone().backward();
+                        std::hint::black_box(z.grad(&gr).unwrap());
+                        loss.into_scalar::<f32>()
+                    }),
+                };
+                let (ms, peak, v) = step(&mut *f);
+                times[k].push(ms);
+                peaks[k] = peaks[k].max(peak);
+                vals[k] = v;
+            }
+        }
+        let raw = median(&mut times[0].clone());
+        println!("\n## {n}x{c}");
+        println!("| call | median ms | vs raw (prealloc) | peak heap MB | loss |");
+        println!("|---|---|---|---|---|");
+        for k in 0..names.len() {
+            let m = median(&mut times[k]);
+            println!(
+                "| {} | {:.1} | {:.2}x | {:.0} | {:.6} |",
+                names[k],
+                m,
+                m / raw,
+                peaks[k] as f64 / 1e6,
+                vals[k]
+            );
+        }
+    }
+}

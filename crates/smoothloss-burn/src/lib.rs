@@ -1,0 +1,285 @@
+//! smoothloss's fused losses for [burn](https://burn.dev)'s tensors and autodiff.
+//!
+//! ```
+//! use burn_tensor::{Device, Int, Tensor};
+//! use smoothloss_burn::{CrossEntropy, cross_entropy};
+//!
+//! let device = Device::flex().autodiff();
+//! let logits = Tensor::<2>::from_data([[2.0_f32, 0.5, -1.0], [0.1, 0.2, 0.3]], &device).require_grad();
+//! let targets = Tensor::<1, Int>::from_data([0_i64, 2], &device);
+//! let loss = cross_entropy(logits.clone(), targets, &CrossEntropy::smooth_loss(0.1))?;
+//! let grads = loss.backward();
+//! assert_eq!(logits.grad(&grads).unwrap().dims(), [2, 3]);
+//! # Ok::<(), smoothloss_burn::LossError>(())
+//! ```
+//!
+//! Each loss runs once in the forward, computing its value and its gradient together (one
+//! fused pass of smoothloss's CPU backend for `f32`, the `f64` reference for `f64`, on the
+//! tensors' data read to the host once). Then:
+//!
+//! - on an `Autodiff<Flex>` tensor (burn 0.22's CPU backend, feature `flex`, the default) or
+//!   an `Autodiff<NdArray>` one (the deprecated ndarray backend, feature `ndarray`) the loss is recorded as a custom backward step whose state is the fused
+//!   gradient: the backward hands it over as it is when the upstream gradient is the scalar 1
+//!   (`loss.backward()`), or scales it in one pass;
+//! - on any other autodiff tensor (CubeCL's CUDA / wgpu, LibTorch...) a fallback
+//!   records the same kept gradient with burn's own ops (`v + sum(x * g) - sum(x.detach() * g)`,
+//!   whose value is exactly `v` and whose gradient is `g` times the upstream), at the cost of
+//!   two element-wise passes in the forward; the data still goes through the host (burn's
+//!   CubeCL buffers are not cudarc `CudaSlice`s that smoothloss-cuda could run on);
+//! - without autodiff (or when nothing is tracked) only the value is computed.
+//!
+//! Results are `Tensor<1>`: `[1]` for `mean` / `sum` (as burn's own losses), one value per
+//! item under [`Reduction::None`] (rows, boxes, or every element flattened in row-major
+//! order). Gradients flow to the first operand only; targets are constants. Errors are
+//! smoothloss's typed [`LossError`], never a panic: shapes (`WrongShape` with both shapes),
+//! targets out of range, bad parameters, empty inputs.
+#![warn(missing_docs)]
+
+mod autodiff;
+mod call;
+
+/// The burn tensor crate this crate is built against (0.22).
+pub use burn_tensor;
+use burn_tensor::{Int, Tensor, TensorData};
+use call::{Call, CeCall, HostOut, PairCall, Second};
+pub use smoothloss_core::{
+    BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Huber, LossError, PairLossCall,
+    Reduction, SigmoidFocal, SmoothL1,
+};
+use smoothloss_core::{LossConfig, Result};
+
+/// A burn data error as smoothloss's.
+fn data_err(e: impl std::fmt::Debug) -> LossError {
+    LossError::Device(format!("burn tensor data: {e:?}"))
+}
+
+/// Runs `call` on `x` and records its kept gradient (see the [crate docs](crate)).
+fn fused<L: Call, const D: usize>(
+    call: &L,
+    x: Tensor<D>,
+    second: Second,
+    per_item: bool,
+) -> Result<Tensor<1>> {
+    let (device, dtype) = (x.device(), x.dtype());
+    let tracked = x.is_tracked();
+    let data = x.clone().try_into_data().map_err(data_err)?;
+    let HostOut { values, grad } = call::host(call, data, second, tracked)?;
+    let Some(grad) = grad else {
+        return Ok(Tensor::<1>::from_data(values, (&device, dtype)));
+    };
+    let width = call.items_have_width();
+    #[cfg(feature = "flex")]
+    let (x, values, grad) =
+        match autodiff::attach::<burn_flex::Flex, D>(x, values, grad, width, per_item) {
+            Ok(t) => return Ok(t),
+            Err(back) => *back,
+        };
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)] // burn 0.22 deprecates burn-ndarray for burn-flex; both are served
+    let (x, values, grad) =
+        match autodiff::attach::<burn_ndarray::NdArray, D>(x, values, grad, width, per_item) {
+            Ok(t) => return Ok(t),
+            Err(back) => *back,
+        };
+    Ok(fallback(x, values, grad, width, per_item))
+}
+
+/// The fallback for any autodiff backend: `v + sum(x * g) - sum(x.detach() * g)` (per item
+/// under `none`): the value `v` exactly (the two sums are the same computation), the gradient
+/// `g` times the upstream gradient through burn's own backward of the product.
+fn fallback<const D: usize>(
+    x: Tensor<D>,
+    values: TensorData,
+    grad: TensorData,
+    width: bool,
+    per_item: bool,
+) -> Tensor<1> {
+    let (device, dtype) = (x.device(), x.dtype());
+    let n = values.shape().iter().product::<usize>();
+    let v = Tensor::<1>::from_data(values, (&device, dtype));
+    let g = Tensor::<D>::from_data(grad, (&device, dtype));
+    let zero = x.clone().mul(g.clone()).sub(x.detach().mul(g));
+    let lin: Tensor<1> = if !per_item {
+        zero.sum()
+    } else if width && D > 1 {
+        zero.sum_dim(D - 1).reshape([n])
+    } else {
+        zero.reshape([n])
+    };
+    v.add(lin)
+}
+
+/// The class indices of an `Int` tensor.
+fn classes(t: Tensor<1, Int>) -> Result<Second> {
+    let d = t.try_into_data().map_err(data_err)?.convert::<i64>();
+    Ok(Second::Classes(d.try_to_vec::<i64>().map_err(data_err)?))
+}
+
+/// Cross-entropy of `logits` `[N, C]` against class indices `[N]`, as PyTorch's
+/// `F.cross_entropy` (`CE-*`) with every option of [`CrossEntropy`]: `[1]` for `mean` / `sum`,
+/// `[N]` for `none`. burn's `CrossEntropyLossConfig::new().init(&device).forward(logits,
+/// targets)` is `cross_entropy(logits, targets, &CrossEntropy::new())`.
+#[doc(alias = "SmoothLoss")]
+pub fn cross_entropy(
+    logits: Tensor<2>,
+    targets: Tensor<1, Int>,
+    cfg: &CrossEntropy,
+) -> Result<Tensor<1>> {
+    let per_item = cfg.reduction() == Reduction::None;
+    fused(&CeCall(cfg), logits, classes(targets)?, per_item)
+}
+
+/// Cross-entropy of `logits` `[N, C]` against target distributions `probs` `[N, C]` (`CE-6`).
+pub fn cross_entropy_probs(
+    logits: Tensor<2>,
+    probs: Tensor<2>,
+    cfg: &CrossEntropy,
+) -> Result<Tensor<1>> {
+    let per_item = cfg.reduction() == Reduction::None;
+    let q = probs.try_into_data().map_err(data_err)?;
+    fused(&CeCall(cfg), logits, Second::Values(q), per_item)
+}
+
+/// Any loss on two aligned operands of one shape ([`PairLossCall`]: the box losses, smooth
+/// L1, Huber, BCE with logits, sigmoid focal, and any loss that implements it).
+pub fn pair_loss<C: PairLossCall, const D: usize>(
+    pred: Tensor<D>,
+    target: Tensor<D>,
+    cfg: &C,
+) -> Result<Tensor<1>> {
+    let per_item = cfg.reduction() == Reduction::None;
+    let y = target.try_into_data().map_err(data_err)?;
+    fused(&PairCall(cfg), pred, Second::Values(y), per_item)
+}
+
+/// IoU-family box loss over aligned pairs `[N, 4]` in `cfg.format` (`BOX-*`).
+pub fn box_loss(pred: Tensor<2>, target: Tensor<2>, cfg: &BoxLoss) -> Result<Tensor<1>> {
+    pair_loss(pred, target, cfg)
+}
+
+/// Smooth L1, element-wise (`REG-1`, `REG-2`).
+pub fn smooth_l1<const D: usize>(
+    pred: Tensor<D>,
+    target: Tensor<D>,
+    cfg: &SmoothL1,
+) -> Result<Tensor<1>> {
+    pair_loss(pred, target, cfg)
+}
+
+/// Huber, element-wise (`REG-3`, `REG-4`).
+pub fn huber<const D: usize>(pred: Tensor<D>, target: Tensor<D>, cfg: &Huber) -> Result<Tensor<1>> {
+    pair_loss(pred, target, cfg)
+}
+
+/// BCE with logits, element-wise (`BIN-1`, `BIN-2`), targets in `[0, 1]`.
+pub fn bce_with_logits<const D: usize>(
+    logits: Tensor<D>,
+    targets: Tensor<D>,
+    cfg: &BceWithLogits,
+) -> Result<Tensor<1>> {
+    pair_loss(logits, targets, cfg)
+}
+
+/// Sigmoid focal loss, element-wise (`BIN-3`, `BIN-4`).
+pub fn sigmoid_focal<const D: usize>(
+    logits: Tensor<D>,
+    targets: Tensor<D>,
+    cfg: &SigmoidFocal,
+) -> Result<Tensor<1>> {
+    pair_loss(logits, targets, cfg)
+}
+
+/// Pairwise IoU `[N, M]` of `[N, 4]` and `[M, 4]` boxes (`BOX-13`), not differentiable.
+#[doc(alias = "bbox_iou")]
+pub fn box_iou(boxes1: Tensor<2>, boxes2: Tensor<2>, format: BoxFormat) -> Result<Tensor<2>> {
+    use smoothloss_core::Losses;
+    let (device, dtype) = (boxes1.device(), boxes1.dtype());
+    let (n, m) = (boxes1.dims()[0], boxes2.dims()[0]);
+    let a = boxes1.try_into_data().map_err(data_err)?;
+    let b = boxes2.try_into_data().map_err(data_err)?;
+    for (what, d) in [("boxes1", &a), ("boxes2", &b)] {
+        if d.shape()[1] != 4 && d.shape()[0] != 0 {
+            return Err(LossError::WrongShape {
+                what,
+                expected: vec![d.shape()[0], 4],
+                got: d.shape().to_vec(),
+            });
+        }
+    }
+    let total = smoothloss_core::error::checked_size("iou", n, m)?;
+    let mut out = vec![0.0_f64; total];
+    let a = a.convert::<f64>();
+    let b = b.convert::<f64>();
+    smoothloss_core::ReferenceBackend.box_iou(
+        format,
+        a.as_slice::<f64>().map_err(data_err)?,
+        b.as_slice::<f64>().map_err(data_err)?,
+        &mut out,
+    )?;
+    Ok(Tensor::<2>::from_data(
+        TensorData::new(out, [n, m]),
+        (&device, dtype),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn_tensor::Device;
+
+    /// An `Autodiff<Flex>` tensor takes the custom backward (not the fallback); a tensor
+    /// without autodiff does not.
+    #[test]
+    fn flex_autodiff_tensors_take_the_custom_backward() {
+        let attach = |d: &Device| {
+            let z = Tensor::<2>::zeros([2, 2], d);
+            let v = TensorData::new(vec![0.0_f32], [1]);
+            let g = TensorData::new(vec![0.0_f32; 4], [2, 2]);
+            autodiff::attach::<burn_flex::Flex, 2>(z, v, g, true, false).is_ok()
+        };
+        assert!(attach(&Device::flex().autodiff()));
+        assert!(!attach(&Device::flex()));
+    }
+
+    /// The fallback (burn's own ops over the kept gradient) and the custom backward give the
+    /// same values and gradients, reduced and per item, upstream 1 and not 1.
+    #[test]
+    fn the_fallback_matches_the_custom_backward() {
+        let device = Device::flex().autodiff();
+        let x = vec![0.5_f64, -1.0, 2.0, 0.1, 0.2, 0.3, 1.5, -0.5, 0.0];
+        let y = vec![2_i64, 0, 1];
+        let v = |t: Tensor<1>| t.into_data().convert::<f64>().try_to_vec::<f64>().unwrap();
+        fn g(z: &Tensor<2>, gr: &burn_tensor::Gradients) -> Vec<f64> {
+            let t = z.grad(gr).unwrap().into_data();
+            t.convert::<f64>().try_to_vec::<f64>().unwrap()
+        }
+        for reduction in [Reduction::Mean, Reduction::None] {
+            for scale in [1.0, 0.25] {
+                let cfg = CrossEntropy::smooth_loss(0.1).with_reduction(reduction);
+                let per_item = reduction == Reduction::None;
+                let make = || {
+                    let d = TensorData::new(x.clone(), [3, 3]);
+                    Tensor::<2>::from_data(d, (&device, burn_tensor::DType::F64)).require_grad()
+                };
+                let (z1, z2) = (make(), make());
+                let t = Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [3]), &device);
+                let custom = cross_entropy(z1.clone(), t, &cfg).unwrap();
+                let data = z2.clone().into_data();
+                let out =
+                    call::host(&CeCall(&cfg), data, Second::Classes(y.clone()), true).unwrap();
+                let fb = fallback(z2.clone(), out.values, out.grad.unwrap(), true, per_item);
+                assert_eq!(v(custom.clone()), v(fb.clone()));
+                let g1 = custom.mul_scalar(scale).sum().backward();
+                let g2 = fb.mul_scalar(scale).sum().backward();
+                let (a, b) = (g(&z1, &g1), g(&z2, &g2));
+                assert!(a.iter().any(|&p| p != 0.0));
+                for (p, q) in a.iter().zip(&b) {
+                    assert!(
+                        (p - q).abs() <= 1e-15,
+                        "{reduction:?} x{scale}: {a:?} vs {b:?}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! A forward + backward step of the loss alone (cross-entropy, f32, on the CPU), side by side
+//! in one run, alternating: the raw smoothloss call (gradient into a preallocated buffer, and
+//! into a fresh one), the candle adapter (`loss.backward()` on a `Var`),
+//! `candle_nn::loss::cross_entropy`, and the same written by hand,
+//! `nll(candle_nn::ops::log_softmax(z, D::Minus1))` (`candle_nn::ops::softmax_last_dim`, candle's
+//! fused softmax kernel, has no backward on the CPU in candle 0.11, so it cannot serve here). Median ms of
+//! the repeats and peak heap bytes allocated during a step (a counting allocator).
+//!
+//! `RAYON_NUM_THREADS=1 cargo run -p smoothloss-candle --release --example bench_ce -- [reps]`
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use candle_core::{D, Device, Tensor, Var};
+use smoothloss_candle::{CrossEntropy, cross_entropy};
+use smoothloss_core::{Input, Losses};
+
+struct Counting;
+static CUR: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call forwards to the system allocator with the same arguments; the counters
+// are plain atomics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let now = CUR.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        let now = CUR.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        CUR.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: forwarded as received.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+/// Runs `f` once; returns (ms, peak bytes above the allocation level at the start).
+fn step(f: &mut dyn FnMut() -> f32) -> (f64, usize, f32) {
+    let base = CUR.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let t = Instant::now();
+    let v = f();
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    (ms, PEAK.load(Ordering::Relaxed) - base, v)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> candle_core::Result<()> {
+    let reps: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
+    println!(
+        "# candle CE fwd+bwd, f32, CPU, RAYON_NUM_THREADS={threads}, {reps} alternating repeats"
+    );
+    for (n, c) in [(1024usize, 32000usize), (16384, 1000)] {
+        let x: Vec<f32> = (0..n * c)
+            .map(|i| ((i.wrapping_mul(2654435761) % 1000) as f32 / 100.0) - 5.0)
+            .collect();
+        let t: Vec<u32> = (0..n).map(|i| ((i * 7919) % c) as u32).collect();
+        let t64: Vec<i64> = t.iter().map(|&v| v as i64).collect();
+        let cfg = CrossEntropy::new();
+        let backend = smoothloss_cpu::CpuBackend::new();
+        let z = Var::from_vec(x.clone(), (n, c), &Device::Cpu)?;
+        let tt = Tensor::new(t.as_slice(), &Device::Cpu)?;
+        let mut g = vec![0.0_f32; n * c];
+        let names = [
+            "raw (prealloc grad)",
+            "raw (fresh grad)",
+            "candle adapter",
+            "candle_nn cross_entropy",
+            "nll(log_softmax) by hand",
+        ];
+        let mut times = vec![Vec::new(); names.len()];
+        let mut peaks = vec![0usize; names.len()];
+        let mut vals = vec![0.0f32; names.len()];
+        for _ in 0..reps {
+            for k in 0..names.len() {
+                let mut f: Box<dyn FnMut() -> f32> = match k {
+                    0 => Box::new(|| {
+                        backend
+                            .cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g), &t64)
+                            .unwrap()
+                            .value() as f32
+                    }),
+                    1 => Box::new(|| {
+                        let mut g = vec![0.0_f32; n * c];
+                        let v = backend
+                            .cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g), &t64)
+                            .unwrap()
+                            .value() as f32;
+                        std::hint::black_box(&g);
+                        v
+                    }),
+                    2 => Box::new(|| {
+                        let loss = cross_entropy(&z, &tt, &cfg).unwrap();
+                        let gr = loss.backward().unwrap();
+                        std::hint::black_box(gr.get(&z).unwrap());
+                        loss.to_scalar::<f32>().unwrap()
+                    }),
+                    3 => Box::new(|| {
+                        let loss = candle_nn::loss::cross_entropy(&z, &tt).unwrap();
+                        let gr = loss.backward().unwrap();
+                        std::hint::black_box(gr.get(&z).unwrap());
+                        loss.to_scalar::<f32>().unwrap()
+                    }),
+                    _ => Box::new(|| {
+                        let lp = candle_nn::ops::log_softmax(&z, D::Minus1).unwrap();
+                        let loss = candle_nn::loss::nll(&lp, &tt).unwrap();
+                        let gr = loss.backward().unwrap();
+                        std::hint::black_box(gr.get(&z).unwrap());
+                        loss.to_scalar::<f32>().unwrap()
+                    }),
+                };
+                let (ms, peak, v) = step(&mut *f);
+                times[k].push(ms);
+                peaks[k] = peaks[k].max(peak);
+                vals[k] = v;
+            }
+        }
+        let raw = median(&mut times[0].clone());
+        println!("\n## {n}x{c}");
+        println!("| call | median ms | vs raw (prealloc) | peak heap MB | loss |");
+        println!("|---|---|---|---|---|");
+        for k in 0..names.len() {
+            let m = median(&mut times[k]);
+            println!(
+                "| {} | {:.1} | {:.2}x | {:.0} | {:.6} |",
+                names[k],
+                m,
+                m / raw,
+                peaks[k] as f64 / 1e6,
+                vals[k]
+            );
+        }
+    }
+    Ok(())
+}

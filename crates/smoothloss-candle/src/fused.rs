@@ -1,0 +1,305 @@
+//! One candle op per call shape, generic over the loss: [`Fused`] runs the loss once in the
+//! forward (value and gradient together), keeps the gradient, and hands it to autograd in the
+//! backward: as it is when the upstream gradient is the scalar 1, scaled in one pass otherwise.
+
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp2, D, Layout, Result, Shape, Tensor};
+use smoothloss_core::{CrossEntropy, Element, Input, Loss, LossConfig, Losses, PairLossCall};
+
+use crate::host;
+
+/// The second operand of a call, on the host.
+pub(crate) enum Second<'a, T> {
+    /// Class indices (cross-entropy).
+    Classes(&'a [i64]),
+    /// Values of the first operand's dtype: probability targets, box or element targets.
+    Values(&'a [T]),
+}
+
+/// What a call shape runs on candle's CUDA device (feature `cuda`); nothing without it.
+#[cfg(feature = "cuda")]
+pub(crate) use crate::cuda::CudaCall as DeviceCall;
+/// What a call shape runs on candle's CUDA device (feature `cuda`); nothing without it.
+#[cfg(not(feature = "cuda"))]
+pub(crate) trait DeviceCall {}
+#[cfg(not(feature = "cuda"))]
+impl<T> DeviceCall for T {}
+
+/// A loss call shape: how the candle shapes map onto the front door's, and the call itself.
+pub(crate) trait Call: DeviceCall + Send + Sync + 'static {
+    /// The op's name in candle's graph.
+    fn name(&self) -> &'static str;
+    /// Values per item of the first operand: the last dimension for cross-entropy (classes)
+    /// and boxes (4), `None` for element-wise losses (every element is an item).
+    fn item_width(&self) -> Option<usize>;
+    /// Whether the loss returns one value per item (`none`).
+    fn per_item(&self) -> bool;
+    /// Checks the operands' shapes against each other (before any data is read).
+    fn check_shapes(&self, first: &[usize], second: &[usize], classes_second: bool) -> Result<()>;
+    /// Runs the loss on host slices (`dims`: the first operand's shape, checked).
+    fn run<T: Element, B: Losses<T>>(
+        &self,
+        backend: &B,
+        input: Input<'_, T>,
+        dims: &[usize],
+        second: Second<'_, T>,
+    ) -> smoothloss_core::Result<Loss>;
+}
+
+/// Cross-entropy over logits `[N, C]`, class indices `[N]` or probabilities `[N, C]`.
+pub(crate) struct CeCall(pub CrossEntropy);
+
+impl Call for CeCall {
+    fn name(&self) -> &'static str {
+        "smoothloss-cross_entropy"
+    }
+    fn item_width(&self) -> Option<usize> {
+        Some(0) // the last dimension, whatever it is
+    }
+    fn per_item(&self) -> bool {
+        self.0.reduction() == smoothloss_core::Reduction::None
+    }
+    fn check_shapes(&self, first: &[usize], second: &[usize], classes: bool) -> Result<()> {
+        if first.len() != 2 {
+            candle_core::bail!("smoothloss cross_entropy: logits must be [N, C], got {first:?}");
+        }
+        let want: &[usize] = if classes { &first[..1] } else { first };
+        if second != want {
+            candle_core::bail!(
+                "smoothloss cross_entropy: targets must be {want:?} for logits {first:?}, got {second:?}"
+            );
+        }
+        Ok(())
+    }
+    fn run<T: Element, B: Losses<T>>(
+        &self,
+        backend: &B,
+        input: Input<'_, T>,
+        dims: &[usize],
+        second: Second<'_, T>,
+    ) -> smoothloss_core::Result<Loss> {
+        // `[N, C]` (checked by `check_shapes`).
+        let input = match *dims {
+            [n, c] => input.shaped(n, c),
+            _ => input,
+        };
+        match second {
+            Second::Classes(t) => backend.cross_entropy(&self.0, input, t),
+            Second::Values(p) => {
+                backend.cross_entropy(&self.0, input, smoothloss_core::CeTargets::Probs(p))
+            }
+        }
+    }
+}
+
+/// Any loss on two aligned operands of the same shape ([`PairLossCall`]).
+pub(crate) struct PairCall<C>(pub C);
+
+impl<C: PairLossCall> Call for PairCall<C> {
+    fn name(&self) -> &'static str {
+        C::OP.name()
+    }
+    fn item_width(&self) -> Option<usize> {
+        (C::ITEM_WIDTH > 1).then_some(C::ITEM_WIDTH)
+    }
+    fn per_item(&self) -> bool {
+        self.0.reduction() == smoothloss_core::Reduction::None
+    }
+    fn check_shapes(&self, first: &[usize], second: &[usize], classes: bool) -> Result<()> {
+        let name = C::OP.name();
+        if classes {
+            candle_core::bail!("smoothloss {name}: the target must be a float tensor");
+        }
+        if first != second {
+            candle_core::bail!(
+                "smoothloss {name}: target shape {second:?} differs from the input's {first:?}"
+            );
+        }
+        if C::ITEM_WIDTH > 1 && first.last() != Some(&C::ITEM_WIDTH) {
+            candle_core::bail!(
+                "smoothloss {name}: the last dimension must be {}, got {first:?}",
+                C::ITEM_WIDTH
+            );
+        }
+        Ok(())
+    }
+    fn run<T: Element, B: Losses<T>>(
+        &self,
+        backend: &B,
+        input: Input<'_, T>,
+        dims: &[usize],
+        second: Second<'_, T>,
+    ) -> smoothloss_core::Result<Loss> {
+        let _ = dims; // flat: the front door reads `[N]` or `[N, 4]` from the lengths
+        match second {
+            Second::Values(y) => self.0.call(backend, input, y),
+            Second::Classes(_) => unreachable_classes(),
+        }
+    }
+}
+
+/// Class targets are refused by [`PairCall::check_shapes`] before any call.
+fn unreachable_classes() -> smoothloss_core::Result<Loss> {
+    Err(smoothloss_core::LossError::InvalidParameter {
+        name: "target",
+        value: f64::NAN,
+        reason: "an integer target for a loss on two float operands",
+    })
+}
+
+/// The shape of the loss tensor: a scalar, or the items' dimensions under `none`.
+pub(crate) fn out_shape<L: Call>(call: &L, first: &[usize]) -> Shape {
+    if !call.per_item() {
+        return Shape::from(());
+    }
+    match call.item_width() {
+        Some(_) => Shape::from(&first[..first.len().saturating_sub(1)]),
+        None => Shape::from(first),
+    }
+}
+
+/// The recorded op: the loss, and the gradient its forward computed (kept for the backward).
+pub(crate) struct Fused<L> {
+    pub(crate) call: L,
+    /// Whether the forward computes the gradient (some input is tracked).
+    pub(crate) want_grad: bool,
+    pub(crate) grad: Mutex<Option<Tensor>>,
+}
+
+impl<L: Call> Fused<L> {
+    pub(crate) fn new(call: L, want_grad: bool) -> Self {
+        Self {
+            call,
+            want_grad,
+            grad: Mutex::new(None),
+        }
+    }
+
+    /// Keeps the forward's gradient for the backward.
+    pub(crate) fn keep(&self, grad: Option<Tensor>) {
+        if let Some(g) = grad {
+            *self.grad.lock().unwrap_or_else(|p| p.into_inner()) = Some(g);
+        }
+    }
+}
+
+/// The gradient with respect to the first operand: the kept one when `grad_res` is the scalar
+/// 1 (no pass over it), else scaled by `grad_res` in one broadcast multiplication (a scalar, or
+/// one value per item under `none`).
+pub(crate) fn scaled(kept: Tensor, grad_res: &Tensor, items_have_width: bool) -> Result<Tensor> {
+    let kept = if kept.dtype() == grad_res.dtype() {
+        kept
+    } else {
+        kept.to_dtype(grad_res.dtype())?
+    };
+    if grad_res.rank() == 0 {
+        if grad_res
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?
+            == 1.0
+        {
+            return Ok(kept);
+        }
+        return kept.broadcast_mul(grad_res);
+    }
+    if items_have_width {
+        kept.broadcast_mul(&grad_res.unsqueeze(D::Minus1)?)
+    } else {
+        kept.mul(grad_res)
+    }
+}
+
+impl<L: Call> CustomOp2 for Fused<L> {
+    fn name(&self) -> &'static str {
+        self.call.name()
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (out, grad) = host::forward(&self.call, s1, l1, s2, l2, self.want_grad)?;
+        self.keep(grad);
+        Ok((out, out_shape(&self.call, l1.dims())))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (out, grad) = crate::cuda::forward(&self.call, s1, l1, s2, l2, self.want_grad)?;
+        self.keep(grad);
+        Ok((out, out_shape(&self.call, l1.dims())))
+    }
+
+    fn bwd(
+        &self,
+        _arg1: &Tensor,
+        _arg2: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let kept = self.grad.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(kept) = kept else {
+            candle_core::bail!(
+                "smoothloss {}: no gradient was kept in the forward",
+                self.call.name()
+            );
+        };
+        let g = scaled(kept, grad_res, self.call.item_width().is_some())?;
+        // Targets are constants: smoothloss differentiates the first operand only.
+        Ok((Some(g), None))
+    }
+}
+
+/// Pairwise IoU `[N, M]` of `[N, 4]` and `[M, 4]` boxes (forward only).
+pub(crate) struct Iou(pub smoothloss_core::BoxFormat);
+
+/// `(N, M)` of a pairwise IoU.
+pub(crate) fn iou_dims(a: &[usize], b: &[usize]) -> Result<(usize, usize)> {
+    match (a, b) {
+        ([n, 4], [m, 4]) => Ok((*n, *m)),
+        _ => candle_core::bail!(
+            "smoothloss box_iou: boxes must be [N, 4] and [M, 4], got {a:?} and {b:?}"
+        ),
+    }
+}
+
+impl CustomOp2 for Iou {
+    fn name(&self) -> &'static str {
+        "smoothloss-box_iou"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, m) = iou_dims(l1.dims(), l2.dims())?;
+        let out = host::box_iou(self.0, s1, l1, s2, l2, n * m)?;
+        Ok((out, Shape::from((n, m))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, m) = iou_dims(l1.dims(), l2.dims())?;
+        let out = crate::cuda::box_iou(self.0, s1, l1, s2, l2, n * m)?;
+        Ok((out, Shape::from((n, m))))
+    }
+}
