@@ -25,11 +25,19 @@
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+mod double;
+pub use double::{exp_nonpos_f64, ln_f64, sincos_f64};
 
 /// 0 for a finite `v`, NaN for an infinite or NaN one.
 #[inline(always)]
 pub(crate) fn zn(v: f32) -> f32 {
     v * 0.0
+}
+
+/// Selects `a` where `c` holds, else `b`, in `f64` (compiles to a blend).
+#[inline(always)]
+pub(crate) fn sel64(c: bool, a: f64, b: f64) -> f64 {
+    if c { a } else { b }
 }
 
 /// Selects `a` where `c` holds, else `b` (compiles to a blend).
