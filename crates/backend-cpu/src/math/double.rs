@@ -18,6 +18,9 @@ const PIO2_HI: f64 = 1.570_796_326_734_125_6;
 const PIO2_LO: f64 = 6.077_100_506_506_192e-11;
 /// `1.5 * 2^52`: adding it rounds to the nearest integer, held in the low bits.
 const MAGIC: f64 = 6_755_399_441_055_744.0;
+/// `ln 2` in two parts (fdlibm's `ln2_hi`, `ln2_lo`): `k LN2_HI` is exact for `|k| < 2^20`.
+const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
 
 /// `(sin x, cos x)` for `|x| <= 1e5` (Cody-Waite reduction by `pi / 2`, Taylor polynomials of
 /// degree 15 and 16 on `|r| <= pi / 4`).
@@ -57,8 +60,6 @@ pub fn sincos_f64(x: f64) -> (f64, f64) {
 /// 12 on `|r| <= ln 2 / 2`, `2^k` built in the exponent bits). NaN gives NaN.
 #[inline(always)]
 pub fn exp_nonpos_f64(x: f64) -> f64 {
-    const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     let xc = sel64(x < -700.0, -700.0, x);
     let j = xc * std::f64::consts::LOG2_E + MAGIC;
     let k = j - MAGIC;
@@ -90,8 +91,6 @@ pub fn exp_nonpos_f64(x: f64) -> f64 {
 /// `x > 0` only (callers pass such values; others give meaningless finite numbers or NaN).
 #[inline(always)]
 pub fn ln_f64(x: f64) -> f64 {
-    const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
-    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     let bits = x.to_bits();
     // The biased exponent as a float without an integer conversion (none in AVX2 for 64 bits).
     let e0 =

@@ -42,13 +42,14 @@ fn pair<const G: bool, const FL: bool>(
     floor: f64,
 ) -> (f64, f64, [f64; 5], bool) {
     let fin = p.iter().chain(&t).fold(0.0, |a, v| a + v * 0.0) == 0.0;
-    let scalar = !fin || !(p[4].abs() <= ANGLE_MAX) || !(t[4].abs() <= ANGLE_MAX);
+    // (`fin` false for NaN, so the comparisons below see numbers.)
+    let scalar = !fin || p[4].abs() > ANGLE_MAX || t[4].abs() > ANGLE_MAX;
     let (si1, co1) = sincos_f64(p[4]);
     let (si2, co2) = sincos_f64(t[4]);
-    let big_a1 = p[2] * p[2] / 12.0 + floor;
-    let big_b1 = p[3] * p[3] / 12.0 + floor;
-    let big_a2 = t[2] * t[2] / 12.0 + floor;
-    let big_b2 = t[3] * t[3] / 12.0 + floor;
+    let big_a1 = p[2] * p[2] * (1.0 / 12.0) + floor;
+    let big_b1 = p[3] * p[3] * (1.0 / 12.0) + floor;
+    let big_a2 = t[2] * t[2] * (1.0 / 12.0) + floor;
+    let big_b2 = t[3] * t[3] * (1.0 / 12.0) + floor;
     let (c1s, s1s, cs1) = (co1 * co1, si1 * si1, co1 * si1);
     let (c2s, s2s, cs2) = (co2 * co2, si2 * si2, co2 * si2);
     let (a1, b1, c1) = (
@@ -104,8 +105,8 @@ fn pair<const G: bool, const FL: bool>(
         grad = [
             ddx,
             ddy,
-            d_a * p[2] / 6.0 + dq * q2 * sh1 * dsw1,
-            d_b * p[3] / 6.0 + dq * q2 * sw1 * dsh1,
+            d_a * p[2] * (1.0 / 6.0) + dq * q2 * sh1 * dsw1,
+            d_b * p[3] * (1.0 / 6.0) + dq * q2 * sw1 * dsh1,
             dr1,
         ];
     }
@@ -142,8 +143,8 @@ pub(crate) fn chunk<const G: bool, const FL: bool>(
         let (l, i, g, s) = pair::<G, FL>(pj, tj, prm.eps, prm.floor);
         out.loss[j] = l;
         out.iou[j] = i;
-        for k in 0..5 {
-            out.grad[k][j] = g[k];
+        for (k, gk) in g.into_iter().enumerate() {
+            out.grad[k][j] = gk;
         }
         scalar[j] = s;
     }
@@ -153,8 +154,8 @@ pub(crate) fn chunk<const G: bool, const FL: bool>(
         let (l, i, g) = probiou_pair::<G>(pj, tj, prm);
         out.loss[j] = l;
         out.iou[j] = i;
-        for k in 0..5 {
-            out.grad[k][j] = g[k];
+        for (k, gk) in g.into_iter().enumerate() {
+            out.grad[k][j] = gk;
         }
     }
     out
