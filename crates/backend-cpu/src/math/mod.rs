@@ -19,6 +19,9 @@
 //! * [`log1p_unit_f32`] (`log1p(e)` for `e` in `[0, 1]`): relative error `<= 3e-7`.
 //! * [`ln_f32`] (`ln(x)` for `x > 0`, subnormals included): absolute error `<= 2e-7 * max(1,
 //!   |ln x|)`.
+//! * [`sincos_f64`], [`exp_nonpos_f64`], [`ln_f64`]: branchless `f64` functions for the
+//!   kernels that keep `f64` arithmetic but must vectorise (ProbIoU), within `1e-15` of libm
+//!   (`double.rs`, `tests/double_math.rs`).
 //! * [`atan_f32`], [`atan_ratio_f32`]: `|err| <= 1.5e-7 + 1.2e-7 * |atan(x)|` for every `x`
 //!   (exact `+-pi/2` up to `f32` rounding for `+-inf`, NaN for NaN); [`atan_ratio_diff`]:
 //!   `|err| <= 4e-7 + 2e-7 * |diff|`.
