@@ -52,6 +52,7 @@ pub mod prelude {
         DflConvention, DistributionFocal, ProbIou, QualityFocal, Varifocal, VarifocalTargets,
         VarifocalWeight,
     };
+    pub use smoothloss_core::WiseIouState;
 }
 
 /// The README's example, compiled and run as a doctest.
