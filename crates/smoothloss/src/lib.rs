@@ -43,6 +43,7 @@ pub type DefaultBackend = smoothloss_core::ReferenceBackend;
 /// Everything needed to call a loss.
 pub mod prelude {
     pub use crate::DefaultBackend;
+    pub use smoothloss_core::WiseIouState;
     pub use smoothloss_core::{
         Backend, BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CeTargets, CrossEntropy, Huber,
         Input, Linear, LinearCrossEntropy, Loss, LossError, Losses, Reduction, SigmoidFocal,
@@ -52,7 +53,6 @@ pub mod prelude {
         DflConvention, DistributionFocal, ProbIou, QualityFocal, Varifocal, VarifocalTargets,
         VarifocalWeight,
     };
-    pub use smoothloss_core::WiseIouState;
 }
 
 /// The README's example, compiled and run as a doctest.

@@ -70,7 +70,11 @@ impl WiseIouState {
             })
         };
         if !(self.mean.is_finite() && self.mean > 0.0) {
-            return bad("wiou_mean", self.mean, "the running mean must be finite and > 0");
+            return bad(
+                "wiou_mean",
+                self.mean,
+                "the running mean must be finite and > 0",
+            );
         }
         if !(self.momentum > 0.0 && self.momentum < 1.0) {
             return bad("wiou_momentum", self.momentum, "must lie in (0, 1)");
