@@ -11,6 +11,8 @@ call of that name, which warms up). `quit` ends it.
 Peers, per name (the implementation that defines each loss):
   iou, giou, diou, ciou     ultralytics.utils.metrics.bbox_iou (xywh=False) + autograd
   tv-giou, tv-ciou          torchvision.ops generalized/complete_box_iou_loss
+  wiou3                     Wise-IoU v3 as the author's code (the generator's wiou3_sequences):
+                            running mean of 1 - IoU updated before use, detached focus r, r * v1
   everything else           the PyTorch code of spec/cases/gen_detection_boxes.py (mmdetection's
                             formulas reimplemented from its source, the papers' equations)
 
@@ -69,7 +71,20 @@ GEN = {
 ULTRA = {"iou": {}, "giou": {"GIoU": True}, "diou": {"DIoU": True}, "ciou": {"CIoU": True}}
 
 
+def wiou3(p, t, eps=1e-7, momentum=1 - 0.5 ** (1 / 7000), alpha=1.9, delta=3.0):
+    """Wise-IoU v3 from the default state (mean 1), as gen_detection_boxes.wiou3_sequences."""
+    q = gen.parts(p, t, eps)
+    liou = 1 - q["iou"]
+    mean = (1 - momentum) * 1.0 + momentum * liou.detach().mean()
+    beta = liou.detach() / mean
+    r = beta / (delta * torch.pow(torch.tensor(alpha), beta - delta))
+    v1 = torch.exp((q["dx"] ** 2 + q["dy"] ** 2) / (q["cw"] ** 2 + q["ch"] ** 2).detach()) * liou
+    return (r * v1).mean()
+
+
 def loss_fn(name):
+    if name == "wiou3":
+        return "author's code (Wise-IoU v3)", wiou3
     if name in ULTRA and bbox_iou is not None:
         kw = ULTRA[name]
         return "ultralytics bbox_iou", lambda p, t: (1 - bbox_iou(p, t, xywh=False, **kw)).mean()

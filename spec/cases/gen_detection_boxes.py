@@ -27,6 +27,13 @@ Sources, per case family (the case id starts with the family):
   ``focal-eiou-*`` Focal-EIoU, arXiv 2101.08158 eq. (12), ``IoU^gamma`` detached as the common
   YOLO implementations; ``eiou-*`` Efficient-IoU itself, eq. (10).
 * ``threshold-*``: the seed article's weighting (``BOX-9``) on top of the newer kinds.
+* ``wise_iou_v3`` (a top-level list, not in ``cases``: each entry is a *sequence* of calls with
+  the running mean carried from one to the next, ``BOX-24``): Wise-IoU v3, arXiv 2301.10051
+  eq. (8)-(10), written after the author's code (Instinct323/wiou ``iou.py``
+  ``IouLoss.__call__`` / ``_scaled_loss`` and the YOLO integrations' ``WIoU_Scale``): the mean
+  of the detached ``1 - IoU`` updates ``iou_mean`` *before* use, ``beta = (1 - IoU)* / iou_mean``,
+  ``r = beta / (delta * alpha ** (beta - delta))`` detached, ``L = r * L_WIoUv1``; here in
+  float64 (the author keeps ``iou_mean`` in float32) with eps in the union (``BOX-3``).
 """
 
 import json
@@ -312,6 +319,45 @@ FORMATS = ["xyxy", "xywh", "cxcywh"]
 REDUCTIONS = ["mean", "sum", "none"]
 
 
+def wiou3_sequences():
+    """Sequences of Wise-IoU v3 calls with the running mean carried (BOX-24); drawn after every
+    other case so that the earlier cases' random boxes are unchanged."""
+    seqs = []
+    settings = [
+        ("xyxy", "mean", 1 - 0.5 ** (1 / 7000), 1.9, 3.0, 1.0),
+        ("cxcywh", "sum", 0.05, 1.9, 3.0, 1.0),
+        ("xywh", "none", 0.3, 1.7, 2.7, 0.6),
+        ("cxcywh", "mean", 0.01, 2.5, 4.0, 0.2),
+    ]
+    for si, (fmt, r, momentum, alpha, delta, mean0) in enumerate(settings):
+        mean = torch.tensor(mean0)
+        steps = []
+        for step in range(4):
+            p_xyxy, t_xyxy = boxes(6 + step)
+            pred = from_xyxy(p_xyxy, fmt).detach().clone().requires_grad_(True)
+            target = from_xyxy(t_xyxy, fmt).detach().clone()
+            q = parts(to_xyxy(pred, fmt), to_xyxy(target, fmt), EPS)
+            liou = 1 - q["iou"]
+            # The author's order: update the running mean from this batch, then use it.
+            mean = (1 - momentum) * mean + momentum * liou.detach().mean()
+            beta = liou.detach() / mean
+            rr = beta / (delta * torch.pow(torch.tensor(alpha), beta - delta))
+            v1 = torch.exp((q["dx"] ** 2 + q["dy"] ** 2) / (q["cw"] ** 2 + q["ch"] ** 2).detach()) * liou
+            out = reduce(rr * v1, r)
+            out.sum().backward()
+            steps.append({
+                "pred": pred.detach().reshape(-1).tolist(),
+                "target": target.reshape(-1).tolist(),
+                "loss": out.detach().reshape(-1).tolist(),
+                "grad": pred.grad.reshape(-1).tolist(),
+                "mean_after": mean.item(),
+            })
+        seqs.append({"id": f"wiou3-seq-{si + 1:02d}", "format": fmt, "reduction": r, "eps": EPS,
+                     "momentum": momentum, "alpha": alpha, "delta": delta, "mean": mean0,
+                     "steps": steps})
+    return seqs
+
+
 def main():
     cases = []
     k = 0
@@ -411,7 +457,9 @@ def main():
     gen = (f"torch {torch.__version__}, torchvision {torchvision.__version__}"
            + (f", ultralytics {ultralytics.__version__}" if ultralytics is not None else "")
            + ", float64, spec/cases/gen_detection_boxes.py")
-    json.dump({"format": "smoothloss-cases/1", "generator": gen, "cases": cases}, sys.stdout, indent=None)
+    seqs = wiou3_sequences()
+    json.dump({"format": "smoothloss-cases/1", "generator": gen, "cases": cases,
+               "wise_iou_v3": seqs}, sys.stdout, indent=None)
     sys.stdout.write("\n")
 
 

@@ -333,3 +333,21 @@ fn box_options_are_validated() {
         assert!(run(&c).is_ok(), "{kind:?}");
     }
 }
+
+/// BOX-19 / BOX-16: two boxes whose heights are both negative (inverted) made the shape ratio
+/// `|h - hg| / max(h, hg)` a large negative number and `exp(-ratio)` overflow to `+inf`
+/// (found by `box_kinds_degenerate_are_finite`); the ratio is 0 where the max is not positive.
+#[test]
+fn shape_ratio_of_two_inverted_heights_stays_finite() {
+    covers!("BOX-19");
+    let (p, b) = (
+        [0.0, 0.0, 0.0, -3.7900265830117728],
+        [0.0, 0.0, 0.0, -0.003655122082898254],
+    );
+    for kind in [BoxLossKind::ShapeIou, BoxLossKind::Siou] {
+        let cfg = BoxLoss::new(kind, BoxFormat::Xyxy);
+        let (l, g, iou) = box_pair_loss_cfg(&cfg, p, b);
+        assert!(l.is_finite() && iou.is_finite(), "{kind:?}: {l} {iou}");
+        assert!(g.iter().all(|v| v.is_finite()), "{kind:?}: {g:?}");
+    }
+}

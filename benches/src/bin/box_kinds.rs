@@ -17,7 +17,9 @@
 mod timing;
 
 use smoothloss_benches::box_pairs;
-use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, CiouConvention, Input, Losses, Reduction};
+use smoothloss_core::{
+    BoxFormat, BoxLoss, BoxLossKind, CiouConvention, Input, Losses, Reduction, WiseIouState,
+};
 use smoothloss_cpu::CpuBackend;
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Write};
@@ -42,6 +44,8 @@ fn rows() -> Vec<(&'static str, BoxLoss)> {
         ("extended-iou", k(BoxLossKind::ExtendedIou)),
         ("siou", k(BoxLossKind::Siou)),
         ("wiou", k(BoxLossKind::Wiou)),
+        // Wise-IoU v3 (`Losses::wise_iou_v3`, BOX-24), each call from the default state.
+        ("wiou3", k(BoxLossKind::Wiou)),
         (
             "mpdiou",
             k(BoxLossKind::Mpdiou).with_image_size(1000.0, 1000.0),
@@ -120,9 +124,14 @@ fn main() {
         let mut floor = Vec::new();
         for _ in 0..reps {
             let (s, _) = timing::time_median(3, || {
-                let l = cpu
-                    .box_loss(&cfg, Input::new(&p).with_grad(&mut g), &t)
-                    .expect("valid call");
+                let input = Input::new(&p).with_grad(&mut g);
+                let l = if name == "wiou3" {
+                    let mut state = WiseIouState::new();
+                    cpu.wise_iou_v3(&cfg, &mut state, input, &t)
+                } else {
+                    cpu.box_loss(&cfg, input, &t)
+                }
+                .expect("valid call");
                 black_box(l);
             });
             ours.push(s);

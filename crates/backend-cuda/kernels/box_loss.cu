@@ -69,6 +69,11 @@ __device__ __forceinline__ D4 safe_div(D4 a, D4 b) {
     if (b.v == 0.0) return d4c(0.0);
     return a / b;
 }
+// a / b where b > 0, else 0 (the reference's pos_div: SIoU / Shape-IoU shape ratios).
+__device__ __forceinline__ D4 pos_div(D4 a, D4 b) {
+    if (!(b.v > 0.0)) return d4c(0.0);
+    return a / b;
+}
 __device__ __forceinline__ double atan_ratio_value(double w, double h) {
     if (h != 0.0) return atan(w / h);
     if (w == 0.0) return 0.0;
@@ -232,8 +237,8 @@ __device__ D4 siou(const D4 p[4], const D4 g[4], D4 iou, D4 e, int paper_gamma) 
     const D4 ry = s_ch / ch;
     const D4 gamma = paper_gamma ? angle - two : two - angle;
     const D4 distance = two - d4exp(gamma * rx * rx) - d4exp(gamma * ry * ry);
-    const D4 om_w = safe_div(d4abs(w1 - w2), d4max(w1, w2));
-    const D4 om_h = safe_div(d4abs(h1 - h2), d4max(h1, h2));
+    const D4 om_w = pos_div(d4abs(w1 - w2), d4max(w1, w2));
+    const D4 om_h = pos_div(d4abs(h1 - h2), d4max(h1, h2));
     const D4 shape = pow4(one - d4exp(-om_w)) + pow4(one - d4exp(-om_h));
     return one - clampd(iou - half * (distance + shape), -1.0, 1.0);
 }
@@ -307,8 +312,8 @@ __device__ D4 pair_loss_xyxy(const BoxOpts& o, const D4 p[4], const D4 g[4], dou
         const D4 ww = den > 0.0 ? d4c(2.0 * pwg / den) : one;
         const D4 hh = den > 0.0 ? d4c(2.0 * phg / den) : one;
         const D4 distance = safe_div(hh * dx * dx + ww * dy * dy, diag2);
-        const D4 om_w = hh * safe_div(d4abs(w - wg), d4max(w, wg));
-        const D4 om_h = ww * safe_div(d4abs(h - hg), d4max(h, hg));
+        const D4 om_w = hh * pos_div(d4abs(w - wg), d4max(w, wg));
+        const D4 om_h = ww * pos_div(d4abs(h - hg), d4max(h, hg));
         const D4 shape = pow4(one - d4exp(-om_w)) + pow4(one - d4exp(-om_h));
         loss = one - iou + distance + half * shape;
     }

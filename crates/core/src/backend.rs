@@ -304,7 +304,7 @@ pub trait Backend<T: Element>:
     fn name(&self) -> String;
 }
 
-fn extent<T>(input: &Input<'_, T>) -> Extent {
+pub(crate) fn extent<T>(input: &Input<'_, T>) -> Extent {
     Extent {
         len: input.io.input().len(),
         shape: input.shape,
@@ -445,6 +445,19 @@ pub trait Losses<T: Element>: Backend<T> {
         target: &'a [T],
     ) -> Result<Loss> {
         self.run_box_loss(bind_pair(cfg, pred.into(), target)?)
+    }
+
+    /// Wise-IoU v3 over aligned pairs (`BOX-24`, `cfg.kind` must be `wiou`): Wise-IoU v1 times
+    /// the detached focusing coefficient of each pair; `state`'s running mean of the IoU loss
+    /// is updated from this batch before use, as the author's code, and written back.
+    fn wise_iou_v3<'a>(
+        &self,
+        cfg: &BoxLoss,
+        state: &mut crate::box_loss::WiseIouState,
+        pred: impl Into<Input<'a, T>>,
+        target: &'a [T],
+    ) -> Result<Loss> {
+        crate::box_loss::run_wise_iou_v3(self, cfg, state, pred.into(), target)
     }
 
     /// Pairwise IoU of `boxes1` `[N, 4]` and `boxes2` `[M, 4]` into `out` `[N, M]`

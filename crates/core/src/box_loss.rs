@@ -8,6 +8,10 @@ use crate::op::Op;
 use crate::plan::{Extent, LossConfig, PairLoss, Plan, check_f32_magnitude, check_f32_scale};
 use crate::reduction::Reduction;
 
+mod wise_iou;
+pub use wise_iou::WiseIouState;
+pub(crate) use wise_iou::run as run_wise_iou_v3;
+
 /// The layout of the four numbers of a box (`BOX-1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum BoxFormat {

@@ -52,7 +52,7 @@ pub use backend::{
 pub use binary::{BceWithLogits, SigmoidFocal};
 pub use box_loss::{
     BoxFormat, BoxIouPlan, BoxLoss, BoxLossKind, BoxModifiers, BoxOptions, BoxPlan, CiouConvention,
-    ThresholdWeight,
+    ThresholdWeight, WiseIouState,
 };
 pub use buffers::BufferLosses;
 pub use call::{GradDest, Input, Io, Loss};

@@ -70,6 +70,7 @@ pub type DefaultBackend = smoothloss_core::ReferenceBackend;
 /// Everything needed to call a loss.
 pub mod prelude {
     pub use crate::DefaultBackend;
+    pub use smoothloss_core::WiseIouState;
     pub use smoothloss_core::{
         Backend, BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CeTargets, CrossEntropy, Huber,
         Input, Linear, LinearCrossEntropy, Loss, LossError, Losses, Reduction, SigmoidFocal,

@@ -155,12 +155,12 @@ pub(crate) struct PairParams {
     pub shape_scale: f32,
 }
 
-/// `|x - y| / max(x, y)` (0 where the max is 0) and its derivative in `x`, ties of the max
+/// `|x - y| / max(x, y)` (0 where the max is <= 0: degenerate boxes, as the reference's `pos_div`) and its derivative in `x`, ties of the max
 /// split in half and `d|0| = 0` (the reference's conventions).
 #[inline(always)]
 fn omega(x: f32, y: f32) -> (f32, f32) {
     let m = sel(x > y, x, y);
-    let rm = safe_recip(m);
+    let rm = sel(m > 0.0, safe_recip(m), 0.0);
     let d = x - y;
     let num = d.abs();
     let dm = sel(x > y, 1.0, sel(x == y, 0.5, 0.0));

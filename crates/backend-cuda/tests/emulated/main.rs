@@ -297,3 +297,4 @@ mod detection;
 mod elementwise;
 mod hygiene;
 mod suite;
+mod wise_iou_v3;

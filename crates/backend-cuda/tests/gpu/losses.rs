@@ -596,3 +596,52 @@ fn cross_entropy_one_block_per_row_with_opt_in() {
         );
     }
 }
+
+/// Wise-IoU v3 (`BOX-24`) on the GPU: its two box-loss launches per call against the f64
+/// reference over a sequence of calls with the state carried (the CPU box-loss tolerance).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn wise_iou_v3_matches_the_reference_over_a_sequence() {
+    use smoothloss_core::WiseIouState;
+    let b = backend!();
+    let mut rng = Rng::new(2405);
+    let cfg = BoxLoss::new(BoxLossKind::Wiou, BoxFormat::Xyxy);
+    let (mut sg, mut sr) = (WiseIouState::new(), WiseIouState::new());
+    for _ in 0..3 {
+        let n = 3000usize;
+        let mut pred = Vec::with_capacity(4 * n);
+        let mut target = Vec::with_capacity(4 * n);
+        for _ in 0..n {
+            let (x, y) = (rng.range_f32(0.0, 50.0), rng.range_f32(0.0, 50.0));
+            let (w, h) = (rng.range_f32(0.5, 20.0), rng.range_f32(0.5, 20.0));
+            target.extend_from_slice(&[x, y, x + w, y + h]);
+            let (px, py) = (x + rng.range_f32(-5.0, 5.0), y + rng.range_f32(-5.0, 5.0));
+            pred.extend_from_slice(&[px, py, px + w, py + h * 0.8]);
+        }
+        let mut g = vec![0.0f32; 4 * n];
+        let got = b
+            .wise_iou_v3(&cfg, &mut sg, Input::new(&pred).with_grad(&mut g), &target)
+            .unwrap()
+            .value();
+        let pw: Vec<f64> = pred.iter().map(|&v| f64::from(v)).collect();
+        let tw: Vec<f64> = target.iter().map(|&v| f64::from(v)).collect();
+        let mut gr = vec![0.0f64; 4 * n];
+        let want = ReferenceBackend
+            .wise_iou_v3(&cfg, &mut sr, Input::new(&pw).with_grad(&mut gr), &tw)
+            .unwrap()
+            .value();
+        assert!(
+            (got - want).abs() <= 2e-6 + 2e-5 * want.abs(),
+            "{got} vs {want}"
+        );
+        for (i, (a, w)) in g.iter().zip(&gr).enumerate() {
+            let m = gr[4 * (i / 4)..4 * (i / 4) + 4]
+                .iter()
+                .fold(0.0_f64, |m, v| m.max(v.abs()));
+            let a = f64::from(*a);
+            let tol = 2e-6 / n as f64 + 2e-5 * w.abs() + 1e-5 * m;
+            assert!((a - w).abs() <= tol, "grad {i}: {a} vs {w}");
+        }
+        assert!((sg.mean - sr.mean).abs() <= 2e-6 * sr.mean, "{sg:?} {sr:?}");
+    }
+}

@@ -3,7 +3,7 @@
 use std::f64::consts::PI;
 
 use super::dual::{
-    D4, Scalar, abs, asin, clamp, cos, detach, exp, max, min, pow4, safe_div, spow, sqrt,
+    D4, Scalar, abs, asin, clamp, cos, detach, exp, max, min, pos_div, pow4, safe_div, spow, sqrt,
 };
 use crate::box_loss::{BoxFormat, BoxLoss, BoxLossKind, CiouConvention};
 use crate::call::Loss;
@@ -161,8 +161,8 @@ pub fn pair_loss_cfg<S: Scalar>(cfg: &BoxLoss, p: [S; 4], g: [S; 4]) -> (S, f64)
                 (one, one)
             };
             let distance = safe_div(hh * dx * dx + ww * dy * dy, diag2);
-            let om_w = hh * safe_div(abs(w - wg), max(w, wg));
-            let om_h = ww * safe_div(abs(h - hg), max(h, hg));
+            let om_w = hh * pos_div(abs(w - wg), max(w, wg));
+            let om_h = ww * pos_div(abs(h - hg), max(h, hg));
             let shape = pow4(one - exp(-om_w)) + pow4(one - exp(-om_h));
             one - iou + distance + half * shape
         }
@@ -261,8 +261,8 @@ fn siou<S: Scalar>(p: [S; 4], g: [S; 4], iou: S, e: S, paper_gamma: bool) -> S {
     };
     let distance = two - exp(gamma * rx * rx) - exp(gamma * ry * ry);
     // Shape cost, theta = 4.
-    let om_w = safe_div(abs(w1 - w2), max(w1, w2));
-    let om_h = safe_div(abs(h1 - h2), max(h1, h2));
+    let om_w = pos_div(abs(w1 - w2), max(w1, w2));
+    let om_h = pos_div(abs(h1 - h2), max(h1, h2));
     let shape = pow4(one - exp(-om_w)) + pow4(one - exp(-om_h));
     one - clamp(iou - half * (distance + shape), -1.0, 1.0)
 }

@@ -188,6 +188,12 @@ pub fn safe_div<S: Scalar>(a: S, b: S) -> S {
     if b.val() == 0.0 { S::cst(0.0) } else { a / b }
 }
 
+/// `a / b` where `b > 0`, else 0: the shape ratios `|x - y| / max(x, y)` of SIoU and
+/// Shape-IoU, which for degenerate boxes (both sizes <= 0) would make `exp(-ratio)` overflow.
+pub fn pos_div<S: Scalar>(a: S, b: S) -> S {
+    if b.val() > 0.0 { a / b } else { S::cst(0.0) }
+}
+
 /// The value without its derivatives (PyTorch's `detach`, `torch.no_grad`).
 pub fn detach<S: Scalar>(x: S) -> S {
     S::cst(x.val())
