@@ -2,7 +2,7 @@
 //! loss going down: an MLP classifier with label-smoothed cross-entropy (the seed's
 //! `SmoothLoss(0.1)`), and a linear box regressor with the CIoU loss.
 //!
-//! `cargo run -p smoothloss-candle --release --example train`
+//! `cargo run -p smoothloss-candle --release --example candle_train`
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, Optimizer, SGD, VarBuilder, VarMap, linear};

@@ -3,7 +3,7 @@
 //! (gradient into a preallocated buffer), the burn adapter (`loss.backward()`), and burn-nn's
 //! `CrossEntropyLoss`. Median ms of the repeats and peak heap bytes allocated during a step.
 //!
-//! `RAYON_NUM_THREADS=1 cargo run -p smoothloss-burn --release --example bench_ce -- [reps]`
+//! `RAYON_NUM_THREADS=1 cargo run -p smoothloss-burn --release --example burn_bench_ce -- [reps]`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! through burn's autodiff on the flex CPU backend, with a plain SGD step written with burn's
 //! tensor ops, and prints the loss going down.
 //!
-//! `cargo run -p smoothloss-burn --release --example train`
+//! `cargo run -p smoothloss-burn --release --example burn_train`
 
 use burn_tensor::{Device, Distribution, Int, Tensor, TensorData, activation::relu};
 use smoothloss_burn::{CrossEntropy, cross_entropy};

@@ -6,7 +6,7 @@
 //! fused softmax kernel, has no backward on the CPU in candle 0.11, so it cannot serve here). Median ms of
 //! the repeats and peak heap bytes allocated during a step (a counting allocator).
 //!
-//! `RAYON_NUM_THREADS=1 cargo run -p smoothloss-candle --release --example bench_ce -- [reps]`
+//! `RAYON_NUM_THREADS=1 cargo run -p smoothloss-candle --release --example candle_bench_ce -- [reps]`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
