@@ -627,8 +627,7 @@ fn compare(got: &Output, want: &Output) -> Result<(), String> {
     }
 }
 
-// ---------------------------------------------------------------------------- the campaign
-
+// The campaign.
 mod ce_options;
 mod detection;
 mod known;
