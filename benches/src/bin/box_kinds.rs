@@ -12,9 +12,7 @@
 //! ratio and the floor (8 floats read and 4 written per pair at the best copy bandwidth measured
 //! in the same run).
 
-#[path = "bench/timing.rs"]
-#[allow(dead_code)]
-mod timing;
+use smoothloss_benches::timing;
 
 use smoothloss_benches::box_pairs;
 use smoothloss_core::{
