@@ -60,26 +60,24 @@ pub(super) type BlockFn = fn(
     Option<&mut [f64]>,
 ) -> f64;
 
-/// The block kernel of (`kind`, `format`, `grad`, modifiers on), for the kinds with a
-/// hand-derived `f32` kernel (`None` for the others, which take the generic path). One kernel
-/// serves every set of the modifiers it supports (`PairParams`); `modifiers = false` is the
-/// kernel of the plain kinds, with the modifier code compiled out.
+/// The block kernel of (`kind`, `format`, `grad`, modifiers on). One kernel serves every set
+/// of the modifiers (`PairParams`); `modifiers = false` is the kernel of the plain kinds, with
+/// the modifier code compiled out.
 pub(super) fn select_block(
     kind: smoothloss_core::BoxLossKind,
     format: smoothloss_core::BoxFormat,
     grad: bool,
     modifiers: bool,
-) -> Option<BlockFn> {
-    with_kind!(
-        kind,
-        |K| with_format!(format, |F| Some(match (grad, modifiers) {
+) -> BlockFn {
+    with_kind!(kind, |K| with_format!(
+        format,
+        |F| match (grad, modifiers) {
             (true, false) => block_dispatch::<K, F, true, false>,
             (false, false) => block_dispatch::<K, F, false, false>,
             (true, true) => block_dispatch::<K, F, true, true>,
             (false, true) => block_dispatch::<K, F, false, true>,
-        })),
-        None
-    )
+        }
+    ))
 }
 
 #[cfg(target_arch = "x86_64")]
