@@ -23,6 +23,7 @@ use cuda::run_cuda;
 use peers::{peer_time, run_peer, torch_available};
 use plot::plot_sweep;
 use serde_json::json;
+use smoothloss_benches::timing::{copy_bandwidth, time_median};
 use smoothloss_benches::{box_pairs, ce_inputs};
 use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Reduction};
 use smoothloss_core::{Input, Losses};
@@ -30,7 +31,6 @@ use smoothloss_cpu::CpuBackend;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use smoothloss_benches::timing::{copy_bandwidth, time_median};
 
 /// The workspace root (the parent of this crate's manifest directory): the peer scripts and
 /// `cargo run -p smoothloss-cuda` are found from there whatever the current directory.

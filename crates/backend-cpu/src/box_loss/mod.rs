@@ -62,19 +62,19 @@ fn focused(
     upstream: Upstream<'_>,
     grad: Option<&mut [f32]>,
 ) -> Vec<f64> {
-    // Every kind has a hand-derived f32 kernel; the plain kinds run the one without options,
-    // any modifier, mmdetection's CIoU or Wise-IoU v3's focus the one with options (`M`),
-    // which composes them at run time (`PairParams`).
+    // Every kind has hand-derived f32 kernels: the plain one, the one with the cheap options
+    // and the one with every option (`kernels::Options`), which compose at run time.
     let m = &cfg.options.modifiers;
     let ciou_mmdet =
         cfg.kind == BoxLossKind::Ciou && cfg.options.ciou == CiouConvention::Mmdetection;
-    let modifiers = m.focaler.is_some()
-        || m.focal_gamma.is_some()
-        || m.inner_ratio.is_some()
-        || m.alpha_power.is_some()
-        || ciou_mmdet
-        || focus.is_some();
-    let f = kernels::select_block(cfg.kind, cfg.format, grad.is_some(), modifiers);
+    let options = if m.inner_ratio.is_some() || m.alpha_power.is_some() {
+        kernels::Options::All
+    } else if m.focaler.is_some() || m.focal_gamma.is_some() || ciou_mmdet || focus.is_some() {
+        kernels::Options::Some
+    } else {
+        kernels::Options::Plain
+    };
+    let f = kernels::select_block(cfg.kind, cfg.format, grad.is_some(), options);
     let (thr, wlow) = match cfg.threshold_weight {
         Some(tw) => (tw.threshold as f32, (1.0 - tw.alpha) as f32),
         None => (f32::NEG_INFINITY, 1.0),
@@ -138,10 +138,11 @@ fn focused(
 }
 
 /// Wise-IoU v3 fused (`BOX-24`): pass 1 the plain IoU losses (forward only, the `f32` IoU
-/// kernel), summed in pair order in `f64` for the running mean as the composed default;
-/// pass 2 the Wise-IoU v1 kernel with each pair's focusing coefficient computed in the kernel
-/// from its own `1 - IoU` (the same `f32` value as pass 1's) and applied as a detached weight,
-/// so neither pass allocates more than pass 1's per-pair losses.
+/// kernel) summed in `f64` in the kernels' fixed order (so the running mean does not depend on
+/// the thread count); pass 2 the Wise-IoU v1 kernel with each pair's focusing coefficient
+/// computed in the kernel from its own `1 - IoU` (the same `f32` value as pass 1's) and
+/// applied as a detached weight. Neither pass allocates per pair (unless a pair is not
+/// finite).
 fn wise_iou_v3(
     backend: &CpuBackend,
     call: PairCall<'_, BoxLoss, f32>,
@@ -159,13 +160,31 @@ fn wise_iou_v3(
     let iou_cfg = BoxLoss {
         kind: BoxLossKind::Iou,
         threshold_weight: None,
-        reduction: Reduction::None,
+        reduction: Reduction::Sum,
         options: Default::default(),
         ..*cfg
     };
-    let iou_losses = box_loss(backend, &iou_cfg, n, &input, target, Upstream::ONE, None);
-    let mean = state.updated_mean(&iou_losses);
-    drop(iou_losses);
+    // The sum of the IoU losses in the kernels' fixed order (blocks of pairs, eight lanes
+    // each): finite exactly when every pair's is (each lies in [0, 2]); otherwise the pairs
+    // with a non-finite loss are left out, from the per-pair values.
+    let sum = box_loss(backend, &iou_cfg, n, &input, target, Upstream::ONE, None)[0];
+    let mean = if sum.is_finite() {
+        (1.0 - state.momentum) * state.mean + state.momentum * (sum / n as f64)
+    } else {
+        let per_pair = BoxLoss {
+            reduction: Reduction::None,
+            ..iou_cfg
+        };
+        state.updated_mean(&box_loss(
+            backend,
+            &per_pair,
+            n,
+            &input,
+            target,
+            Upstream::ONE,
+            None,
+        ))
+    };
     let focus = Focus {
         mean,
         ln_alpha: state.alpha.ln(),

@@ -189,11 +189,12 @@ pub(crate) struct PairParams {
 /// One pair: returns the weighted loss and `c * weight * d(loss)/d(pred)` in format `F`.
 /// A non-finite coordinate gives NaN everywhere.
 #[inline(always)]
-pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
+pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: bool>(
     p: [f32; 4],
     t: [f32; 4],
     c: f32,
     dv_pre: f32,
+    shape_pre: [f32; 2],
     prm: &PairParams,
 ) -> (f32, [f32; 4]) {
     let eps = prm.eps;
@@ -234,6 +235,7 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
     // BOX-22 (kinds iou, giou, diou, ciou; kernels with options): 1 - IoU^a and its factor on
     // the IoU term's gradient, selected by `alpha_on` (`omi` and 1 without it).
     let alpha_kind = M
+        && X
         && matches!(
             K::KIND,
             BoxLossKind::Iou | BoxLossKind::Giou | BoxLossKind::Diou | BoxLossKind::Ciou
@@ -326,15 +328,8 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
             sel(un < 0.0, 0.0, sel(un > 2.0, 2.0, un))
         }
         BoxLossKind::ShapeIou => {
-            // BOX-19: the target's shape weights are constants.
-            let (pwg, phg) = (
-                pow_pos(wg.abs(), prm.shape_scale),
-                pow_pos(hg.abs(), prm.shape_scale),
-            );
-            let den = pwg + phg;
-            let rden = safe_recip(den);
-            let ww = sel(den > 0.0, 2.0 * pwg * rden, 1.0);
-            let hh = sel(den > 0.0, 2.0 * phg * rden, 1.0);
+            // BOX-19: the target's shape weights are constants (from `chunk`).
+            let [ww, hh] = shape_pre;
             let (dx, dy) = (ax.d, ay.d);
             let rg = safe_recip(cw * cw + ch * ch + eps);
             let distance = (hh * dx * dx + ww * dy * dy) * rg;
@@ -490,7 +485,7 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
     let mut c_in = 0.0f32;
     let mut g_in = [0.0f32; 4];
     if M {
-        let om = if matches!(K::KIND, BoxLossKind::ExtendedIou) {
+        let om = if !X || matches!(K::KIND, BoxLossKind::ExtendedIou) {
             omi
         } else {
             let (o, g) = inner_omi::<G>(&ax, &ay, prm.inner_ratio, eps);
@@ -510,31 +505,30 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
         loss = sel(on, loss + (g_val - omi), loss);
         // The IoU term's factor: -1 for `- omi`, + G' where G is a function of the plain IoU.
         c_iou = sel(on, c_iou + (sel(prm.inner, 0.0, g_der) - 1.0), c_iou);
-        c_in = sel(on && prm.inner, g_der, 0.0);
+        if X {
+            c_in = sel(on && prm.inner, g_der, 0.0);
+        }
     }
     // Seed threshold weight (no gradient) and the NaN rule for non-finite coordinates.
     let mut wt = sel(iou < prm.thr, prm.wlow, 1.0);
-    if M {
-        // BOX-23: the detached max(IoU, 0)^gamma (0^0 = 1).
-        let pw = sel(
-            iou > 0.0,
-            exp_f32(prm.gamma * ln_f32(iou)),
-            sel(prm.gamma == 0.0, 1.0, 0.0),
-        );
-        wt *= sel(prm.focal, pw, 1.0);
-    }
     // Every coordinate enters exactly one edge offset, so a non-finite coordinate makes their
     // sum non-finite (coordinates are assumed below ~1e37 so that the finite sum cannot
     // overflow).
     let bad = zn((ax.e1 + ax.e2) + (ay.e1 + ay.e2));
     if M {
-        // BOX-24: Wise-IoU v3's detached r = (beta / delta) exp((delta - beta) ln alpha) of
-        // this pair's IoU loss `omi + bad` (the IoU kernel's value, bit for bit), 1 where that
-        // is not finite.
+        // BOX-23: the detached max(IoU, 0)^gamma (0^0 = 1); BOX-24: Wise-IoU v3's detached
+        // r = (beta / delta) exp((delta - beta) ln alpha) of this pair's IoU loss `omi + bad`
+        // (the IoU kernel's value, bit for bit), 1 where that is not finite. One exp serves
+        // both: exp(gamma ln IoU + (delta - beta) ln alpha), each exponent 0 when it is off.
+        let pos = iou > 0.0;
         let l_iou = omi + bad;
         let beta = l_iou * prm.inv_mean;
-        let r = beta * prm.inv_delta * exp_f32((prm.delta - beta) * prm.ln_alpha);
-        wt *= sel(prm.focus && l_iou - l_iou == 0.0, r, 1.0);
+        let focus = prm.focus && l_iou - l_iou == 0.0;
+        let e_focal = sel(prm.focal && pos, prm.gamma * ln_f32(iou), 0.0);
+        let e_focus = sel(focus, (prm.delta - beta) * prm.ln_alpha, 0.0);
+        let f_focal = sel(prm.focal && !pos, sel(prm.gamma == 0.0, 1.0, 0.0), 1.0);
+        let f_focus = sel(focus, beta * prm.inv_delta, 1.0);
+        wt *= exp_f32(e_focal + e_focus) * (f_focal * f_focus);
     }
     let loss = wt * loss + bad;
     if !G {
@@ -604,7 +598,7 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
         ]
     };
     // Inner-IoU's term (0 without it).
-    let [gx1, gy1, gx2, gy2] = if M {
+    let [gx1, gy1, gx2, gy2] = if X {
         [
             gx1 + c_in * g_in[0],
             gy1 + c_in * g_in[1],
@@ -625,7 +619,7 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
 
 /// One chunk of `CH` pairs.
 #[inline(always)]
-fn chunk<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
+fn chunk<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: bool>(
     p: &[f32; 4 * CH],
     t: &[f32; 4 * CH],
     c: &[f32; CH],
@@ -635,6 +629,25 @@ fn chunk<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
 ) {
     // CIoU: the angle difference first, in its own loop, so that its long dependency chain
     // (division, polynomial) overlaps across pairs instead of stalling the main loop.
+    // Shape-IoU: the target's shape weights (ww, hh) in their own loop too; with the default
+    // scale 0 both are 1 (`|x|^0 = 1`, `0^0 = 1`: den = 2), with no power computed.
+    let mut sw = [[1.0f32; 2]; CH];
+    if matches!(K::KIND, BoxLossKind::ShapeIou) && prm.shape_scale != 0.0 {
+        for j in 0..CH {
+            let wg = axis::<F>(t[4 * j], t[4 * j + 2], t[4 * j], t[4 * j + 2]).wg;
+            let hg = axis::<F>(t[4 * j + 1], t[4 * j + 3], t[4 * j + 1], t[4 * j + 3]).wg;
+            let (pwg, phg) = (
+                pow_pos(wg.abs(), prm.shape_scale),
+                pow_pos(hg.abs(), prm.shape_scale),
+            );
+            let den = pwg + phg;
+            let rden = safe_recip(den);
+            sw[j] = [
+                sel(den > 0.0, 2.0 * pwg * rden, 1.0),
+                sel(den > 0.0, 2.0 * phg * rden, 1.0),
+            ];
+        }
+    }
     let mut dv = [0.0f32; CH];
     if matches!(K::KIND, BoxLossKind::Ciou) {
         let size = |b: &[f32; 4 * CH], j: usize, k: usize| {
@@ -664,7 +677,7 @@ fn chunk<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
     for j in 0..CH {
         let pp = [p[4 * j], p[4 * j + 1], p[4 * j + 2], p[4 * j + 3]];
         let tt = [t[4 * j], t[4 * j + 1], t[4 * j + 2], t[4 * j + 3]];
-        let (loss, gr) = pair::<K, F, G, M>(pp, tt, c[j], dv[j], prm);
+        let (loss, gr) = pair::<K, F, G, M, X>(pp, tt, c[j], dv[j], sw[j], prm);
         l[j] = loss;
         if G {
             g[4 * j] = gr[0];
@@ -688,7 +701,7 @@ fn fill_up(c: &mut [f32; CH], up: Up<'_>, off: usize, r: usize) {
 /// Runs one block of pairs: returns the (lane-ordered) sum of the weighted losses, writes the
 /// gradient when `G` and per-pair losses when `losses` is given.
 #[inline(always)]
-pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
+pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: bool>(
     pred: &[f32],
     target: &[f32],
     mut grad: Option<&mut [f32]>,
@@ -713,9 +726,9 @@ pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool, const M: bool
         match grad.as_deref_mut() {
             Some(g) if G => {
                 let g: &mut [f32; 4 * CH] = (&mut g[4 * off..4 * off + 4 * CH]).try_into().unwrap();
-                chunk::<K, F, G, M>(p, t, &c, prm, g, &mut l);
+                chunk::<K, F, G, M, X>(p, t, &c, prm, g, &mut l);
             }
-            _ => chunk::<K, F, G, M>(p, t, &c, prm, &mut gl, &mut l),
+            _ => chunk::<K, F, G, M, X>(p, t, &c, prm, &mut gl, &mut l),
         }
         accumulate(&mut acc, &l, CH);
         if let Some(out) = losses.as_deref_mut() {
@@ -732,7 +745,7 @@ pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool, const M: bool
         p[..4 * r].copy_from_slice(&pred[4 * off..]);
         t[..4 * r].copy_from_slice(&target[4 * off..]);
         fill_up(&mut c, up, off, r);
-        chunk::<K, F, G, M>(&p, &t, &c, prm, &mut gl, &mut l);
+        chunk::<K, F, G, M, X>(&p, &t, &c, prm, &mut gl, &mut l);
         if G && let Some(g) = grad {
             g[4 * off..].copy_from_slice(&gl[..4 * r]);
         }
