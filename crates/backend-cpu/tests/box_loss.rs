@@ -326,7 +326,7 @@ fn results_are_bit_identical_for_1_2_3_threads() {
     }
 }
 
-/// The detection kinds and modifier sets (the generic path, `BOX-14` .. `BOX-23`): every kind,
+/// The detection kinds and modifier sets (`BOX-14` .. `BOX-23`, the kernels with options): every kind,
 /// format, reduction, upstream and option variant against the reference.
 #[test]
 fn every_detection_kind_and_modifier_matches_reference() {
@@ -355,7 +355,8 @@ fn every_detection_kind_and_modifier_matches_reference() {
     }
 }
 
-/// The generic path is bit-identical for 1, 2 and 3 threads (several blocks of pairs).
+/// The detection kinds and modifier sets are bit-identical for 1, 2 and 3 threads (several
+/// blocks of pairs).
 #[test]
 fn detection_kinds_are_bit_identical_for_1_2_3_threads() {
     let mut rng = Rng::new(77);
