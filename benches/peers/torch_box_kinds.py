@@ -5,12 +5,13 @@ CPU with torch.set_num_threads(T).
 
 A persistent process so that the Rust side can alternate one sample of its own with one sample
 of the peer: it reads lines `<name>` from stdin and answers each with one JSON line
-`{"name": ..., "seconds": ..., "peer": ...}` (one timed forward + backward after the first
-call of that name, which warms up). `quit` ends it.
+`{"name": ..., "seconds": ..., "cpu_seconds": ..., "peer": ...}` (one timed forward +
+backward after the first call of that name, which warms up; wall clock and this process's CPU
+time). `quit` ends it.
 
 Peers, per name (the implementation that defines each loss):
   iou, giou, diou, ciou     ultralytics.utils.metrics.bbox_iou (xywh=False) + autograd
-  tv-giou, tv-ciou          torchvision.ops generalized/complete_box_iou_loss
+  tv-giou, tv-diou, tv-ciou torchvision.ops generalized/distance/complete_box_iou_loss
   wiou3                     Wise-IoU v3 as the author's code (the generator's wiou3_sequences):
                             running mean of 1 - IoU updated before use, detached focus r, r * v1
   everything else           the PyTorch code of spec/cases/gen_detection_boxes.py (mmdetection's
@@ -33,7 +34,11 @@ import gen_detection_boxes as gen  # noqa: E402  (sets float64 as the default; r
 
 torch.set_default_dtype(torch.float32)
 
-from torchvision.ops import complete_box_iou_loss, generalized_box_iou_loss  # noqa: E402
+from torchvision.ops import (  # noqa: E402
+    complete_box_iou_loss,
+    distance_box_iou_loss,
+    generalized_box_iou_loss,
+)
 
 try:
     from ultralytics.utils.metrics import bbox_iou
@@ -92,6 +97,8 @@ def loss_fn(name):
         return "torchvision", lambda p, t: generalized_box_iou_loss(p, t, reduction="mean")
     if name == "tv-ciou":
         return "torchvision", lambda p, t: complete_box_iou_loss(p, t, reduction="mean")
+    if name == "tv-diou":
+        return "torchvision", lambda p, t: distance_box_iou_loss(p, t, reduction="mean")
     params = dict(GEN[name], eps=1e-7)
     if not any(k in params for k in ("inner_ratio", "focaler", "focal_gamma")):
         # No modifier: the kind's function alone (full_loss would add one more IoU).
@@ -118,12 +125,12 @@ def main():
         runs = 1 if name in warm else 2
         for _ in range(runs):
             p = p0.clone().requires_grad_(True)
-            start = time.perf_counter()
+            start, cpu0 = time.perf_counter(), time.process_time()
             loss = fn(p, t)
             loss.backward()
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu0
         warm.add(name)
-        print(json.dumps({"name": name, "seconds": elapsed, "peer": peer}), flush=True)
+        print(json.dumps({"name": name, "seconds": elapsed, "cpu_seconds": cpu, "peer": peer}), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 //! Shared bench inputs: the criterion benches (`benches/benches/`) and `cargo xtask bench`
-//! (`src/bin/bench/`) time the same data.
+//! (`src/bin/bench/`) time the same data, and every bench binary times with [`timing`].
+
+pub mod timing;
 
 /// Deterministic xorshift generator: the one generator of every bench input (`cargo xtask
 /// bench` and the criterion benches).

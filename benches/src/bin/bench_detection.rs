@@ -19,9 +19,7 @@ use smoothloss_cpu::CpuBackend;
 use std::path::PathBuf;
 use std::process::Command;
 
-#[path = "bench/timing.rs"]
-#[allow(dead_code)]
-mod timing;
+use smoothloss_benches::timing;
 
 const N: usize = 1 << 20;
 

@@ -6,9 +6,7 @@
 //! prints `{"loss", "pairs", "threads", "median_s", "cpu_s"}` per kind (forward + backward,
 //! mean, xyxy, f32, the inputs of `smoothloss_benches::box_pairs`).
 
-#[path = "bench/timing.rs"]
-#[allow(dead_code)]
-mod timing;
+use smoothloss_benches::timing;
 
 use smoothloss_benches::box_pairs;
 use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, Input, Losses, Reduction};

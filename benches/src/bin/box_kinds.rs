@@ -8,13 +8,14 @@
 //! Every row: forward + backward fused, reduction mean, `xyxy`, f32, `N` pairs
 //! (`smoothloss_benches::box_pairs`, default 1,048,576), `T` threads (default 1). Samples
 //! alternate: one of ours (the median of a few calls), one of the peer's (one forward +
-//! backward in the persistent peer process), `R` times; the table gives the medians, their
-//! ratio and the floor (8 floats read and 4 written per pair at the best copy bandwidth measured
-//! in the same run).
+//! backward in the persistent peer process), then the copy bandwidth, `R` times; the table
+//! gives the medians of the wall-clock time and of the CPU time (ours: the process's threads'
+//! schedstat time; the peer's: its `time.process_time()`), both ratios, and the floor (8 floats
+//! read and 4 written per pair at the copy bandwidth of the same sample) as a share of our
+//! wall-clock and CPU time. On a machine shared with other work the CPU times are the figures
+//! that time slicing does not inflate.
 
-#[path = "bench/timing.rs"]
-#[allow(dead_code)]
-mod timing;
+use smoothloss_benches::timing;
 
 use smoothloss_benches::box_pairs;
 use smoothloss_core::{
@@ -32,8 +33,10 @@ fn rows() -> Vec<(&'static str, BoxLoss)> {
     vec![
         ("iou", k(BoxLossKind::Iou)),
         ("giou", k(BoxLossKind::Giou)),
+        ("diou", k(BoxLossKind::Diou)),
         ("ciou", k(BoxLossKind::Ciou)),
         ("tv-giou", k(BoxLossKind::Giou)),
+        ("tv-diou", k(BoxLossKind::Diou)),
         ("tv-ciou", k(BoxLossKind::Ciou)),
         (
             "ciou-mmdet",
@@ -96,7 +99,7 @@ fn main() {
     let mut peer_out = peer
         .as_mut()
         .map(|c| BufReader::new(c.stdout.take().expect("peer stdout")));
-    let mut ask = |name: &str| -> Option<(f64, String)> {
+    let mut ask = |name: &str| -> Option<(f64, f64, String)> {
         let c = peer.as_mut()?;
         let stdin = c.stdin.as_mut()?;
         writeln!(stdin, "{name}").ok()?;
@@ -104,26 +107,41 @@ fn main() {
         let mut line = String::new();
         peer_out.as_mut()?.read_line(&mut line).ok()?;
         let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-        Some((v["seconds"].as_f64()?, v["peer"].as_str()?.to_string()))
+        Some((
+            v["seconds"].as_f64()?,
+            v["cpu_seconds"].as_f64()?,
+            v["peer"].as_str()?.to_string(),
+        ))
     };
     let mut g = vec![0.0f32; p.len()];
     println!(
         "pairs {n}, f32, xyxy, mean, forward + backward, {threads} thread(s), {reps} alternating samples; machine shared with other builds"
     );
     println!(
-        "{:<20} {:>10} {:>9} {:>10} {:>8} {:>11} {:>8}  peer",
-        "loss", "ours", "M pairs/s", "floor", "%floor", "PyTorch", "ratio"
+        "{:<19} {:>9} {:>9} {:>7} {:>8} {:>6} {:>6} {:>9} {:>9} {:>7} {:>7}  peer",
+        "loss",
+        "ours",
+        "ours cpu",
+        "Mpair/s",
+        "floor",
+        "%floor",
+        "%f cpu",
+        "PyTorch",
+        "Pt cpu",
+        "ratio",
+        "cpu rat"
     );
+    let mut bandwidths = Vec::new();
     for (name, cfg) in rows() {
         if !only.is_empty() && !only.split(',').any(|o| o == name) {
             continue;
         }
-        let mut ours = Vec::new();
-        let mut theirs = Vec::new();
+        let (mut ours, mut ours_cpu) = (Vec::new(), Vec::new());
+        let (mut theirs, mut theirs_cpu) = (Vec::new(), Vec::new());
         let mut peer_name = String::from("-");
         let mut floor = Vec::new();
         for _ in 0..reps {
-            let (s, _) = timing::time_median(3, || {
+            let (s, cpu_s) = timing::time_median(3, || {
                 let input = Input::new(&p).with_grad(&mut g);
                 let l = if name == "wiou3" {
                     let mut state = WiseIouState::new();
@@ -135,31 +153,54 @@ fn main() {
                 black_box(l);
             });
             ours.push(s);
-            if let Some((s, pn)) = ask(name) {
+            ours_cpu.push(cpu_s);
+            if let Some((s, c, pn)) = ask(name) {
                 theirs.push(s);
+                theirs_cpu.push(c);
                 peer_name = pn;
             }
             let (bw, _) = timing::copy_bandwidth(threads, 2);
+            bandwidths.push(bw);
             floor.push(48.0 * n as f64 / bw);
         }
         let o = median(&mut ours);
+        let oc = median(&mut ours_cpu);
         let fl = median(&mut floor);
-        let (pt, ratio) = if theirs.is_empty() {
-            ("-".to_string(), "-".to_string())
+        let ms = |v: f64| format!("{:.2} ms", v * 1e3);
+        let (pt, ptc, ratio, cratio) = if theirs.is_empty() {
+            let d = || "-".to_string();
+            (d(), d(), d(), d())
         } else {
             let m = median(&mut theirs);
-            (format!("{:.1} ms", m * 1e3), format!("{:.1}x", m / o))
+            let mc = median(&mut theirs_cpu);
+            (
+                format!("{:.1} ms", m * 1e3),
+                format!("{:.1} ms", mc * 1e3),
+                format!("{:.1}x", m / o),
+                format!("{:.1}x", mc / oc),
+            )
         };
         println!(
-            "{:<20} {:>7.2} ms {:>9.1} {:>7.2} ms {:>7.1}% {:>11} {:>8}  {}",
+            "{:<19} {:>9} {:>9} {:>7.1} {:>8} {:>5.0}% {:>5.0}% {:>9} {:>9} {:>7} {:>7}  {}",
             name,
-            o * 1e3,
+            ms(o),
+            ms(oc),
             n as f64 / o * 1e-6,
-            fl * 1e3,
+            ms(fl),
             100.0 * fl / o,
+            100.0 * fl / oc,
             pt,
+            ptc,
             ratio,
+            cratio,
             peer_name
+        );
+    }
+    if !bandwidths.is_empty() {
+        println!(
+            "copy bandwidth (read + write) over the run: median {:.1} GB/s, best {:.1} GB/s; floor = 48 bytes per pair at the sample's bandwidth",
+            median(&mut bandwidths) * 1e-9,
+            bandwidths.iter().cloned().fold(0.0, f64::max) * 1e-9
         );
     }
     if let Some(c) = peer.as_mut() {

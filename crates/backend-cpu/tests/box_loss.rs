@@ -12,7 +12,7 @@
 //! `atan_f32`: `|got - atan(x)| <= 1.5e-7 + 1.2e-7 * |atan(x)|` over the whole `f32` range.
 
 use proptest::prelude::*;
-use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, Reduction, Upstream};
+use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, CiouConvention, Reduction, Upstream};
 use smoothloss_core::{Input, Loss, Losses, ReferenceBackend};
 use smoothloss_cpu::CpuBackend;
 use smoothloss_cpu::SimdLevel;
@@ -326,7 +326,7 @@ fn results_are_bit_identical_for_1_2_3_threads() {
     }
 }
 
-/// The detection kinds and modifier sets (the generic path, `BOX-14` .. `BOX-23`): every kind,
+/// The detection kinds and modifier sets (`BOX-14` .. `BOX-23`, the kernels with options): every kind,
 /// format, reduction, upstream and option variant against the reference.
 #[test]
 fn every_detection_kind_and_modifier_matches_reference() {
@@ -355,7 +355,8 @@ fn every_detection_kind_and_modifier_matches_reference() {
     }
 }
 
-/// The generic path is bit-identical for 1, 2 and 3 threads (several blocks of pairs).
+/// The detection kinds and modifier sets are bit-identical for 1, 2 and 3 threads (several
+/// blocks of pairs).
 #[test]
 fn detection_kinds_are_bit_identical_for_1_2_3_threads() {
     let mut rng = Rng::new(77);
@@ -622,11 +623,31 @@ proptest! {
     }
 }
 
-/// The detection configurations with a hand-derived `f32` kernel (mmdetection's CIoU, SIoU,
-/// Wise-IoU, MPDIoU, Shape-IoU, the focal and Focaler modifiers on any of those kinds).
+/// Detection configurations on the hand-derived `f32` kernels (every kind has one): the
+/// detection kinds and every modifier (Inner, Focaler, alpha, focal), alone and composed.
 fn fast_detection_cfgs(format: BoxFormat, reduction: Reduction) -> Vec<BoxLoss> {
     let k = |kind| cfg(kind, format, reduction).with_image_size(64.0, 48.0);
     vec![
+        k(BoxLossKind::ExtendedIou),
+        k(BoxLossKind::ExtendedIou)
+            .with_smooth_point(0.5)
+            .with_focal(0.5),
+        k(BoxLossKind::Ciou).with_inner(0.8),
+        k(BoxLossKind::Giou).with_inner(1.3).with_focaler(0.1, 0.9),
+        k(BoxLossKind::Siou).with_inner(0.8).with_focaler(0.0, 0.95),
+        k(BoxLossKind::Wiou).with_inner(0.7),
+        k(BoxLossKind::Iou).with_alpha_power(3.0),
+        k(BoxLossKind::Giou).with_alpha_power(2.0),
+        k(BoxLossKind::Diou).with_alpha_power(0.5),
+        k(BoxLossKind::Ciou).with_alpha_power(3.0),
+        k(BoxLossKind::Ciou)
+            .with_ciou_convention(CiouConvention::Mmdetection)
+            .with_alpha_power(3.0),
+        k(BoxLossKind::Ciou)
+            .with_alpha_power(2.0)
+            .with_inner(0.8)
+            .with_focaler(0.0, 0.9)
+            .with_focal(0.5),
         k(BoxLossKind::Wiou),
         k(BoxLossKind::Mpdiou),
         k(BoxLossKind::Giou).with_focaler(0.1, 0.9),

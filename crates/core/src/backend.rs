@@ -173,6 +173,17 @@ pub trait BoxLossOps<T: Element> {
         Ok(widened_pair(call, reference::box_loss))
     }
 
+    /// Runs Wise-IoU v3 (`BOX-24`) on a validated Wise-IoU v1 call with a checked `state`,
+    /// which it updates: by default two composed [`run_box_loss`](Self::run_box_loss) calls; a
+    /// backend may fuse them.
+    fn run_wise_iou_v3(
+        &self,
+        call: PairCall<'_, BoxLoss, T>,
+        state: &mut crate::box_loss::WiseIouState,
+    ) -> Result<Loss> {
+        crate::box_loss::wise_iou_composed(self, call, state)
+    }
+
     /// Runs a validated pairwise IoU (`[N, M]` into `out`).
     fn run_box_iou(&self, call: IouCall<'_, T>) -> Result<()> {
         let (plan, b1, b2, out) = call.into_parts();
@@ -331,7 +342,7 @@ fn check_values<T: Element>(
 /// front-door method, its value checks changed how the CPU kernels after it were compiled
 /// (BCE 6% slower on 1M elements, measured with identical kernels).
 #[inline(never)]
-fn bind_pair<'a, C: PairLoss, T: Element>(
+pub(crate) fn bind_pair<'a, C: PairLoss, T: Element>(
     cfg: &'a C,
     input: Input<'a, T>,
     second: &'a [T],

@@ -10,7 +10,7 @@ use crate::reduction::Reduction;
 
 mod wise_iou;
 pub use wise_iou::WiseIouState;
-pub(crate) use wise_iou::run as run_wise_iou_v3;
+pub(crate) use wise_iou::{composed as wise_iou_composed, run as run_wise_iou_v3};
 
 /// The layout of the four numbers of a box (`BOX-1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -10,20 +10,20 @@
 //! forward + backward (mean, xyxy) over 1,048,576 pairs.
 
 //!
-//! Modules: [`timing`] (median timing, copy-bandwidth floor), [`peers`] (the PyTorch scripts in
+//! Modules: [`peers`] (the PyTorch scripts in
 //! `benches/peers/`), [`plot`] (`--plot FILE.svg`), [`cuda`] (`cuda_bench` when a device is
-//! usable). Inputs come from the library (`smoothloss_benches::{ce_inputs, box_pairs}`), as for
-//! the criterion benches.
+//! usable). Inputs and timing (median timing, copy-bandwidth floor) come from the library
+//! (`smoothloss_benches::{ce_inputs, box_pairs, timing}`), as for the criterion benches.
 
 mod cuda;
 mod peers;
 mod plot;
-mod timing;
 
 use cuda::run_cuda;
 use peers::{peer_time, run_peer, torch_available};
 use plot::plot_sweep;
 use serde_json::json;
+use smoothloss_benches::timing::{copy_bandwidth, time_median};
 use smoothloss_benches::{box_pairs, ce_inputs};
 use smoothloss_core::{BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Reduction};
 use smoothloss_core::{Input, Losses};
@@ -31,7 +31,6 @@ use smoothloss_cpu::CpuBackend;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use timing::{copy_bandwidth, time_median};
 
 /// The workspace root (the parent of this crate's manifest directory): the peer scripts and
 /// `cargo run -p smoothloss-cuda` are found from there whatever the current directory.

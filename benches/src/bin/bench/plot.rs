@@ -3,9 +3,9 @@
 
 use crate::fmt_s;
 use crate::peers::{peer_time, run_peer};
-use crate::timing::time_median;
 use plotters::prelude::*;
 use smoothloss_benches::ce_inputs;
+use smoothloss_benches::timing::time_median;
 use smoothloss_core::CrossEntropy;
 use smoothloss_core::{Input, Losses};
 use smoothloss_cpu::CpuBackend;

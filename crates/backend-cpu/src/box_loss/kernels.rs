@@ -8,7 +8,7 @@ use crate::blocks::Up;
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn block_avx2<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
+fn block_avx2<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: bool>(
     pred: &[f32],
     target: &[f32],
     grad: Option<&mut [f32]>,
@@ -16,10 +16,10 @@ fn block_avx2<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
     prm: &PairParams,
     losses: Option<&mut [f64]>,
 ) -> f64 {
-    block::<K, F, G, M>(pred, target, grad, up, prm, losses)
+    block::<K, F, G, M, X>(pred, target, grad, up, prm, losses)
 }
 
-fn block_plain<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
+fn block_plain<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: bool>(
     pred: &[f32],
     target: &[f32],
     grad: Option<&mut [f32]>,
@@ -27,10 +27,10 @@ fn block_plain<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
     prm: &PairParams,
     losses: Option<&mut [f64]>,
 ) -> f64 {
-    block::<K, F, G, M>(pred, target, grad, up, prm, losses)
+    block::<K, F, G, M, X>(pred, target, grad, up, prm, losses)
 }
 
-fn block_dispatch<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
+fn block_dispatch<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: bool>(
     level: SimdLevel,
     pred: &[f32],
     target: &[f32],
@@ -43,10 +43,10 @@ fn block_dispatch<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
     if level == SimdLevel::Avx2Fma {
         // SAFETY: a backend's level is `Avx2Fma` only when the CPU supports AVX2 and FMA
         // (`CpuBackend::with_simd_level` falls back to scalar otherwise).
-        return unsafe { block_avx2::<K, F, G, M>(pred, target, grad, up, prm, losses) };
+        return unsafe { block_avx2::<K, F, G, M, X>(pred, target, grad, up, prm, losses) };
     }
     let _ = level;
-    block_plain::<K, F, G, M>(pred, target, grad, up, prm, losses)
+    block_plain::<K, F, G, M, X>(pred, target, grad, up, prm, losses)
 }
 
 /// One block of pairs on a level: `(level, pred, target, grad, up, params, losses) -> sum`.
@@ -60,26 +60,35 @@ pub(super) type BlockFn = fn(
     Option<&mut [f64]>,
 ) -> f64;
 
-/// The block kernel of (`kind`, `format`, `grad`, modifiers on), for the kinds with a
-/// hand-derived `f32` kernel (`None` for the others, which take the generic path). One kernel
-/// serves every set of the modifiers it supports (`PairParams`); `modifiers = false` is the
-/// kernel of the plain kinds, with the modifier code compiled out.
+/// Which of the three kernels of a (kind, format) runs: the plain kinds (the modifier code
+/// compiled out), the options (focal, Focaler, mmdetection's CIoU, Wise-IoU v3's focus,
+/// `M`), or every option with Inner-IoU and alpha-IoU too (`M` and `X`). Within each, the
+/// options a call sets are selected at run time (`PairParams`): no kernel per combination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Options {
+    /// No modifier.
+    Plain,
+    /// Focal, Focaler, mmdetection's CIoU, Wise-IoU v3's focus.
+    Some,
+    /// Those and Inner-IoU, alpha-IoU.
+    All,
+}
+
+/// The block kernel of (`kind`, `format`, `grad`, options).
 pub(super) fn select_block(
     kind: smoothloss_core::BoxLossKind,
     format: smoothloss_core::BoxFormat,
     grad: bool,
-    modifiers: bool,
-) -> Option<BlockFn> {
-    with_kind!(
-        kind,
-        |K| with_format!(format, |F| Some(match (grad, modifiers) {
-            (true, false) => block_dispatch::<K, F, true, false>,
-            (false, false) => block_dispatch::<K, F, false, false>,
-            (true, true) => block_dispatch::<K, F, true, true>,
-            (false, true) => block_dispatch::<K, F, false, true>,
-        })),
-        None
-    )
+    options: Options,
+) -> BlockFn {
+    with_kind!(kind, |K| with_format!(format, |F| match (grad, options) {
+        (true, Options::Plain) => block_dispatch::<K, F, true, false, false>,
+        (false, Options::Plain) => block_dispatch::<K, F, false, false, false>,
+        (true, Options::Some) => block_dispatch::<K, F, true, true, false>,
+        (false, Options::Some) => block_dispatch::<K, F, false, true, false>,
+        (true, Options::All) => block_dispatch::<K, F, true, true, true>,
+        (false, Options::All) => block_dispatch::<K, F, false, true, true>,
+    }))
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -134,7 +134,8 @@ pub fn exp_f32(x: f32) -> f32 {
     const C2: f32 = -2.121_944_4e-4;
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: round to nearest integer.
     let xc = sel(x > 88.73, 88.73, sel(x < -104.0, -104.0, x));
-    let n = (xc * LOG2E + MAGIC) - MAGIC;
+    let shifted = xc * LOG2E + MAGIC;
+    let n = shifted - MAGIC;
     let r = xc - n * C1 - n * C2;
     let z = r * r;
     let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
@@ -145,11 +146,14 @@ pub fn exp_f32(x: f32) -> f32 {
         * z
         + r
         + 1.0;
-    let ni = n as i32;
+    // n as an integer from the low mantissa bits of `shifted` (exact: |n| <= 151 and the ulp
+    // of `shifted` is 1), not `n as i32`, whose saturating conversion does not vectorise
+    // (NaN gives garbage bits here, but `p` is NaN then and so is `y`).
+    let ni = (shifted.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     let n1 = ni >> 1;
-    let n2 = ni - n1;
-    let s1 = f32::from_bits(((n1 + 127) as u32) << 23);
-    let s2 = f32::from_bits(((n2 + 127) as u32) << 23);
+    let n2 = ni.wrapping_sub(n1);
+    let s1 = f32::from_bits((n1.wrapping_add(127) as u32) << 23);
+    let s2 = f32::from_bits((n2.wrapping_add(127) as u32) << 23);
     let y = p * s1 * s2;
     let y = sel(x > 88.73, f32::INFINITY, sel(x < -104.0, 0.0, y));
     // NaN in, NaN out (comparisons above are false for NaN; xc is NaN then, so is y).

@@ -13,6 +13,7 @@ use crate::box_loss::{BoxLoss, BoxLossKind};
 use crate::call::{Input, Loss};
 use crate::element::Element;
 use crate::error::{LossError, Result};
+use crate::plan::{PairCall, Parts};
 use crate::reduction::{Reduction, Upstream};
 
 /// The running state of Wise-IoU v3, owned by the caller and updated by each call
@@ -122,7 +123,8 @@ fn focus_ln(ln_alpha: f64, delta: f64, iou_loss: f64, mean: f64) -> f64 {
 }
 
 /// Runs Wise-IoU v3 on `backend` (the body of
-/// [`Losses::wise_iou_v3`](crate::Losses::wise_iou_v3)).
+/// [`Losses::wise_iou_v3`](crate::Losses::wise_iou_v3)): every check, then the backend's
+/// [`BoxLossOps::run_wise_iou_v3`](crate::backend::BoxLossOps::run_wise_iou_v3).
 pub(crate) fn run<'a, T: Element, B: crate::Losses<T> + ?Sized>(
     backend: &B,
     cfg: &BoxLoss,
@@ -139,7 +141,26 @@ pub(crate) fn run<'a, T: Element, B: crate::Losses<T> + ?Sized>(
     }
     state.check()?;
     // Every check of the call itself (shapes, upstream, eps, modifiers), before any work.
-    let plan = cfg.plan(&crate::backend::extent(&pred), target.len())?;
+    let call = crate::backend::bind_pair(cfg, pred, target)?;
+    backend.run_wise_iou_v3(call, state)
+}
+
+/// Wise-IoU v3 as two ordinary box-loss calls of `backend` (the default body of
+/// [`BoxLossOps::run_wise_iou_v3`](crate::backend::BoxLossOps::run_wise_iou_v3)): the plain
+/// IoU losses, forward only; then Wise-IoU v1 with the detached `r` folded into a per-pair
+/// upstream gradient.
+pub(crate) fn composed<T: Element, B: crate::backend::BoxLossOps<T> + ?Sized>(
+    backend: &B,
+    call: PairCall<'_, BoxLoss, T>,
+    state: &mut WiseIouState,
+) -> Result<Loss> {
+    let Parts {
+        plan,
+        io,
+        with: target,
+        upstream,
+    } = call.into_parts();
+    let cfg = plan.cfg;
     let n = plan.items;
     // Pass 1: the plain IoU losses L_IoU = 1 - IoU (BOX-3), forward only.
     let iou_cfg = BoxLoss {
@@ -150,7 +171,11 @@ pub(crate) fn run<'a, T: Element, B: crate::Losses<T> + ?Sized>(
         ..*cfg
     };
     let iou_losses = backend
-        .box_loss(&iou_cfg, Input::new(pred.io.input()), target)?
+        .run_box_loss(crate::backend::bind_pair(
+            &iou_cfg,
+            Input::new(io.input()),
+            target,
+        )?)?
         .into_values();
     // BOX-24: the running mean is updated before use (the author's WIoU_Scale).
     let mean = state.updated_mean(&iou_losses);
@@ -162,22 +187,22 @@ pub(crate) fn run<'a, T: Element, B: crate::Losses<T> + ?Sized>(
     // Pass 2: Wise-IoU v1 per pair, its gradient scaled by r_i times the caller's factor.
     let scale = plan.count_scale();
     let up: Vec<f64> = (0..n)
-        .map(|i| r[i] * plan.item_scale(&pred.upstream, scale, i))
+        .map(|i| r[i] * plan.item_scale(&upstream, scale, i))
         .collect();
     let v1_cfg = BoxLoss {
         reduction: Reduction::None,
         ..*cfg
     };
     let v1 = backend
-        .box_loss(
+        .run_box_loss(crate::backend::bind_pair(
             &v1_cfg,
             Input {
-                io: pred.io,
-                shape: pred.shape,
+                io,
+                shape: None,
                 upstream: Upstream::PerElement(&up),
             },
             target,
-        )?
+        )?)?
         .into_values();
     let losses: Vec<f64> = v1.iter().zip(&r).map(|(l, r)| r * l).collect();
     state.mean = mean;

@@ -26,6 +26,13 @@
 
 use crate::blocks::{CH, Up, accumulate, lanes_sum};
 use crate::math::{atan_ratio_diff, exp_f32, ln_f32, sel, zn};
+use extended::extended;
+use modifiers::{inner_omi, one_minus_pow, spow};
+use prim::{axis, extents, omega, pow_pos, safe_recip, ties};
+
+mod extended;
+mod modifiers;
+mod prim;
 use smoothloss_core::{BoxFormat, BoxLossKind};
 
 /// A box loss kind as a zero-sized type (the kernels' type parameter).
@@ -51,7 +58,7 @@ macro_rules! markers {
         )*
     };
 }
-markers!(KindMarker, KIND, BoxLossKind: Iou, Giou, Diou, Ciou, Eiou, Wiou, Mpdiou, Siou, ShapeIou);
+markers!(KindMarker, KIND, BoxLossKind: Iou, Giou, Diou, Ciou, Eiou, ExtendedIou, Wiou, Mpdiou, Siou, ShapeIou);
 markers!(FormatMarker, FORMAT, BoxFormat: Xyxy, Xywh, Cxcywh);
 
 /// The one run-time to type dispatch of the box format: evaluates `$body` with the type
@@ -77,10 +84,9 @@ macro_rules! with_format {
 pub(crate) use with_format;
 
 /// The one run-time to type dispatch of the box loss kind: evaluates `$body` with the type
-/// alias `$k` bound to the marker of `$kind`, or `$other` for a kind without a hand-derived
-/// kernel.
+/// alias `$k` bound to the marker of `$kind`.
 macro_rules! with_kind {
-    ($kind:expr, |$k:ident| $body:expr, $other:expr) => {
+    ($kind:expr, |$k:ident| $body:expr) => {
         match $kind {
             smoothloss_core::BoxLossKind::Iou => {
                 type $k = $crate::box_loss::math::Iou;
@@ -118,7 +124,10 @@ macro_rules! with_kind {
                 type $k = $crate::box_loss::math::ShapeIou;
                 $body
             }
-            _ => $other,
+            smoothloss_core::BoxLossKind::ExtendedIou => {
+                type $k = $crate::box_loss::math::ExtendedIou;
+                $body
+            }
         }
     };
 }
@@ -153,133 +162,39 @@ pub(crate) struct PairParams {
     pub siou_paper: bool,
     /// Shape-IoU's `scale` (`BOX-19`).
     pub shape_scale: f32,
-}
-
-/// `|x - y| / max(x, y)` (0 where the max is <= 0: degenerate boxes, as the reference's `pos_div`) and its derivative in `x`, ties of the max
-/// split in half and `d|0| = 0` (the reference's conventions).
-#[inline(always)]
-fn omega(x: f32, y: f32) -> (f32, f32) {
-    let m = sel(x > y, x, y);
-    let rm = sel(m > 0.0, safe_recip(m), 0.0);
-    let d = x - y;
-    let num = d.abs();
-    let dm = sel(x > y, 1.0, sel(x == y, 0.5, 0.0));
-    let sg = sel(d > 0.0, 1.0, sel(d < 0.0, -1.0, 0.0));
-    (num * rm, (sg * m - num * dm) * rm * rm)
-}
-
-/// `x^s` for `x >= 0` (`0^0 = 1`), through the `f32` `exp` and `ln`.
-#[inline(always)]
-fn pow_pos(x: f32, s: f32) -> f32 {
-    sel(x > 0.0, exp_f32(s * ln_f32(x)), sel(s == 0.0, 1.0, 0.0))
-}
-
-/// Per-axis primitives: extent of the prediction and the target, the two edge offsets
-/// `e1 = p1 - t1`, `e2 = p2 - t2`, the candidates `p2 - t1`, `t2 - p1`, and the centre offset.
-#[derive(Clone, Copy)]
-struct Axis {
-    w: f32,
-    wg: f32,
-    e1: f32,
-    e2: f32,
-    p2t1: f32,
-    t2p1: f32,
-    d: f32,
-}
-
-#[inline(always)]
-fn axis<F: FormatMarker>(p0: f32, p2: f32, t0: f32, t2: f32) -> Axis {
-    match F::FORMAT {
-        BoxFormat::Xyxy => {
-            let e1 = p0 - t0;
-            let e2 = p2 - t2;
-            Axis {
-                w: p2 - p0,
-                wg: t2 - t0,
-                e1,
-                e2,
-                p2t1: p2 - t0,
-                t2p1: t2 - p0,
-                d: 0.5 * (e1 + e2),
-            }
-        }
-        _ => {
-            // (x, w) or (cx, w): the edges in f64 as the reference's corners (exact unless the
-            // size is far below the position's ulp), so the offsets and their signs (ties) are
-            // those of the reference, rounded once to f32.
-            let (p0d, p2d, t0d, t2d) = (f64::from(p0), f64::from(p2), f64::from(t0), f64::from(t2));
-            let (p1, p2e, t1, t2e, d) = if matches!(F::FORMAT, BoxFormat::Xywh) {
-                let (pe, te) = (p0d + p2d, t0d + t2d);
-                (p0d, pe, t0d, te, 0.5 * ((p0d + pe) - (t0d + te)))
-            } else {
-                (
-                    p0d - 0.5 * p2d,
-                    p0d + 0.5 * p2d,
-                    t0d - 0.5 * t2d,
-                    t0d + 0.5 * t2d,
-                    p0d - t0d,
-                )
-            };
-            // The extents are the f64 corner differences as in the reference (a size far
-            // below the position's ulp is lost there, as in the reference's corners).
-            Axis {
-                w: (p2e - p1) as f32,
-                wg: (t2e - t1) as f32,
-                e1: (p1 - t1) as f32,
-                e2: (p2e - t2e) as f32,
-                p2t1: (p2e - t1) as f32,
-                t2p1: (t2e - p1) as f32,
-                d: d as f32,
-            }
-        }
-    }
-}
-
-/// Intersection extent `min(p2, t2) - max(p1, t1)` and enclosing extent
-/// `max(p2, t2) - min(p1, t1)`: in `xyxy` straight from the corners (as the reference, one
-/// rounding), otherwise picked from the single-rounding candidates by the edge offsets.
-#[inline(always)]
-fn extents<F: FormatMarker>(a: &Axis, p0: f32, p2: f32, t0: f32, t2: f32) -> (f32, f32) {
-    if matches!(F::FORMAT, BoxFormat::Xyxy) {
-        let iw = sel(p2 < t2, p2, t2) - sel(p0 > t0, p0, t0);
-        let cw = sel(p2 > t2, p2, t2) - sel(p0 < t0, p0, t0);
-        return (iw, cw);
-    }
-    let iw = sel(
-        a.e1 >= 0.0,
-        sel(a.e2 > 0.0, a.t2p1, a.w),
-        sel(a.e2 > 0.0, a.wg, a.p2t1),
-    );
-    let cw = sel(
-        a.e1 > 0.0,
-        sel(a.e2 < 0.0, a.wg, a.p2t1),
-        sel(a.e2 < 0.0, a.t2p1, a.w),
-    );
-    (iw, cw)
-}
-
-/// `1 / d`, or 0 where `d == 0` (the reference's `safe_div` with the numerator applied later).
-#[inline(always)]
-fn safe_recip(d: f32) -> f32 {
-    sel(d == 0.0, 0.0, 1.0 / d)
-}
-
-/// Tie-splitting derivative coefficients: `d max(p1, t1) / d p1` and `d min(p2, t2) / d p2`.
-#[inline(always)]
-fn ties(a: &Axis) -> (f32, f32) {
-    let s1 = sel(a.e1 > 0.0, 1.0, sel(a.e1 == 0.0, 0.5, 0.0));
-    let t2 = sel(a.e2 < 0.0, 1.0, sel(a.e2 == 0.0, 0.5, 0.0));
-    (s1, t2)
+    /// Wise-IoU v3's focusing coefficient is on (`BOX-24`; kernels with options, `M`, only).
+    pub focus: bool,
+    /// Wise-IoU v3: `1 / mean`, `ln alpha`, `delta` and `1 / delta` (`BOX-24`), when `focus`.
+    pub inv_mean: f32,
+    /// See `inv_mean`.
+    pub ln_alpha: f32,
+    /// See `inv_mean`.
+    pub delta: f32,
+    /// See `inv_mean`.
+    pub inv_delta: f32,
+    /// Inner-IoU is on (`BOX-20`; kernels with options, `M`, only), with its `ratio`.
+    pub inner: bool,
+    /// See `inner`.
+    pub inner_ratio: f32,
+    /// alpha-IoU is on (`BOX-22`; kernels with options, `M`, only), with its power.
+    pub alpha_on: bool,
+    /// See `alpha_on`.
+    pub alpha: f32,
+    /// Extended-IoU's `smooth_point` and its inverse (`BOX-15`).
+    pub smooth_point: f32,
+    /// See `smooth_point`.
+    pub inv_smooth_point: f32,
 }
 
 /// One pair: returns the weighted loss and `c * weight * d(loss)/d(pred)` in format `F`.
 /// A non-finite coordinate gives NaN everywhere.
 #[inline(always)]
-pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
+pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: bool>(
     p: [f32; 4],
     t: [f32; 4],
     c: f32,
     dv_pre: f32,
+    shape_pre: [f32; 2],
     prm: &PairParams,
 ) -> (f32, [f32; 4]) {
     let eps = prm.eps;
@@ -315,9 +230,43 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
     // Wise-IoU, Focaler: the factor of the IoU term's gradient; MPDIoU: corner adjoints.
     let mut c_iou = 1.0f32;
     let mut a_c = [0.0f32; 4];
+    // GIoU with alpha-IoU: the factor of the enclosing term's gradient.
+    let mut c_q = 1.0f32;
+    // BOX-22 (kinds iou, giou, diou, ciou; kernels with options): 1 - IoU^a and its factor on
+    // the IoU term's gradient, selected by `alpha_on` (`omi` and 1 without it).
+    let alpha_kind = M
+        && X
+        && matches!(
+            K::KIND,
+            BoxLossKind::Iou | BoxLossKind::Giou | BoxLossKind::Diou | BoxLossKind::Ciou
+        );
+    let (omi_a, c_a) = if alpha_kind {
+        let (v, d) = one_minus_pow(omi, prm.alpha);
+        (sel(prm.alpha_on, v, omi), sel(prm.alpha_on, d, 1.0))
+    } else {
+        (omi, 1.0)
+    };
+    // spow(x, a) of a penalty term and its factor, or (x, 1) without alpha-IoU.
+    let powered = |x: f32| {
+        if alpha_kind {
+            let (v, d) = spow(x, prm.alpha);
+            (sel(prm.alpha_on, v, x), sel(prm.alpha_on, d, 1.0))
+        } else {
+            (x, 1.0)
+        }
+    };
 
     let loss = match K::KIND {
-        BoxLossKind::Iou => omi,
+        BoxLossKind::Iou => {
+            c_iou = c_a;
+            omi_a
+        }
+        BoxLossKind::ExtendedIou => {
+            // BOX-15: no plain IoU term; the corner adjoints straight from `extended`.
+            let (l, d) = extended::<F, G>(&ax, &ay, p, t, prm);
+            a_c = d;
+            l
+        }
         BoxLossKind::Wiou => {
             // BOX-17: R = exp(rho^2 / D) with D = cw^2 + ch^2 detached: dR = R d(rho^2) / D.
             let (dx, dy) = (ax.d, ay.d);
@@ -379,15 +328,8 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
             sel(un < 0.0, 0.0, sel(un > 2.0, 2.0, un))
         }
         BoxLossKind::ShapeIou => {
-            // BOX-19: the target's shape weights are constants.
-            let (pwg, phg) = (
-                pow_pos(wg.abs(), prm.shape_scale),
-                pow_pos(hg.abs(), prm.shape_scale),
-            );
-            let den = pwg + phg;
-            let rden = safe_recip(den);
-            let ww = sel(den > 0.0, 2.0 * pwg * rden, 1.0);
-            let hh = sel(den > 0.0, 2.0 * phg * rden, 1.0);
+            // BOX-19: the target's shape weights are constants (from `chunk`).
+            let [ww, hh] = shape_pre;
             let (dx, dy) = (ax.d, ay.d);
             let rg = safe_recip(cw * cw + ch * ch + eps);
             let distance = (hh * dx * dx + ww * dy * dy) * rg;
@@ -438,69 +380,81 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
                 // r rc / m (an exact halving where m = 2): times m dC below.
                 r_c = r * rc * sel(near, 0.5, 1.0);
             }
-            omi + q
+            if alpha_kind {
+                let (qa, dq) = powered(q);
+                c_q = dq;
+                c_iou = c_a;
+                sel(prm.alpha_on, omi_a + qa, omi + q)
+            } else {
+                omi + q
+            }
         }
         _ => {
             let (dx, dy) = (ax.d, ay.d);
             let rho2 = dx * dx + dy * dy;
             let rg = safe_recip(cw * cw + ch * ch + eps);
             let r = rho2 * rg;
+            // BOX-22: spow(r, a) on DIoU and CIoU, its factor on r's adjoints.
+            let (r_t, c_r) = powered(r);
             if G {
                 let a_diag = -r * rg;
                 a_cw = 2.0 * cw * a_diag;
                 a_ch = 2.0 * ch * a_diag;
                 a_dx = 2.0 * dx * rg;
                 a_dy = 2.0 * dy * rg;
+                if alpha_kind {
+                    (a_cw, a_ch, a_dx, a_dy) = (a_cw * c_r, a_ch * c_r, a_dx * c_r, a_dy * c_r);
+                    c_iou = c_a;
+                }
             }
-            let diou = omi + r;
+            let diou = omi_a + r_t;
             match K::KIND {
                 BoxLossKind::Diou => diou,
-                BoxLossKind::Ciou if M && prm.ciou_mmdet => {
-                    // BOX-14: heights + eps in the ratios (in `chunk`), alpha gated by
-                    // IoU > 0.5 and without eps, the CIoU value clamped: the loss held in
-                    // [0, 2], no gradient outside (selected: the terms may be large there).
-                    const K4PI2: f32 = (4.0 / (std::f64::consts::PI * std::f64::consts::PI)) as f32;
-                    let dv = dv_pre;
-                    let v = K4PI2 * dv * dv;
-                    let (n_omi, d_omi) = if_mask;
-                    let alpha_den = n_omi + v * d_omi;
-                    let alpha = sel(iou > 0.5 && alpha_den != 0.0, v * d_omi / alpha_den, 0.0);
-                    let un = diou + alpha * v;
-                    let inside = (0.0..=2.0).contains(&un);
-                    if G {
-                        let a_at = -2.0 * alpha * K4PI2 * dv;
-                        let hp = h + eps;
-                        let s = a_at * safe_recip(w * w + hp * hp);
-                        let k = |v: f32| sel(inside, v, 0.0);
-                        a_w = k(a_w + s * hp);
-                        a_h = k(a_h - s * w);
-                        a_cw = k(a_cw);
-                        a_ch = k(a_ch);
-                        a_dx = k(a_dx);
-                        a_dy = k(a_dy);
-                        c_iou = k(1.0);
-                    }
-                    sel(un < 0.0, 0.0, sel(un > 2.0, 2.0, un))
-                }
                 BoxLossKind::Ciou => {
                     const K4PI2: f32 = (4.0 / (std::f64::consts::PI * std::f64::consts::PI)) as f32;
+                    // mmdetection's convention (BOX-14) is selected, not branched on (uniform
+                    // over a call), so that the chunk loop stays vectorisable: heights + eps
+                    // in the ratios (in `chunk`), alpha gated by IoU > 0.5 and without eps,
+                    // the CIoU value clamped, the loss held in [0, 2] with no gradient outside
+                    // (selected: the terms may be large there).
+                    let mm = M && prm.ciou_mmdet;
                     // Precomputed by `chunk` in a separate loop (short dependency chains).
                     let dv = dv_pre;
                     let v = K4PI2 * dv * dv;
                     // alpha = v / (1 - iou + v + eps) with 1 - iou = n / du written as
                     // v du / (n + (v + eps) du): this division does not wait for 1 / du.
                     let (n_omi, d_omi) = if_mask;
-                    let alpha_den = n_omi + (v + eps) * d_omi;
-                    let alpha = sel(alpha_den == 0.0, 0.0, v * d_omi / alpha_den);
+                    let alpha_den =
+                        n_omi + (if M { v + sel(mm, 0.0, eps) } else { v + eps }) * d_omi;
+                    let gate = if M { mm && !(iou > 0.5) } else { false };
+                    let alpha = sel(alpha_den == 0.0 || gate, 0.0, v * d_omi / alpha_den);
+                    // BOX-22: spow(alpha v, a), its factor on the angle term's gradient.
+                    let (av, c_v) = powered(alpha * v);
+                    let un = diou + av;
+                    let inside = !mm || (0.0..=2.0).contains(&un);
                     if G {
                         // d(alpha v)/d(at) with alpha constant.
-                        let a_at = -2.0 * alpha * K4PI2 * dv;
-                        let rr2 = safe_recip(w * w + h * h);
-                        let s = a_at * rr2;
-                        a_w += s * h;
+                        let a_at = -2.0 * alpha * K4PI2 * dv * c_v;
+                        let hp = if M { h + sel(mm, eps, 0.0) } else { h };
+                        let s = a_at * safe_recip(w * w + hp * hp);
+                        a_w += s * hp;
                         a_h -= s * w;
+                        if M {
+                            let k = |v: f32| sel(inside, v, 0.0);
+                            a_w = k(a_w);
+                            a_h = k(a_h);
+                            a_cw = k(a_cw);
+                            a_ch = k(a_ch);
+                            a_dx = k(a_dx);
+                            a_dy = k(a_dy);
+                            c_iou = k(c_iou);
+                        }
                     }
-                    diou + alpha * v
+                    if M {
+                        sel(mm, sel(un < 0.0, 0.0, sel(un > 2.0, 2.0, un)), un)
+                    } else {
+                        un
+                    }
                 }
                 _ => {
                     // EIoU.
@@ -522,38 +476,60 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
         }
     };
 
-    // BOX-21 (without Inner): L + IoU - F(IoU); the IoU term's gradient factor gains F' - 1.
+    // BOX-20, BOX-21: L + IoU - F(IoU') with IoU' the inner boxes' IoU (Inner) or the plain
+    // IoU, F the Focaler map (or the identity). Written with `1 - IoU' = om` (exact for
+    // identical boxes): L + (G - omi) with G = 1 - F(IoU'), dG/d(om) = F' (1 without Focaler).
     // The options are selected, not branched on (uniform over a call), so that the chunk loop
-    // stays vectorisable.
+    // stays vectorisable. `c_in` is the factor of the inner IoU's gradient.
     let mut loss = loss;
+    let mut c_in = 0.0f32;
+    let mut g_in = [0.0f32; 4];
     if M {
-        // With 1 - IoU = omi (exact for identical boxes): t = ((1 - d) - omi) / (u - d),
-        // IoU - F = (1 - F) - omi, 1 - F = ((u - 1) + omi) / (u - d) inside [d, u].
-        let t = (prm.foc_1d - omi) * prm.foc_inv;
+        let om = if !X || matches!(K::KIND, BoxLossKind::ExtendedIou) {
+            omi
+        } else {
+            let (o, g) = inner_omi::<G>(&ax, &ay, prm.inner_ratio, eps);
+            g_in = g;
+            sel(prm.inner, o, omi)
+        };
+        // t = ((1 - d) - om) / (u - d), 1 - F = ((u - 1) + om) / (u - d) inside [d, u].
+        let t = (prm.foc_1d - om) * prm.foc_inv;
         let one_minus_f = sel(
             t < 0.0,
             1.0,
-            sel(t > 1.0, 0.0, (prm.foc_u1 + omi) * prm.foc_inv),
+            sel(t > 1.0, 0.0, (prm.foc_u1 + om) * prm.foc_inv),
         );
         let fp = sel((0.0..=1.0).contains(&t), prm.foc_inv, 0.0);
-        loss = sel(prm.focaler, loss + (one_minus_f - omi), loss);
-        c_iou = sel(prm.focaler, c_iou + (fp - 1.0), c_iou);
+        let (g_val, g_der) = (sel(prm.focaler, one_minus_f, om), sel(prm.focaler, fp, 1.0));
+        let on = prm.focaler || prm.inner;
+        loss = sel(on, loss + (g_val - omi), loss);
+        // The IoU term's factor: -1 for `- omi`, + G' where G is a function of the plain IoU.
+        c_iou = sel(on, c_iou + (sel(prm.inner, 0.0, g_der) - 1.0), c_iou);
+        if X {
+            c_in = sel(on && prm.inner, g_der, 0.0);
+        }
     }
     // Seed threshold weight (no gradient) and the NaN rule for non-finite coordinates.
     let mut wt = sel(iou < prm.thr, prm.wlow, 1.0);
-    if M {
-        // BOX-23: the detached max(IoU, 0)^gamma (0^0 = 1).
-        let pw = sel(
-            iou > 0.0,
-            exp_f32(prm.gamma * ln_f32(iou)),
-            sel(prm.gamma == 0.0, 1.0, 0.0),
-        );
-        wt *= sel(prm.focal, pw, 1.0);
-    }
     // Every coordinate enters exactly one edge offset, so a non-finite coordinate makes their
     // sum non-finite (coordinates are assumed below ~1e37 so that the finite sum cannot
     // overflow).
     let bad = zn((ax.e1 + ax.e2) + (ay.e1 + ay.e2));
+    if M {
+        // BOX-23: the detached max(IoU, 0)^gamma (0^0 = 1); BOX-24: Wise-IoU v3's detached
+        // r = (beta / delta) exp((delta - beta) ln alpha) of this pair's IoU loss `omi + bad`
+        // (the IoU kernel's value, bit for bit), 1 where that is not finite. One exp serves
+        // both: exp(gamma ln IoU + (delta - beta) ln alpha), each exponent 0 when it is off.
+        let pos = iou > 0.0;
+        let l_iou = omi + bad;
+        let beta = l_iou * prm.inv_mean;
+        let focus = prm.focus && l_iou - l_iou == 0.0;
+        let e_focal = sel(prm.focal && pos, prm.gamma * ln_f32(iou), 0.0);
+        let e_focus = sel(focus, (prm.delta - beta) * prm.ln_alpha, 0.0);
+        let f_focal = sel(prm.focal && !pos, sel(prm.gamma == 0.0, 1.0, 0.0), 1.0);
+        let f_focus = sel(focus, beta * prm.inv_delta, 1.0);
+        wt *= exp_f32(e_focal + e_focus) * (f_focal * f_focus);
+    }
     let loss = wt * loss + bad;
     if !G {
         return (loss, [0.0; 4]);
@@ -585,7 +561,19 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
         let iou_part = -rd * ((2.0 * ki[k] - ka[k]) + omi * du);
         if matches!(K::KIND, BoxLossKind::Giou) {
             let g = (a_union * (kc[k] - du) + iou_part) + r_c * kc[k];
-            if M { g + (c_iou - 1.0) * iou_part } else { g }
+            if M {
+                // With alpha-IoU the two terms apart: c_q dq + c_iou d(1 - IoU).
+                let dq = a_union * (kc[k] - du) + r_c * kc[k];
+                sel(
+                    prm.alpha_on,
+                    c_q * dq + c_iou * iou_part,
+                    g + (c_iou - 1.0) * iou_part,
+                )
+            } else {
+                g
+            }
+        } else if matches!(K::KIND, BoxLossKind::ExtendedIou) {
+            a_c[k]
         } else if matches!(K::KIND, BoxLossKind::Mpdiou) {
             c_iou * iou_part + a_c[k]
         } else if M || matches!(K::KIND, BoxLossKind::Wiou | BoxLossKind::Siou) {
@@ -598,8 +586,8 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
 
     // The rest, to the corners: w = x2 - x1, cw = max(x2, t2) - min(x1, t1),
     // d = (x1 + x2) / 2 - const.
-    let [gx1, gy1, gx2, gy2] = if matches!(K::KIND, BoxLossKind::Giou) {
-        // GIoU: every term is in `giou_part`.
+    let [gx1, gy1, gx2, gy2] = if matches!(K::KIND, BoxLossKind::Giou | BoxLossKind::ExtendedIou) {
+        // GIoU, Extended-IoU: every term is in `giou_part`.
         giou_part
     } else {
         [
@@ -608,6 +596,17 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
             giou_part[2] + a_w + a_cw * (1.0 - tx2) + 0.5 * a_dx,
             giou_part[3] + a_h + a_ch * (1.0 - ty2) + 0.5 * a_dy,
         ]
+    };
+    // Inner-IoU's term (0 without it).
+    let [gx1, gy1, gx2, gy2] = if X {
+        [
+            gx1 + c_in * g_in[0],
+            gy1 + c_in * g_in[1],
+            gx2 + c_in * g_in[2],
+            gy2 + c_in * g_in[3],
+        ]
+    } else {
+        [gx1, gy1, gx2, gy2]
     };
     let g = match F::FORMAT {
         BoxFormat::Xyxy => [gx1, gy1, gx2, gy2],
@@ -620,7 +619,7 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>
 
 /// One chunk of `CH` pairs.
 #[inline(always)]
-fn chunk<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
+fn chunk<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: bool>(
     p: &[f32; 4 * CH],
     t: &[f32; 4 * CH],
     c: &[f32; CH],
@@ -630,29 +629,55 @@ fn chunk<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
 ) {
     // CIoU: the angle difference first, in its own loop, so that its long dependency chain
     // (division, polynomial) overlaps across pairs instead of stalling the main loop.
+    // Shape-IoU: the target's shape weights (ww, hh) in their own loop too; with the default
+    // scale 0 both are 1 (`|x|^0 = 1`, `0^0 = 1`: den = 2), with no power computed.
+    let mut sw = [[1.0f32; 2]; CH];
+    if matches!(K::KIND, BoxLossKind::ShapeIou) && prm.shape_scale != 0.0 {
+        for j in 0..CH {
+            let wg = axis::<F>(t[4 * j], t[4 * j + 2], t[4 * j], t[4 * j + 2]).wg;
+            let hg = axis::<F>(t[4 * j + 1], t[4 * j + 3], t[4 * j + 1], t[4 * j + 3]).wg;
+            let (pwg, phg) = (
+                pow_pos(wg.abs(), prm.shape_scale),
+                pow_pos(hg.abs(), prm.shape_scale),
+            );
+            let den = pwg + phg;
+            let rden = safe_recip(den);
+            sw[j] = [
+                sel(den > 0.0, 2.0 * pwg * rden, 1.0),
+                sel(den > 0.0, 2.0 * phg * rden, 1.0),
+            ];
+        }
+    }
     let mut dv = [0.0f32; CH];
     if matches!(K::KIND, BoxLossKind::Ciou) {
-        for j in 0..CH {
-            let size = |b: &[f32; 4 * CH], k: usize| {
-                if matches!(F::FORMAT, BoxFormat::Xyxy) {
-                    b[4 * j + k + 2] - b[4 * j + k]
-                } else {
-                    b[4 * j + k + 2]
-                }
-            };
-            dv[j] = if M && prm.ciou_mmdet {
-                // mmdetection's heights + eps (BOX-14).
-                let e = prm.eps;
-                atan_ratio_diff(size(p, 0), size(p, 1) + e, size(t, 0), size(t, 1) + e)
+        let size = |b: &[f32; 4 * CH], j: usize, k: usize| {
+            if matches!(F::FORMAT, BoxFormat::Xyxy) {
+                b[4 * j + k + 2] - b[4 * j + k]
             } else {
-                atan_ratio_diff(size(p, 0), size(p, 1), size(t, 0), size(t, 1))
-            };
+                b[4 * j + k + 2]
+            }
+        };
+        if M && prm.ciou_mmdet {
+            // mmdetection's heights + eps (BOX-14); the test is outside the loop.
+            let e = prm.eps;
+            for j in 0..CH {
+                dv[j] = atan_ratio_diff(
+                    size(p, j, 0),
+                    size(p, j, 1) + e,
+                    size(t, j, 0),
+                    size(t, j, 1) + e,
+                );
+            }
+        } else {
+            for j in 0..CH {
+                dv[j] = atan_ratio_diff(size(p, j, 0), size(p, j, 1), size(t, j, 0), size(t, j, 1));
+            }
         }
     }
     for j in 0..CH {
         let pp = [p[4 * j], p[4 * j + 1], p[4 * j + 2], p[4 * j + 3]];
         let tt = [t[4 * j], t[4 * j + 1], t[4 * j + 2], t[4 * j + 3]];
-        let (loss, gr) = pair::<K, F, G, M>(pp, tt, c[j], dv[j], prm);
+        let (loss, gr) = pair::<K, F, G, M, X>(pp, tt, c[j], dv[j], sw[j], prm);
         l[j] = loss;
         if G {
             g[4 * j] = gr[0];
@@ -676,7 +701,7 @@ fn fill_up(c: &mut [f32; CH], up: Up<'_>, off: usize, r: usize) {
 /// Runs one block of pairs: returns the (lane-ordered) sum of the weighted losses, writes the
 /// gradient when `G` and per-pair losses when `losses` is given.
 #[inline(always)]
-pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool, const M: bool>(
+pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: bool>(
     pred: &[f32],
     target: &[f32],
     mut grad: Option<&mut [f32]>,
@@ -701,9 +726,9 @@ pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool, const M: bool
         match grad.as_deref_mut() {
             Some(g) if G => {
                 let g: &mut [f32; 4 * CH] = (&mut g[4 * off..4 * off + 4 * CH]).try_into().unwrap();
-                chunk::<K, F, G, M>(p, t, &c, prm, g, &mut l);
+                chunk::<K, F, G, M, X>(p, t, &c, prm, g, &mut l);
             }
-            _ => chunk::<K, F, G, M>(p, t, &c, prm, &mut gl, &mut l),
+            _ => chunk::<K, F, G, M, X>(p, t, &c, prm, &mut gl, &mut l),
         }
         accumulate(&mut acc, &l, CH);
         if let Some(out) = losses.as_deref_mut() {
@@ -720,7 +745,7 @@ pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool, const M: bool
         p[..4 * r].copy_from_slice(&pred[4 * off..]);
         t[..4 * r].copy_from_slice(&target[4 * off..]);
         fill_up(&mut c, up, off, r);
-        chunk::<K, F, G, M>(&p, &t, &c, prm, &mut gl, &mut l);
+        chunk::<K, F, G, M, X>(&p, &t, &c, prm, &mut gl, &mut l);
         if G && let Some(g) = grad {
             g[4 * off..].copy_from_slice(&gl[..4 * r]);
         }

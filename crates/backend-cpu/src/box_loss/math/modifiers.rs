@@ -1,0 +1,125 @@
+//! The composable modifiers' pieces in `f32` lanes: Inner-IoU's auxiliary boxes (`BOX-20`) and
+//! alpha-IoU's powers (`BOX-22`). `pair` (in `mod.rs`) composes them with every kind, selected
+//! at run time by `PairParams` in the kernels with options, so there is no kernel per
+//! combination.
+
+use super::prim::{Axis, extents_sel, safe_recip, ties};
+use crate::math::{exp_f32, ln_f32, sel};
+
+/// Inner-IoU's auxiliary axis (`BOX-20`): both centres kept, both extents times `ratio`,
+/// formed from the translation-free primitives (so the inner offsets of identical boxes are
+/// exactly 0, as the plain ones).
+#[inline(always)]
+fn scaled(a: &Axis, ratio: f32) -> Axis {
+    let (w, wg) = (ratio * a.w, ratio * a.wg);
+    let (half_diff, half_sum) = (0.5 * (w - wg), 0.5 * (w + wg));
+    Axis {
+        w,
+        wg,
+        e1: a.d - half_diff,
+        e2: a.d + half_diff,
+        p2t1: a.d + half_sum,
+        t2p1: half_sum - a.d,
+        d: a.d,
+    }
+}
+
+/// `1 - IoU_inner` of the auxiliary boxes (`BOX-20`; `BOX-3` with eps in the union, written as
+/// `pair`'s `omi`: exact for identical boxes), and when `G` its derivative with respect to the
+/// prediction's corners `(x1, y1, x2, y2)` (ties split in half, as the reference's `max`/`min`).
+#[inline(always)]
+pub(super) fn inner_omi<const G: bool>(
+    ax: &Axis,
+    ay: &Axis,
+    ratio: f32,
+    eps: f32,
+) -> (f32, [f32; 4]) {
+    let (ix, iy) = (scaled(ax, ratio), scaled(ay, ratio));
+    let (iw, _) = extents_sel(&ix);
+    let (ih, _) = extents_sel(&iy);
+    let mask = iw > 0.0 && ih > 0.0;
+    let inter = sel(mask, iw * ih, 0.0);
+    let union = ix.w * iy.w + ix.wg * iy.wg - inter;
+    let du = union + eps;
+    let rd = safe_recip(du);
+    let has = mask && du != 0.0;
+    let omi = sel(has, ((union - inter) + eps) * rd, 1.0);
+    if !G {
+        return (omi, [0.0; 4]);
+    }
+    let (sx1, tx2) = ties(&ix);
+    let (sy1, ty2) = ties(&iy);
+    let ki = [
+        sel(mask, -sx1 * ih, 0.0),
+        sel(mask, -sy1 * iw, 0.0),
+        sel(mask, tx2 * ih, 0.0),
+        sel(mask, ty2 * iw, 0.0),
+    ];
+    let ka = [-iy.w, -ix.w, iy.w, ix.w];
+    let g: [f32; 4] =
+        std::array::from_fn(|k| -rd * ((2.0 * ki[k] - ka[k]) + omi * (ka[k] - ki[k])));
+    // The auxiliary corners x1' = a x1 + b x2, x2' = b x1 + a x2 with a = (1 + ratio) / 2,
+    // b = (1 - ratio) / 2 (the same in y).
+    let (a, b) = (0.5 * (1.0 + ratio), 0.5 * (1.0 - ratio));
+    (
+        omi,
+        [
+            a * g[0] + b * g[2],
+            a * g[1] + b * g[3],
+            b * g[0] + a * g[2],
+            b * g[1] + a * g[3],
+        ],
+    )
+}
+
+/// `exp(t)`, flushed to 0 below `e^-87` (about `1.6e-38`) before the exponential is formed, so
+/// that no subnormal is computed: subnormal results cost microcode assists on x86, and these
+/// powers (a small distance ratio cubed, an IoU of 0) reach them often; the values flushed are
+/// far below every tolerance of the losses they enter.
+#[inline(always)]
+fn exp_flush(t: f32) -> f32 {
+    let tiny = t < -87.0;
+    sel(tiny, 0.0, exp_f32(sel(tiny, 0.0, t)))
+}
+
+/// alpha-IoU's IoU term (`BOX-22`) from `u = 1 - IoU`: `1 - spow(IoU, a)` without
+/// cancellation where IoU is near 1 (`-expm1(a log1p(-u))`, both written out in `f32`), and its
+/// derivative in `u`, `a |IoU|^(a - 1)` (0 where IoU = 0).
+#[inline(always)]
+pub(super) fn one_minus_pow(u: f32, a: f32) -> (f32, f32) {
+    let x = 1.0 - u;
+    // ln(IoU): for u < 1/4 as 2 atanh(-u / (2 - u)) (|s| < 1/7, the series of `ln_f32`), which
+    // keeps the relative accuracy of a small u; beyond, ln |1 - u| (1 - u has at most one
+    // rounding there, exact for u >= 1/2).
+    let small = u < 0.25;
+    let s = -u / (2.0 - u);
+    let z = s * s;
+    let p = (((z * (1.0 / 9.0) + 1.0 / 7.0) * z + 1.0 / 5.0) * z + 1.0 / 3.0) * z;
+    let l = sel(small, 2.0 * s + 2.0 * s * p, ln_f32(x.abs()));
+    let t = a * l;
+    // -expm1(t) for -ln(2)/2 < t <= 0: `exp_f32`'s polynomial without its leading 1 (its
+    // reduced argument is t itself there); 1 - sign(x) e^t beyond (no cancellation).
+    let q = (((((1.987_569_1e-4 * t + 1.398_199_9e-3) * t + 8.333_452e-3) * t + 4.166_579_6e-2)
+        * t
+        + 1.666_666_5e-1)
+        * t
+        + 0.5)
+        * (t * t)
+        + t;
+    let e = exp_flush(t);
+    let v = sel(small && t > -0.346_573_6, -q, 1.0 - sel(x < 0.0, -e, e));
+    // a |x|^(a - 1) as a |x|^a / |x| (one division instead of a second exp).
+    let d = sel(x == 0.0, 0.0, a * e / x.abs());
+    (v, d)
+}
+
+/// alpha-IoU's power of a penalty term (`BOX-22`): `sign(x) |x|^a` and its derivative
+/// `a |x|^(a - 1)`, both 0 at `x = 0`.
+#[inline(always)]
+pub(super) fn spow(x: f32, a: f32) -> (f32, f32) {
+    let l = ln_f32(x.abs());
+    let m = exp_flush(a * l);
+    let v = sel(x == 0.0, 0.0, sel(x < 0.0, -m, m));
+    let d = sel(x == 0.0, 0.0, a * m / x.abs());
+    (v, d)
+}

@@ -1,0 +1,130 @@
+//! The per-axis primitives of the box kernels: translation-free extents and edge offsets
+//! (`Axis`), the intersection and enclosing extents, the tie-splitting derivative
+//! coefficients, and the small helpers (`omega`, `pow_pos`, `safe_recip`).
+
+use super::FormatMarker;
+use crate::math::{exp_f32, ln_f32, sel};
+use smoothloss_core::BoxFormat;
+
+/// `|x - y| / max(x, y)` (0 where the max is <= 0: degenerate boxes, as the reference's `pos_div`) and its derivative in `x`, ties of the max
+/// split in half and `d|0| = 0` (the reference's conventions).
+#[inline(always)]
+pub(super) fn omega(x: f32, y: f32) -> (f32, f32) {
+    let m = sel(x > y, x, y);
+    let rm = sel(m > 0.0, safe_recip(m), 0.0);
+    let d = x - y;
+    let num = d.abs();
+    let dm = sel(x > y, 1.0, sel(x == y, 0.5, 0.0));
+    let sg = sel(d > 0.0, 1.0, sel(d < 0.0, -1.0, 0.0));
+    (num * rm, (sg * m - num * dm) * rm * rm)
+}
+
+/// `x^s` for `x >= 0` (`0^0 = 1`), through the `f32` `exp` and `ln`.
+#[inline(always)]
+pub(super) fn pow_pos(x: f32, s: f32) -> f32 {
+    sel(x > 0.0, exp_f32(s * ln_f32(x)), sel(s == 0.0, 1.0, 0.0))
+}
+
+/// Per-axis primitives: extent of the prediction and the target, the two edge offsets
+/// `e1 = p1 - t1`, `e2 = p2 - t2`, the candidates `p2 - t1`, `t2 - p1`, and the centre offset.
+#[derive(Clone, Copy)]
+pub(super) struct Axis {
+    pub(super) w: f32,
+    pub(super) wg: f32,
+    pub(super) e1: f32,
+    pub(super) e2: f32,
+    pub(super) p2t1: f32,
+    pub(super) t2p1: f32,
+    pub(super) d: f32,
+}
+
+#[inline(always)]
+pub(super) fn axis<F: FormatMarker>(p0: f32, p2: f32, t0: f32, t2: f32) -> Axis {
+    match F::FORMAT {
+        BoxFormat::Xyxy => {
+            let e1 = p0 - t0;
+            let e2 = p2 - t2;
+            Axis {
+                w: p2 - p0,
+                wg: t2 - t0,
+                e1,
+                e2,
+                p2t1: p2 - t0,
+                t2p1: t2 - p0,
+                d: 0.5 * (e1 + e2),
+            }
+        }
+        _ => {
+            // (x, w) or (cx, w): the edges in f64 as the reference's corners (exact unless the
+            // size is far below the position's ulp), so the offsets and their signs (ties) are
+            // those of the reference, rounded once to f32.
+            let (p0d, p2d, t0d, t2d) = (f64::from(p0), f64::from(p2), f64::from(t0), f64::from(t2));
+            let (p1, p2e, t1, t2e, d) = if matches!(F::FORMAT, BoxFormat::Xywh) {
+                let (pe, te) = (p0d + p2d, t0d + t2d);
+                (p0d, pe, t0d, te, 0.5 * ((p0d + pe) - (t0d + te)))
+            } else {
+                (
+                    p0d - 0.5 * p2d,
+                    p0d + 0.5 * p2d,
+                    t0d - 0.5 * t2d,
+                    t0d + 0.5 * t2d,
+                    p0d - t0d,
+                )
+            };
+            // The extents are the f64 corner differences as in the reference (a size far
+            // below the position's ulp is lost there, as in the reference's corners).
+            Axis {
+                w: (p2e - p1) as f32,
+                wg: (t2e - t1) as f32,
+                e1: (p1 - t1) as f32,
+                e2: (p2e - t2e) as f32,
+                p2t1: (p2e - t1) as f32,
+                t2p1: (t2e - p1) as f32,
+                d: d as f32,
+            }
+        }
+    }
+}
+
+/// Intersection extent `min(p2, t2) - max(p1, t1)` and enclosing extent
+/// `max(p2, t2) - min(p1, t1)`: in `xyxy` straight from the corners (as the reference, one
+/// rounding), otherwise picked from the single-rounding candidates by the edge offsets.
+#[inline(always)]
+pub(super) fn extents<F: FormatMarker>(a: &Axis, p0: f32, p2: f32, t0: f32, t2: f32) -> (f32, f32) {
+    if matches!(F::FORMAT, BoxFormat::Xyxy) {
+        let iw = sel(p2 < t2, p2, t2) - sel(p0 > t0, p0, t0);
+        let cw = sel(p2 > t2, p2, t2) - sel(p0 < t0, p0, t0);
+        return (iw, cw);
+    }
+    extents_sel(a)
+}
+
+/// [`extents`] picked from the single-rounding candidates by the edge offsets (any format).
+#[inline(always)]
+pub(super) fn extents_sel(a: &Axis) -> (f32, f32) {
+    let iw = sel(
+        a.e1 >= 0.0,
+        sel(a.e2 > 0.0, a.t2p1, a.w),
+        sel(a.e2 > 0.0, a.wg, a.p2t1),
+    );
+    let cw = sel(
+        a.e1 > 0.0,
+        sel(a.e2 < 0.0, a.wg, a.p2t1),
+        sel(a.e2 < 0.0, a.t2p1, a.w),
+    );
+    (iw, cw)
+}
+
+/// `1 / d`, or 0 where `d == 0` (the reference's `safe_div` with the numerator applied later).
+#[inline(always)]
+pub(super) fn safe_recip(d: f32) -> f32 {
+    sel(d == 0.0, 0.0, 1.0 / d)
+}
+
+/// Tie-splitting derivative coefficients: `d max(p1, t1) / d p1` and `d min(p2, t2) / d p2`.
+#[inline(always)]
+pub(super) fn ties(a: &Axis) -> (f32, f32) {
+    let s1 = sel(a.e1 > 0.0, 1.0, sel(a.e1 == 0.0, 0.5, 0.0));
+    let t2 = sel(a.e2 < 0.0, 1.0, sel(a.e2 == 0.0, 0.5, 0.0));
+    (s1, t2)
+}
