@@ -29,6 +29,7 @@
 //! the scaled `f32` cross-entropy cannot take (not finite, or beyond `f32` once divided by the
 //! denominator), runs through the `f64` reference (`TOL-4`), as the cross-entropy does.
 
+mod chunk_gemm;
 mod gemm;
 
 use crate::CpuBackend;
