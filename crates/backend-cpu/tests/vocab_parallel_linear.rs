@@ -427,3 +427,59 @@ fn a_call_one_rank_refuses_is_refused_on_every_rank() {
     });
     assert!(out.iter().all(|o| o.is_err()), "{out:?}");
 }
+
+#[test]
+fn non_finite_inputs_follow_the_unsharded_reference_on_every_shard() {
+    covers!("VP-6", "TOL-4");
+    let (n, h, v) = (10, 5, 23);
+    for ce in [
+        CrossEntropy::new(),
+        CrossEntropy::new().with_softcap(2.5).with_z_loss(0.05),
+        CrossEntropy::new()
+            .with_reduction(Reduction::None)
+            .with_label_smoothing(0.1),
+    ] {
+        let mut c = call(81, n, h, v, ce, true).with_chunk(3);
+        // Row 0: an infinite hidden state; row 2 (ignored): an infinite hidden state; class 6's
+        // weight row: a NaN (on whichever shard holds it); a -inf bias.
+        c.hidden[1] = f64::INFINITY;
+        c.hidden[2 * h + 3] = f64::NEG_INFINITY;
+        c.weight[6 * h + 2] = f64::NAN;
+        c.bias.as_mut().unwrap()[17] = f64::NEG_INFINITY;
+        let want = reference(&c, Upstream::ONE);
+        assert!(want.loss.iter().any(|x| !x.is_finite()));
+        for shards in [1, 2, 4, 7] {
+            let ws = widths(v, shards, true);
+            let got = run_linear_ce_sharded::<f32, _>(&CpuBackend::new(), &c, Upstream::ONE, &ws)
+                .unwrap();
+            assert!(ranks_agree_nan(&got), "{ws:?}");
+            let o = compare_linear(&got.whole, &want, &Tolerance::LCE_F32, 1.0);
+            assert_eq!(o, Outcome::Passed, "{ws:?} {:?}", c.cfg.ce);
+        }
+    }
+}
+
+/// [`ranks_agree`], NaN payloads aside.
+fn ranks_agree_nan(out: &smoothloss_spec::cases::linear_ce::ShardedLinearCeOutput) -> bool {
+    let key = |v: &[f64]| {
+        v.iter()
+            .map(|x| if x.is_nan() { u64::MAX } else { x.to_bits() })
+            .collect::<Vec<_>>()
+    };
+    out.losses.iter().all(|l| key(l) == key(&out.losses[0]))
+        && out
+            .hidden_grads
+            .iter()
+            .all(|g| key(g) == key(&out.hidden_grads[0]))
+}
+
+trait WithChunk {
+    fn with_chunk(self, k: usize) -> Self;
+}
+
+impl WithChunk for LinearCeCall {
+    fn with_chunk(mut self, k: usize) -> Self {
+        self.cfg = self.cfg.with_chunk_rows(k);
+        self
+    }
+}

@@ -494,6 +494,18 @@ impl<'a, T: Element> LceCall<'a, T> {
 pub trait LinearCrossEntropyOps<T: Element> {
     /// Runs a validated linear cross-entropy call.
     fn run_linear_cross_entropy(&self, call: LceCall<'_, T>) -> Result<crate::Loss> {
-        Ok(crate::reference::linear_cross_entropy::widened(call))
+        self.run_linear_cross_entropy_rows(call, crate::CeRowOutputs::new())
+            .map(|o| o.loss)
+    }
+
+    /// Runs a validated linear cross-entropy call with the per-row outputs of `CE-14` (their
+    /// lengths checked by the front door) and the z-loss apart (`CE-15`). The default runs the
+    /// reference in `f64` (holding the `[N, V]` logits) and rounds the outputs to `T`.
+    fn run_linear_cross_entropy_rows(
+        &self,
+        call: LceCall<'_, T>,
+        rows: crate::CeRowOutputs<'_, T>,
+    ) -> Result<crate::CeOutput> {
+        Ok(crate::reference::linear_cross_entropy::widened(call, rows))
     }
 }
