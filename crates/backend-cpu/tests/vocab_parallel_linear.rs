@@ -483,3 +483,45 @@ impl WithChunk for LinearCeCall {
         self
     }
 }
+
+#[test]
+fn the_pytorch_linear_ce_cases_pass_sharded() {
+    covers!("VP-6", "LCE-5");
+    // spec/cases/linear_ce.json: PyTorch's float64 composite and autograd. Every case on 1, 3
+    // and 5 uneven shards: f64 data on the reference's products within TOL-1's rule, f32 data
+    // on the CPU's within LCE-5's PyTorch bound.
+    let file = smoothloss_spec::linear_ce_cases();
+    let mut ran = 0;
+    for case in &file.cases {
+        let Ok((c, want)) = case.decode_linear_ce() else {
+            continue;
+        };
+        let wmax = AbsScale::of_weights(c.cfg.ce.class_weights.as_deref());
+        for shards in [1, 3, 5] {
+            let ws = widths(c.vocab(), shards.min(c.vocab()), false);
+            let got64 =
+                run_linear_ce_sharded::<f64, _>(&ReferenceBackend, &c, Upstream::ONE, &ws).unwrap();
+            let f64_tol = Tolerance {
+                abs: 1e-12,
+                rel: 1e-10,
+                scaled: 1e-12,
+            };
+            assert_eq!(
+                compare_linear(&got64.whole, &want, &f64_tol, wmax),
+                Outcome::Passed,
+                "{} f64 {ws:?}",
+                case.id
+            );
+            let got32 = run_linear_ce_sharded::<f32, _>(&CpuBackend::new(), &c, Upstream::ONE, &ws)
+                .unwrap();
+            assert_eq!(
+                compare_linear(&got32.whole, &want, &Tolerance::LCE_F32_TORCH_CASES, wmax),
+                Outcome::Passed,
+                "{} f32 {ws:?}",
+                case.id
+            );
+        }
+        ran += 1;
+    }
+    assert!(ran >= 40, "only {ran} linear CE cases decoded");
+}
