@@ -33,8 +33,9 @@ const RUN_SH: &str = r#"#!/usr/bin/env bash
 #   2. cuda_bench (JSON lines);
 #   3. torch_ce_gpu.py: PyTorch / Liger-Kernel / torchvision peers and one table;
 #   4. compute-sanitizer memcheck / racecheck / synccheck on the gpu test `sanitizer_smoke`;
-#   5. torch_linear_ce_gpu.py (step `lce-peers`): the linear cross-entropy's peers, PyTorch's
-#      composite and Liger's LigerFusedLinearCrossEntropyLoss, 8192x4096x128256 bf16.
+#   5. step `lce-peers`: lce_gpu_bench (smoothloss's device linear cross-entropy, LCE-6), then
+#      torch_linear_ce_gpu.py: its peers, PyTorch's composite and Liger's
+#      LigerFusedLinearCrossEntropyLoss, 8192x4096x128256 bf16.
 # Logs: $OUT if set, else <bundle>/out. Exit status: 0 only if every step passed.
 set -u
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -122,6 +123,11 @@ fi
 
 if want lce-peers; then
 echo "== lce-peers: linear cross-entropy peers (PyTorch composite, Liger fused), bf16"
+# Ours first: lce_gpu_bench (LCE-6, device buffers, bf16), one JSON line.
+if [ -x "$HERE/lce_gpu_bench" ]; then
+  "$HERE/lce_gpu_bench" $QUICK 2>&1 | tee "$LOGS/lce_ours.jsonl"
+  if [ "${PIPESTATUS[0]}" -ne 0 ]; then status=1; fi
+fi
 if [ -n "$PY" ]; then
   PYTHONUNBUFFERED=1 "$PY" "$HERE/torch_linear_ce_gpu.py" $QUICK 2>&1 | tee "$LOGS/lce_peers.md"
   if [ "${PIPESTATUS[0]}" -ne 0 ]; then status=1; fi
@@ -296,6 +302,24 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .find(|a| a.name == "cuda_bench")
         .ok_or("cargo reported no cuda_bench executable")?;
 
+    let lce_bins = build(
+        &root,
+        &[
+            "build",
+            "--release",
+            "-p",
+            PACKAGE,
+            "--bin",
+            "lce_gpu_bench",
+        ],
+        false,
+        debuginfo,
+    )?;
+    let lce_bench = lce_bins
+        .iter()
+        .find(|a| a.name == "lce_gpu_bench")
+        .ok_or("cargo reported no lce_gpu_bench executable")?;
+
     let dir = root.join("gpu-bundle");
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(|e| format!("remove {}: {e}", dir.display()))?;
@@ -308,6 +332,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         total += size;
     }
     total += copy_exe(&bench.path, &dir.join("cuda_bench"))?;
+    total += copy_exe(&lce_bench.path, &dir.join("lce_gpu_bench"))?;
     let peer = root.join(PEER_SCRIPT);
     fs::copy(&peer, dir.join("torch_ce_gpu.py"))
         .map_err(|e| format!("copy {}: {e}", peer.display()))?;

@@ -272,3 +272,116 @@ fn every_option_is_bit_identical_for_any_thread_count() {
         assert_eq!(bits(&run(t)), base, "{t} threads");
     }
 }
+
+#[test]
+fn per_row_lse_hits_and_z_loss_apart_match_the_reference_rows() {
+    covers!("CE-14", "CE-15", "LCE-4");
+    use smoothloss_core::reference::linear_cross_entropy::logits;
+    use smoothloss_core::{CeRowOutputs, Input, Linear, Losses};
+    let (n, h, v) = (17, 8, 45);
+    let rw: Vec<f64> = (0..n).map(|i| 0.5 + (i % 3) as f64).collect();
+    for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        let ce = CrossEntropy::new()
+            .with_reduction(red)
+            .with_label_smoothing(0.1)
+            .with_softcap(2.5)
+            .with_z_loss(0.05)
+            .with_row_weights(rw.clone());
+        let mut c = call(91, n, h, v, ce, true).rounded::<f32>();
+        // Every third row's target made the argmax of its logits: hits and misses both.
+        let z = logits(&c.hidden, &c.weight, c.bias.as_deref(), h);
+        let Targets::Classes(t) = &mut c.targets else {
+            unreachable!()
+        };
+        for (i, ti) in t.iter_mut().enumerate() {
+            if i % 3 == 0 && *ti != -100 {
+                let row = &z[i * v..(i + 1) * v];
+                *ti = (0..v).fold(0, |b, j| if row[j] > row[b] { j } else { b }) as i64;
+            }
+        }
+        let t = t.clone();
+        let (mut want_lse, mut want_hit) = (vec![0.0; n], vec![false; n]);
+        let want = ReferenceBackend
+            .cross_entropy_rows(
+                &c.cfg.ce,
+                Input::matrix(&z, n, v),
+                &t[..],
+                CeRowOutputs::new()
+                    .with_lse(&mut want_lse)
+                    .with_hits(&mut want_hit),
+            )
+            .unwrap();
+        assert!(want_hit.iter().any(|&x| x) && want_hit.iter().any(|&x| !x));
+        let f = |x: &[f64]| x.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let (hid, w, b) = (f(&c.hidden), f(&c.weight), f(c.bias.as_ref().unwrap()));
+        for chunk in [1, 4, 17] {
+            let lce = c.cfg.clone().with_chunk_rows(chunk);
+            let (mut lse, mut hit) = (vec![0.0f32; n], vec![false; n]);
+            let (mut dh, mut dw, mut db) = (vec![0.0f32; n * h], vec![0.0f32; v * h], vec![0.0; v]);
+            let got = CpuBackend::new()
+                .linear_cross_entropy_rows(
+                    &lce,
+                    Linear::new(&hid, &w, h)
+                        .with_bias(&b)
+                        .with_grads(&mut dh, &mut dw)
+                        .with_bias_grad(&mut db),
+                    &t[..],
+                    CeRowOutputs::new().with_lse(&mut lse).with_hits(&mut hit),
+                )
+                .unwrap();
+            assert_eq!(hit, want_hit, "chunk {chunk} {red:?}");
+            let lse: Vec<f64> = lse.iter().map(|&x| f64::from(x)).collect();
+            let tol = Tolerance::LCE_F32;
+            assert!(tol.check(&lse, &want_lse).is_ok(), "lse chunk {chunk}");
+            let zl = tol.check(
+                &got.z_loss.into_values(),
+                &want.z_loss.clone().into_values(),
+            );
+            assert!(zl.is_ok(), "z-loss chunk {chunk} {red:?}: {zl:?}");
+            let l = tol.check(&got.loss.into_values(), &want.loss.clone().into_values());
+            assert!(l.is_ok(), "loss chunk {chunk} {red:?}: {l:?}");
+            // The same call without per-row outputs: the same loss and gradients.
+            let (mut dh2, mut dw2, mut db2) =
+                (vec![0.0f32; n * h], vec![0.0f32; v * h], vec![0.0; v]);
+            let plain = CpuBackend::new()
+                .linear_cross_entropy(
+                    &lce,
+                    Linear::new(&hid, &w, h)
+                        .with_bias(&b)
+                        .with_grads(&mut dh2, &mut dw2)
+                        .with_bias_grad(&mut db2),
+                    &t[..],
+                )
+                .unwrap();
+            let l = tol.check(&plain.into_values(), &want.loss.clone().into_values());
+            assert!(l.is_ok(), "plain loss chunk {chunk} {red:?}: {l:?}");
+            assert_eq!((dh, dw, db), (dh2, dw2, db2));
+        }
+        // The reference's default body (as the CUDA backend runs it) gives the same rows.
+        let (mut lse, mut hit) = (vec![0.0f64; n], vec![false; n]);
+        let out = ReferenceBackend
+            .linear_cross_entropy_rows(
+                &c.cfg,
+                Linear::new(&c.hidden, &c.weight, h).with_bias(c.bias.as_ref().unwrap()),
+                &t[..],
+                CeRowOutputs::new().with_lse(&mut lse).with_hits(&mut hit),
+            )
+            .unwrap();
+        assert_eq!((lse, hit), (want_lse.clone(), want_hit.clone()));
+        assert_eq!(out, want);
+    }
+}
+
+#[test]
+fn per_row_outputs_of_the_wrong_length_are_refused() {
+    use smoothloss_core::{CeRowOutputs, Linear, LossError, Losses};
+    let (h, w) = ([0.5f32; 6], [0.25f32; 9]);
+    let mut lse = [0.0f32; 3];
+    let r = CpuBackend::new().linear_cross_entropy_rows(
+        &LinearCrossEntropy::new(CrossEntropy::new()),
+        Linear::new(&h, &w, 3),
+        &[0i64, 1][..],
+        CeRowOutputs::new().with_lse(&mut lse),
+    );
+    assert!(matches!(r, Err(LossError::ShapeMismatch { .. })), "{r:?}");
+}

@@ -145,6 +145,61 @@ impl CudaBackend {
         self.ce_launch(&plan, logits, targets, upstream, &mut RowOuts::default())
     }
 
+    /// [`CudaBackend::cross_entropy_dev`] with the per-row outputs of `CE-14` written into
+    /// device buffers (`rows` entries each): each row's log-sum-exp of its (softcapped)
+    /// logits (`f32`; 0 for ignored rows) and its argmax hit (1 or 0; class targets only), from
+    /// the same pass of the row kernel as the loss. Their lengths are checked by the host's
+    /// [`CePlan::check_row_outputs`] (the same errors); hits with probability targets are
+    /// refused as on the host. The z-loss apart (`CE-15`) is not offered here: its reduction
+    /// needs the denominator, which this path keeps on the device (use the host entry
+    /// `cross_entropy_rows`, or a z-loss of 0 and the lse).
+    pub fn cross_entropy_rows_dev<T: CeElement>(
+        &self,
+        cfg: &CrossEntropy,
+        logits: Io<'_, CudaSlice<T>>,
+        [rows, classes]: [usize; 2],
+        targets: DeviceCeTargets<'_, T>,
+        upstream: DeviceUpstream<'_>,
+        rows_out: DeviceRowOutputs<'_>,
+    ) -> Result<DeviceLoss> {
+        let ext = dev_extent(&logits, Some([rows, classes]), &upstream);
+        let plan = ce_dev_plan(cfg, &ext, targets.shape(), &upstream)?;
+        plan.check_row_outputs(
+            rows_out.lse.as_ref().map(|l| l.len()),
+            rows_out.hit.as_ref().map(|h| h.len()),
+            targets.shape(),
+        )?;
+        let st = &self.stream;
+        // SAFETY: uninitialised; the row kernel writes every row's entry (ignored and invalid
+        // rows included) before the copies below read them (stream order).
+        let mut outs = unsafe {
+            RowOuts {
+                lse: rows_out
+                    .lse
+                    .is_some()
+                    .then(|| st.alloc::<f32>(rows))
+                    .transpose()
+                    .w()?,
+                hit: rows_out
+                    .hit
+                    .is_some()
+                    .then(|| st.alloc::<u8>(rows))
+                    .transpose()
+                    .w()?,
+                row_z: None,
+            }
+        };
+        let loss = self.ce_launch(&plan, logits, targets, upstream, &mut outs)?;
+        // Lengths checked above (`rows` each), so the copies fit.
+        if let (Some(d), Some(s)) = (rows_out.lse, &outs.lse) {
+            st.memcpy_dtod(s, d).w()?;
+        }
+        if let (Some(d), Some(s)) = (rows_out.hit, &outs.hit) {
+            st.memcpy_dtod(s, d).w()?;
+        }
+        Ok(loss)
+    }
+
     /// Launches ce_prepare, the row kernel and (for mean/sum) ce_reduce_rows on the plan's
     /// buffers; the row kernel also writes the per-row outputs `outs` holds (`rows` each).
     fn ce_launch<T: CeElement>(
@@ -476,6 +531,16 @@ impl CrossEntropyOps<f32> for CudaBackend {
         };
         Ok(CeOutput { loss, z_loss })
     }
+}
+
+/// Where [`CudaBackend::cross_entropy_rows_dev`] writes the per-row outputs (`CE-14`): device
+/// buffers of `rows` entries each, when given.
+#[derive(Debug, Default)]
+pub struct DeviceRowOutputs<'a> {
+    /// Each row's log-sum-exp (`f32`).
+    pub lse: Option<&'a mut CudaSlice<f32>>,
+    /// Each row's argmax hit (1 or 0).
+    pub hit: Option<&'a mut CudaSlice<u8>>,
 }
 
 /// The per-row outputs of one launch (`CE-14`, `CE-15`), `rows` entries each when present:

@@ -71,12 +71,14 @@ mod regression;
 
 pub use collective::{NcclCollective, NcclId, nccl_library_present};
 pub use compile::{Cubin, compile_cubin, compile_ptx};
-pub use cross_entropy::{CeElement, DeviceCeTargets};
+pub use cross_entropy::{CeElement, DeviceCeTargets, DeviceRowOutputs};
 pub use device::{CudaBackend, driver_library_present, nvrtc_library_present};
 pub use error::{CudaError, WrapErr};
 pub use kernels::{Family, KernelFamily};
 pub use launch::{DeviceLoss, DeviceUpstream};
-pub use linear_cross_entropy::cublas_library_present;
+pub use linear_cross_entropy::{
+    DeviceLinear, DeviceLinearGrads, LceElement, chunk_rows_for_free, cublas_library_present,
+};
 
 pub use cudarc;
 pub use half;

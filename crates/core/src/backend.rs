@@ -410,6 +410,30 @@ pub trait Losses<T: Element>: Backend<T> {
         self.run_linear_cross_entropy(crate::LceCall::bind(plan, input, targets))
     }
 
+    /// Fused linear cross-entropy with the per-row outputs of `CE-14` (each row's log-sum-exp
+    /// of `h W^T + b`, softcapped, and its argmax hit) and the z-loss apart (`CE-15`), from the
+    /// chunks' own passes: as [`Losses::linear_cross_entropy`] otherwise.
+    fn linear_cross_entropy_rows<'a>(
+        &self,
+        cfg: &crate::LinearCrossEntropy,
+        input: crate::Linear<'a, T>,
+        targets: impl Into<CeTargets<'a, T>>,
+        rows: crate::CeRowOutputs<'_, T>,
+    ) -> Result<crate::CeOutput> {
+        let targets = targets.into();
+        let plan = cfg.plan(&input.shape(), targets.shape())?;
+        plan.ce.check_row_outputs(
+            rows.lse.as_ref().map(|l| l.len()),
+            rows.hit.as_ref().map(|h| h.len()),
+            targets.shape(),
+        )?;
+        check_values::<T>(&input.upstream, || cfg.ce.check_f32())?;
+        if let CeTargets::Classes(t) = targets {
+            cfg.ce.check_targets(t, plan.vocab())?;
+        }
+        self.run_linear_cross_entropy_rows(crate::LceCall::bind(plan, input, targets), rows)
+    }
+
     /// Cross-entropy with per-row outputs (`CE-14`: each row's log-sum-exp, its argmax hit)
     /// written in the same pass, and the z-loss returned apart from the loss (`CE-15`, Liger's
     /// `return_z_loss`): as [`Losses::cross_entropy`] otherwise.

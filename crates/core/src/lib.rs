@@ -61,7 +61,7 @@ pub use distribution::{DflConvention, DistributionFocal};
 pub use element::Element;
 pub use error::{LossError, Result};
 pub use linear_cross_entropy::{
-    LceCall, LcePlan, Linear, LinearCrossEntropy, LinearCrossEntropyOps, LinearGrads,
+    ChunkGemm, LceCall, LcePlan, Linear, LinearCrossEntropy, LinearCrossEntropyOps, LinearGrads,
 };
 pub use op::{Family, Op, kernel_name};
 pub use oriented_box::{ProbIou, ProbIouPairwiseCall, ProbIouPairwisePlan};

@@ -54,52 +54,8 @@ impl LinearCrossEntropy {
     /// Validates a call's shapes and parameters (the cross-entropy's through
     /// [`CrossEntropy::plan`] on the `[N, V]` logits it implies) and returns its plan.
     pub fn plan(&self, shape: &LinearShape, targets: crate::CeTargetsShape) -> Result<LcePlan<'_>> {
+        let (rows, vocab) = shape.check(false)?;
         let h = shape.hidden_dim;
-        if h == 0 {
-            return Err(LossError::EmptyInput {
-                what: "hidden",
-                detail: "the hidden dimension H must be at least 1",
-            });
-        }
-        if !shape.hidden_len.is_multiple_of(h) {
-            return Err(LossError::ShapeMismatch {
-                what: "hidden",
-                expected: shape.hidden_len.div_ceil(h) * h,
-                got: shape.hidden_len,
-            });
-        }
-        if !shape.weight_len.is_multiple_of(h) {
-            return Err(LossError::ShapeMismatch {
-                what: "weight",
-                expected: shape.weight_len.div_ceil(h) * h,
-                got: shape.weight_len,
-            });
-        }
-        let (rows, vocab) = (shape.hidden_len / h, shape.weight_len / h);
-        if vocab == 0 {
-            return Err(LossError::EmptyInput {
-                what: "weight",
-                detail: "the classifier must have at least one row (V >= 1)",
-            });
-        }
-        if let Some(b) = shape.bias_len {
-            check_len("bias", vocab, b)?;
-        }
-        if let Some(g) = shape.grads {
-            check_len("hidden_grad", shape.hidden_len, g.hidden)?;
-            check_len("weight_grad", shape.weight_len, g.weight)?;
-            match (g.bias, shape.bias_len) {
-                (Some(_), None) => {
-                    return Err(LossError::ShapeMismatch {
-                        what: "bias",
-                        expected: vocab,
-                        got: 0,
-                    });
-                }
-                (Some(db), Some(_)) => check_len("bias_grad", vocab, db)?,
-                _ => {}
-            }
-        }
         if self.chunk_rows == Some(0) {
             return Err(LossError::InvalidParameter {
                 name: "chunk_rows",
@@ -165,6 +121,61 @@ pub struct LinearShape {
     pub upstream: crate::UpstreamShape,
 }
 
+impl LinearShape {
+    /// The shape checks of the table of `spec/formulas/linear_cross_entropy.md` (H, the
+    /// hidden, weight and bias lengths, the gradient buffers); returns `(N, V)`. A vocabulary
+    /// shard may be empty (`empty_vocab`, `VP-6`); a whole classifier may not.
+    pub(crate) fn check(&self, empty_vocab: bool) -> Result<(usize, usize)> {
+        let h = self.hidden_dim;
+        if h == 0 {
+            return Err(LossError::EmptyInput {
+                what: "hidden",
+                detail: "the hidden dimension H must be at least 1",
+            });
+        }
+        if !self.hidden_len.is_multiple_of(h) {
+            return Err(LossError::ShapeMismatch {
+                what: "hidden",
+                expected: self.hidden_len.div_ceil(h) * h,
+                got: self.hidden_len,
+            });
+        }
+        if !self.weight_len.is_multiple_of(h) {
+            return Err(LossError::ShapeMismatch {
+                what: "weight",
+                expected: self.weight_len.div_ceil(h) * h,
+                got: self.weight_len,
+            });
+        }
+        let (rows, vocab) = (self.hidden_len / h, self.weight_len / h);
+        if vocab == 0 && !empty_vocab {
+            return Err(LossError::EmptyInput {
+                what: "weight",
+                detail: "the classifier must have at least one row (V >= 1)",
+            });
+        }
+        if let Some(b) = self.bias_len {
+            check_len("bias", vocab, b)?;
+        }
+        if let Some(g) = self.grads {
+            check_len("hidden_grad", self.hidden_len, g.hidden)?;
+            check_len("weight_grad", self.weight_len, g.weight)?;
+            match (g.bias, self.bias_len) {
+                (Some(_), None) => {
+                    return Err(LossError::ShapeMismatch {
+                        what: "bias",
+                        expected: vocab,
+                        got: 0,
+                    });
+                }
+                (Some(db), Some(_)) => check_len("bias_grad", vocab, db)?,
+                _ => {}
+            }
+        }
+        Ok((rows, vocab))
+    }
+}
+
 /// Lengths of the gradient buffers of a linear cross-entropy call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GradLens {
@@ -220,16 +231,7 @@ impl LcePlan<'_> {
     /// the chunk's slice of the row weights; softcap, z-loss, smoothing, class weights and the
     /// ignore index unchanged. Every backend builds its chunks from this one function.
     pub fn chunk_ce(&self, rows: std::ops::Range<usize>) -> CrossEntropy {
-        let ce = &self.cfg.ce;
-        CrossEntropy {
-            reduction: crate::Reduction::None,
-            denominator: None,
-            row_weights: ce
-                .row_weights
-                .as_ref()
-                .map(|w| w.get(rows).map_or_else(Vec::new, <[f64]>::to_vec)),
-            ..ce.clone()
-        }
+        chunk_config(&self.cfg.ce, rows)
     }
 
     /// The row ranges of the chunks, in order (`LCE-4`).
@@ -238,6 +240,112 @@ impl LcePlan<'_> {
         (0..n.div_ceil(c)).map(move |k| k * c..n.min((k + 1) * c))
     }
 }
+
+/// `LCE-4`: the configuration of the chunk of `rows` of a call configured by `ce` (see
+/// [`LcePlan::chunk_ce`]; the vocab-parallel linear cross-entropy's chunks too, `VP-6`).
+pub(crate) fn chunk_config(ce: &CrossEntropy, rows: std::ops::Range<usize>) -> CrossEntropy {
+    CrossEntropy {
+        reduction: crate::Reduction::None,
+        denominator: None,
+        row_weights: ce
+            .row_weights
+            .as_ref()
+            .map(|w| w.get(rows).map_or_else(Vec::new, <[f64]>::to_vec)),
+        ..ce.clone()
+    }
+}
+
+/// Rows of a row-major `[rows, k]` matrix of `len` values (`k >= 1`, `len` a multiple of it).
+fn rows_of(what: &'static str, len: usize, k: usize) -> Result<usize> {
+    if k == 0 {
+        return Err(LossError::EmptyInput {
+            what: "hidden",
+            detail: "the hidden dimension H must be at least 1",
+        });
+    }
+    if !len.is_multiple_of(k) {
+        return Err(LossError::ShapeMismatch {
+            what,
+            expected: len.div_ceil(k) * k,
+            got: len,
+        });
+    }
+    Ok(len / k)
+}
+
+/// Checks that the `[m, n]` operand `what` holds `len` values.
+fn check_mn(what: &'static str, m: usize, n: usize, len: usize) -> Result<()> {
+    check_len(what, checked_size(what, m, n)?, len)
+}
+
+/// The three products of a chunk of the linear cross-entropy (`LCE-1`, `LCE-3`), as a backend
+/// computes them: what the vocab-parallel linear cross-entropy (`VP-6`) asks of a backend,
+/// the rest (the cross-entropy of the chunk, the collective) being the same everywhere.
+/// Matrices are row-major; `k` is the hidden dimension `H`; every length is checked (typed
+/// errors, nothing computed on a mismatch).
+///
+/// The default bodies sum in `f64` in index order (the reference's `LCE-1` / `LCE-3`); a
+/// backend overrides them with its GEMM. Results must not depend on the thread count.
+pub trait ChunkGemm<T: Element> {
+    /// `z [m, n] = h [m, k] w [n, k]^T + b [n]` (no bias: `b = 0`), written.
+    fn chunk_logits(&self, h: &[T], w: &[T], b: Option<&[T]>, k: usize, z: &mut [T]) -> Result<()> {
+        let (m, n) = (
+            rows_of("hidden", h.len(), k)?,
+            rows_of("weight", w.len(), k)?,
+        );
+        check_mn("logits", m, n, z.len())?;
+        if let Some(b) = b {
+            check_len("bias", n, b.len())?;
+        }
+        for i in 0..m {
+            for j in 0..n {
+                let dot: f64 = (0..k)
+                    .map(|c| h[i * k + c].to_f64() * w[j * k + c].to_f64())
+                    .sum();
+                z[i * n + j] = T::from_f64(dot + b.map_or(0.0, |b| b[j].to_f64()));
+            }
+        }
+        Ok(())
+    }
+
+    /// `dh [m, k] = g [m, n] w [n, k]`, written (zeros when `n = 0`).
+    fn chunk_grad_hidden(&self, g: &[T], w: &[T], k: usize, dh: &mut [T]) -> Result<()> {
+        let (m, n) = (
+            rows_of("hidden_grad", dh.len(), k)?,
+            rows_of("weight", w.len(), k)?,
+        );
+        check_mn("logits_grad", m, n, g.len())?;
+        for i in 0..m {
+            for c in 0..k {
+                let s: f64 = (0..n)
+                    .map(|j| g[i * n + j].to_f64() * w[j * k + c].to_f64())
+                    .sum();
+                dh[i * k + c] = T::from_f64(s);
+            }
+        }
+        Ok(())
+    }
+
+    /// `dw [n, k] += g [m, n]^T h [m, k]`, accumulated into `dw`.
+    fn chunk_grad_weight(&self, g: &[T], h: &[T], k: usize, dw: &mut [T]) -> Result<()> {
+        let (m, n) = (
+            rows_of("hidden", h.len(), k)?,
+            rows_of("weight_grad", dw.len(), k)?,
+        );
+        check_mn("logits_grad", m, n, g.len())?;
+        for j in 0..n {
+            for c in 0..k {
+                let s: f64 = (0..m)
+                    .map(|i| g[i * n + j].to_f64() * h[i * k + c].to_f64())
+                    .sum();
+                dw[j * k + c] = T::from_f64(dw[j * k + c].to_f64() + s);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T: Element> ChunkGemm<T> for crate::ReferenceBackend {}
 
 /// Where the gradients of a linear cross-entropy go: `d hidden [N, H]`, `d weight [V, H]`
 /// (overwritten, not accumulated into) and optionally `d bias [V]`.
@@ -386,6 +494,18 @@ impl<'a, T: Element> LceCall<'a, T> {
 pub trait LinearCrossEntropyOps<T: Element> {
     /// Runs a validated linear cross-entropy call.
     fn run_linear_cross_entropy(&self, call: LceCall<'_, T>) -> Result<crate::Loss> {
-        Ok(crate::reference::linear_cross_entropy::widened(call))
+        self.run_linear_cross_entropy_rows(call, crate::CeRowOutputs::new())
+            .map(|o| o.loss)
+    }
+
+    /// Runs a validated linear cross-entropy call with the per-row outputs of `CE-14` (their
+    /// lengths checked by the front door) and the z-loss apart (`CE-15`). The default runs the
+    /// reference in `f64` (holding the `[N, V]` logits) and rounds the outputs to `T`.
+    fn run_linear_cross_entropy_rows(
+        &self,
+        call: LceCall<'_, T>,
+        rows: crate::CeRowOutputs<'_, T>,
+    ) -> Result<crate::CeOutput> {
+        Ok(crate::reference::linear_cross_entropy::widened(call, rows))
     }
 }

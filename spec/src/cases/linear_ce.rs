@@ -189,3 +189,127 @@ pub fn run_linear_ce<T: Element, B: Backend<T> + ?Sized>(
         grads: with_grad.then(|| [w(&dh), w(&dw), w(&db)]),
     })
 }
+
+/// What every rank of a vocab-parallel linear cross-entropy (`VP-6`) returned, and the
+/// gradients gathered into the unsharded layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardedLinearCeOutput {
+    /// Rank 0's loss, its `d hidden`, the gathered `d weight` and `d bias` (the unsharded
+    /// layout, comparable with [`run_linear_ce`]'s output).
+    pub whole: LinearCeOutput,
+    /// Every rank's loss values, rank order.
+    pub losses: Vec<Vec<f64>>,
+    /// Every rank's `d hidden`, rank order.
+    pub hidden_grads: Vec<Vec<f64>>,
+    /// Every rank's z-loss part (`CE-15`), rank order.
+    pub z_losses: Vec<Vec<f64>>,
+    /// Every rank's per-row log-sum-exp (`CE-14`), rank order.
+    pub lse: Vec<Vec<f64>>,
+    /// Every rank's per-row hits (`CE-14`; all false for probability targets), rank order.
+    pub hits: Vec<Vec<bool>>,
+}
+
+/// The shards' first classes for `widths`, rank order.
+pub fn shard_offsets(widths: &[usize]) -> Vec<usize> {
+    widths
+        .iter()
+        .scan(0, |o, &w| {
+            let s = *o;
+            *o += w;
+            Some(s)
+        })
+        .collect()
+}
+
+/// Runs `call` as a vocab-parallel linear cross-entropy on `widths.len()` in-process ranks
+/// (rank `r` holding `widths[r]` classifier rows), with data of type `T` on `backend`, with
+/// the gradients and the per-row outputs (hits only for class targets).
+pub fn run_linear_ce_sharded<T, B>(
+    backend: &B,
+    call: &LinearCeCall,
+    upstream: Upstream<'_>,
+    widths: &[usize],
+) -> Result<ShardedLinearCeOutput, LossError>
+where
+    T: Element + Send,
+    B: smoothloss_core::ChunkGemm<T> + Sync + ?Sized,
+{
+    use smoothloss_core::CeRowOutputs;
+    use smoothloss_core::vocab_parallel::{InProcessGroup, LinearShard, linear_cross_entropy_rows};
+    if widths.is_empty() {
+        return Err(LossError::InvalidParameter {
+            name: "widths",
+            value: 0.0,
+            reason: "at least one rank",
+        });
+    }
+    let (n, v, h) = (call.rows(), call.vocab(), call.hidden_dim);
+    let cast = |v: &[f64]| -> Vec<T> { v.iter().map(|&x| T::from_f64(x)).collect() };
+    let wide = |v: &[T]| -> Vec<f64> { v.iter().map(|x| x.to_f64()).collect() };
+    let offsets = shard_offsets(widths);
+    let hidden = cast(&call.hidden);
+    let zero = T::from_f64(0.0);
+    let runs = InProcessGroup::run(widths.len(), |comm| {
+        let (o, w) = (offsets[comm.rank], widths[comm.rank]);
+        let weight = cast(call.weight.get(o * h..(o + w) * h).unwrap_or(&[]));
+        let bias = call
+            .bias
+            .as_ref()
+            .map(|b| cast(b.get(o..o + w).unwrap_or(&[])));
+        let (mut dh, mut dw) = (vec![zero; hidden.len()], vec![zero; weight.len()]);
+        let mut db = vec![zero; w];
+        let (mut lse, mut hits) = (vec![zero; n], vec![false; n]);
+        let mut linear = Linear::new(&hidden, &weight, h)
+            .with_upstream(upstream)
+            .with_grads(&mut dh, &mut dw);
+        if let Some(b) = bias.as_deref() {
+            linear = linear.with_bias(b).with_bias_grad(&mut db);
+        }
+        let probs;
+        let mut outs = CeRowOutputs::new().with_lse(&mut lse);
+        let targets = match &call.targets {
+            Targets::Classes(c) => {
+                outs = outs.with_hits(&mut hits);
+                CeTargets::Classes(&c[..])
+            }
+            Targets::Probs(p) => {
+                probs = (0..n)
+                    .flat_map(|i| cast(&p[i * v + o..i * v + o + w]))
+                    .collect::<Vec<T>>();
+                CeTargets::Probs(&probs[..])
+            }
+        };
+        let shard = LinearShard::new(linear, v, o);
+        let out = linear_cross_entropy_rows(backend, comm, &call.cfg, shard, targets, outs)?;
+        Ok::<_, LossError>((
+            out.loss.into_values(),
+            out.z_loss.into_values(),
+            wide(&dh),
+            wide(&dw),
+            wide(&db),
+            wide(&lse),
+            hits,
+        ))
+    });
+    let runs = runs.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let mut dw = Vec::with_capacity(v * h);
+    let mut db = Vec::with_capacity(v);
+    for r in &runs {
+        dw.extend_from_slice(&r.3);
+        db.extend_from_slice(&r.4);
+    }
+    if call.bias.is_none() {
+        db.clear();
+    }
+    Ok(ShardedLinearCeOutput {
+        whole: LinearCeOutput {
+            loss: runs[0].0.clone(),
+            grads: Some([runs[0].2.clone(), dw, db]),
+        },
+        losses: runs.iter().map(|r| r.0.clone()).collect(),
+        hidden_grads: runs.iter().map(|r| r.2.clone()).collect(),
+        z_losses: runs.iter().map(|r| r.1.clone()).collect(),
+        lse: runs.iter().map(|r| r.5.clone()).collect(),
+        hits: runs.iter().map(|r| r.6.clone()).collect(),
+    })
+}

@@ -743,4 +743,6 @@ fn sanitizer_smoke() {
 
 mod buffers;
 mod errors;
+mod linear_ce_dev;
 mod losses;
+mod rows_dev;

@@ -3,7 +3,7 @@
 //! reference is the spec, not the memory-saving algorithm).
 
 use crate::call::{Io, Loss};
-use crate::cross_entropy::CeTargets;
+use crate::cross_entropy::{CeOutput, CeRowOutputs, CeTargets};
 use crate::element::{Element, to_f64_vec};
 use crate::linear_cross_entropy::{LceCall, Linear, LinearGrads};
 use crate::plan::Call;
@@ -68,6 +68,16 @@ pub fn backward(g: &[f64], hidden: &[f64], weight: &[f64], h: usize) -> LceGrads
 /// Reference linear cross-entropy on `f64` data: the loss, and the gradients when the call
 /// wants them.
 pub fn linear_cross_entropy(call: LceCall<'_, f64>) -> (Loss, Option<LceGrads>) {
+    let (out, grads) = linear_cross_entropy_rows(call, CeRowOutputs::new());
+    (out.loss, grads)
+}
+
+/// [`linear_cross_entropy`] with the per-row outputs of `CE-14` (of the logits `h W^T + b`)
+/// and the z-loss apart (`CE-15`).
+pub fn linear_cross_entropy_rows(
+    call: LceCall<'_, f64>,
+    rows: CeRowOutputs<'_, f64>,
+) -> (CeOutput, Option<LceGrads>) {
     let (plan, input, targets) = call.into_parts();
     let h = plan.hidden;
     // LCE-1: the logits.
@@ -80,19 +90,23 @@ pub fn linear_cross_entropy(call: LceCall<'_, f64>) -> (Loss, Option<LceGrads>) 
     } else {
         Io::Read(&z[..])
     };
-    let loss = super::cross_entropy(Call::bind(plan.ce.clone(), io, targets, input.upstream));
+    let out = super::cross_entropy_rows(
+        Call::bind(plan.ce.clone(), io, targets, input.upstream),
+        rows,
+    );
     let grads = plan
         .grads
         .then(|| backward(&z, input.hidden, input.weight, h));
-    (loss, grads)
+    (out, grads)
 }
 
-/// The default body of [`LinearCrossEntropyOps::run_linear_cross_entropy`]: widens to `f64`,
-/// runs the reference, rounds the gradients back to `T`.
+/// The default body of [`LinearCrossEntropyOps::run_linear_cross_entropy_rows`]: widens to
+/// `f64`, runs the reference, rounds the gradients and the per-row outputs back to `T`.
 ///
-/// [`LinearCrossEntropyOps::run_linear_cross_entropy`]: crate::LinearCrossEntropyOps::run_linear_cross_entropy
-pub(crate) fn widened<T: Element>(call: LceCall<'_, T>) -> Loss {
+/// [`LinearCrossEntropyOps::run_linear_cross_entropy_rows`]: crate::LinearCrossEntropyOps::run_linear_cross_entropy_rows
+pub(crate) fn widened<T: Element>(call: LceCall<'_, T>, rows: CeRowOutputs<'_, T>) -> CeOutput {
     let (plan, input, targets) = call.into_parts();
+    let n = plan.rows();
     let (h64, w64) = (to_f64_vec(input.hidden), to_f64_vec(input.weight));
     let b64 = input.bias.map(to_f64_vec);
     let probs = match targets {
@@ -105,7 +119,18 @@ pub(crate) fn widened<T: Element>(call: LceCall<'_, T>) -> Loss {
     };
     let mut input64 = Linear::new(&h64, &w64, input.hidden_dim).with_upstream(input.upstream);
     input64.bias = b64.as_deref();
-    let (loss, grads) = linear_cross_entropy(LceCall::bind(plan, input64, t64));
+    let mut lse64 = vec![0.0f64; if rows.lse.is_some() { n } else { 0 }];
+    let mut rows64 = CeRowOutputs::new();
+    if rows.lse.is_some() {
+        rows64 = rows64.with_lse(&mut lse64);
+    }
+    if let Some(hit) = rows.hit {
+        rows64 = rows64.with_hits(hit);
+    }
+    let (out, grads) = linear_cross_entropy_rows(LceCall::bind(plan, input64, t64), rows64);
+    if let Some(l) = rows.lse {
+        write(l, &lse64);
+    }
     if let (
         Some(g),
         Some(LinearGrads {
@@ -121,7 +146,7 @@ pub(crate) fn widened<T: Element>(call: LceCall<'_, T>) -> Loss {
             write(b, &g.bias);
         }
     }
-    loss
+    out
 }
 
 fn write<T: Element>(dst: &mut [T], src: &[f64]) {

@@ -11,8 +11,11 @@
 //!
 //! Not run on a GPU yet (no device here): compiled, its refusals tested; the GPU conformance
 //! tests (`tests/conformance.rs`, ignored without a device) run it against the f64 reference
-//! and the PyTorch cases. bf16 / f16 inputs (cuBLAS `gemm_ex` with `f32` compute into an `f32`
-//! `dW`) and a device-buffer entry point are open work (`NOTES.md`).
+//! and the PyTorch cases. bf16 / f16 inputs on device buffers: `device.rs`
+//! (`CudaBackend::linear_cross_entropy_dev`, cuBLAS `gemmEx` with `f32` compute, `f32` `dW`).
+
+mod device;
+pub use device::{DeviceLinear, DeviceLinearGrads, LceElement, chunk_rows_for_free};
 
 use crate::CudaBackend;
 use crate::cross_entropy::DeviceCeTargets;

@@ -3,6 +3,8 @@
 //! target logit and smoothing sums are combined by all-reduces through a [`Collective`]
 //! (Megatron-LM's `vocab_parallel_cross_entropy`, torchtitan's loss-parallel), so that every
 //! rank returns the loss of the whole vocabulary and writes the gradient of its own slice.
+//! [`linear_cross_entropy`] combines it with the fused linear cross-entropy (`VP-6`): each rank
+//! holds a slice of the classifier's rows and never more than a chunk of its logits.
 //!
 //! ```
 //! use smoothloss_core::vocab_parallel::{self, InProcessGroup, VocabShard};
@@ -24,6 +26,9 @@ use crate::error::{LossError, Result, check_len};
 use crate::plan::Extent;
 use crate::reduction::Upstream;
 use std::sync::{Arc, Barrier, Mutex};
+
+mod linear;
+pub use linear::{LinearShard, linear_cross_entropy, linear_cross_entropy_rows};
 
 /// The reduction of an all-reduce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,7 +256,7 @@ fn check_local<T: Element>(
     targets: &CeTargets<'_, T>,
     outs: &CeRowOutputs<'_, T>,
 ) -> Result<usize> {
-    let (rows, vocab) = (shard.rows, shard.vocab);
+    let rows = shard.rows;
     let len = shard.io.input().len();
     if rows == 0 {
         return Err(LossError::EmptyInput {
@@ -267,24 +272,51 @@ fn check_local<T: Element>(
         });
     }
     let width = len / rows;
-    if shard
-        .offset
-        .checked_add(width)
-        .is_none_or(|end| end > vocab)
-    {
-        return Err(LossError::InvalidParameter {
-            name: "offset",
-            value: shard.offset as f64,
-            reason: "the shard's classes offset..offset + width must lie in 0..vocab",
-        });
-    }
     if let GradDest::Separate(g) = shard.io.grad_dest() {
         check_len("grad", len, g)?;
+    }
+    let layout = ShardLayout {
+        rows,
+        width,
+        vocab: shard.vocab,
+        offset: shard.offset,
+    };
+    check_layout(cfg, &layout, &shard.upstream, targets, outs)?;
+    Ok(width)
+}
+
+/// The shape of one rank's slice: `rows` rows of the classes `offset .. offset + width` of a
+/// vocabulary of `vocab`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ShardLayout {
+    pub rows: usize,
+    pub width: usize,
+    pub vocab: usize,
+    pub offset: usize,
+}
+
+/// The checks of a shard's layout against the cross-entropy of the whole `[N, V]`: the slice
+/// inside the vocabulary, every CE check (smoothing, class weights of length V, targets,
+/// upstream, per-row outputs), the `f32` domain and the targets' values.
+pub(crate) fn check_layout<T: Element>(
+    cfg: &CrossEntropy,
+    s: &ShardLayout,
+    upstream: &Upstream<'_>,
+    targets: &CeTargets<'_, T>,
+    outs: &CeRowOutputs<'_, T>,
+) -> Result<()> {
+    let (rows, vocab) = (s.rows, s.vocab);
+    if s.offset.checked_add(s.width).is_none_or(|end| end > vocab) {
+        return Err(LossError::InvalidParameter {
+            name: "offset",
+            value: s.offset as f64,
+            reason: "the shard's classes offset..offset + width must lie in 0..vocab",
+        });
     }
     let global_targets = match targets {
         CeTargets::Classes(t) => crate::CeTargetsShape::Classes(t.len()),
         CeTargets::Probs(p) => {
-            check_len("target_probs", len, p.len())?;
+            check_len("target_probs", rows.saturating_mul(s.width), p.len())?;
             crate::CeTargetsShape::Probs(rows.saturating_mul(vocab))
         }
     };
@@ -293,7 +325,7 @@ fn check_local<T: Element>(
         len: crate::error::checked_size("logits", rows, vocab)?,
         shape: Some([rows, vocab]),
         grad: GradDest::None,
-        upstream: shard.upstream.shape(),
+        upstream: upstream.shape(),
     };
     cfg.plan(&ext, global_targets)?.check_row_outputs(
         outs.lse.as_ref().map(|l| l.len()),
@@ -303,11 +335,75 @@ fn check_local<T: Element>(
     if crate::plan::is_f32::<T>() {
         cfg.check_f32()?;
     }
-    shard.upstream.check_values(crate::plan::is_f32::<T>())?;
+    upstream.check_values(crate::plan::is_f32::<T>())?;
     if let CeTargets::Classes(t) = targets {
         cfg.check_targets(t, vocab)?;
     }
-    Ok(width)
+    Ok(())
+}
+
+/// `VP-1` (and `VP-6`'s extension): one sum all-reduce of every rank's verdict, layout and
+/// `extras` (values that must agree on every rank, e.g. the rows and the chunk size of the
+/// linear cross-entropy). Returns every rank's width, rank order.
+pub(crate) fn agree<C: Collective + ?Sized>(
+    comm: &C,
+    local: Option<(usize, usize)>,
+    vocab: usize,
+    extras: &[f64],
+) -> Result<Vec<usize>> {
+    let (world, rank) = (comm.world_size(), comm.rank());
+    let per = 3 + extras.len();
+    let mut v = vec![0.0; per * world];
+    match local {
+        Some((offset, width)) => {
+            v[world + rank] = offset as f64;
+            v[2 * world + rank] = width as f64;
+            for (k, &e) in extras.iter().enumerate() {
+                v[(3 + k) * world + rank] = e;
+            }
+        }
+        None => v[rank] = 1.0,
+    }
+    comm.all_reduce_f64(ReduceOp::Sum, &mut v)?;
+    if local.is_none() {
+        // This rank's own error is returned by the caller.
+        return Ok(Vec::new());
+    }
+    if let Some(r) = v[..world].iter().position(|&e| e != 0.0) {
+        return Err(LossError::Collective(format!(
+            "rank {r} refused the call (its own error is returned there)"
+        )));
+    }
+    let mut start = 0.0;
+    for r in 0..world {
+        if v[world + r] != start {
+            return Err(LossError::InvalidParameter {
+                name: "offset",
+                value: v[world + r],
+                reason: "the shards must tile 0..vocab in rank order (rank r starts where rank r - 1 ends)",
+            });
+        }
+        start += v[2 * world + r];
+    }
+    if start != vocab as f64 {
+        return Err(LossError::InvalidParameter {
+            name: "vocab",
+            value: start,
+            reason: "the shards' widths must add up to the vocabulary",
+        });
+    }
+    for (k, &e) in extras.iter().enumerate() {
+        if let Some(r) = (0..world).find(|&r| v[(3 + k) * world + r] != e) {
+            return Err(LossError::Collective(format!(
+                "rank {r} disagrees on a value every rank must share ({} there, {e} on rank {rank})",
+                v[(3 + k) * world + r]
+            )));
+        }
+    }
+    Ok(v[2 * world..3 * world]
+        .iter()
+        .map(|&w| w as usize)
+        .collect())
 }
 
 /// Vocab-parallel cross-entropy on this rank (`VP-1` .. `VP-4`): every rank of `comm` calls it
@@ -341,42 +437,15 @@ pub fn cross_entropy_rows<'a, T: Element, C: Collective + ?Sized>(
     rows: CeRowOutputs<'_, T>,
 ) -> Result<CeOutput> {
     let targets = targets.into();
-    let (world, rank) = (comm.world_size(), comm.rank());
     let local = check_local(cfg, &shard, &targets, &rows);
     // VP-1: the verdicts and the layout of every rank, in one all-reduce.
-    let mut v = vec![0.0; 3 * world];
-    match &local {
-        Ok(width) => {
-            v[world + rank] = shard.offset as f64;
-            v[2 * world + rank] = *width as f64;
-        }
-        Err(_) => v[rank] = 1.0,
-    }
-    comm.all_reduce_f64(ReduceOp::Sum, &mut v)?;
+    agree(
+        comm,
+        local.as_ref().ok().map(|&w| (shard.offset, w)),
+        shard.vocab,
+        &[],
+    )?;
     let width = local?;
-    if let Some(r) = v[..world].iter().position(|&e| e != 0.0) {
-        return Err(LossError::Collective(format!(
-            "rank {r} refused the call (its own error is returned there)"
-        )));
-    }
-    let mut start = 0.0;
-    for r in 0..world {
-        if v[world + r] != start {
-            return Err(LossError::InvalidParameter {
-                name: "offset",
-                value: v[world + r],
-                reason: "the shards must tile 0..vocab in rank order (rank r starts where rank r - 1 ends)",
-            });
-        }
-        start += v[2 * world + r];
-    }
-    if start != shard.vocab as f64 {
-        return Err(LossError::InvalidParameter {
-            name: "vocab",
-            value: start,
-            reason: "the shards' widths must add up to the vocabulary",
-        });
-    }
     let plan = cfg.plan(
         &Extent {
             len: shard.rows * shard.vocab,
