@@ -22,17 +22,21 @@
 //!
 //! Regions the generators keep to, and why (issue 14):
 //! - cross-entropy logits lie within `±CE_SPREAD` (30: rows up to a gap of 60, confident rows
-//!   included since their fix; the `±1e30` entries of a row too confident for `f32`'s `exp`
-//!   stay out);
-//! - focal logits are finite within `±FOCAL_SPREAD` (120: saturated logits included since the
-//!   focal overflow fix; NaN allowed), `gamma <= 4`;
-//! - pairwise IoU inputs are finite (the infinite-width fix is checked by its own reproducers);
+//!   and one-class rows included since their fixes; the `±1e30` entries of a row too
+//!   confident for `f32`'s `exp` stay out), NaN and infinities allowed;
+//! - focal logits lie within `±FOCAL_SPREAD` (120: saturated logits included since the
+//!   focal overflow fix; NaN and infinities allowed, the limit of `TOL-4`), `gamma <= 4`;
 //! - every parameter lies well inside `f32`'s range (values beyond it are refused on `f32`
-//!   data, checked by the conformance suite's refusal cases);
-//! - per-element upstream values are finite (non-finite ones are refused by the front door,
-//!   like a non-finite scalar, which is generated).
+//!   data, checked by the conformance suite's refusal cases and `tests/hygiene.rs`);
+//! - upstream gradients: scalars (finite, 0, NaN, inf) and per-element values (finite, now
+//!   and then NaN or infinite: refused like a non-finite scalar).
+//!
+//! Values and gradients are compared by `TOL-2` with its absolute term scaled by the call's
+//! largest weight and each item's upstream gradient (`conformance::AbsScale`), as the
+//! conformance suite does.
 
 use crate::cases::{LossCall, Targets};
+use crate::conformance::AbsScale;
 use crate::runner::{Output, round_inputs, run_call_with};
 use crate::tolerance::Tolerance;
 use smoothloss_core::{
@@ -190,7 +194,7 @@ pub fn check<B: Backend<f32> + ?Sized>(backend: &B, fc: &FuzzCall) -> Result<(),
         (Err(g), Err(w)) => Err(format!("error {g:?}, the reference's {w:?}")),
         (Err(g), Ok(_)) => Err(format!("error {g:?} where the reference gives a result")),
         (Ok(_), Err(w)) => Err(format!("a result where the reference refuses: {w:?}")),
-        (Ok(g), Ok(w)) => compare(&g, &w),
+        (Ok(g), Ok(w)) => compare(fc, &g, &w),
     }
 }
 
@@ -198,8 +202,9 @@ pub fn check<B: Backend<f32> + ?Sized>(backend: &B, fc: &FuzzCall) -> Result<(),
 pub(super) static VALUES: AtomicU64 = AtomicU64::new(0);
 pub(super) static REFUSED: AtomicU64 = AtomicU64::new(0);
 
-fn compare(got: &Output, want: &Output) -> Result<(), String> {
+fn compare(fc: &FuzzCall, got: &Output, want: &Output) -> Result<(), String> {
     let tol = Tolerance::F32;
+    let sc = AbsScale::of(&fc.call, fc.up.get());
     if got.loss.len() != want.loss.len() {
         return Err(format!(
             "{} loss values, the reference {}",
@@ -207,12 +212,12 @@ fn compare(got: &Output, want: &Output) -> Result<(), String> {
             want.loss.len()
         ));
     }
-    tol.check(&got.loss, &want.loss)
+    tol.check_scaled(&got.loss, &want.loss, |k| sc.loss(k))
         .map_err(|m| format!("loss {m}"))?;
     match (&got.grad, &want.grad) {
-        (Some(g), Some(w)) if g.len() == w.len() => {
-            tol.check(g, w).map_err(|m| format!("grad {m}"))
-        }
+        (Some(g), Some(w)) if g.len() == w.len() => tol
+            .check_scaled(g, w, |k| sc.grad(k))
+            .map_err(|m| format!("grad {m}")),
         (None, None) => Ok(()),
         (g, w) => Err(format!(
             "gradient lengths {:?}, the reference {:?}",
