@@ -122,10 +122,12 @@ fn check_confident(case: &Case, label: &str) -> f64 {
             match &first {
                 None => first = Some(calls),
                 Some(f) => {
-                    kit::same_bits_f64(&f.0, out)
-                        .unwrap_or_else(|e| panic!("{label} {level:?}: {threads} threads differ: {e}"));
-                    kit::same_bits_f32(&f.1, g)
-                        .unwrap_or_else(|e| panic!("{label} {level:?}: {threads} threads differ: {e}"));
+                    kit::same_bits_f64(&f.0, out).unwrap_or_else(|e| {
+                        panic!("{label} {level:?}: {threads} threads differ: {e}")
+                    });
+                    kit::same_bits_f32(&f.1, g).unwrap_or_else(|e| {
+                        panic!("{label} {level:?}: {threads} threads differ: {e}")
+                    });
                 }
             }
             // The reduced value: within the sum of the per-row bounds.
