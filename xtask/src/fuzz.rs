@@ -1,15 +1,52 @@
 //! `cargo xtask fuzz [--minutes N] [--cases K]`: the fuzz campaign of `smoothloss_spec::fuzz`
-//! (the reference at f32, `spec/tests/fuzz.rs`; the CPU backend at 1/2/3 threads, portable and
-//! AVX2, `crates/backend-cpu/tests/fuzz.rs`). Without `--minutes` it is the short run of CI
-//! (`K` calls per target, default 20,000, seed `SHORT_RUN_SEED` unless `SMOOTHLOSS_FUZZ_SEED`
-//! is set); with `--minutes N` each target repeats runs of `K` calls with fresh seeds for its
-//! half of `N` minutes. A failure is minimised and printed (and
-//! its seed kept by proptest in the test's `*.proptest-regressions` file, to commit).
+//! on every backend available here: the reference at f32 (`spec/tests/fuzz.rs`), the CPU
+//! backend at 1/2/3 threads, portable and AVX2 (`crates/backend-cpu/tests/fuzz.rs`), and the
+//! CUDA kernels through the g++ CPU emulation (`crates/backend-cuda/tests/emulated/fuzz.rs`).
+//! Without `--minutes` it is the short run of CI (`K` calls per target, default 20,000, a
+//! target's share of them for the emulation, which runs one host thread per CUDA thread; seed
+//! `SHORT_RUN_SEED` unless `SMOOTHLOSS_FUZZ_SEED` is set); with `--minutes N` each target
+//! repeats runs with fresh seeds for its share of `N` minutes. A failure is minimised and
+//! printed (and its seed kept by proptest in the test's `*.proptest-regressions` file, to
+//! commit).
 
 use std::process::Command;
 
-/// The test targets of the campaign: `(package, test)`.
-pub const TARGETS: [(&str, &str); 2] = [("smoothloss-spec", "fuzz"), ("smoothloss-cpu", "fuzz")];
+/// One test target of the campaign.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    /// The package.
+    pub package: &'static str,
+    /// Its test target.
+    pub test: &'static str,
+    /// The test's name filter (`None`: every test of the target).
+    pub filter: Option<&'static str>,
+    /// The short run's calls are `K / divisor` (at least one).
+    pub divisor: u32,
+}
+
+/// The test targets of the campaign.
+pub const TARGETS: [Target; 3] = [
+    Target {
+        package: "smoothloss-spec",
+        test: "fuzz",
+        filter: None,
+        divisor: 1,
+    },
+    Target {
+        package: "smoothloss-cpu",
+        test: "fuzz",
+        filter: None,
+        divisor: 1,
+    },
+    // About 8 calls a second on 2 cores (the emulation compiles the kernels first, ~35 s):
+    // 400 calls of the short run add about a minute and a half.
+    Target {
+        package: "smoothloss-cuda",
+        test: "emulated",
+        filter: Some("fuzz::"),
+        divisor: 50,
+    },
+];
 
 /// The seed of the short run (CI).
 pub const SHORT_RUN_SEED: u64 = 14;
@@ -58,13 +95,15 @@ pub fn parse(args: &[String]) -> Result<Opts, String> {
 }
 
 /// The `cargo test` command of one target.
-pub fn command(o: &Opts, (package, test): (&str, &str)) -> Command {
+pub fn command(o: &Opts, t: Target) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.arg("test")
         .arg("--manifest-path")
         .arg(crate::project_root().join("Cargo.toml"))
-        .args(["-p", package, "--test", test, "--", "--nocapture"])
-        .env("PROPTEST_CASES", o.cases.to_string());
+        .args(["-p", t.package, "--test", t.test, "--"])
+        .args(t.filter)
+        .arg("--nocapture")
+        .env("PROPTEST_CASES", (o.cases / t.divisor).max(1).to_string());
     match o.minutes {
         Some(m) => {
             let secs = (m * 60.0 / TARGETS.len() as f64).ceil().max(1.0) as u64;
@@ -85,11 +124,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for target in TARGETS {
         let status = command(&o, target)
             .status()
-            .map_err(|e| format!("cannot run cargo test for {}: {e}", target.0))?;
+            .map_err(|e| format!("cannot run cargo test for {}: {e}", target.package))?;
         if !status.success() {
             return Err(format!(
                 "fuzz: {} --test {} failed (the minimised call is printed above)",
-                target.0, target.1
+                target.package, target.test
             ));
         }
     }
@@ -135,7 +174,7 @@ mod tests {
             })
             .collect();
         assert!(
-            env.contains(&("SMOOTHLOSS_FUZZ_SECONDS".into(), "90".into())),
+            env.contains(&("SMOOTHLOSS_FUZZ_SECONDS".into(), "60".into())),
             "{env:?}"
         );
         assert!(
@@ -147,5 +186,22 @@ mod tests {
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         assert!(a.windows(2).any(|w| w == ["-p", "smoothloss-cpu"]), "{a:?}");
+        // The emulation: its fuzz tests only, a fiftieth of the calls in the short run.
+        let short = parse(&[]).unwrap();
+        let cmd = command(&short, TARGETS[2]);
+        let a: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            a.windows(2).any(|w| w == ["-p", "smoothloss-cuda"]),
+            "{a:?}"
+        );
+        assert!(a.windows(2).any(|w| w == ["--", "fuzz::"]), "{a:?}");
+        let cases = cmd
+            .get_envs()
+            .find(|(k, _)| *k == "PROPTEST_CASES")
+            .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()));
+        assert_eq!(cases.as_deref(), Some("400"));
     }
 }

@@ -23,7 +23,7 @@ fn class(v: f64) -> u8 {
     }
 }
 
-/// Runs the call on every level (separate gradient and in place, 1 and 2 threads) and checks
+/// Runs the call on every level (separate gradient and in place, 1, 2 and 3 threads) and checks
 /// that every loss value and gradient entry has the reference's class (NaN, `+-inf`, finite),
 /// and that finite ones are close. `exact`: the gradient must be the reference's rounded to
 /// `f32` (the calls that run through the reference).
@@ -51,7 +51,7 @@ fn same_as_reference(
         .map(Loss::into_values)
         .unwrap();
     for level in levels() {
-        for threads in [1, 2] {
+        for threads in [1, 2, 3] {
             let be = CpuBackend::with_threads(threads).with_simd_level(level);
             let mut g = vec![0f32; z.len()];
             let got = be

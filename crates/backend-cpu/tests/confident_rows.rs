@@ -4,7 +4,7 @@
 //! on the first reproducer before the fix). Every path (short rows, single-chunk and chunked
 //! long rows, rows split across threads), SIMD level, gradient mode and thread count is held
 //! to the relative per-row bound of `TOL-2` (see [`row_bound`]), and the bits of the results
-//! are the same for 1 and 2 threads.
+//! are the same for 1, 2 and 3 threads.
 
 use smoothloss_core::{CeTargets, CrossEntropy, Reduction};
 use smoothloss_core::{Input, Loss, Losses};
@@ -96,7 +96,7 @@ fn k_of(classes: usize) -> f64 {
 
 /// Per-row losses within the bound, on every level and call kind (separate gradient, no
 /// gradient, in place); the `sum` within the sum of the bounds; the gradient within the
-/// gradient tolerance; 1 and 2 threads bit-identical. Returns the worst relative error.
+/// gradient tolerance; 1, 2 and 3 threads bit-identical. Returns the worst relative error.
 fn check_confident(case: &Case, label: &str) -> f64 {
     let k = k_of(case.classes);
     let mut none = case.clone();
@@ -104,7 +104,7 @@ fn check_confident(case: &Case, label: &str) -> f64 {
     let mut rel_all = 0.0f64;
     for level in levels() {
         let mut first: Option<Calls> = None;
-        for threads in [1, 2] {
+        for threads in [1, 2, 3] {
             let be = CpuBackend::with_threads(threads);
             let calls = three_calls(&none, &be, level).unwrap();
             let (out, g, no_grad, in_place, x) = &calls;
@@ -122,10 +122,12 @@ fn check_confident(case: &Case, label: &str) -> f64 {
             match &first {
                 None => first = Some(calls),
                 Some(f) => {
-                    kit::same_bits_f64(&f.0, out)
-                        .unwrap_or_else(|e| panic!("{label} {level:?}: 2 threads differ: {e}"));
-                    kit::same_bits_f32(&f.1, g)
-                        .unwrap_or_else(|e| panic!("{label} {level:?}: 2 threads differ: {e}"));
+                    kit::same_bits_f64(&f.0, out).unwrap_or_else(|e| {
+                        panic!("{label} {level:?}: {threads} threads differ: {e}")
+                    });
+                    kit::same_bits_f32(&f.1, g).unwrap_or_else(|e| {
+                        panic!("{label} {level:?}: {threads} threads differ: {e}")
+                    });
                 }
             }
             // The reduced value: within the sum of the per-row bounds.

@@ -11,12 +11,17 @@ use smoothloss_core::{
 use smoothloss_cpu::{CpuBackend, SimdLevel};
 use smoothloss_spec::{Tolerance, covers, kit};
 
-/// The backend at the portable level and at the detected one.
+/// The backend on 1, 2 and 3 threads, each at the portable level and at the detected one.
 fn backends() -> Vec<CpuBackend> {
-    vec![
-        CpuBackend::new().with_simd_level(SimdLevel::Scalar),
-        CpuBackend::new(),
-    ]
+    [1, 2, 3]
+        .into_iter()
+        .flat_map(|t| {
+            [
+                CpuBackend::with_threads(t).with_simd_level(SimdLevel::Scalar),
+                CpuBackend::with_threads(t),
+            ]
+        })
+        .collect()
 }
 
 fn widen(v: &[f32]) -> Vec<f64> {

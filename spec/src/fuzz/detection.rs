@@ -4,7 +4,7 @@
 //! (saturated sigmoids and softmax rows included; NaN and infinities allowed), oriented boxes
 //! of sizes below 100 (zero and negative sizes included; NaN and infinities allowed).
 
-use super::{NAN, maybe_wrong_len, param, reduction, size, value, values, wrong};
+use super::generators::{NAN, maybe_wrong_len, param, reduction, size, value, values, wrong};
 use crate::cases::{DetectionCall, LossCall};
 use proptest::prelude::*;
 use smoothloss_core::{

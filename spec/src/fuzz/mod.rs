@@ -22,31 +22,37 @@
 //!
 //! Regions the generators keep to, and why (issue 14):
 //! - cross-entropy logits lie within `±CE_SPREAD` (30: rows up to a gap of 60, confident rows
-//!   included since their fix; the `±1e30` entries of a row too confident for `f32`'s `exp`
-//!   stay out);
-//! - focal logits are finite within `±FOCAL_SPREAD` (120: saturated logits included since the
-//!   focal overflow fix; NaN allowed), `gamma <= 4`;
-//! - pairwise IoU inputs are finite (the infinite-width fix is checked by its own reproducers);
+//!   and one-class rows included since their fixes; the `±1e30` entries of a row too
+//!   confident for `f32`'s `exp` stay out), NaN and infinities allowed;
+//! - focal logits lie within `±FOCAL_SPREAD` (120: saturated logits included since the
+//!   focal overflow fix; NaN and infinities allowed, the limit of `TOL-4`), `gamma <= 4`;
 //! - every parameter lies well inside `f32`'s range (values beyond it are refused on `f32`
-//!   data, checked by the conformance suite's refusal cases);
-//! - per-element upstream values are finite (non-finite ones are refused by the front door,
-//!   like a non-finite scalar, which is generated).
+//!   data, checked by the conformance suite's refusal cases and `tests/hygiene.rs`);
+//! - upstream gradients: scalars (finite, 0, NaN, inf) and per-element values (finite, now
+//!   and then NaN or infinite: refused like a non-finite scalar).
+//!
+//! Values and gradients are compared by `TOL-2` with its absolute term scaled by the call's
+//! largest weight and each item's upstream gradient (`conformance::AbsScale`), as the
+//! conformance suite does.
 
 use crate::cases::{LossCall, Targets};
+use crate::conformance::AbsScale;
 use crate::runner::{Output, round_inputs, run_call_with};
 use crate::tolerance::Tolerance;
-use proptest::prelude::*;
-use proptest::test_runner::{
-    Config, FileFailurePersistence, RngSeed, TestCaseError, TestError, TestRunner,
-};
 use smoothloss_core::{
-    Backend, BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CeTargets, CrossEntropy, Element,
-    Huber, Input, LossError, Losses, Reduction, ReferenceBackend, SigmoidFocal, SmoothL1,
-    ThresholdWeight, Upstream,
+    Backend, CeTargets, Element, Input, LossError, Losses, ReferenceBackend, Upstream,
 };
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+
+mod ce_options;
+mod detection;
+mod generators;
+mod known;
+mod runner;
+pub use generators::fuzz_call;
+pub use known::{findings, regressions};
+pub use runner::{campaign, minimise};
 
 /// Cross-entropy logits are drawn within `±CE_SPREAD` (confident rows included).
 pub const CE_SPREAD: f64 = 30.0;
@@ -92,413 +98,6 @@ pub struct FuzzCall {
     /// Gradient destination.
     pub mode: Mode,
 }
-
-// ------------------------------------------------------------------------------ generators
-
-const NAN: f64 = f64::NAN;
-const INF: f64 = f64::INFINITY;
-
-/// A size: a boundary (empty, one, around SIMD lanes and blocks) or any size up to `max`.
-fn size(max: usize) -> BoxedStrategy<usize> {
-    const EDGES: [usize; 24] = [
-        0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257,
-    ];
-    let edges: Vec<usize> = EDGES.iter().copied().filter(|&e| e <= max).collect();
-    prop_oneof![3 => prop::sample::select(edges), 1 => 0..=max].boxed()
-}
-
-/// A value in `lo..hi`, or an edge value (zeros, one, tiny); non-finite values too when `nf`.
-fn value(lo: f64, hi: f64, nf: bool) -> BoxedStrategy<f64> {
-    let finite = prop_oneof![
-        12 => lo..hi,
-        1 => Just(0.0),
-        1 => Just(-0.0),
-        1 => Just(lo),
-        1 => -1e-30..1e-30f64,
-    ];
-    if nf {
-        prop_oneof![
-            12 => finite,
-            1 => Just(NAN),
-            1 => Just(INF),
-            1 => Just(-INF),
-        ]
-        .boxed()
-    } else {
-        finite.boxed()
-    }
-}
-
-/// `n` values; non-finite ones in one call out of five.
-fn values(n: usize, lo: f64, hi: f64) -> BoxedStrategy<Vec<f64>> {
-    prop_oneof![
-        4 => prop::collection::vec(value(lo, hi, false), n),
-        1 => prop::collection::vec(value(lo, hi, true), n),
-    ]
-    .boxed()
-}
-
-/// A length wrong by one now and then (the front door must refuse it as the reference does).
-fn maybe_wrong_len(v: Vec<f64>, wrong: u8) -> Vec<f64> {
-    let mut v = v;
-    match wrong {
-        0 if !v.is_empty() => {
-            v.pop();
-        }
-        1 => v.push(0.5),
-        _ => {}
-    }
-    v
-}
-
-/// `0` or `1` (one length wrong by one) one call in twenty, else no change.
-fn wrong() -> BoxedStrategy<u8> {
-    prop_oneof![19 => Just(9u8), 1 => 0..2u8].boxed()
-}
-
-fn reduction() -> BoxedStrategy<Reduction> {
-    crate::strategies::reduction().boxed()
-}
-
-/// A parameter in its domain (edges included), or now and then outside it.
-fn param(lo: f64, hi: f64, bad: &'static [f64]) -> BoxedStrategy<f64> {
-    prop_oneof![
-        30 => lo..hi,
-        3 => Just(lo),
-        3 => Just(hi),
-        1 => prop::sample::select(bad),
-    ]
-    .boxed()
-}
-
-fn cross_entropy() -> BoxedStrategy<LossCall> {
-    (1..=9usize, size(1025), 1..4usize)
-        .prop_flat_map(|(rows_pick, classes, spread)| {
-            // Exclusion (confident rows): one class makes every row confident (p = 1).
-            let classes = if classes == 1 { 2 } else { classes };
-            let rows = [0, 1, 2, 3, 5, 8, 9, 17, 33][rows_pick - 1].min(8192 / classes.max(1));
-            let n = rows * classes;
-            let spread = [0.5, 1.0, CE_SPREAD][spread - 1];
-            let c = classes as i64;
-            let target = prop_oneof![
-                400 => 0..c.max(1),
-                20 => Just(-100i64),
-                1 => prop::sample::select(vec![c, -1, i64::MIN, i64::MAX]),
-            ];
-            let probs = prop::collection::vec(0.0..1.0f64, n).prop_map(move |mut v| {
-                for row in v.chunks_mut(classes.max(1)) {
-                    let s: f64 = row.iter().sum();
-                    let k = row.len() as f64;
-                    row.iter_mut()
-                        .for_each(|x| *x = if s > 0.0 { *x / s } else { 1.0 / k });
-                }
-                v
-            });
-            let targets = prop_oneof![
-                3 => prop::collection::vec(target, rows).prop_map(Targets::Classes),
-                1 => probs.prop_map(Targets::Probs),
-            ];
-            let weights = prop_oneof![
-                12 => Just(None),
-                // No zero weights for now (finding `ce-zero-total-weight-mean`).
-                6 => prop::collection::vec(0.05..3.0f64, classes).prop_map(Some),
-                1 => prop::collection::vec(0.0..3.0f64, classes + 1).prop_map(Some),
-                1 => Just(Some(vec![-1.0; classes])),
-            ];
-            let ignore = prop_oneof![
-                Just(None),
-                Just(Some(-100i64)),
-                (0..c.max(1)).prop_map(Some)
-            ];
-            (
-                values(n, -spread, spread),
-                wrong(),
-                targets,
-                param(0.0, 1.0, &[1.5, -0.1, NAN, INF]),
-                weights,
-                ignore,
-                reduction(),
-                ce_options::llm_options(rows),
-            )
-                .prop_map(
-                    move |(logits, w, targets, ls, class_weights, ignore, r, llm)| {
-                        let (softcap, z_loss, row_weights, denominator) = llm;
-                        LossCall::CrossEntropy {
-                            cfg: CrossEntropy {
-                                label_smoothing: ls,
-                                ignore_index: ignore,
-                                class_weights,
-                                reduction: r,
-                                softcap,
-                                z_loss,
-                                row_weights,
-                                denominator,
-                            },
-                            logits: maybe_wrong_len(logits, w),
-                            rows,
-                            classes,
-                            targets,
-                        }
-                    },
-                )
-        })
-        .boxed()
-}
-
-/// `n` boxes in `format`: ordinary, degenerate (zero size), identical, disjoint boxes, large
-/// coordinates, non-finite coordinates when `nf`. No inverted boxes (`x2 < x1`: finding
-/// `giou-inverted-boxes`) and no tiny extents (finding `box-tiny-width`) for now.
-fn boxes(n: usize, format: BoxFormat, nf: bool, degenerate: bool) -> BoxedStrategy<Vec<f64>> {
-    let thin = if degenerate { 1 } else { 0 };
-    let corner = prop_oneof![
-        8 => (-100.0..100.0f64, -100.0..100.0f64, 0.0..50.0f64, 0.0..50.0f64),
-        thin => (-1.0..1.0f64, -1.0..1.0f64, Just(0.0), 0.0..1.0f64),
-        1 => (-1e4..1e4f64, -1e4..1e4f64, 0.0..50.0f64, 0.0..50.0f64),
-    ]
-    .prop_map(move |(x, y, w, h)| format.from_xyxy([x, y, x + w, y + h]));
-    let one = if nf {
-        prop_oneof![
-            8 => corner.boxed(),
-            1 => prop::collection::vec(box_coordinate(), 4)
-                .prop_map(|v| [v[0], v[1], v[2], v[3]])
-                .boxed(),
-        ]
-        .boxed()
-    } else {
-        corner.boxed()
-    };
-    prop::collection::vec(one, n)
-        .prop_map(|v| v.into_iter().flatten().collect())
-        .boxed()
-}
-
-/// A coordinate, non-finite ones included; no tiny magnitudes (finding `box-tiny-width`).
-fn box_coordinate() -> BoxedStrategy<f64> {
-    prop_oneof![
-        12 => -10.0..10.0f64,
-        1 => Just(0.0),
-        1 => Just(NAN),
-        1 => Just(INF),
-        1 => Just(-INF),
-    ]
-    .boxed()
-}
-
-fn box_format() -> BoxedStrategy<BoxFormat> {
-    crate::strategies::box_format().boxed()
-}
-
-fn box_loss() -> BoxedStrategy<LossCall> {
-    (
-        size(65),
-        box_format(),
-        any::<bool>(),
-        crate::strategies::box_kind(),
-    )
-        .prop_flat_map(|(n, format, nf, kind)| {
-            // Finding `giou-eps-dominated`: GIoU where the union is about eps (zero-size or
-            // identical boxes) is off by more than TOL-2; no such pairs for GIoU for now.
-            let degenerate = kind != BoxLossKind::Giou;
-            let threshold = prop_oneof![
-                2 => Just(None),
-                1 => (0.0..1.0f64, 0.0..1.0f64)
-                    .prop_map(|(alpha, threshold)| Some(ThresholdWeight { alpha, threshold })),
-            ];
-            (
-                boxes(n, format, nf, degenerate),
-                boxes(n, format, false, degenerate),
-                Just(kind),
-                param(1e-9, 1e-6, &[0.0, -1.0, NAN]),
-                reduction(),
-                threshold,
-                wrong(),
-                any::<bool>(),
-            )
-                .prop_map(
-                    move |(pred, target, kind, eps, reduction, threshold_weight, w, same)| {
-                        // The option variant from values already drawn (no extra draw, so the
-                        // other targets' calls stay those of the campaign's seed).
-                        let opt = (eps.to_bits() ^ pred.len() as u64) as usize % 6;
-                        let same = same && degenerate;
-                        let target = if same { pred.clone() } else { target };
-                        LossCall::BoxLoss {
-                            cfg: BoxLoss {
-                                kind,
-                                format,
-                                eps,
-                                reduction,
-                                threshold_weight,
-                                options: crate::random::box_options(kind, opt),
-                            },
-                            pred,
-                            target: maybe_wrong_len(target, w),
-                        }
-                    },
-                )
-        })
-        .boxed()
-}
-
-fn box_iou() -> BoxedStrategy<LossCall> {
-    (size(33), size(33), box_format())
-        .prop_flat_map(|(n, m, format)| {
-            (
-                boxes(n, format, false, true),
-                boxes(m, format, false, true),
-                wrong(),
-            )
-                .prop_map(move |(boxes1, boxes2, w)| LossCall::BoxIou {
-                    format,
-                    boxes1: maybe_wrong_len(boxes1, w),
-                    boxes2,
-                })
-        })
-        .boxed()
-}
-
-fn elementwise() -> BoxedStrategy<LossCall> {
-    (size(1025), 0..4usize, 0..3usize)
-        .prop_flat_map(|(n, which, scale)| {
-            let scale = [1.0, 10.0, 1e4][scale];
-            let bin_targets = prop::collection::vec(
-                prop_oneof![
-                    400 => prop::sample::select(vec![0.0, 1.0]),
-                    200 => 0.0..1.0f64,
-                    1 => prop::sample::select(vec![-0.5, 1.5, NAN]),
-                ],
-                n,
-            );
-            let pos_weight = prop_oneof![
-                2 => Just(None),
-                1 => (0.0..5.0f64).prop_map(|w| Some(vec![w])),
-                1 => prop::collection::vec(0.0..5.0f64, n).prop_map(Some),
-            ];
-            (
-                values(n, -scale, scale),
-                values(n, -scale, scale),
-                bin_targets,
-                pos_weight,
-                param(0.0, 4.0, &[-1.0, NAN, INF]),
-                param(-1.0, 1.0, &[NAN, 2.0]),
-                reduction(),
-                wrong(),
-                values(n, -FOCAL_SPREAD, FOCAL_SPREAD),
-            )
-                .prop_map(move |(x, y, t, pos_weight, p, alpha, reduction, w, fx)| {
-                    match which {
-                        0 => LossCall::SmoothL1 {
-                            cfg: SmoothL1 { beta: p, reduction },
-                            pred: x,
-                            target: maybe_wrong_len(y, w),
-                        },
-                        1 => LossCall::Huber {
-                            cfg: Huber {
-                                delta: p,
-                                reduction,
-                            },
-                            pred: x,
-                            target: maybe_wrong_len(y, w),
-                        },
-                        2 => LossCall::Bce {
-                            cfg: BceWithLogits {
-                                pos_weight,
-                                reduction,
-                            },
-                            logits: x.iter().map(|v| v * 30.0 / scale).collect(),
-                            targets: maybe_wrong_len(t, w),
-                        },
-                        _ => LossCall::Focal {
-                            cfg: SigmoidFocal {
-                                alpha,
-                                gamma: p,
-                                reduction,
-                            },
-                            // Exclusion (focal overflow): finite logits, or NaN.
-                            logits: fx
-                                .into_iter()
-                                .map(|v| if v.is_infinite() { NAN } else { v })
-                                .collect(),
-                            targets: maybe_wrong_len(t, w),
-                        },
-                    }
-                })
-        })
-        .boxed()
-}
-
-/// The number of loss values `call` returns when it is valid (for a per-element upstream).
-fn outputs(call: &LossCall) -> usize {
-    let none = |r: Reduction, n: usize| if r == Reduction::None { n } else { 1 };
-    match call {
-        LossCall::CrossEntropy { cfg, rows, .. } => none(cfg.reduction, *rows),
-        LossCall::BoxLoss { cfg, pred, .. } => none(cfg.reduction, pred.len() / 4),
-        LossCall::BoxIou { .. } => 0,
-        LossCall::SmoothL1 { cfg, pred, .. } => none(cfg.reduction, pred.len()),
-        LossCall::Huber { cfg, pred, .. } => none(cfg.reduction, pred.len()),
-        LossCall::Bce { cfg, logits, .. } => none(cfg.reduction, logits.len()),
-        LossCall::Focal { cfg, logits, .. } => none(cfg.reduction, logits.len()),
-        LossCall::Detection(d) => d.reduction().map_or(0, |r| none(r, d.items())),
-    }
-}
-
-fn call_reduction(call: &LossCall) -> Option<Reduction> {
-    match call {
-        LossCall::CrossEntropy { cfg, .. } => Some(cfg.reduction),
-        LossCall::BoxLoss { cfg, .. } => Some(cfg.reduction),
-        LossCall::BoxIou { .. } => None,
-        LossCall::SmoothL1 { cfg, .. } => Some(cfg.reduction),
-        LossCall::Huber { cfg, .. } => Some(cfg.reduction),
-        LossCall::Bce { cfg, .. } => Some(cfg.reduction),
-        LossCall::Focal { cfg, .. } => Some(cfg.reduction),
-        LossCall::Detection(d) => d.reduction(),
-    }
-}
-
-/// Any adversarial call of any entry point.
-pub fn fuzz_call() -> BoxedStrategy<FuzzCall> {
-    let call = prop_oneof![
-        3 => cross_entropy(),
-        2 => box_loss(),
-        1 => box_iou(),
-        3 => elementwise(),
-        3 => detection::detection(),
-    ];
-    (call, 0..20u8, -3.0..3.0f64, 0..3u8)
-        .prop_flat_map(|(call, up_kind, s, mode)| {
-            let k = outputs(&call);
-            // Per-element upstream gradients go with reduction `none` (one call in twenty
-            // with a wrong count); elsewhere the front door refuses them, as it should.
-            let per_item = call_reduction(&call) == Some(Reduction::None);
-            let up_kind = if per_item || up_kind < 15 {
-                up_kind
-            } else {
-                12
-            };
-            let up = match up_kind {
-                0..=11 => Just(Up::Scalar(1.0)).boxed(),
-                12 | 13 => Just(Up::Scalar(s)).boxed(),
-                14 => prop::sample::select(vec![0.0, -0.0, NAN, INF])
-                    .prop_map(Up::Scalar)
-                    .boxed(),
-                // Exclusion (non-finite per-element upstream): finite values.
-                15..=18 => prop::collection::vec(-3.0..3.0f64, k)
-                    .prop_map(Up::PerElement)
-                    .boxed(),
-                _ => prop::collection::vec(-3.0..3.0f64, k + 1)
-                    .prop_map(Up::PerElement)
-                    .boxed(),
-            };
-            let mode = [Mode::Grad, Mode::Forward, Mode::InPlace][mode as usize];
-            up.prop_map(move |up| FuzzCall {
-                call: call.clone(),
-                up,
-                mode,
-            })
-        })
-        .boxed()
-}
-
-// ------------------------------------------------------------------------------- the check
 
 fn narrow<T: Element>(v: &[f64]) -> Vec<T> {
     v.iter().map(|&x| T::from_f64(x)).collect()
@@ -595,16 +194,17 @@ pub fn check<B: Backend<f32> + ?Sized>(backend: &B, fc: &FuzzCall) -> Result<(),
         (Err(g), Err(w)) => Err(format!("error {g:?}, the reference's {w:?}")),
         (Err(g), Ok(_)) => Err(format!("error {g:?} where the reference gives a result")),
         (Ok(_), Err(w)) => Err(format!("a result where the reference refuses: {w:?}")),
-        (Ok(g), Ok(w)) => compare(&g, &w),
+        (Ok(g), Ok(w)) => compare(fc, &g, &w),
     }
 }
 
 /// Checks that compared values, and checks where the reference refused the call.
-static VALUES: AtomicU64 = AtomicU64::new(0);
-static REFUSED: AtomicU64 = AtomicU64::new(0);
+pub(super) static VALUES: AtomicU64 = AtomicU64::new(0);
+pub(super) static REFUSED: AtomicU64 = AtomicU64::new(0);
 
-fn compare(got: &Output, want: &Output) -> Result<(), String> {
+fn compare(fc: &FuzzCall, got: &Output, want: &Output) -> Result<(), String> {
     let tol = Tolerance::F32;
+    let sc = AbsScale::of(&fc.call, fc.up.get());
     if got.loss.len() != want.loss.len() {
         return Err(format!(
             "{} loss values, the reference {}",
@@ -612,190 +212,17 @@ fn compare(got: &Output, want: &Output) -> Result<(), String> {
             want.loss.len()
         ));
     }
-    tol.check(&got.loss, &want.loss)
+    tol.check_scaled(&got.loss, &want.loss, |k| sc.loss(k))
         .map_err(|m| format!("loss {m}"))?;
     match (&got.grad, &want.grad) {
-        (Some(g), Some(w)) if g.len() == w.len() => {
-            tol.check(g, w).map_err(|m| format!("grad {m}"))
-        }
+        (Some(g), Some(w)) if g.len() == w.len() => tol
+            .check_scaled(g, w, |k| sc.grad(k))
+            .map_err(|m| format!("grad {m}")),
         (None, None) => Ok(()),
         (g, w) => Err(format!(
             "gradient lengths {:?}, the reference {:?}",
             g.as_ref().map(Vec::len),
             w.as_ref().map(Vec::len)
         )),
-    }
-}
-
-// The campaign.
-mod ce_options;
-mod detection;
-mod known;
-pub use known::{findings, regressions};
-
-/// The proptest configuration of run `run`: `PROPTEST_CASES` calls (default `default_cases`),
-/// failing seeds kept next to `source_file` (`<test>.proptest-regressions`). With
-/// `SMOOTHLOSS_FUZZ_SEED=S` the runs are reproducible (run `k` uses seed `S + k`; CI's short run
-/// sets it); without it each run draws a fresh seed.
-fn config(source_file: &'static str, default_cases: u32, run: u64) -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default_cases);
-    let rng_seed = std::env::var("SMOOTHLOSS_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(RngSeed::Random, |s| RngSeed::Fixed(s.wrapping_add(run)));
-    Config {
-        cases,
-        rng_seed,
-        source_file: Some(source_file),
-        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
-            "proptest-regressions",
-        ))),
-        ..Config::default()
-    }
-}
-
-/// `fc` without item `i` (a CE row, a box pair, an element), or `None` when it has no item
-/// `i` (wrong lengths included: those stay as generated).
-fn without(fc: &FuzzCall, i: usize) -> Option<FuzzCall> {
-    fn cut(v: &mut Vec<f64>, i: usize, w: usize) -> Option<()> {
-        if (i + 1) * w > v.len() {
-            return None;
-        }
-        v.drain(i * w..(i + 1) * w);
-        Some(())
-    }
-    let mut out = fc.clone();
-    let mut items = 0;
-    match &mut out.call {
-        LossCall::Detection(_) => return None,
-        LossCall::CrossEntropy {
-            logits,
-            rows,
-            classes,
-            targets,
-            ..
-        } => {
-            cut(logits, i, *classes)?;
-            match targets {
-                Targets::Classes(t) if i < t.len() => {
-                    t.remove(i);
-                }
-                Targets::Probs(p) => cut(p, i, *classes)?,
-                Targets::Classes(_) => return None,
-            }
-            *rows -= 1;
-            items = 1;
-        }
-        LossCall::BoxLoss { pred, target, .. } => {
-            cut(pred, i, 4)?;
-            cut(target, i, 4)?;
-            items = 1;
-        }
-        LossCall::BoxIou { boxes1, boxes2, .. } => {
-            let n1 = boxes1.len() / 4;
-            if i < n1 {
-                cut(boxes1, i, 4)?;
-            } else {
-                cut(boxes2, i - n1, 4)?;
-            }
-        }
-        LossCall::SmoothL1 { pred, target, .. } | LossCall::Huber { pred, target, .. } => {
-            cut(pred, i, 1)?;
-            cut(target, i, 1)?;
-            items = 1;
-        }
-        LossCall::Bce {
-            logits,
-            targets,
-            cfg,
-        } => {
-            if cfg.pos_weight.as_ref().is_some_and(|w| w.len() > 1) {
-                let w = cfg.pos_weight.as_mut().map(|w| cut(w, i, 1));
-                w.flatten()?;
-            }
-            cut(logits, i, 1)?;
-            cut(targets, i, 1)?;
-            items = 1;
-        }
-        LossCall::Focal {
-            logits, targets, ..
-        } => {
-            cut(logits, i, 1)?;
-            cut(targets, i, 1)?;
-            items = 1;
-        }
-    }
-    if let Up::PerElement(u) = &mut out.up
-        && items == 1
-        && call_reduction(&fc.call) == Some(Reduction::None)
-    {
-        cut(u, i, 1)?;
-    }
-    Some(out)
-}
-
-/// Removes items from a failing call while it still fails (proptest's shrinking cannot see
-/// through the dependent sizes of the generators).
-pub fn minimise(fc: FuzzCall, check: &impl Fn(&FuzzCall) -> Result<(), String>) -> FuzzCall {
-    let mut best = fc;
-    let mut i = 0;
-    while let Some(smaller) = without(&best, i) {
-        if check(&smaller).is_err() {
-            best = smaller;
-        } else {
-            i += 1;
-        }
-    }
-    best
-}
-
-/// Runs the campaign: the [`regressions`], then proptest runs of [`fuzz_call`] through `check`
-/// (all the backends of one test), repeated with fresh seeds until `SMOOTHLOSS_FUZZ_SECONDS`
-/// have passed when that is set. Panics with the minimised failing call.
-pub fn campaign(
-    label: &str,
-    source_file: &'static str,
-    default_cases: u32,
-    check: impl Fn(&FuzzCall) -> Result<(), String>,
-) {
-    for (id, fc) in regressions() {
-        if let Err(e) = check(&fc) {
-            panic!("{label}: regression {id}: {e}\n{fc:?}");
-        }
-    }
-    let budget = std::env::var("SMOOTHLOSS_FUZZ_SECONDS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let start = Instant::now();
-    let mut runs = 0u64;
-    loop {
-        let cfg = config(source_file, default_cases, runs);
-        let cases = cfg.cases;
-        let mut runner = TestRunner::new(cfg);
-        let result = runner.run(&fuzz_call(), |fc| check(&fc).map_err(TestCaseError::fail));
-        runs += 1;
-        match result {
-            Ok(()) => {}
-            Err(TestError::Fail(_, fc)) => {
-                let fc = minimise(fc, &check);
-                let why = check(&fc).err().unwrap_or_default();
-                panic!("{label}: fuzz failure (minimised, run {runs}): {why}\n{fc:?}")
-            }
-            Err(e) => panic!("{label}: {e}"),
-        }
-        if budget.is_none_or(|b| start.elapsed() >= b) {
-            eprintln!(
-                "{label}: {runs} run(s) of {cases} calls in {:.1} s, no failure ({} checks of \
-                 values, {} of errors)",
-                start.elapsed().as_secs_f64(),
-                VALUES.load(Ordering::Relaxed),
-                REFUSED.load(Ordering::Relaxed)
-            );
-            break;
-        }
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! Modules: `cross_entropy` (every plan, half precision, the helper kernels), `elementwise`
 //! (box, regression, binary and the binary target check), `suite` (the shared conformance
-//! suite through the emulation).
+//! suite through the emulation), `fuzz` (the spec's fuzz campaign through the emulation).
 //!
 //! Without a C++20 compiler the tests print why and pass (they are only skipped; on this
 //! project's machines g++ 12 is present).
@@ -295,6 +295,7 @@ mod cross_entropy;
 mod degenerate;
 mod detection;
 mod elementwise;
+mod fuzz;
 mod hygiene;
 mod suite;
 mod wise_iou_v3;
