@@ -45,16 +45,19 @@ def main():
         x = x0.clone().requires_grad_(True)
         # Small problems: time batches of calls so one sample is at least ~2 ms.
         inner = max(1, int(2e5 // (n * c))) if n * c < 2e5 else 1
-        times = []
+        times, cpus = [], []
         for i in range(args.repeats + 2):
             start = time.perf_counter()
+            cpu0 = time.process_time()
             for _ in range(inner):
                 x.grad = None
                 loss = fn(x, y)
                 loss.backward()
             elapsed = (time.perf_counter() - start) / inner
+            cpu = (time.process_time() - cpu0) / inner
             if i >= 2:  # warm-up: allocator, dispatcher, page faults of the gradient
                 times.append(elapsed)
+                cpus.append(cpu)
         print(
             json.dumps(
                 {
@@ -62,6 +65,9 @@ def main():
                     "shape": shape,
                     "threads": args.threads,
                     "median_s": statistics.median(times),
+                    # CPU seconds of all the process's threads per call (median): the cost
+                    # of a call on a machine shared with other work.
+                    "cpu_s": statistics.median(cpus),
                     "repeats": len(times),
                 }
             ),

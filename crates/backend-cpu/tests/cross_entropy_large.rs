@@ -178,9 +178,8 @@ fn many_short_rows_match_reference() {
     }
 }
 
-/// Short rows (1 to 33 classes: the lanes path up to 32, the batched short-row path with its
-/// masked row tails above): the
-/// AVX2 build gives the same bits as the scalar build for losses and gradients, separate-buffer,
+/// Short rows (1 to 33 classes: the lanes path up to 6, the batched short-row path with its
+/// masked row tails above): the AVX2 build gives the same bits as the scalar build for losses and gradients, separate-buffer,
 /// in place and without gradient, including NaN, `+inf`, `-inf` and ignored rows, `-0.0`
 /// logits, weights, label smoothing 0 and not, and per-row upstream with a non-finite entry.
 #[test]
@@ -237,7 +236,7 @@ fn short_rows_avx2_build_is_bit_identical_to_the_scalar_build() {
     }
 }
 
-/// Tiny rows (at most 32 classes, hard targets: eight rows per block, one per SIMD lane): a
+/// Tiny rows (at most 6 classes, hard targets: eight rows per block, one per SIMD lane): a
 /// row's loss and gradient bits do not depend on the rows that share its block. Each window
 /// `rows[k..]` (so every row sits in every lane position) gives, row by row, the same bits as
 /// the whole call, on both SIMD levels, with weights, ignored rows, NaN / `+inf` / `-inf`
@@ -246,7 +245,7 @@ fn short_rows_avx2_build_is_bit_identical_to_the_scalar_build() {
 fn tiny_rows_bits_do_not_depend_on_the_block() {
     let be = CpuBackend::with_threads(1);
     let mut rng = Rng::new(0x7a9e);
-    for classes in [1usize, 2, 3, 5, 8, 10, 16, 17, 20, 31, 32] {
+    for classes in [1usize, 2, 3, 4, 5, 6, 7, 10] {
         for v in 0..2 {
             let rows = 29;
             let o = Opts {

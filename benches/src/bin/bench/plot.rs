@@ -130,6 +130,12 @@ pub struct SweepPoint {
     pub cache_forward: f64,
     pub torch: Option<f64>,
     pub compile: Option<f64>,
+    /// Logits per CPU second (all threads) of the separate-gradient call, of PyTorch eager
+    /// and of `torch.compile`: the figures that a machine shared with other work leaves
+    /// comparable.
+    pub cpu_separate: f64,
+    pub cpu_torch: Option<f64>,
+    pub cpu_compile: Option<f64>,
 }
 
 /// Logits of the in-cache points (128 KiB of logits and 128 KiB of gradient: inside L2).
@@ -153,9 +159,16 @@ pub fn tsc_hz() -> f64 {
     0.0
 }
 
+/// Logits per wall second and per CPU second (all threads) of `f`, one call handling `elems`
+/// logits.
+fn rates(reps: usize, elems: usize, f: impl FnMut()) -> (f64, f64) {
+    let (wall, cpu) = time_median(reps, f);
+    (elems as f64 / wall, elems as f64 / cpu.max(1e-12))
+}
+
 /// Logits per second of `f`, one call handling `elems` logits.
 fn rate(reps: usize, elems: usize, f: impl FnMut()) -> f64 {
-    elems as f64 / time_median(reps, f).0
+    rates(reps, elems, f).0
 }
 
 /// The gradient buffer of a sweep point: `len` floats starting on a 64-byte line (as
@@ -166,16 +179,17 @@ fn aligned(len: usize) -> (Vec<f32>, usize) {
     (v, lead)
 }
 
-/// Times our call at `(n, c)`: separate, in place, forward only; plus the in-cache pair.
-fn time_point(cpu: &CpuBackend, n: usize, c: usize, reps: usize) -> [f64; 5] {
+/// Times our call at `(n, c)`: separate, in place, forward only; plus the in-cache pair; and
+/// the separate call per CPU second.
+fn time_point(cpu: &CpuBackend, n: usize, c: usize, reps: usize) -> [f64; 6] {
     let cfg = CrossEntropy::new().with_label_smoothing(0.1);
-    let mut out = [0.0; 5];
+    let mut out = [0.0; 6];
     for (k, rows) in [n, (CACHE_LOGITS / c).max(1)].into_iter().enumerate() {
         let (x, t) = ce_inputs(rows, c);
         let (mut gb, lead) = aligned(x.len());
         let g = &mut gb[lead..lead + x.len()];
         let e = rows * c;
-        let sep = rate(reps, e, || {
+        let (sep, sep_cpu) = rates(reps, e, || {
             let l = cpu
                 .cross_entropy(&cfg, Input::matrix(&x, rows, c).with_grad(&mut g[..]), &t)
                 .expect("valid input");
@@ -198,6 +212,7 @@ fn time_point(cpu: &CpuBackend, n: usize, c: usize, reps: usize) -> [f64; 5] {
             out[0] = sep;
             out[1] = inp;
             out[2] = fwd;
+            out[5] = sep_cpu;
         } else {
             out[3] = sep;
             out[4] = fwd;
@@ -261,9 +276,16 @@ pub fn plot_sweep(
             vec![]
         };
         for (n, c) in sweep_shapes() {
-            let [separate, in_place, forward, cache_separate, cache_forward] =
+            let [separate, in_place, forward, cache_separate, cache_forward, cpu_separate] =
                 time_point(&cpu, n, c, reps);
             let shape = format!("{n}x{c}");
+            let peer_cpu = |peers: &[serde_json::Value], loss: &str| {
+                peers
+                    .iter()
+                    .find(|v| v["loss"] == loss && v["shape"] == shape.as_str())
+                    .and_then(|v| v["cpu_s"].as_f64())
+                    .map(|t| (n * c) as f64 / t.max(1e-12))
+            };
             let e = (n * c) as f64;
             let pt = SweepPoint {
                 rows: n,
@@ -276,6 +298,9 @@ pub fn plot_sweep(
                 cache_forward,
                 torch: peer_time(&eager, "cross_entropy", &shape, th).map(|t| e / t),
                 compile: peer_time(&comp, "cross_entropy_compile", &shape, th).map(|t| e / t),
+                cpu_separate,
+                cpu_torch: peer_cpu(&eager, "cross_entropy"),
+                cpu_compile: peer_cpu(&comp, "cross_entropy_compile"),
             };
             eprintln!(
                 "bench --plot: {th} thread(s) {shape}: {} separate, {} in place",
@@ -386,7 +411,9 @@ fn print_sweep(points: &[SweepPoint], floors: &[(usize, f64, &str)], tsc: f64, j
                     "classes": p.classes, "threads": p.threads, "separate": p.separate,
                     "in_place": p.in_place, "forward": p.forward,
                     "cache_separate": p.cache_separate, "cache_forward": p.cache_forward,
-                    "floor": floor, "tsc_hz": tsc, "torch": p.torch, "compile": p.compile})
+                    "floor": floor, "tsc_hz": tsc, "torch": p.torch, "compile": p.compile,
+                    "cpu_separate": p.cpu_separate, "cpu_torch": p.cpu_torch,
+                    "cpu_compile": p.cpu_compile})
             );
             continue;
         }
@@ -411,6 +438,15 @@ fn print_sweep(points: &[SweepPoint], floors: &[(usize, f64, &str)], tsc: f64, j
             p.compile
                 .or(p.torch)
                 .map_or("-".into(), |t| format!("{:.1}x", p.separate / t)),
+        );
+        let x = |v: Option<f64>| v.map_or("-".into(), |t| format!("{:.1}x", p.cpu_separate / t));
+        println!(
+            "        cpu: {:>7.3} {:>7} {:>7} {:>7} {:>7}",
+            g(p.cpu_separate),
+            opt(p.cpu_torch),
+            opt(p.cpu_compile),
+            x(p.cpu_torch),
+            x(p.cpu_compile)
         );
     }
 }
