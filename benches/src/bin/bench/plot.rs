@@ -276,8 +276,14 @@ pub fn plot_sweep(
             vec![]
         };
         for (n, c) in sweep_shapes() {
-            let [separate, in_place, forward, cache_separate, cache_forward, cpu_separate] =
-                time_point(&cpu, n, c, reps);
+            let [
+                separate,
+                in_place,
+                forward,
+                cache_separate,
+                cache_forward,
+                cpu_separate,
+            ] = time_point(&cpu, n, c, reps);
             let shape = format!("{n}x{c}");
             let peer_cpu = |peers: &[serde_json::Value], loss: &str| {
                 peers
