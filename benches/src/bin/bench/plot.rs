@@ -245,7 +245,8 @@ fn torch_sweep(threads: usize, reps: usize, compile: bool) -> Vec<serde_json::Va
 /// `--plot`: cross-entropy throughput against the number of classes (label smoothing 0.1,
 /// forward + backward) for the CPU backend (separate gradient and in place), PyTorch eager
 /// and `torch.compile` (`SMOOTHLOSS_BENCH_NO_COMPILE` set: left out), one line per thread
-/// count, with the copy floor of each thread count (8 bytes per logit at the copy bandwidth
+/// count (`SMOOTHLOSS_BENCH_PLOT_CPU` set: logits per CPU second of all threads, ours and the
+/// peers', for a machine shared with other work), with the copy floor of each thread count (8 bytes per logit at the copy bandwidth
 /// of the same run) and the in-cache speed of the same call (the compute ceiling). Prints the
 /// sweep as a table (and as JSON lines with `json`). The CUDA backend is benchmarked by
 /// `cuda_bench` in `cargo xtask gpu-bundle`; it is not part of this host-side sweep.
@@ -257,6 +258,8 @@ pub fn plot_sweep(
     json: bool,
 ) -> Result<(), String> {
     let compile = torch && std::env::var_os("SMOOTHLOSS_BENCH_NO_COMPILE").is_none();
+    // On a machine shared with other work: draw logits per CPU second (ours and the peers').
+    let per_cpu = std::env::var_os("SMOOTHLOSS_BENCH_PLOT_CPU").is_some();
     let tsc = tsc_hz();
     let mut series = Vec::new();
     let mut points = Vec::new();
@@ -327,26 +330,36 @@ pub fn plot_sweep(
             name: format!("copy floor (8 B/logit at {:.1} GB/s), {th} thr", bw / 1e9),
             points: pts(&|_| Some(floor)),
         });
-        series.push(Series {
-            name: format!("smoothloss, separate gradient, {th} thr"),
-            points: pts(&|p| Some(p.separate)),
-        });
-        series.push(Series {
-            name: format!("smoothloss, in place, {th} thr"),
-            points: pts(&|p| Some(p.in_place)),
-        });
-        if th == threads[0] {
+        if per_cpu {
             series.push(Series {
-                name: format!("smoothloss in cache (2^15 logits: compute ceiling), {th} thr"),
-                points: pts(&|p| Some(p.cache_separate)),
+                name: format!("smoothloss, separate gradient, per CPU s, {th} thr"),
+                points: pts(&|p| Some(p.cpu_separate)),
             });
+        } else {
+            series.push(Series {
+                name: format!("smoothloss, separate gradient, {th} thr"),
+                points: pts(&|p| Some(p.separate)),
+            });
+            series.push(Series {
+                name: format!("smoothloss, in place, {th} thr"),
+                points: pts(&|p| Some(p.in_place)),
+            });
+            if th == threads[0] {
+                series.push(Series {
+                    name: format!("smoothloss in cache (2^15 logits: compute ceiling), {th} thr"),
+                    points: pts(&|p| Some(p.cache_separate)),
+                });
+            }
         }
         for (name, f) in [
             (
                 "PyTorch eager",
-                &(|p: &SweepPoint| p.torch) as &dyn Fn(&SweepPoint) -> Option<f64>,
+                &(|p: &SweepPoint| if per_cpu { p.cpu_torch } else { p.torch })
+                    as &dyn Fn(&SweepPoint) -> Option<f64>,
             ),
-            ("torch.compile", &|p: &SweepPoint| p.compile),
+            ("torch.compile", &|p: &SweepPoint| {
+                if per_cpu { p.cpu_compile } else { p.compile }
+            }),
         ] {
             let v = pts(f);
             if !v.is_empty() {
@@ -358,11 +371,12 @@ pub fn plot_sweep(
         }
     }
     print_sweep(&points, &floors, tsc, json);
-    draw(
-        path,
-        "cross-entropy, label smoothing 0.1, f32, forward + backward",
-        &series,
-    )?;
+    let title = if per_cpu {
+        "cross-entropy, label smoothing 0.1, f32, fwd + bwd, per CPU second (shared machine)"
+    } else {
+        "cross-entropy, label smoothing 0.1, f32, forward + backward"
+    };
+    draw(path, title, &series)?;
     eprintln!("bench --plot: wrote {}", path.display());
     Ok(())
 }
