@@ -492,6 +492,13 @@ mod tests {
         let err = check_target(&bad).unwrap_err();
         assert!(err.contains(&bad.display().to_string()), "{err}");
         assert!(check_target(&p).is_ok());
-        assert_eq!(sweep_shapes()[0], (SWEEP_LOGITS / 10, 10));
+        // The class counts of issue 15, each shape about 2^23 logits.
+        assert_eq!(
+            SWEEP_CLASSES,
+            [
+                2, 3, 5, 10, 20, 50, 100, 200, 500, 1000, 4000, 32000, 128_256
+            ]
+        );
+        assert_eq!(sweep_shapes()[0], (SWEEP_LOGITS / 2, 2));
     }
 }
