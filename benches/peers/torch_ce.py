@@ -6,6 +6,10 @@
 Prints one JSON object per line:
   {"loss": "cross_entropy", "shape": "NxC", "threads": T, "median_s": ..., "repeats": R}
 
+With --compile, the same call through torch.compile(dynamic=True) (one compilation for every
+shape of the run, which is excluded from the timing: the warm-up calls trigger it), printed
+as "loss": "cross_entropy_compile".
+
 Inputs as benches/src/lib.rs: standard normal logits, uniform class targets.
 """
 import argparse
@@ -23,8 +27,16 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--label-smoothing", type=float, default=0.1)
+    ap.add_argument("--compile", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    ls = args.label_smoothing
+
+    def eager(x, y):
+        return F.cross_entropy(x, y, label_smoothing=ls)
+
+    fn = torch.compile(eager, dynamic=True) if args.compile else eager
+    name = "cross_entropy_compile" if args.compile else "cross_entropy"
     g = torch.Generator().manual_seed(0)
     for shape in args.shapes.split(","):
         n, c = (int(v) for v in shape.split("x"))
@@ -33,23 +45,29 @@ def main():
         x = x0.clone().requires_grad_(True)
         # Small problems: time batches of calls so one sample is at least ~2 ms.
         inner = max(1, int(2e5 // (n * c))) if n * c < 2e5 else 1
-        times = []
+        times, cpus = [], []
         for i in range(args.repeats + 2):
             start = time.perf_counter()
+            cpu0 = time.process_time()
             for _ in range(inner):
                 x.grad = None
-                loss = F.cross_entropy(x, y, label_smoothing=args.label_smoothing)
+                loss = fn(x, y)
                 loss.backward()
             elapsed = (time.perf_counter() - start) / inner
+            cpu = (time.process_time() - cpu0) / inner
             if i >= 2:  # warm-up: allocator, dispatcher, page faults of the gradient
                 times.append(elapsed)
+                cpus.append(cpu)
         print(
             json.dumps(
                 {
-                    "loss": "cross_entropy",
+                    "loss": name,
                     "shape": shape,
                     "threads": args.threads,
                     "median_s": statistics.median(times),
+                    # CPU seconds of all the process's threads per call (median): the cost
+                    # of a call on a machine shared with other work.
+                    "cpu_s": statistics.median(cpus),
                     "repeats": len(times),
                 }
             ),

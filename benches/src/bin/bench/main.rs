@@ -357,7 +357,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         run_cuda(&o, false)?;
     }
     if let Some(path) = &o.plot {
-        plot_sweep(path, o.threads[0], reps, torch)?;
+        plot_sweep(path, &o.threads, reps, torch, o.json)?;
     }
     Ok(())
 }

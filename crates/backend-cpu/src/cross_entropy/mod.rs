@@ -36,7 +36,13 @@
 //!
 //! # Short rows
 //!
-//! Rows of at most `SHORT_MAX` (128) classes take a batched path instead
+//! Rows of at most 6 classes with hard targets (plain or class-weighted) take the lanes path
+//! (`lanes.rs`): eight rows transposed into one block, one row per `f32` lane, every step a
+//! vertical operation, so nothing is paid per row but the `f64` loss and gradient constants
+//! (themselves eight lanes wide); rows with a non-finite logit or upstream leave the lanes for
+//! the batched path below, one row at a time.
+//!
+//! Other rows of at most `SHORT_MAX` (128) classes take a batched path instead
 //! (`short.rs`), where the per-row costs of the chunked kernels dominate: about
 //! 1024 logits' worth of rows at a time, (1) per row the maximum, `d_j = z_j - m` written into a
 //! per-call scratch buffer and the smoothing sums `sum w_j q'_j d_j` (and `sum w_j q'_j`), (2)
@@ -87,6 +93,8 @@
 //! * `plan`: the per-call constants (`Plan`), chunk geometry and statistics;
 //! * `bufs`: the borrowed buffers of one task and the raw row views the kernels write through;
 //! * `long`: rows of more than `SHORT_MAX` classes, chunked, pipelined, split across threads;
+//! * `lanes`: tiny rows (at most 6 classes, hard targets), eight rows at a time, one per
+//!   SIMD lane;
 //! * `short`: short rows, batched;
 //! * `options`: calls with the options of `CE-10` .. `CE-15` (softcap, z-loss, row weights, a
 //!   given denominator, per-row log-sum-exp and hits), row by row through the same kernels;
@@ -105,6 +113,7 @@ use smoothloss_core::{CeCall, CeOutput, CePlan, CeRowOutputs, Io, Loss, Parts};
 
 mod bufs;
 mod kernels;
+mod lanes;
 mod long;
 mod options;
 mod plan;
@@ -122,6 +131,11 @@ fn process_rows(
     losses: &mut [f64],
     nt: bool,
 ) {
+    if lanes::takes(plan) {
+        // Tiny rows (hard targets): eight rows at a time, one per SIMD lane.
+        lanes::process_rows_lanes(plan, first, bufs, us, losses);
+        return;
+    }
     if plan.classes <= short::SHORT_MAX {
         // Short rows: batches of rows, one vectorised `exp` per batch (no streaming stores).
         short::process_rows_short(plan, first, bufs, us, losses);

@@ -105,7 +105,7 @@ fn lanes_sum_below_one(x: &[f32]) -> f32 {
 /// and `t = 1 + s`) `t - 1` is taken as `s` itself, not the rounded `(1 + s) - 1`: `ln(1 + s)`
 /// keeps the relative accuracy of `s` however small `s` is (the loss of a confident row).
 #[inline(always)]
-fn ln_split(n0: f64, s: f64) -> f64 {
+pub(super) fn ln_split(n0: f64, s: f64) -> f64 {
     // Branch-free reduction (as musl's `log`): offset the bits so that the exponent field
     // counts from `sqrt(1/2)`, then rebuild `t` from the mantissa around `sqrt(1/2)`.
     const SQRT_HALF_BITS: u64 = 0x3fe6_a09e_667f_3bcd;
