@@ -145,7 +145,8 @@ pub fn exp_f32(x: f32) -> f32 {
     const C2: f32 = -2.121_944_4e-4;
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: round to nearest integer.
     let xc = sel(x > 88.73, 88.73, sel(x < -104.0, -104.0, x));
-    let n = (xc * LOG2E + MAGIC) - MAGIC;
+    let j = xc * LOG2E + MAGIC;
+    let n = j - MAGIC;
     let r = xc - n * C1 - n * C2;
     let z = r * r;
     let p = (((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
@@ -156,11 +157,14 @@ pub fn exp_f32(x: f32) -> f32 {
         * z
         + r
         + 1.0;
-    let ni = n as i32;
+    // `n` as an integer from the rounded sum's low bits (`j` lies in `[2^23, 2^24)`, one unit
+    // per step): the same value as `n as i32`, without the saturating conversion that the
+    // vectoriser leaves scalar. (NaN gives some integer; `p`, hence `y`, is NaN anyway.)
+    let ni = (j.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     let n1 = ni >> 1;
-    let n2 = ni - n1;
-    let s1 = f32::from_bits(((n1 + 127) as u32) << 23);
-    let s2 = f32::from_bits(((n2 + 127) as u32) << 23);
+    let n2 = ni.wrapping_sub(n1);
+    let s1 = f32::from_bits((n1.wrapping_add(127) as u32) << 23);
+    let s2 = f32::from_bits((n2.wrapping_add(127) as u32) << 23);
     let y = p * s1 * s2;
     let y = sel(x > 88.73, f32::INFINITY, sel(x < -104.0, 0.0, y));
     // NaN in, NaN out (comparisons above are false for NaN; xc is NaN then, so is y).

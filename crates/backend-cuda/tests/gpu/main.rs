@@ -742,5 +742,6 @@ fn sanitizer_smoke() {
 }
 
 mod buffers;
+mod dense;
 mod errors;
 mod losses;
