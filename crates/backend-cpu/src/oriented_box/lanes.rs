@@ -88,7 +88,7 @@ fn pair<const G: bool, const FL: bool>(
     // takes the scalar path (libm, as the reference), as does an argument outside `ln_f64`'s
     // domain (not a positive, finite, normal number).
     let conditioned =
-        det > DET_MIN_RATIO * (sa * sb) && big_r >= f64::MIN_POSITIVE && big_r <= f64::MAX;
+        det > DET_MIN_RATIO * (sa * sb) && (f64::MIN_POSITIVE..=f64::MAX).contains(&big_r);
     let scalar = scalar || !conditioned;
     let t3 = 0.5 * ln_f64(big_r);
     let raw = t1 + t2 + t3;
