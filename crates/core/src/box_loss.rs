@@ -86,13 +86,13 @@ pub enum BoxLossKind {
     /// Distance IoU loss (Zheng et al. 2020), as torchvision.
     Diou,
     /// Complete IoU loss; the aspect weight alpha carries no gradient; its convention
-    /// (torchvision/ultralytics or mmdetection) is [`BoxLoss::ciou`] (`BOX-6`, `BOX-14`).
+    /// (torchvision/ultralytics or mmdetection) is [`BoxOptions::ciou`] (`BOX-6`, `BOX-14`).
     Ciou,
     /// Efficient IoU loss (Zhang et al. 2022, arXiv 2101.08158): width and height penalties.
     /// Not mmdetection's `EIoULoss`, which is [`BoxLossKind::ExtendedIou`].
     Eiou,
     /// mmdetection's `EIoULoss`: Extended-IoU (Shi et al. 2021, libfacedetection) with its
-    /// `smooth_point` ([`BoxLoss::smooth_point`], `BOX-15`).
+    /// `smooth_point` ([`BoxOptions::smooth_point`], `BOX-15`).
     ExtendedIou,
     /// SIoU (Gevorgyan 2022, arXiv 2205.12740): angle, distance and shape costs, theta 4, as
     /// mmdetection's `siou_loss` (`BOX-16`).
@@ -104,7 +104,7 @@ pub enum BoxLossKind {
     /// needs [`BoxLoss::with_image_size`] (`BOX-18`).
     Mpdiou,
     /// Shape-IoU (Zhang and Zhang 2023, arXiv 2312.17663) with its `scale`
-    /// ([`BoxLoss::shape_scale`], `BOX-19`).
+    /// ([`BoxOptions::shape_scale`], `BOX-19`).
     ShapeIou,
 }
 

@@ -4,8 +4,8 @@
 //!
 //! Params: the cross-entropy's, read by the plain cross-entropy's reader (`label_smoothing`,
 //! `ignore_index`, `class_weights` of length V, `reduction`, and `CE-10` .. `CE-13`: `softcap`,
-//! `z_loss`, `row_weights` of length N, `denominator`) and optionally `chunk_rows`. Inputs: `hidden` [N,H], `weight` [V,H],
-//! optionally `bias` [V], and `targets` (N ints) or `target_probs` [N,V]. Expected: `loss`
+//! `z_loss`, `row_weights` of length N, `denominator`) and optionally `chunk_rows`. Inputs: `hidden` `[N, H]`, `weight` `[V, H]`,
+//! optionally `bias` `[V]`, and `targets` (N ints) or `target_probs` `[N, V]`. Expected: `loss`
 //! and `grad.hidden`, `grad.weight` and (with a bias) `grad.bias`.
 
 use super::{Case, CaseError, Targets};
