@@ -9,12 +9,17 @@
 //!   reduction sum): reads 16 + 1 floats, writes 16 per row;
 //! * `varifocal`: 1,048,576 logits (`Varifocal::ultralytics()`, labels and scores): reads 3
 //!   floats, writes 1 per element;
-//! * `probiou`: 1,048,576 pairs (`ProbIou::new()`, mean): reads 10 floats, writes 5 per pair.
+//! * `probiou`: 1,048,576 pairs (`ProbIou::new()`, mean): reads 10 floats, writes 5 per pair;
+//! * `qfl`: 1,048,576 logits `[16384, 64]` (`QualityFocal::new()`, mean over rows; one row in
+//!   eight has a foreground label) against mmdetection's `quality_focal_loss` (its source, in
+//!   the peer script): reads 1, writes 1 float per logit (the labels and scores per row).
 //!
 //! Prints one line per loss: medians over the rounds, the ratio to ultralytics, and to the
 //! floor.
 
-use smoothloss_core::{DistributionFocal, Input, Losses, ProbIou, Reduction, Varifocal};
+use smoothloss_core::{
+    DistributionFocal, Input, Losses, ProbIou, QualityFocal, Reduction, Varifocal,
+};
 use smoothloss_cpu::CpuBackend;
 use std::path::PathBuf;
 use std::process::Command;
@@ -80,6 +85,14 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(3usize);
+    // `--only dfl,qfl` times those losses only; `--no-peer` skips the peer (profiling).
+    let only: Vec<String> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(Vec::new, |s| s.split(',').map(String::from).collect());
+    let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let no_peer = args.iter().any(|a| a == "--no-peer");
     let b = CpuBackend::with_threads(1);
     let mut r = Rng(1);
     // DFL: N rows of 16 bins.
@@ -118,43 +131,81 @@ fn main() {
     }
     let mut pg = vec![0.0f32; p.len()];
     let pcfg = ProbIou::new();
+    // QFL: [N / 64, 64] logits, one row in eight with a foreground class.
+    let (qr, qc) = (N / 64, 64);
+    let qz: Vec<f32> = (0..N).map(|_| (r.unit() - 0.5) * 16.0).collect();
+    let ql: Vec<i64> = (0..qr)
+        .map(|_| ((r.unit() * 64.0 * 8.0) as i64).min(64))
+        .collect();
+    let qs: Vec<f32> = ql
+        .iter()
+        .map(|&l| if l < 64 { r.unit() } else { 0.0 })
+        .collect();
+    let mut qg = vec![0.0f32; N];
+    let qcfg = QualityFocal::new();
 
-    let names = ["dfl", "varifocal", "probiou"];
-    let bytes = [N as f64 * 33.0 * 4.0, N as f64 * 16.0, N as f64 * 60.0];
-    let mut ours: Vec<Vec<f64>> = vec![Vec::new(); 3];
-    let mut ours_cpu: Vec<Vec<f64>> = vec![Vec::new(); 3];
-    let mut theirs: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let names = ["dfl", "varifocal", "probiou", "qfl"];
+    let bytes = [
+        N as f64 * 33.0 * 4.0,
+        N as f64 * 16.0,
+        N as f64 * 60.0,
+        N as f64 * 8.0 + qr as f64 * 12.0,
+    ];
+    let k = names.len();
+    let mut ours: Vec<Vec<f64>> = vec![Vec::new(); k];
+    let mut ours_cpu: Vec<Vec<f64>> = vec![Vec::new(); k];
+    let mut theirs: Vec<Vec<f64>> = vec![Vec::new(); k];
     let mut copy = Vec::new();
     for round in 0..rounds {
         let (bw, _) = timing::copy_bandwidth(1, 5);
         copy.push(bw);
-        let s = timing::time_median(5, || {
-            b.distribution_focal(
-                &dfl_cfg,
-                Input::matrix(&dist, N, 16).with_grad(&mut dfl_g),
-                &dfl_t,
-            )
-            .unwrap();
-        });
-        ours[0].push(s.0);
-        ours_cpu[0].push(s.1);
-        let s = timing::time_median(5, || {
-            b.varifocal(
-                &vcfg,
-                Input::new(&vz).with_grad(&mut vg),
-                (&vs[..], &vl[..]),
-            )
-            .unwrap();
-        });
-        ours[1].push(s.0);
-        ours_cpu[1].push(s.1);
-        let s = timing::time_median(5, || {
-            b.probiou_loss(&pcfg, Input::new(&p).with_grad(&mut pg), &t)
+        if want("dfl") {
+            let s = timing::time_median(5, || {
+                b.distribution_focal(
+                    &dfl_cfg,
+                    Input::matrix(&dist, N, 16).with_grad(&mut dfl_g),
+                    &dfl_t,
+                )
                 .unwrap();
-        });
-        ours[2].push(s.0);
-        ours_cpu[2].push(s.1);
-        for (name, s) in peer(5) {
+            });
+            ours[0].push(s.0);
+            ours_cpu[0].push(s.1);
+        }
+        if want("varifocal") {
+            let s = timing::time_median(5, || {
+                b.varifocal(
+                    &vcfg,
+                    Input::new(&vz).with_grad(&mut vg),
+                    (&vs[..], &vl[..]),
+                )
+                .unwrap();
+            });
+            ours[1].push(s.0);
+            ours_cpu[1].push(s.1);
+        }
+        if want("probiou") {
+            let s = timing::time_median(5, || {
+                b.probiou_loss(&pcfg, Input::new(&p).with_grad(&mut pg), &t)
+                    .unwrap();
+            });
+            ours[2].push(s.0);
+            ours_cpu[2].push(s.1);
+        }
+        if want("qfl") {
+            let s = timing::time_median(5, || {
+                b.quality_focal(
+                    &qcfg,
+                    Input::matrix(&qz, qr, qc).with_grad(&mut qg),
+                    &ql,
+                    &qs,
+                )
+                .unwrap();
+            });
+            ours[3].push(s.0);
+            ours_cpu[3].push(s.1);
+        }
+        let peers = if no_peer { Vec::new() } else { peer(5) };
+        for (name, s) in peers {
             if let Some(k) = names.iter().position(|n| *n == name) {
                 theirs[k].push(s);
             }
@@ -167,10 +218,10 @@ fn main() {
         bw / 1e9
     );
     println!(
-        "| loss | items | smoothloss cpu, 1 thread: wall (CPU time) | ultralytics + autograd, 1 thread | ratio | bytes-moved floor | smoothloss / floor |"
+        "| loss | items | smoothloss cpu, 1 thread: wall (CPU time) | peer (ultralytics; QFL: mmdetection's function) + autograd, 1 thread | ratio | bytes-moved floor | smoothloss / floor |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for k in 0..3 {
+    for k in (0..k).filter(|&k| want(names[k])) {
         let (o, u) = (median(ours[k].clone()), median(theirs[k].clone()));
         let oc = median(ours_cpu[k].clone());
         let floor = bytes[k] / bw;

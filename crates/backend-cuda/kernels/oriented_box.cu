@@ -71,7 +71,8 @@ __device__ void obb_pair(const double* a, const double* b, double eps, double fl
     const double R = det / qd + eps;
     const double t3 = 0.5 * log(R);
     const double raw = t1 + t2 + t3;
-    const bool active = raw >= eps && raw <= 100.0;
+    // Not clamped, NaN included (its NaN gradient passes, as PyTorch's clamp and the reference).
+    const bool active = !(raw < eps || raw > 100.0);
     const double bd = raw < eps ? eps : (raw > 100.0 ? 100.0 : raw);
     const double e = exp(-bd);
     const double hd = sqrt(1.0 - e + eps);

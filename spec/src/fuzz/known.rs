@@ -152,6 +152,27 @@ pub fn regressions() -> Vec<(&'static str, FuzzCall)> {
                 mode: Mode::Grad,
             },
         ),
+        // Fixed (issue 13 fuzz, seed 14): batch_probiou of a zero-width box against an all-zero
+        // box (`det` 0 in exact arithmetic, its rounding decides NaN) was finite (-5e-10) in the
+        // CPU's ProbIoU lanes where the reference gives NaN.
+        (
+            "probiou-pairwise-singular",
+            FuzzCall {
+                call: LossCall::Detection(crate::cases::DetectionCall::BatchProbIou {
+                    eps: 1e-9,
+                    boxes1: vec![
+                        2.2792013998427207,
+                        -3.7815727675190045,
+                        0.0,
+                        41.30210004246179,
+                        -3.6133072896621234,
+                    ],
+                    boxes2: vec![0.0; 5],
+                }),
+                up: Up::Scalar(1.0),
+                mode: Mode::Forward,
+            },
+        ),
         // Boundary: an empty batch of every family (the front door's EmptyInput, everywhere).
         (
             "empty-ce-in-place",

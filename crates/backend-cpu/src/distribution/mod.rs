@@ -1,13 +1,15 @@
 //! Distribution focal loss on the CPU (`DFL-*`): one pass per row of `bins` logits (max,
 //! exponentials, the two target bins' log-probabilities and the gradient) in `f32` with the
-//! polynomial `exp` / `ln` of [`crate::math`], items (boxes or rows) accumulated in `f64`, run
-//! in fixed blocks by `blocks.rs` (bit-identical for any thread count).
+//! polynomial `exp` / `ln` of [`crate::math`], eight rows at a time (`lanes.rs`), items (boxes
+//! or rows) accumulated in `f64`, run in fixed blocks by `blocks.rs` (bit-identical for any
+//! thread count).
 
 use crate::blocks::{Up, drive};
 use crate::{CpuBackend, run_pair};
 use smoothloss_core::backend::DistributionOps;
 use smoothloss_core::{DflConvention, DistributionFocal, Loss, PairCall, Result, Upstream};
 
+mod lanes;
 pub(crate) mod math;
 
 /// Logits per block of the deterministic parallel split (rounded to whole items).
@@ -69,7 +71,9 @@ struct BlockArgs<'a> {
 }
 
 /// One block of `n` items from item `a.first`: writes the gradient rows and per-item losses
-/// (when given), returns the loss sum in item order.
+/// (when given), returns the loss sum in item order. Rows go eight at a time through
+/// `lanes::group` (a box's four rows never straddle two groups' item sums: an item's loss is
+/// the `f64` sum of its rows in order, divided by `per`).
 #[inline(always)]
 fn block_body(
     a: &BlockArgs<'_>,
@@ -79,26 +83,48 @@ fn block_body(
     mut l: Option<&mut [f64]>,
 ) -> f64 {
     let (bins, per) = (a.bins, a.per);
-    let mut e = vec![0.0f32; bins];
+    let (row0, rows) = (a.first * per, n * per);
+    let mut sc = lanes::Scratch::new(bins);
     let mut total = 0.0;
-    for k in 0..n {
-        let f = match up {
-            Up::Scalar(s) => s,
-            Up::Per(u, s) => (u[k] * s) as f32,
-        } / per as f32;
-        let mut item = 0.0f64;
-        for side in 0..per {
-            let row = (a.first + k) * per + side;
-            let z = &a.logits[row * bins..(row + 1) * bins];
-            let rk = k * per + side;
-            let gr = g.as_deref_mut().map(|g| &mut g[rk * bins..(rk + 1) * bins]);
-            item += f64::from(math::dfl_row(z, &mut e, a.targets[row], a.conv, f, gr));
+    let mut item = 0.0f64;
+    let mut loss = [0.0f32; lanes::L];
+    for g0 in (0..rows).step_by(lanes::L) {
+        let nr = (rows - g0).min(lanes::L);
+        let f: [f32; lanes::L] = std::array::from_fn(|k| {
+            if k < nr {
+                let i = (g0 + k) / per;
+                (match up {
+                    Up::Scalar(s) => s,
+                    Up::Per(u, s) => (u[i] * s) as f32,
+                }) / per as f32
+            } else {
+                0.0
+            }
+        });
+        let (r0, r1) = (row0 + g0, row0 + g0 + nr);
+        let gr = g
+            .as_deref_mut()
+            .map(|g| &mut g[g0 * bins..(g0 + nr) * bins]);
+        lanes::group(
+            &a.logits[r0 * bins..r1 * bins],
+            &a.targets[r0..r1],
+            &f,
+            a.conv,
+            &mut sc,
+            gr,
+            &mut loss,
+        );
+        for (k, &lk) in loss[..nr].iter().enumerate() {
+            item += f64::from(lk);
+            if (g0 + k + 1) % per == 0 {
+                let v = item / per as f64;
+                if let Some(l) = l.as_deref_mut() {
+                    l[(g0 + k) / per] = v;
+                }
+                total += v;
+                item = 0.0;
+            }
         }
-        let item = item / per as f64;
-        if let Some(l) = l.as_deref_mut() {
-            l[k] = item;
-        }
-        total += item;
     }
     total
 }

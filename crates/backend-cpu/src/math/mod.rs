@@ -19,17 +19,28 @@
 //! * [`log1p_unit_f32`] (`log1p(e)` for `e` in `[0, 1]`): relative error `<= 3e-7`.
 //! * [`ln_f32`] (`ln(x)` for `x > 0`, subnormals included): absolute error `<= 2e-7 * max(1,
 //!   |ln x|)`.
+//! * [`sincos_f64`], [`exp_nonpos_f64`], [`ln_f64`]: branchless `f64` functions for the
+//!   kernels that keep `f64` arithmetic but must vectorise (ProbIoU), within `1e-15` of libm
+//!   (`double.rs`, `tests/double_math.rs`).
 //! * [`atan_f32`], [`atan_ratio_f32`]: `|err| <= 1.5e-7 + 1.2e-7 * |atan(x)|` for every `x`
 //!   (exact `+-pi/2` up to `f32` rounding for `+-inf`, NaN for NaN); [`atan_ratio_diff`]:
 //!   `|err| <= 4e-7 + 2e-7 * |diff|`.
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+mod double;
+pub use double::{exp_nonpos_f64, ln_f64, sincos_f64};
 
 /// 0 for a finite `v`, NaN for an infinite or NaN one.
 #[inline(always)]
 pub(crate) fn zn(v: f32) -> f32 {
     v * 0.0
+}
+
+/// Selects `a` where `c` holds, else `b`, in `f64` (compiles to a blend).
+#[inline(always)]
+pub(crate) fn sel64(c: bool, a: f64, b: f64) -> f64 {
+    if c { a } else { b }
 }
 
 /// Selects `a` where `c` holds, else `b` (compiles to a blend).

@@ -105,7 +105,9 @@ pub(crate) fn probiou_pair<const G: bool>(
     let big_r = det * iq + eps;
     let t3 = 0.5 * big_r.ln();
     let raw = t1 + t2 + t3;
-    let active = (eps..=100.0).contains(&raw);
+    // Not clamped (NaN included: a NaN distance passes PyTorch's clamp and its NaN gradient
+    // with it, as in the reference).
+    let active = !(raw < eps || raw > 100.0);
     let bd = raw.clamp(eps, 100.0);
     let e = (-bd).exp();
     let hd = (1.0 - e + eps).sqrt();

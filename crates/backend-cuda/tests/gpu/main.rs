@@ -742,6 +742,7 @@ fn sanitizer_smoke() {
 }
 
 mod buffers;
+mod dense;
 mod errors;
 mod linear_ce_dev;
 mod losses;
