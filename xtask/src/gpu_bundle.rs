@@ -1,4 +1,4 @@
-//! `cargo xtask gpu-bundle [--debuginfo]`: builds the CUDA backend's release test executables
+//! `cargo xtask gpu-bundle [--quick] [--debuginfo]`: builds the CUDA backend's release test executables
 //! and the `cuda_bench` binary here (x86-64), and copies them with a `run.sh` and the PyTorch
 //! peer script into the ignored folder `gpu-bundle/`, so that a GPU machine without a Rust
 //! toolchain can run every GPU check with one command:
@@ -11,6 +11,15 @@
 //! (JSON lines), (3) runs `torch_ce_gpu.py` (`benches/peers/`), which times PyTorch, Liger-Kernel (if importable)
 //! and torchvision on the same shapes and prints one table with the Rust figures. Logs go to
 //! `$OUT` when set (the device tool's output folder), else `gpu-bundle/out/`.
+//!
+//! `--quick` (issue 16: the first GPU run, 15 minutes of device time with the machine's start)
+//! writes a `run.sh` whose default is the quick run: one call of at most 8 minutes
+//! (`QUICK_BUDGET_S`, 450 s of steps), correctness first (the `gpu` and `conformance` test
+//! executables, ignored tests included), then compute-sanitizer memcheck on `sanitizer_smoke`,
+//! then `cuda_bench --quick --no-sweep` and the trimmed peer table (PyTorch, Liger's
+//! `liger_kernel.transformers.cross_entropy`); each step's timeout is cut to what is left of
+//! the budget, and `$OUT` receives at most 8 files (`tests.log`, `sanitizer-memcheck.log`,
+//! `bench.jsonl`, `bench.stderr`, `table.md`, `summary.txt`).
 //!
 //! Debug info is left out by default to keep the bundle small (the device tool carries at
 //! most 64 MiB); `--debuginfo` keeps the release profile's setting.
@@ -41,7 +50,17 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 LOGS="${OUT:-$HERE/out}"
 mkdir -p "$LOGS"
 QUICK=""
-if [ "${1:-}" = "--quick" ]; then QUICK="--quick"; fi
+QUICK_DEFAULT=0 # 1 in a bundle built with `cargo xtask gpu-bundle --quick`
+if [ "${1:-}" = "--quick" ] || { [ "$QUICK_DEFAULT" = 1 ] && [ "${1:-}" != "--full" ]; }; then QUICK="--quick"; fi
+# The quick run: one call of at most 8 minutes; every step's timeout is cut to what is left.
+QUICK_BUDGET_S="${QUICK_BUDGET_S:-450}"
+left() { # seconds left for a step whose own limit is $1 (the limit itself outside --quick)
+  if [ -z "$QUICK" ]; then echo "$1"; return; fi
+  local l=$((QUICK_BUDGET_S - SECONDS))
+  if [ "$l" -lt 5 ]; then l=5; fi
+  if [ "$l" -lt "$1" ]; then echo "$l"; else echo "$1"; fi
+}
+SCRATCH="$(mktemp -d 2>/dev/null || echo /tmp)"
 PY="$(command -v python3 || command -v python || true)"
 
 # NVRTC (libnvrtc.so.13): the CUDA toolkit's, else the one in Python's nvidia wheels.
@@ -70,7 +89,12 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 status=0
 # Steps to run (default all): STEPS="tests bench peers sanitizer"; SANITIZER_TOOLS picks the
 # compute-sanitizer tools (default "memcheck racecheck synccheck").
-STEPS="${STEPS:-tests bench peers sanitizer lce-peers}"
+if [ -n "$QUICK" ]; then
+  STEPS="${STEPS:-tests sanitizer bench peers}"
+  SANITIZER_TOOLS="${SANITIZER_TOOLS:-memcheck}"
+else
+  STEPS="${STEPS:-tests bench peers sanitizer lce-peers}"
+fi
 want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 if want tests; then
@@ -79,18 +103,20 @@ echo "== 1. tests (--include-ignored)"
 export SMOOTHLOSS_REQUIRE_GPU=1
 : > "$LOGS/tests.log"
 for t in "$HERE"/tests/*; do
+  # The quick run: the GPU tests and the GPU conformance suite only (correctness first).
+  if [ -n "$QUICK" ]; then case "$(basename "$t")" in gpu|conformance) ;; *) continue ;; esac; fi
   echo "-- $(basename "$t")" | tee -a "$LOGS/tests.log"
-  "$t" --include-ignored --test-threads=1 > "$LOGS/one-test.log" 2>&1
+  timeout "$(left "${TEST_TIMEOUT:-600}")" "$t" --include-ignored --test-threads=1 > "$SCRATCH/one-test.log" 2>&1
   rc=$?
-  cat "$LOGS/one-test.log" >> "$LOGS/tests.log"
-  grep -E "^test result|FAILED|panicked|SKIPPED" "$LOGS/one-test.log" | head -n 40
-  if [ $rc -ne 0 ]; then echo "   exit $rc"; status=1; fi
+  cat "$SCRATCH/one-test.log" >> "$LOGS/tests.log"
+  grep -E "^test result|FAILED|panicked|SKIPPED" "$SCRATCH/one-test.log" | head -n 40
+  if [ $rc -ne 0 ]; then echo "   exit $rc (124: timed out)"; status=1; fi
 done
 fi
 
 if want bench; then
 echo "== 2. cuda_bench $QUICK"
-"$HERE/cuda_bench" $QUICK > "$LOGS/bench.jsonl" 2> "$LOGS/bench.stderr"
+timeout "$(left 600)" "$HERE/cuda_bench" $QUICK ${QUICK:+--no-sweep --iters 10} > "$LOGS/bench.jsonl" 2> "$LOGS/bench.stderr"
 rc=$?
 cat "$LOGS/bench.jsonl"
 if [ $rc -ne 0 ]; then echo "   cuda_bench exit $rc"; tail -n 20 "$LOGS/bench.stderr"; status=1; fi
@@ -113,7 +139,7 @@ if [ -n "$PY" ]; then
   done
 fi
 if [ -n "$PY" ]; then
-  PYTHONUNBUFFERED=1 "$PY" "$HERE/torch_ce_gpu.py" --rust "$LOGS/bench.jsonl" $QUICK 2>&1 | tee "$LOGS/table.md"
+  PYTHONUNBUFFERED=1 timeout "$(left 600)" "$PY" "$HERE/torch_ce_gpu.py" --rust "$LOGS/bench.jsonl" $QUICK ${QUICK:+--iters 10} 2>&1 | tee "$LOGS/table.md"
   if [ "${PIPESTATUS[0]}" -ne 0 ]; then status=1; fi
 else
   echo "no python3: peers skipped"; status=1
@@ -148,7 +174,7 @@ fi
 if [ -n "$SAN" ] && [ -x "$HERE/tests/gpu" ]; then
   for tool in ${SANITIZER_TOOLS:-memcheck racecheck synccheck}; do
     echo "-- $tool"
-    timeout "${SANITIZER_TIMEOUT:-150}" "$SAN" --tool "$tool" --error-exitcode 3 \
+    timeout "$(left "${SANITIZER_TIMEOUT:-150}")" "$SAN" --tool "$tool" --error-exitcode 3 \
       "$HERE/tests/gpu" sanitizer_smoke --exact --include-ignored --test-threads=1 \
       > "$LOGS/sanitizer-$tool.log" 2>&1
     rc=$?
@@ -159,7 +185,7 @@ else
   echo "compute-sanitizer not found: skipped (status not changed)"
 fi
 fi
-echo "== done: status $status (logs in $LOGS)"
+echo "== done: status $status after ${SECONDS} s (logs in $LOGS)" | tee "$LOGS/summary.txt"
 exit $status
 "#;
 
@@ -261,11 +287,23 @@ fn set_executable(_p: &Path, _mode: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// `run.sh` as the bundle gets it: with `quick`, the quick run is its default (`--full` for
+/// the whole run).
+fn run_script(quick: bool) -> String {
+    if quick {
+        RUN_SH.replacen("QUICK_DEFAULT=0", "QUICK_DEFAULT=1", 1)
+    } else {
+        RUN_SH.to_string()
+    }
+}
+
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut debuginfo = false;
+    let mut quick = false;
     for a in args {
         match a.as_str() {
             "--debuginfo" => debuginfo = true,
+            "--quick" => quick = true,
             other => return Err(format!("gpu-bundle: unknown argument `{other}`")),
         }
     }
@@ -336,16 +374,23 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ),
     }
     let run_sh = dir.join("run.sh");
-    fs::write(&run_sh, RUN_SH).map_err(|e| format!("write {}: {e}", run_sh.display()))?;
+    let script = run_script(quick);
+    fs::write(&run_sh, &script).map_err(|e| format!("write {}: {e}", run_sh.display()))?;
     set_executable(&run_sh, 0o755)?;
-    total += RUN_SH.len() as u64 + fs::metadata(&peer).map(|m| m.len()).unwrap_or(0);
+    total += script.len() as u64 + fs::metadata(&peer).map(|m| m.len()).unwrap_or(0);
     println!(
         "gpu-bundle: {} test executables + cuda_bench + run.sh + torch_ce_gpu.py, {:.1} MiB in {}",
         tests.len(),
         total as f64 / 1048576.0,
         dir.display()
     );
-    println!("on a GPU machine, from the repository root: gpu-bundle/run.sh [--quick]");
+    if quick {
+        println!(
+            "on a GPU machine, from the repository root: gpu-bundle/run.sh (the quick run, at most 8 minutes; --full for everything)"
+        );
+    } else {
+        println!("on a GPU machine, from the repository root: gpu-bundle/run.sh [--quick]");
+    }
     if total > 60 * 1048576 {
         println!("WARNING: over 60 MiB; the device tool carries at most 64 MiB in all");
     }

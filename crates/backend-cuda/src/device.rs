@@ -42,7 +42,8 @@ pub fn nvrtc_library_present() -> bool {
 #[derive(Default)]
 pub(crate) struct Loaded {
     modules: HashMap<Family, Arc<CudaModule>>,
-    functions: HashMap<&'static str, CudaFunction>,
+    /// Keyed by module and name: every module has its own `sl_reduce_final`.
+    functions: HashMap<(Family, &'static str), CudaFunction>,
     /// Dynamic shared memory opted into per function (bytes), above the default 48 KiB.
     smem_opt_in: HashMap<&'static str, u32>,
 }
@@ -156,7 +157,7 @@ impl CudaBackend {
     /// Loads (once) and returns kernel `name` of `family`.
     pub fn function(&self, family: Family, name: &'static str) -> Result<CudaFunction> {
         let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = l.functions.get(name) {
+        if let Some(f) = l.functions.get(&(family, name)) {
             return Ok(f.clone());
         }
         let module = match l.modules.get(&family) {
@@ -183,7 +184,7 @@ impl CudaBackend {
             }
         };
         let f = module.load_function(name).w()?;
-        l.functions.insert(name, f.clone());
+        l.functions.insert((family, name), f.clone());
         Ok(f)
     }
 

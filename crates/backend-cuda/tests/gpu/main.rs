@@ -741,6 +741,7 @@ fn sanitizer_smoke() {
     .unwrap();
 }
 
+mod budget;
 mod buffers;
 mod errors;
 mod losses;
