@@ -39,9 +39,9 @@ const RUN_SH: &str = r#"#!/usr/bin/env bash
 # Runs the smoothloss CUDA checks on a GPU machine; no Rust toolchain needed.
 # Built by `cargo xtask gpu-bundle`. Usage: [STEPS="tests bench peers sanitizer lce-peers"] run.sh [--quick]
 #   1. the CUDA backend's test executables, ignored (GPU) tests included;
-#   2. cuda_bench (JSON lines);
-#   3. torch_ce_gpu.py: PyTorch / Liger-Kernel / torchvision peers and one table;
-#   4. compute-sanitizer memcheck / racecheck / synccheck on the gpu test `sanitizer_smoke`;
+#   2. compute-sanitizer memcheck / racecheck / synccheck on the gpu test `sanitizer_smoke`;
+#   3. cuda_bench (JSON lines);
+#   4. torch_ce_gpu.py: PyTorch / Liger-Kernel / torchvision peers and one table;
 #   5. torch_linear_ce_gpu.py (step `lce-peers`): the linear cross-entropy's peers, PyTorch's
 #      composite and Liger's LigerFusedLinearCrossEntropyLoss, 8192x4096x128256 bf16.
 # Logs: $OUT if set, else <bundle>/out. Exit status: 0 only if every step passed.
@@ -92,6 +92,11 @@ status=0
 if [ -n "$QUICK" ]; then
   STEPS="${STEPS:-tests sanitizer bench peers}"
   SANITIZER_TOOLS="${SANITIZER_TOOLS:-memcheck}"
+  # Per-step caps of the quick run (seconds): 2 x 130 tests, 60 memcheck, 50 bench, the rest
+  # (at least 80) for the peers.
+  TEST_TIMEOUT="${TEST_TIMEOUT:-130}"
+  SANITIZER_TIMEOUT="${SANITIZER_TIMEOUT:-60}"
+  BENCH_TIMEOUT="${BENCH_TIMEOUT:-50}"
 else
   STEPS="${STEPS:-tests bench peers sanitizer lce-peers}"
 fi
@@ -114,16 +119,45 @@ for t in "$HERE"/tests/*; do
 done
 fi
 
+if want sanitizer; then
+echo "== 2. compute-sanitizer (${SANITIZER_TOOLS:-memcheck racecheck synccheck}) on the smoke test"
+SAN="$(command -v compute-sanitizer || true)"
+for d in /usr/local/cuda/bin /usr/local/cuda-*/bin; do
+  if [ -z "$SAN" ] && [ -x "$d/compute-sanitizer" ]; then SAN="$d/compute-sanitizer"; fi
+done
+if [ -z "$SAN" ] && [ -n "$PY" ]; then
+  SAN="$("$PY" - <<'EOF'
+import glob, os, site
+paths = site.getsitepackages() + [site.getusersitepackages()]
+hits = [h for sp in paths for h in glob.glob(os.path.join(sp, "nvidia", "*", "bin", "compute-sanitizer"))]
+print(hits[0] if hits else "")
+EOF
+)"
+fi
+if [ -n "$SAN" ] && [ -x "$HERE/tests/gpu" ]; then
+  for tool in ${SANITIZER_TOOLS:-memcheck racecheck synccheck}; do
+    echo "-- $tool"
+    timeout "$(left "${SANITIZER_TIMEOUT:-150}")" "$SAN" --tool "$tool" --error-exitcode 3 \
+      "$HERE/tests/gpu" sanitizer_smoke --exact --include-ignored --test-threads=1 \
+      > "$LOGS/sanitizer-$tool.log" 2>&1
+    rc=$?
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|test result|Error|error" "$LOGS/sanitizer-$tool.log" | head -n 12
+    if [ $rc -ne 0 ]; then echo "   $tool exit $rc (124: timed out)"; status=1; fi
+  done
+else
+  echo "compute-sanitizer not found: skipped (status not changed)"
+fi
+fi
 if want bench; then
-echo "== 2. cuda_bench $QUICK"
-timeout "$(left 600)" "$HERE/cuda_bench" $QUICK ${QUICK:+--no-sweep --iters 10} > "$LOGS/bench.jsonl" 2> "$LOGS/bench.stderr"
+echo "== 3. cuda_bench $QUICK"
+timeout "$(left "${BENCH_TIMEOUT:-600}")" "$HERE/cuda_bench" $QUICK ${QUICK:+--no-sweep --iters 10} > "$LOGS/bench.jsonl" 2> "$LOGS/bench.stderr"
 rc=$?
 cat "$LOGS/bench.jsonl"
 if [ $rc -ne 0 ]; then echo "   cuda_bench exit $rc"; tail -n 20 "$LOGS/bench.stderr"; status=1; fi
 fi
 
 if want peers; then
-echo "== 3. peers (PyTorch, Liger-Kernel if importable, torchvision) and the table"
+echo "== 4. peers (PyTorch, Liger-Kernel if importable, torchvision) and the table"
 # Liger-Kernel (and `packaging`, which it imports) from the bundled wheels when they are not
 # installed (a wheel is a zip archive).
 if [ -n "$PY" ]; then
@@ -156,35 +190,6 @@ else
 fi
 fi
 
-if want sanitizer; then
-echo "== 4. compute-sanitizer (${SANITIZER_TOOLS:-memcheck racecheck synccheck}) on the smoke test"
-SAN="$(command -v compute-sanitizer || true)"
-for d in /usr/local/cuda/bin /usr/local/cuda-*/bin; do
-  if [ -z "$SAN" ] && [ -x "$d/compute-sanitizer" ]; then SAN="$d/compute-sanitizer"; fi
-done
-if [ -z "$SAN" ] && [ -n "$PY" ]; then
-  SAN="$("$PY" - <<'EOF'
-import glob, os, site
-paths = site.getsitepackages() + [site.getusersitepackages()]
-hits = [h for sp in paths for h in glob.glob(os.path.join(sp, "nvidia", "*", "bin", "compute-sanitizer"))]
-print(hits[0] if hits else "")
-EOF
-)"
-fi
-if [ -n "$SAN" ] && [ -x "$HERE/tests/gpu" ]; then
-  for tool in ${SANITIZER_TOOLS:-memcheck racecheck synccheck}; do
-    echo "-- $tool"
-    timeout "$(left "${SANITIZER_TIMEOUT:-150}")" "$SAN" --tool "$tool" --error-exitcode 3 \
-      "$HERE/tests/gpu" sanitizer_smoke --exact --include-ignored --test-threads=1 \
-      > "$LOGS/sanitizer-$tool.log" 2>&1
-    rc=$?
-    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|test result|Error|error" "$LOGS/sanitizer-$tool.log" | head -n 12
-    if [ $rc -ne 0 ]; then echo "   $tool exit $rc (124: timed out)"; status=1; fi
-  done
-else
-  echo "compute-sanitizer not found: skipped (status not changed)"
-fi
-fi
 echo "== done: status $status after ${SECONDS} s (logs in $LOGS)" | tee "$LOGS/summary.txt"
 exit $status
 "#;

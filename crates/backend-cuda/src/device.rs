@@ -75,6 +75,29 @@ impl fmt::Debug for CudaBackend {
     }
 }
 
+/// Sets the release threshold of the device's default memory pool to "never" (as PyTorch's
+/// caching allocator keeps what it frees), so the small stream-ordered allocations of each
+/// loss call reuse pool memory instead of mapping it again on every call (the driver's default
+/// threshold is 0). Best effort: an error leaves the default.
+fn keep_pool_memory(ctx: &CudaContext) {
+    use cudarc::driver::sys;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    // SAFETY: `pool` is a valid out-pointer for the duration of the call; `value` outlives the
+    // second call, which reads the `cuuint64_t` it points to (the attribute's type).
+    unsafe {
+        if sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
+            == sys::CUresult::CUDA_SUCCESS
+        {
+            let mut value: u64 = u64::MAX;
+            let _ = sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut value as *mut u64).cast(),
+            );
+        }
+    }
+}
+
 impl CudaBackend {
     /// Opens device `ordinal` on its default stream. Returns [`LossError::Device`] (never
     /// panics) when the driver library, NVRTC or the device is missing.
@@ -97,6 +120,7 @@ impl CudaBackend {
             .into());
         }
         let ctx = CudaContext::new(ordinal).w()?;
+        keep_pool_memory(&ctx);
         let stream = ctx.default_stream();
         Self::on_stream(stream)
     }
