@@ -135,12 +135,33 @@ struct sl_ce_fast_shared {
     double ln_s;
     double wq_all; // the row's sum w_j q'_j (probability targets)
 };
-static_assert(sizeof(sl_ce_fast_shared) <= SL_CE_HEADER_BYTES, "header too small");
+// The last 16 bytes of the header are left free: a slice whose start is not 16-byte aligned
+// begins its aligned array there (`ce_span`).
+static_assert(sizeof(sl_ce_fast_shared) <= SL_CE_HEADER_BYTES - 16, "header too small");
+
+// A block's slice as 16-byte vectors with scalar edges: element j of the slice is element
+// j + off of a 16-byte aligned array; vectors [u0, u1) lie wholly in the slice, the h head
+// elements [0, h) and the tail [t0, n) are accessed one by one. A VEC16 plan has off = 0 and no
+// edges; a scalar plan has no vectors (u0 = u1 = h = t0 = 0: every element is an edge).
+struct ce_span {
+    int off, u0, u1, h, t0, n;
+};
+__device__ __forceinline__ int ce_edges(const ce_span& sp) { return sp.h + (sp.n - sp.t0); }
+__device__ __forceinline__ int ce_edge_at(const ce_span& sp, int e) {
+    return e < sp.h ? e : sp.t0 + (e - sp.h);
+}
+template <typename T> __device__ __forceinline__ ce_span ce_span_of(int n, int off, bool vec) {
+    constexpr int VW = sl_vec_width<T>();
+    if (!vec) return ce_span{0, 0, 0, 0, 0, n};
+    const int u0 = off != 0 ? 1 : 0;
+    const int u1 = (off + n) / VW;
+    return ce_span{off, u0, u1, u0 * VW - off, u1 * VW - off, n};
+}
 
 // Phase B over the slice `xs` (shared or global memory): n0, s' against m_b, and the mode's
 // loss partial and its weight. `wl` = weights + lo (or null), `pq` = probs + base.
 template <int MODE, typename T>
-__device__ __forceinline__ void ce_fast_sums(const T* xs, int n, bool vec, float m_b,
+__device__ __forceinline__ void ce_fast_sums(const T* xs, const ce_span& sp, float m_b,
                                              const float* wl, const T* pq, double eps,
                                              double eps_c, float& s, float& n0, double& l,
                                              double& w) {
@@ -165,30 +186,29 @@ __device__ __forceinline__ void ce_fast_sums(const T* xs, int n, bool vec, float
             if (d != 0.0f) l += q * (double)d;
         }
     };
-    if (vec) {
-        constexpr int VW = sl_vec_width<T>();
-        const sl_vec16* v = reinterpret_cast<const sl_vec16*>(xs);
-        for (int u = tid; u < n / VW; u += nt) {
-            const sl_vec16 a = v[u];
-            float vl = 0.0f;
+    constexpr int VW = sl_vec_width<T>();
+    const sl_vec16* v = reinterpret_cast<const sl_vec16*>(xs);
+    for (int u = sp.u0 + tid; u < sp.u1; u += nt) {
+        const sl_vec16 a = v[u];
+        float vl = 0.0f;
 #pragma unroll
-            for (int k = 0; k < VW; ++k) one(u * VW + k, sl_vec_get(a, k, xs), vl);
-            if constexpr (MODE == SL_CE_SMOOTH) l += (double)vl;
-        }
-    } else {
-        for (int j = tid; j < n; j += nt) {
-            float vl = 0.0f;
-            one(j, sl_load(xs, j), vl);
-            if constexpr (MODE == SL_CE_SMOOTH) l += (double)vl;
-        }
+        for (int k = 0; k < VW; ++k) one(u * VW + k - sp.off, sl_vec_get(a, k, xs), vl);
+        if constexpr (MODE == SL_CE_SMOOTH) l += (double)vl;
+    }
+    const int ne = ce_edges(sp);
+    for (int e = tid; e < ne; e += nt) {
+        const int j = ce_edge_at(sp, e);
+        float vl = 0.0f;
+        one(j, sl_load(xs, j + sp.off), vl);
+        if constexpr (MODE == SL_CE_SMOOTH) l += (double)vl;
     }
 }
 
-// Phase D over the slice `xs` into `gs` (both offset to the slice): the gradient of every
+// Phase D over the slice `xs` into `gs` (both aligned as `sp` says): the gradient of every
 // class as if it were not the target (the target's entry is rewritten afterwards).
 // AB modes: g = A p + B; SL_CE_WEIGHTED: g = A p - F w_j; SL_CE_PROBS: g = f (p wq - w_j q'_j).
 template <int MODE, typename T>
-__device__ __forceinline__ void ce_fast_grad(const T* xs, T* gs, int n, bool vec, float m,
+__device__ __forceinline__ void ce_fast_grad(const T* xs, T* gs, const ce_span& sp, float m,
                                              float c2, float A, float B, const float* wl,
                                              const T* pq, double eps, double eps_c) {
     const int tid = threadIdx.x;
@@ -202,38 +222,39 @@ __device__ __forceinline__ void ce_fast_grad(const T* xs, T* gs, int n, bool vec
             return A * fmaf(p, B, -wj * q);
         } else return fmaf(A, p, B);
     };
-    if (vec) {
-        constexpr int VW = sl_vec_width<T>();
-        const sl_vec16* src = reinterpret_cast<const sl_vec16*>(xs);
-        sl_vec16* dst = reinterpret_cast<sl_vec16*>(gs);
-        for (int v = tid; v < n / VW; v += nt) {
-            const sl_vec16 a = src[v];
-            float g[VW];
+    constexpr int VW = sl_vec_width<T>();
+    const sl_vec16* src = reinterpret_cast<const sl_vec16*>(xs);
+    sl_vec16* dst = reinterpret_cast<sl_vec16*>(gs);
+    for (int v = sp.u0 + tid; v < sp.u1; v += nt) {
+        const sl_vec16 a = src[v];
+        float g[VW];
 #pragma unroll
-            for (int k = 0; k < VW; ++k) g[k] = gv(v * VW + k, sl_vec_get(a, k, xs));
-            dst[v] = sl_vec_pack(g, xs);
-        }
-    } else {
-        for (int j = tid; j < n; j += nt) sl_store(gs, j, gv(j, sl_load(xs, j)));
+        for (int k = 0; k < VW; ++k) g[k] = gv(v * VW + k - sp.off, sl_vec_get(a, k, xs));
+        dst[v] = sl_vec_pack(g, xs);
+    }
+    const int ne = ce_edges(sp);
+    for (int e = tid; e < ne; e += nt) {
+        const int j = ce_edge_at(sp, e);
+        sl_store(gs, j + sp.off, gv(j, sl_load(xs, j + sp.off)));
     }
 }
 
 // A non-finite scale u (a `mean` over rows of weight 0 only): every entry is u g_j, +-inf or
 // NaN depending on whether g_j is 0, so g_j is taken in f64 as the reference's (TOL-4).
 template <typename T>
-__device__ __forceinline__ void ce_fast_grad_slow(const T* xs, T* gs, int n, long long yl, const float* wl,
+__device__ __forceinline__ void ce_fast_grad_slow(const T* xs, T* gs, int n, int off, long long yl, const float* wl,
                                   const T* pq, double m, double ln_s, double wq, double u,
                                   double wy, double wsum, double eps, double eps_c, int bad) {
 #pragma unroll 1
     for (int j = threadIdx.x; j < n; j += (int)blockDim.x) {
-        const double xm = (double)sl_load(xs, j) - m;
+        const double xm = (double)sl_load(xs, j + off) - m;
         const double wj = wl != nullptr ? (double)wl[j] : 1.0;
         const double pd = exp(xm - ln_s);
         double gd;
         if (pq != nullptr) gd = pd * wq - wj * ((1.0 - eps) * (double)sl_load(pq, j) + eps_c);
         else
             gd = (1.0 - eps) * wy * (pd - (j == yl ? 1.0 : 0.0)) + eps_c * (wsum * pd - wj);
-        sl_store(gs, j, bad ? SL_NAN : (float)(u * gd));
+        sl_store(gs, j + off, bad ? SL_NAN : (float)(u * gd));
     }
 }
 
@@ -248,7 +269,6 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
     sl_ce_fast_shared* sh = reinterpret_cast<sl_ce_fast_shared*>(dyn);
     T* srow = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(dyn) + SL_CE_HEADER_BYTES);
     const bool in_smem = (flags & SL_CE_SMEM_ROW) != 0;
-    const bool vec = (flags & SL_CE_VEC16) != 0;
     const long long row = blockIdx.x / K;
     unsigned rank = 0;
 #if SL_HAS_CLUSTERS
@@ -267,6 +287,27 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
     T* gout = in_place ? z : g;
     const T* zs = z + base;
     const double eps_c = eps / (double)classes; // the smoothing mass per class, eps / C
+    // 16-byte vectors: a VEC16 plan's aligned slices; otherwise (a row length that is not a
+    // whole number of vectors, as 50257 classes) whenever the logits, the gradient and the
+    // probabilities share their alignment modulo 16: vectors in the middle, scalar edges
+    // (`ce_span`). The shared slice then starts `off` elements into a 16-byte aligned array
+    // that begins 16 bytes before it (in the header's spare bytes) when off > 0.
+    constexpr int VW = sl_vec_width<T>();
+    bool vec = (flags & SL_CE_VEC16) != 0;
+    int off = 0;
+    if (!vec && n >= 2 * VW) {
+        const unsigned long long a = (unsigned long long)zs;
+        const bool same = a % sizeof(T) == 0 &&
+                          (gout == nullptr || ((unsigned long long)(gout + base) - a) % 16 == 0) &&
+                          (probs == nullptr || ((unsigned long long)(probs + base) - a) % 16 == 0);
+        if (same) {
+            vec = true;
+            off = (int)((a % 16) / sizeof(T));
+        }
+    }
+    const ce_span sp = ce_span_of<T>(n, off, vec);
+    T* sal = srow - (off != 0 ? VW : 0); // element j of the shared slice at sal[j + off]
+    const T* zal = zs - off;             // and of the global one at zal[j + off]
 
     long long y = -1;
     if (targets != nullptr) {
@@ -293,11 +334,10 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
     // Phase A: load the slice (into shared memory) and its NaN-propagating max.
     float mx = -SL_INF;
     if (in_smem && vec) {
-        constexpr int VW = sl_vec_width<T>();
-        const sl_vec16* src = reinterpret_cast<const sl_vec16*>(zs);
-        sl_vec16* dst = reinterpret_cast<sl_vec16*>(srow);
-        const int nv = n / VW;
-        int u = tid;
+        const sl_vec16* src = reinterpret_cast<const sl_vec16*>(zal);
+        sl_vec16* dst = reinterpret_cast<sl_vec16*>(sal);
+        const int nv = sp.u1;
+        int u = sp.u0 + tid;
         // Four independent 16-byte loads in flight per thread.
         for (; u + 3 * nt < nv; u += 4 * nt) {
             sl_vec16 a[4];
@@ -315,6 +355,12 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
             dst[u] = a;
 #pragma unroll
             for (int k = 0; k < VW; ++k) mx = sl_fmax_nan(mx, sl_vec_get(a, k, zs));
+        }
+        const int ne = ce_edges(sp);
+        for (int e = tid; e < ne; e += nt) {
+            const int j = ce_edge_at(sp, e);
+            sal[j + off] = zs[j];
+            mx = sl_fmax_nan(mx, sl_load(zs, j));
         }
     } else {
         for (int j = tid; j < n; j += nt) {
@@ -344,15 +390,15 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
         const T* pq = probs != nullptr ? probs + base : nullptr;
         auto sums = [&](const T* xs) {
             if (mode == SL_CE_PLAIN)
-                ce_fast_sums<SL_CE_PLAIN>(xs, n, vec, mb, wl, pq, eps, eps_c, s, n0, l, w);
+                ce_fast_sums<SL_CE_PLAIN>(xs, sp, mb, wl, pq, eps, eps_c, s, n0, l, w);
             else if (mode == SL_CE_SMOOTH)
-                ce_fast_sums<SL_CE_SMOOTH>(xs, n, vec, mb, wl, pq, eps, eps_c, s, n0, l, w);
+                ce_fast_sums<SL_CE_SMOOTH>(xs, sp, mb, wl, pq, eps, eps_c, s, n0, l, w);
             else if (mode == SL_CE_WEIGHTED)
-                ce_fast_sums<SL_CE_WEIGHTED>(xs, n, vec, mb, wl, pq, eps, eps_c, s, n0, l, w);
-            else ce_fast_sums<SL_CE_PROBS>(xs, n, vec, mb, wl, pq, eps, eps_c, s, n0, l, w);
+                ce_fast_sums<SL_CE_WEIGHTED>(xs, sp, mb, wl, pq, eps, eps_c, s, n0, l, w);
+            else ce_fast_sums<SL_CE_PROBS>(xs, sp, mb, wl, pq, eps, eps_c, s, n0, l, w);
         };
-        if (in_smem) sums(srow);
-        else sums(zs);
+        if (in_smem) sums(sal);
+        else sums(zal);
         if (m_b == -SL_INF) {
             s = 0.0f;
             n0 = 0.0f;
@@ -461,9 +507,12 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
         const float* wl = weights != nullptr ? weights + lo : nullptr;
         const T* pq = probs != nullptr ? probs + base : nullptr;
         if (!(u - u == 0.0)) {
-            if (in_smem) ce_fast_grad_slow(srow, gs, n, yl, wl, pq, m, ln_s, sq, u, wy, wsum, eps,
-                                           eps_c, bb);
-            else ce_fast_grad_slow(zs, gs, n, yl, wl, pq, m, ln_s, sq, u, wy, wsum, eps, eps_c, bb);
+            if (in_smem)
+                ce_fast_grad_slow(sal, gs - off, n, off, yl, wl, pq, m, ln_s, sq, u, wy, wsum, eps,
+                                  eps_c, bb);
+            else
+                ce_fast_grad_slow(zal, gs - off, n, off, yl, wl, pq, m, ln_s, sq, u, wy, wsum, eps,
+                                  eps_c, bb);
         } else {
             const float nan_or_0 = bb ? SL_NAN : 0.0f;
             const float c2 = (float)(ln_s * 1.4426950408889634);
@@ -480,18 +529,20 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
             }
             auto grad = [&](const T* xs) {
                 if (mode == SL_CE_PROBS)
-                    ce_fast_grad<SL_CE_PROBS>(xs, gs, n, vec, m, c2, A, B, wl, pq, eps, eps_c);
+                    ce_fast_grad<SL_CE_PROBS>(xs, gs - off, sp, m, c2, A, B, wl, pq, eps, eps_c);
                 else if (mode == SL_CE_WEIGHTED)
-                    ce_fast_grad<SL_CE_WEIGHTED>(xs, gs, n, vec, m, c2, A, B, wl, pq, eps, eps_c);
-                else ce_fast_grad<SL_CE_SMOOTH>(xs, gs, n, vec, m, c2, A, B, wl, pq, eps, eps_c);
+                    ce_fast_grad<SL_CE_WEIGHTED>(xs, gs - off, sp, m, c2, A, B, wl, pq, eps, eps_c);
+                else ce_fast_grad<SL_CE_SMOOTH>(xs, gs - off, sp, m, c2, A, B, wl, pq, eps, eps_c);
             };
-            if (in_smem) grad(srow);
-            else grad(zs);
+            if (in_smem) grad(sal);
+            else grad(zal);
             // The target's entry, by the thread that stored it (program order): p_y - 1, or
             // -s'/S when the target is the row's single max (a confident row keeps it exact).
             if (targets != nullptr && yl >= 0 && yl < n) {
                 const int yi = (int)yl;
-                const int owner = vec ? (yi / sl_vec_width<T>()) % nt : yi % nt;
+                const int owner = yi >= sp.h && yi < sp.t0
+                                      ? ((yi + off) / VW - sp.u0) % nt
+                                      : (yi < sp.h ? yi : sp.h + (yi - sp.t0)) % nt;
                 if (tid == owner) {
                     const float x = sh->xy;
                     const float pm1 = sh->pm1_max;

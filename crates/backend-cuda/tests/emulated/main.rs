@@ -296,5 +296,6 @@ mod degenerate;
 mod detection;
 mod elementwise;
 mod hygiene;
+mod odd_vocab;
 mod suite;
 mod wise_iou_v3;
