@@ -401,3 +401,50 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::run_script;
+
+    /// `--quick` makes the quick run the script's default, and the quick run checks
+    /// correctness and memory safety before it times anything.
+    #[test]
+    fn quick_script_defaults_to_the_quick_run_correctness_first() {
+        let quick = run_script(true);
+        let full = run_script(false);
+        assert!(quick.contains("QUICK_DEFAULT=1") && !quick.contains("QUICK_DEFAULT=0"));
+        assert!(full.contains("QUICK_DEFAULT=0") && !full.contains("QUICK_DEFAULT=1"));
+        assert!(quick.contains(r#"STEPS="${STEPS:-tests sanitizer bench peers}""#));
+        let at = |s: &str| {
+            quick
+                .find(s)
+                .unwrap_or_else(|| panic!("no `{s}` in run.sh"))
+        };
+        assert!(at("if want tests; then") < at("if want sanitizer; then"));
+        assert!(at("if want sanitizer; then") < at("if want bench; then"));
+        assert!(at("if want bench; then") < at("if want peers; then"));
+        // Nothing but the logs listed in NOTES.md goes to $OUT.
+        let outs: Vec<&str> = quick
+            .match_indices("\"$LOGS/")
+            .map(|(i, _)| {
+                let rest = &quick[i + 7..];
+                &rest[..rest.find('"').unwrap_or(rest.len())]
+            })
+            .collect();
+        for o in &outs {
+            assert!(
+                [
+                    "tests.log",
+                    "bench.jsonl",
+                    "bench.stderr",
+                    "table.md",
+                    "lce_peers.md",
+                    "summary.txt",
+                    "sanitizer-$tool.log",
+                ]
+                .contains(o),
+                "unexpected output file {o}"
+            );
+        }
+    }
+}

@@ -124,6 +124,8 @@ struct sl_ce_fast_shared {
     double ps[SL_CE_MAX_CLUSTER], pn[SL_CE_MAX_CLUSTER], pl[SL_CE_MAX_CLUSTER],
         pw[SL_CE_MAX_CLUSTER];
     // Loaded at entry by thread 0.
+    int off;   // the slice's vector offset (`ce_span`), and whether it moves in vectors:
+    int vec;   // reloaded in phase D, so they hold no register across phases B and C
     float xy;  // the target logit
     double u;  // upstream x mean scale
     double wy; // the target class's weight
@@ -196,6 +198,7 @@ __device__ __forceinline__ void ce_fast_sums(const T* xs, const ce_span& sp, flo
         if constexpr (MODE == SL_CE_SMOOTH) l += (double)vl;
     }
     const int ne = ce_edges(sp);
+#pragma unroll 1
     for (int e = tid; e < ne; e += nt) {
         const int j = ce_edge_at(sp, e);
         float vl = 0.0f;
@@ -233,6 +236,7 @@ __device__ __forceinline__ void ce_fast_grad(const T* xs, T* gs, const ce_span& 
         dst[v] = sl_vec_pack(g, xs);
     }
     const int ne = ce_edges(sp);
+#pragma unroll 1
     for (int e = tid; e < ne; e += nt) {
         const int j = ce_edge_at(sp, e);
         sl_store(gs, j + sp.off, gv(j, sl_load(xs, j + sp.off)));
@@ -326,6 +330,8 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
     // The row's scalars, loaded at entry (their latency overlaps phase A; in place they are
     // read before any block of the cluster writes, which is after the first cluster barrier).
     if (tid == 0) {
+        sh->off = off;
+        sh->vec = vec;
         sh->u = (up != nullptr ? up[row] : up_scalar) * (stats != nullptr ? stats[1] : 1.0);
         sh->xy = targets != nullptr ? sl_load(z, row * classes + y) : 0.0f;
         sh->wy = targets != nullptr && weights != nullptr ? (double)weights[y] : 1.0;
@@ -357,7 +363,8 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
             for (int k = 0; k < VW; ++k) mx = sl_fmax_nan(mx, sl_vec_get(a, k, zs));
         }
         const int ne = ce_edges(sp);
-        for (int e = tid; e < ne; e += nt) {
+    #pragma unroll 1
+    for (int e = tid; e < ne; e += nt) {
             const int j = ce_edge_at(sp, e);
             sal[j + off] = zs[j];
             mx = sl_fmax_nan(mx, sl_load(zs, j));
@@ -501,6 +508,10 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
     // Phase D: the gradient (CE-8 / CE-9) times upstream and the mean scale.
     if (gout != nullptr) {
         T* gs = gout + base;
+        const int off = sh->off;
+        const ce_span sp = ce_span_of<T>(n, off, sh->vec != 0);
+        T* sal = srow - (off != 0 ? VW : 0);
+        const T* zal = zs - off;
         const double u = sh->u;
         const double wy = sh->wy;
         const long long yl = y - lo; // the target's index in this slice (may be outside it)

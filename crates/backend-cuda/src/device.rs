@@ -85,8 +85,7 @@ fn keep_pool_memory(ctx: &CudaContext) {
     // SAFETY: `pool` is a valid out-pointer for the duration of the call; `value` outlives the
     // second call, which reads the `cuuint64_t` it points to (the attribute's type).
     unsafe {
-        if sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
-            == sys::CUresult::CUDA_SUCCESS
+        if sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) == sys::CUresult::CUDA_SUCCESS
         {
             let mut value: u64 = u64::MAX;
             let _ = sys::cuMemPoolSetAttribute(

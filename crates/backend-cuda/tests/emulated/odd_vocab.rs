@@ -42,8 +42,17 @@ fn odd_vocabulary_rows_on_the_cpu_emulation() {
                 let mut z = logits.clone();
                 let mut g = vec![0f32; rows * classes];
                 let up = Upstream::Scalar(1.0);
-                let (got, check) =
-                    emu_ce(lib, &cfg, &mut z, rows, classes, tgt, up, Some(&mut g), false);
+                let (got, check) = emu_ce(
+                    lib,
+                    &cfg,
+                    &mut z,
+                    rows,
+                    classes,
+                    tgt,
+                    up,
+                    Some(&mut g),
+                    false,
+                );
                 assert_eq!(check[0], -1, "{what}: target check");
                 let mut gr = vec![0f32; rows * classes];
                 let want = ReferenceBackend
