@@ -1,4 +1,4 @@
-//! `cargo xtask gpu-bundle [--debuginfo]`: builds the CUDA backend's release test executables
+//! `cargo xtask gpu-bundle [--quick] [--debuginfo]`: builds the CUDA backend's release test executables
 //! and the `cuda_bench` binary here (x86-64), and copies them with a `run.sh` and the PyTorch
 //! peer script into the ignored folder `gpu-bundle/`, so that a GPU machine without a Rust
 //! toolchain can run every GPU check with one command:
@@ -11,6 +11,15 @@
 //! (JSON lines), (3) runs `torch_ce_gpu.py` (`benches/peers/`), which times PyTorch, Liger-Kernel (if importable)
 //! and torchvision on the same shapes and prints one table with the Rust figures. Logs go to
 //! `$OUT` when set (the device tool's output folder), else `gpu-bundle/out/`.
+//!
+//! `--quick` (issue 16: the first GPU run, 15 minutes of device time with the machine's start)
+//! writes a `run.sh` whose default is the quick run: one call of at most 8 minutes
+//! (`QUICK_BUDGET_S`, 450 s of steps), correctness first (the `gpu` and `conformance` test
+//! executables, ignored tests included), then compute-sanitizer memcheck on `sanitizer_smoke`,
+//! then `cuda_bench --quick --no-sweep` and the trimmed peer table (PyTorch, Liger's
+//! `liger_kernel.transformers.cross_entropy`); each step's timeout is cut to what is left of
+//! the budget, and `$OUT` receives at most 8 files (`tests.log`, `sanitizer-memcheck.log`,
+//! `bench.jsonl`, `bench.stderr`, `table.md`, `summary.txt`).
 //!
 //! Debug info is left out by default to keep the bundle small (the device tool carries at
 //! most 64 MiB); `--debuginfo` keeps the release profile's setting.
@@ -30,19 +39,29 @@ const RUN_SH: &str = r#"#!/usr/bin/env bash
 # Runs the smoothloss CUDA checks on a GPU machine; no Rust toolchain needed.
 # Built by `cargo xtask gpu-bundle`. Usage: [STEPS="tests bench peers sanitizer lce-peers"] run.sh [--quick]
 #   1. the CUDA backend's test executables, ignored (GPU) tests included;
-#   2. cuda_bench (JSON lines);
-#   3. torch_ce_gpu.py: PyTorch / Liger-Kernel / torchvision peers and one table;
-#   4. compute-sanitizer memcheck / racecheck / synccheck on the gpu test `sanitizer_smoke`;
+#   2. compute-sanitizer memcheck / racecheck / synccheck on the gpu test `sanitizer_smoke`;
+#   3. cuda_bench (JSON lines);
+#   4. torch_ce_gpu.py: PyTorch / Liger-Kernel / torchvision peers and one table;
 #   5. step `lce-peers`: lce_gpu_bench (smoothloss's device linear cross-entropy, LCE-6), then
-#      torch_linear_ce_gpu.py: its peers, PyTorch's composite and Liger's
-#      LigerFusedLinearCrossEntropyLoss, 8192x4096x128256 bf16.
+#      torch_linear_ce_gpu.py: the linear cross-entropy's peers, PyTorch's
+#      composite and Liger's LigerFusedLinearCrossEntropyLoss, 8192x4096x128256 bf16.
 # Logs: $OUT if set, else <bundle>/out. Exit status: 0 only if every step passed.
 set -u
 HERE="$(cd "$(dirname "$0")" && pwd)"
 LOGS="${OUT:-$HERE/out}"
 mkdir -p "$LOGS"
 QUICK=""
-if [ "${1:-}" = "--quick" ]; then QUICK="--quick"; fi
+QUICK_DEFAULT=0 # 1 in a bundle built with `cargo xtask gpu-bundle --quick`
+if [ "${1:-}" = "--quick" ] || { [ "$QUICK_DEFAULT" = 1 ] && [ "${1:-}" != "--full" ]; }; then QUICK="--quick"; fi
+# The quick run: one call of at most 8 minutes; every step's timeout is cut to what is left.
+QUICK_BUDGET_S="${QUICK_BUDGET_S:-450}"
+left() { # seconds left for a step whose own limit is $1 (the limit itself outside --quick)
+  if [ -z "$QUICK" ]; then echo "$1"; return; fi
+  local l=$((QUICK_BUDGET_S - SECONDS))
+  if [ "$l" -lt 5 ]; then l=5; fi
+  if [ "$l" -lt "$1" ]; then echo "$l"; else echo "$1"; fi
+}
+SCRATCH="$(mktemp -d 2>/dev/null || echo /tmp)"
 PY="$(command -v python3 || command -v python || true)"
 
 # NVRTC (libnvrtc.so.13): the CUDA toolkit's, else the one in Python's nvidia wheels.
@@ -71,7 +90,17 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 status=0
 # Steps to run (default all): STEPS="tests bench peers sanitizer"; SANITIZER_TOOLS picks the
 # compute-sanitizer tools (default "memcheck racecheck synccheck").
-STEPS="${STEPS:-tests bench peers sanitizer lce-peers}"
+if [ -n "$QUICK" ]; then
+  STEPS="${STEPS:-tests sanitizer bench peers}"
+  SANITIZER_TOOLS="${SANITIZER_TOOLS:-memcheck}"
+  # Per-step caps of the quick run (seconds): 2 x 130 tests, 60 memcheck, 50 bench, the rest
+  # (at least 80) for the peers.
+  TEST_TIMEOUT="${TEST_TIMEOUT:-130}"
+  SANITIZER_TIMEOUT="${SANITIZER_TIMEOUT:-60}"
+  BENCH_TIMEOUT="${BENCH_TIMEOUT:-50}"
+else
+  STEPS="${STEPS:-tests bench peers sanitizer lce-peers}"
+fi
 want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 if want tests; then
@@ -80,25 +109,56 @@ echo "== 1. tests (--include-ignored)"
 export SMOOTHLOSS_REQUIRE_GPU=1
 : > "$LOGS/tests.log"
 for t in "$HERE"/tests/*; do
+  # The quick run: the GPU tests and the GPU conformance suite only (correctness first).
+  if [ -n "$QUICK" ]; then case "$(basename "$t")" in gpu|conformance) ;; *) continue ;; esac; fi
   echo "-- $(basename "$t")" | tee -a "$LOGS/tests.log"
-  "$t" --include-ignored --test-threads=1 > "$LOGS/one-test.log" 2>&1
+  timeout "$(left "${TEST_TIMEOUT:-600}")" "$t" --include-ignored --test-threads=1 > "$SCRATCH/one-test.log" 2>&1
   rc=$?
-  cat "$LOGS/one-test.log" >> "$LOGS/tests.log"
-  grep -E "^test result|FAILED|panicked|SKIPPED" "$LOGS/one-test.log" | head -n 40
-  if [ $rc -ne 0 ]; then echo "   exit $rc"; status=1; fi
+  cat "$SCRATCH/one-test.log" >> "$LOGS/tests.log"
+  grep -E "^test result|FAILED|panicked|SKIPPED" "$SCRATCH/one-test.log" | head -n 40
+  if [ $rc -ne 0 ]; then echo "   exit $rc (124: timed out)"; status=1; fi
 done
 fi
 
+if want sanitizer; then
+echo "== 2. compute-sanitizer (${SANITIZER_TOOLS:-memcheck racecheck synccheck}) on the smoke test"
+SAN="$(command -v compute-sanitizer || true)"
+for d in /usr/local/cuda/bin /usr/local/cuda-*/bin; do
+  if [ -z "$SAN" ] && [ -x "$d/compute-sanitizer" ]; then SAN="$d/compute-sanitizer"; fi
+done
+if [ -z "$SAN" ] && [ -n "$PY" ]; then
+  SAN="$("$PY" - <<'EOF'
+import glob, os, site
+paths = site.getsitepackages() + [site.getusersitepackages()]
+hits = [h for sp in paths for h in glob.glob(os.path.join(sp, "nvidia", "*", "bin", "compute-sanitizer"))]
+print(hits[0] if hits else "")
+EOF
+)"
+fi
+if [ -n "$SAN" ] && [ -x "$HERE/tests/gpu" ]; then
+  for tool in ${SANITIZER_TOOLS:-memcheck racecheck synccheck}; do
+    echo "-- $tool"
+    timeout "$(left "${SANITIZER_TIMEOUT:-150}")" "$SAN" --tool "$tool" --error-exitcode 3 \
+      "$HERE/tests/gpu" sanitizer_smoke --exact --include-ignored --test-threads=1 \
+      > "$LOGS/sanitizer-$tool.log" 2>&1
+    rc=$?
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|test result|Error|error" "$LOGS/sanitizer-$tool.log" | head -n 12
+    if [ $rc -ne 0 ]; then echo "   $tool exit $rc (124: timed out)"; status=1; fi
+  done
+else
+  echo "compute-sanitizer not found: skipped (status not changed)"
+fi
+fi
 if want bench; then
-echo "== 2. cuda_bench $QUICK"
-"$HERE/cuda_bench" $QUICK > "$LOGS/bench.jsonl" 2> "$LOGS/bench.stderr"
+echo "== 3. cuda_bench $QUICK"
+timeout "$(left "${BENCH_TIMEOUT:-600}")" "$HERE/cuda_bench" $QUICK ${QUICK:+--no-sweep --iters 10} > "$LOGS/bench.jsonl" 2> "$LOGS/bench.stderr"
 rc=$?
 cat "$LOGS/bench.jsonl"
 if [ $rc -ne 0 ]; then echo "   cuda_bench exit $rc"; tail -n 20 "$LOGS/bench.stderr"; status=1; fi
 fi
 
 if want peers; then
-echo "== 3. peers (PyTorch, Liger-Kernel if importable, torchvision) and the table"
+echo "== 4. peers (PyTorch, Liger-Kernel if importable, torchvision) and the table"
 # Liger-Kernel (and `packaging`, which it imports) from the bundled wheels when they are not
 # installed (a wheel is a zip archive).
 if [ -n "$PY" ]; then
@@ -114,7 +174,7 @@ if [ -n "$PY" ]; then
   done
 fi
 if [ -n "$PY" ]; then
-  PYTHONUNBUFFERED=1 "$PY" "$HERE/torch_ce_gpu.py" --rust "$LOGS/bench.jsonl" $QUICK 2>&1 | tee "$LOGS/table.md"
+  PYTHONUNBUFFERED=1 timeout "$(left 600)" "$PY" "$HERE/torch_ce_gpu.py" --rust "$LOGS/bench.jsonl" $QUICK ${QUICK:+--iters 10} 2>&1 | tee "$LOGS/table.md"
   if [ "${PIPESTATUS[0]}" -ne 0 ]; then status=1; fi
 else
   echo "no python3: peers skipped"; status=1
@@ -136,36 +196,7 @@ else
 fi
 fi
 
-if want sanitizer; then
-echo "== 4. compute-sanitizer (${SANITIZER_TOOLS:-memcheck racecheck synccheck}) on the smoke test"
-SAN="$(command -v compute-sanitizer || true)"
-for d in /usr/local/cuda/bin /usr/local/cuda-*/bin; do
-  if [ -z "$SAN" ] && [ -x "$d/compute-sanitizer" ]; then SAN="$d/compute-sanitizer"; fi
-done
-if [ -z "$SAN" ] && [ -n "$PY" ]; then
-  SAN="$("$PY" - <<'EOF'
-import glob, os, site
-paths = site.getsitepackages() + [site.getusersitepackages()]
-hits = [h for sp in paths for h in glob.glob(os.path.join(sp, "nvidia", "*", "bin", "compute-sanitizer"))]
-print(hits[0] if hits else "")
-EOF
-)"
-fi
-if [ -n "$SAN" ] && [ -x "$HERE/tests/gpu" ]; then
-  for tool in ${SANITIZER_TOOLS:-memcheck racecheck synccheck}; do
-    echo "-- $tool"
-    timeout "${SANITIZER_TIMEOUT:-150}" "$SAN" --tool "$tool" --error-exitcode 3 \
-      "$HERE/tests/gpu" sanitizer_smoke --exact --include-ignored --test-threads=1 \
-      > "$LOGS/sanitizer-$tool.log" 2>&1
-    rc=$?
-    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|test result|Error|error" "$LOGS/sanitizer-$tool.log" | head -n 12
-    if [ $rc -ne 0 ]; then echo "   $tool exit $rc (124: timed out)"; status=1; fi
-  done
-else
-  echo "compute-sanitizer not found: skipped (status not changed)"
-fi
-fi
-echo "== done: status $status (logs in $LOGS)"
+echo "== done: status $status after ${SECONDS} s (logs in $LOGS)" | tee "$LOGS/summary.txt"
 exit $status
 "#;
 
@@ -267,11 +298,23 @@ fn set_executable(_p: &Path, _mode: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// `run.sh` as the bundle gets it: with `quick`, the quick run is its default (`--full` for
+/// the whole run).
+fn run_script(quick: bool) -> String {
+    if quick {
+        RUN_SH.replacen("QUICK_DEFAULT=0", "QUICK_DEFAULT=1", 1)
+    } else {
+        RUN_SH.to_string()
+    }
+}
+
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut debuginfo = false;
+    let mut quick = false;
     for a in args {
         match a.as_str() {
             "--debuginfo" => debuginfo = true,
+            "--quick" => quick = true,
             other => return Err(format!("gpu-bundle: unknown argument `{other}`")),
         }
     }
@@ -361,18 +404,73 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ),
     }
     let run_sh = dir.join("run.sh");
-    fs::write(&run_sh, RUN_SH).map_err(|e| format!("write {}: {e}", run_sh.display()))?;
+    let script = run_script(quick);
+    fs::write(&run_sh, &script).map_err(|e| format!("write {}: {e}", run_sh.display()))?;
     set_executable(&run_sh, 0o755)?;
-    total += RUN_SH.len() as u64 + fs::metadata(&peer).map(|m| m.len()).unwrap_or(0);
+    total += script.len() as u64 + fs::metadata(&peer).map(|m| m.len()).unwrap_or(0);
     println!(
         "gpu-bundle: {} test executables + cuda_bench + run.sh + torch_ce_gpu.py, {:.1} MiB in {}",
         tests.len(),
         total as f64 / 1048576.0,
         dir.display()
     );
-    println!("on a GPU machine, from the repository root: gpu-bundle/run.sh [--quick]");
+    if quick {
+        println!(
+            "on a GPU machine, from the repository root: gpu-bundle/run.sh (the quick run, at most 8 minutes; --full for everything)"
+        );
+    } else {
+        println!("on a GPU machine, from the repository root: gpu-bundle/run.sh [--quick]");
+    }
     if total > 60 * 1048576 {
         println!("WARNING: over 60 MiB; the device tool carries at most 64 MiB in all");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_script;
+
+    /// `--quick` makes the quick run the script's default, and the quick run checks
+    /// correctness and memory safety before it times anything.
+    #[test]
+    fn quick_script_defaults_to_the_quick_run_correctness_first() {
+        let quick = run_script(true);
+        let full = run_script(false);
+        assert!(quick.contains("QUICK_DEFAULT=1") && !quick.contains("QUICK_DEFAULT=0"));
+        assert!(full.contains("QUICK_DEFAULT=0") && !full.contains("QUICK_DEFAULT=1"));
+        assert!(quick.contains(r#"STEPS="${STEPS:-tests sanitizer bench peers}""#));
+        let at = |s: &str| {
+            quick
+                .find(s)
+                .unwrap_or_else(|| panic!("no `{s}` in run.sh"))
+        };
+        assert!(at("if want tests; then") < at("if want sanitizer; then"));
+        assert!(at("if want sanitizer; then") < at("if want bench; then"));
+        assert!(at("if want bench; then") < at("if want peers; then"));
+        // Nothing but the logs listed in NOTES.md goes to $OUT.
+        let outs: Vec<&str> = quick
+            .match_indices("\"$LOGS/")
+            .map(|(i, _)| {
+                let rest = &quick[i + 7..];
+                &rest[..rest.find('"').unwrap_or(rest.len())]
+            })
+            .collect();
+        for o in &outs {
+            assert!(
+                [
+                    "tests.log",
+                    "bench.jsonl",
+                    "bench.stderr",
+                    "table.md",
+                    "lce_peers.md",
+                    "lce_ours.jsonl",
+                    "summary.txt",
+                    "sanitizer-$tool.log",
+                ]
+                .contains(o),
+                "unexpected output file {o}"
+            );
+        }
+    }
 }

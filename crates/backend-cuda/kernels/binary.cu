@@ -86,14 +86,18 @@ struct BceParams {
     unsigned long long* check;
 };
 
-extern "C" __global__ void bin_bce_with_logits(const BceParams p) {
+// `__launch_bounds__(SL_ELEM_THREADS, 4)`: the launch's 256 threads (`geometry::ELEM_THREADS`),
+// at most 64 registers. Targets, upstream and pos_weight are never written and never alias
+// an output (`__restrict__`); the logits may be the gradient (in place), so they are not.
+#define SL_ELEM_THREADS 256
+extern "C" __global__ void __launch_bounds__(SL_ELEM_THREADS, 4) bin_bce_with_logits(const BceParams p) {
     const float* logits = p.logits;
-    const float* targets = p.targets;
+    const float* __restrict__ targets = p.targets;
     const long long n = p.n;
-    const double* pos_weight = p.pos_weight;
+    const double* __restrict__ pos_weight = p.pos_weight;
     const long long p_len = p.p_len;
     const double up_scalar = p.up_scalar;
-    const double* up = p.up;
+    const double* __restrict__ up = p.up;
     const double scale = p.scale;
     double* losses = p.losses;
     double* partials = p.partials;
@@ -101,9 +105,16 @@ extern "C" __global__ void bin_bce_with_logits(const BceParams p) {
     unsigned long long* check = p.check;
     __shared__ double scratch[32];
     double acc = 0.0;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        const double pw = pos_weight != nullptr ? pos_weight[i % p_len] : 1.0;
+    const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    // i % p_len kept incrementally (one 64-bit division per thread, not per element).
+    const long long plen = p_len > 0 ? p_len : 1;
+    const long long step = stride % plen;
+    long long k = first % plen;
+    for (long long i = first; i < n; i += stride) {
+        const double pw = pos_weight != nullptr ? pos_weight[k] : 1.0;
+        k += step;
+        if (k >= plen) k -= plen;
         double l, d;
         const double y = (double)targets[i];
         sl_flag_target(check, i, y);
@@ -135,9 +146,9 @@ struct FocalParams {
     unsigned long long* check;
 };
 
-extern "C" __global__ void bin_sigmoid_focal(const FocalParams p) {
+extern "C" __global__ void __launch_bounds__(SL_ELEM_THREADS, 4) bin_sigmoid_focal(const FocalParams p) {
     const float* logits = p.logits;
-    const float* targets = p.targets;
+    const float* __restrict__ targets = p.targets;
     const long long n = p.n;
     const double alpha = p.alpha;
     const double gamma = p.gamma;

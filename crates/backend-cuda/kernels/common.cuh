@@ -155,6 +155,20 @@ __device__ __forceinline__ void sl_cluster_sync() {
     asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::
                      : "memory");
 }
+// The cluster barrier split in two: `arrive.relaxed` (no release: no MEMBAR draining this
+// block's global stores) once a block has done its last remote read, `wait` before it exits.
+__device__ __forceinline__ void sl_cluster_arrive_relaxed() {
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void sl_cluster_wait() {
+    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+}
+// Blocks in this cluster as launched (a launch that did not form the compiled clusters traps).
+__device__ __forceinline__ unsigned sl_cluster_nctarank() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(r));
+    return r;
+}
 __device__ __forceinline__ unsigned sl_dsmem_addr(const void* p, unsigned rank) {
     unsigned long long g = (unsigned long long)p;
     unsigned long long s;

@@ -31,8 +31,10 @@ __device__ __forceinline__ void reg_element(int kind, double param, double d, do
     }
 }
 
-__device__ void reg_run(int kind, const float* pred, const float* target, long long n,
-                        double param, double up_scalar, const double* up, double scale,
+// `target` and `up` are never written and never alias an output (`__restrict__`); `pred` may
+// be the gradient (in place), so it is not.
+__device__ void reg_run(int kind, const float* pred, const float* __restrict__ target, long long n,
+                        double param, double up_scalar, const double* __restrict__ up, double scale,
                         double* losses, double* partials, float* grad) {
     __shared__ double scratch[32];
     double acc = 0.0;
@@ -66,12 +68,14 @@ struct RegParams {
     float* grad;
 };
 
-extern "C" __global__ void reg_smooth_l1(const RegParams p) {
+// `__launch_bounds__(256, 4)`: the launch's 256 threads (`geometry::ELEM_THREADS`), at most 64
+// registers.
+extern "C" __global__ void __launch_bounds__(256, 4) reg_smooth_l1(const RegParams p) {
     reg_run(0, p.pred, p.target, p.n, p.param, p.up_scalar, p.up, p.scale, p.losses, p.partials,
             p.grad);
 }
 
-extern "C" __global__ void reg_huber(const RegParams p) {
+extern "C" __global__ void __launch_bounds__(256, 4) reg_huber(const RegParams p) {
     reg_run(1, p.pred, p.target, p.n, p.param, p.up_scalar, p.up, p.scale, p.losses, p.partials,
             p.grad);
 }

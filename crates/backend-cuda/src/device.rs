@@ -42,7 +42,8 @@ pub fn nvrtc_library_present() -> bool {
 #[derive(Default)]
 pub(crate) struct Loaded {
     modules: HashMap<Family, Arc<CudaModule>>,
-    functions: HashMap<&'static str, CudaFunction>,
+    /// Keyed by module and name: every module has its own `sl_reduce_final`.
+    functions: HashMap<(Family, &'static str), CudaFunction>,
     /// Dynamic shared memory opted into per function (bytes), above the default 48 KiB.
     smem_opt_in: HashMap<&'static str, u32>,
 }
@@ -74,6 +75,28 @@ impl fmt::Debug for CudaBackend {
     }
 }
 
+/// Sets the release threshold of the device's default memory pool to "never" (as PyTorch's
+/// caching allocator keeps what it frees), so the small stream-ordered allocations of each
+/// loss call reuse pool memory instead of mapping it again on every call (the driver's default
+/// threshold is 0). Best effort: an error leaves the default.
+fn keep_pool_memory(ctx: &CudaContext) {
+    use cudarc::driver::sys;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    // SAFETY: `pool` is a valid out-pointer for the duration of the call; `value` outlives the
+    // second call, which reads the `cuuint64_t` it points to (the attribute's type).
+    unsafe {
+        if sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) == sys::CUresult::CUDA_SUCCESS
+        {
+            let mut value: u64 = u64::MAX;
+            let _ = sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut value as *mut u64).cast(),
+            );
+        }
+    }
+}
+
 impl CudaBackend {
     /// Opens device `ordinal` on its default stream. Returns [`LossError::Device`] (never
     /// panics) when the driver library, NVRTC or the device is missing.
@@ -96,6 +119,7 @@ impl CudaBackend {
             .into());
         }
         let ctx = CudaContext::new(ordinal).w()?;
+        keep_pool_memory(&ctx);
         let stream = ctx.default_stream();
         Self::on_stream(stream)
     }
@@ -156,7 +180,7 @@ impl CudaBackend {
     /// Loads (once) and returns kernel `name` of `family`.
     pub fn function(&self, family: Family, name: &'static str) -> Result<CudaFunction> {
         let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = l.functions.get(name) {
+        if let Some(f) = l.functions.get(&(family, name)) {
             return Ok(f.clone());
         }
         let module = match l.modules.get(&family) {
@@ -183,7 +207,7 @@ impl CudaBackend {
             }
         };
         let f = module.load_function(name).w()?;
-        l.functions.insert(name, f.clone());
+        l.functions.insert((family, name), f.clone());
         Ok(f)
     }
 

@@ -16,8 +16,13 @@ use smoothloss_core::{BoxFormat, BoxLossKind};
 
 /// Shared helpers prepended to every kernel file.
 pub const COMMON: &str = include_str!("../kernels/common.cuh");
-/// Cross-entropy kernels.
-pub const CROSS_ENTROPY: &str = include_str!("../kernels/cross_entropy.cu");
+/// Cross-entropy kernels: `cross_entropy.cu` (helpers, the options' row kernel), then
+/// `cross_entropy_fast.cu` (the default entry points' row kernel and every entry point).
+pub const CROSS_ENTROPY: &str = concat!(
+    include_str!("../kernels/cross_entropy.cu"),
+    "\n",
+    include_str!("../kernels/cross_entropy_fast.cu")
+);
 /// Box loss and pairwise IoU kernels.
 pub const BOX_LOSS: &str = include_str!("../kernels/box_loss.cu");
 /// Smooth L1 and Huber kernels.

@@ -20,6 +20,7 @@
 #include <math.h>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -87,6 +88,18 @@ inline T __shfl_down_sync(unsigned, T v, int off) {
     return r;
 }
 
+template <typename T>
+inline T __shfl_xor_sync(unsigned, T v, int mask) {
+    static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
+    T* buf = reinterpret_cast<T*>(sl_emu_blk->shfl);
+    auto& bar = *sl_emu_blk->warp_bars[threadIdx.x >> 5];
+    buf[threadIdx.x] = v;
+    bar.arrive_and_wait();
+    T r = buf[threadIdx.x ^ (unsigned)mask];
+    bar.arrive_and_wait();
+    return r;
+}
+
 inline unsigned int atomicAdd(unsigned int* p, unsigned int v) {
     return std::atomic_ref<unsigned int>(*p).fetch_add(v);
 }
@@ -106,6 +119,15 @@ inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst
 
 inline unsigned sl_cluster_rank() { return blockIdx.x % (unsigned)sl_emu_cl->blocks.size(); }
 inline void sl_cluster_sync() { sl_emu_cl->bar.arrive_and_wait(); }
+// The split cluster barrier: arrive now, wait later (the token of this thread's arrival).
+inline thread_local std::optional<std::barrier<>::arrival_token> sl_emu_cluster_token;
+inline void sl_cluster_arrive_relaxed() { sl_emu_cluster_token.emplace(sl_emu_cl->bar.arrive()); }
+inline void sl_cluster_wait() {
+    sl_emu_cl->bar.wait(std::move(*sl_emu_cluster_token));
+    sl_emu_cluster_token.reset();
+}
+inline unsigned sl_cluster_nctarank() { return (unsigned)sl_emu_cl->blocks.size(); }
+inline void __trap() { std::abort(); }
 template <typename T>
 inline T sl_dsmem_load(const T* p, unsigned rank) {
     const std::ptrdiff_t off = reinterpret_cast<const unsigned char*>(p) - sl_emu_blk->smem.data();

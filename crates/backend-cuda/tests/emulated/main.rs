@@ -297,5 +297,6 @@ mod detection;
 mod elementwise;
 mod fuzz;
 mod hygiene;
+mod odd_vocab;
 mod suite;
 mod wise_iou_v3;

@@ -95,7 +95,11 @@ fn defined_entry_points(src: &str) -> Vec<String> {
         "SL_CE_OPT_CLUSTER_ENTRY(",
     ] {
         for (i, _) in src.match_indices(marker) {
-            let rest = &src[i + marker.len()..];
+            let mut rest = &src[i + marker.len()..];
+            // `extern "C" __global__ void __launch_bounds__(256, 4) NAME(`
+            if let Some(r) = rest.strip_prefix("__launch_bounds__(") {
+                rest = r[r.find(')').map_or(0, |k| k + 1)..].trim_start();
+            }
             let name: String = rest
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -741,6 +745,7 @@ fn sanitizer_smoke() {
     .unwrap();
 }
 
+mod budget;
 mod buffers;
 mod dense;
 mod errors;
