@@ -426,7 +426,11 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool,
                     let (n_omi, d_omi) = if_mask;
                     let alpha_den =
                         n_omi + (if M { v + sel(mm, 0.0, eps) } else { v + eps }) * d_omi;
-                    let gate = if M { mm && !(iou > 0.5) } else { false };
+                    let gate = if M {
+                        mm && (iou <= 0.5 || iou.is_nan())
+                    } else {
+                        false
+                    };
                     let alpha = sel(alpha_den == 0.0 || gate, 0.0, v * d_omi / alpha_den);
                     // BOX-22: spow(alpha v, a), its factor on the angle term's gradient.
                     let (av, c_v) = powered(alpha * v);
@@ -523,7 +527,7 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool,
         let pos = iou > 0.0;
         let l_iou = omi + bad;
         let beta = l_iou * prm.inv_mean;
-        let focus = prm.focus && l_iou - l_iou == 0.0;
+        let focus = prm.focus && l_iou.is_finite();
         let e_focal = sel(prm.focal && pos, prm.gamma * ln_f32(iou), 0.0);
         let e_focus = sel(focus, (prm.delta - beta) * prm.ln_alpha, 0.0);
         let f_focal = sel(prm.focal && !pos, sel(prm.gamma == 0.0, 1.0, 0.0), 1.0);
@@ -660,8 +664,8 @@ fn chunk<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: 
         if M && prm.ciou_mmdet {
             // mmdetection's heights + eps (BOX-14); the test is outside the loop.
             let e = prm.eps;
-            for j in 0..CH {
-                dv[j] = atan_ratio_diff(
+            for (j, d) in dv.iter_mut().enumerate() {
+                *d = atan_ratio_diff(
                     size(p, j, 0),
                     size(p, j, 1) + e,
                     size(t, j, 0),
@@ -669,8 +673,8 @@ fn chunk<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: 
                 );
             }
         } else {
-            for j in 0..CH {
-                dv[j] = atan_ratio_diff(size(p, j, 0), size(p, j, 1), size(t, j, 0), size(t, j, 1));
+            for (j, d) in dv.iter_mut().enumerate() {
+                *d = atan_ratio_diff(size(p, j, 0), size(p, j, 1), size(t, j, 0), size(t, j, 1));
             }
         }
     }
