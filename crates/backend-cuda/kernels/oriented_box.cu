@@ -49,10 +49,13 @@ __device__ void obb_pair(const double* a, const double* b, double eps, double fl
     const double A1 = a[2] * a[2] / 12.0 + floor, B1 = a[3] * a[3] / 12.0 + floor;
     const double A2 = b[2] * b[2] / 12.0 + floor, B2 = b[3] * b[3] / 12.0 + floor;
     const double co = cos(a[4]), si = sin(a[4]);
+    // The reference's order of operations (OBB-1), product by product: where the determinant
+    // cancels (two nearly singular boxes) its rounding decides the result.
     const double co2 = co * co, si2 = si * si, cs = co * si;
     const double c2o = cos(b[4]), s2i = sin(b[4]);
-    const double a1 = A1 * co2 + B1 * si2, b1 = A1 * si2 + B1 * co2, c1 = (A1 - B1) * cs;
-    const double a2 = A2 * c2o * c2o + B2 * s2i * s2i, b2 = A2 * s2i * s2i + B2 * c2o * c2o;
+    const double c2o2 = c2o * c2o, s2i2 = s2i * s2i;
+    const double a1 = A1 * co2 + B1 * si2, b1 = A1 * si2 + B1 * co2, c1 = (A1 - B1) * co * si;
+    const double a2 = A2 * c2o2 + B2 * s2i2, b2 = A2 * s2i2 + B2 * c2o2;
     const double c2 = (A2 - B2) * c2o * s2i;
     const double sa = a1 + a2, sb = b1 + b2, sc = c1 + c2;
     const double dx = a[0] - b[0], dy = a[1] - b[1];
