@@ -52,6 +52,10 @@ fn dims(h: &[usize], w: &[usize], t: &[usize], classes: bool) -> Result<(usize, 
 /// What one host call returns: the loss values and, when asked, `(d hidden, d weight)`.
 type HostOut<T> = (Vec<T>, Option<(Vec<T>, Vec<T>)>);
 
+/// What a call on candle storages returns: the loss values, `(d hidden, d weight)` as
+/// tensors when asked, and the loss's shape.
+type StorageOut = (CpuStorage, Option<(Tensor, Tensor)>, Shape);
+
 /// One fused call on host slices: `grads` asks for the gradients, with `upstream`.
 #[allow(clippy::too_many_arguments)]
 fn call<T: Element, B: Losses<T>>(
@@ -96,7 +100,7 @@ fn on_storages(
     (s3, l3): (&CpuStorage, &Layout),
     grads: bool,
     upstream: Upstream<'_>,
-) -> Result<(CpuStorage, Option<(Tensor, Tensor)>, Shape)> {
+) -> Result<StorageOut> {
     fn typed<T: Element + WithDType, B: Losses<T>>(
         b: &B,
         cfg: &LinearCrossEntropy,
@@ -106,7 +110,7 @@ fn on_storages(
         cls: Option<&[i64]>,
         grads: bool,
         upstream: Upstream<'_>,
-    ) -> Result<(CpuStorage, Option<(Tensor, Tensor)>, Shape)> {
+    ) -> Result<StorageOut> {
         let (n, _, hd) = dims(l1.dims(), l2.dims(), l3.dims(), cls.is_some())?;
         let h = contiguous("hidden", T::cpu_storage_as_slice(s1)?, l1)?;
         let w = contiguous("weight", T::cpu_storage_as_slice(s2)?, l2)?;
