@@ -1,8 +1,8 @@
 //! What a framework adapter (candle, burn) needs to wrap a loss once per call shape rather than
 //! once per loss: every loss on two aligned inputs ([`PairLoss`]) is callable through one
 //! generic method ([`PairLossCall::call`]), and says how its inputs are laid out
-//! ([`PairLossCall::ITEM_WIDTH`]: 1 for element-wise losses, 4 for boxes). A new pair loss
-//! joins every adapter with one `impl` here.
+//! ([`PairLossCall::ITEM_WIDTH`]: 1 for element-wise losses, 4 for boxes, 5 for oriented
+//! boxes). A new pair loss joins every adapter with one `impl` here.
 
 use crate::backend::Losses;
 use crate::binary::{BceWithLogits, SigmoidFocal};
@@ -10,6 +10,7 @@ use crate::box_loss::BoxLoss;
 use crate::call::{Input, Loss};
 use crate::element::Element;
 use crate::error::Result;
+use crate::oriented_box::ProbIou;
 use crate::plan::PairLoss;
 use crate::regression::{Huber, SmoothL1};
 
@@ -25,7 +26,8 @@ use crate::regression::{Huber, SmoothL1};
 /// ```
 pub trait PairLossCall: PairLoss + Clone + std::fmt::Debug + Send + Sync + 'static {
     /// Values per item: 1 for element-wise losses (one loss per element under `none`), 4 for
-    /// box losses (one loss per box under `none`).
+    /// box losses (one loss per box under `none`), 5 for oriented boxes `(cx, cy, w, h,
+    /// angle)`.
     const ITEM_WIDTH: usize;
 
     /// Calls the loss's front-door method on `backend` ([`Losses::box_loss`], ...).
@@ -59,4 +61,5 @@ pair_loss_call! {
     Huber => huber, 1;
     BceWithLogits => bce_with_logits, 1;
     SigmoidFocal => sigmoid_focal, 1;
+    ProbIou => probiou_loss, 5;
 }

@@ -1,7 +1,11 @@
 //! A forward + backward step of the loss alone (cross-entropy, f32, burn 0.22's flex CPU
-//! backend with autodiff), side by side in one run, alternating: the raw smoothloss call
-//! (gradient into a preallocated buffer), the burn adapter (`loss.backward()`), and burn-nn's
-//! `CrossEntropyLoss`. Median ms of the repeats and peak heap bytes allocated during a step.
+//! backend with autodiff), side by side in one run, alternating, every row once per repeat:
+//! the raw smoothloss call (gradient into a preallocated buffer, and into a fresh one), the
+//! burn adapter's forward alone (value and kept gradient), the adapter's forward +
+//! `loss.backward()`, and burn-nn's `CrossEntropyLoss`. Median ms of the repeats; peak heap
+//! bytes allocated during a step (a counting allocator) and peak RSS growth during a step
+//! (`VmHWM` after resetting it through `/proc/self/clear_refs`, minus `VmRSS` before; Linux
+//! only, `-` where it cannot be read).
 //!
 //! `RAYON_NUM_THREADS=1 cargo run -p smoothloss-burn --release --example burn_bench_ce -- [reps]`
 
@@ -43,13 +47,35 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
-fn step(f: &mut dyn FnMut() -> f32) -> (f64, usize, f32) {
+/// A `kB` line of `/proc/self/status` (`VmRSS`, `VmHWM`), in bytes.
+fn status_kb(key: &str) -> Option<usize> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs `f` once; returns (ms, peak heap bytes above the level at the start, peak RSS growth
+/// in bytes when readable, value).
+fn step(f: &mut dyn FnMut() -> f32) -> (f64, usize, Option<usize>, f32) {
+    // "5" resets the peak RSS (VmHWM) to the current RSS.
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let rss0 = status_kb("VmRSS:");
     let base = CUR.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let t = Instant::now();
     let v = f();
     let ms = t.elapsed().as_secs_f64() * 1e3;
-    (ms, PEAK.load(Ordering::Relaxed).saturating_sub(base), v)
+    let rss = match (reset, rss0, status_kb("VmHWM:")) {
+        (true, Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    (
+        ms,
+        PEAK.load(Ordering::Relaxed).saturating_sub(base),
+        rss,
+        v,
+    )
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -64,7 +90,7 @@ fn main() {
         .unwrap_or(7);
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
     println!(
-        "# burn CE fwd+bwd, f32, flex + autodiff, RAYON_NUM_THREADS={threads}, {reps} alternating repeats"
+        "# burn CE fwd+bwd, f32, flex + autodiff, RAYON_NUM_THREADS={threads}, {reps} alternating repeats after one warm-up pass"
     );
     let device = Device::flex().autodiff();
     for (n, c) in [(1024usize, 32000usize), (16384, 1000)] {
@@ -80,13 +106,17 @@ fn main() {
         let mut g = vec![0.0_f32; n * c];
         let names = [
             "raw (prealloc grad)",
-            "burn adapter",
+            "raw (fresh grad)",
+            "adapter forward (value + kept grad)",
+            "adapter forward + backward",
             "burn-nn CrossEntropyLoss",
         ];
         let mut times = vec![Vec::new(); names.len()];
         let mut peaks = vec![0usize; names.len()];
+        let mut rss = vec![Some(0usize); names.len()];
         let mut vals = vec![0.0f32; names.len()];
-        for _ in 0..reps {
+        // One warm-up pass of every row (first touches of the inputs and buffers), untimed.
+        for rep in 0..=reps {
             for k in 0..names.len() {
                 let mut f: Box<dyn FnMut() -> f32> = match k {
                     0 => Box::new(|| {
@@ -96,6 +126,20 @@ fn main() {
                             .value() as f32
                     }),
                     1 => Box::new(|| {
+                        let mut g = vec![0.0_f32; n * c];
+                        let v = backend
+                            .cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g), &t)
+                            .unwrap()
+                            .value() as f32;
+                        std::hint::black_box(&g);
+                        v
+                    }),
+                    2 => Box::new(|| {
+                        let z = base.clone().require_grad();
+                        let loss = cross_entropy(z, tt.clone(), &cfg).unwrap();
+                        loss.into_scalar::<f32>()
+                    }),
+                    3 => Box::new(|| {
                         let z = base.clone().require_grad();
                         let loss = cross_entropy(z.clone(), tt.clone(), &cfg).unwrap();
                         let gr = loss.clone().backward();
@@ -110,24 +154,30 @@ fn main() {
                         loss.into_scalar::<f32>()
                     }),
                 };
-                let (ms, peak, v) = step(&mut *f);
+                let (ms, peak, r, v) = step(&mut *f);
+                if rep == 0 {
+                    continue;
+                }
                 times[k].push(ms);
                 peaks[k] = peaks[k].max(peak);
+                rss[k] = rss[k].zip(r).map(|(a, b)| a.max(b));
                 vals[k] = v;
             }
         }
         let raw = median(&mut times[0].clone());
         println!("\n## {n}x{c}");
-        println!("| call | median ms | vs raw (prealloc) | peak heap MB | loss |");
-        println!("|---|---|---|---|---|");
+        println!("| call | median ms | vs raw (prealloc) | peak heap MB | peak RSS MB | loss |");
+        println!("|---|---|---|---|---|---|");
         for k in 0..names.len() {
             let m = median(&mut times[k]);
+            let r = rss[k].map_or("-".to_string(), |b| format!("{:.0}", b as f64 / 1e6));
             println!(
-                "| {} | {:.1} | {:.2}x | {:.0} | {:.6} |",
+                "| {} | {:.1} | {:.2}x | {:.0} | {} | {:.6} |",
                 names[k],
                 m,
                 m / raw,
                 peaks[k] as f64 / 1e6,
+                r,
                 vals[k]
             );
         }

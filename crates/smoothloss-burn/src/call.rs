@@ -3,8 +3,8 @@
 
 use burn_backend::{DType, TensorData};
 use smoothloss_core::{
-    CeTargets, CrossEntropy, Element, Input, Loss, LossError, Losses, PairLossCall,
-    ReferenceBackend, Result,
+    CeTargets, CrossEntropy, DistributionFocal, Element, Input, Loss, LossError, Losses,
+    PairLossCall, ReferenceBackend, Result,
 };
 use smoothloss_cpu::CpuBackend;
 use std::sync::OnceLock;
@@ -93,6 +93,42 @@ impl Call for CeCall<'_> {
     }
 }
 
+/// The distribution focal loss over logits `[rows, bins]` and one target per row `[rows]`.
+pub(crate) struct DflCall<'c>(pub &'c DistributionFocal);
+
+impl Call for DflCall<'_> {
+    fn items_have_width(&self) -> bool {
+        true
+    }
+    fn check_shapes(&self, first: &[usize], second: &[usize], classes: bool) -> Result<()> {
+        let rows = first.first().copied().unwrap_or(0);
+        if classes || second != [rows] {
+            return Err(shape_error("targets", &[rows], second));
+        }
+        Ok(())
+    }
+    fn run<T: Element, B: Losses<T>>(
+        &self,
+        backend: &B,
+        input: Input<'_, T>,
+        dims: &[usize],
+        second: SecondRef<'_, T>,
+    ) -> Result<Loss> {
+        let input = match *dims {
+            [r, b] => input.shaped(r, b),
+            _ => input,
+        };
+        match second {
+            SecondRef::Values(y) => backend.distribution_focal(self.0, input, y),
+            SecondRef::Classes(_) => Err(LossError::InvalidParameter {
+                name: "targets",
+                value: f64::NAN,
+                reason: "integer distribution targets (they are continuous distances)",
+            }),
+        }
+    }
+}
+
 /// Any loss on two aligned operands of one shape.
 pub(crate) struct PairCall<'c, C>(pub &'c C);
 
@@ -139,48 +175,78 @@ pub(crate) struct HostOut {
     pub grad: Option<TensorData>,
 }
 
+/// The first operand on the host, borrowed: `f32` through the CPU backend, `f64` through the
+/// `f64` reference.
+pub(crate) enum Floats<'a> {
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
 /// Runs `call` on host data: `f64` data through the `f64` reference, everything else in
-/// `f32` through the CPU backend (`f16` / `bf16` widened once).
+/// `f32` through the CPU backend (`f16` / `bf16` widened once). The data is the tensor's
+/// own (read by `into_data`): backends whose storage this crate can borrow use
+/// [`host_slices`] on it instead (no copy).
 pub(crate) fn host<L: Call>(
     call: &L,
     x: TensorData,
     second: Second,
     want_grad: bool,
 ) -> Result<HostOut> {
+    let conv = |e: burn_backend::DataError| LossError::Device(format!("burn data: {e:?}"));
     let dims = x.shape().to_vec();
+    if x.dtype() == DType::F64 {
+        let xs = x.as_slice::<f64>().map_err(conv)?;
+        host_slices(call, Floats::F64(xs), &dims, second, want_grad)
+    } else {
+        let x = x.convert::<f32>();
+        let xs = x.as_slice::<f32>().map_err(conv)?;
+        host_slices(call, Floats::F32(xs), &dims, second, want_grad)
+    }
+}
+
+/// Runs `call` on the first operand's elements `x` of shape `dims` (borrowed, not copied);
+/// the loss values and the gradient come back as new data of `x`'s dtype (the gradient's
+/// vector becomes the data without a copy).
+pub(crate) fn host_slices<L: Call>(
+    call: &L,
+    x: Floats<'_>,
+    dims: &[usize],
+    second: Second,
+    want_grad: bool,
+) -> Result<HostOut> {
     let sdims = match &second {
         Second::Classes(c) => vec![c.len()],
         Second::Values(v) => v.shape().to_vec(),
     };
     // An empty input goes on to the front door, which reports it.
     if dims.iter().product::<usize>() != 0 {
-        call.check_shapes(&dims, &sdims, matches!(second, Second::Classes(_)))?;
+        call.check_shapes(dims, &sdims, matches!(second, Second::Classes(_)))?;
     }
-    if x.dtype() == DType::F64 {
-        typed::<f64, _, _>(call, &ReferenceBackend, x, &dims, second, want_grad)
-    } else {
-        typed::<f32, _, _>(call, cpu(), x.convert::<f32>(), &dims, second, want_grad)
+    match x {
+        Floats::F64(xs) => typed(call, &ReferenceBackend, xs, dims, second, want_grad),
+        Floats::F32(xs) => typed(call, cpu(), xs, dims, second, want_grad),
     }
 }
 
 fn typed<T: Element + burn_backend::Element, B: Losses<T>, L: Call>(
     call: &L,
     backend: &B,
-    x: TensorData,
+    xs: &[T],
     dims: &[usize],
     second: Second,
     want_grad: bool,
 ) -> Result<HostOut> {
     let conv = |e: burn_backend::DataError| LossError::Device(format!("burn data: {e:?}"));
-    let xs = x.as_slice::<T>().map_err(conv)?;
     let values_owned;
-    let second = match &second {
-        Second::Classes(c) => SecondRef::Classes(c),
+    let second = match second {
+        Second::Classes(ref c) => SecondRef::Classes(c),
         Second::Values(v) => {
-            values_owned = v.clone().convert::<T>();
+            values_owned = v.convert::<T>();
             SecondRef::Values(values_owned.as_slice::<T>().map_err(conv)?)
         }
     };
+    // `vec!` of zeros is a fresh zeroed allocation (no pass over it here): the kernel writes
+    // every element, and the vector then becomes the gradient's data without a copy.
     let mut grad = if want_grad {
         vec![T::from_f64(0.0); xs.len()]
     } else {

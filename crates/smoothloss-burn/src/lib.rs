@@ -41,10 +41,10 @@ mod call;
 /// The burn tensor crate this crate is built against (0.22).
 pub use burn_tensor;
 use burn_tensor::{Int, Tensor, TensorData};
-use call::{Call, CeCall, HostOut, PairCall, Second};
+use call::{Call, CeCall, DflCall, HostOut, PairCall, Second};
 pub use smoothloss_core::{
-    BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Huber, LossError, PairLossCall,
-    Reduction, SigmoidFocal, SmoothL1,
+    BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, DflConvention, DistributionFocal,
+    Huber, LossError, PairLossCall, ProbIou, Reduction, SigmoidFocal, SmoothL1,
 };
 use smoothloss_core::{LossConfig, Result};
 
@@ -60,6 +60,19 @@ fn fused<L: Call, const D: usize>(
     second: Second,
     per_item: bool,
 ) -> Result<Tensor<1>> {
+    // The backends this crate records on: the call reads the tensor's own storage.
+    #[cfg(feature = "flex")]
+    let (x, second) = match autodiff::run::<burn_flex::Flex, L, D>(call, x, second, per_item)? {
+        Ok(t) => return Ok(t),
+        Err(back) => *back,
+    };
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)] // burn 0.22 deprecates burn-ndarray for burn-flex; both are served
+    let (x, second) = match autodiff::run::<burn_ndarray::NdArray, L, D>(call, x, second, per_item)?
+    {
+        Ok(t) => return Ok(t),
+        Err(back) => *back,
+    };
     let (device, dtype) = (x.device(), x.dtype());
     let tracked = x.is_tracked();
     let data = x.clone().try_into_data().map_err(data_err)?;
@@ -67,21 +80,7 @@ fn fused<L: Call, const D: usize>(
     let Some(grad) = grad else {
         return Ok(Tensor::<1>::from_data(values, (&device, dtype)));
     };
-    let width = call.items_have_width();
-    #[cfg(feature = "flex")]
-    let (x, values, grad) =
-        match autodiff::attach::<burn_flex::Flex, D>(x, values, grad, width, per_item) {
-            Ok(t) => return Ok(t),
-            Err(back) => *back,
-        };
-    #[cfg(feature = "ndarray")]
-    #[allow(deprecated)] // burn 0.22 deprecates burn-ndarray for burn-flex; both are served
-    let (x, values, grad) =
-        match autodiff::attach::<burn_ndarray::NdArray, D>(x, values, grad, width, per_item) {
-            Ok(t) => return Ok(t),
-            Err(back) => *back,
-        };
-    Ok(fallback(x, values, grad, width, per_item))
+    Ok(fallback(x, values, grad, call.items_have_width(), per_item))
 }
 
 /// The fallback for any autodiff backend: `v + sum(x * g) - sum(x.detach() * g)` (per item
@@ -101,8 +100,11 @@ fn fallback<const D: usize>(
     let zero = x.clone().mul(g.clone()).sub(x.detach().mul(g));
     let lin: Tensor<1> = if !per_item {
         zero.sum()
-    } else if width && D > 1 {
-        zero.sum_dim(D - 1).reshape([n])
+    } else if width {
+        // `[items, values per item]`: cross-entropy rows, boxes, or boxes of 4 DFL rows.
+        let total = zero.shape().num_elements();
+        let w = total.checked_div(n).unwrap_or(0);
+        zero.reshape([n, w]).sum_dim(1).reshape([n])
     } else {
         zero.reshape([n])
     };
@@ -189,6 +191,27 @@ pub fn sigmoid_focal<const D: usize>(
     pair_loss(logits, targets, cfg)
 }
 
+/// Distribution focal loss (`DFL-*`) of logits `[rows, bins]` against one distance target per
+/// row `[rows]`: ultralytics' `DFLoss(reg_max)` with [`DistributionFocal::ultralytics`] (one
+/// loss per box of 4 rows, `[rows / 4]`), mmdetection's with
+/// [`DistributionFocal::mmdetection`] (mean over rows).
+#[doc(alias = "DFLoss")]
+pub fn distribution_focal(
+    logits: Tensor<2>,
+    targets: Tensor<1>,
+    cfg: &DistributionFocal,
+) -> Result<Tensor<1>> {
+    let per_item = cfg.reduction == Reduction::None;
+    let y = targets.try_into_data().map_err(data_err)?;
+    fused(&DflCall(cfg), logits, Second::Values(y), per_item)
+}
+
+/// `1 - ProbIoU` of oriented boxes `[N, 5]` as `(cx, cy, w, h, angle)` (`OBB-*`, ultralytics'
+/// `probiou`).
+pub fn probiou_loss(pred: Tensor<2>, target: Tensor<2>, cfg: &ProbIou) -> Result<Tensor<1>> {
+    pair_loss(pred, target, cfg)
+}
+
 /// Pairwise IoU `[N, M]` of `[N, 4]` and `[M, 4]` boxes (`BOX-13`), not differentiable.
 #[doc(alias = "bbox_iou")]
 pub fn box_iou(boxes1: Tensor<2>, boxes2: Tensor<2>, format: BoxFormat) -> Result<Tensor<2>> {
@@ -222,6 +245,11 @@ pub fn box_iou(boxes1: Tensor<2>, boxes2: Tensor<2>, format: BoxFormat) -> Resul
     ))
 }
 
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,14 +259,20 @@ mod tests {
     /// without autodiff does not.
     #[test]
     fn flex_autodiff_tensors_take_the_custom_backward() {
-        let attach = |d: &Device| {
+        let run = |d: &Device| {
             let z = Tensor::<2>::zeros([2, 2], d);
-            let v = TensorData::new(vec![0.0_f32], [1]);
-            let g = TensorData::new(vec![0.0_f32; 4], [2, 2]);
-            autodiff::attach::<burn_flex::Flex, 2>(z, v, g, true, false).is_ok()
+            let cfg = CrossEntropy::new();
+            autodiff::run::<burn_flex::Flex, _, 2>(
+                &CeCall(&cfg),
+                z,
+                Second::Classes(vec![0, 1]),
+                false,
+            )
+            .unwrap()
+            .is_ok()
         };
-        assert!(attach(&Device::flex().autodiff()));
-        assert!(!attach(&Device::flex()));
+        assert!(run(&Device::flex().autodiff()));
+        assert!(!run(&Device::flex()));
     }
 
     /// The fallback (burn's own ops over the kept gradient) and the custom backward give the

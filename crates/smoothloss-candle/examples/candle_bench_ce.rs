@@ -1,10 +1,14 @@
 //! A forward + backward step of the loss alone (cross-entropy, f32, on the CPU), side by side
-//! in one run, alternating: the raw smoothloss call (gradient into a preallocated buffer, and
-//! into a fresh one), the candle adapter (`loss.backward()` on a `Var`),
-//! `candle_nn::loss::cross_entropy`, and the same written by hand,
-//! `nll(candle_nn::ops::log_softmax(z, D::Minus1))` (`candle_nn::ops::softmax_last_dim`, candle's
-//! fused softmax kernel, has no backward on the CPU in candle 0.11, so it cannot serve here). Median ms of
-//! the repeats and peak heap bytes allocated during a step (a counting allocator).
+//! in one run, alternating, every row once per repeat: the raw smoothloss call (gradient into
+//! a preallocated buffer, and into a fresh one), the candle adapter's forward alone (value and
+//! kept gradient), the adapter's forward + `loss.backward()` on a `Var`, what candle's backprop
+//! itself adds for any op (`GradStore::or_insert` then `sum.add(&grad)`: `zeros_like() + add`
+//! over `[N, C]`, timed alone), and `candle_nn::loss::cross_entropy` (which is
+//! `nll(log_softmax(z))`; `candle_nn::ops::softmax_last_dim`, candle's fused softmax kernel, has
+//! no backward on the CPU in candle 0.11). Median ms of the repeats; peak heap bytes allocated
+//! during a step (a counting allocator) and peak RSS growth during a step (`VmHWM` after
+//! resetting it through `/proc/self/clear_refs`, minus `VmRSS` before; Linux only, `-` where
+//! it cannot be read).
 //!
 //! `RAYON_NUM_THREADS=1 cargo run -p smoothloss-candle --release --example candle_bench_ce -- [reps]`
 
@@ -12,7 +16,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use candle_core::{D, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use smoothloss_candle::{CrossEntropy, cross_entropy};
 use smoothloss_core::{Input, Losses};
 
@@ -45,14 +49,30 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
-/// Runs `f` once; returns (ms, peak bytes above the allocation level at the start).
-fn step(f: &mut dyn FnMut() -> f32) -> (f64, usize, f32) {
+/// A `kB` line of `/proc/self/status` (`VmRSS`, `VmHWM`), in bytes.
+fn status_kb(key: &str) -> Option<usize> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs `f` once; returns (ms, peak heap bytes above the level at the start, peak RSS growth
+/// in bytes when readable, value).
+fn step(f: &mut dyn FnMut() -> f32) -> (f64, usize, Option<usize>, f32) {
+    // "5" resets the peak RSS (VmHWM) to the current RSS.
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let rss0 = status_kb("VmRSS:");
     let base = CUR.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let t = Instant::now();
     let v = f();
     let ms = t.elapsed().as_secs_f64() * 1e3;
-    (ms, PEAK.load(Ordering::Relaxed) - base, v)
+    let rss = match (reset, rss0, status_kb("VmHWM:")) {
+        (true, Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    (ms, PEAK.load(Ordering::Relaxed) - base, rss, v)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -67,7 +87,7 @@ fn main() -> candle_core::Result<()> {
         .unwrap_or(7);
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
     println!(
-        "# candle CE fwd+bwd, f32, CPU, RAYON_NUM_THREADS={threads}, {reps} alternating repeats"
+        "# candle CE fwd+bwd, f32, CPU, RAYON_NUM_THREADS={threads}, {reps} alternating repeats after one warm-up pass"
     );
     for (n, c) in [(1024usize, 32000usize), (16384, 1000)] {
         let x: Vec<f32> = (0..n * c)
@@ -80,17 +100,21 @@ fn main() -> candle_core::Result<()> {
         let z = Var::from_vec(x.clone(), (n, c), &Device::Cpu)?;
         let tt = Tensor::new(t.as_slice(), &Device::Cpu)?;
         let mut g = vec![0.0_f32; n * c];
+        let gt = Tensor::from_vec(x.clone(), (n, c), &Device::Cpu)?;
         let names = [
             "raw (prealloc grad)",
             "raw (fresh grad)",
-            "candle adapter",
+            "adapter forward (value + kept grad)",
+            "adapter forward + backward",
+            "candle's accumulation alone (zeros_like + add)",
             "candle_nn cross_entropy",
-            "nll(log_softmax) by hand",
         ];
         let mut times = vec![Vec::new(); names.len()];
         let mut peaks = vec![0usize; names.len()];
+        let mut rss = vec![Some(0usize); names.len()];
         let mut vals = vec![0.0f32; names.len()];
-        for _ in 0..reps {
+        // One warm-up pass of every row (first touches of the inputs and buffers), untimed.
+        for rep in 0..=reps {
             for k in 0..names.len() {
                 let mut f: Box<dyn FnMut() -> f32> = match k {
                     0 => Box::new(|| {
@@ -110,42 +134,50 @@ fn main() -> candle_core::Result<()> {
                     }),
                     2 => Box::new(|| {
                         let loss = cross_entropy(&z, &tt, &cfg).unwrap();
+                        loss.to_scalar::<f32>().unwrap()
+                    }),
+                    3 => Box::new(|| {
+                        let loss = cross_entropy(&z, &tt, &cfg).unwrap();
                         let gr = loss.backward().unwrap();
                         std::hint::black_box(gr.get(&z).unwrap());
                         loss.to_scalar::<f32>().unwrap()
                     }),
-                    3 => Box::new(|| {
+                    4 => Box::new(|| {
+                        let sum = gt.zeros_like().unwrap().add(&gt).unwrap();
+                        std::hint::black_box(&sum);
+                        0.0
+                    }),
+                    _ => Box::new(|| {
                         let loss = candle_nn::loss::cross_entropy(&z, &tt).unwrap();
                         let gr = loss.backward().unwrap();
                         std::hint::black_box(gr.get(&z).unwrap());
                         loss.to_scalar::<f32>().unwrap()
                     }),
-                    _ => Box::new(|| {
-                        let lp = candle_nn::ops::log_softmax(&z, D::Minus1).unwrap();
-                        let loss = candle_nn::loss::nll(&lp, &tt).unwrap();
-                        let gr = loss.backward().unwrap();
-                        std::hint::black_box(gr.get(&z).unwrap());
-                        loss.to_scalar::<f32>().unwrap()
-                    }),
                 };
-                let (ms, peak, v) = step(&mut *f);
+                let (ms, peak, r, v) = step(&mut *f);
+                if rep == 0 {
+                    continue;
+                }
                 times[k].push(ms);
                 peaks[k] = peaks[k].max(peak);
+                rss[k] = rss[k].zip(r).map(|(a, b)| a.max(b));
                 vals[k] = v;
             }
         }
         let raw = median(&mut times[0].clone());
         println!("\n## {n}x{c}");
-        println!("| call | median ms | vs raw (prealloc) | peak heap MB | loss |");
-        println!("|---|---|---|---|---|");
+        println!("| call | median ms | vs raw (prealloc) | peak heap MB | peak RSS MB | loss |");
+        println!("|---|---|---|---|---|---|");
         for k in 0..names.len() {
             let m = median(&mut times[k]);
+            let r = rss[k].map_or("-".to_string(), |b| format!("{:.0}", b as f64 / 1e6));
             println!(
-                "| {} | {:.1} | {:.2}x | {:.0} | {:.6} |",
+                "| {} | {:.1} | {:.2}x | {:.0} | {} | {:.6} |",
                 names[k],
                 m,
                 m / raw,
                 peaks[k] as f64 / 1e6,
+                r,
                 vals[k]
             );
         }

@@ -137,6 +137,19 @@ impl<C: smoothloss_core::PairLossCall> CudaCall for PairCall<C> {
     }
 }
 
+impl CudaCall for crate::fused::DflCall {
+    fn run_dev<T: CeElement + CudaDType>(
+        &self,
+        _b: &CudaBackend,
+        _io: Io<'_, CudaSlice<T>>,
+        _dims: &[usize],
+        _s2: &CudaStorage,
+        _l2: &Layout,
+    ) -> Result<DeviceLoss> {
+        candle_core::bail!("smoothloss distribution_focal: no CUDA kernel for this loss yet")
+    }
+}
+
 /// `Io<CudaSlice<T>>` as `f32` when `T` is `f32`, else an error naming the supported dtype.
 fn f32_io<T: CeElement + 'static>(io: Io<'_, CudaSlice<T>>) -> Result<Io<'_, CudaSlice<f32>>> {
     use std::any::Any;

@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp2, D, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use smoothloss_core::{CrossEntropy, Element, Input, Loss, LossConfig, Losses, PairLossCall};
 
 use crate::host;
@@ -35,6 +35,15 @@ pub(crate) trait Call: DeviceCall + Send + Sync + 'static {
     fn item_width(&self) -> Option<usize>;
     /// Whether the loss returns one value per item (`none`).
     fn per_item(&self) -> bool;
+    /// The dimensions of the per-item loss (`none`) for a first operand of dims `first`
+    /// (checked): the first operand's without its last dimension when items have a width,
+    /// else all of them.
+    fn item_dims(&self, first: &[usize]) -> Vec<usize> {
+        match self.item_width() {
+            Some(_) => first[..first.len().saturating_sub(1)].to_vec(),
+            None => first.to_vec(),
+        }
+    }
     /// Checks the operands' shapes against each other (before any data is read).
     fn check_shapes(&self, first: &[usize], second: &[usize], classes_second: bool) -> Result<()>;
     /// Runs the loss on host slices (`dims`: the first operand's shape, checked).
@@ -153,9 +162,63 @@ pub(crate) fn out_shape<L: Call>(call: &L, first: &[usize]) -> Shape {
     if !call.per_item() {
         return Shape::from(());
     }
-    match call.item_width() {
-        Some(_) => Shape::from(&first[..first.len().saturating_sub(1)]),
-        None => Shape::from(first),
+    Shape::from(call.item_dims(first))
+}
+
+/// The distribution focal loss over logits `[rows, bins]` and one distance target per row
+/// `[rows]` (`DFL-*`): one loss per box (ultralytics: 4 rows) or per row (mmdetection).
+pub(crate) struct DflCall(pub smoothloss_core::DistributionFocal);
+
+impl Call for DflCall {
+    fn name(&self) -> &'static str {
+        "smoothloss-distribution_focal"
+    }
+    fn item_width(&self) -> Option<usize> {
+        Some(0) // `bins * rows_per_item` values per item
+    }
+    fn per_item(&self) -> bool {
+        self.0.reduction == smoothloss_core::Reduction::None
+    }
+    fn item_dims(&self, first: &[usize]) -> Vec<usize> {
+        vec![first[0] / self.0.convention.rows_per_item()]
+    }
+    fn check_shapes(&self, first: &[usize], second: &[usize], classes: bool) -> Result<()> {
+        if classes {
+            candle_core::bail!("smoothloss distribution_focal: the targets must be a float tensor");
+        }
+        let [rows, _] = *first else {
+            candle_core::bail!(
+                "smoothloss distribution_focal: logits must be [rows, bins], got {first:?}"
+            );
+        };
+        if second != [rows] {
+            candle_core::bail!(
+                "smoothloss distribution_focal: targets must be [{rows}] for logits {first:?}, got {second:?}"
+            );
+        }
+        let per = self.0.convention.rows_per_item();
+        if !rows.is_multiple_of(per) {
+            candle_core::bail!(
+                "smoothloss distribution_focal: {rows} rows are not whole boxes of {per} rows"
+            );
+        }
+        Ok(())
+    }
+    fn run<T: Element, B: Losses<T>>(
+        &self,
+        backend: &B,
+        input: Input<'_, T>,
+        dims: &[usize],
+        second: Second<'_, T>,
+    ) -> smoothloss_core::Result<Loss> {
+        let input = match *dims {
+            [r, b] => input.shaped(r, b),
+            _ => input,
+        };
+        match second {
+            Second::Values(y) => backend.distribution_focal(&self.0, input, y),
+            Second::Classes(_) => unreachable_classes(),
+        }
     }
 }
 
@@ -186,7 +249,7 @@ impl<L: Call> Fused<L> {
 
 /// The gradient with respect to the first operand: the kept one when `grad_res` is the scalar
 /// 1 (no pass over it), else scaled by `grad_res` in one broadcast multiplication (a scalar, or
-/// one value per item under `none`).
+/// one value per item under `none`: the kept gradient seen as `[items, values per item]`).
 pub(crate) fn scaled(kept: Tensor, grad_res: &Tensor, items_have_width: bool) -> Result<Tensor> {
     let kept = if kept.dtype() == grad_res.dtype() {
         kept
@@ -204,7 +267,11 @@ pub(crate) fn scaled(kept: Tensor, grad_res: &Tensor, items_have_width: bool) ->
         return kept.broadcast_mul(grad_res);
     }
     if items_have_width {
-        kept.broadcast_mul(&grad_res.unsqueeze(D::Minus1)?)
+        let items = grad_res.elem_count();
+        let width = kept.elem_count().checked_div(items).unwrap_or(0);
+        kept.reshape((items, width))?
+            .broadcast_mul(&grad_res.reshape((items, 1))?)?
+            .reshape(kept.shape())
     } else {
         kept.mul(grad_res)
     }

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use crate::fused::{Call, Second};
 
 /// The CPU backend on rayon's global pool (as candle's own CPU ops: `RAYON_NUM_THREADS`).
-fn cpu() -> &'static CpuBackend {
+pub(crate) fn cpu() -> &'static CpuBackend {
     static CPU: OnceLock<CpuBackend> = OnceLock::new();
     CPU.get_or_init(CpuBackend::new)
 }

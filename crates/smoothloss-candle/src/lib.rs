@@ -22,8 +22,14 @@
 //! - Cross-entropy ([`cross_entropy`]): logits `[N, C]` with class indices `[N]` (`u32`, `i64`
 //!   or `u8`) or probabilities `[N, C]`; every option of [`CrossEntropy`] (label smoothing,
 //!   class weights, `ignore_index`, reductions).
+//! - Fused linear cross-entropy ([`linear_cross_entropy`]): hidden states `[N, H]`, the
+//!   classifier weight `[V, H]` and targets, without the `[N, V]` logits; gradients with
+//!   respect to both `hidden` and `weight` (no bias: a candle op has at most three operands).
 //! - Losses on two aligned operands of one shape ([`pair_loss`], and by name [`box_loss`],
-//!   [`smooth_l1`], [`huber`], [`bce_with_logits`], [`sigmoid_focal`]); boxes are `[..., 4]`.
+//!   [`smooth_l1`], [`huber`], [`bce_with_logits`], [`sigmoid_focal`], [`probiou_loss`]);
+//!   boxes are `[..., 4]`, oriented boxes `[..., 5]`.
+//! - Distribution focal loss ([`distribution_focal`]): logits `[rows, bins]`, one distance
+//!   target per row `[rows]`.
 //! - Pairwise IoU ([`box_iou`]), forward only.
 //!
 //! Under [`Reduction::None`] the result has one value per item (row, box or element); else it
@@ -45,6 +51,7 @@
 
 mod fused;
 mod host;
+mod linear;
 
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -53,14 +60,14 @@ mod cuda;
 pub use candle_core;
 use candle_core::{Result, Tensor};
 pub use smoothloss_core::{
-    BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, Huber, PairLossCall, Reduction,
-    SigmoidFocal, SmoothL1,
+    BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, DflConvention, DistributionFocal,
+    Huber, LinearCrossEntropy, PairLossCall, ProbIou, Reduction, SigmoidFocal, SmoothL1,
 };
 
 #[cfg(doc)]
 use candle_core::Var;
 
-use fused::{CeCall, Fused, PairCall};
+use fused::{CeCall, DflCall, Fused, PairCall};
 
 /// Records `call` on `(a, b)`: the fused op when `a` is tracked, the value alone otherwise.
 fn apply<L: fused::Call>(call: L, a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -81,6 +88,39 @@ fn apply<L: fused::Call>(call: L, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 #[doc(alias = "SmoothLoss")]
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor, cfg: &CrossEntropy) -> Result<Tensor> {
     apply(CeCall(cfg.clone()), logits, targets)
+}
+
+/// The cross-entropy of `hidden [N, H] · weight^T` (`weight [V, H]`, candle_nn's `Linear`
+/// layout, no bias) against class indices `[N]` or probabilities `[N, V]`, with every option
+/// of `cfg.ce`, without materialising the `[N, V]` logits (`LCE-*`); gradients flow to
+/// `hidden` and `weight`. A scalar for `mean` / `sum`, `[N]` for `none`; CPU only (`f32`
+/// through the CPU backend, `f64` through the reference).
+///
+/// Under `mean` / `sum` the forward computes the value and both gradients in one call; under
+/// `none` the weight's gradient depends on the per-row upstream gradient, so the forward
+/// computes the values alone and the backward runs the fused call once with it.
+pub fn linear_cross_entropy(
+    hidden: &Tensor,
+    weight: &Tensor,
+    targets: &Tensor,
+    cfg: &LinearCrossEntropy,
+) -> Result<Tensor> {
+    let (h, w, t) = (
+        hidden.contiguous()?,
+        weight.contiguous()?,
+        targets.contiguous()?,
+    );
+    let want_grad = h.track_op() || w.track_op();
+    let op = linear::LinearFused {
+        cfg: cfg.clone(),
+        want_grad,
+        kept: std::sync::Mutex::new(None),
+    };
+    if want_grad {
+        h.apply_op3(&w, &t, op)
+    } else {
+        h.apply_op3_no_bwd(&w, &t, &op)
+    }
 }
 
 /// Any loss on two aligned operands of the same shape ([`PairLossCall`]: the box losses,
@@ -118,6 +158,27 @@ pub fn sigmoid_focal(logits: &Tensor, targets: &Tensor, cfg: &SigmoidFocal) -> R
     pair_loss(logits, targets, cfg)
 }
 
+/// Distribution focal loss (`DFL-*`) of logits `[rows, bins]` against one distance target per
+/// row `[rows]` (the logits' dtype): ultralytics' `DFLoss(reg_max)` with
+/// [`DistributionFocal::ultralytics`] (one loss per box of 4 rows, `[rows / 4]`), mmdetection's
+/// with [`DistributionFocal::mmdetection`] (mean over rows). The gradient flows to the
+/// logits. On CUDA this loss has no kernel yet (an error says so).
+#[doc(alias = "DFLoss")]
+pub fn distribution_focal(
+    logits: &Tensor,
+    targets: &Tensor,
+    cfg: &DistributionFocal,
+) -> Result<Tensor> {
+    apply(DflCall(*cfg), logits, targets)
+}
+
+/// `1 - ProbIoU` of oriented boxes `pred`, `target` `[..., 5]` as `(cx, cy, w, h, angle)`
+/// (`OBB-*`, ultralytics' `probiou`; CIoU variant with `cfg.ciou`); the gradient flows to
+/// `pred`. On CUDA this loss has no kernel yet (an error says so).
+pub fn probiou_loss(pred: &Tensor, target: &Tensor, cfg: &ProbIou) -> Result<Tensor> {
+    pair_loss(pred, target, cfg)
+}
+
 /// Pairwise IoU of `boxes1` `[N, 4]` and `boxes2` `[M, 4]` in `format` (`BOX-13`,
 /// `torchvision.ops.box_iou`): `[N, M]`, not differentiable (no gradient is recorded).
 #[doc(alias = "bbox_iou")]
@@ -125,3 +186,8 @@ pub fn box_iou(boxes1: &Tensor, boxes2: &Tensor, format: BoxFormat) -> Result<Te
     let (a, b) = (boxes1.contiguous()?, boxes2.contiguous()?);
     a.apply_op2_no_bwd(&b, &fused::Iou(format))
 }
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -82,7 +82,8 @@ pub mod prelude {
     };
 }
 
-/// The README's example, compiled and run as a doctest.
-#[doc = include_str!("../../../README.md")]
+/// The README's example, compiled and run as a doctest (`README.md`: a link to the
+/// workspace README, packaged with the crate).
+#[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
