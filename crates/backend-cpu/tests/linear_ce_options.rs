@@ -12,30 +12,10 @@ use smoothloss_spec::cases::linear_ce::{LinearCeCall, LinearCeOutput, run_linear
 use smoothloss_spec::conformance::linear_ce::compare_linear;
 use smoothloss_spec::conformance::{AbsScale, Outcome};
 use smoothloss_spec::covers;
-use smoothloss_spec::random::Rng;
 use smoothloss_spec::tolerance::Tolerance;
 
 fn call(seed: u64, n: usize, h: usize, v: usize, cfg: CrossEntropy, bias: bool) -> LinearCeCall {
-    let mut rng = Rng::new(seed);
-    let ig = cfg.ignore_index.unwrap_or(-100);
-    let targets = (0..n)
-        .map(|i| {
-            if i % 5 == 2 {
-                ig
-            } else {
-                ((i * 31 + 7) % v) as i64
-            }
-        })
-        .collect();
-    LinearCeCall {
-        cfg: LinearCrossEntropy::new(cfg),
-        hidden: rng.vec(n * h, -1.0, 1.0),
-        // Logits up to about +-6: a softcap of 2.5 bends them.
-        weight: rng.vec(v * h, -6.0 / (h as f64).sqrt(), 6.0 / (h as f64).sqrt()),
-        bias: bias.then(|| rng.vec(v, -1.0, 1.0)),
-        hidden_dim: h,
-        targets: Targets::Classes(targets),
-    }
+    LinearCeCall::random(seed, n, h, v, cfg, bias)
 }
 
 /// Every option alone and together, under every reduction that takes it.

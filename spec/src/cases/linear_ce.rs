@@ -9,9 +9,11 @@
 //! and `grad.hidden`, `grad.weight` and (with a bias) `grad.bias`.
 
 use super::{Case, CaseError, Targets};
+use crate::random::Rng;
 use serde_json::Value;
 use smoothloss_core::{
-    Backend, CeTargets, Element, Linear, LinearCrossEntropy, LossError, Losses, Upstream,
+    Backend, CeTargets, CrossEntropy, Element, Linear, LinearCrossEntropy, LossError, Losses,
+    Upstream,
 };
 
 /// A decoded linear cross-entropy call, in `f64`.
@@ -32,6 +34,33 @@ pub struct LinearCeCall {
 }
 
 impl LinearCeCall {
+    /// A random call of `n` rows, `h` hidden units and `v` classes from `seed` (the test
+    /// binaries' shared input): hidden in `[-1, 1)`, weights up to `6 / sqrt(h)` (logits up to
+    /// about +-6, which a softcap of 2.5 bends), a bias in `[-1, 1)` when asked for, and class
+    /// targets with every fifth row (from the third) set to the config's `ignore_index` (or
+    /// -100).
+    pub fn random(seed: u64, n: usize, h: usize, v: usize, cfg: CrossEntropy, bias: bool) -> Self {
+        let mut rng = Rng::new(seed);
+        let ig = cfg.ignore_index.unwrap_or(-100);
+        let targets = (0..n)
+            .map(|i| {
+                if i % 5 == 2 {
+                    ig
+                } else {
+                    ((i * 31 + 7) % v) as i64
+                }
+            })
+            .collect();
+        LinearCeCall {
+            cfg: LinearCrossEntropy::new(cfg),
+            hidden: rng.vec(n * h, -1.0, 1.0),
+            weight: rng.vec(v * h, -6.0 / (h as f64).sqrt(), 6.0 / (h as f64).sqrt()),
+            bias: bias.then(|| rng.vec(v, -1.0, 1.0)),
+            hidden_dim: h,
+            targets: Targets::Classes(targets),
+        }
+    }
+
     /// Rows `N`.
     pub fn rows(&self) -> usize {
         self.hidden.len() / self.hidden_dim.max(1)
