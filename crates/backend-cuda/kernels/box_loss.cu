@@ -42,11 +42,25 @@ __device__ __forceinline__ D4 operator*(D4 a, D4 b) {
     for (int k = 0; k < 4; ++k) r.d[k] = a.d[k] * b.v + a.v * b.d[k];
     return r;
 }
+// a / b with one f64 reciprocal instead of five divisions (v2, issue 16 finding 6): the value
+// is a.v / b.v correctly rounded (Markstein: with y = RN(1 / b) and q = RN(a y), q + RN(a - b q) y
+// rounds to RN(a / b); fma keeps the residual exact), the derivatives (a' - q b') y differ from
+// the reference's (a' - q b') / b by one f64 rounding. Operands where the theorem's conditions
+// may fail (|b| outside [2^-1000, 2^1000], a result that is not a normal number away from the
+// range's ends, non-finite values) take the plain division.
+__device__ __forceinline__ double sl_div(double a, double b, double y) {
+    double q = a * y;
+    q = fma(fma(-b, q, a), y, q);
+    const bool safe = fabs(b) > 0x1p-1000 && fabs(b) < 0x1p1000 &&
+                      (a == 0.0 || (fabs(q) > 0x1p-960 && fabs(q) < 0x1p960));
+    return safe ? q : a / b;
+}
 __device__ __forceinline__ D4 operator/(D4 a, D4 b) {
     D4 r;
-    const double q = a.v / b.v;
+    const double y = 1.0 / b.v;
+    const double q = sl_div(a.v, b.v, y);
     r.v = q;
-    for (int k = 0; k < 4; ++k) r.d[k] = (a.d[k] - q * b.d[k]) / b.v;
+    for (int k = 0; k < 4; ++k) r.d[k] = (a.d[k] - q * b.d[k]) * y;
     return r;
 }
 __device__ __forceinline__ D4 half_sum(D4 a, D4 b) {
@@ -380,9 +394,14 @@ struct BoxLossParams {
     int mods;
 };
 
-extern "C" __global__ void box_loss_fwd_bwd(const BoxLossParams p) {
+// `__launch_bounds__(256, 2)` (v2): the launch's 256 threads, at most 128 registers, so two
+// blocks (16 warps) per SM instead of one (v1 took 196). Target and upstream are never
+// written and alias no output (`__restrict__`); pred may be the gradient (in place: a pair's
+// thread reads its 4 values before it writes them). 16-byte loads and stores of the boxes when
+// pred, target and grad are 16-byte aligned (always for whole device allocations).
+extern "C" __global__ void __launch_bounds__(256, 1) box_loss_fwd_bwd(const BoxLossParams p) {
     const float* pred = p.pred;
-    const float* target = p.target;
+    const float* __restrict__ target = p.target;
     const long long n = p.n;
     const int kind = p.kind;
     const int format = p.format;
@@ -391,11 +410,12 @@ extern "C" __global__ void box_loss_fwd_bwd(const BoxLossParams p) {
     const double tw_alpha = p.tw_alpha;
     const double tw_threshold = p.tw_threshold;
     const double up_scalar = p.up_scalar;
-    const double* up = p.up;
+    const double* __restrict__ up = p.up;
     const double scale = p.scale;
-    double* losses = p.losses;
+    double* __restrict__ losses = p.losses;
     double* partials = p.partials;
     float* grad = p.grad;
+    const bool vec = sl_aligned16(pred, target, grad);
     BoxOpts o;
     o.eps = eps;
     o.smooth_point = p.smooth_point;
@@ -416,11 +436,21 @@ extern "C" __global__ void box_loss_fwd_bwd(const BoxLossParams p) {
          i += (long long)gridDim.x * blockDim.x) {
         double pv[4], tv[4];
         bool finite = true;
-        for (int k = 0; k < 4; ++k) {
-            pv[k] = (double)pred[4 * i + k];
-            tv[k] = (double)target[4 * i + k];
-            if (!isfinite(pv[k]) || !isfinite(tv[k])) finite = false;
+        if (vec) {
+            const sl_vec16 pb = reinterpret_cast<const sl_vec16*>(pred)[i];
+            const sl_vec16 tb = reinterpret_cast<const sl_vec16*>(target)[i];
+            for (int k = 0; k < 4; ++k) {
+                pv[k] = (double)sl_vec_get(pb, k, pred);
+                tv[k] = (double)sl_vec_get(tb, k, pred);
+            }
+        } else {
+            for (int k = 0; k < 4; ++k) {
+                pv[k] = (double)pred[4 * i + k];
+                tv[k] = (double)target[4 * i + k];
+            }
         }
+        for (int k = 0; k < 4; ++k)
+            if (!isfinite(pv[k]) || !isfinite(tv[k])) finite = false;
         double l, iou;
         double d[4];
         if (!finite) {
@@ -447,15 +477,28 @@ extern "C" __global__ void box_loss_fwd_bwd(const BoxLossParams p) {
         if (losses != nullptr) losses[i] = wl;
         if (grad != nullptr) {
             const double u = (up != nullptr ? up[i] : up_scalar) * scale;
-            for (int k = 0; k < 4; ++k) grad[4 * i + k] = (float)(u * (w * d[k]));
+            if (vec) {
+                sl_vec16 g;
+                for (int k = 0; k < 4; ++k) sl_vec_set(g, k, (float)(u * (w * d[k])), pred);
+                reinterpret_cast<sl_vec16*>(grad)[i] = g;
+            } else {
+                for (int k = 0; k < 4; ++k) grad[4 * i + k] = (float)(u * (w * d[k]));
+            }
         }
     }
     const double total = sl_block_sum(acc, scratch);
     if (partials != nullptr && threadIdx.x == 0) partials[blockIdx.x] = total;
 }
 
-__device__ __forceinline__ void plain_xyxy(int format, const float* b, double o[4]) {
-    const double b0 = b[0], b1 = b[1], b2 = b[2], b3 = b[3];
+__device__ __forceinline__ void plain_xyxy(int format, const float* b, bool vec, double o[4]) {
+    double b0, b1, b2, b3;
+    if (vec) {
+        const sl_vec16 v = *reinterpret_cast<const sl_vec16*>(b);
+        b0 = sl_vec_get(v, 0, b), b1 = sl_vec_get(v, 1, b), b2 = sl_vec_get(v, 2, b);
+        b3 = sl_vec_get(v, 3, b);
+    } else {
+        b0 = b[0], b1 = b[1], b2 = b[2], b3 = b[3];
+    }
     if (format == SL_BOX_FORMAT_XYWH) {
         o[0] = b0; o[1] = b1; o[2] = b0 + b2; o[3] = b1 + b3;
     } else if (format == SL_BOX_FORMAT_CXCYWH) {
@@ -466,7 +509,10 @@ __device__ __forceinline__ void plain_xyxy(int format, const float* b, double o[
 }
 
 // Pairwise IoU [n, m] row-major, as torchvision.ops.box_iou (BOX-13). One thread per output,
-// grid-stride (`src/params.rs` BoxIouParams). fmin/fmax ignore a NaN operand, like Rust's f64::min/max in the reference.
+// grid-stride (`src/params.rs` BoxIouParams). fmin/fmax ignore a NaN operand, like Rust's
+// f64::min/max in the reference. v2 (issue 16, finding 6): the output's (i, j) kept
+// incrementally (two 64-bit divisions per thread, none per output: v1 divided by m for every
+// output), 16-byte box loads when both box arrays are aligned, launch bounds.
 struct BoxIouParams {
     const float* b1;
     const float* b2;
@@ -477,21 +523,26 @@ struct BoxIouParams {
     int _pad;
 };
 
-extern "C" __global__ void box_iou_pairwise(const BoxIouParams p) {
-    const float* b1 = p.b1;
-    const float* b2 = p.b2;
+extern "C" __global__ void __launch_bounds__(256, 4) box_iou_pairwise(const BoxIouParams p) {
+    const float* __restrict__ b1 = p.b1;
+    const float* __restrict__ b2 = p.b2;
     const long long n = p.n;
     const long long m = p.m;
     const int format = p.format;
-    float* out = p.out;
+    float* __restrict__ out = p.out;
+    if (m <= 0) return;
+    const bool vec = sl_aligned16(b1, b2, nullptr);
     const long long total = n * m;
-    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
-         idx += (long long)gridDim.x * blockDim.x) {
-        const long long i = idx / m;
-        const long long j = idx - i * m;
+    const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    // idx = i m + j; each step adds stride = si m + sj.
+    const long long si = stride / m, sj = stride - si * m;
+    long long i = first / m, j = first - i * m;
+#pragma unroll 1
+    for (long long idx = first; idx < total; idx += stride) {
         double a[4], b[4];
-        plain_xyxy(format, b1 + 4 * i, a);
-        plain_xyxy(format, b2 + 4 * j, b);
+        plain_xyxy(format, b1 + 4 * i, vec, a);
+        plain_xyxy(format, b2 + 4 * j, vec, b);
         const double area_a = (a[2] - a[0]) * (a[3] - a[1]);
         const double area_b = (b[2] - b[0]) * (b[3] - b[1]);
         const double w = fmax(fmin(a[2], b[2]) - fmax(a[0], b[0]), 0.0);
@@ -503,5 +554,11 @@ extern "C" __global__ void box_iou_pairwise(const BoxIouParams p) {
         else if (uni != uni) r = SL_DNAN;
         else r = 0.0;
         out[idx] = (float)r;
+        i += si;
+        j += sj;
+        if (j >= m) {
+            j -= m;
+            ++i;
+        }
     }
 }

@@ -69,6 +69,11 @@ __device__ __forceinline__ void sl_store(sl_f16* p, long long i, float v) {
 struct alignas(16) sl_vec16 {
     unsigned int w[4];
 };
+// Whether every given address is 16-byte aligned (null counts as aligned): the element-wise
+// kernels then move 4 f32 per 16-byte access.
+__device__ __forceinline__ bool sl_aligned16(const void* a, const void* b, const void* c) {
+    return (((unsigned long long)a | (unsigned long long)b | (unsigned long long)c) & 15ull) == 0;
+}
 template <typename T> __device__ constexpr int sl_vec_width() { return 16 / (int)sizeof(T); }
 __device__ __forceinline__ float sl_vec_get(const sl_vec16& v, int k, const float*) {
     return __int_as_float((int)v.w[k]);

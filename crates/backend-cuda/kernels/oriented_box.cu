@@ -137,22 +137,27 @@ struct ProbIouParams {
     int _pad;
 };
 
-extern "C" __global__ void obb_probiou_fwd_bwd(const ProbIouParams p) {
+// `__launch_bounds__(256, 2)` (v2, issue 16 finding 6): the launch's 256 threads, at most 128
+// registers; target and upstream never written, aliasing no output (`__restrict__`; pred may
+// be the gradient in place: a pair's thread reads its 5 values first).
+extern "C" __global__ void __launch_bounds__(256, 2) obb_probiou_fwd_bwd(const ProbIouParams p) {
     __shared__ double scratch[32];
+    const float* __restrict__ target = p.target;
+    const double* __restrict__ up = p.up;
     double acc = 0.0;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < p.n;
          i += (long long)gridDim.x * blockDim.x) {
         double a[5], b[5], g[5], loss, iou;
         for (int k = 0; k < 5; ++k) {
             a[k] = (double)p.pred[5 * i + k];
-            b[k] = (double)p.target[5 * i + k];
+            b[k] = (double)target[5 * i + k];
         }
         const bool want = p.grad != nullptr;
         obb_pair(a, b, p.eps, p.floor, p.ciou, want, &loss, &iou, g);
         acc += loss;
         if (p.losses != nullptr) p.losses[i] = loss;
         if (want) {
-            const double f = (p.up != nullptr ? p.up[i] : p.up_scalar) * p.scale;
+            const double f = (up != nullptr ? up[i] : p.up_scalar) * p.scale;
             for (int k = 0; k < 5; ++k) p.grad[5 * i + k] = (float)(f * g[k]);
         }
     }
@@ -170,17 +175,33 @@ struct ProbIouPairwiseParams {
     float* out;
 };
 
-extern "C" __global__ void obb_probiou_pairwise(const ProbIouPairwiseParams p) {
-    const long long total = p.n * p.m;
-    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
-         idx += (long long)gridDim.x * blockDim.x) {
-        const long long i = idx / p.m, j = idx % p.m;
+// v2 (issue 16 finding 6): the output's (i, j) kept incrementally (two 64-bit divisions per
+// thread, none per output), `__restrict__`, `__launch_bounds__(256, 4)` (at most 64 registers).
+extern "C" __global__ void __launch_bounds__(256, 4) obb_probiou_pairwise(const ProbIouPairwiseParams p) {
+    const float* __restrict__ b1 = p.b1;
+    const float* __restrict__ b2 = p.b2;
+    float* __restrict__ out = p.out;
+    const long long m = p.m;
+    if (m <= 0) return;
+    const long long total = p.n * m;
+    const long long first = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    // idx = i m + j; each step adds stride = si m + sj.
+    const long long si = stride / m, sj = stride - si * m;
+    long long i = first / m, j = first - i * m;
+    for (long long idx = first; idx < total; idx += stride) {
         double a[5], b[5], g[5], loss, iou;
         for (int k = 0; k < 5; ++k) {
-            a[k] = (double)p.b1[5 * i + k];
-            b[k] = (double)p.b2[5 * j + k];
+            a[k] = (double)b1[5 * i + k];
+            b[k] = (double)b2[5 * j + k];
         }
         obb_pair(a, b, p.eps, 0.0, 0, false, &loss, &iou, g);
-        p.out[idx] = (float)iou;
+        out[idx] = (float)iou;
+        i += si;
+        j += sj;
+        if (j >= m) {
+            j -= m;
+            ++i;
+        }
     }
 }

@@ -4,24 +4,34 @@
 // regression.cu (grad may be the logits: in place, each thread reads an element before it
 // writes it). Requires blockDim.x a multiple of 32, <= 1024.
 
-__device__ __forceinline__ double q_sigmoid(double x) {
-    if (x >= 0.0) return 1.0 / (1.0 + exp(-x));
-    const double e = exp(x);
-    return e / (1.0 + e);
-}
-
-__device__ __forceinline__ double q_softplus(double x) {
-    return fmax(x, 0.0) + log1p(exp(-fabs(x)));
+// exp(-|x|) once per element: sigmoid(x) and both softplus terms of BCE derive from it (v2;
+// v1 took four exponentials and two log1p per element, the same values).
+struct QSig {
+    double lp; // log1p(exp(-|x|))
+    double p;  // sigmoid(x)
+};
+__device__ __forceinline__ QSig q_sig(double x) {
+    const double e = exp(-fabs(x));
+    QSig r;
+    r.lp = log1p(e);
+    r.p = x >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+    return r;
 }
 
 __device__ __forceinline__ double q_term(double coef, double sp) {
     return coef == 0.0 ? 0.0 : coef * sp;
 }
 
-// BCE(x, y) and its derivative (BIN-1, BIN-2 with pw = 1).
-__device__ __forceinline__ void q_bce(double x, double y, double* l, double* d) {
-    *l = q_term(y, q_softplus(-x)) + q_term(1.0 - y, q_softplus(x));
-    *d = q_sigmoid(x) - y;
+// BCE(x, y) and its derivative (BIN-1, BIN-2 with pw = 1); softplus(+-x) = max(+-x, 0) + lp.
+__device__ __forceinline__ void q_bce(double x, const QSig& s, double y, double* l, double* d) {
+    *l = q_term(y, fmax(-x, 0.0) + s.lp) + q_term(1.0 - y, fmax(x, 0.0) + s.lp);
+    *d = s.p - y;
+}
+
+// A value outside [0, 1] (NaN included): flagged in `check` (2 words, nullable) by the bitwise
+// NOT of its index (an atomic max, so the smallest index wins in any thread order).
+__device__ __forceinline__ void q_flag_unit(unsigned long long* check, long long i, double v) {
+    if (check != nullptr && !(v >= 0.0 && v <= 1.0)) atomicMax(check, ~(unsigned long long)i);
 }
 
 // b^e and d(b^e)/db, the derivative 0 where e = 0 or b = 0.
@@ -49,29 +59,57 @@ struct VarifocalParams {
     double* losses;
     double* partials;
     float* grad;
+    unsigned long long* check;
     int weight;
     int _pad;
 };
 
-extern "C" __global__ void qual_varifocal(const VarifocalParams p) {
+// `src/params.rs` TargetValueParams: the flagged target's value into check[1].
+struct TargetValueParams {
+    const float* values;
+    const long long* labels;
+    unsigned long long* check;
+};
+
+extern "C" __global__ void qual_target_check(const TargetValueParams p) {
+    unsigned long long* check = p.check;
+    if (blockIdx.x == 0 && threadIdx.x == 0 && check[0] != 0ull) {
+        const unsigned long long i = ~check[0];
+        check[1] = p.values != nullptr
+                       ? (unsigned long long)__double_as_longlong((double)p.values[i])
+                       : (unsigned long long)p.labels[i];
+    }
+}
+
+// `__launch_bounds__(256, 4)`: the launch's 256 threads, at most 64 registers. Scores, labels
+// and upstream are never written and alias no output (`__restrict__`); the logits may be the
+// gradient (in place).
+extern "C" __global__ void __launch_bounds__(256, 4) qual_varifocal(const VarifocalParams p) {
     __shared__ double scratch[32];
+    const float* __restrict__ scores = p.scores;
+    const float* __restrict__ labels = p.labels;
+    const double* __restrict__ up = p.up;
+    unsigned long long* check = p.check;
     double acc = 0.0;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < p.n;
          i += (long long)gridDim.x * blockDim.x) {
         const double x = (double)p.logits[i];
-        const double s = (double)p.scores[i];
+        const double s = (double)scores[i];
+        q_flag_unit(check, i, s);
+        const double lab = labels != nullptr ? (double)labels[i] : 0.0;
+        if (labels != nullptr) q_flag_unit(check != nullptr ? check + 2 : nullptr, i, lab);
         double l, d;
         if (!isfinite(x)) {
             l = SL_DNAN;
             d = SL_DNAN;
         } else {
-            const double pr = q_sigmoid(x);
+            const QSig sg = q_sig(x);
+            const double pr = sg.p;
             const double dp = pr * (1.0 - pr);
             double bce, dbce;
-            q_bce(x, s, &bce, &dbce);
+            q_bce(x, sg, s, &bce, &dbce);
             double w, dw;
             if (p.weight == 0) {
-                const double lab = p.labels != nullptr ? (double)p.labels[i] : 0.0;
                 double pg, dpg;
                 q_pow(pr, p.gamma, &pg, &dpg);
                 w = p.alpha * pg * (1.0 - lab) + s * lab;
@@ -92,7 +130,7 @@ extern "C" __global__ void qual_varifocal(const VarifocalParams p) {
         acc += l;
         if (p.losses != nullptr) p.losses[i] = l;
         if (p.grad != nullptr) {
-            const double u = p.up != nullptr ? p.up[i] : p.up_scalar;
+            const double u = up != nullptr ? up[i] : p.up_scalar;
             p.grad[i] = (float)(u * p.scale * d);
         }
     }
@@ -114,17 +152,26 @@ struct QflParams {
     double* losses;
     double* partials;
     float* grad;
+    unsigned long long* check;
 };
 
-extern "C" __global__ void qual_quality_focal(const QflParams p) {
+extern "C" __global__ void __launch_bounds__(256, 4) qual_quality_focal(const QflParams p) {
     __shared__ double scratch[32];
+    const long long* __restrict__ labels = p.labels;
+    const float* __restrict__ scores = p.scores;
+    const double* __restrict__ up = p.up;
+    unsigned long long* check = p.check;
     double acc = 0.0;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < p.rows;
          i += (long long)gridDim.x * blockDim.x) {
-        const double u = p.up != nullptr ? p.up[i] : p.up_scalar;
+        const double u = up != nullptr ? up[i] : p.up_scalar;
         const double f = u * p.scale;
-        const long long label = p.labels[i];
-        const double s = (double)p.scores[i];
+        const long long label = labels[i];
+        const double s = (double)scores[i];
+        // Labels in [0, classes] (classes: the background); a label only compares with j.
+        if (check != nullptr && !(label >= 0 && label <= p.classes))
+            atomicMax(check, ~(unsigned long long)i);
+        q_flag_unit(check != nullptr ? check + 2 : nullptr, i, s);
         double row = 0.0;
         for (long long j = 0; j < p.classes; ++j) {
             const long long k = i * p.classes + j;
@@ -134,17 +181,18 @@ extern "C" __global__ void qual_quality_focal(const QflParams p) {
                 l = SL_DNAN;
                 d = SL_DNAN;
             } else {
-                const double pr = q_sigmoid(x);
+                const QSig sg = q_sig(x);
+                const double pr = sg.p;
                 const double dp = pr * (1.0 - pr);
                 double bce, dbce, m, dm;
                 if (label == j) {
-                    q_bce(x, s, &bce, &dbce);
+                    q_bce(x, sg, s, &bce, &dbce);
                     const double diff = s - pr;
                     q_pow(fabs(diff), p.beta, &m, &dm);
                     l = bce * m;
                     d = dbce * m + bce * dm * (-q_sign(diff)) * dp;
                 } else {
-                    q_bce(x, 0.0, &bce, &dbce);
+                    q_bce(x, sg, 0.0, &bce, &dbce);
                     q_pow(pr, p.beta, &m, &dm);
                     l = bce * m;
                     d = dbce * m + bce * dm * dp;

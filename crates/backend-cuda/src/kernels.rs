@@ -44,6 +44,10 @@ pub const CE_PREPARE: &str = "ce_prepare";
 pub const CE_REDUCE_ROWS: &str = "ce_reduce_rows";
 /// Binary losses' helper: the value of the first target outside `[0, 1]`.
 pub const BIN_TARGET_CHECK: &str = "bin_target_check";
+/// One thread: the value of the distribution focal loss's flagged target (`distribution.cu`).
+pub const DFL_TARGET_CHECK: &str = "dfl_target_check";
+/// One thread: the value of a varifocal / quality focal loss's flagged target (`quality.cu`).
+pub const QUAL_TARGET_CHECK: &str = "qual_target_check";
 
 /// Element types of the cross-entropy kernels (`CeElement::DTYPE`), in entry-point order.
 pub const CE_DTYPES: [&str; 3] = ["f32", "bf16", "f16"];
@@ -153,11 +157,9 @@ impl KernelFamily for Family {
                 out.push(helper(CE_REDUCE_ROWS, "CeReduceRowsParams"));
             }
             Family::Binary => out.push(helper(BIN_TARGET_CHECK, "BinTargetCheckParams")),
-            Family::BoxLoss
-            | Family::Regression
-            | Family::Distribution
-            | Family::Quality
-            | Family::OrientedBox => {}
+            Family::Distribution => out.push(helper(DFL_TARGET_CHECK, "TargetValueParams")),
+            Family::Quality => out.push(helper(QUAL_TARGET_CHECK, "TargetValueParams")),
+            Family::BoxLoss | Family::Regression | Family::OrientedBox => {}
         }
         for op in self.ops() {
             if op == Op::CrossEntropy {

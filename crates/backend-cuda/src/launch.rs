@@ -57,6 +57,29 @@ pub(crate) enum TargetCheck {
     Classes(CudaSlice<i64>, usize),
     /// Binary losses: `[!(first index outside [0, 1]) or 0, its value as f64 bits]`.
     Binary(CudaSlice<u64>),
+    /// The dense-detector losses: two such words per checked buffer, reported in the order
+    /// of the rules (the host front door's order).
+    Dense(CudaSlice<u64>, Vec<DenseRule>),
+}
+
+/// How a dense-detector loss reports the first invalid value of one checked buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DenseRule {
+    /// As [`LossError::InvalidParameter`] with this name and reason (the value: f64 bits).
+    Value(&'static str, &'static str),
+    /// As [`LossError::TargetOutOfRange`] with this many classes (the value: an i64 label).
+    Label(usize),
+}
+
+impl DenseRule {
+    /// The rule of a value check from the host check's verdict on an invalid probe value (so
+    /// the name and reason are the host front door's own).
+    pub(crate) fn of_probe(probe: Result<()>) -> Self {
+        match probe {
+            Err(LossError::InvalidParameter { name, reason, .. }) => Self::Value(name, reason),
+            _ => Self::Value("targets", "invalid target value"),
+        }
+    }
 }
 
 impl DeviceLoss {
@@ -102,6 +125,26 @@ impl DeviceLoss {
                         value: f64::from_bits(c[1]),
                         reason: "binary targets must lie in [0, 1]",
                     });
+                }
+            }
+            Some(TargetCheck::Dense(check, rules)) => {
+                let c = self.stream.clone_dtoh(check).w()?;
+                self.stream.synchronize().w()?;
+                for (w, rule) in c.chunks_exact(2).zip(rules) {
+                    if w[0] != 0 {
+                        return Err(match *rule {
+                            DenseRule::Value(name, reason) => LossError::InvalidParameter {
+                                name,
+                                value: f64::from_bits(w[1]),
+                                reason,
+                            },
+                            DenseRule::Label(classes) => LossError::TargetOutOfRange {
+                                row: !w[0] as usize,
+                                target: w[1] as i64,
+                                classes,
+                            },
+                        });
+                    }
                 }
             }
             None => {}

@@ -390,6 +390,17 @@ kernel_params! {
         pub check: u64,
     }
 
+    /// `dfl_target_check` (`distribution.cu`) and `qual_target_check` (`quality.cu`): one
+    /// thread copies a flagged target's value into its check words.
+    pub struct TargetValueParams {
+        /// `const float*` (nullable), the values the loss kernel checked.
+        pub values: u64,
+        /// `const long long*` (nullable, when `values` is), the labels it checked.
+        pub labels: u64,
+        /// `unsigned long long*`, the loss kernel's 2 check words of those values.
+        pub check: u64,
+    }
+
     /// `dfl_fwd_bwd` (`distribution.cu`): one thread per item (4 rows or 1 of `bins` logits).
     pub struct DflParams {
         /// `const float*`, `rows * bins` logits (`rows = items * rows_per_item`).
@@ -412,6 +423,11 @@ kernel_params! {
         pub partials: u64,
         /// `float*` (nullable), `rows * bins` (may be the logits: in place).
         pub grad: u64,
+        /// `unsigned long long*` (nullable: the host front door checked the targets), 2 zeroed
+        /// words: the bitwise NOT of the first row whose target is invalid (NaN; mmdetection:
+        /// outside `[0, bins - 1)`), then `dfl_target_check` puts its value's f64 bits in the
+        /// second (`DeviceLoss::to_host` reports it).
+        pub check: u64,
         /// 0 ultralytics, 1 mmdetection (`DflConvention`).
         pub convention: i32,
         /// Padding (0).
@@ -444,6 +460,10 @@ kernel_params! {
         pub partials: u64,
         /// `float*` (nullable), `n` (may be the logits).
         pub grad: u64,
+        /// `unsigned long long*` (nullable: the host front door checked), 4 zeroed words: for
+        /// the scores, then the labels, the bitwise NOT of the first index outside `[0, 1]`
+        /// (NaN included) and (by `qual_target_check`) its value's f64 bits.
+        pub check: u64,
         /// `VarifocalWeight::code`.
         pub weight: i32,
         /// Padding (0).
@@ -476,6 +496,11 @@ kernel_params! {
         pub partials: u64,
         /// `float*` (nullable), `rows * classes` (may be the logits).
         pub grad: u64,
+        /// `unsigned long long*` (nullable: the host front door checked), 4 zeroed words: for
+        /// the labels (outside `[0, classes]`), then the scores (outside `[0, 1]`), the bitwise
+        /// NOT of the first such row and (by `qual_target_check`) its value (a label's bits, a
+        /// score's f64 bits).
+        pub check: u64,
     }
 
     /// `obb_probiou_fwd_bwd` (`oriented_box.cu`): one thread per pair.
@@ -624,15 +649,24 @@ unsafe impl DeviceRepr for BinTargetCheckParams {}
 // each (per = 4 for convention 0, else 1; rows = items * per, the plan's), targets of those
 // rows, writes losses[i] (when non-null) and those grad rows (when non-null; grad may equal
 // logits: each row is read before its thread writes it, no other thread touches it); block k
-// writes partials[k] (when non-null). Blocks of a multiple of 32 threads (<= 1024).
+// writes partials[k] (when non-null), and atomically check[0] (2 words, when non-null). A row
+// whose target is invalid is not indexed by its target. Blocks of a multiple of 32 threads
+// (<= 1024).
 unsafe impl DeviceRepr for DflParams {}
+// SAFETY: plain repr(C) data as above. One thread reads check[0] and, when it is not 0,
+// values[!check[0]] (or labels[!check[0]] when values is null; an index below the loss
+// kernel's count of those values, the only indices it flags), and writes check[1].
+unsafe impl DeviceRepr for TargetValueParams {}
 // SAFETY: plain repr(C) data as above. As RegParams over logits / scores (n floats each), plus
-// labels[i] (n floats, when non-null).
+// labels[i] (n floats, when non-null), and atomically check[0] and check[2] (4 words, when
+// non-null).
 unsafe impl DeviceRepr for VarifocalParams {}
 // SAFETY: plain repr(C) data as above. Grid-stride over `rows` rows: row i reads labels[i],
 // scores[i], up[i] (rows values each, up when non-null), logits and grad [i*classes,
 // (i+1)*classes) (grad may equal logits: each element is read before it is written, by its
-// row's thread only), writes losses[i] (when non-null); block k writes partials[k].
+// row's thread only), writes losses[i] (when non-null), atomically check[0] and check[2] (4
+// words, when non-null); block k writes partials[k]. Labels only compare with class indices
+// (never index memory), so an out-of-range label reads nothing out of bounds.
 unsafe impl DeviceRepr for QflParams {}
 // SAFETY: plain repr(C) data as above. As BoxLossParams with 5 floats per box (pred, target
 // and grad 5n floats; grad may equal pred: a pair's thread reads its 5 values first).

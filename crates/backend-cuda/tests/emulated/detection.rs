@@ -77,6 +77,9 @@ impl DistributionOps<f32> for EmuBackend {
         let (x, mut grad, in_place) = split(io);
         let mut o = out(plan.items, &upstream, plan.count_scale());
         let (input, g) = io_addrs(&x, &mut grad, in_place);
+        // The device-side target check runs too (`distribution_focal_dev`): the front door's
+        // valid targets flag nothing.
+        let mut check = [0u64; 2];
         let p = DflParams {
             logits: input,
             targets: addr(with.as_ptr()),
@@ -88,6 +91,7 @@ impl DistributionOps<f32> for EmuBackend {
             losses: addr(o.losses.as_mut_ptr()),
             partials: addr(o.partials.as_mut_ptr()),
             grad: g,
+            check: addr(check.as_mut_ptr()),
             convention: i32::from(plan.cfg.convention == DflConvention::Mmdetection),
             _pad: 0,
         };
@@ -102,6 +106,10 @@ impl DistributionOps<f32> for EmuBackend {
                 &p,
             )
         };
+        assert!(
+            check.iter().all(|&w| w == 0),
+            "valid targets flagged: {check:?}"
+        );
         Ok(o.finish(lib, plan.reduction()))
     }
 }
@@ -122,6 +130,7 @@ impl QualityOps<f32> for EmuBackend {
         let scale = mean_scale(plan.reduction(), plan.cfg.mean_denominator(plan.items));
         let mut o = out(plan.items, &upstream, scale);
         let (input, g) = io_addrs(&x, &mut grad, in_place);
+        let mut check = [0u64; 4];
         let p = VarifocalParams {
             logits: input,
             scores: addr(with.scores.as_ptr()),
@@ -135,6 +144,7 @@ impl QualityOps<f32> for EmuBackend {
             losses: addr(o.losses.as_mut_ptr()),
             partials: addr(o.partials.as_mut_ptr()),
             grad: g,
+            check: addr(check.as_mut_ptr()),
             weight: i32::from(plan.cfg.weight.code()),
             _pad: 0,
         };
@@ -149,6 +159,10 @@ impl QualityOps<f32> for EmuBackend {
                 &p,
             )
         };
+        assert!(
+            check.iter().all(|&w| w == 0),
+            "valid targets flagged: {check:?}"
+        );
         Ok(o.finish(lib, plan.reduction()))
     }
 
@@ -167,6 +181,7 @@ impl QualityOps<f32> for EmuBackend {
         let scale = mean_scale(plan.reduction(), plan.cfg.mean_denominator(plan.items));
         let mut o = out(plan.items, &upstream, scale);
         let (input, g) = io_addrs(&x, &mut grad, in_place);
+        let mut check = [0u64; 4];
         let p = QflParams {
             logits: input,
             labels: addr(with.labels.as_ptr()),
@@ -180,6 +195,7 @@ impl QualityOps<f32> for EmuBackend {
             losses: addr(o.losses.as_mut_ptr()),
             partials: addr(o.partials.as_mut_ptr()),
             grad: g,
+            check: addr(check.as_mut_ptr()),
         };
         // SAFETY: QflParams's contract with host buffers of the plan's sizes.
         unsafe {
@@ -192,6 +208,10 @@ impl QualityOps<f32> for EmuBackend {
                 &p,
             )
         };
+        assert!(
+            check.iter().all(|&w| w == 0),
+            "valid targets flagged: {check:?}"
+        );
         Ok(o.finish(lib, plan.reduction()))
     }
 }

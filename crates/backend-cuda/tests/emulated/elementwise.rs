@@ -199,6 +199,12 @@ pub(super) struct ElemArgs {
 }
 
 impl ElemArgs {
+    /// The same launch over `blocks` blocks (fewer than `elem_grid`: several vectors and
+    /// elements per thread).
+    pub(super) fn with_blocks(&self, blocks: u32) -> Self {
+        Self { blocks, ..*self }
+    }
+
     /// The kernel's input address: `x`, or the gradient buffer in place.
     fn input(&self, x: &[f32]) -> u64 {
         if self.in_place {

@@ -746,9 +746,11 @@ fn sanitizer_smoke() {
 }
 
 mod budget;
+mod budget_elementwise;
 mod buffers;
 mod dense;
 mod errors;
 mod linear_ce_dev;
 mod losses;
 mod rows_dev;
+mod sass;
