@@ -133,6 +133,19 @@ def main():
 
                 med, _ = timed(box, args.iters, args.warmup)
                 rows_out.append((f"box {kind} {n} pairs", "torchvision", med, floor))
+            # Pairwise IoU (cuda_bench's box_iou: the same box pattern, 4096 x 4096 or 2048 x 2048
+            # in --quick); floor: writing the n * n outputs.
+            nb = 2048 if args.quick else 4096
+            rb = pattern(8 * nb, 0.0, 1.0, dev).view(nb, 8)
+
+            def corners(q):
+                x, y = q[:, 0] * 100, q[:, 1] * 100
+                return torch.stack([x, y, x + 1 + q[:, 2] * 30, y + 1 + q[:, 3] * 30], 1).contiguous()
+
+            b1, b2 = corners(rb[:, 0:4]), corners(rb[:, 4:8])
+            floor_iou = (nb * nb * 4 + 2 * nb * 16) / (tbs * 1e12) * 1e3
+            med, _ = timed(lambda: tvo.box_iou(b1, b2), args.iters, args.warmup)
+            rows_out.append((f"box_iou {nb}x{nb}", "torchvision", med, floor_iou))
         except Exception as e:  # noqa: BLE001
             errors.append(f"torchvision box losses: {type(e).__name__}: {e}")
     else:
@@ -159,6 +172,8 @@ def main():
                             impl = f"smoothloss-cuda sweep ({plan})"
                     elif b == "box_loss":
                         wl = f"box {j['kind']} {j['pairs']} pairs"
+                    elif b == "box_iou":
+                        wl = f"box_iou {j['boxes']}x{j['boxes']}"
                     elif b == "smooth_l1":
                         wl = f"smooth_l1 {j['elements']} elements"
                     elif b == "copy":

@@ -6,7 +6,7 @@
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use smoothloss_core::{
     Call, Io, Loss, LossConfig, Parts, Plan, QflTargets, QualityFocal, QualityOps, Reduction,
-    Result, Varifocal, VarifocalTargets,
+    Result, Varifocal, VarifocalTargets, VarifocalWeight,
 };
 
 use crate::device::CudaBackend;
@@ -37,6 +37,9 @@ impl CudaBackend {
     ) -> Result<DeviceLoss> {
         let ext = dev_extent(&logits, None, &upstream);
         let plan = cfg.plan(&ext, scores.len(), labels.map_or(0, |l| l.len()))?;
+        // As the host front door: the kernel sees labels only with the weight that reads them
+        // (the plan let the others pass an empty buffer at most).
+        let labels = labels.filter(|_| cfg.weight == VarifocalWeight::Ultralytics);
         self.varifocal_launch(&plan, logits, scores, labels, upstream, true)
     }
 

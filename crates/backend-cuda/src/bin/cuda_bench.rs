@@ -270,6 +270,37 @@ fn bench_box(b: &CudaBackend, o: &Opts, n: usize, kind: BoxLossKind, tbs: f64) -
     Ok(())
 }
 
+/// Pairwise IoU of `n` boxes against `n` boxes (`box_iou_dev`, `BOX-13`), as torchvision's
+/// `box_iou` (the peer script times it on the same boxes); floor: writing the `n * n` outputs.
+fn bench_box_iou(b: &CudaBackend, o: &Opts, n: usize, tbs: f64) -> Result<()> {
+    let st = b.stream().clone();
+    let r = pattern(8 * n, 0.0, 1.0);
+    let boxes = |k: usize| -> Vec<f32> {
+        (0..n)
+            .flat_map(|i| {
+                let q = &r[8 * i + 4 * k..8 * i + 4 * k + 4];
+                let (x, y) = (q[0] * 100.0, q[1] * 100.0);
+                [x, y, x + 1.0 + q[2] * 30.0, y + 1.0 + q[3] * 30.0]
+            })
+            .collect()
+    };
+    let b1 = st.clone_htod(&boxes(0)).w()?;
+    let b2 = st.clone_htod(&boxes(1)).w()?;
+    let mut out = st.alloc_zeros::<f32>(n * n).w()?;
+    let floor_ms = (n * n * 4 + 2 * n * 16) as f64 / (tbs * 1e12) * 1e3;
+    let (med, min) = time(b, o, || b.box_iou_dev(BoxFormat::Xyxy, &b1, &b2, &mut out))?;
+    emit(&[
+        ("bench", s("box_iou")),
+        ("impl", s("smoothloss-cuda")),
+        ("boxes", n.to_string()),
+        ("median_ms", format!("{med:.4}")),
+        ("min_ms", format!("{min:.4}")),
+        ("floor_ms", format!("{floor_ms:.4}")),
+        ("pct_of_floor", format!("{:.1}", 100.0 * floor_ms / med)),
+    ]);
+    Ok(())
+}
+
 fn bench_smooth_l1(b: &CudaBackend, o: &Opts, n: usize, tbs: f64) -> Result<()> {
     let st = b.stream().clone();
     let p = st.clone_htod(&pattern(n, -3.0, 3.0)).w()?;
@@ -346,6 +377,8 @@ fn run(o: &Opts) -> Result<()> {
     for kind in [BoxLossKind::Giou, BoxLossKind::Diou, BoxLossKind::Ciou] {
         check(format!("box {kind:?}"), bench_box(&b, o, pairs, kind, tbs));
     }
+    let boxes = if o.quick { 2048 } else { 4096 };
+    check("box_iou".into(), bench_box_iou(&b, o, boxes, tbs));
     let n = if o.quick { 1 << 24 } else { 1 << 26 };
     check("smooth_l1".into(), bench_smooth_l1(&b, o, n, tbs));
     if failed > 0 {

@@ -122,3 +122,289 @@ fn probiou_device_shape_errors_are_the_hosts() {
         b.batch_probiou(1e-7, &a, &c, &mut host).unwrap_err()
     );
 }
+
+/// The DFL, varifocal and QFL device entry points against the host front door of the same
+/// backend (the same kernels on the same numbers: the same bits), separate and in place, and
+/// the front door against the f64 reference.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn dfl_varifocal_qfl_device_entries_match_the_front_door() {
+    use smoothloss_core::{DistributionFocal, QualityFocal, Varifocal, VarifocalTargets};
+    let b = backend!();
+    let st = b.stream().clone();
+    let mut rng = Rng::new(1613);
+    // DFL: 1001 boxes of 4 rows x 16 bins (ultralytics), the same rows one by one (mmdetection).
+    let (rows, bins) = (4 * 1001usize, 16usize);
+    let z: Vec<f32> = (0..rows * bins).map(|_| rng.range_f32(-4.0, 4.0)).collect();
+    let t: Vec<f32> = (0..rows).map(|_| rng.range_f32(0.0, 14.9)).collect();
+    let (zd, td) = (st.clone_htod(&z).unwrap(), st.clone_htod(&t).unwrap());
+    for cfg in [
+        DistributionFocal::ultralytics(),
+        DistributionFocal::mmdetection(),
+        DistributionFocal::mmdetection().with_reduction(Reduction::Sum),
+    ] {
+        let mut gd = st.alloc_zeros::<f32>(rows * bins).unwrap();
+        let dev = b
+            .distribution_focal_dev(
+                &cfg,
+                Io::Separate {
+                    input: &zd,
+                    grad: &mut gd,
+                },
+                &td,
+                DeviceUpstream::Scalar(1.0),
+            )
+            .unwrap()
+            .to_host()
+            .unwrap();
+        let mut g = vec![0f32; rows * bins];
+        let host = b
+            .distribution_focal(&cfg, Input::matrix(&z, rows, bins).with_grad(&mut g), &t)
+            .unwrap();
+        assert_eq!(dev, host.values(), "{cfg:?}");
+        assert_eq!(st.clone_dtoh(&gd).unwrap(), g, "{cfg:?}");
+        let mut gr = vec![0f32; rows * bins];
+        let want = ReferenceBackend
+            .distribution_focal(&cfg, Input::matrix(&z, rows, bins).with_grad(&mut gr), &t)
+            .unwrap();
+        assert_close("dfl loss", host.values(), want.values(), 1e-6, 1e-7);
+        assert_grad("dfl grad", &g, &gr, 1e-5, 1e-6);
+        let mut ip = st.clone_htod(&z).unwrap();
+        let again = b
+            .distribution_focal_dev(&cfg, Io::InPlace(&mut ip), &td, DeviceUpstream::Scalar(1.0))
+            .unwrap();
+        assert_eq!(again.to_host().unwrap(), host.values(), "{cfg:?} in place");
+        assert_eq!(st.clone_dtoh(&ip).unwrap(), g, "{cfg:?} in place");
+    }
+    // Varifocal: ultralytics (scores and labels) and mmdetection (scores).
+    let n = 16 * 1000 + 3;
+    let x: Vec<f32> = (0..n).map(|_| rng.range_f32(-5.0, 5.0)).collect();
+    let s: Vec<f32> = (0..n).map(|_| rng.range_f32(0.0, 1.0)).collect();
+    let lab: Vec<f32> = (0..n).map(|i| (i % 5 == 0) as u8 as f32).collect();
+    let (xd, sd, ld) = (
+        st.clone_htod(&x).unwrap(),
+        st.clone_htod(&s).unwrap(),
+        st.clone_htod(&lab).unwrap(),
+    );
+    for (cfg, with_labels) in [
+        (Varifocal::ultralytics(), true),
+        (Varifocal::mmdetection(), false),
+        (Varifocal::mmdetection().with_avg_factor(37.5), false),
+    ] {
+        let mut gd = st.alloc_zeros::<f32>(n).unwrap();
+        let dev = b
+            .varifocal_dev(
+                &cfg,
+                Io::Separate {
+                    input: &xd,
+                    grad: &mut gd,
+                },
+                &sd,
+                with_labels.then_some(&ld),
+                DeviceUpstream::Scalar(0.5),
+            )
+            .unwrap()
+            .to_host()
+            .unwrap();
+        let tg = VarifocalTargets {
+            scores: &s[..],
+            labels: with_labels.then_some(&lab[..]),
+        };
+        let mut g = vec![0f32; n];
+        let host = b
+            .varifocal(
+                &cfg,
+                Input::new(&x)
+                    .with_upstream(Upstream::Scalar(0.5))
+                    .with_grad(&mut g),
+                tg,
+            )
+            .unwrap();
+        assert_eq!(dev, host.values(), "{cfg:?}");
+        assert_eq!(st.clone_dtoh(&gd).unwrap(), g, "{cfg:?}");
+        let mut gr = vec![0f32; n];
+        let want = ReferenceBackend
+            .varifocal(
+                &cfg,
+                Input::new(&x)
+                    .with_upstream(Upstream::Scalar(0.5))
+                    .with_grad(&mut gr),
+                tg,
+            )
+            .unwrap();
+        assert_close("varifocal loss", host.values(), want.values(), 1e-6, 1e-7);
+        assert_grad("varifocal grad", &g, &gr, 1e-5, 1e-6);
+    }
+    // Quality focal: 2000 rows of 80 classes, labels in [0, 80].
+    let (qr, qc) = (2000usize, 80usize);
+    let q: Vec<f32> = (0..qr * qc).map(|_| rng.range_f32(-5.0, 5.0)).collect();
+    let ql: Vec<i64> = (0..qr).map(|_| rng.below(qc + 1) as i64).collect();
+    let qs: Vec<f32> = (0..qr).map(|_| rng.range_f32(0.0, 1.0)).collect();
+    let (qd, qld, qsd) = (
+        st.clone_htod(&q).unwrap(),
+        st.clone_htod(&ql).unwrap(),
+        st.clone_htod(&qs).unwrap(),
+    );
+    for cfg in [
+        QualityFocal::new(),
+        QualityFocal::new()
+            .with_beta(1.5)
+            .with_reduction(Reduction::None),
+    ] {
+        let mut gd = st.alloc_zeros::<f32>(qr * qc).unwrap();
+        let dev = b
+            .quality_focal_dev(
+                &cfg,
+                Io::Separate {
+                    input: &qd,
+                    grad: &mut gd,
+                },
+                &qld,
+                &qsd,
+                DeviceUpstream::Scalar(1.0),
+            )
+            .unwrap()
+            .to_host()
+            .unwrap();
+        let mut g = vec![0f32; qr * qc];
+        let host = b
+            .quality_focal(&cfg, Input::matrix(&q, qr, qc).with_grad(&mut g), &ql, &qs)
+            .unwrap();
+        assert_eq!(dev, host.values(), "{cfg:?}");
+        assert_eq!(st.clone_dtoh(&gd).unwrap(), g, "{cfg:?}");
+        let mut gr = vec![0f32; qr * qc];
+        let want = ReferenceBackend
+            .quality_focal(&cfg, Input::matrix(&q, qr, qc).with_grad(&mut gr), &ql, &qs)
+            .unwrap();
+        assert_close("qfl loss", host.values(), want.values(), 1e-6, 1e-7);
+        assert_grad("qfl grad", &g, &gr, 1e-5, 1e-6);
+        let mut ip = st.clone_htod(&q).unwrap();
+        let again = b
+            .quality_focal_dev(
+                &cfg,
+                Io::InPlace(&mut ip),
+                &qld,
+                &qsd,
+                DeviceUpstream::Scalar(1.0),
+            )
+            .unwrap();
+        assert_eq!(again.to_host().unwrap(), host.values(), "{cfg:?} in place");
+        assert_eq!(st.clone_dtoh(&ip).unwrap(), g, "{cfg:?} in place");
+    }
+}
+
+/// Invalid targets on device buffers are found on the device and reported by `to_host` as
+/// the host front door reports them; shape errors are the host's.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn dfl_varifocal_qfl_device_errors_are_the_hosts() {
+    use smoothloss_core::{DistributionFocal, QualityFocal, Varifocal, VarifocalTargets};
+    let b = backend!();
+    let st = b.stream().clone();
+    let (rows, bins) = (8usize, 16usize);
+    let z = vec![0.5f32; rows * bins];
+    let zd = st.clone_htod(&z).unwrap();
+    for (cfg, bad) in [
+        (DistributionFocal::ultralytics(), f32::NAN),
+        (DistributionFocal::mmdetection(), 15.0),
+        (DistributionFocal::mmdetection(), -0.5),
+    ] {
+        let mut t = vec![3.5f32; rows];
+        t[6] = bad;
+        let want = b
+            .distribution_focal(&cfg, Input::matrix(&z, rows, bins), &t)
+            .unwrap_err();
+        let got = b
+            .distribution_focal_dev(
+                &cfg,
+                Io::Read(&zd),
+                &st.clone_htod(&t).unwrap(),
+                DeviceUpstream::Scalar(1.0),
+            )
+            .unwrap()
+            .to_host()
+            .unwrap_err();
+        assert_eq!(format!("{got:?}"), format!("{want:?}"), "{cfg:?}");
+    }
+    // A shape error: 7 targets for 8 rows of 16.
+    let t7 = st.clone_htod(&[1.0f32; 7]).unwrap();
+    let got = b
+        .distribution_focal_dev(
+            &DistributionFocal::mmdetection(),
+            Io::Read(&zd),
+            &t7,
+            DeviceUpstream::Scalar(1.0),
+        )
+        .unwrap_err();
+    let want = b
+        .distribution_focal(&DistributionFocal::mmdetection(), &z[..], &[1.0f32; 7])
+        .unwrap_err();
+    assert_eq!(got, want);
+    // Varifocal: a score, then a label.
+    let n = 300;
+    let x = vec![0.1f32; n];
+    let xd = st.clone_htod(&x).unwrap();
+    for (si, li) in [(Some(200usize), Some(100usize)), (None, Some(250))] {
+        let mut s = vec![0.5f32; n];
+        let mut l = vec![1.0f32; n];
+        if let Some(i) = si {
+            s[i] = 1.25;
+        }
+        if let Some(i) = li {
+            l[i] = f32::NAN;
+        }
+        let cfg = Varifocal::ultralytics();
+        let want = b
+            .varifocal(
+                &cfg,
+                &x[..],
+                VarifocalTargets {
+                    scores: &s,
+                    labels: Some(&l),
+                },
+            )
+            .unwrap_err();
+        let got = b
+            .varifocal_dev(
+                &cfg,
+                Io::Read(&xd),
+                &st.clone_htod(&s).unwrap(),
+                Some(&st.clone_htod(&l).unwrap()),
+                DeviceUpstream::Scalar(1.0),
+            )
+            .unwrap()
+            .to_host()
+            .unwrap_err();
+        assert_eq!(format!("{got:?}"), format!("{want:?}"));
+    }
+    // Quality focal: a label out of range, then a score.
+    let (qr, qc) = (50usize, 4usize);
+    let q = vec![0.2f32; qr * qc];
+    let qd = st.clone_htod(&q).unwrap();
+    for (li, si) in [(Some(30usize), Some(10usize)), (None, Some(40))] {
+        let mut l: Vec<i64> = (0..qr as i64).map(|i| i % 5).collect();
+        let mut s = vec![0.5f32; qr];
+        if let Some(i) = li {
+            l[i] = 5;
+        }
+        if let Some(i) = si {
+            s[i] = -1.0;
+        }
+        let cfg = QualityFocal::new();
+        let want = b
+            .quality_focal(&cfg, Input::matrix(&q, qr, qc), &l, &s)
+            .unwrap_err();
+        let got = b
+            .quality_focal_dev(
+                &cfg,
+                Io::Read(&qd),
+                &st.clone_htod(&l).unwrap(),
+                &st.clone_htod(&s).unwrap(),
+                DeviceUpstream::Scalar(1.0),
+            )
+            .unwrap()
+            .to_host()
+            .unwrap_err();
+        assert_eq!(format!("{got:?}"), format!("{want:?}"));
+    }
+}
