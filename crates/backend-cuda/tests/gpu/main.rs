@@ -743,75 +743,7 @@ fn sanitizer_smoke() {
     )
     .map(Loss::into_values)
     .unwrap();
-    dense_dev_smoke(&b, &mut rng);
-}
-
-/// The dense-detector device entry points once each for `sanitizer_smoke`, with an invalid
-/// target in each checked buffer (flagged on the device, never used as an index).
-fn dense_dev_smoke(b: &CudaBackend, rng: &mut Rng) {
-    use smoothloss_core::{DistributionFocal, QualityFocal, Varifocal};
-    let st = b.stream().clone();
-    let (rows, bins) = (4 * 37usize, 16usize);
-    let z: Vec<f32> = (0..rows * bins).map(|_| rng.range_f32(-3.0, 3.0)).collect();
-    let mut t: Vec<f32> = (0..rows).map(|_| rng.range_f32(0.0, 14.0)).collect();
-    t[5] = 1e30;
-    let (zd, td) = (st.clone_htod(&z).unwrap(), st.clone_htod(&t).unwrap());
-    let mut gd = st.alloc_zeros::<f32>(rows * bins).unwrap();
-    let err = b
-        .distribution_focal_dev(
-            &DistributionFocal::mmdetection(),
-            Io::Separate {
-                input: &zd,
-                grad: &mut gd,
-            },
-            &td,
-            DeviceUpstream::Scalar(1.0),
-        )
-        .unwrap()
-        .to_host();
-    assert!(
-        matches!(err, Err(LossError::InvalidParameter { .. })),
-        "{err:?}"
-    );
-    let n = 1001;
-    let x: Vec<f32> = (0..n).map(|_| rng.range_f32(-4.0, 4.0)).collect();
-    let mut s: Vec<f32> = (0..n).map(|_| rng.range_f32(0.0, 1.0)).collect();
-    s[7] = 2.0;
-    let (xd, sd) = (st.clone_htod(&x).unwrap(), st.clone_htod(&s).unwrap());
-    let mut xi = xd.clone();
-    let err = b
-        .varifocal_dev(
-            &Varifocal::mmdetection(),
-            Io::InPlace(&mut xi),
-            &sd,
-            None,
-            DeviceUpstream::Scalar(1.0),
-        )
-        .unwrap()
-        .to_host();
-    assert!(
-        matches!(err, Err(LossError::InvalidParameter { .. })),
-        "{err:?}"
-    );
-    let (qr, qc) = (37usize, 80usize);
-    let q: Vec<f32> = (0..qr * qc).map(|_| rng.range_f32(-4.0, 4.0)).collect();
-    let mut ql: Vec<i64> = (0..qr).map(|_| rng.below(qc + 1) as i64).collect();
-    ql[3] = 1 << 40;
-    let qd = st.clone_htod(&q).unwrap();
-    let err = b
-        .quality_focal_dev(
-            &QualityFocal::new(),
-            Io::Read(&qd),
-            &st.clone_htod(&ql).unwrap(),
-            &st.clone_htod(&s[..qr]).unwrap(),
-            DeviceUpstream::Scalar(1.0),
-        )
-        .unwrap()
-        .to_host();
-    assert!(
-        matches!(err, Err(LossError::TargetOutOfRange { .. })),
-        "{err:?}"
-    );
+    dense::dense_dev_smoke(&b, &mut rng);
 }
 
 mod budget;
