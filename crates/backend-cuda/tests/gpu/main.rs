@@ -752,3 +752,4 @@ mod errors;
 mod linear_ce_dev;
 mod losses;
 mod rows_dev;
+mod vocab_parallel_dev;
