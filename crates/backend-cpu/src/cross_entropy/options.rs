@@ -133,27 +133,34 @@ fn process_row(
         dcap,
         stats,
     } = sc;
-    // CE-10: the capped row and its derivatives into the scratch rows (read before anything
-    // is written, so in place works); the kernels then run in place on the capped row (its
-    // exponentials, then its gradient, in cache), and the gradient buffer is written once, at
-    // the end, with the chain rule applied.
+    // CE-10: the capped row and its derivatives into the scratch rows, chunk by chunk, each
+    // chunk's pass 1 run while it is in L1 (the logits are read before anything is written,
+    // so in place works); pass 2 then runs in place on the capped row's exponentials (in
+    // cache), and the gradient buffer is written once, at the end, with the chain rule.
+    // Without a softcap the kernels run on the row itself.
+    let mut capped_zy = None;
     let (mut kb, gout) = match cfg.softcap {
         None => (bufs, None),
         Some(cap) => {
             let cap = super::softcap::Cap::new(cap);
             capped.resize(c, 0.0);
             dcap.resize(c, 0.0);
+            let mut run = |z: &[f32], store: bool| {
+                // The capped target logit, the bits of the vector path (`Cap::one`).
+                capped_zy = Some(y.map_or(0.0, |y| cap.one(z[y]).0));
+                cap_pass1(plan, i, cap, z, capped, dcap, stats, store);
+            };
             let g = match bufs {
                 Bufs::Split(x, g) => {
-                    super::softcap::softcap_row(plan.level, x, cap, capped, dcap);
+                    run(x, true);
                     Some(g)
                 }
                 Bufs::InPlace(g) => {
-                    super::softcap::softcap_row(plan.level, g, cap, capped, dcap);
+                    run(g, true);
                     Some(g)
                 }
                 Bufs::ReadOnly(x) => {
-                    super::softcap::softcap_row(plan.level, x, cap, capped, dcap);
+                    run(x, false);
                     None
                 }
             };
@@ -166,10 +173,16 @@ fn process_row(
         }
     };
     let mut raw = RowBuf::new(&mut kb, None, false);
-    let zy = y.map_or(0.0, |y| raw.logit(y));
-    stats.clear();
-    stats.resize(plan.nchunks, ChunkStats::default());
-    long::pass1_range(plan, i, 0, &raw, stats);
+    let zy = match capped_zy {
+        Some(zy) => zy,
+        None => {
+            let zy = y.map_or(0.0, |y| raw.logit(y));
+            stats.clear();
+            stats.resize(plan.nchunks, ChunkStats::default());
+            long::pass1_range(plan, i, 0, &raw, stats);
+            zy
+        }
+    };
     let mut row = long::combine(plan, stats, y, zy);
     let lse = row.lse();
     let hit = y.is_some() && row.finite && zy == row.m;
@@ -224,6 +237,44 @@ fn process_row(
         }
     }
     res
+}
+
+/// `CE-10` and pass 1 of one row, chunk by chunk: chunk `k` of the logits `z` capped into
+/// `capped` (its derivatives into `dcap`), then pass 1 on it (the exponentials stored over it
+/// when `store`) while it is in L1; `stats` gets the row's chunk statistics.
+#[allow(clippy::too_many_arguments)]
+fn cap_pass1(
+    plan: &Plan<'_>,
+    i: usize,
+    cap: super::softcap::Cap,
+    z: &[f32],
+    capped: &mut [f32],
+    dcap: &mut [f32],
+    stats: &mut Vec<ChunkStats>,
+    store: bool,
+) {
+    let c = plan.classes;
+    stats.clear();
+    stats.resize(plan.nchunks, ChunkStats::default());
+    for k in 0..plan.nchunks {
+        let off = k * plan.chunk;
+        let n = plan.chunk.min(c - off);
+        let cc = &mut capped[off..off + n];
+        super::softcap::softcap_row(
+            plan.level,
+            &z[off..off + n],
+            cap,
+            cc,
+            &mut dcap[off..off + n],
+        );
+        let mut b = if store {
+            Bufs::InPlace(cc)
+        } else {
+            Bufs::ReadOnly(cc)
+        };
+        let r = RowBuf::new(&mut b, None, false);
+        long::pass1_range(plan, i, k, &r, &mut stats[k..k + 1]);
+    }
 }
 
 /// The hard target's gradient entry in `f64` (the long path's `target_grad` plus the z-loss

@@ -54,25 +54,25 @@ impl Cap {
     pub(super) fn one(self, z: f32) -> (f32, f32) {
         let a = z.abs();
         let x = a * self.inv;
-        // x < 1: z' = |z| (1 + q).
-        let s = x * x;
-        let mut p = P[6];
-        for &c in P[..6].iter().rev() {
-            p = p.mul_add(s, c);
-        }
-        let q = p * s;
-        let t = x.mul_add(q, x);
-        let cs = a.mul_add(q, a);
-        let ds = (-t).mul_add(t, 1.0);
-        // x >= 1: z' = cap - cap (2 u r).
-        let u = exp_nonpos_f32(-(a * self.k));
-        let r = 1.0 / (1.0 + u);
-        let om = (u + u) * r;
-        let cb = (-self.cap).mul_add(om, self.cap);
-        let db = (om + om) * r;
-        let small = x < 1.0;
-        let c = if small { cs } else { cb };
-        (c.copysign(z), if small { ds } else { db })
+        // `x < 1` is false for NaN: the `exp` branch, NaN in NaN out.
+        let (c, d) = if x < 1.0 {
+            // z' = |z| (1 + q).
+            let s = x * x;
+            let mut p = P[6];
+            for &c in P[..6].iter().rev() {
+                p = p.mul_add(s, c);
+            }
+            let q = p * s;
+            let t = x.mul_add(q, x);
+            (a.mul_add(q, a), (-t).mul_add(t, 1.0))
+        } else {
+            // z' = cap - cap (2 u r).
+            let u = exp_nonpos_f32(-(a * self.k));
+            let r = 1.0 / (1.0 + u);
+            let om = (u + u) * r;
+            ((-self.cap).mul_add(om, self.cap), (om + om) * r)
+        };
+        (c.copysign(z), d)
     }
 }
 
@@ -123,29 +123,43 @@ unsafe fn avx2(z: &[f32], cap: Cap, capped: &mut [f32], dcap: &mut [f32]) {
     let pc = P.map(|c| _mm256_set1_ps(c));
     let mut j = 0;
     while j < nv {
+        // The logits come from memory (this is the row's first read): bring the next chunk
+        // (the next `n` logits, this row's next chunk or the next row) towards L1 while this
+        // one is computed, as pass 1 does (a prefetch never faults; the address may lie past
+        // the buffer).
+        _mm_prefetch::<_MM_HINT_T0>(z.as_ptr().wrapping_add(n + j) as *const i8);
         let v = load(z, j);
         let a = _mm256_andnot_ps(sign, v);
         let x = _mm256_mul_ps(a, vinv);
-        let s = _mm256_mul_ps(x, x);
-        let mut p = pc[6];
-        for c in pc[..6].iter().rev() {
-            p = _mm256_fmadd_ps(p, s, *c);
-        }
-        let q = _mm256_mul_ps(p, s);
-        let t = _mm256_fmadd_ps(x, q, x);
-        let cs = _mm256_fmadd_ps(a, q, a);
-        let ds = _mm256_fnmadd_ps(t, t, one);
-        // -(|z| k): the sign bit set (NaN stays NaN).
-        let e = exp8_nonpos(_mm256_or_ps(_mm256_mul_ps(a, vk), sign));
-        let r = _mm256_div_ps(one, _mm256_add_ps(one, e));
-        let om = _mm256_mul_ps(_mm256_add_ps(e, e), r);
-        let cb = _mm256_fmadd_ps(ncap, om, vcap);
-        let db = _mm256_mul_ps(_mm256_add_ps(om, om), r);
-        // x < 1 (false for NaN, as the scalar's comparison).
+        // x < 1 (false for NaN, as the scalar's comparison). Each branch is evaluated only
+        // when a lane takes it (the usual logits are all below the cap: the polynomial alone),
+        // and a lane's result does not depend on the other lanes.
         let small = _mm256_cmp_ps::<_CMP_LT_OQ>(x, one);
-        let c = _mm256_blendv_ps(cb, cs, small);
+        let mask = _mm256_movemask_ps(small);
+        let (mut c, mut d) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        if mask != 0 {
+            let s = _mm256_mul_ps(x, x);
+            let mut p = pc[6];
+            for cf in pc[..6].iter().rev() {
+                p = _mm256_fmadd_ps(p, s, *cf);
+            }
+            let q = _mm256_mul_ps(p, s);
+            let t = _mm256_fmadd_ps(x, q, x);
+            c = _mm256_fmadd_ps(a, q, a);
+            d = _mm256_fnmadd_ps(t, t, one);
+        }
+        if mask != 0xff {
+            // -(|z| k): the sign bit set (NaN stays NaN).
+            let e = exp8_nonpos(_mm256_or_ps(_mm256_mul_ps(a, vk), sign));
+            let r = _mm256_div_ps(one, _mm256_add_ps(one, e));
+            let om = _mm256_mul_ps(_mm256_add_ps(e, e), r);
+            let cb = _mm256_fmadd_ps(ncap, om, vcap);
+            let db = _mm256_mul_ps(_mm256_add_ps(om, om), r);
+            c = _mm256_blendv_ps(cb, c, small);
+            d = _mm256_blendv_ps(db, d, small);
+        }
         store(capped, j, _mm256_or_ps(c, _mm256_and_ps(sign, v)));
-        store(dcap, j, _mm256_blendv_ps(db, ds, small));
+        store(dcap, j, d);
         j += 8;
     }
     for i in nv..n {
