@@ -232,9 +232,7 @@ fn process_row(
     // `raw` (a view of `kb`, the capped row with a softcap) is not used below.
     if let Some(g) = gout {
         // CE-10: the chain rule, the one write of the gradient buffer.
-        for ((o, &v), &d) in g.iter_mut().zip(capped.iter()).zip(dcap.iter()) {
-            *o = v * d;
-        }
+        super::softcap::chain_rule(plan.level, capped, dcap, g);
     }
     res
 }
