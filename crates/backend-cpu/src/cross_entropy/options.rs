@@ -8,11 +8,10 @@
 //! rows keep `TOL-2`'s relative accuracy), with the options applied per row around them:
 //!
 //! - softcap (`CE-10`): the row's capped logits `cap tanh(z / cap)` and their derivatives
-//!   `1 - tanh^2` (in `f32`, one `exp` per logit: `softcap.rs`) go to a per-task scratch row
-//!   the kernels read;
-//!   the gradient with respect to the capped logits, written by pass 2, is multiplied by the
-//!   derivatives in place, so the gradient buffer holds `d loss / d raw logits`, one pass over
-//!   the row in cache;
+//!   `1 - tanh^2` (in `f32`, accurate to 1.5 ulp of `z'` below the cap: `softcap.rs`) go to two
+//!   per-task scratch rows; the kernels run in place on the capped row (its exponentials, then
+//!   the gradient with respect to the capped logits), so the row stays in cache, and the
+//!   gradient buffer is written once, `d loss / d raw logits = g' dz'/dz`;
 //! - z-loss (`CE-11`): `s lse^2` added to the row's loss and `2 s lse` to the gradient's `A`
 //!   (the gradient is `A p_j - B_j`, so pass 2 is unchanged); the target's entry from `f64`;
 //! - row weights (`CE-12`): multiply the row's loss and its gradient factor;
@@ -129,29 +128,62 @@ fn process_row(
     }
     let c = plan.classes;
     let y = plan.target(i);
-    // CE-10: the capped row (read before anything is written, so in place works).
-    let mut kb = match cfg.softcap {
-        None => bufs,
+    let Scratch {
+        capped,
+        dcap,
+        stats,
+    } = sc;
+    // CE-10: the capped row and its derivatives into the scratch rows, chunk by chunk, each
+    // chunk's pass 1 run while it is in L1 (the logits are read before anything is written,
+    // so in place works); pass 2 then runs in place on the capped row's exponentials (in
+    // cache), and the gradient buffer is written once, at the end, with the chain rule.
+    // Without a softcap the kernels run on the row itself.
+    let mut capped_zy = None;
+    let (mut kb, gout) = match cfg.softcap {
+        None => (bufs, None),
         Some(cap) => {
-            let raw: &[f32] = match &bufs {
-                Bufs::Split(x, _) | Bufs::ReadOnly(x) => x,
-                Bufs::InPlace(g) => g,
+            let cap = super::softcap::Cap::new(cap);
+            capped.resize(c, 0.0);
+            dcap.resize(c, 0.0);
+            let mut run = |z: &[f32], store: bool| {
+                // The capped target logit, the bits of the vector path (`Cap::one`).
+                capped_zy = Some(y.map_or(0.0, |y| cap.one(z[y]).0));
+                cap_pass1(plan, i, cap, z, capped, dcap, stats, store);
             };
-            sc.capped.resize(c, 0.0);
-            sc.dcap.resize(c, 0.0);
-            super::softcap::softcap_row(plan.level, raw, cap, &mut sc.capped, &mut sc.dcap);
-            match bufs {
-                Bufs::Split(_, g) | Bufs::InPlace(g) => Bufs::Split(&sc.capped[..], g),
-                Bufs::ReadOnly(_) => Bufs::ReadOnly(&sc.capped[..]),
-            }
+            let g = match bufs {
+                Bufs::Split(x, g) => {
+                    run(x, true);
+                    Some(g)
+                }
+                Bufs::InPlace(g) => {
+                    run(g, true);
+                    Some(g)
+                }
+                Bufs::ReadOnly(x) => {
+                    run(x, false);
+                    None
+                }
+            };
+            let kb = if g.is_some() {
+                Bufs::InPlace(&mut capped[..c])
+            } else {
+                Bufs::ReadOnly(&capped[..c])
+            };
+            (kb, g)
         }
     };
     let mut raw = RowBuf::new(&mut kb, None, false);
-    let zy = y.map_or(0.0, |y| raw.logit(y));
-    sc.stats.clear();
-    sc.stats.resize(plan.nchunks, ChunkStats::default());
-    long::pass1_range(plan, i, 0, &raw, &mut sc.stats);
-    let mut row = long::combine(plan, &sc.stats, y, zy);
+    let zy = match capped_zy {
+        Some(zy) => zy,
+        None => {
+            let zy = y.map_or(0.0, |y| raw.logit(y));
+            stats.clear();
+            stats.resize(plan.nchunks, ChunkStats::default());
+            long::pass1_range(plan, i, 0, &raw, stats);
+            zy
+        }
+    };
+    let mut row = long::combine(plan, stats, y, zy);
     let lse = row.lse();
     let hit = y.is_some() && row.finite && zy == row.m;
     // A NaN row's z-loss is NaN, as the reference's `s * NaN^2`.
@@ -184,29 +216,63 @@ fn process_row(
     if !row.finite {
         raw.fill_out(f32::NAN);
     } else if !(us.is_finite() && row.a.is_finite()) {
-        slow_grad(plan, cfg, i, &mut raw, &sc.stats, &row, y, us, lse);
+        slow_grad(plan, cfg, i, &mut raw, stats, &row, y, us, lse);
     } else {
         let gy = y.map(|y| {
             (
                 y,
-                target_grad(plan, cfg, &sc.stats, &row, y, raw.e_at(y), us, lse),
+                target_grad(plan, cfg, stats, &row, y, raw.e_at(y), us, lse),
             )
         });
-        long::pass2_range(plan, i, 0, &mut raw, &sc.stats, &row, us);
+        long::pass2_range(plan, i, 0, &mut raw, stats, &row, us);
         if let Some((y, g)) = gy {
             raw.set_out(y, g);
         }
     }
-    // `raw` (a view of `kb`) is not used below.
-    if cfg.softcap.is_some() {
-        // CE-10: the chain rule, in place over the gradient of the capped logits.
-        if let Bufs::Split(_, g) = &mut kb {
-            for (v, &d) in g.iter_mut().zip(&sc.dcap) {
-                *v *= d;
-            }
-        }
+    // `raw` (a view of `kb`, the capped row with a softcap) is not used below.
+    if let Some(g) = gout {
+        // CE-10: the chain rule, the one write of the gradient buffer.
+        super::softcap::chain_rule(plan.level, capped, dcap, g);
     }
     res
+}
+
+/// `CE-10` and pass 1 of one row, chunk by chunk: chunk `k` of the logits `z` capped into
+/// `capped` (its derivatives into `dcap`), then pass 1 on it (the exponentials stored over it
+/// when `store`) while it is in L1; `stats` gets the row's chunk statistics.
+#[allow(clippy::too_many_arguments)]
+fn cap_pass1(
+    plan: &Plan<'_>,
+    i: usize,
+    cap: super::softcap::Cap,
+    z: &[f32],
+    capped: &mut [f32],
+    dcap: &mut [f32],
+    stats: &mut Vec<ChunkStats>,
+    store: bool,
+) {
+    let c = plan.classes;
+    stats.clear();
+    stats.resize(plan.nchunks, ChunkStats::default());
+    for k in 0..plan.nchunks {
+        let off = k * plan.chunk;
+        let n = plan.chunk.min(c - off);
+        let cc = &mut capped[off..off + n];
+        super::softcap::softcap_row(
+            plan.level,
+            &z[off..off + n],
+            cap,
+            cc,
+            &mut dcap[off..off + n],
+        );
+        let mut b = if store {
+            Bufs::InPlace(cc)
+        } else {
+            Bufs::ReadOnly(cc)
+        };
+        let r = RowBuf::new(&mut b, None, false);
+        long::pass1_range(plan, i, k, &r, &mut stats[k..k + 1]);
+    }
 }
 
 /// The hard target's gradient entry in `f64` (the long path's `target_grad` plus the z-loss

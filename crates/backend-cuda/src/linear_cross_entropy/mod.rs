@@ -14,6 +14,7 @@
 //! and the PyTorch cases. bf16 / f16 inputs on device buffers: `device.rs`
 //! (`CudaBackend::linear_cross_entropy_dev`, cuBLAS `gemmEx` with `f32` compute, `f32` `dW`).
 
+mod chunk_gemm;
 mod device;
 pub use device::{DeviceLinear, DeviceLinearGrads, LceElement, chunk_rows_for_free};
 

@@ -755,3 +755,4 @@ mod linear_ce_dev;
 mod losses;
 mod rows_dev;
 mod sass;
+mod vocab_parallel_dev;

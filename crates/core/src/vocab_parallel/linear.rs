@@ -83,8 +83,8 @@ fn check_local<T: Element>(
 /// vocabulary), the same hidden states, class targets `[N]` (or its slice `[N, V_r]` of the
 /// probabilities) and upstream; each returns the loss of the whole vocabulary (the same bits on
 /// every rank), writes `d hidden` (the same on every rank) and the gradients of its own rows.
-/// The products run on `backend` ([`ChunkGemm`]: the CPU backend's GEMM, or the reference's
-/// `f64` loops); the per-row statistics are `f64` (`VP-2` .. `VP-5`).
+/// The products run on `backend` ([`ChunkGemm`]: the CPU backend's GEMM, the CUDA backend's
+/// cuBLAS `sgemm`, or the reference's `f64` loops); the per-row statistics are `f64` (`VP-2` .. `VP-5`).
 ///
 /// The shards tile `0..V` in rank order (widths may differ, 0 included). A call one rank
 /// refuses is refused by every rank, as `VP-1`; the ranks must also agree on `N` and the

@@ -1,0 +1,246 @@
+//! [`ChunkGemm`] on the CUDA backend: the chunk products of the vocab-parallel linear
+//! cross-entropy (`VP-6`) by cuBLAS `sgemm` on the backend's stream, so that
+//! `smoothloss_core::vocab_parallel::linear_cross_entropy` runs with this backend's products
+//! and an NCCL communicator (`NcclCollective`), one rank per GPU.
+//!
+//! The trait's operands are host slices (the vocab-parallel driver is host code, its row
+//! statistics `f64`): each product uploads its operands, runs one `sgemm` (`f32` in, `f32`
+//! accumulation, the same transposed column-major products as `LCE-1` / `LCE-3` of this
+//! backend's own linear cross-entropy) and copies the result back. cuBLAS's `sgemm` is
+//! deterministic for fixed shapes on one device (no split-K atomics are requested), so the
+//! results do not depend on the call's history. Every length is checked first (typed errors,
+//! nothing uploaded on a mismatch); without libcublas the products are `LossError::Device`.
+
+use super::{blas_err, cublas_library_present, sgemm};
+use crate::CudaBackend;
+use crate::error::WrapErr;
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::CudaSlice;
+use smoothloss_core::{ChunkGemm, LossError, Result};
+
+/// Rows of a row-major `[rows, k]` matrix of `len` values.
+fn rows_of(what: &'static str, len: usize, k: usize) -> Result<usize> {
+    if k == 0 {
+        return Err(LossError::EmptyInput {
+            what: "hidden",
+            detail: "the hidden dimension H must be at least 1",
+        });
+    }
+    if !len.is_multiple_of(k) {
+        return Err(LossError::ShapeMismatch {
+            what,
+            expected: len.div_ceil(k) * k,
+            got: len,
+        });
+    }
+    Ok(len / k)
+}
+
+/// `len` must be `m * n`.
+fn check_mn(what: &'static str, m: usize, n: usize, len: usize) -> Result<()> {
+    let want = m
+        .checked_mul(n)
+        .ok_or(LossError::TooLarge { what, a: m, b: n })?;
+    if want == len {
+        Ok(())
+    } else {
+        Err(LossError::ShapeMismatch {
+            what,
+            expected: want,
+            got: len,
+        })
+    }
+}
+
+/// `(m, n)` of `z [m, n] = h [m, k] w [n, k]^T + b`, every length checked.
+fn logits_dims(h: usize, w: usize, b: Option<usize>, k: usize, z: usize) -> Result<(usize, usize)> {
+    let (m, n) = (rows_of("hidden", h, k)?, rows_of("weight", w, k)?);
+    check_mn("logits", m, n, z)?;
+    if let Some(b) = b {
+        check_mn("bias", 1, n, b)?;
+    }
+    Ok((m, n))
+}
+
+/// `(m, n)` of `dh [m, k] = g [m, n] w [n, k]`.
+fn grad_hidden_dims(g: usize, w: usize, k: usize, dh: usize) -> Result<(usize, usize)> {
+    let (m, n) = (rows_of("hidden_grad", dh, k)?, rows_of("weight", w, k)?);
+    check_mn("logits_grad", m, n, g)?;
+    Ok((m, n))
+}
+
+/// `(m, n)` of `dw [n, k] += g [m, n]^T h [m, k]`.
+fn grad_weight_dims(g: usize, h: usize, k: usize, dw: usize) -> Result<(usize, usize)> {
+    let (m, n) = (rows_of("hidden", h, k)?, rows_of("weight_grad", dw, k)?);
+    check_mn("logits_grad", m, n, g)?;
+    Ok((m, n))
+}
+
+impl CudaBackend {
+    /// A cuBLAS handle on this backend's stream, or a typed error without libcublas.
+    fn chunk_blas(&self) -> Result<CudaBlas> {
+        if !cublas_library_present() {
+            return Err(LossError::Device(
+                "the cuBLAS library (libcublas) could not be loaded".into(),
+            ));
+        }
+        CudaBlas::new(self.stream.clone()).map_err(blas_err)
+    }
+
+    /// Copies `dev` into `host` and waits for the stream.
+    fn download_into(&self, dev: &CudaSlice<f32>, host: &mut [f32]) -> Result<()> {
+        self.stream.memcpy_dtoh(dev, host).w()?;
+        self.stream.synchronize().w()
+    }
+}
+
+impl ChunkGemm<f32> for CudaBackend {
+    fn chunk_logits(
+        &self,
+        h: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        k: usize,
+        z: &mut [f32],
+    ) -> Result<()> {
+        let (m, n) = logits_dims(h.len(), w.len(), b.map(<[f32]>::len), k, z.len())?;
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let blas = self.chunk_blas()?;
+        let (hd, wd) = (self.upload(h)?, self.upload(w)?);
+        // The bias first, then the product added onto it (LCE-1's order, as the CPU).
+        let (mut zd, beta) = match b {
+            Some(b) => {
+                z.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(b));
+                (self.upload(z)?, 1.0)
+            }
+            None => (self.stream.alloc_zeros::<f32>(m * n).w()?, 0.0),
+        };
+        // z^T (n x m) = W (stored [n, k]: op T) h^T ([k, m]).
+        sgemm(
+            &blas,
+            (true, false),
+            (n, m, k),
+            &wd,
+            k,
+            &hd,
+            k,
+            beta,
+            &mut zd,
+            n,
+        )?;
+        self.download_into(&zd, z)
+    }
+
+    fn chunk_grad_hidden(&self, g: &[f32], w: &[f32], k: usize, dh: &mut [f32]) -> Result<()> {
+        let (m, n) = grad_hidden_dims(g.len(), w.len(), k, dh.len())?;
+        if n == 0 {
+            // An empty slice of the vocabulary contributes nothing.
+            dh.fill(0.0);
+            return Ok(());
+        }
+        if m == 0 {
+            return Ok(());
+        }
+        let blas = self.chunk_blas()?;
+        let (gd, wd) = (self.upload(g)?, self.upload(w)?);
+        let mut dhd = self.stream.alloc_zeros::<f32>(m * k).w()?;
+        // dh^T (k x m) = W^T ([k, n]) g^T ([n, m]).
+        sgemm(
+            &blas,
+            (false, false),
+            (k, m, n),
+            &wd,
+            k,
+            &gd,
+            n,
+            0.0,
+            &mut dhd,
+            k,
+        )?;
+        self.download_into(&dhd, dh)
+    }
+
+    fn chunk_grad_weight(&self, g: &[f32], h: &[f32], k: usize, dw: &mut [f32]) -> Result<()> {
+        let (m, n) = grad_weight_dims(g.len(), h.len(), k, dw.len())?;
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let blas = self.chunk_blas()?;
+        let (gd, hd) = (self.upload(g)?, self.upload(h)?);
+        let mut dwd = self.upload(dw)?;
+        // dw^T (k x n) += h^T ([k, m]) g (op T of g^T [n, m]).
+        sgemm(
+            &blas,
+            (false, true),
+            (k, n, m),
+            &hd,
+            k,
+            &gd,
+            n,
+            1.0,
+            &mut dwd,
+            k,
+        )?;
+        self.download_into(&dwd, dw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The length checks run before any device work (so these hold without a GPU): the
+    /// shapes of the three products, a zero hidden dimension, lengths that are not multiples
+    /// of `k`, a wrong bias, a product that overflows `usize`.
+    #[test]
+    fn chunk_products_check_every_length_before_touching_the_device() {
+        assert_eq!(logits_dims(6, 9, Some(3), 3, 6).unwrap(), (2, 3));
+        assert_eq!(logits_dims(6, 0, None, 3, 0).unwrap(), (2, 0));
+        assert!(matches!(
+            logits_dims(6, 9, None, 0, 6),
+            Err(LossError::EmptyInput { .. })
+        ));
+        assert!(matches!(
+            logits_dims(7, 9, None, 3, 6),
+            Err(LossError::ShapeMismatch {
+                what: "hidden",
+                expected: 9,
+                got: 7
+            })
+        ));
+        assert!(matches!(
+            logits_dims(6, 9, Some(2), 3, 6),
+            Err(LossError::ShapeMismatch { what: "bias", .. })
+        ));
+        assert!(matches!(
+            logits_dims(6, 9, None, 3, 5),
+            Err(LossError::ShapeMismatch {
+                what: "logits",
+                expected: 6,
+                got: 5
+            })
+        ));
+        assert_eq!(grad_hidden_dims(6, 9, 3, 6).unwrap(), (2, 3));
+        assert!(matches!(
+            grad_hidden_dims(5, 9, 3, 6),
+            Err(LossError::ShapeMismatch {
+                what: "logits_grad",
+                ..
+            })
+        ));
+        assert_eq!(grad_weight_dims(6, 6, 3, 9).unwrap(), (2, 3));
+        assert!(matches!(
+            grad_weight_dims(6, 6, 3, 10),
+            Err(LossError::ShapeMismatch {
+                what: "weight_grad",
+                ..
+            })
+        ));
+        assert!(matches!(
+            check_mn("logits", usize::MAX, 2, 0),
+            Err(LossError::TooLarge { .. })
+        ));
+    }
+}
