@@ -190,6 +190,9 @@ __device__ __forceinline__ void sl_ms_combine(float& m, double& n0, double& s1, 
 // on a 16-byte boundary and holds a whole number of vectors, in z, g and probs).
 #define SL_CE_SMEM_ROW 1
 #define SL_CE_VEC16 2
+// One warp per row, blockDim.x / 32 rows per block (`geometry::CE_WARP_ROWS`; short rows, one
+// block per row otherwise); only the default entry points without clusters take it.
+#define SL_CE_WARP_ROWS 4
 
 struct sl_ce_shared {
     double red[32];   // sl_block_sum scratch
@@ -268,7 +271,11 @@ __device__ __forceinline__ void ce_row(T* z, T* g, int in_place, const long long
     const long long row = blockIdx.x / K;
     unsigned rank = 0;
 #if SL_HAS_CLUSTERS
-    if constexpr (K > 1) rank = sl_cluster_rank();
+    if constexpr (K > 1) {
+        // A launch that did not form the compiled clusters would combine the wrong blocks.
+        if (sl_cluster_nctarank() != (unsigned)K) __trap();
+        rank = sl_cluster_rank();
+    }
 #endif
     const long long lo = (long long)rank * slice < classes ? (long long)rank * slice : classes;
     // This block's classes (in-slice indices are 32-bit: 64-bit trip counts would call a
@@ -600,7 +607,7 @@ struct CeRowParams {
     int in_place;
     int has_ignore;
     int flags;
-    int _pad;
+    int last_rows; // rows in the grid's last block (SL_CE_WARP_ROWS), else 0
 };
 
 // `src/params.rs` CeRowOptParams: the options' entry points' parameters (CE-10 .. CE-15):

@@ -38,6 +38,11 @@ __device__ __forceinline__ float sl_fmax_nan(float a, float b) {
     return r;
 #endif
 }
+// A compile-time flag as a value (generic lambdas' `decltype(flag)::value`; no <type_traits>).
+template <bool V> struct sl_bool {
+    static constexpr bool value = V;
+};
+
 struct sl_op_max_nan {
     static __device__ __forceinline__ float apply(float a, float b) { return sl_fmax_nan(a, b); }
 };
@@ -87,19 +92,21 @@ template <typename T> __device__ __forceinline__ sl_vec16 sl_vec_pack(const floa
     return o;
 }
 
-// Block reductions of the row kernel (every thread gets the result): a block of one warp
-// (short rows) uses butterfly shuffles only, no barrier and no shared memory (a + b = b + a,
-// so every lane ends with the same bits); larger blocks the fixed tree of common.cuh.
-template <typename Op> __device__ __forceinline__ float ce_reduce_f(float v, float* scratch) {
-    if (blockDim.x == 32) {
+// Block reductions of the row kernel (every thread gets the result): one warp (a block of one
+// warp, or a warp of the warp-per-row layout: `warp`) uses butterfly shuffles only, no barrier
+// and no shared memory (a + b = b + a, so every lane ends with the same bits); larger blocks
+// the fixed tree of common.cuh.
+template <typename Op>
+__device__ __forceinline__ float ce_reduce_f(float v, float* scratch, bool warp) {
+    if (warp || blockDim.x == 32) {
         for (int off = 16; off > 0; off >>= 1)
             v = Op::apply(v, __shfl_xor_sync(0xffffffffu, v, off));
         return v;
     }
     return sl_block_reduce_f<Op>(v, scratch);
 }
-__device__ __forceinline__ double ce_reduce_d(double v, double* scratch) {
-    if (blockDim.x == 32) {
+__device__ __forceinline__ double ce_reduce_d(double v, double* scratch, bool warp) {
+    if (warp || blockDim.x == 32) {
         for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
         return v;
     }
@@ -136,6 +143,7 @@ struct sl_ce_fast_shared {
     int bad_all;
     double ln_s;
     double wq_all; // the row's sum w_j q'_j (probability targets)
+    float r_b;     // exp(m_b - m) / S: p_j of a kept e_j (SL_CE_KEEP_E)
 };
 // The last 16 bytes of the header are left free: a slice whose start is not 16-byte aligned
 // begins its aligned array there (`ce_span`).
@@ -162,14 +170,15 @@ template <typename T> __device__ __forceinline__ ce_span ce_span_of(int n, int o
 
 // Phase B over the slice `xs` (shared or global memory): n0, s' against m_b, and the mode's
 // loss partial and its weight. `wl` = weights + lo (or null), `pq` = probs + base.
-template <int MODE, typename T>
-__device__ __forceinline__ void ce_fast_sums(const T* xs, const ce_span& sp, float m_b,
+// KEEP (f32 slices in shared memory only): each x_j is overwritten in place by its
+// e_j = exp(x_j - m_b), so phase D needs no second exponential (p_j = e_j exp(m_b - m) / S).
+template <int MODE, bool KEEP, typename T>
+__device__ __forceinline__ void ce_fast_sums(T* xs, const ce_span& sp, float m_b,
                                              const float* wl, const T* pq, double eps,
                                              double eps_c, float& s, float& n0, double& l,
-                                             double& w) {
-    const int tid = threadIdx.x;
-    const int nt = blockDim.x;
-    auto one = [&](int j, float x, float& vl) {
+                                             double& w, int tid, int nt) {
+    static_assert(!KEEP || sizeof(T) == 4, "e_j is kept in place in f32 slices only");
+    auto one = [&](int j, float x, float& vl) -> float {
         const float d = x - m_b;
         const float e = sl_ce_exp(d);
         if (d == 0.0f) n0 += 1.0f;
@@ -187,22 +196,28 @@ __device__ __forceinline__ void ce_fast_sums(const T* xs, const ce_span& sp, flo
             // x = m_b adds nothing, also for an infinite target probability (TOL-4).
             if (d != 0.0f) l += q * (double)d;
         }
+        return e;
     };
     constexpr int VW = sl_vec_width<T>();
-    const sl_vec16* v = reinterpret_cast<const sl_vec16*>(xs);
+    sl_vec16* v = reinterpret_cast<sl_vec16*>(xs);
     for (int u = sp.u0 + tid; u < sp.u1; u += nt) {
-        const sl_vec16 a = v[u];
+        sl_vec16 a = v[u];
         float vl = 0.0f;
 #pragma unroll
-        for (int k = 0; k < VW; ++k) one(u * VW + k - sp.off, sl_vec_get(a, k, xs), vl);
+        for (int k = 0; k < VW; ++k) {
+            const float e = one(u * VW + k - sp.off, sl_vec_get(a, k, xs), vl);
+            if constexpr (KEEP) a.w[k] = (unsigned)__float_as_int(e);
+        }
+        if constexpr (KEEP) v[u] = a;
         if constexpr (MODE == SL_CE_SMOOTH) l += (double)vl;
     }
     const int ne = ce_edges(sp);
 #pragma unroll 1
-    for (int e = tid; e < ne; e += nt) {
-        const int j = ce_edge_at(sp, e);
+    for (int ei = tid; ei < ne; ei += nt) {
+        const int j = ce_edge_at(sp, ei);
         float vl = 0.0f;
-        one(j, sl_load(xs, j + sp.off), vl);
+        const float e = one(j, sl_load(xs, j + sp.off), vl);
+        if constexpr (KEEP) xs[j + sp.off] = e;
         if constexpr (MODE == SL_CE_SMOOTH) l += (double)vl;
     }
 }
@@ -210,14 +225,15 @@ __device__ __forceinline__ void ce_fast_sums(const T* xs, const ce_span& sp, flo
 // Phase D over the slice `xs` into `gs` (both aligned as `sp` says): the gradient of every
 // class as if it were not the target (the target's entry is rewritten afterwards).
 // AB modes: g = A p + B; SL_CE_WEIGHTED: g = A p - F w_j; SL_CE_PROBS: g = f (p wq - w_j q'_j).
-template <int MODE, typename T>
+// FROM_E: `xs` holds e_j = exp(x_j - m_b) (phase B's KEEP), and the caller has folded the
+// block's exp(m_b - m) / S into A (AB, weighted) or B (probabilities): p_j = e_j, no MUFU.
+template <int MODE, bool FROM_E, typename T>
 __device__ __forceinline__ void ce_fast_grad(const T* xs, T* gs, const ce_span& sp, float m,
                                              float c2, float A, float B, const float* wl,
-                                             const T* pq, double eps, double eps_c) {
-    const int tid = threadIdx.x;
-    const int nt = blockDim.x;
+                                             const T* pq, double eps, double eps_c, int tid,
+                                             int nt) {
     auto gv = [&](int j, float x) -> float {
-        const float p = sl_ex2(fmaf(x - m, 1.4426950408889634f, -c2));
+        const float p = FROM_E ? x : sl_ex2(fmaf(x - m, 1.4426950408889634f, -c2));
         if constexpr (MODE == SL_CE_WEIGHTED) return fmaf(A, p, -B * wl[j]);
         else if constexpr (MODE == SL_CE_PROBS) {
             const float wj = wl != nullptr ? wl[j] : 1.0f;
@@ -248,9 +264,10 @@ __device__ __forceinline__ void ce_fast_grad(const T* xs, T* gs, const ce_span& 
 template <typename T>
 __device__ __forceinline__ void ce_fast_grad_slow(const T* xs, T* gs, int n, int off, long long yl, const float* wl,
                                   const T* pq, double m, double ln_s, double wq, double u,
-                                  double wy, double wsum, double eps, double eps_c, int bad) {
+                                  double wy, double wsum, double eps, double eps_c, int bad,
+                                  int tid, int nt) {
 #pragma unroll 1
-    for (int j = threadIdx.x; j < n; j += (int)blockDim.x) {
+    for (int j = tid; j < n; j += nt) {
         const double xm = (double)sl_load(xs, j + off) - m;
         const double wj = wl != nullptr ? (double)wl[j] : 1.0;
         const double pd = exp(xm - ln_s);
@@ -262,18 +279,37 @@ __device__ __forceinline__ void ce_fast_grad_slow(const T* xs, T* gs, int n, int
     }
 }
 
-template <typename T, int K>
+// Orders the row's shared-memory state between the threads of a row: the block, or the warp.
+template <bool WARP> __device__ __forceinline__ void ce_sync() {
+    if constexpr (WARP) __syncwarp();
+    else __syncthreads();
+}
+
+template <typename T, int K, bool WARP>
 __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long long* targets,
                                             const T* probs, long long classes, long long slice,
                                             const float* weights, double wsum,
                                             long long ignore_index, int has_ignore, double eps,
                                             const double* stats, double up_scalar,
-                                            const double* up, double* row_loss, int flags) {
+                                            const double* up, double* row_loss, int flags,
+                                            int last_rows) {
     SL_DYNAMIC_SHARED(sl_vec16, dyn);
-    sl_ce_fast_shared* sh = reinterpret_cast<sl_ce_fast_shared*>(dyn);
-    T* srow = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(dyn) + SL_CE_HEADER_BYTES);
+    static_assert(!WARP || K == 1, "the warp-per-row layout has one warp per row");
+    unsigned char* region = reinterpret_cast<unsigned char*>(dyn);
+    long long row = blockIdx.x / K;
+    // WARP (SL_CE_WARP_ROWS, short rows): warp w of the block runs row blockIdx.x * rows per
+    // block + w alone, in its own region of header + slice (the layout of a one-block row), so
+    // its lanes never wait for another warp: no __syncthreads, reductions by shuffles only.
+    if constexpr (WARP) {
+        const int w = (int)(threadIdx.x >> 5);
+        if (blockIdx.x == gridDim.x - 1 && w >= last_rows) return; // past the last row
+        row = (long long)blockIdx.x * (long long)(blockDim.x >> 5) + w;
+        region += (unsigned long long)w *
+                  (SL_CE_HEADER_BYTES + ((unsigned long long)slice * sizeof(T) + 15) / 16 * 16);
+    }
+    sl_ce_fast_shared* sh = reinterpret_cast<sl_ce_fast_shared*>(region);
+    T* srow = reinterpret_cast<T*>(region + SL_CE_HEADER_BYTES);
     const bool in_smem = (flags & SL_CE_SMEM_ROW) != 0;
-    const long long row = blockIdx.x / K;
     unsigned rank = 0;
 #if SL_HAS_CLUSTERS
     if constexpr (K > 1) {
@@ -286,8 +322,11 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
     // In-slice indices are 32-bit (the host rejects rows over 2^31 - 1 classes).
     const int n = (int)(lo + slice < classes ? slice : classes - lo);
     const long long base = row * classes + lo;
-    const int tid = threadIdx.x;
-    const int nt = blockDim.x;
+    const int tid = WARP ? (int)(threadIdx.x & 31) : (int)threadIdx.x;
+    const int nt = WARP ? 32 : (int)blockDim.x;
+    // Phase B keeps e_j in place of x_j (f32 slices in shared memory): one exponential per
+    // element over the phases, phase D scales e_j by the block's exp(m_b - m) / S.
+    constexpr bool SL_CE_KEEP_E = sizeof(T) == 4;
     T* gout = in_place ? z : g;
     const T* zs = z + base;
     const double eps_c = eps / (double)classes; // the smoothing mass per class, eps / C
@@ -375,7 +414,7 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
             mx = sl_fmax_nan(mx, sl_load(zs, j));
         }
     }
-    float m_b = ce_reduce_f<sl_op_max_nan>(mx, sh->fred);
+    float m_b = ce_reduce_f<sl_op_max_nan>(mx, sh->fred, WARP);
     const int bad = !(m_b < SL_INF); // NaN or +inf
     if (bad) m_b = -SL_INF;
 
@@ -395,26 +434,29 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
         const float mb = m_b == -SL_INF ? 0.0f : m_b;
         const float* wl = weights != nullptr ? weights + lo : nullptr;
         const T* pq = probs != nullptr ? probs + base : nullptr;
-        auto sums = [&](const T* xs) {
+        // An f32 slice in shared memory keeps e_j = exp(x_j - m_b) in place (KEEP); 16-bit
+        // slices are kept raw (their f32 e_j would double the shared memory of the plan).
+        auto sums = [&](T* xs, auto keep) {
+            constexpr bool K_ = decltype(keep)::value;
             if (mode == SL_CE_PLAIN)
-                ce_fast_sums<SL_CE_PLAIN>(xs, sp, mb, wl, pq, eps, eps_c, s, n0, l, w);
+                ce_fast_sums<SL_CE_PLAIN, K_>(xs, sp, mb, wl, pq, eps, eps_c, s, n0, l, w, tid, nt);
             else if (mode == SL_CE_SMOOTH)
-                ce_fast_sums<SL_CE_SMOOTH>(xs, sp, mb, wl, pq, eps, eps_c, s, n0, l, w);
+                ce_fast_sums<SL_CE_SMOOTH, K_>(xs, sp, mb, wl, pq, eps, eps_c, s, n0, l, w, tid, nt);
             else if (mode == SL_CE_WEIGHTED)
-                ce_fast_sums<SL_CE_WEIGHTED>(xs, sp, mb, wl, pq, eps, eps_c, s, n0, l, w);
-            else ce_fast_sums<SL_CE_PROBS>(xs, sp, mb, wl, pq, eps, eps_c, s, n0, l, w);
+                ce_fast_sums<SL_CE_WEIGHTED, K_>(xs, sp, mb, wl, pq, eps, eps_c, s, n0, l, w, tid, nt);
+            else ce_fast_sums<SL_CE_PROBS, K_>(xs, sp, mb, wl, pq, eps, eps_c, s, n0, l, w, tid, nt);
         };
-        if (in_smem) sums(sal);
-        else sums(zal);
+        if (in_smem) sums(sal, sl_bool<SL_CE_KEEP_E>{});
+        else sums(const_cast<T*>(zal), sl_bool<false>{}); // read only (no KEEP)
         if (m_b == -SL_INF) {
             s = 0.0f;
             n0 = 0.0f;
         }
     }
-    s = ce_reduce_f<sl_op_sum>(s, sh->fred);
-    n0 = ce_reduce_f<sl_op_sum>(n0, sh->fred);
-    if (mode != SL_CE_PLAIN) l = ce_reduce_d(l, sh->red);
-    if (mode == SL_CE_WEIGHTED || mode == SL_CE_PROBS) w = ce_reduce_d(w, sh->red);
+    s = ce_reduce_f<sl_op_sum>(s, sh->fred, WARP);
+    n0 = ce_reduce_f<sl_op_sum>(n0, sh->fred, WARP);
+    if (mode != SL_CE_PLAIN) l = ce_reduce_d(l, sh->red, WARP);
+    if (mode == SL_CE_WEIGHTED || mode == SL_CE_PROBS) w = ce_reduce_d(w, sh->red, WARP);
     if (mode == SL_CE_SMOOTH) w = (double)n;
     if (tid == 0) {
         sh->m_b = m_b;
@@ -487,6 +529,9 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
         sh->wq_all = sq;
         sh->bad_all = bb;
         sh->pm1_max = nn == 1.0 ? (float)(-ss / (1.0 + ss)) : SL_NAN;
+        // exp(m_b - m) / S in f64: p_j = e_j r_b for the e_j kept in phase B (0 for a block of
+        // -inf only, NaN for a row of -inf only, as exp((x - m) - ln S) is there).
+        sh->r_b = (float)exp(((double)sh->m_b - (double)m) - ln_s);
         if (rank == 0) {
             double loss;
             if (probs != nullptr) {
@@ -499,7 +544,7 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
             row_loss[row] = bb ? SL_DNAN : loss;
         }
     }
-    __syncthreads();
+    ce_sync<WARP>();
     const float m = sh->m_all;
     const double ln_s = sh->ln_s;
     const double sq = sh->wq_all;
@@ -518,12 +563,14 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
         const float* wl = weights != nullptr ? weights + lo : nullptr;
         const T* pq = probs != nullptr ? probs + base : nullptr;
         if (!(u - u == 0.0)) {
-            if (in_smem)
+            // The slow path needs x_j: from global memory where shared memory holds e_j (in
+            // place each thread reads its own elements before it overwrites them).
+            if (in_smem && !SL_CE_KEEP_E)
                 ce_fast_grad_slow(sal, gs - off, n, off, yl, wl, pq, m, ln_s, sq, u, wy, wsum, eps,
-                                  eps_c, bb);
+                                  eps_c, bb, tid, nt);
             else
                 ce_fast_grad_slow(zal, gs - off, n, off, yl, wl, pq, m, ln_s, sq, u, wy, wsum, eps,
-                                  eps_c, bb);
+                                  eps_c, bb, tid, nt);
         } else {
             const float nan_or_0 = bb ? SL_NAN : 0.0f;
             const float c2 = (float)(ln_s * 1.4426950408889634);
@@ -538,15 +585,24 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
                 A = (float)(u * ((1.0 - eps) * wy + eps_c * wsum)) + nan_or_0;
                 B = (float)(-u * eps_c) + nan_or_0;
             }
-            auto grad = [&](const T* xs) {
+            auto grad = [&](const T* xs, auto from_e, float A, float B) {
+                constexpr bool E_ = decltype(from_e)::value;
                 if (mode == SL_CE_PROBS)
-                    ce_fast_grad<SL_CE_PROBS>(xs, gs - off, sp, m, c2, A, B, wl, pq, eps, eps_c);
+                    ce_fast_grad<SL_CE_PROBS, E_>(xs, gs - off, sp, m, c2, A, B, wl, pq, eps, eps_c,
+                                                  tid, nt);
                 else if (mode == SL_CE_WEIGHTED)
-                    ce_fast_grad<SL_CE_WEIGHTED>(xs, gs - off, sp, m, c2, A, B, wl, pq, eps, eps_c);
-                else ce_fast_grad<SL_CE_SMOOTH>(xs, gs - off, sp, m, c2, A, B, wl, pq, eps, eps_c);
+                    ce_fast_grad<SL_CE_WEIGHTED, E_>(xs, gs - off, sp, m, c2, A, B, wl, pq, eps,
+                                                     eps_c, tid, nt);
+                else
+                    ce_fast_grad<SL_CE_SMOOTH, E_>(xs, gs - off, sp, m, c2, A, B, wl, pq, eps, eps_c,
+                                                   tid, nt);
             };
-            if (in_smem) grad(sal);
-            else grad(zal);
+            if (in_smem && SL_CE_KEEP_E) {
+                const float rb = sh->r_b; // p_j = e_j r_b, folded into A (or B)
+                if (mode == SL_CE_PROBS) grad(sal, sl_bool<true>{}, A, B * rb);
+                else grad(sal, sl_bool<true>{}, A * rb, B);
+            } else if (in_smem) grad(sal, sl_bool<false>{}, A, B);
+            else grad(zal, sl_bool<false>{}, A, B);
             // The target's entry, by the thread that stored it (program order): p_y - 1, or
             // -s'/S when the target is the row's single max (a confident row keeps it exact).
             if (targets != nullptr && yl >= 0 && yl < n) {
@@ -574,19 +630,29 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
 #endif
 }
 
-#define SL_CE_FAST_ARGS(T) SL_CE_BASE_ARGS(T)
+#define SL_CE_FAST_ARGS(T) SL_CE_BASE_ARGS(T), p.last_rows
 
 // One entry point per dtype, and per cluster size on sm_90 and newer (`__cluster_dims__` is a
 // compile-time attribute, so a plain launch of rows * K blocks forms the clusters).
 // `__launch_bounds__(512, 2)`: two blocks of 512 threads per SM, so at most 64 registers.
 #define SL_CE_ENTRY(NAME, T)                                                                    \
     extern "C" __global__ void __launch_bounds__(SL_CE_MAX_THREADS, 2) NAME(const CeRowParams p) { \
-        ce_row_fast<T, 1>(SL_CE_FAST_ARGS(T));                                                  \
+        ce_row_fast<T, 1, false>(SL_CE_FAST_ARGS(T));                                           \
+    }
+// The warp-per-row layout (SL_CE_WARP_ROWS plans): blocks of at most 8 warps, one row each.
+// An entry point of its own: both layouts in one function spilled 72 bytes at 64 registers,
+// and the warp layout alone 68 bytes at 64 (`__launch_bounds__(256, 4)`), so at least two
+// blocks of 256 threads per SM (up to 128 registers; occupancy = what ptxas allocates).
+#define SL_CE_WARP_MAX_THREADS 256
+#define SL_CE_WARP_ENTRY(NAME, T)                                                               \
+    extern "C" __global__ void __launch_bounds__(SL_CE_WARP_MAX_THREADS, 2)                     \
+        NAME(const CeRowParams p) {                                                             \
+        ce_row_fast<T, 1, true>(SL_CE_FAST_ARGS(T));                                            \
     }
 #define SL_CE_CLUSTER_ENTRY(NAME, T, K)                                                         \
     extern "C" __global__ void __cluster_dims__(K, 1, 1)                                        \
         __launch_bounds__(SL_CE_MAX_THREADS, 2) NAME(const CeRowParams p) {                     \
-        ce_row_fast<T, K>(SL_CE_FAST_ARGS(T));                                                  \
+        ce_row_fast<T, K, false>(SL_CE_FAST_ARGS(T));                                                  \
     }
 // The options' entry points (CE-10 .. CE-15): one block of 512 threads per SM, so up to 128
 // registers (the options' state does not fit the default entries' 64 without spills).
@@ -603,6 +669,9 @@ __device__ __forceinline__ void ce_row_fast(T* z, T* g, int in_place, const long
 SL_CE_ENTRY(ce_fwd_bwd_f32, float)
 SL_CE_ENTRY(ce_fwd_bwd_bf16, sl_bf16)
 SL_CE_ENTRY(ce_fwd_bwd_f16, sl_f16)
+SL_CE_WARP_ENTRY(ce_fwd_bwd_f32w, float)
+SL_CE_WARP_ENTRY(ce_fwd_bwd_bf16w, sl_bf16)
+SL_CE_WARP_ENTRY(ce_fwd_bwd_f16w, sl_f16)
 SL_CE_OPT_ENTRY(ce_fwd_bwd_f32opt, float)
 SL_CE_OPT_ENTRY(ce_fwd_bwd_bf16opt, sl_bf16)
 SL_CE_OPT_ENTRY(ce_fwd_bwd_f16opt, sl_f16)

@@ -36,6 +36,15 @@ pub trait CeElement: DeviceRepr + ValidAsZeroBits + Copy + Send + Sync + 'static
     fn ce_kernel_opt(cluster: u32) -> &'static str {
         entry_name(Op::CrossEntropy, &format!("{}opt", Self::DTYPE), cluster)
     }
+    /// The row kernel of the warp-per-row layout (`geometry::CE_WARP_ROWS`; no cluster,
+    /// no option).
+    fn ce_kernel_warp() -> &'static str {
+        entry_name(
+            Op::CrossEntropy,
+            &format!("{}{}", Self::DTYPE, crate::kernels::CE_WARP_VARIANT),
+            1,
+        )
+    }
 }
 
 impl CeElement for f32 {
@@ -110,16 +119,15 @@ impl CudaBackend {
     /// The launch plan of a cross-entropy call on this device (`aligned16`: every buffer
     /// starts on a 16-byte boundary).
     pub fn ce_plan(&self, classes: usize, elem_bytes: usize, aligned16: bool) -> geometry::CePlan {
-        let mut plan = geometry::ce_plan(
+        geometry::ce_plan(
             classes,
             elem_bytes,
             aligned16,
             self.ce_max_cluster,
             self.ce_smem_target,
             self.smem_opt_in_max,
-        );
-        plan.threads = plan.threads.min(self.ce_max_threads);
-        plan
+        )
+        .with_max_threads(self.ce_max_threads)
     }
 
     /// Cross-entropy on device buffers: `logits` `[rows, classes]` row-major in `T` (f32, bf16
@@ -312,7 +320,17 @@ impl CudaBackend {
                 });
             }
             let aligned16 = [z_ptr, g_ptr, p_ptr].iter().all(|&p| p % 16 == 0);
+            let opts = cfg.has_llm_options()
+                || outs.lse.is_some()
+                || outs.hit.is_some()
+                || outs.row_z.is_some();
             let lp = self.ce_plan(classes, std::mem::size_of::<T>(), aligned16);
+            // The options' entry points have no warp-per-row layout.
+            let lp = if opts {
+                lp.block_per_row(std::mem::size_of::<T>())
+            } else {
+                lp
+            };
             let Some(grid) = lp.grid(rows) else {
                 return Err(LossError::Unsupported {
                     backend: "cuda".into(),
@@ -323,10 +341,6 @@ impl CudaBackend {
                     ),
                 });
             };
-            let opts = cfg.has_llm_options()
-                || outs.lse.is_some()
-                || outs.hit.is_some()
-                || outs.row_z.is_some();
             let (lse_ptr, _gls) = opt_dptr_mut(outs.lse.as_mut(), st);
             let (hit_ptr, _ght) = opt_dptr_mut(outs.hit.as_mut(), st);
             let (rz_ptr, _grz) = opt_dptr_mut(outs.row_z.as_mut(), st);
@@ -348,7 +362,7 @@ impl CudaBackend {
                 in_place: i32::from(in_place),
                 has_ignore,
                 flags: lp.flags,
-                _pad: 0,
+                last_rows: lp.last_rows(rows),
             };
             let opt_params = opts.then(|| CeRowOptParams {
                 z: base.z,
@@ -378,6 +392,8 @@ impl CudaBackend {
             });
             let name = if opts {
                 T::ce_kernel_opt(lp.cluster)
+            } else if lp.flags & geometry::CE_WARP_ROWS != 0 {
+                T::ce_kernel_warp()
             } else {
                 T::ce_kernel(lp.cluster)
             };
@@ -394,7 +410,9 @@ impl CudaBackend {
                 None => b.arg(&base),
             };
             // SAFETY: CeRowParams's (CeRowOptParams's) contract: the entry point is T's (`T::ce_kernel`, element
-            // type of T's size) with `lp.cluster` compiled in and grid = rows * cluster;
+            // type of T's size) with `lp.cluster` compiled in and grid = lp.grid(rows) (rows *
+            // cluster, or rows / rows_per_block rounded up with last_rows = lp.last_rows(rows)
+            // for CE_WARP_ROWS, which only the default entry points get);
             // z / g / probs have rows*classes elements of T, targets and up `rows`, weights
             // `classes` (the plan), stats 2, row_loss, row_w (the plan) and the outputs of
             // `outs` `rows` (RowOuts' contract); CE_VEC16 only as ce_plan sets

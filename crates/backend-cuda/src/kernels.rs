@@ -56,6 +56,9 @@ pub const CE_DTYPES: [&str; 3] = ["f32", "bf16", "f16"];
 pub const CE_VARIANTS: [&str; 2] = ["", "opt"];
 /// Cluster sizes of the cross-entropy kernels (1: no cluster).
 pub const CE_CLUSTERS: [u32; 4] = [1, 2, 4, 8];
+/// Suffix of the dtype of the warp-per-row entry points (`ce_fwd_bwd_f32w`, no cluster:
+/// `geometry::CE_WARP_ROWS` plans, [`CeRowParams`](crate::params::CeRowParams)).
+pub const CE_WARP_VARIANT: &str = "w";
 
 /// One kernel entry point: its name, the parameter struct it takes by value (the same name in
 /// [`crate::params`] and in the `.cu`), and its thread-block cluster size (1: none).
@@ -177,6 +180,13 @@ impl KernelFamily for Family {
                             });
                         }
                     }
+                }
+                for dt in CE_DTYPES {
+                    out.push(Entry {
+                        name: entry_name(op, &format!("{dt}{CE_WARP_VARIANT}"), 1),
+                        params: params_of(op),
+                        cluster: 1,
+                    });
                 }
             } else {
                 out.push(helper(op.kernel_stem(), params_of(op)));

@@ -168,10 +168,11 @@ kernel_params! {
         pub in_place: i32,
         /// 1 when `ignore_index` applies.
         pub has_ignore: i32,
-        /// `CE_SMEM_ROW | CE_VEC16` bits (`CePlan::flags`).
+        /// `CE_SMEM_ROW | CE_VEC16 | CE_WARP_ROWS` bits (`CePlan::flags`).
         pub flags: i32,
-        /// Padding (0).
-        pub _pad: i32,
+        /// Rows of the grid's last block in the warp-per-row layout (`CePlan::last_rows`;
+        /// 0 otherwise).
+        pub last_rows: i32,
     }
 
     /// `ce_fwd_bwd_<dtype>opt[_cK]` (`cross_entropy.cu`): the entry points of calls with the

@@ -182,6 +182,7 @@ fn bench_ce<T: CeElement>(
             ("threads", plan.threads.to_string()),
             ("smem_bytes", plan.smem_bytes.to_string()),
             ("flags", plan.flags.to_string()),
+            ("rows_per_block", plan.rows_per_block.to_string()),
         ]);
     };
     let separate = std::iter::once(("cross_entropy", b))
@@ -337,9 +338,11 @@ fn run(o: &Opts) -> Result<()> {
     let ce_shapes: &[(usize, usize)] = &[(8192, 32000), (4096, 128_256), (65536, 1000)];
     // The sweep: the same calls with 24, 96 and 200 KiB shared-memory targets per block
     // (default 48 KiB), with one block per row (no clusters; rows kept on chip up to the
-    // opt-in limit), and with at most 256 or 128 threads per block (default 512).
+    // opt-in limit), and with at most 256 or 128 threads per block (default 512; 8 or 4 rows
+    // per block in the warp-per-row layout). 5 KiB: under two 1000-class rows' regions, so
+    // those rows take one block per row instead of the warp layout (its comparison).
     let sweep: Vec<CudaBackend> = if o.sweep {
-        [24 * 1024, 96 * 1024, 200 * 1024]
+        [5 * 1024, 24 * 1024, 96 * 1024, 200 * 1024]
             .iter()
             .map(|&t| b.with_ce_shared_memory(t, usize::MAX))
             .chain([

@@ -62,6 +62,10 @@ inline thread_local sl_emu_cluster_state* sl_emu_cl = nullptr;
 #define SL_DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(sl_emu_blk->smem.data())
 
 inline void __syncthreads() { sl_emu_blk->bar.arrive_and_wait(); }
+// The warp's own barrier (the one shuffles use): orders shared memory between its 32 lanes.
+inline void __syncwarp(unsigned = 0xffffffffu) {
+    sl_emu_blk->warp_bars[threadIdx.x >> 5]->arrive_and_wait();
+}
 
 inline int __syncthreads_or(int p) {
     int& acc = sl_emu_blk->or_acc;
@@ -75,15 +79,25 @@ inline int __syncthreads_or(int p) {
     return r;
 }
 
+// Each thread's shuffle slot is 8 bytes wide whatever the type, so two warps of a block that
+// shuffle different types at the same time (the warp-per-row layout) never share bytes.
+template <typename T> inline void sl_emu_shfl_put(T v) {
+    std::memcpy(sl_emu_blk->shfl + 8 * threadIdx.x, &v, sizeof(T));
+}
+template <typename T> inline T sl_emu_shfl_get(unsigned t) {
+    T r;
+    std::memcpy(&r, sl_emu_blk->shfl + 8 * t, sizeof(T));
+    return r;
+}
+
 template <typename T>
 inline T __shfl_down_sync(unsigned, T v, int off) {
     static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
-    T* buf = reinterpret_cast<T*>(sl_emu_blk->shfl);
     const unsigned lane = threadIdx.x & 31u;
     auto& bar = *sl_emu_blk->warp_bars[threadIdx.x >> 5];
-    buf[threadIdx.x] = v;
+    sl_emu_shfl_put(v);
     bar.arrive_and_wait();
-    T r = (lane + (unsigned)off < 32u) ? buf[threadIdx.x + off] : v;
+    T r = (lane + (unsigned)off < 32u) ? sl_emu_shfl_get<T>(threadIdx.x + (unsigned)off) : v;
     bar.arrive_and_wait();
     return r;
 }
@@ -91,11 +105,10 @@ inline T __shfl_down_sync(unsigned, T v, int off) {
 template <typename T>
 inline T __shfl_xor_sync(unsigned, T v, int mask) {
     static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
-    T* buf = reinterpret_cast<T*>(sl_emu_blk->shfl);
     auto& bar = *sl_emu_blk->warp_bars[threadIdx.x >> 5];
-    buf[threadIdx.x] = v;
+    sl_emu_shfl_put(v);
     bar.arrive_and_wait();
-    T r = buf[threadIdx.x ^ (unsigned)mask];
+    T r = sl_emu_shfl_get<T>(threadIdx.x ^ (unsigned)mask);
     bar.arrive_and_wait();
     return r;
 }

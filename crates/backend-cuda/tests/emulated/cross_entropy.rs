@@ -1,6 +1,7 @@
 //! Cross-entropy kernels on the CPU: every launch plan, half precision, the helper kernels.
 
 use super::*;
+use smoothloss_cuda::geometry::CE_WARP_ROWS;
 
 // ---------------------------------------------------------------- cross-entropy
 
@@ -114,7 +115,7 @@ pub(super) fn emu_ce(
 
 /// [`emu_ce`] under another shared-memory budget; also returns the plan used.
 #[allow(clippy::too_many_arguments)]
-fn emu_ce_with(
+pub(super) fn emu_ce_with(
     lib: &Library,
     cfg: &CrossEntropy,
     logits: &mut [f32],
@@ -208,6 +209,8 @@ pub(super) fn emu_ce_rows(
         &[logits.as_ptr() as usize, g_ptr as usize, p_ptr as usize],
         budget,
     );
+    // The options' entry points have no warp-per-row layout (as `ce_launch`).
+    let plan = if opts { plan.block_per_row(4) } else { plan };
     let s_ptr = if cfg.reduction == Reduction::Mean {
         stats.as_ptr()
     } else {
@@ -231,7 +234,7 @@ pub(super) fn emu_ce_rows(
         in_place: i32::from(in_place),
         has_ignore,
         flags: plan.flags,
-        _pad: 0,
+        last_rows: plan.last_rows(rows),
     };
     let opt = CeRowOptParams {
         z: p.z,
@@ -276,7 +279,8 @@ pub(super) fn emu_ce_rows(
         if opts {
             emu_launch_ce(lib, "f32opt", geometry, &opt)
         } else {
-            emu_launch_ce(lib, "f32", geometry, &p)
+            let warp = plan.flags & CE_WARP_ROWS != 0;
+            emu_launch_ce(lib, if warp { "f32w" } else { "f32" }, geometry, &p)
         }
     };
     let values = match cfg.reduction {
@@ -738,7 +742,7 @@ fn half_precision_cross_entropy_on_the_cpu() {
                     in_place: 0,
                     has_ignore: 1,
                     flags: plan.flags,
-                    _pad: 0,
+                    last_rows: plan.last_rows(rows),
                 };
                 let geometry = (
                     plan.grid(rows).expect("grid"),
@@ -746,8 +750,13 @@ fn half_precision_cross_entropy_on_the_cpu() {
                     plan.smem_bytes,
                     plan.cluster,
                 );
+                let dt = if plan.flags & CE_WARP_ROWS != 0 {
+                    format!("{}w", $dtype)
+                } else {
+                    $dtype.to_string()
+                };
                 // SAFETY: as in emu_ce, with 2-byte elements.
-                unsafe { emu_launch_ce(lib, $dtype, geometry, &p) };
+                unsafe { emu_launch_ce(lib, &dt, geometry, &p) };
                 assert_eq!(
                     (plan.cluster, plan.flags & 2 != 0),
                     (want_cluster, want_vec),

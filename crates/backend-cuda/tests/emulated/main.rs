@@ -72,6 +72,7 @@ fn write_emu_support(dir: &Path) -> std::io::Result<()> {
 /// cross-entropy row kernels get one wrapper per dtype, taking the cluster size).
 fn wrappers(fam: Family) -> String {
     let mut s = String::from("#include \"wrappers.inc\"\n");
+    let names: Vec<&str> = fam.entries().iter().map(|e| e.name).collect();
     for e in fam.entries() {
         if e.params == "CeRowParams" || e.params == "CeRowOptParams" {
             if e.cluster != 1 {
@@ -85,10 +86,14 @@ fn wrappers(fam: Family) -> String {
                 e.name,
                 p = e.params
             ));
+            // (The warp-per-row entry points have no cluster sizes.)
             for k in CE_CLUSTERS {
+                let name = entry_name(Op::CrossEntropy, dtype, k);
+                if !names.contains(&name) {
+                    continue;
+                }
                 s.push_str(&format!(
-                    "    case {k}: sl_emu_launch_cluster(g, b, s, {k}, [&] {{ {}(q); }}); break;\n",
-                    entry_name(Op::CrossEntropy, dtype, k)
+                    "    case {k}: sl_emu_launch_cluster(g, b, s, {k}, [&] {{ {name}(q); }}); break;\n",
                 ));
             }
             s.push_str("    default: std::abort();\n    }\n}\n");
@@ -292,6 +297,7 @@ fn params_layouts_are_checked_by_gxx() {
 mod ce_options;
 mod confident;
 mod cross_entropy;
+mod cross_entropy_warp;
 mod degenerate;
 mod dense_checks;
 mod detection;

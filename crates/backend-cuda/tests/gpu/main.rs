@@ -564,7 +564,8 @@ fn sanitizer_smoke() {
     let b = backend!();
     let st = b.stream().clone();
     let mut rng = Rng::new(0x5a71);
-    // Cross-entropy: forced plans (target, max) for 1, 2, 4, 8 blocks per row and re-reading.
+    // Cross-entropy: forced plans (target, max) for 1, 2, 4, 8 blocks per row, re-reading, and
+    // the warp-per-row layout.
     for classes in [9usize, 1000, 1001] {
         let rows = 5usize;
         let logits: Vec<f32> = (0..rows * classes)
@@ -581,6 +582,8 @@ fn sanitizer_smoke() {
                 (k as u32, t, t)
             })
             .chain([(1, 1030, 1030)])
+            // The default budget: one warp per row, several rows per block (CE_WARP_ROWS).
+            .chain([(1, 48 * 1024, 232_448)])
             .collect();
         for (k, target, max) in budgets {
             let bk = b.with_ce_shared_memory(target, max);
