@@ -1,27 +1,31 @@
-//! Tiny rows in SIMD lanes: hard class targets (plain or class-weighted) with at most
-//! [`LANES_MAX`] (6) classes, eight rows at a time, one row per lane.
+//! Short rows in SIMD lanes: hard class targets (plain or class-weighted) with at most
+//! [`LANES_MAX`] (128) classes, eight rows at a time, one row per lane.
 //!
-//! On the batched short-row path (`short.rs`) a row of two to five classes costs about as much
-//! as a row of ten (measured: 19-34 ns of CPU time per row at 2 to 10 classes), and almost none
-//! of it is the exponentials: the horizontal maximum and sums, the masked loads and stores of a
-//! partial vector and the per-row bookkeeping are paid once per row. Here
-//! eight consecutive rows are transposed into a `C x 8` block (column `j` of the eight rows in
-//! one vector), so that the maximum, `d_j = z_j - m`, `exp`, the sums and the gradient
-//! `a e_j - b B_j` are vertical operations, once per eight rows, with no horizontal step; the
-//! block is transposed back when the gradient is written.
+//! On the batched short-row path (`short.rs`) every row pays a horizontal maximum and three
+//! horizontal sums, the masked loads and stores of a partial vector and scalar `f64`
+//! bookkeeping: about 50 cycles per row whatever `C` (issue 15). Here eight consecutive rows
+//! are transposed into a `C x 8` block (column `j` of the eight rows in one vector) by
+//! in-register 8x8 shuffles (`kernels/lanes_avx2.rs`: eight row loads, masked for a partial
+//! last block of columns, 24 shuffles, eight column stores), so that the maximum,
+//! `d_j = z_j - m`, `exp`, the sums and the gradient `a e_j - b B_j` are vertical operations,
+//! once per eight rows; the `f64` part (`ln S`, the loss, the gradient constants, the target's
+//! entry) runs as branch-free loops over the eight lanes; the gradient block is transposed
+//! back the same way and stored row by row.
 //!
-//! Every lane computes its row alone, in a fixed order (columns in sequence within groups of 16,
-//! the groups' sums then added: at most 16 roundings per term for up to 32 classes, against
-//! the `C / 8 + 4 <= 20` the short path allows), so a row's bits do not depend on the other rows of its block, on where blocks start or on the
-//! thread count. `S = n0 + s'` as on the short path (a row whose sum is below 1.5, one dominant
-//! maximum, takes `s'` as the sum of its entries below 1), `log S` by the short path's
-//! `ln_split`, the hard target's gradient entry from `f64` (`p_y - 1 = -s' / S` when the
-//! target is the single maximum). Rows with a non-finite logit or a non-finite upstream take
-//! the short path, one row at a time (`TOL-4`: the same results as every other path); ignored
-//! rows get loss 0 and a zero gradient here.
+//! Every lane computes its row alone, in a fixed order: per block of 8 columns the tree
+//! `((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7))` (padding columns of a partial block add
+//! 0), the blocks' sums added in column order, so at most `C / 8 + 3 <= 19` roundings per term
+//! (the short path's bound is `C / 8 + 4`). A row's bits therefore do not depend on the other
+//! rows of its block, on where blocks start or on the thread count. `S = n0 + s'` as on the
+//! short path (a row whose sum is below 1.5, one dominant maximum, takes `s'` as the sum of
+//! its entries below 1), `log S` by the short path's `ln_split`, the hard target's gradient
+//! entry from `f64` (`p_y - 1 = -s' / S` when the target is the single maximum). Rows with a
+//! non-finite logit or a non-finite upstream take the short path, one row at a time (`TOL-4`:
+//! the same results as every other path); ignored rows get loss 0 and a zero gradient here.
 //!
 //! The scalar build runs the same lane code lane by lane (`exp_nonpos_f32` gives the bits of
-//! the vector `exp`), so both builds give the same bits.
+//! the vector `exp`, the products and sums are the same operations in the same order, the
+//! gradient the same fused multiply-add), so both builds give the same bits.
 
 use super::bufs::Bufs;
 #[cfg(target_arch = "x86_64")]

@@ -131,7 +131,9 @@ fn tree(v: &[__m256; 8]) -> __m256 {
 /// `e[j] = exp(xt[j] - m)` for `j < c` (0 for the padding columns up to a multiple of 8) and
 /// the sums `(S, s', sum w_j d_j)` (`s'`: the entries below 1; `w_j = 1` unweighted): per
 /// block of 8 columns the tree [`tree`] (padding columns add 0), the blocks' sums added in
-/// order from 0. As `lanes::exp_sums`.
+/// order from 0. As `lanes::exp_sums`, except that `s'` is only summed (in a second pass over
+/// the stored `e`, the same tree) when some lane's `S` is below 1.5, the only lanes that use
+/// it; the other lanes of `s'` are then 0.
 ///
 /// # Safety
 /// AVX2 + FMA available; `xt.len() >= c.div_ceil(8) * 8`, `e.len() >= xt.len()`, `w.len()
@@ -151,28 +153,63 @@ pub(in super::super) unsafe fn exp_sums<K: KindMarker>(
         assert!(w.len() >= c);
     }
     let (zero, one, mv) = (_mm256_setzero_ps(), _mm256_set1_ps(1.0), ld(m));
-    let (mut sa, mut sb, mut sz) = (zero, zero, zero);
-    for b in 0..nblk {
+    let (mut sa, mut sz) = (zero, zero);
+    let full = c / L;
+    // One column: `e` stored, `(e, w d)` returned.
+    let col = |e: &mut [V], j: usize| {
+        let d = _mm256_sub_ps(ld(&xt[j]), mv);
+        let ek = exp8_nonpos(d);
+        st(&mut e[j], ek);
+        let z = if K::WEIGHTED {
+            _mm256_mul_ps(_mm256_set1_ps(w[j]), d)
+        } else {
+            d
+        };
+        (ek, z)
+    };
+    let pair = |e: &mut [V], j: usize| {
+        let (e0, z0) = col(e, j);
+        let (e1, z1) = col(e, j + 1);
+        (_mm256_add_ps(e0, e1), _mm256_add_ps(z0, z1))
+    };
+    for b in 0..full {
+        // The tree in registers: pairs, then quads, then the block.
         let j0 = b * L;
-        let cnt = (c - j0).min(L);
-        let (mut ve, mut vb, mut vz) = ([zero; 8], [zero; 8], [zero; 8]);
-        for k in 0..cnt {
-            let d = _mm256_sub_ps(ld(&xt[j0 + k]), mv);
-            let ek = exp8_nonpos(d);
-            ve[k] = ek;
-            vb[k] = _mm256_and_ps(ek, _mm256_cmp_ps::<_CMP_LT_OQ>(ek, one));
-            vz[k] = if K::WEIGHTED {
-                _mm256_mul_ps(_mm256_set1_ps(w[j0 + k]), d)
-            } else {
-                d
-            };
+        let (e01, z01) = pair(e, j0);
+        let (e23, z23) = pair(e, j0 + 2);
+        let (e45, z45) = pair(e, j0 + 4);
+        let (e67, z67) = pair(e, j0 + 6);
+        let te = _mm256_add_ps(_mm256_add_ps(e01, e23), _mm256_add_ps(e45, e67));
+        let tz = _mm256_add_ps(_mm256_add_ps(z01, z23), _mm256_add_ps(z45, z67));
+        sa = _mm256_add_ps(sa, te);
+        sz = _mm256_add_ps(sz, tz);
+    }
+    if full < nblk {
+        let j0 = full * L;
+        let (mut ve, mut vz) = ([zero; 8], [zero; 8]);
+        for k in 0..c - j0 {
+            (ve[k], vz[k]) = col(e, j0 + k);
         }
-        for (k, v) in ve.iter().enumerate() {
-            st(&mut e[j0 + k], *v);
+        for k in c - j0..L {
+            st(&mut e[j0 + k], zero);
         }
         sa = _mm256_add_ps(sa, tree(&ve));
-        sb = _mm256_add_ps(sb, tree(&vb));
         sz = _mm256_add_ps(sz, tree(&vz));
+    }
+    let conf = _mm256_and_ps(
+        _mm256_cmp_ps::<_CMP_LT_OQ>(sa, _mm256_set1_ps(1.5)),
+        _mm256_cmp_ps::<_CMP_GT_OQ>(sa, zero),
+    );
+    let mut sb = zero;
+    if _mm256_movemask_ps(conf) != 0 {
+        for b in 0..nblk {
+            let mut vb = [zero; 8];
+            for (k, v) in vb.iter_mut().enumerate() {
+                let ek = ld(&e[b * L + k]);
+                *v = _mm256_and_ps(ek, _mm256_cmp_ps::<_CMP_LT_OQ>(ek, one));
+            }
+            sb = _mm256_add_ps(sb, tree(&vb));
+        }
     }
     let (mut a, mut b, mut z) = ([0.0f32; L], [0.0f32; L], [0.0f32; L]);
     st(&mut a, sa);
