@@ -40,6 +40,8 @@ use crate::math::exp_nonpos_f32;
 pub const LANES_MAX: usize = 128;
 /// The most classes the block arrays hold (a multiple of 8).
 const CAPACITY: usize = 128;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(CAPACITY == lanes_avx2::CAPACITY);
 /// Rows per block: one per `f32` lane of an AVX2 vector; also the columns per summation block.
 const L: usize = 8;
 
@@ -90,22 +92,23 @@ unsafe fn avx2<K: KindMarker>(
     body::<K, true>(plan, first, bufs, us, losses)
 }
 
-/// `xt[j]` = column `j` of the `nb` rows of `x` (lanes past `nb` and columns past `c` up to a
-/// multiple of 8 hold 0); returns the maxima (`if x > m { x } else { m }` from column 0 on) and
+/// `xt[j]` = column `j < c` of the `nb` rows of `x` (lanes past `nb` hold 0; the padding
+/// columns past `c` are left as they are, never read); returns the maxima (`if x > m { x } else { m }` from column 0 on) and
 /// `sum_j x_j * 0` per lane (NaN for a row with a non-finite logit).
 #[inline(always)]
 fn load_t<const AVX: bool>(x: &[f32], c: usize, nb: usize, xt: &mut [V]) -> (V, V) {
+    // Rows of fewer than 8 classes: the lane loops below (one partial block of 8 columns
+    // would load and shuffle more than it uses; measured slower at 5 classes).
     #[cfg(target_arch = "x86_64")]
-    if AVX {
+    if AVX && c >= L {
         // SAFETY: `AVX` is only true inside [`avx2`] (AVX2 + FMA checked by its callers); the
         // sizes are the callers' (`x.len() == nb c`, `xt` of `CAPACITY` columns), checked
         // again inside.
         return unsafe { lanes_avx2::load_t(x, c, nb, xt) };
     }
-    let cp = c.div_ceil(L) * L;
-    for (j, col) in xt[..cp].iter_mut().enumerate() {
+    for (j, col) in xt[..c].iter_mut().enumerate() {
         for (l, v) in col.iter_mut().enumerate() {
-            *v = if l < nb && j < c { x[l * c + j] } else { 0.0 };
+            *v = if l < nb { x[l * c + j] } else { 0.0 };
         }
     }
     let mut m = xt[0];
@@ -166,7 +169,8 @@ fn exp_sums<K: KindMarker, const AVX: bool>(
 }
 
 /// The gradient `a e_j - b` (`-b w_j + a e_j` weighted, fused) of the block, written to the
-/// rows `l < nb` with `keep[l]` (row `l` at `out[l c..(l + 1) c]`).
+/// rows `l < nb` with `keep[l]` (row `l` at `out[l c..(l + 1) c]`); `tmp`: the AVX2 code's
+/// scratch.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn grad_store<K: KindMarker, const AVX: bool>(
@@ -178,13 +182,15 @@ fn grad_store<K: KindMarker, const AVX: bool>(
     a: &V,
     b: &V,
     keep: &[bool; L],
+    tmp: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if AVX {
-        // SAFETY: as in [`load_t`].
-        unsafe { lanes_avx2::grad_store::<K>(out, c, nb, e, w, a, b, keep) };
+    if AVX && c >= L {
+        // SAFETY: as in [`load_t`]; `tmp` is the caller's `L * (CAPACITY + 1)` scratch.
+        unsafe { lanes_avx2::grad_store::<K>(out, c, nb, e, w, a, b, keep, tmp) };
         return;
     }
+    let _ = tmp;
     for (l, o) in out.chunks_exact_mut(c).enumerate().take(nb) {
         if !keep[l] {
             continue;
@@ -228,6 +234,8 @@ fn body<K: KindMarker, const AVX: bool>(
     // would cost more than a tiny row's arithmetic).
     let mut xt = [[0.0f32; L]; CAPACITY];
     let mut e = [[0.0f32; L]; CAPACITY];
+    // The gradient block, row-major, before it is copied out (AVX2, `C >= 8`).
+    let mut tmp = [0.0f32; L * (CAPACITY + 1)];
     let mut r0 = 0;
     while r0 < rows {
         let nb = L.min(rows - r0);
@@ -309,7 +317,7 @@ fn body<K: KindMarker, const AVX: bool>(
         // target's entry from `f64` and the ignored rows' zeros.
         if let Bufs::Split(_, g) | Bufs::InPlace(g) = &mut bufs {
             let out = &mut g[range];
-            grad_store::<K, AVX>(out, c, nb, &e, w, &a, &b, &keep);
+            grad_store::<K, AVX>(out, c, nb, &e, w, &a, &b, &keep, &mut tmp);
             for (l, (o, ln)) in out.chunks_exact_mut(c).zip(&lanes).enumerate() {
                 if keep[l] {
                     o[ln.y] = gy[l];

@@ -10,6 +10,8 @@ use std::arch::x86_64::*;
 
 /// Rows (lanes) per block.
 const L: usize = 8;
+/// The most classes a block holds (`lanes::CAPACITY`).
+pub(in super::super) const CAPACITY: usize = 128;
 /// One value per lane.
 type V = [f32; L];
 
@@ -68,7 +70,7 @@ fn st(v: &mut V, x: __m256) {
 }
 
 /// `xt[j]` = column `j` of the `nb` rows of `x` (`nb * c` logits, row-major; lanes past `nb`
-/// and columns past `c` up to the next multiple of 8 hold 0); returns the rows' maxima
+/// hold 0, the padding columns past `c` up to the next multiple of 8 are never read); returns the rows' maxima
 /// (`m = if x > m { x } else { m }` from column 0 on) and `sum_j x_j * 0` (non-zero: NaN, for a
 /// row with a non-finite logit). As `lanes::load_t`.
 ///
@@ -224,7 +226,8 @@ pub(in super::super) unsafe fn exp_sums<K: KindMarker>(
 ///
 /// # Safety
 /// AVX2 + FMA available; `out.len() == nb * c` with `1 <= nb <= 8`, `e.len() >=
-/// c.div_ceil(8) * 8`, `w.len() >= c` when weighted.
+/// c.div_ceil(8) * 8`, `w.len() >= c` when weighted; `tmp` (scratch) at least `8 * 129`
+/// long.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -237,6 +240,7 @@ pub(in super::super) unsafe fn grad_store<K: KindMarker>(
     a: &V,
     b: &V,
     keep: &[bool; L],
+    tmp: &mut [f32],
 ) {
     let nblk = c.div_ceil(L);
     assert!((1..=L).contains(&nb) && out.len() == nb * c && e.len() >= nblk * L);
@@ -244,35 +248,37 @@ pub(in super::super) unsafe fn grad_store<K: KindMarker>(
         assert!(w.len() >= c);
     }
     let (av, bv) = (ld(a), ld(b));
-    for blk in 0..nblk {
+    // The rows are written row-major into `tmp` (stride `c`) with whole-vector stores, the
+    // blocks from the last to the first: a partial block's vector spills into the next row's
+    // first columns, which the first block then overwrites. Masked stores (slow on Zen) are
+    // avoided; `tmp` reaches `out` as one contiguous copy when every row is kept.
+    assert!(c <= CAPACITY && tmp.len() >= L * (CAPACITY + 1));
+    for blk in (0..nblk).rev() {
         let j0 = blk * L;
         let cnt = (c - j0).min(L);
         let mut g = [_mm256_setzero_ps(); 8];
         for (k, gk) in g.iter_mut().enumerate() {
             let ek = ld(&e[j0 + k]);
             *gk = if K::WEIGHTED {
-                // Padding columns (`k >= cnt`) are never stored: any weight does.
+                // Padding columns (`k >= cnt`) are overwritten or never copied: any weight
+                // does.
                 let wk = _mm256_set1_ps(if k < cnt { w[j0 + k] } else { 0.0 });
                 _mm256_fnmadd_ps(bv, wk, _mm256_mul_ps(av, ek))
             } else {
                 _mm256_fmsub_ps(av, ek, bv)
             };
         }
-        let rows = transpose(g);
-        let mk = mask(cnt);
-        for (l, rv) in rows.into_iter().enumerate().take(nb) {
-            if !keep[l] {
-                continue;
-            }
-            // SAFETY: row `l < nb` holds columns `j0..j0 + cnt` at `l c + j0..`, inside
-            // `out` (`out.len() == nb c`); a partial block writes only its `cnt` lanes.
-            unsafe {
-                let p = out.as_mut_ptr().add(l * c + j0);
-                if cnt == L {
-                    _mm256_storeu_ps(p, rv);
-                } else {
-                    _mm256_maskstore_ps(p, mk, rv);
-                }
+        for (l, rv) in transpose(g).into_iter().enumerate() {
+            // SAFETY: `l c + j0 + 8 <= 7 c + c + 8 <= tmp.len()` (`j0 < c <= CAPACITY`).
+            unsafe { _mm256_storeu_ps(tmp.as_mut_ptr().add(l * c + j0), rv) };
+        }
+    }
+    if keep[..nb].iter().all(|&k| k) {
+        out.copy_from_slice(&tmp[..nb * c]);
+    } else {
+        for (l, (o, t)) in out.chunks_exact_mut(c).zip(tmp.chunks_exact(c)).enumerate() {
+            if keep[l] {
+                o.copy_from_slice(t);
             }
         }
     }
