@@ -178,8 +178,8 @@ fn many_short_rows_match_reference() {
     }
 }
 
-/// Short rows (1 to 33 classes and the lanes path's block edges 63, 64, 65, 100, 127, 128:
-/// hard targets on the lanes path with its masked partial column blocks): the AVX2 build gives the same bits as the scalar build for losses and gradients, separate-buffer,
+/// Short rows (1 to 33 classes: the lanes path up to 20 with its partial column blocks, the
+/// batched path with its masked row tails above, and 63, 64, 65, 100, 127, 128): the AVX2 build gives the same bits as the scalar build for losses and gradients, separate-buffer,
 /// in place and without gradient, including NaN, `+inf`, `-inf` and ignored rows, `-0.0`
 /// logits, weights, label smoothing 0 and not, and per-row upstream with a non-finite entry.
 #[test]
@@ -236,9 +236,9 @@ fn short_rows_avx2_build_is_bit_identical_to_the_scalar_build() {
     }
 }
 
-/// Short rows on the lanes path (at most 128 classes, hard targets: eight rows per block, one
-/// per SIMD lane, full and partial 8-column blocks): a row's loss and gradient bits do not
-/// depend on the rows that share its block. Each window
+/// Short rows (the lanes path up to 20 classes, hard targets: eight rows per block, one per
+/// SIMD lane, full and partial 8-column blocks; the batched path above): a row's loss and
+/// gradient bits do not depend on the rows that share its block. Each window
 /// `rows[k..]` (so every row sits in every lane position) gives, row by row, the same bits as
 /// the whole call, on both SIMD levels, with weights, ignored rows, NaN / `+inf` / `-inf`
 /// rows (the rows that leave the lanes) and a per-row upstream.

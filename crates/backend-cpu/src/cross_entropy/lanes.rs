@@ -1,5 +1,5 @@
 //! Short rows in SIMD lanes: hard class targets (plain or class-weighted) with at most
-//! [`LANES_MAX`] (128) classes, eight rows at a time, one row per lane.
+//! [`LANES_MAX`] (20; the code handles 128) classes, eight rows at a time, one row per lane.
 //!
 //! On the batched short-row path (`short.rs`) every row pays a horizontal maximum and three
 //! horizontal sums, the masked loads and stores of a partial vector and scalar `f64`
@@ -14,7 +14,8 @@
 //!
 //! Every lane computes its row alone, in a fixed order: per block of 8 columns the tree
 //! `((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7))` (padding columns of a partial block add
-//! 0), the blocks' sums added in column order, so at most `C / 8 + 3 <= 19` roundings per term
+//! 0), the blocks' sums added in column order (rows of fewer than 8 classes: the columns in
+//! sequence), so at most `C / 8 + 3 <= 19` roundings per term
 //! (the short path's bound is `C / 8 + 4`). A row's bits therefore do not depend on the other
 //! rows of its block, on where blocks start or on the thread count. `S = n0 + s'` as on the
 //! short path (a row whose sum is below 1.5, one dominant maximum, takes `s'` as the sum of
@@ -35,9 +36,13 @@ use super::short::{ln_split, process_rows_short};
 use crate::SimdLevel;
 use crate::math::exp_nonpos_f32;
 
-/// Rows of at most this many classes (hard targets) take the lanes path; see the
-/// measurements in `BENCHMARKS.md` ("Issue 15, short rows (session 4)").
-pub const LANES_MAX: usize = 128;
+/// Rows of at most this many classes (hard targets) take the lanes path. The code handles up
+/// to [`CAPACITY`] (128) and executes 30-35 % fewer instructions per logit than the batched
+/// path from 8 to 100 classes (callgrind), but measured slower in CPU time from 32 classes on
+/// (1.2-1.8x, alternating processes on the project's loaded Zen 3 VM; the cause was not found
+/// in the time: see `BENCHMARKS.md`, "Issue 15, short rows (session 4)"), so the batched path
+/// keeps those rows.
+pub const LANES_MAX: usize = 20;
 /// The most classes the block arrays hold (a multiple of 8).
 const CAPACITY: usize = 128;
 #[cfg(target_arch = "x86_64")]
@@ -50,7 +55,7 @@ type V = [f32; L];
 
 /// Whether a call's rows take the lanes path.
 pub(super) fn takes(plan: &Plan<'_>) -> bool {
-    const { assert!(LANES_MAX <= CAPACITY && CAPACITY % L == 0) };
+    const { assert!(LANES_MAX <= CAPACITY && CAPACITY.is_multiple_of(L)) };
     plan.classes >= 1
         && plan.classes <= LANES_MAX
         && matches!(plan.kind, Kind::Plain | Kind::Weighted)
@@ -130,7 +135,8 @@ fn tree(v: &[V; L], l: usize) -> f32 {
 
 /// `e[j] = exp(xt[j] - m)` (0 for the padding columns) and the sums `(S, s', sum w_j d_j)`
 /// (`s'` the entries below 1): per block of 8 columns [`tree`] (padding columns add 0), the
-/// blocks' sums added in order from 0.
+/// blocks' sums added in order from 0; rows of fewer than 8 classes add their columns in
+/// sequence from 0 (`e` then holds only the `c` columns).
 #[inline(always)]
 fn exp_sums<K: KindMarker, const AVX: bool>(
     xt: &[V],
@@ -145,6 +151,20 @@ fn exp_sums<K: KindMarker, const AVX: bool>(
         return unsafe { lanes_avx2::exp_sums::<K>(xt, e, c, m, w) };
     }
     let (mut sa, mut sb, mut sz) = ([0.0f32; L], [0.0f32; L], [0.0f32; L]);
+    if c < L {
+        // A single partial block: the columns added in sequence (no tree over padding).
+        for j in 0..c {
+            for l in 0..L {
+                let d = xt[j][l] - m[l];
+                let ek = exp_nonpos_f32(d);
+                e[j][l] = ek;
+                sa[l] += ek;
+                sb[l] += if ek < 1.0 { ek } else { 0.0 };
+                sz[l] += if K::WEIGHTED { w[j] * d } else { d };
+            }
+        }
+        return (sa, sb, sz);
+    }
     for b in 0..c.div_ceil(L) {
         let j0 = b * L;
         let (mut ve, mut vb, mut vz) = ([[0.0f32; L]; L], [[0.0f32; L]; L], [[0.0f32; L]; L]);

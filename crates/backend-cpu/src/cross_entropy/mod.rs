@@ -36,14 +36,13 @@
 //!
 //! # Short rows
 //!
-//! Rows of at most 128 classes with hard targets (plain or class-weighted) take the lanes path
+//! Rows of at most 20 classes with hard targets (plain or class-weighted) take the lanes path
 //! (`lanes.rs`): eight rows transposed into one block by in-register shuffles, one row per
 //! `f32` lane, every step a vertical operation, so nothing is paid per row but the `f64` loss
 //! and gradient constants (themselves eight lanes wide); rows with a non-finite logit or
 //! upstream leave the lanes for the batched path below, one row at a time.
 //!
-//! Other rows of at most `SHORT_MAX` (128) classes (probability targets) take a batched path
-//! instead
+//! Other rows of at most `SHORT_MAX` (128) classes take a batched path instead
 //! (`short.rs`), where the per-row costs of the chunked kernels dominate: about
 //! 1024 logits' worth of rows at a time, (1) per row the maximum, `d_j = z_j - m` written into a
 //! per-call scratch buffer and the smoothing sums `sum w_j q'_j d_j` (and `sum w_j q'_j`), (2)
@@ -94,7 +93,7 @@
 //! * `plan`: the per-call constants (`Plan`), chunk geometry and statistics;
 //! * `bufs`: the borrowed buffers of one task and the raw row views the kernels write through;
 //! * `long`: rows of more than `SHORT_MAX` classes, chunked, pipelined, split across threads;
-//! * `lanes`: short rows (at most 128 classes, hard targets), eight rows at a time, one per
+//! * `lanes`: short rows (at most 20 classes, hard targets), eight rows at a time, one per
 //!   SIMD lane (`kernels/lanes_avx2.rs` for the AVX2 transposes);
 //! * `short`: short rows, batched;
 //! * `options`: calls with the options of `CE-10` .. `CE-15` (softcap, z-loss, row weights, a

@@ -133,7 +133,8 @@ fn tree(v: &[__m256; 8]) -> __m256 {
 /// `e[j] = exp(xt[j] - m)` for `j < c` (0 for the padding columns up to a multiple of 8) and
 /// the sums `(S, s', sum w_j d_j)` (`s'`: the entries below 1; `w_j = 1` unweighted): per
 /// block of 8 columns the tree [`tree`] (padding columns add 0), the blocks' sums added in
-/// order from 0. As `lanes::exp_sums`, except that `s'` is only summed (in a second pass over
+/// order from 0 (rows of fewer than 8 classes: the columns in sequence from 0). As
+/// `lanes::exp_sums`, except that `s'` is only summed (in a second pass over
 /// the stored `e`, the same tree) when some lane's `S` is below 1.5, the only lanes that use
 /// it; the other lanes of `s'` are then 0.
 ///
@@ -186,7 +187,14 @@ pub(in super::super) unsafe fn exp_sums<K: KindMarker>(
         sa = _mm256_add_ps(sa, te);
         sz = _mm256_add_ps(sz, tz);
     }
-    if full < nblk {
+    if c < L {
+        // A single partial block: the columns added in sequence (no tree over padding).
+        for j in 0..c {
+            let (ek, zk) = col(e, j);
+            sa = _mm256_add_ps(sa, ek);
+            sz = _mm256_add_ps(sz, zk);
+        }
+    } else if full < nblk {
         let j0 = full * L;
         let (mut ve, mut vz) = ([zero; 8], [zero; 8]);
         for k in 0..c - j0 {
@@ -203,7 +211,12 @@ pub(in super::super) unsafe fn exp_sums<K: KindMarker>(
         _mm256_cmp_ps::<_CMP_GT_OQ>(sa, zero),
     );
     let mut sb = zero;
-    if _mm256_movemask_ps(conf) != 0 {
+    if _mm256_movemask_ps(conf) != 0 && c < L {
+        for ej in &e[..c] {
+            let ek = ld(ej);
+            sb = _mm256_add_ps(sb, _mm256_and_ps(ek, _mm256_cmp_ps::<_CMP_LT_OQ>(ek, one)));
+        }
+    } else if _mm256_movemask_ps(conf) != 0 {
         for b in 0..nblk {
             let mut vb = [zero; 8];
             for (k, v) in vb.iter_mut().enumerate() {
