@@ -1,5 +1,5 @@
 //! Short rows in SIMD lanes: hard class targets (plain or class-weighted) with at most
-//! [`LANES_MAX`] (20; the code handles 128) classes, eight rows at a time, one row per lane.
+//! [`LANES_MAX`] (16; the code handles 128) classes, eight rows at a time, one row per lane.
 //!
 //! On the batched short-row path (`short.rs`) every row pays a horizontal maximum and three
 //! horizontal sums, the masked loads and stores of a partial vector and scalar `f64`
@@ -40,9 +40,9 @@ use crate::math::exp_nonpos_f32;
 /// to [`CAPACITY`] (128) and executes 30-35 % fewer instructions per logit than the batched
 /// path from 8 to 100 classes (callgrind), but measured slower in CPU time from 32 classes on
 /// (1.2-1.8x, alternating processes on the project's loaded Zen 3 VM; the cause was not found
-/// in the time: see `BENCHMARKS.md`, "Issue 15, short rows (session 4)"), so the batched path
-/// keeps those rows.
-pub const LANES_MAX: usize = 20;
+/// in the time) and about 8 % slower at 20 (three column blocks for 20 columns): see
+/// `BENCHMARKS.md`, "Issue 15, short rows (session 4)"; the batched path keeps those rows.
+pub const LANES_MAX: usize = 16;
 /// The most classes the block arrays hold (a multiple of 8).
 const CAPACITY: usize = 128;
 #[cfg(target_arch = "x86_64")]
