@@ -178,8 +178,8 @@ fn many_short_rows_match_reference() {
     }
 }
 
-/// Short rows (1 to 33 classes: the lanes path up to 6, the batched short-row path with its
-/// masked row tails above): the AVX2 build gives the same bits as the scalar build for losses and gradients, separate-buffer,
+/// Short rows (1 to 33 classes: the lanes path up to 16 with its partial column blocks, the
+/// batched path with its masked row tails above, and 63, 64, 65, 100, 127, 128): the AVX2 build gives the same bits as the scalar build for losses and gradients, separate-buffer,
 /// in place and without gradient, including NaN, `+inf`, `-inf` and ignored rows, `-0.0`
 /// logits, weights, label smoothing 0 and not, and per-row upstream with a non-finite entry.
 #[test]
@@ -190,7 +190,7 @@ fn short_rows_avx2_build_is_bit_identical_to_the_scalar_build() {
     }
     let be = CpuBackend::with_threads(1);
     let mut rng = Rng::new(0x1a9e5);
-    for classes in 1..=33usize {
+    for classes in (1..=33usize).chain([63, 64, 65, 100, 127, 128]) {
         for v in 0..6 {
             let rows = [203usize, 8, 1, 97, 1030, 17][v];
             let o = Opts {
@@ -236,8 +236,9 @@ fn short_rows_avx2_build_is_bit_identical_to_the_scalar_build() {
     }
 }
 
-/// Tiny rows (at most 6 classes, hard targets: eight rows per block, one per SIMD lane): a
-/// row's loss and gradient bits do not depend on the rows that share its block. Each window
+/// Short rows (the lanes path up to 16 classes, hard targets: eight rows per block, one per
+/// SIMD lane, full and partial 8-column blocks; the batched path above): a row's loss and
+/// gradient bits do not depend on the rows that share its block. Each window
 /// `rows[k..]` (so every row sits in every lane position) gives, row by row, the same bits as
 /// the whole call, on both SIMD levels, with weights, ignored rows, NaN / `+inf` / `-inf`
 /// rows (the rows that leave the lanes) and a per-row upstream.
@@ -245,7 +246,9 @@ fn short_rows_avx2_build_is_bit_identical_to_the_scalar_build() {
 fn tiny_rows_bits_do_not_depend_on_the_block() {
     let be = CpuBackend::with_threads(1);
     let mut rng = Rng::new(0x7a9e);
-    for classes in [1usize, 2, 3, 4, 5, 6, 7, 10] {
+    for classes in [
+        1usize, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16, 17, 31, 64, 100, 127, 128,
+    ] {
         for v in 0..2 {
             let rows = 29;
             let o = Opts {

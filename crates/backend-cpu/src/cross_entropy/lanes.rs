@@ -1,45 +1,53 @@
-//! Tiny rows in SIMD lanes: hard class targets (plain or class-weighted) with at most
-//! [`LANES_MAX`] (6) classes, eight rows at a time, one row per lane.
+//! Short rows in SIMD lanes: hard class targets (plain or class-weighted) with at most
+//! [`LANES_MAX`] (16; the code handles 128) classes, eight rows at a time, one row per lane.
 //!
-//! On the batched short-row path (`short.rs`) a row of two to five classes costs about as much
-//! as a row of ten (measured: 19-34 ns of CPU time per row at 2 to 10 classes), and almost none
-//! of it is the exponentials: the horizontal maximum and sums, the masked loads and stores of a
-//! partial vector and the per-row bookkeeping are paid once per row. Here
-//! eight consecutive rows are transposed into a `C x 8` block (column `j` of the eight rows in
-//! one vector), so that the maximum, `d_j = z_j - m`, `exp`, the sums and the gradient
-//! `a e_j - b B_j` are vertical operations, once per eight rows, with no horizontal step; the
-//! block is transposed back when the gradient is written.
+//! On the batched short-row path (`short.rs`) every row pays a horizontal maximum and three
+//! horizontal sums, the masked loads and stores of a partial vector and scalar `f64`
+//! bookkeeping: about 50 cycles per row whatever `C` (issue 15). Here eight consecutive rows
+//! are transposed into a `C x 8` block (column `j` of the eight rows in one vector) by
+//! in-register 8x8 shuffles (`kernels/lanes_avx2.rs`: eight row loads, masked for a partial
+//! last block of columns, 24 shuffles, eight column stores), so that the maximum,
+//! `d_j = z_j - m`, `exp`, the sums and the gradient `a e_j - b B_j` are vertical operations,
+//! once per eight rows; the `f64` part (`ln S`, the loss, the gradient constants, the target's
+//! entry) runs as branch-free loops over the eight lanes; the gradient block is transposed
+//! back the same way and stored row by row.
 //!
-//! Every lane computes its row alone, in a fixed order (columns in sequence within groups of 16,
-//! the groups' sums then added: at most 16 roundings per term for up to 32 classes, against
-//! the `C / 8 + 4 <= 20` the short path allows), so a row's bits do not depend on the other rows of its block, on where blocks start or on the
-//! thread count. `S = n0 + s'` as on the short path (a row whose sum is below 1.5, one dominant
-//! maximum, takes `s'` as the sum of its entries below 1), `log S` by the short path's
-//! `ln_split`, the hard target's gradient entry from `f64` (`p_y - 1 = -s' / S` when the
-//! target is the single maximum). Rows with a non-finite logit or a non-finite upstream take
-//! the short path, one row at a time (`TOL-4`: the same results as every other path); ignored
-//! rows get loss 0 and a zero gradient here.
+//! Every lane computes its row alone, in a fixed order: per block of 8 columns the tree
+//! `((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7))` (padding columns of a partial block add
+//! 0), the blocks' sums added in column order (rows of fewer than 8 classes: the columns in
+//! sequence), so at most `C / 8 + 3 <= 19` roundings per term
+//! (the short path's bound is `C / 8 + 4`). A row's bits therefore do not depend on the other
+//! rows of its block, on where blocks start or on the thread count. `S = n0 + s'` as on the
+//! short path (a row whose sum is below 1.5, one dominant maximum, takes `s'` as the sum of
+//! its entries below 1), `log S` by the short path's `ln_split`, the hard target's gradient
+//! entry from `f64` (`p_y - 1 = -s' / S` when the target is the single maximum). Rows with a
+//! non-finite logit or a non-finite upstream take the short path, one row at a time (`TOL-4`:
+//! the same results as every other path); ignored rows get loss 0 and a zero gradient here.
 //!
 //! The scalar build runs the same lane code lane by lane (`exp_nonpos_f32` gives the bits of
-//! the vector `exp`), so both builds give the same bits.
+//! the vector `exp`, the products and sums are the same operations in the same order, the
+//! gradient the same fused multiply-add), so both builds give the same bits.
 
 use super::bufs::Bufs;
+#[cfg(target_arch = "x86_64")]
+use super::kernels::lanes_avx2;
 use super::plan::{Kind, KindMarker, Plan, with_kind};
 use super::short::{ln_split, process_rows_short};
 use crate::SimdLevel;
 use crate::math::exp_nonpos_f32;
 
-/// Rows of at most this many classes (hard targets) take the lanes path. Measured on the
-/// project's Zen 3 VM (CPU time per call, one thread, alternating with the batched path): 1.5-1.7x
-/// faster at 2, 3 and 5 classes, no faster at 8 and 10, 20-35 % slower at 16 to 32 (where the
-/// transposes cost more than the per-row work they save). The code handles up to 32 classes.
-pub const LANES_MAX: usize = 6;
-/// The most classes the block arrays hold.
-const CAPACITY: usize = 32;
-/// Columns summed in sequence before the groups' sums are added (at most `GROUP - 1 + 1`
-/// roundings per term for `C <= 32`).
-const GROUP: usize = 16;
-/// Rows per block: one per `f32` lane of an AVX2 vector.
+/// Rows of at most this many classes (hard targets) take the lanes path. The code handles up
+/// to [`CAPACITY`] (128) and executes 30-35 % fewer instructions per logit than the batched
+/// path from 8 to 100 classes (callgrind), but measured slower in CPU time from 32 classes on
+/// (1.2-1.8x, alternating processes on the project's loaded Zen 3 VM; the cause was not found
+/// in the time) and about 8 % slower at 20 (three column blocks for 20 columns): see
+/// `BENCHMARKS.md`, "Issue 15, short rows (session 4)"; the batched path keeps those rows.
+pub const LANES_MAX: usize = 16;
+/// The most classes the block arrays hold (a multiple of 8).
+const CAPACITY: usize = 128;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(CAPACITY == lanes_avx2::CAPACITY);
+/// Rows per block: one per `f32` lane of an AVX2 vector; also the columns per summation block.
 const L: usize = 8;
 
 /// One value per lane.
@@ -47,7 +55,7 @@ type V = [f32; L];
 
 /// Whether a call's rows take the lanes path.
 pub(super) fn takes(plan: &Plan<'_>) -> bool {
-    const { assert!(LANES_MAX <= CAPACITY) };
+    const { assert!(LANES_MAX <= CAPACITY && CAPACITY.is_multiple_of(L)) };
     plan.classes >= 1
         && plan.classes <= LANES_MAX
         && matches!(plan.kind, Kind::Plain | Kind::Weighted)
@@ -89,20 +97,132 @@ unsafe fn avx2<K: KindMarker>(
     body::<K, true>(plan, first, bufs, us, losses)
 }
 
-/// `exp` of every lane (`x <= 0` or NaN), as `exp_nonpos_f32` lane by lane.
+/// `xt[j]` = column `j < c` of the `nb` rows of `x` (lanes past `nb` hold 0; the padding
+/// columns past `c` are left as they are, never read); returns the maxima (`if x > m { x } else { m }` from column 0 on) and
+/// `sum_j x_j * 0` per lane (NaN for a row with a non-finite logit).
 #[inline(always)]
-fn exp_v<const AVX: bool>(x: &V) -> V {
+fn load_t<const AVX: bool>(x: &[f32], c: usize, nb: usize, xt: &mut [V]) -> (V, V) {
+    // Rows of fewer than 8 classes: the lane loops below (one partial block of 8 columns
+    // would load and shuffle more than it uses; measured slower at 5 classes).
+    #[cfg(target_arch = "x86_64")]
+    if AVX && c >= L {
+        // SAFETY: `AVX` is only true inside [`avx2`] (AVX2 + FMA checked by its callers); the
+        // sizes are the callers' (`x.len() == nb c`, `xt` of `CAPACITY` columns), checked
+        // again inside.
+        return unsafe { lanes_avx2::load_t(x, c, nb, xt) };
+    }
+    for (j, col) in xt[..c].iter_mut().enumerate() {
+        for (l, v) in col.iter_mut().enumerate() {
+            *v = if l < nb { x[l * c + j] } else { 0.0 };
+        }
+    }
+    let mut m = xt[0];
+    let mut fin = [0.0f32; L];
+    for col in &xt[..c] {
+        for l in 0..L {
+            m[l] = if col[l] > m[l] { col[l] } else { m[l] };
+            fin[l] += col[l] * 0.0;
+        }
+    }
+    (m, fin)
+}
+
+/// `((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7))`, lane by lane.
+#[inline(always)]
+fn tree(v: &[V; L], l: usize) -> f32 {
+    ((v[0][l] + v[1][l]) + (v[2][l] + v[3][l])) + ((v[4][l] + v[5][l]) + (v[6][l] + v[7][l]))
+}
+
+/// `e[j] = exp(xt[j] - m)` (0 for the padding columns) and the sums `(S, s', sum w_j d_j)`
+/// (`s'` the entries below 1): per block of 8 columns [`tree`] (padding columns add 0), the
+/// blocks' sums added in order from 0; rows of fewer than 8 classes add their columns in
+/// sequence from 0 (`e` then holds only the `c` columns).
+#[inline(always)]
+fn exp_sums<K: KindMarker, const AVX: bool>(
+    xt: &[V],
+    e: &mut [V],
+    c: usize,
+    m: &V,
+    w: &[f32],
+) -> (V, V, V) {
     #[cfg(target_arch = "x86_64")]
     if AVX {
-        use crate::math::avx2::exp8_nonpos;
-        use std::arch::x86_64::{_mm256_loadu_ps, _mm256_storeu_ps};
-        let mut out = [0.0f32; L];
-        // SAFETY: `AVX` is only true inside [`avx2`] (AVX2 + FMA checked by its callers);
-        // `x` and `out` hold eight `f32` each.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), exp8_nonpos(_mm256_loadu_ps(x.as_ptr()))) };
-        return out;
+        // SAFETY: as in [`load_t`].
+        return unsafe { lanes_avx2::exp_sums::<K>(xt, e, c, m, w) };
     }
-    x.map(exp_nonpos_f32)
+    let (mut sa, mut sb, mut sz) = ([0.0f32; L], [0.0f32; L], [0.0f32; L]);
+    if c < L {
+        // A single partial block: the columns added in sequence (no tree over padding).
+        for j in 0..c {
+            for l in 0..L {
+                let d = xt[j][l] - m[l];
+                let ek = exp_nonpos_f32(d);
+                e[j][l] = ek;
+                sa[l] += ek;
+                sb[l] += if ek < 1.0 { ek } else { 0.0 };
+                sz[l] += if K::WEIGHTED { w[j] * d } else { d };
+            }
+        }
+        return (sa, sb, sz);
+    }
+    for b in 0..c.div_ceil(L) {
+        let j0 = b * L;
+        let (mut ve, mut vb, mut vz) = ([[0.0f32; L]; L], [[0.0f32; L]; L], [[0.0f32; L]; L]);
+        for k in 0..(c - j0).min(L) {
+            let j = j0 + k;
+            for l in 0..L {
+                let d = xt[j][l] - m[l];
+                let ek = exp_nonpos_f32(d);
+                ve[k][l] = ek;
+                vb[k][l] = if ek < 1.0 { ek } else { 0.0 };
+                vz[k][l] = if K::WEIGHTED { w[j] * d } else { d };
+            }
+        }
+        e[j0..j0 + L].copy_from_slice(&ve);
+        for l in 0..L {
+            sa[l] += tree(&ve, l);
+            sb[l] += tree(&vb, l);
+            sz[l] += tree(&vz, l);
+        }
+    }
+    (sa, sb, sz)
+}
+
+/// The gradient `a e_j - b` (`-b w_j + a e_j` weighted, fused) of the block, written to the
+/// rows `l < nb` with `keep[l]` (row `l` at `out[l c..(l + 1) c]`); `tmp`: the AVX2 code's
+/// scratch.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn grad_store<K: KindMarker, const AVX: bool>(
+    out: &mut [f32],
+    c: usize,
+    nb: usize,
+    e: &[V],
+    w: &[f32],
+    a: &V,
+    b: &V,
+    keep: &[bool; L],
+    tmp: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX && c >= L {
+        // SAFETY: as in [`load_t`]; `tmp` is the caller's `L * (CAPACITY + 1)` scratch.
+        unsafe { lanes_avx2::grad_store::<K>(out, c, nb, e, w, a, b, keep, tmp) };
+        return;
+    }
+    let _ = tmp;
+    for (l, o) in out.chunks_exact_mut(c).enumerate().take(nb) {
+        if !keep[l] {
+            continue;
+        }
+        for (j, v) in o.iter_mut().enumerate() {
+            *v = if K::WEIGHTED {
+                (-b[l]).mul_add(w[j], a[l] * e[j][l])
+            } else {
+                a[l].mul_add(e[j][l], -b[l])
+            };
+        }
+    }
 }
 
 /// Per-lane results of a block: the loss and how the gradient row is written.
@@ -113,9 +233,6 @@ struct Lane {
     /// An ignored row (loss 0, zero gradient).
     ignored: bool,
     y: usize,
-    a: f32,
-    b: f32,
-    gy: f32,
 }
 
 #[inline(always)]
@@ -133,61 +250,27 @@ fn body<K: KindMarker, const AVX: bool>(
     let eps_c = eps / c as f64;
     let t = plan.classes_t.unwrap_or(&[]);
     let mut specials = Vec::new();
-    // The block's logits, exponentials and gradient, transposed (once per call: zeroing them
-    // per block would cost more than a tiny row's arithmetic).
+    // The block's logits and exponentials, transposed (once per call: zeroing them per block
+    // would cost more than a tiny row's arithmetic).
     let mut xt = [[0.0f32; L]; CAPACITY];
     let mut e = [[0.0f32; L]; CAPACITY];
-    let mut gt = [[0.0f32; L]; CAPACITY];
+    // The gradient block, row-major, before it is copied out (AVX2, `C >= 8`).
+    let mut tmp = [0.0f32; L * (CAPACITY + 1)];
     let mut r0 = 0;
     while r0 < rows {
         let nb = L.min(rows - r0);
         let range = r0 * c..(r0 + nb) * c;
-        // The block's logits, transposed (lanes past `nb` hold 0: a finite row, discarded).
-        {
+        // The block's logits, transposed (lanes past `nb` hold 0: a finite row, discarded);
+        // maximum, finiteness (`x * 0` is NaN for a non-finite `x`).
+        let (m, fin) = {
             let x: &[f32] = match &bufs {
                 Bufs::Split(x, _) | Bufs::ReadOnly(x) => &x[range.clone()],
                 Bufs::InPlace(g) => &g[range.clone()],
             };
-            for (j, col) in xt[..c].iter_mut().enumerate() {
-                for (l, v) in col.iter_mut().enumerate() {
-                    *v = if l < nb { x[l * c + j] } else { 0.0 };
-                }
-            }
-        }
-        let xt = &xt[..c];
-        // Maximum, finiteness (`x * 0` is NaN for a non-finite `x`).
-        let mut m = xt[0];
-        let mut fin = [0.0f32; L];
-        for col in xt {
-            for l in 0..L {
-                m[l] = if col[l] > m[l] { col[l] } else { m[l] };
-                fin[l] += col[l] * 0.0;
-            }
-        }
-        // `d_j`, `e_j`, the sums `S`, `s'` (entries below 1) and `sum w_j d_j`: in sequence
-        // over each group of [`GROUP`] columns, the groups' sums then added in order.
-        let (mut s_all, mut s_below, mut z) = ([0.0f32; L], [0.0f32; L], [0.0f32; L]);
-        for (g, (xg, eg)) in xt.chunks(GROUP).zip(e.chunks_mut(GROUP)).enumerate() {
-            let (mut sa, mut sb, mut sz) = ([0.0f32; L], [0.0f32; L], [0.0f32; L]);
-            for (jg, (col, ej)) in xg.iter().zip(eg.iter_mut()).enumerate() {
-                let mut d = [0.0f32; L];
-                for l in 0..L {
-                    d[l] = col[l] - m[l];
-                }
-                *ej = exp_v::<AVX>(&d);
-                let wj = if K::WEIGHTED { w[g * GROUP + jg] } else { 1.0 };
-                for l in 0..L {
-                    sa[l] += ej[l];
-                    sb[l] += if ej[l] < 1.0 { ej[l] } else { 0.0 };
-                    sz[l] += if K::WEIGHTED { wj * d[l] } else { d[l] };
-                }
-            }
-            for l in 0..L {
-                s_all[l] += sa[l];
-                s_below[l] += sb[l];
-                z[l] += sz[l];
-            }
-        }
+            load_t::<AVX>(x, c, nb, &mut xt)
+        };
+        // `d_j`, `e_j`, the sums `S`, `s'` (entries below 1) and `sum w_j d_j`.
+        let (s_all, s_below, z) = exp_sums::<K, AVX>(&xt, &mut e, c, &m, w);
         // Per row: `S = n0 + s'`, `ln S`, the loss and the gradient's constants (`f64`):
         // the row's own values gathered first, then branch-free loops over the eight lanes.
         let mut lanes = [Lane::default(); L];
@@ -238,7 +321,8 @@ fn body<K: KindMarker, const AVX: bool>(
             b[l] = (ui[l] * eps_c) as f32;
             gy[l] = (ui[l] * g) as f32;
         }
-        for (l, ln) in lanes[..nb].iter_mut().enumerate() {
+        let mut keep = [false; L];
+        for (l, ln) in lanes[..nb].iter().enumerate() {
             let r = r0 + l;
             if ln.ignored {
                 losses[r] = 0.0;
@@ -246,34 +330,20 @@ fn body<K: KindMarker, const AVX: bool>(
                 specials.push(r);
             } else {
                 losses[r] = loss[l];
-                (ln.a, ln.b, ln.gy) = (a[l], b[l], gy[l]);
+                keep[l] = true;
             }
         }
-        // The gradient, `a e_j - b B_j` vertically, written back row by row.
+        // The gradient, `a e_j - b B_j` vertically, written back row by row, then the
+        // target's entry from `f64` and the ignored rows' zeros.
         if let Bufs::Split(_, g) | Bufs::InPlace(g) = &mut bufs {
             let out = &mut g[range];
-            let (a, b): (V, V) = (lanes.map(|s| s.a), lanes.map(|s| s.b));
-            for (j, (gj, ej)) in gt[..c].iter_mut().zip(&e[..c]).enumerate() {
-                for l in 0..L {
-                    gj[l] = if K::WEIGHTED {
-                        (-b[l]).mul_add(w[j], a[l] * ej[l])
-                    } else {
-                        a[l].mul_add(ej[l], -b[l])
-                    };
-                }
-            }
-            for (l, (o, s)) in out.chunks_exact_mut(c).zip(&lanes).enumerate() {
-                if s.special {
-                    continue;
-                }
-                if s.ignored {
+            grad_store::<K, AVX>(out, c, nb, &e, w, &a, &b, &keep, &mut tmp);
+            for (l, (o, ln)) in out.chunks_exact_mut(c).zip(&lanes).enumerate() {
+                if keep[l] {
+                    o[ln.y] = gy[l];
+                } else if ln.ignored {
                     o.fill(0.0);
-                    continue;
                 }
-                for (j, v) in o.iter_mut().enumerate() {
-                    *v = gt[j][l];
-                }
-                o[s.y] = s.gy;
             }
         }
         r0 += nb;

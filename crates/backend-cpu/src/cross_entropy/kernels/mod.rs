@@ -237,4 +237,6 @@ unsafe fn scalar_pass2(
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+pub(super) mod lanes_avx2;
+#[cfg(target_arch = "x86_64")]
 pub(super) mod short_avx2;
