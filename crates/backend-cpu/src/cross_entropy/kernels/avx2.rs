@@ -131,6 +131,9 @@ pub(super) unsafe fn pass2_dispatch(
     }
 }
 
+/// Columns per group of the max loop's position tracking (eight vectors).
+const GROUP: usize = 64;
+
 /// `w_j q'_j` for eight lanes at `j`.
 ///
 /// # Safety
@@ -191,33 +194,31 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
             "pass-2 job must cover this chunk"
         );
     }
-    // Max over the chunk, and where it is: per lane, the max over groups of 32 columns and the
-    // group where that lane last rose (`gi`), so that the maximum's own term `exp(+0) = 1` can
-    // be left out of the lane sums below without a second read of the chunk (the issue 14 fix:
-    // `S = 1 + s'` with `s'` summed apart from the 1). The group tracking adds three vector
-    // operations per 32 columns to a loop bound by its loads.
+    // Max over the chunk, and where it is: per lane, the max over groups of `GROUP` columns and
+    // the group where that lane last rose (`gi`), so that the maximum's own term `exp(+0) = 1`
+    // can be left out of the lane sums below without a second read of the chunk (the issue 14
+    // fix: `S = 1 + s'` with `s'` summed apart from the 1). The group tracking adds three vector
+    // operations per `GROUP` columns to a loop bound by its loads.
     let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
     let one = _mm256_set1_ps(1.0);
     let (mut gm, mut gi, mut cur) = (ninf, _mm256_setzero_ps(), _mm256_setzero_ps());
     let mut i = 0;
-    while i + 32 <= n {
-        // SAFETY: `i + 32 <= n` and `src` is valid for `n` reads.
+    while i + GROUP <= n {
+        // SAFETY: `i + GROUP <= n` and `src` is valid for `n` reads.
         let g = unsafe {
+            let ld = |k: usize| _mm256_loadu_ps(src.add(i + 8 * k));
             _mm256_max_ps(
-                _mm256_max_ps(_mm256_loadu_ps(src.add(i)), _mm256_loadu_ps(src.add(i + 8))),
-                _mm256_max_ps(
-                    _mm256_loadu_ps(src.add(i + 16)),
-                    _mm256_loadu_ps(src.add(i + 24)),
-                ),
+                _mm256_max_ps(_mm256_max_ps(ld(0), ld(1)), _mm256_max_ps(ld(2), ld(3))),
+                _mm256_max_ps(_mm256_max_ps(ld(4), ld(5)), _mm256_max_ps(ld(6), ld(7))),
             )
         };
         let rose = _mm256_cmp_ps::<_CMP_GT_OQ>(g, gm);
         gm = _mm256_max_ps(gm, g);
         gi = _mm256_blendv_ps(gi, cur, rose);
         cur = _mm256_add_ps(cur, one);
-        i += 32;
+        i += GROUP;
     }
-    let n32 = i;
+    let ng = i;
     let mut m0 = gm;
     while i + 8 <= n {
         // SAFETY: `i + 8 <= n`.
@@ -234,7 +235,7 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
         i += 1;
     }
     // SAFETY: `src` is valid for `n` reads.
-    let jstar = unsafe { locate_max(src, n, n32, m, gm, gi) };
+    let jstar = unsafe { locate_max(src, n, ng, m, gm, gi) };
     // Pairs of vectors start at multiples of 16 (blocks start at multiples of `SUB`).
     let kill_at = jstar.map_or(usize::MAX, |j| j & !15);
     let mr = mref(m);
@@ -306,23 +307,33 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
         let end = (i + SUB).min(nv);
         let (mut s0, mut z0, mut c0) = (zero, zero, zero);
         // Two vectors per iteration (16 columns), their `exp` chains interleaved; the one
-        // pair holding the maximum leaves its 1 out of `s0` (one branch per pair, taken
-        // once per chunk); a last single vector when `end` is an odd multiple of 8.
+        // pair holding the maximum leaves its 1 out of `s0` (the loop is split at that pair
+        // rather than testing every pair for it); a last single vector when `end` is an odd
+        // multiple of 8. (`kill_at` may be `usize::MAX`: no arithmetic on it.)
+        let stop = if kill_at >= i && kill_at < end && end - kill_at >= 16 {
+            kill_at
+        } else {
+            end
+        };
+        while i + 16 <= stop {
+            pair!(s0, z0, c0, None);
+            i += 16;
+        }
+        if i == kill_at && i + 16 <= end {
+            let lane = jstar.map_or(16, |j| j - i) as i32;
+            let l = _mm256_set1_epi32(lane);
+            let k0 = _mm256_cmpeq_epi32(l, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            let k1 = _mm256_cmpeq_epi32(l, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15));
+            pair!(
+                s0,
+                z0,
+                c0,
+                Some((_mm256_castsi256_ps(k0), _mm256_castsi256_ps(k1)))
+            );
+            i += 16;
+        }
         while i + 16 <= end {
-            if i == kill_at {
-                let lane = jstar.map_or(16, |j| j - i) as i32;
-                let l = _mm256_set1_epi32(lane);
-                let k0 = _mm256_cmpeq_epi32(l, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-                let k1 = _mm256_cmpeq_epi32(l, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15));
-                pair!(
-                    s0,
-                    z0,
-                    c0,
-                    Some((_mm256_castsi256_ps(k0), _mm256_castsi256_ps(k1)))
-                );
-            } else {
-                pair!(s0, z0, c0, None);
-            }
+            pair!(s0, z0, c0, None);
             i += 16;
         }
         if i < end {
@@ -397,17 +408,18 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
 
 /// The index of one entry equal to the chunk's maximum `m` (its term `exp(+0) = 1` is the one
 /// left out of `s'`), from the per-lane group maxima `gm` and group indices `gi` of the
-/// first `n32` columns (groups of 32: lane `l` of group `k` covers columns `32 k + l + 8 t`,
-/// `t < 4`), else the columns `n32..n`. `None` when `m` is `-inf` (no term equals 1) or NaN.
+/// first `ng` columns (groups of [`GROUP`]: lane `l` of group `k` covers columns
+/// `GROUP k + l + 8 t`, `t < GROUP / 8`), else the columns `ng..n`. `None` when `m` is `-inf`
+/// (no term equals 1) or NaN.
 ///
 /// # Safety
-/// `src` is valid for `n` reads and `n32 <= n`; AVX2 + FMA available.
+/// `src` is valid for `n` reads and `ng <= n`; AVX2 + FMA available.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn locate_max(
     src: *const f32,
     n: usize,
-    n32: usize,
+    ng: usize,
     m: f32,
     gm: __m256,
     gi: __m256,
@@ -424,14 +436,14 @@ unsafe fn locate_max(
         // SAFETY: `g` holds 8 floats.
         unsafe { _mm256_storeu_ps(g.as_mut_ptr(), gi) };
         let k = g[l] as usize;
-        for t in 0..4 {
-            let j = 32 * k + l + 8 * t;
-            if j < n32 && x.get(j) == Some(&m) {
+        for t in 0..GROUP / 8 {
+            let j = GROUP * k + l + 8 * t;
+            if j < ng && x.get(j) == Some(&m) {
                 return Some(j);
             }
         }
     }
-    (n32..n).find(|&j| x[j] == m)
+    (ng..n).find(|&j| x[j] == m)
 }
 
 /// `a d`, with 0 where `d = 0` (also for a non-finite `a`: an infinite target probability on
