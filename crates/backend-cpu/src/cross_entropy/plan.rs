@@ -28,9 +28,7 @@ pub(super) struct ChunkStats {
     /// the chunk's own maximum and its ties (`exp(0) = 1`) are counted in `n0` instead, so
     /// that `S = n0 + s'` keeps a small `s'` (the loss of a confident row is `ln(1 + s')`).
     pub(super) s: f64,
-    /// The number of entries equal to the chunk's maximum (`z_j - mref = +0`) counted apart
-    /// from `s` (the portable kernel counts them all; the AVX2 kernel counts one, the one it
-    /// located, and leaves its ties in `s`, where `S >= 2` keeps its relative rounding).
+    /// The number of entries equal to the chunk's maximum (`z_j - mref = +0`).
     pub(super) n0: f64,
     /// `sum_j w_j q'_j (z_j - mref)` (hard targets: `q' = 1`).
     pub(super) z: f64,
