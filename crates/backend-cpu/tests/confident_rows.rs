@@ -232,6 +232,43 @@ fn boosted_long_rows() {
     }
 }
 
+/// Long rows whose maximum sits at every column: in a pair of vectors, in the last single
+/// vector of a block, in the scalar tail, before and after the last whole group of 32 columns
+/// (the AVX2 kernel locates the maximum in its max loop and leaves its 1 out of the lane sums
+/// there), with ties at the maximum (one tie in the same lane, one in another), one chunk
+/// (1003 classes: a last single vector at 992 and a tail of 3) and chunked (2085 = 2 x 1024 + 37).
+#[test]
+fn long_rows_with_the_maximum_at_every_column_and_ties() {
+    let mut rng = Rng::new(1515);
+    for &classes in &[1003usize, 2085] {
+        // Every column of the single chunk; around the chunk boundaries of the chunked rows.
+        let cols: Vec<usize> = if classes < 2048 {
+            (0..classes).collect()
+        } else {
+            (0..40).chain(1000..1060).chain(2030..2085).collect()
+        };
+        let rows = cols.len();
+        let mut case = boosted_case(&mut rng, rows, classes, 0.0, Reduction::None);
+        if let Tg::Classes(t) = &mut case.targets {
+            for (i, (y, &j)) in t.iter_mut().zip(&cols).enumerate() {
+                // Row `i` has its maximum at column `j`; every fifth row ties it at `j + 8`
+                // (same lane) and every seventh at `j + 3` (another lane).
+                *y = j as i64;
+                let z = &mut case.logits[i * classes..(i + 1) * classes];
+                z[j] += 16.0;
+                if i % 5 == 0 && j + 8 < classes {
+                    z[j + 8] = z[j];
+                }
+                if i % 7 == 0 && j + 3 < classes {
+                    z[j + 3] = z[j];
+                }
+            }
+        }
+        let rel = check_confident(&case, &format!("{rows}x{classes} max at every column"));
+        eprintln!("{rows}x{classes} max at every column: worst per-row relative error {rel:e}");
+    }
+}
+
 /// Short rows of every length up to the short-row limit, with ties at the maximum and
 /// different boosts (the split of `S` must count every entry equal to 1).
 #[test]
