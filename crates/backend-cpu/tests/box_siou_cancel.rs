@@ -134,3 +134,33 @@ fn siou_distance_cost_does_not_cancel() {
         kit::check_close(&got, &want, Tolerance::F32).unwrap();
     }
 }
+
+/// Issue 14's long fuzz run, seed 202 (minimised, `fuzz.proptest-regressions`): a point box far
+/// from its target, IoU = 0, so the loss `1 + (Delta + Omega) / 2` cancels (Delta near -2) to
+/// `1.918e-2`; the `f32` distance cost gave `1.9184113e-2` for `1.9184425e-2` (1.8x TOL-2). The
+/// distance cost is now formed in `f64` from the `f64` offsets.
+#[test]
+fn siou_far_boxes_distance_cost_in_f64() {
+    let p = [0.5370250651445853f64, 0.0, 0.5370250651445853, 0.0].map(|v| v as f32);
+    let t = [
+        54.184240780435104f64,
+        -80.97402955107205,
+        101.47000468181605,
+        -73.48567599943479,
+    ]
+    .map(|v| v as f32);
+    let mut cfg = siou().with_focaler(0.1, 0.9);
+    cfg.eps = 8.2609008423376e-7;
+    for cfg in [cfg, siou()] {
+        let want = reference(&cfg, &p, &t);
+        for level in [SimdLevel::Scalar, SimdLevel::detect()] {
+            let got = losses(
+                &CpuBackend::with_threads(1).with_simd_level(level),
+                &cfg,
+                &p,
+                &t,
+            );
+            kit::check_close(&got, &want, Tolerance::F32).unwrap();
+        }
+    }
+}

@@ -25,7 +25,7 @@
 //! conversion.
 
 use crate::blocks::{CH, Up, accumulate, lanes_sum};
-use crate::math::{atan_ratio_diff, exp_f32, ln_f32, sel, zn};
+use crate::math::{atan_ratio_diff, exp_f32, exp_nonpos_f64, ln_f32, sel, sel64, zn};
 use extended::extended;
 use modifiers::{inner_omi, one_minus_pow, spow};
 use prim::{axis, excesses, expm1_f32, extents, omega, pow_pos, safe_recip, ties};
@@ -301,16 +301,38 @@ pub(crate) fn pair<
             let lam = 2.0 * (a * b).abs() * rs2;
             let (cwc, chc) = (sel(cw < eps, eps, cw), sel(ch < eps, eps, ch));
             let (rcw, rch) = (1.0 / cwc, 1.0 / chc);
-            let (rx, ry) = (a * rcw, b * rch);
-            let (px, py) = (rx * rx, ry * ry);
             let sg = sel(prm.siou_paper, -1.0, 1.0);
             let gam = sg * (2.0 - lam);
-            // Delta = 2 - e^(gam px) - e^(gam py) as -(expm1 + expm1): formed as
-            // `(2 - ex) - ey` it cancels to a small difference of numbers near 1, an absolute
-            // error of ~1e-7 that the loss, near 0 for close boxes, kept (fuzz seed 202: 3e-5
-            // relative; regression `siou_distance_cost_does_not_cancel`).
-            let (mx, my) = (expm1_f32(gam * px), expm1_f32(gam * py));
-            let (ex, ey) = (mx + 1.0, my + 1.0);
+            // The distance cost Delta = 2 - e^(gam px) - e^(gam py) in f64 from the f64 centre
+            // offsets and enclosing extents: where IoU = 0 the loss 1 + (Delta + Omega) / 2
+            // cancels to a small value (Delta near -2 for far boxes), so the f32 roundings of
+            // the offsets, px, py and the exponentials (~1e-7 each) would stay in it (issue 14's
+            // fuzz seed 202: 1.9184e-2 for 1.91844e-2, 1.8x TOL-2; regression
+            // `siou_far_boxes_distance_cost_in_f64`). `-(expm1 + expm1)` is formed as
+            // `(1 - ex) + (1 - ey)`, exact in f64 to far below f32.
+            let e64 = f64::from(eps);
+            let (a64, b64) = (e64 - ax.d64, e64 - ay.d64);
+            let (cw64, ch64) = (
+                sel64(ax.cw64 < e64, e64, ax.cw64),
+                sel64(ay.cw64 < e64, e64, ay.cw64),
+            );
+            let lam64 = {
+                let s2 = a64 * a64 + b64 * b64;
+                sel64(s2 == 0.0, 0.0, 2.0 * (a64 * b64).abs() / s2)
+            };
+            let gam64 = f64::from(sg) * (2.0 - lam64);
+            let (rx64, ry64) = (a64 / cw64, b64 / ch64);
+            let (px64, py64) = (rx64 * rx64, ry64 * ry64);
+            // e^t as 1 / e^-t for t > 0 (exp_nonpos_f64 is for t <= 0): e^(gam p).
+            let exp64 = |t: f64| {
+                let neg = t <= 0.0;
+                let e = exp_nonpos_f64(sel64(neg, t, -t));
+                sel64(neg, e, 1.0 / e)
+            };
+            let (ex64, ey64) = (exp64(gam64 * px64), exp64(gam64 * py64));
+            let dist64 = (1.0 - ex64) + (1.0 - ey64);
+            let (px, py) = (px64 as f32, py64 as f32);
+            let (ex, ey) = (ex64 as f32, ey64 as f32);
             let (omw, dwo) = omega(w, wg);
             let (omh, dho) = omega(h + eps, hg + eps);
             // 1 - e^-om as -expm1(-om): accurate for a small shape difference too.
@@ -319,7 +341,7 @@ pub(crate) fn pair<
             let shape = qw2 * qw2 + qh2 * qh2;
             // 1 - clamp(IoU - (Delta + Omega) / 2, -1, 1) without cancellation: the clamp
             // holds the loss in [0, 2], with no gradient outside.
-            let un = omi + 0.5 * (shape - (mx + my));
+            let un = (f64::from(omi) + 0.5 * (f64::from(shape) + dist64)) as f32;
             let inside = (0.0..=2.0).contains(&un);
             if G {
                 // Outside the clamp every adjoint is 0 (selected, not multiplied: the terms

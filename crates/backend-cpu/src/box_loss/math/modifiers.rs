@@ -22,6 +22,8 @@ fn scaled(a: &Axis, ratio: f32) -> Axis {
         p2t1: a.d + half_sum,
         t2p1: half_sum - a.d,
         d: a.d,
+        d64: a.d64,
+        cw64: a.cw64,
     }
 }
 

@@ -3,7 +3,7 @@
 //! coefficients, and the small helpers (`omega`, `pow_pos`, `safe_recip`).
 
 use super::FormatMarker;
-use crate::math::{exp_f32, ln_f32, sel};
+use crate::math::{exp_f32, ln_f32, sel, sel64};
 use smoothloss_core::BoxFormat;
 
 /// `exp(x) - 1` without the cancellation of `exp_f32(x) - 1.0` near 0: the reduction and the
@@ -75,6 +75,11 @@ pub(super) struct Axis {
     pub(super) p2t1: f32,
     pub(super) t2p1: f32,
     pub(super) d: f32,
+    /// The centre offset and the enclosing extent in `f64` from the `f64` corners (SIoU's
+    /// distance cost, `BOX-16`, which cancels where IoU = 0; unused, so dropped, elsewhere).
+    pub(super) d64: f64,
+    /// See `d64`.
+    pub(super) cw64: f64,
 }
 
 #[inline(always)]
@@ -83,7 +88,10 @@ pub(super) fn axis<F: FormatMarker>(p0: f32, p2: f32, t0: f32, t2: f32) -> Axis 
         BoxFormat::Xyxy => {
             let e1 = p0 - t0;
             let e2 = p2 - t2;
+            let (p0d, p2d, t0d, t2d) = (f64::from(p0), f64::from(p2), f64::from(t0), f64::from(t2));
             Axis {
+                d64: 0.5 * ((p0d - t0d) + (p2d - t2d)),
+                cw64: sel64(p2d > t2d, p2d, t2d) - sel64(p0d < t0d, p0d, t0d),
                 w: p2 - p0,
                 wg: t2 - t0,
                 e1,
@@ -113,6 +121,8 @@ pub(super) fn axis<F: FormatMarker>(p0: f32, p2: f32, t0: f32, t2: f32) -> Axis 
             // The extents are the f64 corner differences as in the reference (a size far
             // below the position's ulp is lost there, as in the reference's corners).
             Axis {
+                d64: d,
+                cw64: sel64(p2e > t2e, p2e, t2e) - sel64(p1 < t1, p1, t1),
                 w: (p2e - p1) as f32,
                 wg: (t2e - t1) as f32,
                 e1: (p1 - t1) as f32,
