@@ -321,15 +321,19 @@ pub(crate) fn pair<
                 sel64(s2 == 0.0, 0.0, 2.0 * (a64 * b64).abs() / s2)
             };
             let gam64 = f64::from(sg) * (2.0 - lam64);
-            let (rx64, ry64) = (a64 / cw64, b64 / ch64);
+            // One division for both ratios (the product of two f32-range extents cannot
+            // overflow f64).
+            let rcc = 1.0 / (cw64 * ch64);
+            let (rx64, ry64) = (a64 * ch64 * rcc, b64 * cw64 * rcc);
             let (px64, py64) = (rx64 * rx64, ry64 * ry64);
-            // e^t as 1 / e^-t for t > 0 (exp_nonpos_f64 is for t <= 0): e^(gam p).
-            let exp64 = |t: f64| {
-                let neg = t <= 0.0;
-                let e = exp_nonpos_f64(sel64(neg, t, -t));
-                sel64(neg, e, 1.0 / e)
-            };
-            let (ex64, ey64) = (exp64(gam64 * px64), exp64(gam64 * py64));
+            // e^t as 1 / e^-t for t > 0 (exp_nonpos_f64 is for t <= 0), one division for both
+            // (a product that underflows gives inf, where both are beyond f32 anyway).
+            let (tx, ty) = (gam64 * px64, gam64 * py64);
+            let (nx, ny) = (tx <= 0.0, ty <= 0.0);
+            let ux = exp_nonpos_f64(sel64(nx, tx, -tx));
+            let uy = exp_nonpos_f64(sel64(ny, ty, -ty));
+            let ruu = 1.0 / (ux * uy);
+            let (ex64, ey64) = (sel64(nx, ux, uy * ruu), sel64(ny, uy, ux * ruu));
             let dist64 = (1.0 - ex64) + (1.0 - ey64);
             let (px, py) = (px64 as f32, py64 as f32);
             let (ex, ey) = (ex64 as f32, ey64 as f32);
@@ -669,20 +673,27 @@ fn detached_weight<const FOCAL: bool>([iou, l_iou]: [f32; 2], prm: &PairParams) 
     }
 }
 
-/// Multiplies the chunk's losses (and gradients when `G`) by [`detached_weight`].
+/// Multiplies the chunk's losses (and gradients when `G`) by [`detached_weight`]: the
+/// weights in one loop over plain arrays (vectorised), then the products.
 #[inline(always)]
 fn apply_weight<const G: bool, const FOCAL: bool>(
-    qv: &[[f32; 2]; CH],
+    qi: &[f32; CH],
+    ql: &[f32; CH],
     prm: &PairParams,
     g: &mut [f32; 4 * CH],
     l: &mut [f32; CH],
 ) {
+    let mut w = [0.0f32; CH];
     for j in 0..CH {
-        let w = detached_weight::<FOCAL>(qv[j], prm);
-        l[j] *= w;
-        if G {
-            for k in 0..4 {
-                g[4 * j + k] *= w;
+        w[j] = detached_weight::<FOCAL>([qi[j], ql[j]], prm);
+    }
+    for j in 0..CH {
+        l[j] *= w[j];
+    }
+    if G {
+        for (gj, wj) in g.chunks_exact_mut(4).zip(&w) {
+            for v in gj {
+                *v *= *wj;
             }
         }
     }
@@ -726,7 +737,7 @@ fn chunk<
             ];
         }
     }
-    let mut qv = [[0.0f32; 2]; CH];
+    let (mut qi, mut ql) = ([0.0f32; CH], [0.0f32; CH]);
     let mut dv = [0.0f32; CH];
     if matches!(K::KIND, BoxLossKind::Ciou) {
         let size = |b: &[f32; 4 * CH], j: usize, k: usize| {
@@ -759,7 +770,7 @@ fn chunk<
         let (loss, gr, q) = pair::<K, F, G, M, X, A>(pp, tt, c[j], dv[j], sw[j], prm);
         l[j] = loss;
         if M {
-            qv[j] = q;
+            (qi[j], ql[j]) = (q[0], q[1]);
         }
         if G {
             g[4 * j] = gr[0];
@@ -771,9 +782,9 @@ fn chunk<
     // The detached weights in a loop of their own, run only by the calls that have one (the
     // `exp` and `ln` are not paid by Focaler, Inner, alpha or mmdetection's CIoU alone).
     if M && prm.focal {
-        apply_weight::<G, true>(&qv, prm, g, l);
+        apply_weight::<G, true>(&qi, &ql, prm, g, l);
     } else if M && prm.focus {
-        apply_weight::<G, false>(&qv, prm, g, l);
+        apply_weight::<G, false>(&qi, &ql, prm, g, l);
     }
 }
 
