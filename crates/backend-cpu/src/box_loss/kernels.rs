@@ -8,7 +8,14 @@ use crate::blocks::Up;
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn block_avx2<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: bool>(
+fn block_avx2<
+    K: KindMarker,
+    F: FormatMarker,
+    const G: bool,
+    const M: bool,
+    const X: bool,
+    const A: bool,
+>(
     pred: &[f32],
     target: &[f32],
     grad: Option<&mut [f32]>,
@@ -16,10 +23,17 @@ fn block_avx2<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, cons
     prm: &PairParams,
     losses: Option<&mut [f64]>,
 ) -> f64 {
-    block::<K, F, G, M, X>(pred, target, grad, up, prm, losses)
+    block::<K, F, G, M, X, A>(pred, target, grad, up, prm, losses)
 }
 
-fn block_plain<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: bool>(
+fn block_plain<
+    K: KindMarker,
+    F: FormatMarker,
+    const G: bool,
+    const M: bool,
+    const X: bool,
+    const A: bool,
+>(
     pred: &[f32],
     target: &[f32],
     grad: Option<&mut [f32]>,
@@ -27,10 +41,17 @@ fn block_plain<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, con
     prm: &PairParams,
     losses: Option<&mut [f64]>,
 ) -> f64 {
-    block::<K, F, G, M, X>(pred, target, grad, up, prm, losses)
+    block::<K, F, G, M, X, A>(pred, target, grad, up, prm, losses)
 }
 
-fn block_dispatch<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: bool>(
+fn block_dispatch<
+    K: KindMarker,
+    F: FormatMarker,
+    const G: bool,
+    const M: bool,
+    const X: bool,
+    const A: bool,
+>(
     level: SimdLevel,
     pred: &[f32],
     target: &[f32],
@@ -43,10 +64,10 @@ fn block_dispatch<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, 
     if level == SimdLevel::Avx2Fma {
         // SAFETY: a backend's level is `Avx2Fma` only when the CPU supports AVX2 and FMA
         // (`CpuBackend::with_simd_level` falls back to scalar otherwise).
-        return unsafe { block_avx2::<K, F, G, M, X>(pred, target, grad, up, prm, losses) };
+        return unsafe { block_avx2::<K, F, G, M, X, A>(pred, target, grad, up, prm, losses) };
     }
     let _ = level;
-    block_plain::<K, F, G, M, X>(pred, target, grad, up, prm, losses)
+    block_plain::<K, F, G, M, X, A>(pred, target, grad, up, prm, losses)
 }
 
 /// One block of pairs on a level: `(level, pred, target, grad, up, params, losses) -> sum`.
@@ -60,18 +81,26 @@ pub(super) type BlockFn = fn(
     Option<&mut [f64]>,
 ) -> f64;
 
-/// Which of the three kernels of a (kind, format) runs: the plain kinds (the modifier code
-/// compiled out), the options (focal, Focaler, mmdetection's CIoU, Wise-IoU v3's focus,
-/// `M`), or every option with Inner-IoU and alpha-IoU too (`M` and `X`). Within each, the
-/// options a call sets are selected at run time (`PairParams`): no kernel per combination.
+/// Which kernel of a (kind, format) runs: the plain kinds (the modifier code compiled out), the
+/// options (focal, Focaler, mmdetection's CIoU, Wise-IoU v3's focus, `M`), those with
+/// Inner-IoU (`M` and `X`), with alpha-IoU (`M` and `A`), or with both (`M`, `X` and `A`).
+/// Within each, the options a call sets are selected at run time (`PairParams`), and the
+/// detached weights run in a loop of their own only where a call has one: no kernel per
+/// combination. The alpha kernels exist for the kinds alpha-IoU is defined on (IoU, GIoU,
+/// DIoU, CIoU: `BoxLoss` validation refuses it elsewhere); for the others `Alpha` and
+/// `InnerAlpha` select the `Inner` kernel, which has every option they accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Options {
     /// No modifier.
     Plain,
     /// Focal, Focaler, mmdetection's CIoU, Wise-IoU v3's focus.
     Some,
-    /// Those and Inner-IoU, alpha-IoU.
-    All,
+    /// Those and Inner-IoU.
+    Inner,
+    /// Those and alpha-IoU.
+    Alpha,
+    /// Those, Inner-IoU and alpha-IoU.
+    InnerAlpha,
 }
 
 /// The block kernel of (`kind`, `format`, `grad`, options).
@@ -81,13 +110,35 @@ pub(super) fn select_block(
     grad: bool,
     options: Options,
 ) -> BlockFn {
+    use smoothloss_core::BoxLossKind as B;
+    let alpha_kind = matches!(kind, B::Iou | B::Giou | B::Diou | B::Ciou);
+    if alpha_kind && matches!(options, Options::Alpha | Options::InnerAlpha) {
+        let inner = options == Options::InnerAlpha;
+        // Only the four kinds of alpha-IoU are instantiated with `A`.
+        macro_rules! alpha {
+            ($k:ty) => {
+                with_format!(format, |F| match (grad, inner) {
+                    (true, false) => block_dispatch::<$k, F, true, true, false, true>,
+                    (false, false) => block_dispatch::<$k, F, false, true, false, true>,
+                    (true, true) => block_dispatch::<$k, F, true, true, true, true>,
+                    (false, true) => block_dispatch::<$k, F, false, true, true, true>,
+                })
+            };
+        }
+        return match kind {
+            B::Iou => alpha!(super::math::Iou),
+            B::Giou => alpha!(super::math::Giou),
+            B::Diou => alpha!(super::math::Diou),
+            _ => alpha!(super::math::Ciou),
+        };
+    }
     with_kind!(kind, |K| with_format!(format, |F| match (grad, options) {
-        (true, Options::Plain) => block_dispatch::<K, F, true, false, false>,
-        (false, Options::Plain) => block_dispatch::<K, F, false, false, false>,
-        (true, Options::Some) => block_dispatch::<K, F, true, true, false>,
-        (false, Options::Some) => block_dispatch::<K, F, false, true, false>,
-        (true, Options::All) => block_dispatch::<K, F, true, true, true>,
-        (false, Options::All) => block_dispatch::<K, F, false, true, true>,
+        (true, Options::Plain) => block_dispatch::<K, F, true, false, false, false>,
+        (false, Options::Plain) => block_dispatch::<K, F, false, false, false, false>,
+        (true, Options::Some) => block_dispatch::<K, F, true, true, false, false>,
+        (false, Options::Some) => block_dispatch::<K, F, false, true, false, false>,
+        (true, _) => block_dispatch::<K, F, true, true, true, false>,
+        (false, _) => block_dispatch::<K, F, false, true, true, false>,
     }))
 }
 

@@ -63,12 +63,16 @@ fn focused(
     grad: Option<&mut [f32]>,
 ) -> Vec<f64> {
     // Every kind has hand-derived f32 kernels: the plain one, the one with the cheap options
-    // and the one with every option (`kernels::Options`), which compose at run time.
+    // and those with Inner-IoU and / or alpha-IoU (`kernels::Options`), which compose at run time.
     let m = &cfg.options.modifiers;
     let ciou_mmdet =
         cfg.kind == BoxLossKind::Ciou && cfg.options.ciou == CiouConvention::Mmdetection;
-    let options = if m.inner_ratio.is_some() || m.alpha_power.is_some() {
-        kernels::Options::All
+    let options = if m.inner_ratio.is_some() && m.alpha_power.is_some() {
+        kernels::Options::InnerAlpha
+    } else if m.inner_ratio.is_some() {
+        kernels::Options::Inner
+    } else if m.alpha_power.is_some() {
+        kernels::Options::Alpha
     } else if m.focaler.is_some() || m.focal_gamma.is_some() || ciou_mmdet || focus.is_some() {
         kernels::Options::Some
     } else {

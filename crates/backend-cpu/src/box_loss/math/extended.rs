@@ -9,7 +9,7 @@
 //! same value without the cancellation of four products of the boxes' size that nearly cancel
 //! for a thin overlap.
 
-use super::prim::{Axis, extents_sel, safe_recip};
+use super::prim::{Axis, excesses, extents_sel, safe_recip};
 use super::{FormatMarker, PairParams};
 use crate::math::sel;
 use smoothloss_core::BoxFormat;
@@ -85,7 +85,14 @@ pub(super) fn extended<F: FormatMarker, const G: bool>(
     let u = ((wh + whg) - i) + prm.eps;
     let ru = safe_recip(u);
     // l = 1 - I / U as (U - I) / U (exact for identical boxes); 1 where U = 0 (`safe_div`).
-    let l = sel(u == 0.0, 1.0, (((wh - i) + (whg - i)) + prm.eps) * ru);
+    // U - I - eps = w h + wg hg - 2 I, for boxes that overlap in both axes (I = ov_x ov_y, the
+    // intersection) without cancellation (`excesses`).
+    let um = sel(
+        ox && oy,
+        excesses(ax, ay, sx.ov, ay.w, ay.wg).0,
+        (wh - i) + (whg - i),
+    );
+    let l = sel(u == 0.0, 1.0, (um + prm.eps) * ru);
     let small = l < prm.smooth_point;
     let loss = sel(
         small,

@@ -25,14 +25,16 @@
 //! conversion.
 
 use crate::blocks::{CH, Up, accumulate, lanes_sum};
-use crate::math::{atan_ratio_diff, exp_f32, ln_f32, sel, zn};
+use crate::math::{atan_ratio_diff, exp_f32, exp_nonpos_f64, ln_f32, sel, sel64, zn};
 use extended::extended;
 use modifiers::{inner_omi, one_minus_pow, spow};
-use prim::{axis, extents, omega, pow_pos, safe_recip, ties};
+use prim::{axis, excesses, expm1_f32, extents, omega, pow_pos, safe_recip, ties};
 
 mod extended;
 mod modifiers;
 mod prim;
+#[cfg(test)]
+mod tests;
 use smoothloss_core::{BoxFormat, BoxLossKind};
 
 /// A box loss kind as a zero-sized type (the kernels' type parameter).
@@ -186,17 +188,25 @@ pub(crate) struct PairParams {
     pub inv_smooth_point: f32,
 }
 
-/// One pair: returns the weighted loss and `c * weight * d(loss)/d(pred)` in format `F`.
+/// One pair: returns the weighted loss, `c * weight * d(loss)/d(pred)` in format `F`, and
+/// `[IoU, 1 - IoU]` for [`detached_weight`] (the weight here is the seed's threshold weight).
 /// A non-finite coordinate gives NaN everywhere.
 #[inline(always)]
-pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: bool>(
+pub(crate) fn pair<
+    K: KindMarker,
+    F: FormatMarker,
+    const G: bool,
+    const M: bool,
+    const X: bool,
+    const A: bool,
+>(
     p: [f32; 4],
     t: [f32; 4],
     c: f32,
     dv_pre: f32,
     shape_pre: [f32; 2],
     prm: &PairParams,
-) -> (f32, [f32; 4]) {
+) -> (f32, [f32; 4], [f32; 2]) {
     let eps = prm.eps;
     let ax = axis::<F>(p[0], p[2], t[0], t[2]);
     let ay = axis::<F>(p[1], p[3], t[1], t[3]);
@@ -212,7 +222,9 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool,
     // 1 - iou without cancellation: exact for identical boxes (union - inter = 0), exactly 1
     // where there is no intersection (or the denominator is 0, iou = 0 then).
     let has = mask && du != 0.0;
-    let if_mask = (sel(has, (union - inter) + eps, 1.0), sel(has, du, 1.0));
+    // union - inter and (GIoU) enclosing - union of overlapping boxes without cancellation.
+    let (u_excess, c_excess) = excesses(&ax, &ay, iw, h, hg);
+    let if_mask = (sel(has, u_excess + eps, 1.0), sel(has, du, 1.0));
     let omi = sel(has, if_mask.0 * rd, 1.0);
 
     // Adjoints (d loss / d quantity).
@@ -235,7 +247,7 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool,
     // BOX-22 (kinds iou, giou, diou, ciou; kernels with options): 1 - IoU^a and its factor on
     // the IoU term's gradient, selected by `alpha_on` (`omi` and 1 without it).
     let alpha_kind = M
-        && X
+        && A
         && matches!(
             K::KIND,
             BoxLossKind::Iou | BoxLossKind::Giou | BoxLossKind::Diou | BoxLossKind::Ciou
@@ -289,20 +301,51 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool,
             let lam = 2.0 * (a * b).abs() * rs2;
             let (cwc, chc) = (sel(cw < eps, eps, cw), sel(ch < eps, eps, ch));
             let (rcw, rch) = (1.0 / cwc, 1.0 / chc);
-            let (rx, ry) = (a * rcw, b * rch);
-            let (px, py) = (rx * rx, ry * ry);
             let sg = sel(prm.siou_paper, -1.0, 1.0);
             let gam = sg * (2.0 - lam);
-            let (ex, ey) = (exp_f32(gam * px), exp_f32(gam * py));
-            let dist = (2.0 - ex) - ey;
+            // The distance cost Delta = 2 - e^(gam px) - e^(gam py) in f64 from the f64 centre
+            // offsets and enclosing extents: where IoU = 0 the loss 1 + (Delta + Omega) / 2
+            // cancels to a small value (Delta near -2 for far boxes), so the f32 roundings of
+            // the offsets, px, py and the exponentials (~1e-7 each) would stay in it (issue 14's
+            // fuzz seed 202: 1.9184e-2 for 1.91844e-2, 1.8x TOL-2; regression
+            // `siou_far_boxes_distance_cost_in_f64`). `-(expm1 + expm1)` is formed as
+            // `(1 - ex) + (1 - ey)`, exact in f64 to far below f32.
+            let e64 = f64::from(eps);
+            let (a64, b64) = (e64 - ax.d64, e64 - ay.d64);
+            let (cw64, ch64) = (
+                sel64(ax.cw64 < e64, e64, ax.cw64),
+                sel64(ay.cw64 < e64, e64, ay.cw64),
+            );
+            let lam64 = {
+                let s2 = a64 * a64 + b64 * b64;
+                sel64(s2 == 0.0, 0.0, 2.0 * (a64 * b64).abs() / s2)
+            };
+            let gam64 = f64::from(sg) * (2.0 - lam64);
+            // One division for both ratios (the product of two f32-range extents cannot
+            // overflow f64).
+            let rcc = 1.0 / (cw64 * ch64);
+            let (rx64, ry64) = (a64 * ch64 * rcc, b64 * cw64 * rcc);
+            let (px64, py64) = (rx64 * rx64, ry64 * ry64);
+            // e^t as 1 / e^-t for t > 0 (exp_nonpos_f64 is for t <= 0), one division for both
+            // (a product that underflows gives inf, where both are beyond f32 anyway).
+            let (tx, ty) = (gam64 * px64, gam64 * py64);
+            let (nx, ny) = (tx <= 0.0, ty <= 0.0);
+            let ux = exp_nonpos_f64(sel64(nx, tx, -tx));
+            let uy = exp_nonpos_f64(sel64(ny, ty, -ty));
+            let ruu = 1.0 / (ux * uy);
+            let (ex64, ey64) = (sel64(nx, ux, uy * ruu), sel64(ny, uy, ux * ruu));
+            let dist64 = (1.0 - ex64) + (1.0 - ey64);
+            let (px, py) = (px64 as f32, py64 as f32);
+            let (ex, ey) = (ex64 as f32, ey64 as f32);
             let (omw, dwo) = omega(w, wg);
             let (omh, dho) = omega(h + eps, hg + eps);
-            let (qw, qh) = (1.0 - exp_f32(-omw), 1.0 - exp_f32(-omh));
+            // 1 - e^-om as -expm1(-om): accurate for a small shape difference too.
+            let (qw, qh) = (-expm1_f32(-omw), -expm1_f32(-omh));
             let (qw2, qh2) = (qw * qw, qh * qh);
             let shape = qw2 * qw2 + qh2 * qh2;
             // 1 - clamp(IoU - (Delta + Omega) / 2, -1, 1) without cancellation: the clamp
             // holds the loss in [0, 2], with no gradient outside.
-            let un = omi + 0.5 * (dist + shape);
+            let un = (f64::from(omi) + 0.5 * (f64::from(shape) + dist64)) as f32;
             let inside = (0.0..=2.0).contains(&un);
             if G {
                 // Outside the clamp every adjoint is 0 (selected, not multiplied: the terms
@@ -336,7 +379,7 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool,
             let (omw, dwo) = omega(w, wg);
             let (omh, dho) = omega(h, hg);
             let (omw, omh) = (hh * omw, ww * omh);
-            let (qw, qh) = (1.0 - exp_f32(-omw), 1.0 - exp_f32(-omh));
+            let (qw, qh) = (-expm1_f32(-omw), -expm1_f32(-omh));
             let (qw2, qh2) = (qw * qw, qh * qh);
             if G {
                 let a_diag = -distance * rg;
@@ -365,7 +408,7 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool,
         BoxLossKind::Giou => {
             let area_c = cw * ch;
             let rc = safe_recip(area_c + eps);
-            let q = (area_c - union) * rc;
+            let q = sel(mask, c_excess, area_c - union) * rc;
             if G {
                 // d q = rc ((1 - q) dC - dU), with 1 - q = m + r for m = 1 (r = -q) or, where
                 // q is near -1 (inverted boxes, union near twice the enclosing area), m = 2
@@ -514,29 +557,17 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool,
         }
     }
     // Seed threshold weight (no gradient) and the NaN rule for non-finite coordinates.
-    let mut wt = sel(iou < prm.thr, prm.wlow, 1.0);
+    let wt = sel(iou < prm.thr, prm.wlow, 1.0);
     // Every coordinate enters exactly one edge offset, so a non-finite coordinate makes their
     // sum non-finite (coordinates are assumed below ~1e37 so that the finite sum cannot
     // overflow).
     let bad = zn((ax.e1 + ax.e2) + (ay.e1 + ay.e2));
-    if M {
-        // BOX-23: the detached max(IoU, 0)^gamma (0^0 = 1); BOX-24: Wise-IoU v3's detached
-        // r = (beta / delta) exp((delta - beta) ln alpha) of this pair's IoU loss `omi + bad`
-        // (the IoU kernel's value, bit for bit), 1 where that is not finite. One exp serves
-        // both: exp(gamma ln IoU + (delta - beta) ln alpha), each exponent 0 when it is off.
-        let pos = iou > 0.0;
-        let l_iou = omi + bad;
-        let beta = l_iou * prm.inv_mean;
-        let focus = prm.focus && l_iou.is_finite();
-        let e_focal = sel(prm.focal && pos, prm.gamma * ln_f32(iou), 0.0);
-        let e_focus = sel(focus, (prm.delta - beta) * prm.ln_alpha, 0.0);
-        let f_focal = sel(prm.focal && !pos, sel(prm.gamma == 0.0, 1.0, 0.0), 1.0);
-        let f_focus = sel(focus, beta * prm.inv_delta, 1.0);
-        wt *= exp_f32(e_focal + e_focus) * (f_focal * f_focus);
-    }
+    // BOX-23, BOX-24: the detached focal / Wise-IoU v3 weight is applied by `chunk` in a
+    // loop of its own, only in calls that have one (`detached_weight`), from these two values.
+    let q = [iou, omi + bad];
     let loss = wt * loss + bad;
     if !G {
-        return (loss, [0.0; 4]);
+        return (loss, [0.0; 4], q);
     }
 
     // Through iou = inter / (union + eps), union = w h + wg hg - inter: for a coordinate with
@@ -618,12 +649,66 @@ pub(crate) fn pair<K: KindMarker, F: FormatMarker, const G: bool, const M: bool,
         _ => [gx1 + gx2, gy1 + gy2, 0.5 * (gx2 - gx1), 0.5 * (gy2 - gy1)],
     };
     let s = c * wt;
-    (loss, g.map(|v| v * s + bad))
+    (loss, g.map(|v| v * s + bad), q)
+}
+
+/// The detached weight of the kernels with options (`M`): BOX-23's `max(IoU, 0)^gamma`
+/// (`0^0 = 1`) when `FOCAL`, times BOX-24's Wise-IoU v3 coefficient
+/// `r = (beta / delta) exp((delta - beta) ln alpha)` of the pair's IoU loss `l_iou` (the IoU
+/// kernel's value, bit for bit; 1 where that is not finite) when `prm.focus`. One `exp`
+/// serves both: `exp(gamma ln IoU + (delta - beta) ln alpha)`, each exponent 0 when off.
+#[inline(always)]
+fn detached_weight<const FOCAL: bool>([iou, l_iou]: [f32; 2], prm: &PairParams) -> f32 {
+    let beta = l_iou * prm.inv_mean;
+    let focus = prm.focus && l_iou.is_finite();
+    let e_focus = sel(focus, (prm.delta - beta) * prm.ln_alpha, 0.0);
+    let f_focus = sel(focus, beta * prm.inv_delta, 1.0);
+    if FOCAL {
+        let pos = iou > 0.0;
+        let e_focal = sel(pos, prm.gamma * ln_f32(iou), 0.0);
+        let f_focal = sel(!pos, sel(prm.gamma == 0.0, 1.0, 0.0), 1.0);
+        exp_f32(e_focal + e_focus) * (f_focal * f_focus)
+    } else {
+        exp_f32(e_focus) * f_focus
+    }
+}
+
+/// Multiplies the chunk's losses (and gradients when `G`) by [`detached_weight`]: the
+/// weights in one loop over plain arrays (vectorised), then the products.
+#[inline(always)]
+fn apply_weight<const G: bool, const FOCAL: bool>(
+    qi: &[f32; CH],
+    ql: &[f32; CH],
+    prm: &PairParams,
+    g: &mut [f32; 4 * CH],
+    l: &mut [f32; CH],
+) {
+    let mut w = [0.0f32; CH];
+    for j in 0..CH {
+        w[j] = detached_weight::<FOCAL>([qi[j], ql[j]], prm);
+    }
+    for j in 0..CH {
+        l[j] *= w[j];
+    }
+    if G {
+        for (gj, wj) in g.chunks_exact_mut(4).zip(&w) {
+            for v in gj {
+                *v *= *wj;
+            }
+        }
+    }
 }
 
 /// One chunk of `CH` pairs.
 #[inline(always)]
-fn chunk<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: bool>(
+fn chunk<
+    K: KindMarker,
+    F: FormatMarker,
+    const G: bool,
+    const M: bool,
+    const X: bool,
+    const A: bool,
+>(
     p: &[f32; 4 * CH],
     t: &[f32; 4 * CH],
     c: &[f32; CH],
@@ -652,6 +737,7 @@ fn chunk<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: 
             ];
         }
     }
+    let (mut qi, mut ql) = ([0.0f32; CH], [0.0f32; CH]);
     let mut dv = [0.0f32; CH];
     if matches!(K::KIND, BoxLossKind::Ciou) {
         let size = |b: &[f32; 4 * CH], j: usize, k: usize| {
@@ -681,14 +767,24 @@ fn chunk<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: 
     for j in 0..CH {
         let pp = [p[4 * j], p[4 * j + 1], p[4 * j + 2], p[4 * j + 3]];
         let tt = [t[4 * j], t[4 * j + 1], t[4 * j + 2], t[4 * j + 3]];
-        let (loss, gr) = pair::<K, F, G, M, X>(pp, tt, c[j], dv[j], sw[j], prm);
+        let (loss, gr, q) = pair::<K, F, G, M, X, A>(pp, tt, c[j], dv[j], sw[j], prm);
         l[j] = loss;
+        if M {
+            (qi[j], ql[j]) = (q[0], q[1]);
+        }
         if G {
             g[4 * j] = gr[0];
             g[4 * j + 1] = gr[1];
             g[4 * j + 2] = gr[2];
             g[4 * j + 3] = gr[3];
         }
+    }
+    // The detached weights in a loop of their own, run only by the calls that have one (the
+    // `exp` and `ln` are not paid by Focaler, Inner, alpha or mmdetection's CIoU alone).
+    if M && prm.focal {
+        apply_weight::<G, true>(&qi, &ql, prm, g, l);
+    } else if M && prm.focus {
+        apply_weight::<G, false>(&qi, &ql, prm, g, l);
     }
 }
 
@@ -705,7 +801,14 @@ fn fill_up(c: &mut [f32; CH], up: Up<'_>, off: usize, r: usize) {
 /// Runs one block of pairs: returns the (lane-ordered) sum of the weighted losses, writes the
 /// gradient when `G` and per-pair losses when `losses` is given.
 #[inline(always)]
-pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool, const M: bool, const X: bool>(
+pub(crate) fn block<
+    K: KindMarker,
+    F: FormatMarker,
+    const G: bool,
+    const M: bool,
+    const X: bool,
+    const A: bool,
+>(
     pred: &[f32],
     target: &[f32],
     mut grad: Option<&mut [f32]>,
@@ -730,9 +833,9 @@ pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool, const M: bool
         match grad.as_deref_mut() {
             Some(g) if G => {
                 let g: &mut [f32; 4 * CH] = (&mut g[4 * off..4 * off + 4 * CH]).try_into().unwrap();
-                chunk::<K, F, G, M, X>(p, t, &c, prm, g, &mut l);
+                chunk::<K, F, G, M, X, A>(p, t, &c, prm, g, &mut l);
             }
-            _ => chunk::<K, F, G, M, X>(p, t, &c, prm, &mut gl, &mut l),
+            _ => chunk::<K, F, G, M, X, A>(p, t, &c, prm, &mut gl, &mut l),
         }
         accumulate(&mut acc, &l, CH);
         if let Some(out) = losses.as_deref_mut() {
@@ -749,7 +852,7 @@ pub(crate) fn block<K: KindMarker, F: FormatMarker, const G: bool, const M: bool
         p[..4 * r].copy_from_slice(&pred[4 * off..]);
         t[..4 * r].copy_from_slice(&target[4 * off..]);
         fill_up(&mut c, up, off, r);
-        chunk::<K, F, G, M, X>(&p, &t, &c, prm, &mut gl, &mut l);
+        chunk::<K, F, G, M, X, A>(&p, &t, &c, prm, &mut gl, &mut l);
         if G && let Some(g) = grad {
             g[4 * off..].copy_from_slice(&gl[..4 * r]);
         }

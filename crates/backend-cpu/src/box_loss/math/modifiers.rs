@@ -3,7 +3,7 @@
 //! at run time by `PairParams` in the kernels with options, so there is no kernel per
 //! combination.
 
-use super::prim::{Axis, extents_sel, safe_recip, ties};
+use super::prim::{Axis, excesses, extents_sel, safe_recip, ties};
 use crate::math::{exp_f32, ln_f32, sel};
 
 /// Inner-IoU's auxiliary axis (`BOX-20`): both centres kept, both extents times `ratio`,
@@ -12,7 +12,8 @@ use crate::math::{exp_f32, ln_f32, sel};
 #[inline(always)]
 fn scaled(a: &Axis, ratio: f32) -> Axis {
     let (w, wg) = (ratio * a.w, ratio * a.wg);
-    let (half_diff, half_sum) = (0.5 * (w - wg), 0.5 * (w + wg));
+    // w - wg as e2 - e1 (the small offsets, no cancellation of two rounded extents).
+    let (half_diff, half_sum) = (0.5 * (ratio * (a.e2 - a.e1)), 0.5 * (w + wg));
     Axis {
         w,
         wg,
@@ -21,6 +22,8 @@ fn scaled(a: &Axis, ratio: f32) -> Axis {
         p2t1: a.d + half_sum,
         t2p1: half_sum - a.d,
         d: a.d,
+        d64: a.d64,
+        cw64: a.cw64,
     }
 }
 
@@ -43,7 +46,7 @@ pub(super) fn inner_omi<const G: bool>(
     let du = union + eps;
     let rd = safe_recip(du);
     let has = mask && du != 0.0;
-    let omi = sel(has, ((union - inter) + eps) * rd, 1.0);
+    let omi = sel(has, (excesses(&ix, &iy, iw, iy.w, iy.wg).0 + eps) * rd, 1.0);
     if !G {
         return (omi, [0.0; 4]);
     }
