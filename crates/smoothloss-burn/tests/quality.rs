@@ -1,7 +1,10 @@
 //! The varifocal loss (`QUAL-1` .. `QUAL-4`) and the quality focal loss (`QUAL-5` .. `QUAL-7`)
 //! through the burn adapter: values and gradients equal to burn's own autograd of
 //! ultralytics' `VarifocalLoss` / mmdetection's `varifocal_loss` and `quality_focal_loss`
-//! written with burn's tensor ops (f64 at 1e-9, every weight and reduction, `avg_factor`,
+//! written with burn's tensor ops (f64: values at 1e-9, gradients at 1e-7, since burn 0.22's
+//! own f64 autograd on flex is ~5e-8 from the reference, as `losses.rs` measured, while
+//! candle's autograd of the same formulas agrees with the adapter at 1e-9; every weight and
+//! reduction, `avg_factor`,
 //! upstream 1 and not 1); f32 against the f64 reference at the spec's tolerance (`TOL-2`).
 
 #![cfg(feature = "unverified")]
@@ -127,7 +130,7 @@ fn varifocal_matches_burn_autograd_of_both_sources() {
                 let g2 = objective(native, &up, scaled).backward();
                 let (a, b) = (grad_of(&z1, &g1), grad_of(&z2, &g2));
                 assert!(a.iter().any(|&v| v != 0.0), "{what}: zero grad");
-                assert_close(&format!("{what} grad"), &a, &b, 1e-9, 1e-9);
+                assert_close(&format!("{what} grad"), &a, &b, 1e-7, 1e-7);
             }
         }
     }
@@ -198,8 +201,8 @@ fn quality_focal_matches_burn_autograd_of_mmdetection() {
                     &format!("{what} grad"),
                     &grad_of(&z1, &g1),
                     &grad_of(&z2, &g2),
-                    1e-9,
-                    1e-9,
+                    1e-7,
+                    1e-7,
                 );
             }
         }
