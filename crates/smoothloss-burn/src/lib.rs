@@ -37,9 +37,7 @@
 
 mod autodiff;
 mod call;
-#[cfg(feature = "unverified")]
 mod linear;
-#[cfg(feature = "unverified")]
 mod quality;
 
 /// The burn tensor crate this crate is built against (0.22).
@@ -250,14 +248,12 @@ pub fn box_iou(boxes1: Tensor<2>, boxes2: Tensor<2>, format: BoxFormat) -> Resul
     ))
 }
 
-#[cfg(feature = "unverified")]
 /// The data of a float tensor as `f64` values.
 fn f64_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f64>> {
     let d = t.try_into_data().map_err(data_err)?.convert::<f64>();
     d.try_to_vec::<f64>().map_err(data_err)
 }
 
-#[cfg(feature = "unverified")]
 /// Varifocal loss, element-wise (`QUAL-1` .. `QUAL-4`) over `logits` of any shape against
 /// `scores` (the logits' shape, in `[0, 1]`) and, for ultralytics' weight
 /// ([`VarifocalWeight::Ultralytics`]), the one-hot `labels` (the same shape); mmdetection's
@@ -290,7 +286,6 @@ pub fn varifocal<const D: usize>(
     fused(&call, logits, Second::Values(s), per_item)
 }
 
-#[cfg(feature = "unverified")]
 /// Quality focal loss (`QUAL-5` .. `QUAL-7`, mmdetection's `quality_focal_loss`) of logits
 /// `[rows, C]` against a label per row `[rows]` (in `[0, C]`: `C` is the background) and a
 /// quality score per row `[rows]` (in `[0, 1]`): `[1]` for `mean` / `sum`, `[rows]` for
@@ -310,7 +305,6 @@ pub fn quality_focal(
     fused(&call, logits, classes(labels)?, per_item)
 }
 
-#[cfg(feature = "unverified")]
 /// Wise-IoU v3 over aligned pairs `[N, 4]` (`BOX-24`, `cfg.kind` must be
 /// [`BoxLossKind::Wiou`]): Wise-IoU v1 times each pair's detached focusing coefficient, read
 /// from `state`'s running mean of the IoU loss, which this batch updates before use (as the
@@ -333,7 +327,6 @@ pub fn wise_iou_v3(
     Ok(out)
 }
 
-#[cfg(feature = "unverified")]
 /// The fused linear cross-entropy (`LCE-*`) of `hidden [N, H] · weight^T` (`weight [V, H]`,
 /// no bias) against class indices `[N]`, with every option of `cfg.ce`, without the `[N, V]`
 /// logits: `[1]` for `mean` / `sum`, `[N]` for `none`. Gradients flow to `hidden` and
@@ -350,7 +343,6 @@ pub fn linear_cross_entropy(
     linear::linear_cross_entropy(hidden, weight, targets, cfg)
 }
 
-#[cfg(feature = "unverified")]
 /// Pairwise ProbIoU `[N, M]` of oriented boxes `[N, 5]` and `[M, 5]` as `(cx, cy, w, h,
 /// angle)` (`OBB-6`, ultralytics' `batch_probiou(obb1, obb2, eps)`), not differentiable;
 /// computed by the `f64` reference, returned in `boxes1`'s dtype.

@@ -293,7 +293,6 @@ fn distribution_focal_matches_burn_autograd_of_both_conventions() {
 /// `OBB-6`: the pairwise matrix is the f64 reference's, symmetric for a set against itself
 /// (`OBB-7`) with the largest ProbIoU `1 - sqrt(1 - exp(-eps) + eps)` on the diagonal; f32
 /// boxes give f32 results; bad shapes are typed errors.
-#[cfg(feature = "unverified")]
 #[test]
 fn batch_probiou_is_the_reference_matrix() {
     let (n, m, eps) = (7, 5, 1e-7);

@@ -6,8 +6,6 @@
 //! reference to ~5e-8 only, as `losses.rs` measured; against the reference's fused call 1e-12);
 //! f32 against the f64 reference (`TOL-2`'s LCE figures); `none` with a tracked weight refused.
 
-#![cfg(feature = "unverified")]
-
 mod common;
 
 use burn_tensor::{Int, Tensor, TensorData, activation::log_softmax};

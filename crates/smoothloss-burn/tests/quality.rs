@@ -7,8 +7,6 @@
 //! reduction, `avg_factor`,
 //! upstream 1 and not 1); f32 against the f64 reference at the spec's tolerance (`TOL-2`).
 
-#![cfg(feature = "unverified")]
-
 mod common;
 
 use burn_tensor::{DType, Int, Tensor, TensorData};

@@ -5,8 +5,6 @@
 //! upstream 1 and not 1, f64 at 1e-9; f32 against the f64 reference (`TOL-2`); errors leave
 //! the state alone.
 
-#![cfg(feature = "unverified")]
-
 mod common;
 
 use burn_tensor::Tensor;
