@@ -10,7 +10,7 @@ use smoothloss_cpu::CpuBackend;
 use std::sync::OnceLock;
 
 /// The CPU backend on rayon's global pool.
-fn cpu() -> &'static CpuBackend {
+pub(crate) fn cpu() -> &'static CpuBackend {
     static CPU: OnceLock<CpuBackend> = OnceLock::new();
     CPU.get_or_init(CpuBackend::new)
 }
@@ -45,7 +45,7 @@ pub(crate) enum SecondRef<'a, T> {
     Values(&'a [T]),
 }
 
-fn shape_error(what: &'static str, expected: &[usize], got: &[usize]) -> LossError {
+pub(crate) fn shape_error(what: &'static str, expected: &[usize], got: &[usize]) -> LossError {
     LossError::WrongShape {
         what,
         expected: expected.to_vec(),

@@ -37,6 +37,8 @@
 
 mod autodiff;
 mod call;
+mod linear;
+mod quality;
 
 /// The burn tensor crate this crate is built against (0.22).
 pub use burn_tensor;
@@ -44,7 +46,8 @@ use burn_tensor::{Int, Tensor, TensorData};
 use call::{Call, CeCall, DflCall, HostOut, PairCall, Second};
 pub use smoothloss_core::{
     BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, DflConvention, DistributionFocal,
-    Huber, LossError, PairLossCall, ProbIou, Reduction, SigmoidFocal, SmoothL1,
+    Huber, LinearCrossEntropy, LossError, PairLossCall, ProbIou, QualityFocal, Reduction,
+    SigmoidFocal, SmoothL1, Varifocal, VarifocalWeight, WiseIouState,
 };
 use smoothloss_core::{LossConfig, Result};
 
@@ -239,6 +242,127 @@ pub fn box_iou(boxes1: Tensor<2>, boxes2: Tensor<2>, format: BoxFormat) -> Resul
         b.as_slice::<f64>().map_err(data_err)?,
         &mut out,
     )?;
+    Ok(Tensor::<2>::from_data(
+        TensorData::new(out, [n, m]),
+        (&device, dtype),
+    ))
+}
+
+/// The data of a float tensor as `f64` values.
+fn f64_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f64>> {
+    let d = t.try_into_data().map_err(data_err)?.convert::<f64>();
+    d.try_to_vec::<f64>().map_err(data_err)
+}
+
+/// Varifocal loss, element-wise (`QUAL-1` .. `QUAL-4`) over `logits` of any shape against
+/// `scores` (the logits' shape, in `[0, 1]`) and, for ultralytics' weight
+/// ([`VarifocalWeight::Ultralytics`]), the one-hot `labels` (the same shape); mmdetection's
+/// weights take no labels (`None`). `[1]` for `mean` / `sum`, every element (row-major) for
+/// `none`; the gradient flows to the logits, through the weight too (not detached, as in
+/// both sources).
+#[doc(alias = "VarifocalLoss")]
+pub fn varifocal<const D: usize>(
+    logits: Tensor<D>,
+    scores: Tensor<D>,
+    labels: Option<Tensor<D>>,
+    cfg: &Varifocal,
+) -> Result<Tensor<1>> {
+    let labels = match labels {
+        Some(l) => {
+            if l.dims() != logits.dims() {
+                return Err(LossError::WrongShape {
+                    what: "labels",
+                    expected: logits.dims().to_vec(),
+                    got: l.dims().to_vec(),
+                });
+            }
+            Some(f64_values(l)?)
+        }
+        None => None,
+    };
+    let per_item = cfg.reduction == Reduction::None;
+    let s = scores.try_into_data().map_err(data_err)?;
+    let call = quality::VarifocalCall { cfg, labels };
+    fused(&call, logits, Second::Values(s), per_item)
+}
+
+/// Quality focal loss (`QUAL-5` .. `QUAL-7`, mmdetection's `quality_focal_loss`) of logits
+/// `[rows, C]` against a label per row `[rows]` (in `[0, C]`: `C` is the background) and a
+/// quality score per row `[rows]` (in `[0, 1]`): `[1]` for `mean` / `sum`, `[rows]` for
+/// `none`; the gradient flows to the logits.
+#[doc(alias = "QualityFocalLoss")]
+pub fn quality_focal(
+    logits: Tensor<2>,
+    labels: Tensor<1, Int>,
+    scores: Tensor<1>,
+    cfg: &QualityFocal,
+) -> Result<Tensor<1>> {
+    let per_item = cfg.reduction == Reduction::None;
+    let call = quality::QflCall {
+        cfg,
+        scores: f64_values(scores)?,
+    };
+    fused(&call, logits, classes(labels)?, per_item)
+}
+
+/// Wise-IoU v3 over aligned pairs `[N, 4]` (`BOX-24`, `cfg.kind` must be
+/// [`BoxLossKind::Wiou`]): Wise-IoU v1 times each pair's detached focusing coefficient, read
+/// from `state`'s running mean of the IoU loss, which this batch updates before use (as the
+/// author's `WIoU_Scale`). `state` is written back when the call succeeds and left as it was
+/// on an error. The gradient flows to `pred`.
+pub fn wise_iou_v3(
+    pred: Tensor<2>,
+    target: Tensor<2>,
+    cfg: &BoxLoss,
+    state: &mut WiseIouState,
+) -> Result<Tensor<1>> {
+    let per_item = cfg.reduction == Reduction::None;
+    let y = target.try_into_data().map_err(data_err)?;
+    let call = quality::WiseIouCall {
+        cfg,
+        state: std::cell::Cell::new(*state),
+    };
+    let out = fused(&call, pred, Second::Values(y), per_item)?;
+    *state = call.state.get();
+    Ok(out)
+}
+
+/// The fused linear cross-entropy (`LCE-*`) of `hidden [N, H] · weight^T` (`weight [V, H]`,
+/// no bias) against class indices `[N]`, with every option of `cfg.ce`, without the `[N, V]`
+/// logits: `[1]` for `mean` / `sum`, `[N]` for `none`. Gradients flow to `hidden` and
+/// `weight`, recorded with burn's own ops on any autodiff backend (the value exactly the fused
+/// one); `none` with a tracked `weight` is refused (`InvalidParameter`): its gradient depends
+/// on the per-row upstream. `f64` through the reference, every other dtype in `f32` through
+/// the CPU backend.
+pub fn linear_cross_entropy(
+    hidden: Tensor<2>,
+    weight: Tensor<2>,
+    targets: Tensor<1, Int>,
+    cfg: &LinearCrossEntropy,
+) -> Result<Tensor<1>> {
+    linear::linear_cross_entropy(hidden, weight, targets, cfg)
+}
+
+/// Pairwise ProbIoU `[N, M]` of oriented boxes `[N, 5]` and `[M, 5]` as `(cx, cy, w, h,
+/// angle)` (`OBB-6`, ultralytics' `batch_probiou(obb1, obb2, eps)`), not differentiable;
+/// computed by the `f64` reference, returned in `boxes1`'s dtype.
+pub fn batch_probiou(boxes1: Tensor<2>, boxes2: Tensor<2>, eps: f64) -> Result<Tensor<2>> {
+    use smoothloss_core::Losses;
+    let (device, dtype) = (boxes1.device(), boxes1.dtype());
+    let ([n, k1], [m, k2]) = (boxes1.dims(), boxes2.dims());
+    for (what, rows, k) in [("boxes1", n, k1), ("boxes2", m, k2)] {
+        if k != 5 {
+            return Err(LossError::WrongShape {
+                what,
+                expected: vec![rows, 5],
+                got: vec![rows, k],
+            });
+        }
+    }
+    let total = smoothloss_core::error::checked_size("probiou", n, m)?;
+    let (a, b) = (f64_values(boxes1)?, f64_values(boxes2)?);
+    let mut out = vec![0.0_f64; total];
+    smoothloss_core::ReferenceBackend.batch_probiou(eps, &a, &b, &mut out)?;
     Ok(Tensor::<2>::from_data(
         TensorData::new(out, [n, m]),
         (&device, dtype),

@@ -289,3 +289,53 @@ fn distribution_focal_matches_burn_autograd_of_both_conventions() {
     );
     assert!(matches!(e, Err(LossError::WrongShape { .. })), "{e:?}");
 }
+
+/// `OBB-6`: the pairwise matrix is the f64 reference's, symmetric for a set against itself
+/// (`OBB-7`) with the largest ProbIoU `1 - sqrt(1 - exp(-eps) + eps)` on the diagonal; f32
+/// boxes give f32 results; bad shapes are typed errors.
+#[test]
+fn batch_probiou_is_the_reference_matrix() {
+    let (n, m, eps) = (7, 5, 1e-7);
+    let (a, b) = (obbs(61, n), obbs(62, m));
+    let got = batch_probiou(
+        f64_tensor(a.clone(), [n, 5]),
+        f64_tensor(b.clone(), [m, 5]),
+        eps,
+    )
+    .unwrap();
+    assert_eq!(got.dims(), [n, m]);
+    let mut want = vec![0.0; n * m];
+    smoothloss_core::Losses::batch_probiou(&ReferenceBackend, eps, &a, &b, &mut want).unwrap();
+    assert_eq!(to_vec(got), want);
+    let own = to_vec(
+        batch_probiou(
+            f64_tensor(a.clone(), [n, 5]),
+            f64_tensor(a.clone(), [n, 5]),
+            eps,
+        )
+        .unwrap(),
+    );
+    let top = 1.0 - (1.0 - (-eps).exp() + eps).sqrt();
+    for i in 0..n {
+        assert!((own[i * n + i] - top).abs() <= 1e-12);
+        for j in 0..n {
+            assert!((own[i * n + j] - own[j * n + i]).abs() <= 1e-12);
+        }
+    }
+    let a32: Vec<f32> = a.iter().map(|&x| x as f32).collect();
+    let t32 = Tensor::<2>::from_data(TensorData::new(a32, [n, 5]), (&dev(), DType::F32));
+    assert_eq!(
+        batch_probiou(t32.clone(), t32, eps).unwrap().dtype(),
+        DType::F32
+    );
+    let e = batch_probiou(
+        f64_tensor(a, [n, 5]),
+        f64_tensor(vec![0.0; 12], [3, 4]),
+        eps,
+    );
+    assert!(
+        matches!(e, Err(LossError::WrongShape { what: "boxes2", .. })),
+        "{:?}",
+        e.as_ref().err()
+    );
+}

@@ -57,22 +57,44 @@ fn status_kb(key: &str) -> Option<usize> {
     Some(kb * 1024)
 }
 
-/// Runs `f` once; returns (ms, peak heap bytes above the level at the start, peak RSS growth
-/// in bytes when readable, value).
-fn step(f: &mut dyn FnMut() -> f32) -> (f64, usize, Option<usize>, f32) {
+/// CPU time of the whole process so far, every thread (rayon's pool included), in ns: the sum
+/// of the first field of `/proc/self/task/*/schedstat` (time on a CPU; Linux only, 0
+/// elsewhere). On a loaded machine this is the figure to read: waiting for a core is not in it.
+fn cpu_ns() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `/proc/loadavg`'s first three fields (the machine's load), `-` where it cannot be read.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "-".into())
+}
+
+/// Runs `f` once; returns (wall ms, CPU ms of the process, peak heap bytes above the level at
+/// the start, peak RSS growth in bytes when readable, value).
+fn step(f: &mut dyn FnMut() -> f32) -> (f64, f64, usize, Option<usize>, f32) {
     // "5" resets the peak RSS (VmHWM) to the current RSS.
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let rss0 = status_kb("VmRSS:");
     let base = CUR.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
+    let c0 = cpu_ns();
     let t = Instant::now();
     let v = f();
     let ms = t.elapsed().as_secs_f64() * 1e3;
+    let cpu = cpu_ns().saturating_sub(c0) as f64 / 1e6;
     let rss = match (reset, rss0, status_kb("VmHWM:")) {
         (true, Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    (ms, PEAK.load(Ordering::Relaxed) - base, rss, v)
+    (ms, cpu, PEAK.load(Ordering::Relaxed) - base, rss, v)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -87,7 +109,8 @@ fn main() -> candle_core::Result<()> {
         .unwrap_or(7);
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
     println!(
-        "# candle CE fwd+bwd, f32, CPU, RAYON_NUM_THREADS={threads}, {reps} alternating repeats after one warm-up pass"
+        "# candle CE fwd+bwd, f32, CPU, RAYON_NUM_THREADS={threads}, {reps} alternating repeats after one warm-up pass, load average {}",
+        loadavg()
     );
     for (n, c) in [(1024usize, 32000usize), (16384, 1000)] {
         let x: Vec<f32> = (0..n * c)
@@ -110,6 +133,7 @@ fn main() -> candle_core::Result<()> {
             "candle_nn cross_entropy",
         ];
         let mut times = vec![Vec::new(); names.len()];
+        let mut cpus = vec![Vec::new(); names.len()];
         let mut peaks = vec![0usize; names.len()];
         let mut rss = vec![Some(0usize); names.len()];
         let mut vals = vec![0.0f32; names.len()];
@@ -154,28 +178,35 @@ fn main() -> candle_core::Result<()> {
                         loss.to_scalar::<f32>().unwrap()
                     }),
                 };
-                let (ms, peak, r, v) = step(&mut *f);
+                let (ms, cpu, peak, r, v) = step(&mut *f);
                 if rep == 0 {
                     continue;
                 }
                 times[k].push(ms);
+                cpus[k].push(cpu);
                 peaks[k] = peaks[k].max(peak);
                 rss[k] = rss[k].zip(r).map(|(a, b)| a.max(b));
                 vals[k] = v;
             }
         }
         let raw = median(&mut times[0].clone());
-        println!("\n## {n}x{c}");
-        println!("| call | median ms | vs raw (prealloc) | peak heap MB | peak RSS MB | loss |");
-        println!("|---|---|---|---|---|---|");
+        let raw_cpu = median(&mut cpus[0].clone());
+        println!("\n## {n}x{c} (load average after: {})", loadavg());
+        println!(
+            "| call | median wall ms | vs raw | median CPU ms | CPU vs raw | peak heap MB | peak RSS MB | loss |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
         for k in 0..names.len() {
             let m = median(&mut times[k]);
+            let mc = median(&mut cpus[k]);
             let r = rss[k].map_or("-".to_string(), |b| format!("{:.0}", b as f64 / 1e6));
             println!(
-                "| {} | {:.1} | {:.2}x | {:.0} | {} | {:.6} |",
+                "| {} | {:.1} | {:.2}x | {:.1} | {:.2}x | {:.0} | {} | {:.6} |",
                 names[k],
                 m,
                 m / raw,
+                mc,
+                mc / raw_cpu,
                 peaks[k] as f64 / 1e6,
                 r,
                 vals[k]

@@ -219,7 +219,7 @@ fn typed<T: CeElement + CudaDType + candle_core::WithDType, L: Call>(
     let values = loss.into_values();
     let n = values.len();
     let out = CudaStorage::wrap_cuda_slice(values, dev.clone())
-        .to_dtype(&Layout::contiguous(n), T::DTYPE)?;
+        .to_dtype(&Layout::contiguous(n), <T as candle_core::WithDType>::DTYPE)?;
     let grad = grad.map(|g| {
         let s = CudaStorage::wrap_cuda_slice(g, dev.clone());
         Tensor::from_storage(Storage::Cuda(s), dims, BackpropOp::none(), false)

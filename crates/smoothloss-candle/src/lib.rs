@@ -30,7 +30,12 @@
 //!   boxes are `[..., 4]`, oriented boxes `[..., 5]`.
 //! - Distribution focal loss ([`distribution_focal`]): logits `[rows, bins]`, one distance
 //!   target per row `[rows]`.
-//! - Pairwise IoU ([`box_iou`]), forward only.
+//! - Wise-IoU v3 ([`wise_iou_v3`]), stateful: the caller's [`WiseIouState`] goes in and
+//!   comes back updated.
+//! - The varifocal loss ([`varifocal`]: scores and, for ultralytics' weight, labels of the
+//!   logits' shape) and the quality focal loss ([`quality_focal`]: logits `[rows, C]`, a label
+//!   and a score per row).
+//! - Pairwise IoU ([`box_iou`]) and pairwise ProbIoU ([`batch_probiou`]), forward only.
 //!
 //! Under [`Reduction::None`] the result has one value per item (row, box or element); else it
 //! is a scalar. Gradients flow to the first operand only: targets (class indices,
@@ -52,6 +57,9 @@
 mod fused;
 mod host;
 mod linear;
+mod oriented_box;
+mod quality;
+mod wise_iou;
 
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -61,7 +69,8 @@ pub use candle_core;
 use candle_core::{Result, Tensor};
 pub use smoothloss_core::{
     BceWithLogits, BoxFormat, BoxLoss, BoxLossKind, CrossEntropy, DflConvention, DistributionFocal,
-    Huber, LinearCrossEntropy, PairLossCall, ProbIou, Reduction, SigmoidFocal, SmoothL1,
+    Huber, LinearCrossEntropy, PairLossCall, ProbIou, QualityFocal, Reduction, SigmoidFocal,
+    SmoothL1, Varifocal, VarifocalWeight, WiseIouState,
 };
 
 #[cfg(doc)]
@@ -185,6 +194,110 @@ pub fn probiou_loss(pred: &Tensor, target: &Tensor, cfg: &ProbIou) -> Result<Ten
 pub fn box_iou(boxes1: &Tensor, boxes2: &Tensor, format: BoxFormat) -> Result<Tensor> {
     let (a, b) = (boxes1.contiguous()?, boxes2.contiguous()?);
     a.apply_op2_no_bwd(&b, &fused::Iou(format))
+}
+
+/// Wise-IoU v3 over aligned pairs `pred`, `target` `[..., 4]` (`BOX-24`, `cfg.kind` must be
+/// [`BoxLossKind::Wiou`]): Wise-IoU v1 times each pair's detached focusing coefficient, read
+/// from `state`'s running mean of the IoU loss, which this batch updates before use (as the
+/// author's `WIoU_Scale`). `state` is written back when the forward succeeds and left as it
+/// was on an error. The gradient flows to `pred`; CPU only.
+pub fn wise_iou_v3(
+    pred: &Tensor,
+    target: &Tensor,
+    cfg: &BoxLoss,
+    state: &mut WiseIouState,
+) -> Result<Tensor> {
+    let (a, b) = (pred.contiguous()?, target.contiguous()?);
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(*state));
+    let op = wise_iou::WiseIouOp {
+        cfg: *cfg,
+        state: shared.clone(),
+        want_grad: a.track_op(),
+        grad: std::sync::Mutex::new(None),
+    };
+    let out = if a.track_op() {
+        a.apply_op2(&b, op)?
+    } else {
+        a.apply_op2_no_bwd(&b, &op)?
+    };
+    *state = *shared.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(out)
+}
+
+/// Records a quality loss on `logits` and the other operands (two or three in all).
+fn quality_op(
+    loss: quality::Quality,
+    logits: &Tensor,
+    rest: [Option<&Tensor>; 2],
+) -> Result<Tensor> {
+    let x = logits.contiguous()?;
+    let track = x.track_op();
+    let op = quality::QualityOp::new(loss, track);
+    match rest {
+        [Some(b), Some(c)] => {
+            let (b, c) = (b.contiguous()?, c.contiguous()?);
+            if track {
+                x.apply_op3(&b, &c, op)
+            } else {
+                x.apply_op3_no_bwd(&b, &c, &op)
+            }
+        }
+        [Some(b), None] | [None, Some(b)] => {
+            let b = b.contiguous()?;
+            if track {
+                x.apply_op2(&b, op)
+            } else {
+                x.apply_op2_no_bwd(&b, &op)
+            }
+        }
+        [None, None] => candle_core::bail!("smoothloss: a quality loss needs its targets"),
+    }
+}
+
+/// Varifocal loss, element-wise (`QUAL-1` .. `QUAL-4`) over `logits` of any shape against
+/// `scores` (the logits' shape and dtype, in `[0, 1]`) and, for ultralytics' weight
+/// ([`VarifocalWeight::Ultralytics`]), the one-hot `labels` (the same shape and dtype);
+/// mmdetection's weights take no labels (`None`). A scalar for `mean` / `sum`, the logits'
+/// shape for `none`; the gradient flows to the logits (through the weight too, not detached,
+/// as in both sources). CPU only.
+#[doc(alias = "VarifocalLoss")]
+pub fn varifocal(
+    logits: &Tensor,
+    scores: &Tensor,
+    labels: Option<&Tensor>,
+    cfg: &Varifocal,
+) -> Result<Tensor> {
+    quality_op(
+        quality::Quality::Varifocal(*cfg),
+        logits,
+        [Some(scores), labels],
+    )
+}
+
+/// Quality focal loss (`QUAL-5` .. `QUAL-7`, mmdetection's `quality_focal_loss`) of logits
+/// `[rows, C]` against a label per row `[rows]` (`u32`, `i64` or `u8`, in `[0, C]`: `C` is the
+/// background) and a quality score per row `[rows]` (the logits' dtype, in `[0, 1]`). A scalar
+/// for `mean` / `sum`, `[rows]` for `none`; the gradient flows to the logits. CPU only.
+#[doc(alias = "QualityFocalLoss")]
+pub fn quality_focal(
+    logits: &Tensor,
+    labels: &Tensor,
+    scores: &Tensor,
+    cfg: &QualityFocal,
+) -> Result<Tensor> {
+    quality_op(
+        quality::Quality::Focal(*cfg),
+        logits,
+        [Some(labels), Some(scores)],
+    )
+}
+
+/// Pairwise ProbIoU of oriented boxes `boxes1` `[N, 5]` and `boxes2` `[M, 5]` as
+/// `(cx, cy, w, h, angle)` (`OBB-6`, ultralytics' `batch_probiou(obb1, obb2, eps)`): `[N, M]`,
+/// not differentiable (no gradient is recorded). CPU only.
+pub fn batch_probiou(boxes1: &Tensor, boxes2: &Tensor, eps: f64) -> Result<Tensor> {
+    let (a, b) = (boxes1.contiguous()?, boxes2.contiguous()?);
+    a.apply_op2_no_bwd(&b, &oriented_box::BatchProbIou(eps))
 }
 
 /// The README's example, compiled and run as a doctest.

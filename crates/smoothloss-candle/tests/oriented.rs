@@ -178,3 +178,52 @@ fn probiou_ciou_and_f32_match_the_reference() -> Result<()> {
     assert!(e.contains("last dimension must be 5"), "{e}");
     Ok(())
 }
+
+/// `OBB-6`: the pairwise matrix is the f64 reference's, symmetric for a set against itself
+/// (`OBB-7`), each diagonal entry the largest ProbIoU `1 - sqrt(1 - exp(-eps) + eps)`, and the
+/// f32 path within `TOL-2` of the reference.
+#[test]
+fn batch_probiou_is_the_reference_matrix() -> Result<()> {
+    let mut rng = Rng::new(33);
+    let (n, m, eps) = (7, 5, 1e-7);
+    let (a, b) = (obbs(&mut rng, n), obbs(&mut rng, m));
+    let ta = Tensor::from_vec(a.clone(), (n, 5), &CPU)?;
+    let tb = Tensor::from_vec(b.clone(), (m, 5), &CPU)?;
+    let got = batch_probiou(&ta, &tb, eps)?;
+    assert_eq!(got.dims(), &[n, m]);
+    let mut want = vec![0.0; n * m];
+    ReferenceBackend
+        .batch_probiou(eps, &a, &b, &mut want)
+        .unwrap();
+    assert_close(
+        "f64",
+        &got,
+        &Tensor::from_vec(want.clone(), (n, m), &CPU)?,
+        0.0,
+        0.0,
+    )?;
+    let own = batch_probiou(&ta, &ta, eps)?.to_vec2::<f64>()?;
+    let top = 1.0 - (1.0 - (-eps).exp() + eps).sqrt();
+    for (i, row) in own.iter().enumerate() {
+        assert!((row[i] - top).abs() <= 1e-12, "{} vs {top}", row[i]);
+        for (j, &v) in row.iter().enumerate() {
+            assert!((v - own[j][i]).abs() <= 1e-12);
+            assert!(v <= top + 1e-12);
+        }
+    }
+    let g32 = batch_probiou(&ta.to_dtype(DType::F32)?, &tb.to_dtype(DType::F32)?, eps)?;
+    assert_eq!(g32.dtype(), DType::F32);
+    let (a32, b32): (Vec<f64>, Vec<f64>) = (
+        a.iter().map(|&x| f64::from(x as f32)).collect(),
+        b.iter().map(|&x| f64::from(x as f32)).collect(),
+    );
+    let mut w32 = vec![0.0; n * m];
+    ReferenceBackend
+        .batch_probiou(eps, &a32, &b32, &mut w32)
+        .unwrap();
+    let g = g32.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    common::check_f32("f32", &g, &w32);
+    let e = batch_probiou(&ta, &Tensor::zeros((3, 4), DType::F64, &CPU)?, eps).unwrap_err();
+    assert!(e.to_string().contains("[M, 5]"), "{e}");
+    Ok(())
+}

@@ -45,3 +45,17 @@ pub fn assert_close(what: &str, a: &Tensor, b: &Tensor, atol: f64, rtol: f64) ->
     }
     Ok(())
 }
+
+/// `TOL-2` (`spec/formulas/tolerance.md`, `Tolerance::F32` of the spec crate): an `f32` result
+/// against the `f64` reference on the same rounded inputs, element-wise within
+/// `1e-7 + 4e-6 |want| + 4e-7 max |want|`. Restated here so that these tests build against
+/// the dependencies the adapter's other tests use (the spec crate as a dev-dependency changes
+/// the features of candle's own dependencies, a rebuild of candle).
+pub fn check_f32(what: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0.0_f64, |m, w| m.max(w.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let tol = 1e-7 + 4e-6 * w.abs() + 4e-7 * scale;
+        assert!((g - w).abs() <= tol, "{what}[{i}]: {g} vs {w} (tol {tol})");
+    }
+}
