@@ -460,11 +460,13 @@ fn launches_on_a_callers_stream() {
 /// `geometry::ce_plan`'s contract, over many row lengths, element sizes and budgets: the
 /// blocks of a row cover it; the smallest fitting cluster is chosen; shared memory stays
 /// within the budget (target, else the maximum with the largest cluster, else the re-read
-/// path); vectors only for aligned rows of whole vectors; threads a power of two in 32..=512.
+/// path); vectors only for aligned rows of whole vectors; threads a power of two in 32..=512
+/// (32 per row in the warp-per-row layout, whose rows' regions fit the target).
 #[test]
 fn ce_plan_contract() {
     use smoothloss_cuda::geometry::{
-        CE_HEADER_BYTES, CE_MAX_THREADS, CE_SMEM_ROW, CE_VEC16, ce_plan,
+        CE_HEADER_BYTES, CE_MAX_THREADS, CE_SMEM_ROW, CE_VEC16, CE_WARP_MAX_UNITS, CE_WARP_ROWS,
+        CE_WARP_ROWS_MAX, ce_plan,
     };
     let mut rng = Rng::new(0x91a2);
     let mut classes_list: Vec<usize> = vec![1, 2, 3, 4, 7, 8, 9, 16, 1000, 1001, 32_000, 128_256];
@@ -482,7 +484,10 @@ fn ce_plan_contract() {
                         let vw = 16 / elem;
                         let vec = aligned && classes % vw == 0;
                         assert_eq!(p.flags & CE_VEC16 != 0, vec, "{what}");
-                        assert!(p.threads.is_power_of_two(), "{what}");
+                        // A power of two per row's block; the warp-per-row layout has 32
+                        // threads per row, any number of rows (checked below).
+                        let warp_rows = p.flags & CE_WARP_ROWS != 0;
+                        assert!(warp_rows || p.threads.is_power_of_two(), "{what}");
                         assert!((32..=CE_MAX_THREADS).contains(&p.threads), "{what}");
                         assert!([1, 2, 4, 8].contains(&p.cluster), "{what}");
                         assert!(p.cluster <= max_cluster, "{what}");
@@ -494,7 +499,23 @@ fn ce_plan_contract() {
                             if vec {
                                 assert_eq!(p.slice % vw, 0, "{what}");
                             }
-                            let bytes = CE_HEADER_BYTES + p.slice * elem;
+                            let bytes = if warp_rows {
+                                // Warp per row: one-block rows of at most CE_WARP_MAX_UNITS
+                                // units, 2..=8 rows per block, each warp its own 16-byte
+                                // aligned region of header + slice, all within the target.
+                                let rpb = p.rows_per_block as usize;
+                                assert_eq!(k, 1, "{what}");
+                                assert!((2..=CE_WARP_ROWS_MAX as usize).contains(&rpb), "{what}");
+                                assert_eq!(p.threads as usize, 32 * rpb, "{what}");
+                                let unit = if vec { vw } else { 1 };
+                                assert!(p.slice.div_ceil(unit) <= CE_WARP_MAX_UNITS, "{what}");
+                                let region = CE_HEADER_BYTES + (p.slice * elem).div_ceil(16) * 16;
+                                assert!(rpb * region <= target, "{what}");
+                                rpb * region
+                            } else {
+                                assert_eq!(p.rows_per_block, 1, "{what}");
+                                CE_HEADER_BYTES + p.slice * elem
+                            };
                             assert_eq!(p.smem_bytes as usize, bytes, "{what}");
                             assert!(bytes <= max.max(target), "{what}");
                             if bytes > target {

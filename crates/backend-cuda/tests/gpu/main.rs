@@ -84,7 +84,8 @@ fn a_missing_device_ordinal_is_a_device_error() {
 }
 
 /// `extern "C" __global__ void NAME(` and `SL_CE_ENTRY(NAME,` (`SL_CE_OPT_ENTRY(NAME,`, the
-/// options' entry points) definitions in a source.
+/// options' entry points; `SL_CE_WARP_ENTRY(NAME,`, the warp-per-row ones) definitions in a
+/// source.
 fn defined_entry_points(src: &str) -> Vec<String> {
     let mut out = Vec::new();
     for marker in [
@@ -93,6 +94,7 @@ fn defined_entry_points(src: &str) -> Vec<String> {
         "SL_CE_CLUSTER_ENTRY(",
         "SL_CE_OPT_ENTRY(",
         "SL_CE_OPT_CLUSTER_ENTRY(",
+        "SL_CE_WARP_ENTRY(",
     ] {
         for (i, _) in src.match_indices(marker) {
             let mut rest = &src[i + marker.len()..];
