@@ -13,7 +13,6 @@ use smoothloss_spec::cases::linear_ce::{
 };
 use smoothloss_spec::conformance::linear_ce::compare_linear;
 use smoothloss_spec::conformance::{AbsScale, Outcome};
-use smoothloss_spec::covers;
 use smoothloss_spec::tolerance::Tolerance;
 
 /// `got` within `rel` of `want` relative to `want`'s largest magnitude.
@@ -31,7 +30,6 @@ fn close(what: &str, got: &[f32], want: &[f32], rel: f64) {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn cublas_chunk_products_match_the_reference_sums() {
-    covers!("VP-6", "LCE-1", "LCE-3");
     let b = backend!();
     let (m, n, k) = (13usize, 37usize, 24usize);
     let mut rng = Rng::new(61);
@@ -87,7 +85,6 @@ fn call(seed: u64, cfg: CrossEntropy) -> LinearCeCall {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn vocab_parallel_linear_ce_on_cublas_matches_the_unsharded_reference() {
-    covers!("VP-6");
     let b = backend!();
     let cfgs = [
         CrossEntropy::new(),
@@ -112,7 +109,6 @@ fn vocab_parallel_linear_ce_on_cublas_matches_the_unsharded_reference() {
 #[test]
 #[ignore = "needs a CUDA device"]
 fn vocab_parallel_linear_ce_over_a_one_rank_nccl_communicator() {
-    covers!("VP-6");
     let b = backend!();
     if !nccl_library_present() {
         eprintln!("skipped: no libnccl (the one-rank NCCL run needs it)");
