@@ -13,6 +13,10 @@ pub struct Tolerance {
     /// Part relative to the largest magnitude in the tensor (absorbs cancellation in small
     /// entries of a row whose scale is set by its largest entries).
     pub scaled: f64,
+    /// The relative error each capped logit `z'` of a softcap (`CE-10`) may carry: `f32`
+    /// backends hold `z'` in `f32`, within 3 ulp (`3 * 2^-23`); 0 for `f64` data. It multiplies
+    /// the sensitivities of [`crate::conformance::AbsScale`] (`TOL-2`'s softcap terms).
+    pub capped_logit: f64,
 }
 
 /// The worst element of a failed comparison.
@@ -40,11 +44,15 @@ impl std::fmt::Display for Mismatch {
 }
 
 impl Tolerance {
+    /// `CE-10`'s bound on an `f32` capped logit: within 3 ulp of `z'` (`3 * 2^-23 |z'|`).
+    pub const F32_CAPPED_LOGIT: f64 = 3.0 / 8_388_608.0;
+
     /// `TOL-1`: the f64 reference against PyTorch's float64 results.
     pub const REFERENCE: Tolerance = Tolerance {
         abs: 1e-9,
         rel: 1e-9,
         scaled: 0.0,
+        capped_logit: 0.0,
     };
 
     /// `TOL-2`: an `f32` backend against the f64 reference evaluated on the same f32-rounded
@@ -53,6 +61,7 @@ impl Tolerance {
         abs: 1e-7,
         rel: 4e-6,
         scaled: 4e-7,
+        capped_logit: Self::F32_CAPPED_LOGIT,
     };
 
     /// `TOL-2` for the PyTorch cases run through an `f32` backend: the inputs are rounded to
@@ -61,6 +70,7 @@ impl Tolerance {
         abs: 1e-6,
         rel: 1e-5,
         scaled: 1e-6,
+        capped_logit: Self::F32_CAPPED_LOGIT,
     };
 
     /// `LCE-5`: the fused linear cross-entropy on `f32` data against the f64 reference on the
@@ -69,6 +79,7 @@ impl Tolerance {
         abs: 2e-7,
         rel: 4e-6,
         scaled: 4e-7,
+        capped_logit: Self::F32_CAPPED_LOGIT,
     };
 
     /// `LCE-5`: the fused linear cross-entropy on `f32` data against PyTorch's float64
@@ -77,6 +88,7 @@ impl Tolerance {
         abs: 1e-6,
         rel: 1e-5,
         scaled: 1e-6,
+        capped_logit: Self::F32_CAPPED_LOGIT,
     };
 
     /// Compares two tensors; `Err` holds the worst offending element (largest excess).
@@ -95,6 +107,19 @@ impl Tolerance {
         want: &[f64],
         abs_scale: impl Fn(usize) -> f64,
     ) -> Result<(), Mismatch> {
+        self.check_scaled_plus(got, want, abs_scale, |_| 0.0)
+    }
+
+    /// [`Tolerance::check_scaled`] with `capped_logit * sensitivity(k)` added to the bound of
+    /// entry `k` (`TOL-2`'s softcap terms: `sensitivity(k)` is how far entry `k` moves per unit
+    /// of relative error in the capped logits, [`crate::conformance::AbsScale`]).
+    pub fn check_scaled_plus(
+        &self,
+        got: &[f64],
+        want: &[f64],
+        abs_scale: impl Fn(usize) -> f64,
+        sensitivity: impl Fn(usize) -> f64,
+    ) -> Result<(), Mismatch> {
         if got.len() != want.len() {
             return Err(Mismatch {
                 index: got.len().min(want.len()),
@@ -109,7 +134,10 @@ impl Tolerance {
         let mut worst: Option<(f64, Mismatch)> = None;
         for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
             let abs = self.abs * abs_scale(i).abs().max(1.0);
-            let bound = abs + self.rel * w.abs() + self.scaled * scale;
+            let bound = abs
+                + self.rel * w.abs()
+                + self.scaled * scale
+                + self.capped_logit * sensitivity(i).abs();
             let ok = if w.is_nan() {
                 g.is_nan()
             } else if w.is_infinite() {

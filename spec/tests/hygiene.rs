@@ -84,6 +84,90 @@ fn tol2_per_element_upstream_scales_each_item() {
     );
 }
 
+/// `TOL-2`'s softcap term on the CI finding of 2026-12-01 (fuzz regression
+/// `ce-softcap-cancelling-gradient`): the term from the written formula, by hand, and the
+/// bound it gives: the CUDA emulation's 3.3e-6 passes, ten times the term does not.
+#[test]
+fn tol2_softcap_term_follows_the_formula() {
+    covers!("TOL-2", "CE-10");
+    let cap = 38.242760295159066;
+    let eps = 0.6609079345473551;
+    let z = [
+        0.0,
+        0.0,
+        0.0,
+        25.558835605102527,
+        f64::NEG_INFINITY,
+        -0.0,
+        25.46891616553588,
+    ];
+    let cfg = CrossEntropy::new()
+        .with_label_smoothing(eps)
+        .with_ignore_index(Some(1))
+        .with_reduction(Reduction::None)
+        .with_softcap(cap);
+    let call = LossCall::CrossEntropy {
+        cfg: cfg.clone(),
+        logits: z.to_vec(),
+        rows: 1,
+        classes: 7,
+        targets: Targets::Classes(vec![6]),
+    };
+    let u = 2.981193564409147;
+    let sc = AbsScale::of(&call, Upstream::Scalar(u));
+    // By hand: D = max |z'| = cap (the -inf logit), A = (1 - eps) w_y + eps W / C = 1.
+    let zc: Vec<f64> = z.iter().map(|&v| cap * (v / cap).tanh()).collect();
+    let m = zc[3];
+    let s: f64 = zc.iter().map(|&v| (v - m).exp()).sum();
+    let lse = m + s.ln();
+    for j in 0..7 {
+        let p = (zc[j] - lse).exp();
+        let dc = 1.0 - (zc[j] / cap).powi(2);
+        let want = u * 1.0 * dc * 2.0 * p * cap;
+        assert!(
+            (sc.grad_softcap(j) - want).abs() <= 1e-12 * want.max(1e-300),
+            "entry {j}: {} vs {want}",
+            sc.grad_softcap(j)
+        );
+    }
+    // Loss: r (2 A) D.
+    assert!((sc.loss_softcap(0) - 2.0 * cap).abs() < 1e-12);
+    let mut g = [0.0f64; 7];
+    ReferenceBackend
+        .cross_entropy(
+            &cfg,
+            Input::matrix(&z, 1, 7)
+                .with_grad(&mut g)
+                .with_upstream(Upstream::Scalar(u)),
+            CeTargets::Classes(&[6]),
+        )
+        .unwrap();
+    let tol = Tolerance::F32;
+    let term = tol.capped_logit * sc.grad_softcap(6);
+    let off = |d: f64| {
+        let mut got = g;
+        got[6] += d;
+        tol.check_scaled_plus(&got, &g, |k| sc.grad(k), |k| sc.grad_softcap(k))
+    };
+    // The plain bound refuses what the emulation gave; with the term it passes.
+    assert!(
+        tol.check_scaled(
+            &{
+                let mut got = g;
+                got[6] += 3.3e-6;
+                got
+            },
+            &g,
+            |k| sc.grad(k)
+        )
+        .is_err()
+    );
+    assert!(off(3.3e-6).is_ok());
+    assert!(off(10.0 * term).is_err());
+    // f64 data have no such term.
+    assert_eq!(Tolerance::REFERENCE.capped_logit, 0.0);
+}
+
 #[test]
 fn reference_focal_at_infinite_logits_is_the_limit() {
     covers!("BIN-4", "TOL-4");

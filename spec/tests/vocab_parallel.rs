@@ -204,6 +204,7 @@ const F64_TOL: Tolerance = Tolerance {
     abs: 1e-13,
     rel: 1e-12,
     scaled: 1e-13,
+    capped_logit: 0.0,
 };
 
 #[test]

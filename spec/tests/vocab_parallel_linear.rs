@@ -19,6 +19,7 @@ const F64_TOL: Tolerance = Tolerance {
     abs: 1e-12,
     rel: 1e-12,
     scaled: 1e-12,
+    capped_logit: 0.0,
 };
 
 /// `k` widths adding up to `v`, cut at random (0 widths possible).

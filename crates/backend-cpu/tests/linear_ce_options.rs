@@ -216,6 +216,7 @@ fn micro_batches_with_the_summed_denominator_give_the_whole_batch() {
                 abs: 1e-12,
                 rel: 1e-12,
                 scaled: 0.0,
+                capped_logit: 0.0,
             }
         } else {
             Tolerance::LCE_F32

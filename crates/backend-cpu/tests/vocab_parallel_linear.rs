@@ -487,6 +487,7 @@ fn the_pytorch_linear_ce_cases_pass_sharded() {
                 abs: 1e-12,
                 rel: 1e-10,
                 scaled: 1e-12,
+                capped_logit: 0.0,
             };
             assert_eq!(
                 compare_linear(&got64.whole, &want, &f64_tol, wmax),

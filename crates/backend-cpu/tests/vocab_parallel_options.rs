@@ -113,6 +113,7 @@ fn sharded_options_match_the_cpu_unsharded_cross_entropy() {
                 abs: 2.0 * Tolerance::F32.abs,
                 rel: 2.0 * Tolerance::F32.rel,
                 scaled: 2.0 * Tolerance::F32.scaled,
+                capped_logit: Tolerance::F32_CAPPED_LOGIT,
             };
             let (l, g) = (tol.check(&out[0].0, &want), tol.check(&got_g, &want_g));
             assert!(l.is_ok(), "loss {widths:?} {cfg:?}: {l:?}");

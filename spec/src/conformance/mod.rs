@@ -147,8 +147,10 @@ impl fmt::Display for Report {
 
 /// The scales of `TOL-2`'s absolute term for one call: the call's largest weight (class
 /// weights, `pos_weight`; 1 without) for the loss values, times the item's upstream gradient
-/// for the gradient entries of that item (`width` entries per item).
-#[derive(Debug, Clone, Copy)]
+/// for the gradient entries of that item (`width` entries per item); and, for a cross-entropy
+/// with a softcap, each value's sensitivity to the capped logits' rounding (`TOL-2`'s softcap
+/// terms, [`softcap::sensitivities`]).
+#[derive(Debug, Clone)]
 pub struct AbsScale<'a> {
     /// The largest weight of the call (1 without weights).
     pub weight: f64,
@@ -156,6 +158,11 @@ pub struct AbsScale<'a> {
     pub upstream: Upstream<'a>,
     /// Gradient entries per item (classes, 4 box coordinates or 1).
     pub width: usize,
+    /// Per loss value: how far it moves per unit of relative error in every capped logit
+    /// (empty without a softcap).
+    pub loss_softcap: Vec<f64>,
+    /// Per gradient entry: the same for the gradient (empty without a softcap).
+    pub grad_softcap: Vec<f64>,
 }
 
 impl<'a> AbsScale<'a> {
@@ -177,10 +184,13 @@ impl<'a> AbsScale<'a> {
             LossCall::Detection(d) => (1.0, d.width()),
             _ => (1.0, 1),
         };
+        let (loss_softcap, grad_softcap) = softcap::sensitivities(call, upstream);
         Self {
             weight,
             upstream,
             width: width.max(1),
+            loss_softcap,
+            grad_softcap,
         }
     }
 
@@ -196,6 +206,16 @@ impl<'a> AbsScale<'a> {
             Upstream::PerElement(u) => u.get(k / self.width).copied().unwrap_or(1.0),
         };
         self.weight * u.abs()
+    }
+
+    /// The softcap sensitivity of loss value `k` (0 without a softcap).
+    pub fn loss_softcap(&self, k: usize) -> f64 {
+        self.loss_softcap.get(k).copied().unwrap_or(0.0)
+    }
+
+    /// The softcap sensitivity of gradient entry `k` (0 without a softcap).
+    pub fn grad_softcap(&self, k: usize) -> f64 {
+        self.grad_softcap.get(k).copied().unwrap_or(0.0)
     }
 }
 
@@ -222,14 +242,17 @@ fn compare(
             return Outcome::Failed(format!("{what} length: got {g} values, want {w}"));
         }
     }
-    if let Err(m) = tol.check_scaled(&out.loss, want_loss, |k| sc.loss(k)) {
+    if let Err(m) =
+        tol.check_scaled_plus(&out.loss, want_loss, |k| sc.loss(k), |k| sc.loss_softcap(k))
+    {
         return Outcome::Failed(format!("loss {m}"));
     }
     if let Some(wg) = want_grad {
         match &out.grad {
             None => return Outcome::Failed("no gradient returned".into()),
             Some(g) => {
-                if let Err(m) = tol.check_scaled(g, wg, |k| sc.grad(k)) {
+                if let Err(m) = tol.check_scaled_plus(g, wg, |k| sc.grad(k), |k| sc.grad_softcap(k))
+                {
                     return Outcome::Failed(format!("grad {m}"));
                 }
             }
@@ -461,6 +484,7 @@ pub fn random_cases<T: Element, B: Backend<T> + ?Sized>(backend: &B, tol: &Toler
 
 mod errors;
 pub mod linear_ce;
+pub mod softcap;
 pub use errors::{error_cases, untouched_on_error};
 pub use linear_ce::linear_ce_cases;
 

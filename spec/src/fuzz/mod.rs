@@ -212,11 +212,16 @@ fn compare(fc: &FuzzCall, got: &Output, want: &Output) -> Result<(), String> {
             want.loss.len()
         ));
     }
-    tol.check_scaled(&got.loss, &want.loss, |k| sc.loss(k))
-        .map_err(|m| format!("loss {m}"))?;
+    tol.check_scaled_plus(
+        &got.loss,
+        &want.loss,
+        |k| sc.loss(k),
+        |k| sc.loss_softcap(k),
+    )
+    .map_err(|m| format!("loss {m}"))?;
     match (&got.grad, &want.grad) {
         (Some(g), Some(w)) if g.len() == w.len() => tol
-            .check_scaled(g, w, |k| sc.grad(k))
+            .check_scaled_plus(g, w, |k| sc.grad(k), |k| sc.grad_softcap(k))
             .map_err(|m| format!("grad {m}")),
         (None, None) => Ok(()),
         (g, w) => Err(format!(

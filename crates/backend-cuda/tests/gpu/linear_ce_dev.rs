@@ -19,6 +19,7 @@ fn tol(bits: i32) -> Tolerance {
             abs: 4.0 * u,
             rel: 4.0 * u,
             scaled: 8.0 * u,
+            capped_logit: Tolerance::F32_CAPPED_LOGIT,
         }
     }
 }
