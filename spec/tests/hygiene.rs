@@ -120,9 +120,9 @@ fn tol2_softcap_term_follows_the_formula() {
     let m = zc[3];
     let s: f64 = zc.iter().map(|&v| (v - m).exp()).sum();
     let lse = m + s.ln();
-    for j in 0..7 {
-        let p = (zc[j] - lse).exp();
-        let dc = 1.0 - (zc[j] / cap).powi(2);
+    for (j, &zj) in zc.iter().enumerate() {
+        let p = (zj - lse).exp();
+        let dc = 1.0 - (zj / cap).powi(2);
         let want = u * 1.0 * dc * 2.0 * p * cap;
         assert!(
             (sc.grad_softcap(j) - want).abs() <= 1e-12 * want.max(1e-300),
