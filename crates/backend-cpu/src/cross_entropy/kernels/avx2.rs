@@ -225,6 +225,12 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
     let qbv = _mm256_set1_ps(qb);
     let zero = _mm256_setzero_ps();
     let (mut s, mut z, mut wq) = (0.0f64, 0.0f64, 0.0f64);
+    // The block whose `f32` lanes hold the maximum's `exp(0) = 1` (`start, end, its sum`):
+    // the only block whose sum is at least 1 in a confident chunk, the only one re-summed.
+    // `s_low`: the sums of the other blocks and the tail's terms below 1 (`s'` without the
+    // maximum's block), kept apart so that a tiny `s'` is not a difference of sums near 1.
+    let mut max_end = 0usize;
+    let mut s_low = 0.0f64;
     let nv = n & !7;
     let mut i = 0;
     // Blocks of `SUB` columns accumulate in `f32` lanes (64 terms per lane), then in
@@ -306,7 +312,13 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
             }
             i += 8;
         }
-        s += hsum_f64(s0);
+        let bs = hsum_f64(s0);
+        if bs >= 1.0 {
+            max_end = end;
+        } else {
+            s_low += bs;
+        }
+        s += bs;
         z += hsum_f64(z0);
         wq += hsum_f64(c0);
     }
@@ -321,6 +333,9 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
             unsafe { *dst.add(i) = e };
         }
         s += f64::from(e);
+        if e < 1.0 {
+            s_low += f64::from(e);
+        }
         let c = wq_of(kind, i, w, q, qa, qb);
         if d != 0.0 {
             z += f64::from(c * d);
@@ -331,31 +346,40 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
         i += 1;
     }
     *p2 = job;
-    // A confident chunk (`S < 1.5`: one maximum, `S = 1 + s'` with `s' < 1/2`): its `f32` lane
-    // sums added the small terms to the maximum's 1 and kept only about `2^-24 / s'` of `s'`,
-    // so `s'` is summed again, apart from the 1 (`below_one_sum`), from the stored exponentials (or
-    // recomputed ones without a gradient). Other chunks: `S` as summed, `n0 = 0` (their `S` is
-    // at least 1.5, so its rounding is relative to `ln S` too). Counting apart in the loop
-    // above instead (one blend and one add per vector) measured 15-20 % slower.
+    // A confident chunk (`S < 1.5`: one maximum, `S = 1 + s'` with `s' < 1/2`): the `f32` lanes
+    // of the block holding the maximum added the small terms to its 1 and kept only about
+    // `2^-24 / s'` of them, so that block's `s'` is summed again, apart from the 1
+    // (`below_one_sum`), from the stored exponentials (or recomputed ones without a gradient);
+    // the other blocks' sums (each below 1/2) and the scalar tail's terms below 1 (`f64`) are
+    // kept (`s_low`; a maximum in the tail: `s' = s_low`). Other chunks: `S` as summed,
+    // `n0 = 0` (their `S` is at least 1.5, so its rounding is relative to `ln S` too). Counting
+    // apart in the loop above instead (one blend and one add per vector) measured 15-20 %
+    // slower; re-summing the whole chunk cost confident rows about 5 %.
     let (n0, s) = if s < 1.5 && m != f32::NEG_INFINITY {
-        // SAFETY: with `STORE`, `dst` holds the chunk's `n` exponentials (written above);
-        // without, `src` holds its `n` logits (valid for `n` reads).
-        let s1 = unsafe {
-            if STORE {
-                below_one_sum(dst, n, None)
-            } else {
-                below_one_sum(src, n, Some(mv))
-            }
-        };
-        (1.0, s1)
+        // Blocks start at multiples of `SUB`.
+        let (b0, b1) = (max_end.saturating_sub(1) / SUB * SUB, max_end);
+        if b1 > b0 {
+            // SAFETY: `b0 < b1 <= nv <= n`: with `STORE`, `dst` holds the chunk's `n`
+            // exponentials (written above); without, `src` holds its `n` logits.
+            let s1 = unsafe {
+                if STORE {
+                    below_one_sum(dst.add(b0), b1 - b0, None)
+                } else {
+                    below_one_sum(src.add(b0), b1 - b0, Some(mv))
+                }
+            };
+            (1.0, s_low + s1)
+        } else {
+            (1.0, s_low)
+        }
     } else {
         (0.0, s)
     };
     ChunkStats { m, s, n0, z, wq }
 }
 
-/// `s'` of a confident chunk (`S < 1.5`, so exactly one exponential equals 1: the maximum,
-/// `exp(+0)`): the sum of the `n` exponentials at `p` below 1 (or, with `Some(mv)`, of
+/// `s'` of the block of a confident chunk that holds its maximum (`S < 1.5`, so exactly one
+/// exponential equals 1: the maximum, `exp(+0)`): the sum of the `n` exponentials at `p` below 1 (or, with `Some(mv)`, of
 /// `exp(x - mv)` for the `n` logits `x` at `p`), in four `f32` vector accumulators (each term
 /// below 1/2, at most `n / 32 + 5` roundings per term) added in `f64`.
 ///
