@@ -61,7 +61,8 @@ pub use distribution::{DflConvention, DistributionFocal};
 pub use element::Element;
 pub use error::{LossError, Result};
 pub use linear_cross_entropy::{
-    ChunkGemm, LceCall, LcePlan, Linear, LinearCrossEntropy, LinearCrossEntropyOps, LinearGrads,
+    ChunkDims, ChunkGemm, LceCall, LcePlan, Linear, LinearCrossEntropy, LinearCrossEntropyOps,
+    LinearGrads,
 };
 pub use op::{Family, Op, kernel_name};
 pub use oriented_box::{ProbIou, ProbIouPairwiseCall, ProbIouPairwisePlan};

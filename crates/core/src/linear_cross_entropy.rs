@@ -278,6 +278,45 @@ fn check_mn(what: &'static str, m: usize, n: usize, len: usize) -> Result<()> {
     check_len(what, checked_size(what, m, n)?, len)
 }
 
+/// The operand shapes of the three [`ChunkGemm`] products, every length checked (typed
+/// errors): the one check behind the default bodies and every backend's products (the CPU's
+/// GEMM, cuBLAS), run before any work. Matrices are row-major, `k` is the hidden dimension.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkDims;
+
+impl ChunkDims {
+    /// `(m, n)` of `z [m, n] = h [m, k] w [n, k]^T + b [n]` from the lengths of `h`, `w`, the
+    /// bias (when given) and `z`.
+    pub fn logits(
+        h: usize,
+        w: usize,
+        b: Option<usize>,
+        k: usize,
+        z: usize,
+    ) -> Result<(usize, usize)> {
+        let (m, n) = (rows_of("hidden", h, k)?, rows_of("weight", w, k)?);
+        check_mn("logits", m, n, z)?;
+        if let Some(b) = b {
+            check_len("bias", n, b)?;
+        }
+        Ok((m, n))
+    }
+
+    /// `(m, n)` of `dh [m, k] = g [m, n] w [n, k]` from the lengths of `g`, `w` and `dh`.
+    pub fn grad_hidden(g: usize, w: usize, k: usize, dh: usize) -> Result<(usize, usize)> {
+        let (m, n) = (rows_of("hidden_grad", dh, k)?, rows_of("weight", w, k)?);
+        check_mn("logits_grad", m, n, g)?;
+        Ok((m, n))
+    }
+
+    /// `(m, n)` of `dw [n, k] += g [m, n]^T h [m, k]` from the lengths of `g`, `h` and `dw`.
+    pub fn grad_weight(g: usize, h: usize, k: usize, dw: usize) -> Result<(usize, usize)> {
+        let (m, n) = (rows_of("hidden", h, k)?, rows_of("weight_grad", dw, k)?);
+        check_mn("logits_grad", m, n, g)?;
+        Ok((m, n))
+    }
+}
+
 /// The three products of a chunk of the linear cross-entropy (`LCE-1`, `LCE-3`), as a backend
 /// computes them: what the vocab-parallel linear cross-entropy (`VP-6`) asks of a backend,
 /// the rest (the cross-entropy of the chunk, the collective) being the same everywhere.
@@ -289,14 +328,7 @@ fn check_mn(what: &'static str, m: usize, n: usize, len: usize) -> Result<()> {
 pub trait ChunkGemm<T: Element> {
     /// `z [m, n] = h [m, k] w [n, k]^T + b [n]` (no bias: `b = 0`), written.
     fn chunk_logits(&self, h: &[T], w: &[T], b: Option<&[T]>, k: usize, z: &mut [T]) -> Result<()> {
-        let (m, n) = (
-            rows_of("hidden", h.len(), k)?,
-            rows_of("weight", w.len(), k)?,
-        );
-        check_mn("logits", m, n, z.len())?;
-        if let Some(b) = b {
-            check_len("bias", n, b.len())?;
-        }
+        let (m, n) = ChunkDims::logits(h.len(), w.len(), b.map(<[T]>::len), k, z.len())?;
         for i in 0..m {
             for j in 0..n {
                 let dot: f64 = (0..k)
@@ -310,11 +342,7 @@ pub trait ChunkGemm<T: Element> {
 
     /// `dh [m, k] = g [m, n] w [n, k]`, written (zeros when `n = 0`).
     fn chunk_grad_hidden(&self, g: &[T], w: &[T], k: usize, dh: &mut [T]) -> Result<()> {
-        let (m, n) = (
-            rows_of("hidden_grad", dh.len(), k)?,
-            rows_of("weight", w.len(), k)?,
-        );
-        check_mn("logits_grad", m, n, g.len())?;
+        let (m, n) = ChunkDims::grad_hidden(g.len(), w.len(), k, dh.len())?;
         for i in 0..m {
             for c in 0..k {
                 let s: f64 = (0..n)
@@ -328,11 +356,7 @@ pub trait ChunkGemm<T: Element> {
 
     /// `dw [n, k] += g [m, n]^T h [m, k]`, accumulated into `dw`.
     fn chunk_grad_weight(&self, g: &[T], h: &[T], k: usize, dw: &mut [T]) -> Result<()> {
-        let (m, n) = (
-            rows_of("hidden", h.len(), k)?,
-            rows_of("weight_grad", dw.len(), k)?,
-        );
-        check_mn("logits_grad", m, n, g.len())?;
+        let (m, n) = ChunkDims::grad_weight(g.len(), h.len(), k, dw.len())?;
         for j in 0..n {
             for c in 0..k {
                 let s: f64 = (0..m)
@@ -507,5 +531,64 @@ pub trait LinearCrossEntropyOps<T: Element> {
         rows: crate::CeRowOutputs<'_, T>,
     ) -> Result<crate::CeOutput> {
         Ok(crate::reference::linear_cross_entropy::widened(call, rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The length checks every backend's chunk products run before any work (the CUDA ones
+    /// before touching the device, so these hold without a GPU): the
+    /// shapes of the three products, a zero hidden dimension, lengths that are not multiples
+    /// of `k`, a wrong bias, a product that overflows `usize`.
+    #[test]
+    fn chunk_products_check_every_length_before_any_work() {
+        assert_eq!(ChunkDims::logits(6, 9, Some(3), 3, 6).unwrap(), (2, 3));
+        assert_eq!(ChunkDims::logits(6, 0, None, 3, 0).unwrap(), (2, 0));
+        assert!(matches!(
+            ChunkDims::logits(6, 9, None, 0, 6),
+            Err(LossError::EmptyInput { .. })
+        ));
+        assert!(matches!(
+            ChunkDims::logits(7, 9, None, 3, 6),
+            Err(LossError::ShapeMismatch {
+                what: "hidden",
+                expected: 9,
+                got: 7
+            })
+        ));
+        assert!(matches!(
+            ChunkDims::logits(6, 9, Some(2), 3, 6),
+            Err(LossError::ShapeMismatch { what: "bias", .. })
+        ));
+        assert!(matches!(
+            ChunkDims::logits(6, 9, None, 3, 5),
+            Err(LossError::ShapeMismatch {
+                what: "logits",
+                expected: 6,
+                got: 5
+            })
+        ));
+        assert_eq!(ChunkDims::grad_hidden(6, 9, 3, 6).unwrap(), (2, 3));
+        assert!(matches!(
+            ChunkDims::grad_hidden(5, 9, 3, 6),
+            Err(LossError::ShapeMismatch {
+                what: "logits_grad",
+                ..
+            })
+        ));
+        assert_eq!(ChunkDims::grad_weight(6, 6, 3, 9).unwrap(), (2, 3));
+        assert!(matches!(
+            ChunkDims::grad_weight(6, 6, 3, 10),
+            Err(LossError::ShapeMismatch {
+                what: "weight_grad",
+                ..
+            })
+        ));
+        assert!(matches!(
+            ChunkDims::logits(usize::MAX, 2, None, 1, 0),
+            Err(LossError::TooLarge { .. })
+        ));
     }
 }

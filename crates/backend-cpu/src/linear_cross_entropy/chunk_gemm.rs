@@ -5,41 +5,7 @@
 use super::gemm::{Out, Split, View, gemm};
 use super::{HIDDEN_BLOCK, VOCAB_BLOCK};
 use crate::CpuBackend;
-use smoothloss_core::{ChunkGemm, LossError, Result};
-
-/// Rows of a row-major `[rows, k]` matrix of `len` values.
-fn rows_of(what: &'static str, len: usize, k: usize) -> Result<usize> {
-    if k == 0 {
-        return Err(LossError::EmptyInput {
-            what: "hidden",
-            detail: "the hidden dimension H must be at least 1",
-        });
-    }
-    if !len.is_multiple_of(k) {
-        return Err(LossError::ShapeMismatch {
-            what,
-            expected: len.div_ceil(k) * k,
-            got: len,
-        });
-    }
-    Ok(len / k)
-}
-
-/// `len` must be `m * n`.
-fn check_mn(what: &'static str, m: usize, n: usize, len: usize) -> Result<()> {
-    let want = m
-        .checked_mul(n)
-        .ok_or(LossError::TooLarge { what, a: m, b: n })?;
-    if want == len {
-        Ok(())
-    } else {
-        Err(LossError::ShapeMismatch {
-            what,
-            expected: want,
-            got: len,
-        })
-    }
-}
+use smoothloss_core::{ChunkDims, ChunkGemm, Result};
 
 impl ChunkGemm<f32> for CpuBackend {
     fn chunk_logits(
@@ -50,18 +16,13 @@ impl ChunkGemm<f32> for CpuBackend {
         k: usize,
         z: &mut [f32],
     ) -> Result<()> {
-        let (m, n) = (
-            rows_of("hidden", h.len(), k)?,
-            rows_of("weight", w.len(), k)?,
-        );
-        check_mn("logits", m, n, z.len())?;
+        let (m, n) = ChunkDims::logits(h.len(), w.len(), b.map(<[f32]>::len), k, z.len())?;
         if n == 0 {
             return Ok(());
         }
         // The bias first, then the product added onto it (as LCE-1's reference adds it last).
         let beta = match b {
             Some(b) => {
-                check_mn("bias", 1, n, b.len())?;
                 z.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(b));
                 1.0
             }
@@ -86,11 +47,7 @@ impl ChunkGemm<f32> for CpuBackend {
     }
 
     fn chunk_grad_hidden(&self, g: &[f32], w: &[f32], k: usize, dh: &mut [f32]) -> Result<()> {
-        let (m, n) = (
-            rows_of("hidden_grad", dh.len(), k)?,
-            rows_of("weight", w.len(), k)?,
-        );
-        check_mn("logits_grad", m, n, g.len())?;
+        let (m, n) = ChunkDims::grad_hidden(g.len(), w.len(), k, dh.len())?;
         if n == 0 {
             // An empty slice of the vocabulary contributes nothing.
             dh.fill(0.0);
@@ -114,11 +71,7 @@ impl ChunkGemm<f32> for CpuBackend {
     }
 
     fn chunk_grad_weight(&self, g: &[f32], h: &[f32], k: usize, dw: &mut [f32]) -> Result<()> {
-        let (m, n) = (
-            rows_of("hidden", h.len(), k)?,
-            rows_of("weight_grad", dw.len(), k)?,
-        );
-        check_mn("logits_grad", m, n, g.len())?;
+        let (m, n) = ChunkDims::grad_weight(g.len(), h.len(), k, dw.len())?;
         if n == 0 {
             return Ok(());
         }

@@ -16,65 +16,7 @@ use crate::CudaBackend;
 use crate::error::WrapErr;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::CudaSlice;
-use smoothloss_core::{ChunkGemm, LossError, Result};
-
-/// Rows of a row-major `[rows, k]` matrix of `len` values.
-fn rows_of(what: &'static str, len: usize, k: usize) -> Result<usize> {
-    if k == 0 {
-        return Err(LossError::EmptyInput {
-            what: "hidden",
-            detail: "the hidden dimension H must be at least 1",
-        });
-    }
-    if !len.is_multiple_of(k) {
-        return Err(LossError::ShapeMismatch {
-            what,
-            expected: len.div_ceil(k) * k,
-            got: len,
-        });
-    }
-    Ok(len / k)
-}
-
-/// `len` must be `m * n`.
-fn check_mn(what: &'static str, m: usize, n: usize, len: usize) -> Result<()> {
-    let want = m
-        .checked_mul(n)
-        .ok_or(LossError::TooLarge { what, a: m, b: n })?;
-    if want == len {
-        Ok(())
-    } else {
-        Err(LossError::ShapeMismatch {
-            what,
-            expected: want,
-            got: len,
-        })
-    }
-}
-
-/// `(m, n)` of `z [m, n] = h [m, k] w [n, k]^T + b`, every length checked.
-fn logits_dims(h: usize, w: usize, b: Option<usize>, k: usize, z: usize) -> Result<(usize, usize)> {
-    let (m, n) = (rows_of("hidden", h, k)?, rows_of("weight", w, k)?);
-    check_mn("logits", m, n, z)?;
-    if let Some(b) = b {
-        check_mn("bias", 1, n, b)?;
-    }
-    Ok((m, n))
-}
-
-/// `(m, n)` of `dh [m, k] = g [m, n] w [n, k]`.
-fn grad_hidden_dims(g: usize, w: usize, k: usize, dh: usize) -> Result<(usize, usize)> {
-    let (m, n) = (rows_of("hidden_grad", dh, k)?, rows_of("weight", w, k)?);
-    check_mn("logits_grad", m, n, g)?;
-    Ok((m, n))
-}
-
-/// `(m, n)` of `dw [n, k] += g [m, n]^T h [m, k]`.
-fn grad_weight_dims(g: usize, h: usize, k: usize, dw: usize) -> Result<(usize, usize)> {
-    let (m, n) = (rows_of("hidden", h, k)?, rows_of("weight_grad", dw, k)?);
-    check_mn("logits_grad", m, n, g)?;
-    Ok((m, n))
-}
+use smoothloss_core::{ChunkDims, ChunkGemm, LossError, Result};
 
 impl CudaBackend {
     /// A cuBLAS handle on this backend's stream, or a typed error without libcublas.
@@ -103,7 +45,7 @@ impl ChunkGemm<f32> for CudaBackend {
         k: usize,
         z: &mut [f32],
     ) -> Result<()> {
-        let (m, n) = logits_dims(h.len(), w.len(), b.map(<[f32]>::len), k, z.len())?;
+        let (m, n) = ChunkDims::logits(h.len(), w.len(), b.map(<[f32]>::len), k, z.len())?;
         if m == 0 || n == 0 {
             return Ok(());
         }
@@ -134,7 +76,7 @@ impl ChunkGemm<f32> for CudaBackend {
     }
 
     fn chunk_grad_hidden(&self, g: &[f32], w: &[f32], k: usize, dh: &mut [f32]) -> Result<()> {
-        let (m, n) = grad_hidden_dims(g.len(), w.len(), k, dh.len())?;
+        let (m, n) = ChunkDims::grad_hidden(g.len(), w.len(), k, dh.len())?;
         if n == 0 {
             // An empty slice of the vocabulary contributes nothing.
             dh.fill(0.0);
@@ -163,7 +105,7 @@ impl ChunkGemm<f32> for CudaBackend {
     }
 
     fn chunk_grad_weight(&self, g: &[f32], h: &[f32], k: usize, dw: &mut [f32]) -> Result<()> {
-        let (m, n) = grad_weight_dims(g.len(), h.len(), k, dw.len())?;
+        let (m, n) = ChunkDims::grad_weight(g.len(), h.len(), k, dw.len())?;
         if m == 0 || n == 0 {
             return Ok(());
         }
@@ -184,63 +126,5 @@ impl ChunkGemm<f32> for CudaBackend {
             k,
         )?;
         self.download_into(&dwd, dw)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The length checks run before any device work (so these hold without a GPU): the
-    /// shapes of the three products, a zero hidden dimension, lengths that are not multiples
-    /// of `k`, a wrong bias, a product that overflows `usize`.
-    #[test]
-    fn chunk_products_check_every_length_before_touching_the_device() {
-        assert_eq!(logits_dims(6, 9, Some(3), 3, 6).unwrap(), (2, 3));
-        assert_eq!(logits_dims(6, 0, None, 3, 0).unwrap(), (2, 0));
-        assert!(matches!(
-            logits_dims(6, 9, None, 0, 6),
-            Err(LossError::EmptyInput { .. })
-        ));
-        assert!(matches!(
-            logits_dims(7, 9, None, 3, 6),
-            Err(LossError::ShapeMismatch {
-                what: "hidden",
-                expected: 9,
-                got: 7
-            })
-        ));
-        assert!(matches!(
-            logits_dims(6, 9, Some(2), 3, 6),
-            Err(LossError::ShapeMismatch { what: "bias", .. })
-        ));
-        assert!(matches!(
-            logits_dims(6, 9, None, 3, 5),
-            Err(LossError::ShapeMismatch {
-                what: "logits",
-                expected: 6,
-                got: 5
-            })
-        ));
-        assert_eq!(grad_hidden_dims(6, 9, 3, 6).unwrap(), (2, 3));
-        assert!(matches!(
-            grad_hidden_dims(5, 9, 3, 6),
-            Err(LossError::ShapeMismatch {
-                what: "logits_grad",
-                ..
-            })
-        ));
-        assert_eq!(grad_weight_dims(6, 6, 3, 9).unwrap(), (2, 3));
-        assert!(matches!(
-            grad_weight_dims(6, 6, 3, 10),
-            Err(LossError::ShapeMismatch {
-                what: "weight_grad",
-                ..
-            })
-        ));
-        assert!(matches!(
-            check_mn("logits", usize::MAX, 2, 0),
-            Err(LossError::TooLarge { .. })
-        ));
     }
 }
