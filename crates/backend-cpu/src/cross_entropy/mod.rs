@@ -11,10 +11,12 @@
 //! stores `e_j` (when a gradient is wanted) into a per-thread scratch row (or, in place and for
 //! rows split across threads, into the gradient buffer), and accumulates in `f32` lanes (one
 //! vector accumulator per block of 512 columns, so 64 terms per lane; the blocks' sums are added
-//! in `f64`) the chunk's `sum e_j` (a chunk whose sum is below 1.5, one dominant maximum, is
-//! summed again from the stored exponentials as `n0 + s'`, the entries equal to 1 counted
-//! apart, so that a confident row's `S = 1 + s'` keeps a tiny `s'`; see the tolerance below;
-//! counting apart in the main loop measured 15-20 % slower),
+//! in `f64`) the chunk's `sum e_j` (in a chunk whose sum is below 1.5, one dominant maximum,
+//! the 512-column block holding the maximum is summed again from the stored exponentials
+//! without its 1, and `S = n0 + s'` with `n0 = 1` and `s'` that block's sum plus the other
+//! blocks' (AVX2; the portable kernel counts the maximum apart in its loop), so that a confident row's
+//! `S = 1 + s'` keeps a tiny `s'`; see the tolerance below; counting apart in the main loop
+//! measured 15-20 % slower),
 //! `sum w_j (z_j - m_c)` (the smoothing term) and, for probability targets, `sum w_j q'_j` and
 //! `sum w_j q'_j (z_j - m_c)`. The per-chunk statistics are combined in `f64`, in chunk order:
 //! `M = max m_c`, `S = n0 + s'` (`n0` from the chunks whose maximum is `M`, `s'` the rest,
