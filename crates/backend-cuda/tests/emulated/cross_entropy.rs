@@ -305,7 +305,8 @@ fn cross_entropy_kernels_match_the_reference_on_the_cpu() {
     let mut rng = Rng::new(0xce);
     // Row in shared memory (37, 300 classes) and the re-reading path (10,241 classes).
     for &(rows, classes) in &[(5usize, 37usize), (3, 300), (2, 10_241)] {
-        // (Each emulated launch starts up to 1024 OS threads: keep the case count small.)
+        // (Each emulated launch runs up to 1024 fibers, switching at every barrier: keep the
+        // case count small.)
         let logits: Vec<f32> = (0..rows * classes)
             .map(|_| rng.range_f32(-6.0, 6.0))
             .collect();
@@ -381,7 +382,7 @@ fn cross_entropy_clusters_and_access_paths_on_the_cpu() {
     let mut rng = Rng::new(0xc1);
     let rows = 3usize;
     let mut planned = Vec::new();
-    // (Each launch starts rows x cluster x threads OS threads: each launch shape runs two of
+    // (Each launch runs rows x cluster x threads fibers: each launch shape runs two of
     // the four (config, target kind) pairs, rotating, so every pair meets several shapes.)
     let mut turn = 0usize;
     // 9 classes over 8 blocks: slices of 2, so ranks 5..7 hold no class at all.

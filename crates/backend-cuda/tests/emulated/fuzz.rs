@@ -4,8 +4,8 @@
 //! build of the `.cu` sources) and is checked against the `f64` reference on the same
 //! `f32`-rounded inputs (`TOL-2`, `TOL-4`'s non-finite rule, the same error, no panic). The
 //! kept regressions run first. `PROPTEST_CASES` sets the calls per run (default
-//! [`DEFAULT_CALLS`]; the emulation runs one host thread per CUDA thread, so far fewer calls
-//! than the CPU backend's campaign fit in the same time), `SMOOTHLOSS_FUZZ_SEED` fixes the seed
+//! [`DEFAULT_CALLS`]; the emulation runs every CUDA thread as a fiber with a context switch at
+//! each barrier, so far fewer calls than the CPU backend's campaign fit in the same time), `SMOOTHLOSS_FUZZ_SEED` fixes the seed
 //! and `SMOOTHLOSS_FUZZ_SECONDS` repeats runs: `cargo xtask fuzz` runs it (the short run of CI)
 //! and `cargo xtask fuzz --minutes N` for longer.
 

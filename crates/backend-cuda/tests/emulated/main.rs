@@ -1,8 +1,9 @@
 //! The CUDA kernels run on the CPU, against the f64 reference, without a GPU.
 //!
 //! Each kernel file is compiled by the host C++ compiler (`g++ -std=c++20`, or `$CXX`) together
-//! with `tests/emu/host_emu.h`, a small emulation of the CUDA features the kernels use (one
-//! std::thread per CUDA thread, barriers for `__syncthreads`, per-warp buffers for shuffles),
+//! with `tests/emu/host_emu.h`, a small emulation of the CUDA features the kernels use (the
+//! threads of a cluster as cooperative fibers on the launching thread, cooperative barriers for
+//! `__syncthreads`, per-warp buffers for shuffles),
 //! and one wrapper per entry point (generated here from `KernelFamily::entries` with the macro
 //! of `tests/emu/wrappers.inc`), `emu_<kernel>(grid, block, smem, const Params* p)`. The
 //! launches below use the same launch geometry as the real ones (`smoothloss_cuda::geometry`)
@@ -21,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use libloading::Library;
@@ -111,7 +112,9 @@ fn libs() -> &'static Result<HashMap<Family, Library>, String> {
         let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
         let dir = build_dir();
         write_emu_support(&dir).map_err(|e| e.to_string())?;
-        let mut out = HashMap::new();
+        // Every family's compiler runs at the same time; their results are then taken in
+        // family order (the first failure is the one reported).
+        let mut jobs = Vec::new();
         for fam in Family::ALL {
             let src = format!(
                 "#include \"host_emu.h\"\n{}\n{}",
@@ -121,15 +124,33 @@ fn libs() -> &'static Result<HashMap<Family, Library>, String> {
             let cpp = dir.join(format!("{:?}.cpp", fam));
             let so = dir.join(format!("lib{:?}.so", fam));
             std::fs::write(&cpp, src).map_err(|e| e.to_string())?;
-            let res = Command::new(&cxx)
+            let child = Command::new(&cxx)
                 .args(["-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-w"])
                 .arg("-I")
                 .arg(&dir)
                 .arg("-o")
                 .arg(&so)
                 .arg(&cpp)
-                .output()
-                .map_err(|e| format!("cannot run {cxx}: {e}"))?;
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("cannot run {cxx}: {e}"));
+            jobs.push((fam, so, child));
+        }
+        // (Waits for every child before looking at any result, so none is left running.)
+        let done: Vec<_> = jobs
+            .into_iter()
+            .map(|(fam, so, child)| {
+                let res = child.and_then(|c| {
+                    c.wait_with_output()
+                        .map_err(|e| format!("cannot run {cxx}: {e}"))
+                });
+                (fam, so, res)
+            })
+            .collect();
+        let mut out = HashMap::new();
+        for (fam, so, res) in done {
+            let res = res?;
             if !res.status.success() {
                 return Err(format!(
                     "{cxx} failed on {}:\n{}",
