@@ -189,8 +189,9 @@ impl smoothloss_core::Backend<f32> for EmuBackend {
     }
 }
 
+/// The shared conformance suite through the CPU emulation (minutes with one OS thread per
+/// CUDA thread; seconds since the emulation runs them as fibers, so it runs by default).
 #[test]
-#[ignore = "slow (minutes): the shared conformance suite through the CPU emulation"]
 fn conformance_suite_through_the_cpu_emulation() {
     use smoothloss_spec::conformance::{self, Tolerances};
     if emu().is_none() {
