@@ -3,7 +3,7 @@
 //! backend at 1/2/3 threads, portable and AVX2 (`crates/backend-cpu/tests/fuzz.rs`), and the
 //! CUDA kernels through the g++ CPU emulation (`crates/backend-cuda/tests/emulated/fuzz.rs`).
 //! Without `--minutes` it is the short run of CI (`K` calls per target, default 20,000, a
-//! target's share of them for the emulation, which runs one host thread per CUDA thread; seed
+//! target's share of them for the emulation, which runs every CUDA thread as a fiber; seed
 //! `SHORT_RUN_SEED` unless `SMOOTHLOSS_FUZZ_SEED` is set); with `--minutes N` each target
 //! repeats runs with fresh seeds for its share of `N` minutes. A failure is minimised and
 //! printed (and its seed kept by proptest in the test's `*.proptest-regressions` file, to
@@ -11,12 +11,16 @@
 
 use std::process::Command;
 
-/// One test target of the campaign.
+/// One test target name of the campaign, built and run with `--workspace`: the features are
+/// those of `cargo test --workspace`, so CI's test build is reused, not rebuilt with the
+/// features of one package alone.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Target {
-    /// The package.
-    pub package: &'static str,
-    /// Its test target.
+    /// The packages that have a test target of this name (for messages).
+    pub packages: &'static str,
+    /// How many test binaries that is (each gets its share of `--minutes`).
+    pub binaries: u32,
+    /// The test target's name.
     pub test: &'static str,
     /// The test's name filter (`None`: every test of the target).
     pub filter: Option<&'static str>,
@@ -25,23 +29,18 @@ pub struct Target {
 }
 
 /// The test targets of the campaign.
-pub const TARGETS: [Target; 3] = [
+pub const TARGETS: [Target; 2] = [
     Target {
-        package: "smoothloss-spec",
+        packages: "smoothloss-spec and smoothloss-cpu",
+        binaries: 2,
         test: "fuzz",
         filter: None,
         divisor: 1,
     },
+    // The emulation is the slowest per call (its kernels compile first, ~15 s): a fiftieth.
     Target {
-        package: "smoothloss-cpu",
-        test: "fuzz",
-        filter: None,
-        divisor: 1,
-    },
-    // About 8 calls a second on 2 cores (the emulation compiles the kernels first, ~35 s):
-    // 400 calls of the short run add about a minute and a half.
-    Target {
-        package: "smoothloss-cuda",
+        packages: "smoothloss-cuda",
+        binaries: 1,
         test: "emulated",
         filter: Some("fuzz::"),
         divisor: 50,
@@ -100,13 +99,14 @@ pub fn command(o: &Opts, t: Target) -> Command {
     cmd.arg("test")
         .arg("--manifest-path")
         .arg(crate::project_root().join("Cargo.toml"))
-        .args(["-p", t.package, "--test", t.test, "--"])
+        .args(["--workspace", "--test", t.test, "--"])
         .args(t.filter)
         .arg("--nocapture")
         .env("PROPTEST_CASES", (o.cases / t.divisor).max(1).to_string());
     match o.minutes {
         Some(m) => {
-            let secs = (m * 60.0 / TARGETS.len() as f64).ceil().max(1.0) as u64;
+            let binaries: u32 = TARGETS.iter().map(|t| t.binaries).sum();
+            let secs = (m * 60.0 / f64::from(binaries)).ceil().max(1.0) as u64;
             cmd.env("SMOOTHLOSS_FUZZ_SECONDS", secs.to_string());
         }
         // The short run is reproducible (a fixed seed, unless one is set): CI does not fail
@@ -124,11 +124,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for target in TARGETS {
         let status = command(&o, target)
             .status()
-            .map_err(|e| format!("cannot run cargo test for {}: {e}", target.package))?;
+            .map_err(|e| format!("cannot run cargo test for {}: {e}", target.packages))?;
         if !status.success() {
             return Err(format!(
                 "fuzz: {} --test {} failed (the minimised call is printed above)",
-                target.package, target.test
+                target.packages, target.test
             ));
         }
     }
@@ -163,7 +163,7 @@ mod tests {
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad}");
         }
-        let cmd = command(&o, TARGETS[1]);
+        let cmd = command(&o, TARGETS[0]);
         let env: Vec<(String, String)> = cmd
             .get_envs()
             .map(|(k, v)| {
@@ -185,18 +185,19 @@ mod tests {
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        assert!(a.windows(2).any(|w| w == ["-p", "smoothloss-cpu"]), "{a:?}");
+        assert!(
+            a.windows(2).any(|w| w == ["--workspace", "--test"]),
+            "{a:?}"
+        );
+        assert!(a.windows(2).any(|w| w == ["--test", "fuzz"]), "{a:?}");
         // The emulation: its fuzz tests only, a fiftieth of the calls in the short run.
         let short = parse(&[]).unwrap();
-        let cmd = command(&short, TARGETS[2]);
+        let cmd = command(&short, TARGETS[1]);
         let a: Vec<String> = cmd
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        assert!(
-            a.windows(2).any(|w| w == ["-p", "smoothloss-cuda"]),
-            "{a:?}"
-        );
+        assert!(a.windows(2).any(|w| w == ["--test", "emulated"]), "{a:?}");
         assert!(a.windows(2).any(|w| w == ["--", "fuzz::"]), "{a:?}");
         let cases = cmd
             .get_envs()
