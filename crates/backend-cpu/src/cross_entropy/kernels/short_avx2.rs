@@ -34,6 +34,59 @@ unsafe fn load(x: &[f32], j: usize) -> __m256 {
     }
 }
 
+/// Calls `f(j, None)` for each whole vector `j..j + 8` of an `n`-long row, then `f(j,
+/// Some(mask))` once for a partial last vector (the mask of its `n - j` in-bounds lanes): full
+/// vectors without a per-vector bounds branch, the same operations in the same order as one
+/// masked loop. `f` loads and stores through [`ld`] and [`st`].
+#[inline(always)]
+fn each_vector(n: usize, mut f: impl FnMut(usize, Option<__m256i>)) {
+    let mut j = 0;
+    while j + 8 <= n {
+        f(j, None);
+        j += 8;
+    }
+    if j < n {
+        f(j, Some(mask_of(n - j)));
+    }
+}
+
+/// [`mask`] for [`each_vector`] (outside a `target_feature` function: the caller inlines it).
+#[inline(always)]
+fn mask_of(cnt: usize) -> __m256i {
+    // SAFETY: every caller of `each_vector` runs with AVX2 available (the module's contract).
+    unsafe { mask(cnt) }
+}
+
+/// Eight lanes at `p` (`None`), or the lanes of `mk` with the others 0.
+///
+/// # Safety
+/// AVX2 available; `p` readable for 8 lanes, or for the lanes of `mk`.
+#[inline(always)]
+unsafe fn ld(p: *const f32, mk: Option<__m256i>) -> __m256 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match mk {
+            None => _mm256_loadu_ps(p),
+            Some(mk) => _mm256_maskload_ps(p, mk),
+        }
+    }
+}
+
+/// Stores eight lanes at `p` (`None`), or the lanes of `mk`.
+///
+/// # Safety
+/// AVX2 available; `p` writable for 8 lanes, or for the lanes of `mk`.
+#[inline(always)]
+unsafe fn st(p: *mut f32, v: __m256, mk: Option<__m256i>) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match mk {
+            None => _mm256_storeu_ps(p, v),
+            Some(mk) => _mm256_maskstore_ps(p, mk, v),
+        }
+    }
+}
+
 /// The fixed lane tree `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -51,24 +104,15 @@ fn hsum(v: __m256) -> f32 {
 pub(in super::super) unsafe fn row_max(x: &[f32]) -> (f32, bool) {
     let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
     let (mut m, mut nan) = (ninf, _mm256_setzero_ps());
-    let n = x.len();
-    let mut step = |v: __m256| {
+    let p = x.as_ptr();
+    each_vector(x.len(), |j, mk| {
+        // SAFETY: `each_vector` passes `j + 8 <= n`, or the mask of the in-bounds lanes.
+        let v = unsafe { ld(p.add(j), mk) };
+        // The missing lanes of the tail as `-inf`.
+        let v = mk.map_or(v, |mk| _mm256_blendv_ps(ninf, v, _mm256_castsi256_ps(mk)));
         nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
         m = _mm256_max_ps(v, m);
-    };
-    // Full vectors without a per-vector bounds branch, then the masked tail (its missing
-    // lanes as `-inf`): the same operations in the same order as one masked loop.
-    let mut j = 0;
-    while j + 8 <= n {
-        // SAFETY: `j + 8 <= n`.
-        step(unsafe { _mm256_loadu_ps(x.as_ptr().add(j)) });
-        j += 8;
-    }
-    if j < n {
-        // SAFETY: `j < n`.
-        let v = unsafe { load(x, j) };
-        step(_mm256_blendv_ps(ninf, v, _mm256_castsi256_ps(mask(n - j))));
-    }
+    });
     (hmax(m), _mm256_movemask_ps(nan) != 0)
 }
 
@@ -89,41 +133,21 @@ pub(in super::super) unsafe fn grad_row<K: KindMarker>(
         assert_eq!(w.len(), n);
     }
     let (av, bv) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
-    let g = |v: __m256, wv: __m256| {
-        if matches!(K::KIND, Kind::Plain) {
-            _mm256_fmsub_ps(av, v, bv)
-        } else {
-            _mm256_fnmadd_ps(bv, wv, _mm256_mul_ps(av, v))
-        }
-    };
     let weighted = !matches!(K::KIND, Kind::Plain);
     let (ep, wp, op) = (er.as_ptr(), w.as_ptr(), o.as_mut_ptr());
-    // Full vectors, then the masked tail (as `row_max`).
-    let mut j = 0;
-    while j + 8 <= n {
-        // SAFETY: `j + 8 <= n`, and `er`, `w` (when used) and `o` hold `n` values (asserted
-        // above).
+    each_vector(n, |j, mk| {
+        // SAFETY: `each_vector` passes `j + 8 <= n` or the in-bounds lanes' mask; `er`, `w`
+        // (when used) and `o` hold `n` values (asserted above).
         unsafe {
-            let wv = if weighted {
-                _mm256_loadu_ps(wp.add(j))
+            let v = ld(ep.add(j), mk);
+            let g = if weighted {
+                _mm256_fnmadd_ps(bv, ld(wp.add(j), mk), _mm256_mul_ps(av, v))
             } else {
-                _mm256_setzero_ps()
+                _mm256_fmsub_ps(av, v, bv)
             };
-            _mm256_storeu_ps(op.add(j), g(_mm256_loadu_ps(ep.add(j)), wv));
+            st(op.add(j), g, mk);
         }
-        j += 8;
-    }
-    if j < n {
-        // SAFETY: `j < n`: masked loads and a masked store of the `n - j` in-bounds lanes.
-        unsafe {
-            let wv = if weighted {
-                load(w, j)
-            } else {
-                _mm256_setzero_ps()
-            };
-            _mm256_maskstore_ps(op.add(j), mask(n - j), g(load(er, j), wv));
-        }
-    }
+    });
 }
 
 /// # Safety
@@ -131,20 +155,12 @@ pub(in super::super) unsafe fn grad_row<K: KindMarker>(
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(in super::super) unsafe fn row_sum(x: &[f32]) -> f32 {
-    let (n, p) = (x.len(), x.as_ptr());
+    let p = x.as_ptr();
     let mut s = _mm256_setzero_ps();
-    let mut j = 0;
-    // Full vectors without the per-vector bounds branch of `load`, then the masked tail:
-    // the same additions in the same order.
-    while j + 8 <= n {
-        // SAFETY: `j + 8 <= n`.
-        s = _mm256_add_ps(s, unsafe { _mm256_loadu_ps(p.add(j)) });
-        j += 8;
-    }
-    if j < n {
-        // SAFETY: `j < n`.
-        s = _mm256_add_ps(s, unsafe { load(x, j) });
-    }
+    each_vector(x.len(), |j, mk| {
+        // SAFETY: `each_vector` passes `j + 8 <= n`, or the mask of the in-bounds lanes.
+        s = _mm256_add_ps(s, unsafe { ld(p.add(j), mk) })
+    });
     hsum(s)
 }
 
@@ -233,36 +249,16 @@ pub(in super::super) unsafe fn row_shift<K: KindMarker>(
     };
     let zero = _mm256_setzero_ps();
     let (xp, wp, qp, dp) = (x.as_ptr(), w.as_ptr(), q.as_ptr(), d.as_mut_ptr());
-    let mut j = 0;
-    while j + 8 <= n {
-        // SAFETY: `j + 8 <= n`; `x`, `d`, and `w`, `q` when used, hold `n` values (asserted
-        // above).
+    each_vector(n, |j, mk| {
+        // SAFETY: `each_vector` passes `j + 8 <= n` or the in-bounds lanes' mask; `x`, `d`,
+        // and `w`, `q` when used, hold `n` values (asserted above).
         unsafe {
-            let wv = if K::WEIGHTED {
-                _mm256_loadu_ps(wp.add(j))
-            } else {
-                zero
-            };
-            let qv = if K::PROBS {
-                _mm256_loadu_ps(qp.add(j))
-            } else {
-                zero
-            };
-            let dv = _mm256_sub_ps(_mm256_loadu_ps(xp.add(j)), mv);
-            _mm256_storeu_ps(dp.add(j), dv);
-            acc(dv, wv, qv, None);
+            let wv = if K::WEIGHTED { ld(wp.add(j), mk) } else { zero };
+            let qv = if K::PROBS { ld(qp.add(j), mk) } else { zero };
+            let dv = _mm256_sub_ps(ld(xp.add(j), mk), mv);
+            st(dp.add(j), dv, mk);
+            acc(dv, wv, qv, mk.map(|mk| _mm256_castsi256_ps(mk)));
         }
-        j += 8;
-    }
-    if j < n {
-        // SAFETY: `j < n`: masked loads and a masked store of the `n - j` in-bounds lanes.
-        unsafe {
-            let wv = if K::WEIGHTED { load(w, j) } else { zero };
-            let qv = if K::PROBS { load(q, j) } else { zero };
-            let dv = _mm256_sub_ps(load(x, j), mv);
-            _mm256_maskstore_ps(dp.add(j), mask(n - j), dv);
-            acc(dv, wv, qv, Some(_mm256_castsi256_ps(mask(n - j))));
-        }
-    }
+    });
     (hsum(z), if K::PROBS { hsum(c) } else { 0.0 })
 }
