@@ -4,7 +4,8 @@
 use cudarc::driver::{CudaSlice, PushKernelArg};
 use smoothloss_core::op::Op;
 use smoothloss_core::{
-    BoxFormat, BoxIouPlan, BoxLoss, BoxLossOps, BoxPlan, Io, IouCall, Loss, PairCall, Result,
+    BoxFormat, BoxIouPlan, BoxLoss, BoxLossOps, BoxPlan, Io, IouCall, Loss, PairCall, Reduction,
+    Result, Upstream, WiseIouState,
 };
 
 use crate::device::CudaBackend;
@@ -12,8 +13,8 @@ use crate::error::WrapErr;
 use crate::geometry::ELEM_THREADS;
 use crate::kernels::Family;
 use crate::launch::{
-    DeviceLoss, DeviceUpstream, dev_extent, dptr, dptr_mut, elem_config, io_ptrs, opt_dptr_mut,
-    up_args,
+    DeviceLoss, DeviceUpstream, dev_extent, dptr, dptr_mut, elem_config, io_input, io_ptrs,
+    opt_dptr_mut, up_args,
 };
 use crate::params::{BoxIouParams, BoxLossParams};
 
@@ -33,6 +34,65 @@ impl CudaBackend {
     ) -> Result<DeviceLoss> {
         let plan = cfg.plan(&dev_extent(&pred, None, &upstream), target.len())?;
         self.box_loss_launch(&plan, pred, target, upstream)
+    }
+
+    /// Wise-IoU v3 (`BOX-24`) on device buffers `pred`, `target` `[N, 4]` (f32, math in f64):
+    /// the two box-loss launches of the host path ([`WiseIouState::passes`]), the plain IoU
+    /// losses, then Wise-IoU v1 with the detached focusing coefficient in its per-pair
+    /// upstream. The running mean lives on the host, in `state`, so each call moves `N` f64
+    /// each way between the passes (the IoU losses down, the per-pair factors up) and the `N`
+    /// v1 losses down; the loss values are left on the device as for every `*_dev` call.
+    /// Validated by the host's [`WiseIouState::check_for`] and [`BoxLoss::plan`]; `state` is
+    /// written only when the call succeeds.
+    pub fn wise_iou_v3_dev(
+        &self,
+        cfg: &BoxLoss,
+        state: &mut WiseIouState,
+        pred: Io<'_, CudaSlice<f32>>,
+        target: &CudaSlice<f32>,
+        upstream: DeviceUpstream<'_>,
+    ) -> Result<DeviceLoss> {
+        state.check_for(cfg)?;
+        let plan = cfg.plan(&dev_extent(&pred, None, &upstream), target.len())?;
+        let st = &self.stream;
+        let [iou_cfg, v1_cfg] = WiseIouState::passes(cfg);
+        let iou_losses = self
+            .box_loss_dev(
+                &iou_cfg,
+                Io::Read(io_input(&pred)),
+                target,
+                DeviceUpstream::Scalar(1.0),
+            )?
+            .to_host()?;
+        let (mean, r) = state.focusing(&iou_losses);
+        // The caller's upstream as the plan reads it (a per-pair one copied to the host).
+        let per_pair: Vec<f64>;
+        let caller = match upstream {
+            DeviceUpstream::Scalar(s) => Upstream::Scalar(s),
+            DeviceUpstream::PerElement(u) => {
+                per_pair = st.clone_dtoh(u).w()?;
+                st.synchronize().w()?;
+                Upstream::PerElement(&per_pair)
+            }
+        };
+        let scale = plan.count_scale();
+        let up: Vec<f64> = (0..plan.items)
+            .map(|i| r[i] * plan.item_scale(&caller, scale, i))
+            .collect();
+        let up = st.clone_htod(&up).w()?;
+        let v1 = self
+            .box_loss_dev(&v1_cfg, pred, target, DeviceUpstream::PerElement(&up))?
+            .to_host()?;
+        let losses: Vec<f64> = v1.iter().zip(&r).map(|(l, r)| r * l).collect();
+        let values = plan.reduce(losses, plan.items as f64).into_values();
+        let values = st.clone_htod(&values).w()?;
+        state.mean = mean;
+        Ok(DeviceLoss {
+            values,
+            target_check: None,
+            stream: st.clone(),
+            per_item: plan.reduction() == Reduction::None,
+        })
     }
 
     /// Launches `box_loss_fwd_bwd` (and the final reduction) on the plan's buffers.

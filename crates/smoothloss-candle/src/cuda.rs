@@ -10,18 +10,20 @@ use candle_core::backend::BackendStorage;
 use candle_core::cuda::{CudaDType, CudaDevice};
 use candle_core::op::BackpropOp;
 use candle_core::{CudaStorage, DType, Layout, Result, Storage, Tensor};
-use smoothloss_core::{BceWithLogits, BoxFormat, BoxLoss, Huber, Io, SigmoidFocal, SmoothL1};
+use smoothloss_core::{
+    BceWithLogits, BoxFormat, BoxLoss, Huber, Io, ProbIou, SigmoidFocal, SmoothL1,
+};
 use smoothloss_cuda::cudarc::driver::{CudaSlice, CudaStream};
 use smoothloss_cuda::{CeElement, CudaBackend, DeviceCeTargets, DeviceLoss, DeviceUpstream};
 
 use crate::fused::{Call, CeCall, PairCall};
 
-fn wrap(e: smoothloss_core::LossError) -> candle_core::Error {
+pub(crate) fn wrap(e: smoothloss_core::LossError) -> candle_core::Error {
     candle_core::Error::wrap(e)
 }
 
 /// One smoothloss backend per candle stream (kernels loaded once per context).
-fn backend(dev: &CudaDevice) -> Result<CudaBackend> {
+pub(crate) fn backend(dev: &CudaDevice) -> Result<CudaBackend> {
     static CACHE: Mutex<Vec<(Arc<CudaStream>, CudaBackend)>> = Mutex::new(Vec::new());
     let stream = dev.cuda_stream();
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
@@ -34,7 +36,11 @@ fn backend(dev: &CudaDevice) -> Result<CudaBackend> {
 }
 
 /// The whole buffer of a contiguous layout starting at 0 (else a clear error).
-fn whole<'a, T: CudaDType>(what: &str, s: &'a CudaStorage, l: &Layout) -> Result<&'a CudaSlice<T>> {
+pub(crate) fn whole<'a, T: CudaDType>(
+    what: &str,
+    s: &'a CudaStorage,
+    l: &Layout,
+) -> Result<&'a CudaSlice<T>> {
     let slice = s.as_cuda_slice::<T>()?;
     match l.contiguous_offsets() {
         Some((0, end)) if end == slice.len() => Ok(slice),
@@ -72,15 +78,9 @@ impl CudaCall for CeCall {
         };
         let up = DeviceUpstream::Scalar(1.0);
         match s2.dtype() {
-            DType::I64 => {
-                let t = whole::<i64>("targets", s2, l2)?;
-                b.cross_entropy_dev(&self.0, io, [n, c], DeviceCeTargets::Classes(t), up)
-            }
-            DType::U32 | DType::U8 => {
-                // Widened once on the device (N elements).
-                let wide = s2.to_dtype(l2, DType::I64)?;
-                let t = wide.as_cuda_slice::<i64>()?;
-                b.cross_entropy_dev(&self.0, io, [n, c], DeviceCeTargets::Classes(t), up)
+            DType::I64 | DType::U32 | DType::U8 => {
+                let t = ClassIndices::of("targets", s2, l2)?;
+                b.cross_entropy_dev(&self.0, io, [n, c], DeviceCeTargets::Classes(t.get()?), up)
             }
             _ => {
                 let q = whole::<T>("target probabilities", s2, l2)?;
@@ -112,6 +112,7 @@ fn pair_dev(
         Huber => huber_dev;
         BceWithLogits => bce_with_logits_dev;
         SigmoidFocal => sigmoid_focal_dev;
+        ProbIou => probiou_loss_dev;
     }
     None
 }
@@ -140,13 +141,46 @@ impl<C: smoothloss_core::PairLossCall> CudaCall for PairCall<C> {
 impl CudaCall for crate::fused::DflCall {
     fn run_dev<T: CeElement + CudaDType>(
         &self,
-        _b: &CudaBackend,
-        _io: Io<'_, CudaSlice<T>>,
+        b: &CudaBackend,
+        io: Io<'_, CudaSlice<T>>,
         _dims: &[usize],
-        _s2: &CudaStorage,
-        _l2: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
     ) -> Result<DeviceLoss> {
-        candle_core::bail!("smoothloss distribution_focal: no CUDA kernel for this loss yet")
+        let io = f32_io(io)?;
+        let targets = whole::<f32>("targets", s2, l2)?;
+        b.distribution_focal_dev(&self.0, io, targets, DeviceUpstream::Scalar(1.0))
+            .map_err(wrap)
+    }
+}
+
+/// Class indices as `i64` on the device: an `i64` tensor as it is, `u32` / `u8` widened once
+/// (one element per row).
+pub(crate) enum ClassIndices<'a> {
+    /// The caller's `i64` buffer.
+    Given(&'a CudaSlice<i64>),
+    /// The widened copy.
+    Widened(CudaStorage),
+}
+
+impl<'a> ClassIndices<'a> {
+    /// `what`'s class indices (`i64`, `u32` or `u8`), else a clear error.
+    pub(crate) fn of(what: &str, s: &'a CudaStorage, l: &Layout) -> Result<Self> {
+        match s.dtype() {
+            DType::I64 => Ok(Self::Given(whole::<i64>(what, s, l)?)),
+            DType::U32 | DType::U8 => Ok(Self::Widened(s.to_dtype(l, DType::I64)?)),
+            other => candle_core::bail!(
+                "smoothloss on CUDA: {what} must be class indices (u32, i64 or u8), got {other:?}"
+            ),
+        }
+    }
+
+    /// The `i64` buffer.
+    pub(crate) fn get(&self) -> Result<&CudaSlice<i64>> {
+        match self {
+            Self::Given(t) => Ok(t),
+            Self::Widened(w) => w.as_cuda_slice::<i64>(),
+        }
     }
 }
 
@@ -201,6 +235,38 @@ fn typed<T: CeElement + CudaDType + candle_core::WithDType, L: Call>(
     l2: &Layout,
     want_grad: bool,
 ) -> Result<(CudaStorage, Option<Tensor>)> {
+    run_on::<T>(s1, l1, want_grad, |b, io| {
+        call.run_dev(b, io, l1.dims(), s2, l2)
+    })
+}
+
+/// Runs the loss `f` on `f32` input `s1` (with a gradient buffer of its length when
+/// `want_grad`): the loss values as candle storage of the input's dtype, left on the device,
+/// and the gradient as a tensor of the input's shape. `name` heads the error of any other
+/// dtype.
+pub(crate) fn run_f32(
+    name: &str,
+    s1: &CudaStorage,
+    l1: &Layout,
+    want_grad: bool,
+    f: impl FnOnce(&CudaBackend, Io<'_, CudaSlice<f32>>) -> Result<DeviceLoss>,
+) -> Result<(CudaStorage, Option<Tensor>)> {
+    if s1.dtype() != DType::F32 {
+        candle_core::bail!(
+            "{name} on CUDA: {:?} input; this loss runs on f32 (convert with to_dtype)",
+            s1.dtype()
+        );
+    }
+    run_on::<f32>(s1, l1, want_grad, f)
+}
+
+/// [`run_f32`] for any element type of the kernels.
+fn run_on<T: CeElement + CudaDType + candle_core::WithDType>(
+    s1: &CudaStorage,
+    l1: &Layout,
+    want_grad: bool,
+    f: impl FnOnce(&CudaBackend, Io<'_, CudaSlice<T>>) -> Result<DeviceLoss>,
+) -> Result<(CudaStorage, Option<Tensor>)> {
     let dev = s1.device().clone();
     let b = backend(&dev)?;
     let x = whole::<T>("input", s1, l1)?;
@@ -211,9 +277,9 @@ fn typed<T: CeElement + CudaDType + candle_core::WithDType, L: Call>(
             input: x,
             grad: &mut g,
         };
-        (call.run_dev(&b, io, dims, s2, l2)?, Some(g))
+        (f(&b, io)?, Some(g))
     } else {
-        (call.run_dev(&b, Io::Read(x), dims, s2, l2)?, None)
+        (f(&b, Io::Read(x))?, None)
     };
     loss.check_targets().map_err(wrap)?;
     let values = loss.into_values();
@@ -227,6 +293,38 @@ fn typed<T: CeElement + CudaDType + candle_core::WithDType, L: Call>(
     Ok((out, grad))
 }
 
+/// A pairwise matrix of `len` `f32` values from two `f32` box sets on the device, filled by
+/// `f` (forward only).
+pub(crate) fn pairwise(
+    name: &str,
+    (s1, l1): (&CudaStorage, &Layout),
+    (s2, l2): (&CudaStorage, &Layout),
+    len: usize,
+    f: impl FnOnce(
+        &CudaBackend,
+        &CudaSlice<f32>,
+        &CudaSlice<f32>,
+        &mut CudaSlice<f32>,
+    ) -> smoothloss_core::Result<()>,
+) -> Result<CudaStorage> {
+    if (s1.dtype(), s2.dtype()) != (DType::F32, DType::F32) {
+        candle_core::bail!(
+            "{name} on CUDA: {:?} and {:?} boxes; f32 is supported (convert with to_dtype)",
+            s1.dtype(),
+            s2.dtype()
+        );
+    }
+    let dev = s1.device().clone();
+    let b = backend(&dev)?;
+    let (x, y) = (
+        whole::<f32>("boxes1", s1, l1)?,
+        whole::<f32>("boxes2", s2, l2)?,
+    );
+    let mut out = dev.alloc_zeros::<f32>(len)?;
+    f(&b, x, y, &mut out).map_err(wrap)?;
+    Ok(CudaStorage::wrap_cuda_slice(out, dev))
+}
+
 /// Pairwise IoU of `f32` boxes on the device.
 pub(crate) fn box_iou(
     format: BoxFormat,
@@ -236,13 +334,11 @@ pub(crate) fn box_iou(
     l2: &Layout,
     len: usize,
 ) -> Result<CudaStorage> {
-    let dev = s1.device().clone();
-    let b = backend(&dev)?;
-    let (x, y) = (
-        whole::<f32>("boxes1", s1, l1)?,
-        whole::<f32>("boxes2", s2, l2)?,
-    );
-    let mut out = dev.alloc_zeros::<f32>(len)?;
-    b.box_iou_dev(format, x, y, &mut out).map_err(wrap)?;
-    Ok(CudaStorage::wrap_cuda_slice(out, dev))
+    pairwise(
+        "smoothloss box_iou",
+        (s1, l1),
+        (s2, l2),
+        len,
+        |b, x, y, out| b.box_iou_dev(format, x, y, out),
+    )
 }

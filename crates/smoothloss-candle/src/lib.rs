@@ -46,7 +46,8 @@
 //! global pool as candle's own ops, so `RAYON_NUM_THREADS` applies) and `f64` the `f64`
 //! reference; with feature `cuda`, candle's CUDA tensors run smoothloss-cuda's kernels on
 //! candle's own stream, on candle's buffers (no host copy): cross-entropy in `f32`, `bf16` and
-//! `f16`, the other losses in `f32`. Other dtypes give an error naming the supported ones.
+//! `f16`, the other losses in `f32` (Wise-IoU v3 alone moves its `N` IoU losses through the
+//! host, where its running mean lives). Other dtypes give an error naming the supported ones.
 //! Non-contiguous inputs are made contiguous once (`Tensor::contiguous`) before the call.
 //!
 //! Errors: shapes that do not fit are candle errors naming the loss; everything else is the
@@ -102,8 +103,9 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, cfg: &CrossEntropy) -> R
 /// The cross-entropy of `hidden [N, H] · weight^T` (`weight [V, H]`, candle_nn's `Linear`
 /// layout, no bias) against class indices `[N]` or probabilities `[N, V]`, with every option
 /// of `cfg.ce`, without materialising the `[N, V]` logits (`LCE-*`); gradients flow to
-/// `hidden` and `weight`. A scalar for `mean` / `sum`, `[N]` for `none`; CPU only (`f32`
-/// through the CPU backend, `f64` through the reference).
+/// `hidden` and `weight`. A scalar for `mean` / `sum`, `[N]` for `none`. On the CPU `f32`
+/// through the CPU backend and `f64` through the reference; on candle's CUDA device (feature
+/// `cuda`) `f32`, `bf16` or `f16` with class targets.
 ///
 /// Under `mean` / `sum` the forward computes the value and both gradients in one call; under
 /// `none` the weight's gradient depends on the per-row upstream gradient, so the forward
@@ -200,7 +202,7 @@ pub fn box_iou(boxes1: &Tensor, boxes2: &Tensor, format: BoxFormat) -> Result<Te
 /// [`BoxLossKind::Wiou`]): Wise-IoU v1 times each pair's detached focusing coefficient, read
 /// from `state`'s running mean of the IoU loss, which this batch updates before use (as the
 /// author's `WIoU_Scale`). `state` is written back when the forward succeeds and left as it
-/// was on an error. The gradient flows to `pred`; CPU only.
+/// was on an error. The gradient flows to `pred`.
 pub fn wise_iou_v3(
     pred: &Tensor,
     target: &Tensor,
@@ -259,7 +261,7 @@ fn quality_op(
 /// ([`VarifocalWeight::Ultralytics`]), the one-hot `labels` (the same shape and dtype);
 /// mmdetection's weights take no labels (`None`). A scalar for `mean` / `sum`, the logits'
 /// shape for `none`; the gradient flows to the logits (through the weight too, not detached,
-/// as in both sources). CPU only.
+/// as in both sources).
 #[doc(alias = "VarifocalLoss")]
 pub fn varifocal(
     logits: &Tensor,
@@ -277,7 +279,7 @@ pub fn varifocal(
 /// Quality focal loss (`QUAL-5` .. `QUAL-7`, mmdetection's `quality_focal_loss`) of logits
 /// `[rows, C]` against a label per row `[rows]` (`u32`, `i64` or `u8`, in `[0, C]`: `C` is the
 /// background) and a quality score per row `[rows]` (the logits' dtype, in `[0, 1]`). A scalar
-/// for `mean` / `sum`, `[rows]` for `none`; the gradient flows to the logits. CPU only.
+/// for `mean` / `sum`, `[rows]` for `none`; the gradient flows to the logits.
 #[doc(alias = "QualityFocalLoss")]
 pub fn quality_focal(
     logits: &Tensor,
@@ -294,7 +296,7 @@ pub fn quality_focal(
 
 /// Pairwise ProbIoU of oriented boxes `boxes1` `[N, 5]` and `boxes2` `[M, 5]` as
 /// `(cx, cy, w, h, angle)` (`OBB-6`, ultralytics' `batch_probiou(obb1, obb2, eps)`): `[N, M]`,
-/// not differentiable (no gradient is recorded). CPU only.
+/// not differentiable (no gradient is recorded).
 pub fn batch_probiou(boxes1: &Tensor, boxes2: &Tensor, eps: f64) -> Result<Tensor> {
     let (a, b) = (boxes1.contiguous()?, boxes2.contiguous()?);
     a.apply_op2_no_bwd(&b, &oriented_box::BatchProbIou(eps))

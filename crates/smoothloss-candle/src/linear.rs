@@ -7,6 +7,12 @@
 //! `none` the weight's gradient `sum_i u_i (p_i - y_i) h_i^T` depends on the per-row upstream
 //! `u`, which only the backward knows: the forward computes the values alone and the backward
 //! runs the fused call once with `u`.
+//!
+//! On candle's CUDA device (feature `cuda`): smoothloss-cuda's `linear_cross_entropy_dev` on
+//! candle's stream, `hidden` and `weight` in `f32`, `bf16` or `f16` (`d weight` accumulated in
+//! `f32` and converted once to the weight's dtype), class targets only (the device path has no
+//! probability targets), the loss value copied to the device from the host (the device call
+//! returns it there).
 
 use std::sync::Mutex;
 
@@ -162,7 +168,141 @@ fn read<R>(t: &Tensor, f: impl FnOnce(&CpuStorage, &Layout) -> Result<R>) -> Res
     let (s, l) = t.storage_and_layout();
     match &*s {
         Storage::Cpu(c) => f(c, l),
-        _ => candle_core::bail!("smoothloss linear_cross_entropy: runs on the CPU only"),
+        _ => candle_core::bail!("smoothloss linear_cross_entropy: operands on two devices"),
+    }
+}
+
+/// The op on candle's CUDA device.
+#[cfg(feature = "cuda")]
+mod device {
+    use candle_core::backend::BackendStorage;
+    use candle_core::cuda::CudaDType;
+    use candle_core::op::BackpropOp;
+    use candle_core::{CudaStorage, DType, Layout, Result, Shape, Storage, Tensor, WithDType};
+    use smoothloss_core::{LinearCrossEntropy, Reduction};
+    use smoothloss_cuda::cudarc::driver::CudaSlice;
+    use smoothloss_cuda::{DeviceCeTargets, DeviceLinear, DeviceUpstream, LceElement};
+
+    use crate::cuda::{ClassIndices, whole, wrap};
+
+    /// What a call on candle CUDA storages returns (as [`super::StorageOut`]).
+    pub(super) type Out = (CudaStorage, Option<(Tensor, Tensor)>, Shape);
+
+    /// One fused call on CUDA storages: `grads` asks for the gradients, with `upstream` (a
+    /// per-row `f64` buffer under `none`).
+    pub(super) fn on_storages(
+        cfg: &LinearCrossEntropy,
+        a: (&CudaStorage, &Layout),
+        b: (&CudaStorage, &Layout),
+        c: (&CudaStorage, &Layout),
+        grads: bool,
+        upstream: DeviceUpstream<'_>,
+    ) -> Result<Out> {
+        match (a.0.dtype(), b.0.dtype()) {
+            (DType::F32, DType::F32) => typed::<f32>(cfg, a, b, c, grads, upstream),
+            (DType::BF16, DType::BF16) => {
+                typed::<smoothloss_cuda::half::bf16>(cfg, a, b, c, grads, upstream)
+            }
+            (DType::F16, DType::F16) => {
+                typed::<smoothloss_cuda::half::f16>(cfg, a, b, c, grads, upstream)
+            }
+            (x, y) => candle_core::bail!(
+                "smoothloss linear_cross_entropy on CUDA: hidden {x:?} and weight {y:?}; both f32, both bf16 or both f16 are supported"
+            ),
+        }
+    }
+
+    fn typed<T: LceElement + CudaDType + WithDType>(
+        cfg: &LinearCrossEntropy,
+        (s1, l1): (&CudaStorage, &Layout),
+        (s2, l2): (&CudaStorage, &Layout),
+        (s3, l3): (&CudaStorage, &Layout),
+        grads: bool,
+        upstream: DeviceUpstream<'_>,
+    ) -> Result<Out> {
+        if !matches!(s3.dtype(), DType::I64 | DType::U32 | DType::U8) {
+            candle_core::bail!(
+                "smoothloss linear_cross_entropy on CUDA: targets must be class indices (u32, i64 or u8); probability targets run on the CPU"
+            );
+        }
+        let (n, _, hd) = super::dims(l1.dims(), l2.dims(), l3.dims(), true)?;
+        let dev = s1.device().clone();
+        let backend = crate::cuda::backend(&dev)?;
+        let h = whole::<T>("hidden", s1, l1)?;
+        let w = whole::<T>("weight", s2, l2)?;
+        let t = ClassIndices::of("targets", s3, l3)?;
+        let mut g: Option<(CudaSlice<T>, CudaSlice<f32>)> = if grads {
+            Some((
+                dev.alloc_zeros::<T>(h.len())?,
+                dev.alloc_zeros::<f32>(w.len())?,
+            ))
+        } else {
+            None
+        };
+        let mut input = DeviceLinear::new(h, w, hd).with_upstream(upstream);
+        if let Some((dh, dw)) = g.as_mut() {
+            input = input.with_grads(dh, dw);
+        }
+        let loss = backend
+            .linear_cross_entropy_dev(cfg, input, DeviceCeTargets::Classes(t.get()?))
+            .map_err(wrap)?;
+        let values: Vec<f32> = loss.values().iter().map(|&v| v as f32).collect();
+        let count = values.len();
+        let out = backend
+            .stream()
+            .clone_htod(&values)
+            .map_err(candle_core::Error::wrap)?;
+        let out = CudaStorage::wrap_cuda_slice(out, dev.clone())
+            .to_dtype(&Layout::contiguous(count), <T as WithDType>::DTYPE)?;
+        let tensor = |s: CudaStorage, dims: &[usize]| {
+            Tensor::from_storage(Storage::Cuda(s), dims, BackpropOp::none(), false)
+        };
+        let g = match g {
+            Some((dh, dw)) => {
+                let dh = tensor(CudaStorage::wrap_cuda_slice(dh, dev.clone()), l1.dims());
+                let dw = tensor(CudaStorage::wrap_cuda_slice(dw, dev.clone()), l2.dims())
+                    .to_dtype(<T as WithDType>::DTYPE)?;
+                Some((dh, dw))
+            }
+            None => None,
+        };
+        let shape = if cfg.ce.reduction == Reduction::None {
+            Shape::from(n)
+        } else {
+            Shape::from(())
+        };
+        Ok((out, g, shape))
+    }
+
+    /// The backward of `none` on the device: the fused call once with the per-row upstream.
+    pub(super) fn backward_none(
+        cfg: &LinearCrossEntropy,
+        [hidden, weight, targets]: [&Tensor; 3],
+        grad_res: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let up = grad_res.to_dtype(DType::F64)?.contiguous()?;
+        let (su, lu) = up.storage_and_layout();
+        let (sh, lh) = hidden.storage_and_layout();
+        let (sw, lw) = weight.storage_and_layout();
+        let (st, lt) = targets.storage_and_layout();
+        let (Storage::Cuda(su), Storage::Cuda(sh), Storage::Cuda(sw), Storage::Cuda(st)) =
+            (&*su, &*sh, &*sw, &*st)
+        else {
+            candle_core::bail!("smoothloss linear_cross_entropy: operands on two devices");
+        };
+        let u = whole::<f64>("upstream", su, lu)?;
+        let (_, g, _) = on_storages(
+            cfg,
+            (sh, lh),
+            (sw, lw),
+            (st, lt),
+            true,
+            DeviceUpstream::PerElement(u),
+        )?;
+        match g {
+            Some(g) => Ok(g),
+            None => candle_core::bail!("smoothloss linear_cross_entropy: no gradient computed"),
+        }
     }
 }
 
@@ -195,6 +335,31 @@ impl CustomOp3 for LinearFused {
         Ok((out, shape))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let grads = self.want_grad && self.cfg.ce.reduction != Reduction::None;
+        let (out, g, shape) = device::on_storages(
+            &self.cfg,
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            grads,
+            smoothloss_cuda::DeviceUpstream::Scalar(1.0),
+        )?;
+        if let Some(g) = g {
+            *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = Some(g);
+        }
+        Ok((out, shape))
+    }
+
     fn bwd(
         &self,
         hidden: &Tensor,
@@ -211,6 +376,11 @@ impl CustomOp3 for LinearFused {
             return Ok((Some(dh), Some(dw), None));
         }
         // `none`: the fused call once with the per-row upstream.
+        #[cfg(feature = "cuda")]
+        if hidden.device().is_cuda() {
+            let (dh, dw) = device::backward_none(&self.cfg, [hidden, weight, targets], grad_res)?;
+            return Ok((Some(dh), Some(dw), None));
+        }
         let up: Vec<f64> = grad_res
             .to_dtype(candle_core::DType::F64)?
             .flatten_all()?

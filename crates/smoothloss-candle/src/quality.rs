@@ -4,8 +4,9 @@
 //! row). Recorded as one candle op of two or three operands whose forward runs the fused call
 //! and keeps the gradient, as [`Fused`](crate::fused::Fused) does.
 //!
-//! CPU only: `f32` through the CPU backend, `f64` through the reference; on candle's CUDA
-//! device candle's default `cuda_fwd` reports that the op has no CUDA implementation.
+//! On the CPU: `f32` through the CPU backend, `f64` through the reference. On candle's CUDA
+//! device (feature `cuda`): `f32` through smoothloss-cuda's `varifocal_dev` /
+//! `quality_focal_dev` on candle's stream (labels `u32` / `u8` widened to `i64` once).
 
 use std::sync::Mutex;
 
@@ -115,10 +116,57 @@ impl QualityOp {
                 other.dtype()
             ),
         };
+        self.keep(grad);
+        Ok((out, self.out_shape(l1.dims())))
+    }
+
+    /// The forward on candle's CUDA device (`rest`: the operands after the logits).
+    #[cfg(feature = "cuda")]
+    fn cuda(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        rest: &[(&candle_core::CudaStorage, &Layout)],
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::{ClassIndices, whole, wrap};
+        use smoothloss_cuda::DeviceUpstream;
+        let dims: Vec<&[usize]> = rest.iter().map(|(_, l)| l.dims()).collect();
+        self.check_shapes(l1.dims(), &dims)?;
+        let up = DeviceUpstream::Scalar(1.0);
+        let (out, grad) =
+            crate::cuda::run_f32(
+                self.op_name(),
+                s1,
+                l1,
+                self.want_grad,
+                |b, io| match &self.loss {
+                    Quality::Varifocal(cfg) => {
+                        let (s, l) = rest[0];
+                        let scores = whole::<f32>("scores", s, l)?;
+                        let labels = match rest.get(1) {
+                            Some((s, l)) => Some(whole::<f32>("labels", s, l)?),
+                            None => None,
+                        };
+                        b.varifocal_dev(cfg, io, scores, labels, up).map_err(wrap)
+                    }
+                    Quality::Focal(cfg) => {
+                        let labels = ClassIndices::of("labels", rest[0].0, rest[0].1)?;
+                        let (s, l) = rest[1];
+                        let scores = whole::<f32>("scores", s, l)?;
+                        b.quality_focal_dev(cfg, io, labels.get()?, scores, up)
+                            .map_err(wrap)
+                    }
+                },
+            )?;
+        self.keep(grad);
+        Ok((out, self.out_shape(l1.dims())))
+    }
+
+    /// Keeps the forward's gradient for the backward.
+    fn keep(&self, grad: Option<Tensor>) {
         if let Some(g) = grad {
             *self.grad.lock().unwrap_or_else(|p| p.into_inner()) = Some(g);
         }
-        Ok((out, self.out_shape(l1.dims())))
     }
 
     fn typed<T: Element + WithDType, B: Losses<T>>(
@@ -217,6 +265,17 @@ impl CustomOp2 for QualityOp {
         self.cpu(s1, l1, &[(s2, l2)])
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.cuda(s1, l1, &[(s2, l2)])
+    }
+
     fn bwd(
         &self,
         _: &Tensor,
@@ -243,6 +302,19 @@ impl CustomOp3 for QualityOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         self.cpu(s1, l1, &[(s2, l2), (s3, l3)])
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.cuda(s1, l1, &[(s2, l2), (s3, l3)])
     }
 
     fn bwd(

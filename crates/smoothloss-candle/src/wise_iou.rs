@@ -2,8 +2,9 @@
 //! IoU loss that the caller owns. The op holds the state for the forward; the caller's state
 //! is updated from it once the forward succeeded (on an error it is left as it was).
 //!
-//! CPU only: on candle's CUDA device candle's default `cuda_fwd` reports that the op has no
-//! CUDA implementation.
+//! On the CPU in `f32` and `f64`; on candle's CUDA device (feature `cuda`) in `f32` through
+//! smoothloss-cuda's `wise_iou_v3_dev` (its two box-loss launches; the running mean stays on
+//! the host, so `N` values cross each way per call).
 
 use std::sync::{Arc, Mutex};
 
@@ -72,6 +73,22 @@ impl WiseIouOp {
     }
 }
 
+impl WiseIouOp {
+    /// Checks the boxes' shapes; the loss tensor's shape.
+    fn out_shape(&self, first: &[usize], second: &[usize]) -> Result<Shape> {
+        if first != second {
+            candle_core::bail!("{NAME}: target shape {second:?} differs from pred's {first:?}");
+        }
+        if first.last() != Some(&4) {
+            candle_core::bail!("{NAME}: the last dimension must be 4, got {first:?}");
+        }
+        Ok(match self.cfg.reduction {
+            Reduction::None => Shape::from(first[..first.len() - 1].to_vec()),
+            _ => Shape::from(()),
+        })
+    }
+}
+
 impl CustomOp2 for WiseIouOp {
     fn name(&self) -> &'static str {
         NAME
@@ -84,13 +101,7 @@ impl CustomOp2 for WiseIouOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (first, second) = (l1.dims(), l2.dims());
-        if first != second {
-            candle_core::bail!("{NAME}: target shape {second:?} differs from pred's {first:?}");
-        }
-        if first.last() != Some(&4) {
-            candle_core::bail!("{NAME}: the last dimension must be 4, got {first:?}");
-        }
+        let shape = self.out_shape(l1.dims(), l2.dims())?;
         let out = match s1 {
             CpuStorage::F32(x) => self.typed(cpu(), x, l1, s2, l2)?,
             CpuStorage::F64(x) => self.typed(&ReferenceBackend, x, l1, s2, l2)?,
@@ -99,10 +110,33 @@ impl CustomOp2 for WiseIouOp {
                 other.dtype()
             ),
         };
-        let shape = match self.cfg.reduction {
-            Reduction::None => Shape::from(first[..first.len() - 1].to_vec()),
-            _ => Shape::from(()),
-        };
+        Ok((out, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use crate::cuda::{whole, wrap};
+        let shape = self.out_shape(l1.dims(), l2.dims())?;
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = *guard;
+        let (out, grad) = crate::cuda::run_f32(NAME, s1, l1, self.want_grad, |b, io| {
+            let y = whole::<f32>("target", s2, l2)?;
+            let up = smoothloss_cuda::DeviceUpstream::Scalar(1.0);
+            b.wise_iou_v3_dev(&self.cfg, &mut state, io, y, up)
+                .map_err(wrap)
+        })?;
+        // Written back only once the whole forward succeeded.
+        *guard = state;
+        drop(guard);
+        if let Some(g) = grad {
+            *self.grad.lock().unwrap_or_else(|p| p.into_inner()) = Some(g);
+        }
         Ok((out, shape))
     }
 

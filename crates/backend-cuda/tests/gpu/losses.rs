@@ -666,3 +666,79 @@ fn wise_iou_v3_matches_the_reference_over_a_sequence() {
         assert!((sg.mean - sr.mean).abs() <= 2e-6 * sr.mean, "{sg:?} {sr:?}");
     }
 }
+
+/// Wise-IoU v3 on device buffers (`wise_iou_v3_dev`, what the candle adapter calls): the same
+/// values, gradients and running mean as the host-slice path over a sequence of calls, with a
+/// scalar upstream (mean) and a per-pair one (none); an invalid state is refused before any
+/// work and leaves the state as it was.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn wise_iou_v3_on_device_buffers_matches_the_host_path() {
+    use smoothloss_core::WiseIouState;
+    let b = backend!();
+    let st = b.stream().clone();
+    let mut rng = Rng::new(2406);
+    let n = 700usize;
+    for reduction in [Reduction::Mean, Reduction::None] {
+        let cfg = BoxLoss::new(BoxLossKind::Wiou, BoxFormat::Xyxy).with_reduction(reduction);
+        let (mut sd, mut sh) = (WiseIouState::new(), WiseIouState::new());
+        for _ in 0..3 {
+            let mut pred = Vec::with_capacity(4 * n);
+            let mut target = Vec::with_capacity(4 * n);
+            for _ in 0..n {
+                let (x, y) = (rng.range_f32(0.0, 50.0), rng.range_f32(0.0, 50.0));
+                let (w, h) = (rng.range_f32(0.5, 20.0), rng.range_f32(0.5, 20.0));
+                target.extend_from_slice(&[x, y, x + w, y + h]);
+                let (px, py) = (x + rng.range_f32(-5.0, 5.0), y + rng.range_f32(-5.0, 5.0));
+                pred.extend_from_slice(&[px, py, px + w, py + h * 0.8]);
+            }
+            let up: Vec<f64> = (0..n).map(|i| 0.5 + (i % 7) as f64 / 4.0).collect();
+            let mut gh = vec![0.0f32; 4 * n];
+            let host_in = Input::new(&pred).with_grad(&mut gh);
+            let host_in = match reduction {
+                Reduction::None => host_in.with_upstream(Upstream::PerElement(&up)),
+                _ => host_in.with_upstream(Upstream::Scalar(1.5)),
+            };
+            let want = b.wise_iou_v3(&cfg, &mut sh, host_in, &target).unwrap();
+            let (pd, td) = (
+                st.clone_htod(&pred).unwrap(),
+                st.clone_htod(&target).unwrap(),
+            );
+            let upd = st.clone_htod(&up).unwrap();
+            let mut gd = st.alloc_zeros::<f32>(4 * n).unwrap();
+            let dev_up = match reduction {
+                Reduction::None => DeviceUpstream::PerElement(&upd),
+                _ => DeviceUpstream::Scalar(1.5),
+            };
+            let io = Io::Separate {
+                input: &pd,
+                grad: &mut gd,
+            };
+            let got = b.wise_iou_v3_dev(&cfg, &mut sd, io, &td, dev_up).unwrap();
+            assert_close("loss", &got.to_host().unwrap(), want.values(), 1e-12, 1e-12);
+            let got_g: Vec<f64> = st
+                .clone_dtoh(&gd)
+                .unwrap()
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect();
+            let want_g: Vec<f64> = gh.iter().map(|&v| f64::from(v)).collect();
+            assert_close("grad", &got_g, &want_g, 0.0, 0.0);
+            assert_eq!(sd, sh, "the running mean");
+        }
+        let before = sd;
+        let mut bad = sd.with_momentum(2.0);
+        let one = st.clone_htod(&[0.0f32, 0.0, 1.0, 1.0]).unwrap();
+        assert!(
+            b.wise_iou_v3_dev(
+                &cfg,
+                &mut bad,
+                Io::Read(&one),
+                &one,
+                DeviceUpstream::Scalar(1.0)
+            )
+            .is_err()
+        );
+        assert_eq!(bad, before.with_momentum(2.0));
+    }
+}

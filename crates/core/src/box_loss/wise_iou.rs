@@ -104,6 +104,50 @@ impl WiseIouState {
         (1.0 - self.momentum) * self.mean + self.momentum * batch
     }
 
+    /// Checks a Wise-IoU v3 call's kind (`wiou`: v3 scales Wise-IoU v1) and this state
+    /// (`BOX-24`): the checks every backend's `wise_iou_v3` makes before any work.
+    pub fn check_for(&self, cfg: &BoxLoss) -> Result<()> {
+        if cfg.kind != BoxLossKind::Wiou {
+            return Err(LossError::InvalidParameter {
+                name: "kind",
+                value: f64::NAN,
+                reason: "Wise-IoU v3 scales Wise-IoU v1: the kind must be wiou",
+            });
+        }
+        self.check()
+    }
+
+    /// The two box-loss calls of a Wise-IoU v3 call `cfg` (`BOX-24`), each per pair
+    /// (reduction `none`): the plain IoU loss `1 - IoU` (`BOX-3`, forward only), then
+    /// Wise-IoU v1 itself, whose per-pair upstream gradient carries the focusing coefficient.
+    pub fn passes(cfg: &BoxLoss) -> [BoxLoss; 2] {
+        let iou = BoxLoss {
+            kind: BoxLossKind::Iou,
+            threshold_weight: None,
+            reduction: Reduction::None,
+            options: Default::default(),
+            ..*cfg
+        };
+        let v1 = BoxLoss {
+            reduction: Reduction::None,
+            ..*cfg
+        };
+        [iou, v1]
+    }
+
+    /// The running mean after a batch of IoU losses and each pair's focusing coefficient under
+    /// it (`BOX-24`: the mean is updated before use): what a backend needs between the plain
+    /// IoU pass and the Wise-IoU v1 pass. The state itself is not changed.
+    pub fn focusing(&self, iou_losses: &[f64]) -> (f64, Vec<f64>) {
+        let mean = self.updated_mean(iou_losses);
+        let ln_alpha = self.alpha.ln();
+        let r = iou_losses
+            .iter()
+            .map(|&l| focus_ln(ln_alpha, self.delta, l, mean))
+            .collect();
+        (mean, r)
+    }
+
     /// The focusing coefficient `r = beta / (delta alpha^(beta - delta))` of an IoU loss
     /// under the running mean `mean` (`BOX-24`); 1 where the IoU loss is not finite.
     pub fn focus(&self, iou_loss: f64, mean: f64) -> f64 {
@@ -132,14 +176,7 @@ pub(crate) fn run<'a, T: Element, B: crate::Losses<T> + ?Sized>(
     pred: Input<'a, T>,
     target: &'a [T],
 ) -> Result<Loss> {
-    if cfg.kind != BoxLossKind::Wiou {
-        return Err(LossError::InvalidParameter {
-            name: "kind",
-            value: f64::NAN,
-            reason: "Wise-IoU v3 scales Wise-IoU v1: the kind must be wiou",
-        });
-    }
-    state.check()?;
+    state.check_for(cfg)?;
     // Every check of the call itself (shapes, upstream, eps, modifiers), before any work.
     let call = crate::backend::bind_pair(cfg, pred, target)?;
     backend.run_wise_iou_v3(call, state)
@@ -162,14 +199,8 @@ pub(crate) fn composed<T: Element, B: crate::backend::BoxLossOps<T> + ?Sized>(
     } = call.into_parts();
     let cfg = plan.cfg;
     let n = plan.items;
+    let [iou_cfg, v1_cfg] = WiseIouState::passes(cfg);
     // Pass 1: the plain IoU losses L_IoU = 1 - IoU (BOX-3), forward only.
-    let iou_cfg = BoxLoss {
-        kind: BoxLossKind::Iou,
-        threshold_weight: None,
-        reduction: Reduction::None,
-        options: Default::default(),
-        ..*cfg
-    };
     let iou_losses = backend
         .run_box_loss(crate::backend::bind_pair(
             &iou_cfg,
@@ -178,21 +209,12 @@ pub(crate) fn composed<T: Element, B: crate::backend::BoxLossOps<T> + ?Sized>(
         )?)?
         .into_values();
     // BOX-24: the running mean is updated before use (the author's WIoU_Scale).
-    let mean = state.updated_mean(&iou_losses);
-    let ln_alpha = state.alpha.ln();
-    let r: Vec<f64> = iou_losses
-        .iter()
-        .map(|&l| focus_ln(ln_alpha, state.delta, l, mean))
-        .collect();
+    let (mean, r) = state.focusing(&iou_losses);
     // Pass 2: Wise-IoU v1 per pair, its gradient scaled by r_i times the caller's factor.
     let scale = plan.count_scale();
     let up: Vec<f64> = (0..n)
         .map(|i| r[i] * plan.item_scale(&upstream, scale, i))
         .collect();
-    let v1_cfg = BoxLoss {
-        reduction: Reduction::None,
-        ..*cfg
-    };
     let v1 = backend
         .run_box_loss(crate::backend::bind_pair(
             &v1_cfg,
