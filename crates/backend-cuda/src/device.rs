@@ -64,6 +64,10 @@ pub struct CudaBackend {
     /// Most threads per cross-entropy block (a power of two in 32..=512).
     pub(crate) ce_max_threads: u32,
     pub(crate) loaded: Arc<Mutex<Loaded>>,
+    /// The cuBLAS handle on `stream` of the linear cross-entropies' products, created by the
+    /// first call that needs one and shared by the backend's clones (a handle's creation costs
+    /// far more than a chunk's product).
+    pub(crate) blas: Arc<Mutex<Option<Arc<cudarc::cublas::CudaBlas>>>>,
 }
 
 impl fmt::Debug for CudaBackend {
@@ -145,6 +149,7 @@ impl CudaBackend {
             ce_max_cluster: if major >= 9 { 8 } else { 1 },
             ce_max_threads: geometry::CE_MAX_THREADS,
             loaded: Arc::default(),
+            blas: Arc::default(),
         })
     }
 
@@ -158,6 +163,8 @@ impl CudaBackend {
         }
         Ok(Self {
             stream,
+            // A cuBLAS handle launches on the stream it was made for.
+            blas: Arc::default(),
             ..self.clone()
         })
     }

@@ -10,25 +10,17 @@
 //! deterministic for fixed shapes on one device (no split-K atomics are requested), so the
 //! results do not depend on the call's history. Every length is checked first (typed errors,
 //! nothing uploaded on a mismatch); without libcublas the products are `LossError::Device`.
+//! The cuBLAS handle is the backend's own, created once ([`CudaBackend::blas`]); the operands
+//! still cross the bus for every product (the trait's host slices: the weight slice of a rank
+//! is uploaded again for each chunk of rows).
 
-use super::{blas_err, cublas_library_present, sgemm};
+use super::sgemm;
 use crate::CudaBackend;
 use crate::error::WrapErr;
-use cudarc::cublas::CudaBlas;
 use cudarc::driver::CudaSlice;
-use smoothloss_core::{ChunkDims, ChunkGemm, LossError, Result};
+use smoothloss_core::{ChunkDims, ChunkGemm, Result};
 
 impl CudaBackend {
-    /// A cuBLAS handle on this backend's stream, or a typed error without libcublas.
-    fn chunk_blas(&self) -> Result<CudaBlas> {
-        if !cublas_library_present() {
-            return Err(LossError::Device(
-                "the cuBLAS library (libcublas) could not be loaded".into(),
-            ));
-        }
-        CudaBlas::new(self.stream.clone()).map_err(blas_err)
-    }
-
     /// Copies `dev` into `host` and waits for the stream.
     fn download_into(&self, dev: &CudaSlice<f32>, host: &mut [f32]) -> Result<()> {
         self.stream.memcpy_dtoh(dev, host).w()?;
@@ -49,7 +41,7 @@ impl ChunkGemm<f32> for CudaBackend {
         if m == 0 || n == 0 {
             return Ok(());
         }
-        let blas = self.chunk_blas()?;
+        let blas = self.blas()?;
         let (hd, wd) = (self.upload(h)?, self.upload(w)?);
         // The bias first, then the product added onto it (LCE-1's order, as the CPU).
         let (mut zd, beta) = match b {
@@ -85,7 +77,7 @@ impl ChunkGemm<f32> for CudaBackend {
         if m == 0 {
             return Ok(());
         }
-        let blas = self.chunk_blas()?;
+        let blas = self.blas()?;
         let (gd, wd) = (self.upload(g)?, self.upload(w)?);
         let mut dhd = self.stream.alloc_zeros::<f32>(m * k).w()?;
         // dh^T (k x m) = W^T ([k, n]) g^T ([n, m]).
@@ -109,7 +101,7 @@ impl ChunkGemm<f32> for CudaBackend {
         if m == 0 || n == 0 {
             return Ok(());
         }
-        let blas = self.chunk_blas()?;
+        let blas = self.blas()?;
         let (gd, hd) = (self.upload(g)?, self.upload(h)?);
         let mut dwd = self.upload(dw)?;
         // dw^T (k x n) += h^T ([k, m]) g (op T of g^T [n, m]).

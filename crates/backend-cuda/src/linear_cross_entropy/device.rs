@@ -298,7 +298,7 @@ impl CudaBackend {
                 chunk_rows_for_free(free, v, std::mem::size_of::<T>(), n)
             }
         };
-        let blas = CudaBlas::new(st.clone()).map_err(blas_err)?;
+        let blas = self.blas()?;
         let ty = T::CUDA_TYPE;
         let f32t = cudaDataType_t::CUDA_R_32F;
         let DeviceLinear {

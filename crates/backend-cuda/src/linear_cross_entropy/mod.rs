@@ -18,6 +18,8 @@ mod chunk_gemm;
 mod device;
 pub use device::{DeviceLinear, DeviceLinearGrads, LceElement, chunk_rows_for_free};
 
+use std::sync::Arc;
+
 use crate::CudaBackend;
 use crate::cross_entropy::DeviceCeTargets;
 use crate::error::WrapErr;
@@ -39,6 +41,25 @@ pub fn cublas_library_present() -> bool {
     // handles; it has no preconditions.
     unsafe {
         cudarc::cublas::sys::is_culib_present()
+    }
+}
+
+impl CudaBackend {
+    /// The backend's cuBLAS handle on its stream (created by the first call, then shared), or
+    /// a typed error without libcublas.
+    pub(crate) fn blas(&self) -> Result<Arc<CudaBlas>> {
+        if !cublas_library_present() {
+            return Err(LossError::Device(
+                "the cuBLAS library (libcublas) could not be loaded".into(),
+            ));
+        }
+        let mut cell = self.blas.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = cell.as_ref() {
+            return Ok(b.clone());
+        }
+        let b = Arc::new(CudaBlas::new(self.stream.clone()).map_err(blas_err)?);
+        *cell = Some(b.clone());
+        Ok(b)
     }
 }
 
@@ -125,7 +146,7 @@ impl LinearCrossEntropyOps<f32> for CudaBackend {
             return ReferenceBackend.linear_cross_entropy(plan.cfg, input, targets);
         }
         let st = &self.stream;
-        let blas = CudaBlas::new(st.clone()).map_err(blas_err)?;
+        let blas = self.blas()?;
         let Linear {
             hidden,
             weight,
