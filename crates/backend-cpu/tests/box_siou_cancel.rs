@@ -164,3 +164,57 @@ fn siou_far_boxes_distance_cost_in_f64() {
         }
     }
 }
+
+/// SIoU over every distance, from overlapping to far apart (0.01 to 100 box sizes, point
+/// boxes included), in both gamma conventions: the loss of every pair and the gradient within
+/// TOL-2, on both kernels. The CPU
+/// kernel takes an `f32` distance cost where the loss keeps at least a quarter of its terms'
+/// magnitude and recomputes the other pairs with it in `f64`: this covers both sides of that
+/// switch and the pairs near it.
+#[test]
+fn siou_at_every_distance_meets_tol2_on_both_paths() {
+    let mut rng = Rng::new(2026);
+    let (mut p, mut t) = (Vec::new(), Vec::new());
+    for k in 0..8192 {
+        let (x, y) = (rng.range(-200.0, 200.0), rng.range(-200.0, 200.0));
+        let point = k % 16 == 0;
+        let (w, h) = if point {
+            (0.0, 0.0)
+        } else {
+            (rng.range(0.5, 40.0), rng.range(0.5, 40.0))
+        };
+        let (tw, th) = (rng.range(0.5, 40.0), rng.range(0.5, 40.0));
+        let far = [0.01, 0.1, 0.3, 0.5, 1.0, 2.0, 5.0, 20.0, 100.0][k % 9];
+        let ang = rng.range(0.0, std::f64::consts::TAU);
+        let (dx, dy) = (far * tw * ang.cos(), far * th * ang.sin());
+        t.extend([x, y, x + tw, y + th].map(|v| v as f32));
+        p.extend([x + dx, y + dy, x + dx + w, y + dy + h].map(|v| v as f32));
+    }
+    let mut paper = siou();
+    paper.options.siou_paper_gamma = true;
+    let w64 = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    let mut failures = Vec::new();
+    for cfg in [siou(), paper, siou().with_focaler(0.1, 0.9)] {
+        let mut gw = vec![0.0f64; p.len()];
+        let want = ReferenceBackend
+            .box_loss(&cfg, Input::new(&w64(&p)).with_grad(&mut gw), &w64(&t))
+            .unwrap()
+            .into_values();
+        for level in [SimdLevel::Scalar, SimdLevel::detect()] {
+            let b = CpuBackend::with_threads(1).with_simd_level(level);
+            let mut g = vec![0.0f32; p.len()];
+            let got = b
+                .box_loss(&cfg, Input::new(&p).with_grad(&mut g), &t)
+                .unwrap()
+                .into_values();
+            if let Err(e) = kit::check_close(&got, &want, Tolerance::F32) {
+                failures.push(format!("{cfg:?} {level:?} loss: {e}"));
+            }
+            let g: Vec<f64> = g.iter().map(|&v| f64::from(v)).collect();
+            if let Err(e) = Tolerance::F32.check(&g, &gw) {
+                failures.push(format!("{cfg:?} {level:?} gradient: {e:?}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

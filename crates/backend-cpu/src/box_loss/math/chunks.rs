@@ -116,11 +116,13 @@ fn chunk<
             }
         }
     }
+    let mut redo = [false; CH];
     for j in 0..CH {
         let pp = [p[4 * j], p[4 * j + 1], p[4 * j + 2], p[4 * j + 3]];
         let tt = [t[4 * j], t[4 * j + 1], t[4 * j + 2], t[4 * j + 3]];
-        let (loss, gr, q) = pair::<K, F, G, M, X, A>(pp, tt, c[j], dv[j], sw[j], prm);
+        let (loss, gr, q, r) = pair::<K, F, G, M, X, A, false>(pp, tt, c[j], dv[j], sw[j], prm);
         l[j] = loss;
+        redo[j] = r;
         if M {
             (qi[j], ql[j]) = (q[0], q[1]);
         }
@@ -129,6 +131,22 @@ fn chunk<
             g[4 * j + 1] = gr[1];
             g[4 * j + 2] = gr[2];
             g[4 * j + 3] = gr[3];
+        }
+    }
+    // SIoU: the pairs whose loss cancelled too far for the f32 distance cost, again with it in
+    // f64 (one at a time: rare in training data, where boxes overlap or are near).
+    if matches!(K::KIND, BoxLossKind::Siou) && redo.iter().any(|&r| r) {
+        for j in (0..CH).filter(|&j| redo[j]) {
+            let pp = [p[4 * j], p[4 * j + 1], p[4 * j + 2], p[4 * j + 3]];
+            let tt = [t[4 * j], t[4 * j + 1], t[4 * j + 2], t[4 * j + 3]];
+            let (loss, gr, q, _) = pair::<K, F, G, M, X, A, true>(pp, tt, c[j], dv[j], sw[j], prm);
+            l[j] = loss;
+            if M {
+                (qi[j], ql[j]) = (q[0], q[1]);
+            }
+            if G {
+                g[4 * j..4 * j + 4].copy_from_slice(&gr);
+            }
         }
     }
     // The detached weights in a loop of their own, run only by the calls that have one (the

@@ -191,8 +191,9 @@ pub(crate) struct PairParams {
 }
 
 /// One pair: returns the weighted loss, `c * weight * d(loss)/d(pred)` in format `F`, and
-/// `[IoU, 1 - IoU]` for [`detached_weight`] (the weight here is the seed's threshold weight).
-/// A non-finite coordinate gives NaN everywhere.
+/// `[IoU, 1 - IoU]` for [`detached_weight`] (the weight here is the seed's threshold weight),
+/// and, for SIoU without `EXACT`, whether the pair must be computed again with `EXACT` (its
+/// distance cost in `f64`). A non-finite coordinate gives NaN everywhere.
 #[inline(always)]
 pub(crate) fn pair<
     K: KindMarker,
@@ -201,6 +202,7 @@ pub(crate) fn pair<
     const M: bool,
     const X: bool,
     const A: bool,
+    const EXACT: bool,
 >(
     p: [f32; 4],
     t: [f32; 4],
@@ -208,8 +210,10 @@ pub(crate) fn pair<
     dv_pre: f32,
     shape_pre: [f32; 2],
     prm: &PairParams,
-) -> (f32, [f32; 4], [f32; 2]) {
+) -> (f32, [f32; 4], [f32; 2], bool) {
     let eps = prm.eps;
+    // SIoU without `EXACT`: the loss cancelled too far for its f32 distance cost (below).
+    let mut redo = false;
     let ax = axis::<F>(p[0], p[2], t[0], t[2]);
     let ay = axis::<F>(p[1], p[3], t[1], t[3]);
     let (iw, cw) = extents::<F>(&ax, p[0], p[2], t[0], t[2]);
@@ -305,40 +309,6 @@ pub(crate) fn pair<
             let (rcw, rch) = (1.0 / cwc, 1.0 / chc);
             let sg = sel(prm.siou_paper, -1.0, 1.0);
             let gam = sg * (2.0 - lam);
-            // The distance cost Delta = 2 - e^(gam px) - e^(gam py) in f64 from the f64 centre
-            // offsets and enclosing extents: where IoU = 0 the loss 1 + (Delta + Omega) / 2
-            // cancels to a small value (Delta near -2 for far boxes), so the f32 roundings of
-            // the offsets, px, py and the exponentials (~1e-7 each) would stay in it (issue 14's
-            // fuzz seed 202: 1.9184e-2 for 1.91844e-2, 1.8x TOL-2; regression
-            // `siou_far_boxes_distance_cost_in_f64`). `-(expm1 + expm1)` is formed as
-            // `(1 - ex) + (1 - ey)`, exact in f64 to far below f32.
-            let e64 = f64::from(eps);
-            let (a64, b64) = (e64 - ax.d64, e64 - ay.d64);
-            let (cw64, ch64) = (
-                sel64(ax.cw64 < e64, e64, ax.cw64),
-                sel64(ay.cw64 < e64, e64, ay.cw64),
-            );
-            let lam64 = {
-                let s2 = a64 * a64 + b64 * b64;
-                sel64(s2 == 0.0, 0.0, 2.0 * (a64 * b64).abs() / s2)
-            };
-            let gam64 = f64::from(sg) * (2.0 - lam64);
-            // One division for both ratios (the product of two f32-range extents cannot
-            // overflow f64).
-            let rcc = 1.0 / (cw64 * ch64);
-            let (rx64, ry64) = (a64 * ch64 * rcc, b64 * cw64 * rcc);
-            let (px64, py64) = (rx64 * rx64, ry64 * ry64);
-            // e^t as 1 / e^-t for t > 0 (exp_nonpos_f64 is for t <= 0), one division for both
-            // (a product that underflows gives inf, where both are beyond f32 anyway).
-            let (tx, ty) = (gam64 * px64, gam64 * py64);
-            let (nx, ny) = (tx <= 0.0, ty <= 0.0);
-            let ux = exp_nonpos_f64(sel64(nx, tx, -tx));
-            let uy = exp_nonpos_f64(sel64(ny, ty, -ty));
-            let ruu = 1.0 / (ux * uy);
-            let (ex64, ey64) = (sel64(nx, ux, uy * ruu), sel64(ny, uy, ux * ruu));
-            let dist64 = (1.0 - ex64) + (1.0 - ey64);
-            let (px, py) = (px64 as f32, py64 as f32);
-            let (ex, ey) = (ex64 as f32, ey64 as f32);
             let (omw, dwo) = omega(w, wg);
             let (omh, dho) = omega(h + eps, hg + eps);
             // 1 - e^-om as -expm1(-om): accurate for a small shape difference too.
@@ -347,7 +317,58 @@ pub(crate) fn pair<
             let shape = qw2 * qw2 + qh2 * qh2;
             // 1 - clamp(IoU - (Delta + Omega) / 2, -1, 1) without cancellation: the clamp
             // holds the loss in [0, 2], with no gradient outside.
-            let un = (f64::from(omi) + 0.5 * (f64::from(shape) + dist64)) as f32;
+            let (px, py, ex, ey, un);
+            if EXACT {
+                // The distance cost Delta = 2 - e^(gam px) - e^(gam py) in f64 from the f64
+                // centre offsets and enclosing extents: where IoU = 0 the loss
+                // 1 + (Delta + Omega) / 2 cancels to a small value (Delta near -2 for far
+                // boxes), so the f32 roundings of the offsets, px, py and the exponentials
+                // (~1e-7 each) would stay in it (issue 14's fuzz seed 202: 1.9184e-2 for
+                // 1.91844e-2, 1.8x TOL-2; regression `siou_far_boxes_distance_cost_in_f64`).
+                // `-(expm1 + expm1)` is formed as `(1 - ex) + (1 - ey)`, exact in f64 to far
+                // below f32.
+                let e64 = f64::from(eps);
+                let (a64, b64) = (e64 - ax.d64, e64 - ay.d64);
+                let (cw64, ch64) = (
+                    sel64(ax.cw64 < e64, e64, ax.cw64),
+                    sel64(ay.cw64 < e64, e64, ay.cw64),
+                );
+                let lam64 = {
+                    let s2 = a64 * a64 + b64 * b64;
+                    sel64(s2 == 0.0, 0.0, 2.0 * (a64 * b64).abs() / s2)
+                };
+                let gam64 = f64::from(sg) * (2.0 - lam64);
+                // One division for both ratios (the product of two f32-range extents cannot
+                // overflow f64).
+                let rcc = 1.0 / (cw64 * ch64);
+                let (rx64, ry64) = (a64 * ch64 * rcc, b64 * cw64 * rcc);
+                let (px64, py64) = (rx64 * rx64, ry64 * ry64);
+                // e^t as 1 / e^-t for t > 0 (exp_nonpos_f64 is for t <= 0), one division for
+                // both (a product that underflows gives inf, where both are beyond f32 anyway).
+                let (tx, ty) = (gam64 * px64, gam64 * py64);
+                let (nx, ny) = (tx <= 0.0, ty <= 0.0);
+                let ux = exp_nonpos_f64(sel64(nx, tx, -tx));
+                let uy = exp_nonpos_f64(sel64(ny, ty, -ty));
+                let ruu = 1.0 / (ux * uy);
+                let (ex64, ey64) = (sel64(nx, ux, uy * ruu), sel64(ny, uy, ux * ruu));
+                let dist64 = (1.0 - ex64) + (1.0 - ey64);
+                (px, py) = (px64 as f32, py64 as f32);
+                (ex, ey) = (ex64 as f32, ey64 as f32);
+                un = (f64::from(omi) + 0.5 * (f64::from(shape) + dist64)) as f32;
+            } else {
+                // The f32 distance cost, Delta = -(expm1 + expm1) (no cancellation of numbers
+                // near 1 for close boxes). Its roundings (~1e-7 of each term) stay in the loss
+                // `1 - IoU + (Omega + Delta) / 2`: harmless while the loss is at least a quarter
+                // of its terms' magnitude, which holds for overlapping and moderately distant
+                // boxes. Otherwise (IoU = 0 and Delta near -2, issue 14's fuzz seed 202, or the
+                // loss near the clamp's ends) the chunk recomputes the pair with `EXACT`.
+                (px, py) = (a * rcw * (a * rcw), b * rch * (b * rch));
+                let (mx, my) = (expm1_f32(gam * px), expm1_f32(gam * py));
+                (ex, ey) = (mx + 1.0, my + 1.0);
+                un = omi + 0.5 * (shape - (mx + my));
+                let terms = omi + 0.5 * (shape + (mx + my).abs());
+                redo = !(terms <= 4.0 * un && un <= 1.99);
+            }
             let inside = (0.0..=2.0).contains(&un);
             if G {
                 // Outside the clamp every adjoint is 0 (selected, not multiplied: the terms
@@ -569,7 +590,7 @@ pub(crate) fn pair<
     let q = [iou, omi + bad];
     let loss = wt * loss + bad;
     if !G {
-        return (loss, [0.0; 4], q);
+        return (loss, [0.0; 4], q, redo);
     }
 
     // Through iou = inter / (union + eps), union = w h + wg hg - inter: for a coordinate with
@@ -651,5 +672,5 @@ pub(crate) fn pair<
         _ => [gx1 + gx2, gy1 + gy2, 0.5 * (gx2 - gx1), 0.5 * (gy2 - gy1)],
     };
     let s = c * wt;
-    (loss, g.map(|v| v * s + bad), q)
+    (loss, g.map(|v| v * s + bad), q, redo)
 }
