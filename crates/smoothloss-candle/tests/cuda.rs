@@ -32,6 +32,14 @@ fn on(dev: &Device, dtype: DType, values: &[f64], dims: &[usize]) -> Result<Tens
         .to_device(dev)
 }
 
+/// A tensor's values, flattened, as f64 on the host.
+fn host(t: &Tensor) -> Result<Vec<f64>> {
+    t.flatten_all()?
+        .to_dtype(DType::F64)?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f64>()
+}
+
 /// The loss (flattened) and the gradient of `1.5 * sum(loss)` with respect to `x`, from
 /// `loss(x, dev, dtype)`, as f64 on the host.
 fn value_and_grad(
@@ -45,12 +53,6 @@ fn value_and_grad(
     let l = loss(v.as_tensor(), dev, dtype)?;
     let grads = (l.sum_all()? * 1.5)?.backward()?;
     let g = grads.get(v.as_tensor()).expect("a gradient for x");
-    let host = |t: &Tensor| -> Result<Vec<f64>> {
-        t.flatten_all()?
-            .to_dtype(DType::F64)?
-            .to_device(&Device::Cpu)?
-            .to_vec1::<f64>()
-    };
     Ok((host(&l)?, host(g)?))
 }
 
@@ -260,19 +262,13 @@ fn pairwise_matrices_on_cuda_match_the_reference() -> Result<()> {
     let (n, m) = (33, 70);
     let (a, _) = boxes(&mut rng, n);
     let (b, _) = boxes(&mut rng, m);
-    let host = |t: Tensor| -> Result<Vec<f64>> {
-        t.flatten_all()?
-            .to_dtype(DType::F64)?
-            .to_device(&Device::Cpu)?
-            .to_vec1::<f64>()
-    };
     let (dev, cpu) = (gpu(), Device::Cpu);
-    let got = host(box_iou(
+    let got = host(&box_iou(
         &on(&dev, DType::F32, &a, &[n, 4])?,
         &on(&dev, DType::F32, &b, &[m, 4])?,
         BoxFormat::Xyxy,
     )?)?;
-    let want = host(box_iou(
+    let want = host(&box_iou(
         &on(&cpu, DType::F64, &a, &[n, 4])?,
         &on(&cpu, DType::F64, &b, &[m, 4])?,
         BoxFormat::Xyxy,
@@ -295,12 +291,12 @@ fn pairwise_matrices_on_cuda_match_the_reference() -> Result<()> {
             .collect()
     };
     let (a5, b5) = (five(&a, n), five(&b, m));
-    let got = host(batch_probiou(
+    let got = host(&batch_probiou(
         &on(&dev, DType::F32, &a5, &[n, 5])?,
         &on(&dev, DType::F32, &b5, &[m, 5])?,
         1e-7,
     )?)?;
-    let want = host(batch_probiou(
+    let want = host(&batch_probiou(
         &on(&cpu, DType::F64, &a5, &[n, 5])?,
         &on(&cpu, DType::F64, &b5, &[m, 5])?,
         1e-7,
@@ -347,12 +343,6 @@ fn linear_cross_entropy_on_cuda_matches_the_reference() -> Result<()> {
         let t = Tensor::from_slice(&y, n, dev)?;
         let l = linear_cross_entropy(hv.as_tensor(), wv.as_tensor(), &t, cfg)?;
         let g = (l.sum_all()? * 1.5)?.backward()?;
-        let host = |t: &Tensor| -> Result<Vec<f64>> {
-            t.flatten_all()?
-                .to_dtype(DType::F64)?
-                .to_device(&Device::Cpu)?
-                .to_vec1::<f64>()
-        };
         Ok([
             host(&l)?,
             host(g.get(hv.as_tensor()).expect("d hidden"))?,

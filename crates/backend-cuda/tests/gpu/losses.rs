@@ -618,6 +618,21 @@ fn cross_entropy_one_block_per_row_with_opt_in() {
     }
 }
 
+/// `n` xyxy pairs for the Wise-IoU v3 tests: targets in a 50 x 50 field, predictions shifted
+/// by up to 5 and 20 % shorter.
+fn wiou_pairs(rng: &mut Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut pred = Vec::with_capacity(4 * n);
+    let mut target = Vec::with_capacity(4 * n);
+    for _ in 0..n {
+        let (x, y) = (rng.range_f32(0.0, 50.0), rng.range_f32(0.0, 50.0));
+        let (w, h) = (rng.range_f32(0.5, 20.0), rng.range_f32(0.5, 20.0));
+        target.extend_from_slice(&[x, y, x + w, y + h]);
+        let (px, py) = (x + rng.range_f32(-5.0, 5.0), y + rng.range_f32(-5.0, 5.0));
+        pred.extend_from_slice(&[px, py, px + w, py + h * 0.8]);
+    }
+    (pred, target)
+}
+
 /// Wise-IoU v3 (`BOX-24`) on the GPU: its two box-loss launches per call against the f64
 /// reference over a sequence of calls with the state carried (the CPU box-loss tolerance).
 #[test]
@@ -630,15 +645,7 @@ fn wise_iou_v3_matches_the_reference_over_a_sequence() {
     let (mut sg, mut sr) = (WiseIouState::new(), WiseIouState::new());
     for _ in 0..3 {
         let n = 3000usize;
-        let mut pred = Vec::with_capacity(4 * n);
-        let mut target = Vec::with_capacity(4 * n);
-        for _ in 0..n {
-            let (x, y) = (rng.range_f32(0.0, 50.0), rng.range_f32(0.0, 50.0));
-            let (w, h) = (rng.range_f32(0.5, 20.0), rng.range_f32(0.5, 20.0));
-            target.extend_from_slice(&[x, y, x + w, y + h]);
-            let (px, py) = (x + rng.range_f32(-5.0, 5.0), y + rng.range_f32(-5.0, 5.0));
-            pred.extend_from_slice(&[px, py, px + w, py + h * 0.8]);
-        }
+        let (pred, target) = wiou_pairs(&mut rng, n);
         let mut g = vec![0.0f32; 4 * n];
         let got = b
             .wise_iou_v3(&cfg, &mut sg, Input::new(&pred).with_grad(&mut g), &target)
@@ -683,15 +690,7 @@ fn wise_iou_v3_on_device_buffers_matches_the_host_path() {
         let cfg = BoxLoss::new(BoxLossKind::Wiou, BoxFormat::Xyxy).with_reduction(reduction);
         let (mut sd, mut sh) = (WiseIouState::new(), WiseIouState::new());
         for _ in 0..3 {
-            let mut pred = Vec::with_capacity(4 * n);
-            let mut target = Vec::with_capacity(4 * n);
-            for _ in 0..n {
-                let (x, y) = (rng.range_f32(0.0, 50.0), rng.range_f32(0.0, 50.0));
-                let (w, h) = (rng.range_f32(0.5, 20.0), rng.range_f32(0.5, 20.0));
-                target.extend_from_slice(&[x, y, x + w, y + h]);
-                let (px, py) = (x + rng.range_f32(-5.0, 5.0), y + rng.range_f32(-5.0, 5.0));
-                pred.extend_from_slice(&[px, py, px + w, py + h * 0.8]);
-            }
+            let (pred, target) = wiou_pairs(&mut rng, n);
             let up: Vec<f64> = (0..n).map(|i| 0.5 + (i % 7) as f64 / 4.0).collect();
             let mut gh = vec![0.0f32; 4 * n];
             let host_in = Input::new(&pred).with_grad(&mut gh);
