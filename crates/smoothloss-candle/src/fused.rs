@@ -241,9 +241,15 @@ impl<L: Call> Fused<L> {
 
     /// Keeps the forward's gradient for the backward.
     pub(crate) fn keep(&self, grad: Option<Tensor>) {
-        if let Some(g) = grad {
-            *self.grad.lock().unwrap_or_else(|p| p.into_inner()) = Some(g);
-        }
+        keep(&self.grad, grad);
+    }
+}
+
+/// Stores what a forward computed for the backward (every op's kept gradient), when there is
+/// one; a poisoned lock is taken over (the slot holds plain data).
+pub(crate) fn keep<G>(slot: &std::sync::Mutex<Option<G>>, value: Option<G>) {
+    if let Some(v) = value {
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
     }
 }
 

@@ -329,9 +329,7 @@ impl CustomOp3 for LinearFused {
             grads,
             Upstream::ONE,
         )?;
-        if let Some(g) = g {
-            *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = Some(g);
-        }
+        crate::fused::keep(&self.kept, g);
         Ok((out, shape))
     }
 
@@ -354,9 +352,7 @@ impl CustomOp3 for LinearFused {
             grads,
             smoothloss_cuda::DeviceUpstream::Scalar(1.0),
         )?;
-        if let Some(g) = g {
-            *self.kept.lock().unwrap_or_else(|p| p.into_inner()) = Some(g);
-        }
+        crate::fused::keep(&self.kept, g);
         Ok((out, shape))
     }
 

@@ -164,9 +164,7 @@ impl QualityOp {
 
     /// Keeps the forward's gradient for the backward.
     fn keep(&self, grad: Option<Tensor>) {
-        if let Some(g) = grad {
-            *self.grad.lock().unwrap_or_else(|p| p.into_inner()) = Some(g);
-        }
+        crate::fused::keep(&self.grad, grad);
     }
 
     fn typed<T: Element + WithDType, B: Losses<T>>(

@@ -62,7 +62,7 @@ impl WiseIouOp {
         drop(guard);
         if self.want_grad {
             let g = Tensor::from_vec(grad, l1.dims(), &candle_core::Device::Cpu)?;
-            *self.grad.lock().unwrap_or_else(|p| p.into_inner()) = Some(g);
+            crate::fused::keep(&self.grad, Some(g));
         }
         let values: Vec<T> = loss
             .values()
@@ -134,9 +134,7 @@ impl CustomOp2 for WiseIouOp {
         // Written back only once the whole forward succeeded.
         *guard = state;
         drop(guard);
-        if let Some(g) = grad {
-            *self.grad.lock().unwrap_or_else(|p| p.into_inner()) = Some(g);
-        }
+        crate::fused::keep(&self.grad, grad);
         Ok((out, shape))
     }
 
