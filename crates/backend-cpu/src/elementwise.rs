@@ -109,8 +109,8 @@ macro_rules! ew_dispatch {
             grad: Option<&mut [f32]>, losses: Option<&mut [f64]>, $($p: $pt),*
         ) -> f64 {
             #[cfg(target_arch = "x86_64")]
-            if level == $crate::SimdLevel::Avx2Fma {
-                // SAFETY: a backend's level is `Avx2Fma` only when the CPU supports AVX2 and
+            if level.avx2() {
+                // SAFETY: `level.avx2()` only if the CPU has AVX2 and
                 // FMA (`CpuBackend::with_simd_level` falls back to scalar otherwise).
                 return unsafe {
                     $avx::<G, $($garg)*>(x, y, first, aux, up, grad, losses, $($p),*)

@@ -6,6 +6,12 @@
 //! ([`crate::CpuBackend::simd_level`], by default [`SimdLevel::detect`]); every other machine
 //! (and x86 without AVX2/FMA) runs the portable scalar code, which implements the same
 //! algorithm. No `target-cpu=native` is needed or used.
+//!
+//! [`SimdLevel::Avx512`] adds a third build of the kernels written as plain loops over arrays
+//! (the box losses): the same code compiled with AVX-512 F/VL/DQ/BW, sixteen lanes and 32
+//! vector registers. It performs the same IEEE operations, so its results are bit-identical
+//! to the other builds. The kernels written with AVX2 intrinsics (cross-entropy and the other
+//! families) run their AVX2 build on it.
 
 /// Which kernel family runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,6 +20,9 @@ pub enum SimdLevel {
     Scalar,
     /// AVX2 + FMA (x86_64 only, detected at run time).
     Avx2Fma,
+    /// AVX-512 F, VL, DQ and BW with AVX2 + FMA (x86_64 only, detected at run time). Kernels
+    /// without an AVX-512 build run their AVX2 one.
+    Avx512,
 }
 
 impl SimdLevel {
@@ -22,6 +31,13 @@ impl SimdLevel {
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512dq")
+                    && std::is_x86_feature_detected!("avx512bw")
+                {
+                    return SimdLevel::Avx512;
+                }
                 return SimdLevel::Avx2Fma;
             }
         }
@@ -32,8 +48,22 @@ impl SimdLevel {
     pub fn is_available(self) -> bool {
         match self {
             SimdLevel::Scalar => true,
-            SimdLevel::Avx2Fma => SimdLevel::detect() == SimdLevel::Avx2Fma,
+            SimdLevel::Avx2Fma => SimdLevel::detect().avx2(),
+            SimdLevel::Avx512 => SimdLevel::detect() == SimdLevel::Avx512,
         }
+    }
+
+    /// Whether `self` includes AVX2 + FMA (the AVX2 kernels may run on it).
+    pub fn avx2(self) -> bool {
+        matches!(self, SimdLevel::Avx2Fma | SimdLevel::Avx512)
+    }
+
+    /// Every level this machine can run, portable first.
+    pub fn available() -> Vec<SimdLevel> {
+        [SimdLevel::Scalar, SimdLevel::Avx2Fma, SimdLevel::Avx512]
+            .into_iter()
+            .filter(|l| l.is_available())
+            .collect()
     }
 
     /// Short name for reports.
@@ -41,6 +71,7 @@ impl SimdLevel {
         match self {
             SimdLevel::Scalar => "scalar",
             SimdLevel::Avx2Fma => "avx2+fma",
+            SimdLevel::Avx512 => "avx512",
         }
     }
 }

@@ -475,15 +475,22 @@ fn portable_build_is_bit_identical_to_the_avx2_build() {
         for kind in BoxLossKind::TORCHVISION {
             let c = cfg(kind, format, Reduction::None);
             let portable = CpuBackend::with_threads(1).with_simd_level(SimdLevel::Scalar);
-            let native = CpuBackend::with_threads(1);
-            assert_eq!(native.simd_level(), SimdLevel::detect());
-            let (portable, native) = (run(&portable, &p, &t, &c), run(&native, &p, &t, &c));
-            kit::same_bits_f64(&portable.0, &native.0)
-                .and(kit::same_bits_f32(&portable.1, &native.1))
-                .and(kit::same_bits_f32(&portable.2, &native.2))
-                .and(kit::same_bits_f64(&portable.3, &native.3))
-                .and(kit::same_bits_f32(&portable.4, &native.4))
-                .unwrap_or_else(|e| panic!("{c:?}: {e}"));
+            assert_eq!(
+                CpuBackend::with_threads(1).simd_level(),
+                SimdLevel::detect()
+            );
+            let portable = run(&portable, &p, &t, &c);
+            // Every vector build this machine has (AVX2, and AVX-512 where present).
+            for level in SimdLevel::available() {
+                let native = CpuBackend::with_threads(1).with_simd_level(level);
+                let native = run(&native, &p, &t, &c);
+                kit::same_bits_f64(&portable.0, &native.0)
+                    .and(kit::same_bits_f32(&portable.1, &native.1))
+                    .and(kit::same_bits_f32(&portable.2, &native.2))
+                    .and(kit::same_bits_f64(&portable.3, &native.3))
+                    .and(kit::same_bits_f32(&portable.4, &native.4))
+                    .unwrap_or_else(|e| panic!("{c:?} on {}: {e}", level.name()));
+            }
         }
     }
 }
@@ -693,10 +700,12 @@ fn fast_detection_kinds_degenerate_non_finite_and_portable() {
                     (out, g)
                 };
                 let a = run(&CpuBackend::with_threads(1).with_simd_level(SimdLevel::Scalar));
-                let b = run(&CpuBackend::with_threads(1));
-                kit::same_bits_f64(&a.0, &b.0)
-                    .and(kit::same_bits_f32(&a.1, &b.1))
-                    .unwrap_or_else(|e| panic!("{c:?}: {e}"));
+                for level in SimdLevel::available() {
+                    let b = run(&CpuBackend::with_threads(1).with_simd_level(level));
+                    kit::same_bits_f64(&a.0, &b.0)
+                        .and(kit::same_bits_f32(&a.1, &b.1))
+                        .unwrap_or_else(|e| panic!("{c:?} on {}: {e}", level.name()));
+                }
             }
         }
     }

@@ -83,7 +83,7 @@ fn close_pairs_meet_tol2_every_kind() {
     let mut failures = Vec::new();
     for cfg in &cfgs {
         let want = reference(cfg, &p, &t);
-        for level in [SimdLevel::Scalar, SimdLevel::detect()] {
+        for level in SimdLevel::available() {
             let got = losses(
                 &CpuBackend::with_threads(1).with_simd_level(level),
                 cfg,
@@ -124,7 +124,7 @@ fn siou_distance_cost_does_not_cancel() {
     let cfg = siou();
     let want = reference(&cfg, &p, &t);
     assert!((want[0] - 1.2819860729298416e-3).abs() < 1e-15, "{want:?}");
-    for level in [SimdLevel::Scalar, SimdLevel::detect()] {
+    for level in SimdLevel::available() {
         let got = losses(
             &CpuBackend::with_threads(1).with_simd_level(level),
             &cfg,
@@ -153,7 +153,7 @@ fn siou_far_boxes_distance_cost_in_f64() {
     cfg.eps = 8.2609008423376e-7;
     for cfg in [cfg, siou()] {
         let want = reference(&cfg, &p, &t);
-        for level in [SimdLevel::Scalar, SimdLevel::detect()] {
+        for level in SimdLevel::available() {
             let got = losses(
                 &CpuBackend::with_threads(1).with_simd_level(level),
                 &cfg,
@@ -200,7 +200,7 @@ fn siou_at_every_distance_meets_tol2_on_both_paths() {
             .box_loss(&cfg, Input::new(&w64(&p)).with_grad(&mut gw), &w64(&t))
             .unwrap()
             .into_values();
-        for level in [SimdLevel::Scalar, SimdLevel::detect()] {
+        for level in SimdLevel::available() {
             let b = CpuBackend::with_threads(1).with_simd_level(level);
             let mut g = vec![0.0f32; p.len()];
             let got = b

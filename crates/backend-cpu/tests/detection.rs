@@ -89,6 +89,7 @@ fn detection_losses_are_bit_identical_for_any_thread_count_and_match_the_referen
         CpuBackend::with_threads(2),
         CpuBackend::with_threads(3),
         CpuBackend::with_threads(2).with_simd_level(SimdLevel::Scalar),
+        CpuBackend::with_threads(2).with_simd_level(SimdLevel::Avx2Fma),
     ];
     let up = smoothloss_core::Upstream::ONE;
     for (id, call) in large_calls() {

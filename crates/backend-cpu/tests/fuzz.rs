@@ -16,11 +16,11 @@ fn fuzz_cpu_threads_and_simd_levels() {
             "scalar",
             CpuBackend::with_threads(threads).with_simd_level(SimdLevel::Scalar),
         ));
-        if SimdLevel::detect() == SimdLevel::Avx2Fma {
+        for level in SimdLevel::available().into_iter().skip(1) {
             backends.push((
                 threads,
-                "avx2",
-                CpuBackend::with_threads(threads).with_simd_level(SimdLevel::Avx2Fma),
+                level.name(),
+                CpuBackend::with_threads(threads).with_simd_level(level),
             ));
         }
     }

@@ -201,6 +201,7 @@ fn results_and_state_are_bit_identical_for_1_2_3_threads_and_simd_levels() {
                 CpuBackend::with_threads(2),
                 CpuBackend::with_threads(3),
                 CpuBackend::with_threads(2).with_simd_level(SimdLevel::Scalar),
+                CpuBackend::with_threads(2).with_simd_level(SimdLevel::Avx2Fma),
             ];
             let runs: Vec<_> = backends
                 .iter()

@@ -33,7 +33,6 @@ use super::bufs::Bufs;
 use super::kernels::lanes_avx2;
 use super::plan::{Kind, KindMarker, Plan, with_kind};
 use super::short::{ln_split, process_rows_short};
-use crate::SimdLevel;
 use crate::math::exp_nonpos_f32;
 
 /// Rows of at most this many classes (hard targets) take the lanes path. The code handles up
@@ -70,8 +69,8 @@ pub(super) fn process_rows_lanes(
     losses: &mut [f64],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if plan.level == SimdLevel::Avx2Fma {
-        // SAFETY: `plan.level` is only `Avx2Fma` when AVX2 and FMA were detected on this CPU
+    if plan.level.avx2() {
+        // SAFETY: `plan.level.avx2()` only if this CPU has AVX2 and FMA
         // (`CpuBackend::with_simd_level` falls back to scalar otherwise).
         unsafe { with_kind!(plan.kind, |K| avx2::<K>(plan, first, bufs, us, losses)) };
         return;

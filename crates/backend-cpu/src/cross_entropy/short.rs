@@ -23,7 +23,6 @@ use super::bufs::Bufs;
 #[cfg(target_arch = "x86_64")]
 use super::kernels::short_avx2;
 use super::plan::{Kind, KindMarker, Plan, mref, with_kind};
-use crate::SimdLevel;
 use crate::math::exp_nonpos_f32;
 
 /// Rows of at most this many classes take the short-row path.
@@ -146,8 +145,8 @@ pub(super) fn process_rows_short(
     losses: &mut [f64],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if plan.level == SimdLevel::Avx2Fma {
-        // SAFETY: `plan.level` is only `Avx2Fma` when AVX2 and FMA were detected on this CPU
+    if plan.level.avx2() {
+        // SAFETY: `plan.level.avx2()` only if this CPU has AVX2 and FMA
         // (`CpuBackend::with_simd_level` falls back to scalar otherwise).
         unsafe { with_kind!(plan.kind, |K| avx2::<K>(plan, first, bufs, us, losses)) };
         return;

@@ -88,8 +88,8 @@ pub(super) fn softcap_row(
     let n = z.len();
     let (capped, dcap) = (&mut capped[..n], &mut dcap[..n]);
     #[cfg(target_arch = "x86_64")]
-    if level == SimdLevel::Avx2Fma {
-        // SAFETY: `level` is only `Avx2Fma` when AVX2 and FMA were detected on this CPU.
+    if level.avx2() {
+        // SAFETY: `level.avx2()` only if AVX2 and FMA were detected on this CPU.
         unsafe { avx2(z, cap, capped, dcap) };
         return;
     }
@@ -174,8 +174,8 @@ pub(super) fn chain_rule(level: SimdLevel, g: &[f32], d: &[f32], out: &mut [f32]
     let n = out.len().min(g.len()).min(d.len());
     let (g, d, out) = (&g[..n], &d[..n], &mut out[..n]);
     #[cfg(target_arch = "x86_64")]
-    if level == SimdLevel::Avx2Fma {
-        // SAFETY: `level` is only `Avx2Fma` when AVX2 and FMA were detected on this CPU.
+    if level.avx2() {
+        // SAFETY: `level.avx2()` only if AVX2 and FMA were detected on this CPU.
         unsafe { chain_avx2(g, d, out) };
         return;
     }

@@ -49,8 +49,8 @@ pub(crate) fn distribution_focal(
                 conv,
             };
             #[cfg(target_arch = "x86_64")]
-            if level == crate::SimdLevel::Avx2Fma {
-                // SAFETY: a backend's level is `Avx2Fma` only when the CPU supports AVX2 and
+            if level.avx2() {
+                // SAFETY: `level.avx2()` only if the CPU has AVX2 and
                 // FMA (`CpuBackend::with_simd_level` falls back to scalar otherwise).
                 return unsafe { block_avx2(&a, r.len(), up, g, l) };
             }

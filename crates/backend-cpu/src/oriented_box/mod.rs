@@ -60,8 +60,8 @@ fn lanes_dispatch<const G: bool, const FL: bool>(
     losses: Option<&mut [f64]>,
 ) -> f64 {
     #[cfg(target_arch = "x86_64")]
-    if level == crate::SimdLevel::Avx2Fma {
-        // SAFETY: a backend's level is `Avx2Fma` only when the CPU supports AVX2 and FMA
+    if level.avx2() {
+        // SAFETY: `level.avx2()` only if the CPU has AVX2 and FMA
         // (`CpuBackend::with_simd_level` falls back to scalar otherwise).
         return unsafe { lanes_avx2::<G, FL>(pred, target, prm, up, grad, losses) };
     }
@@ -83,7 +83,7 @@ fn row_dispatch(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if level == crate::SimdLevel::Avx2Fma {
+    if level.avx2() {
         // SAFETY: as in `lanes_dispatch`.
         return unsafe { rows_avx2(a, b, prm, out) };
     }

@@ -189,8 +189,8 @@ fn qfl_dispatch<const TWO: bool>(
     l: Option<&mut [f64]>,
 ) -> f64 {
     #[cfg(target_arch = "x86_64")]
-    if level == crate::SimdLevel::Avx2Fma {
-        // SAFETY: a backend's level is `Avx2Fma` only when the CPU supports AVX2 and FMA
+    if level.avx2() {
+        // SAFETY: `level.avx2()` only if the CPU has AVX2 and FMA
         // (`CpuBackend::with_simd_level` falls back to scalar otherwise).
         return unsafe { qfl_avx2::<TWO>(a, r, up, g, l) };
     }

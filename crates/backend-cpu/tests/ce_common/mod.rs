@@ -207,11 +207,7 @@ pub fn check(case: &Case, got_loss: &[f64], got_grad: Option<&[f32]>) -> Result<
 }
 
 pub fn levels() -> Vec<SimdLevel> {
-    let mut v = vec![SimdLevel::Scalar];
-    if SimdLevel::Avx2Fma.is_available() {
-        v.push(SimdLevel::Avx2Fma);
-    }
-    v
+    SimdLevel::available()
 }
 
 /// The three calls of a case on one level: (loss and gradient with a separate buffer, loss

@@ -26,7 +26,7 @@ pub(super) unsafe fn pass1(
 ) -> ChunkStats {
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2Fma => {
+        SimdLevel::Avx2Fma | SimdLevel::Avx512 => {
             // SAFETY: forwarded contract; AVX2 + FMA availability is the caller's
             // precondition (`level` comes from detection).
             unsafe { avx2::pass1_dispatch(kind, store, src, dst, n, w, q, qa, qb) }
@@ -61,7 +61,7 @@ pub(super) unsafe fn pass2(
 ) {
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2Fma => {
+        SimdLevel::Avx2Fma | SimdLevel::Avx512 => {
             // SAFETY: forwarded contract; AVX2 + FMA available by precondition.
             unsafe { avx2::pass2_dispatch(kind, e, out, n, nt, a, b, bq, w, q, qa, qb) }
         }
@@ -101,7 +101,7 @@ pub(super) unsafe fn pass1_fused(
 ) -> ChunkStats {
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2Fma => {
+        SimdLevel::Avx2Fma | SimdLevel::Avx512 => {
             // SAFETY: forwarded contract; AVX2 + FMA available by precondition.
             unsafe {
                 avx2::fused_dispatch(kind, src, dst, n, w, q, qa, qb, e2, out2, nt, a, b, bq, q2)
@@ -122,7 +122,7 @@ pub(super) unsafe fn pass1_fused(
 /// them, before the results are handed to another thread).
 pub(super) fn store_fence(level: SimdLevel) {
     #[cfg(target_arch = "x86_64")]
-    if level == SimdLevel::Avx2Fma {
+    if level.avx2() {
         // SAFETY: `sfence` is SSE (part of the x86_64 baseline); no memory is accessed.
         unsafe { std::arch::x86_64::_mm_sfence() };
     }
