@@ -83,7 +83,10 @@ fn main() {
     let reps: usize = arg(&args, "--repeats", 7);
     let threads: usize = arg(&args, "--threads", 1);
     let only: String = arg(&args, "--only", String::new());
-    let peers = !args.iter().any(|a| a == "--no-peers");
+    // `--forward`: the value alone (no gradient buffer), ours only: the peers time forward and
+    // backward.
+    let forward = args.iter().any(|a| a == "--forward");
+    let peers = !forward && !args.iter().any(|a| a == "--no-peers");
     let (p, t) = box_pairs(n);
     let cpu = CpuBackend::with_threads(threads);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -115,7 +118,12 @@ fn main() {
     };
     let mut g = vec![0.0f32; p.len()];
     println!(
-        "pairs {n}, f32, xyxy, mean, forward + backward, {threads} thread(s), {reps} alternating samples; machine shared with other builds"
+        "pairs {n}, f32, xyxy, mean, {}, {threads} thread(s), {reps} alternating samples; machine shared with other builds",
+        if forward {
+            "forward only"
+        } else {
+            "forward + backward"
+        }
     );
     println!(
         "{:<19} {:>9} {:>9} {:>7} {:>8} {:>6} {:>6} {:>9} {:>9} {:>7} {:>7}  peer",
@@ -142,7 +150,11 @@ fn main() {
         let mut floor = Vec::new();
         for _ in 0..reps {
             let (s, cpu_s) = timing::time_median(3, || {
-                let input = Input::new(&p).with_grad(&mut g);
+                let input = if forward {
+                    Input::new(&p)
+                } else {
+                    Input::new(&p).with_grad(&mut g)
+                };
                 let l = if name == "wiou3" {
                     let mut state = WiseIouState::new();
                     cpu.wise_iou_v3(&cfg, &mut state, input, &t)
@@ -161,7 +173,7 @@ fn main() {
             }
             let (bw, _) = timing::copy_bandwidth(threads, 2);
             bandwidths.push(bw);
-            floor.push(48.0 * n as f64 / bw);
+            floor.push(if forward { 32.0 } else { 48.0 } * n as f64 / bw);
         }
         let o = median(&mut ours);
         let oc = median(&mut ours_cpu);

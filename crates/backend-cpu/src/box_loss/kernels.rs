@@ -113,7 +113,7 @@ pub(super) type BlockFn = fn(
 ) -> f64;
 
 /// Which kernel of a (kind, format) runs: the plain kinds (the modifier code compiled out), the
-/// options (focal, Focaler, mmdetection's CIoU, Wise-IoU v3's focus, `M`), those with
+/// options (focal, Focaler, mmdetection's CIoU, `M`; Wise-IoU v3's focus runs in every kernel), those with
 /// Inner-IoU (`M` and `X`), with alpha-IoU (`M` and `A`), or with both (`M`, `X` and `A`).
 /// Within each, the options a call sets are selected at run time (`PairParams`), and the
 /// detached weights run in a loop of their own only where a call has one: no kernel per
@@ -124,7 +124,7 @@ pub(super) type BlockFn = fn(
 pub(super) enum Options {
     /// No modifier.
     Plain,
-    /// Focal, Focaler, mmdetection's CIoU, Wise-IoU v3's focus.
+    /// Focal, Focaler, mmdetection's CIoU.
     Some,
     /// Those and Inner-IoU.
     Inner,

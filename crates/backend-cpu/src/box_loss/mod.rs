@@ -73,7 +73,7 @@ fn focused(
         kernels::Options::Inner
     } else if m.alpha_power.is_some() {
         kernels::Options::Alpha
-    } else if m.focaler.is_some() || m.focal_gamma.is_some() || ciou_mmdet || focus.is_some() {
+    } else if m.focaler.is_some() || m.focal_gamma.is_some() || ciou_mmdet {
         kernels::Options::Some
     } else {
         kernels::Options::Plain
@@ -143,9 +143,9 @@ fn focused(
 
 /// Wise-IoU v3 fused (`BOX-24`): pass 1 the plain IoU losses (forward only, the `f32` IoU
 /// kernel) summed in `f64` in the kernels' fixed order (so the running mean does not depend on
-/// the thread count); pass 2 the Wise-IoU v1 kernel with each pair's focusing coefficient
-/// computed in the kernel from its own `1 - IoU` (the same `f32` value as pass 1's) and
-/// applied as a detached weight. Neither pass allocates per pair (unless a pair is not
+/// the thread count); pass 2 the Wise-IoU v1 kernel (the plain one unless other options are
+/// set) with each pair's focusing coefficient computed in the kernel from its own `1 - IoU`
+/// (the same `f32` value as pass 1's) and applied as a detached weight. Neither pass allocates per pair (unless a pair is not
 /// finite).
 fn wise_iou_v3(
     backend: &CpuBackend,

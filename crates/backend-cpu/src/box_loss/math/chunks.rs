@@ -4,40 +4,40 @@
 
 use super::*;
 
-/// The detached weight of the kernels with options (`M`): BOX-23's `max(IoU, 0)^gamma`
-/// (`0^0 = 1`) when `FOCAL`, times BOX-24's Wise-IoU v3 coefficient
-/// `r = (beta / delta) exp((delta - beta) ln alpha)` of the pair's IoU loss `l_iou` (the IoU
-/// kernel's value, bit for bit; 1 where that is not finite) when `prm.focus`. One `exp`
-/// serves both: `exp(gamma ln IoU + (delta - beta) ln alpha)`, each exponent 0 when off.
+/// BOX-23's detached focal weight `max(IoU, 0)^gamma` (`0^0 = 1`) of the kernels with options
+/// (`M`), from the pair's IoU.
 #[inline(always)]
-fn detached_weight<const FOCAL: bool>([iou, l_iou]: [f32; 2], prm: &PairParams) -> f32 {
-    let beta = l_iou * prm.inv_mean;
-    let focus = prm.focus && l_iou.is_finite();
-    let e_focus = sel(focus, (prm.delta - beta) * prm.ln_alpha, 0.0);
-    let f_focus = sel(focus, beta * prm.inv_delta, 1.0);
-    if FOCAL {
-        let pos = iou > 0.0;
-        let e_focal = sel(pos, prm.gamma * ln_f32(iou), 0.0);
-        let f_focal = sel(!pos, sel(prm.gamma == 0.0, 1.0, 0.0), 1.0);
-        exp_f32(e_focal + e_focus) * (f_focal * f_focus)
-    } else {
-        exp_f32(e_focus) * f_focus
-    }
+fn focal_weight(iou: f32, prm: &PairParams) -> f32 {
+    let pos = iou > 0.0;
+    let e_focal = sel(pos, prm.gamma * ln_f32(iou), 0.0);
+    let f_focal = sel(!pos, sel(prm.gamma == 0.0, 1.0, 0.0), 1.0);
+    exp_f32(e_focal) * f_focal
 }
 
-/// Multiplies the chunk's losses (and gradients when `G`) by [`detached_weight`]: the
-/// weights in one loop over plain arrays (vectorised), then the products.
+/// BOX-24's Wise-IoU v3 focusing coefficient `r = (beta / delta) exp((delta - beta) ln alpha)`,
+/// `beta = l_iou / mean`, of the pair's IoU loss `l_iou` (the IoU kernel's value, bit for bit;
+/// 1 where that is not finite).
 #[inline(always)]
-fn apply_weight<const G: bool, const FOCAL: bool>(
+fn focus_weight(l_iou: f32, prm: &PairParams) -> f32 {
+    let beta = l_iou * prm.inv_mean;
+    let finite = l_iou.is_finite();
+    let e_focus = sel(finite, (prm.delta - beta) * prm.ln_alpha, 0.0);
+    let f_focus = sel(finite, beta * prm.inv_delta, 1.0);
+    exp_f32(e_focus) * f_focus
+}
+
+/// Multiplies the chunk's losses (and gradients when `G`) by [`focal_weight`]: the weights in
+/// one loop over plain arrays (vectorised), then the products.
+#[inline(always)]
+fn apply_weight<const G: bool>(
     qi: &[f32; CH],
-    ql: &[f32; CH],
     prm: &PairParams,
     g: &mut [f32; 4 * CH],
     l: &mut [f32; CH],
 ) {
     let mut w = [0.0f32; CH];
     for j in 0..CH {
-        w[j] = detached_weight::<FOCAL>([qi[j], ql[j]], prm);
+        w[j] = focal_weight(qi[j], prm);
     }
     for j in 0..CH {
         l[j] *= w[j];
@@ -89,6 +89,9 @@ fn chunk<
             sw_h[j] = sel(den > 0.0, 2.0 * phg * rden, 1.0);
         }
     }
+    // Wise-IoU v3's focus applies to the Wise-IoU kind only (core validates `cfg.kind`):
+    // `1 - IoU` of each pair kept for it.
+    let wiou = matches!(K::KIND, BoxLossKind::Wiou);
     let (mut qi, mut ql) = ([0.0f32; CH], [0.0f32; CH]);
     let mut dv = [0.0f32; CH];
     if matches!(K::KIND, BoxLossKind::Ciou) {
@@ -125,7 +128,10 @@ fn chunk<
         l[j] = loss;
         redo[j] = r;
         if M {
-            (qi[j], ql[j]) = (q[0], q[1]);
+            qi[j] = q[0];
+        }
+        if wiou {
+            ql[j] = q[1];
         }
         if G {
             g[4 * j] = gr[0];
@@ -144,19 +150,36 @@ fn chunk<
                 pair::<K, F, G, M, X, A, true>(pp, tt, c[j], dv[j], [sw_w[j], sw_h[j]], prm);
             l[j] = loss;
             if M {
-                (qi[j], ql[j]) = (q[0], q[1]);
+                qi[j] = q[0];
             }
             if G {
                 g[4 * j..4 * j + 4].copy_from_slice(&gr);
             }
         }
     }
-    // The detached weights in a loop of their own, run only by the calls that have one (the
-    // `exp` and `ln` are not paid by Focaler, Inner, alpha or mmdetection's CIoU alone).
+    // Wise-IoU v3 (BOX-24): the detached focusing weight from each pair's own `1 - IoU` (the
+    // IoU kernel's value, bit for bit), in a loop of its own after the main loop, so that the
+    // plain kernel runs it (no options compiled in) and the other calls do not pay for it.
+    if wiou && prm.focus {
+        let mut wf = [0.0f32; CH];
+        for j in 0..CH {
+            wf[j] = focus_weight(ql[j], prm);
+        }
+        for j in 0..CH {
+            l[j] *= wf[j];
+        }
+        if G {
+            for (gj, wj) in g.chunks_exact_mut(4).zip(&wf) {
+                for v in gj {
+                    *v *= *wj;
+                }
+            }
+        }
+    }
+    // The focal weight in a loop of its own, run only by the calls that have one (the `exp`
+    // and `ln` are not paid by Focaler, Inner, alpha or mmdetection's CIoU alone).
     if M && prm.focal {
-        apply_weight::<G, true>(&qi, &ql, prm, g, l);
-    } else if M && prm.focus {
-        apply_weight::<G, false>(&qi, &ql, prm, g, l);
+        apply_weight::<G>(&qi, prm, g, l);
     }
 }
 

@@ -166,7 +166,7 @@ pub(crate) struct PairParams {
     pub siou_paper: bool,
     /// Shape-IoU's `scale` (`BOX-19`).
     pub shape_scale: f32,
-    /// Wise-IoU v3's focusing coefficient is on (`BOX-24`; kernels with options, `M`, only).
+    /// Wise-IoU v3's focusing coefficient is on (`BOX-24`; every kernel, in `chunk`).
     pub focus: bool,
     /// Wise-IoU v3: `1 / mean`, `ln alpha`, `delta` and `1 / delta` (`BOX-24`), when `focus`.
     pub inv_mean: f32,
