@@ -71,6 +71,7 @@ GEN = {
     "inner-ciou": {"kind": "ciou", "inner_ratio": 0.8},
     "focaler-giou": {"kind": "giou", "focaler": [0.0, 0.95]},
     "alpha-ciou": {"kind": "ciou", "alpha_power": 3.0},
+    "alpha2.5-ciou": {"kind": "ciou", "alpha_power": 2.5},
     "inner-focaler-siou": {"kind": "siou", "inner_ratio": 0.8, "focaler": [0.0, 0.95]},
 }
 ULTRA = {"iou": {}, "giou": {"GIoU": True}, "diou": {"DIoU": True}, "ciou": {"CIoU": True}}

@@ -56,7 +56,9 @@ fn rows() -> Vec<(&'static str, BoxLoss)> {
         ("shape-iou", k(BoxLossKind::ShapeIou)),
         ("inner-ciou", k(BoxLossKind::Ciou).with_inner(0.8)),
         ("focaler-giou", k(BoxLossKind::Giou).with_focaler(0.0, 0.95)),
+        // The paper's power 3 (an integer: multiplied out) and a power that is not one.
         ("alpha-ciou", k(BoxLossKind::Ciou).with_alpha_power(3.0)),
+        ("alpha2.5-ciou", k(BoxLossKind::Ciou).with_alpha_power(2.5)),
         (
             "inner-focaler-siou",
             k(BoxLossKind::Siou).with_inner(0.8).with_focaler(0.0, 0.95),

@@ -647,6 +647,13 @@ fn fast_detection_cfgs(format: BoxFormat, reduction: Reduction) -> Vec<BoxLoss> 
         k(BoxLossKind::Giou).with_alpha_power(2.0),
         k(BoxLossKind::Diou).with_alpha_power(0.5),
         k(BoxLossKind::Ciou).with_alpha_power(3.0),
+        // Integer powers run multiplied out (1 and 8 are the ends of that path), others
+        // through exp and ln.
+        k(BoxLossKind::Iou).with_alpha_power(1.0),
+        k(BoxLossKind::Diou).with_alpha_power(5.0),
+        k(BoxLossKind::Giou).with_alpha_power(8.0),
+        k(BoxLossKind::Ciou).with_alpha_power(9.0),
+        k(BoxLossKind::Ciou).with_alpha_power(2.5),
         k(BoxLossKind::Ciou)
             .with_ciou_convention(CiouConvention::Mmdetection)
             .with_alpha_power(3.0),

@@ -12,7 +12,7 @@
 
 use crate::blocks::{Up, drive};
 use crate::{CpuBackend, loss_of, run_pair, split_io};
-use math::PairParams;
+use math::{IntPow, PairParams};
 use rayon::prelude::*;
 use smoothloss_core::backend::BoxLossOps;
 
@@ -115,6 +115,11 @@ fn focused(
         inner_ratio: m.inner_ratio.unwrap_or(1.0) as f32,
         alpha_on: m.alpha_power.is_some(),
         alpha: m.alpha_power.unwrap_or(1.0) as f32,
+        alpha_int: m.alpha_power.and_then(IntPow::of).is_some(),
+        alpha_ipow: m
+            .alpha_power
+            .and_then(IntPow::of)
+            .unwrap_or_else(IntPow::one),
         smooth_point: cfg.options.smooth_point as f32,
         inv_smooth_point: (1.0 / cfg.options.smooth_point) as f32,
     };

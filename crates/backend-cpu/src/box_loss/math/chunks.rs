@@ -60,6 +60,7 @@ fn chunk<
     const M: bool,
     const X: bool,
     const A: bool,
+    const I: bool,
 >(
     p: &[f32; 4 * CH],
     t: &[f32; 4 * CH],
@@ -124,7 +125,7 @@ fn chunk<
         let pp = [p[4 * j], p[4 * j + 1], p[4 * j + 2], p[4 * j + 3]];
         let tt = [t[4 * j], t[4 * j + 1], t[4 * j + 2], t[4 * j + 3]];
         let (loss, gr, q, r) =
-            pair::<K, F, G, M, X, A, false>(pp, tt, c[j], dv[j], [sw_w[j], sw_h[j]], prm);
+            pair::<K, F, G, M, X, A, I, false>(pp, tt, c[j], dv[j], [sw_w[j], sw_h[j]], prm);
         l[j] = loss;
         redo[j] = r;
         if M {
@@ -147,7 +148,7 @@ fn chunk<
             let pp = [p[4 * j], p[4 * j + 1], p[4 * j + 2], p[4 * j + 3]];
             let tt = [t[4 * j], t[4 * j + 1], t[4 * j + 2], t[4 * j + 3]];
             let (loss, gr, q, _) =
-                pair::<K, F, G, M, X, A, true>(pp, tt, c[j], dv[j], [sw_w[j], sw_h[j]], prm);
+                pair::<K, F, G, M, X, A, I, true>(pp, tt, c[j], dv[j], [sw_w[j], sw_h[j]], prm);
             l[j] = loss;
             if M {
                 qi[j] = q[0];
@@ -194,7 +195,9 @@ fn fill_up(c: &mut [f32; CH], up: Up<'_>, off: usize, r: usize) {
 }
 
 /// Runs one block of pairs: returns the (lane-ordered) sum of the weighted losses, writes the
-/// gradient when `G` and per-pair losses when `losses` is given.
+/// gradient when `G` and per-pair losses when `losses` is given. alpha-IoU with an integer
+/// power (`A`, `prm.alpha_int`) runs its own copy of the loops, with the powers multiplied out
+/// (`I`); the test is once per block, outside the loops.
 #[inline(always)]
 pub(crate) fn block<
     K: KindMarker,
@@ -203,6 +206,31 @@ pub(crate) fn block<
     const M: bool,
     const X: bool,
     const A: bool,
+>(
+    pred: &[f32],
+    target: &[f32],
+    grad: Option<&mut [f32]>,
+    up: Up<'_>,
+    prm: &PairParams,
+    losses: Option<&mut [f64]>,
+) -> f64 {
+    if A && prm.alpha_int {
+        block_of::<K, F, G, M, X, A, true>(pred, target, grad, up, prm, losses)
+    } else {
+        block_of::<K, F, G, M, X, A, false>(pred, target, grad, up, prm, losses)
+    }
+}
+
+/// [`block`] with the integer powers (`I`) or without.
+#[inline(always)]
+fn block_of<
+    K: KindMarker,
+    F: FormatMarker,
+    const G: bool,
+    const M: bool,
+    const X: bool,
+    const A: bool,
+    const I: bool,
 >(
     pred: &[f32],
     target: &[f32],
@@ -228,9 +256,9 @@ pub(crate) fn block<
         match grad.as_deref_mut() {
             Some(g) if G => {
                 let g: &mut [f32; 4 * CH] = (&mut g[4 * off..4 * off + 4 * CH]).try_into().unwrap();
-                chunk::<K, F, G, M, X, A>(p, t, &c, prm, g, &mut l);
+                chunk::<K, F, G, M, X, A, I>(p, t, &c, prm, g, &mut l);
             }
-            _ => chunk::<K, F, G, M, X, A>(p, t, &c, prm, &mut gl, &mut l),
+            _ => chunk::<K, F, G, M, X, A, I>(p, t, &c, prm, &mut gl, &mut l),
         }
         accumulate(&mut acc, &l, CH);
         if let Some(out) = losses.as_deref_mut() {
@@ -247,7 +275,7 @@ pub(crate) fn block<
         p[..4 * r].copy_from_slice(&pred[4 * off..]);
         t[..4 * r].copy_from_slice(&target[4 * off..]);
         fill_up(&mut c, up, off, r);
-        chunk::<K, F, G, M, X, A>(&p, &t, &c, prm, &mut gl, &mut l);
+        chunk::<K, F, G, M, X, A, I>(&p, &t, &c, prm, &mut gl, &mut l);
         if G && let Some(g) = grad {
             g[4 * off..].copy_from_slice(&gl[..4 * r]);
         }

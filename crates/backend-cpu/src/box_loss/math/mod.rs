@@ -28,7 +28,8 @@ use crate::blocks::{CH, Up, accumulate, lanes_sum};
 use crate::math::{atan_ratio_diff, exp_f32, exp_nonpos_f64, ln_f32, sel, sel64, zn};
 pub(crate) use chunks::{block, iou_row};
 use extended::extended;
-use modifiers::{inner_omi, one_minus_pow, spow};
+pub(crate) use modifiers::IntPow;
+use modifiers::{inner_omi, ispow, one_minus_ipow, one_minus_pow, spow};
 use prim::{axis, excesses, expm1_f32, extents, omega, pow_pos, safe_recip, ties};
 
 mod chunks;
@@ -184,6 +185,11 @@ pub(crate) struct PairParams {
     pub alpha_on: bool,
     /// See `alpha_on`.
     pub alpha: f32,
+    /// The power is an integer of `1..=8` (the kernels then run with `I`), and its
+    /// [`IntPow`] (that of 1 otherwise).
+    pub alpha_int: bool,
+    /// See `alpha_int`.
+    pub alpha_ipow: IntPow,
     /// Extended-IoU's `smooth_point` and its inverse (`BOX-15`).
     pub smooth_point: f32,
     /// See `smooth_point`.
@@ -191,7 +197,7 @@ pub(crate) struct PairParams {
 }
 
 /// One pair: returns the weighted loss, `c * weight * d(loss)/d(pred)` in format `F`, and
-/// `[IoU, 1 - IoU]` for [`detached_weight`] (the weight here is the seed's threshold weight),
+/// `[IoU, 1 - IoU]` for the detached weights (`chunk`) (the weight here is the seed's threshold weight),
 /// and, for SIoU without `EXACT`, whether the pair must be computed again with `EXACT` (its
 /// distance cost in `f64`). A non-finite coordinate gives NaN everywhere.
 #[inline(always)]
@@ -202,6 +208,7 @@ pub(crate) fn pair<
     const M: bool,
     const X: bool,
     const A: bool,
+    const I: bool,
     const EXACT: bool,
 >(
     p: [f32; 4],
@@ -259,7 +266,11 @@ pub(crate) fn pair<
             BoxLossKind::Iou | BoxLossKind::Giou | BoxLossKind::Diou | BoxLossKind::Ciou
         );
     let (omi_a, c_a) = if alpha_kind {
-        let (v, d) = one_minus_pow(omi, prm.alpha);
+        let (v, d) = if I {
+            one_minus_ipow(omi, &prm.alpha_ipow)
+        } else {
+            one_minus_pow(omi, prm.alpha)
+        };
         (sel(prm.alpha_on, v, omi), sel(prm.alpha_on, d, 1.0))
     } else {
         (omi, 1.0)
@@ -267,7 +278,11 @@ pub(crate) fn pair<
     // spow(x, a) of a penalty term and its factor, or (x, 1) without alpha-IoU.
     let powered = |x: f32| {
         if alpha_kind {
-            let (v, d) = spow(x, prm.alpha);
+            let (v, d) = if I {
+                ispow(x, &prm.alpha_ipow)
+            } else {
+                spow(x, prm.alpha)
+            };
             (sel(prm.alpha_on, v, x), sel(prm.alpha_on, d, 1.0))
         } else {
             (x, 1.0)

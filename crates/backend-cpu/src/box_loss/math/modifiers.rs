@@ -126,3 +126,81 @@ pub(super) fn spow(x: f32, a: f32) -> (f32, f32) {
     let d = sel(x == 0.0, 0.0, a * m / x.abs());
     (v, d)
 }
+
+/// The integer powers of alpha-IoU (`BOX-22` with `a = n`, an integer in `1..=8`: the paper's
+/// default 3 among them), by multiplication instead of `exp(a ln x)`: a few products where the
+/// general path takes a `ln`, an `exp` and a division, and at least as accurate (each product
+/// rounds once). The exponent is the same in every lane, so the selections below are uniform.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IntPow {
+    /// `n`.
+    pub n: f32,
+    /// The bits of `n - 1` (`0..=7`).
+    pub bits: [bool; 3],
+    /// `2^(-126 / n)`: below it `|x|^n` would be subnormal, and is flushed to 0 (as
+    /// [`exp_flush`] flushes the general path), so that no subnormal is formed.
+    pub tiny: f32,
+}
+
+impl IntPow {
+    /// The integer power of `a`, if it is one of `1..=8`.
+    pub(crate) fn of(a: f64) -> Option<Self> {
+        let n = a as i32;
+        (f64::from(n) == a && (1..=8).contains(&n)).then(|| {
+            let k = n - 1;
+            IntPow {
+                n: n as f32,
+                bits: [k & 1 != 0, k & 2 != 0, k & 4 != 0],
+                tiny: (-126.0 / a).exp2() as f32,
+            }
+        })
+    }
+
+    /// The power 1 (what the kernels carry when the power is not an integer, unused there).
+    pub(crate) fn one() -> Self {
+        IntPow {
+            n: 1.0,
+            bits: [false; 3],
+            tiny: f32::MIN_POSITIVE,
+        }
+    }
+
+    /// `|x|^(n - 1)` of `|x| >= 0` (binary powering over the three bits of `n - 1`).
+    #[inline(always)]
+    fn pow_n1(&self, x: f32) -> f32 {
+        let x2 = x * x;
+        let r = sel(self.bits[0], x, 1.0);
+        let r = sel(self.bits[1], r * x2, r);
+        sel(self.bits[2], r * (x2 * x2), r)
+    }
+}
+
+/// [`one_minus_pow`] for an integer power: `1 - x^n = u (1 + x + ... + x^(n-1))` for
+/// `x = 1 - u >= 0` (no cancellation: every term is positive), `1 + |x|^n` below 0.
+#[inline(always)]
+pub(super) fn one_minus_ipow(u: f32, ip: &IntPow) -> (f32, f32) {
+    let x = 1.0 - u;
+    let xa = x.abs();
+    let xf = sel(xa < ip.tiny, 0.0, xa);
+    let p = ip.pow_n1(xf);
+    // The geometric sum by Horner's rule, its length n selected per step.
+    let mut g = 1.0f32;
+    for k in 1..8 {
+        g = sel((k as f32) < ip.n, g * x + 1.0, g);
+    }
+    let v = sel(x < 0.0, 1.0 + p * xf, u * g);
+    let d = sel(x == 0.0, 0.0, ip.n * p);
+    (v, d)
+}
+
+/// [`spow`] for an integer power: `sign(x) |x|^n` and `n |x|^(n - 1)`, both 0 at `x = 0`.
+#[inline(always)]
+pub(super) fn ispow(x: f32, ip: &IntPow) -> (f32, f32) {
+    let xa = x.abs();
+    let xf = sel(xa < ip.tiny, 0.0, xa);
+    let p = ip.pow_n1(xf);
+    let m = p * xf;
+    let v = sel(x == 0.0, 0.0, sel(x < 0.0, -m, m));
+    let d = sel(x == 0.0, 0.0, ip.n * p);
+    (v, d)
+}
