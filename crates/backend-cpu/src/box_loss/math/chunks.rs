@@ -61,6 +61,7 @@ fn chunk<
     const X: bool,
     const A: bool,
     const I: bool,
+    const W: bool,
 >(
     p: &[f32; 4 * CH],
     t: &[f32; 4 * CH],
@@ -90,10 +91,7 @@ fn chunk<
             sw_h[j] = sel(den > 0.0, 2.0 * phg * rden, 1.0);
         }
     }
-    // Wise-IoU v3's focus applies to the Wise-IoU kind only (core validates `cfg.kind`):
-    // `1 - IoU` of each pair kept for it.
-    let wiou = matches!(K::KIND, BoxLossKind::Wiou);
-    let (mut qi, mut ql) = ([0.0f32; CH], [0.0f32; CH]);
+    let mut qi = [0.0f32; CH];
     let mut dv = [0.0f32; CH];
     if matches!(K::KIND, BoxLossKind::Ciou) {
         let size = |b: &[f32; 4 * CH], j: usize, k: usize| {
@@ -124,15 +122,20 @@ fn chunk<
     for j in 0..CH {
         let pp = [p[4 * j], p[4 * j + 1], p[4 * j + 2], p[4 * j + 3]];
         let tt = [t[4 * j], t[4 * j + 1], t[4 * j + 2], t[4 * j + 3]];
-        let (loss, gr, q, r) =
+        let (mut loss, mut gr, q, r) =
             pair::<K, F, G, M, X, A, I, false>(pp, tt, c[j], dv[j], [sw_w[j], sw_h[j]], prm);
+        if W {
+            // Wise-IoU v3 (BOX-24): the detached focusing weight from the pair's own
+            // `1 - IoU` (the IoU kernel's value, bit for bit), on the loss and the gradient
+            // before they are stored.
+            let w = focus_weight(q[1], prm);
+            loss *= w;
+            gr = gr.map(|v| v * w);
+        }
         l[j] = loss;
         redo[j] = r;
         if M {
             qi[j] = q[0];
-        }
-        if wiou {
-            ql[j] = q[1];
         }
         if G {
             g[4 * j] = gr[0];
@@ -158,25 +161,6 @@ fn chunk<
             }
         }
     }
-    // Wise-IoU v3 (BOX-24): the detached focusing weight from each pair's own `1 - IoU` (the
-    // IoU kernel's value, bit for bit), in a loop of its own after the main loop, so that the
-    // plain kernel runs it (no options compiled in) and the other calls do not pay for it.
-    if wiou && prm.focus {
-        let mut wf = [0.0f32; CH];
-        for j in 0..CH {
-            wf[j] = focus_weight(ql[j], prm);
-        }
-        for j in 0..CH {
-            l[j] *= wf[j];
-        }
-        if G {
-            for (gj, wj) in g.chunks_exact_mut(4).zip(&wf) {
-                for v in gj {
-                    *v *= *wj;
-                }
-            }
-        }
-    }
     // The focal weight in a loop of its own, run only by the calls that have one (the `exp`
     // and `ln` are not paid by Focaler, Inner, alpha or mmdetection's CIoU alone).
     if M && prm.focal {
@@ -197,7 +181,8 @@ fn fill_up(c: &mut [f32; CH], up: Up<'_>, off: usize, r: usize) {
 /// Runs one block of pairs: returns the (lane-ordered) sum of the weighted losses, writes the
 /// gradient when `G` and per-pair losses when `losses` is given. alpha-IoU with an integer
 /// power (`A`, `prm.alpha_int`) runs its own copy of the loops, with the powers multiplied out
-/// (`I`); the test is once per block, outside the loops.
+/// (`I`), and so does Wise-IoU v3's focus (`W`); the tests are once per block, outside the
+/// loops.
 #[inline(always)]
 pub(crate) fn block<
     K: KindMarker,
@@ -215,13 +200,16 @@ pub(crate) fn block<
     losses: Option<&mut [f64]>,
 ) -> f64 {
     if A && prm.alpha_int {
-        block_of::<K, F, G, M, X, A, true>(pred, target, grad, up, prm, losses)
+        block_of::<K, F, G, M, X, A, true, false>(pred, target, grad, up, prm, losses)
+    } else if matches!(K::KIND, BoxLossKind::Wiou) && prm.focus {
+        block_of::<K, F, G, M, X, A, false, true>(pred, target, grad, up, prm, losses)
     } else {
-        block_of::<K, F, G, M, X, A, false>(pred, target, grad, up, prm, losses)
+        block_of::<K, F, G, M, X, A, false, false>(pred, target, grad, up, prm, losses)
     }
 }
 
-/// [`block`] with the integer powers (`I`) or without.
+/// [`block`] with the integer powers (`I`) or without, with Wise-IoU v3's focusing weight
+/// (`W`) or without.
 #[inline(always)]
 fn block_of<
     K: KindMarker,
@@ -231,6 +219,7 @@ fn block_of<
     const X: bool,
     const A: bool,
     const I: bool,
+    const W: bool,
 >(
     pred: &[f32],
     target: &[f32],
@@ -256,9 +245,9 @@ fn block_of<
         match grad.as_deref_mut() {
             Some(g) if G => {
                 let g: &mut [f32; 4 * CH] = (&mut g[4 * off..4 * off + 4 * CH]).try_into().unwrap();
-                chunk::<K, F, G, M, X, A, I>(p, t, &c, prm, g, &mut l);
+                chunk::<K, F, G, M, X, A, I, W>(p, t, &c, prm, g, &mut l);
             }
-            _ => chunk::<K, F, G, M, X, A, I>(p, t, &c, prm, &mut gl, &mut l),
+            _ => chunk::<K, F, G, M, X, A, I, W>(p, t, &c, prm, &mut gl, &mut l),
         }
         accumulate(&mut acc, &l, CH);
         if let Some(out) = losses.as_deref_mut() {
@@ -275,7 +264,7 @@ fn block_of<
         p[..4 * r].copy_from_slice(&pred[4 * off..]);
         t[..4 * r].copy_from_slice(&target[4 * off..]);
         fill_up(&mut c, up, off, r);
-        chunk::<K, F, G, M, X, A, I>(&p, &t, &c, prm, &mut gl, &mut l);
+        chunk::<K, F, G, M, X, A, I, W>(&p, &t, &c, prm, &mut gl, &mut l);
         if G && let Some(g) = grad {
             g[4 * off..].copy_from_slice(&gl[..4 * r]);
         }
