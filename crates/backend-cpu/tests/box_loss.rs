@@ -654,6 +654,15 @@ fn fast_detection_cfgs(format: BoxFormat, reduction: Reduction) -> Vec<BoxLoss> 
         k(BoxLossKind::Giou).with_alpha_power(8.0),
         k(BoxLossKind::Ciou).with_alpha_power(9.0),
         k(BoxLossKind::Ciou).with_alpha_power(2.5),
+        // alpha-IoU alone runs its lean kernel (the threshold weight included); with another
+        // modifier, the kernel that has every option.
+        k(BoxLossKind::Iou)
+            .with_alpha_power(2.5)
+            .with_threshold_weight(0.3, 0.4),
+        k(BoxLossKind::Giou)
+            .with_alpha_power(2.5)
+            .with_focaler(0.1, 0.9),
+        k(BoxLossKind::Diou).with_alpha_power(3.0).with_focal(0.5),
         k(BoxLossKind::Ciou)
             .with_ciou_convention(CiouConvention::Mmdetection)
             .with_alpha_power(3.0),

@@ -113,13 +113,15 @@ pub(super) type BlockFn = fn(
 ) -> f64;
 
 /// Which kernel of a (kind, format) runs: the plain kinds (the modifier code compiled out), the
-/// options (focal, Focaler, mmdetection's CIoU, `M`; Wise-IoU v3's focus runs in every kernel), those with
-/// Inner-IoU (`M` and `X`), with alpha-IoU (`M` and `A`), or with both (`M`, `X` and `A`).
-/// Within each, the options a call sets are selected at run time (`PairParams`), and the
-/// detached weights run in a loop of their own only where a call has one: no kernel per
-/// combination. The alpha kernels exist for the kinds alpha-IoU is defined on (IoU, GIoU,
-/// DIoU, CIoU: `BoxLoss` validation refuses it elsewhere); for the others `Alpha` and
-/// `InnerAlpha` select the `Inner` kernel, which has every option they accept.
+/// options (focal, Focaler, mmdetection's CIoU, `M`; Wise-IoU v3's focus and the threshold
+/// weight run in every kernel), those with Inner-IoU (`M` and `X`), alpha-IoU alone (`A`: the
+/// plain kernel and the powers, without the other options' selections), or every option
+/// (`M`, `X` and `A`: alpha-IoU with any other modifier). Within each, the options a call sets
+/// are selected at run time (`PairParams`), and the detached weights run in a loop of their
+/// own only where a call has one: no kernel per combination. The alpha kernels exist for the
+/// kinds alpha-IoU is defined on (IoU, GIoU, DIoU, CIoU: `BoxLoss` validation refuses it
+/// elsewhere); for the others `Alpha` and `InnerAlpha` select the `Inner` kernel, which has
+/// every option they accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Options {
     /// No modifier.
@@ -128,9 +130,9 @@ pub(super) enum Options {
     Some,
     /// Those and Inner-IoU.
     Inner,
-    /// Those and alpha-IoU.
+    /// alpha-IoU and no other modifier but the threshold weight.
     Alpha,
-    /// Those, Inner-IoU and alpha-IoU.
+    /// alpha-IoU with any of focal, Focaler, mmdetection's CIoU and Inner-IoU.
     InnerAlpha,
 }
 
@@ -149,8 +151,8 @@ pub(super) fn select_block(
         macro_rules! alpha {
             ($k:ty) => {
                 with_format!(format, |F| match (grad, inner) {
-                    (true, false) => block_dispatch::<$k, F, true, true, false, true>,
-                    (false, false) => block_dispatch::<$k, F, false, true, false, true>,
+                    (true, false) => block_dispatch::<$k, F, true, false, false, true>,
+                    (false, false) => block_dispatch::<$k, F, false, false, false, true>,
                     (true, true) => block_dispatch::<$k, F, true, true, true, true>,
                     (false, true) => block_dispatch::<$k, F, false, true, true, true>,
                 })

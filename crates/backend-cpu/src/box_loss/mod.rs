@@ -67,13 +67,14 @@ fn focused(
     let m = &cfg.options.modifiers;
     let ciou_mmdet =
         cfg.kind == BoxLossKind::Ciou && cfg.options.ciou == CiouConvention::Mmdetection;
-    let options = if m.inner_ratio.is_some() && m.alpha_power.is_some() {
+    let some = m.focaler.is_some() || m.focal_gamma.is_some() || ciou_mmdet;
+    let options = if m.alpha_power.is_some() && (m.inner_ratio.is_some() || some) {
         kernels::Options::InnerAlpha
     } else if m.inner_ratio.is_some() {
         kernels::Options::Inner
     } else if m.alpha_power.is_some() {
         kernels::Options::Alpha
-    } else if m.focaler.is_some() || m.focal_gamma.is_some() || ciou_mmdet {
+    } else if some {
         kernels::Options::Some
     } else {
         kernels::Options::Plain
@@ -89,6 +90,8 @@ fn focused(
         ln_alpha: 0.0,
         delta: 1.0,
     });
+    // Integer powers of alpha-IoU are multiplied out (`IntPow`); others take the ln/exp path.
+    let ipow = m.alpha_power.and_then(IntPow::of);
     let prm = PairParams {
         eps: (cfg.eps as f32).max(f32::from_bits(1)),
         thr,
@@ -115,11 +118,8 @@ fn focused(
         inner_ratio: m.inner_ratio.unwrap_or(1.0) as f32,
         alpha_on: m.alpha_power.is_some(),
         alpha: m.alpha_power.unwrap_or(1.0) as f32,
-        alpha_int: m.alpha_power.and_then(IntPow::of).is_some(),
-        alpha_ipow: m
-            .alpha_power
-            .and_then(IntPow::of)
-            .unwrap_or_else(IntPow::one),
+        alpha_int: ipow.is_some(),
+        alpha_ipow: ipow.unwrap_or_else(IntPow::one),
         smooth_point: cfg.options.smooth_point as f32,
         inv_smooth_point: (1.0 / cfg.options.smooth_point) as f32,
     };

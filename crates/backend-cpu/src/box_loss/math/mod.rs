@@ -181,7 +181,7 @@ pub(crate) struct PairParams {
     pub inner: bool,
     /// See `inner`.
     pub inner_ratio: f32,
-    /// alpha-IoU is on (`BOX-22`; kernels with options, `M`, only), with its power.
+    /// alpha-IoU is on (`BOX-22`; the alpha kernels, `A`, only), with its power.
     pub alpha_on: bool,
     /// See `alpha_on`.
     pub alpha: f32,
@@ -257,21 +257,22 @@ pub(crate) fn pair<
     let mut a_c = [0.0f32; 4];
     // GIoU with alpha-IoU: the factor of the enclosing term's gradient.
     let mut c_q = 1.0f32;
-    // BOX-22 (kinds iou, giou, diou, ciou; kernels with options): 1 - IoU^a and its factor on
-    // the IoU term's gradient, selected by `alpha_on` (`omi` and 1 without it).
-    let alpha_kind = M
-        && A
+    // BOX-22 (kinds iou, giou, diou, ciou; the alpha kernels, `A`): 1 - IoU^a and its factor
+    // on the IoU term's gradient, selected by `alpha_on` (`omi` and 1 without it). The lean
+    // alpha kernel (`A` without `M`) runs only for calls with a power, so it is on there.
+    let alpha_kind = A
         && matches!(
             K::KIND,
             BoxLossKind::Iou | BoxLossKind::Giou | BoxLossKind::Diou | BoxLossKind::Ciou
         );
+    let alpha_on = if M { prm.alpha_on } else { true };
     let (omi_a, c_a) = if alpha_kind {
         let (v, d) = if I {
             one_minus_ipow(omi, &prm.alpha_ipow)
         } else {
             one_minus_pow(omi, prm.alpha)
         };
-        (sel(prm.alpha_on, v, omi), sel(prm.alpha_on, d, 1.0))
+        (sel(alpha_on, v, omi), sel(alpha_on, d, 1.0))
     } else {
         (omi, 1.0)
     };
@@ -283,7 +284,7 @@ pub(crate) fn pair<
             } else {
                 spow(x, prm.alpha)
             };
-            (sel(prm.alpha_on, v, x), sel(prm.alpha_on, d, 1.0))
+            (sel(alpha_on, v, x), sel(alpha_on, d, 1.0))
         } else {
             (x, 1.0)
         }
@@ -465,7 +466,7 @@ pub(crate) fn pair<
                 let (qa, dq) = powered(q);
                 c_q = dq;
                 c_iou = c_a;
-                sel(prm.alpha_on, omi_a + qa, omi + q)
+                sel(alpha_on, omi_a + qa, omi + q)
             } else {
                 omi + q
             }
@@ -634,11 +635,11 @@ pub(crate) fn pair<
         let iou_part = -rd * ((2.0 * ki[k] - ka[k]) + omi * du);
         if matches!(K::KIND, BoxLossKind::Giou) {
             let g = (a_union * (kc[k] - du) + iou_part) + r_c * kc[k];
-            if M {
+            if M || alpha_kind {
                 // With alpha-IoU the two terms apart: c_q dq + c_iou d(1 - IoU).
                 let dq = a_union * (kc[k] - du) + r_c * kc[k];
                 sel(
-                    prm.alpha_on,
+                    alpha_on,
                     c_q * dq + c_iou * iou_part,
                     g + (c_iou - 1.0) * iou_part,
                 )
@@ -649,7 +650,7 @@ pub(crate) fn pair<
             a_c[k]
         } else if matches!(K::KIND, BoxLossKind::Mpdiou) {
             c_iou * iou_part + a_c[k]
-        } else if M || matches!(K::KIND, BoxLossKind::Wiou | BoxLossKind::Siou) {
+        } else if M || alpha_kind || matches!(K::KIND, BoxLossKind::Wiou | BoxLossKind::Siou) {
             c_iou * iou_part
         } else {
             // The plain kinds: exactly the IoU term (no `+ 0.0`, which would turn -0 into +0).
