@@ -192,8 +192,14 @@ pub fn log1p_unit_f32(e: f32) -> f32 {
 /// Natural logarithm for `x > 0` (subnormals included); `ln 0 = -inf`, NaN for NaN or negative.
 #[inline(always)]
 pub fn ln_f32(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
+    let (ef, f) = ln_reduce(x);
+    ln_finish(x, ef, ln_series(f / (2.0 + f)))
+}
+
+/// [`ln_f32`]'s reduction `x = 2^ef m`, `m` in `[sqrt(1/2), sqrt(2))` (subnormals scaled by
+/// `2^23` first): `(ef, m - 1)`.
+#[inline(always)]
+pub(crate) fn ln_reduce(x: f32) -> (f32, f32) {
     let tiny = x < f32::MIN_POSITIVE;
     let xs = sel(tiny, x * 8_388_608.0, x); // 2^23
     let bits = xs.to_bits();
@@ -203,11 +209,24 @@ pub fn ln_f32(x: f32) -> f32 {
     m = sel(big, 0.5 * m, m);
     e += i32::from(big);
     let ef = e as f32 - sel(tiny, 23.0, 0.0);
-    let f = m - 1.0;
-    let s = f / (2.0 + f);
+    (ef, m - 1.0)
+}
+
+/// `2 atanh(s) = 2 s (1 + s^2/3 + s^4/5 + s^6/7 + s^8/9)` for `|s| < 0.18` ([`ln_f32`]'s
+/// `ln m` with `s = (m - 1) / (m + 1)`).
+#[inline(always)]
+pub(crate) fn ln_series(s: f32) -> f32 {
     let z = s * s;
     let p = (((z * (1.0 / 9.0) + 1.0 / 7.0) * z + 1.0 / 5.0) * z + 1.0 / 3.0) * z;
-    let lm = 2.0 * s + 2.0 * s * p;
+    2.0 * s + 2.0 * s * p
+}
+
+/// [`ln_f32`] from its reduction: `ef ln 2 + lm` (two-part `ln 2`) and the special values of
+/// `x` (`ln 0 = -inf`, `ln inf = inf`, NaN for NaN or negative).
+#[inline(always)]
+pub(crate) fn ln_finish(x: f32, ef: f32, lm: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
     let r = ef * LN2_LO + lm + ef * LN2_HI;
     let r = sel(x == 0.0, f32::NEG_INFINITY, r);
     let r = sel(x == f32::INFINITY, f32::INFINITY, r);

@@ -4,7 +4,7 @@
 //! combination.
 
 use super::prim::{Axis, excesses, extents_sel, safe_recip, ties};
-use crate::math::{exp_f32, ln_f32, sel};
+use crate::math::{exp_f32, ln_f32, ln_finish, ln_reduce, ln_series, sel};
 
 /// Inner-IoU's auxiliary axis (`BOX-20`): both centres kept, both extents times `ratio`,
 /// formed from the translation-free primitives (so the inner offsets of identical boxes are
@@ -119,28 +119,9 @@ pub(super) fn one_minus_pow(u: f32, a: f32) -> (f32, f32) {
 /// so the operands are selected before the division instead of both results after it.
 #[inline(always)]
 pub(super) fn ln_iou(u: f32, x: f32, small: bool) -> f32 {
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // `ln_f32`'s reduction of x (subnormals scaled by 2^23 first).
-    let tiny = x < f32::MIN_POSITIVE;
-    let xs = sel(tiny, x * 8_388_608.0, x);
-    let bits = xs.to_bits();
-    let e = ((bits >> 23) & 0xff) as i32 - 127;
-    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
-    let big = m > std::f32::consts::SQRT_2;
-    let m = sel(big, 0.5 * m, m);
-    let ef = (e + i32::from(big)) as f32 - sel(tiny, 23.0, 0.0);
-    let f = m - 1.0;
-    let s = sel(small, -u, f) / sel(small, 2.0 - u, 2.0 + f);
-    let z = s * s;
-    let p = (((z * (1.0 / 9.0) + 1.0 / 7.0) * z + 1.0 / 5.0) * z + 1.0 / 3.0) * z;
-    let lm = 2.0 * s + 2.0 * s * p;
-    // `ln_f32`'s special values (x = 0, +inf; NaN stays NaN through `r`).
-    let r = ef * LN2_LO + lm + ef * LN2_HI;
-    let r = sel(x == 0.0, f32::NEG_INFINITY, r);
-    let r = sel(x == f32::INFINITY, f32::INFINITY, r);
-    let r = sel(x >= 0.0, r, f32::NAN);
-    sel(small, lm, r)
+    let (ef, f) = ln_reduce(x);
+    let lm = ln_series(sel(small, -u, f) / sel(small, 2.0 - u, 2.0 + f));
+    sel(small, lm, ln_finish(x, ef, lm))
 }
 
 /// alpha-IoU's power of a penalty term (`BOX-22`): `sign(x) |x|^a` and its derivative
