@@ -66,3 +66,160 @@ fn softcap_38_smoothing_1_row_is_inside_tol2_with_the_softcap_term() {
         }
     }
 }
+
+/// Pass 1 caps the logits as it reads them (`kernels::pass1_capped`): the chunk's maximum is
+/// the capped maximum of the raw logits and `z' - m` is clamped to at most 0. Rows of 2085
+/// classes (two full chunks and a tail) with logits dense in the saturating range (`|z|` from
+/// 1 to 4 caps, where the `f32` `tanh` of neighbouring logits may round out of order), ties,
+/// `+-inf`, the maximum in the tail or at a chunk's first column: on every level, the loss is
+/// the same bits with a separate gradient, in place and without a gradient, the gradient the
+/// same bits separate and in place, and both inside `TOL-2` with its softcap term against the
+/// `f64` reference.
+#[test]
+fn capped_pass1_agrees_across_buffers_and_holds_tol2_in_the_saturating_range() {
+    covers!("CE-10", "TOL-2");
+    let cap = 5.0f64;
+    let c = 2085usize;
+    let mut z = Vec::new();
+    for r in 0..6usize {
+        for j in 0..c {
+            let t = (j as f64 * 0.618_034 + r as f64 * 0.1).fract();
+            // |z| in [cap, 4 cap], both signs, a few small ones.
+            let v = match (j + r) % 7 {
+                0 => t * 2.0 - 1.0,
+                1 | 2 => -(cap + 3.0 * cap * t),
+                _ => cap + 3.0 * cap * t,
+            };
+            z.push(v as f32);
+        }
+    }
+    // Row 1: the maximum in the tail; row 2: at the second chunk's first column; row 3: ties;
+    // row 4: +-inf; row 5: every logit -inf but one.
+    z[c + 2080] = 40.0;
+    z[2 * c + 1024] = 41.0;
+    z[3 * c + 5] = 42.0;
+    z[3 * c + 1500] = 42.0;
+    z[4 * c + 7] = f32::INFINITY;
+    z[4 * c + 8] = f32::NEG_INFINITY;
+    for v in &mut z[5 * c..6 * c] {
+        *v = f32::NEG_INFINITY;
+    }
+    z[5 * c + 3] = 0.5;
+    let n = 6;
+    let y: Vec<i64> = vec![3, 2080, 1024, 1500, 7, 3];
+    check_capped(cap, &z, n, c, &y);
+}
+
+/// The `f32` `tanh` of cap 30 puts `22.707418` one ulp above `22.70742` (two neighbouring
+/// `f32`, found by scanning every `f32` in `[0, 12 cap)`: 1288 such pairs for cap 30, 159 for
+/// cap 50, none for caps 1, 5 and 38): with the larger raw logit the row's maximum, the
+/// smaller one's `z' - m` is positive and is clamped to 0 (it counts as a tie). A row of 3000
+/// classes holding the pair, the target on the smaller one, among logits below them, and
+/// the pair in each chunk position: every level inside `TOL-2` with its softcap term, the
+/// same bits with and without a gradient and in place.
+#[test]
+fn out_of_order_capped_pair_counts_as_a_tie() {
+    covers!("CE-10", "TOL-2");
+    let (cap, c) = (30.0, 3000usize);
+    let (a, b) = (22.707_418f32, 22.707_42f32);
+    assert!(a < b);
+    let mut z = Vec::new();
+    let mut y = Vec::new();
+    for (r, at) in [0usize, 1022, 1023, 2047, 2990].into_iter().enumerate() {
+        let row: Vec<f32> = (0..c)
+            .map(|j| ((j * 7 + r) % 97) as f32 * 0.4 - 20.0)
+            .collect();
+        z.extend(row);
+        z[r * c + at] = a;
+        z[r * c + (at + 1) % c] = b;
+        y.push(at as i64);
+    }
+    check_capped(cap, &z, 5, c, &y);
+}
+
+/// The checks of the two tests above on rows `z` `[n, c]`, targets `y`, softcap `cap`,
+/// label smoothing 0.1, `mean`.
+fn check_capped(cap: f64, z: &[f32], n: usize, c: usize, y: &[i64]) {
+    let cfg = CrossEntropy::new()
+        .with_label_smoothing(0.1)
+        .with_softcap(cap);
+    let mut want_g = vec![0.0f64; n * c];
+    let z64: Vec<f64> = z.iter().map(|&v| f64::from(v)).collect();
+    let want = ReferenceBackend
+        .cross_entropy(
+            &cfg,
+            Input::matrix(&z64, n, c).with_grad(&mut want_g[..]),
+            y,
+        )
+        .unwrap()
+        .value();
+    // TOL-2's softcap term: z' within 3 * 2^-23 |z'| moves each row's loss by at most
+    // 2 A D_i rel (A = 1 here: no class weights) and entry j by A dz'/dz 2 p_j D_i rel.
+    let rel = 3.0 / 8_388_608.0;
+    let mut loss_term = 0.0;
+    let mut term = vec![0.0f64; n * c];
+    for i in 0..n {
+        let zc: Vec<f64> = z[i * c..(i + 1) * c]
+            .iter()
+            .map(|&v| cap * (f64::from(v) / cap).tanh())
+            .collect();
+        let m = zc.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+        let s: f64 = zc.iter().map(|&v| (v - m).exp()).sum();
+        let d_i = zc.iter().fold(0.0f64, |a, &b| a.max(b.abs()));
+        loss_term += 2.0 * d_i * rel / n as f64;
+        for j in 0..c {
+            let p = (zc[j] - m).exp() / s;
+            let dz = 1.0 - (zc[j] / cap).powi(2);
+            term[i * c + j] = dz * 2.0 * p * d_i * rel / n as f64;
+        }
+    }
+    let t = Tolerance::F32;
+    for level in SimdLevel::available() {
+        let b = CpuBackend::new().with_simd_level(level);
+        let mut g = vec![0.0f32; n * c];
+        let split = b
+            .cross_entropy(&cfg, Input::matrix(z, n, c).with_grad(&mut g[..]), y)
+            .unwrap()
+            .value();
+        let mut inplace = z.to_vec();
+        let ip = b
+            .cross_entropy(&cfg, Input::in_place(&mut inplace).shaped(n, c), y)
+            .unwrap()
+            .value();
+        let only = b
+            .cross_entropy(&cfg, Input::matrix(z, n, c), y)
+            .unwrap()
+            .value();
+        assert_eq!(
+            split.to_bits(),
+            ip.to_bits(),
+            "{level:?}: split vs in place"
+        );
+        assert_eq!(
+            split.to_bits(),
+            only.to_bits(),
+            "{level:?}: with vs without grad"
+        );
+        for (k, (a, b)) in g.iter().zip(&inplace).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{level:?}: entry {k} split vs in place"
+            );
+        }
+        let bound = t.abs + t.rel * want.abs() + loss_term;
+        assert!(
+            (split - want).abs() <= bound,
+            "{level:?}: loss {split} vs {want} (bound {bound:e})"
+        );
+        let scale = want_g.iter().fold(0.0f64, |a, &v| a.max(v.abs()));
+        for k in 0..n * c {
+            let (got, w) = (f64::from(g[k]), want_g[k]);
+            let bound = t.abs + t.rel * w.abs() + t.scaled * scale + term[k];
+            assert!(
+                (got - w).abs() <= bound,
+                "{level:?}: entry {k}: {got} vs {w} (bound {bound:e})"
+            );
+        }
+    }
+}

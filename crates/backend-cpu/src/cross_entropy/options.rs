@@ -7,11 +7,11 @@
 //! ([`long::combine`]: `S = n0 + s'`, `ln S = ln_1p(s')` for a single maximum, so confident
 //! rows keep `TOL-2`'s relative accuracy), with the options applied per row around them:
 //!
-//! - softcap (`CE-10`): the row's capped logits `cap tanh(z / cap)` and their derivatives
-//!   `1 - tanh^2` (in `f32`, accurate to 1.5 ulp of `z'` below the cap: `softcap.rs`) go to two
-//!   per-task scratch rows; the kernels run in place on the capped row (its exponentials, then
-//!   the gradient with respect to the capped logits), so the row stays in cache, and the
-//!   gradient buffer is written once, `d loss / d raw logits = g' dz'/dz`;
+//! - softcap (`CE-10`): pass 1 caps the logits as it reads them (`kernels::pass1_capped`:
+//!   `cap tanh(z / cap)` in `f32`, accurate to 1.5 ulp of `z'` below the cap, `softcap.rs`),
+//!   the derivatives `1 - tanh^2` going to a per-task scratch row, and pass 2 writes
+//!   `d loss / d raw logits = g' dz'/dz` (`kernels::pass2_chain`): the row is read once from
+//!   memory and its gradient written once, as without the softcap;
 //! - z-loss (`CE-11`): `s lse^2` added to the row's loss and `2 s lse` to the gradient's `A`
 //!   (the gradient is `A p_j - B_j`, so pass 2 is unchanged); the target's entry from `f64`;
 //! - row weights (`CE-12`): multiply the row's loss and its gradient factor;
@@ -22,6 +22,7 @@
 //! code whatever the task layout, so the results are bit-identical for any thread count.
 
 use super::bufs::{Bufs, RowBuf};
+use super::kernels;
 use super::long::{self, RowCombined};
 use super::plan::{ChunkStats, Plan, TASK_ELEMS, chunk_factor};
 use crate::CpuBackend;
@@ -133,43 +134,43 @@ fn process_row(
         dcap,
         stats,
     } = sc;
-    // CE-10: the capped row and its derivatives into the scratch rows, chunk by chunk, each
-    // chunk's pass 1 run while it is in L1 (the logits are read before anything is written,
-    // so in place works); pass 2 then runs in place on the capped row's exponentials (in
-    // cache), and the gradient buffer is written once, at the end, with the chain rule.
-    // Without a softcap the kernels run on the row itself.
+    // CE-10: pass 1 caps the logits as it reads them (`kernels::pass1_capped`), storing the
+    // exponentials of the capped logits where the default path stores them (the gradient
+    // buffer; a scratch row without a gradient) and `dz'/dz` in a scratch row; pass 2 then
+    // writes `g' dz'/dz` (`kernels::pass2_chain`): the row is read once from memory and its
+    // gradient written once. Without a softcap the kernels run on the row itself.
+    let cap = cfg.softcap.map(super::softcap::Cap::new);
     let mut capped_zy = None;
-    let (mut kb, gout) = match cfg.softcap {
-        None => (bufs, None),
+    let mut kb = match cap {
+        None => bufs,
         Some(cap) => {
-            let cap = super::softcap::Cap::new(cap);
-            capped.resize(c, 0.0);
             dcap.resize(c, 0.0);
-            let mut run = |z: &[f32], store: bool| {
-                // The capped target logit, the bits of the vector path (`Cap::one`).
-                capped_zy = Some(y.map_or(0.0, |y| cap.one(z[y]).0));
-                cap_pass1(plan, i, cap, z, capped, dcap, stats, store);
-            };
-            let g = match bufs {
+            // The capped target logit (the kernels' bits, `Cap::one`), read before pass 1
+            // overwrites an in-place row.
+            let logit = |x: &[f32]| y.map_or(0.0, |y| cap.one(x[y]).0);
+            match bufs {
                 Bufs::Split(x, g) => {
-                    run(x, true);
-                    Some(g)
+                    capped_zy = Some(logit(x));
+                    // SAFETY: `x` and `g` hold the row's `c` values and are disjoint.
+                    unsafe { cap_pass1(plan, i, cap, x.as_ptr(), g.as_mut_ptr(), dcap, stats) };
+                    Bufs::InPlace(g)
                 }
                 Bufs::InPlace(g) => {
-                    run(g, true);
-                    Some(g)
+                    capped_zy = Some(logit(g));
+                    let p = g.as_mut_ptr();
+                    // SAFETY: `p` holds the row's `c` values (pass 1 in place).
+                    unsafe { cap_pass1(plan, i, cap, p, p, dcap, stats) };
+                    Bufs::InPlace(g)
                 }
                 Bufs::ReadOnly(x) => {
-                    run(x, false);
-                    None
+                    capped_zy = Some(logit(x));
+                    capped.resize(c, 0.0);
+                    let e = capped.as_mut_ptr();
+                    // SAFETY: `x` and the scratch row `e` hold `c` values and are disjoint.
+                    unsafe { cap_pass1(plan, i, cap, x.as_ptr(), e, dcap, stats) };
+                    Bufs::ReadOnly(&capped[..c])
                 }
-            };
-            let kb = if g.is_some() {
-                Bufs::InPlace(&mut capped[..c])
-            } else {
-                Bufs::ReadOnly(&capped[..c])
-            };
-            (kb, g)
+            }
         }
     };
     let mut raw = RowBuf::new(&mut kb, None, false);
@@ -217,6 +218,13 @@ fn process_row(
         raw.fill_out(f32::NAN);
     } else if !(us.is_finite() && row.a.is_finite()) {
         slow_grad(plan, cfg, i, &mut raw, stats, &row, y, us, lse);
+        if cap.is_some() {
+            // CE-10: the chain rule on the reference's entries (a capped row's `e` is its
+            // `out`, so `e_at` reads them back).
+            for (j, &d) in dcap[..c].iter().enumerate() {
+                raw.set_out(j, raw.e_at(j) * d);
+            }
+        }
     } else {
         let gy = y.map(|y| {
             (
@@ -224,54 +232,99 @@ fn process_row(
                 target_grad(plan, cfg, stats, &row, y, raw.e_at(y), us, lse),
             )
         });
-        long::pass2_range(plan, i, 0, &mut raw, stats, &row, us);
-        if let Some((y, g)) = gy {
-            raw.set_out(y, g);
+        match cap {
+            None => long::pass2_range(plan, i, 0, &mut raw, stats, &row, us),
+            Some(_) => pass2_chain_range(plan, i, &mut raw, dcap, stats, &row, us),
         }
-    }
-    // `raw` (a view of `kb`, the capped row with a softcap) is not used below.
-    if let Some(g) = gout {
-        // CE-10: the chain rule, the one write of the gradient buffer.
-        super::softcap::chain_rule(plan.level, capped, dcap, g);
+        if let Some((y, g)) = gy {
+            // CE-10: the chain rule's product, as `pass2_chain` (one `f32` product).
+            raw.set_out(y, if cap.is_some() { g * dcap[y] } else { g });
+        }
     }
     res
 }
 
-/// `CE-10` and pass 1 of one row, chunk by chunk: chunk `k` of the logits `z` capped into
-/// `capped` (its derivatives into `dcap`), then pass 1 on it (the exponentials stored over it
-/// when `store`) while it is in L1; `stats` gets the row's chunk statistics.
-#[allow(clippy::too_many_arguments)]
-fn cap_pass1(
+/// `CE-10` and pass 1 of one row, chunk by chunk (`kernels::pass1_capped`): the logits at
+/// `src` capped as they are read, their exponentials stored at `dst`, `dz'/dz` in `dcap`;
+/// `stats` gets the row's chunk statistics.
+///
+/// # Safety
+/// `src` is valid for `plan.classes` reads and `dst` for as many writes, equal or disjoint.
+unsafe fn cap_pass1(
     plan: &Plan<'_>,
     i: usize,
     cap: super::softcap::Cap,
-    z: &[f32],
-    capped: &mut [f32],
+    src: *const f32,
+    dst: *mut f32,
     dcap: &mut [f32],
     stats: &mut Vec<ChunkStats>,
-    store: bool,
 ) {
     let c = plan.classes;
+    let dcap = &mut dcap[..c];
     stats.clear();
     stats.resize(plan.nchunks, ChunkStats::default());
-    for k in 0..plan.nchunks {
+    for (k, st) in stats.iter_mut().enumerate() {
         let off = k * plan.chunk;
         let n = plan.chunk.min(c - off);
-        let cc = &mut capped[off..off + n];
-        super::softcap::softcap_row(
-            plan.level,
-            &z[off..off + n],
-            cap,
-            cc,
-            &mut dcap[off..off + n],
-        );
-        let mut b = if store {
-            Bufs::InPlace(cc)
-        } else {
-            Bufs::ReadOnly(cc)
+        // SAFETY: `off + n <= c`: `src + off` readable, `dst + off` writable for `n`
+        // (contract), `dcap[off..off + n]` is a separate scratch row.
+        *st = unsafe {
+            kernels::pass1_capped(
+                plan.level,
+                plan.kind,
+                src.add(off),
+                dst.add(off),
+                dcap[off..off + n].as_mut_ptr(),
+                n,
+                plan.wslice(off, n),
+                plan.qslice(i, off, n),
+                plan.qa,
+                plan.qb,
+                cap,
+            )
         };
-        let r = RowBuf::new(&mut b, None, false);
-        long::pass1_range(plan, i, k, &r, &mut stats[k..k + 1]);
+    }
+}
+
+/// Pass 2 of a capped row with the chain rule (`kernels::pass2_chain`): the gradient
+/// `(us (A p_j - B_j)) dz'/dz` from the exponentials in `raw`'s `e`, written to its `out`.
+#[allow(clippy::too_many_arguments)]
+fn pass2_chain_range(
+    plan: &Plan<'_>,
+    i: usize,
+    raw: &mut RowBuf<'_>,
+    dcap: &[f32],
+    stats: &[ChunkStats],
+    row: &RowCombined,
+    us: f64,
+) {
+    let dcap = &dcap[..raw.len];
+    for (k, st) in stats.iter().enumerate() {
+        let off = k * plan.chunk;
+        if off >= raw.len {
+            break;
+        }
+        let n = plan.chunk.min(raw.len - off);
+        let (a, b, bq) = long::pass2_params(plan, st, row, us);
+        // SAFETY: `off + n <= raw.len`: `e + off` readable and `out + off` writable for `n`
+        // (`RowBuf` invariant, equal or disjoint), `dcap[off..off + n]` readable.
+        unsafe {
+            kernels::pass2_chain(
+                plan.level,
+                plan.kind,
+                raw.e.add(off),
+                dcap[off..off + n].as_ptr(),
+                raw.out.add(off),
+                n,
+                a,
+                b,
+                bq,
+                plan.wslice(off, n),
+                plan.qslice(i, off, n),
+                plan.qa,
+                plan.qb,
+            )
+        };
     }
 }
 

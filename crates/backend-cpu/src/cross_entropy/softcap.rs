@@ -17,6 +17,7 @@
 //! (the `exp`'s 2.5 ulp times `2 u / (1 + u) <= 0.24`, plus two roundings); the derivative within
 //! `2^-22` absolute. `+-inf` give `+-cap` and derivative 0; NaN stays NaN; `+-0` stay `+-0`.
 
+#[cfg(test)]
 use crate::SimdLevel;
 use crate::math::exp_nonpos_f32;
 
@@ -77,14 +78,10 @@ impl Cap {
 }
 
 /// Writes the capped logits of `z` into `capped` and the derivatives into `dcap` (both at least
-/// `z.len()` long).
-pub(super) fn softcap_row(
-    level: SimdLevel,
-    z: &[f32],
-    cap: Cap,
-    capped: &mut [f32],
-    dcap: &mut [f32],
-) {
+/// `z.len()` long): [`cap8`] and [`Cap::one`] over a row, as the kernels run them inside pass 1
+/// (`kernels::pass1_capped`); the tests' view of them.
+#[cfg(test)]
+fn softcap_row(level: SimdLevel, z: &[f32], cap: Cap, capped: &mut [f32], dcap: &mut [f32]) {
     let n = z.len();
     let (capped, dcap) = (&mut capped[..n], &mut dcap[..n]);
     #[cfg(target_arch = "x86_64")]
@@ -99,28 +96,124 @@ pub(super) fn softcap_row(
     }
 }
 
-/// [`softcap_row`] with AVX2 + FMA: eight logits at a time, the same operations lane by lane as
-/// [`Cap::one`] (the vector `exp` gives the scalar's bits), the tail through [`Cap::one`].
+/// The vector constants of a [`Cap`] (AVX2): `1 / cap`, `2 / cap`, `cap`, `-cap` and the
+/// polynomial's coefficients, broadcast once per call.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(super) struct CapV {
+    inv: std::arch::x86_64::__m256,
+    k: std::arch::x86_64::__m256,
+    cap: std::arch::x86_64::__m256,
+    ncap: std::arch::x86_64::__m256,
+    pc: [std::arch::x86_64::__m256; 7],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl CapV {
+    /// The broadcast constants of `cap`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn new(cap: Cap) -> Self {
+        use std::arch::x86_64::_mm256_set1_ps;
+        CapV {
+            inv: _mm256_set1_ps(cap.inv),
+            k: _mm256_set1_ps(cap.k),
+            cap: _mm256_set1_ps(cap.cap),
+            ncap: _mm256_set1_ps(-cap.cap),
+            pc: P.map(|c| _mm256_set1_ps(c)),
+        }
+    }
+}
+
+/// `CE-10` inside pass 1 (`kernels::pass1_capped`): the constants, and where the derivatives
+/// of the chunk's logits go (`dcap`, valid for the chunk's writes; null when unused).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(super) struct CapK {
+    pub(super) cap: Cap,
+    pub(super) v: CapV,
+    pub(super) dcap: *mut f32,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl CapK {
+    /// The constants of `cap`, derivatives to `dcap`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn new(cap: Cap, dcap: *mut f32) -> Self {
+        CapK {
+            cap,
+            v: CapV::new(cap),
+            dcap,
+        }
+    }
+
+    /// A placeholder for the kernels without a softcap (never read there).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn none() -> Self {
+        Self::new(Cap::new(1.0), std::ptr::null_mut())
+    }
+}
+
+/// `(z', dz'/dz)` of eight logits: the operations of [`Cap::one`] lane by lane (the vector
+/// `exp` gives the scalar's bits), so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) fn cap8(
+    v: std::arch::x86_64::__m256,
+    k: &CapV,
+) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
+    use crate::math::avx2::exp8_nonpos;
+    use std::arch::x86_64::*;
+    let sign = _mm256_set1_ps(-0.0);
+    let one = _mm256_set1_ps(1.0);
+    let a = _mm256_andnot_ps(sign, v);
+    let x = _mm256_mul_ps(a, k.inv);
+    // x < 1 (false for NaN, as the scalar's comparison). Each branch is evaluated only when a
+    // lane takes it (the usual logits are all below the cap: the polynomial alone), and a
+    // lane's result does not depend on the other lanes.
+    let small = _mm256_cmp_ps::<_CMP_LT_OQ>(x, one);
+    let mask = _mm256_movemask_ps(small);
+    let (mut c, mut d) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    if mask != 0 {
+        let s = _mm256_mul_ps(x, x);
+        let mut p = k.pc[6];
+        for cf in k.pc[..6].iter().rev() {
+            p = _mm256_fmadd_ps(p, s, *cf);
+        }
+        let q = _mm256_mul_ps(p, s);
+        let t = _mm256_fmadd_ps(x, q, x);
+        c = _mm256_fmadd_ps(a, q, a);
+        d = _mm256_fnmadd_ps(t, t, one);
+    }
+    if mask != 0xff {
+        // -(|z| k): the sign bit set (NaN stays NaN).
+        let e = exp8_nonpos(_mm256_or_ps(_mm256_mul_ps(a, k.k), sign));
+        let r = _mm256_div_ps(one, _mm256_add_ps(one, e));
+        let om = _mm256_mul_ps(_mm256_add_ps(e, e), r);
+        let cb = _mm256_fmadd_ps(k.ncap, om, k.cap);
+        let db = _mm256_mul_ps(_mm256_add_ps(om, om), r);
+        c = _mm256_blendv_ps(cb, c, small);
+        d = _mm256_blendv_ps(db, d, small);
+    }
+    (_mm256_or_ps(c, _mm256_and_ps(sign, v)), d)
+}
+
+/// [`softcap_row`] with AVX2 + FMA: eight logits at a time through [`cap8`], the tail through
+/// [`Cap::one`].
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(test, target_arch = "x86_64"))]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn avx2(z: &[f32], cap: Cap, capped: &mut [f32], dcap: &mut [f32]) {
-    use crate::math::avx2::exp8_nonpos;
     use crate::simd::avx2::{load, store};
     use std::arch::x86_64::*;
     let n = z.len();
     let nv = n & !7;
-    let sign = _mm256_set1_ps(-0.0);
-    let one = _mm256_set1_ps(1.0);
-    let (vinv, vk, vcap) = (
-        _mm256_set1_ps(cap.inv),
-        _mm256_set1_ps(cap.k),
-        _mm256_set1_ps(cap.cap),
-    );
-    let ncap = _mm256_set1_ps(-cap.cap);
-    let pc = P.map(|c| _mm256_set1_ps(c));
+    let k = CapV::new(cap);
     let mut j = 0;
     while j < nv {
         // The logits come from memory (this is the row's first read): bring the next chunk
@@ -128,83 +221,13 @@ unsafe fn avx2(z: &[f32], cap: Cap, capped: &mut [f32], dcap: &mut [f32]) {
         // one is computed, as pass 1 does (a prefetch never faults; the address may lie past
         // the buffer).
         _mm_prefetch::<_MM_HINT_T0>(z.as_ptr().wrapping_add(n + j) as *const i8);
-        let v = load(z, j);
-        let a = _mm256_andnot_ps(sign, v);
-        let x = _mm256_mul_ps(a, vinv);
-        // x < 1 (false for NaN, as the scalar's comparison). Each branch is evaluated only
-        // when a lane takes it (the usual logits are all below the cap: the polynomial alone),
-        // and a lane's result does not depend on the other lanes.
-        let small = _mm256_cmp_ps::<_CMP_LT_OQ>(x, one);
-        let mask = _mm256_movemask_ps(small);
-        let (mut c, mut d) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        if mask != 0 {
-            let s = _mm256_mul_ps(x, x);
-            let mut p = pc[6];
-            for cf in pc[..6].iter().rev() {
-                p = _mm256_fmadd_ps(p, s, *cf);
-            }
-            let q = _mm256_mul_ps(p, s);
-            let t = _mm256_fmadd_ps(x, q, x);
-            c = _mm256_fmadd_ps(a, q, a);
-            d = _mm256_fnmadd_ps(t, t, one);
-        }
-        if mask != 0xff {
-            // -(|z| k): the sign bit set (NaN stays NaN).
-            let e = exp8_nonpos(_mm256_or_ps(_mm256_mul_ps(a, vk), sign));
-            let r = _mm256_div_ps(one, _mm256_add_ps(one, e));
-            let om = _mm256_mul_ps(_mm256_add_ps(e, e), r);
-            let cb = _mm256_fmadd_ps(ncap, om, vcap);
-            let db = _mm256_mul_ps(_mm256_add_ps(om, om), r);
-            c = _mm256_blendv_ps(cb, c, small);
-            d = _mm256_blendv_ps(db, d, small);
-        }
-        store(capped, j, _mm256_or_ps(c, _mm256_and_ps(sign, v)));
+        let (c, d) = cap8(load(z, j), &k);
+        store(capped, j, c);
         store(dcap, j, d);
         j += 8;
     }
     for i in nv..n {
         (capped[i], dcap[i]) = cap.one(z[i]);
-    }
-}
-
-/// The chain rule of `CE-10`: `out[j] = g[j] * d[j]` (the gradient with respect to the capped
-/// logits times `dz'/dz`), the one write of the row's gradient buffer; the same bits on every
-/// path (one `f32` product each).
-pub(super) fn chain_rule(level: SimdLevel, g: &[f32], d: &[f32], out: &mut [f32]) {
-    let n = out.len().min(g.len()).min(d.len());
-    let (g, d, out) = (&g[..n], &d[..n], &mut out[..n]);
-    #[cfg(target_arch = "x86_64")]
-    if level.avx2() {
-        // SAFETY: `level.avx2()` only if AVX2 and FMA were detected on this CPU.
-        unsafe { chain_avx2(g, d, out) };
-        return;
-    }
-    let _ = level;
-    for ((o, &v), &dv) in out.iter_mut().zip(g).zip(d) {
-        *o = v * dv;
-    }
-}
-
-/// [`chain_rule`] eight lanes at a time, the gradient's lines prefetched 4 KiB ahead so that
-/// their read-for-ownership does not stall the stores (as the default path's pass 2).
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA; the three slices have the same length.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn chain_avx2(g: &[f32], d: &[f32], out: &mut [f32]) {
-    use crate::simd::avx2::{load, store};
-    use std::arch::x86_64::*;
-    let n = out.len();
-    let nv = n & !7;
-    let mut j = 0;
-    while j < nv {
-        _mm_prefetch::<_MM_HINT_T0>(out.as_ptr().wrapping_add(j + 1024) as *const i8);
-        store(out, j, _mm256_mul_ps(load(g, j), load(d, j)));
-        j += 8;
-    }
-    for i in nv..n {
-        out[i] = g[i] * d[i];
     }
 }
 

@@ -1,4 +1,6 @@
 use super::super::plan::{ChunkStats, Kind, KindMarker, SUB, mref, with_kind};
+use super::super::softcap::{CapK, cap8};
+use super::pass2_avx2::P2;
 use super::wq_of;
 use crate::math::avx2::{exp8_nonpos, exp8x2_nonpos};
 use crate::math::exp_nonpos_f32;
@@ -39,7 +41,19 @@ pub(super) unsafe fn pass1_dispatch(
 unsafe fn alone<K: KindMarker, const STORE: bool>(p1: P1Args<'_>) -> ChunkStats {
     let (src, dst, n, w, q, qa, qb) = p1;
     // SAFETY: forwarded contract; without `JOB` the job is not touched.
-    unsafe { pass1::<K, STORE, false, false>(src, dst, n, w, q, qa, qb, &mut P2::none()) }
+    unsafe {
+        pass1::<K, STORE, false, false, false>(
+            src,
+            dst,
+            n,
+            w,
+            q,
+            qa,
+            qb,
+            &mut P2::none(),
+            &CapK::none(),
+        )
+    }
 }
 
 /// # Safety
@@ -75,7 +89,7 @@ pub(super) unsafe fn fused_dispatch(
 }
 
 /// Pass-1 arguments `(src, dst, n, w, q, qa, qb)` of [`fused`].
-type P1Args<'a> = (*const f32, *mut f32, usize, &'a [f32], &'a [f32], f32, f32);
+pub(super) type P1Args<'a> = (*const f32, *mut f32, usize, &'a [f32], &'a [f32], f32, f32);
 /// Pass-2 arguments `(e, out, a, b, bq, q)` of [`fused`].
 type P2Args<'a> = (*const f32, *mut f32, f32, f32, f32, &'a [f32]);
 
@@ -94,50 +108,25 @@ unsafe fn fused<K: KindMarker, const NT: bool>(p1: P1Args<'_>, p2: P2Args<'_>) -
         // stores over pass 1, which was slower than ordinary stores).
         job.finish::<K, NT>();
         // SAFETY: forwarded contract (pass 1, storing into `dst`; `job` untouched).
-        unsafe { pass1::<K, true, NT, false>(src, dst, n, w, q, qa, qb, &mut job) }
+        unsafe {
+            pass1::<K, true, NT, false, false>(src, dst, n, w, q, qa, qb, &mut job, &CapK::none())
+        }
     } else {
         // SAFETY: forwarded contract (pass 1, storing into `dst`, advancing `job`, a
         // pass-2 job over the same `n` elements).
-        let st = unsafe { pass1::<K, true, NT, true>(src, dst, n, w, q, qa, qb, &mut job) };
+        let st = unsafe {
+            pass1::<K, true, NT, true, false>(src, dst, n, w, q, qa, qb, &mut job, &CapK::none())
+        };
         job.finish::<K, NT>();
         st
     }
 }
 
 /// # Safety
-/// As `kernels::pass2`, with AVX2 + FMA available.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn pass2_dispatch(
-    kind: Kind,
-    e: *const f32,
-    out: *mut f32,
-    n: usize,
-    nt: bool,
-    a: f32,
-    b: f32,
-    bq: f32,
-    w: &[f32],
-    q: &[f32],
-    qa: f32,
-    qb: f32,
-) {
-    // SAFETY: (all arms) forwarded contract of `kernels::pass2`.
-    unsafe {
-        with_kind!(kind, |K| if nt {
-            pass2::<K, true>(e, out, n, a, b, bq, w, q, qa, qb)
-        } else {
-            pass2::<K, false>(e, out, n, a, b, bq, w, q, qa, qb)
-        })
-    }
-}
-
-/// `w_j q'_j` for eight lanes at `j`.
-///
-/// # Safety
 /// `w` / `q` (as used by `K`) hold at least `j + 8` values.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn wq8<K: KindMarker>(
+pub(super) unsafe fn wq8<K: KindMarker>(
     j: usize,
     w: *const f32,
     q: *const f32,
@@ -161,10 +150,20 @@ unsafe fn wq8<K: KindMarker>(
 /// # Safety
 /// As `kernels::pass1`, with AVX2 + FMA available. With `JOB`, `p2` is a pass-2 job over
 /// exactly `n` elements (`p2.n == n`, position 0) that pass 1 advances between its own
-/// vectors; without `JOB`, `p2` is not touched.
+/// vectors; without `JOB`, `p2` is not touched. With `CAP` (and `STORE`), the logits are
+/// capped as they are read (`CE-10`: `z' = cap tanh(z / cap)`, `dz'/dz` stored to
+/// `ck.dcap`, valid for `n` writes and disjoint from the other buffers); the chunk's maximum
+/// is the capped maximum of the raw logits (one `tanh`, taken on the max loop's result), and
+/// `z' - m` is clamped to at most 0 (the `f32` `tanh` is monotone only up to its few ulps).
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: bool>(
+pub(super) unsafe fn pass1<
+    K: KindMarker,
+    const STORE: bool,
+    const NT: bool,
+    const JOB: bool,
+    const CAP: bool,
+>(
     src: *const f32,
     dst: *mut f32,
     n: usize,
@@ -173,7 +172,10 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
     qa: f32,
     qb: f32,
     p2: &mut P2,
+    ck: &CapK,
 ) -> ChunkStats {
+    // The confident re-sum below reads the logits again when not storing: raw ones.
+    assert!(!CAP || STORE, "a capped pass 1 stores its exponentials");
     if K::WEIGHTED {
         assert!(w.len() >= n);
     }
@@ -219,6 +221,9 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
         }
         i += 1;
     }
+    // CE-10: the capped maximum (`Cap::one`'s bits, as the vector code's); NaN stays NaN,
+    // `-inf` becomes `-cap`.
+    let m = if CAP { ck.cap.one(m).0 } else { m };
     let mr = mref(m);
     let mv = _mm256_set1_ps(mr);
     let qav = _mm256_set1_ps(qa);
@@ -259,8 +264,8 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
             // SAFETY: `i + 16 <= nv <= n`: `src` readable, `dst` (when STORE) writable
             // there; each element is read before the same index is written.
             unsafe {
-                let d0 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i)), mv);
-                let d1 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i + 8)), mv);
+                let d0 = diff8::<CAP>(src, i, mv, ck);
+                let d1 = diff8::<CAP>(src, i + 8, mv, ck);
                 let (e0, e1) = exp8x2_nonpos(d0, d1);
                 if STORE {
                     _mm256_storeu_ps(dst.add(i), e0);
@@ -292,7 +297,7 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
             }
             // SAFETY: `i + 8 <= end <= nv <= n`, as above.
             unsafe {
-                let d0 = _mm256_sub_ps(_mm256_loadu_ps(src.add(i)), mv);
+                let d0 = diff8::<CAP>(src, i, mv, ck);
                 let e0 = exp8_nonpos(d0);
                 if STORE {
                     _mm256_storeu_ps(dst.add(i), e0);
@@ -326,7 +331,16 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
     while i < n {
         // SAFETY: `i < n`, as above.
         let v = unsafe { *src.add(i) };
-        let d = v - mr;
+        let d = if CAP {
+            let (c, dz) = ck.cap.one(v);
+            // SAFETY: `i < n`; `ck.dcap` valid for `n` writes (contract).
+            unsafe { *ck.dcap.add(i) = dz };
+            // As `diff8`'s clamp (NaN stays NaN).
+            let d = c - mr;
+            if d > 0.0 { 0.0 } else { d }
+        } else {
+            v - mr
+        };
         let e = exp_nonpos_f32(d);
         if STORE {
             // SAFETY: `i < n`; element `i` was read just above.
@@ -376,6 +390,26 @@ unsafe fn pass1<K: KindMarker, const STORE: bool, const NT: bool, const JOB: boo
         (0.0, s)
     };
     ChunkStats { m, s, n0, z, wq }
+}
+
+/// `z - m` of the eight logits at `src + i`; with `CAP`, of their capped values (derivatives
+/// stored to `ck.dcap + i`), clamped to at most `+0` (NaN stays NaN: `min` returns its second
+/// operand then).
+///
+/// # Safety
+/// `src` holds `i + 8` readable values; with `CAP`, `ck.dcap` `i + 8` writable ones.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn diff8<const CAP: bool>(src: *const f32, i: usize, mv: __m256, ck: &CapK) -> __m256 {
+    // SAFETY: caller's contract.
+    let v = unsafe { _mm256_loadu_ps(src.add(i)) };
+    if !CAP {
+        return _mm256_sub_ps(v, mv);
+    }
+    let (c, d) = cap8(v, &ck.v);
+    // SAFETY: caller's contract.
+    unsafe { _mm256_storeu_ps(ck.dcap.add(i), d) };
+    _mm256_min_ps(_mm256_setzero_ps(), _mm256_sub_ps(c, mv))
 }
 
 /// `s'` of the block of a confident chunk that holds its maximum (`S < 1.5`, so exactly one
@@ -435,302 +469,4 @@ unsafe fn below_one_sum(p: *const f32, n: usize, shift: Option<__m256>) -> f64 {
 fn nz_mul(a: __m256, d: __m256) -> __m256 {
     let nz = _mm256_cmp_ps::<_CMP_NEQ_UQ>(d, _mm256_setzero_ps());
     _mm256_and_ps(_mm256_mul_ps(a, d), nz)
-}
-
-/// Eight gradient lanes at `i`: `a e_i - B_i`.
-///
-/// # Safety
-/// `e` and (as used by `K`) `w` / `q` hold at least `i + 8` readable values.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn grad8<K: KindMarker>(
-    e: *const f32,
-    wp: *const f32,
-    qp: *const f32,
-    i: usize,
-    av: __m256,
-    bv: __m256,
-    bqv: __m256,
-    qav: __m256,
-    qbv: __m256,
-) -> __m256 {
-    // SAFETY: caller guarantees `i + 8` readable values in the used buffers.
-    unsafe {
-        let v = _mm256_loadu_ps(e.add(i));
-        match K::KIND {
-            Kind::Plain => _mm256_fmsub_ps(av, v, bv),
-            Kind::Weighted => {
-                _mm256_fnmadd_ps(bv, _mm256_loadu_ps(wp.add(i)), _mm256_mul_ps(av, v))
-            }
-            _ => _mm256_fnmadd_ps(bqv, wq8::<K>(i, wp, qp, qav, qbv), _mm256_mul_ps(av, v)),
-        }
-    }
-}
-
-/// `cnt` (1..=8) gradient lanes at `i`, as [`grad8`], with masked loads and store.
-///
-/// # Safety
-/// `e` and (as used by `K`) `w` / `q` hold at least `i + cnt` readable values and `out`
-/// `i + cnt` writable ones; `e` and `out` are equal or disjoint.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn grad_part<K: KindMarker>(
-    e: *const f32,
-    out: *mut f32,
-    wp: *const f32,
-    qp: *const f32,
-    i: usize,
-    cnt: usize,
-    av: __m256,
-    bv: __m256,
-    bqv: __m256,
-    qav: __m256,
-    qbv: __m256,
-) {
-    let mask = _mm256_cmpgt_epi32(
-        _mm256_set1_epi32(cnt as i32),
-        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-    );
-    // SAFETY: the masked loads and store touch lanes `0..cnt` only, all inside the
-    // buffers by the caller's contract (masked-off lanes are never accessed).
-    unsafe {
-        let v = _mm256_maskload_ps(e.add(i), mask);
-        let g = match K::KIND {
-            Kind::Plain => _mm256_fmsub_ps(av, v, bv),
-            Kind::Weighted => _mm256_fnmadd_ps(
-                bv,
-                _mm256_maskload_ps(wp.add(i), mask),
-                _mm256_mul_ps(av, v),
-            ),
-            _ => {
-                let qv = _mm256_fmadd_ps(qav, _mm256_maskload_ps(qp.add(i), mask), qbv);
-                let c = if matches!(K::KIND, Kind::Probs) {
-                    qv
-                } else {
-                    _mm256_mul_ps(qv, _mm256_maskload_ps(wp.add(i), mask))
-                };
-                _mm256_fnmadd_ps(bqv, c, _mm256_mul_ps(av, v))
-            }
-        };
-        _mm256_maskstore_ps(out.add(i), mask, g);
-    }
-}
-
-/// Pass 2 of one chunk as a resumable job: [`P2::new`] writes the head (up to the first
-/// 64-byte line of `out` when streaming), [`P2::step`] one block of 16 elements (a whole
-/// line when streaming), [`P2::finish`] the rest. Pass 1 of the next row runs the steps
-/// between its own vectors, so the gradient stores spread over its `exp` work.
-///
-/// Invariant (upheld by `new`'s contract): `e` is valid for `n` reads and `out` for `n`
-/// writes (equal or disjoint), `wp` / `qp` for `n` reads when `K` uses them.
-#[derive(Clone, Copy)]
-pub(super) struct P2 {
-    e: *const f32,
-    out: *mut f32,
-    n: usize,
-    pos: usize,
-    wp: *const f32,
-    qp: *const f32,
-    av: __m256,
-    bv: __m256,
-    bqv: __m256,
-    qav: __m256,
-    qbv: __m256,
-}
-
-impl P2 {
-    /// A job that does nothing (`n = 0`).
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn none() -> P2 {
-        let z = _mm256_setzero_ps();
-        P2 {
-            e: std::ptr::null(),
-            out: std::ptr::null_mut(),
-            n: 0,
-            pos: 0,
-            wp: std::ptr::null(),
-            qp: std::ptr::null(),
-            av: z,
-            bv: z,
-            bqv: z,
-            qav: z,
-            qbv: z,
-        }
-    }
-
-    /// Starts the job and writes the head.
-    ///
-    /// # Safety
-    /// As `kernels::pass2` (`e`, `out`, `w`, `q` for `n` elements), AVX2 + FMA
-    /// available.
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn new<K: KindMarker, const NT: bool>(
-        e: *const f32,
-        out: *mut f32,
-        n: usize,
-        a: f32,
-        b: f32,
-        bq: f32,
-        w: &[f32],
-        q: &[f32],
-        qa: f32,
-        qb: f32,
-    ) -> P2 {
-        if K::WEIGHTED {
-            assert!(w.len() >= n);
-        }
-        if K::PROBS {
-            assert!(q.len() >= n);
-        }
-        let mut p = P2 {
-            e,
-            out,
-            n,
-            pos: 0,
-            wp: w.as_ptr(),
-            qp: q.as_ptr(),
-            av: _mm256_set1_ps(a),
-            bv: _mm256_set1_ps(b),
-            bqv: _mm256_set1_ps(bq),
-            qav: _mm256_set1_ps(qa),
-            qbv: _mm256_set1_ps(qb),
-        };
-        if NT {
-            // Streaming stores only for whole 64-byte lines of `out`: a line shared
-            // with the neighbouring call (row or chunk boundary) would be written by
-            // two streaming stores far apart in time, and the write-combining buffer
-            // flushes such a half line as a slow partial write. Those lines get
-            // ordinary stores (from both sides, so every line is written by one kind
-            // of store only).
-            let mis = (out as usize % 64) / 4;
-            let head = if mis == 0 { 0 } else { (16 - mis).min(n) };
-            while p.pos < head {
-                let cnt = (head - p.pos).min(8);
-                // SAFETY: `pos + cnt <= head <= n` (type invariant for the buffers).
-                unsafe { p.part::<K>(cnt) };
-            }
-        }
-        p
-    }
-
-    /// `cnt` (1..=8) lanes at `pos` with masked loads and stores, the same formula as
-    /// the full vectors (so every element's bits are independent of where the vector
-    /// boundaries fall).
-    ///
-    /// # Safety
-    /// `pos + cnt <= n`; AVX2 + FMA available.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn part<K: KindMarker>(&mut self, cnt: usize) {
-        let p = &*self;
-        // SAFETY: `pos + cnt <= n` (caller); the masked loads and store touch only
-        // those `cnt` elements of `e`, `w`, `q` (when used) and `out` (type
-        // invariant), and all lanes are loaded before the store.
-        unsafe {
-            grad_part::<K>(
-                p.e, p.out, p.wp, p.qp, p.pos, cnt, p.av, p.bv, p.bqv, p.qav, p.qbv,
-            )
-        };
-        self.pos += cnt;
-    }
-
-    /// One block of 16 elements, if that many remain.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn step<K: KindMarker, const NT: bool>(&mut self) {
-        let (i, p) = (self.pos, &*self);
-        if i + 16 > p.n {
-            return;
-        }
-        if !NT {
-            // SAFETY: `i == pos` and `i + 16 <= n`, checked just above.
-            unsafe { self.step_at::<K>(i) };
-            return;
-        }
-        // SAFETY: `i + 16 <= n`: `e` readable, `out` writable, `w` / `q` readable
-        // there (type invariant); `out + i` is 64-byte aligned (the head was peeled in
-        // `new`, and `pos` advances by 16 floats since).
-        unsafe {
-            let g0 = grad8::<K>(p.e, p.wp, p.qp, i, p.av, p.bv, p.bqv, p.qav, p.qbv);
-            let g1 = grad8::<K>(p.e, p.wp, p.qp, i + 8, p.av, p.bv, p.bqv, p.qav, p.qbv);
-            _mm256_stream_ps(p.out.add(i), g0);
-            _mm256_stream_ps(p.out.add(i + 8), g1);
-        }
-        self.pos = i + 16;
-    }
-
-    /// The block of 16 elements at `i` (which must be `pos`), without the bounds
-    /// check of [`P2::step`]; ordinary stores.
-    ///
-    /// # Safety
-    /// `i == pos` and `i + 16 <= n`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn step_at<K: KindMarker>(&mut self, i: usize) {
-        debug_assert!(i == self.pos && i + 16 <= self.n);
-        let p = &*self;
-        // Start the read-for-ownership of the gradient line one chunk ahead, so the
-        // stores do not wait on memory (paired A/B: ~9% less time per call at
-        // 1024x32000 and 16384x1000; `prefetchw` or two chunks ahead: no better).
-        // A prefetch never faults; the address may lie past the buffer.
-        _mm_prefetch::<_MM_HINT_T0>(p.out.wrapping_add(p.n + i) as *const i8);
-        // SAFETY: `i + 16 <= n` (caller): `e` readable, `out` writable, `w` / `q`
-        // readable there (type invariant).
-        unsafe {
-            let g0 = grad8::<K>(p.e, p.wp, p.qp, i, p.av, p.bv, p.bqv, p.qav, p.qbv);
-            let g1 = grad8::<K>(p.e, p.wp, p.qp, i + 8, p.av, p.bv, p.bqv, p.qav, p.qbv);
-            _mm256_storeu_ps(p.out.add(i), g0);
-            _mm256_storeu_ps(p.out.add(i + 8), g1);
-        }
-        self.pos = i + 16;
-    }
-
-    /// Writes everything left.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn finish<K: KindMarker, const NT: bool>(&mut self) {
-        while self.pos + 16 <= self.n {
-            self.step::<K, NT>();
-        }
-        while self.pos + 8 <= self.n {
-            let (i, p) = (self.pos, &*self);
-            // SAFETY: `i + 8 <= n` (type invariant for the buffers).
-            unsafe {
-                let g = grad8::<K>(p.e, p.wp, p.qp, i, p.av, p.bv, p.bqv, p.qav, p.qbv);
-                _mm256_storeu_ps(p.out.add(i), g);
-            }
-            self.pos = i + 8;
-        }
-        if self.pos < self.n {
-            let cnt = self.n - self.pos;
-            // SAFETY: `pos + cnt == n`.
-            unsafe { self.part::<K>(cnt) };
-        }
-    }
-}
-
-/// # Safety
-/// As `kernels::pass2`, with AVX2 + FMA available.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn pass2<K: KindMarker, const NT: bool>(
-    e: *const f32,
-    out: *mut f32,
-    n: usize,
-    a: f32,
-    b: f32,
-    bq: f32,
-    w: &[f32],
-    q: &[f32],
-    qa: f32,
-    qb: f32,
-) {
-    // SAFETY: forwarded contract.
-    let mut p = unsafe { P2::new::<K, NT>(e, out, n, a, b, bq, w, q, qa, qb) };
-    p.finish::<K, NT>();
 }

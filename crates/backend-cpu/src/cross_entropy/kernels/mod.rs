@@ -2,6 +2,7 @@
 //! AVX2 + FMA code is in [`avx2`].
 
 use super::plan::{ChunkStats, Kind, mref};
+use super::softcap::Cap;
 use crate::math::exp_nonpos_f32;
 use crate::simd::SimdLevel;
 
@@ -32,7 +33,7 @@ pub(super) unsafe fn pass1(
             unsafe { avx2::pass1_dispatch(kind, store, src, dst, n, w, q, qa, qb) }
         }
         // SAFETY: forwarded contract.
-        _ => unsafe { scalar_pass1(kind, store, src, dst, n, w, q, qa, qb) },
+        _ => unsafe { scalar_pass1(kind, store, src, dst, n, w, q, qa, qb, None) },
     }
 }
 
@@ -63,12 +64,86 @@ pub(super) unsafe fn pass2(
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2Fma | SimdLevel::Avx512 => {
             // SAFETY: forwarded contract; AVX2 + FMA available by precondition.
-            unsafe { avx2::pass2_dispatch(kind, e, out, n, nt, a, b, bq, w, q, qa, qb) }
+            unsafe { pass2_avx2::pass2_dispatch(kind, e, out, n, nt, a, b, bq, w, q, qa, qb) }
         }
         _ => {
             let _ = nt;
             // SAFETY: forwarded contract.
             unsafe { scalar_pass2(kind, e, out, n, a, b, bq, w, q, qa, qb) }
+        }
+    }
+}
+
+/// [`pass1`] storing into `dst`, with the logits capped as they are read (`CE-10`): `z' = cap
+/// tanh(z / cap)` in place of `z`, `dz'/dz` written to `dcap`. The chunk's maximum is the capped
+/// maximum of the raw logits and `z' - m` is clamped to at most 0 (the `f32` `tanh` is monotone
+/// only up to its ulps, so a `z'` may exceed the capped maximum by a few ulps: it then counts as
+/// a tie, `exp(0) = 1`, off by those ulps); the same on every level.
+///
+/// # Safety
+/// As [`pass1`] with `store`; `dcap` is valid for `n` writes and disjoint from the others.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn pass1_capped(
+    level: SimdLevel,
+    kind: Kind,
+    src: *const f32,
+    dst: *mut f32,
+    dcap: *mut f32,
+    n: usize,
+    w: &[f32],
+    q: &[f32],
+    qa: f32,
+    qb: f32,
+    cap: Cap,
+) -> ChunkStats {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2Fma | SimdLevel::Avx512 => {
+            // SAFETY: forwarded contract; AVX2 + FMA available by precondition.
+            unsafe { softcap_avx2::capped_dispatch(kind, src, dst, dcap, n, w, q, qa, qb, cap) }
+        }
+        // SAFETY: forwarded contract.
+        _ => unsafe { scalar_pass1(kind, true, src, dst, n, w, q, qa, qb, Some((cap, dcap))) },
+    }
+}
+
+/// [`pass2`] (ordinary stores) with the chain rule of `CE-10` folded in: `out[j] = (a e[j] -
+/// B_j) dcap[j]`, the bits of [`pass2`] followed by one `f32` product.
+///
+/// # Safety
+/// As [`pass2`]; `dcap` is valid for `n` reads.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn pass2_chain(
+    level: SimdLevel,
+    kind: Kind,
+    e: *const f32,
+    dcap: *const f32,
+    out: *mut f32,
+    n: usize,
+    a: f32,
+    b: f32,
+    bq: f32,
+    w: &[f32],
+    q: &[f32],
+    qa: f32,
+    qb: f32,
+) {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2Fma | SimdLevel::Avx512 => {
+            // SAFETY: forwarded contract; AVX2 + FMA available by precondition.
+            unsafe { softcap_avx2::chain_dispatch(kind, e, dcap, out, n, a, b, bq, w, q, qa, qb) }
+        }
+        _ => {
+            for j in 0..n {
+                // SAFETY: `j < n`; `e`, `dcap` valid for `n` reads, `out` for `n` writes;
+                // element `j` of `e` is read before `out[j]` is written.
+                unsafe {
+                    let v = *e.add(j);
+                    let g = a.mul_add(v, -b_of(kind, j, b, bq, w, q, qa, qb));
+                    *out.add(j) = g * *dcap.add(j);
+                }
+            }
         }
     }
 }
@@ -151,10 +226,10 @@ fn wq_of(kind: Kind, j: usize, w: &[f32], q: &[f32], qa: f32, qb: f32) -> f32 {
     }
 }
 
-/// Portable pass 1 (`f64` accumulation).
+/// Portable pass 1 (`f64` accumulation); with `cap`, [`pass1_capped`]'s.
 ///
 /// # Safety
-/// As [`pass1`].
+/// As [`pass1`]; with `cap`, as [`pass1_capped`].
 #[allow(clippy::too_many_arguments)]
 unsafe fn scalar_pass1(
     kind: Kind,
@@ -166,6 +241,7 @@ unsafe fn scalar_pass1(
     q: &[f32],
     qa: f32,
     qb: f32,
+    cap: Option<(Cap, *mut f32)>,
 ) -> ChunkStats {
     let mut m = f32::NEG_INFINITY;
     let mut nan = false;
@@ -180,12 +256,25 @@ unsafe fn scalar_pass1(
     if nan {
         m = f32::NAN;
     }
+    if let Some((cap, _)) = cap {
+        m = cap.one(m).0;
+    }
     let mr = mref(m);
     let (mut s, mut n0, mut z, mut wq) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     for j in 0..n {
         // SAFETY: `j < n`; `src` valid for `n` reads.
         let v = unsafe { *src.add(j) };
-        let d = v - mr;
+        let d = match cap {
+            None => v - mr,
+            Some((cap, dcap)) => {
+                let (c, dz) = cap.one(v);
+                // SAFETY: `j < n`; `dcap` valid for `n` writes (contract).
+                unsafe { *dcap.add(j) = dz };
+                // Clamped to at most 0 as the vector code's `min` (NaN stays NaN).
+                let d = c - mr;
+                if d > 0.0 { 0.0 } else { d }
+            }
+        };
         let e = exp_nonpos_f32(d);
         if store {
             // SAFETY: `j < n`; `dst` valid for `n` writes, equal to or disjoint from `src`,
@@ -239,4 +328,8 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(super) mod lanes_avx2;
 #[cfg(target_arch = "x86_64")]
+mod pass2_avx2;
+#[cfg(target_arch = "x86_64")]
 pub(super) mod short_avx2;
+#[cfg(target_arch = "x86_64")]
+mod softcap_avx2;
