@@ -11,7 +11,9 @@
 //! (the box losses): the same code compiled with AVX-512 F/VL/DQ/BW, sixteen lanes and 32
 //! vector registers. It performs the same IEEE operations, so its results are bit-identical
 //! to the other builds. The kernels written with AVX2 intrinsics (cross-entropy and the other
-//! families) run their AVX2 build on it.
+//! families) run their AVX2 build on it, except the cross-entropy's capped pass 1 (`CE-10`),
+//! which has a second build of the same intrinsics with AVX-512 VL enabled (EVEX encoding, 32
+//! registers: the same operations, so the same bits).
 
 /// Which kernel family runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

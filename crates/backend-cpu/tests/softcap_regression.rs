@@ -174,6 +174,9 @@ fn check_capped(cap: f64, z: &[f32], n: usize, c: usize, y: &[i64]) {
         }
     }
     let t = Tolerance::F32;
+    // The AVX-512 level runs the capped pass 1 built with AVX-512 VL (the same operations):
+    // the AVX2 level's bits.
+    let mut vector_bits: Option<(u64, Vec<u32>)> = None;
     for level in SimdLevel::available() {
         let b = CpuBackend::new().with_simd_level(level);
         let mut g = vec![0.0f32; n * c];
@@ -206,6 +209,16 @@ fn check_capped(cap: f64, z: &[f32], n: usize, c: usize, y: &[i64]) {
                 b.to_bits(),
                 "{level:?}: entry {k} split vs in place"
             );
+        }
+        if level != SimdLevel::Scalar {
+            let bits = (
+                split.to_bits(),
+                g.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            );
+            match &vector_bits {
+                None => vector_bits = Some(bits),
+                Some(b) => assert!(*b == bits, "{level:?}: not the AVX2 level's bits"),
+            }
         }
         let bound = t.abs + t.rel * want.abs() + loss_term;
         assert!(

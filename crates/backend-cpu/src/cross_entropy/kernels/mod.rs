@@ -99,8 +99,12 @@ pub(super) unsafe fn pass1_capped(
     match level {
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2Fma | SimdLevel::Avx512 => {
-            // SAFETY: forwarded contract; AVX2 + FMA available by precondition.
-            unsafe { softcap_avx2::capped_dispatch(kind, src, dst, dcap, n, w, q, qa, qb, cap) }
+            let evex = level == SimdLevel::Avx512;
+            // SAFETY: forwarded contract; AVX2 + FMA available by precondition, AVX-512 F and VL
+            // with `SimdLevel::Avx512`.
+            unsafe {
+                softcap_avx2::capped_dispatch(evex, kind, src, dst, dcap, n, w, q, qa, qb, cap)
+            }
         }
         // SAFETY: forwarded contract.
         _ => unsafe { scalar_pass1(kind, true, src, dst, n, w, q, qa, qb, Some((cap, dcap))) },
