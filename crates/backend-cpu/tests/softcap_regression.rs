@@ -107,6 +107,9 @@ fn capped_pass1_agrees_across_buffers_and_holds_tol2_in_the_saturating_range() {
     z[5 * c + 3] = 0.5;
     let n = 6;
     let y: Vec<i64> = vec![3, 2080, 1024, 1500, 7, 3];
+    // The rows exercise the saturating branch (`|z| >= cap`) on most of their logits.
+    let saturating = z.iter().filter(|v| f64::from(v.abs()) >= cap).count();
+    assert!(saturating > 3 * c, "{saturating} saturating logits");
     check_capped(cap, &z, n, c, &y);
 }
 
