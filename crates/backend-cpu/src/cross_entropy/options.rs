@@ -40,7 +40,9 @@ struct RowOut {
     hit: bool,
 }
 
-/// Per-task scratch: the capped row and its derivatives, the chunk statistics.
+/// Per-task scratch: the chunk statistics, and for a softcap (`CE-10`) the derivatives
+/// `dz'/dz` of the row and, without a gradient buffer, the row's exponentials (with one,
+/// they go to the gradient buffer as on the default path).
 #[derive(Default)]
 struct Scratch {
     capped: Vec<f32>,
