@@ -1,18 +1,19 @@
 //! Paired timing of the cross-entropy's logit softcap (`CE-10`) against the default path, one
 //! process, interleaved rounds: `cargo run --release -p smoothloss-benches --bin softcap_bench
-//! -- [--rounds R] [--threads T] [--cap CAP]`.
+//! -- [--rounds R] [--threads T] [--cap CAP] [--avx2]`.
 //!
 //! Per shape (1024 x 32000 and 16384 x 1000, `f32`, label smoothing 0.1, `mean`, a separate
 //! gradient buffer), each round times one call of the default configuration, then one with the
 //! softcap (same inputs, same buffers), alternately: wall clock and this process's CPU time
 //! (`/proc/self/task/*/schedstat`) per call. Prints the per-shape medians and the median of
 //! the paired ratios (softcap / default of the same round), the figure to read on a shared
-//! machine, with the load average at the start and the end.
+//! machine, with the load average at the start and the end. `--avx2` runs the AVX2 + FMA
+//! kernels on a CPU that has AVX-512 (what a machine without it runs).
 
 use smoothloss_benches::ce_inputs;
 use smoothloss_benches::timing::cpu_ns;
 use smoothloss_core::{CrossEntropy, Input, Losses};
-use smoothloss_cpu::CpuBackend;
+use smoothloss_cpu::{CpuBackend, SimdLevel};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -32,20 +33,28 @@ fn main() {
     let mut rounds = 15usize;
     let mut threads = 1usize;
     let mut cap = 30.0f64;
+    let mut avx2 = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--avx2" {
+            avx2 = true;
+            continue;
+        }
         let v = it.next().and_then(|v| v.parse::<f64>().ok());
         match (a.as_str(), v) {
             ("--rounds", Some(v)) => rounds = (v as usize).max(1),
             ("--threads", Some(v)) => threads = (v as usize).max(1),
             ("--cap", Some(v)) if v > 0.0 => cap = v,
             _ => {
-                eprintln!("usage: softcap_bench [--rounds R] [--threads T] [--cap CAP]");
+                eprintln!("usage: softcap_bench [--rounds R] [--threads T] [--cap CAP] [--avx2]");
                 std::process::exit(2);
             }
         }
     }
-    let cpu = CpuBackend::with_threads(threads);
+    let mut cpu = CpuBackend::with_threads(threads);
+    if avx2 && cpu.simd_level() == SimdLevel::Avx512 {
+        cpu = cpu.with_simd_level(SimdLevel::Avx2Fma);
+    }
     let base = CrossEntropy::new().with_label_smoothing(0.1);
     let capped = base.clone().with_softcap(cap);
     println!(

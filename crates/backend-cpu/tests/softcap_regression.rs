@@ -11,9 +11,12 @@
 //! addition by `|u| A (dz'_j / dz_j) 2 p_j 3 * 2^-23 max_k |z'_k|`. This test holds the row to
 //! `TOL-2` with that term.
 
-use smoothloss_core::{CrossEntropy, Input, Losses, ReferenceBackend};
+use smoothloss_core::{
+    CeRowOutputs, CeTargets, CrossEntropy, Input, Losses, Reduction, ReferenceBackend, Upstream,
+};
 use smoothloss_cpu::{CpuBackend, SimdLevel};
-use smoothloss_spec::{Tolerance, covers};
+use smoothloss_spec::random::Rng;
+use smoothloss_spec::{Tolerance, covers, kit};
 
 fn grad<B: Losses<f32>>(b: &B, cfg: &CrossEntropy, z: &[f32], c: usize, y: &[i64]) -> Vec<f64> {
     let mut g = vec![0.0f32; z.len()];
@@ -236,6 +239,120 @@ fn check_capped(cap: f64, z: &[f32], n: usize, c: usize, y: &[i64]) {
                 (got - w).abs() <= bound,
                 "{level:?}: entry {k}: {got} vs {w} (bound {bound:e})"
             );
+        }
+    }
+}
+
+/// One capped call through `cross_entropy_rows`: the values, the z-loss values, the gradient
+/// (the in-place buffer when `in_place`), lse and (with class targets) hits.
+#[allow(clippy::type_complexity)]
+fn capped_call(
+    b: &CpuBackend,
+    cfg: &CrossEntropy,
+    z: &[f32],
+    (n, c): (usize, usize),
+    t: CeTargets<'_, f32>,
+    up: Upstream<'_>,
+    in_place: bool,
+) -> (Vec<f64>, Vec<f64>, Vec<f32>, Vec<f32>, Vec<bool>) {
+    let (mut lse, mut hit) = (vec![0.0f32; n], vec![false; n]);
+    let mut g = if in_place {
+        z.to_vec()
+    } else {
+        vec![0.0f32; z.len()]
+    };
+    let with_hits = matches!(t, CeTargets::Classes(_));
+    let rows = CeRowOutputs::new().with_lse(&mut lse);
+    let rows = if with_hits {
+        rows.with_hits(&mut hit)
+    } else {
+        rows
+    };
+    let input = if in_place {
+        Input::in_place(&mut g).shaped(n, c)
+    } else {
+        Input::matrix(z, n, c).with_grad(&mut g)
+    };
+    let out = b
+        .cross_entropy_rows(cfg, input.with_upstream(up), t, rows)
+        .unwrap();
+    (
+        out.loss.values().to_vec(),
+        out.z_loss.values().to_vec(),
+        g,
+        lse,
+        hit,
+    )
+}
+
+/// Capped rows with a separate gradient buffer run pipelined (pass 2 of each row inside pass 1
+/// of the next, `kernels::pass1_capped_fused`); in place they run row by row. The two are the
+/// same arithmetic, so every output must agree bit for bit: class weights and probability
+/// targets, z-loss, row weights, ignored rows (the first, two in a row, the last), a NaN row, a
+/// row with an infinite target probability (the reference's per-element gradient), per-row
+/// upstream, rows of one, two and three chunks and a short one, 1 to 3 threads, every SIMD
+/// level.
+#[test]
+fn pipelined_capped_rows_give_the_row_by_row_bits() {
+    covers!("CE-10", "CE-11", "CE-12", "CE-14", "TOL-3");
+    let mut rng = Rng::new(20261203);
+    let n = 9;
+    let up: Vec<f64> = (0..n).map(|i| [0.5, -1.25, 2.0][i % 3]).collect();
+    for c in [33usize, 2085, 4100, 8200] {
+        let mut z: Vec<f32> = rng
+            .vec(n * c, -45.0, 45.0)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        z[5 * c + 7] = f32::NAN;
+        z[6 * c + c / 2] = f32::INFINITY;
+        let y: Vec<i64> = (0..n)
+            .map(|i| {
+                if [0, 3, 4, 8].contains(&i) {
+                    -100
+                } else {
+                    rng.below(c) as i64
+                }
+            })
+            .collect();
+        let mut q: Vec<f32> = rng.vec(n * c, 0.0, 1.0).iter().map(|&v| v as f32).collect();
+        q[2 * c + 3] = f32::INFINITY;
+        let classes = CrossEntropy::new()
+            .with_label_smoothing(0.1)
+            .with_softcap(30.0)
+            .with_class_weights(rng.vec(c, 0.25, 2.0))
+            .with_z_loss(1e-4)
+            .with_row_weights(rng.vec(n, 0.5, 1.5))
+            .with_reduction(Reduction::None);
+        let probs = CrossEntropy {
+            class_weights: None,
+            ..classes.clone()
+        };
+        let cases: [(&CrossEntropy, CeTargets<'_, f32>); 4] = [
+            (&classes, CeTargets::Classes(&y)),
+            (&probs, CeTargets::Classes(&y)),
+            (&probs, CeTargets::Probs(&q)),
+            (&classes, CeTargets::Probs(&q)),
+        ];
+        for (k, (cfg, t)) in cases.into_iter().enumerate() {
+            for level in SimdLevel::available() {
+                for threads in 1..=3 {
+                    let b = CpuBackend::with_threads(threads).with_simd_level(level);
+                    let u = Upstream::PerElement(&up);
+                    let split = capped_call(&b, cfg, &z, (n, c), t, u, false);
+                    let rows = capped_call(&b, cfg, &z, (n, c), t, u, true);
+                    let at = format!("C {c}, case {k}, {level:?}, {threads} thread(s)");
+                    assert_eq!(split.0.len(), n, "{at}");
+                    kit::assert_same_bits_f64(&split.0, &rows.0);
+                    kit::assert_same_bits_f64(&split.1, &rows.1);
+                    kit::assert_same_bits_f32(&split.2, &rows.2);
+                    kit::assert_same_bits_f32(&split.3, &rows.3);
+                    assert_eq!(split.4, rows.4, "{at}: hits");
+                    // The NaN row is NaN, the others finite (or the infinite-probability row's).
+                    assert!(split.0[5].is_nan(), "{at}: the NaN row");
+                    assert!(split.0[1].is_finite(), "{at}: a plain row");
+                }
+            }
         }
     }
 }

@@ -74,6 +74,13 @@ impl<'a> RowBuf<'a> {
         unsafe { *self.e.add(j) }
     }
 
+    /// Gradient entry `j` as written so far.
+    pub(super) fn out_at(&self, j: usize) -> f32 {
+        assert!(j < self.len && !self.out.is_null());
+        // SAFETY: `j < len`, `out` non-null and valid for `len` elements (type invariant).
+        unsafe { *self.out.add(j) }
+    }
+
     /// Writes gradient entry `j`.
     pub(super) fn set_out(&mut self, j: usize, v: f32) {
         if self.out.is_null() {

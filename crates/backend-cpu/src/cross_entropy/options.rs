@@ -48,6 +48,10 @@ struct Scratch {
     capped: Vec<f32>,
     dcap: Vec<f32>,
     stats: Vec<ChunkStats>,
+    /// Capped rows pipelined ([`process_rows_capped`]): two rows' exponentials and two rows'
+    /// `dz'/dz`, and the chunk statistics of the second row.
+    pipe: Vec<f32>,
+    stats2: Vec<ChunkStats>,
 }
 
 /// Runs a call with options on the backend's SIMD level and pool; `denom` is the reduction's
@@ -80,8 +84,14 @@ pub(super) fn run_options(
     };
     let mut out = vec![RowOut::default(); rows];
     let g = (TASK_ELEMS / c).max(1);
+    let cap = cfg.softcap.map(super::softcap::Cap::new);
     let block = |first: usize, piece: Bufs<'_>, res: &mut [RowOut]| {
         let mut sc = Scratch::default();
+        if let (Some(cap), Bufs::Split(..)) = (cap, &piece) {
+            // CE-10 with a separate gradient: pass 2 of each row runs inside pass 1 of the next.
+            process_rows_capped(&plan, cfg, cap, first, piece, &us, res, &mut sc);
+            return;
+        }
         for (r, (row, o)) in piece.pieces(c).into_iter().zip(res.iter_mut()).enumerate() {
             let i = first + r;
             *o = process_row(&plan, cfg, i, row, us(i), &mut sc);
@@ -135,6 +145,7 @@ fn process_row(
         capped,
         dcap,
         stats,
+        ..
     } = sc;
     // CE-10: pass 1 caps the logits as it reads them (`kernels::pass1_capped`), storing the
     // exponentials of the capped logits where the default path stores them (the gradient
@@ -186,33 +197,8 @@ fn process_row(
             zy
         }
     };
-    let mut row = long::combine(plan, stats, y, zy);
-    let lse = row.lse();
-    let hit = y.is_some() && row.finite && zy == row.m;
-    // A NaN row's z-loss is NaN, as the reference's `s * NaN^2`.
-    let mut z_loss = if cfg.z_loss != 0.0 && !row.finite {
-        f64::NAN
-    } else {
-        0.0
-    };
-    if cfg.z_loss != 0.0 && row.finite {
-        // CE-11: `s lse^2`, and `2 s lse p_j` through `A`.
-        z_loss = cfg.z_loss * lse * lse;
-        row.loss += z_loss;
-        row.a += 2.0 * cfg.z_loss * lse;
-    }
-    let mut loss = row.loss;
-    if cfg.row_weights.is_some() {
-        let r = cfg.row_weight(i);
-        loss *= r;
-        z_loss *= r;
-    }
-    let res = RowOut {
-        loss,
-        z_loss,
-        lse,
-        hit,
-    };
+    let (row, res) = with_options(plan, cfg, i, stats, y, zy);
+    let lse = res.lse;
     if !raw.has_grad() {
         return res;
     }
@@ -244,6 +230,225 @@ fn process_row(
         }
     }
     res
+}
+
+/// The row's combination ([`long::combine`]) with the options around it: z-loss (`CE-11`, in
+/// the loss and in the gradient's `A`), row weight (`CE-12`, on the results), log-sum-exp and
+/// hit (`CE-14`); `zy` is the target's (capped) logit.
+fn with_options(
+    plan: &Plan<'_>,
+    cfg: &CrossEntropy,
+    i: usize,
+    stats: &[ChunkStats],
+    y: Option<usize>,
+    zy: f32,
+) -> (RowCombined, RowOut) {
+    let mut row = long::combine(plan, stats, y, zy);
+    let lse = row.lse();
+    let hit = y.is_some() && row.finite && zy == row.m;
+    // A NaN row's z-loss is NaN, as the reference's `s * NaN^2`.
+    let mut z_loss = if cfg.z_loss != 0.0 && !row.finite {
+        f64::NAN
+    } else {
+        0.0
+    };
+    if cfg.z_loss != 0.0 && row.finite {
+        // CE-11: `s lse^2`, and `2 s lse p_j` through `A`.
+        z_loss = cfg.z_loss * lse * lse;
+        row.loss += z_loss;
+        row.a += 2.0 * cfg.z_loss * lse;
+    }
+    let mut loss = row.loss;
+    if cfg.row_weights.is_some() {
+        let r = cfg.row_weight(i);
+        loss *= r;
+        z_loss *= r;
+    }
+    let res = RowOut {
+        loss,
+        z_loss,
+        lse,
+        hit,
+    };
+    (row, res)
+}
+
+/// A capped row whose pass 2 waits for the next row's pass 1 ([`process_rows_capped`]).
+struct CapPending<'a> {
+    i: usize,
+    /// The row's logits, its exponentials (a scratch half) and its gradient.
+    raw: RowBuf<'a>,
+    /// The row's `dz'/dz` (the other scratch array's half), `raw.len` of them.
+    d: *const f32,
+    stats: Vec<ChunkStats>,
+    row: RowCombined,
+    us: f64,
+    /// The hard target's gradient entry, written after pass 2.
+    gy: Option<(usize, f32)>,
+}
+
+/// Capped rows (`CE-10`) with a separate gradient, `first..` held by `bufs`, on one task: pass 1
+/// of row `r + 1` runs chunk by chunk with pass 2 of row `r` inside it
+/// (`kernels::pass1_capped_fused`), so the gradient stores of one row overlap the `tanh` and
+/// `exp` work of the next, as on the default long-row path. The exponentials and `dz'/dz` go to
+/// two scratch halves each, alternating between rows. Every chunk and row is computed with the
+/// operations of [`process_row`] (the same kernels' arithmetic, the same combination), so the
+/// results are the same bits.
+#[allow(clippy::too_many_arguments)]
+fn process_rows_capped(
+    plan: &Plan<'_>,
+    cfg: &CrossEntropy,
+    cap: super::softcap::Cap,
+    first: usize,
+    bufs: Bufs<'_>,
+    us: &dyn Fn(usize) -> f64,
+    res: &mut [RowOut],
+    sc: &mut Scratch,
+) {
+    let c = plan.classes;
+    if sc.pipe.len() < 4 * c {
+        sc.pipe.resize(4 * c, 0.0);
+    }
+    let (e_a, rest) = sc.pipe.split_at_mut(c);
+    let (e_b, rest) = rest.split_at_mut(c);
+    let (d_a, d_b) = rest.split_at_mut(c);
+    let e_halves = [e_a.as_mut_ptr(), e_b.as_mut_ptr()];
+    let d_halves = [d_a.as_mut_ptr(), d_b.as_mut_ptr()];
+    let mut next = 0;
+    let mut pool = [
+        std::mem::take(&mut sc.stats),
+        std::mem::take(&mut sc.stats2),
+    ];
+    let mut pieces = bufs.pieces(c);
+    let mut pending: Option<CapPending<'_>> = None;
+    let finish = |p: CapPending<'_>| {
+        let mut raw = p.raw;
+        if let Some((y, g)) = p.gy {
+            raw.set_out(y, g);
+        }
+        p.stats
+    };
+    for (r, (piece, o)) in pieces.iter_mut().zip(res.iter_mut()).enumerate() {
+        let i = first + r;
+        if plan.ignored(i) {
+            piece.fill_grad(0.0);
+            *o = RowOut::default();
+            continue;
+        }
+        // SAFETY: `e_halves[next]` points to `c` floats of `sc.pipe` (split above) that no live
+        // view uses: the pending row, if any, uses the other half, and the view of two rows ago
+        // on this half has been dropped (finished).
+        let e_sc = unsafe { std::slice::from_raw_parts_mut(e_halves[next], c) };
+        let d = d_halves[next];
+        let mut raw = RowBuf::new(piece, Some(e_sc), false);
+        let y = plan.target(i);
+        // The capped target logit (the kernels' bits, `Cap::one`).
+        let zy = y.map_or(0.0, |y| cap.one(raw.logit(y)).0);
+        let mut stats = std::mem::take(&mut pool[next]);
+        stats.clear();
+        stats.resize(plan.nchunks, ChunkStats::default());
+        for (k, st) in stats.iter_mut().enumerate() {
+            let off = k * plan.chunk;
+            let n = plan.chunk.min(c - off);
+            let one = raw.sub(off, n);
+            let (w, q) = (plan.wslice(off, n), plan.qslice(i, off, n));
+            *st = match pending.as_ref() {
+                Some(p) => {
+                    let (a, b, bq) = long::pass2_params(plan, &p.stats[k], &p.row, p.us);
+                    let two = p.raw.sub(off, n);
+                    // SAFETY: `off + n <= c`: `one.src` readable and `one.e` (this row's
+                    // scratch half) writable for `n`, disjoint; `d + off` (this row's `dz'/dz`
+                    // half) writable for `n`; `two.e` and `p.d + off` (the other halves)
+                    // readable and `two.out` (the pending row's gradient) writable for `n`,
+                    // disjoint from each other and from this row's buffers (distinct rows and
+                    // halves, `RowBuf` invariant).
+                    unsafe {
+                        kernels::pass1_capped_fused(
+                            plan.level,
+                            plan.kind,
+                            one.src,
+                            one.e,
+                            d.add(off),
+                            n,
+                            w,
+                            q,
+                            plan.qa,
+                            plan.qb,
+                            cap,
+                            two.e,
+                            p.d.add(off),
+                            two.out,
+                            a,
+                            b,
+                            bq,
+                            plan.qslice(p.i, off, n),
+                        )
+                    }
+                }
+                // SAFETY: as above, without a pending row.
+                None => unsafe {
+                    kernels::pass1_capped(
+                        plan.level,
+                        plan.kind,
+                        one.src,
+                        one.e,
+                        d.add(off),
+                        n,
+                        w,
+                        q,
+                        plan.qa,
+                        plan.qb,
+                        cap,
+                    )
+                },
+            };
+        }
+        if let Some(p) = pending.take() {
+            pool[next ^ 1] = finish(p);
+        }
+        let (row, out) = with_options(plan, cfg, i, &stats, y, zy);
+        *o = out;
+        let ui = us(i);
+        // SAFETY: `d` points to this row's `c` derivatives, written by pass 1 above; no
+        // mutable view of them is alive until the next-but-one row.
+        let dz = unsafe { std::slice::from_raw_parts(d as *const f32, c) };
+        if !row.finite {
+            raw.fill_out(f32::NAN);
+        } else if !(ui.is_finite() && row.a.is_finite()) {
+            slow_grad(plan, cfg, i, &mut raw, &stats, &row, y, ui, out.lse);
+            // The chain rule on the reference's entries, as `process_row`.
+            for (j, &dj) in dz.iter().enumerate() {
+                raw.set_out(j, raw.out_at(j) * dj);
+            }
+        } else {
+            let gy = y.map(|y| {
+                let g = target_grad(plan, cfg, &stats, &row, y, raw.e_at(y), ui, out.lse);
+                // The chain rule's product, as `pass2_chain` (one `f32` product).
+                (y, g * dz[y])
+            });
+            pending = Some(CapPending {
+                i,
+                raw,
+                d,
+                stats,
+                row,
+                us: ui,
+                gy,
+            });
+            next ^= 1;
+            continue;
+        }
+        pool[next] = stats;
+    }
+    if let Some(mut p) = pending.take() {
+        // SAFETY: `p.d` points to the pending row's `c` derivatives (written by its pass 1).
+        let dz = unsafe { std::slice::from_raw_parts(p.d, c) };
+        pass2_chain_range(plan, p.i, &mut p.raw, dz, &p.stats, &p.row, p.us);
+        pool[next ^ 1] = finish(p);
+    }
+    let [s1, s2] = pool;
+    sc.stats = s1;
+    sc.stats2 = s2;
 }
 
 /// `CE-10` and pass 1 of one row, chunk by chunk (`kernels::pass1_capped`): the logits at

@@ -158,7 +158,8 @@ macro_rules! pass1_fn {
         /// As `kernels::pass1`, with AVX2 + FMA available (and AVX-512 F and VL for
         /// [`pass1_evex`]). With `JOB`, `p2` is a pass-2 job over
         /// exactly `n` elements (`p2.n == n`, position 0) that pass 1 advances between its own
-        /// vectors; without `JOB`, `p2` is not touched. With `CAP` (and `STORE`), the logits are
+        /// vectors (with `CAP`, a chain job of `CE-10`, `P2::new_chain`, and not `NT`); without
+        /// `JOB`, `p2` is not touched. With `CAP` (and `STORE`), the logits are
         /// capped as they are read (`CE-10`: `z' = cap tanh(z / cap)`, `dz'/dz` stored to
         /// `ck.dcap`, valid for `n` writes and disjoint from the other buffers); the chunk's maximum
         /// is the capped maximum of the raw logits (one `tanh`, taken on the max loop's result), and
@@ -184,6 +185,10 @@ macro_rules! pass1_fn {
         ) -> ChunkStats {
             // The confident re-sum below reads the logits again when not storing: raw ones.
             assert!(!CAP || STORE, "a capped pass 1 stores its exponentials");
+            assert!(
+                !(CAP && NT),
+                "a capped pass 1 runs chain jobs, which do not stream"
+            );
             if K::WEIGHTED {
                 assert!(w.len() >= n);
             }
@@ -265,8 +270,15 @@ macro_rules! pass1_fn {
                         } else {
                             // SAFETY: `i + 16 <= end <= n == job.n` (`JOB` contract), and
                             // without `NT` the job's blocks start at 0 and advance by 16 with
-                            // `i` (SUB is a multiple of 16), so `job.pos == i`.
-                            unsafe { job.step_at::<K>(i) };
+                            // `i` (SUB is a multiple of 16), so `job.pos == i`; with `CAP` the
+                            // job is a chain job (contract).
+                            unsafe {
+                                if CAP {
+                                    job.step_at_chain::<K>(i)
+                                } else {
+                                    job.step_at::<K>(i)
+                                }
+                            };
                         }
                     }
                     // SAFETY: `i + 16 <= nv <= n`: `src` readable, `dst` (when STORE) writable

@@ -152,6 +152,57 @@ pub(super) unsafe fn pass2_chain(
     }
 }
 
+/// [`pass1_capped`] of one chunk and [`pass2_chain`] (`e2`, `dcap2` to `out2`, with the same
+/// `n` and `w`, targets `q2`) of the same chunk of the previous row, interleaved (`CE-10`'s
+/// rows pipelined as the default path's [`pass1_fused`]); the results are those of the two
+/// calls.
+///
+/// # Safety
+/// As [`pass1_capped`] for `src`, `dst`, `dcap`, `w`, `q`, and as [`pass2_chain`] for `e2`,
+/// `dcap2`, `out2`, `w`, `q2`; `e2`, `dcap2` and `out2` are disjoint from `src`, `dst` and
+/// `dcap`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn pass1_capped_fused(
+    level: SimdLevel,
+    kind: Kind,
+    src: *const f32,
+    dst: *mut f32,
+    dcap: *mut f32,
+    n: usize,
+    w: &[f32],
+    q: &[f32],
+    qa: f32,
+    qb: f32,
+    cap: Cap,
+    e2: *const f32,
+    dcap2: *const f32,
+    out2: *mut f32,
+    a: f32,
+    b: f32,
+    bq: f32,
+    q2: &[f32],
+) -> ChunkStats {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2Fma | SimdLevel::Avx512 => {
+            let evex = level == SimdLevel::Avx512;
+            let p1 = (src, dst, n, w, q, qa, qb);
+            let p2 = (e2, dcap2, out2, a, b, bq, q2);
+            // SAFETY: forwarded contract; AVX2 + FMA available by precondition, AVX-512 F and VL
+            // with `SimdLevel::Avx512`.
+            unsafe { softcap_avx2::capped_fused_dispatch(evex, kind, p1, dcap, cap, p2) }
+        }
+        _ => {
+            // SAFETY: forwarded contract.
+            unsafe {
+                let st = pass1_capped(level, kind, src, dst, dcap, n, w, q, qa, qb, cap);
+                pass2_chain(level, kind, e2, dcap2, out2, n, a, b, bq, w, q2, qa, qb);
+                st
+            }
+        }
+    }
+}
+
 /// [`pass1`] (storing into `dst`) of one chunk and [`pass2`] (`e2` to `out2`, with the
 /// same `n` and `w`, targets `q2`) of the same chunk of the previous row, interleaved; the
 /// results are those of the two calls.

@@ -1,6 +1,7 @@
 //! Pass 2 of the long-row path with AVX2 + FMA: the gradient `a e_j - B_j` of one chunk, as a
 //! call ([`pass2_dispatch`]) or as a resumable job ([`P2`]) that pass 1 of the next row
-//! advances between its own vectors (`avx2::pass1` with `JOB`).
+//! advances between its own vectors (`avx2::pass1` with `JOB`); with the softcap's chain rule
+//! (`CE-10`) as well ([`P2::new_chain`]: `(a e_j - B_j) d_j`).
 
 use super::super::plan::{Kind, KindMarker, with_kind};
 use super::avx2::wq8;
@@ -155,11 +156,14 @@ pub(super) unsafe fn grad_masked<K: KindMarker>(
 /// between its own vectors, so the gradient stores spread over its `exp` work.
 ///
 /// Invariant (upheld by `new`'s contract): `e` is valid for `n` reads and `out` for `n`
-/// writes (equal or disjoint), `wp` / `qp` for `n` reads when `K` uses them.
+/// writes (equal or disjoint), `wp` / `qp` for `n` reads when `K` uses them; `d`, when not
+/// null (a chain job, [`P2::new_chain`]), for `n` reads.
 #[derive(Clone, Copy)]
 pub(super) struct P2 {
     e: *const f32,
     out: *mut f32,
+    /// `CE-10`'s `dz'/dz` of a chain job (null otherwise): the gradient is `(a e_j - B_j) d_j`.
+    d: *const f32,
     pub(super) n: usize,
     pub(super) pos: usize,
     wp: *const f32,
@@ -180,6 +184,7 @@ impl P2 {
         P2 {
             e: std::ptr::null(),
             out: std::ptr::null_mut(),
+            d: std::ptr::null(),
             n: 0,
             pos: 0,
             wp: std::ptr::null(),
@@ -221,6 +226,7 @@ impl P2 {
         let mut p = P2 {
             e,
             out,
+            d: std::ptr::null(),
             n,
             pos: 0,
             wp: w.as_ptr(),
@@ -341,6 +347,95 @@ impl P2 {
             let cnt = self.n - self.pos;
             // SAFETY: `pos + cnt == n`.
             unsafe { self.part::<K>(cnt) };
+        }
+    }
+
+    /// A chain job (`CE-10`): [`P2::new`] without streaming stores, whose blocks write `(a e_j -
+    /// B_j) d_j` ([`P2::step_at_chain`], [`P2::finish_chain`]).
+    ///
+    /// # Safety
+    /// As [`P2::new`], and `d` is valid for `n` reads.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn new_chain<K: KindMarker>(
+        e: *const f32,
+        d: *const f32,
+        out: *mut f32,
+        n: usize,
+        a: f32,
+        b: f32,
+        bq: f32,
+        w: &[f32],
+        q: &[f32],
+        qa: f32,
+        qb: f32,
+    ) -> P2 {
+        // SAFETY: forwarded contract (without streaming stores nothing is written here).
+        let p = unsafe { P2::new::<K, false>(e, out, n, a, b, bq, w, q, qa, qb) };
+        P2 { d, ..p }
+    }
+
+    /// [`P2::step_at`] of a chain job: each gradient lane times its `d_j` (one `f32` product
+    /// after the two roundings of `a e_j - B_j`).
+    ///
+    /// # Safety
+    /// `i == pos`, `i + 16 <= n`, and this is a chain job.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn step_at_chain<K: KindMarker>(&mut self, i: usize) {
+        debug_assert!(i == self.pos && i + 16 <= self.n && !self.d.is_null());
+        let p = &*self;
+        // As `step_at`: the gradient's lines prefetched one chunk ahead (a prefetch never
+        // faults; the address may lie past the buffer).
+        _mm_prefetch::<_MM_HINT_T0>(p.out.wrapping_add(p.n + i) as *const i8);
+        // SAFETY: `i + 16 <= n` (caller): `e`, `d`, `w` / `q` (as used) readable and `out`
+        // writable there (type invariant, chain job); each element is read before it is
+        // written (`e` may be `out`).
+        unsafe {
+            let g0 = grad8::<K>(p.e, p.wp, p.qp, i, p.av, p.bv, p.bqv, p.qav, p.qbv);
+            let g1 = grad8::<K>(p.e, p.wp, p.qp, i + 8, p.av, p.bv, p.bqv, p.qav, p.qbv);
+            let d0 = _mm256_loadu_ps(p.d.add(i));
+            let d1 = _mm256_loadu_ps(p.d.add(i + 8));
+            _mm256_storeu_ps(p.out.add(i), _mm256_mul_ps(g0, d0));
+            _mm256_storeu_ps(p.out.add(i + 8), _mm256_mul_ps(g1, d1));
+        }
+        self.pos = i + 16;
+    }
+
+    /// [`P2::finish`] of a chain job: the blocks of 16 left, then 8, then a masked tail, each
+    /// element with the same operations.
+    ///
+    /// # Safety
+    /// This is a chain job.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn finish_chain<K: KindMarker>(&mut self) {
+        while self.pos + 16 <= self.n {
+            // SAFETY: `pos + 16 <= n`; a chain job (caller).
+            unsafe { self.step_at_chain::<K>(self.pos) };
+        }
+        let (i, p) = (self.pos, &*self);
+        if i + 8 <= p.n {
+            // SAFETY: `i + 8 <= n`: as `step_at_chain`.
+            unsafe {
+                let g = grad8::<K>(p.e, p.wp, p.qp, i, p.av, p.bv, p.bqv, p.qav, p.qbv);
+                let d = _mm256_loadu_ps(p.d.add(i));
+                _mm256_storeu_ps(p.out.add(i), _mm256_mul_ps(g, d));
+            }
+            self.pos = i + 8;
+        }
+        let (i, p) = (self.pos, &*self);
+        if i < p.n {
+            let mask = part_mask(p.n - i);
+            // SAFETY: the masked loads and store touch lanes `0..n - i` only, inside the
+            // buffers (type invariant, chain job).
+            unsafe {
+                let g = grad_masked::<K>(p.e, p.wp, p.qp, i, mask, p.av, p.bv, p.bqv, p.qav, p.qbv);
+                let d = _mm256_maskload_ps(p.d.add(i), mask);
+                _mm256_maskstore_ps(p.out.add(i), mask, _mm256_mul_ps(g, d));
+            }
+            self.pos = p.n;
         }
     }
 }

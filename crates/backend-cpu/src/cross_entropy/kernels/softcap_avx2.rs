@@ -5,8 +5,7 @@
 use super::super::plan::{ChunkStats, Kind, KindMarker, with_kind};
 use super::super::softcap::{Cap, CapK};
 use super::avx2::{P1Args, pass1, pass1_evex};
-use super::pass2_avx2::{P2, grad_masked, grad8, part_mask};
-use std::arch::x86_64::*;
+use super::pass2_avx2::P2;
 
 /// # Safety
 /// As `kernels::pass1_capped`, with AVX2 + FMA available, and AVX-512 F and VL when `evex`.
@@ -93,9 +92,9 @@ pub(super) unsafe fn chain_dispatch(
 }
 
 /// Pass 2 with the chain rule: `out[j] = (a e[j] - B_j) d[j]`, the two roundings of
-/// `kernels::pass2` then the chain rule's product, in 16-element blocks (the gradient's lines
-/// prefetched one chunk ahead, as the default pass 2), then 8, then a masked tail with the
-/// same operations.
+/// `kernels::pass2` then the chain rule's product (a chain job run to its end: blocks of 16
+/// elements with the gradient's lines prefetched one chunk ahead, as the default pass 2, then
+/// 8, then a masked tail with the same operations).
 ///
 /// # Safety
 /// As `kernels::pass2_chain`, with AVX2 + FMA available.
@@ -114,52 +113,71 @@ unsafe fn chain<K: KindMarker>(
     qa: f32,
     qb: f32,
 ) {
-    if K::WEIGHTED {
-        assert!(w.len() >= n);
+    // SAFETY: forwarded contract (`e`, `dcap`, `w` / `q` readable and `out` writable for `n`).
+    unsafe {
+        let mut job = P2::new_chain::<K>(e, dcap, out, n, a, b, bq, w, q, qa, qb);
+        job.finish_chain::<K>();
     }
-    if K::PROBS {
-        assert!(q.len() >= n);
-    }
-    let (wp, qp) = (w.as_ptr(), q.as_ptr());
-    let (av, bv, bqv, qav, qbv) = (
-        _mm256_set1_ps(a),
-        _mm256_set1_ps(b),
-        _mm256_set1_ps(bq),
-        _mm256_set1_ps(qa),
-        _mm256_set1_ps(qb),
-    );
-    let mut i = 0;
-    while i + 16 <= n {
-        // A prefetch never faults; the address may lie past the buffer.
-        _mm_prefetch::<_MM_HINT_T0>(out.wrapping_add(n + i) as *const i8);
-        // SAFETY: `i + 16 <= n`: `e`, `dcap`, `w` / `q` (as used) readable and `out` writable
-        // there (contract); each element is read before it is written (`e` may be `out`).
-        unsafe {
-            let g0 = grad8::<K>(e, wp, qp, i, av, bv, bqv, qav, qbv);
-            let g1 = grad8::<K>(e, wp, qp, i + 8, av, bv, bqv, qav, qbv);
-            let d0 = _mm256_loadu_ps(dcap.add(i));
-            let d1 = _mm256_loadu_ps(dcap.add(i + 8));
-            _mm256_storeu_ps(out.add(i), _mm256_mul_ps(g0, d0));
-            _mm256_storeu_ps(out.add(i + 8), _mm256_mul_ps(g1, d1));
-        }
-        i += 16;
-    }
-    if i + 8 <= n {
-        // SAFETY: `i + 8 <= n`, as above.
-        unsafe {
-            let g = grad8::<K>(e, wp, qp, i, av, bv, bqv, qav, qbv);
-            _mm256_storeu_ps(out.add(i), _mm256_mul_ps(g, _mm256_loadu_ps(dcap.add(i))));
-        }
-        i += 8;
-    }
-    if i < n {
-        let mask = part_mask(n - i);
-        // SAFETY: the masked loads and store touch lanes `0..n - i` only, inside the
-        // buffers (contract).
-        unsafe {
-            let g = grad_masked::<K>(e, wp, qp, i, mask, av, bv, bqv, qav, qbv);
-            let d = _mm256_maskload_ps(dcap.add(i), mask);
-            _mm256_maskstore_ps(out.add(i), mask, _mm256_mul_ps(g, d));
+}
+
+/// # Safety
+/// As `kernels::pass1_capped_fused`, with AVX2 + FMA available, and AVX-512 F and VL when
+/// `evex`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn capped_fused_dispatch(
+    evex: bool,
+    kind: Kind,
+    p1: P1Args<'_>,
+    dcap: *mut f32,
+    cap: Cap,
+    p2: ChainArgs<'_>,
+) -> ChunkStats {
+    // SAFETY: (all arms) forwarded contract of `kernels::pass1_capped_fused`; the EVEX build
+    // only with `evex` (AVX-512 F and VL available, the caller's contract).
+    unsafe {
+        if evex {
+            with_kind!(kind, |K| capped_fused_evex::<K>(p1, dcap, cap, p2))
+        } else {
+            with_kind!(kind, |K| capped_fused::<K>(p1, dcap, cap, p2))
         }
     }
 }
+
+/// The chain job's arguments `(e, dcap, out, a, b, bq, q)` of [`capped_fused`]: the pending
+/// row's chunk (the same `n` and class weights as pass 1's chunk, its own targets `q`).
+pub(super) type ChainArgs<'a> = (*const f32, *const f32, *mut f32, f32, f32, f32, &'a [f32]);
+
+/// Defines the capped pass 1 of one chunk interleaved with the chain job of the same chunk of
+/// the previous row (`$pass1`, built with `$features`): the capped row's gradient stores
+/// spread over the next row's `tanh` and `exp` work, as the default path's `fused`.
+macro_rules! capped_fused_fn {
+    ($name:ident, $pass1:ident, $features:literal) => {
+        /// # Safety
+        /// As `kernels::pass1_capped_fused`, with the target features of this build available.
+        #[target_feature(enable = $features)]
+        unsafe fn $name<K: KindMarker>(
+            p1: P1Args<'_>,
+            dcap: *mut f32,
+            cap: Cap,
+            p2: ChainArgs<'_>,
+        ) -> ChunkStats {
+            let (src, dst, n, w, q, qa, qb) = p1;
+            let (e2, d2, out2, a, b, bq, q2) = p2;
+            let ck = CapK::new(cap, dcap);
+            // SAFETY: forwarded contract: pass 1 over `n` elements (`dcap` valid for `n`
+            // writes, disjoint from the others), and a chain job over the same `n` elements of
+            // `e2`, `d2` (reads) and `out2` (writes), disjoint from pass 1's buffers, with the
+            // chunk's class weights `w` and the pending row's targets `q2`.
+            unsafe {
+                let mut job = P2::new_chain::<K>(e2, d2, out2, n, a, b, bq, w, q2, qa, qb);
+                let st =
+                    $pass1::<K, true, false, true, true>(src, dst, n, w, q, qa, qb, &mut job, &ck);
+                job.finish_chain::<K>();
+                st
+            }
+        }
+    };
+}
+
+capped_fused_fn!(capped_fused, pass1, "avx2,fma");
+capped_fused_fn!(capped_fused_evex, pass1_evex, "avx2,fma,avx512f,avx512vl");
