@@ -14,9 +14,13 @@
 //! bandwidth (read + write of a 128 MiB buffer, best of `copy_from_slice` and a streaming
 //! copy, GB/s). `CE_AB_ONLY=rand-16384x1000` (or `conf-...`) times that case only, and
 //! `CE_AB_REPS=k` sets the calls per timing (for `valgrind --tool=callgrind`).
+//!
+//! `--levels R` (on a CPU with AVX-512): R rounds per case, each timing the AVX-512 level and
+//! then the AVX2 + FMA level in this process; prints each level's median wall ms and the median
+//! (min-max) of the R paired ratios AVX-512 / AVX2, split and in place.
 
 use smoothloss_core::{CrossEntropy, Input, Losses};
-use smoothloss_cpu::CpuBackend;
+use smoothloss_cpu::{CpuBackend, SimdLevel};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -126,6 +130,11 @@ fn main() {
         Some("off") => be = be.with_streaming_stores(false),
         _ => {}
     }
+    let levels = args
+        .iter()
+        .position(|a| a == "--levels")
+        .and_then(|k| args.get(k + 1))
+        .and_then(|v| v.parse::<usize>().ok());
     let only = std::env::var("CE_AB_ONLY").ok();
     let reps_env = std::env::var("CE_AB_REPS")
         .ok()
@@ -161,6 +170,48 @@ fn main() {
         let lead = (64 - gbuf.as_ptr() as usize % 64) % 64 / 4;
         let g = &mut gbuf[lead..lead + x.len()];
         let reps = reps_env.unwrap_or((100_000_000 / (n * c)).clamp(2, 200));
+        if let Some(rounds) = levels {
+            let pair = [
+                be.clone().with_simd_level(SimdLevel::Avx512),
+                be.clone().with_simd_level(SimdLevel::Avx2Fma),
+            ];
+            for mode in ["split", "inplace"] {
+                let mut xi = x.clone();
+                let (mut w, mut r) = ([Vec::new(), Vec::new()], Vec::new());
+                for _ in 0..rounds.max(1) {
+                    let mut ws = [0.0; 2];
+                    for (k, b) in pair.iter().enumerate() {
+                        ws[k] = time(reps, || {
+                            let input = if mode == "split" {
+                                Input::matrix(&x, n, c).with_grad(&mut g[..])
+                            } else {
+                                // On the previous call's output, as the in-place timing below.
+                                Input::in_place(&mut xi).shaped(n, c)
+                            };
+                            black_box(b.cross_entropy(&cfg, input, &t).expect("valid input"));
+                        })
+                        .1;
+                        w[k].push(ws[k]);
+                    }
+                    r.push(ws[0] / ws[1]);
+                }
+                let med = |v: &mut Vec<f64>| {
+                    v.sort_by(f64::total_cmp);
+                    v[v.len() / 2]
+                };
+                let (lo, hi) = (
+                    r.iter().copied().fold(f64::INFINITY, f64::min),
+                    r.iter().copied().fold(0.0, f64::max),
+                );
+                println!(
+                    "{name} {n}x{c} {mode} avx512 {:.4} avx2 {:.4} ratio {:.3} ({lo:.3}-{hi:.3})",
+                    med(&mut w[0]) * 1e3,
+                    med(&mut w[1]) * 1e3,
+                    med(&mut r)
+                );
+            }
+            continue;
+        }
         let (cs, ws) = time(reps, || {
             let l = be
                 .cross_entropy(&cfg, Input::matrix(&x, n, c).with_grad(&mut g[..]), &t)

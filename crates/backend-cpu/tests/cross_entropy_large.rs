@@ -394,3 +394,58 @@ fn automatic_streaming_stores_on_long_rows_split_across_threads() {
         g.fill(f32::NAN);
     }
 }
+
+/// Long rows (one chunk, several chunks, a tail of 1 to 7 columns, rows split across threads):
+/// the AVX-512 level runs pass 1 built with AVX-512 VL (the same AVX2 intrinsics in EVEX
+/// encoding), so it gives the AVX2 level's bits for losses and gradients, separate-buffer, in
+/// place and without gradient, with weights, probability targets, confident rows, NaN, `+inf`
+/// and ignored rows, per-row upstream, 1 and 2 threads.
+#[test]
+fn long_rows_avx512_build_is_bit_identical_to_the_avx2_build() {
+    if !SimdLevel::Avx512.is_available() {
+        eprintln!("SKIPPED: no AVX-512 on this CPU");
+        return;
+    }
+    let mut rng = Rng::new(0xe7e8);
+    let shapes = [
+        (37usize, 1001usize),
+        (9, 2085),
+        (6, 4103),
+        (3, 33_007),
+        (2, 150_001),
+    ];
+    for (v, &(rows, classes)) in shapes.iter().enumerate() {
+        for probs in [false, true] {
+            let o = Opts {
+                eps: [0.1, 0.0][v % 2],
+                weights: v % 2 == 0,
+                probs,
+                ignore_frac: if probs { 0.0 } else { 0.15 },
+                reduction: [Reduction::None, Reduction::Mean][v % 2],
+                per_row_up: v % 2 == 0,
+                logit_scale: [1.0, 8.0, 40.0][v % 3],
+            };
+            let mut case = make_case(&mut rng, rows, classes, o);
+            let c = classes;
+            if rows > 5 {
+                case.logits[3 * c + c / 2] = f32::NAN;
+                case.logits[5 * c + 7] = f32::INFINITY;
+            }
+            // A confident row: the maximum's block is summed again (issue 14).
+            case.logits[c + c / 3] += 60.0;
+            for threads in [1, 2] {
+                let be = CpuBackend::with_threads(threads);
+                let run = |level: SimdLevel| three_calls(&case, &be, level).unwrap();
+                let (a, e) = (run(SimdLevel::Avx2Fma), run(SimdLevel::Avx512));
+                kit::same_bits_f64(&a.0, &e.0)
+                    .and(kit::same_bits_f32(&a.1, &e.1))
+                    .and(kit::same_bits_f64(&a.2, &e.2))
+                    .and(kit::same_bits_f64(&a.3, &e.3))
+                    .and(kit::same_bits_f32(&a.4, &e.4))
+                    .unwrap_or_else(|err| {
+                        panic!("{rows}x{classes} {o:?}, {threads} thread(s): the AVX-512 build differs from the AVX2 build: {err}")
+                    });
+            }
+        }
+    }
+}

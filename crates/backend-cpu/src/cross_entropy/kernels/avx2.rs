@@ -8,9 +8,10 @@ use crate::simd::avx2::{hmax, hsum_f64};
 use std::arch::x86_64::*;
 
 /// # Safety
-/// As `kernels::pass1`, with AVX2 + FMA available.
+/// As `kernels::pass1`, with AVX2 + FMA available, and AVX-512 F and VL when `evex`.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn pass1_dispatch(
+    evex: bool,
     kind: Kind,
     store: bool,
     src: *const f32,
@@ -23,43 +24,62 @@ pub(super) unsafe fn pass1_dispatch(
 ) -> ChunkStats {
     // Pass 1 alone (no pass-2 job, ordinary stores), monomorphised per kind and store.
     let p1 = (src, dst, n, w, q, qa, qb);
-    // SAFETY: (all arms) forwarded contract of `kernels::pass1`.
+    // SAFETY: (all arms) forwarded contract of `kernels::pass1`; the EVEX build only with
+    // `evex` (the caller's contract).
     unsafe {
-        with_kind!(kind, |K| if store {
-            alone::<K, true>(p1)
+        if evex {
+            with_kind!(kind, |K| if store {
+                alone_evex::<K, true>(p1)
+            } else {
+                alone_evex::<K, false>(p1)
+            })
         } else {
-            alone::<K, false>(p1)
-        })
+            with_kind!(kind, |K| if store {
+                alone::<K, true>(p1)
+            } else {
+                alone::<K, false>(p1)
+            })
+        }
     }
 }
 
-/// [`pass1`] without a pass-2 job and without streaming stores.
-///
-/// # Safety
-/// As `kernels::pass1`, with AVX2 + FMA available.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn alone<K: KindMarker, const STORE: bool>(p1: P1Args<'_>) -> ChunkStats {
-    let (src, dst, n, w, q, qa, qb) = p1;
-    // SAFETY: forwarded contract; without `JOB` the job is not touched.
-    unsafe {
-        pass1::<K, STORE, false, false, false>(
-            src,
-            dst,
-            n,
-            w,
-            q,
-            qa,
-            qb,
-            &mut P2::none(),
-            &CapK::none(),
-        )
-    }
+/// Defines pass 1 without a pass-2 job and without streaming stores (`$name`, on `$pass1`
+/// built with `$features`).
+macro_rules! alone_fn {
+    ($name:ident, $pass1:ident, $features:literal) => {
+        /// [`pass1`] without a pass-2 job and without streaming stores.
+        ///
+        /// # Safety
+        /// As `kernels::pass1`, with the target features of this build available.
+        #[target_feature(enable = $features)]
+        unsafe fn $name<K: KindMarker, const STORE: bool>(p1: P1Args<'_>) -> ChunkStats {
+            let (src, dst, n, w, q, qa, qb) = p1;
+            // SAFETY: forwarded contract; without `JOB` the job is not touched.
+            unsafe {
+                $pass1::<K, STORE, false, false, false>(
+                    src,
+                    dst,
+                    n,
+                    w,
+                    q,
+                    qa,
+                    qb,
+                    &mut P2::none(),
+                    &CapK::none(),
+                )
+            }
+        }
+    };
 }
 
+alone_fn!(alone, pass1, "avx2,fma");
+alone_fn!(alone_evex, pass1_evex, "avx2,fma,avx512f,avx512vl");
+
 /// # Safety
-/// As `kernels::pass1_fused`, with AVX2 + FMA available.
+/// As `kernels::pass1_fused`, with AVX2 + FMA available, and AVX-512 F and VL when `evex`.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn fused_dispatch(
+    evex: bool,
     kind: Kind,
     src: *const f32,
     dst: *mut f32,
@@ -78,13 +98,22 @@ pub(super) unsafe fn fused_dispatch(
 ) -> ChunkStats {
     let p1 = (src, dst, n, w, q, qa, qb);
     let p2 = (e2, out2, a, b, bq, q2);
-    // SAFETY: (all arms) forwarded contract of `kernels::pass1_fused`.
+    // SAFETY: (all arms) forwarded contract of `kernels::pass1_fused`; the EVEX build only
+    // with `evex` (the caller's contract).
     unsafe {
-        with_kind!(kind, |K| if nt {
-            fused::<K, true>(p1, p2)
+        if evex {
+            with_kind!(kind, |K| if nt {
+                fused_evex::<K, true>(p1, p2)
+            } else {
+                fused_evex::<K, false>(p1, p2)
+            })
         } else {
-            fused::<K, false>(p1, p2)
-        })
+            with_kind!(kind, |K| if nt {
+                fused::<K, true>(p1, p2)
+            } else {
+                fused::<K, false>(p1, p2)
+            })
+        }
     }
 }
 
@@ -93,34 +122,66 @@ pub(super) type P1Args<'a> = (*const f32, *mut f32, usize, &'a [f32], &'a [f32],
 /// Pass-2 arguments `(e, out, a, b, bq, q)` of [`fused`].
 type P2Args<'a> = (*const f32, *mut f32, f32, f32, f32, &'a [f32]);
 
-/// # Safety
-/// As `kernels::pass1_fused`, with AVX2 + FMA available.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fused<K: KindMarker, const NT: bool>(p1: P1Args<'_>, p2: P2Args<'_>) -> ChunkStats {
-    let (src, dst, n, w, q, qa, qb) = p1;
-    let (e2, out2, a, b, bq, q2) = p2;
-    // SAFETY: forwarded contract (pass 2 over `n` elements of `e2` / `out2`, with the
-    // chunk's weights `w` and the pending row's targets `q2`).
-    let mut job = unsafe { P2::new::<K, NT>(e2, out2, n, a, b, bq, w, q2, qa, qb) };
-    if NT {
-        // Streaming stores: the previous row's chunk first, as one tight loop of whole
-        // lines, then pass 1 (paired A/B: 5-6 % less time than spreading the streaming
-        // stores over pass 1, which was slower than ordinary stores).
-        job.finish::<K, NT>();
-        // SAFETY: forwarded contract (pass 1, storing into `dst`; `job` untouched).
-        unsafe {
-            pass1::<K, true, NT, false, false>(src, dst, n, w, q, qa, qb, &mut job, &CapK::none())
+/// Defines pass 1 of one chunk with pass 2 of the previous row's chunk (`$name`, on `$pass1`
+/// built with `$features`).
+macro_rules! fused_fn {
+    ($name:ident, $pass1:ident, $features:literal) => {
+        /// # Safety
+        /// As `kernels::pass1_fused`, with the target features of this build available.
+        #[target_feature(enable = $features)]
+        unsafe fn $name<K: KindMarker, const NT: bool>(
+            p1: P1Args<'_>,
+            p2: P2Args<'_>,
+        ) -> ChunkStats {
+            let (src, dst, n, w, q, qa, qb) = p1;
+            let (e2, out2, a, b, bq, q2) = p2;
+            // SAFETY: forwarded contract (pass 2 over `n` elements of `e2` / `out2`, with the
+            // chunk's weights `w` and the pending row's targets `q2`).
+            let mut job = unsafe { P2::new::<K, NT>(e2, out2, n, a, b, bq, w, q2, qa, qb) };
+            if NT {
+                // Streaming stores: the previous row's chunk first, as one tight loop of whole
+                // lines, then pass 1 (paired A/B: 5-6 % less time than spreading the streaming
+                // stores over pass 1, which was slower than ordinary stores).
+                job.finish::<K, NT>();
+                // SAFETY: forwarded contract (pass 1, storing into `dst`; `job` untouched).
+                unsafe {
+                    $pass1::<K, true, NT, false, false>(
+                        src,
+                        dst,
+                        n,
+                        w,
+                        q,
+                        qa,
+                        qb,
+                        &mut job,
+                        &CapK::none(),
+                    )
+                }
+            } else {
+                // SAFETY: forwarded contract (pass 1, storing into `dst`, advancing `job`, a
+                // pass-2 job over the same `n` elements).
+                let st = unsafe {
+                    $pass1::<K, true, NT, true, false>(
+                        src,
+                        dst,
+                        n,
+                        w,
+                        q,
+                        qa,
+                        qb,
+                        &mut job,
+                        &CapK::none(),
+                    )
+                };
+                job.finish::<K, NT>();
+                st
+            }
         }
-    } else {
-        // SAFETY: forwarded contract (pass 1, storing into `dst`, advancing `job`, a
-        // pass-2 job over the same `n` elements).
-        let st = unsafe {
-            pass1::<K, true, NT, true, false>(src, dst, n, w, q, qa, qb, &mut job, &CapK::none())
-        };
-        job.finish::<K, NT>();
-        st
-    }
+    };
 }
+
+fused_fn!(fused, pass1, "avx2,fma");
+fused_fn!(fused_evex, pass1_evex, "avx2,fma,avx512f,avx512vl");
 
 /// # Safety
 /// `w` / `q` (as used by `K`) hold at least `j + 8` values.
@@ -148,10 +209,12 @@ pub(super) unsafe fn wq8<K: KindMarker>(
 }
 
 /// Defines pass 1 (`$name`) compiled with the target features `$features`: built twice, with
-/// AVX2 + FMA ([`pass1`], every kernel) and with AVX-512 VL as well ([`pass1_evex`], the capped
-/// pass 1 on `SimdLevel::Avx512`: the same intrinsics in EVEX encoding with 32 vector
-/// registers, so the same operations and bits), each a function of its own, so that the AVX2
-/// build's code is what it is without the second one.
+/// AVX2 + FMA ([`pass1`]) and with AVX-512 VL as well ([`pass1_evex`], every long-row pass 1
+/// on `SimdLevel::Avx512`: the same intrinsics in EVEX encoding with 32 vector registers, so
+/// the same operations and bits; the loop has more live vectors than the 16 `ymm` registers,
+/// so the AVX2 build spills), each a function of its own, so that the AVX2 build's code is
+/// what it is without the second one. Paired in one process on a Zen 4 (`ce_ab --levels 9`,
+/// 2026-12-03), the default long rows took 0.87-0.97x the AVX2 build's time.
 macro_rules! pass1_fn {
     ($name:ident, $features:literal) => {
         /// # Safety

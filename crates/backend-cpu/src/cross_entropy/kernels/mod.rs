@@ -28,9 +28,11 @@ pub(super) unsafe fn pass1(
     match level {
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2Fma | SimdLevel::Avx512 => {
+            let evex = level == SimdLevel::Avx512;
             // SAFETY: forwarded contract; AVX2 + FMA availability is the caller's
-            // precondition (`level` comes from detection).
-            unsafe { avx2::pass1_dispatch(kind, store, src, dst, n, w, q, qa, qb) }
+            // precondition (`level` comes from detection), AVX-512 F and VL with
+            // `SimdLevel::Avx512`.
+            unsafe { avx2::pass1_dispatch(evex, kind, store, src, dst, n, w, q, qa, qb) }
         }
         // SAFETY: forwarded contract.
         _ => unsafe { scalar_pass1(kind, store, src, dst, n, w, q, qa, qb, None) },
@@ -232,9 +234,13 @@ pub(super) unsafe fn pass1_fused(
     match level {
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2Fma | SimdLevel::Avx512 => {
-            // SAFETY: forwarded contract; AVX2 + FMA available by precondition.
+            let evex = level == SimdLevel::Avx512;
+            // SAFETY: forwarded contract; AVX2 + FMA available by precondition, AVX-512 F and VL
+            // with `SimdLevel::Avx512`.
             unsafe {
-                avx2::fused_dispatch(kind, src, dst, n, w, q, qa, qb, e2, out2, nt, a, b, bq, q2)
+                avx2::fused_dispatch(
+                    evex, kind, src, dst, n, w, q, qa, qb, e2, out2, nt, a, b, bq, q2,
+                )
             }
         }
         _ => {
