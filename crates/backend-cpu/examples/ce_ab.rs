@@ -13,7 +13,8 @@
 //! confident). Label smoothing 0.1, mean, one thread, `f32`. The first line is the copy
 //! bandwidth (read + write of a 128 MiB buffer, best of `copy_from_slice` and a streaming
 //! copy, GB/s). `CE_AB_ONLY=rand-16384x1000` (or `conf-...`) times that case only, and
-//! `CE_AB_REPS=k` sets the calls per timing (for `valgrind --tool=callgrind`).
+//! `CE_AB_REPS=k` sets the calls per timing (for `valgrind --tool=callgrind`); `CE_AB_SHAPE=NxC`
+//! times that shape (random and confident rows) instead of the list.
 //!
 //! `--levels R` (on a CPU with AVX-512): R rounds per case, each timing the AVX-512 level and
 //! then the AVX2 + FMA level in this process; prints each level's median wall ms and the median
@@ -143,15 +144,25 @@ fn main() {
         println!("copy - - {:.3} GB/s", copy_bw() * 1e-9);
     }
     let cfg = CrossEntropy::new().with_label_smoothing(0.1);
-    let cases: &[(usize, usize, f32)] = &[
-        (1024, 32000, 0.0),
-        (256, 128256, 0.0),
-        (16384, 1000, 0.0),
-        (4096, 100, 0.0),
-        (1024, 32000, 15.0),
-        (16384, 1000, 15.0),
-        (4096, 100, 15.0),
-    ];
+    // `CE_AB_SHAPE=NxC`: that shape only (random and confident rows) instead of the list.
+    let shape: Option<(usize, usize)> = std::env::var("CE_AB_SHAPE").ok().and_then(|v| {
+        let (n, c) = v.split_once('x')?;
+        Some((n.parse().ok()?, c.parse().ok()?))
+    });
+    let custom = shape.map(|(n, c)| [(n, c, 0.0), (n, c, 15.0)]);
+    let cases: &[(usize, usize, f32)] = if let Some(cs) = &custom {
+        cs
+    } else {
+        &[
+            (1024, 32000, 0.0),
+            (256, 128256, 0.0),
+            (16384, 1000, 0.0),
+            (4096, 100, 0.0),
+            (1024, 32000, 15.0),
+            (16384, 1000, 15.0),
+            (4096, 100, 15.0),
+        ]
+    };
     for &(n, c, boost) in cases {
         let name = if boost > 0.0 { "conf" } else { "rand" };
         if only
