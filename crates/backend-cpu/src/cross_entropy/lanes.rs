@@ -24,6 +24,18 @@
 //! non-finite logit or a non-finite upstream take the short path, one row at a time (`TOL-4`:
 //! the same results as every other path); ignored rows get loss 0 and a zero gradient here.
 //!
+//! The AVX2 build runs every full block of eight rows of 2 to 16 classes through one kernel
+//! with the class count a constant (`kernels/lanes_avx2.rs`, `block`; [`fast_rows`]): the
+//! columns stay in registers (`C >= 8`: each row's first and last eight columns, two 8x8
+//! transposes, no masks; `C < 8`: the block's `C` vectors, each column gathered by constant
+//! permutes and blends), the targets, the ignore test and `w_y` as vector operations, the
+//! `f64` part as `f64` vectors (`ln_split` on four lanes), the upstream factor read once when it
+//! is the same for every row, and nothing stored before the block is known to hold no row that
+//! leaves the lanes (such a block runs through the general block code instead). The same
+//! operations in the same order, so the same bits; 0.24x (2 classes) to 0.58x (16) the
+//! instructions of the general block code (`BENCHMARKS.md`, "Short rows: the whole block in
+//! registers").
+//!
 //! The scalar build runs the same lane code lane by lane (`exp_nonpos_f32` gives the bits of
 //! the vector `exp`, the products and sums are the same operations in the same order, the
 //! gradient the same fused multiply-add), so both builds give the same bits.
@@ -234,6 +246,16 @@ struct Lane {
     y: usize,
 }
 
+/// The block arrays of one call (allocated once per call: zeroing them per block would cost
+/// more than a tiny row's arithmetic).
+struct Scratch {
+    /// The block's logits and exponentials, transposed.
+    xt: [V; CAPACITY],
+    e: [V; CAPACITY],
+    /// The gradient block, row-major, before it is copied out (AVX2, `C >= 8`).
+    tmp: [f32; L * (CAPACITY + 1)],
+}
+
 #[inline(always)]
 fn body<K: KindMarker, const AVX: bool>(
     plan: &Plan<'_>,
@@ -244,107 +266,33 @@ fn body<K: KindMarker, const AVX: bool>(
 ) {
     let c = plan.classes;
     let rows = losses.len();
-    let w: &[f32] = if K::WEIGHTED { &plan.w32[..c] } else { &[] };
-    let eps = plan.eps;
-    let eps_c = eps / c as f64;
-    let t = plan.classes_t.unwrap_or(&[]);
     let mut specials = Vec::new();
-    // The block's logits and exponentials, transposed (once per call: zeroing them per block
-    // would cost more than a tiny row's arithmetic).
-    let mut xt = [[0.0f32; L]; CAPACITY];
-    let mut e = [[0.0f32; L]; CAPACITY];
-    // The gradient block, row-major, before it is copied out (AVX2, `C >= 8`).
-    let mut tmp = [0.0f32; L * (CAPACITY + 1)];
+    let mut sc = Scratch {
+        xt: [[0.0f32; L]; CAPACITY],
+        e: [[0.0f32; L]; CAPACITY],
+        tmp: [0.0f32; L * (CAPACITY + 1)],
+    };
     let mut r0 = 0;
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: `AVX` is only true inside [`avx2`] (AVX2 + FMA checked by its callers).
+        r0 = unsafe {
+            fast_rows_any::<K>(plan, first, &mut bufs, us, losses, &mut sc, &mut specials)
+        };
+    }
     while r0 < rows {
         let nb = L.min(rows - r0);
-        let range = r0 * c..(r0 + nb) * c;
-        // The block's logits, transposed (lanes past `nb` hold 0: a finite row, discarded);
-        // maximum, finiteness (`x * 0` is NaN for a non-finite `x`).
-        let (m, fin) = {
-            let x: &[f32] = match &bufs {
-                Bufs::Split(x, _) | Bufs::ReadOnly(x) => &x[range.clone()],
-                Bufs::InPlace(g) => &g[range.clone()],
-            };
-            load_t::<AVX>(x, c, nb, &mut xt)
-        };
-        // `d_j`, `e_j`, the sums `S`, `s'` (entries below 1) and `sum w_j d_j`.
-        let (s_all, s_below, z) = exp_sums::<K, AVX>(&xt, &mut e, c, &m, w);
-        // Per row: `S = n0 + s'`, `ln S`, the loss and the gradient's constants (`f64`):
-        // the row's own values gathered first, then branch-free loops over the eight lanes.
-        let mut lanes = [Lane::default(); L];
-        let (mut ui, mut wy, mut zy, mut ey) = ([0.0f64; L], [1.0f64; L], [0.0f64; L], [0.0f32; L]);
-        for (l, ln) in lanes[..nb].iter_mut().enumerate() {
-            let i = first + r0 + l;
-            let yi = t[i];
-            if plan.ignore == Some(yi) {
-                ln.ignored = true;
-                continue;
-            }
-            let y = yi as usize;
-            ln.y = y;
-            // Also without a gradient, so that a row leaves the lanes (and gets the short
-            // path's loss bits) with or without one.
-            ui[l] = us(i);
-            wy[l] = plan.weight(y);
-            zy[l] = f64::from(xt[y][l]);
-            ey[l] = e[y][l];
-            let ra = (1.0 - eps) * wy[l] + eps_c * plan.w_sum;
-            ln.special = fin[l] != 0.0 || !(ui[l].is_finite() && ra.is_finite());
-        }
-        let (mut n0, mut s1) = ([0.0f64; L], [0.0f64; L]);
-        for l in 0..L {
-            let st = s_all[l];
-            let conf = st < 1.5 && st > 0.0;
-            n0[l] = if conf { 1.0 } else { 0.0 };
-            s1[l] = f64::from(if conf { s_below[l] } else { st });
-        }
-        let mut loss = [0.0f64; L];
-        let (mut a, mut b, mut gy) = ([0.0f32; L], [0.0f32; L], [0.0f32; L]);
-        for l in 0..L {
-            let lg = ln_split(n0[l], s1[l]);
-            let inv = 1.0 / (n0[l] + s1[l]);
-            let nll = wy[l] * (lg - (zy[l] - f64::from(m[l])));
-            let smooth = (1.0 - eps) * nll + eps_c * (plan.w_sum * lg - f64::from(z[l]));
-            loss[l] = if eps == 0.0 { nll } else { smooth };
-            let ra = (1.0 - eps) * wy[l] + eps_c * plan.w_sum;
-            let p = f64::from(ey[l]) * inv;
-            // `p_minus_1`, branch-free.
-            let pm1 = if ey[l] == 1.0 && n0[l] == 1.0 {
-                -s1[l] * inv
-            } else {
-                p - 1.0
-            };
-            let g = (1.0 - eps) * wy[l] * pm1 + eps_c * (plan.w_sum * p - wy[l]);
-            a[l] = (ui[l] * ra * inv) as f32;
-            b[l] = (ui[l] * eps_c) as f32;
-            gy[l] = (ui[l] * g) as f32;
-        }
-        let mut keep = [false; L];
-        for (l, ln) in lanes[..nb].iter().enumerate() {
-            let r = r0 + l;
-            if ln.ignored {
-                losses[r] = 0.0;
-            } else if ln.special {
-                specials.push(r);
-            } else {
-                losses[r] = loss[l];
-                keep[l] = true;
-            }
-        }
-        // The gradient, `a e_j - b B_j` vertically, written back row by row, then the
-        // target's entry from `f64` and the ignored rows' zeros.
-        if let Bufs::Split(_, g) | Bufs::InPlace(g) = &mut bufs {
-            let out = &mut g[range];
-            grad_store::<K, AVX>(out, c, nb, &e, w, &a, &b, &keep, &mut tmp);
-            for (l, (o, ln)) in out.chunks_exact_mut(c).zip(&lanes).enumerate() {
-                if keep[l] {
-                    o[ln.y] = gy[l];
-                } else if ln.ignored {
-                    o.fill(0.0);
-                }
-            }
-        }
+        one_block::<K, AVX>(
+            plan,
+            first,
+            &mut bufs,
+            us,
+            losses,
+            r0,
+            nb,
+            &mut sc,
+            &mut specials,
+        );
         r0 += nb;
     }
     // Rows with non-finite values: the short path, one row at a time (their logits are
@@ -358,4 +306,224 @@ fn body<K: KindMarker, const AVX: bool>(
         };
         process_rows_short(plan, first + r, one, us, &mut losses[r..r + 1]);
     }
+}
+
+/// The block of rows `r0..r0 + nb` (`nb <= 8`) of the call's rows; rows with a non-finite
+/// logit or upstream are pushed to `specials` (untouched here).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn one_block<K: KindMarker, const AVX: bool>(
+    plan: &Plan<'_>,
+    first: usize,
+    bufs: &mut Bufs<'_>,
+    us: &dyn Fn(usize) -> f64,
+    losses: &mut [f64],
+    r0: usize,
+    nb: usize,
+    sc: &mut Scratch,
+    specials: &mut Vec<usize>,
+) {
+    let c = plan.classes;
+    let w: &[f32] = if K::WEIGHTED { &plan.w32[..c] } else { &[] };
+    let eps = plan.eps;
+    let eps_c = eps / c as f64;
+    let t = plan.classes_t.unwrap_or(&[]);
+    let range = r0 * c..(r0 + nb) * c;
+    // The block's logits, transposed (lanes past `nb` hold 0: a finite row, discarded);
+    // maximum, finiteness (`x * 0` is NaN for a non-finite `x`).
+    let (m, fin) = {
+        let x: &[f32] = match &bufs {
+            Bufs::Split(x, _) | Bufs::ReadOnly(x) => &x[range.clone()],
+            Bufs::InPlace(g) => &g[range.clone()],
+        };
+        load_t::<AVX>(x, c, nb, &mut sc.xt)
+    };
+    // `d_j`, `e_j`, the sums `S`, `s'` (entries below 1) and `sum w_j d_j`.
+    let (s_all, s_below, z) = exp_sums::<K, AVX>(&sc.xt, &mut sc.e, c, &m, w);
+    // Per row: `S = n0 + s'`, `ln S`, the loss and the gradient's constants (`f64`):
+    // the row's own values gathered first, then branch-free loops over the eight lanes.
+    let mut lanes = [Lane::default(); L];
+    let (mut ui, mut wy, mut zy, mut ey) = ([0.0f64; L], [1.0f64; L], [0.0f64; L], [0.0f32; L]);
+    for (l, ln) in lanes[..nb].iter_mut().enumerate() {
+        let i = first + r0 + l;
+        let yi = t[i];
+        if plan.ignore == Some(yi) {
+            ln.ignored = true;
+            continue;
+        }
+        let y = yi as usize;
+        ln.y = y;
+        // Also without a gradient, so that a row leaves the lanes (and gets the short
+        // path's loss bits) with or without one.
+        ui[l] = us(i);
+        wy[l] = plan.weight(y);
+        zy[l] = f64::from(sc.xt[y][l]);
+        ey[l] = sc.e[y][l];
+        let ra = (1.0 - eps) * wy[l] + eps_c * plan.w_sum;
+        ln.special = fin[l] != 0.0 || !(ui[l].is_finite() && ra.is_finite());
+    }
+    let (mut n0, mut s1) = ([0.0f64; L], [0.0f64; L]);
+    for l in 0..L {
+        let st = s_all[l];
+        let conf = st < 1.5 && st > 0.0;
+        n0[l] = if conf { 1.0 } else { 0.0 };
+        s1[l] = f64::from(if conf { s_below[l] } else { st });
+    }
+    let mut loss = [0.0f64; L];
+    let (mut a, mut b, mut gy) = ([0.0f32; L], [0.0f32; L], [0.0f32; L]);
+    for l in 0..L {
+        let lg = ln_split(n0[l], s1[l]);
+        let inv = 1.0 / (n0[l] + s1[l]);
+        let nll = wy[l] * (lg - (zy[l] - f64::from(m[l])));
+        let smooth = (1.0 - eps) * nll + eps_c * (plan.w_sum * lg - f64::from(z[l]));
+        loss[l] = if eps == 0.0 { nll } else { smooth };
+        let ra = (1.0 - eps) * wy[l] + eps_c * plan.w_sum;
+        let p = f64::from(ey[l]) * inv;
+        // `p_minus_1`, branch-free.
+        let pm1 = if ey[l] == 1.0 && n0[l] == 1.0 {
+            -s1[l] * inv
+        } else {
+            p - 1.0
+        };
+        let g = (1.0 - eps) * wy[l] * pm1 + eps_c * (plan.w_sum * p - wy[l]);
+        a[l] = (ui[l] * ra * inv) as f32;
+        b[l] = (ui[l] * eps_c) as f32;
+        gy[l] = (ui[l] * g) as f32;
+    }
+    let mut keep = [false; L];
+    for (l, ln) in lanes[..nb].iter().enumerate() {
+        let r = r0 + l;
+        if ln.ignored {
+            losses[r] = 0.0;
+        } else if ln.special {
+            specials.push(r);
+        } else {
+            losses[r] = loss[l];
+            keep[l] = true;
+        }
+    }
+    // The gradient, `a e_j - b B_j` vertically, written back row by row, then the
+    // target's entry from `f64` and the ignored rows' zeros.
+    if let Bufs::Split(_, g) | Bufs::InPlace(g) = bufs {
+        let out = &mut g[range];
+        grad_store::<K, AVX>(out, c, nb, &sc.e, w, &a, &b, &keep, &mut sc.tmp);
+        for (l, (o, ln)) in out.chunks_exact_mut(c).zip(&lanes).enumerate() {
+            if keep[l] {
+                o[ln.y] = gy[l];
+            } else if ln.ignored {
+                o.fill(0.0);
+            }
+        }
+    }
+}
+
+/// [`one_block`] of the AVX2 build, out of line (the fallback of [`fast_rows`] for a block with
+/// a row that leaves the lanes: one copy, not one per class count).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn one_block_avx2<K: KindMarker>(
+    plan: &Plan<'_>,
+    first: usize,
+    bufs: &mut Bufs<'_>,
+    us: &dyn Fn(usize) -> f64,
+    losses: &mut [f64],
+    r0: usize,
+    sc: &mut Scratch,
+    specials: &mut Vec<usize>,
+) {
+    one_block::<K, true>(plan, first, bufs, us, losses, r0, L, sc, specials)
+}
+
+/// The full blocks of eight rows from row 0 on through [`lanes_avx2::block`] (the class count
+/// a constant); returns the rows done (a multiple of 8). `0` for a class count the block
+/// kernel does not take (1, or more than 16).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fast_rows_any<K: KindMarker>(
+    plan: &Plan<'_>,
+    first: usize,
+    bufs: &mut Bufs<'_>,
+    us: &dyn Fn(usize) -> f64,
+    losses: &mut [f64],
+    sc: &mut Scratch,
+    specials: &mut Vec<usize>,
+) -> usize {
+    macro_rules! fast {
+        ($($c:literal)*) => {
+            match plan.classes {
+                $($c => fast_rows::<K, $c>(plan, first, bufs, us, losses, sc, specials),)*
+                _ => 0,
+            }
+        };
+    }
+    // SAFETY: AVX2 + FMA, as this function's.
+    unsafe { fast!(2 3 4 5 6 7 8 9 10 11 12 13 14 15 16) }
+}
+
+/// [`fast_rows_any`] for `C` classes.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fast_rows<K: KindMarker, const C: usize>(
+    plan: &Plan<'_>,
+    first: usize,
+    bufs: &mut Bufs<'_>,
+    us: &dyn Fn(usize) -> f64,
+    losses: &mut [f64],
+    sc: &mut Scratch,
+    specials: &mut Vec<usize>,
+) -> usize {
+    assert_eq!(plan.classes, C);
+    let t = plan.classes_t.unwrap_or(&[]);
+    let k = lanes_avx2::BlockConsts {
+        eps: plan.eps,
+        eps_c: plan.eps / C as f64,
+        w_sum: plan.w_sum,
+        ignore: plan.ignore,
+        w64: plan.w64.unwrap_or(&[]),
+        w32: &plan.w32,
+    };
+    let grad = !matches!(bufs, Bufs::ReadOnly(_));
+    let full = losses.len() / L * L;
+    let mut r0 = 0;
+    while r0 < full {
+        let range = r0 * C..(r0 + L) * C;
+        let i = first + r0;
+        let ui: [f64; L] = match plan.uniform_us {
+            Some(u) => [u; L],
+            None => std::array::from_fn(|l| us(i + l)),
+        };
+        let x: &[f32] = match &*bufs {
+            Bufs::Split(x, _) | Bufs::ReadOnly(x) => &x[range.clone()],
+            Bufs::InPlace(g) => &g[range.clone()],
+        };
+        // SAFETY: AVX2 + FMA, as this function's; the sizes are checked inside.
+        let g = unsafe {
+            lanes_avx2::block::<K, C>(x, &t[i..i + L], &ui, &k, &mut losses[r0..r0 + L], grad)
+        };
+        match g {
+            Some(g) => {
+                if let Bufs::Split(_, out) | Bufs::InPlace(out) = bufs {
+                    // SAFETY: as above.
+                    unsafe { lanes_avx2::store_block::<C>(&mut out[range], &g) };
+                }
+            }
+            // SAFETY: as above.
+            None => unsafe { one_block_avx2::<K>(plan, first, bufs, us, losses, r0, sc, specials) },
+        }
+        r0 += L;
+    }
+    full
 }

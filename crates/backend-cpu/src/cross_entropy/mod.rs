@@ -160,13 +160,17 @@ fn run(
     denom: f64,
 ) -> Loss {
     let (cfg, rows, c) = (call_plan.cfg, call_plan.rows(), call_plan.classes());
-    let plan = Plan::new(backend.simd_level(), cfg, c, targets);
+    let mut plan = Plan::new(backend.simd_level(), cfg, c, targets);
     let nchunks = plan.nchunks;
     let scale = if cfg.reduction == Reduction::Mean {
         1.0 / denom
     } else {
         1.0
     };
+    // A scalar upstream gives every row the same factor (`row_us` is `u * scale` for all `i`).
+    if let Upstream::Scalar(u) = upstream {
+        plan.uniform_us = Some(u * scale);
+    }
     let us = |i: usize| long::row_us(call_plan, &upstream, scale, i);
     let mut losses = vec![0.0; rows];
     let total = rows * c;

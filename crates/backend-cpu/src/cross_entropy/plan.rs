@@ -86,6 +86,10 @@ pub(super) struct Plan<'a> {
     pub(super) chunk: usize,
     /// Number of chunks per row.
     pub(super) nchunks: usize,
+    /// The upstream factor of every row when it is the same for all (`us(i)` of the callers;
+    /// set by the caller that knows, `None` otherwise): the lanes path then skips the per-row
+    /// call.
+    pub(super) uniform_us: Option<f64>,
 }
 
 impl Plan<'_> {
@@ -202,6 +206,7 @@ impl<'a> Plan<'a> {
             qb: (eps / c as f64) as f32,
             chunk,
             nchunks,
+            uniform_us: None,
         }
     }
 }

@@ -296,3 +296,398 @@ pub(in super::super) unsafe fn grad_store<K: KindMarker>(
         }
     }
 }
+
+// The whole block in registers (`lanes::fast_rows`): eight full rows of a fixed `C` (2 to 16
+// classes, a const parameter, so that every loop over the columns unrolls and the transposes'
+// lane tables are constants), the per-lane `f64` part as `f64` vectors, and no store before the
+// block is known to hold no row that leaves the lanes. The same operations in the same order as
+// `lanes::body` (the scalar build and the AVX2 build's general block), so the same bits.
+
+/// Per-call constants of [`block`].
+pub(in super::super) struct BlockConsts<'a> {
+    /// Label smoothing `eps`, `eps / C` and `sum_j w_j`.
+    pub(in super::super) eps: f64,
+    pub(in super::super) eps_c: f64,
+    pub(in super::super) w_sum: f64,
+    /// The ignored class, if any.
+    pub(in super::super) ignore: Option<i64>,
+    /// Class weights (`f64` for `w_y`, `f32` for the gradient and `sum w_j d_j`), weighted
+    /// kind only (`C` long).
+    pub(in super::super) w64: &'a [f64],
+    pub(in super::super) w32: &'a [f32],
+}
+
+/// The columns of eight rows of `C` classes (`x`: the `8 C` logits, row-major). `C >= 8`: each
+/// row's first and last eight columns, two 8x8 transposes (the overlap read twice, no mask,
+/// nothing outside the rows). `C < 8`: the `C` vectors of the block, each column gathered from
+/// them by constant permutes and blends.
+#[inline(always)]
+fn load_cols<const C: usize>(x: &[f32]) -> [__m256; C] {
+    assert!(x.len() == L * C && (2..=16).contains(&C));
+    let p = x.as_ptr();
+    // SAFETY: only called inside AVX2 functions of this file; every load reads eight `f32` at
+    // `l C`, `l C + C - 8` (`C >= 8`, `l < 8`) or `8 v` (`v < C`), inside the `8 C` of `x`.
+    unsafe {
+        let zero = _mm256_setzero_ps();
+        let mut cols = [zero; C];
+        if C >= L {
+            let (mut a, mut b) = ([zero; L], [zero; L]);
+            for l in 0..L {
+                a[l] = _mm256_loadu_ps(p.add(l * C));
+                if C > L {
+                    b[l] = _mm256_loadu_ps(p.add(l * C + C - L));
+                }
+            }
+            let ta = transpose(a);
+            let tb = if C > L { transpose(b) } else { ta };
+            for (j, col) in cols.iter_mut().enumerate() {
+                *col = if j < L { ta[j] } else { tb[j + L - C] };
+            }
+        } else {
+            let mut v = [zero; C];
+            for (s, vs) in v.iter_mut().enumerate() {
+                *vs = _mm256_loadu_ps(p.add(L * s));
+            }
+            for (j, col) in cols.iter_mut().enumerate() {
+                // Lane `l` of column `j` is element `l C + j` of the block.
+                let (mut idx, mut src) = ([0i32; L], [0i32; L]);
+                for l in 0..L {
+                    idx[l] = ((l * C + j) % L) as i32;
+                    src[l] = ((l * C + j) / L) as i32;
+                }
+                let iv = _mm256_loadu_si256(idx.as_ptr().cast());
+                let sv = _mm256_loadu_si256(src.as_ptr().cast());
+                let mut cj = zero;
+                for (s, &vs) in v.iter().enumerate() {
+                    let from =
+                        _mm256_castsi256_ps(_mm256_cmpeq_epi32(sv, _mm256_set1_epi32(s as i32)));
+                    cj = _mm256_blendv_ps(cj, _mm256_permutevar8x32_ps(vs, iv), from);
+                }
+                *col = cj;
+            }
+        }
+        cols
+    }
+}
+
+/// Writes the gradient columns `g` of eight rows of `C` classes to `out` (`8 C`, row-major):
+/// the inverse of [`load_cols`] (`C >= 8`: the overlapping columns written twice with the same
+/// values).
+#[inline(always)]
+fn store_cols<const C: usize>(out: &mut [f32], g: &[__m256; C]) {
+    assert!(out.len() == L * C && (2..=16).contains(&C));
+    let p = out.as_mut_ptr();
+    // SAFETY: as in [`load_cols`], for stores into `out`.
+    unsafe {
+        if C >= L {
+            let mut a = [_mm256_setzero_ps(); L];
+            a.copy_from_slice(&g[..L]);
+            let ra = transpose(a);
+            let rb = if C > L {
+                let mut b = [_mm256_setzero_ps(); L];
+                b.copy_from_slice(&g[C - L..]);
+                transpose(b)
+            } else {
+                ra
+            };
+            for l in 0..L {
+                _mm256_storeu_ps(p.add(l * C), ra[l]);
+                if C > L {
+                    _mm256_storeu_ps(p.add(l * C + C - L), rb[l]);
+                }
+            }
+        } else {
+            for s in 0..C {
+                // Lane `k` of output vector `s` is row `(8 s + k) / C`, column `(8 s + k) % C`.
+                let (mut row, mut col) = ([0i32; L], [0i32; L]);
+                for k in 0..L {
+                    row[k] = ((L * s + k) / C) as i32;
+                    col[k] = ((L * s + k) % C) as i32;
+                }
+                let rv = _mm256_loadu_si256(row.as_ptr().cast());
+                let cv = _mm256_loadu_si256(col.as_ptr().cast());
+                let mut o = _mm256_setzero_ps();
+                for (j, &gj) in g.iter().enumerate() {
+                    let from =
+                        _mm256_castsi256_ps(_mm256_cmpeq_epi32(cv, _mm256_set1_epi32(j as i32)));
+                    o = _mm256_blendv_ps(o, _mm256_permutevar8x32_ps(gj, rv), from);
+                }
+                _mm256_storeu_ps(p.add(L * s), o);
+            }
+        }
+    }
+}
+
+/// The sum of `v` as the scalar build adds it: `C < 8` in sequence from 0; else per block of
+/// eight columns [`tree`] (padding columns 0), the blocks added in order from 0.
+#[inline(always)]
+fn sum_cols<const C: usize>(v: &[__m256; C]) -> __m256 {
+    // SAFETY: only called inside AVX2 functions of this file (plain vector adds).
+    unsafe {
+        let zero = _mm256_setzero_ps();
+        let mut s = zero;
+        if C < L {
+            for &vj in v {
+                s = _mm256_add_ps(s, vj);
+            }
+        } else {
+            for b in 0..C.div_ceil(L) {
+                let mut blk = [zero; L];
+                for k in 0..L.min(C - b * L) {
+                    blk[k] = v[b * L + k];
+                }
+                s = _mm256_add_ps(s, tree(&blk));
+            }
+        }
+        s
+    }
+}
+
+/// `f64` lanes `0..4` and `4..8` of `v`.
+#[inline(always)]
+fn widen(v: __m256) -> [__m256d; 2] {
+    // SAFETY: only called inside AVX2 functions of this file.
+    unsafe {
+        [
+            _mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)),
+        ]
+    }
+}
+
+/// `[lo, hi]` rounded to `f32` (`as f32`) in one vector.
+#[inline(always)]
+fn narrow(v: [__m256d; 2]) -> __m256 {
+    // SAFETY: only called inside AVX2 functions of this file.
+    unsafe {
+        _mm256_insertf128_ps::<1>(
+            _mm256_castps128_ps256(_mm256_cvtpd_ps(v[0])),
+            _mm256_cvtpd_ps(v[1]),
+        )
+    }
+}
+
+/// `short::ln_split(n0, s)` on four lanes (the same operations, so the same bits).
+#[inline(always)]
+fn ln_split4(n0: __m256d, s: __m256d) -> __m256d {
+    const SQRT_HALF_BITS: u64 = 0x3fe6_a09e_667f_3bcd;
+    // SAFETY: only called inside AVX2 functions of this file.
+    unsafe {
+        let pd = _mm256_set1_pd;
+        let one = pd(1.0);
+        let hi = _mm256_add_pd(n0, s);
+        let ix = _mm256_add_epi64(
+            _mm256_castpd_si256(hi),
+            _mm256_set1_epi64x(0x3ff0_0000_0000_0000u64.wrapping_sub(SQRT_HALF_BITS) as i64),
+        );
+        let kb = _mm256_or_si256(
+            _mm256_srli_epi64::<52>(ix),
+            _mm256_set1_epi64x(0x4330_0000_0000_0000),
+        );
+        let k = _mm256_sub_pd(
+            _mm256_castsi256_pd(kb),
+            pd(4_503_599_627_370_496.0 + 1023.0),
+        );
+        let t = _mm256_castsi256_pd(_mm256_add_epi64(
+            _mm256_and_si256(ix, _mm256_set1_epi64x(0x000f_ffff_ffff_ffff)),
+            _mm256_set1_epi64x(SQRT_HALF_BITS as i64),
+        ));
+        let k0 = _mm256_cmp_pd::<_CMP_EQ_OQ>(k, _mm256_setzero_pd());
+        let num = _mm256_blendv_pd(_mm256_sub_pd(t, one), s, k0);
+        let f = _mm256_div_pd(num, _mm256_add_pd(t, one));
+        let f2 = _mm256_mul_pd(f, f);
+        let mut p = _mm256_add_pd(pd(1.0 / 9.0), _mm256_mul_pd(f2, pd(1.0 / 11.0)));
+        p = _mm256_add_pd(pd(1.0 / 7.0), _mm256_mul_pd(f2, p));
+        p = _mm256_add_pd(pd(1.0 / 5.0), _mm256_mul_pd(f2, p));
+        p = _mm256_add_pd(pd(1.0 / 3.0), _mm256_mul_pd(f2, p));
+        p = _mm256_add_pd(one, _mm256_mul_pd(f2, p));
+        _mm256_add_pd(
+            _mm256_mul_pd(k, pd(std::f64::consts::LN_2)),
+            _mm256_mul_pd(_mm256_mul_pd(pd(2.0), f), p),
+        )
+    }
+}
+
+/// One block of eight full rows of `C` classes (`x`: their `8 C` logits; `t`: their targets;
+/// `ui`: their upstream factors): writes the eight losses (0 for an ignored row) and returns
+/// the gradient columns (`grad`; the ignored rows' lanes 0), or returns `None` and writes
+/// nothing when a row that is not ignored has a non-finite logit or upstream factor (the
+/// caller then runs the block as `lanes::body` does). As `lanes::body` row by row.
+///
+/// # Safety
+/// AVX2 + FMA available. Panics (before any write) unless `x.len() == 8 C`, `t.len() == 8`,
+/// `losses.len() == 8`, `2 <= C <= 16` and, weighted, `k.w64`, `k.w32` hold `C` weights.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(in super::super) unsafe fn block<K: KindMarker, const C: usize>(
+    x: &[f32],
+    t: &[i64],
+    ui: &[f64; L],
+    k: &BlockConsts<'_>,
+    losses: &mut [f64],
+    grad: bool,
+) -> Option<[__m256; C]> {
+    assert!(t.len() == L && losses.len() == L);
+    if K::WEIGHTED {
+        assert!(k.w64.len() >= C && k.w32.len() >= C);
+    }
+    let zero = _mm256_setzero_ps();
+    let cols = load_cols::<C>(x);
+    let mut m = cols[0];
+    let mut fin = zero;
+    for &cj in &cols {
+        m = _mm256_max_ps(cj, m);
+        fin = _mm256_add_ps(fin, _mm256_mul_ps(cj, zero));
+    }
+    let (mut e, mut zt, mut eb) = ([zero; C], [zero; C], [zero; C]);
+    let one = _mm256_set1_ps(1.0);
+    for j in 0..C {
+        let d = _mm256_sub_ps(cols[j], m);
+        e[j] = exp8_nonpos(d);
+        eb[j] = _mm256_and_ps(e[j], _mm256_cmp_ps::<_CMP_LT_OQ>(e[j], one));
+        zt[j] = if K::WEIGHTED {
+            _mm256_mul_ps(_mm256_set1_ps(k.w32[j]), d)
+        } else {
+            d
+        };
+    }
+    let (sa, sb, sz) = (sum_cols(&e), sum_cols(&eb), sum_cols(&zt));
+    // The rows' targets (low halves of the `i64`, in range: validated by the front door, and
+    // clamped all the same), ignored lanes as class 0; `w_y` gathered (weighted).
+    // SAFETY: `t` holds eight `i64` (checked above); the gathers read `w64[y]` with `y` clamped
+    // to `0..C` (`w64` holds `C`, checked above).
+    let (yv, ign, wy) = unsafe {
+        let t0 = _mm256_loadu_si256(t.as_ptr().cast());
+        let t1 = _mm256_loadu_si256(t.as_ptr().add(4).cast());
+        let (i0, i1) = match k.ignore {
+            Some(ig) => (
+                _mm256_cmpeq_epi64(t0, _mm256_set1_epi64x(ig)),
+                _mm256_cmpeq_epi64(t1, _mm256_set1_epi64x(ig)),
+            ),
+            None => (_mm256_setzero_si256(), _mm256_setzero_si256()),
+        };
+        let lo = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+        let pack = |a: __m256i, b: __m256i| {
+            _mm256_permute2x128_si256::<0x20>(
+                _mm256_permutevar8x32_epi32(a, lo),
+                _mm256_permutevar8x32_epi32(b, lo),
+            )
+        };
+        let ign_i = pack(i0, i1);
+        let y = _mm256_andnot_si256(ign_i, pack(t0, t1));
+        let y = _mm256_min_epi32(
+            _mm256_max_epi32(y, _mm256_setzero_si256()),
+            _mm256_set1_epi32(C as i32 - 1),
+        );
+        let wy = if K::WEIGHTED {
+            let wp = k.w64.as_ptr();
+            [
+                _mm256_i32gather_pd::<8>(wp, _mm256_castsi256_si128(y)),
+                _mm256_i32gather_pd::<8>(wp, _mm256_extracti128_si256::<1>(y)),
+            ]
+        } else {
+            [_mm256_set1_pd(1.0); 2]
+        };
+        (y, _mm256_castsi256_ps(ign_i), wy)
+    };
+    let (mut zy, mut ey) = (zero, zero);
+    let mut eq = [zero; C];
+    for j in 0..C {
+        eq[j] = _mm256_castsi256_ps(_mm256_cmpeq_epi32(yv, _mm256_set1_epi32(j as i32)));
+        zy = _mm256_blendv_ps(zy, cols[j], eq[j]);
+        ey = _mm256_blendv_ps(ey, e[j], eq[j]);
+    }
+    // `S = n0 + s'` (one dominant maximum: `s'` the entries below 1), in `f64`.
+    let conf = _mm256_and_ps(
+        _mm256_cmp_ps::<_CMP_LT_OQ>(sa, _mm256_set1_ps(1.5)),
+        _mm256_cmp_ps::<_CMP_GT_OQ>(sa, zero),
+    );
+    let n0 = widen(_mm256_and_ps(conf, one));
+    let s1 = widen(_mm256_blendv_ps(sa, sb, conf));
+    let (zyd, md, zd, eyd) = (widen(zy), widen(m), widen(sz), widen(ey));
+    let pd = _mm256_set1_pd;
+    let (onep, om) = (pd(1.0), pd(1.0 - k.eps));
+    let (eps_c, w_sum) = (pd(k.eps_c), pd(k.w_sum));
+    let ra_c = pd(k.eps_c * k.w_sum);
+    let inf = pd(f64::INFINITY);
+    let (mut loss, mut av, mut bv, mut gv) =
+        ([pd(0.0); 2], [pd(0.0); 2], [pd(0.0); 2], [pd(0.0); 2]);
+    let mut bad = 0;
+    for h in 0..2 {
+        let w = wy[h];
+        // SAFETY: lanes `4 h..4 h + 4` of eight.
+        let u = unsafe { _mm256_loadu_pd(ui[4 * h..].as_ptr()) };
+        let lg = ln_split4(n0[h], s1[h]);
+        let inv = _mm256_div_pd(onep, _mm256_add_pd(n0[h], s1[h]));
+        let nll = _mm256_mul_pd(w, _mm256_sub_pd(lg, _mm256_sub_pd(zyd[h], md[h])));
+        loss[h] = if k.eps == 0.0 {
+            nll
+        } else {
+            _mm256_add_pd(
+                _mm256_mul_pd(om, nll),
+                _mm256_mul_pd(eps_c, _mm256_sub_pd(_mm256_mul_pd(w_sum, lg), zd[h])),
+            )
+        };
+        let ra = _mm256_add_pd(_mm256_mul_pd(om, w), ra_c);
+        let p = _mm256_mul_pd(eyd[h], inv);
+        let top = _mm256_and_pd(
+            _mm256_cmp_pd::<_CMP_EQ_OQ>(eyd[h], onep),
+            _mm256_cmp_pd::<_CMP_EQ_OQ>(n0[h], onep),
+        );
+        let neg_s1 = _mm256_xor_pd(s1[h], pd(-0.0));
+        let pm1 = _mm256_blendv_pd(_mm256_sub_pd(p, onep), _mm256_mul_pd(neg_s1, inv), top);
+        let g = _mm256_add_pd(
+            _mm256_mul_pd(_mm256_mul_pd(om, w), pm1),
+            _mm256_mul_pd(eps_c, _mm256_sub_pd(_mm256_mul_pd(w_sum, p), w)),
+        );
+        av[h] = _mm256_mul_pd(_mm256_mul_pd(u, ra), inv);
+        bv[h] = _mm256_mul_pd(u, eps_c);
+        gv[h] = _mm256_mul_pd(u, g);
+        // `!(u.is_finite() && ra.is_finite())`.
+        let abs = |v: __m256d| _mm256_andnot_pd(pd(-0.0), v);
+        let finite = _mm256_and_pd(
+            _mm256_cmp_pd::<_CMP_LT_OQ>(abs(u), inf),
+            _mm256_cmp_pd::<_CMP_LT_OQ>(abs(ra), inf),
+        );
+        bad |= (!_mm256_movemask_pd(finite) & 0xf) << (4 * h);
+    }
+    bad |= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(fin, zero));
+    if bad & !_mm256_movemask_ps(ign) != 0 {
+        return None;
+    }
+    // Ignored rows: loss 0 (the mask widened to `f64` lanes).
+    let ign_i = _mm256_castps_si256(ign);
+    let halves = [
+        _mm256_castsi256_si128(ign_i),
+        _mm256_extracti128_si256::<1>(ign_i),
+    ];
+    for h in 0..2 {
+        let mk = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(halves[h]));
+        // SAFETY: lanes `4 h..4 h + 4` of `losses` (eight long, checked above).
+        unsafe { _mm256_storeu_pd(losses[4 * h..].as_mut_ptr(), _mm256_andnot_pd(mk, loss[h])) };
+    }
+    if !grad {
+        return Some([zero; C]);
+    }
+    let (a8, b8, g8) = (narrow(av), narrow(bv), narrow(gv));
+    let mut out = [zero; C];
+    for j in 0..C {
+        let gj = if K::WEIGHTED {
+            _mm256_fnmadd_ps(b8, _mm256_set1_ps(k.w32[j]), _mm256_mul_ps(a8, e[j]))
+        } else {
+            _mm256_fmsub_ps(a8, e[j], b8)
+        };
+        out[j] = _mm256_andnot_ps(ign, _mm256_blendv_ps(gj, g8, eq[j]));
+    }
+    Some(out)
+}
+
+/// [`store_cols`] for the callers in `lanes.rs`.
+///
+/// # Safety
+/// AVX2 + FMA available; panics unless `out.len() == 8 C`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(in super::super) unsafe fn store_block<const C: usize>(out: &mut [f32], g: &[__m256; C]) {
+    store_cols::<C>(out, g)
+}
