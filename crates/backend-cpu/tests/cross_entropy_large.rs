@@ -178,7 +178,7 @@ fn many_short_rows_match_reference() {
     }
 }
 
-/// Short rows (1 to 33 classes: the lanes path up to 16 with its partial column blocks, the
+/// Short rows (1 to 33 classes: the lanes path up to 32 with its partial column blocks, the
 /// batched path with its masked row tails above, and 63, 64, 65, 100, 127, 128): the AVX2 build gives the same bits as the scalar build for losses and gradients, separate-buffer,
 /// in place and without gradient, including NaN, `+inf`, `-inf` and ignored rows, `-0.0`
 /// logits, weights, label smoothing 0 and not, and per-row upstream with a non-finite entry.
@@ -236,7 +236,7 @@ fn short_rows_avx2_build_is_bit_identical_to_the_scalar_build() {
     }
 }
 
-/// Short rows (the lanes path up to 16 classes, hard targets: eight rows per block, one per
+/// Short rows (the lanes path up to 32 classes, hard targets: eight rows per block, one per
 /// SIMD lane, full and partial 8-column blocks; the batched path above): a row's loss and
 /// gradient bits do not depend on the rows that share its block. Each window
 /// `rows[k..]` (so every row sits in every lane position) gives, row by row, the same bits as
@@ -247,7 +247,7 @@ fn tiny_rows_bits_do_not_depend_on_the_block() {
     let be = CpuBackend::with_threads(1);
     let mut rng = Rng::new(0x7a9e);
     for classes in [
-        1usize, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16, 17, 31, 64, 100, 127, 128,
+        1usize, 2, 3, 4, 5, 6, 7, 8, 9, 10, 16, 17, 24, 31, 32, 33, 64, 100, 127, 128,
     ] {
         for v in 0..2 {
             let rows = 29;

@@ -1,5 +1,5 @@
 //! Short rows in SIMD lanes: hard class targets (plain or class-weighted) with at most
-//! [`LANES_MAX`] (16; the code handles 128) classes, eight rows at a time, one row per lane.
+//! [`LANES_MAX`] (32; the code handles 128) classes, eight rows at a time, one row per lane.
 //!
 //! On the batched short-row path (`short.rs`) every row pays a horizontal maximum and three
 //! horizontal sums, the masked loads and stores of a partial vector and scalar `f64`
@@ -24,10 +24,10 @@
 //! non-finite logit or a non-finite upstream take the short path, one row at a time (`TOL-4`:
 //! the same results as every other path); ignored rows get loss 0 and a zero gradient here.
 //!
-//! The AVX2 build runs every full block of eight rows of 2 to 16 classes through one kernel
+//! The AVX2 build runs every full block of eight rows of 2 to 32 classes through one kernel
 //! with the class count a constant (`kernels/lanes_avx2.rs`, `block`; [`fast_rows`]): the
-//! columns stay in registers (`C >= 8`: each row's first and last eight columns, two 8x8
-//! transposes, no masks; `C < 8`: the block's `C` vectors, each column gathered by constant
+//! columns stay in registers (`C >= 8`: column blocks of eight, the last one ending at the
+//! row's end, one 8x8 transpose each, no masks; `C < 8`: the block's `C` vectors, each column gathered by constant
 //! permutes and blends), the targets, the ignore test and `w_y` as vector operations, the
 //! `f64` part as `f64` vectors (`ln_split` on four lanes), the upstream factor read once when it
 //! is the same for every row, and nothing stored before the block is known to hold no row that
@@ -48,12 +48,14 @@ use super::short::{ln_split, process_rows_short};
 use crate::math::exp_nonpos_f32;
 
 /// Rows of at most this many classes (hard targets) take the lanes path. The code handles up
-/// to [`CAPACITY`] (128) and executes 30-35 % fewer instructions per logit than the batched
-/// path from 8 to 100 classes (callgrind), but measured slower in CPU time from 32 classes on
-/// (1.2-1.8x, alternating processes on the project's loaded Zen 3 VM; the cause was not found
-/// in the time) and about 8 % slower at 20 (three column blocks for 20 columns): see
-/// `BENCHMARKS.md`, "Issue 15, short rows (session 4)"; the batched path keeps those rows.
-pub const LANES_MAX: usize = 16;
+/// to [`CAPACITY`] (128). The general block code alone was measured slower in CPU time than the
+/// batched path from 32 classes on and about 8 % slower at 20 (Zen 3, `BENCHMARKS.md`, "Issue
+/// 15, short rows (session 4)"), so the limit was 16; with the AVX2 block kernel
+/// ([`fast_rows`]) 17 to 32 classes take 0.39-0.67x the batched path's instructions and
+/// 0.56-0.9x its wall time at 17-24 classes, about the same at 32 (Zen 4, "Short rows: the
+/// whole block in registers"). The scalar build (other architectures) follows the same limit so
+/// that both builds give the same bits; its speed at 17-32 classes was not measured.
+pub const LANES_MAX: usize = 32;
 /// The most classes the block arrays hold (a multiple of 8).
 const CAPACITY: usize = 128;
 #[cfg(target_arch = "x86_64")]
@@ -441,7 +443,7 @@ unsafe fn one_block_avx2<K: KindMarker>(
 
 /// The full blocks of eight rows from row 0 on through [`lanes_avx2::block`] (the class count
 /// a constant); returns the rows done (a multiple of 8). `0` for a class count the block
-/// kernel does not take (1, or more than 16).
+/// kernel does not take (1, or more than `lanes_avx2::MAX_C`).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
@@ -466,7 +468,9 @@ unsafe fn fast_rows_any<K: KindMarker>(
         };
     }
     // SAFETY: AVX2 + FMA, as this function's.
-    unsafe { fast!(2 3 4 5 6 7 8 9 10 11 12 13 14 15 16) }
+    unsafe {
+        fast!(2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32)
+    }
 }
 
 /// [`fast_rows_any`] for `C` classes.

@@ -38,7 +38,7 @@
 //!
 //! # Short rows
 //!
-//! Rows of at most 16 classes with hard targets (plain or class-weighted) take the lanes path
+//! Rows of at most 32 classes with hard targets (plain or class-weighted) take the lanes path
 //! (`lanes.rs`): eight rows transposed into one block by in-register shuffles, one row per
 //! `f32` lane, every step a vertical operation, so nothing is paid per row but the `f64` loss
 //! and gradient constants (themselves eight lanes wide); rows with a non-finite logit or
@@ -95,7 +95,7 @@
 //! * `plan`: the per-call constants (`Plan`), chunk geometry and statistics;
 //! * `bufs`: the borrowed buffers of one task and the raw row views the kernels write through;
 //! * `long`: rows of more than `SHORT_MAX` classes, chunked, pipelined, split across threads;
-//! * `lanes`: short rows (at most 16 classes, hard targets), eight rows at a time, one per
+//! * `lanes`: short rows (at most 32 classes, hard targets), eight rows at a time, one per
 //!   SIMD lane (`kernels/lanes_avx2.rs` for the AVX2 transposes);
 //! * `short`: short rows, batched;
 //! * `options`: calls with the options of `CE-10` .. `CE-15` (softcap, z-loss, row weights, a

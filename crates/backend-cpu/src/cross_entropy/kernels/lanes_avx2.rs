@@ -297,11 +297,14 @@ pub(in super::super) unsafe fn grad_store<K: KindMarker>(
     }
 }
 
-// The whole block in registers (`lanes::fast_rows`): eight full rows of a fixed `C` (2 to 16
+// The whole block in registers (`lanes::fast_rows`): eight full rows of a fixed `C` (2 to 32
 // classes, a const parameter, so that every loop over the columns unrolls and the transposes'
 // lane tables are constants), the per-lane `f64` part as `f64` vectors, and no store before the
 // block is known to hold no row that leaves the lanes. The same operations in the same order as
 // `lanes::body` (the scalar build and the AVX2 build's general block), so the same bits.
+
+/// The most classes [`block`] takes.
+pub(in super::super) const MAX_C: usize = 32;
 
 /// Per-call constants of [`block`].
 pub(in super::super) struct BlockConsts<'a> {
@@ -317,13 +320,13 @@ pub(in super::super) struct BlockConsts<'a> {
     pub(in super::super) w32: &'a [f32],
 }
 
-/// The columns of eight rows of `C` classes (`x`: the `8 C` logits, row-major). `C >= 8`: each
-/// row's first and last eight columns, two 8x8 transposes (the overlap read twice, no mask,
-/// nothing outside the rows). `C < 8`: the `C` vectors of the block, each column gathered from
+/// The columns of eight rows of `C` classes (`x`: the `8 C` logits, row-major). `C >= 8`:
+/// blocks of eight columns, the last one ending at column `C`, one 8x8 transpose each (an
+/// overlap read twice, no mask, nothing outside the rows). `C < 8`: the `C` vectors of the block, each column gathered from
 /// them by constant permutes and blends.
 #[inline(always)]
 fn load_cols<const C: usize>(x: &[f32]) -> [__m256; C] {
-    assert!(x.len() == L * C && (2..=16).contains(&C));
+    assert!(x.len() == L * C && (2..=MAX_C).contains(&C));
     let p = x.as_ptr();
     // SAFETY: only called inside AVX2 functions of this file; every load reads eight `f32` at
     // `l C`, `l C + C - 8` (`C >= 8`, `l < 8`) or `8 v` (`v < C`), inside the `8 C` of `x`.
@@ -331,17 +334,17 @@ fn load_cols<const C: usize>(x: &[f32]) -> [__m256; C] {
         let zero = _mm256_setzero_ps();
         let mut cols = [zero; C];
         if C >= L {
-            let (mut a, mut b) = ([zero; L], [zero; L]);
-            for l in 0..L {
-                a[l] = _mm256_loadu_ps(p.add(l * C));
-                if C > L {
-                    b[l] = _mm256_loadu_ps(p.add(l * C + C - L));
+            // Column blocks at 0, 8, ..., the last one ending at column `C` (overlapping the
+            // one before when `C` is not a multiple of 8).
+            for b in 0..C.div_ceil(L) {
+                let off = if (b + 1) * L > C { C - L } else { b * L };
+                let mut r = [zero; L];
+                for (l, rl) in r.iter_mut().enumerate() {
+                    *rl = _mm256_loadu_ps(p.add(l * C + off));
                 }
-            }
-            let ta = transpose(a);
-            let tb = if C > L { transpose(b) } else { ta };
-            for (j, col) in cols.iter_mut().enumerate() {
-                *col = if j < L { ta[j] } else { tb[j + L - C] };
+                for (k, col) in transpose(r).into_iter().enumerate() {
+                    cols[off + k] = col;
+                }
             }
         } else {
             let mut v = [zero; C];
@@ -375,25 +378,17 @@ fn load_cols<const C: usize>(x: &[f32]) -> [__m256; C] {
 /// values).
 #[inline(always)]
 fn store_cols<const C: usize>(out: &mut [f32], g: &[__m256; C]) {
-    assert!(out.len() == L * C && (2..=16).contains(&C));
+    assert!(out.len() == L * C && (2..=MAX_C).contains(&C));
     let p = out.as_mut_ptr();
     // SAFETY: as in [`load_cols`], for stores into `out`.
     unsafe {
         if C >= L {
-            let mut a = [_mm256_setzero_ps(); L];
-            a.copy_from_slice(&g[..L]);
-            let ra = transpose(a);
-            let rb = if C > L {
-                let mut b = [_mm256_setzero_ps(); L];
-                b.copy_from_slice(&g[C - L..]);
-                transpose(b)
-            } else {
-                ra
-            };
-            for l in 0..L {
-                _mm256_storeu_ps(p.add(l * C), ra[l]);
-                if C > L {
-                    _mm256_storeu_ps(p.add(l * C + C - L), rb[l]);
+            for b in 0..C.div_ceil(L) {
+                let off = if (b + 1) * L > C { C - L } else { b * L };
+                let mut a = [_mm256_setzero_ps(); L];
+                a.copy_from_slice(&g[off..off + L]);
+                for (l, rl) in transpose(a).into_iter().enumerate() {
+                    _mm256_storeu_ps(p.add(l * C + off), rl);
                 }
             }
         } else {
@@ -516,7 +511,7 @@ fn ln_split4(n0: __m256d, s: __m256d) -> __m256d {
 ///
 /// # Safety
 /// AVX2 + FMA available. Panics (before any write) unless `x.len() == 8 C`, `t.len() == 8`,
-/// `losses.len() == 8`, `2 <= C <= 16` and, weighted, `k.w64`, `k.w32` hold `C` weights.
+/// `losses.len() == 8`, `2 <= C <= MAX_C` and, weighted, `k.w64`, `k.w32` hold `C` weights.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(in super::super) unsafe fn block<K: KindMarker, const C: usize>(
