@@ -179,7 +179,9 @@ fn many_short_rows_match_reference() {
 }
 
 /// Short rows (1 to 33 classes: the lanes path up to 32 with its partial column blocks, the
-/// batched path with its masked row tails above, and 63, 64, 65, 100, 127, 128): the AVX2 build gives the same bits as the scalar build for losses and gradients, separate-buffer,
+/// batched path with its masked row tails above, and 63, 64, 65, 100, 127, 128): the AVX2 build
+/// (and the AVX-512 build, where the CPU has it) gives the same bits as the scalar build for
+/// losses and gradients, separate-buffer,
 /// in place and without gradient, including NaN, `+inf`, `-inf` and ignored rows, `-0.0`
 /// logits, weights, label smoothing 0 and not, and per-row upstream with a non-finite entry.
 #[test]
@@ -221,17 +223,24 @@ fn short_rows_avx2_build_is_bit_identical_to_the_scalar_build() {
                 }
             }
             let run = |level: SimdLevel| three_calls(&case, &be, level).unwrap();
-            let (s, a) = (run(SimdLevel::Scalar), run(SimdLevel::Avx2Fma));
-            kit::same_bits_f64(&s.0, &a.0)
-                .and(kit::same_bits_f32(&s.1, &a.1))
-                .and(kit::same_bits_f64(&s.2, &a.2))
-                .and(kit::same_bits_f64(&s.3, &a.3))
-                .and(kit::same_bits_f32(&s.4, &a.4))
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "{rows}x{classes} {o:?}: the AVX2 build differs from the scalar build: {e}"
-                    )
-                });
+            let s = run(SimdLevel::Scalar);
+            // The AVX-512 level runs the lanes path's block kernel built with AVX-512 VL.
+            for level in [SimdLevel::Avx2Fma, SimdLevel::Avx512] {
+                if !level.is_available() {
+                    continue;
+                }
+                let a = run(level);
+                kit::same_bits_f64(&s.0, &a.0)
+                    .and(kit::same_bits_f32(&s.1, &a.1))
+                    .and(kit::same_bits_f64(&s.2, &a.2))
+                    .and(kit::same_bits_f64(&s.3, &a.3))
+                    .and(kit::same_bits_f32(&s.4, &a.4))
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "{rows}x{classes} {o:?}: the {level:?} build differs from the scalar build: {e}"
+                        )
+                    });
+            }
         }
     }
 }

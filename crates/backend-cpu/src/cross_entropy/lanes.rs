@@ -45,6 +45,8 @@ use super::bufs::Bufs;
 use super::kernels::lanes_avx2;
 use super::plan::{Kind, KindMarker, Plan, with_kind};
 use super::short::{ln_split, process_rows_short};
+#[cfg(target_arch = "x86_64")]
+use crate::SimdLevel;
 use crate::math::exp_nonpos_f32;
 
 /// Rows of at most this many classes (hard targets) take the lanes path. The code handles up
@@ -277,9 +279,15 @@ fn body<K: KindMarker, const AVX: bool>(
     let mut r0 = 0;
     #[cfg(target_arch = "x86_64")]
     if AVX {
-        // SAFETY: `AVX` is only true inside [`avx2`] (AVX2 + FMA checked by its callers).
+        // SAFETY: `AVX` is only true inside [`avx2`] (AVX2 + FMA checked by its callers);
+        // `SimdLevel::Avx512` only where AVX-512 F and VL are available (checked when the
+        // level is chosen).
         r0 = unsafe {
-            fast_rows_any::<K>(plan, first, &mut bufs, us, losses, &mut sc, &mut specials)
+            if plan.level == SimdLevel::Avx512 && c <= EVEX_MAX {
+                fast_rows_any_evex::<K>(plan, first, &mut bufs, us, losses, &mut sc, &mut specials)
+            } else {
+                fast_rows_any::<K>(plan, first, &mut bufs, us, losses, &mut sc, &mut specials)
+            }
         };
     }
     while r0 < rows {
@@ -441,93 +449,178 @@ unsafe fn one_block_avx2<K: KindMarker>(
     one_block::<K, true>(plan, first, bufs, us, losses, r0, L, sc, specials)
 }
 
-/// The full blocks of eight rows from row 0 on through [`lanes_avx2::block`] (the class count
-/// a constant); returns the rows done (a multiple of 8). `0` for a class count the block
-/// kernel does not take (1, or more than `lanes_avx2::MAX_C`).
+/// `NB` blocks of eight rows from row `r0` through [`lanes_avx2::block`]: `false` (nothing
+/// written) if one of them has a row that leaves the lanes.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
+/// The CPU must support AVX2 and FMA (inlined into the callers' builds).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fast_rows_any<K: KindMarker>(
+#[inline(always)]
+unsafe fn blocks<K: KindMarker, const C: usize, const NB: usize>(
     plan: &Plan<'_>,
     first: usize,
     bufs: &mut Bufs<'_>,
     us: &dyn Fn(usize) -> f64,
     losses: &mut [f64],
-    sc: &mut Scratch,
-    specials: &mut Vec<usize>,
-) -> usize {
-    macro_rules! fast {
-        ($($c:literal)*) => {
-            match plan.classes {
-                $($c => fast_rows::<K, $c>(plan, first, bufs, us, losses, sc, specials),)*
-                _ => 0,
-            }
-        };
-    }
-    // SAFETY: AVX2 + FMA, as this function's.
-    unsafe {
-        fast!(2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32)
-    }
-}
-
-/// [`fast_rows_any`] for `C` classes.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fast_rows<K: KindMarker, const C: usize>(
-    plan: &Plan<'_>,
-    first: usize,
-    bufs: &mut Bufs<'_>,
-    us: &dyn Fn(usize) -> f64,
-    losses: &mut [f64],
-    sc: &mut Scratch,
-    specials: &mut Vec<usize>,
-) -> usize {
-    assert_eq!(plan.classes, C);
+    k: &lanes_avx2::BlockConsts<'_>,
+    r0: usize,
+) -> bool {
+    let n = NB * L;
     let t = plan.classes_t.unwrap_or(&[]);
-    let k = lanes_avx2::BlockConsts {
-        eps: plan.eps,
-        eps_c: plan.eps / C as f64,
-        w_sum: plan.w_sum,
-        ignore: plan.ignore,
-        w64: plan.w64.unwrap_or(&[]),
-        w32: &plan.w32,
+    let range = r0 * C..(r0 + n) * C;
+    let i = first + r0;
+    let mut ui = [0.0f64; 2 * L];
+    let ui: &[f64] = if k.uniform_us.is_some() {
+        &[]
+    } else {
+        for (l, v) in ui[..n].iter_mut().enumerate() {
+            *v = us(i + l);
+        }
+        &ui[..n]
     };
     let grad = !matches!(bufs, Bufs::ReadOnly(_));
-    let full = losses.len() / L * L;
-    let mut r0 = 0;
-    while r0 < full {
-        let range = r0 * C..(r0 + L) * C;
-        let i = first + r0;
-        let ui: [f64; L] = match plan.uniform_us {
-            Some(u) => [u; L],
-            None => std::array::from_fn(|l| us(i + l)),
-        };
-        let x: &[f32] = match &*bufs {
-            Bufs::Split(x, _) | Bufs::ReadOnly(x) => &x[range.clone()],
-            Bufs::InPlace(g) => &g[range.clone()],
-        };
-        // SAFETY: AVX2 + FMA, as this function's; the sizes are checked inside.
-        let g = unsafe {
-            lanes_avx2::block::<K, C>(x, &t[i..i + L], &ui, &k, &mut losses[r0..r0 + L], grad)
-        };
-        match g {
-            Some(g) => {
-                if let Bufs::Split(_, out) | Bufs::InPlace(out) = bufs {
-                    // SAFETY: as above.
-                    unsafe { lanes_avx2::store_block::<C>(&mut out[range], &g) };
-                }
-            }
+    let x: &[f32] = match &*bufs {
+        Bufs::Split(x, _) | Bufs::ReadOnly(x) => &x[range.clone()],
+        Bufs::InPlace(g) => &g[range.clone()],
+    };
+    // SAFETY: AVX2 + FMA (this function's contract); the sizes are checked inside.
+    let g = unsafe {
+        lanes_avx2::block::<K, C, NB>(x, &t[i..i + n], ui, k, &mut losses[r0..r0 + n], grad)
+    };
+    let Some(g) = g else { return false };
+    if let Bufs::Split(_, out) | Bufs::InPlace(out) = bufs {
+        for (b, gb) in g.iter().enumerate() {
+            let o = &mut out[(r0 + b * L) * C..(r0 + (b + 1) * L) * C];
             // SAFETY: as above.
-            None => unsafe { one_block_avx2::<K>(plan, first, bufs, us, losses, r0, sc, specials) },
+            unsafe { lanes_avx2::store_block::<C>(o, gb) };
         }
-        r0 += L;
     }
-    full
+    true
 }
+
+/// `match classes { 2 => f::<K, 2>(args), ..., 32 => f::<K, 32>(args), _ => 0 }`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! per_class_count {
+    ($classes:expr, $f:ident::<$k:ident>($($arg:expr),*)) => {
+        per_class_count!(@ $classes, $f, $k, ($($arg),*),
+            2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32)
+    };
+    (@ $classes:expr, $f:ident, $k:ident, $args:tt, $($c:literal)*) => {
+        match $classes {
+            $($c => per_class_count!(@call $f, $k, $c, $args),)*
+            _ => 0,
+        }
+    };
+    (@call $f:ident, $k:ident, $c:literal, ($($arg:expr),*)) => {
+        $f::<$k, $c>($($arg),*)
+    };
+}
+
+/// The fast-path functions of one build: `$any` dispatches on the class count to `$rows`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! fast_rows_fns {
+    ($any:ident, $rows:ident, $features:literal) => {
+        /// The full blocks of eight rows from row 0 on through [`lanes_avx2::block`] (the
+        /// class count a constant); returns the rows done (a multiple of 8). `0` for a class
+        /// count the block kernel does not take (1, or more than `lanes_avx2::MAX_C`).
+        ///
+        /// # Safety
+        /// The CPU must support this build's target features.
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = $features)]
+        unsafe fn $any<K: KindMarker>(
+            plan: &Plan<'_>,
+            first: usize,
+            bufs: &mut Bufs<'_>,
+            us: &dyn Fn(usize) -> f64,
+            losses: &mut [f64],
+            sc: &mut Scratch,
+            specials: &mut Vec<usize>,
+        ) -> usize {
+            // SAFETY: this function's target features.
+            unsafe {
+                per_class_count!(
+                    plan.classes,
+                    $rows::<K>(plan, first, bufs, us, losses, sc, specials)
+                )
+            }
+        }
+
+        /// The function above for `C` classes: two blocks at a time (their dependency chains
+        /// overlap) where that was measured faster, else one.
+        ///
+        /// # Safety
+        /// The CPU must support this build's target features.
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = $features)]
+        unsafe fn $rows<K: KindMarker, const C: usize>(
+            plan: &Plan<'_>,
+            first: usize,
+            bufs: &mut Bufs<'_>,
+            us: &dyn Fn(usize) -> f64,
+            losses: &mut [f64],
+            sc: &mut Scratch,
+            specials: &mut Vec<usize>,
+        ) -> usize {
+            assert_eq!(plan.classes, C);
+            let k = lanes_avx2::BlockConsts {
+                eps: plan.eps,
+                eps_c: plan.eps / C as f64,
+                w_sum: plan.w_sum,
+                ignore: plan.ignore,
+                uniform_us: plan.uniform_us,
+                w64: plan.w64.unwrap_or(&[]),
+                w32: &plan.w32,
+            };
+            let full = losses.len() / L * L;
+            let mut r0 = 0;
+            while r0 < full {
+                let left = (full - r0).min(2 * L);
+                let mut pair = false;
+                if pair_blocks(C) && left == 2 * L {
+                    // SAFETY: this function's target features (AVX2 + FMA at least).
+                    pair = unsafe { blocks::<K, C, 2>(plan, first, bufs, us, losses, &k, r0) };
+                }
+                if !pair {
+                    // One at a time: a pair with a row that leaves the lanes, the last block.
+                    for rb in (r0..r0 + left).step_by(L) {
+                        // SAFETY: as above.
+                        unsafe {
+                            if !blocks::<K, C, 1>(plan, first, bufs, us, losses, &k, rb) {
+                                one_block_avx2::<K>(
+                                    plan, first, bufs, us, losses, rb, sc, specials,
+                                );
+                            }
+                        }
+                    }
+                }
+                r0 += left;
+            }
+            full
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+fast_rows_fns!(fast_rows_any, fast_rows, "avx2,fma");
+#[cfg(target_arch = "x86_64")]
+fast_rows_fns!(
+    fast_rows_any_evex,
+    fast_rows_evex,
+    "avx2,fma,avx512f,avx512vl"
+);
+
+/// Whether rows of `c` classes go through the block kernel two blocks at a time: measured
+/// faster up to 5 classes (0.88-0.92x the time at 2-3 classes, 0.95x at 5), level at 10-16 and
+/// slower at 20 in the AVX2 build (Zen 4, `BENCHMARKS.md`, "Short rows: two blocks at a time,
+/// and the AVX-512 build").
+#[cfg(target_arch = "x86_64")]
+const fn pair_blocks(c: usize) -> bool {
+    c <= 5
+}
+
+/// The most classes the AVX-512 level runs through the block kernel's AVX-512 VL build: 0.93-0.98x
+/// the AVX2 build's time up to 16 classes, 1.07-1.2x at 20 (one block at a time; same section).
+#[cfg(target_arch = "x86_64")]
+const EVEX_MAX: usize = 16;

@@ -314,6 +314,8 @@ pub(in super::super) struct BlockConsts<'a> {
     pub(in super::super) w_sum: f64,
     /// The ignored class, if any.
     pub(in super::super) ignore: Option<i64>,
+    /// Every row's upstream factor when it is the same for all (`ui` is then not read).
+    pub(in super::super) uniform_us: Option<f64>,
     /// Class weights (`f64` for `w_y`, `f32` for the gradient and `sum w_j d_j`), weighted
     /// kind only (`C` long).
     pub(in super::super) w64: &'a [f64],
@@ -462,6 +464,19 @@ fn narrow(v: [__m256d; 2]) -> __m256 {
     }
 }
 
+/// The low halves of the eight `i64` lanes of `a` (lanes 0-3) and `b` (lanes 4-7) as `i32`.
+#[inline(always)]
+fn pack_lo(a: __m256i, b: __m256i) -> __m256i {
+    // SAFETY: only called inside AVX2 functions of this file.
+    unsafe {
+        let lo = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+        _mm256_permute2x128_si256::<0x20>(
+            _mm256_permutevar8x32_epi32(a, lo),
+            _mm256_permutevar8x32_epi32(b, lo),
+        )
+    }
+}
+
 /// `short::ln_split(n0, s)` on four lanes (the same operations, so the same bits).
 #[inline(always)]
 fn ln_split4(n0: __m256d, s: __m256d) -> __m256d {
@@ -503,178 +518,208 @@ fn ln_split4(n0: __m256d, s: __m256d) -> __m256d {
     }
 }
 
-/// One block of eight full rows of `C` classes (`x`: their `8 C` logits; `t`: their targets;
-/// `ui`: their upstream factors): writes the eight losses (0 for an ignored row) and returns
-/// the gradient columns (`grad`; the ignored rows' lanes 0), or returns `None` and writes
-/// nothing when a row that is not ignored has a non-finite logit or upstream factor (the
-/// caller then runs the block as `lanes::body` does). As `lanes::body` row by row.
+/// `NB` blocks of eight full rows of `C` classes each (`x`: their `8 NB C` logits; `t`: their
+/// targets; `ui`: their upstream factors): writes the `8 NB` losses (0 for an ignored row) and
+/// returns each block's gradient columns (`grad`; the ignored rows' lanes 0), or returns `None`
+/// and writes nothing when a row that is not ignored has a non-finite logit or upstream factor
+/// (the caller then runs the blocks another way). As `lanes::body` row by row. Each step runs
+/// for every block before the next step: the blocks' long dependency chains (the `exp`, then
+/// the `f64` division and polynomial of `ln S`) overlap instead of waiting one after the other.
 ///
 /// # Safety
-/// AVX2 + FMA available. Panics (before any write) unless `x.len() == 8 C`, `t.len() == 8`,
-/// `losses.len() == 8`, `2 <= C <= MAX_C` and, weighted, `k.w64`, `k.w32` hold `C` weights.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-pub(in super::super) unsafe fn block<K: KindMarker, const C: usize>(
+/// AVX2 + FMA available (always inlined, into the callers' AVX2 or AVX-512 builds: no target
+/// features of its own, no closures). Panics (before any write) unless `x.len() == 8 NB C`, `t.len() == 8
+/// NB`, `ui.len() == 8 NB`, `losses.len() == 8 NB`, `2 <= C <= MAX_C` and, weighted, `k.w64`,
+/// `k.w32` hold `C` weights.
+#[inline(always)]
+pub(in super::super) unsafe fn block<K: KindMarker, const C: usize, const NB: usize>(
     x: &[f32],
     t: &[i64],
-    ui: &[f64; L],
+    ui: &[f64],
     k: &BlockConsts<'_>,
     losses: &mut [f64],
     grad: bool,
-) -> Option<[__m256; C]> {
-    assert!(t.len() == L && losses.len() == L);
+) -> Option<[[__m256; C]; NB]> {
+    let rows = L * NB;
+    assert!(x.len() == rows * C && t.len() == rows && losses.len() == rows);
+    assert!(k.uniform_us.is_some() || ui.len() == rows);
     if K::WEIGHTED {
         assert!(k.w64.len() >= C && k.w32.len() >= C);
     }
-    let zero = _mm256_setzero_ps();
-    let cols = load_cols::<C>(x);
-    let mut m = cols[0];
-    let mut fin = zero;
-    for &cj in &cols {
-        m = _mm256_max_ps(cj, m);
-        fin = _mm256_add_ps(fin, _mm256_mul_ps(cj, zero));
+    // SAFETY: AVX2 + FMA (this function's contract, and the callers' builds); the loads and
+    // stores below stay inside the slices checked above.
+    unsafe {
+        let zero = _mm256_setzero_ps();
+        let one = _mm256_set1_ps(1.0);
+        let mut cols = [[zero; C]; NB];
+        for (b, cb) in cols.iter_mut().enumerate() {
+            *cb = load_cols::<C>(&x[b * L * C..(b + 1) * L * C]);
+        }
+        let (mut m, mut fin) = ([zero; NB], [zero; NB]);
+        for b in 0..NB {
+            m[b] = cols[b][0];
+            for &cj in &cols[b] {
+                m[b] = _mm256_max_ps(cj, m[b]);
+                fin[b] = _mm256_add_ps(fin[b], _mm256_mul_ps(cj, zero));
+            }
+        }
+        let mut e = [[zero; C]; NB];
+        let (mut sa, mut sb, mut sz) = ([zero; NB], [zero; NB], [zero; NB]);
+        for b in 0..NB {
+            let (mut zt, mut eb) = ([zero; C], [zero; C]);
+            for j in 0..C {
+                let d = _mm256_sub_ps(cols[b][j], m[b]);
+                e[b][j] = exp8_nonpos(d);
+                eb[j] = _mm256_and_ps(e[b][j], _mm256_cmp_ps::<_CMP_LT_OQ>(e[b][j], one));
+                zt[j] = if K::WEIGHTED {
+                    _mm256_mul_ps(_mm256_set1_ps(k.w32[j]), d)
+                } else {
+                    d
+                };
+            }
+            (sa[b], sb[b], sz[b]) = (sum_cols(&e[b]), sum_cols(&eb), sum_cols(&zt));
+        }
+        // The rows' targets (low halves of the `i64`, in range: validated by the front door, and
+        // clamped all the same), ignored lanes as class 0; `w_y` gathered (weighted).
+        let (mut yv, mut ign) = ([_mm256_setzero_si256(); NB], [zero; NB]);
+        let mut wy = [[_mm256_set1_pd(1.0); 2]; NB];
+        for b in 0..NB {
+            // SAFETY: `t` holds `8 NB` `i64` (checked above); the gathers read `w64[y]` with `y`
+            // clamped to `0..C` (`w64` holds `C`, checked above).
+            {
+                let t0 = _mm256_loadu_si256(t.as_ptr().add(L * b).cast());
+                let t1 = _mm256_loadu_si256(t.as_ptr().add(L * b + 4).cast());
+                let (i0, i1) = match k.ignore {
+                    Some(ig) => (
+                        _mm256_cmpeq_epi64(t0, _mm256_set1_epi64x(ig)),
+                        _mm256_cmpeq_epi64(t1, _mm256_set1_epi64x(ig)),
+                    ),
+                    None => (_mm256_setzero_si256(), _mm256_setzero_si256()),
+                };
+                let ign_i = pack_lo(i0, i1);
+                let y = _mm256_andnot_si256(ign_i, pack_lo(t0, t1));
+                yv[b] = _mm256_min_epi32(
+                    _mm256_max_epi32(y, _mm256_setzero_si256()),
+                    _mm256_set1_epi32(C as i32 - 1),
+                );
+                if K::WEIGHTED {
+                    let wp = k.w64.as_ptr();
+                    wy[b] = [
+                        _mm256_i32gather_pd::<8>(wp, _mm256_castsi256_si128(yv[b])),
+                        _mm256_i32gather_pd::<8>(wp, _mm256_extracti128_si256::<1>(yv[b])),
+                    ];
+                }
+                ign[b] = _mm256_castsi256_ps(ign_i);
+            }
+        }
+        let (mut zy, mut ey) = ([zero; NB], [zero; NB]);
+        let mut eq = [[zero; C]; NB];
+        for b in 0..NB {
+            for j in 0..C {
+                eq[b][j] =
+                    _mm256_castsi256_ps(_mm256_cmpeq_epi32(yv[b], _mm256_set1_epi32(j as i32)));
+                zy[b] = _mm256_blendv_ps(zy[b], cols[b][j], eq[b][j]);
+                ey[b] = _mm256_blendv_ps(ey[b], e[b][j], eq[b][j]);
+            }
+        }
+        let pd = _mm256_set1_pd;
+        let (onep, om) = (pd(1.0), pd(1.0 - k.eps));
+        let (eps_c, w_sum) = (pd(k.eps_c), pd(k.w_sum));
+        let ra_c = pd(k.eps_c * k.w_sum);
+        let inf = pd(f64::INFINITY);
+        let mut loss = [[pd(0.0); 2]; NB];
+        let (mut av, mut bv, mut gv) = ([[pd(0.0); 2]; NB], [[pd(0.0); 2]; NB], [[pd(0.0); 2]; NB]);
+        let mut bad = 0;
+        for b in 0..NB {
+            // `S = n0 + s'` (one dominant maximum: `s'` the entries below 1), in `f64`.
+            let conf = _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_LT_OQ>(sa[b], _mm256_set1_ps(1.5)),
+                _mm256_cmp_ps::<_CMP_GT_OQ>(sa[b], zero),
+            );
+            let n0 = widen(_mm256_and_ps(conf, one));
+            let s1 = widen(_mm256_blendv_ps(sa[b], sb[b], conf));
+            let (zyd, md, zd, eyd) = (widen(zy[b]), widen(m[b]), widen(sz[b]), widen(ey[b]));
+            for h in 0..2 {
+                let w = wy[b][h];
+                // SAFETY: lanes `4 h..4 h + 4` of block `b` (`ui` holds `8 NB`, checked above).
+                let u = match k.uniform_us {
+                    Some(v) => pd(v),
+                    None => _mm256_loadu_pd(ui[L * b + 4 * h..].as_ptr()),
+                };
+                let lg = ln_split4(n0[h], s1[h]);
+                let inv = _mm256_div_pd(onep, _mm256_add_pd(n0[h], s1[h]));
+                let nll = _mm256_mul_pd(w, _mm256_sub_pd(lg, _mm256_sub_pd(zyd[h], md[h])));
+                loss[b][h] = if k.eps == 0.0 {
+                    nll
+                } else {
+                    _mm256_add_pd(
+                        _mm256_mul_pd(om, nll),
+                        _mm256_mul_pd(eps_c, _mm256_sub_pd(_mm256_mul_pd(w_sum, lg), zd[h])),
+                    )
+                };
+                let ra = _mm256_add_pd(_mm256_mul_pd(om, w), ra_c);
+                let p = _mm256_mul_pd(eyd[h], inv);
+                let top = _mm256_and_pd(
+                    _mm256_cmp_pd::<_CMP_EQ_OQ>(eyd[h], onep),
+                    _mm256_cmp_pd::<_CMP_EQ_OQ>(n0[h], onep),
+                );
+                let neg_s1 = _mm256_xor_pd(s1[h], pd(-0.0));
+                let pm1 = _mm256_blendv_pd(_mm256_sub_pd(p, onep), _mm256_mul_pd(neg_s1, inv), top);
+                let g = _mm256_add_pd(
+                    _mm256_mul_pd(_mm256_mul_pd(om, w), pm1),
+                    _mm256_mul_pd(eps_c, _mm256_sub_pd(_mm256_mul_pd(w_sum, p), w)),
+                );
+                av[b][h] = _mm256_mul_pd(_mm256_mul_pd(u, ra), inv);
+                bv[b][h] = _mm256_mul_pd(u, eps_c);
+                gv[b][h] = _mm256_mul_pd(u, g);
+                // `!(u.is_finite() && ra.is_finite())`, for the rows that are not ignored.
+                let finite = _mm256_and_pd(
+                    _mm256_cmp_pd::<_CMP_LT_OQ>(_mm256_andnot_pd(pd(-0.0), u), inf),
+                    _mm256_cmp_pd::<_CMP_LT_OQ>(_mm256_andnot_pd(pd(-0.0), ra), inf),
+                );
+                let kept = !_mm256_movemask_ps(ign[b]) >> (4 * h);
+                bad |= !_mm256_movemask_pd(finite) & kept & 0xf;
+            }
+            let fin_bad = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(fin[b], zero));
+            bad |= fin_bad & !_mm256_movemask_ps(ign[b]);
+        }
+        if bad != 0 {
+            return None;
+        }
+        for b in 0..NB {
+            // Ignored rows: loss 0 (the mask widened to `f64` lanes).
+            let ign_i = _mm256_castps_si256(ign[b]);
+            let halves = [
+                _mm256_castsi256_si128(ign_i),
+                _mm256_extracti128_si256::<1>(ign_i),
+            ];
+            for h in 0..2 {
+                let mk = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(halves[h]));
+                // SAFETY: lanes `4 h..4 h + 4` of block `b` (`losses` holds `8 NB`, checked
+                // above).
+                _mm256_storeu_pd(
+                    losses[L * b + 4 * h..].as_mut_ptr(),
+                    _mm256_andnot_pd(mk, loss[b][h]),
+                );
+            }
+        }
+        let mut out = [[zero; C]; NB];
+        if !grad {
+            return Some(out);
+        }
+        for b in 0..NB {
+            let (a8, b8, g8) = (narrow(av[b]), narrow(bv[b]), narrow(gv[b]));
+            for j in 0..C {
+                let gj = if K::WEIGHTED {
+                    _mm256_fnmadd_ps(b8, _mm256_set1_ps(k.w32[j]), _mm256_mul_ps(a8, e[b][j]))
+                } else {
+                    _mm256_fmsub_ps(a8, e[b][j], b8)
+                };
+                out[b][j] = _mm256_andnot_ps(ign[b], _mm256_blendv_ps(gj, g8, eq[b][j]));
+            }
+        }
+        Some(out)
     }
-    let (mut e, mut zt, mut eb) = ([zero; C], [zero; C], [zero; C]);
-    let one = _mm256_set1_ps(1.0);
-    for j in 0..C {
-        let d = _mm256_sub_ps(cols[j], m);
-        e[j] = exp8_nonpos(d);
-        eb[j] = _mm256_and_ps(e[j], _mm256_cmp_ps::<_CMP_LT_OQ>(e[j], one));
-        zt[j] = if K::WEIGHTED {
-            _mm256_mul_ps(_mm256_set1_ps(k.w32[j]), d)
-        } else {
-            d
-        };
-    }
-    let (sa, sb, sz) = (sum_cols(&e), sum_cols(&eb), sum_cols(&zt));
-    // The rows' targets (low halves of the `i64`, in range: validated by the front door, and
-    // clamped all the same), ignored lanes as class 0; `w_y` gathered (weighted).
-    // SAFETY: `t` holds eight `i64` (checked above); the gathers read `w64[y]` with `y` clamped
-    // to `0..C` (`w64` holds `C`, checked above).
-    let (yv, ign, wy) = unsafe {
-        let t0 = _mm256_loadu_si256(t.as_ptr().cast());
-        let t1 = _mm256_loadu_si256(t.as_ptr().add(4).cast());
-        let (i0, i1) = match k.ignore {
-            Some(ig) => (
-                _mm256_cmpeq_epi64(t0, _mm256_set1_epi64x(ig)),
-                _mm256_cmpeq_epi64(t1, _mm256_set1_epi64x(ig)),
-            ),
-            None => (_mm256_setzero_si256(), _mm256_setzero_si256()),
-        };
-        let lo = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
-        let pack = |a: __m256i, b: __m256i| {
-            _mm256_permute2x128_si256::<0x20>(
-                _mm256_permutevar8x32_epi32(a, lo),
-                _mm256_permutevar8x32_epi32(b, lo),
-            )
-        };
-        let ign_i = pack(i0, i1);
-        let y = _mm256_andnot_si256(ign_i, pack(t0, t1));
-        let y = _mm256_min_epi32(
-            _mm256_max_epi32(y, _mm256_setzero_si256()),
-            _mm256_set1_epi32(C as i32 - 1),
-        );
-        let wy = if K::WEIGHTED {
-            let wp = k.w64.as_ptr();
-            [
-                _mm256_i32gather_pd::<8>(wp, _mm256_castsi256_si128(y)),
-                _mm256_i32gather_pd::<8>(wp, _mm256_extracti128_si256::<1>(y)),
-            ]
-        } else {
-            [_mm256_set1_pd(1.0); 2]
-        };
-        (y, _mm256_castsi256_ps(ign_i), wy)
-    };
-    let (mut zy, mut ey) = (zero, zero);
-    let mut eq = [zero; C];
-    for j in 0..C {
-        eq[j] = _mm256_castsi256_ps(_mm256_cmpeq_epi32(yv, _mm256_set1_epi32(j as i32)));
-        zy = _mm256_blendv_ps(zy, cols[j], eq[j]);
-        ey = _mm256_blendv_ps(ey, e[j], eq[j]);
-    }
-    // `S = n0 + s'` (one dominant maximum: `s'` the entries below 1), in `f64`.
-    let conf = _mm256_and_ps(
-        _mm256_cmp_ps::<_CMP_LT_OQ>(sa, _mm256_set1_ps(1.5)),
-        _mm256_cmp_ps::<_CMP_GT_OQ>(sa, zero),
-    );
-    let n0 = widen(_mm256_and_ps(conf, one));
-    let s1 = widen(_mm256_blendv_ps(sa, sb, conf));
-    let (zyd, md, zd, eyd) = (widen(zy), widen(m), widen(sz), widen(ey));
-    let pd = _mm256_set1_pd;
-    let (onep, om) = (pd(1.0), pd(1.0 - k.eps));
-    let (eps_c, w_sum) = (pd(k.eps_c), pd(k.w_sum));
-    let ra_c = pd(k.eps_c * k.w_sum);
-    let inf = pd(f64::INFINITY);
-    let (mut loss, mut av, mut bv, mut gv) =
-        ([pd(0.0); 2], [pd(0.0); 2], [pd(0.0); 2], [pd(0.0); 2]);
-    let mut bad = 0;
-    for h in 0..2 {
-        let w = wy[h];
-        // SAFETY: lanes `4 h..4 h + 4` of eight.
-        let u = unsafe { _mm256_loadu_pd(ui[4 * h..].as_ptr()) };
-        let lg = ln_split4(n0[h], s1[h]);
-        let inv = _mm256_div_pd(onep, _mm256_add_pd(n0[h], s1[h]));
-        let nll = _mm256_mul_pd(w, _mm256_sub_pd(lg, _mm256_sub_pd(zyd[h], md[h])));
-        loss[h] = if k.eps == 0.0 {
-            nll
-        } else {
-            _mm256_add_pd(
-                _mm256_mul_pd(om, nll),
-                _mm256_mul_pd(eps_c, _mm256_sub_pd(_mm256_mul_pd(w_sum, lg), zd[h])),
-            )
-        };
-        let ra = _mm256_add_pd(_mm256_mul_pd(om, w), ra_c);
-        let p = _mm256_mul_pd(eyd[h], inv);
-        let top = _mm256_and_pd(
-            _mm256_cmp_pd::<_CMP_EQ_OQ>(eyd[h], onep),
-            _mm256_cmp_pd::<_CMP_EQ_OQ>(n0[h], onep),
-        );
-        let neg_s1 = _mm256_xor_pd(s1[h], pd(-0.0));
-        let pm1 = _mm256_blendv_pd(_mm256_sub_pd(p, onep), _mm256_mul_pd(neg_s1, inv), top);
-        let g = _mm256_add_pd(
-            _mm256_mul_pd(_mm256_mul_pd(om, w), pm1),
-            _mm256_mul_pd(eps_c, _mm256_sub_pd(_mm256_mul_pd(w_sum, p), w)),
-        );
-        av[h] = _mm256_mul_pd(_mm256_mul_pd(u, ra), inv);
-        bv[h] = _mm256_mul_pd(u, eps_c);
-        gv[h] = _mm256_mul_pd(u, g);
-        // `!(u.is_finite() && ra.is_finite())`.
-        let abs = |v: __m256d| _mm256_andnot_pd(pd(-0.0), v);
-        let finite = _mm256_and_pd(
-            _mm256_cmp_pd::<_CMP_LT_OQ>(abs(u), inf),
-            _mm256_cmp_pd::<_CMP_LT_OQ>(abs(ra), inf),
-        );
-        bad |= (!_mm256_movemask_pd(finite) & 0xf) << (4 * h);
-    }
-    bad |= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(fin, zero));
-    if bad & !_mm256_movemask_ps(ign) != 0 {
-        return None;
-    }
-    // Ignored rows: loss 0 (the mask widened to `f64` lanes).
-    let ign_i = _mm256_castps_si256(ign);
-    let halves = [
-        _mm256_castsi256_si128(ign_i),
-        _mm256_extracti128_si256::<1>(ign_i),
-    ];
-    for h in 0..2 {
-        let mk = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(halves[h]));
-        // SAFETY: lanes `4 h..4 h + 4` of `losses` (eight long, checked above).
-        unsafe { _mm256_storeu_pd(losses[4 * h..].as_mut_ptr(), _mm256_andnot_pd(mk, loss[h])) };
-    }
-    if !grad {
-        return Some([zero; C]);
-    }
-    let (a8, b8, g8) = (narrow(av), narrow(bv), narrow(gv));
-    let mut out = [zero; C];
-    for j in 0..C {
-        let gj = if K::WEIGHTED {
-            _mm256_fnmadd_ps(b8, _mm256_set1_ps(k.w32[j]), _mm256_mul_ps(a8, e[j]))
-        } else {
-            _mm256_fmsub_ps(a8, e[j], b8)
-        };
-        out[j] = _mm256_andnot_ps(ign, _mm256_blendv_ps(gj, g8, eq[j]));
-    }
-    Some(out)
 }
 
 /// [`store_cols`] for the callers in `lanes.rs`.
