@@ -31,8 +31,10 @@
 //! permutes and blends), the targets, the ignore test and `w_y` as vector operations, the
 //! `f64` part as `f64` vectors (`ln_split` on four lanes), the upstream factor read once when it
 //! is the same for every row, and nothing stored before the block is known to hold no row that
-//! leaves the lanes (such a block runs through the general block code instead). The same
-//! operations in the same order, so the same bits; 0.24x (2 classes) to 0.58x (16) the
+//! leaves the lanes (such a block runs through the general block code instead); up to 5
+//! classes two blocks at a time, step by step (their `f64` chains overlap); on
+//! `SimdLevel::Avx512` up to 16 classes built a second time with AVX-512 VL (32 registers, the
+//! same intrinsics). The same operations in the same order, so the same bits; 0.24x (2 classes) to 0.58x (16) the
 //! instructions of the general block code (`BENCHMARKS.md`, "Short rows: the whole block in
 //! registers").
 //!
